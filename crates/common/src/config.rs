@@ -1,0 +1,624 @@
+//! Configuration shared by every Tenantry binary.
+//!
+//! One flat set of keys for all binaries, so the same `TENANTRY_…` environment serves the
+//! all-in-one server and the separate services alike, and an unknown key is an error everywhere.
+//! Layers, later wins: built-in defaults → optional TOML file (`--config` / `TENANTRY_CONFIG`) →
+//! `TENANTRY_*` environment variables → command-line flags. [`Config::validate`] then checks
+//! values that types alone cannot.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::Args;
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Environment variable prefix of every configuration key.
+pub const ENV_PREFIX: &str = "TENANTRY_";
+/// Environment variable naming the optional TOML configuration file.
+pub const ENV_CONFIG_FILE: &str = "TENANTRY_CONFIG";
+/// Standard OpenTelemetry variable: OTLP export is on when it is set.
+pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// A configuration value that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call sites that need it are easy to audit with grep.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human format on a terminal, JSON otherwise.
+    Auto,
+    Pretty,
+    Json,
+}
+
+/// Every setting of every Tenantry binary. Each binary reads the keys it needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where embedded SQLite files and generated development credentials live.
+    pub data_dir: PathBuf,
+    /// REST gateway listen address.
+    pub http_addr: SocketAddr,
+    /// Tenant service gRPC listen address.
+    pub tenant_grpc_addr: SocketAddr,
+    /// Entitlement service gRPC listen address.
+    pub entitlement_grpc_addr: SocketAddr,
+    /// Tenant service database (`postgres://…` or `sqlite://…`); SQLite in `data_dir` when unset.
+    pub tenant_database_url: Option<Secret>,
+    /// Entitlement service database; SQLite in `data_dir` when unset.
+    pub entitlement_database_url: Option<Secret>,
+    /// PostgreSQL schema owned by the tenant service.
+    pub tenant_db_schema: String,
+    /// PostgreSQL schema owned by the entitlement service.
+    pub entitlement_db_schema: String,
+    /// Connection pool size per service.
+    pub db_max_connections: u32,
+    /// How long to wait for a pooled connection before answering UNAVAILABLE.
+    pub db_acquire_timeout_ms: u64,
+    /// Where clients reach the tenant service (default: `http://` + `tenant_grpc_addr`).
+    pub tenant_service_url: Option<String>,
+    /// Where clients reach the entitlement service (default: `http://` + `entitlement_grpc_addr`).
+    pub entitlement_service_url: Option<String>,
+    /// Bearer token every gRPC call must carry; off when unset.
+    pub service_token: Option<Secret>,
+    /// PEM certificate chain for gRPC TLS (with `tls_key_path`).
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key for gRPC TLS (with `tls_cert_path`).
+    pub tls_key_path: Option<PathBuf>,
+    /// PEM CA bundle clients use to verify the services' certificates.
+    pub tls_ca_path: Option<PathBuf>,
+    /// Per-request deadline enforced by the servers.
+    pub request_timeout_ms: u64,
+    /// Requests served at once per server; more wait.
+    pub concurrency_limit: usize,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// After SIGTERM: how long in-flight requests may take before the server stops anyway.
+    pub shutdown_grace_ms: u64,
+    /// Log filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
+    pub log_level: String,
+    /// `auto`, `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// Deepest allowed account hierarchy (root = depth 0).
+    pub max_hierarchy_depth: u32,
+    /// Environment credentials for `POST /auth/vendor`; generated into `data_dir` in dev mode.
+    pub client_id: Option<String>,
+    /// Secret paired with `client_id`.
+    pub client_secret: Option<Secret>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http_addr: ([127, 0, 0, 1], 8080).into(),
+            tenant_grpc_addr: ([127, 0, 0, 1], 50051).into(),
+            entitlement_grpc_addr: ([127, 0, 0, 1], 50052).into(),
+            tenant_database_url: None,
+            entitlement_database_url: None,
+            tenant_db_schema: "tenant".to_owned(),
+            entitlement_db_schema: "entitlement".to_owned(),
+            db_max_connections: 10,
+            db_acquire_timeout_ms: 5_000,
+            tenant_service_url: None,
+            entitlement_service_url: None,
+            service_token: None,
+            tls_cert_path: None,
+            tls_key_path: None,
+            tls_ca_path: None,
+            request_timeout_ms: 30_000,
+            concurrency_limit: 1_024,
+            max_message_bytes: 4 * 1024 * 1024,
+            shutdown_grace_ms: 25_000,
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Auto,
+            max_hierarchy_depth: 16,
+            client_id: None,
+            client_secret: None,
+        }
+    }
+}
+
+/// Command-line flags common to every binary; each overrides the matching key.
+#[derive(Args, Clone, Debug, Default, Serialize)]
+pub struct ConfigArgs {
+    /// TOML configuration file (keys as in the README's configuration table).
+    #[arg(long, env = ENV_CONFIG_FILE, global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory for embedded SQLite files and generated development credentials.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// REST gateway listen address.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    /// Tenant service gRPC listen address.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_grpc_addr: Option<SocketAddr>,
+    /// Entitlement service gRPC listen address.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entitlement_grpc_addr: Option<SocketAddr>,
+    /// Tenant service database URL.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_database_url: Option<String>,
+    /// Entitlement service database URL.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entitlement_database_url: Option<String>,
+    /// Where clients reach the tenant service.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_service_url: Option<String>,
+    /// Where clients reach the entitlement service.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entitlement_service_url: Option<String>,
+    /// Log filter, e.g. `info,tenantry=debug`.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// `auto`, `pretty` or `json`.
+    #[arg(long, global = true, value_parser = ["auto", "pretty", "json"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+/// A configuration that could not be loaded or is not valid; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: {0}")]
+    Load(String),
+    #[error("configuration error: `{key}` {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads defaults → file → environment → flags, then validates.
+    pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        Self::load_from(args, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_from(
+        args: &ConfigArgs,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let file = args.config.clone().or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == ENV_CONFIG_FILE)
+                .map(|(_, v)| PathBuf::from(v))
+        });
+        if let Some(path) = &file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != ENV_CONFIG_FILE)
+            .collect();
+        figment = figment.merge(EnvList(vars));
+        figment = figment.merge(Serialized::defaults(args));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        for (key, url) in [
+            ("tenant_database_url", &self.tenant_database_url),
+            ("entitlement_database_url", &self.entitlement_database_url),
+        ] {
+            if let Some(url) = url {
+                let url = url.expose();
+                if !(url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:"))
+                {
+                    // The URL may hold a password: name the scheme only.
+                    let scheme = url.split(':').next().unwrap_or_default();
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "must start with postgres://, postgresql:// or sqlite: (got scheme `{scheme}`)"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (key, schema) in [
+            ("tenant_db_schema", &self.tenant_db_schema),
+            ("entitlement_db_schema", &self.entitlement_db_schema),
+        ] {
+            let ok = !schema.is_empty()
+                && schema.len() <= 63
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !schema.starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be 1-63 lowercase letters, digits or `_`, not starting with a digit (got `{schema}`)"
+                    ),
+                ));
+            }
+        }
+        for (key, url) in [
+            ("tenant_service_url", &self.tenant_service_url),
+            ("entitlement_service_url", &self.entitlement_service_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        key,
+                        format!("must be an http:// or https:// URL (got `{url}`)"),
+                    ));
+                }
+            }
+        }
+        if self.tls_cert_path.is_some() != self.tls_key_path.is_some() {
+            return Err(invalid(
+                "tls_cert_path",
+                "and `tls_key_path` must be set together",
+            ));
+        }
+        for (key, path) in [
+            ("tls_cert_path", &self.tls_cert_path),
+            ("tls_key_path", &self.tls_key_path),
+            ("tls_ca_path", &self.tls_ca_path),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(
+                        key,
+                        format!("names a file that does not exist: {}", path.display()),
+                    ));
+                }
+            }
+        }
+        if matches!(&self.service_token, Some(t) if t.expose().len() < 16) {
+            return Err(invalid("service_token", "must be at least 16 characters"));
+        }
+        if self.client_id.is_some() != self.client_secret.is_some() {
+            return Err(invalid(
+                "client_id",
+                "and `client_secret` must be set together",
+            ));
+        }
+        for (key, value) in [
+            ("db_max_connections", u64::from(self.db_max_connections)),
+            ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("concurrency_limit", self.concurrency_limit as u64),
+            ("max_message_bytes", self.max_message_bytes as u64),
+            ("max_hierarchy_depth", u64::from(self.max_hierarchy_depth)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.log_level.trim().is_empty() {
+            return Err(invalid("log_level", "must not be empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| invalid("log_level", format!("is not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    /// The tenant service database URL, defaulting to a SQLite file in `data_dir`.
+    pub fn tenant_database(&self) -> String {
+        self.database_url(&self.tenant_database_url, "tenant.db")
+    }
+
+    /// The entitlement service database URL, defaulting to a SQLite file in `data_dir`.
+    pub fn entitlement_database(&self) -> String {
+        self.database_url(&self.entitlement_database_url, "entitlement.db")
+    }
+
+    fn database_url(&self, configured: &Option<Secret>, file: &str) -> String {
+        match configured {
+            Some(url) => url.expose().to_owned(),
+            None => sqlite_url(&self.data_dir.join(file)),
+        }
+    }
+
+    /// Where clients reach the tenant service.
+    pub fn tenant_endpoint(&self) -> String {
+        self.endpoint(&self.tenant_service_url, self.tenant_grpc_addr)
+    }
+
+    /// Where clients reach the entitlement service.
+    pub fn entitlement_endpoint(&self) -> String {
+        self.endpoint(&self.entitlement_service_url, self.entitlement_grpc_addr)
+    }
+
+    fn endpoint(&self, configured: &Option<String>, addr: SocketAddr) -> String {
+        match configured {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if self.tls_cert_path.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{addr}")
+            }
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+}
+
+/// A SQLite URL that creates the file when missing.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// `TENANTRY_HTTP_ADDR=…` → key `http_addr`; values parsed like figment's `Env` (so numbers are
+/// numbers), but from a list we were given rather than the process environment.
+struct EnvList(Vec<(String, String)>);
+
+impl figment::Provider for EnvList {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("`TENANTRY_*` environment variable(s)")
+    }
+
+    fn data(
+        &self,
+        ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error>
+    {
+        let mut dict = figment::value::Dict::new();
+        for (key, value) in &self.0 {
+            let key = key[ENV_PREFIX.len()..].to_ascii_lowercase();
+            let value: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            dict.insert(key, value);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+fn describe_figment_error(error: &figment::Error) -> String {
+    // figment errors may quote the offending value, which could be a secret: name key and source.
+    let mut parts = Vec::new();
+    for e in error.clone() {
+        let key = e.path.join(".");
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| m.name.to_string())
+            .unwrap_or_else(|| "configuration".to_owned());
+        let kind = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
+            figment::error::Kind::InvalidType(actual, expected) => {
+                format!("`{key}` has the wrong type: found {actual}, expected {expected}")
+            }
+            figment::error::Kind::InvalidValue(_, expected) => {
+                format!("`{key}` has an invalid value: expected {expected}")
+            }
+            figment::error::Kind::UnknownVariant(_, expected) => {
+                format!("`{key}` has an unknown value: expected one of {expected:?}")
+            }
+            figment::error::Kind::Message(msg) => {
+                if key.is_empty() {
+                    msg.clone()
+                } else {
+                    format!("`{key}`: {msg}")
+                }
+            }
+            other => format!("`{key}`: {other}"),
+        };
+        parts.push(format!("{kind} (from {source})"));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_laptop_setup() {
+        let c = Config::load_from(&ConfigArgs::default(), env(&[])).unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.tenant_grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.entitlement_grpc_addr.to_string(), "127.0.0.1:50052");
+        assert_eq!(c.tenant_database(), "sqlite://./data/tenant.db?mode=rwc");
+        assert_eq!(c.tenant_endpoint(), "http://127.0.0.1:50051");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tenantry.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:1000\"\nlog_level = \"debug\"\nmax_hierarchy_depth = 4\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(file),
+            log_level: Some("warn".into()),
+            ..ConfigArgs::default()
+        };
+        let c = Config::load_from(
+            &args,
+            env(&[
+                ("TENANTRY_HTTP_ADDR", "127.0.0.1:2000"),
+                ("TENANTRY_LOG_LEVEL", "trace"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:2000");
+        assert_eq!(c.log_level, "warn");
+        assert_eq!(c.max_hierarchy_depth, 4);
+    }
+
+    #[test]
+    fn unknown_environment_key_is_refused_by_name() {
+        let err = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[("TENANTRY_HTTP_ADRR", "127.0.0.1:1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown key `http_adrr`"), "{err}");
+        assert!(err.contains("TENANTRY_"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(file),
+            ..ConfigArgs::default()
+        };
+        let err = Config::load_from(&args, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown key `no_such_setting`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_and_without_the_secret() {
+        let err = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[("TENANTRY_HTTP_ADDR", "not-an-address")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("http_addr"), "{err}");
+
+        let err = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[(
+                "TENANTRY_TENANT_DATABASE_URL",
+                "mysql://root:hunter2hunter2@db/x",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tenant_database_url"), "{err}");
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+
+        let err = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[("TENANTRY_LOG_FORMAT", "xml")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("log_format"), "{err}");
+
+        let err = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[("TENANTRY_REQUEST_TIMEOUT_MS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("request_timeout_ms"), "{err}");
+
+        let err = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[("TENANTRY_SERVICE_TOKEN", "short")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("service_token"), "{err}");
+        assert!(!err.contains("short"), "secret leaked: {err}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let c = Config {
+            service_token: Some(Secret::new("super-secret-token-value")),
+            ..Config::default()
+        };
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("super-secret"), "{printed}");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let args = ConfigArgs {
+            config: Some(PathBuf::from("/definitely/not/here.toml")),
+            ..ConfigArgs::default()
+        };
+        let err = Config::load_from(&args, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,277 @@
+//! Database connection and database-error classification, shared by both services.
+//!
+//! PostgreSQL in production (each service in its own schema, put on `search_path` so neither
+//! service's SQL names a schema), SQLite as the zero-setup default.
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    SqlErr, Statement, sqlx,
+};
+
+/// Which engine a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+impl Engine {
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// How to reach one service's database.
+#[derive(Clone, Debug)]
+pub struct DbSettings {
+    pub url: String,
+    /// The service's own schema (PostgreSQL only).
+    pub schema: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// Shown in `pg_stat_activity`.
+    pub application_name: String,
+}
+
+/// Connects, creating the SQLite file's directory or the PostgreSQL schema when missing, and
+/// pins the session's `search_path` to the service's schema.
+pub async fn connect(settings: &DbSettings) -> Result<DatabaseConnection, DbErr> {
+    let engine = Engine::of(&settings.url).ok_or_else(|| {
+        DbErr::Custom("database URL must start with postgres://, postgresql:// or sqlite:".into())
+    })?;
+    match engine {
+        Engine::Postgres => ensure_schema(settings).await?,
+        Engine::Sqlite => ensure_sqlite_dir(&settings.url)?,
+    }
+    let mut options = ConnectOptions::new(settings.url.clone());
+    options
+        .max_connections(settings.max_connections)
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_timeout(settings.acquire_timeout)
+        .sqlx_logging(false);
+    match engine {
+        Engine::Postgres => {
+            options
+                .set_schema_search_path(settings.schema.clone())
+                .set_application_name(settings.application_name.clone());
+        }
+        Engine::Sqlite => {
+            // WAL lets readers proceed during a write; the busy timeout turns lock contention into
+            // waiting rather than SQLITE_BUSY errors; foreign keys are off by default in SQLite.
+            options.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        }
+    }
+    Database::connect(options).await
+}
+
+async fn ensure_schema(settings: &DbSettings) -> Result<(), DbErr> {
+    let mut options = ConnectOptions::new(settings.url.clone());
+    options
+        .max_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_timeout(settings.acquire_timeout)
+        .sqlx_logging(false);
+    let admin = Database::connect(options).await?;
+    // Look before creating: a role without CREATE on the database may still own its schema
+    // (created by an operator), and CREATE SCHEMA IF NOT EXISTS checks the privilege first.
+    let exists = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 AS one FROM pg_namespace WHERE nspname = $1",
+            [settings.schema.clone().into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(&settings.schema)
+        );
+        admin.execute_unprepared(&sql).await?;
+    }
+    admin.close().await
+}
+
+fn ensure_sqlite_dir(url: &str) -> Result<(), DbErr> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                DbErr::Custom(format!(
+                    "cannot create database directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Quotes a PostgreSQL identifier.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// What a database error means for the caller. Storage layers map this to their domain error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbFailure {
+    /// A unique constraint refused the write; carries the constraint or index name when known.
+    UniqueViolation(String),
+    /// A foreign key refused the write.
+    ForeignKeyViolation(String),
+    /// A concurrent transaction won (serialization failure or deadlock): retrying may succeed.
+    Conflict,
+    /// The database cannot be reached or is shutting down: UNAVAILABLE, retry later.
+    Unavailable,
+    /// Anything else: a bug or a broken database; logged, returned as INTERNAL.
+    Other,
+}
+
+/// Classifies a database error without exposing its SQL text.
+pub fn classify(err: &DbErr) -> DbFailure {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(detail)) => {
+            return DbFailure::UniqueViolation(constraint_name(err).unwrap_or(detail));
+        }
+        Some(SqlErr::ForeignKeyConstraintViolation(detail)) => {
+            return DbFailure::ForeignKeyViolation(constraint_name(err).unwrap_or(detail));
+        }
+        Some(_) | None => {}
+    }
+    let runtime = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return DbFailure::Unavailable,
+        DbErr::Exec(r) | DbErr::Query(r) => r,
+        _ => return DbFailure::Other,
+    };
+    let RuntimeErr::SqlxError(sqlx_err) = runtime else {
+        return DbFailure::Other;
+    };
+    classify_sqlx(sqlx_err)
+}
+
+/// Classifies an error from the sqlx connection used directly (LISTEN/NOTIFY, COPY).
+pub fn classify_sqlx(err: &sqlx::Error) -> DbFailure {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => DbFailure::Unavailable,
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                "40001" | "40P01" => DbFailure::Conflict,
+                // SQLITE_BUSY / SQLITE_LOCKED: the busy timeout ran out.
+                "5" | "6" | "517" | "262" => DbFailure::Conflict,
+                "23505" | "2067" | "1555" => {
+                    DbFailure::UniqueViolation(db.constraint().unwrap_or_default().to_owned())
+                }
+                "23503" | "787" => {
+                    DbFailure::ForeignKeyViolation(db.constraint().unwrap_or_default().to_owned())
+                }
+                // Class 08 connection exceptions, admin shutdown, cannot connect now, too many
+                // connections, read-only standby after a failover.
+                c if c.starts_with("08")
+                    || c == "57P01"
+                    || c == "57P02"
+                    || c == "57P03"
+                    || c == "53300"
+                    || c == "25006" =>
+                {
+                    DbFailure::Unavailable
+                }
+                _ => DbFailure::Other,
+            }
+        }
+        _ => DbFailure::Other,
+    }
+}
+
+fn constraint_name(err: &DbErr) -> Option<String> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return None;
+    };
+    match e.as_ref() {
+        sqlx::Error::Database(db) => db.constraint().map(str::to_owned),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_recognised_from_the_url() {
+        assert_eq!(Engine::of("postgres://u@h/db"), Some(Engine::Postgres));
+        assert_eq!(Engine::of("postgresql://u@h/db"), Some(Engine::Postgres));
+        assert_eq!(Engine::of("sqlite://./data/x.db?mode=rwc"), Some(Engine::Sqlite));
+        assert_eq!(Engine::of("mysql://x"), None);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("tenant"), "\"tenant\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn lost_connections_are_unavailable() {
+        let err = DbErr::Conn(RuntimeErr::SqlxError(std::sync::Arc::new(
+            sqlx::Error::PoolTimedOut,
+        )));
+        assert_eq!(classify(&err), DbFailure::Unavailable);
+        let err = DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        ))));
+        assert_eq!(classify(&err), DbFailure::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn sqlite_unique_violation_is_classified() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::sqlite_url(&dir.path().join("nested/x.db"));
+        let db = connect(&DbSettings {
+            url,
+            schema: "unused".into(),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+            application_name: "test".into(),
+        })
+        .await
+        .unwrap();
+        db.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .await
+            .unwrap();
+        db.execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .unwrap();
+        let err = db
+            .execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .unwrap_err();
+        assert!(matches!(classify(&err), DbFailure::UniqueViolation(_)));
+    }
+}

@@ -1,0 +1,365 @@
+//! gRPC server and client plumbing shared by the services.
+//!
+//! [`serve`] adds what every Tenantry gRPC server has: `grpc.health.v1` (NOT_SERVING while
+//! draining), server reflection, the service-token check, per-request spans that continue the
+//! caller's W3C trace, a deadline, a concurrency limit, optional TLS and graceful shutdown.
+//! [`connect`] builds the client side: a lazily connecting channel whose interceptor adds the
+//! service token and the current trace context to every call.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{extract::Request, middleware::Next, response::Response};
+use opentelemetry::{global, propagation::Extractor, propagation::Injector};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{
+    metadata::{MetadataKey, MetadataMap, MetadataValue},
+    service::{Interceptor, Routes, interceptor::InterceptedService},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig},
+};
+use tonic_health::ServingStatus;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{
+    config::{Config, Secret},
+    shutdown::Shutdown,
+};
+
+/// Metadata key carrying the authenticated end principal (set by the gateway) to the services.
+pub const PRINCIPAL_METADATA_KEY: &str = "x-tenantry-principal";
+const HEALTH_PATH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// What a gRPC server needs to know beyond its services.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub service_token: Option<Secret>,
+    pub request_timeout: Duration,
+    pub concurrency_limit: usize,
+    pub max_message_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl ServerSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            tls: config.tls_cert_path.clone().zip(config.tls_key_path.clone()),
+            service_token: config.service_token.clone(),
+            request_timeout: config.request_timeout(),
+            concurrency_limit: config.concurrency_limit,
+            max_message_bytes: config.max_message_bytes,
+            shutdown_grace: config.shutdown_grace(),
+        }
+    }
+}
+
+/// Why a server stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read TLS material {path}: {source}")]
+    Tls {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reflection descriptors are malformed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The services one server hosts: their routes and the names health reports for them.
+#[derive(Debug, Default)]
+pub struct Services {
+    routes: tonic::service::RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl Services {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a generated tonic server.
+    pub fn add<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+}
+
+/// Serves `services` on `listener` until `shutdown` fires, then reports NOT_SERVING, stops
+/// accepting, and lets in-flight calls finish for up to `shutdown_grace`.
+pub async fn serve(
+    settings: &ServerSettings,
+    listener: TcpListener,
+    services: Services,
+    descriptor_sets: &[&'static [u8]],
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in &services.names {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for set in descriptor_sets {
+        reflection = reflection.register_encoded_file_descriptor_set(set);
+    }
+    // Building only fails on a malformed descriptor set, which is a build-time artefact.
+    let reflection = reflection.build_v1().map_err(ServeError::Reflection)?;
+
+    let mut routes = services.routes;
+    routes.add_service(health_service).add_service(reflection);
+    let mut router = routes.routes().into_axum_router();
+    if let Some(token) = &settings.service_token {
+        let expected: Arc<str> = format!("Bearer {}", token.expose()).into();
+        router = router.layer(axum::middleware::from_fn(move |req, next| {
+            check_service_token(expected.clone(), req, next)
+        }));
+    }
+    let routes = Routes::from(router);
+
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(settings.request_timeout)
+        .trace_fn(server_span);
+    if let Some((cert, key)) = &settings.tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ServeError::Tls {
+                path: path.clone(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let mut builder = builder.layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit));
+
+    let signal = {
+        let shutdown = shutdown.clone();
+        let names = services.names.clone();
+        async move {
+            shutdown.wait().await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+            for name in names {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            tracing::info!("shutdown requested: draining in-flight requests");
+        }
+    };
+    let server = builder
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::pin!(server);
+    let grace = settings.shutdown_grace;
+    tokio::select! {
+        result = &mut server => result?,
+        () = async {
+            shutdown.wait().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Binds a listener, naming the address in the error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+    })
+}
+
+async fn check_service_token(expected: Arc<str>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with(HEALTH_PATH_PREFIX) {
+        // Kubernetes' native gRPC probes carry no credentials.
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(http::HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if constant_time_eq(presented, expected.as_bytes()) {
+        next.run(req).await
+    } else {
+        tonic::Status::unauthenticated("missing or invalid service token").into_http()
+    }
+}
+
+/// Compares without an early exit so timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, byte) in b.iter().enumerate() {
+        diff |= byte ^ a.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn server_span(req: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = %req.uri().path(),
+    );
+    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
+    let _ = span.set_parent(parent);
+    span
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Writes the current span's W3C trace context into outgoing metadata.
+pub fn inject_trace_context(metadata: &mut MetadataMap) {
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut MetadataInjector(metadata)));
+}
+
+/// Adds the service token and the trace context to every outgoing call.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInterceptor {
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl ClientInterceptor {
+    pub fn new(service_token: Option<&Secret>) -> Self {
+        let authorization = service_token.and_then(|t| {
+            let mut value = MetadataValue::try_from(format!("Bearer {}", t.expose())).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        Self { authorization }
+    }
+}
+
+impl Interceptor for ClientInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(auth) = &self.authorization {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        inject_trace_context(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+/// A channel to another service plus the interceptor to wrap its clients with.
+pub type ClientChannel = InterceptedService<Channel, ClientInterceptor>;
+
+/// Why a client channel could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid service URL `{url}`: {source}")]
+    Url {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot read TLS CA bundle {path}: {source}")]
+    Ca {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration for `{url}` refused: {source}")]
+    Tls {
+        url: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A lazily connecting channel to `url`: services start in any order, and calls made while the
+/// peer is down fail with UNAVAILABLE instead of blocking start-up.
+pub fn connect(
+    url: &str,
+    ca_path: Option<&PathBuf>,
+    service_token: Option<&Secret>,
+    request_timeout: Duration,
+) -> Result<ClientChannel, ConnectError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|source| ConnectError::Url {
+            url: url.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(request_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(path) = ca_path {
+            let pem = std::fs::read(path).map_err(|source| ConnectError::Ca {
+                path: path.clone(),
+                source,
+            })?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|source| ConnectError::Tls {
+            url: url.to_owned(),
+            source,
+        })?;
+    }
+    Ok(InterceptedService::new(
+        endpoint.connect_lazy(),
+        ClientInterceptor::new(service_token),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal_inputs() {
+        assert!(constant_time_eq(b"Bearer abc", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer abd", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer ab", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer abcd", b"Bearer abc"));
+        assert!(!constant_time_eq(b"", b"Bearer abc"));
+    }
+}

@@ -1,0 +1,282 @@
+//! The platform pieces every server relies on, exercised for real: an ephemeral PostgreSQL,
+//! a gRPC server on port 0 with health and reflection, the service token, and graceful
+//! shutdown on SIGTERM.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use tenantry_common::{
+    Secret, Shutdown,
+    db::{self, DbSettings},
+    grpc::{self, ServerSettings, Services},
+    testing,
+};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+fn settings(token: Option<&str>) -> ServerSettings {
+    ServerSettings {
+        tls: None,
+        service_token: token.map(Secret::new),
+        request_timeout: Duration::from_secs(10),
+        concurrency_limit: 64,
+        max_message_bytes: 4 << 20,
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+async fn start(
+    token: Option<&str>,
+) -> (
+    String,
+    Shutdown,
+    tokio::task::JoinHandle<Result<(), grpc::ServeError>>,
+) {
+    let listener = grpc::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        let settings = settings(token);
+        tokio::spawn(async move {
+            grpc::serve(&settings, listener, Services::new(), &[], shutdown).await
+        })
+    };
+    (url, shutdown, server)
+}
+
+async fn channel(url: &str) -> Channel {
+    Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn list_services() -> ServerReflectionRequest {
+    ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    }
+}
+
+fn service_names(response: Option<MessageResponse>) -> Vec<String> {
+    match response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_on_port_zero_answers_health_and_reflection() {
+    let (url, shutdown, server) = start(None).await;
+    let channel = channel(&url).await;
+
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([list_services()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let names = service_names(answers.next().await.unwrap().unwrap().message_response);
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.reflection.v1.ServerReflection".to_owned()),
+        "{names:?}"
+    );
+
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn service_token_is_required_except_for_health() {
+    let token = "a-service-token-of-some-length";
+    let (url, shutdown, server) = start(Some(token)).await;
+    let channel = channel(&url).await;
+
+    // Health answers without credentials: Kubernetes probes carry none.
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let err = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([list_services()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(!err.message().contains(token));
+
+    let wrong = grpc::connect(
+        &url,
+        None,
+        Some(&Secret::new("not-the-right-token-at-all")),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let err = ServerReflectionClient::new(wrong)
+        .server_reflection_info(tokio_stream::iter([list_services()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let right = grpc::connect(&url, None, Some(&Secret::new(token)), Duration::from_secs(5)).unwrap();
+    let mut answers = ServerReflectionClient::new(right)
+        .server_reflection_info(tokio_stream::iter([list_services()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let names = service_names(answers.next().await.unwrap().unwrap().message_response);
+    assert!(!names.is_empty());
+
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_calls_and_reports_not_serving() {
+    let (url, shutdown, server) = start(None).await;
+    shutdown.on_signals().unwrap();
+    let channel = channel(&url).await;
+
+    // A watcher sees the server's health change when draining starts.
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    // An in-flight call: a reflection stream that asks one question now and one after SIGTERM.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(list_services()).await.unwrap();
+    let mut answers = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    service_names(answers.next().await.unwrap().unwrap().message_response);
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("health watch is told about draining")
+            .unwrap()
+            .unwrap()
+            .status(),
+        ServingStatus::NotServing
+    );
+    drop(watch);
+
+    // The call that was in flight when the signal came is still answered...
+    tx.send(list_services()).await.unwrap();
+    let names = service_names(answers.next().await.unwrap().unwrap().message_response);
+    assert!(!names.is_empty());
+    assert!(!server.is_finished(), "server must wait for the in-flight call");
+
+    // ...and once it completes, the server stops by itself, well inside the grace period.
+    drop(tx);
+    assert!(answers.next().await.is_none());
+    drop(answers);
+    drop(channel);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stops after draining")
+        .unwrap()
+        .unwrap();
+
+    // New connections are refused once it has stopped.
+    assert!(Channel::from_shared(url).unwrap().connect().await.is_err());
+}
+
+#[tokio::test]
+async fn ephemeral_postgres_gives_each_test_its_own_database_and_schema() {
+    let pg = testing::postgres();
+    let url = pg.create_database().await;
+    let other = pg.create_database().await;
+    assert_ne!(url, other);
+
+    let conn = db::connect(&DbSettings {
+        url: url.clone(),
+        schema: "svc_schema".into(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(10),
+        application_name: "platform-test".into(),
+    })
+    .await
+    .unwrap();
+    conn.execute_unprepared("CREATE TABLE thing (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    // The unqualified table landed in the service's schema, not in `public`.
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'thing'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let schema: String = row.try_get("", "table_schema").unwrap();
+    assert_eq!(schema, "svc_schema");
+
+    conn.execute_unprepared("INSERT INTO thing VALUES (1)")
+        .await
+        .unwrap();
+    let err = conn
+        .execute_unprepared("INSERT INTO thing VALUES (1)")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        db::classify(&err),
+        db::DbFailure::UniqueViolation(_)
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_classified_unavailable() {
+    let port = testing::free_port();
+    let err = db::connect(&DbSettings {
+        url: format!("postgres://postgres@127.0.0.1:{port}/none"),
+        schema: "x".into(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(2),
+        application_name: "platform-test".into(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(db::classify(&err), db::DbFailure::Unavailable);
+}

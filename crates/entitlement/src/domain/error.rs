@@ -1,0 +1,88 @@
+//! The domain error: semantic variants that the gRPC layer maps to status codes in one place.
+
+use serde::Serialize;
+
+/// One bad item of a batch, by its position in the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    pub index: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl ItemError {
+    pub fn new(index: usize, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            index,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} {id} already exists")]
+    AlreadyExists { kind: &'static str, id: String },
+    #[error("invalid {field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// A batch refused as a whole; every bad item is listed (maps to INVALID_ARGUMENT).
+    #[error("{} invalid item(s) in batch", .0.len())]
+    InvalidItems(Vec<ItemError>),
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl DomainError {
+    pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        DomainError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        DomainError::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_field_and_count() {
+        assert_eq!(
+            DomainError::invalid("key", "too long").to_string(),
+            "invalid key: too long"
+        );
+        let e = DomainError::InvalidItems(vec![ItemError::new(0, "planId", "x"); 3]);
+        assert_eq!(e.to_string(), "3 invalid item(s) in batch");
+        assert_eq!(
+            DomainError::not_found("plan", "p1").to_string(),
+            "plan p1 not found"
+        );
+    }
+}
