@@ -113,6 +113,8 @@ pub struct Config {
     pub log_level: String,
     /// `auto`, `pretty` or `json`.
     pub log_format: LogFormat,
+    /// Apply the service's migrations at start (off when a Kubernetes Job runs them first).
+    pub migrate_on_start: bool,
     /// Deepest allowed account hierarchy (root = depth 0).
     pub max_hierarchy_depth: u32,
     /// Environment credentials for `POST /auth/vendor`; generated into `data_dir` in dev mode.
@@ -146,6 +148,7 @@ impl Default for Config {
             shutdown_grace_ms: 25_000,
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
+            migrate_on_start: true,
             max_hierarchy_depth: 16,
             client_id: None,
             client_secret: None,
@@ -303,13 +306,13 @@ impl Config {
             ("tenant_service_url", &self.tenant_service_url),
             ("entitlement_service_url", &self.entitlement_service_url),
         ] {
-            if let Some(url) = url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(invalid(
-                        key,
-                        format!("must be an http:// or https:// URL (got `{url}`)"),
-                    ));
-                }
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    key,
+                    format!("must be an http:// or https:// URL (got `{url}`)"),
+                ));
             }
         }
         if self.tls_cert_path.is_some() != self.tls_key_path.is_some() {
@@ -323,13 +326,13 @@ impl Config {
             ("tls_key_path", &self.tls_key_path),
             ("tls_ca_path", &self.tls_ca_path),
         ] {
-            if let Some(path) = path {
-                if !path.is_file() {
-                    return Err(invalid(
-                        key,
-                        format!("names a file that does not exist: {}", path.display()),
-                    ));
-                }
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(invalid(
+                    key,
+                    format!("names a file that does not exist: {}", path.display()),
+                ));
             }
         }
         if matches!(&self.service_token, Some(t) if t.expose().len() < 16) {
@@ -431,8 +434,7 @@ impl figment::Provider for EnvList {
 
     fn data(
         &self,
-        ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error>
-    {
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         let mut dict = figment::value::Dict::new();
         for (key, value) in &self.0 {
             let key = key[ENV_PREFIX.len()..].to_ascii_lowercase();
@@ -445,6 +447,10 @@ impl figment::Provider for EnvList {
     }
 }
 
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "figment's error kinds are many; the rest are described generically"
+)]
 fn describe_figment_error(error: &figment::Error) -> String {
     // figment errors may quote the offending value, which could be a secret: name key and source.
     let mut parts = Vec::new();

@@ -114,15 +114,15 @@ fn ensure_sqlite_dir(url: &str) -> Result<(), DbErr> {
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                DbErr::Custom(format!(
-                    "cannot create database directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            DbErr::Custom(format!(
+                "cannot create database directory {}: {e}",
+                dir.display()
+            ))
+        })?;
     }
     Ok(())
 }
@@ -148,6 +148,10 @@ pub enum DbFailure {
 }
 
 /// Classifies a database error without exposing its SQL text.
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "DbErr is non_exhaustive; every other kind is not retryable"
+)]
 pub fn classify(err: &DbErr) -> DbFailure {
     match err.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(detail)) => {
@@ -170,6 +174,10 @@ pub fn classify(err: &DbErr) -> DbFailure {
 }
 
 /// Classifies an error from the sqlx connection used directly (LISTEN/NOTIFY, COPY).
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "sqlx::Error is non_exhaustive; every other kind is not retryable"
+)]
 pub fn classify_sqlx(err: &sqlx::Error) -> DbFailure {
     match err {
         sqlx::Error::Io(_)
@@ -208,6 +216,10 @@ pub fn classify_sqlx(err: &sqlx::Error) -> DbFailure {
     }
 }
 
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "only database errors carry a constraint name"
+)]
 fn constraint_name(err: &DbErr) -> Option<String> {
     let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
     else {
@@ -227,7 +239,10 @@ mod tests {
     fn engine_is_recognised_from_the_url() {
         assert_eq!(Engine::of("postgres://u@h/db"), Some(Engine::Postgres));
         assert_eq!(Engine::of("postgresql://u@h/db"), Some(Engine::Postgres));
-        assert_eq!(Engine::of("sqlite://./data/x.db?mode=rwc"), Some(Engine::Sqlite));
+        assert_eq!(
+            Engine::of("sqlite://./data/x.db?mode=rwc"),
+            Some(Engine::Sqlite)
+        );
         assert_eq!(Engine::of("mysql://x"), None);
     }
 

@@ -6,12 +6,7 @@
 //! [`connect`] builds the client side: a lazily connecting channel whose interceptor adds the
 //! service token and the current trace context to every call.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{extract::Request, middleware::Next, response::Response};
 use opentelemetry::{global, propagation::Extractor, propagation::Injector};
@@ -49,7 +44,10 @@ pub struct ServerSettings {
 impl ServerSettings {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            tls: config.tls_cert_path.clone().zip(config.tls_key_path.clone()),
+            tls: config
+                .tls_cert_path
+                .clone()
+                .zip(config.tls_key_path.clone()),
             service_token: config.service_token.clone(),
             request_timeout: config.request_timeout(),
             concurrency_limit: config.concurrency_limit,
@@ -86,12 +84,14 @@ impl Services {
     }
 
     /// Adds a generated tonic server.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "a builder step, not arithmetic"
+    )]
     pub fn add<S>(mut self, service: S) -> Self
     where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
             + Clone
             + Send
             + Sync
@@ -159,7 +159,9 @@ pub async fn serve(
         let names = services.names.clone();
         async move {
             shutdown.wait().await;
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
             for name in names {
                 health
                     .set_service_status(name, ServingStatus::NotServing)
@@ -187,9 +189,9 @@ pub async fn serve(
 
 /// Binds a listener, naming the address in the error.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 async fn check_service_token(expected: Arc<str>, req: Request, next: Next) -> Response {
@@ -259,7 +261,9 @@ impl Injector for MetadataInjector<'_> {
 /// Writes the current span's W3C trace context into outgoing metadata.
 pub fn inject_trace_context(metadata: &mut MetadataMap) {
     let context = tracing::Span::current().context();
-    global::get_text_map_propagator(|p| p.inject_context(&context, &mut MetadataInjector(metadata)));
+    global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut MetadataInjector(metadata))
+    });
 }
 
 /// Adds the service token and the trace context to every outgoing call.
@@ -280,7 +284,10 @@ impl ClientInterceptor {
 }
 
 impl Interceptor for ClientInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(auth) = &self.authorization {
             request.metadata_mut().insert("authorization", auth.clone());
         }
@@ -339,10 +346,12 @@ pub fn connect(
             })?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
-        endpoint = endpoint.tls_config(tls).map_err(|source| ConnectError::Tls {
-            url: url.to_owned(),
-            source,
-        })?;
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|source| ConnectError::Tls {
+                url: url.to_owned(),
+                source,
+            })?;
     }
     Ok(InterceptedService::new(
         endpoint.connect_lazy(),

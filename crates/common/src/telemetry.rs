@@ -33,15 +33,15 @@ impl std::fmt::Debug for TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(tracer) = self.tracer.take() {
-            if let Err(e) = tracer.shutdown() {
-                eprintln!("tenantry: flushing traces failed: {e}");
-            }
+        if let Some(tracer) = self.tracer.take()
+            && let Err(e) = tracer.shutdown()
+        {
+            eprintln!("tenantry: flushing traces failed: {e}");
         }
-        if let Some(meter) = self.meter.take() {
-            if let Err(e) = meter.shutdown() {
-                eprintln!("tenantry: flushing metrics failed: {e}");
-            }
+        if let Some(meter) = self.meter.take()
+            && let Err(e) = meter.shutdown()
+        {
+            eprintln!("tenantry: flushing metrics failed: {e}");
         }
     }
 }
@@ -97,10 +97,8 @@ pub fn init(service_name: &'static str, config: &Config) -> TelemetryGuard {
         .with(otel_layer)
         .try_init()
         .is_ok();
-    if installed {
-        if let Some(e) = otel_error {
-            tracing::warn!(error = %e, "otlp export disabled: exporter could not be built");
-        }
+    if installed && let Some(e) = otel_error {
+        tracing::warn!(error = %e, "otlp export disabled: exporter could not be built");
     }
     TelemetryGuard { tracer, meter }
 }

@@ -135,12 +135,11 @@ fn start_or_join_cluster() -> Result<TestPostgres, String> {
     let lock = File::create(base.join("lock")).map_err(|e| format!("lock file: {e}"))?;
     lock.lock().map_err(|e| format!("lock: {e}"))?;
     let ready = base.join("ready");
-    if let Ok(addr) = fs::read_to_string(&ready) {
-        if let Ok(addr) = addr.trim().parse::<SocketAddr>() {
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-                return Ok(cluster_at(addr));
-            }
-        }
+    if let Ok(addr) = fs::read_to_string(&ready)
+        && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+        && TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+    {
+        return Ok(cluster_at(addr));
     }
     let addr = start_cluster(&base, watched_pid)?;
     fs::write(&ready, addr.to_string()).map_err(|e| format!("write ready file: {e}"))?;
@@ -229,9 +228,14 @@ fn start_cluster(base: &Path, watched_pid: u32) -> Result<SocketAddr, String> {
         )?;
     }
     let mut init = pg_command(root, &initdb);
-    init.arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]);
+    init.arg("-D").arg(&data).args([
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]);
     run(init, "initdb")?;
 
     let mut last_error = String::new();
@@ -312,10 +316,7 @@ mod tests {
         let pg = TestPostgres {
             admin_url: "postgres://postgres@127.0.0.1:5555/postgres".into(),
         };
-        assert_eq!(
-            pg.url_for("t_1"),
-            "postgres://postgres@127.0.0.1:5555/t_1"
-        );
+        assert_eq!(pg.url_for("t_1"), "postgres://postgres@127.0.0.1:5555/t_1");
         assert_eq!(pg.address(), "127.0.0.1:5555");
     }
 }

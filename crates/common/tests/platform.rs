@@ -98,7 +98,10 @@ async fn server_on_port_zero_answers_health_and_reflection() {
         .unwrap()
         .into_inner();
     let names = service_names(answers.next().await.unwrap().unwrap().message_response);
-    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
     assert!(
         names.contains(&"grpc.reflection.v1.ServerReflection".to_owned()),
         "{names:?}"
@@ -142,7 +145,13 @@ async fn service_token_is_required_except_for_health() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
-    let right = grpc::connect(&url, None, Some(&Secret::new(token)), Duration::from_secs(5)).unwrap();
+    let right = grpc::connect(
+        &url,
+        None,
+        Some(&Secret::new(token)),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let mut answers = ServerReflectionClient::new(right)
         .server_reflection_info(tokio_stream::iter([list_services()]))
         .await
@@ -205,7 +214,10 @@ async fn sigterm_drains_in_flight_calls_and_reports_not_serving() {
     tx.send(list_services()).await.unwrap();
     let names = service_names(answers.next().await.unwrap().unwrap().message_response);
     assert!(!names.is_empty());
-    assert!(!server.is_finished(), "server must wait for the in-flight call");
+    assert!(
+        !server.is_finished(),
+        "server must wait for the in-flight call"
+    );
 
     // ...and once it completes, the server stops by itself, well inside the grace period.
     drop(tx);

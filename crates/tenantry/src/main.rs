@@ -1,1 +1,56 @@
-fn main() {}
+use clap::{Parser, Subcommand};
+use tenantry::MigrateTarget;
+use tenantry_common::{Config, ConfigArgs, Shutdown, telemetry};
+
+/// Tenantry: accounts and entitlements for multi-tenant B2B software.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the tenant service, the entitlement service and the REST gateway in one process.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate {
+        /// Which service's schema to migrate.
+        #[arg(long, value_enum, default_value = "all")]
+        service: MigrateTarget,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tenantry: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _telemetry = telemetry::init("tenantry", &config);
+    let result = match cli.command {
+        Command::Serve => {
+            let shutdown = Shutdown::new();
+            match shutdown.on_signals() {
+                Ok(()) => tenantry::serve(&config, shutdown).await,
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Migrate { service } => tenantry::migrate(&config, service).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tenantry stopped");
+            eprintln!("tenantry: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The all-in-one server: the tenant service, the entitlement service and the REST gateway in
+//! one process, each on its own port with its own database, exactly as they run apart.
+
+use std::io::Write;
+
+use tenantry_common::{Config, RunError, Shutdown, grpc::bind};
+
+/// Which service's migrations `tenantry migrate` applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateTarget {
+    Tenant,
+    Entitlement,
+    All,
+}
+
+/// Applies the migrations of one or both services to their configured databases.
+pub async fn migrate(config: &Config, target: MigrateTarget) -> Result<(), RunError> {
+    if matches!(target, MigrateTarget::Tenant | MigrateTarget::All) {
+        tenantry_tenant::migrate(config).await?;
+        tracing::info!("tenant migrations applied");
+    }
+    if matches!(target, MigrateTarget::Entitlement | MigrateTarget::All) {
+        tenantry_entitlement::migrate(config).await?;
+        tracing::info!("entitlement migrations applied");
+    }
+    Ok(())
+}
+
+/// Binds all three listeners first (so a taken port fails fast), prints where each listens and
+/// how to get a token, then serves until `shutdown` fires or one server fails.
+pub async fn serve(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
+    let credentials = tenantry_gateway::environment_credentials(config)?;
+    let tenant_listener = bind(config.tenant_grpc_addr).await?;
+    let entitlement_listener = bind(config.entitlement_grpc_addr).await?;
+    let http_listener = bind(config.http_addr).await?;
+    print_banner(
+        config,
+        &credentials,
+        http_listener.local_addr()?,
+        tenant_listener.local_addr()?,
+        entitlement_listener.local_addr()?,
+    );
+
+    // One failing server stops the others, so the process never runs half-alive.
+    let stop_all = |result: Result<(), RunError>, shutdown: &Shutdown| {
+        shutdown.trigger();
+        result
+    };
+    let (tenant, entitlement, gateway) = tokio::join!(
+        async {
+            stop_all(
+                tenantry_tenant::serve(config, tenant_listener, shutdown.clone()).await,
+                &shutdown,
+            )
+        },
+        async {
+            stop_all(
+                tenantry_entitlement::serve(config, entitlement_listener, shutdown.clone()).await,
+                &shutdown,
+            )
+        },
+        async {
+            stop_all(
+                tenantry_gateway::serve(config, http_listener, shutdown.clone()).await,
+                &shutdown,
+            )
+        },
+    );
+    tenant.and(entitlement).and(gateway)
+}
+
+fn print_banner(
+    config: &Config,
+    credentials: &tenantry_gateway::EnvironmentCredentials,
+    http: std::net::SocketAddr,
+    tenant: std::net::SocketAddr,
+    entitlement: std::net::SocketAddr,
+) {
+    let database = |url: String| tenantry_common::redact_urls(&url);
+    let mut text = format!(
+        "\nTenantry is serving\n\
+         \x20 REST gateway        http://{http}   (API reference: http://{http}/docs)\n\
+         \x20 tenant gRPC         {tenant}   database {}\n\
+         \x20 entitlement gRPC    {entitlement}   database {}\n\n\
+         Get an environment token:\n\
+         \x20 curl -s -X POST http://{http}/auth/vendor -H 'content-type: application/json' \\\n\
+         \x20   -d '{{\"clientId\": \"{}\", \"secret\": \"<secret>\"}}'\n",
+        database(config.tenant_database()),
+        database(config.entitlement_database()),
+        credentials.client_id,
+    );
+    if credentials.generated {
+        // Dev mode only: the operator configured no credentials, so these were generated into
+        // the data directory and are shown once here on the terminal (never in the logs).
+        text.push_str(&format!(
+            "Development credentials (kept in {}):\n  clientId {}\n  secret   {}\n\
+             Set TENANTRY_CLIENT_ID and TENANTRY_CLIENT_SECRET to use your own.\n",
+            config.data_dir.display(),
+            credentials.client_id,
+            credentials.secret.expose(),
+        ));
+    } else {
+        text.push_str("Use the secret configured in TENANTRY_CLIENT_SECRET.\n");
+    }
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (daemonised) is no reason to stop serving.
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
