@@ -207,11 +207,9 @@ fn as_bool(v: &Value) -> Option<bool> {
         Value::Bool(b) => Some(*b),
         Value::String(s) if s == "true" => Some(true),
         Value::String(s) if s == "false" => Some(false),
-        Value::Null
-        | Value::Number(_)
-        | Value::String(_)
-        | Value::Array(_)
-        | Value::Object(_) => None,
+        Value::Null | Value::Number(_) | Value::String(_) | Value::Array(_) | Value::Object(_) => {
+            None
+        }
     }
 }
 
@@ -281,44 +279,133 @@ mod tests {
             "signup": "2024-03-05T10:00:00Z", "day": "2024-03-05"
         });
         let cases: Vec<(Condition, bool)> = vec![
-            (cond("email", InList, json!({"list": ["ann@acme.io"]}), false), true),
-            (cond("email", InList, json!({"list": ["bob"]}), false), false),
-            (cond("email", StartsWith, json!({"list": ["x", "ann"]}), false), true),
-            (cond("email", EndsWith, json!({"list": [".io"]}), false), true),
-            (cond("email", EndsWith, json!({"list": [".com"]}), false), false),
-            (cond("email", Contains, json!({"list": ["@acme"]}), false), true),
-            (cond("email", Matches, json!({"string": "^[a-z]+@acme\\.io$"}), false), true),
-            (cond("email", Matches, json!({"string": "^bob"}), false), false),
-            (cond("seats", Equal, json!({"number": 10}), false), true),
-            (cond("seats_s", Equal, json!({"number": 10}), false), true),
-            (cond("seats", GreaterThan, json!({"number": 10}), false), false),
-            (cond("seats", GreaterThanEqual, json!({"number": 10}), false), true),
-            (cond("seats", LowerThan, json!({"number": 11}), false), true),
-            (cond("seats", LowerThanEqual, json!({"number": 9}), false), false),
-            (cond("seats", BetweenNumeric, json!({"start": 10, "end": 12}), false), true),
-            (cond("seats", BetweenNumeric, json!({"start": 11, "end": 12}), false), false),
-            (cond("beta", Is, json!({"boolean": true}), false), true),
-            (cond("beta", Is, json!({"boolean": false}), false), false),
-            (cond("signup", On, json!({"date": "2024-03-05"}), false), true),
-            (cond("signup", On, json!({"date": "2024-03-06T00:00:00Z"}), false), false),
             (
-                cond("day", BetweenDate, json!({"start": "2024-03-01", "end": "2024-03-05"}), false),
+                cond("email", InList, json!({"list": ["ann@acme.io"]}), false),
                 true,
             ),
-            (cond("signup", OnOrAfter, json!({"date": "2024-03-05T10:00:00Z"}), false), true),
-            (cond("signup", OnOrBefore, json!({"date": "2024-03-05T09:59:59Z"}), false), false),
+            (
+                cond("email", InList, json!({"list": ["bob"]}), false),
+                false,
+            ),
+            (
+                cond("email", StartsWith, json!({"list": ["x", "ann"]}), false),
+                true,
+            ),
+            (
+                cond("email", EndsWith, json!({"list": [".io"]}), false),
+                true,
+            ),
+            (
+                cond("email", EndsWith, json!({"list": [".com"]}), false),
+                false,
+            ),
+            (
+                cond("email", Contains, json!({"list": ["@acme"]}), false),
+                true,
+            ),
+            (
+                cond(
+                    "email",
+                    Matches,
+                    json!({"string": "^[a-z]+@acme\\.io$"}),
+                    false,
+                ),
+                true,
+            ),
+            (
+                cond("email", Matches, json!({"string": "^bob"}), false),
+                false,
+            ),
+            (cond("seats", Equal, json!({"number": 10}), false), true),
+            (cond("seats_s", Equal, json!({"number": 10}), false), true),
+            (
+                cond("seats", GreaterThan, json!({"number": 10}), false),
+                false,
+            ),
+            (
+                cond("seats", GreaterThanEqual, json!({"number": 10}), false),
+                true,
+            ),
+            (cond("seats", LowerThan, json!({"number": 11}), false), true),
+            (
+                cond("seats", LowerThanEqual, json!({"number": 9}), false),
+                false,
+            ),
+            (
+                cond(
+                    "seats",
+                    BetweenNumeric,
+                    json!({"start": 10, "end": 12}),
+                    false,
+                ),
+                true,
+            ),
+            (
+                cond(
+                    "seats",
+                    BetweenNumeric,
+                    json!({"start": 11, "end": 12}),
+                    false,
+                ),
+                false,
+            ),
+            (cond("beta", Is, json!({"boolean": true}), false), true),
+            (cond("beta", Is, json!({"boolean": false}), false), false),
+            (
+                cond("signup", On, json!({"date": "2024-03-05"}), false),
+                true,
+            ),
+            (
+                cond("signup", On, json!({"date": "2024-03-06T00:00:00Z"}), false),
+                false,
+            ),
+            (
+                cond(
+                    "day",
+                    BetweenDate,
+                    json!({"start": "2024-03-01", "end": "2024-03-05"}),
+                    false,
+                ),
+                true,
+            ),
+            (
+                cond(
+                    "signup",
+                    OnOrAfter,
+                    json!({"date": "2024-03-05T10:00:00Z"}),
+                    false,
+                ),
+                true,
+            ),
+            (
+                cond(
+                    "signup",
+                    OnOrBefore,
+                    json!({"date": "2024-03-05T09:59:59Z"}),
+                    false,
+                ),
+                false,
+            ),
             // negation flips a present, well-typed attribute...
             (cond("email", InList, json!({"list": ["bob"]}), true), true),
             // ...but never a missing or mistyped one
-            (cond("missing", InList, json!({"list": ["bob"]}), true), false),
-            (cond("seats", StartsWith, json!({"list": ["1"]}), true), false),
+            (
+                cond("missing", InList, json!({"list": ["bob"]}), true),
+                false,
+            ),
+            (
+                cond("seats", StartsWith, json!({"list": ["1"]}), true),
+                false,
+            ),
         ];
         for (c, expected) in &cases {
             assert_eq!(holds(c, &attrs), *expected, "{c:?}");
         }
-        assert!(!compile(&cond("a", InList, json!({"list": ["x"]}), false))
-            .unwrap()
-            .holds(None));
+        assert!(
+            !compile(&cond("a", InList, json!({"list": ["x"]}), false))
+                .unwrap()
+                .holds(None)
+        );
     }
 
     #[test]
@@ -332,9 +419,15 @@ mod tests {
             (BetweenNumeric, json!({"start": 5, "end": 1})),
             (Is, json!({"boolean": "yes"})),
             (On, json!({"date": "yesterday"})),
-            (BetweenDate, json!({"start": "2024-02-01", "end": "2024-01-01"})),
+            (
+                BetweenDate,
+                json!({"start": "2024-02-01", "end": "2024-01-01"}),
+            ),
         ] {
-            assert!(compile(&cond("a", op, v.clone(), false)).is_err(), "{op:?} {v}");
+            assert!(
+                compile(&cond("a", op, v.clone(), false)).is_err(),
+                "{op:?} {v}"
+            );
         }
         assert!(compile(&cond("", InList, json!({"list": []}), false)).is_err());
     }

@@ -441,7 +441,11 @@ impl From<GrantSource> for String {
     fn from(value: GrantSource) -> Self {
         match value {
             GrantSource::Other(s) => s,
-            known => known.as_str().to_owned(),
+            known @ (GrantSource::Api
+            | GrantSource::Batch
+            | GrantSource::Signup
+            | GrantSource::Migration
+            | GrantSource::Inherited) => known.as_str().to_owned(),
         }
     }
 }
@@ -463,9 +467,9 @@ pub enum GrantStatus {
 }
 
 /// The status rule on epoch microseconds, shared by `Grant` and the index's compact grants.
-/// Precedence: revoked (from `revoked_at` on) > expired (from `expires_at` on, exclusive end)
-/// > scheduled (before `starts_at`) > active. A revocation in the future of `at` does not count
-/// yet, so checks `at` a past instant see the past.
+/// Precedence: revoked (from `revoked_at` on), then expired (from `expires_at` on: the end is
+/// exclusive), then scheduled (before `starts_at`), else active. A revocation in the future of
+/// `at` does not count yet, so a check at a past instant sees the past.
 pub(crate) fn status_at_micros(
     starts_at: i64,
     expires_at: Option<i64>,
@@ -565,7 +569,10 @@ mod tests {
         assert_eq!(r.status_at(t(3)), GrantStatus::Revoked);
         assert_eq!(r.status_at(t(9)), GrantStatus::Revoked);
         // revoked before it ever started
-        assert_eq!(grant(5, None, Some(1)).status_at(t(2)), GrantStatus::Revoked);
+        assert_eq!(
+            grant(5, None, Some(1)).status_at(t(2)),
+            GrantStatus::Revoked
+        );
     }
 
     #[test]
@@ -608,7 +615,10 @@ mod tests {
         );
         let s: GrantSource = serde_json::from_str("\"partner\"").unwrap();
         assert_eq!(s, GrantSource::Other("partner".into()));
-        assert_eq!(serde_json::to_string(&GrantSource::Signup).unwrap(), "\"signup\"");
+        assert_eq!(
+            serde_json::to_string(&GrantSource::Signup).unwrap(),
+            "\"signup\""
+        );
         let t: Treatment = serde_json::from_str("\"true\"").unwrap();
         assert!(t.is_true());
     }

@@ -91,12 +91,31 @@ impl PathPattern {
         request.next().is_none()
     }
 
+    /// Matches pre-split request segments (the check splits a path once for all routes).
+    pub(crate) fn matches_segments(&self, request: &[&str]) -> bool {
+        let mut rest = request;
+        for segment in self.segments.iter() {
+            match segment {
+                Segment::Rest => return true,
+                Segment::One => match rest.split_first() {
+                    Some((_, tail)) => rest = tail,
+                    None => return false,
+                },
+                Segment::Literal(lit) => match rest.split_first() {
+                    Some((head, tail)) if *head == &**lit => rest = tail,
+                    Some(_) | None => return false,
+                },
+            }
+        }
+        rest.is_empty()
+    }
+
     /// `Greater` = more specific.
     pub(crate) fn specificity_cmp(&self, other: &Self) -> Ordering {
         for (a, b) in self.segments.iter().zip(other.segments.iter()) {
             match a.rank().cmp(&b.rank()) {
                 Ordering::Equal => {}
-                unequal => return unequal,
+                unequal @ (Ordering::Less | Ordering::Greater) => return unequal,
             }
         }
         other.segments.len().cmp(&self.segments.len())
@@ -116,8 +135,7 @@ pub(crate) fn parse_method(method: &str) -> Result<Option<Box<str>>, String> {
     if method == "*" {
         return Ok(None);
     }
-    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase())
-    {
+    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err("method must be '*' or an upper-case HTTP method".into());
     }
     Ok(Some(method.into()))
@@ -153,6 +171,11 @@ mod tests {
         assert!(p("/a/b").matches("/a//b/?x=1"));
         assert!(!p("/a/b").matches("/a/B"));
         assert!(p("/").matches(""));
+        let segs: Vec<&str> = request_segments("/a/b/c?q").collect();
+        assert!(p("/a/*/c").matches_segments(&segs));
+        assert!(p("/a/**").matches_segments(&segs));
+        assert!(!p("/a/*").matches_segments(&segs));
+        assert!(!p("/a/b/c/d").matches_segments(&segs));
     }
 
     #[test]

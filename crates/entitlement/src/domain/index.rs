@@ -1,0 +1,1204 @@
+//! The evaluation index: an immutable snapshot of features, plans, flags, routes, grants and the
+//! tenant hierarchy that answers checks without allocating.
+//!
+//! Layout (chosen for allocation-free checks and cheap copy-on-write updates, see `writer`):
+//! - `Catalog` (features, plans, flags, routes, permission links) is small and rebuilt whole
+//!   behind one `Arc` when any of it changes. Feature keys are interned to `u32` positions
+//!   (sorted by key); plans get stable `u32` slots that grants refer to.
+//! - Tenants live in 256 shards, each an `Arc<FxHashMap<Uuid, TenantNode>>`; a node sits in the
+//!   table itself (one cache miss fewer per level than a boxed node) and holds its parent, its
+//!   account-level grants and its users' grants as exact-size `Arc<[_]>` slices of compact
+//!   48-byte records sorted by grant id. A write copies one shard's table (shallow: the slices
+//!   are shared) and the touched tenant's slices.
+//! - Ancestors are found by walking parent pointers (bounded by `MAX_ANCESTOR_DEPTH`, with a
+//!   cycle guard), so a hierarchy change touches one node.
+//!
+//! Semantics of a feature check (the reference model in `reference.rs` restates them):
+//! 1. unknown tenant → `TenantNotFound`; unknown feature → `MissingFeature`;
+//! 2. a feature flag evaluating to false for the subject → `FeatureFlagOff` (flags only gate);
+//! 3. relevant grants, in this order: the user's grants (when a user id is given), the account's
+//!    grants, then ancestors' account grants whose plan has `inherit_to_sub_accounts`, nearest
+//!    first; within a level by grant id. Then plans targeting the subject by rules (by plan id).
+//!    A grant is relevant when its plan includes the feature;
+//! 4. active relevant grants that grant (`bool` true, any `max_count`) are merged (`bool` ORs,
+//!    `max_count` by the feature's merge policy). The deciding grant is the first one holding the
+//!    largest single allocation;
+//! 5. none: `PlanExpired` if a relevant grant expired, else `PlanRevoked`, else `NotStarted`,
+//!    else `MissingFeature`; the first such grant is reported as the decider;
+//! 6. a requested amount above a `max_count` allocation → `LimitExceeded`;
+//! 7. `next_change_at` is the earliest start, expiry or revocation after `at` among relevant
+//!    grants.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::mem::size_of;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::condition::CompiledTargeting;
+use super::error::DomainError;
+use super::fxhash::{FxHashMap, spread_u128};
+use super::model::{
+    Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantStatus, MergePolicy, Plan, Route,
+    RoutePolicy, status_at_micros,
+};
+use super::route::{PathPattern, parse_method, request_segments, route_order};
+
+/// Ancestors further up than this are ignored by checks (the tenant service keeps trees shallow).
+pub const MAX_ANCESTOR_DEPTH: usize = 32;
+const SHARD_BITS: u32 = 8;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// "No such instant" in compact grants: never expires, never revoked.
+const NEVER: i64 = i64::MAX;
+
+// ---------------------------------------------------------------------------------------------
+// Requests and answers
+// ---------------------------------------------------------------------------------------------
+
+/// Who is asking. Everything is borrowed so a check allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub tenant_id: &'a str,
+    pub user_id: Option<&'a str>,
+    /// Permissions the subject holds (from its token); used by permission and route checks.
+    pub permissions: &'a [String],
+    /// Attributes for feature-flag and plan targeting rules.
+    pub attributes: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> Subject<'a> {
+    pub fn account(tenant_id: &'a str) -> Self {
+        Self {
+            tenant_id,
+            user_id: None,
+            permissions: &[],
+            attributes: None,
+        }
+    }
+
+    pub fn user(tenant_id: &'a str, user_id: &'a str) -> Self {
+        Self {
+            user_id: Some(user_id),
+            ..Self::account(tenant_id)
+        }
+    }
+}
+
+/// What is asked about: exactly one of a feature, a permission or a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    Feature(&'a str),
+    Permission(&'a str),
+    Route { method: &'a str, path: &'a str },
+}
+
+impl<'a> Target<'a> {
+    /// Builds a target from a request's optional fields; none or several is an invalid argument.
+    pub fn from_parts(
+        feature_key: Option<&'a str>,
+        permission_key: Option<&'a str>,
+        route: Option<(&'a str, &'a str)>,
+    ) -> Result<Self, DomainError> {
+        match (feature_key, permission_key, route) {
+            (Some(f), None, None) => Ok(Target::Feature(f)),
+            (None, Some(p), None) => Ok(Target::Permission(p)),
+            (None, None, Some((method, path))) => Ok(Target::Route { method, path }),
+            _ => Err(DomainError::invalid(
+                "requestContext",
+                "exactly one of featureKey, permissionKey or route is required",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRequest<'a> {
+    pub subject: Subject<'a>,
+    pub target: Target<'a>,
+    /// Units wanted of a `max_count` feature; ignored for `bool` features, permissions, routes.
+    pub requested: Option<u64>,
+}
+
+/// Why a check said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Justification {
+    MissingFeature,
+    MissingPermission,
+    PlanExpired,
+    PlanRevoked,
+    NotStarted,
+    FeatureFlagOff,
+    LimitExceeded,
+    MissingRoute,
+    RouteDenied,
+    TenantNotFound,
+}
+
+/// Where the deciding grant sits relative to the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "level", rename_all = "snake_case")]
+pub enum GrantLevel {
+    User,
+    Account,
+    /// `depth` 1 is the parent.
+    Ancestor {
+        depth: u8,
+        tenant_id: Uuid,
+    },
+    /// Held through the plan's targeting rules, not a grant.
+    Targeting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecidedBy {
+    /// `None` for plan targeting.
+    pub grant_id: Option<Uuid>,
+    pub plan_id: Uuid,
+    pub level: GrantLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub result: bool,
+    /// Set exactly when `result` is false.
+    pub justification: Option<Justification>,
+    pub allocation: Option<Allocation>,
+    pub decided_by: Option<DecidedBy>,
+    /// When this answer may next change by time alone (a start, expiry or revocation).
+    pub next_change_at: Option<DateTime<Utc>>,
+    pub revision: u64,
+}
+
+/// One entitled feature of a subject (the seed-004 listing: key + typed allocation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveFeature {
+    pub key: String,
+    pub allocation: Allocation,
+    pub decided_by: Option<DecidedBy>,
+    pub next_change_at: Option<DateTime<Utc>>,
+}
+
+/// A hypothetical change for `what_if`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hypothetical {
+    /// The plan granted now without expiry, to the subject's user if given, else the account.
+    GrantPlan { plan_id: Uuid },
+    /// Every grant of the plan held directly by the account (and by the user, if given);
+    /// ancestors' grants are not the account's to revoke.
+    RevokePlan { plan_id: Uuid },
+    /// One grant held directly by the account or the given user.
+    RevokeGrant { grant_id: Uuid },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureChange {
+    pub key: String,
+    pub before: Option<Allocation>,
+    pub after: Option<Allocation>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WhatIf {
+    pub gained: Vec<FeatureChange>,
+    pub lost: Vec<FeatureChange>,
+    /// Entitled before and after, with a different allocation.
+    pub changed: Vec<FeatureChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MemoryEstimate {
+    pub tenants: usize,
+    pub grants: usize,
+    /// Heap bytes held by tenant nodes, grants and shard tables (catalog excluded: it is small).
+    pub bytes: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compact storage
+// ---------------------------------------------------------------------------------------------
+
+/// A grant as the index keeps it: 48 bytes, times as epoch microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompactGrant {
+    pub(crate) id: Uuid,
+    pub(crate) starts_at: i64,
+    pub(crate) expires_at: i64,
+    pub(crate) revoked_at: i64,
+    pub(crate) plan: u32,
+}
+
+impl CompactGrant {
+    pub(crate) fn new(grant: &Grant, plan: u32) -> Self {
+        Self {
+            id: grant.id,
+            starts_at: grant.starts_at.timestamp_micros(),
+            expires_at: grant.expires_at.map_or(NEVER, |t| t.timestamp_micros()),
+            revoked_at: grant.revoked_at.map_or(NEVER, |t| t.timestamp_micros()),
+            plan,
+        }
+    }
+
+    #[inline]
+    fn status(&self, at: i64) -> GrantStatus {
+        status_at_micros(
+            self.starts_at,
+            (self.expires_at != NEVER).then_some(self.expires_at),
+            (self.revoked_at != NEVER).then_some(self.revoked_at),
+            at,
+        )
+    }
+
+    #[inline]
+    fn next_change_after(&self, at: i64) -> i64 {
+        let after = |t: i64| if t > at { t } else { NEVER };
+        after(self.starts_at)
+            .min(after(self.expires_at))
+            .min(after(self.revoked_at))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct UserGrants {
+    pub(crate) user: Box<str>,
+    pub(crate) grants: Arc<[CompactGrant]>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TenantNode {
+    pub(crate) parent: Option<Uuid>,
+    /// Account-level grants, sorted by id.
+    pub(crate) grants: Arc<[CompactGrant]>,
+    /// Users holding grants, sorted by user id; each list sorted by grant id. `None` when no
+    /// user of the account holds a grant (most accounts), to save the allocation.
+    pub(crate) users: Option<Arc<[UserGrants]>>,
+}
+
+impl TenantNode {
+    fn user(&self, user: &str) -> Option<&UserGrants> {
+        let users = self.users.as_deref()?;
+        users
+            .binary_search_by(|u| (*u.user).cmp(user))
+            .ok()
+            .map(|i| &users[i])
+    }
+
+    pub(crate) fn user_lists(&self) -> &[UserGrants] {
+        self.users.as_deref().unwrap_or(&[])
+    }
+
+    pub(crate) fn grant_count(&self) -> usize {
+        self.grants.len()
+            + self
+                .user_lists()
+                .iter()
+                .map(|u| u.grants.len())
+                .sum::<usize>()
+    }
+}
+
+pub(crate) type Shard = FxHashMap<Uuid, TenantNode>;
+
+#[derive(Debug, Clone)]
+struct FeatureEntry {
+    key: Box<str>,
+    merge: MergePolicy,
+    /// `None` when no flag can turn the feature off.
+    flag: Option<CompiledTargeting>,
+}
+
+#[derive(Debug, Clone)]
+struct PlanEntry {
+    id: Uuid,
+    inherit: bool,
+    /// Sorted by feature position; allocations already coerced to the feature's type.
+    features: Box<[(u32, Allocation)]>,
+    targeting: Option<CompiledTargeting>,
+}
+
+impl PlanEntry {
+    #[inline]
+    fn allocation(&self, feature: u32) -> Option<Allocation> {
+        self.features
+            .binary_search_by_key(&feature, |&(f, _)| f)
+            .ok()
+            .map(|i| self.features[i].1)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum CompiledPolicy {
+    Allow,
+    Deny,
+    /// `None` marks a feature key the catalog does not know (never entitled).
+    Require {
+        features: Box<[Option<u32>]>,
+        permissions: Box<[Box<str>]>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRoute {
+    method: Option<Box<str>>,
+    pattern: PathPattern,
+    policy: CompiledPolicy,
+}
+
+/// Paths up to this many segments are split once per check into a stack array.
+const MAX_SPLIT_SEGMENTS: usize = 32;
+
+impl CompiledRoute {
+    fn method_matches(&self, method: &str) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+    }
+}
+
+/// Everything but grants and the hierarchy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Catalog {
+    features: Vec<FeatureEntry>,
+    feature_by_key: FxHashMap<Box<str>, u32>,
+    /// By stable plan slot; `None` for slots of deleted or not-yet-known plans.
+    plans: Vec<Option<PlanEntry>>,
+    plan_slots: FxHashMap<Uuid, u32>,
+    permissions: FxHashMap<Box<str>, Box<[u32]>>,
+    /// Most specific first (see `route`).
+    routes: Vec<CompiledRoute>,
+    /// Slots of plans with targeting rules, by plan id.
+    targeted: Vec<u32>,
+    /// Whether any plan inherits; if none does, checks skip the ancestor walk.
+    any_inherit: bool,
+}
+
+/// Compiles a flag to "is the feature on for these attributes"; `None` if always on.
+fn compile_flag(flag: &FeatureFlag) -> Option<CompiledTargeting> {
+    let targeting = if flag.on {
+        CompiledTargeting::new(&flag.rules, flag.default_treatment.is_true())
+    } else {
+        CompiledTargeting::new(&[], flag.off_treatment.is_true())
+    };
+    let always_on = (!flag.on && flag.off_treatment.is_true())
+        || (flag.on && flag.rules.is_empty() && flag.default_treatment.is_true());
+    (!always_on).then_some(targeting)
+}
+
+impl Catalog {
+    pub(crate) fn build(
+        features: &BTreeMap<String, Feature>,
+        plans: &FxHashMap<Uuid, Plan>,
+        flags: &BTreeMap<String, FeatureFlag>,
+        routes: &BTreeMap<Uuid, Route>,
+        plan_slots: &FxHashMap<Uuid, u32>,
+    ) -> Catalog {
+        let mut catalog = Catalog::default();
+        let mut types = Vec::with_capacity(features.len());
+        for (i, feature) in features.values().enumerate() {
+            let idx = i as u32;
+            catalog
+                .feature_by_key
+                .insert(feature.key.as_str().into(), idx);
+            types.push(feature.allocation_type);
+            catalog.features.push(FeatureEntry {
+                key: feature.key.as_str().into(),
+                merge: feature.merge_policy,
+                flag: flags.get(&feature.key).and_then(compile_flag),
+            });
+        }
+
+        let mut permissions: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
+        for (i, feature) in features.values().enumerate() {
+            for p in &feature.permissions {
+                let list = permissions.entry(p.as_str().into()).or_default();
+                if list.last() != Some(&(i as u32)) {
+                    list.push(i as u32);
+                }
+            }
+        }
+        catalog.permissions = permissions
+            .into_iter()
+            .map(|(k, v)| (k, v.into_boxed_slice()))
+            .collect();
+
+        catalog.plans = vec![None; plan_slots.len()];
+        catalog.plan_slots = plan_slots.clone();
+        let mut targeted = Vec::new();
+        for plan in plans.values() {
+            let Some(&slot) = plan_slots.get(&plan.id) else {
+                continue;
+            };
+            let mut entries: Vec<(u32, Allocation)> = plan
+                .features
+                .iter()
+                .filter_map(|pf| {
+                    let &f = catalog.feature_by_key.get(pf.feature_key.as_str())?;
+                    let ty: AllocationType = types[f as usize];
+                    let value = pf.allocation.unwrap_or(Allocation::full(ty)).coerce(ty);
+                    Some((f, value))
+                })
+                .collect();
+            // Stable sort + dedup keeps the first listing of a duplicated feature.
+            entries.sort_by_key(|&(f, _)| f);
+            entries.dedup_by_key(|&mut (f, _)| f);
+            let targeting = plan
+                .has_targeting()
+                .then(|| CompiledTargeting::new(&plan.rules, plan.default_treatment.is_true()));
+            if targeting.is_some() {
+                targeted.push((plan.id, slot));
+            }
+            catalog.any_inherit |= plan.inherit_to_sub_accounts;
+            if let Some(place) = catalog.plans.get_mut(slot as usize) {
+                *place = Some(PlanEntry {
+                    id: plan.id,
+                    inherit: plan.inherit_to_sub_accounts,
+                    features: entries.into_boxed_slice(),
+                    targeting,
+                });
+            }
+        }
+        targeted.sort();
+        catalog.targeted = targeted.into_iter().map(|(_, slot)| slot).collect();
+
+        let mut compiled: Vec<(PathPattern, Option<Box<str>>, &Route)> = routes
+            .values()
+            .filter_map(|r| {
+                // Validation refuses bad routes on write; skipping keeps builds total.
+                let pattern = PathPattern::parse(&r.path).ok()?;
+                let method = parse_method(&r.method).ok()?;
+                Some((pattern, method, r))
+            })
+            .collect();
+        compiled
+            .sort_by(|a, b| route_order((&a.0, a.1.is_some(), a.2), (&b.0, b.1.is_some(), b.2)));
+        catalog.routes = compiled
+            .into_iter()
+            .map(|(pattern, method, route)| CompiledRoute {
+                method,
+                pattern,
+                policy: match &route.policy {
+                    RoutePolicy::Allow => CompiledPolicy::Allow,
+                    RoutePolicy::Deny => CompiledPolicy::Deny,
+                    RoutePolicy::Require {
+                        features,
+                        permissions,
+                    } => CompiledPolicy::Require {
+                        features: features
+                            .iter()
+                            .map(|k| catalog.feature_by_key.get(k.as_str()).copied())
+                            .collect(),
+                        permissions: permissions.iter().map(|p| p.as_str().into()).collect(),
+                    },
+                },
+            })
+            .collect();
+        catalog
+    }
+
+    #[inline]
+    fn plan(&self, slot: u32) -> Option<&PlanEntry> {
+        self.plans.get(slot as usize).and_then(Option::as_ref)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+// ---------------------------------------------------------------------------------------------
+
+/// A decision before the revision is stamped; times in epoch microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    result: bool,
+    justification: Option<Justification>,
+    allocation: Option<Allocation>,
+    decided_by: Option<DecidedBy>,
+    next: i64,
+}
+
+impl Verdict {
+    fn allow() -> Self {
+        Self {
+            result: true,
+            justification: None,
+            allocation: None,
+            decided_by: None,
+            next: NEVER,
+        }
+    }
+
+    fn deny(justification: Justification) -> Self {
+        Self {
+            result: false,
+            justification: Some(justification),
+            ..Self::allow()
+        }
+    }
+
+    fn into_decision(self, revision: u64) -> Decision {
+        Decision {
+            result: self.result,
+            justification: self.justification,
+            allocation: self.allocation,
+            decided_by: self.decided_by,
+            next_change_at: micros_to_time(self.next),
+            revision,
+        }
+    }
+}
+
+fn micros_to_time(micros: i64) -> Option<DateTime<Utc>> {
+    if micros == NEVER {
+        None
+    } else {
+        DateTime::from_timestamp_micros(micros)
+    }
+}
+
+/// Folds relevant grants of one feature.
+struct Acc {
+    merge: MergePolicy,
+    merged: Option<Allocation>,
+    best: Option<(Allocation, DecidedBy)>,
+    first_false: Option<DecidedBy>,
+    expired: Option<DecidedBy>,
+    revoked: Option<DecidedBy>,
+    scheduled: Option<DecidedBy>,
+    next: i64,
+}
+
+impl Acc {
+    fn new(merge: MergePolicy) -> Self {
+        Self {
+            merge,
+            merged: None,
+            best: None,
+            first_false: None,
+            expired: None,
+            revoked: None,
+            scheduled: None,
+            next: NEVER,
+        }
+    }
+
+    #[inline]
+    fn active(&mut self, value: Allocation, by: DecidedBy) {
+        if !value.is_granting() {
+            self.first_false.get_or_insert(by);
+            return;
+        }
+        self.merged = Some(match self.merged {
+            Some(m) => m.merge(value, self.merge),
+            None => value,
+        });
+        if self
+            .best
+            .is_none_or(|(b, _)| value.strength_cmp(b) == Ordering::Greater)
+        {
+            self.best = Some((value, by));
+        }
+    }
+
+    fn finish(self, requested: Option<u64>) -> Verdict {
+        let base = Verdict {
+            next: self.next,
+            ..Verdict::allow()
+        };
+        if let Some(merged) = self.merged {
+            let decided_by = self.best.map(|(_, by)| by);
+            if let (Allocation::MaxCount(limit), Some(r)) = (merged, requested)
+                && !limit.allows(r)
+            {
+                return Verdict {
+                    result: false,
+                    justification: Some(Justification::LimitExceeded),
+                    allocation: Some(merged),
+                    decided_by,
+                    ..base
+                };
+            }
+            return Verdict {
+                allocation: Some(merged),
+                decided_by,
+                ..base
+            };
+        }
+        let why = [
+            (self.expired, Justification::PlanExpired),
+            (self.revoked, Justification::PlanRevoked),
+            (self.scheduled, Justification::NotStarted),
+        ]
+        .into_iter()
+        .find_map(|(by, j)| by.map(|by| (by, j)));
+        match why {
+            Some((by, justification)) => Verdict {
+                result: false,
+                justification: Some(justification),
+                decided_by: Some(by),
+                ..base
+            },
+            None => Verdict {
+                result: false,
+                justification: Some(Justification::MissingFeature),
+                allocation: self.first_false.map(|_| Allocation::Bool(false)),
+                decided_by: self.first_false,
+                ..base
+            },
+        }
+    }
+}
+
+/// A what-if edit applied while visiting grants, instead of copying the index.
+#[derive(Debug, Clone, Copy, Default)]
+struct Overlay {
+    add: Option<(CompactGrant, bool)>,
+    remove_plan: Option<u32>,
+    remove_grant: Option<Uuid>,
+}
+
+impl Overlay {
+    fn removes(&self, g: &CompactGrant) -> bool {
+        self.remove_plan == Some(g.plan) || self.remove_grant == Some(g.id)
+    }
+}
+
+struct Resolved<'i> {
+    tenant_id: Uuid,
+    node: &'i TenantNode,
+    user: Option<&'i UserGrants>,
+}
+
+/// The immutable snapshot checks run against. Cloning is cheap (a few hundred `Arc`s).
+#[derive(Debug, Clone)]
+pub struct EntitlementIndex {
+    pub(crate) revision: u64,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) shards: Vec<Arc<Shard>>,
+    pub(crate) grants: usize,
+}
+
+impl Default for EntitlementIndex {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+#[inline]
+fn shard_of(id: &Uuid) -> usize {
+    spread_u128(id.as_u128(), SHARD_BITS)
+}
+
+impl EntitlementIndex {
+    pub fn empty() -> Self {
+        Self {
+            revision: 0,
+            catalog: Arc::new(Catalog::default()),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            grants: 0,
+        }
+    }
+
+    /// The revision of the last write this snapshot includes.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn tenant_count(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn grant_count(&self) -> usize {
+        self.grants
+    }
+
+    pub fn contains_tenant(&self, id: Uuid) -> bool {
+        self.node(&id).is_some()
+    }
+
+    /// The tenant's known ancestors, nearest first (as checks see them).
+    pub fn ancestors(&self, id: Uuid) -> Vec<Uuid> {
+        let mut out = Vec::new();
+        let mut current = self.node(&id).and_then(|n| n.parent);
+        while let Some(p) = current {
+            if out.len() == MAX_ANCESTOR_DEPTH || p == id || out.contains(&p) {
+                break;
+            }
+            let Some(node) = self.node(&p) else { break };
+            out.push(p);
+            current = node.parent;
+        }
+        out
+    }
+
+    /// Whether making `parent` the parent of `tenant` would close a cycle.
+    pub fn would_create_cycle(&self, tenant: Uuid, parent: Uuid) -> bool {
+        parent == tenant || self.ancestors(parent).contains(&tenant)
+    }
+
+    #[inline]
+    pub(crate) fn node(&self, id: &Uuid) -> Option<&TenantNode> {
+        self.shards[shard_of(id)].get(id)
+    }
+
+    /// Inserts or replaces a node, copying its shard's table if a snapshot still shares it.
+    pub(crate) fn put_node(&mut self, id: Uuid, node: TenantNode) {
+        Arc::make_mut(&mut self.shards[shard_of(&id)]).insert(id, node);
+    }
+
+    pub(crate) fn remove_node(&mut self, id: Uuid) -> Option<TenantNode> {
+        let slot = shard_of(&id);
+        if !self.shards[slot].contains_key(&id) {
+            return None;
+        }
+        Arc::make_mut(&mut self.shards[slot]).remove(&id)
+    }
+
+    pub(crate) fn plan_slot(&self, plan_id: Uuid) -> Option<u32> {
+        self.catalog.plan_slots.get(&plan_id).copied()
+    }
+
+    fn resolve(&self, subject: &Subject<'_>) -> Option<Resolved<'_>> {
+        let tenant_id = Uuid::try_parse(subject.tenant_id).ok()?;
+        let node = self.node(&tenant_id)?;
+        Some(Resolved {
+            tenant_id,
+            node,
+            user: subject.user_id.and_then(|u| node.user(u)),
+        })
+    }
+
+    /// Calls `f` for every grant that can apply to the subject, in decision order.
+    #[inline]
+    fn visit<F>(&self, subj: &Resolved<'_>, overlay: Option<&Overlay>, f: &mut F)
+    where
+        F: FnMut(&CompactGrant, &PlanEntry, GrantLevel),
+    {
+        let catalog = &*self.catalog;
+        let kept = |g: &CompactGrant| overlay.is_none_or(|o| !o.removes(g));
+        let added = |user_level: bool| {
+            overlay
+                .and_then(|o| o.add)
+                .filter(|&(_, u)| u == user_level)
+                .map(|(g, _)| g)
+        };
+        let direct = [
+            (
+                subj.user.map_or(&[][..], |u| &u.grants[..]),
+                GrantLevel::User,
+                true,
+            ),
+            (&subj.node.grants[..], GrantLevel::Account, false),
+        ];
+        for (grants, level, user_level) in direct {
+            for g in grants
+                .iter()
+                .filter(|g| kept(g))
+                .chain(added(user_level).iter())
+            {
+                if let Some(plan) = catalog.plan(g.plan) {
+                    f(g, plan, level);
+                }
+            }
+        }
+        if !catalog.any_inherit {
+            return;
+        }
+        let mut seen = [Uuid::nil(); MAX_ANCESTOR_DEPTH];
+        let mut depth = 0;
+        let mut current = subj.node.parent;
+        while let Some(parent) = current {
+            if depth == MAX_ANCESTOR_DEPTH
+                || parent == subj.tenant_id
+                || seen[..depth].contains(&parent)
+            {
+                break;
+            }
+            let Some(node) = self.node(&parent) else {
+                break;
+            };
+            seen[depth] = parent;
+            depth += 1;
+            let level = GrantLevel::Ancestor {
+                depth: depth as u8,
+                tenant_id: parent,
+            };
+            for g in node.grants.iter() {
+                if let Some(plan) = catalog.plan(g.plan).filter(|p| p.inherit) {
+                    f(g, plan, level);
+                }
+            }
+            current = node.parent;
+        }
+    }
+
+    fn eval_feature(
+        &self,
+        subj: &Resolved<'_>,
+        feature: u32,
+        attributes: Option<&Map<String, Value>>,
+        requested: Option<u64>,
+        at: i64,
+        overlay: Option<&Overlay>,
+    ) -> Verdict {
+        let catalog = &*self.catalog;
+        let entry = &catalog.features[feature as usize];
+        if let Some(flag) = &entry.flag
+            && !flag.evaluate(attributes)
+        {
+            return Verdict::deny(Justification::FeatureFlagOff);
+        }
+        let mut acc = Acc::new(entry.merge);
+        self.visit(subj, overlay, &mut |g, plan, level| {
+            let Some(value) = plan.allocation(feature) else {
+                return;
+            };
+            acc.next = acc.next.min(g.next_change_after(at));
+            let by = DecidedBy {
+                grant_id: Some(g.id),
+                plan_id: plan.id,
+                level,
+            };
+            match g.status(at) {
+                GrantStatus::Active => acc.active(value, by),
+                GrantStatus::Expired => {
+                    acc.expired.get_or_insert(by);
+                }
+                GrantStatus::Revoked => {
+                    acc.revoked.get_or_insert(by);
+                }
+                GrantStatus::Scheduled => {
+                    acc.scheduled.get_or_insert(by);
+                }
+            }
+        });
+        for &slot in &catalog.targeted {
+            let Some(plan) = catalog.plan(slot) else {
+                continue;
+            };
+            let Some(value) = plan.allocation(feature) else {
+                continue;
+            };
+            if plan
+                .targeting
+                .as_ref()
+                .is_some_and(|t| t.evaluate(attributes))
+            {
+                let by = DecidedBy {
+                    grant_id: None,
+                    plan_id: plan.id,
+                    level: GrantLevel::Targeting,
+                };
+                acc.active(value, by);
+            }
+        }
+        acc.finish(requested)
+    }
+
+    /// Frontegg's permission rule: held by the subject, then entitled through any linked
+    /// feature (first by key decides), or allowed if linked to none.
+    fn eval_permission(
+        &self,
+        subj: &Resolved<'_>,
+        subject: &Subject<'_>,
+        key: &str,
+        at: i64,
+    ) -> Verdict {
+        if !subject.permissions.iter().any(|p| p == key) {
+            return Verdict::deny(Justification::MissingPermission);
+        }
+        let Some(features) = self.catalog.permissions.get(key) else {
+            return Verdict::allow();
+        };
+        let (mut entitled, mut refused, mut next) = (None, None, NEVER);
+        for &f in features.iter() {
+            let v = self.eval_feature(subj, f, subject.attributes, None, at, None);
+            next = next.min(v.next);
+            let slot = if v.result {
+                &mut entitled
+            } else {
+                &mut refused
+            };
+            slot.get_or_insert(v);
+        }
+        let mut v = entitled.or(refused).unwrap_or_else(Verdict::allow);
+        // Any linked feature changing state may change the answer.
+        v.next = next;
+        v
+    }
+
+    fn eval_route(
+        &self,
+        subj: &Resolved<'_>,
+        subject: &Subject<'_>,
+        method: &str,
+        path: &str,
+        at: i64,
+    ) -> Verdict {
+        let mut split = [""; MAX_SPLIT_SEGMENTS];
+        let mut n = 0;
+        let mut overflow = false;
+        for segment in request_segments(path) {
+            if n == MAX_SPLIT_SEGMENTS {
+                overflow = true;
+                break;
+            }
+            split[n] = segment;
+            n += 1;
+        }
+        let routes = &self.catalog.routes;
+        let found = if overflow {
+            // Very long paths: match each route on the raw path instead.
+            routes
+                .iter()
+                .find(|r| r.method_matches(method) && r.pattern.matches(path))
+        } else {
+            routes
+                .iter()
+                .find(|r| r.method_matches(method) && r.pattern.matches_segments(&split[..n]))
+        };
+        let Some(route) = found else {
+            return Verdict::deny(Justification::MissingRoute);
+        };
+        match &route.policy {
+            CompiledPolicy::Allow => Verdict::allow(),
+            CompiledPolicy::Deny => Verdict::deny(Justification::RouteDenied),
+            CompiledPolicy::Require {
+                features,
+                permissions,
+            } => {
+                let mut ok = Verdict::allow();
+                for (i, f) in features.iter().enumerate() {
+                    let v = match f {
+                        Some(f) => self.eval_feature(subj, *f, subject.attributes, None, at, None),
+                        None => Verdict::deny(Justification::MissingFeature),
+                    };
+                    if !v.result {
+                        return v;
+                    }
+                    if i == 0 {
+                        ok.decided_by = v.decided_by;
+                    }
+                    ok.next = ok.next.min(v.next);
+                }
+                for p in permissions.iter() {
+                    let v = self.eval_permission(subj, subject, p, at);
+                    if !v.result {
+                        return v;
+                    }
+                    ok.next = ok.next.min(v.next);
+                }
+                ok
+            }
+        }
+    }
+
+    fn eval(&self, subj: &Resolved<'_>, request: &CheckRequest<'_>, at: i64) -> Verdict {
+        let subject = &request.subject;
+        match request.target {
+            Target::Feature(key) => match self.catalog.feature_by_key.get(key) {
+                Some(&f) => {
+                    self.eval_feature(subj, f, subject.attributes, request.requested, at, None)
+                }
+                None => Verdict::deny(Justification::MissingFeature),
+            },
+            Target::Permission(key) => self.eval_permission(subj, subject, key, at),
+            Target::Route { method, path } => self.eval_route(subj, subject, method, path, at),
+        }
+    }
+
+    /// The hot path: no allocation, no IO.
+    pub fn check(&self, request: &CheckRequest<'_>, at: DateTime<Utc>) -> Decision {
+        let at = at.timestamp_micros();
+        let verdict = match self.resolve(&request.subject) {
+            Some(subj) => self.eval(&subj, request, at),
+            None => Verdict::deny(Justification::TenantNotFound),
+        };
+        verdict.into_decision(self.revision)
+    }
+
+    /// Many checks against one snapshot, answers in request order.
+    pub fn check_batch(&self, requests: &[CheckRequest<'_>], at: DateTime<Utc>) -> Vec<Decision> {
+        requests.iter().map(|r| self.check(r, at)).collect()
+    }
+
+    /// Every feature the subject is entitled to, by key, with its effective allocation.
+    pub fn account_entitlements(
+        &self,
+        subject: &Subject<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<EffectiveFeature>, DomainError> {
+        let subj = self
+            .resolve(subject)
+            .ok_or_else(|| DomainError::not_found("tenant", subject.tenant_id))?;
+        let at = at.timestamp_micros();
+        Ok(self
+            .entitled(&subj, subject, at, None)
+            .map(|(f, v)| EffectiveFeature {
+                key: self.catalog.features[f as usize].key.to_string(),
+                allocation: v.allocation.unwrap_or(Allocation::Bool(true)),
+                decided_by: v.decided_by,
+                next_change_at: micros_to_time(v.next),
+            })
+            .collect())
+    }
+
+    fn entitled<'s>(
+        &'s self,
+        subj: &'s Resolved<'s>,
+        subject: &'s Subject<'s>,
+        at: i64,
+        overlay: Option<&'s Overlay>,
+    ) -> impl Iterator<Item = (u32, Verdict)> + 's {
+        (0..self.catalog.features.len() as u32).filter_map(move |f| {
+            let v = self.eval_feature(subj, f, subject.attributes, None, at, overlay);
+            v.result.then_some((f, v))
+        })
+    }
+
+    /// Features gained, lost or changed if `change` were applied to the subject.
+    pub fn what_if(
+        &self,
+        subject: &Subject<'_>,
+        change: Hypothetical,
+        at: DateTime<Utc>,
+    ) -> Result<WhatIf, DomainError> {
+        let subj = self
+            .resolve(subject)
+            .ok_or_else(|| DomainError::not_found("tenant", subject.tenant_id))?;
+        let micros = at.timestamp_micros();
+        let known_plan = |plan_id: Uuid| {
+            self.plan_slot(plan_id)
+                .filter(|&s| self.catalog.plan(s).is_some())
+                .ok_or_else(|| DomainError::not_found("plan", plan_id))
+        };
+        let overlay = match change {
+            Hypothetical::GrantPlan { plan_id } => Overlay {
+                add: Some((
+                    CompactGrant {
+                        id: Uuid::max(),
+                        starts_at: micros,
+                        expires_at: NEVER,
+                        revoked_at: NEVER,
+                        plan: known_plan(plan_id)?,
+                    },
+                    subject.user_id.is_some(),
+                )),
+                ..Overlay::default()
+            },
+            Hypothetical::RevokePlan { plan_id } => Overlay {
+                remove_plan: Some(known_plan(plan_id)?),
+                ..Overlay::default()
+            },
+            Hypothetical::RevokeGrant { grant_id } => {
+                let held = subj
+                    .node
+                    .grants
+                    .iter()
+                    .chain(subj.user.iter().flat_map(|u| u.grants.iter()))
+                    .any(|g| g.id == grant_id);
+                if !held {
+                    return Err(DomainError::not_found("grant", grant_id));
+                }
+                Overlay {
+                    remove_grant: Some(grant_id),
+                    ..Overlay::default()
+                }
+            }
+        };
+        let before: BTreeMap<u32, Verdict> = self.entitled(&subj, subject, micros, None).collect();
+        let after: BTreeMap<u32, Verdict> = self
+            .entitled(&subj, subject, micros, Some(&overlay))
+            .collect();
+        let key = |f: u32| self.catalog.features[f as usize].key.to_string();
+        let mut out = WhatIf::default();
+        for (&f, b) in &before {
+            match after.get(&f) {
+                None => out.lost.push(FeatureChange {
+                    key: key(f),
+                    before: b.allocation,
+                    after: None,
+                }),
+                Some(a) if a.allocation != b.allocation => out.changed.push(FeatureChange {
+                    key: key(f),
+                    before: b.allocation,
+                    after: a.allocation,
+                }),
+                Some(_) => {}
+            }
+        }
+        for (&f, a) in &after {
+            if !before.contains_key(&f) {
+                out.gained.push(FeatureChange {
+                    key: key(f),
+                    before: None,
+                    after: a.allocation,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Approximate heap held by tenants and grants (what grows with accounts).
+    pub fn memory_estimate(&self) -> MemoryEstimate {
+        // Each `Arc` allocation carries a 16-byte header (two counters).
+        const ARC: usize = 16;
+        let mut bytes = self.shards.capacity() * size_of::<Arc<Shard>>();
+        for shard in &self.shards {
+            // hashbrown: one control byte per bucket plus the entry.
+            bytes += ARC + shard.capacity() * (size_of::<(Uuid, TenantNode)>() + 1);
+            for node in shard.values() {
+                bytes += ARC + node.grants.len() * size_of::<CompactGrant>();
+                if let Some(users) = &node.users {
+                    bytes += ARC + users.len() * size_of::<UserGrants>();
+                    for u in users.iter() {
+                        bytes += u.user.len() + ARC + u.grants.len() * size_of::<CompactGrant>();
+                    }
+                }
+            }
+        }
+        MemoryEstimate {
+            tenants: self.tenant_count(),
+            grants: self.grants,
+            bytes,
+        }
+    }
+}
+
+/// The published snapshot readers load; a writer stores each new one. Loading is a read lock
+/// held for one `Arc` clone, so readers never wait on a rebuild.
+#[derive(Debug)]
+pub struct SharedIndex {
+    current: RwLock<Arc<EntitlementIndex>>,
+}
+
+impl SharedIndex {
+    pub fn new(index: Arc<EntitlementIndex>) -> Self {
+        Self {
+            current: RwLock::new(index),
+        }
+    }
+
+    pub fn load(&self) -> Arc<EntitlementIndex> {
+        // A poisoned lock still holds a complete snapshot (stores are a single assignment).
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Publishes `index` unless a newer revision is already published.
+    pub fn store(&self, index: Arc<EntitlementIndex>) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if index.revision >= current.revision {
+            *current = index;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;

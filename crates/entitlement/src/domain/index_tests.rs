@@ -1,0 +1,689 @@
+//! Unit tests of the index's check semantics (one per rule of the module documentation).
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::model::{
+    AttributeType, Condition, ConditionOp, FeatureFlag, GrantSource, Limit, PlanFeature, Rule,
+    Treatment,
+};
+use crate::domain::writer::{IndexChange, IndexWriter, Snapshot};
+
+fn t(h: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + h * 3600, 0).unwrap()
+}
+
+fn feature(key: &str, ty: AllocationType, merge: MergePolicy, perms: &[&str]) -> Feature {
+    Feature {
+        id: Uuid::new_v4(),
+        key: key.into(),
+        name: key.into(),
+        description: None,
+        metadata: Value::Null,
+        permissions: perms.iter().map(|p| p.to_string()).collect(),
+        allocation_type: ty,
+        merge_policy: merge,
+    }
+}
+
+fn plan(key: &str, features: Vec<PlanFeature>, inherit: bool) -> Plan {
+    Plan {
+        id: Uuid::new_v4(),
+        key: key.into(),
+        name: key.into(),
+        description: None,
+        metadata: Value::Null,
+        features,
+        default_time_limitation_days: None,
+        assign_on_signup: false,
+        rules: vec![],
+        default_treatment: Treatment::False,
+        inherit_to_sub_accounts: inherit,
+    }
+}
+
+fn count(n: u64) -> Option<Allocation> {
+    Some(Allocation::MaxCount(Limit::Finite(n)))
+}
+
+fn grant(plan: &Plan, tenant: Uuid, user: Option<&str>, from: i64, to: Option<i64>) -> Grant {
+    Grant {
+        id: Uuid::now_v7(),
+        plan_id: plan.id,
+        tenant_id: tenant,
+        user_id: user.map(Into::into),
+        starts_at: t(from),
+        expires_at: to.map(t),
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
+        source: GrantSource::Api,
+        external_id: None,
+        granted_by: None,
+        metadata: Value::Null,
+        created_at: t(0),
+        updated_at: t(0),
+    }
+}
+
+fn cond(attribute: &str, op: ConditionOp, value: Value) -> Condition {
+    Condition {
+        attribute: attribute.into(),
+        attribute_type: AttributeType::Custom,
+        negate: false,
+        op,
+        value,
+    }
+}
+
+struct Fx {
+    writer: IndexWriter,
+    root: Uuid,
+    child: Uuid,
+    leaf: Uuid,
+    basic: Plan,
+    pro: Plan,
+    org: Plan,
+    beta: Plan,
+}
+
+/// root ← child ← leaf. `org` inherits; `beta` is gated by a flag on attribute `tier`.
+fn fixture() -> Fx {
+    use AllocationType::{Bool, MaxCount};
+    let features = vec![
+        feature("sso", Bool, MergePolicy::Max, &["sso.read"]),
+        feature("audit", Bool, MergePolicy::Max, &["audit.read", "sso.read"]),
+        feature("seats", MaxCount, MergePolicy::Max, &[]),
+        feature("storage", MaxCount, MergePolicy::Sum, &[]),
+        feature("beta", Bool, MergePolicy::Max, &[]),
+    ];
+    let basic = plan(
+        "basic",
+        vec![
+            PlanFeature::bare("sso"),
+            PlanFeature {
+                feature_key: "seats".into(),
+                allocation: count(5),
+            },
+            PlanFeature {
+                feature_key: "storage".into(),
+                allocation: count(10),
+            },
+        ],
+        false,
+    );
+    let pro = plan(
+        "pro",
+        vec![
+            PlanFeature::bare("audit"),
+            PlanFeature {
+                feature_key: "seats".into(),
+                allocation: count(20),
+            },
+            PlanFeature {
+                feature_key: "storage".into(),
+                allocation: count(100),
+            },
+        ],
+        false,
+    );
+    let org = plan(
+        "org",
+        vec![
+            PlanFeature::bare("sso"),
+            PlanFeature {
+                feature_key: "storage".into(),
+                allocation: count(1),
+            },
+        ],
+        true,
+    );
+    let beta = plan("beta", vec![PlanFeature::bare("beta")], false);
+    let flag = FeatureFlag {
+        id: Uuid::new_v4(),
+        feature_key: "beta".into(),
+        name: "beta".into(),
+        description: None,
+        on: true,
+        off_treatment: Treatment::False,
+        default_treatment: Treatment::False,
+        rules: vec![Rule {
+            description: None,
+            conditions: vec![cond("tier", ConditionOp::InList, json!({"list": ["gold"]}))],
+            treatment: Treatment::True,
+        }],
+    };
+    let (root, child, leaf) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let writer = IndexWriter::from_snapshot(
+        Snapshot {
+            features,
+            plans: vec![basic.clone(), pro.clone(), org.clone(), beta.clone()],
+            flags: vec![flag],
+            routes: vec![],
+            tenants: vec![(root, None), (child, Some(root)), (leaf, Some(child))],
+            grants: vec![],
+        },
+        1,
+    );
+    Fx {
+        writer,
+        root,
+        child,
+        leaf,
+        basic,
+        pro,
+        org,
+        beta,
+    }
+}
+
+struct Ask<'a> {
+    tenant: String,
+    user: Option<&'a str>,
+    perms: Vec<String>,
+    attrs: Option<Map<String, Value>>,
+}
+
+impl<'a> Ask<'a> {
+    fn new(tenant: Uuid) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            user: None,
+            perms: vec![],
+            attrs: None,
+        }
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            tenant_id: &self.tenant,
+            user_id: self.user,
+            permissions: &self.perms,
+            attributes: self.attrs.as_ref(),
+        }
+    }
+
+    fn run(
+        &self,
+        index: &EntitlementIndex,
+        target: Target<'_>,
+        requested: Option<u64>,
+        at: i64,
+    ) -> Decision {
+        index.check(
+            &CheckRequest {
+                subject: self.subject(),
+                target,
+                requested,
+            },
+            t(at),
+        )
+    }
+
+    fn feature(&self, index: &EntitlementIndex, key: &str, at: i64) -> Decision {
+        self.run(index, Target::Feature(key), None, at)
+    }
+}
+
+#[test]
+fn unknown_tenant_and_feature() {
+    let fx = fixture();
+    let idx = fx.writer.current();
+    let d = Ask::new(Uuid::new_v4()).feature(&idx, "sso", 1);
+    assert_eq!(d.justification, Some(Justification::TenantNotFound));
+    let mut bad = Ask::new(fx.root);
+    bad.tenant = "not-a-uuid".into();
+    assert_eq!(
+        bad.feature(&idx, "sso", 1).justification,
+        Some(Justification::TenantNotFound)
+    );
+    let d = Ask::new(fx.root).feature(&idx, "nope", 1);
+    assert_eq!(
+        (d.result, d.justification),
+        (false, Some(Justification::MissingFeature))
+    );
+    let d = Ask::new(fx.root).feature(&idx, "sso", 1);
+    assert_eq!(d.justification, Some(Justification::MissingFeature));
+    assert_eq!(d.revision, 1);
+}
+
+#[test]
+fn account_user_and_inherited_levels() {
+    let mut fx = fixture();
+    let account = grant(&fx.basic, fx.child, None, 0, None);
+    let user = grant(&fx.pro, fx.child, Some("u1"), 0, None);
+    let inherited = grant(&fx.org, fx.root, None, 0, None);
+    let not_inherited = grant(&fx.pro, fx.root, None, 0, None);
+    let idx = fx.writer.apply([
+        IndexChange::UpsertGrant(account.clone()),
+        IndexChange::UpsertGrant(user),
+        IndexChange::UpsertGrant(inherited.clone()),
+        IndexChange::UpsertGrant(not_inherited),
+    ]);
+    let child = Ask::new(fx.child);
+    let d = child.feature(&idx, "sso", 1);
+    assert!(d.result);
+    assert_eq!(d.decided_by.unwrap().grant_id, Some(account.id));
+    assert_eq!(d.decided_by.unwrap().level, GrantLevel::Account);
+    // audit is only in the user's grant and in root's non-inheriting grant
+    assert_eq!(
+        child.feature(&idx, "audit", 1).justification,
+        Some(Justification::MissingFeature)
+    );
+    let mut u1 = Ask::new(fx.child);
+    u1.user = Some("u1");
+    let d = u1.feature(&idx, "audit", 1);
+    assert!(d.result);
+    assert_eq!(d.decided_by.unwrap().level, GrantLevel::User);
+    // leaf inherits org from root (depth 2) but nothing from child's non-inheriting basic
+    let leaf = Ask::new(fx.leaf);
+    let d = leaf.feature(&idx, "sso", 1);
+    assert!(d.result);
+    assert_eq!(
+        d.decided_by.unwrap(),
+        DecidedBy {
+            grant_id: Some(inherited.id),
+            plan_id: fx.org.id,
+            level: GrantLevel::Ancestor {
+                depth: 2,
+                tenant_id: fx.root
+            }
+        }
+    );
+    assert!(!leaf.feature(&idx, "seats", 1).result);
+}
+
+#[test]
+fn why_not_expired_revoked_not_started_and_next_change() {
+    let mut fx = fixture();
+    let expired = grant(&fx.basic, fx.root, None, 0, Some(2));
+    let idx = fx.writer.apply([IndexChange::UpsertGrant(expired.clone())]);
+    let root = Ask::new(fx.root);
+    let d = root.feature(&idx, "sso", 1);
+    assert!(d.result);
+    assert_eq!(d.next_change_at, Some(t(2)));
+    // the boundary: expiry is exclusive
+    let d = root.feature(&idx, "sso", 2);
+    assert_eq!(d.justification, Some(Justification::PlanExpired));
+    assert_eq!(d.decided_by.unwrap().grant_id, Some(expired.id));
+    assert_eq!(d.next_change_at, None);
+
+    let mut revoked = grant(&fx.basic, fx.child, None, 0, None);
+    revoked.revoked_at = Some(t(3));
+    let scheduled = grant(&fx.basic, fx.leaf, None, 5, Some(9));
+    let idx = fx.writer.apply([
+        IndexChange::UpsertGrant(revoked),
+        IndexChange::UpsertGrant(scheduled),
+    ]);
+    let child = Ask::new(fx.child);
+    assert!(child.feature(&idx, "sso", 2).result);
+    assert_eq!(
+        child.feature(&idx, "sso", 3).justification,
+        Some(Justification::PlanRevoked)
+    );
+    let leaf = Ask::new(fx.leaf);
+    let d = leaf.feature(&idx, "sso", 4);
+    assert_eq!(d.justification, Some(Justification::NotStarted));
+    assert_eq!(d.next_change_at, Some(t(5)));
+    let d = leaf.feature(&idx, "sso", 5);
+    assert!(d.result);
+    assert_eq!(d.next_change_at, Some(t(9)));
+
+    // expired wins over revoked and not-started when several explain the refusal
+    let mut r2 = grant(&fx.basic, fx.root, None, 0, None);
+    r2.revoked_at = Some(t(1));
+    let later = grant(&fx.basic, fx.root, None, 50, None);
+    let idx = fx.writer.apply([
+        IndexChange::UpsertGrant(r2),
+        IndexChange::UpsertGrant(later),
+    ]);
+    let d = root.feature(&idx, "sso", 10);
+    assert_eq!(d.justification, Some(Justification::PlanExpired));
+    assert_eq!(d.next_change_at, Some(t(50)));
+}
+
+#[test]
+fn merge_policies_limits_and_decider() {
+    let mut fx = fixture();
+    let b = grant(&fx.basic, fx.child, None, 0, None);
+    let p = grant(&fx.pro, fx.child, None, 0, None);
+    let o = grant(&fx.org, fx.root, None, 0, None);
+    let idx = fx.writer.apply([
+        IndexChange::UpsertGrant(b),
+        IndexChange::UpsertGrant(p.clone()),
+        IndexChange::UpsertGrant(o),
+    ]);
+    let child = Ask::new(fx.child);
+    let seats = child.feature(&idx, "seats", 1);
+    assert_eq!(seats.allocation, count(20));
+    assert_eq!(seats.decided_by.unwrap().grant_id, Some(p.id));
+    let storage = child.feature(&idx, "storage", 1);
+    assert_eq!(
+        storage.allocation,
+        count(111),
+        "sum of 10 + 100 + inherited 1"
+    );
+    assert_eq!(storage.decided_by.unwrap().grant_id, Some(p.id));
+
+    let d = child.run(&idx, Target::Feature("seats"), Some(20), 1);
+    assert!(d.result);
+    let d = child.run(&idx, Target::Feature("seats"), Some(21), 1);
+    assert_eq!(
+        (d.result, d.justification),
+        (false, Some(Justification::LimitExceeded))
+    );
+    assert_eq!(d.allocation, count(20));
+    // a requested amount means nothing to a bool feature
+    assert!(
+        child
+            .run(&idx, Target::Feature("sso"), Some(1000), 1)
+            .result
+    );
+
+    let mut unlimited = fx.pro.clone();
+    unlimited.features[1].allocation = None; // bare max_count key = unlimited
+    let idx = fx.writer.apply([IndexChange::UpsertPlan(unlimited)]);
+    let d = child.run(&idx, Target::Feature("seats"), Some(u64::MAX), 1);
+    assert!(d.result);
+    assert_eq!(d.allocation, Some(Allocation::MaxCount(Limit::Unlimited)));
+}
+
+#[test]
+fn feature_flags_gate_by_attributes() {
+    let mut fx = fixture();
+    let idx = fx.writer.apply([IndexChange::UpsertGrant(grant(
+        &fx.beta, fx.root, None, 0, None,
+    ))]);
+    let mut ask = Ask::new(fx.root);
+    assert_eq!(
+        ask.feature(&idx, "beta", 1).justification,
+        Some(Justification::FeatureFlagOff)
+    );
+    ask.attrs = json!({"tier": "gold"}).as_object().cloned();
+    assert!(ask.feature(&idx, "beta", 1).result);
+    // without a grant the flag alone entitles nothing
+    let mut other = Ask::new(fx.child);
+    other.attrs = ask.attrs.clone();
+    assert_eq!(
+        other.feature(&idx, "beta", 1).justification,
+        Some(Justification::MissingFeature)
+    );
+    // flag switched off with off treatment false
+    let flag = FeatureFlag {
+        id: Uuid::new_v4(),
+        feature_key: "sso".into(),
+        name: String::new(),
+        description: None,
+        on: false,
+        off_treatment: Treatment::False,
+        default_treatment: Treatment::True,
+        rules: vec![],
+    };
+    let idx = fx.writer.apply([
+        IndexChange::UpsertFlag(flag.clone()),
+        IndexChange::UpsertGrant(grant(&fx.basic, fx.root, None, 0, None)),
+    ]);
+    assert_eq!(
+        ask.feature(&idx, "sso", 1).justification,
+        Some(Justification::FeatureFlagOff)
+    );
+    let idx = fx.writer.apply([IndexChange::DeleteFlag { id: flag.id }]);
+    assert!(ask.feature(&idx, "sso", 1).result);
+}
+
+#[test]
+fn permissions_follow_frontegg() {
+    let mut fx = fixture();
+    let idx = fx.writer.apply([IndexChange::UpsertGrant(grant(
+        &fx.pro, fx.root, None, 0, None,
+    ))]);
+    let mut ask = Ask::new(fx.root);
+    let perm = |ask: &Ask<'_>, key: &str| ask.run(&idx, Target::Permission(key), None, 1);
+    assert_eq!(
+        perm(&ask, "sso.read").justification,
+        Some(Justification::MissingPermission)
+    );
+    ask.perms = vec!["sso.read".into(), "free.thing".into()];
+    // linked to no feature: allowed
+    let d = perm(&ask, "free.thing");
+    assert!(d.result && d.decided_by.is_none());
+    // linked to audit (entitled through pro) and sso (not): allowed via audit
+    let d = perm(&ask, "sso.read");
+    assert!(d.result);
+    assert_eq!(d.decided_by.unwrap().plan_id, fx.pro.id);
+    ask.perms = vec!["audit.read".into()];
+    let mut idx2 = fx.writer.apply([IndexChange::DeletePlan { id: fx.pro.id }]);
+    let d = ask.run(&idx2, Target::Permission("audit.read"), None, 1);
+    assert_eq!(d.justification, Some(Justification::MissingFeature));
+    idx2 = fx.writer.apply([IndexChange::UpsertPlan(fx.pro.clone())]);
+    assert!(
+        ask.run(&idx2, Target::Permission("audit.read"), None, 1)
+            .result
+    );
+}
+
+fn route(method: &str, path: &str, policy: RoutePolicy) -> Route {
+    Route {
+        id: Uuid::new_v4(),
+        method: method.into(),
+        path: path.into(),
+        policy,
+        description: None,
+    }
+}
+
+#[test]
+fn routes_most_specific_wins() {
+    let mut fx = fixture();
+    let idx = fx.writer.apply([
+        IndexChange::UpsertRoute(route("*", "/api/**", RoutePolicy::Allow)),
+        IndexChange::UpsertRoute(route("*", "/api/admin/*", RoutePolicy::Deny)),
+        IndexChange::UpsertRoute(route(
+            "GET",
+            "/api/admin/audit",
+            RoutePolicy::Require {
+                features: vec!["audit".into()],
+                permissions: vec!["audit.read".into()],
+            },
+        )),
+        IndexChange::UpsertRoute(route("*", "/api/admin/audit", RoutePolicy::Deny)),
+        IndexChange::UpsertGrant(grant(&fx.pro, fx.root, None, 0, Some(7))),
+    ]);
+    let mut ask = Ask::new(fx.root);
+    let r = |ask: &Ask<'_>, m: &str, p: &str| {
+        ask.run(&idx, Target::Route { method: m, path: p }, None, 1)
+    };
+    assert!(r(&ask, "POST", "/api/things/1").result);
+    // longer than the stack split: matched on the raw path
+    let long = format!("/api{}", "/x".repeat(40));
+    assert!(r(&ask, "GET", &long).result);
+    let long_admin = format!("/api/admin{}", "/x".repeat(40));
+    assert!(
+        r(&ask, "GET", &long_admin).result,
+        "/api/admin/* takes one segment only"
+    );
+    assert_eq!(
+        r(&ask, "POST", "/api/admin/users").justification,
+        Some(Justification::RouteDenied)
+    );
+    assert_eq!(
+        r(&ask, "GET", "/other").justification,
+        Some(Justification::MissingRoute)
+    );
+    // GET /api/admin/audit: the GET route beats the `*` one on method
+    assert_eq!(
+        r(&ask, "GET", "/api/admin/audit").justification,
+        Some(Justification::MissingPermission)
+    );
+    ask.perms = vec!["audit.read".into()];
+    let d = r(&ask, "get", "/api/admin/audit?x=1");
+    assert!(d.result);
+    assert_eq!(d.decided_by.unwrap().plan_id, fx.pro.id);
+    assert_eq!(d.next_change_at, Some(t(7)));
+    assert_eq!(
+        r(&ask, "DELETE", "/api/admin/audit").justification,
+        Some(Justification::RouteDenied)
+    );
+}
+
+#[test]
+fn plan_targeting_entitles_without_a_grant() {
+    let mut fx = fixture();
+    let mut targeted = fx.basic.clone();
+    targeted.rules = vec![Rule {
+        description: None,
+        conditions: vec![cond(
+            "seats",
+            ConditionOp::GreaterThanEqual,
+            json!({"number": 50}),
+        )],
+        treatment: Treatment::True,
+    }];
+    let idx = fx.writer.apply([IndexChange::UpsertPlan(targeted)]);
+    let mut ask = Ask::new(fx.leaf);
+    assert!(!ask.feature(&idx, "sso", 1).result);
+    ask.attrs = json!({"seats": 60}).as_object().cloned();
+    let d = ask.feature(&idx, "sso", 1);
+    assert!(d.result);
+    assert_eq!(d.decided_by.unwrap().level, GrantLevel::Targeting);
+    assert_eq!(d.decided_by.unwrap().grant_id, None);
+}
+
+#[test]
+fn listing_what_if_and_batch() {
+    let mut fx = fixture();
+    let b = grant(&fx.basic, fx.child, None, 0, None);
+    let idx = fx.writer.apply([
+        IndexChange::UpsertGrant(b.clone()),
+        IndexChange::UpsertGrant(grant(&fx.org, fx.root, None, 0, None)),
+    ]);
+    let ask = Ask::new(fx.child);
+    let listed = idx.account_entitlements(&ask.subject(), t(1)).unwrap();
+    let keys: Vec<(&str, Allocation)> = listed
+        .iter()
+        .map(|e| (e.key.as_str(), e.allocation))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("seats", count(5).unwrap()),
+            ("sso", Allocation::Bool(true)),
+            ("storage", count(11).unwrap()),
+        ]
+    );
+    let json = serde_json::to_value(listed[0].allocation).unwrap();
+    assert_eq!(json, json!({"type": "max_count", "value": 5}));
+
+    let w = idx
+        .what_if(
+            &ask.subject(),
+            Hypothetical::GrantPlan { plan_id: fx.pro.id },
+            t(1),
+        )
+        .unwrap();
+    let gained: Vec<&str> = w.gained.iter().map(|c| c.key.as_str()).collect();
+    let changed: Vec<&str> = w.changed.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(gained, vec!["audit"]);
+    assert_eq!(changed, vec!["seats", "storage"]);
+    assert!(w.lost.is_empty());
+    let w = idx
+        .what_if(
+            &ask.subject(),
+            Hypothetical::RevokePlan {
+                plan_id: fx.basic.id,
+            },
+            t(1),
+        )
+        .unwrap();
+    let lost: Vec<&str> = w.lost.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(lost, vec!["seats"]);
+    assert_eq!(
+        w.changed[0].after,
+        count(1),
+        "storage falls back to the inherited 1"
+    );
+    let w2 = idx
+        .what_if(
+            &ask.subject(),
+            Hypothetical::RevokeGrant { grant_id: b.id },
+            t(1),
+        )
+        .unwrap();
+    assert_eq!(w, w2);
+    assert!(matches!(
+        idx.what_if(
+            &ask.subject(),
+            Hypothetical::RevokeGrant {
+                grant_id: Uuid::new_v4()
+            },
+            t(1)
+        ),
+        Err(DomainError::NotFound { kind: "grant", .. })
+    ));
+    assert!(matches!(
+        idx.what_if(
+            &ask.subject(),
+            Hypothetical::GrantPlan {
+                plan_id: Uuid::new_v4()
+            },
+            t(1)
+        ),
+        Err(DomainError::NotFound { kind: "plan", .. })
+    ));
+    assert!(
+        idx.account_entitlements(&Subject::account("x"), t(1))
+            .is_err()
+    );
+
+    let tenant = fx.child.to_string();
+    let requests: Vec<CheckRequest<'_>> = ["sso", "audit", "seats"]
+        .iter()
+        .map(|k| CheckRequest {
+            subject: Subject::account(&tenant),
+            target: Target::Feature(k),
+            requested: None,
+        })
+        .collect();
+    let results: Vec<bool> = idx
+        .check_batch(&requests, t(1))
+        .iter()
+        .map(|d| d.result)
+        .collect();
+    assert_eq!(results, vec![true, false, true]);
+}
+
+#[test]
+fn target_from_parts_needs_exactly_one() {
+    assert_eq!(
+        Target::from_parts(Some("a"), None, None).unwrap(),
+        Target::Feature("a")
+    );
+    assert!(Target::from_parts(None, None, None).is_err());
+    assert!(Target::from_parts(Some("a"), Some("b"), None).is_err());
+    assert_eq!(
+        Target::from_parts(None, None, Some(("GET", "/"))).unwrap(),
+        Target::Route {
+            method: "GET",
+            path: "/"
+        }
+    );
+}
+
+#[test]
+fn compact_grant_is_small_and_shared_index_keeps_newest() {
+    assert_eq!(std::mem::size_of::<CompactGrant>(), 48);
+    let mut fx = fixture();
+    let shared = SharedIndex::new(fx.writer.current());
+    let newer = fx.writer.apply([]);
+    shared.store(Arc::clone(&newer));
+    shared.store(Arc::new(EntitlementIndex::empty()));
+    assert_eq!(shared.load().revision(), newer.revision());
+    let mut g = grant(&fx.basic, fx.root, None, 0, None);
+    g.user_id = Some("u".into());
+    let idx = fx.writer.apply([IndexChange::UpsertGrant(g)]);
+    let est = idx.memory_estimate();
+    assert_eq!((est.tenants, est.grants), (3, 1));
+    assert!(est.bytes > 0);
+}

@@ -1,0 +1,32 @@
+//! The entitlement domain: model, validation and the evaluation index. Knows neither the
+//! transport (tonic) nor storage (sea-orm); both layers call into it.
+
+mod condition;
+pub mod error;
+mod fxhash;
+pub mod index;
+pub mod model;
+#[cfg(test)]
+mod reference;
+mod route;
+pub mod validate;
+pub mod writer;
+
+pub use error::{DomainError, ItemError};
+pub use fxhash::{FxBuildHasher, FxHashMap, FxHasher};
+pub use index::{
+    CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex, FeatureChange,
+    GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH, MemoryEstimate, SharedIndex,
+    Subject, Target, WhatIf,
+};
+pub use model::{
+    Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
+    GrantSource, GrantStatus, Limit, MergePolicy, Plan, PlanFeature, Route, RoutePolicy, Rule,
+    Treatment,
+};
+pub use validate::{
+    GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, parse_timestamp, revoke_grant,
+    validate_feature, validate_flag, validate_grant_deletes, validate_grant_updates, validate_key,
+    validate_new_grant, validate_new_grants, validate_plan, validate_route, validate_rules,
+};
+pub use writer::{IndexChange, IndexWriter, Snapshot};

@@ -1,0 +1,796 @@
+//! Input validation. Single entities fail on their first problem; grant batches collect every
+//! bad item by index so a caller can fix a whole request at once (all-or-nothing writes).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::condition;
+use super::error::{DomainError, ItemError};
+use super::model::{
+    Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantSource, Plan, Route, RoutePolicy,
+    Rule,
+};
+use super::route::{PathPattern, parse_method};
+
+/// Most items one batch call may carry.
+pub const MAX_BATCH: usize = 1000;
+pub const MAX_KEY_LEN: usize = 64;
+const MAX_TEXT_LEN: usize = 256;
+
+fn key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        Some("must be 1 to 64 characters")
+    } else if !key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        Some("may contain only lowercase letters, digits, '_', '-' and '.'")
+    } else {
+        None
+    }
+}
+
+/// Feature and plan keys: lowercase letters, digits, `_`, `-`, `.`; 1–64 characters.
+pub fn validate_key(field: &str, key: &str) -> Result<(), DomainError> {
+    match key_problem(key) {
+        Some(message) => Err(DomainError::invalid(field, message)),
+        None => Ok(()),
+    }
+}
+
+fn validate_text(field: &str, value: &str, required: bool) -> Result<(), DomainError> {
+    if required && value.trim().is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_TEXT_LEN {
+        return Err(DomainError::invalid(field, "must be at most 256 bytes"));
+    }
+    Ok(())
+}
+
+fn validate_metadata(field: &str, value: &Value) -> Result<(), DomainError> {
+    match value {
+        Value::Null | Value::Object(_) => Ok(()),
+        Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Array(_) => {
+            Err(DomainError::invalid(field, "must be a JSON object"))
+        }
+    }
+}
+
+pub fn validate_feature(feature: &Feature) -> Result<(), DomainError> {
+    validate_key("key", &feature.key)?;
+    validate_text("name", &feature.name, true)?;
+    validate_metadata("metadata", &feature.metadata)?;
+    let mut seen = HashSet::new();
+    for (i, p) in feature.permissions.iter().enumerate() {
+        let field = format!("permissions[{i}]");
+        validate_text(&field, p, true)?;
+        if !seen.insert(p.as_str()) {
+            return Err(DomainError::invalid(field, "duplicate permission key"));
+        }
+    }
+    Ok(())
+}
+
+/// Every rule's conditions must compile (values shaped for their operation).
+pub fn validate_rules(field: &str, rules: &[Rule]) -> Result<(), DomainError> {
+    for (r, rule) in rules.iter().enumerate() {
+        if rule.conditions.is_empty() {
+            return Err(DomainError::invalid(
+                format!("{field}[{r}].conditions"),
+                "a rule needs at least one condition",
+            ));
+        }
+        for (c, cond) in rule.conditions.iter().enumerate() {
+            condition::compile(cond).map_err(|message| {
+                DomainError::invalid(format!("{field}[{r}].conditions[{c}]"), message)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `feature_type` answers the allocation type of a known feature key.
+pub fn validate_plan(
+    plan: &Plan,
+    feature_type: impl Fn(&str) -> Option<AllocationType>,
+) -> Result<(), DomainError> {
+    validate_key("key", &plan.key)?;
+    validate_text("name", &plan.name, true)?;
+    validate_metadata("metadata", &plan.metadata)?;
+    if plan.default_time_limitation_days == Some(0) {
+        return Err(DomainError::invalid(
+            "defaultTimeLimitation",
+            "must be at least one day",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, pf) in plan.features.iter().enumerate() {
+        let field = format!("features[{i}]");
+        let Some(ty) = feature_type(&pf.feature_key) else {
+            return Err(DomainError::invalid(field, "unknown feature key"));
+        };
+        if !seen.insert(pf.feature_key.as_str()) {
+            return Err(DomainError::invalid(field, "feature listed twice"));
+        }
+        if let Some(value) = pf.allocation
+            && value.allocation_type() != ty
+        {
+            return Err(DomainError::invalid(
+                format!("{field}.allocation"),
+                "allocation type differs from the feature's",
+            ));
+        }
+    }
+    validate_rules("rules", &plan.rules)
+}
+
+pub fn validate_flag(
+    flag: &FeatureFlag,
+    feature_exists: impl Fn(&str) -> bool,
+) -> Result<(), DomainError> {
+    if !feature_exists(&flag.feature_key) {
+        return Err(DomainError::invalid("featureKey", "unknown feature key"));
+    }
+    validate_rules("rules", &flag.rules)
+}
+
+pub fn validate_route(
+    route: &Route,
+    feature_exists: impl Fn(&str) -> bool,
+) -> Result<(), DomainError> {
+    parse_method(&route.method).map_err(|m| DomainError::invalid("method", m))?;
+    PathPattern::parse(&route.path).map_err(|m| DomainError::invalid("path", m))?;
+    if let RoutePolicy::Require {
+        features,
+        permissions,
+    } = &route.policy
+    {
+        if features.is_empty() && permissions.is_empty() {
+            return Err(DomainError::invalid(
+                "policy",
+                "require needs at least one feature or permission",
+            ));
+        }
+        for (i, f) in features.iter().enumerate() {
+            if !feature_exists(f) {
+                return Err(DomainError::invalid(
+                    format!("policy.features[{i}]"),
+                    "unknown feature key",
+                ));
+            }
+        }
+        for (i, p) in permissions.iter().enumerate() {
+            validate_text(&format!("policy.permissions[{i}]"), p, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Accepts RFC 3339, Frontegg's zone-less `2022-01-01T12:00:00` (read as UTC) and a plain date.
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    if let Ok(naive) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(naive.and_utc());
+    }
+    if let Some(midnight) = s
+        .parse::<NaiveDate>()
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(midnight.and_utc());
+    }
+    Err(format!("malformed timestamp {s:?}"))
+}
+
+/// One item of a batch create (the seed's shape plus our optional fields).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantInput {
+    pub plan_id: String,
+    pub tenant_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    #[serde(default, alias = "expirationDate")]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// What batch validation needs to know beyond the request; the service answers from storage
+/// and the tenant service (fetched once per batch, before calling).
+pub trait GrantContext {
+    fn plan(&self, id: Uuid) -> Option<&Plan>;
+    fn account_exists(&self, id: Uuid) -> bool;
+    /// Whether an existing grant of this account already carries the external id.
+    fn external_id_taken(&self, tenant: Uuid, external_id: &str) -> bool;
+}
+
+/// Who creates the grants and how, shared by a whole batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantOrigin<'a> {
+    pub source: GrantSource,
+    pub granted_by: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, &'static str> {
+    Uuid::try_parse(s).map_err(|_| "must be a UUID")
+}
+
+fn refuse_oversized(len: usize) -> Result<(), DomainError> {
+    if len > MAX_BATCH {
+        return Err(DomainError::invalid(
+            "entitlements",
+            format!("at most {MAX_BATCH} items per call, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_user_id(errors: &mut Vec<ItemError>, i: usize, user: Option<&str>) {
+    if let Some(u) = user
+        && (u.trim().is_empty() || u.len() > MAX_TEXT_LEN)
+    {
+        errors.push(ItemError::new(i, "userId", "must be 1 to 256 bytes"));
+    }
+}
+
+/// Validates a batch create and builds the grants (new UUIDv7 ids, in request order). Plans'
+/// `defaultTimeLimitation` fills a missing expiry. Any bad item refuses the whole batch.
+pub fn validate_new_grants(
+    inputs: &[GrantInput],
+    ctx: &impl GrantContext,
+    origin: &GrantOrigin<'_>,
+) -> Result<Vec<Grant>, DomainError> {
+    refuse_oversized(inputs.len())?;
+    let mut errors = Vec::new();
+    let mut grants = Vec::with_capacity(inputs.len());
+    let mut external_ids = HashSet::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let before = errors.len();
+        let mut err = |field: &str, message: &str| errors.push(ItemError::new(i, field, message));
+        let plan = match parse_uuid(&input.plan_id) {
+            Ok(id) => ctx.plan(id).or_else(|| {
+                err("planId", "unknown plan");
+                None
+            }),
+            Err(m) => {
+                err("planId", m);
+                None
+            }
+        };
+        let tenant = match parse_uuid(&input.tenant_id) {
+            Ok(id) if ctx.account_exists(id) => Some(id),
+            Ok(_) => {
+                err("tenantId", "unknown or deleted account");
+                None
+            }
+            Err(m) => {
+                err("tenantId", m);
+                None
+            }
+        };
+        let mut parse_time = |field: &str, value: &Option<String>| match value {
+            Some(s) => parse_timestamp(s).map(Some).unwrap_or_else(|m| {
+                err(field, &m);
+                None
+            }),
+            None => None,
+        };
+        let starts_at = parse_time("startsAt", &input.starts_at);
+        let expires_at = parse_time("expiresAt", &input.expires_at);
+        let starts_at = starts_at.unwrap_or(origin.now);
+        let expires_at = expires_at.or_else(|| {
+            let days = plan?.default_time_limitation_days?;
+            Some(starts_at + Duration::days(i64::from(days)))
+        });
+        if let Some(e) = expires_at
+            && e <= starts_at
+        {
+            err("expiresAt", "must be after startsAt");
+        }
+        if let Some(meta) = &input.metadata
+            && validate_metadata("metadata", meta).is_err()
+        {
+            err("metadata", "must be a JSON object");
+        }
+        check_user_id(&mut errors, i, input.user_id.as_deref());
+        if let (Some(ext), Some(tenant)) = (&input.external_id, tenant) {
+            if ext.is_empty() || ext.len() > MAX_TEXT_LEN {
+                errors.push(ItemError::new(i, "externalId", "must be 1 to 256 bytes"));
+            } else if !external_ids.insert((tenant, ext.as_str()))
+                || ctx.external_id_taken(tenant, ext)
+            {
+                errors.push(ItemError::new(
+                    i,
+                    "externalId",
+                    "already used for this account",
+                ));
+            }
+        }
+        if errors.len() > before {
+            continue;
+        }
+        let (Some(plan), Some(tenant)) = (plan, tenant) else {
+            continue;
+        };
+        grants.push(Grant {
+            id: Uuid::now_v7(),
+            plan_id: plan.id,
+            tenant_id: tenant,
+            user_id: input.user_id.clone(),
+            starts_at,
+            expires_at,
+            revoked_at: None,
+            revoked_by: None,
+            revoke_reason: None,
+            source: origin.source.clone(),
+            external_id: input.external_id.clone(),
+            granted_by: origin.granted_by.map(str::to_owned),
+            metadata: input.metadata.clone().unwrap_or(Value::Null),
+            created_at: origin.now,
+            updated_at: origin.now,
+        });
+    }
+    if errors.is_empty() {
+        Ok(grants)
+    } else {
+        Err(DomainError::InvalidItems(errors))
+    }
+}
+
+/// A single create: the batch rule, reported as a plain invalid argument.
+pub fn validate_new_grant(
+    input: &GrantInput,
+    ctx: &impl GrantContext,
+    origin: &GrantOrigin<'_>,
+) -> Result<Grant, DomainError> {
+    match validate_new_grants(std::slice::from_ref(input), ctx, origin) {
+        Ok(mut grants) => grants
+            .pop()
+            .ok_or_else(|| DomainError::internal("validated batch of one is empty")),
+        Err(DomainError::InvalidItems(mut errors)) if !errors.is_empty() => {
+            let first = errors.swap_remove(0);
+            Err(DomainError::invalid(first.field, first.message))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+fn present_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// One item of a batch update. `expires_at`: absent keeps it, `null` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantPatch {
+    pub id: String,
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    #[serde(
+        default,
+        alias = "expirationDate",
+        deserialize_with = "present_or_null"
+    )]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// Validates a batch update against current grants and returns the updated grants in order.
+pub fn validate_grant_updates(
+    patches: &[GrantPatch],
+    current: impl Fn(Uuid) -> Option<Grant>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Grant>, DomainError> {
+    refuse_oversized(patches.len())?;
+    let mut errors = Vec::new();
+    let mut out = Vec::with_capacity(patches.len());
+    let mut seen = HashSet::new();
+    for (i, patch) in patches.iter().enumerate() {
+        let before = errors.len();
+        let mut err = |field: &str, message: &str| errors.push(ItemError::new(i, field, message));
+        let grant = match parse_uuid(&patch.id) {
+            Ok(id) if !seen.insert(id) => {
+                err("id", "listed twice");
+                None
+            }
+            Ok(id) => current(id).or_else(|| {
+                err("id", "grant not found");
+                None
+            }),
+            Err(m) => {
+                err("id", m);
+                None
+            }
+        };
+        let Some(mut grant) = grant else { continue };
+        if grant.revoked_at.is_some() {
+            err("id", "grant is revoked");
+        }
+        if let Some(s) = &patch.starts_at {
+            match parse_timestamp(s) {
+                Ok(t) => grant.starts_at = t,
+                Err(m) => err("startsAt", &m),
+            }
+        }
+        match &patch.expires_at {
+            Some(Some(s)) => match parse_timestamp(s) {
+                Ok(t) => grant.expires_at = Some(t),
+                Err(m) => err("expiresAt", &m),
+            },
+            Some(None) => grant.expires_at = None,
+            None => {}
+        }
+        if let Some(meta) = &patch.metadata {
+            if validate_metadata("metadata", meta).is_err() {
+                err("metadata", "must be a JSON object");
+            } else {
+                grant.metadata = meta.clone();
+            }
+        }
+        if let Some(e) = grant.expires_at
+            && e <= grant.starts_at
+        {
+            err("expiresAt", "must be after startsAt");
+        }
+        if errors.len() == before {
+            grant.updated_at = now;
+            out.push(grant);
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(DomainError::InvalidItems(errors))
+    }
+}
+
+/// Validates a batch delete: every id well-formed, known and listed once.
+pub fn validate_grant_deletes(
+    ids: &[String],
+    exists: impl Fn(Uuid) -> bool,
+) -> Result<Vec<Uuid>, DomainError> {
+    refuse_oversized(ids.len())?;
+    let mut errors = Vec::new();
+    let mut out = Vec::with_capacity(ids.len());
+    let mut seen = HashSet::new();
+    for (i, raw) in ids.iter().enumerate() {
+        match parse_uuid(raw) {
+            Err(m) => errors.push(ItemError::new(i, "id", m)),
+            Ok(id) if !seen.insert(id) => errors.push(ItemError::new(i, "id", "listed twice")),
+            Ok(id) if !exists(id) => errors.push(ItemError::new(i, "id", "grant not found")),
+            Ok(id) => out.push(id),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(DomainError::InvalidItems(errors))
+    }
+}
+
+/// Revokes a grant, keeping its history. Revoking twice is a failed precondition.
+pub fn revoke_grant(
+    grant: &Grant,
+    revoked_by: Option<&str>,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Grant, DomainError> {
+    if grant.revoked_at.is_some() {
+        return Err(DomainError::FailedPrecondition(format!(
+            "grant {} is already revoked",
+            grant.id
+        )));
+    }
+    let mut revoked = grant.clone();
+    revoked.revoked_at = Some(now);
+    revoked.revoked_by = revoked_by.map(str::to_owned);
+    revoked.revoke_reason = reason.map(str::to_owned);
+    revoked.updated_at = now;
+    Ok(revoked)
+}
+
+/// The allocation a plan gives a feature, bare keys resolved (`true` / unlimited).
+pub fn effective_plan_allocation(value: Option<Allocation>, ty: AllocationType) -> Allocation {
+    value.unwrap_or(Allocation::full(ty)).coerce(ty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::{Condition, ConditionOp, Limit, PlanFeature, Treatment};
+    use chrono::TimeZone;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap()
+    }
+
+    fn plan(days: Option<u32>) -> Plan {
+        Plan {
+            id: Uuid::new_v4(),
+            key: "pro".into(),
+            name: "Pro".into(),
+            description: None,
+            metadata: Value::Null,
+            features: vec![PlanFeature::bare("sso")],
+            default_time_limitation_days: days,
+            assign_on_signup: false,
+            rules: vec![],
+            default_treatment: Treatment::False,
+            inherit_to_sub_accounts: false,
+        }
+    }
+
+    struct Ctx {
+        plans: HashMap<Uuid, Plan>,
+        accounts: Vec<Uuid>,
+        taken: Vec<(Uuid, String)>,
+    }
+
+    impl GrantContext for Ctx {
+        fn plan(&self, id: Uuid) -> Option<&Plan> {
+            self.plans.get(&id)
+        }
+        fn account_exists(&self, id: Uuid) -> bool {
+            self.accounts.contains(&id)
+        }
+        fn external_id_taken(&self, tenant: Uuid, external_id: &str) -> bool {
+            self.taken
+                .iter()
+                .any(|(t, e)| *t == tenant && e == external_id)
+        }
+    }
+
+    fn origin() -> GrantOrigin<'static> {
+        GrantOrigin {
+            source: GrantSource::Batch,
+            granted_by: Some("admin"),
+            now: now(),
+        }
+    }
+
+    #[test]
+    fn keys() {
+        for ok in ["a", "sso", "max-seats_2.v1", &"x".repeat(64)] {
+            assert!(validate_key("key", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "SSO", "a b", "é", &"x".repeat(65), "a/b"] {
+            assert!(validate_key("key", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plans_check_features_types_and_rules() {
+        let types = |k: &str| match k {
+            "sso" => Some(AllocationType::Bool),
+            "seats" => Some(AllocationType::MaxCount),
+            _ => None,
+        };
+        let mut p = plan(None);
+        assert!(validate_plan(&p, types).is_ok());
+        p.features
+            .push(PlanFeature::with("seats", Allocation::Bool(true)));
+        let err = validate_plan(&p, types).unwrap_err();
+        assert!(
+            matches!(err, DomainError::InvalidArgument { ref field, .. } if field == "features[1].allocation")
+        );
+        p.features[1] = PlanFeature::with("seats", Allocation::MaxCount(Limit::Finite(5)));
+        assert!(validate_plan(&p, types).is_ok());
+        p.features.push(PlanFeature::bare("nope"));
+        assert!(validate_plan(&p, types).is_err());
+        p.features.pop();
+        p.rules = vec![Rule {
+            description: None,
+            conditions: vec![Condition {
+                attribute: "n".into(),
+                attribute_type: Default::default(),
+                negate: false,
+                op: ConditionOp::GreaterThan,
+                value: json!({"list": []}),
+            }],
+            treatment: Treatment::True,
+        }];
+        let err = validate_plan(&p, types).unwrap_err();
+        assert!(
+            matches!(err, DomainError::InvalidArgument { ref field, .. } if field == "rules[0].conditions[0]")
+        );
+    }
+
+    #[test]
+    fn routes_and_flags() {
+        let route = |method: &str, path: &str, policy| Route {
+            id: Uuid::new_v4(),
+            method: method.into(),
+            path: path.into(),
+            policy,
+            description: None,
+        };
+        let known = |k: &str| k == "sso";
+        assert!(validate_route(&route("GET", "/a/*", RoutePolicy::Allow), known).is_ok());
+        assert!(validate_route(&route("get", "/a", RoutePolicy::Allow), known).is_err());
+        assert!(validate_route(&route("*", "/a/**/b", RoutePolicy::Deny), known).is_err());
+        let require = |f: &str| RoutePolicy::Require {
+            features: vec![f.into()],
+            permissions: vec![],
+        };
+        assert!(validate_route(&route("*", "/a", require("sso")), known).is_ok());
+        assert!(validate_route(&route("*", "/a", require("x")), known).is_err());
+        let flag = FeatureFlag {
+            id: Uuid::new_v4(),
+            feature_key: "x".into(),
+            name: String::new(),
+            description: None,
+            on: true,
+            off_treatment: Treatment::False,
+            default_treatment: Treatment::True,
+            rules: vec![],
+        };
+        assert!(validate_flag(&flag, known).is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert!(parse_timestamp("2022-01-01T12:00:00").is_ok());
+        assert!(parse_timestamp("2022-01-01T12:00:00.5Z").is_ok());
+        assert!(parse_timestamp("2022-01-01T12:00:00+02:00").is_ok());
+        assert!(parse_timestamp("2022-01-01").is_ok());
+        assert!(parse_timestamp("01/01/2022").is_err());
+    }
+
+    #[test]
+    fn batch_create_reports_every_bad_item_by_index() {
+        let good_plan = plan(Some(30));
+        let account = Uuid::new_v4();
+        let ctx = Ctx {
+            plans: HashMap::from([(good_plan.id, good_plan.clone())]),
+            accounts: vec![account],
+            taken: vec![(account, "taken".into())],
+        };
+        let ok = GrantInput {
+            plan_id: good_plan.id.to_string(),
+            tenant_id: account.to_string(),
+            ..GrantInput::default()
+        };
+        let inputs = vec![
+            ok.clone(),
+            GrantInput {
+                plan_id: Uuid::new_v4().to_string(),
+                ..ok.clone()
+            },
+            GrantInput {
+                tenant_id: "nope".into(),
+                expires_at: Some("garbage".into()),
+                ..ok.clone()
+            },
+            GrantInput {
+                starts_at: Some("2025-07-01T00:00:00Z".into()),
+                expires_at: Some("2025-06-01T00:00:00Z".into()),
+                ..ok.clone()
+            },
+            GrantInput {
+                external_id: Some("taken".into()),
+                ..ok.clone()
+            },
+            GrantInput {
+                external_id: Some("e1".into()),
+                ..ok.clone()
+            },
+            GrantInput {
+                external_id: Some("e1".into()),
+                user_id: Some("".into()),
+                ..ok.clone()
+            },
+        ];
+        let Err(DomainError::InvalidItems(errors)) = validate_new_grants(&inputs, &ctx, &origin())
+        else {
+            panic!("expected item errors")
+        };
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "planId"),
+                (2, "tenantId"),
+                (2, "expiresAt"),
+                (3, "expiresAt"),
+                (4, "externalId"),
+                (6, "userId"),
+                (6, "externalId"),
+            ]
+        );
+
+        let grants = validate_new_grants(&[ok.clone(), ok.clone()], &ctx, &origin()).unwrap();
+        assert_eq!(grants.len(), 2);
+        assert!(grants[0].id < grants[1].id, "ids in request order");
+        assert_eq!(grants[0].expires_at, Some(now() + Duration::days(30)));
+        assert_eq!(grants[0].granted_by.as_deref(), Some("admin"));
+        let too_many = vec![ok.clone(); MAX_BATCH + 1];
+        assert!(matches!(
+            validate_new_grants(&too_many, &ctx, &origin()),
+            Err(DomainError::InvalidArgument { .. })
+        ));
+        let single = validate_new_grant(
+            &GrantInput {
+                plan_id: "x".into(),
+                ..ok
+            },
+            &ctx,
+            &origin(),
+        );
+        assert!(
+            matches!(single, Err(DomainError::InvalidArgument { ref field, .. }) if field == "planId")
+        );
+    }
+
+    #[test]
+    fn batch_update_delete_and_revoke() {
+        let p = plan(None);
+        let account = Uuid::new_v4();
+        let ctx = Ctx {
+            plans: HashMap::from([(p.id, p.clone())]),
+            accounts: vec![account],
+            taken: vec![],
+        };
+        let input = GrantInput {
+            plan_id: p.id.to_string(),
+            tenant_id: account.to_string(),
+            expires_at: Some("2026-01-01".into()),
+            ..GrantInput::default()
+        };
+        let grant = validate_new_grant(&input, &ctx, &origin()).unwrap();
+        let lookup = |id: Uuid| (id == grant.id).then(|| grant.clone());
+        let patches: Vec<GrantPatch> = serde_json::from_value(json!([
+            {"id": grant.id, "expirationDate": null},
+            {"id": Uuid::new_v4()},
+            {"id": grant.id},
+            {"id": "bad"}
+        ]))
+        .unwrap();
+        let Err(DomainError::InvalidItems(errors)) =
+            validate_grant_updates(&patches, lookup, now())
+        else {
+            panic!("expected item errors")
+        };
+        let idx: Vec<usize> = errors.iter().map(|e| e.index).collect();
+        assert_eq!(idx, vec![1, 2, 3]);
+        let updated = validate_grant_updates(&patches[..1], lookup, now()).unwrap();
+        assert_eq!(updated[0].expires_at, None);
+        let patch: Vec<GrantPatch> =
+            serde_json::from_value(json!([{"id": grant.id, "expiresAt": "2020-01-01"}])).unwrap();
+        assert!(validate_grant_updates(&patch, lookup, now()).is_err());
+
+        let ids = vec![grant.id.to_string(), "x".into(), Uuid::new_v4().to_string()];
+        let Err(DomainError::InvalidItems(errors)) =
+            validate_grant_deletes(&ids, |id| id == grant.id)
+        else {
+            panic!("expected item errors")
+        };
+        assert_eq!(errors.len(), 2);
+
+        let revoked = revoke_grant(&grant, Some("ops"), Some("tenant_deleted"), now()).unwrap();
+        assert_eq!(revoked.revoke_reason.as_deref(), Some("tenant_deleted"));
+        assert!(matches!(
+            revoke_grant(&revoked, None, None, now()),
+            Err(DomainError::FailedPrecondition(_))
+        ));
+        assert_eq!(
+            effective_plan_allocation(None, AllocationType::MaxCount),
+            Allocation::MaxCount(Limit::Unlimited)
+        );
+    }
+}
