@@ -146,6 +146,95 @@ fn start_or_join_cluster() -> Result<TestPostgres, String> {
     Ok(cluster_at(addr))
 }
 
+/// A PostgreSQL cluster of one test's own, for tests that stop and restart the server (the
+/// shared one must stay up for the other tests). Stopped and removed on drop.
+#[derive(Debug)]
+pub struct DedicatedPostgres {
+    base: PathBuf,
+    addr: SocketAddr,
+    root: bool,
+    pg_ctl: PathBuf,
+}
+
+impl DedicatedPostgres {
+    /// Starts a fresh cluster on a free loopback port.
+    pub fn start() -> Self {
+        let base = std::env::temp_dir().join(format!(
+            "tenantry-pg-dedicated-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        fs::create_dir_all(&base).expect("create cluster dir");
+        let addr = start_cluster(&base, std::process::id())
+            .unwrap_or_else(|e| panic!("dedicated test PostgreSQL: {e}"));
+        Self {
+            base,
+            addr,
+            root: is_root(),
+            pg_ctl: pg_bin("pg_ctl").expect("pg_ctl"),
+        }
+    }
+
+    /// The server, for creating databases and roles on it.
+    pub fn server(&self) -> TestPostgres {
+        cluster_at(self.addr)
+    }
+
+    /// Stops the server, disconnecting every client and aborting open transactions. Committed
+    /// data is kept (a fast shutdown: with `synchronous_commit=off` an immediate one could lose
+    /// the last commits, which is not the outage being simulated).
+    pub fn stop(&self) {
+        let mut stop = pg_command(self.root, &self.pg_ctl);
+        stop.arg("-D")
+            .arg(self.base.join("data"))
+            .args(["-m", "fast", "-w", "stop"]);
+        run(stop, "pg_ctl stop").expect("stop dedicated PostgreSQL");
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn restart(&self) {
+        let data = self.base.join("data");
+        let mut start = pg_command(self.root, &self.pg_ctl);
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(data.join("server.log"))
+            .args([
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &server_options(self.addr.port()),
+                "start",
+            ]);
+        start.stdout(Stdio::null());
+        run(start, "pg_ctl start").expect("restart dedicated PostgreSQL");
+    }
+}
+
+impl Drop for DedicatedPostgres {
+    fn drop(&mut self) {
+        let mut stop = pg_command(self.root, &self.pg_ctl);
+        stop.arg("-D")
+            .arg(self.base.join("data"))
+            .args(["-m", "immediate", "stop"]);
+        let _ = stop
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+fn server_options(port: u16) -> String {
+    format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c max_connections=400 -c shared_buffers=64MB"
+    )
+}
+
 fn cluster_at(addr: SocketAddr) -> TestPostgres {
     TestPostgres {
         admin_url: format!("postgres://postgres@{addr}/postgres"),
@@ -241,11 +330,7 @@ fn start_cluster(base: &Path, watched_pid: u32) -> Result<SocketAddr, String> {
     let mut last_error = String::new();
     for _ in 0..5 {
         let port = free_port();
-        let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=400 -c shared_buffers=64MB"
-        );
+        let options = server_options(port);
         let mut start = pg_command(root, &pg_ctl);
         start
             .arg("-D")

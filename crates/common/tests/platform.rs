@@ -292,3 +292,42 @@ async fn unreachable_postgres_is_classified_unavailable() {
     .unwrap_err();
     assert_eq!(db::classify(&err), db::DbFailure::Unavailable);
 }
+
+#[tokio::test]
+async fn a_dedicated_postgres_can_be_stopped_and_restarted() {
+    let pg = testing::DedicatedPostgres::start();
+    let url = pg.server().create_database().await;
+    let settings = DbSettings {
+        url,
+        schema: "svc".into(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(2),
+        application_name: "platform-test".into(),
+    };
+    let conn = db::connect(&settings).await.unwrap();
+    conn.execute_unprepared("CREATE TABLE t (id INT)")
+        .await
+        .unwrap();
+
+    pg.stop();
+    let err = conn
+        .execute_unprepared("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(db::classify(&err), db::DbFailure::Unavailable, "{err}");
+
+    pg.restart();
+    // The pool replaces its dead connections; the data written before the stop is still there.
+    let mut attempts = 0;
+    loop {
+        match conn.execute_unprepared("INSERT INTO t VALUES (2)").await {
+            Ok(_) => break,
+            Err(e) if attempts < 20 => {
+                assert_eq!(db::classify(&e), db::DbFailure::Unavailable, "{e}");
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("database did not come back: {e}"),
+        }
+    }
+}

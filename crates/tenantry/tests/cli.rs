@@ -1,0 +1,280 @@
+//! The all-in-one binary as a user runs it: `tenantry serve` and `tenantry migrate`.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "these tests drive a child process synchronously; blocking sleeps are intended"
+)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use tenantry_common::testing;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
+
+/// A `tenantry` command with a clean `TENANTRY_*` environment.
+fn tenantry(data_dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TENANTRY_") || key == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("TENANTRY_DATA_DIR", data_dir)
+        .env("TENANTRY_LOG_FORMAT", "json")
+        .stdin(Stdio::null());
+    command
+}
+
+fn output_of(mut command: Command) -> (i32, String, String) {
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_config_key_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tenantry(dir.path());
+    command.arg("serve").env("TENANTRY_HTTP_PORT", "8080");
+    let (code, _, stderr) = output_of(command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("unknown key `http_port`"), "{stderr}");
+    // Nothing was started or written.
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn bad_config_value_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tenantry(dir.path());
+    command
+        .arg("serve")
+        .env("TENANTRY_TENANT_GRPC_ADDR", "localhost-ish");
+    let (code, _, stderr) = output_of(command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("tenant_grpc_addr"), "{stderr}");
+
+    let mut command = tenantry(dir.path());
+    command
+        .arg("serve")
+        .env("TENANTRY_ENTITLEMENT_DATABASE_URL", "mysql://root:pw-secret@db/e");
+    let (code, _, stderr) = output_of(command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("entitlement_database_url"), "{stderr}");
+    assert!(!stderr.contains("pw-secret"), "secret leaked: {stderr}");
+}
+
+struct Server {
+    child: Child,
+    http: String,
+    tenant: String,
+    entitlement: String,
+    banner: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_serve(data_dir: &Path) -> Server {
+    let http = format!("127.0.0.1:{}", testing::free_port());
+    let tenant = format!("127.0.0.1:{}", testing::free_port());
+    let entitlement = format!("127.0.0.1:{}", testing::free_port());
+    let mut command = tenantry(data_dir);
+    command
+        .arg("serve")
+        .env("TENANTRY_HTTP_ADDR", &http)
+        .env("TENANTRY_TENANT_GRPC_ADDR", &tenant)
+        .env("TENANTRY_ENTITLEMENT_GRPC_ADDR", &entitlement)
+        .env("TENANTRY_SHUTDOWN_GRACE_MS", "5000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    // The banner is printed once every listener is bound.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !banner.contains("Get an environment token") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("tenantry exited before serving; printed: {banner}");
+        }
+        banner.push_str(&line);
+        assert!(Instant::now() < deadline, "no banner: {banner}");
+    }
+    // Keep reading the rest of the banner without blocking the test on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = stdout.read_to_string(&mut sink);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    Server {
+        child,
+        http,
+        tenant,
+        entitlement,
+        banner,
+    }
+}
+
+/// A plain HTTP/1.1 GET: status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).unwrap();
+                let status = response
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let body = response
+                    .split_once("\r\n\r\n")
+                    .map(|(_, b)| b.to_owned())
+                    .unwrap_or_default();
+                return (status, body);
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot reach {addr}: {e}"),
+        }
+    }
+}
+
+async fn grpc_serving(addr: &str) -> ServingStatus {
+    let mut client = HealthClient::connect(format!("http://{addr}")).await.unwrap();
+    client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_all_three_servers_on_sqlite_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_serve(dir.path());
+
+    assert!(server.banner.contains(&server.http), "{}", server.banner);
+    assert!(server.banner.contains(&server.tenant), "{}", server.banner);
+    assert!(server.banner.contains(&server.entitlement), "{}", server.banner);
+    assert!(server.banner.contains("/auth/vendor"), "{}", server.banner);
+    assert!(server.banner.contains("Development credentials"), "{}", server.banner);
+
+    let (status, _) = http_get(&server.http, "/healthz");
+    assert_eq!(status, 200);
+    let (status, body) = http_get(&server.http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(grpc_serving(&server.tenant).await, ServingStatus::Serving);
+    assert_eq!(grpc_serving(&server.entitlement).await, ServingStatus::Serving);
+
+    // Each service has its own embedded database, migrated at start.
+    assert!(dir.path().join("tenant.db").is_file());
+    assert!(dir.path().join("entitlement.db").is_file());
+
+    sigterm(&server.child);
+    let status = wait_exit(&mut server.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+
+    // Development credentials are generated once and reused on the next start.
+    let first = server.banner.clone();
+    drop(server);
+    let second = start_serve(dir.path());
+    let secret_line = |banner: &str| {
+        banner
+            .lines()
+            .find(|l| l.trim_start().starts_with("secret"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    assert!(!secret_line(&first).is_empty(), "{first}");
+    assert_eq!(secret_line(&first), secret_line(&second.banner));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_creates_each_service_schema_on_postgres_and_is_repeatable() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = testing::postgres().create_database().await;
+    for _ in 0..2 {
+        let mut command = tenantry(dir.path());
+        command
+            .args(["migrate", "--service", "all"])
+            .env("TENANTRY_TENANT_DATABASE_URL", &url)
+            .env("TENANTRY_ENTITLEMENT_DATABASE_URL", &url);
+        let (code, _, stderr) = output_of(command);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let db = Database::connect(url).await.unwrap();
+    for schema in ["tenant", "entitlement"] {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = $1",
+                [schema.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let tables: i64 = row.try_get("", "n").unwrap();
+        assert!(tables >= 2, "schema {schema} has {tables} tables");
+    }
+    // Nothing leaked into `public`.
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'public'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let public: i64 = row.try_get("", "n").unwrap();
+    assert_eq!(public, 0);
+}
