@@ -121,7 +121,44 @@ pub struct Config {
     pub client_id: Option<String>,
     /// Secret paired with `client_id`.
     pub client_secret: Option<Secret>,
+    /// More `POST /auth/vendor` credentials: `id:secret` pairs separated by commas.
+    pub client_credentials: Option<Secret>,
+    /// HS256 key (at least 32 characters) signing environment tokens. With neither this nor
+    /// `env_token_ed25519_key_path`, a key is generated once into `data_dir` (dev mode).
+    pub env_token_hs256_secret: Option<Secret>,
+    /// Ed25519 private key (PKCS#8 PEM file) signing environment tokens with EdDSA.
+    pub env_token_ed25519_key_path: Option<PathBuf>,
+    /// Lifetime of an environment token (`expiresIn`).
+    pub env_token_ttl_secs: u64,
+    /// JWKS URL of the identity provider that signs user tokens.
+    pub user_jwt_jwks_url: Option<String>,
+    /// PEM public key file verifying user tokens.
+    pub user_jwt_public_key_path: Option<PathBuf>,
+    /// Shared HS256 secret verifying user tokens (development; at least 32 characters).
+    pub user_jwt_hs256_secret: Option<Secret>,
+    /// The only algorithm accepted for user tokens verified by JWKS or PEM key.
+    pub user_jwt_algorithm: String,
+    /// Required `iss` of user tokens; not checked when unset.
+    pub user_jwt_issuer: Option<String>,
+    /// Required `aud` of user tokens; not checked when unset.
+    pub user_jwt_audience: Option<String>,
+    /// Largest REST request body, in bytes; larger bodies are refused with 413.
+    pub http_body_limit_bytes: usize,
+    /// Sustained REST requests per second per principal (per client address when anonymous).
+    pub rate_limit_per_second: u32,
+    /// Requests a principal may send at once above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Browser origins allowed to call the REST API (CORS); empty sends no CORS headers.
+    /// A list in TOML, comma-separated in the environment.
+    #[serde(deserialize_with = "string_or_list")]
+    pub cors_allowed_origins: Vec<String>,
 }
+
+/// Algorithms `user_jwt_algorithm` accepts: asymmetric only, so a public key can never be
+/// used as an HMAC secret (algorithm confusion).
+pub const USER_JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -152,6 +189,20 @@ impl Default for Config {
             max_hierarchy_depth: 16,
             client_id: None,
             client_secret: None,
+            client_credentials: None,
+            env_token_hs256_secret: None,
+            env_token_ed25519_key_path: None,
+            env_token_ttl_secs: 3_600,
+            user_jwt_jwks_url: None,
+            user_jwt_public_key_path: None,
+            user_jwt_hs256_secret: None,
+            user_jwt_algorithm: "RS256".to_owned(),
+            user_jwt_issuer: None,
+            user_jwt_audience: None,
+            http_body_limit_bytes: 1024 * 1024,
+            rate_limit_per_second: 100,
+            rate_limit_burst: 200,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -344,6 +395,7 @@ impl Config {
                 "and `client_secret` must be set together",
             ));
         }
+        self.validate_gateway()?;
         for (key, value) in [
             ("db_max_connections", u64::from(self.db_max_connections)),
             ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
@@ -361,6 +413,114 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| invalid("log_level", format!("is not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    /// The gateway's keys: credentials, token keys, user-token verification, limits, CORS.
+    fn validate_gateway(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        if let Some(list) = &self.client_credentials {
+            // Name the position only: the entry holds a secret.
+            for (i, pair) in list.expose().split(',').enumerate() {
+                let ok = matches!(pair.trim().split_once(':'),
+                    Some((id, secret)) if !id.trim().is_empty() && !secret.trim().is_empty());
+                if !ok {
+                    return Err(invalid(
+                        "client_credentials",
+                        format!("entry {} is not `id:secret`", i + 1),
+                    ));
+                }
+            }
+        }
+        for (key, secret) in [
+            ("env_token_hs256_secret", &self.env_token_hs256_secret),
+            ("user_jwt_hs256_secret", &self.user_jwt_hs256_secret),
+        ] {
+            if matches!(secret, Some(s) if s.expose().len() < 32) {
+                return Err(invalid(key, "must be at least 32 characters"));
+            }
+        }
+        if self.env_token_hs256_secret.is_some() && self.env_token_ed25519_key_path.is_some() {
+            return Err(invalid(
+                "env_token_hs256_secret",
+                "and `env_token_ed25519_key_path` are exclusive: set one",
+            ));
+        }
+        let user_sources = [
+            self.user_jwt_jwks_url.is_some(),
+            self.user_jwt_public_key_path.is_some(),
+            self.user_jwt_hs256_secret.is_some(),
+        ];
+        if user_sources.iter().filter(|set| **set).count() > 1 {
+            return Err(invalid(
+                "user_jwt_jwks_url",
+                "`user_jwt_public_key_path` and `user_jwt_hs256_secret` are exclusive: set one",
+            ));
+        }
+        for (key, path) in [
+            (
+                "env_token_ed25519_key_path",
+                &self.env_token_ed25519_key_path,
+            ),
+            ("user_jwt_public_key_path", &self.user_jwt_public_key_path),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(invalid(
+                    key,
+                    format!("names a file that does not exist: {}", path.display()),
+                ));
+            }
+        }
+        if let Some(url) = &self.user_jwt_jwks_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "user_jwt_jwks_url",
+                format!("must be an http:// or https:// URL (got `{url}`)"),
+            ));
+        }
+        if !USER_JWT_ALGORITHMS.contains(&self.user_jwt_algorithm.as_str()) {
+            return Err(invalid(
+                "user_jwt_algorithm",
+                format!(
+                    "must be one of {} (got `{}`)",
+                    USER_JWT_ALGORITHMS.join(", "),
+                    self.user_jwt_algorithm
+                ),
+            ));
+        }
+        for origin in &self.cors_allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && http::HeaderValue::from_str(origin).is_ok()
+                    && !origin.ends_with('/'));
+            if !ok {
+                return Err(invalid(
+                    "cors_allowed_origins",
+                    format!("`{origin}` is not `*` or an origin like https://app.example.com"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("env_token_ttl_secs", self.env_token_ttl_secs),
+            ("http_body_limit_bytes", self.http_body_limit_bytes as u64),
+            (
+                "rate_limit_per_second",
+                u64::from(self.rate_limit_per_second),
+            ),
+            ("rate_limit_burst", u64::from(self.rate_limit_burst)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
         Ok(())
     }
 
@@ -416,6 +576,25 @@ impl Config {
     pub fn db_acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.db_acquire_timeout_ms)
     }
+}
+
+/// A list given as a TOML array or as one comma-separated string (environment variables).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// A SQLite URL that creates the file when missing.
@@ -616,6 +795,83 @@ mod tests {
         };
         let printed = format!("{c:?}");
         assert!(!printed.contains("super-secret"), "{printed}");
+    }
+
+    #[test]
+    fn gateway_keys_are_parsed_and_validated() {
+        let c = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[
+                (
+                    "TENANTRY_CORS_ALLOWED_ORIGINS",
+                    "https://app.example.com, http://localhost:3000",
+                ),
+                (
+                    "TENANTRY_CLIENT_CREDENTIALS",
+                    "ci:first-secret,ops:second-secret",
+                ),
+                ("TENANTRY_USER_JWT_ISSUER", "https://idp.example.com/"),
+                ("TENANTRY_RATE_LIMIT_PER_SECOND", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.cors_allowed_origins,
+            vec!["https://app.example.com", "http://localhost:3000"]
+        );
+        assert_eq!(c.rate_limit_per_second, 7);
+        assert_eq!(c.user_jwt_algorithm, "RS256");
+
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let err = Config::load_from(&ConfigArgs::default(), env(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+            err
+        };
+        let err = refused(
+            &[("TENANTRY_CLIENT_CREDENTIALS", "ok:fine,broken-hunter2")],
+            "client_credentials",
+        );
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+        let err = refused(
+            &[("TENANTRY_USER_JWT_HS256_SECRET", "too-short-hunter2")],
+            "user_jwt_hs256_secret",
+        );
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+        refused(
+            &[
+                (
+                    "TENANTRY_USER_JWT_HS256_SECRET",
+                    "0123456789abcdef0123456789abcdef",
+                ),
+                (
+                    "TENANTRY_USER_JWT_JWKS_URL",
+                    "https://idp.example.com/jwks.json",
+                ),
+            ],
+            "user_jwt_jwks_url",
+        );
+        refused(
+            &[("TENANTRY_USER_JWT_ALGORITHM", "HS256")],
+            "user_jwt_algorithm",
+        );
+        refused(
+            &[("TENANTRY_USER_JWT_ALGORITHM", "none")],
+            "user_jwt_algorithm",
+        );
+        refused(
+            &[("TENANTRY_CORS_ALLOWED_ORIGINS", "app.example.com")],
+            "cors_allowed_origins",
+        );
+        refused(
+            &[("TENANTRY_HTTP_BODY_LIMIT_BYTES", "0")],
+            "http_body_limit_bytes",
+        );
+        refused(
+            &[("TENANTRY_USER_JWT_JWKS_URL", "ftp://idp/jwks")],
+            "user_jwt_jwks_url",
+        );
     }
 
     #[test]

@@ -132,17 +132,18 @@ fn catalog() -> (Vec<Feature>, Vec<Plan>, Vec<FeatureFlag>, Vec<Route>) {
 
 /// `accounts` tenants (every tenant past the first 1% has a parent among them), 10 grants
 /// each: 8 account-level, 2 for users; a mix of active, expired and scheduled.
-fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<Uuid>) {
+fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<String>) {
     let (features, plans, flags, routes) = catalog();
     let mut rng = Lcg(seed);
-    let tenant_ids: Vec<Uuid> = (0..accounts)
-        .map(|i| Uuid::from_u128((0xabcd << 64) | i as u128))
+    // Caller-chosen tenant IDs as customers pick them (slugs of varying length).
+    let tenant_ids: Vec<String> = (0..accounts)
+        .map(|i| format!("customer-{i:06}-{}", ["eu", "us-east", "apac"][i % 3]))
         .collect();
     let roots = (accounts / 100).max(1);
     let tenants = tenant_ids
         .iter()
         .enumerate()
-        .map(|(i, t)| (*t, (i >= roots).then(|| tenant_ids[i % roots])))
+        .map(|(i, t)| (t.clone(), (i >= roots).then(|| tenant_ids[i % roots].clone())))
         .collect();
     let mut grants = Vec::with_capacity(accounts * 10);
     for (i, tenant) in tenant_ids.iter().enumerate() {
@@ -152,7 +153,7 @@ fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<Uuid>) {
             grants.push(Grant {
                 id: Uuid::from_u128(((i as u128) << 8) | g as u128 | (0x9 << 100)),
                 plan_id: plans[rng.below(PLANS)].id,
-                tenant_id: *tenant,
+                tenant_id: tenant.clone(),
                 user_id: (g >= 8).then(|| format!("user-{}", rng.below(USERS_PER_ACCOUNT))),
                 starts_at,
                 expires_at,
@@ -198,7 +199,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     Fixture {
         writer: std::sync::Mutex::new(writer),
         index,
-        tenants: tenant_ids.iter().map(Uuid::to_string).collect(),
+        tenants: tenant_ids,
         template,
         attributes: json!({"country": "de", "plan": "pro"})
             .as_object()

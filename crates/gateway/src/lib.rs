@@ -1,1 +1,186 @@
-//! tenantry-gateway
+//! Tenantry's REST gateway: the seeds' APIs (Frontegg account management and entitlements,
+//! the seed-003 user grants and the seed-004 Cloudflare tenant entitlements) over the tenant
+//! and entitlement gRPC services, with environment and user token authentication.
+//!
+//! The gateway holds no business logic: it authenticates, maps JSON ⇄ gRPC and maps status
+//! codes through `tenantry_common::error`.
+
+mod auth;
+mod convert;
+mod credentials;
+mod error;
+mod extract;
+mod layers;
+mod routes;
+mod state;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{Router, extract::DefaultBodyLimit, middleware};
+use http::{HeaderName, Method, header};
+use tenantry_common::{Config, RunError, Shutdown};
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower_http::{
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use credentials::{EnvironmentCredentials, environment_credentials};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tenantry",
+        description = "Multi-tenant accounts and entitlements. Management routes take an \
+            environment token from `POST /auth/vendor`; self-service routes also take a user \
+            token from your identity provider.",
+    ),
+    modifiers(&BearerScheme),
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API's routes and their OpenAPI description, built together so they cannot disagree.
+fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::platform::router())
+        .merge(routes::accounts::router(config.http_body_limit_bytes))
+        .merge(routes::hierarchy::router())
+        .merge(routes::features::router())
+        .merge(routes::plans::router())
+        .merge(routes::flags::router())
+        .merge(routes::grants::router())
+        .merge(routes::checks::router())
+        .merge(routes::compat::router())
+        .split_for_parts()
+}
+
+/// The whole HTTP application: routes, `/openapi.json`, `/docs` and the tower layers.
+fn app(config: &Config) -> Result<Router, RunError> {
+    let state = state::AppState::from_config(config)?;
+    let auth = state.auth.clone();
+    let (api, openapi) = api(config);
+    let limiter = Arc::new(layers::RateLimiter::new(
+        config.rate_limit_per_second,
+        config.rate_limit_burst,
+    ));
+    let router = api
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(layers::not_found)
+        .method_not_allowed_fallback(layers::method_not_allowed)
+        .with_state(state);
+
+    let request_id = HeaderName::from_static(layers::REQUEST_ID_HEADER);
+    // Outermost first: the request ID exists before the access-log span opens, and every
+    // response (including 413, 429 and 504 made by inner layers) carries it back.
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(layers::make_span)
+                .on_request(())
+                .on_response(layers::log_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(cors(config))
+        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn_with_state(
+            config.request_timeout(),
+            layers::deadline,
+        ))
+        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
+        .layer(DefaultBodyLimit::max(config.http_body_limit_bytes))
+        .layer(middleware::from_fn_with_state(auth, auth::authenticate))
+        .layer(middleware::from_fn_with_state(limiter, layers::rate_limit));
+    Ok(router.layer(stack))
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.cors_allowed_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Validated at start, so every origin is a valid header value.
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(auth::scope::TENANT_HEADER),
+            HeaderName::from_static(layers::REQUEST_ID_HEADER),
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            HeaderName::from_static(layers::REQUEST_ID_HEADER),
+            HeaderName::from_static(routes::REVISION_HEADER),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Serves the REST API on `listener` until `shutdown` fires, then stops accepting and lets
+/// in-flight requests finish for up to `shutdown_grace`.
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let app = app(config)?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "rest gateway listening");
+    }
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.wait().await }
+    });
+    let grace = config.shutdown_grace();
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            shutdown.wait().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace; stopping anyway");
+        }
+    }
+    Ok(())
+}

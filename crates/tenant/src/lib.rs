@@ -1,1 +1,112 @@
-//! tenantry-tenant
+//! Tenantry tenant service: accounts, their hierarchy, memberships, settings, bulk migrations
+//! and the change feed, over gRPC.
+//!
+//! [`migrate`] applies the schema; [`serve`] connects, optionally migrates, starts the
+//! background work (migration jobs, change-feed wake-ups) and serves gRPC until shutdown.
+
+pub mod domain;
+pub mod grpc;
+pub mod migration;
+pub mod storage;
+mod workers;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm_migration::MigratorTrait;
+use tenantry_common::{
+    Config, RunError, Shutdown,
+    db::{self, DbSettings},
+    grpc::ServerSettings,
+};
+use tokio::net::TcpListener;
+
+use crate::storage::Store;
+
+fn db_settings(config: &Config) -> DbSettings {
+    DbSettings {
+        url: config.tenant_database(),
+        schema: config.tenant_db_schema.clone(),
+        max_connections: config.db_max_connections,
+        acquire_timeout: config.db_acquire_timeout(),
+        application_name: "tenantry-tenant".to_owned(),
+    }
+}
+
+async fn connect(config: &Config) -> Result<DatabaseConnection, RunError> {
+    db::connect(&db_settings(config))
+        .await
+        .map_err(|e| RunError::database("connect to the tenant database", &e))
+}
+
+/// Applies the migrations on an open connection. On PostgreSQL they run in one transaction
+/// holding an advisory lock, so replicas starting together do not race.
+async fn apply_migrations(conn: &DatabaseConnection) -> Result<(), RunError> {
+    let context = "migrate the tenant database";
+    let fail = |e: sea_orm::DbErr| RunError::database(context, &e);
+    if conn.get_database_backend() == DbBackend::Postgres {
+        let txn = conn.begin().await.map_err(fail)?;
+        txn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.tenant_migrations'))",
+        ))
+        .await
+        .map_err(fail)?;
+        migration::Migrator::up(&txn, None).await.map_err(fail)?;
+        txn.commit().await.map_err(fail)
+    } else {
+        migration::Migrator::up(conn, None).await.map_err(fail)
+    }
+}
+
+/// Applies the tenant service's migrations to `config.tenant_database()`.
+pub async fn migrate(config: &Config) -> Result<(), RunError> {
+    let conn = connect(config).await?;
+    apply_migrations(&conn).await?;
+    conn.close()
+        .await
+        .map_err(|e| RunError::database("close the tenant database", &e))
+}
+
+/// Connects, migrates when `config.migrate_on_start`, resumes migration jobs, and serves the
+/// tenant gRPC services on `listener` until `shutdown` fires.
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let conn = connect(config).await?;
+    if config.migrate_on_start {
+        apply_migrations(&conn).await?;
+    }
+    let store = Store::new(conn, &config.tenant_db_schema, config.max_hierarchy_depth);
+    // Background work and feed streams follow a local signal: it fires with the caller's, and
+    // also when the server stops on an error, without stopping the caller's other services.
+    let local = Shutdown::new();
+    let forward = {
+        let (outer, local) = (shutdown.clone(), local.clone());
+        tokio::spawn(async move {
+            outer.wait().await;
+            local.trigger();
+        })
+    };
+    let workers = workers::start(&store, &local);
+    let services = grpc::services(&store, &workers, &local, config.max_message_bytes);
+    tracing::info!(
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "tenant service listening"
+    );
+    let result = tenantry_common::grpc::serve(
+        &ServerSettings::from_config(config),
+        listener,
+        services,
+        &[tenantry_proto::FILE_DESCRIPTOR_SET],
+        local.clone(),
+    )
+    .await;
+    local.trigger();
+    forward.abort();
+    workers.join().await;
+    if let Err(err) = store.connection().clone().close().await {
+        tracing::warn!(error = %err, "closing the tenant database failed");
+    }
+    result.map_err(RunError::from)
+}

@@ -33,6 +33,9 @@ pub enum DomainError {
     InvalidItems(Vec<ItemError>),
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
+    /// The same idempotency key came with a different request.
+    #[error("idempotency key {0} was used for a different request")]
+    IdempotencyKeyReused(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     #[error("unavailable: {0}")]

@@ -5,8 +5,10 @@
 //! - `Catalog` (features, plans, flags, routes, permission links) is small and rebuilt whole
 //!   behind one `Arc` when any of it changes. Feature keys are interned to `u32` positions
 //!   (sorted by key); plans get stable `u32` slots that grants refer to.
-//! - Tenants live in 256 shards, each an `Arc<FxHashMap<Uuid, TenantNode>>`; a node sits in the
-//!   table itself (one cache miss fewer per level than a boxed node) and holds its parent, its
+//! - Tenants live in 256 shards, each an `Arc<FxHashMap<Arc<str>, TenantNode>>` keyed by the
+//!   caller-chosen tenant ID. Each ID is interned once: the table key and every child's parent
+//!   pointer share one `Arc<str>`, and checks look nodes up by `&str`, so nothing allocates.
+//!   A node sits in the table itself (one cache miss fewer per level than a boxed node) and holds its parent, its
 //!   account-level grants and its users' grants as exact-size `Arc<[_]>` slices of compact
 //!   48-byte records sorted by grant id. A write copies one shard's table (shallow: the slices
 //!   are shared) and the touched tenant's slices.
@@ -41,7 +43,7 @@ use uuid::Uuid;
 
 use super::condition::CompiledTargeting;
 use super::error::DomainError;
-use super::fxhash::{FxHashMap, spread_u128};
+use super::fxhash::{FxBuildHasher, FxHashMap};
 use super::model::{
     Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantStatus, MergePolicy, Plan, Route,
     RoutePolicy, status_at_micros,
@@ -145,11 +147,9 @@ pub enum Justification {
 pub enum GrantLevel {
     User,
     Account,
-    /// `depth` 1 is the parent.
-    Ancestor {
-        depth: u8,
-        tenant_id: Uuid,
-    },
+    /// `depth` 1 is the parent. The ancestor's ID is not carried (it would allocate on the
+    /// hot path); `EntitlementIndex::ancestor_at` resolves it.
+    Ancestor { depth: u8 },
     /// Held through the plan's targeting rules, not a grant.
     Targeting,
 }
@@ -184,6 +184,18 @@ pub struct EffectiveFeature {
     pub allocation: Allocation,
     pub decided_by: Option<DecidedBy>,
     pub next_change_at: Option<DateTime<Utc>>,
+}
+
+/// One grant as Explain shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplainedGrant {
+    pub grant_id: Uuid,
+    pub plan_id: Uuid,
+    pub level: GrantLevel,
+    pub status: GrantStatus,
+    /// What the plan gives the checked feature; `None` when it does not include it.
+    pub allocation: Option<Allocation>,
 }
 
 /// A hypothetical change for `what_if`.
@@ -274,7 +286,8 @@ pub(crate) struct UserGrants {
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TenantNode {
-    pub(crate) parent: Option<Uuid>,
+    /// Shares the parent's interned ID.
+    pub(crate) parent: Option<TenantKey>,
     /// Account-level grants, sorted by id.
     pub(crate) grants: Arc<[CompactGrant]>,
     /// Users holding grants, sorted by user id; each list sorted by grant id. `None` when no
@@ -305,7 +318,9 @@ impl TenantNode {
     }
 }
 
-pub(crate) type Shard = FxHashMap<Uuid, TenantNode>;
+/// An interned tenant ID.
+pub(crate) type TenantKey = Arc<str>;
+pub(crate) type Shard = FxHashMap<TenantKey, TenantNode>;
 
 #[derive(Debug, Clone)]
 struct FeatureEntry {
@@ -318,6 +333,7 @@ struct FeatureEntry {
 #[derive(Debug, Clone)]
 struct PlanEntry {
     id: Uuid,
+    key: Box<str>,
     inherit: bool,
     /// Sorted by feature position; allocations already coerced to the feature's type.
     features: Box<[(u32, Allocation)]>,
@@ -459,6 +475,7 @@ impl Catalog {
             if let Some(place) = catalog.plans.get_mut(slot as usize) {
                 *place = Some(PlanEntry {
                     id: plan.id,
+                    key: plan.key.as_str().into(),
                     inherit: plan.inherit_to_sub_accounts,
                     features: entries.into_boxed_slice(),
                     targeting,
@@ -670,7 +687,7 @@ impl Overlay {
 }
 
 struct Resolved<'i> {
-    tenant_id: Uuid,
+    tenant_id: &'i str,
     node: &'i TenantNode,
     user: Option<&'i UserGrants>,
 }
@@ -691,8 +708,10 @@ impl Default for EntitlementIndex {
 }
 
 #[inline]
-fn shard_of(id: &Uuid) -> usize {
-    spread_u128(id.as_u128(), SHARD_BITS)
+fn shard_of(id: &str) -> usize {
+    use std::hash::BuildHasher;
+    // The map hashes with the low bits; the shard takes the high ones.
+    (FxBuildHasher::default().hash_one(id) >> (64 - SHARD_BITS)) as usize
 }
 
 impl EntitlementIndex {
@@ -718,46 +737,78 @@ impl EntitlementIndex {
         self.grants
     }
 
-    pub fn contains_tenant(&self, id: Uuid) -> bool {
-        self.node(&id).is_some()
+    pub fn contains_tenant(&self, id: &str) -> bool {
+        self.node(id).is_some()
+    }
+
+    /// The tenant's parent as the index knows it.
+    pub fn parent_of(&self, id: &str) -> Option<&str> {
+        self.node(id).and_then(|n| n.parent.as_deref())
     }
 
     /// The tenant's known ancestors, nearest first (as checks see them).
-    pub fn ancestors(&self, id: Uuid) -> Vec<Uuid> {
-        let mut out = Vec::new();
-        let mut current = self.node(&id).and_then(|n| n.parent);
+    pub fn ancestors(&self, id: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let mut current = self.node(id).and_then(|n| n.parent.as_deref());
         while let Some(p) = current {
             if out.len() == MAX_ANCESTOR_DEPTH || p == id || out.contains(&p) {
                 break;
             }
-            let Some(node) = self.node(&p) else { break };
+            let Some(node) = self.node(p) else { break };
             out.push(p);
-            current = node.parent;
+            current = node.parent.as_deref();
         }
         out
     }
 
+    /// The ancestor a `GrantLevel::Ancestor { depth }` names (depth 1 = the parent).
+    pub fn ancestor_at(&self, id: &str, depth: u8) -> Option<&str> {
+        let depth = usize::from(depth).checked_sub(1)?;
+        self.ancestors(id).get(depth).copied()
+    }
+
     /// Whether making `parent` the parent of `tenant` would close a cycle.
-    pub fn would_create_cycle(&self, tenant: Uuid, parent: Uuid) -> bool {
+    pub fn would_create_cycle(&self, tenant: &str, parent: &str) -> bool {
         parent == tenant || self.ancestors(parent).contains(&tenant)
     }
 
     #[inline]
-    pub(crate) fn node(&self, id: &Uuid) -> Option<&TenantNode> {
+    pub(crate) fn node(&self, id: &str) -> Option<&TenantNode> {
         self.shards[shard_of(id)].get(id)
     }
 
+    /// The interned key of a known tenant.
+    pub(crate) fn key_of(&self, id: &str) -> Option<&TenantKey> {
+        self.shards[shard_of(id)].get_key_value(id).map(|(k, _)| k)
+    }
+
     /// Inserts or replaces a node, copying its shard's table if a snapshot still shares it.
-    pub(crate) fn put_node(&mut self, id: Uuid, node: TenantNode) {
+    pub(crate) fn put_node(&mut self, id: TenantKey, node: TenantNode) {
         Arc::make_mut(&mut self.shards[shard_of(&id)]).insert(id, node);
     }
 
-    pub(crate) fn remove_node(&mut self, id: Uuid) -> Option<TenantNode> {
-        let slot = shard_of(&id);
-        if !self.shards[slot].contains_key(&id) {
+    pub(crate) fn remove_node(&mut self, id: &str) -> Option<TenantNode> {
+        let slot = shard_of(id);
+        if !self.shards[slot].contains_key(id) {
             return None;
         }
-        Arc::make_mut(&mut self.shards[slot]).remove(&id)
+        Arc::make_mut(&mut self.shards[slot]).remove(id)
+    }
+
+    /// A live plan's key.
+    pub fn plan_key(&self, plan_id: Uuid) -> Option<&str> {
+        let slot = self.plan_slot(plan_id)?;
+        self.catalog.plan(slot).map(|p| &*p.key)
+    }
+
+    /// A live plan's id by key (a scan: the catalog is small and this is not the hot path).
+    pub fn plan_id_by_key(&self, key: &str) -> Option<Uuid> {
+        self.catalog
+            .plans
+            .iter()
+            .flatten()
+            .find(|p| &*p.key == key)
+            .map(|p| p.id)
     }
 
     pub(crate) fn plan_slot(&self, plan_id: Uuid) -> Option<u32> {
@@ -765,8 +816,8 @@ impl EntitlementIndex {
     }
 
     fn resolve(&self, subject: &Subject<'_>) -> Option<Resolved<'_>> {
-        let tenant_id = Uuid::try_parse(subject.tenant_id).ok()?;
-        let node = self.node(&tenant_id)?;
+        let (tenant_id, node) = self.shards[shard_of(subject.tenant_id)]
+            .get_key_value(subject.tenant_id)?;
         Some(Resolved {
             tenant_id,
             node,
@@ -810,9 +861,9 @@ impl EntitlementIndex {
         if !catalog.any_inherit {
             return;
         }
-        let mut seen = [Uuid::nil(); MAX_ANCESTOR_DEPTH];
+        let mut seen = [""; MAX_ANCESTOR_DEPTH];
         let mut depth = 0;
-        let mut current = subj.node.parent;
+        let mut current = subj.node.parent.as_deref();
         while let Some(parent) = current {
             if depth == MAX_ANCESTOR_DEPTH
                 || parent == subj.tenant_id
@@ -820,21 +871,18 @@ impl EntitlementIndex {
             {
                 break;
             }
-            let Some(node) = self.node(&parent) else {
+            let Some(node) = self.node(parent) else {
                 break;
             };
             seen[depth] = parent;
             depth += 1;
-            let level = GrantLevel::Ancestor {
-                depth: depth as u8,
-                tenant_id: parent,
-            };
+            let level = GrantLevel::Ancestor { depth: depth as u8 };
             for g in node.grants.iter() {
                 if let Some(plan) = catalog.plan(g.plan).filter(|p| p.inherit) {
                     f(g, plan, level);
                 }
             }
-            current = node.parent;
+            current = node.parent.as_deref();
         }
     }
 
@@ -1145,6 +1193,55 @@ impl EntitlementIndex {
         Ok(out)
     }
 
+    /// Every grant a check for `subject` looks at, in decision order, with its status at `at`
+    /// and what its plan allocates `feature_key` (Explain). Allocates: not the hot path.
+    pub fn explain_grants(
+        &self,
+        subject: &Subject<'_>,
+        feature_key: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Vec<ExplainedGrant> {
+        let Some(subj) = self.resolve(subject) else {
+            return Vec::new();
+        };
+        let feature = feature_key.and_then(|k| self.catalog.feature_by_key.get(k).copied());
+        let at = at.timestamp_micros();
+        let mut out = Vec::new();
+        self.visit(&subj, None, &mut |g, plan, level| {
+            out.push(ExplainedGrant {
+                grant_id: g.id,
+                plan_id: plan.id,
+                level,
+                status: g.status(at),
+                allocation: feature.and_then(|f| plan.allocation(f)),
+            });
+        });
+        out
+    }
+
+    /// The flag outcome of a feature for these attributes; `None` when it has no flag (or an
+    /// always-on one).
+    pub fn flag_on(&self, feature_key: &str, attributes: Option<&Map<String, Value>>) -> Option<bool> {
+        let &f = self.catalog.feature_by_key.get(feature_key)?;
+        self.catalog.features[f as usize]
+            .flag
+            .as_ref()
+            .map(|flag| flag.evaluate(attributes))
+    }
+
+    /// Feature keys linked to a permission.
+    pub fn linked_features(&self, permission: &str) -> Vec<String> {
+        self.catalog
+            .permissions
+            .get(permission)
+            .map(|fs| {
+                fs.iter()
+                    .map(|&f| self.catalog.features[f as usize].key.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Approximate heap held by tenants and grants (what grows with accounts).
     pub fn memory_estimate(&self) -> MemoryEstimate {
         // Each `Arc` allocation carries a 16-byte header (two counters).
@@ -1152,8 +1249,10 @@ impl EntitlementIndex {
         let mut bytes = self.shards.capacity() * size_of::<Arc<Shard>>();
         for shard in &self.shards {
             // hashbrown: one control byte per bucket plus the entry.
-            bytes += ARC + shard.capacity() * (size_of::<(Uuid, TenantNode)>() + 1);
-            for node in shard.values() {
+            bytes += ARC + shard.capacity() * (size_of::<(TenantKey, TenantNode)>() + 1);
+            for (key, node) in shard.iter() {
+                // The interned ID, shared with children's parent pointers.
+                bytes += ARC + key.len();
                 bytes += ARC + node.grants.len() * size_of::<CompactGrant>();
                 if let Some(users) = &node.users {
                     bytes += ARC + users.len() * size_of::<UserGrants>();

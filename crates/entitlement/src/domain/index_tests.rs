@@ -48,11 +48,11 @@ fn count(n: u64) -> Option<Allocation> {
     Some(Allocation::MaxCount(Limit::Finite(n)))
 }
 
-fn grant(plan: &Plan, tenant: Uuid, user: Option<&str>, from: i64, to: Option<i64>) -> Grant {
+fn grant(plan: &Plan, tenant: &str, user: Option<&str>, from: i64, to: Option<i64>) -> Grant {
     Grant {
         id: Uuid::now_v7(),
         plan_id: plan.id,
-        tenant_id: tenant,
+        tenant_id: tenant.into(),
         user_id: user.map(Into::into),
         starts_at: t(from),
         expires_at: to.map(t),
@@ -80,9 +80,9 @@ fn cond(attribute: &str, op: ConditionOp, value: Value) -> Condition {
 
 struct Fx {
     writer: IndexWriter,
-    root: Uuid,
-    child: Uuid,
-    leaf: Uuid,
+    root: &'static str,
+    child: &'static str,
+    leaf: &'static str,
     basic: Plan,
     pro: Plan,
     org: Plan,
@@ -155,14 +155,18 @@ fn fixture() -> Fx {
             treatment: Treatment::True,
         }],
     };
-    let (root, child, leaf) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (root, child, leaf) = ("root", "child", "leaf");
     let writer = IndexWriter::from_snapshot(
         Snapshot {
             features,
             plans: vec![basic.clone(), pro.clone(), org.clone(), beta.clone()],
             flags: vec![flag],
             routes: vec![],
-            tenants: vec![(root, None), (child, Some(root)), (leaf, Some(child))],
+            tenants: vec![
+                (root.into(), None),
+                (child.into(), Some(root.into())),
+                (leaf.into(), Some(child.into())),
+            ],
             grants: vec![],
         },
         1,
@@ -187,9 +191,9 @@ struct Ask<'a> {
 }
 
 impl<'a> Ask<'a> {
-    fn new(tenant: Uuid) -> Self {
+    fn new(tenant: &str) -> Self {
         Self {
-            tenant: tenant.to_string(),
+            tenant: tenant.to_owned(),
             user: None,
             perms: vec![],
             attrs: None,
@@ -231,10 +235,10 @@ impl<'a> Ask<'a> {
 fn unknown_tenant_and_feature() {
     let fx = fixture();
     let idx = fx.writer.current();
-    let d = Ask::new(Uuid::new_v4()).feature(&idx, "sso", 1);
+    let d = Ask::new("nobody").feature(&idx, "sso", 1);
     assert_eq!(d.justification, Some(Justification::TenantNotFound));
     let mut bad = Ask::new(fx.root);
-    bad.tenant = "not-a-uuid".into();
+    bad.tenant = "root-but-not-quite".into();
     assert_eq!(
         bad.feature(&idx, "sso", 1).justification,
         Some(Justification::TenantNotFound)
@@ -286,12 +290,11 @@ fn account_user_and_inherited_levels() {
         DecidedBy {
             grant_id: Some(inherited.id),
             plan_id: fx.org.id,
-            level: GrantLevel::Ancestor {
-                depth: 2,
-                tenant_id: fx.root
-            }
+            level: GrantLevel::Ancestor { depth: 2 }
         }
     );
+    assert_eq!(idx.ancestor_at(fx.leaf, 2), Some(fx.root));
+    assert_eq!(idx.ancestor_at(fx.leaf, 0), None);
     assert!(!leaf.feature(&idx, "seats", 1).result);
 }
 
@@ -637,11 +640,11 @@ fn listing_what_if_and_batch() {
             .is_err()
     );
 
-    let tenant = fx.child.to_string();
+    let tenant = fx.child;
     let requests: Vec<CheckRequest<'_>> = ["sso", "audit", "seats"]
         .iter()
         .map(|k| CheckRequest {
-            subject: Subject::account(&tenant),
+            subject: Subject::account(tenant),
             target: Target::Feature(k),
             requested: None,
         })

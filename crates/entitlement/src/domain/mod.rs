@@ -15,7 +15,8 @@ pub mod writer;
 pub use error::{DomainError, ItemError};
 pub use fxhash::{FxBuildHasher, FxHashMap, FxHasher};
 pub use index::{
-    CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex, FeatureChange,
+    CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex, ExplainedGrant,
+    FeatureChange,
     GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH, MemoryEstimate, SharedIndex,
     Subject, Target, WhatIf,
 };
@@ -26,7 +27,14 @@ pub use model::{
 };
 pub use validate::{
     GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, parse_timestamp, revoke_grant,
-    validate_feature, validate_flag, validate_grant_deletes, validate_grant_updates, validate_key,
-    validate_new_grant, validate_new_grants, validate_plan, validate_route, validate_rules,
+    tenant_id_problem, validate_feature, validate_flag, validate_grant_deletes,
+    validate_grant_updates, validate_key, validate_new_grant, validate_new_grants, validate_plan,
+    validate_route, validate_rules, validate_tenant_id,
 };
 pub use writer::{IndexChange, IndexWriter, Snapshot};
+
+/// Whether a plan's targeting (rules, then default treatment) selects a subject.
+pub fn plan_targets(plan: &Plan, attributes: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
+    condition::CompiledTargeting::new(&plan.rules, plan.default_treatment.is_true())
+        .evaluate(attributes)
+}

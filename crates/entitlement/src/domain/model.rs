@@ -493,7 +493,8 @@ pub(crate) fn status_at_micros(
 pub struct Grant {
     pub id: Uuid,
     pub plan_id: Uuid,
-    pub tenant_id: Uuid,
+    /// The account: a caller-chosen ID of 1–255 characters without whitespace or `/`.
+    pub tenant_id: String,
     /// The identity provider's user ID; `None` for an account-level grant.
     #[serde(default)]
     pub user_id: Option<String>,
@@ -541,7 +542,7 @@ mod tests {
         Grant {
             id: Uuid::nil(),
             plan_id: Uuid::nil(),
-            tenant_id: Uuid::nil(),
+            tenant_id: "acme".into(),
             user_id: None,
             starts_at: t(starts),
             expires_at: expires.map(t),

@@ -28,7 +28,7 @@ struct World {
     plans: Vec<Plan>,
     flags: Vec<FeatureFlag>,
     routes: Vec<Route>,
-    tenants: Vec<(Uuid, Option<Uuid>)>,
+    tenants: Vec<(String, Option<String>)>,
     grants: Vec<Grant>,
 }
 
@@ -169,15 +169,15 @@ fn min_time(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 }
 
 impl World {
-    fn known(&self, t: Uuid) -> bool {
-        self.tenants.iter().any(|(id, _)| *id == t) || self.grants.iter().any(|g| g.tenant_id == t)
+    fn known(&self, t: &str) -> bool {
+        self.tenants.iter().any(|(id, _)| id == t) || self.grants.iter().any(|g| g.tenant_id == t)
     }
 
-    fn parent(&self, t: Uuid) -> Option<Uuid> {
+    fn parent(&self, t: &str) -> Option<&str> {
         self.tenants
             .iter()
-            .find(|(id, _)| *id == t)
-            .and_then(|(_, p)| *p)
+            .find(|(id, _)| id == t)
+            .and_then(|(_, p)| p.as_deref())
     }
 
     fn plan(&self, id: Uuid) -> Option<&Plan> {
@@ -197,8 +197,12 @@ impl World {
     }
 
     /// (grant, level) in decision order.
-    fn ordered_grants(&self, tenant: Uuid, user: Option<&str>) -> Vec<(&Grant, GrantLevel)> {
-        let sorted = |t: Uuid, want_user: Option<&str>| {
+    fn ordered_grants<'w>(
+        &'w self,
+        tenant: &'w str,
+        user: Option<&str>,
+    ) -> Vec<(&'w Grant, GrantLevel)> {
+        let sorted = |t: &str, want_user: Option<&str>| {
             let mut v: Vec<&Grant> = self
                 .grants
                 .iter()
@@ -233,13 +237,7 @@ impl World {
                     .plan(g.plan_id)
                     .is_some_and(|pl| pl.inherit_to_sub_accounts)
                 {
-                    out.push((
-                        g,
-                        GrantLevel::Ancestor {
-                            depth,
-                            tenant_id: p,
-                        },
-                    ));
+                    out.push((g, GrantLevel::Ancestor { depth }));
                 }
             }
             current = self.parent(p);
@@ -249,7 +247,7 @@ impl World {
 
     fn feature_verdict(
         &self,
-        tenant: Uuid,
+        tenant: &str,
         subject: &Subject<'_>,
         key: &str,
         requested: Option<u64>,
@@ -383,7 +381,7 @@ impl World {
 
     fn permission_verdict(
         &self,
-        tenant: Uuid,
+        tenant: &str,
         subject: &Subject<'_>,
         key: &str,
         at: DateTime<Utc>,
@@ -418,7 +416,7 @@ impl World {
 
     fn route_verdict(
         &self,
-        tenant: Uuid,
+        tenant: &str,
         subject: &Subject<'_>,
         method: &str,
         path: &str,
@@ -496,8 +494,11 @@ impl World {
 
     fn check(&self, request: &CheckRequest<'_>, at: DateTime<Utc>, revision: u64) -> Decision {
         let subject = &request.subject;
-        let v = match Uuid::try_parse(subject.tenant_id) {
-            Ok(tenant) if self.known(tenant) => match request.target {
+        let tenant = subject.tenant_id;
+        let v = if !self.known(tenant) {
+            deny(Justification::TenantNotFound)
+        } else {
+            match request.target {
                 Target::Feature(k) => {
                     self.feature_verdict(tenant, subject, k, request.requested, at)
                 }
@@ -505,8 +506,7 @@ impl World {
                 Target::Route { method, path } => {
                     self.route_verdict(tenant, subject, method, path, at)
                 }
-            },
-            _ => deny(Justification::TenantNotFound),
+            }
         };
         Decision {
             result: v.result,
@@ -523,9 +523,7 @@ impl World {
         subject: &Subject<'_>,
         at: DateTime<Utc>,
     ) -> Option<Vec<EffectiveFeature>> {
-        let tenant = Uuid::try_parse(subject.tenant_id)
-            .ok()
-            .filter(|t| self.known(*t))?;
+        let tenant = Some(subject.tenant_id).filter(|t| self.known(t))?;
         let mut features: Vec<&Feature> = self.features.iter().collect();
         features.sort_by(|a, b| a.key.cmp(&b.key));
         Some(
@@ -833,7 +831,14 @@ fn ids(n: usize, seed: u128) -> Vec<Uuid> {
 fn materialize(s: &Scenario) -> World {
     let feature_ids = ids(FEATURES, 1);
     let plan_ids = ids(PLANS + 1, 2);
-    let tenant_ids = ids(TENANTS, 3);
+    // Caller-chosen strings, some UUID-shaped, as the tenant service allows.
+    let tenant_ids: Vec<String> = (0..TENANTS)
+        .map(|i| match i % 3 {
+            0 => format!("acme-{i}"),
+            1 => Uuid::from_u128((3 << 64) | i as u128).to_string(),
+            _ => format!("t{i}.example:eu"),
+        })
+        .collect();
     let mask_perms = |m: u8| -> Vec<String> {
         PERMS
             .iter()
@@ -913,14 +918,14 @@ fn materialize(s: &Scenario) -> World {
     w.tenants = tenant_ids
         .iter()
         .zip(&s.parents)
-        .map(|(t, p)| (*t, p.map(|p| tenant_ids[p])))
+        .map(|(t, p)| (t.clone(), p.map(|p| tenant_ids[p].clone())))
         .collect();
     for (i, g) in s.grants.iter().enumerate() {
         let starts_at = hour(g.start);
         w.grants.push(Grant {
             id: Uuid::from_u128((0x6a << 64) | ((i as u128 * 104_729) % 1000)),
             plan_id: plan_ids[g.plan],
-            tenant_id: tenant_ids[g.tenant],
+            tenant_id: tenant_ids[g.tenant].clone(),
             user_id: g.user.map(|u| USERS[u].to_string()),
             starts_at,
             expires_at: g
@@ -1005,10 +1010,11 @@ struct AskData {
     at: DateTime<Utc>,
 }
 
-fn ask_data(a: &AskSpec, tenants: &[Uuid], attrs: &[Option<Map<String, Value>>]) -> AskData {
+fn ask_data(a: &AskSpec, tenants: &[String], attrs: &[Option<Map<String, Value>>]) -> AskData {
     let tenant = tenants
         .get(a.tenant)
-        .map_or_else(|| Uuid::from_u128(99).to_string(), Uuid::to_string);
+        .cloned()
+        .unwrap_or_else(|| "unknown-tenant".to_owned());
     let perms = PERMS
         .iter()
         .chain(["unlinked"].iter())
@@ -1076,7 +1082,7 @@ proptest! {
         world.grants.retain(|g| !deletes.contains(&g.id));
         prop_assert_eq!(index.grant_count(), world.grants.len());
 
-        let tenants: Vec<Uuid> = world.tenants.iter().map(|(t, _)| *t).collect();
+        let tenants: Vec<String> = world.tenants.iter().map(|(t, _)| t.clone()).collect();
         let attrs = attribute_pool();
         let asks: Vec<AskData> = s.asks.iter().map(|a| ask_data(a, &tenants, &attrs)).collect();
         for ask in &asks {

@@ -171,6 +171,26 @@ pub fn validate_route(
     Ok(())
 }
 
+/// Why a tenant ID is malformed: tenant IDs are caller-chosen strings of 1–255 characters
+/// without whitespace or `/` (the tenant service's rule).
+pub fn tenant_id_problem(id: &str) -> Option<&'static str> {
+    let chars = id.chars().count();
+    if chars == 0 || chars > 255 {
+        Some("must be 1 to 255 characters")
+    } else if id.chars().any(|c| c.is_whitespace() || c == '/') {
+        Some("must not contain whitespace or '/'")
+    } else {
+        None
+    }
+}
+
+pub fn validate_tenant_id(field: &str, id: &str) -> Result<(), DomainError> {
+    match tenant_id_problem(id) {
+        Some(message) => Err(DomainError::invalid(field, message)),
+        None => Ok(()),
+    }
+}
+
 /// Accepts RFC 3339, Frontegg's zone-less `2022-01-01T12:00:00` (read as UTC) and a plain date.
 pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
@@ -205,15 +225,22 @@ pub struct GrantInput {
     pub external_id: Option<String>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// Overrides the batch's source for this item (`inherited` is refused: never stored).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// What batch validation needs to know beyond the request; the service answers from storage
 /// and the tenant service (fetched once per batch, before calling).
 pub trait GrantContext {
     fn plan(&self, id: Uuid) -> Option<&Plan>;
-    fn account_exists(&self, id: Uuid) -> bool;
+    /// A plan named by key instead of ID.
+    fn plan_by_key(&self, _key: &str) -> Option<&Plan> {
+        None
+    }
+    fn account_exists(&self, id: &str) -> bool;
     /// Whether an existing grant of this account already carries the external id.
-    fn external_id_taken(&self, tenant: Uuid, external_id: &str) -> bool;
+    fn external_id_taken(&self, tenant: &str, external_id: &str) -> bool;
 }
 
 /// Who creates the grants and how, shared by a whole batch.
@@ -265,18 +292,24 @@ pub fn validate_new_grants(
                 err("planId", "unknown plan");
                 None
             }),
-            Err(m) => {
-                err("planId", m);
+            Err(_) if key_problem(&input.plan_id).is_none() => {
+                ctx.plan_by_key(&input.plan_id).or_else(|| {
+                    err("planId", "unknown plan");
+                    None
+                })
+            }
+            Err(_) => {
+                err("planId", "must be a plan UUID or key");
                 None
             }
         };
-        let tenant = match parse_uuid(&input.tenant_id) {
-            Ok(id) if ctx.account_exists(id) => Some(id),
-            Ok(_) => {
+        let tenant = match tenant_id_problem(&input.tenant_id) {
+            None if ctx.account_exists(&input.tenant_id) => Some(input.tenant_id.as_str()),
+            None => {
                 err("tenantId", "unknown or deleted account");
                 None
             }
-            Err(m) => {
+            Some(m) => {
                 err("tenantId", m);
                 None
             }
@@ -306,6 +339,26 @@ pub fn validate_new_grants(
             err("metadata", "must be a JSON object");
         }
         check_user_id(&mut errors, i, input.user_id.as_deref());
+        let source = match input.source.as_deref() {
+            None => origin.source.clone(),
+            Some("inherited") => {
+                errors.push(ItemError::new(
+                    i,
+                    "source",
+                    "inherited grants are derived, never stored",
+                ));
+                origin.source.clone()
+            }
+            Some(s) if key_problem(s).is_some() => {
+                errors.push(ItemError::new(
+                    i,
+                    "source",
+                    "must be a lowercase word of 1 to 64 characters",
+                ));
+                origin.source.clone()
+            }
+            Some(s) => GrantSource::from(s.to_owned()),
+        };
         if let (Some(ext), Some(tenant)) = (&input.external_id, tenant) {
             if ext.is_empty() || ext.len() > MAX_TEXT_LEN {
                 errors.push(ItemError::new(i, "externalId", "must be 1 to 256 bytes"));
@@ -328,14 +381,14 @@ pub fn validate_new_grants(
         grants.push(Grant {
             id: Uuid::now_v7(),
             plan_id: plan.id,
-            tenant_id: tenant,
+            tenant_id: tenant.to_owned(),
             user_id: input.user_id.clone(),
             starts_at,
             expires_at,
             revoked_at: None,
             revoked_by: None,
             revoke_reason: None,
-            source: origin.source.clone(),
+            source,
             external_id: input.external_id.clone(),
             granted_by: origin.granted_by.map(str::to_owned),
             metadata: input.metadata.clone().unwrap_or(Value::Null),
@@ -387,6 +440,9 @@ pub struct GrantPatch {
     pub expires_at: Option<Option<String>>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// New external ID; `Some("")` clears it.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// Validates a batch update against current grants and returns the updated grants in order.
@@ -440,6 +496,12 @@ pub fn validate_grant_updates(
             } else {
                 grant.metadata = meta.clone();
             }
+        }
+        match patch.external_id.as_deref() {
+            Some("") => grant.external_id = None,
+            Some(ext) if ext.len() > MAX_TEXT_LEN => err("externalId", "must be 1 to 256 bytes"),
+            Some(ext) => grant.external_id = Some(ext.to_owned()),
+            None => {}
         }
         if let Some(e) = grant.expires_at
             && e <= grant.starts_at
@@ -538,18 +600,18 @@ mod tests {
 
     struct Ctx {
         plans: HashMap<Uuid, Plan>,
-        accounts: Vec<Uuid>,
-        taken: Vec<(Uuid, String)>,
+        accounts: Vec<String>,
+        taken: Vec<(String, String)>,
     }
 
     impl GrantContext for Ctx {
         fn plan(&self, id: Uuid) -> Option<&Plan> {
             self.plans.get(&id)
         }
-        fn account_exists(&self, id: Uuid) -> bool {
-            self.accounts.contains(&id)
+        fn account_exists(&self, id: &str) -> bool {
+            self.accounts.iter().any(|a| a == id)
         }
-        fn external_id_taken(&self, tenant: Uuid, external_id: &str) -> bool {
+        fn external_id_taken(&self, tenant: &str, external_id: &str) -> bool {
             self.taken
                 .iter()
                 .any(|(t, e)| *t == tenant && e == external_id)
@@ -655,15 +717,15 @@ mod tests {
     #[test]
     fn batch_create_reports_every_bad_item_by_index() {
         let good_plan = plan(Some(30));
-        let account = Uuid::new_v4();
+        let account = "acme".to_owned();
         let ctx = Ctx {
             plans: HashMap::from([(good_plan.id, good_plan.clone())]),
-            accounts: vec![account],
-            taken: vec![(account, "taken".into())],
+            accounts: vec![account.clone()],
+            taken: vec![(account.clone(), "taken".into())],
         };
         let ok = GrantInput {
             plan_id: good_plan.id.to_string(),
-            tenant_id: account.to_string(),
+            tenant_id: account.clone(),
             ..GrantInput::default()
         };
         let inputs = vec![
@@ -740,15 +802,15 @@ mod tests {
     #[test]
     fn batch_update_delete_and_revoke() {
         let p = plan(None);
-        let account = Uuid::new_v4();
+        let account = "acme".to_owned();
         let ctx = Ctx {
             plans: HashMap::from([(p.id, p.clone())]),
-            accounts: vec![account],
+            accounts: vec![account.clone()],
             taken: vec![],
         };
         let input = GrantInput {
             plan_id: p.id.to_string(),
-            tenant_id: account.to_string(),
+            tenant_id: account.clone(),
             expires_at: Some("2026-01-01".into()),
             ..GrantInput::default()
         };

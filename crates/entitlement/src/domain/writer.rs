@@ -14,16 +14,19 @@ use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::fxhash::FxHashMap;
 use super::index::{
-    Catalog, CompactGrant, EntitlementIndex, MemoryEstimate, TenantNode, UserGrants,
+    Catalog, CompactGrant, EntitlementIndex, MemoryEstimate, TenantKey, TenantNode, UserGrants,
 };
 use super::model::{Feature, FeatureFlag, Grant, Plan, Route};
 
 /// One write, as the storage layer (or the change log of another replica) reports it.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable: the storage layer records committed changes in its change log as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum IndexChange {
     UpsertFeature(Feature),
     DeleteFeature {
@@ -48,12 +51,12 @@ pub enum IndexChange {
     },
     /// A tenant and its parent, from the tenant change feed.
     UpsertTenant {
-        id: Uuid,
-        parent: Option<Uuid>,
+        id: String,
+        parent: Option<String>,
     },
     /// Drops the tenant and any grants still indexed under it.
     RemoveTenant {
-        id: Uuid,
+        id: String,
     },
 }
 
@@ -65,7 +68,7 @@ pub struct Snapshot {
     pub flags: Vec<FeatureFlag>,
     pub routes: Vec<Route>,
     /// `(tenant, parent)`.
-    pub tenants: Vec<(Uuid, Option<Uuid>)>,
+    pub tenants: Vec<(String, Option<String>)>,
     pub grants: Vec<Grant>,
 }
 
@@ -78,10 +81,10 @@ pub struct IndexWriter {
     routes: BTreeMap<Uuid, Route>,
     /// Plan id → stable slot; never shrinks, so grants' `u32` plan refs stay valid.
     plan_slots: FxHashMap<Uuid, u32>,
-    /// Grant id → tenant, to find a grant on update or delete.
-    locator: FxHashMap<Uuid, Uuid>,
+    /// Grant id → tenant (the interned ID), to find a grant on update or delete.
+    locator: FxHashMap<Uuid, TenantKey>,
     /// Tenants touched by the batch in progress.
-    drafts: FxHashMap<Uuid, Draft>,
+    drafts: FxHashMap<TenantKey, Draft>,
     working: EntitlementIndex,
     published: Arc<EntitlementIndex>,
     catalog_dirty: bool,
@@ -91,7 +94,7 @@ pub struct IndexWriter {
 #[derive(Debug, Default)]
 struct Draft {
     old_grants: usize,
-    parent: Option<Uuid>,
+    parent: Option<TenantKey>,
     grants: Vec<CompactGrant>,
     users: BTreeMap<Box<str>, Vec<CompactGrant>>,
     removed: bool,
@@ -101,7 +104,7 @@ impl Draft {
     fn load(node: &TenantNode) -> Self {
         Draft {
             old_grants: node.grant_count(),
-            parent: node.parent,
+            parent: node.parent.clone(),
             grants: node.grants.to_vec(),
             users: node
                 .user_lists()
@@ -222,7 +225,7 @@ impl IndexWriter {
     /// Index memory plus the writer's own per-grant bookkeeping.
     pub fn memory_estimate(&self) -> MemoryEstimate {
         let mut estimate = self.working.memory_estimate();
-        estimate.bytes += self.locator.capacity() * (size_of::<(Uuid, Uuid)>() + 1);
+        estimate.bytes += self.locator.capacity() * (size_of::<(Uuid, TenantKey)>() + 1);
         estimate
     }
 
@@ -230,7 +233,7 @@ impl IndexWriter {
         for (id, draft) in std::mem::take(&mut self.drafts) {
             self.working.grants -= draft.old_grants;
             if draft.removed {
-                self.working.remove_node(id);
+                self.working.remove_node(&id);
             } else {
                 self.working.grants += draft.grant_count();
                 self.working.put_node(id, draft.into_node());
@@ -250,12 +253,24 @@ impl IndexWriter {
         self.published = Arc::new(self.working.clone());
     }
 
+    /// The interned key for a tenant ID: the existing one when the tenant (or a draft of it)
+    /// is known, so parent pointers and table keys share one allocation.
+    fn intern(&self, id: &str) -> TenantKey {
+        if let Some((key, _)) = self.drafts.get_key_value(id) {
+            return key.clone();
+        }
+        match self.working.key_of(id) {
+            Some(key) => key.clone(),
+            None => TenantKey::from(id),
+        }
+    }
+
     /// The batch's editable copy of a tenant, created (empty) if the tenant is new.
-    fn draft(&mut self, id: Uuid) -> &mut Draft {
+    fn draft(&mut self, id: TenantKey) -> &mut Draft {
         let working = &self.working;
-        self.drafts
-            .entry(id)
-            .or_insert_with(|| working.node(&id).map(Draft::load).unwrap_or_default())
+        self.drafts.entry(id).or_insert_with_key(|id| {
+            working.node(id).map(Draft::load).unwrap_or_default()
+        })
     }
 
     fn slot(&mut self, plan_id: Uuid) -> u32 {
@@ -311,12 +326,15 @@ impl IndexWriter {
                 self.remove_grant(id);
             }
             IndexChange::UpsertTenant { id, parent } => {
-                let draft = self.draft(id);
+                let parent = parent.map(|p| self.intern(&p));
+                let key = self.intern(&id);
+                let draft = self.draft(key);
                 draft.parent = parent;
                 draft.removed = false;
             }
             IndexChange::RemoveTenant { id } => {
-                let draft = self.draft(id);
+                let key = self.intern(&id);
+                let draft = self.draft(key);
                 let grants = std::mem::take(&mut draft.grants);
                 let users = std::mem::take(&mut draft.users);
                 draft.parent = None;
@@ -331,7 +349,8 @@ impl IndexWriter {
     fn upsert_grant(&mut self, grant: &Grant) {
         self.remove_grant(grant.id);
         let compact = CompactGrant::new(grant, self.slot(grant.plan_id));
-        let draft = self.draft(grant.tenant_id);
+        let key = self.intern(&grant.tenant_id);
+        let draft = self.draft(key.clone());
         draft.removed = false;
         match grant.user_id.as_deref() {
             None => draft.grants.push(compact),
@@ -342,7 +361,7 @@ impl IndexWriter {
                 }
             },
         }
-        self.locator.insert(grant.id, grant.tenant_id);
+        self.locator.insert(grant.id, key);
     }
 
     fn remove_grant(&mut self, id: Uuid) {
@@ -398,11 +417,11 @@ mod tests {
         }
     }
 
-    fn grant(plan: Uuid, tenant: Uuid, user: Option<&str>) -> Grant {
+    fn grant(plan: Uuid, tenant: &str, user: Option<&str>) -> Grant {
         Grant {
             id: Uuid::now_v7(),
             plan_id: plan,
-            tenant_id: tenant,
+            tenant_id: tenant.into(),
             user_id: user.map(Into::into),
             starts_at: t(0),
             expires_at: None,
@@ -418,12 +437,11 @@ mod tests {
         }
     }
 
-    fn check(index: &EntitlementIndex, tenant: Uuid, key: &str) -> bool {
-        let tenant = tenant.to_string();
+    fn check(index: &EntitlementIndex, tenant: &str, key: &str) -> bool {
         index
             .check(
                 &CheckRequest {
-                    subject: Subject::account(&tenant),
+                    subject: Subject::account(tenant),
                     target: Target::Feature(key),
                     requested: None,
                 },
@@ -434,13 +452,13 @@ mod tests {
 
     #[test]
     fn writes_are_visible_to_the_next_snapshot_only() {
-        let tenant = Uuid::new_v4();
+        let tenant = "acme";
         let p = plan("pro", &["sso"]);
         let mut w = IndexWriter::from_snapshot(
             Snapshot {
                 features: vec![feature("sso")],
                 plans: vec![p.clone()],
-                tenants: vec![(tenant, None)],
+                tenants: vec![(tenant.into(), None)],
                 ..Snapshot::default()
             },
             7,
@@ -484,31 +502,31 @@ mod tests {
 
     #[test]
     fn moving_a_grant_between_levels_and_tenants() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = ("a", "b");
         let p = plan("pro", &["sso"]);
         let mut w = IndexWriter::new();
         w.apply([
             IndexChange::UpsertFeature(feature("sso")),
             IndexChange::UpsertPlan(p.clone()),
             IndexChange::UpsertTenant {
-                id: a,
+                id: a.into(),
                 parent: None,
             },
             IndexChange::UpsertTenant {
-                id: b,
+                id: b.into(),
                 parent: None,
             },
         ]);
         let mut g = grant(p.id, a, Some("u1"));
         w.apply([IndexChange::UpsertGrant(g.clone())]);
-        g.tenant_id = b;
+        g.tenant_id = b.into();
         g.user_id = None;
         let idx = w.apply([IndexChange::UpsertGrant(g)]);
         assert_eq!(idx.grant_count(), 1);
         assert!(check(&idx, b, "sso"));
         assert!(!check(&idx, a, "sso"));
 
-        let idx = w.apply([IndexChange::RemoveTenant { id: b }]);
+        let idx = w.apply([IndexChange::RemoveTenant { id: b.into() }]);
         assert_eq!(idx.grant_count(), 0);
         assert!(!idx.contains_tenant(b));
         assert_eq!(w.memory_estimate().grants, 0);
@@ -516,7 +534,7 @@ mod tests {
 
     #[test]
     fn plan_changes_apply_to_existing_grants_and_deleted_plans_grant_nothing() {
-        let tenant = Uuid::new_v4();
+        let tenant = "acme";
         let mut p = plan("pro", &["sso"]);
         let mut w = IndexWriter::new();
         let g = grant(p.id, tenant, None);
@@ -539,7 +557,7 @@ mod tests {
 
     #[test]
     fn hierarchy_changes_and_cycle_detection() {
-        let (root, mid, leaf) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (root, mid, leaf) = ("root", "mid", "leaf");
         let mut p = plan("org", &["sso"]);
         p.inherit_to_sub_accounts = true;
         let mut w = IndexWriter::new();
@@ -547,15 +565,15 @@ mod tests {
             IndexChange::UpsertFeature(feature("sso")),
             IndexChange::UpsertPlan(p.clone()),
             IndexChange::UpsertTenant {
-                id: root,
+                id: root.into(),
                 parent: None,
             },
             IndexChange::UpsertTenant {
-                id: mid,
-                parent: Some(root),
+                id: mid.into(),
+                parent: Some(root.into()),
             },
             IndexChange::UpsertTenant {
-                id: leaf,
+                id: leaf.into(),
                 parent: None,
             },
             IndexChange::UpsertGrant(grant(p.id, root, None)),
@@ -563,8 +581,8 @@ mod tests {
         assert!(check(&idx, mid, "sso"));
         assert!(!check(&idx, leaf, "sso"));
         let idx = w.apply([IndexChange::UpsertTenant {
-            id: leaf,
-            parent: Some(mid),
+            id: leaf.into(),
+            parent: Some(mid.into()),
         }]);
         assert!(check(&idx, leaf, "sso"));
         assert_eq!(idx.ancestors(leaf), vec![mid, root]);
@@ -572,8 +590,8 @@ mod tests {
         assert!(!idx.would_create_cycle(leaf, root));
         // a cycle that slipped in is tolerated: each ancestor counts once
         let idx = w.apply([IndexChange::UpsertTenant {
-            id: root,
-            parent: Some(leaf),
+            id: root.into(),
+            parent: Some(leaf.into()),
         }]);
         assert!(check(&idx, leaf, "sso"));
         assert_eq!(idx.ancestors(leaf), vec![mid, root]);

@@ -1,0 +1,18 @@
+//! Tenantry's benchmark suite (issue 6, part 3): the real services on one machine, every figure
+//! a ratio of two things measured side by side in the same run (A/B interleaved, median of at
+//! least five pairs with min and max), plus the server-side CPU time per request.
+//!
+//! The suite runs from the `tenantry-bench` binary, never in CI; CI compiles it and runs the
+//! unit tests of the statistics, the load generator and the table.
+
+pub mod ab;
+pub mod batch;
+pub mod fixture;
+pub mod list;
+pub mod load;
+pub mod memory;
+pub mod procfs;
+pub mod replica;
+pub mod report;
+pub mod rpc;
+pub mod stats;

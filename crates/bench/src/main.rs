@@ -1,0 +1,160 @@
+//! `tenantry-bench`: starts the stack, runs B2–B8 and prints the table (Markdown) on stdout.
+//! Progress goes to stderr. See BENCHMARKS.md.
+
+use std::io::Write as _;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use tenantry_bench::{
+    batch,
+    fixture::{Fixture, Settings},
+    list, memory, procfs, replica,
+    report::{self, Row, Verdict},
+    rpc,
+};
+
+/// Runs Tenantry's benchmark suite against the real service binaries on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "tenantry-bench")]
+struct Args {
+    /// Smaller counts (B7 with 100,000 accounts, B8 with 200,000 grants, 2 s runs).
+    #[arg(long)]
+    quick: bool,
+    /// Only these measures, e.g. `B2,B4` (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// A/B pairs per measure (at least 5).
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// Requests in flight for the throughput measures (B2–B4).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// CPUs for the services (`taskset -c` list); default: CPU 0 when there are two or more.
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// CPUs for this load generator; default: every CPU but the servers' first.
+    #[arg(long)]
+    client_cpus: Option<String>,
+    /// Do not pin anything.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+const ALL: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"];
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.pairs < 5 {
+        bail!("--pairs must be at least 5");
+    }
+    let only: Vec<String> = args.only.iter().map(|s| s.trim().to_uppercase()).collect();
+    if let Some(bad) = only.iter().find(|m| !ALL.contains(&m.as_str())) {
+        bail!("unknown measure {bad}; choose among {}", ALL.join(", "));
+    }
+    let wanted = |m: &str| only.is_empty() || only.iter().any(|o| o == m);
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut settings = Settings::new(args.quick);
+    settings.pairs = args.pairs;
+    settings.concurrency = args.concurrency;
+    if !args.no_pin && cpus >= 2 {
+        settings.server_cpus = Some(args.server_cpus.unwrap_or_else(|| "0".into()));
+        settings.client_cpus = Some(
+            args.client_cpus
+                .unwrap_or_else(|| format!("1-{}", cpus - 1)),
+        );
+    }
+    // Pin before the runtime starts its threads (they inherit the mask).
+    if let Some(client) = &settings.client_cpus {
+        procfs::pin(std::process::id(), client).map_err(anyhow::Error::msg)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(settings, wanted))
+}
+
+async fn run(settings: Settings, wanted: impl Fn(&str) -> bool) -> Result<()> {
+    eprintln!(
+        "tenantry-bench: servers on CPUs {}, load generator on CPUs {}, {} pairs, {} in flight{}",
+        settings.server_cpus.as_deref().unwrap_or("(any)"),
+        settings.client_cpus.as_deref().unwrap_or("(any)"),
+        settings.pairs,
+        settings.concurrency,
+        if settings.quick { ", quick" } else { "" }
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes = String::new();
+    if wanted("B1") {
+        rows.push(Row {
+            id: "B1",
+            measure:
+                "in-process check (10,000 accounts × 10 grants): time and allocations per check"
+                    .into(),
+            a: "not run here: `cargo bench -p tenantry-entitlement --bench check` (divan)".into(),
+            b: String::new(),
+            summary: None,
+            unit: "",
+            cpu: String::new(),
+            target: "≤ 1 µs, 0 allocations".into(),
+            verdict: Verdict::Report,
+        });
+    }
+    let needs_stack = ["B2", "B3", "B4", "B5", "B6", "B7", "B8"]
+        .iter()
+        .any(|m| wanted(m));
+    if needs_stack {
+        let mut fixture = Fixture::start(settings).await?;
+        // Each measure reports its own failure in the table and the suite goes on.
+        let failed = |id: &'static str, e: &anyhow::Error| Row {
+            id,
+            measure: format!("failed: {e:#}"),
+            a: String::new(),
+            b: String::new(),
+            summary: None,
+            unit: "",
+            cpu: String::new(),
+            target: String::new(),
+            verdict: Verdict::Missed,
+        };
+        macro_rules! measure {
+            ($id:literal, $call:expr) => {
+                if wanted($id) {
+                    eprintln!("{} …", $id);
+                    match $call.await {
+                        Ok(row) => {
+                            eprintln!("{}", report::render(std::slice::from_ref(&row)));
+                            rows.push(row);
+                        }
+                        Err(e) => {
+                            eprintln!("{} failed: {e:#}", $id);
+                            rows.push(failed($id, &e));
+                        }
+                    }
+                }
+            };
+        }
+        measure!("B2", rpc::b2(&fixture));
+        measure!("B3", rpc::b3(&fixture));
+        measure!("B4", rpc::b4(&fixture));
+        measure!("B5", batch::b5(&fixture));
+        measure!("B6", replica::b6(&fixture));
+        if wanted("B7") {
+            eprintln!("B7 …");
+            match list::b7(&fixture).await {
+                Ok((row, plans)) => {
+                    rows.push(row);
+                    notes.push_str(&plans);
+                }
+                Err(e) => rows.push(failed("B7", &e)),
+            }
+        }
+        measure!("B8", memory::b8(&mut fixture));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", report::render(&rows))?;
+    if !notes.is_empty() {
+        writeln!(out, "{notes}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! Checks and effective entitlements, answered from the in-memory index only.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use tenantry_proto::entitlement::v1::{self as pb, *};
+use tonic::{Request, Response};
+
+use super::convert::{self, uuid};
+use super::{Handler, Result};
+use crate::domain::{
+    CheckRequest, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel, Hypothetical,
+    Justification, MAX_BATCH, Subject, Target, validate_tenant_id,
+};
+
+/// A query decoded into owned parts the borrowed `CheckRequest` points into.
+struct Query {
+    tenant_id: String,
+    user_id: Option<String>,
+    permissions: Vec<String>,
+    attributes: Option<Map<String, Value>>,
+    target: TargetOwned,
+    at: Option<DateTime<Utc>>,
+    requested: Option<u64>,
+}
+
+enum TargetOwned {
+    Feature(String),
+    Permission(String),
+    Route(String, String),
+}
+
+impl Query {
+    fn decode(q: Option<EntitlementQuery>) -> std::result::Result<Self, DomainError> {
+        let q = q.ok_or_else(|| DomainError::invalid("query", "required"))?;
+        let subject = q
+            .subject
+            .ok_or_else(|| DomainError::invalid("query.subject", "required"))?;
+        validate_tenant_id("query.subject.tenant_id", &subject.tenant_id)?;
+        let target = match q.target {
+            Some(entitlement_query::Target::FeatureKey(k)) => TargetOwned::Feature(k),
+            Some(entitlement_query::Target::PermissionKey(p)) => TargetOwned::Permission(p),
+            Some(entitlement_query::Target::Route(r)) => TargetOwned::Route(r.method, r.path),
+            None => {
+                return Err(DomainError::invalid(
+                    "query.target",
+                    "exactly one of feature_key, permission_key or route is required",
+                ));
+            }
+        };
+        Ok(Self {
+            tenant_id: subject.tenant_id,
+            user_id: subject.user_id,
+            permissions: subject.permissions,
+            attributes: convert::attributes(subject.attributes),
+            target,
+            at: q.at.map(|t| convert::time("query.at", &t)).transpose()?,
+            requested: q.requested_amount,
+        })
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            tenant_id: &self.tenant_id,
+            user_id: self.user_id.as_deref(),
+            permissions: &self.permissions,
+            attributes: self.attributes.as_ref(),
+        }
+    }
+
+    fn request(&self) -> CheckRequest<'_> {
+        CheckRequest {
+            subject: self.subject(),
+            target: match &self.target {
+                TargetOwned::Feature(k) => Target::Feature(k),
+                TargetOwned::Permission(p) => Target::Permission(p),
+                TargetOwned::Route(m, p) => Target::Route { method: m, path: p },
+            },
+            requested: self.requested,
+        }
+    }
+}
+
+fn justification(j: Option<Justification>) -> pb::Justification {
+    use pb::Justification as P;
+    match j {
+        None => P::Unspecified,
+        Some(Justification::MissingFeature) => P::MissingFeature,
+        Some(Justification::MissingPermission) => P::MissingPermission,
+        Some(Justification::PlanExpired) => P::PlanExpired,
+        Some(Justification::PlanRevoked) => P::PlanRevoked,
+        Some(Justification::NotStarted) => P::NotStarted,
+        Some(Justification::FeatureFlagOff) => P::FeatureFlagOff,
+        Some(Justification::LimitExceeded) => P::LimitExceeded,
+        Some(Justification::MissingRoute) => P::MissingRoute,
+        Some(Justification::RouteDenied) => P::RouteDenied,
+        Some(Justification::TenantNotFound) => P::TenantNotFound,
+    }
+}
+
+fn level(l: GrantLevel) -> pb::GrantLevel {
+    match l {
+        GrantLevel::User => pb::GrantLevel::User,
+        GrantLevel::Account | GrantLevel::Targeting => pb::GrantLevel::Account,
+        GrantLevel::Ancestor { .. } => pb::GrantLevel::Ancestor,
+    }
+}
+
+fn granted_tenant(index: &EntitlementIndex, tenant: &str, l: GrantLevel) -> String {
+    match l {
+        GrantLevel::Ancestor { depth } => index.ancestor_at(tenant, depth).unwrap_or_default().to_owned(),
+        GrantLevel::User | GrantLevel::Account | GrantLevel::Targeting => tenant.to_owned(),
+    }
+}
+
+fn provenance(
+    index: &EntitlementIndex,
+    tenant: &str,
+    by: DecidedBy,
+    feature_key: &str,
+) -> pb::Provenance {
+    pb::Provenance {
+        grant_id: by.grant_id.map(|g| g.to_string()).unwrap_or_default(),
+        plan_id: by.plan_id.to_string(),
+        plan_key: index.plan_key(by.plan_id).unwrap_or_default().to_owned(),
+        level: level(by.level) as i32,
+        granted_tenant_id: granted_tenant(index, tenant, by.level),
+        feature_key: feature_key.to_owned(),
+        route_id: String::new(),
+    }
+}
+
+fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDecision {
+    let feature_key = match &q.target {
+        TargetOwned::Feature(k) => k.as_str(),
+        TargetOwned::Permission(_) | TargetOwned::Route(..) => "",
+    };
+    let allow_reason = if !d.result {
+        AllowReason::Unspecified
+    } else {
+        match (&q.target, d.decided_by) {
+            (_, Some(_)) => AllowReason::Grant,
+            (TargetOwned::Permission(_), None) => AllowReason::UngatedPermission,
+            (TargetOwned::Route(..), None) => AllowReason::RouteAllow,
+            (TargetOwned::Feature(_), None) => AllowReason::Grant,
+        }
+    };
+    EntitlementDecision {
+        result: d.result,
+        justification: justification(d.justification) as i32,
+        allow_reason: allow_reason as i32,
+        allocation: Some(convert::allocation(d.allocation)),
+        provenance: d
+            .decided_by
+            .map(|by| provenance(index, &q.tenant_id, by, feature_key)),
+        next_change_at: d.next_change_at.map(convert::timestamp),
+    }
+}
+
+impl Handler {
+    async fn index(&self, min_revision: u64) -> std::result::Result<std::sync::Arc<EntitlementIndex>, DomainError> {
+        self.engine
+            .index
+            .at_least(min_revision, self.engine.revision_wait)
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl entitlement_service_server::EntitlementService for Handler {
+    async fn is_entitled_to(
+        &self,
+        request: Request<IsEntitledToRequest>,
+    ) -> Result<Response<IsEntitledToResponse>> {
+        let r = request.into_inner();
+        let q = Query::decode(r.query)?;
+        let index = self.index(r.min_revision).await?;
+        let d = index.check(&q.request(), q.at.unwrap_or_else(|| self.engine.now()));
+        Ok(Response::new(IsEntitledToResponse {
+            decision: Some(decision(&index, &q, &d)),
+            revision: index.revision(),
+        }))
+    }
+
+    async fn batch_is_entitled_to(
+        &self,
+        request: Request<BatchIsEntitledToRequest>,
+    ) -> Result<Response<BatchIsEntitledToResponse>> {
+        let r = request.into_inner();
+        if r.queries.is_empty() || r.queries.len() > MAX_BATCH {
+            return Err(DomainError::invalid("queries", "give 1 to 1000 queries").into());
+        }
+        let mut items = Vec::new();
+        let mut queries = Vec::with_capacity(r.queries.len());
+        for (i, q) in r.queries.into_iter().enumerate() {
+            match Query::decode(Some(q)) {
+                Ok(q) => queries.push(q),
+                Err(DomainError::InvalidArgument { field, message }) => {
+                    items.push(crate::domain::ItemError::new(i, field, message));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        if !items.is_empty() {
+            return Err(DomainError::InvalidItems(items).into());
+        }
+        let index = self.index(r.min_revision).await?;
+        let now = self.engine.now();
+        let decisions = queries
+            .iter()
+            .map(|q| {
+                let d = index.check(&q.request(), q.at.unwrap_or(now));
+                decision(&index, q, &d)
+            })
+            .collect();
+        Ok(Response::new(BatchIsEntitledToResponse {
+            decisions,
+            revision: index.revision(),
+        }))
+    }
+
+    async fn get_account_entitlements(
+        &self,
+        request: Request<GetAccountEntitlementsRequest>,
+    ) -> Result<Response<GetAccountEntitlementsResponse>> {
+        let r = request.into_inner();
+        validate_tenant_id("tenant_id", &r.tenant_id)?;
+        let attributes = convert::attributes(r.attributes);
+        let at = match r.at {
+            Some(t) => convert::time("at", &t)?,
+            None => self.engine.now(),
+        };
+        let index = self.index(r.min_revision).await?;
+        let subject = Subject {
+            tenant_id: &r.tenant_id,
+            user_id: r.user_id.as_deref(),
+            permissions: &[],
+            attributes: attributes.as_ref(),
+        };
+        let entitlements = index
+            .account_entitlements(&subject, at)?
+            .into_iter()
+            .map(|e| AccountEntitlement {
+                allocation: Some(convert::allocation(Some(e.allocation))),
+                provenance: e
+                    .decided_by
+                    .map(|by| provenance(&index, &r.tenant_id, by, &e.key)),
+                next_change_at: e.next_change_at.map(convert::timestamp),
+                feature_key: e.key,
+            })
+            .collect();
+        Ok(Response::new(GetAccountEntitlementsResponse {
+            entitlements,
+            revision: index.revision(),
+        }))
+    }
+
+    async fn explain(&self, request: Request<ExplainRequest>) -> Result<Response<ExplainResponse>> {
+        let r = request.into_inner();
+        let q = Query::decode(r.query)?;
+        let index = self.index(r.min_revision).await?;
+        let at = q.at.unwrap_or_else(|| self.engine.now());
+        let d = index.check(&q.request(), at);
+        let feature_key = match &q.target {
+            TargetOwned::Feature(k) => Some(k.as_str()),
+            TargetOwned::Permission(_) | TargetOwned::Route(..) => None,
+        };
+        let decided = d.decided_by.and_then(|b| b.grant_id);
+        let grants = index
+            .explain_grants(&q.subject(), feature_key, at)
+            .into_iter()
+            .map(|g| GrantEvaluation {
+                grant_id: g.grant_id.to_string(),
+                plan_key: index.plan_key(g.plan_id).unwrap_or_default().to_owned(),
+                level: level(g.level) as i32,
+                granted_tenant_id: granted_tenant(&index, &q.tenant_id, g.level),
+                status: convert::grant_status(g.status) as i32,
+                targeted: false,
+                allocation: Some(convert::allocation(g.allocation)),
+                effective: d.result
+                    && g.allocation.is_some_and(|a| a.is_granting())
+                    && g.status == crate::domain::GrantStatus::Active
+                    || decided == Some(g.grant_id),
+            })
+            .collect();
+        let (flag, linked) = match &q.target {
+            TargetOwned::Feature(k) => (index.flag_on(k, q.attributes.as_ref()), vec![]),
+            TargetOwned::Permission(p) => (None, index.linked_features(p)),
+            TargetOwned::Route(..) => (None, vec![]),
+        };
+        Ok(Response::new(ExplainResponse {
+            decision: Some(decision(&index, &q, &d)),
+            grants,
+            feature_flag_on: flag,
+            matched_route_id: None,
+            linked_feature_keys: linked,
+            revision: index.revision(),
+        }))
+    }
+
+    async fn what_if(&self, request: Request<WhatIfRequest>) -> Result<Response<WhatIfResponse>> {
+        let r = request.into_inner();
+        validate_tenant_id("tenant_id", &r.tenant_id)?;
+        let index = self.index(r.min_revision).await?;
+        let at = match r.at {
+            Some(t) => convert::time("at", &t)?,
+            None => self.engine.now(),
+        };
+        // The index evaluates one hypothetical change against a snapshot.
+        let [change] = r.changes.as_slice() else {
+            return Err(DomainError::invalid("changes", "give exactly one change").into());
+        };
+        let plan_id = |s: &str, field: &str| {
+            uuid(field, s)
+                .ok()
+                .or_else(|| index.plan_id_by_key(s))
+                .ok_or_else(|| DomainError::not_found("plan", s))
+        };
+        let hypothetical = match &change.change {
+            Some(hypothetical_change::Change::Grant(g)) => Hypothetical::GrantPlan {
+                plan_id: match &g.plan {
+                    Some(new_grant::Plan::PlanId(id)) => plan_id(id, "changes[0].grant.plan_id")?,
+                    Some(new_grant::Plan::PlanKey(k)) => plan_id(k, "changes[0].grant.plan_key")?,
+                    None => return Err(DomainError::invalid("changes[0].grant.plan", "required").into()),
+                },
+            },
+            Some(hypothetical_change::Change::RevokeGrantId(id)) => Hypothetical::RevokeGrant {
+                grant_id: uuid("changes[0].revoke_grant_id", id)?,
+            },
+            Some(hypothetical_change::Change::RevokePlan(p)) => Hypothetical::RevokePlan {
+                plan_id: plan_id(p, "changes[0].revoke_plan")?,
+            },
+            None => return Err(DomainError::invalid("changes[0]", "required").into()),
+        };
+        let subject = Subject {
+            tenant_id: &r.tenant_id,
+            user_id: r.user_id.as_deref(),
+            permissions: &[],
+            attributes: None,
+        };
+        let result = index.what_if(&subject, hypothetical, at)?;
+        let encode = |list: Vec<crate::domain::FeatureChange>| {
+            list.into_iter()
+                .map(|c| pb::FeatureChange {
+                    feature_key: c.key,
+                    before: Some(convert::allocation(c.before)),
+                    after: Some(convert::allocation(c.after)),
+                })
+                .collect()
+        };
+        Ok(Response::new(WhatIfResponse {
+            gained: encode(result.gained),
+            lost: encode(result.lost),
+            changed: encode(result.changed),
+            revision: index.revision(),
+        }))
+    }
+
+    async fn get_revision(
+        &self,
+        _request: Request<GetRevisionRequest>,
+    ) -> Result<Response<GetRevisionResponse>> {
+        Ok(Response::new(GetRevisionResponse {
+            revision: self.engine.index.current().revision(),
+        }))
+    }
+}

@@ -1,0 +1,385 @@
+//! Grants: single and batch writes, revocation, listing, and the seed-003 user view.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use tenantry_proto::entitlement::v1::{self as pb, *};
+use tonic::{Request, Response};
+use uuid::Uuid;
+
+use super::convert::{self, rfc3339, uuid};
+use super::{Handler, Result, descending, page, page_info, principal};
+use crate::domain::{
+    DomainError, Grant, GrantInput, GrantSource, GrantStatus, Plan, tenant_id_problem,
+};
+use crate::service::fingerprint;
+use crate::storage::{GrantFilter, GrantSort, StatusFilter};
+
+fn input(g: NewGrant) -> GrantInput {
+    GrantInput {
+        plan_id: match g.plan {
+            Some(new_grant::Plan::PlanId(id)) => id,
+            Some(new_grant::Plan::PlanKey(key)) => key,
+            None => String::new(),
+        },
+        tenant_id: g.tenant_id,
+        user_id: g.user_id,
+        starts_at: g
+            .starts_at
+            .and_then(|t| convert::time("starts_at", &t).ok())
+            .map(rfc3339),
+        expires_at: g
+            .expires_at
+            .and_then(|t| convert::time("expires_at", &t).ok())
+            .map(rfc3339),
+        external_id: g.external_id,
+        metadata: g.metadata.map(convert::struct_to_json),
+        source: g.source,
+    }
+}
+
+fn patch(p: pb::GrantPatch, now: chrono::DateTime<chrono::Utc>) -> crate::domain::GrantPatch {
+    let time = |t: Option<prost_types::Timestamp>| {
+        t.and_then(|t| convert::time("time", &t).ok()).map(rfc3339)
+    };
+    crate::domain::GrantPatch {
+        id: p.id,
+        // A wrapper without value means "now".
+        starts_at: p
+            .starts_at
+            .map(|w| time(w.value).unwrap_or_else(|| rfc3339(now))),
+        expires_at: p.expires_at.map(|w| time(w.value)),
+        metadata: p.metadata.map(|m| convert::metadata(Some(m))),
+        external_id: p.external_id,
+    }
+}
+
+impl Handler {
+    async fn plans_of(&self, grants: &[Grant]) -> Result<HashMap<Uuid, Plan>> {
+        let mut ids: Vec<Uuid> = grants.iter().map(|g| g.plan_id).collect();
+        ids.sort();
+        ids.dedup();
+        let store = &self.engine.store;
+        Ok(store
+            .plans_by_ids(store.connection(), &ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect())
+    }
+
+    async fn encode(
+        &self,
+        grants: &[Grant],
+        at: chrono::DateTime<chrono::Utc>,
+        with_relations: bool,
+    ) -> Result<Vec<pb::Grant>> {
+        let plans = self.plans_of(grants).await?;
+        let catalog = if with_relations {
+            Some(self.engine.store.catalog(self.engine.store.connection()).await?)
+        } else {
+            None
+        };
+        Ok(grants
+            .iter()
+            .map(|g| {
+                let plan = plans.get(&g.plan_id);
+                let relation = match (&catalog, plan) {
+                    (Some(c), Some(p)) => c.plan_by_id(p.id).map(|s| convert::plan(s, c)),
+                    _ => None,
+                };
+                convert::grant(g, plan.map_or("", |p| p.key.as_str()), at, relation)
+            })
+            .collect())
+    }
+}
+
+#[tonic::async_trait]
+impl grant_service_server::GrantService for Handler {
+    async fn create_grant(
+        &self,
+        request: Request<CreateGrantRequest>,
+    ) -> Result<Response<CreateGrantResponse>> {
+        let by = principal(&request);
+        let r = request.into_inner();
+        let print = fingerprint(&r.grant.clone().unwrap_or_default().encode_to_vec());
+        let new = r
+            .grant
+            .ok_or_else(|| DomainError::invalid("grant", "required"))?;
+        let (grants, revision) = self
+            .engine
+            .create_grants(
+                vec![input(new)],
+                GrantSource::Api,
+                by.as_deref(),
+                r.idempotency_key.as_deref(),
+                &print,
+            )
+            .await
+            .map_err(|e| match e {
+                // A single create reports its problem as a plain field error.
+                DomainError::InvalidItems(mut items) if !items.is_empty() => {
+                    let first = items.swap_remove(0);
+                    DomainError::invalid(format!("grant.{}", first.field), first.message)
+                }
+                other => other,
+            })?;
+        let now = self.engine.now();
+        let grant = self.encode(&grants, now, false).await?.pop();
+        Ok(Response::new(CreateGrantResponse { grant, revision }))
+    }
+
+    async fn get_grant(&self, request: Request<GetGrantRequest>) -> Result<Response<GetGrantResponse>> {
+        let r = request.into_inner();
+        let grant = self.engine.store.grant(uuid("id", &r.id)?).await?;
+        let now = self.engine.now();
+        let grant = self.encode(&[grant], now, r.with_relations).await?.pop();
+        Ok(Response::new(GetGrantResponse { grant }))
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<ListGrantsRequest>,
+    ) -> Result<Response<ListGrantsResponse>> {
+        let r = request.into_inner();
+        let (offset, limit) = page(r.page)?;
+        let at = match r.at {
+            Some(t) => convert::time("at", &t)?,
+            None => self.engine.now(),
+        };
+        let plan_ids = r
+            .plan_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| uuid(&format!("plan_ids[{i}]"), id))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let statuses = r
+            .statuses
+            .iter()
+            .filter_map(|s| match pb::GrantStatus::try_from(*s) {
+                Ok(pb::GrantStatus::Active) => Some(GrantStatus::Active),
+                Ok(pb::GrantStatus::Scheduled) => Some(GrantStatus::Scheduled),
+                Ok(pb::GrantStatus::Expired) => Some(GrantStatus::Expired),
+                Ok(pb::GrantStatus::Revoked) => Some(GrantStatus::Revoked),
+                Ok(pb::GrantStatus::Unspecified) | Err(_) => None,
+            })
+            .map(|status| StatusFilter { status, at })
+            .collect();
+        let filter = GrantFilter {
+            tenant_ids: r.tenant_ids,
+            user_ids: r.user_ids,
+            plan_ids,
+            statuses,
+            sources: r.sources,
+            user_level: match AssignLevel::try_from(r.assign_level) {
+                Ok(AssignLevel::User) => Some(true),
+                Ok(AssignLevel::Tenant) => Some(false),
+                Ok(AssignLevel::Unspecified) | Err(_) => None,
+            },
+            external_id: r.external_id,
+            sort: match GrantSortField::try_from(r.sort_by) {
+                Ok(GrantSortField::ExpiresAt) => GrantSort::ExpiresAt,
+                Ok(GrantSortField::CreatedAt | GrantSortField::Unspecified) | Err(_) => {
+                    GrantSort::CreatedAt
+                }
+            },
+            descending: descending(r.order),
+            offset,
+            limit,
+        };
+        let (grants, total) = self.engine.store.list_grants(&filter).await?;
+        Ok(Response::new(ListGrantsResponse {
+            grants: self.encode(&grants, at, r.with_relations).await?,
+            page: Some(page_info(total, offset, limit)),
+        }))
+    }
+
+    async fn update_grant(
+        &self,
+        request: Request<UpdateGrantRequest>,
+    ) -> Result<Response<UpdateGrantResponse>> {
+        let r = request.into_inner();
+        let p = r
+            .patch
+            .ok_or_else(|| DomainError::invalid("patch", "required"))?;
+        let now = self.engine.now();
+        let id = uuid("patch.id", &p.id)?;
+        let print = fingerprint(&p.encode_to_vec());
+        let (grants, revision) = self
+            .engine
+            .update_grants(vec![patch(p, now)], None, &print)
+            .await
+            .map_err(|e| match e {
+                DomainError::InvalidItems(items)
+                    if items.iter().any(|i| i.message == "grant not found") =>
+                {
+                    DomainError::not_found("grant", id)
+                }
+                DomainError::InvalidItems(mut items) if !items.is_empty() => {
+                    let first = items.swap_remove(0);
+                    DomainError::invalid(format!("patch.{}", first.field), first.message)
+                }
+                other => other,
+            })?;
+        let grant = self.encode(&grants, now, false).await?.pop();
+        Ok(Response::new(UpdateGrantResponse { grant, revision }))
+    }
+
+    async fn delete_grant(
+        &self,
+        request: Request<DeleteGrantRequest>,
+    ) -> Result<Response<DeleteGrantResponse>> {
+        let id = uuid("id", &request.into_inner().id)?;
+        let outcome = self
+            .engine
+            .delete_grants(vec![id.to_string()], None, "")
+            .await
+            .map_err(|e| match e {
+                DomainError::InvalidItems(_) => DomainError::not_found("grant", id),
+                other => other,
+            })?;
+        Ok(Response::new(DeleteGrantResponse {
+            revision: outcome.revision,
+        }))
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<RevokeGrantRequest>,
+    ) -> Result<Response<RevokeGrantResponse>> {
+        let by = principal(&request);
+        let r = request.into_inner();
+        let (grant, revision) = self
+            .engine
+            .revoke_grant(uuid("id", &r.id)?, by.as_deref(), r.reason.as_deref())
+            .await?;
+        let now = self.engine.now();
+        let grant = self.encode(&[grant], now, false).await?.pop();
+        Ok(Response::new(RevokeGrantResponse { grant, revision }))
+    }
+
+    async fn batch_create_grants(
+        &self,
+        request: Request<BatchCreateGrantsRequest>,
+    ) -> Result<Response<BatchCreateGrantsResponse>> {
+        let by = principal(&request);
+        let r = request.into_inner();
+        if r.grants.is_empty() {
+            return Err(DomainError::invalid("grants", "at least one grant is required").into());
+        }
+        let print = fingerprint(
+            &BatchCreateGrantsRequest {
+                grants: r.grants.clone(),
+                idempotency_key: None,
+            }
+            .encode_to_vec(),
+        );
+        let inputs = r.grants.into_iter().map(input).collect();
+        let (ids, revision) = self
+            .engine
+            .create_grant_ids(inputs, by.as_deref(), r.idempotency_key.as_deref(), &print)
+            .await?;
+        Ok(Response::new(BatchCreateGrantsResponse {
+            grant_ids: ids,
+            revision,
+        }))
+    }
+
+    async fn batch_update_grants(
+        &self,
+        request: Request<BatchUpdateGrantsRequest>,
+    ) -> Result<Response<BatchUpdateGrantsResponse>> {
+        let r = request.into_inner();
+        if r.patches.is_empty() {
+            return Err(DomainError::invalid("patches", "at least one patch is required").into());
+        }
+        let print = fingerprint(
+            &BatchUpdateGrantsRequest {
+                patches: r.patches.clone(),
+                idempotency_key: None,
+            }
+            .encode_to_vec(),
+        );
+        let now = self.engine.now();
+        let patches = r.patches.into_iter().map(|p| patch(p, now)).collect();
+        let (grants, revision) = self
+            .engine
+            .update_grants(patches, r.idempotency_key.as_deref(), &print)
+            .await?;
+        Ok(Response::new(BatchUpdateGrantsResponse {
+            grant_ids: grants.iter().map(|g| g.id.to_string()).collect(),
+            revision,
+        }))
+    }
+
+    async fn batch_delete_grants(
+        &self,
+        request: Request<BatchDeleteGrantsRequest>,
+    ) -> Result<Response<BatchDeleteGrantsResponse>> {
+        let r = request.into_inner();
+        if r.ids.is_empty() {
+            return Err(DomainError::invalid("ids", "at least one id is required").into());
+        }
+        let print = fingerprint(r.ids.join(",").as_bytes());
+        let outcome = self
+            .engine
+            .delete_grants(r.ids, r.idempotency_key.as_deref(), &print)
+            .await?;
+        Ok(Response::new(BatchDeleteGrantsResponse {
+            deleted_count: outcome.count,
+            revision: outcome.revision,
+        }))
+    }
+
+    async fn list_user_grants(
+        &self,
+        request: Request<ListUserGrantsRequest>,
+    ) -> Result<Response<ListUserGrantsResponse>> {
+        let r = request.into_inner();
+        if r.user_id.trim().is_empty() || r.user_id.chars().count() > 255 {
+            return Err(DomainError::invalid("user_id", "must be 1 to 255 characters").into());
+        }
+        if let Some(problem) = r.tenant_id.as_deref().and_then(tenant_id_problem) {
+            return Err(DomainError::invalid("tenant_id", problem).into());
+        }
+        let at = match r.at {
+            Some(t) => convert::time("at", &t)?,
+            None => self.engine.now(),
+        };
+        let grants = self
+            .engine
+            .store
+            .user_grants(&r.user_id, r.tenant_id.as_deref())
+            .await?;
+        let plans = self.plans_of(&grants).await?;
+        let out = grants
+            .iter()
+            .filter_map(|g| {
+                let status = match g.status_at(at) {
+                    GrantStatus::Active => UserGrantStatus::Active,
+                    GrantStatus::Revoked => UserGrantStatus::Revoked,
+                    GrantStatus::Expired => UserGrantStatus::Expired,
+                    // The seed's status has no value for a grant that has not started.
+                    GrantStatus::Scheduled => return None,
+                };
+                Some(UserGrant {
+                    id: g.id.to_string(),
+                    external_id: g.external_id.clone().unwrap_or_default(),
+                    user_id: g.user_id.clone().unwrap_or_default(),
+                    product_key: plans.get(&g.plan_id).map(|p| p.key.clone()).unwrap_or_default(),
+                    status: status as i32,
+                    granted_at: Some(convert::timestamp(g.starts_at)),
+                    expires_at: g.expires_at.map(convert::timestamp),
+                    revoked_at: g.revoked_at.map(convert::timestamp),
+                    source: g.source.as_str().to_owned(),
+                    brand_id: g.tenant_id.clone(),
+                    metadata: convert::json_to_struct(&g.metadata),
+                    granted_by: g.granted_by.clone().unwrap_or_default(),
+                    created_at: Some(convert::timestamp(g.created_at)),
+                    updated_at: Some(convert::timestamp(g.updated_at)),
+                })
+            })
+            .collect();
+        Ok(Response::new(ListUserGrantsResponse { grants: out }))
+    }
+}

@@ -1,0 +1,228 @@
+//! The gRPC layer: decode → domain → encode. Handlers hold no queries; every error passes
+//! through the one `From<DomainError> for Status` below.
+
+mod catalog;
+mod checks;
+pub mod convert;
+mod grants;
+
+use std::sync::Arc;
+
+use prost::Message;
+use tenantry_common::grpc::{PRINCIPAL_METADATA_KEY, Services};
+use tenantry_proto::common::v1::{ErrorDetails, FieldViolation, ItemError, PageInfo, PageRequest};
+use tenantry_proto::entitlement::v1::{
+    entitlement_service_server::EntitlementServiceServer,
+    feature_flag_service_server::FeatureFlagServiceServer,
+    feature_service_server::FeatureServiceServer, grant_service_server::GrantServiceServer,
+    plan_service_server::PlanServiceServer, route_service_server::RouteServiceServer,
+};
+use tonic::{Code, Status};
+
+use crate::domain::DomainError;
+use crate::service::Engine;
+
+/// One handler type implements every entitlement service.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    engine: Arc<Engine>,
+}
+
+pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
+    let h = Handler { engine };
+    macro_rules! sized {
+        ($server:ident) => {
+            $server::new(h.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes)
+        };
+    }
+    Services::new()
+        .add(sized!(FeatureServiceServer))
+        .add(sized!(PlanServiceServer))
+        .add(sized!(FeatureFlagServiceServer))
+        .add(sized!(RouteServiceServer))
+        .add(sized!(GrantServiceServer))
+        .add(sized!(EntitlementServiceServer))
+}
+
+fn with_details(code: Code, message: String, details: ErrorDetails) -> Status {
+    Status::with_details(code, message, details.encode_to_vec().into())
+}
+
+fn reason_for_field(field: &str) -> String {
+    let mut reason = String::new();
+    for (i, c) in field.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            reason.push('_');
+        }
+        if c.is_ascii_alphanumeric() {
+            reason.push(c.to_ascii_uppercase());
+        } else if !reason.ends_with('_') {
+            reason.push('_');
+        }
+    }
+    format!("INVALID_{}", reason.trim_end_matches('_'))
+}
+
+impl From<DomainError> for Status {
+    fn from(err: DomainError) -> Self {
+        let plain = |reason: &str| ErrorDetails {
+            reason: reason.to_owned(),
+            field_violations: vec![],
+            item_errors: vec![],
+        };
+        match err {
+            DomainError::InvalidArgument { field, message } => with_details(
+                Code::InvalidArgument,
+                format!("invalid {field}: {message}"),
+                ErrorDetails {
+                    reason: reason_for_field(&field),
+                    field_violations: vec![FieldViolation {
+                        field,
+                        description: message,
+                    }],
+                    item_errors: vec![],
+                },
+            ),
+            DomainError::InvalidItems(items) => with_details(
+                Code::InvalidArgument,
+                format!(
+                    "{} invalid item(s); nothing was written: {}",
+                    items.len(),
+                    items
+                        .iter()
+                        .map(|e| format!("[{}] {}: {}", e.index, e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                ErrorDetails {
+                    reason: "INVALID_BATCH_ITEMS".into(),
+                    field_violations: vec![],
+                    item_errors: items
+                        .into_iter()
+                        .map(|e| ItemError {
+                            index: e.index as u32,
+                            id: String::new(),
+                            reason: reason_for_field(&e.field),
+                            field: e.field,
+                            message: e.message,
+                        })
+                        .collect(),
+                },
+            ),
+            DomainError::NotFound { kind, id } => with_details(
+                Code::NotFound,
+                format!("{kind} {id} not found"),
+                plain(&format!(
+                    "{}_NOT_FOUND",
+                    kind.to_ascii_uppercase().replace(' ', "_")
+                )),
+            ),
+            DomainError::AlreadyExists { kind, id } => with_details(
+                Code::AlreadyExists,
+                format!("{kind} {id} already exists"),
+                plain(&format!(
+                    "{}_ALREADY_EXISTS",
+                    kind.to_ascii_uppercase().replace(' ', "_")
+                )),
+            ),
+            DomainError::FailedPrecondition(message) => {
+                with_details(Code::FailedPrecondition, message, plain("FAILED_PRECONDITION"))
+            }
+            DomainError::IdempotencyKeyReused(key) => with_details(
+                Code::FailedPrecondition,
+                format!("idempotency key {key} was already used for a different request"),
+                plain("IDEMPOTENCY_KEY_REUSED"),
+            ),
+            DomainError::PermissionDenied(message) => {
+                with_details(Code::PermissionDenied, message, plain("PERMISSION_DENIED"))
+            }
+            DomainError::Unavailable(message) => {
+                with_details(Code::Unavailable, message, plain("UNAVAILABLE"))
+            }
+            DomainError::Internal { message, source } => {
+                let mut chain = message;
+                let mut next: Option<&(dyn std::error::Error + 'static)> = source
+                    .as_deref()
+                    .map(|s| s as &(dyn std::error::Error + 'static));
+                while let Some(cause) = next {
+                    chain.push_str(": ");
+                    chain.push_str(&cause.to_string());
+                    next = cause.source();
+                }
+                tracing::error!(error = %chain, "internal error");
+                Status::internal("internal error; the entitlement service logged the details")
+            }
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Status>;
+
+/// The authenticated principal the gateway passes along, for `granted_by` / `revoked_by`.
+fn principal<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(PRINCIPAL_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|p| !p.is_empty())
+}
+
+/// `(offset, limit)` of an entitlement list (default 10, at most 1,000).
+fn page(page: Option<PageRequest>) -> std::result::Result<(u64, u64), DomainError> {
+    let page = page.unwrap_or_default();
+    let limit = page.limit.unwrap_or(10);
+    if limit == 0 || limit > 1000 {
+        return Err(DomainError::invalid(
+            "page.limit",
+            "must be between 1 and 1000",
+        ));
+    }
+    Ok((u64::from(page.offset), u64::from(limit)))
+}
+
+fn page_info(total: u64, offset: u64, limit: u64) -> PageInfo {
+    PageInfo {
+        total_items: total,
+        total_pages: total.div_ceil(limit.max(1)),
+        has_next: offset + limit < total,
+    }
+}
+
+/// Pages an in-memory, already ordered list.
+fn paginate<T>(items: Vec<T>, offset: u64, limit: u64) -> (Vec<T>, PageInfo) {
+    let total = items.len() as u64;
+    let page = items
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .collect();
+    (page, page_info(total, offset, limit))
+}
+
+fn descending(order: i32) -> bool {
+    order == tenantry_proto::common::v1::SortOrder::Desc as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_upper_snake_case() {
+        assert_eq!(reason_for_field("expiresAt"), "INVALID_EXPIRES_AT");
+        assert_eq!(
+            reason_for_field("rules[0].conditions[1]"),
+            "INVALID_RULES_0_CONDITIONS_1"
+        );
+    }
+
+    #[test]
+    fn internal_errors_are_generic() {
+        let status = Status::from(DomainError::internal("db exploded: SELECT secret"));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("SELECT"));
+    }
+}

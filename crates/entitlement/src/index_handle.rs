@@ -1,0 +1,131 @@
+//! This replica's evaluation index: built from a storage snapshot at start, advanced by this
+//! replica's own commits and by the change log other replicas write (LISTEN/NOTIFY with a
+//! revision poll as fallback).
+//!
+//! Revisions are applied strictly in order: a commit whose revision is not the next one first
+//! replays the missing revisions from the change log, so an index at revision N always includes
+//! every write up to N (what `min_revision` promises).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+
+use crate::domain::{DomainError, EntitlementIndex, IndexChange, IndexWriter, SharedIndex};
+use crate::storage::{Result, Store};
+
+/// Change-log rows read per round trip while catching up.
+const LOG_PAGE: u64 = 256;
+
+#[derive(Debug)]
+pub struct IndexHandle {
+    shared: SharedIndex,
+    writer: Mutex<IndexWriter>,
+    published: watch::Sender<u64>,
+    store: Store,
+}
+
+impl IndexHandle {
+    /// Builds the index from a consistent snapshot of storage.
+    pub async fn load(store: Store) -> Result<Self> {
+        let (snapshot, revision) = store.snapshot().await?;
+        let grants = snapshot.grants.len();
+        let writer = IndexWriter::from_snapshot(snapshot, revision);
+        tracing::info!(revision, grants, "entitlement index built");
+        let (published, _) = watch::channel(revision);
+        Ok(Self {
+            shared: SharedIndex::new(writer.current()),
+            writer: Mutex::new(writer),
+            published,
+            store,
+        })
+    }
+
+    /// The newest published snapshot (checks read this; never blocks on writers).
+    pub fn current(&self) -> Arc<EntitlementIndex> {
+        self.shared.load()
+    }
+
+    fn publish_locked(&self, writer: &IndexWriter) {
+        let index = writer.current();
+        let revision = index.revision();
+        self.shared.store(index);
+        self.published.send_replace(revision);
+    }
+
+    /// Applies this replica's own committed write.
+    pub async fn apply_committed(&self, revision: u64, changes: Vec<IndexChange>) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        if writer.revision() >= revision {
+            return Ok(());
+        }
+        if writer.revision() + 1 < revision {
+            // Another replica committed in between: replay the log (which holds ours too).
+            self.catch_up_locked(&mut writer).await?;
+            if writer.revision() >= revision {
+                return Ok(());
+            }
+        }
+        writer.apply_at(revision, changes);
+        self.publish_locked(&writer);
+        Ok(())
+    }
+
+    /// Replays change-log entries newer than the index.
+    pub async fn catch_up(&self) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        self.catch_up_locked(&mut writer).await
+    }
+
+    async fn catch_up_locked(&self, writer: &mut IndexWriter) -> Result<()> {
+        loop {
+            let from = writer.revision();
+            let page = self.store.log_after(from, LOG_PAGE).await?;
+            let Some(&(first, _)) = page.first() else {
+                return Ok(());
+            };
+            if first != from + 1 {
+                // The log was pruned past us: rebuild from a snapshot.
+                tracing::warn!(from, first, "change log pruned past this replica; reloading");
+                let (snapshot, revision) = self.store.snapshot().await?;
+                *writer = IndexWriter::from_snapshot(snapshot, revision);
+                self.publish_locked(writer);
+                continue;
+            }
+            let full = page.len() as u64 == LOG_PAGE;
+            for (revision, changes) in page {
+                writer.apply_at(revision, changes);
+            }
+            self.publish_locked(writer);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// An index including `min_revision`: at once if the current one does, else after catching
+    /// up from the log and waiting up to `wait` for the write to be published; else
+    /// UNAVAILABLE.
+    pub async fn at_least(
+        &self,
+        min_revision: u64,
+        wait: Duration,
+    ) -> Result<Arc<EntitlementIndex>> {
+        let current = self.current();
+        if current.revision() >= min_revision {
+            return Ok(current);
+        }
+        let mut rx = self.published.subscribe();
+        self.catch_up().await?;
+        let reached = tokio::time::timeout(wait, rx.wait_for(|r| *r >= min_revision)).await;
+        let current = self.current();
+        if current.revision() >= min_revision {
+            return Ok(current);
+        }
+        let _ = reached;
+        Err(DomainError::Unavailable(format!(
+            "index is at revision {}, below the requested minimum {min_revision}; retry shortly",
+            current.revision()
+        )))
+    }
+}

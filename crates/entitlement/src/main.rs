@@ -1,0 +1,42 @@
+//! `entitlement-service`: the entitlement gRPC service on its own.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tenantry_common::{Config, ConfigArgs, RunError, Shutdown, grpc::bind, telemetry};
+
+/// Tenantry entitlement service: features, plans, grants and the entitlement check.
+#[derive(Debug, Parser)]
+#[command(name = "entitlement-service", version)]
+struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = telemetry::init("entitlement-service", &config);
+    match run(&config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "entitlement service stopped");
+            eprintln!("entitlement-service: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: &Config) -> Result<(), RunError> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let listener = bind(config.entitlement_grpc_addr).await?;
+    tenantry_entitlement::serve(config, listener, shutdown).await
+}

@@ -1,0 +1,21 @@
+//! The entitlement service's schema migrations: one migrator, its own migration table, one file
+//! per migration. Migrations are plain SQL per backend and never depend on the entities.
+
+use sea_orm_migration::prelude::*;
+
+mod m20260101_000001_initial;
+
+/// Applies the entitlement service's migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20260101_000001_initial::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "entitlement_migrations".into_iden()
+    }
+}

@@ -1,0 +1,878 @@
+//! The service core: writes (validate → store in one transaction → commit a revision → apply
+//! to this replica's index) and the tenant directory used by batch validation. Transport-free:
+//! the gRPC layer decodes into these calls and encodes their results.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+use tenantry_common::grpc::ClientChannel;
+use tenantry_proto::tenant::v1::{
+    BatchGetAccountsRequest, tenant_service_client::TenantServiceClient,
+};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::domain::{
+    AllocationType, DomainError, Feature, Grant, GrantContext, GrantInput,
+    GrantOrigin, GrantPatch, GrantSource, IndexChange, Plan, Route, RoutePolicy, revoke_grant,
+    validate_feature, validate_flag, validate_grant_deletes, validate_grant_updates,
+    validate_new_grants, validate_plan, validate_route,
+};
+use crate::index_handle::IndexHandle;
+use crate::storage::{Catalog, FeatureDoc, FlagDoc, Result, Store, Stored};
+
+/// Who performs automatic writes (revocations on tenant deletion, signup grants).
+pub const SYSTEM_PRINCIPAL: &str = "system";
+
+/// Reads the tenant service: which accounts exist.
+#[derive(Debug, Clone)]
+pub struct TenantDirectory {
+    client: TenantServiceClient<ClientChannel>,
+}
+
+impl TenantDirectory {
+    pub fn new(channel: ClientChannel, max_message_bytes: usize) -> Self {
+        Self {
+            client: TenantServiceClient::new(channel)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        }
+    }
+
+    /// The live accounts among `ids` (asked in batches of 1,000).
+    pub async fn live(&self, ids: &[String]) -> Result<HashSet<String>> {
+        let mut live = HashSet::new();
+        for chunk in ids.chunks(1000) {
+            let response = self
+                .client
+                .clone()
+                .batch_get_accounts(BatchGetAccountsRequest {
+                    tenant_ids: chunk.to_vec(),
+                })
+                .await
+                .map_err(|status| match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::Unknown => DomainError::Unavailable(
+                        "tenant service unavailable: accounts cannot be checked; retry".into(),
+                    ),
+                    tonic::Code::Ok
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::NotFound
+                    | tonic::Code::AlreadyExists
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::Aborted
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::Internal
+                    | tonic::Code::DataLoss
+                    | tonic::Code::Unauthenticated => DomainError::Internal {
+                        message: "tenant service refused BatchGetAccounts".into(),
+                        source: Some(Box::new(status)),
+                    },
+                })?
+                .into_inner();
+            live.extend(response.accounts.into_iter().map(|a| a.tenant_id));
+        }
+        Ok(live)
+    }
+}
+
+/// The service's state, shared by every RPC and background task.
+#[derive(Debug)]
+pub struct Engine {
+    pub store: Store,
+    pub index: IndexHandle,
+    pub tenants: TenantDirectory,
+    pub clock: Arc<dyn Clock>,
+    /// How long a check with `min_revision` waits for that revision.
+    pub revision_wait: Duration,
+}
+
+/// FNV-1a over bytes, twice with different offsets: a stable request fingerprint for
+/// idempotency keys (std's hasher is seeded per process).
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let fnv = |offset: u64| {
+        bytes.iter().fold(offset, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}{:08x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142),
+        bytes.len()
+    )
+}
+
+struct BatchContext<'a> {
+    catalog: &'a Catalog,
+    live: HashSet<String>,
+    taken: HashSet<(String, String)>,
+}
+
+impl GrantContext for BatchContext<'_> {
+    fn plan(&self, id: Uuid) -> Option<&Plan> {
+        self.catalog.plan_by_id(id).map(|p| &p.value)
+    }
+
+    fn plan_by_key(&self, key: &str) -> Option<&Plan> {
+        self.catalog.plan_by_key(key).map(|p| &p.value)
+    }
+
+    fn account_exists(&self, id: &str) -> bool {
+        self.live.contains(id)
+    }
+
+    fn external_id_taken(&self, tenant: &str, external_id: &str) -> bool {
+        self.taken
+            .contains(&(tenant.to_owned(), external_id.to_owned()))
+    }
+}
+
+/// The result an idempotency key replays.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Replay {
+    ids: Vec<String>,
+    count: u64,
+}
+
+/// What a batch write returns: the affected ids in request order (or a count) and the
+/// revision that includes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub ids: Vec<String>,
+    pub count: u64,
+    pub revision: u64,
+}
+
+impl Engine {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Commits `changes` and makes them visible to this replica's next check.
+    async fn commit(&self, txn: DatabaseTransaction, changes: Vec<IndexChange>) -> Result<u64> {
+        let revision = self.store.commit(txn, &changes, self.now()).await?;
+        self.index.apply_committed(revision, changes).await?;
+        Ok(revision)
+    }
+
+    async fn catalog_txn(&self) -> Result<(DatabaseTransaction, Catalog)> {
+        let txn = self.store.begin().await?;
+        self.store.lock_catalog(&txn).await?;
+        let catalog = self.store.catalog(&txn).await?;
+        Ok((txn, catalog))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Features
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn create_feature(&self, doc: FeatureDoc) -> Result<(Stored<FeatureDoc>, u64)> {
+        validate_feature(&doc.feature)?;
+        let (txn, catalog) = self.catalog_txn().await?;
+        if catalog.feature_by_key(&doc.feature.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "feature",
+                id: doc.feature.key,
+            });
+        }
+        let now = self.now();
+        let stored = Stored {
+            value: doc,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.put_feature(&txn, &stored, true).await?;
+        let change = IndexChange::UpsertFeature(stored.value.feature.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok((stored, revision))
+    }
+
+    /// Changes a feature through `edit`; a key change is carried into every plan, flag and
+    /// route naming the old key, in the same transaction.
+    pub async fn update_feature(
+        &self,
+        id: Uuid,
+        edit: impl FnOnce(&mut FeatureDoc) -> Result<()>,
+    ) -> Result<(Stored<FeatureDoc>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let mut stored = catalog
+            .feature_by_id(id)
+            .cloned()
+            .ok_or_else(|| DomainError::not_found("feature", id))?;
+        let before = stored.value.feature.clone();
+        edit(&mut stored.value)?;
+        stored.value.feature.id = id;
+        validate_feature(&stored.value.feature)?;
+        let after = stored.value.feature.clone();
+        if after.key != before.key && catalog.feature_by_key(&after.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "feature",
+                id: after.key,
+            });
+        }
+        if after.allocation_type != before.allocation_type {
+            let allocated = catalog.plans.iter().any(|p| {
+                p.value
+                    .features
+                    .iter()
+                    .any(|pf| pf.feature_key == before.key && pf.allocation.is_some())
+            });
+            if allocated {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "plans allocate feature {} with its current type; change their allocations first",
+                    before.key
+                )));
+            }
+        }
+        let now = self.now();
+        stored.updated_at = now;
+        self.store.put_feature(&txn, &stored, false).await?;
+        let mut changes = vec![IndexChange::UpsertFeature(after.clone())];
+        if after.key != before.key {
+            changes.extend(
+                self.rename_feature_key(&txn, &catalog, &before.key, &after.key, now)
+                    .await?,
+            );
+        }
+        let revision = self.commit(txn, changes).await?;
+        Ok((stored, revision))
+    }
+
+    async fn rename_feature_key(
+        &self,
+        txn: &DatabaseTransaction,
+        catalog: &Catalog,
+        old: &str,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IndexChange>> {
+        let mut changes = Vec::new();
+        for plan in &catalog.plans {
+            if plan.value.features.iter().any(|pf| pf.feature_key == old) {
+                let mut plan = plan.clone();
+                for pf in &mut plan.value.features {
+                    if pf.feature_key == old {
+                        pf.feature_key = new.to_owned();
+                    }
+                }
+                plan.updated_at = now;
+                let ids = plan_feature_ids(catalog, &plan.value, Some((new, old)))?;
+                self.store.put_plan(txn, &plan, &ids, false).await?;
+                changes.push(IndexChange::UpsertPlan(plan.value));
+            }
+        }
+        if let Some(flag) = catalog.flag_of(old) {
+            let mut flag = flag.clone();
+            new.clone_into(&mut flag.value.flag.feature_key);
+            flag.updated_at = now;
+            self.store.put_flag(txn, &flag, false).await?;
+            changes.push(IndexChange::UpsertFlag(flag.value.flag));
+        }
+        for route in &catalog.routes {
+            if let RoutePolicy::Require { features, .. } = &route.value.policy
+                && features.iter().any(|f| f == old)
+            {
+                let mut route = route.clone();
+                if let RoutePolicy::Require { features, .. } = &mut route.value.policy {
+                    for f in features.iter_mut().filter(|f| *f == old) {
+                        new.clone_into(f);
+                    }
+                }
+                route.updated_at = now;
+                self.store.put_route(txn, &route, false).await?;
+                changes.push(IndexChange::UpsertRoute(route.value));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Deletes a feature. Linked to plans: refused unless `force`, which unlinks it from them
+    /// (and drops its flag). Returns the plans it was unlinked from.
+    pub async fn delete_feature(&self, id: Uuid, force: bool) -> Result<(Vec<Uuid>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let feature = catalog
+            .feature_by_id(id)
+            .ok_or_else(|| DomainError::not_found("feature", id))?
+            .value
+            .feature
+            .clone();
+        let linked: Vec<&Stored<Plan>> = catalog
+            .plans
+            .iter()
+            .filter(|p| p.value.features.iter().any(|pf| pf.feature_key == feature.key))
+            .collect();
+        if !linked.is_empty() && !force {
+            return Err(DomainError::FailedPrecondition(format!(
+                "feature {} is included in {} plan(s); unlink it or delete with force",
+                feature.key,
+                linked.len()
+            )));
+        }
+        let now = self.now();
+        let mut changes = Vec::new();
+        let mut unlinked = Vec::new();
+        for plan in linked {
+            let mut plan = plan.clone();
+            plan.value.features.retain(|pf| pf.feature_key != feature.key);
+            plan.updated_at = now;
+            let ids = plan_feature_ids(&catalog, &plan.value, None)?;
+            self.store.put_plan(&txn, &plan, &ids, false).await?;
+            unlinked.push(plan.value.id);
+            changes.push(IndexChange::UpsertPlan(plan.value));
+        }
+        if let Some(flag) = catalog.flag_of(&feature.key) {
+            changes.push(IndexChange::DeleteFlag {
+                id: flag.value.flag.id,
+            });
+        }
+        // The flag row goes with the feature (ON DELETE CASCADE).
+        self.store.delete_feature(&txn, id).await?;
+        changes.push(IndexChange::DeleteFeature { id });
+        let revision = self.commit(txn, changes).await?;
+        Ok((unlinked, revision))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plans
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn create_plan(&self, plan: Plan) -> Result<(Stored<Plan>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        validate_plan(&plan, |k| feature_type(&catalog, k))?;
+        if catalog.plan_by_key(&plan.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "plan",
+                id: plan.key,
+            });
+        }
+        let now = self.now();
+        let stored = Stored {
+            value: plan,
+            created_at: now,
+            updated_at: now,
+        };
+        let ids = plan_feature_ids(&catalog, &stored.value, None)?;
+        self.store.put_plan(&txn, &stored, &ids, true).await?;
+        let change = IndexChange::UpsertPlan(stored.value.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok((stored, revision))
+    }
+
+    /// Changes a plan through `edit` (which sees the catalog, e.g. to resolve feature ids).
+    pub async fn update_plan(
+        &self,
+        id: Uuid,
+        edit: impl FnOnce(&mut Plan, &Catalog) -> Result<()>,
+    ) -> Result<(Stored<Plan>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let mut stored = catalog
+            .plan_by_id(id)
+            .cloned()
+            .ok_or_else(|| DomainError::not_found("plan", id))?;
+        let old_key = stored.value.key.clone();
+        edit(&mut stored.value, &catalog)?;
+        stored.value.id = id;
+        validate_plan(&stored.value, |k| feature_type(&catalog, k))?;
+        if stored.value.key != old_key && catalog.plan_by_key(&stored.value.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "plan",
+                id: stored.value.key,
+            });
+        }
+        stored.updated_at = self.now();
+        let ids = plan_feature_ids(&catalog, &stored.value, None)?;
+        self.store.put_plan(&txn, &stored, &ids, false).await?;
+        let change = IndexChange::UpsertPlan(stored.value.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok((stored, revision))
+    }
+
+    /// Deletes a plan. With active or scheduled grants: refused unless `force`, which revokes
+    /// them (`plan_deleted`). Returns how many were revoked.
+    pub async fn delete_plan(&self, id: Uuid, force: bool, by: &str) -> Result<(u64, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        if catalog.plan_by_id(id).is_none() {
+            return Err(DomainError::not_found("plan", id));
+        }
+        let now = self.now();
+        let live = self.store.live_grant_count(&txn, id, now).await?;
+        if live > 0 && !force {
+            return Err(DomainError::FailedPrecondition(format!(
+                "plan {id} has {live} active or scheduled grant(s); revoke them or delete with force"
+            )));
+        }
+        let mut changes = Vec::new();
+        let mut revoked = 0;
+        for grant in self.store.unrevoked_grants(&txn, None, Some(id)).await? {
+            let grant = revoke_grant(&grant, Some(by), Some("plan_deleted"), now)?;
+            self.store.update_grant(&txn, &grant).await?;
+            changes.push(IndexChange::UpsertGrant(grant));
+            revoked += 1;
+        }
+        self.store.delete_plan(&txn, id, now).await?;
+        changes.push(IndexChange::DeletePlan { id });
+        let revision = self.commit(txn, changes).await?;
+        Ok((revoked, revision))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Feature flags
+    // -----------------------------------------------------------------------------------------
+
+    /// Creates a flag for the feature `feature` names (by id or key, resolved in the catalog).
+    pub async fn create_flag(
+        &self,
+        feature: FeatureRef,
+        build: impl FnOnce(&Feature) -> Result<FlagDoc>,
+    ) -> Result<(Stored<FlagDoc>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let target = feature
+            .resolve(&catalog)
+            .ok_or_else(|| DomainError::invalid("feature", "unknown feature"))?
+            .value
+            .feature
+            .clone();
+        if catalog.flag_of(&target.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "feature flag",
+                id: target.key,
+            });
+        }
+        let doc = build(&target)?;
+        validate_flag(&doc.flag, |k| catalog.feature_by_key(k).is_some())?;
+        let now = self.now();
+        let stored = Stored {
+            value: doc,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.put_flag(&txn, &stored, true).await?;
+        let change = IndexChange::UpsertFlag(stored.value.flag.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok((stored, revision))
+    }
+
+    pub async fn update_flag(
+        &self,
+        id: Uuid,
+        edit: impl FnOnce(&mut FlagDoc) -> Result<()>,
+    ) -> Result<(Stored<FlagDoc>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let mut stored = catalog
+            .flags
+            .iter()
+            .find(|f| f.value.flag.id == id)
+            .cloned()
+            .ok_or_else(|| DomainError::not_found("feature flag", id))?;
+        let (feature_id, feature_key) =
+            (stored.value.feature_id, stored.value.flag.feature_key.clone());
+        edit(&mut stored.value)?;
+        // The flagged feature never changes through an update.
+        stored.value.flag.id = id;
+        stored.value.feature_id = feature_id;
+        stored.value.flag.feature_key = feature_key;
+        validate_flag(&stored.value.flag, |k| catalog.feature_by_key(k).is_some())?;
+        stored.updated_at = self.now();
+        self.store.put_flag(&txn, &stored, false).await?;
+        let change = IndexChange::UpsertFlag(stored.value.flag.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok((stored, revision))
+    }
+
+    pub async fn delete_flag(&self, id: Uuid) -> Result<u64> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        if !catalog.flags.iter().any(|f| f.value.flag.id == id) {
+            return Err(DomainError::not_found("feature flag", id));
+        }
+        self.store.delete_flag(&txn, id).await?;
+        self.commit(txn, vec![IndexChange::DeleteFlag { id }]).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Routes
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn create_route(&self, route: Route) -> Result<(Stored<Route>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        validate_route(&route, |k| catalog.feature_by_key(k).is_some())?;
+        let now = self.now();
+        let stored = Stored {
+            value: route,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.put_route(&txn, &stored, true).await?;
+        let change = IndexChange::UpsertRoute(stored.value.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok((stored, revision))
+    }
+
+    pub async fn update_route(
+        &self,
+        id: Uuid,
+        edit: impl FnOnce(&mut Route) -> Result<()>,
+    ) -> Result<(Stored<Route>, u64)> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let mut stored = catalog
+            .routes
+            .iter()
+            .find(|r| r.value.id == id)
+            .cloned()
+            .ok_or_else(|| DomainError::not_found("route", id))?;
+        edit(&mut stored.value)?;
+        stored.value.id = id;
+        validate_route(&stored.value, |k| catalog.feature_by_key(k).is_some())?;
+        stored.updated_at = self.now();
+        self.store.put_route(&txn, &stored, false).await?;
+        let change = IndexChange::UpsertRoute(stored.value.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok((stored, revision))
+    }
+
+    pub async fn delete_route(&self, id: Uuid) -> Result<u64> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        if !catalog.routes.iter().any(|r| r.value.id == id) {
+            return Err(DomainError::not_found("route", id));
+        }
+        self.store.delete_route(&txn, id).await?;
+        self.commit(txn, vec![IndexChange::DeleteRoute { id }]).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Grants
+    // -----------------------------------------------------------------------------------------
+
+    /// Replays an idempotency key's stored answer: `Ok(Some)` for the same request, an error
+    /// for a different one, `Ok(None)` for a new key.
+    async fn replay(
+        &self,
+        key: Option<&str>,
+        operation: &str,
+        fingerprint: &str,
+    ) -> Result<Option<BatchOutcome>> {
+        let Some(key) = key else { return Ok(None) };
+        if key.is_empty() || key.len() > 256 {
+            return Err(DomainError::invalid(
+                "idempotency_key",
+                "must be 1 to 256 bytes",
+            ));
+        }
+        match self
+            .store
+            .idempotent_response(self.store.connection(), key, operation)
+            .await?
+        {
+            Some((stored, response)) if stored == fingerprint => {
+                let replay: Replay = crate::storage::from_json(&response)?;
+                let revision = self.store.revision(self.store.connection()).await?;
+                Ok(Some(BatchOutcome {
+                    ids: replay.ids,
+                    count: replay.count,
+                    revision,
+                }))
+            }
+            Some(_) => Err(DomainError::IdempotencyKeyReused(key.to_owned())),
+            None if self.store.idempotency_key_exists(key).await? => {
+                Err(DomainError::IdempotencyKeyReused(key.to_owned()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Runs an idempotent batch write: a stored answer is replayed; otherwise `write` runs
+    /// and its answer is stored in its own transaction. A concurrent twin with the same key
+    /// loses on the key's primary key and then replays the winner's answer.
+    async fn idempotent<F, Fut>(
+        &self,
+        key: Option<&str>,
+        operation: &'static str,
+        fingerprint: &str,
+        write: F,
+    ) -> Result<BatchOutcome>
+    where
+        F: FnOnce(Option<(String, String)>) -> Fut,
+        Fut: std::future::Future<Output = Result<BatchOutcome>>,
+    {
+        if let Some(done) = self.replay(key, operation, fingerprint).await? {
+            return Ok(done);
+        }
+        let record = key.map(|k| (k.to_owned(), fingerprint.to_owned()));
+        match write(record).await {
+            Err(DomainError::AlreadyExists { kind: "record", .. }) if key.is_some() => self
+                .replay(key, operation, fingerprint)
+                .await?
+                .ok_or_else(|| DomainError::Unavailable("concurrent retry; try again".into())),
+            other => other,
+        }
+    }
+
+    async fn remember(
+        &self,
+        txn: &DatabaseTransaction,
+        record: Option<(String, String)>,
+        operation: &str,
+        ids: &[String],
+        count: u64,
+    ) -> Result<()> {
+        if let Some((key, fingerprint)) = record {
+            let response = crate::storage::to_json(&Replay {
+                ids: ids.to_vec(),
+                count,
+            })?;
+            self.store
+                .store_idempotent_response(txn, &key, operation, &fingerprint, &response, self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates grants all-or-nothing; every bad item is reported by index. Accounts are
+    /// checked against the tenant service in one batch call.
+    pub async fn create_grants(
+        &self,
+        inputs: Vec<GrantInput>,
+        source: GrantSource,
+        granted_by: Option<&str>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<(Vec<Grant>, u64)> {
+        if inputs.len() > crate::domain::MAX_BATCH {
+            return Err(DomainError::invalid(
+                "grants",
+                format!("at most {} items per call", crate::domain::MAX_BATCH),
+            ));
+        }
+        let created = std::sync::Mutex::new(Vec::new());
+        let outcome = self
+            .idempotent(idempotency_key, "create_grants", fingerprint, |record| async {
+                let mut tenants: Vec<String> = inputs.iter().map(|i| i.tenant_id.clone()).collect();
+                tenants.sort();
+                tenants.dedup();
+                tenants.retain(|t| crate::domain::tenant_id_problem(t).is_none());
+                let live = self.tenants.live(&tenants).await?;
+                let txn = self.store.begin().await?;
+                let catalog = self.store.catalog(&txn).await?;
+                let pairs: Vec<(String, String)> = inputs
+                    .iter()
+                    .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
+                    .collect();
+                let taken = self.store.taken_external_ids(&txn, &pairs).await?;
+                let ctx = BatchContext {
+                    catalog: &catalog,
+                    live,
+                    taken: taken.into_iter().collect(),
+                };
+                let origin = GrantOrigin {
+                    source,
+                    granted_by,
+                    now: self.now(),
+                };
+                let grants = validate_new_grants(&inputs, &ctx, &origin)?;
+                let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+                self.remember(&txn, record, "create_grants", &ids, grants.len() as u64)
+                    .await?;
+                self.store.insert_grants(&txn, &grants).await?;
+                let count = grants.len() as u64;
+                let changes = grants.iter().cloned().map(IndexChange::UpsertGrant).collect();
+                let revision = self.commit(txn, changes).await?;
+                *created.lock().unwrap_or_else(|e| e.into_inner()) = grants;
+                Ok(BatchOutcome {
+                    ids,
+                    count,
+                    revision,
+                })
+            })
+            .await?;
+        let mut grants = created.into_inner().unwrap_or_else(|e| e.into_inner());
+        if grants.is_empty() && !outcome.ids.is_empty() {
+            // A replay: read back what the first call created.
+            let ids: Vec<Uuid> = outcome
+                .ids
+                .iter()
+                .filter_map(|id| Uuid::try_parse(id).ok())
+                .collect();
+            let mut found: HashMap<Uuid, Grant> = self
+                .store
+                .grants_by_ids(self.store.connection(), &ids, false)
+                .await?
+                .into_iter()
+                .map(|g| (g.id, g))
+                .collect();
+            grants = ids.iter().filter_map(|id| found.remove(id)).collect();
+        }
+        Ok((grants, outcome.revision))
+    }
+
+    /// Replays a stored batch-create answer by ids only (the seed's `entitlementIds`).
+    pub async fn create_grant_ids(
+        &self,
+        inputs: Vec<GrantInput>,
+        granted_by: Option<&str>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<(Vec<String>, u64)> {
+        let (grants, revision) = self
+            .create_grants(
+                inputs,
+                GrantSource::Batch,
+                granted_by,
+                idempotency_key,
+                fingerprint,
+            )
+            .await?;
+        Ok((grants.iter().map(|g| g.id.to_string()).collect(), revision))
+    }
+
+    pub async fn update_grants(
+        &self,
+        patches: Vec<GrantPatch>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<(Vec<Grant>, u64)> {
+        let updated = std::sync::Mutex::new(Vec::new());
+        let outcome = self
+            .idempotent(idempotency_key, "update_grants", fingerprint, |record| async {
+                let txn = self.store.begin().await?;
+                let ids: Vec<Uuid> = patches
+                    .iter()
+                    .filter_map(|p| Uuid::try_parse(&p.id).ok())
+                    .collect();
+                let current: HashMap<Uuid, Grant> = self
+                    .store
+                    .grants_by_ids(&txn, &ids, true)
+                    .await?
+                    .into_iter()
+                    .map(|g| (g.id, g))
+                    .collect();
+                let grants =
+                    validate_grant_updates(&patches, |id| current.get(&id).cloned(), self.now())?;
+                for grant in &grants {
+                    self.store.update_grant(&txn, grant).await?;
+                }
+                let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+                self.remember(&txn, record, "update_grants", &ids, grants.len() as u64)
+                    .await?;
+                let count = grants.len() as u64;
+                let changes = grants.iter().cloned().map(IndexChange::UpsertGrant).collect();
+                let revision = self.commit(txn, changes).await?;
+                *updated.lock().unwrap_or_else(|e| e.into_inner()) = grants;
+                Ok(BatchOutcome {
+                    ids,
+                    count,
+                    revision,
+                })
+            })
+            .await?;
+        let grants = updated.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok((grants, outcome.revision))
+    }
+
+    pub async fn delete_grants(
+        &self,
+        ids: Vec<String>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<BatchOutcome> {
+        self.idempotent(idempotency_key, "delete_grants", fingerprint, |record| async {
+            let txn = self.store.begin().await?;
+            let parsed: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::try_parse(i).ok()).collect();
+            let existing: HashSet<Uuid> = self
+                .store
+                .grants_by_ids(&txn, &parsed, true)
+                .await?
+                .into_iter()
+                .map(|g| g.id)
+                .collect();
+            let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
+            let count = self.store.delete_grants(&txn, &ids).await?;
+            let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            self.remember(&txn, record, "delete_grants", &id_strings, count)
+                .await?;
+            let changes = ids
+                .iter()
+                .map(|&id| IndexChange::DeleteGrant { id })
+                .collect();
+            let revision = self.commit(txn, changes).await?;
+            Ok(BatchOutcome {
+                ids: id_strings,
+                count,
+                revision,
+            })
+        })
+        .await
+    }
+
+    pub async fn revoke_grant(
+        &self,
+        id: Uuid,
+        by: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(Grant, u64)> {
+        let txn = self.store.begin().await?;
+        let grant = self
+            .store
+            .grants_by_ids(&txn, &[id], true)
+            .await?
+            .pop()
+            .ok_or_else(|| DomainError::not_found("grant", id))?;
+        let grant = revoke_grant(&grant, by, Some(reason.unwrap_or("revoked")), self.now())?;
+        self.store.update_grant(&txn, &grant).await?;
+        let revision = self
+            .commit(txn, vec![IndexChange::UpsertGrant(grant.clone())])
+            .await?;
+        Ok((grant, revision))
+    }
+}
+
+/// A feature named by id or key.
+#[derive(Debug, Clone)]
+pub enum FeatureRef {
+    Id(Uuid),
+    Key(String),
+}
+
+impl FeatureRef {
+    pub fn resolve<'c>(&self, catalog: &'c Catalog) -> Option<&'c Stored<FeatureDoc>> {
+        match self {
+            FeatureRef::Id(id) => catalog.feature_by_id(*id),
+            FeatureRef::Key(key) => catalog.feature_by_key(key),
+        }
+    }
+}
+
+fn feature_type(catalog: &Catalog, key: &str) -> Option<AllocationType> {
+    catalog
+        .feature_by_key(key)
+        .map(|f| f.value.feature.allocation_type)
+}
+
+/// The ids of a plan's features (for the link table). `rename` maps a key being renamed in
+/// the same transaction (new, old) so it resolves against the catalog read before.
+fn plan_feature_ids(
+    catalog: &Catalog,
+    plan: &Plan,
+    rename: Option<(&str, &str)>,
+) -> Result<Vec<Uuid>> {
+    plan.features
+        .iter()
+        .map(|pf| {
+            let key = match rename {
+                Some((new, old)) if pf.feature_key == new => old,
+                _ => pf.feature_key.as_str(),
+            };
+            catalog
+                .feature_by_key(key)
+                .map(|f| f.value.feature.id)
+                .ok_or_else(|| DomainError::invalid("features", format!("unknown feature {key}")))
+        })
+        .collect()
+}

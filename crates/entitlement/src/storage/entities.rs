@@ -1,0 +1,116 @@
+//! sea-orm entities of the entitlement schema (the migrations define the tables; these mirror
+//! them).
+
+macro_rules! entity {
+    ($module:ident, $table:literal, { $($body:tt)* }) => {
+        pub mod $module {
+            use sea_orm::entity::prelude::*;
+
+            #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+            #[sea_orm(table_name = $table)]
+            pub struct Model {
+                $($body)*
+            }
+
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
+
+            impl ActiveModelBehavior for ActiveModel {}
+        }
+    };
+}
+
+entity!(feature, "ent_feature", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub key: String,
+    pub doc: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(plan, "ent_plan", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub key: String,
+    pub doc: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    pub deleted_at: Option<DateTimeUtc>,
+});
+
+entity!(plan_feature, "ent_plan_feature", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub plan_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub feature_id: Uuid,
+});
+
+entity!(feature_flag, "ent_feature_flag", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub feature_id: Uuid,
+    pub doc: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(route, "ent_route", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub method: String,
+    pub path: String,
+    pub doc: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(account, "ent_account", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: String,
+    pub parent_id: Option<String>,
+    pub deleted: bool,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(grant, "ent_grant", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub plan_id: Uuid,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub starts_at: DateTimeUtc,
+    pub expires_at: Option<DateTimeUtc>,
+    pub revoked_at: Option<DateTimeUtc>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub source: String,
+    pub external_id: Option<String>,
+    pub granted_by: Option<String>,
+    pub metadata: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(change_log, "ent_change_log", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub revision: i64,
+    pub changes: String,
+    pub created_at: DateTimeUtc,
+});
+
+entity!(feed_cursor, "ent_feed_cursor", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    pub sequence: i64,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(idempotency, "ent_idempotency", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub key: String,
+    pub operation: String,
+    pub fingerprint: String,
+    pub response: String,
+    pub created_at: DateTimeUtc,
+});

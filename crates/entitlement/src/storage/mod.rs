@@ -1,0 +1,748 @@
+//! Storage: sea-orm entities and the repository. Returns domain types; database errors are
+//! classified with [`tenantry_common::db::classify`] and never leak SQL to callers.
+//!
+//! Every writing transaction ends in [`Store::commit`]: it bumps the single revision row (whose
+//! row lock orders writers, so revisions become visible in increasing order), records the
+//! transaction's index changes in `ent_change_log` under that revision, NOTIFYs other replicas
+//! (PostgreSQL) and commits. The revision is what the write RPC returns.
+
+pub mod entities;
+mod grants;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait, Value,
+};
+use serde::{Deserialize, Serialize};
+use tenantry_common::db::{DbFailure, classify};
+use uuid::Uuid;
+
+use crate::domain::{
+    DomainError, Feature, FeatureFlag, Grant, IndexChange, Plan, Route, Snapshot,
+};
+
+pub use grants::{GrantFilter, GrantSort, StatusFilter};
+
+pub type Result<T, E = DomainError> = std::result::Result<T, E>;
+
+/// Maps a database error to the domain: lost connections are UNAVAILABLE, conflicts and
+/// constraint refusals keep their meaning, anything else is INTERNAL (logged with its chain by
+/// the gRPC layer, never shown).
+pub fn db_err(context: &'static str) -> impl Fn(DbErr) -> DomainError {
+    move |err| match classify(&err) {
+        DbFailure::Unavailable => DomainError::Unavailable("database unreachable".into()),
+        DbFailure::Conflict => {
+            DomainError::Unavailable("concurrent write conflict, retry the request".into())
+        }
+        DbFailure::UniqueViolation(constraint) => DomainError::AlreadyExists {
+            kind: unique_kind(&constraint),
+            id: constraint,
+        },
+        DbFailure::ForeignKeyViolation(_) => DomainError::FailedPrecondition(format!(
+            "{context}: a referenced record is missing or still in use"
+        )),
+        DbFailure::Other => DomainError::Internal {
+            message: context.to_owned(),
+            source: Some(Box::new(err)),
+        },
+    }
+}
+
+fn unique_kind(constraint: &str) -> &'static str {
+    if constraint.contains("feature_flag") {
+        "feature flag"
+    } else if constraint.contains("feature") {
+        "feature"
+    } else if constraint.contains("plan") {
+        "plan"
+    } else if constraint.contains("route") {
+        "route"
+    } else if constraint.contains("external_id") {
+        "grant external id"
+    } else {
+        "record"
+    }
+}
+
+/// A catalog object with its bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    pub value: T,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A feature's stored document: the domain feature plus the callers' permission IDs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureDoc {
+    #[serde(flatten)]
+    pub feature: Feature,
+    /// Permission key → the caller's permission ID (Frontegg v2), informational.
+    #[serde(default)]
+    pub permission_ids: BTreeMap<String, String>,
+}
+
+/// A flag's stored document: the domain flag plus what only the API shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagDoc {
+    #[serde(flatten)]
+    pub flag: FeatureFlag,
+    pub feature_id: Uuid,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+/// The whole catalog, as one transaction saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub features: Vec<Stored<FeatureDoc>>,
+    pub plans: Vec<Stored<Plan>>,
+    pub flags: Vec<Stored<FlagDoc>>,
+    pub routes: Vec<Stored<Route>>,
+}
+
+impl Catalog {
+    pub fn feature_by_key(&self, key: &str) -> Option<&Stored<FeatureDoc>> {
+        self.features.iter().find(|f| f.value.feature.key == key)
+    }
+
+    pub fn feature_by_id(&self, id: Uuid) -> Option<&Stored<FeatureDoc>> {
+        self.features.iter().find(|f| f.value.feature.id == id)
+    }
+
+    pub fn plan_by_id(&self, id: Uuid) -> Option<&Stored<Plan>> {
+        self.plans.iter().find(|p| p.value.id == id)
+    }
+
+    pub fn plan_by_key(&self, key: &str) -> Option<&Stored<Plan>> {
+        self.plans.iter().find(|p| p.value.key == key)
+    }
+
+    pub fn flag_of(&self, feature_key: &str) -> Option<&Stored<FlagDoc>> {
+        self.flags
+            .iter()
+            .find(|f| f.value.flag.feature_key == feature_key)
+    }
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| DomainError::Internal {
+        message: "serialize a stored document".into(),
+        source: Some(Box::new(e)),
+    })
+}
+
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| DomainError::Internal {
+        message: "decode a stored document".into(),
+        source: Some(Box::new(e)),
+    })
+}
+
+/// The entitlement service's repository. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: DbBackend,
+    /// PostgreSQL NOTIFY channel for index changes (channels are database-wide: named after
+    /// the schema so two deployments sharing a database do not wake each other).
+    channel: String,
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection, schema: &str) -> Self {
+        let backend = db.get_database_backend();
+        Self {
+            db,
+            backend,
+            channel: format!("{schema}_entitlement_changes"),
+        }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend == DbBackend::Postgres
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Starts a writing transaction (SQLite: `BEGIN IMMEDIATE`, so two writers never deadlock
+    /// upgrading read locks).
+    pub async fn begin(&self) -> Result<DatabaseTransaction> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+            .map_err(db_err("begin transaction"))
+    }
+
+    /// Serializes catalog writers on the revision row (catalog documents are rewritten whole,
+    /// so two concurrent catalog writes must not interleave). Grant writes skip this and only
+    /// take the row at commit.
+    pub async fn lock_catalog(&self, txn: &DatabaseTransaction) -> Result<()> {
+        if self.is_postgres() {
+            txn.execute_raw(Statement::from_string(
+                self.backend,
+                "SELECT value FROM ent_revision WHERE id = 1 FOR UPDATE",
+            ))
+            .await
+            .map_err(db_err("lock the catalog"))?;
+        }
+        Ok(())
+    }
+
+    /// Records `changes` under the next revision and commits. Returns the revision.
+    pub async fn commit(
+        &self,
+        txn: DatabaseTransaction,
+        changes: &[IndexChange],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let row = txn
+            .query_one_raw(Statement::from_string(
+                self.backend,
+                "UPDATE ent_revision SET value = value + 1 WHERE id = 1 RETURNING value",
+            ))
+            .await
+            .map_err(db_err("bump the revision"))?
+            .ok_or_else(|| DomainError::internal("revision row is missing"))?;
+        let revision: i64 = row
+            .try_get("", "value")
+            .map_err(db_err("read the revision"))?;
+        entities::change_log::Entity::insert(entities::change_log::ActiveModel {
+            revision: sea_orm::Set(revision),
+            changes: sea_orm::Set(to_json(&changes)?),
+            created_at: sea_orm::Set(now),
+        })
+        .exec(&txn)
+        .await
+        .map_err(db_err("record the change log"))?;
+        if self.is_postgres() {
+            // Delivered at commit, to every replica listening.
+            txn.execute_raw(Statement::from_sql_and_values(
+                self.backend,
+                "SELECT pg_notify($1, $2)",
+                [
+                    Value::from(self.channel.clone()),
+                    Value::from(revision.to_string()),
+                ],
+            ))
+            .await
+            .map_err(db_err("notify replicas"))?;
+        }
+        txn.commit().await.map_err(db_err("commit"))?;
+        Ok(revision as u64)
+    }
+
+    /// Everything the index needs, read in one consistent snapshot, with its revision.
+    pub async fn snapshot(&self) -> Result<(Snapshot, u64)> {
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                isolation_level: Some(IsolationLevel::RepeatableRead),
+                ..TransactionOptions::default()
+            })
+            .await
+            .map_err(db_err("begin snapshot"))?;
+        let revision = self.revision(&txn).await?;
+        let catalog = self.catalog(&txn).await?;
+        let accounts = entities::account::Entity::find()
+            .all(&txn)
+            .await
+            .map_err(db_err("load accounts"))?;
+        let deleted: std::collections::HashSet<&str> = accounts
+            .iter()
+            .filter(|a| a.deleted)
+            .map(|a| a.tenant_id.as_str())
+            .collect();
+        let grants = entities::grant::Entity::find()
+            .all(&txn)
+            .await
+            .map_err(db_err("load grants"))?
+            .into_iter()
+            // A deleted account's (revoked) grants stay in the table for history only.
+            .filter(|g| !deleted.contains(g.tenant_id.as_str()))
+            .map(grants::to_domain)
+            .collect::<Result<Vec<Grant>>>()?;
+        let snapshot = Snapshot {
+            features: catalog
+                .features
+                .into_iter()
+                .map(|f| f.value.feature)
+                .collect(),
+            plans: catalog.plans.into_iter().map(|p| p.value).collect(),
+            flags: catalog.flags.into_iter().map(|f| f.value.flag).collect(),
+            routes: catalog.routes.into_iter().map(|r| r.value).collect(),
+            tenants: accounts
+                .iter()
+                .filter(|a| !a.deleted)
+                .map(|a| (a.tenant_id.clone(), a.parent_id.clone()))
+                .collect(),
+            grants,
+        };
+        txn.commit().await.map_err(db_err("end snapshot"))?;
+        Ok((snapshot, revision))
+    }
+
+    pub async fn revision(&self, conn: &impl ConnectionTrait) -> Result<u64> {
+        let row = conn
+            .query_one_raw(Statement::from_string(
+                self.backend,
+                "SELECT value FROM ent_revision WHERE id = 1",
+            ))
+            .await
+            .map_err(db_err("read the revision"))?
+            .ok_or_else(|| DomainError::internal("revision row is missing"))?;
+        let value: i64 = row
+            .try_get("", "value")
+            .map_err(db_err("read the revision"))?;
+        Ok(value as u64)
+    }
+
+    /// Change-log entries after `revision`, in order.
+    pub async fn log_after(
+        &self,
+        revision: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<IndexChange>)>> {
+        use entities::change_log::{Column, Entity};
+        Entity::find()
+            .filter(Column::Revision.gt(revision as i64))
+            .order_by_asc(Column::Revision)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err("read the change log"))?
+            .into_iter()
+            .map(|row| Ok((row.revision as u64, from_json(&row.changes)?)))
+            .collect()
+    }
+
+    /// Drops change-log rows older than `before`, keeping at least the newest `keep` (a
+    /// replica further behind than that reloads its snapshot).
+    pub async fn prune_log(&self, before: DateTime<Utc>, keep: u64) -> Result<u64> {
+        use entities::change_log::{Column, Entity};
+        let head = self.revision(&self.db).await?;
+        let result = Entity::delete_many()
+            .filter(Column::CreatedAt.lt(before))
+            .filter(Column::Revision.lte(head.saturating_sub(keep) as i64))
+            .exec(&self.db)
+            .await
+            .map_err(db_err("prune the change log"))?;
+        Ok(result.rows_affected)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Catalog
+    // -----------------------------------------------------------------------------------------
+
+    /// The live catalog, ordered by creation (then id).
+    pub async fn catalog(&self, conn: &impl ConnectionTrait) -> Result<Catalog> {
+        use entities::{feature, feature_flag, plan, route};
+        let features = feature::Entity::find()
+            .order_by_asc(feature::Column::CreatedAt)
+            .order_by_asc(feature::Column::Id)
+            .all(conn)
+            .await
+            .map_err(db_err("load features"))?
+            .into_iter()
+            .map(|r| stored(&r.doc, r.created_at, r.updated_at))
+            .collect::<Result<_>>()?;
+        let plans = plan::Entity::find()
+            .filter(plan::Column::DeletedAt.is_null())
+            .order_by_asc(plan::Column::CreatedAt)
+            .order_by_asc(plan::Column::Id)
+            .all(conn)
+            .await
+            .map_err(db_err("load plans"))?
+            .into_iter()
+            .map(|r| stored(&r.doc, r.created_at, r.updated_at))
+            .collect::<Result<_>>()?;
+        let flags = feature_flag::Entity::find()
+            .order_by_asc(feature_flag::Column::CreatedAt)
+            .order_by_asc(feature_flag::Column::Id)
+            .all(conn)
+            .await
+            .map_err(db_err("load feature flags"))?
+            .into_iter()
+            .map(|r| stored(&r.doc, r.created_at, r.updated_at))
+            .collect::<Result<_>>()?;
+        let routes = route::Entity::find()
+            .order_by_asc(route::Column::CreatedAt)
+            .order_by_asc(route::Column::Id)
+            .all(conn)
+            .await
+            .map_err(db_err("load routes"))?
+            .into_iter()
+            .map(|r| stored(&r.doc, r.created_at, r.updated_at))
+            .collect::<Result<_>>()?;
+        Ok(Catalog {
+            features,
+            plans,
+            flags,
+            routes,
+        })
+    }
+
+    /// Any plan by id, deleted ones included (grants keep pointing at them).
+    pub async fn plans_by_ids(
+        &self,
+        conn: &impl ConnectionTrait,
+        ids: &[Uuid],
+    ) -> Result<Vec<Plan>> {
+        use entities::plan::{Column, Entity};
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Entity::find()
+            .filter(Column::Id.is_in(ids.iter().copied()))
+            .all(conn)
+            .await
+            .map_err(db_err("load plans"))?
+            .into_iter()
+            .map(|r| from_json(&r.doc))
+            .collect()
+    }
+
+    pub async fn put_feature(
+        &self,
+        txn: &DatabaseTransaction,
+        doc: &Stored<FeatureDoc>,
+        insert: bool,
+    ) -> Result<()> {
+        use entities::feature::{ActiveModel, Entity};
+        let model = ActiveModel {
+            id: sea_orm::Set(doc.value.feature.id),
+            key: sea_orm::Set(doc.value.feature.key.clone()),
+            doc: sea_orm::Set(to_json(&doc.value)?),
+            created_at: sea_orm::Set(doc.created_at),
+            updated_at: sea_orm::Set(doc.updated_at),
+        };
+        if insert {
+            Entity::insert(model)
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_err("insert feature"))?;
+        } else {
+            Entity::update(model)
+                .exec(txn)
+                .await
+                .map_err(db_err("update feature"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_feature(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+        entities::feature::Entity::delete_by_id(id)
+            .exec(txn)
+            .await
+            .map_err(db_err("delete feature"))?;
+        Ok(())
+    }
+
+    /// Writes a plan and its feature links (`feature_ids`: the ids of its features).
+    pub async fn put_plan(
+        &self,
+        txn: &DatabaseTransaction,
+        plan: &Stored<Plan>,
+        feature_ids: &[Uuid],
+        insert: bool,
+    ) -> Result<()> {
+        use entities::{plan, plan_feature};
+        let model = plan::ActiveModel {
+            id: sea_orm::Set(plan.value.id),
+            key: sea_orm::Set(plan.value.key.clone()),
+            doc: sea_orm::Set(to_json(&plan.value)?),
+            created_at: sea_orm::Set(plan.created_at),
+            updated_at: sea_orm::Set(plan.updated_at),
+            deleted_at: sea_orm::Set(None),
+        };
+        if insert {
+            plan::Entity::insert(model)
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_err("insert plan"))?;
+        } else {
+            plan::Entity::update(model)
+                .exec(txn)
+                .await
+                .map_err(db_err("update plan"))?;
+            plan_feature::Entity::delete_many()
+                .filter(plan_feature::Column::PlanId.eq(plan.value.id))
+                .exec(txn)
+                .await
+                .map_err(db_err("unlink plan features"))?;
+        }
+        if !feature_ids.is_empty() {
+            plan_feature::Entity::insert_many(feature_ids.iter().map(|&feature_id| {
+                plan_feature::ActiveModel {
+                    plan_id: sea_orm::Set(plan.value.id),
+                    feature_id: sea_orm::Set(feature_id),
+                }
+            }))
+            .exec_without_returning(txn)
+            .await
+            .map_err(db_err("link plan features"))?;
+        }
+        Ok(())
+    }
+
+    /// Soft-deletes a plan (grants keep referring to it) and drops its feature links.
+    pub async fn delete_plan(
+        &self,
+        txn: &DatabaseTransaction,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        use entities::{plan, plan_feature};
+        plan_feature::Entity::delete_many()
+            .filter(plan_feature::Column::PlanId.eq(id))
+            .exec(txn)
+            .await
+            .map_err(db_err("unlink plan features"))?;
+        plan::Entity::update_many()
+            .col_expr(plan::Column::DeletedAt, sea_orm::sea_query::Expr::value(now))
+            .filter(plan::Column::Id.eq(id))
+            .exec(txn)
+            .await
+            .map_err(db_err("delete plan"))?;
+        Ok(())
+    }
+
+    pub async fn put_flag(
+        &self,
+        txn: &DatabaseTransaction,
+        flag: &Stored<FlagDoc>,
+        insert: bool,
+    ) -> Result<()> {
+        use entities::feature_flag::{ActiveModel, Entity};
+        let model = ActiveModel {
+            id: sea_orm::Set(flag.value.flag.id),
+            feature_id: sea_orm::Set(flag.value.feature_id),
+            doc: sea_orm::Set(to_json(&flag.value)?),
+            created_at: sea_orm::Set(flag.created_at),
+            updated_at: sea_orm::Set(flag.updated_at),
+        };
+        if insert {
+            Entity::insert(model)
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_err("insert feature flag"))?;
+        } else {
+            Entity::update(model)
+                .exec(txn)
+                .await
+                .map_err(db_err("update feature flag"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_flag(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+        entities::feature_flag::Entity::delete_by_id(id)
+            .exec(txn)
+            .await
+            .map_err(db_err("delete feature flag"))?;
+        Ok(())
+    }
+
+    pub async fn put_route(
+        &self,
+        txn: &DatabaseTransaction,
+        route: &Stored<Route>,
+        insert: bool,
+    ) -> Result<()> {
+        use entities::route::{ActiveModel, Entity};
+        let model = ActiveModel {
+            id: sea_orm::Set(route.value.id),
+            method: sea_orm::Set(route.value.method.clone()),
+            path: sea_orm::Set(route.value.path.clone()),
+            doc: sea_orm::Set(to_json(&route.value)?),
+            created_at: sea_orm::Set(route.created_at),
+            updated_at: sea_orm::Set(route.updated_at),
+        };
+        if insert {
+            Entity::insert(model)
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_err("insert route"))?;
+        } else {
+            Entity::update(model)
+                .exec(txn)
+                .await
+                .map_err(db_err("update route"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_route(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+        entities::route::Entity::delete_by_id(id)
+            .exec(txn)
+            .await
+            .map_err(db_err("delete route"))?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Accounts (the local hierarchy copy) and the tenant-feed cursor
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn upsert_account(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant_id: &str,
+        parent_id: Option<&str>,
+        deleted: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        use entities::account::{ActiveModel, Column, Entity};
+        let model = ActiveModel {
+            tenant_id: sea_orm::Set(tenant_id.to_owned()),
+            parent_id: sea_orm::Set(parent_id.map(str::to_owned)),
+            deleted: sea_orm::Set(deleted),
+            updated_at: sea_orm::Set(now),
+        };
+        Entity::insert(model)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(Column::TenantId)
+                    .update_columns([Column::ParentId, Column::Deleted, Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await
+            .map_err(db_err("record account"))?;
+        Ok(())
+    }
+
+    /// The feed cursor, locked until the transaction ends (replicas following the same feed
+    /// serialize here, so each event applies once).
+    pub async fn lock_cursor(&self, txn: &DatabaseTransaction) -> Result<u64> {
+        let sql = if self.is_postgres() {
+            "SELECT sequence FROM ent_feed_cursor WHERE id = 1 FOR UPDATE"
+        } else {
+            "SELECT sequence FROM ent_feed_cursor WHERE id = 1"
+        };
+        let row = txn
+            .query_one_raw(Statement::from_string(self.backend, sql))
+            .await
+            .map_err(db_err("read the feed cursor"))?;
+        match row {
+            Some(row) => {
+                let value: i64 = row
+                    .try_get("", "sequence")
+                    .map_err(db_err("read the feed cursor"))?;
+                Ok(value as u64)
+            }
+            None => Ok(0),
+        }
+    }
+
+    pub async fn cursor(&self) -> Result<u64> {
+        Ok(entities::feed_cursor::Entity::find_by_id(1)
+            .one(&self.db)
+            .await
+            .map_err(db_err("read the feed cursor"))?
+            .map_or(0, |c| c.sequence as u64))
+    }
+
+    pub async fn set_cursor(
+        &self,
+        txn: &DatabaseTransaction,
+        sequence: u64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        use entities::feed_cursor::{ActiveModel, Column, Entity};
+        Entity::insert(ActiveModel {
+            id: sea_orm::Set(1),
+            sequence: sea_orm::Set(sequence as i64),
+            updated_at: sea_orm::Set(now),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(Column::Id)
+                .update_columns([Column::Sequence, Column::UpdatedAt])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map_err(db_err("store the feed cursor"))?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Idempotency keys
+    // -----------------------------------------------------------------------------------------
+
+    /// The stored `(fingerprint, response)` of a key, if any.
+    pub async fn idempotent_response(
+        &self,
+        conn: &impl ConnectionTrait,
+        key: &str,
+        operation: &str,
+    ) -> Result<Option<(String, String)>> {
+        use entities::idempotency::{Column, Entity};
+        Ok(Entity::find_by_id(key.to_owned())
+            .filter(Column::Operation.eq(operation))
+            .one(conn)
+            .await
+            .map_err(db_err("read idempotency key"))?
+            .map(|r| (r.fingerprint, r.response))
+            .or(None))
+    }
+
+    pub async fn store_idempotent_response(
+        &self,
+        txn: &DatabaseTransaction,
+        key: &str,
+        operation: &str,
+        fingerprint: &str,
+        response: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        use entities::idempotency::{ActiveModel, Entity};
+        Entity::insert(ActiveModel {
+            key: sea_orm::Set(key.to_owned()),
+            operation: sea_orm::Set(operation.to_owned()),
+            fingerprint: sea_orm::Set(fingerprint.to_owned()),
+            response: sea_orm::Set(response.to_owned()),
+            created_at: sea_orm::Set(now),
+        })
+        .exec_without_returning(txn)
+        .await
+        .map_err(db_err("store idempotency key"))?;
+        Ok(())
+    }
+
+    /// Whether any key (of any operation) is stored under `key`.
+    pub async fn idempotency_key_exists(&self, key: &str) -> Result<bool> {
+        Ok(entities::idempotency::Entity::find_by_id(key.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_err("read idempotency key"))?
+            .is_some())
+    }
+}
+
+fn stored<T: for<'de> Deserialize<'de>>(
+    doc: &str,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> Result<Stored<T>> {
+    Ok(Stored {
+        value: from_json(doc)?,
+        created_at,
+        updated_at,
+    })
+}
+

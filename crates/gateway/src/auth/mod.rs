@@ -1,0 +1,549 @@
+//! Authentication and authorization.
+//!
+//! Two kinds of bearer token:
+//! - **Environment tokens**, issued by `POST /auth/vendor` and signed by the gateway (HS256 or
+//!   EdDSA, header `kid` = [`ENV_TOKEN_KID`]). They open management routes and act on any account.
+//! - **User tokens** from the customer's identity provider, verified with a JWKS URL, a PEM public
+//!   key or a shared HS256 secret, with the algorithm pinned. Claims: `sub`, `tenantId`,
+//!   `permissions`. They open self-service routes, inside the token's account and the
+//!   sub-accounts its hierarchy settings let it reach ([`scope`]).
+//!
+//! The [`authenticate`] middleware verifies the token once per request and leaves the outcome
+//! in the request's extensions; the extractors ([`Management`], [`Caller`]) then decide, so
+//! public routes ignore a bad token and protected ones answer 401 (no or bad token) or 403
+//! (valid token without the right).
+
+mod jwks;
+pub mod scope;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::request::Parts,
+    middleware::Next,
+    response::Response,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tenantry_common::{Config, RunError};
+
+use crate::{credentials, error::ApiError};
+
+/// `kid` of every environment token: routes a token to the gateway's own key.
+pub const ENV_TOKEN_KID: &str = "tenantry-environment";
+const ENV_TOKEN_ISSUER: &str = "tenantry-gateway";
+const ENV_TOKEN_AUDIENCE: &str = "tenantry-management";
+/// Clock skew tolerated on `exp`/`nbf`.
+const LEEWAY_SECS: u64 = 30;
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// An environment (vendor) token: full management rights.
+    Environment { client_id: String },
+    /// An end user of one account.
+    User {
+        user_id: String,
+        tenant_id: String,
+        permissions: Vec<String>,
+    },
+}
+
+impl Principal {
+    /// Rate-limit bucket key.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Environment { client_id } => format!("environment:{client_id}"),
+            Self::User {
+                user_id, tenant_id, ..
+            } => format!("user:{tenant_id}:{user_id}"),
+        }
+    }
+
+    /// The value sent to the services in `x-tenantry-principal` (recorded as `granted_by`,
+    /// `revoked_by`): `environment:<clientId>` or `user:<sub>`, non-ASCII percent-encoded.
+    pub fn metadata_value(&self) -> String {
+        let raw = match self {
+            Self::Environment { client_id } => format!("environment:{client_id}"),
+            Self::User { user_id, .. } => format!("user:{user_id}"),
+        };
+        let mut out = String::with_capacity(raw.len());
+        for b in raw.bytes() {
+            if b.is_ascii_graphic() && b != b'%' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    pub fn has_permission(&self, permission: &str) -> bool {
+        match self {
+            Self::Environment { .. } => true,
+            Self::User { permissions, .. } => permissions.iter().any(|p| p == permission),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnvClaims {
+    sub: String,
+    iss: String,
+    aud: String,
+    exp: u64,
+    iat: u64,
+    jti: String,
+}
+
+#[derive(Deserialize)]
+struct UserClaims {
+    sub: String,
+    #[serde(rename = "tenantId")]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+}
+
+/// How user tokens are verified.
+enum UserKeys {
+    None,
+    Static(DecodingKey),
+    Jwks(jwks::JwksCache),
+}
+
+/// Everything needed to issue and verify tokens.
+pub struct Authenticator {
+    clients: Vec<credentials::EnvironmentCredentials>,
+    env_alg: Algorithm,
+    env_encoding: EncodingKey,
+    env_decoding: DecodingKey,
+    env_validation: Validation,
+    env_ttl: Duration,
+    user_keys: UserKeys,
+    user_validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("clients", &self.clients.len())
+            .field("env_alg", &self.env_alg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(key: &'static str, message: String) -> RunError {
+    RunError::Config(tenantry_common::config::ConfigError::Invalid { key, message })
+}
+
+impl Authenticator {
+    pub fn from_config(config: &Config) -> Result<Self, RunError> {
+        let clients = credentials::all_credentials(config)?;
+        let (env_alg, env_encoding, env_decoding) =
+            if let Some(path) = &config.env_token_ed25519_key_path {
+                ed25519_keys(path)?
+            } else {
+                let secret = match &config.env_token_hs256_secret {
+                    Some(s) => s.clone(),
+                    None => credentials::dev_token_key(config)?,
+                };
+                let bytes = secret.expose().as_bytes();
+                (
+                    Algorithm::HS256,
+                    EncodingKey::from_secret(bytes),
+                    DecodingKey::from_secret(bytes),
+                )
+            };
+        let mut env_validation = Validation::new(env_alg);
+        env_validation.leeway = LEEWAY_SECS;
+        env_validation.set_issuer(&[ENV_TOKEN_ISSUER]);
+        env_validation.set_audience(&[ENV_TOKEN_AUDIENCE]);
+        env_validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+
+        let (user_keys, user_alg) = if let Some(secret) = &config.user_jwt_hs256_secret {
+            (
+                UserKeys::Static(DecodingKey::from_secret(secret.expose().as_bytes())),
+                Algorithm::HS256,
+            )
+        } else {
+            let alg: Algorithm = config.user_jwt_algorithm.parse().map_err(|_| {
+                config_error("user_jwt_algorithm", "is not a known algorithm".to_owned())
+            })?;
+            if let Some(path) = &config.user_jwt_public_key_path {
+                (UserKeys::Static(pem_public_key(path, alg)?), alg)
+            } else if let Some(url) = &config.user_jwt_jwks_url {
+                (UserKeys::Jwks(jwks::JwksCache::new(url.clone(), alg)), alg)
+            } else {
+                (UserKeys::None, alg)
+            }
+        };
+        // Pinned: the header's `alg` must be exactly this one (no `none`, no confusion).
+        let mut user_validation = Validation::new(user_alg);
+        user_validation.leeway = LEEWAY_SECS;
+        user_validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = &config.user_jwt_issuer {
+            user_validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &config.user_jwt_audience {
+            Some(aud) => {
+                user_validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // jsonwebtoken refuses any token carrying `aud` unless told not to check it.
+            None => user_validation.validate_aud = false,
+        }
+        user_validation.set_required_spec_claims(&required);
+
+        Ok(Self {
+            clients,
+            env_alg,
+            env_encoding,
+            env_decoding,
+            env_validation,
+            env_ttl: Duration::from_secs(config.env_token_ttl_secs),
+            user_keys,
+            user_validation,
+        })
+    }
+
+    /// Issues an environment token when the pair matches; `None` otherwise.
+    pub fn issue(&self, client_id: &str, secret: &str) -> Option<(String, u64)> {
+        // Every configured pair is compared in full, so timing does not reveal which matched.
+        let mut matched: Option<&str> = None;
+        for c in &self.clients {
+            let id_ok = constant_time_eq(c.client_id.as_bytes(), client_id.as_bytes());
+            let secret_ok = constant_time_eq(c.secret.expose().as_bytes(), secret.as_bytes());
+            if id_ok & secret_ok {
+                matched = Some(&c.client_id);
+            }
+        }
+        let client_id = matched?;
+        let now = unix_now();
+        let claims = EnvClaims {
+            sub: client_id.to_owned(),
+            iss: ENV_TOKEN_ISSUER.to_owned(),
+            aud: ENV_TOKEN_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + self.env_ttl.as_secs(),
+            jti: uuid::Uuid::now_v7().to_string(),
+        };
+        let mut header = Header::new(self.env_alg);
+        header.kid = Some(ENV_TOKEN_KID.to_owned());
+        match jsonwebtoken::encode(&header, &claims, &self.env_encoding) {
+            Ok(token) => Some((token, self.env_ttl.as_secs())),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an environment token");
+                None
+            }
+        }
+    }
+
+    /// Verifies a bearer token. Errors are 401s whose message never echoes the token.
+    pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::unauthenticated("the bearer token is not a valid JWT"))?;
+        if header.kid.as_deref() == Some(ENV_TOKEN_KID) {
+            let data =
+                jsonwebtoken::decode::<EnvClaims>(token, &self.env_decoding, &self.env_validation)
+                    .map_err(|e| token_error(&e))?;
+            return Ok(Principal::Environment {
+                client_id: data.claims.sub,
+            });
+        }
+        let key = match &self.user_keys {
+            UserKeys::None => {
+                return Err(ApiError::unauthenticated(
+                    "user tokens are not accepted: no identity provider is configured",
+                ));
+            }
+            UserKeys::Static(key) => key.clone(),
+            UserKeys::Jwks(cache) => cache.key_for(&header).await?,
+        };
+        let data = jsonwebtoken::decode::<UserClaims>(token, &key, &self.user_validation)
+            .map_err(|e| token_error(&e))?;
+        let claims = data.claims;
+        let tenant_id = claims
+            .tenant_id
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthenticated("the user token has no `tenantId` claim"))?;
+        if claims.sub.is_empty() {
+            return Err(ApiError::unauthenticated(
+                "the user token has an empty `sub`",
+            ));
+        }
+        Ok(Principal::User {
+            user_id: claims.sub,
+            tenant_id,
+            permissions: claims.permissions,
+        })
+    }
+}
+
+fn token_error(e: &jsonwebtoken::errors::Error) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind;
+    let message = match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired",
+        ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
+        ErrorKind::InvalidAudience => "the token's audience is not accepted",
+        ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted",
+        ErrorKind::InvalidSignature => "the token's signature is invalid",
+        ErrorKind::ImmatureSignature => "the token is not valid yet",
+        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+        _ => "the token is invalid",
+    };
+    ApiError::unauthenticated(message)
+}
+
+fn ed25519_keys(path: &std::path::Path) -> Result<(Algorithm, EncodingKey, DecodingKey), RunError> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let pem = std::fs::read_to_string(path).map_err(|e| {
+        config_error(
+            "env_token_ed25519_key_path",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let invalid = || {
+        config_error(
+            "env_token_ed25519_key_path",
+            "is not an Ed25519 private key in PKCS#8 PEM".to_owned(),
+        )
+    };
+    let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|_| invalid())?;
+    let encoding = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| invalid())?;
+    let decoding = DecodingKey::from_ed_der(signing.verifying_key().as_bytes());
+    Ok((Algorithm::EdDSA, encoding, decoding))
+}
+
+fn pem_public_key(path: &std::path::Path, alg: Algorithm) -> Result<DecodingKey, RunError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        config_error(
+            "user_jwt_public_key_path",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let key = if matches!(
+        alg,
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
+    ) {
+        DecodingKey::from_rsa_pem(&pem)
+    } else if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
+        DecodingKey::from_ec_pem(&pem)
+    } else if alg == Algorithm::EdDSA {
+        DecodingKey::from_ed_pem(&pem)
+    } else {
+        return Err(config_error(
+            "user_jwt_algorithm",
+            "must be asymmetric with a public key".to_owned(),
+        ));
+    };
+    key.map_err(|_| {
+        config_error(
+            "user_jwt_public_key_path",
+            format!("is not a PEM public key for {alg:?}"),
+        )
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, byte) in b.iter().enumerate() {
+        diff |= byte ^ a.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The outcome of authenticating one request, left in its extensions.
+#[derive(Clone, Debug)]
+pub struct Authentication(pub Result<Option<Principal>, ApiError>);
+
+/// Verifies the bearer token, if any, and records the outcome for the extractors.
+pub async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let outcome = match bearer(req.headers()) {
+        Ok(None) => Ok(None),
+        Ok(Some(token)) => auth.verify(token).await.map(Some),
+        Err(e) => Err(e),
+    };
+    if let Ok(Some(principal)) = &outcome {
+        tracing::Span::current().record("principal", principal.metadata_value());
+    }
+    req.extensions_mut().insert(Authentication(outcome));
+    next.run(req).await
+}
+
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("the authorization header is malformed"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(ApiError::unauthenticated(
+            "expected `authorization: Bearer <token>`",
+        )),
+    }
+}
+
+fn principal_from(parts: &Parts) -> Result<Principal, ApiError> {
+    match parts.extensions.get::<Authentication>() {
+        Some(Authentication(Ok(Some(p)))) => Ok(p.clone()),
+        Some(Authentication(Err(e))) => Err(e.clone()),
+        Some(Authentication(Ok(None))) | None => Err(ApiError::unauthenticated(
+            "a bearer token is required (POST /auth/vendor for an environment token)",
+        )),
+    }
+}
+
+/// An environment token: management routes. A user token is 403.
+#[derive(Clone, Debug)]
+pub struct Management(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Management {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match principal_from(parts)? {
+            p @ Principal::Environment { .. } => Ok(Self(p)),
+            Principal::User { .. } => Err(ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                "this route requires an environment token",
+            )),
+        }
+    }
+}
+
+/// An environment or a user token: self-service routes (scope checked by the handler).
+#[derive(Clone, Debug)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        principal_from(parts).map(Self)
+    }
+}
+
+/// The principal if one authenticated (rate limiting); `None` for anonymous or bad tokens.
+pub fn authenticated(req: &Request) -> Option<&Principal> {
+    match req.extensions().get::<Authentication>() {
+        Some(Authentication(Ok(Some(p)))) => Some(p),
+        Some(Authentication(Ok(None) | Err(_))) | None => None,
+    }
+}
+
+/// Permission keys the gateway requires of user tokens on self-service writes.
+pub mod permissions {
+    /// Create, change or delete sub-accounts of the caller's account.
+    pub const WRITE_SUB_ACCOUNTS: &str = "fe.account-hierarchy.write.subAccount";
+    /// Change the caller's account settings.
+    pub const WRITE_ACCOUNT_SETTINGS: &str = "fe.account-settings.write.account";
+}
+
+/// Requires `permission` of a user token (environment tokens hold every permission).
+pub fn require_permission(principal: &Principal, permission: &str) -> Result<(), ApiError> {
+    if principal.has_permission(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            format!("this operation requires the `{permission}` permission"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_common::Secret;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            client_id: Some("vendor".into()),
+            client_secret: Some(Secret::new("vendor-secret")),
+            user_jwt_hs256_secret: Some(Secret::new("u".repeat(32))),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn issued_tokens_verify_and_wrong_secrets_do_not_issue() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Authenticator::from_config(&config(dir.path())).unwrap();
+        assert!(auth.issue("vendor", "wrong").is_none());
+        assert!(auth.issue("other", "vendor-secret").is_none());
+        let (token, ttl) = auth.issue("vendor", "vendor-secret").unwrap();
+        assert_eq!(ttl, 3600);
+        assert_eq!(
+            auth.verify(&token).await.unwrap(),
+            Principal::Environment {
+                client_id: "vendor".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_user_token_cannot_pose_as_an_environment_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Authenticator::from_config(&config(dir.path())).unwrap();
+        // Signed with the user secret but claiming the environment key id.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(ENV_TOKEN_KID.into());
+        let claims = EnvClaims {
+            sub: "vendor".into(),
+            iss: ENV_TOKEN_ISSUER.into(),
+            aud: ENV_TOKEN_AUDIENCE.into(),
+            exp: unix_now() + 60,
+            iat: unix_now(),
+            jti: "x".into(),
+        };
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret("u".repeat(32).as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.verify(&forged).await.unwrap_err().status,
+            http::StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn principal_metadata_is_ascii() {
+        let p = Principal::User {
+            user_id: "zoë smith".into(),
+            tenant_id: "t".into(),
+            permissions: vec![],
+        };
+        assert_eq!(p.metadata_value(), "user:zo%C3%AB%20smith");
+    }
+}

@@ -1,0 +1,142 @@
+//! The tenant-scope rule of self-service routes: a user token acts on its own account, and on
+//! that account's descendants when the account's hierarchy settings give sub-account access
+//! (`defaultOn` or `alwaysOn`; `defaultOff`, the default, keeps users to their own account).
+//! Anything else is the same 403 whether the target exists, is elsewhere or is unknown, so a
+//! token cannot probe other tenants. Environment tokens reach every account.
+
+use http::HeaderMap;
+use tenantry_proto::tenant::v1::{
+    GetHierarchySettingsRequest, ListAncestorsRequest, SubAccountAccessType,
+};
+use tonic::Code;
+
+use super::Principal;
+use crate::{
+    error::ApiError,
+    state::{AppState, grpc},
+};
+
+/// Header naming the account of a self-service call (required with environment tokens).
+pub const TENANT_HEADER: &str = "frontegg-tenant-id";
+
+/// The account a self-service call acts on: the `frontegg-tenant-id` header (checked against
+/// the token's scope) or, for a user token without it, the token's own account.
+pub async fn target_account(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
+    let header = match headers.get(TENANT_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid_field(TENANT_HEADER, "must be a non-empty account ID")
+                })?
+                .to_owned(),
+        ),
+    };
+    match (principal, header) {
+        (Principal::Environment { .. }, Some(tenant)) => Ok(tenant),
+        (Principal::Environment { .. }, None) => Err(ApiError::invalid_field(
+            TENANT_HEADER,
+            "is required with an environment token",
+        )),
+        (Principal::User { tenant_id, .. }, None) => Ok(tenant_id.clone()),
+        (Principal::User { .. }, Some(tenant)) => {
+            ensure_account(state, principal, &tenant).await?;
+            Ok(tenant)
+        }
+    }
+}
+
+/// Allows the call when the principal may act on `target`.
+pub async fn ensure_account(
+    state: &AppState,
+    principal: &Principal,
+    target: &str,
+) -> Result<(), ApiError> {
+    match principal {
+        Principal::Environment { .. } => Ok(()),
+        Principal::User { tenant_id, .. } if tenant_id == target => Ok(()),
+        Principal::User { .. } => ensure_descendant(state, principal, target).await,
+    }
+}
+
+/// Allows the call only when `target` is a sub-account (at any depth) the user may reach;
+/// the user's own account is not its own sub-account.
+pub async fn ensure_descendant(
+    state: &AppState,
+    principal: &Principal,
+    target: &str,
+) -> Result<(), ApiError> {
+    let Principal::User { tenant_id: own, .. } = principal else {
+        return Ok(());
+    };
+    if own == target {
+        return Err(ApiError::forbidden());
+    }
+    let ancestors = state
+        .hierarchy()
+        .list_ancestors(grpc(
+            principal,
+            ListAncestorsRequest {
+                tenant_id: target.to_owned(),
+            },
+        ))
+        .await
+        .map_err(outage_or_forbidden)?
+        .into_inner();
+    let below_own = ancestors
+        .entries
+        .iter()
+        .filter_map(|e| e.account.as_ref())
+        .any(|a| a.tenant_id == *own);
+    if !below_own {
+        return Err(ApiError::forbidden());
+    }
+    let settings = state
+        .hierarchy()
+        .get_hierarchy_settings(grpc(
+            principal,
+            GetHierarchySettingsRequest {
+                tenant_id: own.clone(),
+            },
+        ))
+        .await
+        .map_err(outage_or_forbidden)?
+        .into_inner()
+        .settings
+        .unwrap_or_default();
+    match settings.sub_account_access_type() {
+        SubAccountAccessType::DefaultOn | SubAccountAccessType::AlwaysOn => Ok(()),
+        SubAccountAccessType::DefaultOff | SubAccountAccessType::Unspecified => {
+            Err(ApiError::forbidden())
+        }
+    }
+}
+
+/// Outages stay 503/504; every other failure to prove scope is the uniform 403.
+fn outage_or_forbidden(status: tonic::Status) -> ApiError {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded => ApiError::from(status),
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::ResourceExhausted
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss
+        | Code::Unauthenticated => ApiError::forbidden(),
+    }
+}

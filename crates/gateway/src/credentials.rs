@@ -1,0 +1,192 @@
+//! Environment credentials (`POST /auth/vendor`) and the key that signs environment tokens:
+//! from configuration, or generated once into `data_dir` in dev mode and reused.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tenantry_common::{Config, RunError, Secret};
+
+/// A client ID and secret accepted by `POST /auth/vendor`.
+#[derive(Clone, Debug)]
+pub struct EnvironmentCredentials {
+    pub client_id: String,
+    pub secret: Secret,
+    /// True when these are development credentials kept in `data_dir` (none were configured).
+    pub generated: bool,
+}
+
+const CREDENTIALS_FILE: &str = "gateway-credentials.json";
+const TOKEN_KEY_FILE: &str = "gateway-token-key";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredCredentials {
+    client_id: String,
+    secret: String,
+}
+
+/// The primary credentials: `client_id`/`client_secret`, else the first `client_credentials`
+/// pair, else (dev mode) a pair generated once into `data_dir` and reused.
+pub fn environment_credentials(config: &Config) -> Result<EnvironmentCredentials, RunError> {
+    if let (Some(id), Some(secret)) = (&config.client_id, &config.client_secret) {
+        return Ok(EnvironmentCredentials {
+            client_id: id.clone(),
+            secret: secret.clone(),
+            generated: false,
+        });
+    }
+    if let Some(first) = configured_pairs(config).into_iter().next() {
+        return Ok(first);
+    }
+    let path = config.data_dir.join(CREDENTIALS_FILE);
+    let contents = read_or_create(&path, || {
+        let stored = StoredCredentials {
+            client_id: uuid::Uuid::new_v4().to_string(),
+            secret: random_token(32),
+        };
+        serde_json::to_vec_pretty(&stored).unwrap_or_default()
+    })?;
+    let stored: StoredCredentials = serde_json::from_slice(&contents).map_err(|e| {
+        RunError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not valid: {e}", path.display()),
+        ))
+    })?;
+    Ok(EnvironmentCredentials {
+        client_id: stored.client_id,
+        secret: Secret::new(stored.secret),
+        generated: true,
+    })
+}
+
+/// Every accepted pair: the primary one plus the `client_credentials` list.
+pub fn all_credentials(config: &Config) -> Result<Vec<EnvironmentCredentials>, RunError> {
+    let mut all = vec![environment_credentials(config)?];
+    for pair in configured_pairs(config) {
+        if !all.iter().any(|c| c.client_id == pair.client_id) {
+            all.push(pair);
+        }
+    }
+    Ok(all)
+}
+
+fn configured_pairs(config: &Config) -> Vec<EnvironmentCredentials> {
+    config
+        .client_credentials
+        .as_ref()
+        .map(|list| {
+            list.expose()
+                .split(',')
+                .filter_map(|pair| pair.trim().split_once(':'))
+                .map(|(id, secret)| EnvironmentCredentials {
+                    client_id: id.trim().to_owned(),
+                    secret: Secret::new(secret.trim()),
+                    generated: false,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The HS256 key for environment tokens in dev mode, generated once into `data_dir`.
+pub fn dev_token_key(config: &Config) -> Result<Secret, RunError> {
+    let contents = read_or_create(&config.data_dir.join(TOKEN_KEY_FILE), || {
+        random_token(48).into_bytes()
+    })?;
+    Ok(Secret::new(String::from_utf8_lossy(&contents).trim()))
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0_u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Reads `path`, or creates it (owner-only permissions) with `make()`'s bytes. Creation is
+/// exclusive, so two processes sharing a data dir agree on whichever wrote first.
+fn read_or_create(path: &Path, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, RunError> {
+    match std::fs::read(path) {
+        Ok(bytes) => return Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(path, &e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            let bytes = make();
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error(path, &e))?;
+            tracing::info!(path = %path.display(), "generated development secret file");
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(path).map_err(|e| io_error(path, &e))
+        }
+        Err(e) => Err(io_error(path, &e)),
+    }
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> RunError {
+    RunError::Io(std::io::Error::new(
+        e.kind(),
+        format!("{}: {e}", PathBuf::from(path).display()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_credentials_are_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let first = environment_credentials(&config).unwrap();
+        let second = environment_credentials(&config).unwrap();
+        assert!(first.generated);
+        assert_eq!(first.client_id, second.client_id);
+        assert_eq!(first.secret, second.secret);
+        assert_eq!(
+            dev_token_key(&config).unwrap(),
+            dev_token_key(&config).unwrap()
+        );
+    }
+
+    #[test]
+    fn configured_pairs_win_and_all_are_listed() {
+        let config = Config {
+            client_id: Some("main".into()),
+            client_secret: Some(Secret::new("main-secret")),
+            client_credentials: Some(Secret::new("ci:ci-secret, ops:ops-secret")),
+            data_dir: PathBuf::from("/nonexistent"),
+            ..Config::default()
+        };
+        let primary = environment_credentials(&config).unwrap();
+        assert!(!primary.generated);
+        assert_eq!(primary.client_id, "main");
+        let ids: Vec<_> = all_credentials(&config)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect();
+        assert_eq!(ids, vec!["main", "ci", "ops"]);
+    }
+}

@@ -1,0 +1,158 @@
+//! Request extractors whose rejections use the gateway's error shape: malformed JSON, wrong
+//! types, unknown fields (every request type denies them), oversized bodies and bad query or
+//! path parameters are 4xx in [`ApiError`] form, never axum's plain-text defaults.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    http::request::Parts,
+};
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// `axum::Json` with the gateway's rejections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::bad_request(format!(
+            "the JSON body does not match the expected shape: {}",
+            e.body_text()
+                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+        ))
+        .with_reason("INVALID_BODY"),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::bad_request("the body is not valid JSON").with_reason("MALFORMED_JSON")
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected `content-type: application/json`",
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than the configured limit",
+            )
+            .with_reason("BODY_TOO_LARGE")
+        }
+        other => {
+            let status = if other.status().is_client_error() {
+                other.status()
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, "the request body could not be read")
+        }
+    }
+}
+
+/// Query parameters: repeated keys (`ids=a&ids=b`, `ids[]=a`) are joined with commas before
+/// typed parsing, so list parameters accept both spellings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(Self)
+    }
+}
+
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+    let mut merged: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        let key = key.strip_suffix("[]").unwrap_or(&key).to_owned();
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, existing)) => {
+                existing.push(',');
+                existing.push_str(&value);
+            }
+            None => merged.push((key, value)),
+        }
+    }
+    let normalized = serde_urlencoded::to_string(&merged)
+        .map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+    serde_urlencoded::from_str(&normalized).map_err(|e| {
+        ApiError::bad_request(format!("invalid query parameter: {e}")).with_reason("INVALID_QUERY")
+    })
+}
+
+/// Path parameters with the gateway's rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid path parameter: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// Splits a comma-separated list parameter, dropping empty entries.
+pub fn split_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Q {
+        #[serde(rename = "_tenantIds")]
+        tenant_ids: Option<String>,
+        #[serde(rename = "_limit")]
+        limit: Option<u32>,
+    }
+
+    #[test]
+    fn repeated_and_bracketed_keys_are_merged() {
+        let q: Q = parse_query("_tenantIds=a&_tenantIds[]=b&_limit=5").unwrap();
+        assert_eq!(split_list(q.tenant_ids.as_deref()), vec!["a", "b"]);
+        assert_eq!(q.limit, Some(5));
+        let q: Q = parse_query("_tenantIds=a,b").unwrap();
+        assert_eq!(split_list(q.tenant_ids.as_deref()), vec!["a", "b"]);
+        assert!(parse_query::<Q>("_limit=ten").is_err());
+    }
+}

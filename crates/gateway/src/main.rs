@@ -1,0 +1,48 @@
+//! `gateway`: the REST gateway on its own (the all-in-one `tenantry` binary embeds it too).
+
+use clap::Parser;
+use tenantry_common::{Config, ConfigArgs, Shutdown, grpc, telemetry};
+
+/// Tenantry REST gateway: the seeds' REST APIs in front of the tenant and entitlement services.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version)]
+struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _telemetry = telemetry::init("tenantry-gateway", &config);
+    match run(&config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway stopped");
+            eprintln!("gateway: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: &Config) -> Result<(), tenantry_common::RunError> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let credentials = tenantry_gateway::environment_credentials(config)?;
+    if credentials.generated {
+        tracing::info!(
+            client_id = %credentials.client_id,
+            file = %config.data_dir.display(),
+            "development environment credentials in use (secret kept in the data dir)"
+        );
+    }
+    let listener = grpc::bind(config.http_addr).await?;
+    tenantry_gateway::serve(config, listener, shutdown).await
+}

@@ -1,0 +1,947 @@
+//! Account management at the seed's paths (`/tenants/resources/...`): accounts v1/v2,
+//! metadata, memberships, account settings and migrations.
+
+use axum::{Json, extract::State, response::IntoResponse};
+use futures::stream;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
+use tenantry_proto::tenant::v1::{
+    self as pb, AccountSortField, AddAccountMetadataRequest, AddMembershipRequest,
+    CreateAccountRequest, DeleteAccountMetadataRequest, DeleteAccountRequest,
+    DeleteCurrentAccountRequest, GetAccountByAliasRequest, GetAccountRequest,
+    GetAccountSettingsRequest, GetMigrationStatusRequest, GetPublicAccountSettingsRequest,
+    ListAccountMembersRequest, ListAccountsRequest, ListUserAccountsRequest, MigrationItem,
+    MigrationState, RemoveMembershipRequest, SubmitMigrationRequest, UpdateAccountRequest,
+    UpdateAccountSettingsRequest, migration_item,
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{Deleted, ListMetadata, Paged, page, sort_order};
+use crate::{
+    auth::{Caller, Management, Principal, permissions, require_permission, scope},
+    convert::{json_to_value, metadata_to_struct, opt_struct_to_json, opt_timestamp},
+    error::{ApiError, ErrorBody, ItemError},
+    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    state::{AppState, grpc},
+};
+
+/// Items per message of the migration stream.
+const MIGRATION_CHUNK: usize = 1_000;
+/// Migration bodies may be this large whatever the general body limit (100,000 accounts).
+pub const MIGRATION_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+// v1 GET/PUT are deprecated (the attribute marks them so in the OpenAPI document).
+#[allow(deprecated)]
+pub fn router(body_limit: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, migrate) = routes!(submit_migration);
+    let migrate = migrate.layer(axum::extract::DefaultBodyLimit::max(
+        body_limit.max(MIGRATION_BODY_LIMIT),
+    ));
+    OpenApiRouter::new()
+        .routes(routes!(create_account, delete_current_account))
+        .routes(routes!(get_account_v1, update_account_v1, delete_account))
+        .routes(routes!(add_metadata))
+        .routes(routes!(delete_metadata))
+        .routes(routes!(list_accounts))
+        .routes(routes!(get_account_v2, update_account_v2))
+        .routes(routes!(get_account_by_alias))
+        .routes(routes!(list_members, add_member))
+        .routes(routes!(remove_member))
+        .routes(routes!(list_user_accounts))
+        .routes(routes!(get_settings, update_settings))
+        .routes(routes!(get_public_settings))
+        .routes((schemas, paths, migrate))
+        .routes(routes!(migration_status))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON shapes
+
+/// An account (tenant).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    pub tenant_id: String,
+    pub name: String,
+    pub status: Option<String>,
+    pub website: Option<String>,
+    pub application_url: Option<String>,
+    pub logo: Option<String>,
+    pub logo_url: Option<String>,
+    pub address: Option<String>,
+    pub timezone: Option<String>,
+    pub currency: Option<String>,
+    pub creator_name: Option<String>,
+    pub creator_email: Option<String>,
+    pub is_reseller: bool,
+    pub parent_tenant_id: Option<String>,
+    pub alias: Option<String>,
+    /// Free-form JSON object.
+    #[schema(value_type = Object)]
+    pub metadata: Json_,
+    pub date_format: Option<String>,
+    pub time_format: Option<String>,
+    pub locale: Option<String>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+impl From<pb::Account> for Tenant {
+    fn from(a: pb::Account) -> Self {
+        let settings = a.settings.unwrap_or_default();
+        Self {
+            tenant_id: a.tenant_id,
+            name: a.name,
+            status: a.status,
+            website: a.website,
+            application_url: a.application_url,
+            logo: a.logo,
+            logo_url: a.logo_url,
+            address: a.address,
+            timezone: a.timezone,
+            currency: a.currency,
+            creator_name: a.creator_name,
+            creator_email: a.creator_email,
+            is_reseller: a.is_reseller,
+            parent_tenant_id: a.parent_tenant_id,
+            alias: a.alias,
+            metadata: opt_struct_to_json(a.metadata),
+            date_format: settings.date_format,
+            time_format: settings.time_format,
+            locale: settings.locale,
+            created_at: opt_timestamp(a.created_at),
+            updated_at: opt_timestamp(a.updated_at),
+        }
+    }
+}
+
+pub fn tenant(account: Option<pb::Account>) -> Result<Tenant, ApiError> {
+    account.map(Tenant::from).ok_or_else(ApiError::internal)
+}
+
+/// Body of `POST /tenants/resources/tenants/v1` (and a full migration item).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTenantBody {
+    /// Your own unique ID (1-255 characters, no whitespace or `/`); generated when absent.
+    pub tenant_id: Option<String>,
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub website: Option<String>,
+    pub application_url: Option<String>,
+    pub logo: Option<String>,
+    pub logo_url: Option<String>,
+    pub address: Option<String>,
+    pub timezone: Option<String>,
+    pub currency: Option<String>,
+    pub creator_name: Option<String>,
+    pub creator_email: Option<String>,
+    pub is_reseller: Option<bool>,
+    pub parent_tenant_id: Option<String>,
+    pub alias: Option<String>,
+    /// A JSON object or a string holding one.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Json_>,
+    /// Initial settings (migrations).
+    pub settings: Option<AccountSettings>,
+}
+
+impl CreateTenantBody {
+    fn into_new_account(self, field: &str) -> Result<pb::NewAccount, ApiError> {
+        Ok(pb::NewAccount {
+            tenant_id: self.tenant_id,
+            name: self.name.unwrap_or_default(),
+            status: self.status,
+            website: self.website,
+            application_url: self.application_url,
+            logo: self.logo,
+            logo_url: self.logo_url,
+            address: self.address,
+            timezone: self.timezone,
+            currency: self.currency,
+            creator_name: self.creator_name,
+            creator_email: self.creator_email,
+            is_reseller: self.is_reseller,
+            parent_tenant_id: self.parent_tenant_id,
+            alias: self.alias,
+            metadata: metadata_to_struct(self.metadata, &format!("{field}metadata"))?,
+            settings: self.settings.map(pb::AccountSettings::from),
+        })
+    }
+}
+
+/// Body of the account update routes (v1 and v2 PUT): only the fields to change; an empty
+/// string clears an optional field. Server-owned fields (`createdAt`, ...) are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateTenantBody {
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub website: Option<String>,
+    pub application_url: Option<String>,
+    pub logo: Option<String>,
+    pub logo_url: Option<String>,
+    pub address: Option<String>,
+    pub timezone: Option<String>,
+    pub currency: Option<String>,
+    pub creator_name: Option<String>,
+    pub creator_email: Option<String>,
+    pub is_reseller: Option<bool>,
+    pub alias: Option<String>,
+}
+
+/// Body of `POST .../{tenantId}/metadata`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataBody {
+    /// A JSON object, or a string holding a JSON object; keys overwrite existing ones.
+    #[schema(value_type = Object)]
+    pub metadata: Json_,
+}
+
+/// Account settings; in updates only the given fields change (empty string clears).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountSettings {
+    pub timezone: Option<String>,
+    pub date_format: Option<String>,
+    pub time_format: Option<String>,
+    pub currency: Option<String>,
+    pub address: Option<String>,
+    pub logo: Option<String>,
+    pub logo_url: Option<String>,
+    pub application_url: Option<String>,
+    pub website: Option<String>,
+    pub locale: Option<String>,
+}
+
+impl From<AccountSettings> for pb::AccountSettings {
+    fn from(s: AccountSettings) -> Self {
+        Self {
+            timezone: s.timezone,
+            date_format: s.date_format,
+            time_format: s.time_format,
+            currency: s.currency,
+            address: s.address,
+            logo: s.logo,
+            logo_url: s.logo_url,
+            application_url: s.application_url,
+            website: s.website,
+            locale: s.locale,
+        }
+    }
+}
+
+impl From<pb::AccountSettings> for AccountSettings {
+    fn from(s: pb::AccountSettings) -> Self {
+        Self {
+            timezone: s.timezone,
+            date_format: s.date_format,
+            time_format: s.time_format,
+            currency: s.currency,
+            address: s.address,
+            logo: s.logo,
+            logo_url: s.logo_url,
+            application_url: s.application_url,
+            website: s.website,
+            locale: s.locale,
+        }
+    }
+}
+
+/// The settings safe to show unauthenticated users.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicSettings {
+    pub tenant_id: String,
+    pub name: String,
+    pub logo: Option<String>,
+    pub logo_url: Option<String>,
+    pub application_url: Option<String>,
+    pub timezone: Option<String>,
+    pub date_format: Option<String>,
+    pub time_format: Option<String>,
+    pub locale: Option<String>,
+}
+
+/// Query of `GET /tenants/resources/tenants/v2`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size: default 50, maximum 200 (more is refused).
+    #[serde(rename = "_limit")]
+    #[param(rename = "_limit")]
+    pub limit: Option<u32>,
+    #[serde(rename = "_offset")]
+    #[param(rename = "_offset")]
+    pub offset: Option<u32>,
+    /// Case-insensitive substring of the name or tenantId.
+    #[serde(rename = "_filter")]
+    #[param(rename = "_filter")]
+    pub filter: Option<String>,
+    /// `createdAt`, `name` or `tenantId`.
+    #[serde(rename = "_sortBy")]
+    #[param(rename = "_sortBy")]
+    pub sort_by: Option<String>,
+    /// `ASC` or `DESC`.
+    #[serde(rename = "_order")]
+    #[param(rename = "_order")]
+    pub order: Option<String>,
+    /// Only these accounts (comma-separated or repeated).
+    #[serde(rename = "_tenantIds")]
+    #[param(rename = "_tenantIds")]
+    pub tenant_ids: Option<String>,
+}
+
+/// Paging of membership lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size: default 50, maximum 200.
+    #[serde(rename = "_limit")]
+    #[param(rename = "_limit")]
+    pub limit: Option<u32>,
+    #[serde(rename = "_offset")]
+    #[param(rename = "_offset")]
+    pub offset: Option<u32>,
+}
+
+/// A user's membership of an account.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub created_at: Option<String>,
+}
+
+impl From<pb::Membership> for Membership {
+    fn from(m: pb::Membership) -> Self {
+        Self {
+            tenant_id: m.tenant_id,
+            user_id: m.user_id,
+            created_at: opt_timestamp(m.created_at),
+        }
+    }
+}
+
+/// Body of `POST .../{tenantId}/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddMemberBody {
+    /// The identity provider's user ID.
+    pub user_id: String,
+}
+
+/// One account to migrate: a bare ID or a full account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum MigrationItemBody {
+    Id(String),
+    Account(Box<CreateTenantBody>),
+}
+
+/// Body of `POST /tenants/resources/migrations/v1/tenants`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateBody {
+    pub tenants: Vec<MigrationItemBody>,
+}
+
+/// A submitted migration.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationAccepted {
+    pub migration_id: String,
+    pub total_items: u64,
+}
+
+/// A migration's progress and one page of its item errors.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    pub migration_id: String,
+    /// `pending`, `running`, `completed` or `failed`.
+    pub status: String,
+    pub total_items: u64,
+    pub processed_items: u64,
+    pub created_items: u64,
+    pub skipped_items: u64,
+    pub failed_items: u64,
+    pub failure_message: Option<String>,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub errors: Vec<ItemError>,
+    pub errors_metadata: ListMetadata,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+
+/// Create an account (reactivates a deleted one with the same ID).
+#[utoipa::path(post, path = "/tenants/resources/tenants/v1", tag = "Accounts",
+    request_body = CreateTenantBody,
+    responses((status = 201, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_account(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(body): ApiJson<CreateTenantBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = Some(body.into_new_account("")?);
+    let out = state
+        .tenants()
+        .create_account(grpc(&p, CreateAccountRequest { account }))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(tenant(out.account)?)))
+}
+
+/// Delete the caller's own account (user token with `fe.account-settings.delete.account`).
+#[utoipa::path(delete, path = "/tenants/resources/tenants/v1", tag = "Accounts",
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_current_account(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<Tenant>, ApiError> {
+    let Principal::User {
+        tenant_id,
+        permissions,
+        ..
+    } = &p
+    else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "deleting the current account requires a user token",
+        ));
+    };
+    // The service checks `fe.account-settings.delete.account` among the token's permissions.
+    let out = state
+        .tenants()
+        .delete_current_account(grpc(
+            &p,
+            DeleteCurrentAccountRequest {
+                tenant_id: tenant_id.clone(),
+                caller_permissions: permissions.clone(),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(tenant(out.account)?))
+}
+
+async fn get_account(
+    state: &AppState,
+    p: &Principal,
+    tenant_id: String,
+) -> Result<Json<Tenant>, ApiError> {
+    let out = state
+        .tenants()
+        .get_account(grpc(p, GetAccountRequest { tenant_id }))
+        .await?
+        .into_inner();
+    Ok(Json(tenant(out.account)?))
+}
+
+async fn update_account(
+    state: &AppState,
+    p: &Principal,
+    tenant_id: String,
+    b: UpdateTenantBody,
+) -> Result<Json<Tenant>, ApiError> {
+    let request = UpdateAccountRequest {
+        tenant_id,
+        name: b.name,
+        status: b.status,
+        website: b.website,
+        application_url: b.application_url,
+        logo: b.logo,
+        logo_url: b.logo_url,
+        address: b.address,
+        timezone: b.timezone,
+        currency: b.currency,
+        creator_name: b.creator_name,
+        creator_email: b.creator_email,
+        is_reseller: b.is_reseller,
+        alias: b.alias,
+    };
+    let out = state
+        .tenants()
+        .update_account(grpc(p, request))
+        .await?
+        .into_inner();
+    Ok(Json(tenant(out.account)?))
+}
+
+/// Get an account (deprecated v1 form).
+#[utoipa::path(get, path = "/tenants/resources/tenants/v1/{tenantId}", tag = "Accounts",
+    params(("tenantId" = String, Path)),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+#[deprecated(note = "the seed keeps v1 as a deprecated form of v2")]
+async fn get_account_v1(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    get_account(&state, &p, tenant_id).await
+}
+
+/// Update an account (deprecated v1 form); an update that changes nothing is refused.
+#[utoipa::path(put, path = "/tenants/resources/tenants/v1/{tenantId}", tag = "Accounts",
+    params(("tenantId" = String, Path)), request_body = UpdateTenantBody,
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+#[deprecated(note = "the seed keeps v1 as a deprecated form of v2")]
+async fn update_account_v1(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateTenantBody>,
+) -> Result<Json<Tenant>, ApiError> {
+    update_account(&state, &p, tenant_id, body).await
+}
+
+/// Delete an account: memberships removed, sub-accounts re-parented to its parent.
+#[utoipa::path(delete, path = "/tenants/resources/tenants/v1/{tenantId}", tag = "Accounts",
+    params(("tenantId" = String, Path)),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_account(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    let out = state
+        .tenants()
+        .delete_account(grpc(
+            &p,
+            DeleteAccountRequest {
+                tenant_id,
+                expected_parent_tenant_id: None,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(tenant(out.account)?))
+}
+
+/// Merge keys into an account's metadata (existing keys are overwritten).
+#[utoipa::path(post, path = "/tenants/resources/tenants/v1/{tenantId}/metadata", tag = "Accounts",
+    params(("tenantId" = String, Path)), request_body = MetadataBody,
+    responses((status = 201, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn add_metadata(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<MetadataBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let out = state
+        .tenants()
+        .add_account_metadata(grpc(
+            &p,
+            AddAccountMetadataRequest {
+                tenant_id,
+                metadata: Some(json_to_value(body.metadata)),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(tenant(out.account)?)))
+}
+
+/// Remove one metadata key.
+#[utoipa::path(delete, path = "/tenants/resources/tenants/v1/{tenantId}/metadata/{key}", tag = "Accounts",
+    params(("tenantId" = String, Path), ("key" = String, Path)),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_metadata(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath((tenant_id, key)): ApiPath<(String, String)>,
+) -> Result<Json<Tenant>, ApiError> {
+    let out = state
+        .tenants()
+        .delete_account_metadata(grpc(&p, DeleteAccountMetadataRequest { tenant_id, key }))
+        .await?
+        .into_inner();
+    Ok(Json(tenant(out.account)?))
+}
+
+/// List accounts with filter, sort and paging.
+#[utoipa::path(get, path = "/tenants/resources/tenants/v2", tag = "Accounts",
+    params(ListQuery),
+    responses((status = 200, body = Paged<Tenant>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_accounts(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Paged<Tenant>>, ApiError> {
+    let sort_by = match q.sort_by.as_deref() {
+        None | Some("") => AccountSortField::Unspecified,
+        Some("createdAt") => AccountSortField::CreatedAt,
+        Some("name") => AccountSortField::Name,
+        Some("tenantId") => AccountSortField::TenantId,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "_sortBy",
+                "must be createdAt, name or tenantId",
+            ));
+        }
+    };
+    let request = ListAccountsRequest {
+        page: page(q.limit, q.offset),
+        filter: q.filter,
+        sort_by: sort_by.into(),
+        order: sort_order(q.order.as_deref(), "_order")?.into(),
+        tenant_ids: split_list(q.tenant_ids.as_deref()),
+    };
+    let out = state
+        .tenants()
+        .list_accounts(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(Json(Paged {
+        items: out.accounts.into_iter().map(Tenant::from).collect(),
+        metadata: out.page.into(),
+    }))
+}
+
+/// Get an account (404 when missing or deleted).
+#[utoipa::path(get, path = "/tenants/resources/tenants/v2/{tenantId}", tag = "Accounts",
+    params(("tenantId" = String, Path)),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_account_v2(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    get_account(&state, &p, tenant_id).await
+}
+
+/// Update an account.
+#[utoipa::path(put, path = "/tenants/resources/tenants/v2/{tenantId}", tag = "Accounts",
+    params(("tenantId" = String, Path)), request_body = UpdateTenantBody,
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_account_v2(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateTenantBody>,
+) -> Result<Json<Tenant>, ApiError> {
+    update_account(&state, &p, tenant_id, body).await
+}
+
+/// Get an account by its alias.
+#[utoipa::path(get, path = "/tenants/resources/tenants/v2/alias/{alias}", tag = "Accounts",
+    params(("alias" = String, Path)),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_account_by_alias(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(alias): ApiPath<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    let out = state
+        .tenants()
+        .get_account_by_alias(grpc(&p, GetAccountByAliasRequest { alias }))
+        .await?
+        .into_inner();
+    Ok(Json(tenant(out.account)?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memberships
+
+/// List the users of an account.
+#[utoipa::path(get, path = "/tenants/resources/tenants/v1/{tenantId}/users", tag = "Memberships",
+    params(("tenantId" = String, Path), PageQuery),
+    responses((status = 200, body = Paged<Membership>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_members(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Paged<Membership>>, ApiError> {
+    let out = state
+        .memberships()
+        .list_account_members(grpc(
+            &p,
+            ListAccountMembersRequest {
+                tenant_id,
+                page: page(q.limit, q.offset),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(Paged {
+        items: out.memberships.into_iter().map(Membership::from).collect(),
+        metadata: out.page.into(),
+    }))
+}
+
+/// Add a user to an account.
+#[utoipa::path(post, path = "/tenants/resources/tenants/v1/{tenantId}/users", tag = "Memberships",
+    params(("tenantId" = String, Path)), request_body = AddMemberBody,
+    responses((status = 201, body = Membership), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn add_member(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiJson(body): ApiJson<AddMemberBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let out = state
+        .memberships()
+        .add_membership(grpc(
+            &p,
+            AddMembershipRequest {
+                tenant_id,
+                user_id: body.user_id,
+            },
+        ))
+        .await?
+        .into_inner();
+    let membership = out.membership.ok_or_else(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(Membership::from(membership))))
+}
+
+/// Remove a user from an account.
+#[utoipa::path(delete, path = "/tenants/resources/tenants/v1/{tenantId}/users/{userId}", tag = "Memberships",
+    params(("tenantId" = String, Path), ("userId" = String, Path)),
+    responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn remove_member(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath((tenant_id, user_id)): ApiPath<(String, String)>,
+) -> Result<Json<Deleted>, ApiError> {
+    state
+        .memberships()
+        .remove_membership(grpc(&p, RemoveMembershipRequest { tenant_id, user_id }))
+        .await?;
+    Ok(Json(Deleted { deleted: true }))
+}
+
+/// List the accounts a user belongs to.
+#[utoipa::path(get, path = "/tenants/resources/users/v1/{userId}/tenants", tag = "Memberships",
+    params(("userId" = String, Path), PageQuery),
+    responses((status = 200, body = Paged<Membership>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_user_accounts(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(user_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Paged<Membership>>, ApiError> {
+    let out = state
+        .memberships()
+        .list_user_accounts(grpc(
+            &p,
+            ListUserAccountsRequest {
+                user_id,
+                page: page(q.limit, q.offset),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(Paged {
+        items: out.memberships.into_iter().map(Membership::from).collect(),
+        metadata: out.page.into(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account settings (self-service)
+
+/// Get account settings: the token's account, or `frontegg-tenant-id`.
+#[utoipa::path(get, path = "/tenants/resources/account-settings/v1", tag = "Account settings",
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
+    responses((status = 200, body = AccountSettings), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_settings(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+) -> Result<Json<AccountSettings>, ApiError> {
+    let tenant_id = scope::target_account(&state, &p, &headers).await?;
+    let out = state
+        .tenants()
+        .get_account_settings(grpc(&p, GetAccountSettingsRequest { tenant_id }))
+        .await?
+        .into_inner();
+    Ok(Json(out.settings.unwrap_or_default().into()))
+}
+
+/// Update account settings (at least one).
+#[utoipa::path(put, path = "/tenants/resources/account-settings/v1", tag = "Account settings",
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
+    request_body = AccountSettings,
+    responses((status = 200, body = AccountSettings), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_settings(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<AccountSettings>,
+) -> Result<Json<AccountSettings>, ApiError> {
+    let tenant_id = scope::target_account(&state, &p, &headers).await?;
+    require_permission(&p, permissions::WRITE_ACCOUNT_SETTINGS)?;
+    let out = state
+        .tenants()
+        .update_account_settings(grpc(
+            &p,
+            UpdateAccountSettingsRequest {
+                tenant_id,
+                settings: Some(body.into()),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(out.settings.unwrap_or_default().into()))
+}
+
+/// Get the public subset of the account settings.
+#[utoipa::path(get, path = "/tenants/resources/account-settings/v1/public", tag = "Account settings",
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
+    responses((status = 200, body = PublicSettings), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_public_settings(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+) -> Result<Json<PublicSettings>, ApiError> {
+    let tenant_id = scope::target_account(&state, &p, &headers).await?;
+    let out = state
+        .tenants()
+        .get_public_account_settings(grpc(&p, GetPublicAccountSettingsRequest { tenant_id }))
+        .await?
+        .into_inner();
+    let s = out.settings.unwrap_or_default();
+    Ok(Json(PublicSettings {
+        tenant_id: s.tenant_id,
+        name: s.name,
+        logo: s.logo,
+        logo_url: s.logo_url,
+        application_url: s.application_url,
+        timezone: s.timezone,
+        date_format: s.date_format,
+        time_format: s.time_format,
+        locale: s.locale,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrations
+
+/// Submit accounts to import (bare IDs or full accounts); answers 202 at once.
+#[utoipa::path(post, path = "/tenants/resources/migrations/v1/tenants", tag = "Account migration",
+    request_body = MigrateBody,
+    responses((status = 202, body = MigrationAccepted), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn submit_migration(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(body): ApiJson<MigrateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    if body.tenants.is_empty() {
+        return Err(ApiError::invalid_field(
+            "tenants",
+            "must list at least one account",
+        ));
+    }
+    let mut items = Vec::with_capacity(body.tenants.len());
+    for (i, t) in body.tenants.into_iter().enumerate() {
+        let item = match t {
+            MigrationItemBody::Id(id) => migration_item::Item::TenantId(id),
+            MigrationItemBody::Account(a) => {
+                migration_item::Item::Account(a.into_new_account(&format!("tenants[{i}]."))?)
+            }
+        };
+        items.push(MigrationItem { item: Some(item) });
+    }
+    let mut chunks = Vec::with_capacity(items.len().div_ceil(MIGRATION_CHUNK));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(SubmitMigrationRequest {
+            items: items.by_ref().take(MIGRATION_CHUNK).collect(),
+        });
+    }
+    let out = state
+        .migrations()
+        .submit_migration(grpc(&p, stream::iter(chunks)))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MigrationAccepted {
+            migration_id: out.migration_id,
+            total_items: out.total_items,
+        }),
+    ))
+}
+
+/// A migration's state, counts and a page of its item errors.
+#[utoipa::path(get, path = "/tenants/resources/migrations/v1/tenants/status/{migrationId}", tag = "Account migration",
+    params(("migrationId" = String, Path), PageQuery),
+    responses((status = 200, body = MigrationStatus), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn migration_status(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(migration_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<MigrationStatus>, ApiError> {
+    let out = state
+        .migrations()
+        .get_migration_status(grpc(
+            &p,
+            GetMigrationStatusRequest {
+                migration_id,
+                errors_page: page(q.limit, q.offset),
+            },
+        ))
+        .await?
+        .into_inner();
+    let m = out.migration.ok_or_else(ApiError::internal)?;
+    let status = match m.state() {
+        MigrationState::Pending | MigrationState::Unspecified => "pending",
+        MigrationState::Running => "running",
+        MigrationState::Completed => "completed",
+        MigrationState::Failed => "failed",
+    };
+    Ok(Json(MigrationStatus {
+        migration_id: m.migration_id,
+        status: status.to_owned(),
+        total_items: m.total_items,
+        processed_items: m.processed_items,
+        created_items: m.created_items,
+        skipped_items: m.skipped_items,
+        failed_items: m.failed_items,
+        failure_message: m.failure_message,
+        created_at: opt_timestamp(m.created_at),
+        started_at: opt_timestamp(m.started_at),
+        finished_at: opt_timestamp(m.finished_at),
+        errors: out
+            .errors
+            .into_iter()
+            .map(|e| ItemError {
+                index: e.index,
+                id: e.id,
+                field: crate::error::camel_path(&e.field),
+                reason: e.reason,
+                message: e.message,
+            })
+            .collect(),
+        errors_metadata: out.errors_page.into(),
+    }))
+}

@@ -1,0 +1,464 @@
+//! Entitlement checks: our `/entitlements/api/v1/is-entitled-to` (+ `/batch`) with provenance,
+//! and Frontegg's agent endpoints (`/v1/data/e10s/...`) in their own shapes.
+//!
+//! With a user token the subject is the token's: its user, its permissions, and its account
+//! or a reachable sub-account; naming another user is 403. Environment tokens check anyone.
+
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json_};
+use tenantry_proto::entitlement::v1::{
+    self as pb, AllowReason, BatchIsEntitledToRequest, EntitlementQuery, GrantLevel,
+    IsEntitledToRequest, Justification, RouteTarget, entitlement_query::Target,
+};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::rules::{AllocationJson, allocation_json};
+use crate::{
+    auth::{Caller, Principal, scope},
+    convert::{map_to_struct, opt_timestamp, parse_time_field},
+    error::{ApiError, ErrorBody},
+    extract::ApiJson,
+    routes::grants::MAX_BATCH,
+    state::{AppState, grpc},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(is_entitled_to))
+        .routes(routes!(is_entitled_to_batch))
+        .routes(routes!(agent_feature))
+        .routes(routes!(agent_permission))
+        .routes(routes!(agent_route))
+}
+
+/// Who is asking.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectBody {
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: Map<String, Json_>,
+}
+
+/// `{"featureKey"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FeatureTarget {
+    pub feature_key: String,
+}
+
+/// `{"permissionKey"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PermissionTarget {
+    pub permission_key: String,
+}
+
+/// `{"method", "path"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTargetBody {
+    pub method: String,
+    pub path: String,
+}
+
+/// One check: a subject and exactly one of `feature`, `permission`, `route`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckBody {
+    pub subject: SubjectBody,
+    pub feature: Option<FeatureTarget>,
+    pub permission: Option<PermissionTarget>,
+    pub route: Option<RouteTargetBody>,
+    /// Evaluation time (RFC 3339); default now.
+    pub at: Option<String>,
+    /// For `max_count` features: entitled only with at least this much.
+    pub requested_amount: Option<u64>,
+    /// Answer from an index at least this fresh (the `x-tenantry-revision` of a write).
+    pub min_revision: Option<u64>,
+}
+
+/// Many checks, answered in order from one index revision.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchCheckBody {
+    pub checks: Vec<BatchCheckItem>,
+    pub min_revision: Option<u64>,
+}
+
+/// One check of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchCheckItem {
+    pub subject: SubjectBody,
+    pub feature: Option<FeatureTarget>,
+    pub permission: Option<PermissionTarget>,
+    pub route: Option<RouteTargetBody>,
+    pub at: Option<String>,
+    pub requested_amount: Option<u64>,
+}
+
+/// Which grant and plan decided.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    pub grant_id: String,
+    pub plan_id: String,
+    pub plan_key: String,
+    /// `user`, `account` or `ancestor`.
+    pub level: Option<String>,
+    pub granted_tenant_id: String,
+    pub feature_key: String,
+    pub route_id: String,
+}
+
+/// A check's answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub result: bool,
+    /// Why not: MISSING_FEATURE, MISSING_PERMISSION, PLAN_EXPIRED, PLAN_REVOKED, NOT_STARTED,
+    /// FEATURE_FLAG_OFF, LIMIT_EXCEEDED, MISSING_ROUTE, ROUTE_DENIED, TENANT_NOT_FOUND.
+    pub justification: Option<String>,
+    /// Why: GRANT, UNGATED_PERMISSION, ROUTE_ALLOW, ROUTE_REQUIREMENTS_MET.
+    pub allow_reason: Option<String>,
+    pub allocation: AllocationJson,
+    pub provenance: Option<Provenance>,
+    /// When the answer would next change by time alone.
+    pub next_change_at: Option<String>,
+}
+
+/// Answer of `is-entitled-to`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResponse {
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub revision: u64,
+}
+
+/// Answer of `is-entitled-to/batch`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCheckResponse {
+    pub results: Vec<Decision>,
+    pub revision: u64,
+}
+
+pub fn justification_name(j: Justification) -> Option<&'static str> {
+    Some(match j {
+        Justification::Unspecified => return None,
+        Justification::MissingFeature => "MISSING_FEATURE",
+        Justification::MissingPermission => "MISSING_PERMISSION",
+        Justification::PlanExpired => "PLAN_EXPIRED",
+        Justification::PlanRevoked => "PLAN_REVOKED",
+        Justification::NotStarted => "NOT_STARTED",
+        Justification::FeatureFlagOff => "FEATURE_FLAG_OFF",
+        Justification::LimitExceeded => "LIMIT_EXCEEDED",
+        Justification::MissingRoute => "MISSING_ROUTE",
+        Justification::RouteDenied => "ROUTE_DENIED",
+        Justification::TenantNotFound => "TENANT_NOT_FOUND",
+    })
+}
+
+fn allow_reason_name(r: AllowReason) -> Option<&'static str> {
+    Some(match r {
+        AllowReason::Unspecified => return None,
+        AllowReason::Grant => "GRANT",
+        AllowReason::UngatedPermission => "UNGATED_PERMISSION",
+        AllowReason::RouteAllow => "ROUTE_ALLOW",
+        AllowReason::RouteRequirementsMet => "ROUTE_REQUIREMENTS_MET",
+    })
+}
+
+pub fn level_name(l: GrantLevel) -> Option<&'static str> {
+    match l {
+        GrantLevel::Unspecified => None,
+        GrantLevel::User => Some("user"),
+        GrantLevel::Account => Some("account"),
+        GrantLevel::Ancestor => Some("ancestor"),
+    }
+}
+
+pub fn provenance(p: pb::Provenance) -> Provenance {
+    Provenance {
+        level: level_name(p.level()).map(str::to_owned),
+        grant_id: p.grant_id,
+        plan_id: p.plan_id,
+        plan_key: p.plan_key,
+        granted_tenant_id: p.granted_tenant_id,
+        feature_key: p.feature_key,
+        route_id: p.route_id,
+    }
+}
+
+fn decision(d: pb::EntitlementDecision) -> Decision {
+    Decision {
+        result: d.result,
+        justification: justification_name(d.justification()).map(str::to_owned),
+        allow_reason: allow_reason_name(d.allow_reason()).map(str::to_owned),
+        allocation: allocation_json(d.allocation),
+        provenance: d.provenance.map(provenance),
+        next_change_at: opt_timestamp(d.next_change_at),
+    }
+}
+
+/// The subject as the principal may ask about it (see the module comment).
+async fn subject(
+    state: &AppState,
+    principal: &Principal,
+    s: SubjectBody,
+) -> Result<pb::Subject, ApiError> {
+    scope::ensure_account(state, principal, &s.tenant_id).await?;
+    let (user_id, permissions) = match principal {
+        Principal::Environment { .. } => (s.user_id, s.permissions),
+        Principal::User {
+            user_id,
+            permissions,
+            ..
+        } => {
+            if s.user_id.as_ref().is_some_and(|u| u != user_id) {
+                return Err(ApiError::forbidden());
+            }
+            // A user's permissions come from its token, never from the body.
+            (Some(user_id.clone()), permissions.clone())
+        }
+    };
+    Ok(pb::Subject {
+        tenant_id: s.tenant_id,
+        user_id,
+        permissions,
+        attributes: Some(map_to_struct(s.attributes)),
+    })
+}
+
+fn target(
+    feature: Option<FeatureTarget>,
+    permission: Option<PermissionTarget>,
+    route: Option<RouteTargetBody>,
+    field: &str,
+) -> Result<Target, ApiError> {
+    match (feature, permission, route) {
+        (Some(f), None, None) => Ok(Target::FeatureKey(f.feature_key)),
+        (None, Some(p), None) => Ok(Target::PermissionKey(p.permission_key)),
+        (None, None, Some(r)) => Ok(Target::Route(RouteTarget {
+            method: r.method,
+            path: r.path,
+        })),
+        _ => Err(ApiError::invalid_field(
+            field,
+            "give exactly one of feature, permission and route",
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn query(
+    state: &AppState,
+    principal: &Principal,
+    subject_body: SubjectBody,
+    target: Target,
+    at: Option<String>,
+    requested_amount: Option<u64>,
+    field: &str,
+) -> Result<EntitlementQuery, ApiError> {
+    Ok(EntitlementQuery {
+        subject: Some(subject(state, principal, subject_body).await?),
+        target: Some(target),
+        at: at
+            .map(|t| parse_time_field(&t, &format!("{field}at")))
+            .transpose()?,
+        requested_amount,
+    })
+}
+
+/// Is the subject entitled to a feature, a permission or a route? With provenance.
+#[utoipa::path(post, path = "/entitlements/api/v1/is-entitled-to", tag = "Checks",
+    request_body = CheckBody,
+    responses((status = 200, body = CheckResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn is_entitled_to(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<CheckBody>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    let t = target(b.feature, b.permission, b.route, "feature")?;
+    let q = query(&state, &p, b.subject, t, b.at, b.requested_amount, "").await?;
+    let out = state
+        .checks()
+        .is_entitled_to(grpc(
+            &p,
+            IsEntitledToRequest {
+                query: Some(q),
+                min_revision: b.min_revision.unwrap_or_default(),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(CheckResponse {
+        decision: decision(out.decision.unwrap_or_default()),
+        revision: out.revision,
+    }))
+}
+
+/// Many checks in one call (up to 1,000), answers in request order.
+#[utoipa::path(post, path = "/entitlements/api/v1/is-entitled-to/batch", tag = "Checks",
+    request_body = BatchCheckBody,
+    responses((status = 200, body = BatchCheckResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn is_entitled_to_batch(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<BatchCheckBody>,
+) -> Result<Json<BatchCheckResponse>, ApiError> {
+    if b.checks.is_empty() || b.checks.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field(
+            "checks",
+            format!("must hold 1 to {MAX_BATCH} checks (got {})", b.checks.len()),
+        ));
+    }
+    let mut queries = Vec::with_capacity(b.checks.len());
+    for (i, c) in b.checks.into_iter().enumerate() {
+        let field = format!("checks[{i}].");
+        let t = target(c.feature, c.permission, c.route, &format!("{field}feature"))?;
+        queries.push(query(&state, &p, c.subject, t, c.at, c.requested_amount, &field).await?);
+    }
+    let out = state
+        .checks()
+        .batch_is_entitled_to(grpc(
+            &p,
+            BatchIsEntitledToRequest {
+                queries,
+                min_revision: b.min_revision.unwrap_or_default(),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(BatchCheckResponse {
+        results: out.decisions.into_iter().map(decision).collect(),
+        revision: out.revision,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frontegg's agent endpoints
+
+/// `{"input": {"subjectContext", "requestContext"}}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBody<R> {
+    pub input: AgentInput<R>,
+}
+
+/// The agent's input.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentInput<R> {
+    pub subject_context: SubjectBody,
+    pub request_context: R,
+}
+
+/// The agent's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentResponse {
+    pub decision_id: String,
+    #[schema(value_type = Object)]
+    pub metrics: Map<String, Json_>,
+    pub result: AgentResult,
+}
+
+/// `{"result", "justification", "monitoring"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentResult {
+    pub result: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    pub monitoring: bool,
+}
+
+async fn agent(
+    state: &AppState,
+    p: &Principal,
+    subject_body: SubjectBody,
+    target: Target,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let started = std::time::Instant::now();
+    let q = query(state, p, subject_body, target, None, None, "input.").await?;
+    let out = state
+        .checks()
+        .is_entitled_to(grpc(
+            p,
+            IsEntitledToRequest {
+                query: Some(q),
+                min_revision: 0,
+            },
+        ))
+        .await?
+        .into_inner();
+    let d = out.decision.unwrap_or_default();
+    let mut metrics = Map::new();
+    metrics.insert(
+        "timer_server_handler_ns".to_owned(),
+        Json_::from(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+    );
+    Ok(Json(AgentResponse {
+        decision_id: uuid::Uuid::new_v4().to_string(),
+        metrics,
+        result: AgentResult {
+            result: d.result,
+            justification: justification_name(d.justification()).map(str::to_owned),
+            monitoring: false,
+        },
+    }))
+}
+
+/// Frontegg agent: feature check.
+#[utoipa::path(post, path = "/v1/data/e10s/features/is_entitled_to_input_feature", tag = "Checks",
+    request_body = AgentBody<FeatureTarget>,
+    responses((status = 200, body = AgentResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn agent_feature(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<AgentBody<FeatureTarget>>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let t = Target::FeatureKey(b.input.request_context.feature_key);
+    agent(&state, &p, b.input.subject_context, t).await
+}
+
+/// Frontegg agent: permission check.
+#[utoipa::path(post, path = "/v1/data/e10s/permissions/is_entitled_to_input_permission", tag = "Checks",
+    request_body = AgentBody<PermissionTarget>,
+    responses((status = 200, body = AgentResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn agent_permission(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<AgentBody<PermissionTarget>>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let t = Target::PermissionKey(b.input.request_context.permission_key);
+    agent(&state, &p, b.input.subject_context, t).await
+}
+
+/// Frontegg agent: route check.
+#[utoipa::path(post, path = "/v1/data/e10s/routes/is_entitled_to_input_route", tag = "Checks",
+    request_body = AgentBody<RouteTargetBody>,
+    responses((status = 200, body = AgentResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn agent_route(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(b): ApiJson<AgentBody<RouteTargetBody>>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let r = b.input.request_context;
+    let t = Target::Route(RouteTarget {
+        method: r.method,
+        path: r.path,
+    });
+    agent(&state, &p, b.input.subject_context, t).await
+}

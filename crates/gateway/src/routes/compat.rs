@@ -1,0 +1,306 @@
+//! The two compatibility surfaces, each in its own exact shape including errors:
+//! seed 003 `GET /v1/entitlements/{user_id}` (`{"grants"}`, errors `{"error", "message"}`) and
+//! seed 004 `GET /tenants/{tenant_id}/entitlements` (Cloudflare's `{success, errors, messages,
+//! result}` envelope, error codes ≥ 1000).
+
+use axum::{
+    Json,
+    extract::{Path, State, rejection::PathRejection},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::{Value as Json_, json};
+use tenantry_proto::entitlement::v1::{
+    GetAccountEntitlementsRequest, ListUserGrantsRequest, UserGrantStatus,
+};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::rules::{AllocationJson, allocation_json};
+use crate::{
+    auth::{Caller, Principal, scope},
+    convert::{opt_struct_to_json, opt_timestamp},
+    error::ApiError,
+    state::{AppState, grpc},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(user_grants))
+        .routes(routes!(tenant_entitlements))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 003
+
+/// A grant in the seed-003 schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Grant {
+    pub id: String,
+    pub external_id: String,
+    pub user_id: String,
+    pub product_key: String,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    pub granted_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub source: String,
+    pub brand_id: String,
+    #[schema(value_type = Object)]
+    pub metadata: Json_,
+    pub granted_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `{"grants": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantsResponse {
+    pub grants: Vec<Grant>,
+}
+
+/// Seed-003 error: `{"error", "message"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeedError {
+    pub error: String,
+    pub message: String,
+}
+
+/// An [`ApiError`] rendered in the seed-003 shape.
+pub struct Seed003Error(ApiError);
+
+impl From<ApiError> for Seed003Error {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<tonic::Status> for Seed003Error {
+    fn from(s: tonic::Status) -> Self {
+        Self(ApiError::from(s))
+    }
+}
+
+impl IntoResponse for Seed003Error {
+    fn into_response(self) -> Response {
+        let error = if self.0.status == http::StatusCode::BAD_REQUEST {
+            "validation_error".to_owned()
+        } else {
+            self.0.body.error.to_ascii_lowercase()
+        };
+        let body = SeedError {
+            error,
+            message: self.0.body.message,
+        };
+        (self.0.status, Json(body)).into_response()
+    }
+}
+
+/// List a user's entitlement grants (seed 003). A user token reads its own grants within its
+/// account; an environment token any user's in every account.
+#[utoipa::path(get, path = "/v1/entitlements/{user_id}", tag = "Compatibility",
+    params(("user_id" = String, Path)),
+    responses((status = 200, body = GrantsResponse), (status = 400, body = SeedError),
+        (status = 401, body = SeedError), (status = 403, body = SeedError)),
+    security(("bearer" = [])))]
+async fn user_grants(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<GrantsResponse>, Seed003Error> {
+    let Caller(p) = caller?;
+    let Path(user_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let tenant_id = match &p {
+        Principal::Environment { .. } => None,
+        Principal::User {
+            user_id: own,
+            tenant_id,
+            ..
+        } => {
+            if *own != user_id {
+                return Err(ApiError::forbidden().into());
+            }
+            Some(tenant_id.clone())
+        }
+    };
+    let out = state
+        .grants()
+        .list_user_grants(grpc(
+            &p,
+            ListUserGrantsRequest {
+                user_id,
+                tenant_id,
+                at: None,
+            },
+        ))
+        .await?
+        .into_inner();
+    let grants = out
+        .grants
+        .into_iter()
+        .map(|g| Grant {
+            status: match g.status() {
+                UserGrantStatus::Revoked => "revoked",
+                UserGrantStatus::Expired => "expired",
+                UserGrantStatus::Active | UserGrantStatus::Unspecified => "active",
+            }
+            .to_owned(),
+            id: g.id,
+            external_id: g.external_id,
+            user_id: g.user_id,
+            product_key: g.product_key,
+            granted_at: opt_timestamp(g.granted_at).unwrap_or_default(),
+            expires_at: opt_timestamp(g.expires_at),
+            revoked_at: opt_timestamp(g.revoked_at),
+            source: g.source,
+            brand_id: g.brand_id,
+            metadata: opt_struct_to_json(g.metadata),
+            granted_by: g.granted_by,
+            created_at: opt_timestamp(g.created_at).unwrap_or_default(),
+            updated_at: opt_timestamp(g.updated_at).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Json(GrantsResponse { grants }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 004
+
+/// `{"allocation", "feature": {"key"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomEntitlement {
+    pub allocation: AllocationJson,
+    #[schema(value_type = Object)]
+    pub feature: Json_,
+}
+
+/// Cloudflare's `TenantEntitlements`: the fixed keys (from features of those keys, else off or
+/// zero) and every effective feature in `custom_entitlements`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantEntitlements {
+    pub allow_add_subdomain: AllocationJson,
+    pub allow_auto_accept_invites: AllocationJson,
+    pub cname_setup_allowed: AllocationJson,
+    pub custom_entitlements: Vec<CustomEntitlement>,
+    pub mhs_certificate_count: AllocationJson,
+    pub partial_setup_allowed: AllocationJson,
+}
+
+/// One `messages`/`errors` entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponseInfo {
+    /// ≥ 1000.
+    pub code: u32,
+    pub message: String,
+}
+
+/// The envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope {
+    pub success: bool,
+    pub errors: Vec<ResponseInfo>,
+    pub messages: Vec<ResponseInfo>,
+    pub result: Option<TenantEntitlements>,
+}
+
+/// An [`ApiError`] rendered in the envelope; the code is 1000 + the HTTP status.
+pub struct Seed004Error(ApiError);
+
+impl From<ApiError> for Seed004Error {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<tonic::Status> for Seed004Error {
+    fn from(s: tonic::Status) -> Self {
+        Self(ApiError::from(s))
+    }
+}
+
+impl IntoResponse for Seed004Error {
+    fn into_response(self) -> Response {
+        let body = Envelope {
+            success: false,
+            errors: vec![ResponseInfo {
+                code: 1000 + u32::from(self.0.status.as_u16()),
+                message: self.0.body.message,
+            }],
+            messages: Vec::new(),
+            result: None,
+        };
+        (self.0.status, Json(body)).into_response()
+    }
+}
+
+fn fixed(entries: &[CustomEntitlement], key: &str, max_count: bool) -> AllocationJson {
+    entries
+        .iter()
+        .find(|e| e.feature.get("key").and_then(Json_::as_str) == Some(key))
+        .map_or_else(
+            || AllocationJson {
+                kind: if max_count { "max_count" } else { "bool" }.to_owned(),
+                value: if max_count { json!(0) } else { json!(false) },
+            },
+            |e| AllocationJson {
+                kind: e.allocation.kind.clone(),
+                value: e.allocation.value.clone(),
+            },
+        )
+}
+
+/// List an account's effective entitlements (seed 004, Cloudflare shape).
+#[utoipa::path(get, path = "/tenants/{tenant_id}/entitlements", tag = "Compatibility",
+    params(("tenant_id" = String, Path)),
+    responses((status = 200, body = Envelope), (status = "4XX", body = Envelope)),
+    security(("bearer" = [])))]
+async fn tenant_entitlements(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Envelope>, Seed004Error> {
+    let Caller(p) = caller?;
+    let Path(tenant_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    scope::ensure_account(&state, &p, &tenant_id).await?;
+    let user_id = match &p {
+        Principal::User { user_id, .. } => Some(user_id.clone()),
+        Principal::Environment { .. } => None,
+    };
+    let out = state
+        .checks()
+        .get_account_entitlements(grpc(
+            &p,
+            GetAccountEntitlementsRequest {
+                tenant_id,
+                user_id,
+                attributes: None,
+                at: None,
+                min_revision: 0,
+            },
+        ))
+        .await?
+        .into_inner();
+    let custom: Vec<CustomEntitlement> = out
+        .entitlements
+        .into_iter()
+        .map(|e| CustomEntitlement {
+            allocation: allocation_json(e.allocation),
+            feature: json!({ "key": e.feature_key }),
+        })
+        .collect();
+    let result = TenantEntitlements {
+        allow_add_subdomain: fixed(&custom, "allow_add_subdomain", false),
+        allow_auto_accept_invites: fixed(&custom, "allow_auto_accept_invites", false),
+        cname_setup_allowed: fixed(&custom, "cname_setup_allowed", false),
+        mhs_certificate_count: fixed(&custom, "mhs_certificate_count", true),
+        partial_setup_allowed: fixed(&custom, "partial_setup_allowed", false),
+        custom_entitlements: custom,
+    };
+    Ok(Json(Envelope {
+        success: true,
+        errors: Vec::new(),
+        messages: Vec::new(),
+        result: Some(result),
+    }))
+}

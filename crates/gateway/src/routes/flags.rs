@@ -1,0 +1,510 @@
+//! Feature flags (Frontegg `/entitlements/resources/feature-flags/v1`) and route policies
+//! (`/entitlements/resources/routes/v1`, same style).
+
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
+use tenantry_proto::{
+    common::v1::StringList,
+    entitlement::v1::{
+        self as pb, CreateFeatureFlagRequest, CreateRouteRequest, DeleteFeatureFlagRequest,
+        DeleteRouteRequest, GetFeatureFlagRequest, GetRouteRequest, ListFeatureFlagsRequest,
+        ListRoutesRequest, RoutePolicy, TargetingRuleList, UpdateFeatureFlagRequest,
+        UpdateRouteRequest, create_feature_flag_request,
+    },
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    Deleted, ItemsPage, page,
+    rules::{Rule, rule_from_pb, rules_to_pb, treatment, treatment_name},
+    sort_order, with_revision,
+};
+use crate::{
+    auth::Management,
+    convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp},
+    error::{ApiError, ErrorBody},
+    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    state::{AppState, grpc},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_flags, create_flag))
+        .routes(routes!(get_flag, update_flag, delete_flag))
+        .routes(routes!(list_routes, create_route))
+        .routes(routes!(get_route, update_route, delete_route))
+}
+
+/// The feature a flag belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlagFeature {
+    pub id: String,
+    pub key: String,
+    pub name: String,
+}
+
+/// A feature flag.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureFlag {
+    pub id: String,
+    pub name: String,
+    pub on: bool,
+    pub off_treatment: String,
+    pub default_treatment: String,
+    pub description: String,
+    #[schema(value_type = Object)]
+    pub metadata: Json_,
+    pub rules: Vec<Rule>,
+    pub feature_id: String,
+    pub feature: FlagFeature,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+impl From<pb::FeatureFlag> for FeatureFlag {
+    fn from(f: pb::FeatureFlag) -> Self {
+        Self {
+            off_treatment: treatment_name(f.off_treatment()).to_owned(),
+            default_treatment: treatment_name(f.default_treatment()).to_owned(),
+            feature: FlagFeature {
+                id: f.feature_id.clone(),
+                key: f.feature_key,
+                name: f.feature_name,
+            },
+            id: f.id,
+            name: f.name,
+            on: f.on,
+            description: f.description,
+            metadata: opt_struct_to_json(f.metadata),
+            rules: f.rules.into_iter().map(rule_from_pb).collect(),
+            feature_id: f.feature_id,
+            created_at: opt_timestamp(f.created_at),
+            updated_at: opt_timestamp(f.updated_at),
+        }
+    }
+}
+
+fn flag(f: Option<pb::FeatureFlag>) -> Result<FeatureFlag, ApiError> {
+    f.map(FeatureFlag::from).ok_or_else(ApiError::internal)
+}
+
+/// Body of `POST /resources/feature-flags/v1` (the feature by `featureId` or `featureKey`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateFlagBody {
+    pub name: String,
+    pub on: bool,
+    /// `"true"` or `"false"`.
+    pub off_treatment: String,
+    /// `"true"` or `"false"`.
+    pub default_treatment: String,
+    pub feature_id: Option<String>,
+    pub feature_key: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Json_>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// Body of `PATCH /resources/feature-flags/v1/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateFlagBody {
+    pub name: Option<String>,
+    pub on: Option<bool>,
+    pub off_treatment: Option<String>,
+    pub default_treatment: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Json_>,
+    pub rules: Option<Vec<Rule>>,
+}
+
+/// Query of the flag list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagQuery {
+    pub offset: Option<u32>,
+    pub limit: Option<u32>,
+    pub filter: Option<String>,
+    pub sort_type: Option<String>,
+    /// Comma-separated.
+    pub feature_ids: Option<String>,
+    pub on: Option<bool>,
+}
+
+/// List feature flags.
+#[utoipa::path(get, path = "/entitlements/resources/feature-flags/v1", tag = "Feature flags",
+    params(FlagQuery),
+    responses((status = 200, body = ItemsPage<FeatureFlag>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_flags(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiQuery(q): ApiQuery<FlagQuery>,
+) -> Result<Json<ItemsPage<FeatureFlag>>, ApiError> {
+    let request = ListFeatureFlagsRequest {
+        page: page(q.limit, q.offset),
+        filter: q.filter,
+        feature_ids: split_list(q.feature_ids.as_deref()),
+        on: q.on,
+        order: sort_order(q.sort_type.as_deref(), "sortType")?.into(),
+    };
+    let out = state
+        .flags()
+        .list_feature_flags(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(Json(ItemsPage::new(
+        out.feature_flags
+            .into_iter()
+            .map(FeatureFlag::from)
+            .collect(),
+        out.page,
+    )))
+}
+
+/// Create a feature flag.
+#[utoipa::path(post, path = "/entitlements/resources/feature-flags/v1", tag = "Feature flags",
+    request_body = CreateFlagBody,
+    responses((status = 201, body = FeatureFlag), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_flag(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(b): ApiJson<CreateFlagBody>,
+) -> Result<Response, ApiError> {
+    let feature = match (b.feature_id, b.feature_key) {
+        (Some(id), None) => create_feature_flag_request::Feature::FeatureId(id),
+        (None, Some(key)) => create_feature_flag_request::Feature::FeatureKey(key),
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::invalid_field(
+                "featureId",
+                "give exactly one of featureId and featureKey",
+            ));
+        }
+    };
+    let request = CreateFeatureFlagRequest {
+        name: b.name,
+        on: b.on,
+        off_treatment: treatment(&b.off_treatment, "offTreatment")?.into(),
+        default_treatment: treatment(&b.default_treatment, "defaultTreatment")?.into(),
+        feature: Some(feature),
+        description: b.description,
+        metadata: metadata_to_struct(b.metadata, "metadata")?,
+        rules: rules_to_pb(b.rules, "rules")?,
+    };
+    let out = state
+        .flags()
+        .create_feature_flag(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(with_revision(
+        (StatusCode::CREATED, Json(flag(out.feature_flag)?)),
+        out.revision,
+    ))
+}
+
+/// Get a feature flag.
+#[utoipa::path(get, path = "/entitlements/resources/feature-flags/v1/{flagId}", tag = "Feature flags",
+    params(("flagId" = String, Path)),
+    responses((status = 200, body = FeatureFlag), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_flag(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<FeatureFlag>, ApiError> {
+    let out = state
+        .flags()
+        .get_feature_flag(grpc(&p, GetFeatureFlagRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(flag(out.feature_flag)?))
+}
+
+/// Change a feature flag.
+#[utoipa::path(patch, path = "/entitlements/resources/feature-flags/v1/{flagId}", tag = "Feature flags",
+    params(("flagId" = String, Path)), request_body = UpdateFlagBody,
+    responses((status = 200, body = FeatureFlag), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_flag(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<UpdateFlagBody>,
+) -> Result<Response, ApiError> {
+    let request = UpdateFeatureFlagRequest {
+        id,
+        name: b.name,
+        on: b.on,
+        off_treatment: b
+            .off_treatment
+            .map(|t| treatment(&t, "offTreatment").map(i32::from))
+            .transpose()?,
+        default_treatment: b
+            .default_treatment
+            .map(|t| treatment(&t, "defaultTreatment").map(i32::from))
+            .transpose()?,
+        description: b.description,
+        metadata: metadata_to_struct(b.metadata, "metadata")?,
+        rules: b
+            .rules
+            .map(|r| rules_to_pb(r, "rules").map(|rules| TargetingRuleList { rules }))
+            .transpose()?,
+    };
+    let out = state
+        .flags()
+        .update_feature_flag(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(with_revision(Json(flag(out.feature_flag)?), out.revision))
+}
+
+/// Delete a feature flag.
+#[utoipa::path(delete, path = "/entitlements/resources/feature-flags/v1/{flagId}", tag = "Feature flags",
+    params(("flagId" = String, Path)),
+    responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_flag(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let out = state
+        .flags()
+        .delete_feature_flag(grpc(&p, DeleteFeatureFlagRequest { id }))
+        .await?
+        .into_inner();
+    Ok(with_revision(Json(Deleted { deleted: true }), out.revision))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route policies
+
+/// A route policy: method + path pattern → allow, deny, or require features/permissions.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    pub id: String,
+    /// `GET`, `POST`, ... or `*`.
+    pub method: String,
+    /// Pattern with `*` (one segment) and a trailing `**`.
+    pub path: String,
+    /// `allow`, `deny` or `require`.
+    pub policy: String,
+    pub required_feature_keys: Vec<String>,
+    pub required_permission_keys: Vec<String>,
+    pub description: String,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+impl From<pb::Route> for Route {
+    fn from(r: pb::Route) -> Self {
+        Self {
+            policy: match r.policy() {
+                RoutePolicy::Allow => "allow",
+                RoutePolicy::Deny => "deny",
+                RoutePolicy::Require | RoutePolicy::Unspecified => "require",
+            }
+            .to_owned(),
+            id: r.id,
+            method: r.method,
+            path: r.path_pattern,
+            required_feature_keys: r.required_feature_keys,
+            required_permission_keys: r.required_permission_keys,
+            description: r.description,
+            created_at: opt_timestamp(r.created_at),
+            updated_at: opt_timestamp(r.updated_at),
+        }
+    }
+}
+
+fn route(r: Option<pb::Route>) -> Result<Route, ApiError> {
+    r.map(Route::from).ok_or_else(ApiError::internal)
+}
+
+fn policy(value: &str) -> Result<RoutePolicy, ApiError> {
+    match value {
+        "allow" => Ok(RoutePolicy::Allow),
+        "deny" => Ok(RoutePolicy::Deny),
+        "require" => Ok(RoutePolicy::Require),
+        _ => Err(ApiError::invalid_field(
+            "policy",
+            "must be allow, deny or require",
+        )),
+    }
+}
+
+/// Body of `POST /resources/routes/v1`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRouteBody {
+    pub method: String,
+    pub path: String,
+    pub policy: String,
+    #[serde(default)]
+    pub required_feature_keys: Vec<String>,
+    #[serde(default)]
+    pub required_permission_keys: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Body of `PATCH /resources/routes/v1/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateRouteBody {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub policy: Option<String>,
+    pub required_feature_keys: Option<Vec<String>>,
+    pub required_permission_keys: Option<Vec<String>>,
+    pub description: Option<String>,
+}
+
+/// Query of the route list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RouteQuery {
+    pub offset: Option<u32>,
+    pub limit: Option<u32>,
+    /// Substring of the path pattern.
+    pub filter: Option<String>,
+    pub method: Option<String>,
+}
+
+/// List route policies.
+#[utoipa::path(get, path = "/entitlements/resources/routes/v1", tag = "Routes",
+    params(RouteQuery),
+    responses((status = 200, body = ItemsPage<Route>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_routes(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiQuery(q): ApiQuery<RouteQuery>,
+) -> Result<Json<ItemsPage<Route>>, ApiError> {
+    let out = state
+        .routes()
+        .list_routes(grpc(
+            &p,
+            ListRoutesRequest {
+                page: page(q.limit, q.offset),
+                filter: q.filter,
+                method: q.method,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(ItemsPage::new(
+        out.routes.into_iter().map(Route::from).collect(),
+        out.page,
+    )))
+}
+
+/// Create a route policy.
+#[utoipa::path(post, path = "/entitlements/resources/routes/v1", tag = "Routes",
+    request_body = CreateRouteBody,
+    responses((status = 201, body = Route), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_route(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(b): ApiJson<CreateRouteBody>,
+) -> Result<Response, ApiError> {
+    let request = CreateRouteRequest {
+        method: b.method,
+        path_pattern: b.path,
+        policy: policy(&b.policy)?.into(),
+        required_feature_keys: b.required_feature_keys,
+        required_permission_keys: b.required_permission_keys,
+        description: b.description,
+    };
+    let out = state
+        .routes()
+        .create_route(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(with_revision(
+        (StatusCode::CREATED, Json(route(out.route)?)),
+        out.revision,
+    ))
+}
+
+/// Get a route policy.
+#[utoipa::path(get, path = "/entitlements/resources/routes/v1/{routeId}", tag = "Routes",
+    params(("routeId" = String, Path)),
+    responses((status = 200, body = Route), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_route(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Route>, ApiError> {
+    let out = state
+        .routes()
+        .get_route(grpc(&p, GetRouteRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(route(out.route)?))
+}
+
+/// Change a route policy.
+#[utoipa::path(patch, path = "/entitlements/resources/routes/v1/{routeId}", tag = "Routes",
+    params(("routeId" = String, Path)), request_body = UpdateRouteBody,
+    responses((status = 200, body = Route), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_route(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<UpdateRouteBody>,
+) -> Result<Response, ApiError> {
+    let request = UpdateRouteRequest {
+        id,
+        method: b.method,
+        path_pattern: b.path,
+        policy: b.policy.map(|v| policy(&v).map(i32::from)).transpose()?,
+        required_feature_keys: b.required_feature_keys.map(|values| StringList { values }),
+        required_permission_keys: b
+            .required_permission_keys
+            .map(|values| StringList { values }),
+        description: b.description,
+    };
+    let out = state
+        .routes()
+        .update_route(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(with_revision(Json(route(out.route)?), out.revision))
+}
+
+/// Delete a route policy.
+#[utoipa::path(delete, path = "/entitlements/resources/routes/v1/{routeId}", tag = "Routes",
+    params(("routeId" = String, Path)),
+    responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_route(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let out = state
+        .routes()
+        .delete_route(grpc(&p, DeleteRouteRequest { id }))
+        .await?
+        .into_inner();
+    Ok(with_revision(Json(Deleted { deleted: true }), out.revision))
+}

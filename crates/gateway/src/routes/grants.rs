@@ -1,0 +1,626 @@
+//! Entitlements (grants): Frontegg `/entitlements/resources/entitlements/v2` single and batch
+//! forms (the seed), plus revocation.
+
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
+use tenantry_proto::{
+    common::v1::NullableTimestamp,
+    entitlement::v1::{
+        self as pb, AssignLevel, BatchCreateGrantsRequest, BatchDeleteGrantsRequest,
+        BatchUpdateGrantsRequest, CreateGrantRequest, DeleteGrantRequest, GetGrantRequest,
+        GrantPatch, GrantSortField, GrantStatus, ListGrantsRequest, NewGrant, RevokeGrantRequest,
+        UpdateGrantRequest, new_grant,
+    },
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{Deleted, ItemsPage, double_option, page, plans::Plan, sort_order, with_revision};
+use crate::{
+    auth::Management,
+    convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp, parse_time_field},
+    error::{ApiError, ErrorBody},
+    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    state::{AppState, grpc},
+};
+
+/// Most items in one batch call.
+pub const MAX_BATCH: usize = 1_000;
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_grants, create_grant))
+        .routes(routes!(batch_create, batch_update, batch_delete))
+        .routes(routes!(get_grant, update_grant, delete_grant))
+        .routes(routes!(revoke_grant))
+}
+
+/// An entitlement (grant): a plan given to an account, optionally to one of its users.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Entitlement {
+    pub id: String,
+    pub plan_id: String,
+    pub plan_key: String,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub starts_at: Option<String>,
+    pub expiration_date: Option<String>,
+    /// `scheduled`, `active`, `expired` or `revoked`.
+    pub status: String,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub source: String,
+    pub external_id: Option<String>,
+    pub granted_by: String,
+    #[schema(value_type = Object)]
+    pub metadata: Json_,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    /// With `withRelations=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+impl From<pb::Grant> for Entitlement {
+    fn from(g: pb::Grant) -> Self {
+        Self {
+            status: match g.status() {
+                GrantStatus::Scheduled => "scheduled",
+                GrantStatus::Expired => "expired",
+                GrantStatus::Revoked => "revoked",
+                GrantStatus::Active | GrantStatus::Unspecified => "active",
+            }
+            .to_owned(),
+            id: g.id,
+            plan_id: g.plan_id,
+            plan_key: g.plan_key,
+            tenant_id: g.tenant_id,
+            user_id: g.user_id,
+            starts_at: opt_timestamp(g.starts_at),
+            expiration_date: opt_timestamp(g.expires_at),
+            revoked_at: opt_timestamp(g.revoked_at),
+            revoked_by: g.revoked_by,
+            revoke_reason: g.revoke_reason,
+            source: g.source,
+            external_id: g.external_id,
+            granted_by: g.granted_by,
+            metadata: opt_struct_to_json(g.metadata),
+            created_at: opt_timestamp(g.created_at),
+            updated_at: opt_timestamp(g.updated_at),
+            plan: g.plan.map(Plan::from),
+        }
+    }
+}
+
+fn entitlement(g: Option<pb::Grant>) -> Result<Entitlement, ApiError> {
+    g.map(Entitlement::from).ok_or_else(ApiError::internal)
+}
+
+/// One entitlement to create (seed batch item and single create).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewEntitlement {
+    /// The plan by ID (Frontegg) ...
+    pub plan_id: Option<String>,
+    /// ... or by key.
+    pub plan_key: Option<String>,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    /// Zone-less times (`2022-01-01T12:00:00`) are UTC.
+    pub expiration_date: Option<String>,
+    pub starts_at: Option<String>,
+    pub external_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Json_>,
+    pub source: Option<String>,
+}
+
+impl NewEntitlement {
+    fn into_pb(self, field: &str) -> Result<NewGrant, ApiError> {
+        let plan = match (self.plan_id, self.plan_key) {
+            (Some(id), None) => new_grant::Plan::PlanId(id),
+            (None, Some(key)) => new_grant::Plan::PlanKey(key),
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(ApiError::invalid_field(
+                    &format!("{field}planId"),
+                    "give exactly one of planId and planKey",
+                ));
+            }
+        };
+        Ok(NewGrant {
+            plan: Some(plan),
+            tenant_id: self.tenant_id,
+            user_id: self.user_id,
+            starts_at: self
+                .starts_at
+                .map(|t| parse_time_field(&t, &format!("{field}startsAt")))
+                .transpose()?,
+            expires_at: self
+                .expiration_date
+                .map(|t| parse_time_field(&t, &format!("{field}expirationDate")))
+                .transpose()?,
+            external_id: self.external_id,
+            metadata: metadata_to_struct(self.metadata, &format!("{field}metadata"))?,
+            source: self.source,
+        })
+    }
+}
+
+/// A change to one entitlement.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntitlementPatch {
+    /// `null` removes the expiry.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub expiration_date: Option<Option<String>>,
+    /// `null` means now.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub starts_at: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Json_>,
+    pub external_id: Option<String>,
+}
+
+/// A change to one entitlement of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchPatchItem {
+    pub id: String,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub expiration_date: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub starts_at: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Json_>,
+    pub external_id: Option<String>,
+}
+
+fn nullable_time(
+    value: Option<Option<String>>,
+    field: &str,
+) -> Result<Option<NullableTimestamp>, ApiError> {
+    value
+        .map(|v| {
+            v.map(|t| parse_time_field(&t, field))
+                .transpose()
+                .map(|value| NullableTimestamp { value })
+        })
+        .transpose()
+}
+
+fn patch_to_pb(id: String, p: EntitlementPatch, field: &str) -> Result<GrantPatch, ApiError> {
+    Ok(GrantPatch {
+        id,
+        expires_at: nullable_time(p.expiration_date, &format!("{field}expirationDate"))?,
+        starts_at: nullable_time(p.starts_at, &format!("{field}startsAt"))?,
+        metadata: metadata_to_struct(p.metadata, &format!("{field}metadata"))?,
+        external_id: p.external_id,
+    })
+}
+
+/// Seed batch create body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchCreateBody {
+    pub entitlements: Vec<NewEntitlement>,
+}
+
+/// Seed batch create answer: IDs in request order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementIds {
+    pub entitlement_ids: Vec<String>,
+}
+
+/// Seed batch update body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchUpdateBody {
+    pub entitlements: Vec<BatchPatchItem>,
+}
+
+/// Seed batch delete query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BatchDeleteQuery {
+    /// Comma-separated or repeated entitlement IDs.
+    pub ids: Option<String>,
+}
+
+/// What a batch delete removed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchDeleted {
+    pub deleted_count: u64,
+}
+
+/// Body of the revocation route.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// Stored as `revokeReason` (default `revoked`).
+    pub reason: Option<String>,
+}
+
+/// Query of the entitlement list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantQuery {
+    pub offset: Option<u32>,
+    pub limit: Option<u32>,
+    pub plan_id: Option<String>,
+    /// Comma-separated.
+    pub plan_ids: Option<String>,
+    /// `USER` or `TENANT`.
+    pub assign_level: Option<String>,
+    /// Comma-separated.
+    pub user_ids: Option<String>,
+    /// Comma-separated.
+    pub tenant_ids: Option<String>,
+    pub with_relations: Option<bool>,
+    /// `expirationDate` or `createdAt`.
+    pub order_by: Option<String>,
+    pub sort_type: Option<String>,
+    /// Comma-separated among scheduled, active, expired, revoked.
+    pub statuses: Option<String>,
+    /// Comma-separated.
+    pub sources: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// Query of single reads.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct RelationsQuery {
+    pub with_relations: Option<bool>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get(IDEMPOTENCY_HEADER)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 255)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ApiError::invalid_field("Idempotency-Key", "must be 1-255 visible characters")
+                })
+        })
+        .transpose()
+}
+
+fn check_batch_size(len: usize, field: &str) -> Result<(), ApiError> {
+    if len == 0 || len > MAX_BATCH {
+        Err(ApiError::invalid_field(
+            field,
+            format!("must hold 1 to {MAX_BATCH} items (got {len})"),
+        )
+        .with_reason("BATCH_SIZE"))
+    } else {
+        Ok(())
+    }
+}
+
+/// List entitlements (`{"items", "hasNext"}`).
+#[utoipa::path(get, path = "/entitlements/resources/entitlements/v2", tag = "Entitlements",
+    params(GrantQuery),
+    responses((status = 200, body = ItemsPage<Entitlement>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_grants(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiQuery(q): ApiQuery<GrantQuery>,
+) -> Result<Json<ItemsPage<Entitlement>>, ApiError> {
+    let mut plan_ids = split_list(q.plan_ids.as_deref());
+    plan_ids.extend(q.plan_id);
+    let assign_level = match q.assign_level.as_deref() {
+        None | Some("") => AssignLevel::Unspecified,
+        Some("USER") => AssignLevel::User,
+        Some("TENANT") => AssignLevel::Tenant,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "assignLevel",
+                "must be USER or TENANT",
+            ));
+        }
+    };
+    let sort_by = match q.order_by.as_deref() {
+        None | Some("") => GrantSortField::Unspecified,
+        Some("createdAt") => GrantSortField::CreatedAt,
+        Some("expirationDate") => GrantSortField::ExpiresAt,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "orderBy",
+                "must be createdAt or expirationDate",
+            ));
+        }
+    };
+    let statuses = split_list(q.statuses.as_deref())
+        .iter()
+        .map(|s| match s.as_str() {
+            "scheduled" => Ok(GrantStatus::Scheduled.into()),
+            "active" => Ok(GrantStatus::Active.into()),
+            "expired" => Ok(GrantStatus::Expired.into()),
+            "revoked" => Ok(GrantStatus::Revoked.into()),
+            _ => Err(ApiError::invalid_field(
+                "statuses",
+                "must list scheduled, active, expired or revoked",
+            )),
+        })
+        .collect::<Result<Vec<i32>, _>>()?;
+    let request = ListGrantsRequest {
+        page: page(q.limit, q.offset),
+        tenant_ids: split_list(q.tenant_ids.as_deref()),
+        user_ids: split_list(q.user_ids.as_deref()),
+        plan_ids,
+        statuses,
+        sources: split_list(q.sources.as_deref()),
+        assign_level: assign_level.into(),
+        with_relations: q.with_relations.unwrap_or(false),
+        sort_by: sort_by.into(),
+        order: sort_order(q.sort_type.as_deref(), "sortType")?.into(),
+        at: None,
+        external_id: q.external_id,
+    };
+    let out = state
+        .grants()
+        .list_grants(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(Json(ItemsPage::new(
+        out.grants.into_iter().map(Entitlement::from).collect(),
+        out.page,
+    )))
+}
+
+/// Create one entitlement (`Idempotency-Key` makes retries safe).
+#[utoipa::path(post, path = "/entitlements/resources/entitlements/v2", tag = "Entitlements",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = NewEntitlement,
+    responses((status = 201, body = Entitlement), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_grant(
+    State(state): State<AppState>,
+    Management(p): Management,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<NewEntitlement>,
+) -> Result<Response, ApiError> {
+    let request = CreateGrantRequest {
+        grant: Some(b.into_pb("")?),
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let out = state
+        .grants()
+        .create_grant(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(with_revision(
+        (StatusCode::CREATED, Json(entitlement(out.grant)?)),
+        out.revision,
+    ))
+}
+
+/// Create entitlements in one all-or-nothing batch (up to 1,000); IDs in request order.
+#[utoipa::path(post, path = "/entitlements/resources/entitlements/v2/batch", tag = "Entitlements",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = BatchCreateBody,
+    responses((status = 201, body = EntitlementIds), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn batch_create(
+    State(state): State<AppState>,
+    Management(p): Management,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<BatchCreateBody>,
+) -> Result<Response, ApiError> {
+    check_batch_size(b.entitlements.len(), "entitlements")?;
+    let grants = b
+        .entitlements
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.into_pb(&format!("entitlements[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = state
+        .grants()
+        .batch_create_grants(grpc(
+            &p,
+            BatchCreateGrantsRequest {
+                grants,
+                idempotency_key: idempotency_key(&headers)?,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(with_revision(
+        (
+            StatusCode::CREATED,
+            Json(EntitlementIds {
+                entitlement_ids: out.grant_ids,
+            }),
+        ),
+        out.revision,
+    ))
+}
+
+/// Change entitlements in one all-or-nothing batch (expiry, start, metadata).
+#[utoipa::path(patch, path = "/entitlements/resources/entitlements/v2/batch", tag = "Entitlements",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = BatchUpdateBody,
+    responses((status = 200, body = EntitlementIds), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn batch_update(
+    State(state): State<AppState>,
+    Management(p): Management,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<BatchUpdateBody>,
+) -> Result<Response, ApiError> {
+    check_batch_size(b.entitlements.len(), "entitlements")?;
+    let patches = b
+        .entitlements
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let patch = EntitlementPatch {
+                expiration_date: e.expiration_date,
+                starts_at: e.starts_at,
+                metadata: e.metadata,
+                external_id: e.external_id,
+            };
+            patch_to_pb(e.id, patch, &format!("entitlements[{i}]."))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = state
+        .grants()
+        .batch_update_grants(grpc(
+            &p,
+            BatchUpdateGrantsRequest {
+                patches,
+                idempotency_key: idempotency_key(&headers)?,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(with_revision(
+        Json(EntitlementIds {
+            entitlement_ids: out.grant_ids,
+        }),
+        out.revision,
+    ))
+}
+
+/// Delete entitlements by `?ids=` in one all-or-nothing batch.
+#[utoipa::path(delete, path = "/entitlements/resources/entitlements/v2/batch", tag = "Entitlements",
+    params(BatchDeleteQuery, ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = BatchDeleted), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn batch_delete(
+    State(state): State<AppState>,
+    Management(p): Management,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<BatchDeleteQuery>,
+) -> Result<Response, ApiError> {
+    let ids = split_list(q.ids.as_deref());
+    check_batch_size(ids.len(), "ids")?;
+    let out = state
+        .grants()
+        .batch_delete_grants(grpc(
+            &p,
+            BatchDeleteGrantsRequest {
+                ids,
+                idempotency_key: idempotency_key(&headers)?,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(with_revision(
+        Json(BatchDeleted {
+            deleted_count: out.deleted_count,
+        }),
+        out.revision,
+    ))
+}
+
+/// Get one entitlement.
+#[utoipa::path(get, path = "/entitlements/resources/entitlements/v2/{id}", tag = "Entitlements",
+    params(("id" = String, Path), RelationsQuery),
+    responses((status = 200, body = Entitlement), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_grant(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RelationsQuery>,
+) -> Result<Json<Entitlement>, ApiError> {
+    let out = state
+        .grants()
+        .get_grant(grpc(
+            &p,
+            GetGrantRequest {
+                id,
+                with_relations: q.with_relations.unwrap_or(false),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(entitlement(out.grant)?))
+}
+
+/// Change one entitlement.
+#[utoipa::path(patch, path = "/entitlements/resources/entitlements/v2/{id}", tag = "Entitlements",
+    params(("id" = String, Path)), request_body = EntitlementPatch,
+    responses((status = 200, body = Entitlement), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_grant(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<EntitlementPatch>,
+) -> Result<Response, ApiError> {
+    let request = UpdateGrantRequest {
+        patch: Some(patch_to_pb(id, b, "")?),
+    };
+    let out = state
+        .grants()
+        .update_grant(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(with_revision(Json(entitlement(out.grant)?), out.revision))
+}
+
+/// Delete one entitlement (the row is removed; revoke keeps history).
+#[utoipa::path(delete, path = "/entitlements/resources/entitlements/v2/{id}", tag = "Entitlements",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_grant(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let out = state
+        .grants()
+        .delete_grant(grpc(&p, DeleteGrantRequest { id }))
+        .await?
+        .into_inner();
+    Ok(with_revision(Json(Deleted { deleted: true }), out.revision))
+}
+
+/// Revoke one entitlement, keeping it with `revokedAt`, `revokedBy` and `revokeReason`.
+#[utoipa::path(post, path = "/entitlements/resources/entitlements/v2/{id}/revoke", tag = "Entitlements",
+    params(("id" = String, Path)), request_body = RevokeBody,
+    responses((status = 200, body = Entitlement), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn revoke_grant(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<RevokeBody>,
+) -> Result<Response, ApiError> {
+    let out = state
+        .grants()
+        .revoke_grant(grpc(
+            &p,
+            RevokeGrantRequest {
+                id,
+                reason: b.reason,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(with_revision(Json(entitlement(out.grant)?), out.revision))
+}

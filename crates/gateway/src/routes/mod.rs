@@ -1,0 +1,110 @@
+//! Route handlers: authenticate, map JSON ⇄ gRPC, map status codes. No business logic.
+
+pub mod accounts;
+pub mod checks;
+pub mod compat;
+pub mod features;
+pub mod flags;
+pub mod grants;
+pub mod hierarchy;
+pub mod plans;
+pub mod platform;
+pub mod rules;
+
+use axum::response::{IntoResponse, Response};
+use http::HeaderValue;
+use serde::{Deserialize, Serialize};
+use tenantry_proto::common::v1::{PageInfo, PageRequest, SortOrder};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// Header carrying the entitlement service revision a write produced; pass it as
+/// `minRevision` to a check to read your own write.
+pub const REVISION_HEADER: &str = "x-tenantry-revision";
+
+/// Paging totals of account-management lists.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMetadata {
+    pub total_items: u64,
+    pub total_pages: u64,
+}
+
+impl From<Option<PageInfo>> for ListMetadata {
+    fn from(page: Option<PageInfo>) -> Self {
+        let page = page.unwrap_or_default();
+        Self {
+            total_items: page.total_items,
+            total_pages: page.total_pages,
+        }
+    }
+}
+
+/// An account-management list: `{"items": [...], "_metadata": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paged<T: ToSchema> {
+    pub items: Vec<T>,
+    #[serde(rename = "_metadata")]
+    pub metadata: ListMetadata,
+}
+
+/// An entitlements list (Frontegg): `{"items": [...], "hasNext": bool}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemsPage<T: ToSchema> {
+    pub items: Vec<T>,
+    pub has_next: bool,
+}
+
+impl<T: ToSchema> ItemsPage<T> {
+    pub fn new(items: Vec<T>, page: Option<PageInfo>) -> Self {
+        Self {
+            items,
+            has_next: page.is_some_and(|p| p.has_next),
+        }
+    }
+}
+
+/// Frontegg's `ASC`/`DESC` (any case).
+pub fn sort_order(value: Option<&str>, field: &str) -> Result<SortOrder, ApiError> {
+    match value.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("") => Ok(SortOrder::Unspecified),
+        Some("ASC") => Ok(SortOrder::Asc),
+        Some("DESC") => Ok(SortOrder::Desc),
+        Some(_) => Err(ApiError::invalid_field(field, "must be ASC or DESC")),
+    }
+}
+
+pub fn page(limit: Option<u32>, offset: Option<u32>) -> Option<PageRequest> {
+    Some(PageRequest {
+        limit,
+        offset: offset.unwrap_or_default(),
+    })
+}
+
+/// A JSON body with the write's revision in [`REVISION_HEADER`].
+pub fn with_revision(response: impl IntoResponse, revision: u64) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(REVISION_HEADER, HeaderValue::from(revision));
+    response
+}
+
+/// `{"id": ...}`-free acknowledgement of a delete.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// Distinguishes an absent JSON field (outer `None`) from an explicit `null` (`Some(None)`).
+pub fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}

@@ -1,0 +1,82 @@
+//! The domain error: what went wrong, in terms a caller can act on.
+
+/// Every way a tenant-service operation can fail. `reason` values are stable UPPER_SNAKE_CASE
+/// codes clients may match on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    NotFound {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("{message}")]
+    AlreadyExists {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{context}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn account_not_found(tenant_id: &str) -> Self {
+        Self::NotFound {
+            reason: "ACCOUNT_NOT_FOUND",
+            message: format!("account `{tenant_id}` does not exist"),
+        }
+    }
+
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The stable reason code of this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound { reason, .. }
+            | Self::AlreadyExists { reason, .. }
+            | Self::FailedPrecondition { reason, .. } => reason,
+            Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::PermissionDenied(_) => "PERMISSION_DENIED",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Internal { .. } => "INTERNAL",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,98 @@
+//! Bulk import (migration) jobs.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::account::NewAccount;
+
+/// Most items one job may hold.
+pub const MAX_MIGRATION_ITEMS: u64 = 1_000_000;
+pub const DEFAULT_ERRORS_LIMIT: u32 = 50;
+pub const MAX_ERRORS_LIMIT: u32 = 1_000;
+
+/// One account to import.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MigrationItem {
+    /// The seed's bare ID: an account with that ID and the ID as its name. An existing live
+    /// account with that ID counts as identical (only the ID was specified).
+    Bare(String),
+    Full(Box<NewAccount>),
+}
+
+impl MigrationItem {
+    /// The item's account ID, if it names one.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match self {
+            Self::Bare(id) => Some(id.as_str()).filter(|id| !id.is_empty()),
+            Self::Full(account) => account.tenant_id.as_deref().filter(|id| !id.is_empty()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrationState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl MigrationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "pending" => Some(Self::Pending),
+            "running" => Some(Self::Running),
+            "completed" => Some(Self::Completed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    pub id: String,
+    pub state: MigrationState,
+    pub total_items: u64,
+    pub processed_items: u64,
+    pub created_items: u64,
+    pub skipped_items: u64,
+    pub failed_items: u64,
+    pub failure_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Why one item was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemError {
+    pub index: u64,
+    pub tenant_id: String,
+    pub field: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What happened to one item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Created,
+    Skipped,
+    /// Its parent is another item of the job not applied yet: retry in a later pass.
+    Deferred,
+    Failed {
+        field: String,
+        reason: String,
+        message: String,
+    },
+}

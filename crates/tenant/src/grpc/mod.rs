@@ -1,0 +1,129 @@
+//! gRPC: decode requests, call the store, encode answers. One mapping from the domain error
+//! to `tonic::Status`.
+
+mod convert;
+mod feed;
+mod hierarchy;
+mod membership;
+mod migration;
+mod tenant;
+
+use prost::Message;
+use tenantry_common::{Shutdown, grpc::Services};
+use tenantry_proto::{
+    common::v1::{ErrorDetails, FieldViolation},
+    tenant::v1::{
+        change_feed_service_server::ChangeFeedServiceServer,
+        hierarchy_service_server::HierarchyServiceServer,
+        membership_service_server::MembershipServiceServer,
+        migration_service_server::MigrationServiceServer,
+        tenant_service_server::TenantServiceServer,
+    },
+};
+use tonic::{Code, Status};
+
+use crate::{domain::Error, storage::Store, workers::Workers};
+
+/// The state every handler shares.
+#[derive(Clone, Debug)]
+pub struct Handlers {
+    store: Store,
+    workers: Workers,
+    shutdown: Shutdown,
+}
+
+/// The tenant service's gRPC services, ready for [`tenantry_common::grpc::serve`].
+pub fn services(
+    store: &Store,
+    workers: &Workers,
+    shutdown: &Shutdown,
+    max_message_bytes: usize,
+) -> Services {
+    let h = Handlers {
+        store: store.clone(),
+        workers: workers.clone(),
+        shutdown: shutdown.clone(),
+    };
+    Services::new()
+        .add(
+            TenantServiceServer::new(h.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .add(
+            HierarchyServiceServer::new(h.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .add(
+            MembershipServiceServer::new(h.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .add(
+            MigrationServiceServer::new(h.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .add(
+            ChangeFeedServiceServer::new(h)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+}
+
+fn status_with_details(code: Code, message: String, details: ErrorDetails) -> Status {
+    Status::with_details(code, message, details.encode_to_vec().into())
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let reason = err.reason().to_owned();
+        let details = |field_violations| ErrorDetails {
+            reason: reason.clone(),
+            field_violations,
+            item_errors: vec![],
+        };
+        match err {
+            Error::InvalidArgument { field, message } => status_with_details(
+                Code::InvalidArgument,
+                format!("{field}: {message}"),
+                details(vec![FieldViolation {
+                    field,
+                    description: message,
+                }]),
+            ),
+            Error::NotFound { message, .. } => {
+                status_with_details(Code::NotFound, message, details(vec![]))
+            }
+            Error::AlreadyExists { message, .. } => {
+                status_with_details(Code::AlreadyExists, message, details(vec![]))
+            }
+            Error::FailedPrecondition { message, .. } => {
+                status_with_details(Code::FailedPrecondition, message, details(vec![]))
+            }
+            Error::PermissionDenied(message) => {
+                status_with_details(Code::PermissionDenied, message, details(vec![]))
+            }
+            Error::Unavailable(message) => {
+                status_with_details(Code::Unavailable, message, details(vec![]))
+            }
+            Error::Internal { context, source } => {
+                let mut chain = source.to_string();
+                let mut next = source.source();
+                while let Some(cause) = next {
+                    chain.push_str(": ");
+                    chain.push_str(&cause.to_string());
+                    next = cause.source();
+                }
+                tracing::error!(context = %context, error = %chain, "internal error");
+                Status::internal("internal error; the tenant service logged the details")
+            }
+        }
+    }
+}
+
+/// Shorthand for an INVALID_ARGUMENT about `field`.
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Status {
+    Status::from(Error::invalid(field, message))
+}

@@ -1,0 +1,43 @@
+//! `tenant-service`: the tenant gRPC service on its own.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tenantry_common::{Config, ConfigArgs, Shutdown, grpc::bind, telemetry};
+
+/// Tenantry tenant service: accounts, hierarchy, memberships, migrations and the change feed.
+#[derive(Debug, Parser)]
+#[command(name = "tenant-service", version)]
+struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = telemetry::init("tenant-service", &config);
+    match run(&config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "tenant service stopped");
+            eprintln!("tenant-service: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: &Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let listener = bind(config.tenant_grpc_addr).await?;
+    tenantry_tenant::serve(config, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Hierarchy reads (recursive queries) and writes (attach, detach) under the hierarchy lock.
+
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+
+use super::{
+    Result, Store,
+    accounts::{load_live, save},
+    convert::account_from_row,
+    db_err,
+    entities::accounts,
+};
+use crate::domain::{
+    self, Account, AttachFacts, Error, HierarchyEntry, NewChange, TreeNode, build_tree,
+    check_attach,
+};
+
+/// Bound on recursion, so a corrupted (cyclic) hierarchy cannot make a query loop forever.
+const RECURSION_GUARD: i32 = 10_000;
+
+impl Store {
+    /// IDs of the ancestors of `tenant_id`, nearest first.
+    pub(super) async fn ancestor_ids<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant_id: &str,
+    ) -> Result<Vec<String>> {
+        let rows = conn
+            .query_all_raw(self.statement(
+                "WITH RECURSIVE chain (tenant_id, parent_tenant_id, depth) AS (
+                    SELECT tenant_id, parent_tenant_id, 0 FROM accounts WHERE tenant_id = ?
+                    UNION ALL
+                    SELECT a.tenant_id, a.parent_tenant_id, c.depth + 1
+                    FROM accounts a JOIN chain c ON a.tenant_id = c.parent_tenant_id
+                    WHERE c.depth < ?
+                )
+                SELECT tenant_id FROM chain WHERE depth > 0 ORDER BY depth",
+                vec![Value::from(tenant_id), Value::from(RECURSION_GUARD)],
+            ))
+            .await
+            .map_err(db_err("load ancestors"))?;
+        rows.iter()
+            .map(|row| {
+                row.try_get::<String>("", "tenant_id")
+                    .map_err(db_err("read ancestors"))
+            })
+            .collect()
+    }
+
+    /// Live descendants of `tenant_id` with their distance from it.
+    async fn descendants<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant_id: &str,
+        direct_only: bool,
+    ) -> Result<Vec<(Account, u32)>> {
+        let max_depth = if direct_only { 1 } else { RECURSION_GUARD };
+        let rows = conn
+            .query_all_raw(self.statement(
+                "WITH RECURSIVE sub (tenant_id, depth) AS (
+                    SELECT tenant_id, 1 FROM accounts
+                    WHERE parent_tenant_id = ? AND deleted_at IS NULL
+                    UNION ALL
+                    SELECT a.tenant_id, s.depth + 1
+                    FROM accounts a JOIN sub s ON a.parent_tenant_id = s.tenant_id
+                    WHERE a.deleted_at IS NULL AND s.depth < ?
+                )
+                SELECT a.*, s.depth AS depth FROM sub s JOIN accounts a ON a.tenant_id = s.tenant_id
+                ORDER BY s.depth, a.tenant_id",
+                vec![Value::from(tenant_id), Value::from(max_depth)],
+            ))
+            .await
+            .map_err(db_err("load descendants"))?;
+        rows.iter()
+            .map(|row| {
+                let model = accounts::Model::from_query_result(row, "")
+                    .map_err(db_err("read descendants"))?;
+                let depth: i32 = row.try_get("", "depth").map_err(db_err("read depth"))?;
+                Ok((
+                    account_from_row(model)?,
+                    u32::try_from(depth).unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Levels below `tenant_id` (0 for a leaf).
+    async fn height<C: ConnectionTrait>(&self, conn: &C, tenant_id: &str) -> Result<u32> {
+        let row = conn
+            .query_one_raw(self.statement(
+                "WITH RECURSIVE sub (tenant_id, depth) AS (
+                    SELECT tenant_id, 1 FROM accounts WHERE parent_tenant_id = ?
+                    UNION ALL
+                    SELECT a.tenant_id, s.depth + 1
+                    FROM accounts a JOIN sub s ON a.parent_tenant_id = s.tenant_id
+                    WHERE s.depth < ?
+                )
+                SELECT CAST(COALESCE(MAX(depth), 0) AS INTEGER) AS height FROM sub",
+                vec![Value::from(tenant_id), Value::from(RECURSION_GUARD)],
+            ))
+            .await
+            .map_err(db_err("measure subtree"))?;
+        let height: i32 = match row {
+            Some(row) => row.try_get("", "height").map_err(db_err("read height"))?,
+            None => 0,
+        };
+        Ok(u32::try_from(height).unwrap_or_default())
+    }
+
+    /// Puts an existing root account under a parent. Checked under the hierarchy lock, so two
+    /// concurrent attaches cannot together create a cycle.
+    pub async fn attach(&self, parent_id: &str, child_id: &str) -> Result<Account> {
+        let txn = self.begin_write().await?;
+        self.lock_hierarchy(&txn).await?;
+        let mut child = load_live(&txn, child_id, true).await?;
+        if parent_id == child_id {
+            check_attach(&AttachFacts {
+                parent_id,
+                child_id,
+                child_parent: None,
+                parent_ancestors: &[],
+                child_height: 0,
+                max_depth: self.inner.max_depth,
+            })?;
+        }
+        let parent = load_live(&txn, parent_id, false)
+            .await
+            .map_err(|_| Error::NotFound {
+                reason: "PARENT_NOT_FOUND",
+                message: format!("parent account `{parent_id}` does not exist"),
+            })?;
+        let ancestors = self.ancestor_ids(&txn, &parent.tenant_id).await?;
+        let height = self.height(&txn, child_id).await?;
+        check_attach(&AttachFacts {
+            parent_id,
+            child_id,
+            child_parent: child.parent_tenant_id.as_deref(),
+            parent_ancestors: &ancestors,
+            child_height: height,
+            max_depth: self.inner.max_depth,
+        })?;
+        child.parent_tenant_id = Some(parent.tenant_id);
+        child.updated_at = domain::now();
+        save(&txn, &child).await?;
+        self.commit(txn, vec![NewChange::hierarchy(&child, None)])
+            .await?;
+        Ok(child)
+    }
+
+    /// Makes `child_id` a root again; NOT_FOUND unless it is a direct child of `parent_id`.
+    pub async fn detach(&self, parent_id: &str, child_id: &str) -> Result<Account> {
+        let txn = self.begin_write().await?;
+        self.lock_hierarchy(&txn).await?;
+        let mut child = load_live(&txn, child_id, true).await?;
+        if child.parent_tenant_id.as_deref() != Some(parent_id) {
+            return Err(Error::NotFound {
+                reason: "NOT_PARENT_AND_CHILD",
+                message: format!("account `{child_id}` is not a sub-account of `{parent_id}`"),
+            });
+        }
+        let old = child.parent_tenant_id.take();
+        child.updated_at = domain::now();
+        save(&txn, &child).await?;
+        self.commit(txn, vec![NewChange::hierarchy(&child, old)])
+            .await?;
+        Ok(child)
+    }
+
+    /// Direct children or every descendant, breadth first, ties by tenant ID.
+    pub async fn list_descendants(
+        &self,
+        tenant_id: &str,
+        direct_only: bool,
+    ) -> Result<Vec<HierarchyEntry>> {
+        load_live(self.connection(), tenant_id, false).await?;
+        Ok(self
+            .descendants(self.connection(), tenant_id, direct_only)
+            .await?
+            .into_iter()
+            .map(|(account, depth)| HierarchyEntry { account, depth })
+            .collect())
+    }
+
+    /// Ancestors, nearest first.
+    pub async fn list_ancestors(&self, tenant_id: &str) -> Result<Vec<HierarchyEntry>> {
+        let conn = self.connection();
+        load_live(conn, tenant_id, false).await?;
+        let ids = self.ancestor_ids(conn, tenant_id).await?;
+        let mut entries = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let account = load_live(conn, id, false).await?;
+            entries.push(HierarchyEntry {
+                account,
+                depth: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(entries)
+    }
+
+    pub async fn subtree(&self, tenant_id: &str) -> Result<TreeNode> {
+        let conn = self.connection();
+        let root = load_live(conn, tenant_id, false).await?;
+        let descendants = self
+            .descendants(conn, tenant_id, false)
+            .await?
+            .into_iter()
+            .map(|(account, _)| account)
+            .collect();
+        Ok(build_tree(root, descendants))
+    }
+}

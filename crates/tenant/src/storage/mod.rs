@@ -1,0 +1,245 @@
+//! Storage: sea-orm entities and the repository. Returns domain types; database errors are
+//! classified with [`tenantry_common::db::classify`] and never leak SQL to callers.
+
+mod accounts;
+mod convert;
+pub mod entities;
+mod feed;
+mod hierarchy;
+mod jobs;
+mod memberships;
+
+use std::sync::Arc;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+};
+use tenantry_common::db::{DbFailure, classify};
+use tokio::sync::watch;
+
+use crate::domain::{Error, NewChange};
+
+pub use jobs::BatchProgress;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The tenant service's repository. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    backend: DbBackend,
+    max_depth: u32,
+    /// PostgreSQL advisory-lock key guarding hierarchy changes, derived from the schema so two
+    /// deployments sharing a database do not block each other.
+    hierarchy_lock_key: i64,
+    /// PostgreSQL NOTIFY channel waking change-feed followers (channels are database-wide).
+    channel: String,
+    /// Highest sequence committed by this process: wakes followers in this process at once.
+    feed_head: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .field("max_depth", &self.inner.max_depth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// FNV-1a: a stable 64-bit hash (std's hasher is randomly seeded per process).
+fn stable_hash(text: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection, schema: &str, max_depth: u32) -> Self {
+        let backend = db.get_database_backend();
+        let (feed_head, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                backend,
+                max_depth,
+                hierarchy_lock_key: stable_hash(&format!("tenantry.tenant.hierarchy.{schema}")),
+                channel: format!("tenantry_tenant_changes_{schema}"),
+                feed_head,
+            }),
+        }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.inner.backend == DbBackend::Postgres
+    }
+
+    pub fn notify_channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// Followers in this process wait on this; [`Store::wake_followers`] bumps it.
+    pub fn subscribe_feed(&self) -> watch::Receiver<u64> {
+        self.inner.feed_head.subscribe()
+    }
+
+    /// Tells followers that sequences up to `sequence` may be readable now.
+    pub fn wake_followers(&self, sequence: u64) {
+        self.inner.feed_head.send_if_modified(|head| {
+            if sequence > *head {
+                *head = sequence;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE), so a
+    /// transaction never fails upgrading a read lock; the busy timeout queues writers instead.
+    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        self.inner
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+            .map_err(db_err("begin transaction"))
+    }
+
+    /// Records `changes` in the outbox and commits, then wakes local followers.
+    async fn commit(&self, txn: DatabaseTransaction, changes: Vec<NewChange>) -> Result<()> {
+        let last = if changes.is_empty() {
+            None
+        } else {
+            Some(feed::append(&txn, self, changes).await?)
+        };
+        txn.commit().await.map_err(db_err("commit"))?;
+        if let Some(last) = last {
+            self.wake_followers(last);
+        }
+        Ok(())
+    }
+
+    /// Serializes hierarchy changes until the transaction ends. On SQLite the IMMEDIATE write
+    /// transaction already excludes every other writer.
+    async fn lock_hierarchy(&self, txn: &DatabaseTransaction) -> Result<()> {
+        if self.is_postgres() {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [Value::from(self.inner.hierarchy_lock_key)],
+            ))
+            .await
+            .map_err(db_err("lock hierarchy"))?;
+        }
+        Ok(())
+    }
+
+    /// A statement written with `?` placeholders, numbered for PostgreSQL.
+    fn statement(&self, sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(
+            self.inner.backend,
+            placeholders(self.inner.backend, sql),
+            values,
+        )
+    }
+}
+
+/// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL. Our SQL has no `?` elsewhere.
+fn placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Maps a database error to the domain: constraint violations to what they mean, lost
+/// connections to UNAVAILABLE, anything else to an internal error carrying its context.
+pub(crate) fn db_err(context: &'static str) -> impl FnOnce(DbErr) -> Error {
+    move |err| match classify(&err) {
+        DbFailure::UniqueViolation(constraint) => {
+            if constraint.contains("alias") {
+                Error::AlreadyExists {
+                    reason: "ALIAS_TAKEN",
+                    message: "the alias is already used by another account".into(),
+                }
+            } else if constraint.contains("memberships") {
+                Error::AlreadyExists {
+                    reason: "MEMBERSHIP_EXISTS",
+                    message: "the user is already a member of the account".into(),
+                }
+            } else {
+                Error::AlreadyExists {
+                    reason: "ACCOUNT_EXISTS",
+                    message: "an account with this ID already exists".into(),
+                }
+            }
+        }
+        DbFailure::ForeignKeyViolation(_) => Error::precondition(
+            "ACCOUNT_NOT_FOUND",
+            "a referenced account does not exist (it may have been deleted concurrently)",
+        ),
+        DbFailure::Conflict => Error::Unavailable(
+            "a concurrent change conflicted with this one; retry the request".into(),
+        ),
+        DbFailure::Unavailable => {
+            Error::Unavailable("the tenant database is unavailable; retry later".into())
+        }
+        DbFailure::Other => Error::internal(context, err),
+    }
+}
+
+/// Converts a stored counter (never negative) to the domain's unsigned type.
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or_default()
+}
+
+/// Converts a domain count to the stored signed type (saturating; counts are far below 2^63).
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_only() {
+        assert_eq!(
+            placeholders(DbBackend::Postgres, "a = ? AND b = ?"),
+            "a = $1 AND b = $2"
+        );
+        assert_eq!(placeholders(DbBackend::Sqlite, "a = ?"), "a = ?");
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_schema_specific() {
+        assert_eq!(stable_hash("x"), stable_hash("x"));
+        assert_ne!(stable_hash("tenant"), stable_hash("tenant2"));
+    }
+}

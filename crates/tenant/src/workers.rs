@@ -1,0 +1,161 @@
+//! Background work: running migration jobs, and waking change-feed followers on PostgreSQL
+//! NOTIFY (writes by other replicas).
+
+use std::{sync::Arc, time::Duration};
+
+use tenantry_common::Shutdown;
+use tokio::{sync::Notify, task::JoinHandle};
+
+use crate::{
+    domain::Error,
+    storage::{BatchProgress, Store},
+};
+
+/// Items applied per migration batch (one short transaction each).
+const MIGRATION_BATCH: u64 = 500;
+/// How often idle runners look for jobs submitted through another replica.
+const MIGRATION_POLL: Duration = Duration::from_secs(5);
+/// Uploads older than this that never finished belong to a process that died.
+const ABANDONED_UPLOAD_AGE: chrono::Duration = chrono::Duration::hours(1);
+
+/// Handles to the background tasks. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Workers {
+    migrations: Arc<Notify>,
+    handles: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Workers {
+    /// Tells the migration runner a job is waiting.
+    pub fn wake_migrations(&self) {
+        self.migrations.notify_one();
+    }
+
+    /// Waits for the background tasks to end (after shutdown fired).
+    pub async fn join(&self) {
+        let handles = match self.handles.lock() {
+            Ok(mut handles) => std::mem::take(&mut *handles),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for handle in handles {
+            if let Err(err) = handle.await {
+                tracing::warn!(error = %err, "background task ended abnormally");
+            }
+        }
+    }
+}
+
+/// Starts the background tasks; they end when `shutdown` fires.
+pub fn start(store: &Store, shutdown: &Shutdown) -> Workers {
+    let migrations = Arc::new(Notify::new());
+    let mut handles = vec![tokio::spawn(run_migrations(
+        store.clone(),
+        migrations.clone(),
+        shutdown.clone(),
+    ))];
+    if store.is_postgres() {
+        handles.push(tokio::spawn(listen_for_changes(
+            store.clone(),
+            shutdown.clone(),
+        )));
+    }
+    Workers {
+        migrations,
+        handles: Arc::new(std::sync::Mutex::new(handles)),
+    }
+}
+
+async fn run_migrations(store: Store, wake: Arc<Notify>, shutdown: Shutdown) {
+    match store
+        .sweep_abandoned_uploads(crate::domain::now() - ABANDONED_UPLOAD_AGE)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "discarded abandoned migration uploads"),
+        Err(err) => tracing::warn!(error = %err, "cannot discard abandoned migration uploads"),
+    }
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_triggered() {
+        let next = match store.next_runnable_migration().await {
+            Ok(next) => next,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot look for migration jobs");
+                None
+            }
+        };
+        let Some(migration_id) = next else {
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(MIGRATION_POLL) => {}
+                () = shutdown.wait() => return,
+            }
+            continue;
+        };
+        tracing::info!(migration_id = %migration_id, "migration job running");
+        // Between batches only: a batch is one short transaction, left to finish.
+        while !shutdown.is_triggered() {
+            match store
+                .run_migration_batch(&migration_id, MIGRATION_BATCH)
+                .await
+            {
+                Ok(BatchProgress::More) => backoff = Duration::from_millis(200),
+                Ok(BatchProgress::Finished) => {
+                    tracing::info!(migration_id = %migration_id, "migration job finished");
+                    break;
+                }
+                Err(Error::Unavailable(message)) => {
+                    tracing::warn!(migration_id = %migration_id, error = %message, "migration batch postponed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.wait() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(err) => {
+                    tracing::error!(migration_id = %migration_id, error = %err, source = ?std::error::Error::source(&err), "migration job failed");
+                    let message = format!("the job stopped on an internal error: {err}");
+                    if let Err(err) = store.fail_migration(&migration_id, &message).await {
+                        tracing::warn!(migration_id = %migration_id, error = %err, "cannot mark migration failed");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// LISTENs on the store's channel and wakes local followers when another process commits.
+async fn listen_for_changes(store: Store, shutdown: Shutdown) {
+    use sea_orm::sqlx::postgres::PgListener;
+    loop {
+        let pool = store.connection().get_postgres_connection_pool().clone();
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(store.notify_channel()).await?;
+            Ok::<_, sea_orm::sqlx::Error>(listener)
+        }
+        .await;
+        match listener {
+            Ok(mut listener) => loop {
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(notification) => {
+                            store.wake_followers(notification.payload().parse().unwrap_or(0));
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "change feed listener lost its connection");
+                            break;
+                        }
+                    },
+                    () = shutdown.wait() => return,
+                }
+            },
+            Err(err) => tracing::warn!(error = %err, "cannot listen for change feed notifications"),
+        }
+        // Followers still poll meanwhile; retry the listener shortly.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = shutdown.wait() => return,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Bad input is refused with the right code and a field, never INTERNAL.
+
+use tenantry_proto::{
+    common::v1::PageRequest,
+    tenant::v1::{self as pb},
+};
+use tonic::Code;
+
+use crate::helpers::{assert_code, spawn_app, violated_fields};
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_argument_with_the_field() {
+    let app = spawn_app().await;
+    app.create("acme", "Acme").await;
+    let mut t = app.tenants();
+    let mut h = app.hierarchy();
+    let mut m = app.memberships();
+
+    let cases: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "tenant_id",
+            t.get_account(pb::GetAccountRequest {
+                tenant_id: String::new(),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "tenant_id",
+            t.get_account(pb::GetAccountRequest {
+                tenant_id: "a/b".into(),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "account",
+            t.create_account(pb::CreateAccountRequest { account: None })
+                .await
+                .map(drop),
+        ),
+        (
+            "account.creator_email",
+            t.create_account(pb::CreateAccountRequest {
+                account: Some(pb::NewAccount {
+                    name: "x".into(),
+                    creator_email: Some("not an email".into()),
+                    ..pb::NewAccount::default()
+                }),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "account.settings.timezone",
+            t.create_account(pb::CreateAccountRequest {
+                account: Some(pb::NewAccount {
+                    name: "x".into(),
+                    settings: Some(pb::AccountSettings {
+                        timezone: Some("Mars Base".into()),
+                        ..pb::AccountSettings::default()
+                    }),
+                    ..pb::NewAccount::default()
+                }),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "sort_by",
+            t.list_accounts(pb::ListAccountsRequest {
+                sort_by: 99,
+                ..pb::ListAccountsRequest::default()
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "order",
+            t.list_accounts(pb::ListAccountsRequest {
+                order: 7,
+                ..pb::ListAccountsRequest::default()
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "filter",
+            t.list_accounts(pb::ListAccountsRequest {
+                filter: Some("x".repeat(300)),
+                ..pb::ListAccountsRequest::default()
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "tenant_ids",
+            t.batch_get_accounts(pb::BatchGetAccountsRequest { tenant_ids: vec![] })
+                .await
+                .map(drop),
+        ),
+        (
+            "name",
+            t.update_account(pb::UpdateAccountRequest {
+                tenant_id: "acme".into(),
+                name: Some("   ".into()),
+                ..pb::UpdateAccountRequest::default()
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "key",
+            t.delete_account_metadata(pb::DeleteAccountMetadataRequest {
+                tenant_id: "acme".into(),
+                key: String::new(),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "child_tenant_id",
+            h.attach_sub_account(pb::AttachSubAccountRequest {
+                parent_tenant_id: "acme".into(),
+                child_tenant_id: "bad id".into(),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "page.limit",
+            m.list_account_members(pb::ListAccountMembersRequest {
+                tenant_id: "acme".into(),
+                page: Some(PageRequest {
+                    limit: Some(500),
+                    offset: 0,
+                }),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "change_types[0]",
+            match app
+                .feed()
+                .watch_changes(pb::WatchChangesRequest {
+                    from_sequence: 0,
+                    change_types: vec![0],
+                })
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(status) => Err(status),
+            },
+        ),
+        (
+            "migration_id",
+            app.migrations()
+                .get_migration_status(pb::GetMigrationStatusRequest {
+                    migration_id: String::new(),
+                    errors_page: None,
+                })
+                .await
+                .map(drop),
+        ),
+    ];
+    for (field, result) in cases {
+        let status = assert_code(result, Code::InvalidArgument);
+        assert_eq!(
+            violated_fields(&status),
+            vec![field.to_owned()],
+            "{status:?}"
+        );
+        assert!(!status.message().is_empty());
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the tenant service over real gRPC on loopback, against the ephemeral
+//! PostgreSQL (and SQLite for the main paths). One binary, one module per area.
+
+mod accounts;
+mod errors;
+mod feed;
+mod helpers;
+mod hierarchy;
+mod memberships;
+mod migrations;
+mod plans;
+mod sqlite;

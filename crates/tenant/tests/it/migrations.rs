@@ -1,0 +1,209 @@
+//! Bulk import: 202-style submit, background batches, idempotency, per-item errors, resume.
+
+use std::time::Duration;
+
+use tenantry_proto::{
+    common::v1::PageRequest,
+    tenant::v1::{self as pb, migration_item::Item},
+};
+use tonic::Code;
+
+use crate::helpers::{TestApp, assert_code, spawn_app};
+
+fn bare(id: &str) -> pb::MigrationItem {
+    pb::MigrationItem {
+        item: Some(Item::TenantId(id.to_owned())),
+    }
+}
+
+fn full(id: &str, name: &str, parent: Option<&str>) -> pb::MigrationItem {
+    pb::MigrationItem {
+        item: Some(Item::Account(pb::NewAccount {
+            tenant_id: Some(id.to_owned()),
+            name: name.to_owned(),
+            parent_tenant_id: parent.map(str::to_owned),
+            settings: Some(pb::AccountSettings {
+                locale: Some("en-GB".into()),
+                ..pb::AccountSettings::default()
+            }),
+            ..pb::NewAccount::default()
+        })),
+    }
+}
+
+pub async fn submit(
+    app: &TestApp,
+    chunks: Vec<Vec<pb::MigrationItem>>,
+) -> pb::SubmitMigrationResponse {
+    let requests: Vec<_> = chunks
+        .into_iter()
+        .map(|items| pb::SubmitMigrationRequest { items })
+        .collect();
+    app.migrations()
+        .submit_migration(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub async fn wait_done(app: &TestApp, id: &str) -> pb::GetMigrationStatusResponse {
+    for _ in 0..600 {
+        let status = app
+            .migrations()
+            .get_migration_status(pb::GetMigrationStatusRequest {
+                migration_id: id.to_owned(),
+                errors_page: Some(PageRequest {
+                    limit: Some(1_000),
+                    offset: 0,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let state = status.migration.as_ref().unwrap().state();
+        if matches!(
+            state,
+            pb::MigrationState::Completed | pb::MigrationState::Failed
+        ) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("migration {id} did not finish in time");
+}
+
+#[tokio::test]
+async fn mixed_good_and_bad_items_run_to_completion() {
+    let app = spawn_app().await;
+    app.create("same", "same").await; // identical to a bare item: skipped
+    app.create("differs", "Original").await; // a full item with another name: reported
+    let submitted = submit(
+        &app,
+        vec![
+            vec![
+                // Child before its parent: applied once the parent exists.
+                full("child", "Child", Some("parent")),
+                bare("bare-1"),
+                bare("bad id"),
+                bare("same"),
+            ],
+            vec![
+                full("parent", "Parent", None),
+                full("differs", "Changed", None),
+                full("orphan", "Orphan", Some("nowhere")),
+                full("loop-a", "A", Some("loop-b")),
+                full("loop-b", "B", Some("loop-a")),
+                bare("bare-1"),
+            ],
+        ],
+    )
+    .await;
+    assert_eq!(submitted.total_items, 10);
+    let done = wait_done(&app, &submitted.migration_id).await;
+    let m = done.migration.unwrap();
+    assert_eq!(m.state(), pb::MigrationState::Completed);
+    assert_eq!(m.total_items, 10);
+    assert_eq!(m.processed_items, 10);
+    assert_eq!(m.created_items, 3, "child, bare-1, parent");
+    assert_eq!(m.skipped_items, 2, "same, second bare-1");
+    assert_eq!(m.failed_items, 5);
+    assert!(m.started_at.is_some() && m.finished_at.is_some());
+    let errors: Vec<_> = done
+        .errors
+        .iter()
+        .map(|e| (e.index, e.id.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (2, "bad id", "INVALID_ITEM"),
+            (5, "differs", "ACCOUNT_DIFFERS"),
+            (6, "orphan", "PARENT_NOT_FOUND"),
+            (7, "loop-a", "PARENT_NOT_FOUND"),
+            (8, "loop-b", "PARENT_NOT_FOUND"),
+        ]
+    );
+    assert_eq!(done.errors_page.unwrap().total_items, 5);
+    let child = app.get("child").await.unwrap();
+    assert_eq!(child.parent_tenant_id.as_deref(), Some("parent"));
+    assert_eq!(child.settings.unwrap().locale.as_deref(), Some("en-GB"));
+    assert_eq!(app.get("bare-1").await.unwrap().name, "bare-1");
+    assert_eq!(app.get("differs").await.unwrap().name, "Original");
+
+    // Submitting the same items again changes nothing: everything existing is skipped.
+    let again = submit(
+        &app,
+        vec![vec![full("parent", "Parent", None), bare("bare-1")]],
+    )
+    .await;
+    let m = wait_done(&app, &again.migration_id)
+        .await
+        .migration
+        .unwrap();
+    assert_eq!(
+        (m.created_items, m.skipped_items, m.failed_items),
+        (0, 2, 0)
+    );
+}
+
+#[tokio::test]
+async fn submission_needs_items_and_unknown_jobs_are_not_found() {
+    let app = spawn_app().await;
+    let empty = app
+        .migrations()
+        .submit_migration(tokio_stream::iter(vec![pb::SubmitMigrationRequest {
+            items: vec![],
+        }]))
+        .await;
+    assert_code(empty, Code::InvalidArgument);
+    let no_kind = app
+        .migrations()
+        .submit_migration(tokio_stream::iter(vec![pb::SubmitMigrationRequest {
+            items: vec![pb::MigrationItem { item: None }],
+        }]))
+        .await;
+    assert_code(no_kind, Code::InvalidArgument);
+    assert_code(
+        app.migrations()
+            .get_migration_status(pb::GetMigrationStatusRequest {
+                migration_id: uuid::Uuid::now_v7().to_string(),
+                errors_page: None,
+            })
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn a_job_interrupted_by_a_restart_resumes_and_applies_each_item_once() {
+    let app = spawn_app().await;
+    const N: usize = 6_000;
+    let chunks: Vec<Vec<_>> = (0..N)
+        .collect::<Vec<_>>()
+        .chunks(1_000)
+        .map(|c| c.iter().map(|i| bare(&format!("m{i:05}"))).collect())
+        .collect();
+    let submitted = submit(&app, chunks).await;
+    assert_eq!(submitted.total_items, N as u64);
+    // Stop while the background batches are under way.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let app = TestApp::restart(app.stop().await).await;
+    let m = wait_done(&app, &submitted.migration_id)
+        .await
+        .migration
+        .unwrap();
+    assert_eq!(m.state(), pb::MigrationState::Completed);
+    assert_eq!(m.processed_items, N as u64);
+    assert_eq!(m.created_items, N as u64, "no item applied twice or lost");
+    assert_eq!(m.failed_items + m.skipped_items, 0);
+    let listed = app
+        .tenants()
+        .list_accounts(pb::ListAccountsRequest {
+            filter: Some("m0".into()),
+            ..pb::ListAccountsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.page.unwrap().total_items, N as u64);
+}

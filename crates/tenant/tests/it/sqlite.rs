@@ -1,0 +1,131 @@
+//! The main paths on SQLite (embedded mode).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tenantry_proto::tenant::v1::{self as pb, migration_item::Item};
+use tonic::Code;
+
+use crate::helpers::{TestApp, assert_code, reason, spawn_sqlite_app};
+
+#[tokio::test]
+async fn accounts_hierarchy_and_metadata_work_on_sqlite() {
+    let app = spawn_sqlite_app().await;
+    app.create("root", "Root").await;
+    app.create("kid", "Kid").await;
+    app.create("grandkid", "Grandkid").await;
+    app.attach("root", "kid").await.unwrap();
+    app.attach("kid", "grandkid").await.unwrap();
+    let s = assert_code(
+        app.attach("grandkid", "root").await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&s), "CYCLE");
+    let (a, b) = tokio::join!(
+        app.attach("root", "grandkid"),
+        app.attach("grandkid", "root")
+    );
+    assert!(
+        a.is_err() && b.is_err(),
+        "grandkid already has a parent; root would cycle"
+    );
+
+    app.tenants()
+        .add_account_metadata(pb::AddAccountMetadataRequest {
+            tenant_id: "kid".into(),
+            metadata: Some(prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue(
+                    r#"{"seats": 5}"#.into(),
+                )),
+            }),
+        })
+        .await
+        .unwrap();
+
+    let deleted = app.delete("kid").await;
+    assert_eq!(deleted.reparented_tenant_ids, vec!["grandkid".to_owned()]);
+    assert_eq!(
+        app.get("grandkid")
+            .await
+            .unwrap()
+            .parent_tenant_id
+            .as_deref(),
+        Some("root")
+    );
+    let revived = app
+        .tenants()
+        .create_account(pb::CreateAccountRequest {
+            account: Some(pb::NewAccount {
+                tenant_id: Some("kid".into()),
+                name: "Kid 2".into(),
+                ..pb::NewAccount::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revived.reactivated);
+
+    let page = app
+        .tenants()
+        .list_accounts(pb::ListAccountsRequest {
+            filter: Some("KID".into()),
+            sort_by: pb::AccountSortField::Name.into(),
+            ..pb::ListAccountsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = page.accounts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["Grandkid", "Kid 2"]);
+}
+
+#[tokio::test]
+async fn migrations_and_the_feed_survive_a_restart_on_sqlite() {
+    let app = spawn_sqlite_app().await;
+    let items: Vec<_> = (0..300)
+        .map(|i| pb::MigrationItem {
+            item: Some(Item::TenantId(format!("s{i:03}"))),
+        })
+        .collect();
+    let submitted = app
+        .migrations()
+        .submit_migration(tokio_stream::iter(vec![pb::SubmitMigrationRequest {
+            items,
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = TestApp::restart(app.stop().await).await;
+    let done = crate::migrations::wait_done(&app, &submitted.migration_id).await;
+    let m = done.migration.unwrap();
+    assert_eq!((m.created_items, m.failed_items), (300, 0));
+
+    let mut feed = app
+        .feed()
+        .watch_changes(pb::WatchChangesRequest {
+            from_sequence: 250,
+            change_types: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while events.len() < 50 {
+        let message = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        events.extend(message.events);
+    }
+    let sequences: Vec<_> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (251..=300).collect::<Vec<_>>());
+    app.create("after", "after").await;
+    let message = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.events[0].sequence, 301);
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `tenant-service`, `entitlement-service` and `gateway` binaries as
+//! separate processes against PostgreSQL (see `tenantry_tests::Stack`), driven through REST only.
+//! One test binary; each test starts its own stack and shares it across the steps of a journey.
+
+mod journey;
+mod migration;
+mod resilience;
+mod support;
+mod telemetry;
