@@ -331,3 +331,53 @@ async fn a_dedicated_postgres_can_be_stopped_and_restarted() {
         }
     }
 }
+
+#[tokio::test]
+async fn grpc_is_served_over_tls_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let listener = grpc::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = Shutdown::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        let settings = ServerSettings {
+            tls: Some((cert_path.clone(), key_path)),
+            ..settings(None)
+        };
+        tokio::spawn(async move {
+            grpc::serve(&settings, listener, Services::new(), &[], shutdown).await
+        })
+    };
+
+    // A client that trusts the certificate gets answers over TLS.
+    let url = format!("https://localhost:{port}");
+    let channel = grpc::connect(&url, Some(&cert_path), None, Duration::from_secs(5)).unwrap();
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+
+    // A plaintext client cannot talk to it.
+    let plain = format!("http://127.0.0.1:{port}");
+    let err = HealthClient::new(grpc::connect(&plain, None, None, Duration::from_secs(5)).unwrap())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), tonic::Code::Ok);
+
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+}
