@@ -1,4 +1,5 @@
 //! The gateway through real HTTP: one test binary made of modules.
 
+mod accounts;
 mod helpers;
 mod platform;

@@ -1,0 +1,372 @@
+//! Account-management routes against the real tenant service on PostgreSQL (the entitlement
+//! service stays down here).
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, assert_error_shape, spawn_with, user_claims, user_token};
+
+const WRITE_SUB: &str = "fe.account-hierarchy.write.subAccount";
+
+struct Stack {
+    app: TestApp,
+    _tenant: tenantry_common::Shutdown,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self._tenant.trigger();
+    }
+}
+
+async fn spawn_stack() -> Stack {
+    let db = tenantry_common::testing::postgres().create_database().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tenant_shutdown = tenantry_common::Shutdown::new();
+    let config = tenantry_common::Config {
+        tenant_database_url: Some(tenantry_common::Secret::new(db)),
+        ..tenantry_common::Config::default()
+    };
+    let signal = tenant_shutdown.clone();
+    tokio::spawn(async move {
+        tenantry_tenant::serve(&config, listener, signal)
+            .await
+            .expect("tenant service serves");
+    });
+    let app = spawn_with(|c| c.tenant_service_url = Some(format!("http://{addr}"))).await;
+    // Wait until the tenant service has migrated and answers.
+    for _ in 0..100 {
+        let r = app.get("/readyz", None).await;
+        if r.body["services"]["tenant"] == "SERVING" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Stack {
+        app,
+        _tenant: tenant_shutdown,
+    }
+}
+
+#[tokio::test]
+async fn accounts_crud_lists_and_metadata_at_the_seed_paths() {
+    let s = spawn_stack().await;
+    let app = &s.app;
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.body["services"]["tenant"], "SERVING");
+    assert_eq!(r.status, 503, "the entitlement service is down here");
+
+    let env = app.vendor_token().await;
+    let r = app
+        .post_json(
+            "/tenants/resources/tenants/v1",
+            Some(&env),
+            &json!({"tenantId": "acme", "name": "Acme", "website": "https://acme.test",
+                    "metadata": {"tier": "gold"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["tenantId"], "acme");
+    assert_eq!(r.body["metadata"]["tier"], "gold");
+    assert!(r.body["createdAt"].is_string());
+
+    // Generated ID when none is given.
+    let r = app
+        .post_json(
+            "/tenants/resources/tenants/v1",
+            Some(&env),
+            &json!({"name": "Globex"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(r.body["tenantId"].as_str().is_some_and(|id| !id.is_empty()));
+
+    // Duplicate → 409 in the error shape.
+    let r = app
+        .post_json(
+            "/tenants/resources/tenants/v1",
+            Some(&env),
+            &json!({"tenantId": "acme", "name": "Again"}),
+        )
+        .await;
+    assert_error_shape(&r, 409);
+
+    let r = app
+        .get("/tenants/resources/tenants/v2/acme", Some(&env))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["name"], "Acme");
+    let r = app
+        .get("/tenants/resources/tenants/v1/acme", Some(&env))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_error_shape(
+        &app.get("/tenants/resources/tenants/v2/nope", Some(&env))
+            .await,
+        404,
+    );
+
+    let r = app
+        .send_json(
+            "PUT",
+            "/tenants/resources/tenants/v2/acme",
+            Some(&env),
+            &json!({"name": "Acme Corp", "alias": "acme-login"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["name"], "Acme Corp");
+    let r = app
+        .get("/tenants/resources/tenants/v2/alias/acme-login", Some(&env))
+        .await;
+    assert_eq!(r.body["tenantId"], "acme");
+
+    let r = app
+        .get(
+            "/tenants/resources/tenants/v2?_limit=1&_sortBy=name&_order=ASC",
+            Some(&env),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["_metadata"]["totalItems"], json!(2));
+    assert_eq!(r.body["_metadata"]["totalPages"], json!(2));
+    let r = app
+        .get("/tenants/resources/tenants/v2?_tenantIds=acme", Some(&env))
+        .await;
+    assert_eq!(r.body["_metadata"]["totalItems"], json!(1));
+    let r = app
+        .get("/tenants/resources/tenants/v2?_limit=201", Some(&env))
+        .await;
+    assert_error_shape(&r, 400);
+
+    let r = app
+        .post_json(
+            "/tenants/resources/tenants/v1/acme/metadata",
+            Some(&env),
+            &json!({"metadata": {"maximumUsers": 50}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["metadata"]["maximumUsers"], json!(50));
+    let r = app
+        .post_json(
+            "/tenants/resources/tenants/v1/acme/metadata",
+            Some(&env),
+            &json!({"metadata": [1, 2]}),
+        )
+        .await;
+    assert_error_shape(&r, 400);
+    let r = app
+        .send_json(
+            "DELETE",
+            "/tenants/resources/tenants/v1/acme/metadata/tier",
+            Some(&env),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body["metadata"].get("tier").is_none());
+
+    // Memberships.
+    let r = app
+        .post_json(
+            "/tenants/resources/tenants/v1/acme/users",
+            Some(&env),
+            &json!({"userId": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = app
+        .get("/tenants/resources/tenants/v1/acme/users", Some(&env))
+        .await;
+    assert_eq!(r.body["items"][0]["userId"], "alice");
+    let r = app
+        .get("/tenants/resources/users/v1/alice/tenants", Some(&env))
+        .await;
+    assert_eq!(r.body["items"][0]["tenantId"], "acme");
+
+    // Migration: 202 with an ID, then a status.
+    let r = app
+        .post_json(
+            "/tenants/resources/migrations/v1/tenants",
+            Some(&env),
+            &json!({"tenants": ["m-1", "m-2", {"tenantId": "m-3", "name": "Third"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["totalItems"], json!(3));
+    let id = r.body["migrationId"].as_str().unwrap().to_owned();
+    let r = app
+        .get(
+            &format!("/tenants/resources/migrations/v1/tenants/status/{id}"),
+            Some(&env),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(["pending", "running", "completed"].contains(&r.body["status"].as_str().unwrap()));
+
+    let r = app
+        .send_json(
+            "DELETE",
+            "/tenants/resources/tenants/v1/acme",
+            Some(&env),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_error_shape(
+        &app.get("/tenants/resources/tenants/v2/acme", Some(&env))
+            .await,
+        404,
+    );
+}
+
+#[tokio::test]
+async fn self_service_stays_inside_the_tokens_tenant() {
+    let s = spawn_stack().await;
+    let app = &s.app;
+    let env = app.vendor_token().await;
+    for (id, name) in [("tenant-a", "A"), ("tenant-b", "B")] {
+        let r = app
+            .post_json(
+                "/tenants/resources/tenants/v1",
+                Some(&env),
+                &json!({"tenantId": id, "name": name}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let alice = user_token(&user_claims("tenant-a", "alice", &[WRITE_SUB]));
+
+    // Own account settings by token, and by a header naming the own account.
+    let r = app
+        .get("/tenants/resources/account-settings/v1", Some(&alice))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // A sub-account under the own account.
+    let r = app
+        .post_json(
+            "/tenants/resources/sub-tenants/v1",
+            Some(&alice),
+            &json!({"tenantId": "a-child", "name": "A child", "parentTenantId": "tenant-a"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["parentTenantId"], "tenant-a");
+
+    // Tenant B by body, by header and by path: the same 403 as for an unknown account.
+    let by_body = app
+        .post_json(
+            "/tenants/resources/sub-tenants/v1",
+            Some(&alice),
+            &json!({"tenantId": "b-child", "name": "B child", "parentTenantId": "tenant-b"}),
+        )
+        .await;
+    assert_error_shape(&by_body, 403);
+    let by_header = app
+        .request(
+            "GET",
+            "/tenants/resources/account-settings/v1",
+            &[
+                ("authorization", &format!("Bearer {alice}")),
+                ("frontegg-tenant-id", "tenant-b"),
+            ],
+            None,
+        )
+        .await;
+    assert_error_shape(&by_header, 403);
+    let unknown_header = app
+        .request(
+            "GET",
+            "/tenants/resources/account-settings/v1",
+            &[
+                ("authorization", &format!("Bearer {alice}")),
+                ("frontegg-tenant-id", "no-such-tenant"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(by_header.status, unknown_header.status);
+    assert_eq!(by_header.body["message"], unknown_header.body["message"]);
+    let by_path = app
+        .send_json(
+            "DELETE",
+            "/tenants/resources/sub-tenants/v1/tenant-b",
+            Some(&alice),
+            &json!(null),
+        )
+        .await;
+    assert_error_shape(&by_path, 403);
+
+    // With defaultOff (the default) the user cannot reach the sub-account; alwaysOn opens it.
+    let r = app
+        .request(
+            "GET",
+            "/tenants/resources/hierarchy/v1/tree",
+            &[
+                ("authorization", &format!("Bearer {alice}")),
+                ("frontegg-tenant-id", "a-child"),
+            ],
+            None,
+        )
+        .await;
+    assert_error_shape(&r, 403);
+    let r = app
+        .send_json(
+            "PUT",
+            "/tenants/resources/sub-tenants/v1/tenant-a/hierarchy-settings",
+            Some(&alice),
+            &json!({"subAccountAccessType": "alwaysOn"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["subAccountAccessType"], "alwaysOn");
+    let r = app
+        .request(
+            "GET",
+            "/tenants/resources/hierarchy/v1/tree",
+            &[
+                ("authorization", &format!("Bearer {alice}")),
+                ("frontegg-tenant-id", "a-child"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["tenantId"], "a-child");
+
+    let r = app
+        .get("/tenants/resources/hierarchy/v1", Some(&alice))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["items"][0]["tenantId"], "a-child");
+    assert_eq!(r.body["items"][0]["depth"], json!(1));
+
+    // Deleting the current account needs the permission.
+    let r = app
+        .send_json(
+            "DELETE",
+            "/tenants/resources/tenants/v1",
+            Some(&alice),
+            &json!(null),
+        )
+        .await;
+    assert_error_shape(&r, 403);
+    let admin = user_token(&user_claims(
+        "tenant-b",
+        "bob",
+        &["fe.account-settings.delete.account"],
+    ));
+    let r = app
+        .send_json(
+            "DELETE",
+            "/tenants/resources/tenants/v1",
+            Some(&admin),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["tenantId"], "tenant-b");
+}
