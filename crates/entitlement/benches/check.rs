@@ -143,7 +143,12 @@ fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<String>) {
     let tenants = tenant_ids
         .iter()
         .enumerate()
-        .map(|(i, t)| (t.clone(), (i >= roots).then(|| tenant_ids[i % roots].clone())))
+        .map(|(i, t)| {
+            (
+                t.clone(),
+                (i >= roots).then(|| tenant_ids[i % roots].clone()),
+            )
+        })
         .collect();
     let mut grants = Vec::with_capacity(accounts * 10);
     for (i, tenant) in tenant_ids.iter().enumerate() {

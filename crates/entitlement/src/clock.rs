@@ -38,6 +38,13 @@ impl ManualClock {
     }
 }
 
+impl ManualClock {
+    /// The clock's current reading (without importing the trait).
+    pub fn now_for_tests(&self) -> DateTime<Utc> {
+        Clock::now(self)
+    }
+}
+
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())

@@ -72,8 +72,8 @@ async fn follow_once(
     max_message_bytes: usize,
 ) -> Result<(), FollowError> {
     let from_sequence = engine.store.cursor().await?;
-    let mut client = ChangeFeedServiceClient::new(channel)
-        .max_decoding_message_size(max_message_bytes);
+    let mut client =
+        ChangeFeedServiceClient::new(channel).max_decoding_message_size(max_message_bytes);
     let mut stream = client
         .watch_changes(WatchChangesRequest {
             from_sequence,
@@ -109,7 +109,9 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
             .and_then(|a| a.parent_tenant_id.as_deref());
         match event.change_type() {
             ChangeType::Created => {
-                store.upsert_account(&txn, tenant, parent, false, now).await?;
+                store
+                    .upsert_account(&txn, tenant, parent, false, now)
+                    .await?;
                 changes.push(IndexChange::UpsertTenant {
                     id: tenant.to_owned(),
                     parent: parent.map(str::to_owned),
@@ -133,7 +135,9 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
                 changes.extend(grants.into_iter().map(IndexChange::UpsertGrant));
             }
             ChangeType::Reactivated | ChangeType::Updated | ChangeType::Metadata => {
-                store.upsert_account(&txn, tenant, parent, false, now).await?;
+                store
+                    .upsert_account(&txn, tenant, parent, false, now)
+                    .await?;
                 changes.push(IndexChange::UpsertTenant {
                     id: tenant.to_owned(),
                     parent: parent.map(str::to_owned),
@@ -184,7 +188,11 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
     engine.index.apply_committed(revision, changes).await
 }
 
-fn signup_grant(plan: &crate::domain::Plan, tenant: &str, now: chrono::DateTime<chrono::Utc>) -> Grant {
+fn signup_grant(
+    plan: &crate::domain::Plan,
+    tenant: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Grant {
     Grant {
         id: uuid::Uuid::now_v7(),
         plan_id: plan.id,
@@ -234,7 +242,7 @@ pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Sh
             }
             _ = interval.tick() => {
                 ticks += 1;
-                if ticks % 3600 == 0 {
+                if ticks.is_multiple_of(3600) {
                     prune(&engine).await;
                 }
             }

@@ -86,7 +86,11 @@ impl IndexHandle {
             };
             if first != from + 1 {
                 // The log was pruned past us: rebuild from a snapshot.
-                tracing::warn!(from, first, "change log pruned past this replica; reloading");
+                tracing::warn!(
+                    from,
+                    first,
+                    "change log pruned past this replica; reloading"
+                );
                 let (snapshot, revision) = self.store.snapshot().await?;
                 *writer = IndexWriter::from_snapshot(snapshot, revision);
                 self.publish_locked(writer);

@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::domain::{
-    AllocationType, DomainError, Feature, Grant, GrantContext, GrantInput,
-    GrantOrigin, GrantPatch, GrantSource, IndexChange, Plan, Route, RoutePolicy, revoke_grant,
-    validate_feature, validate_flag, validate_grant_deletes, validate_grant_updates,
-    validate_new_grants, validate_plan, validate_route,
+    AllocationType, DomainError, Feature, Grant, GrantContext, GrantInput, GrantOrigin, GrantPatch,
+    GrantSource, IndexChange, Plan, Route, RoutePolicy, revoke_grant, validate_feature,
+    validate_flag, validate_grant_deletes, validate_grant_updates, validate_new_grants,
+    validate_plan, validate_route,
 };
 use crate::index_handle::IndexHandle;
 use crate::storage::{Catalog, FeatureDoc, FlagDoc, Result, Store, Stored};
@@ -308,7 +308,12 @@ impl Engine {
         let linked: Vec<&Stored<Plan>> = catalog
             .plans
             .iter()
-            .filter(|p| p.value.features.iter().any(|pf| pf.feature_key == feature.key))
+            .filter(|p| {
+                p.value
+                    .features
+                    .iter()
+                    .any(|pf| pf.feature_key == feature.key)
+            })
             .collect();
         if !linked.is_empty() && !force {
             return Err(DomainError::FailedPrecondition(format!(
@@ -322,7 +327,9 @@ impl Engine {
         let mut unlinked = Vec::new();
         for plan in linked {
             let mut plan = plan.clone();
-            plan.value.features.retain(|pf| pf.feature_key != feature.key);
+            plan.value
+                .features
+                .retain(|pf| pf.feature_key != feature.key);
             plan.updated_at = now;
             let ids = plan_feature_ids(&catalog, &plan.value, None)?;
             self.store.put_plan(&txn, &plan, &ids, false).await?;
@@ -473,8 +480,10 @@ impl Engine {
             .find(|f| f.value.flag.id == id)
             .cloned()
             .ok_or_else(|| DomainError::not_found("feature flag", id))?;
-        let (feature_id, feature_key) =
-            (stored.value.feature_id, stored.value.flag.feature_key.clone());
+        let (feature_id, feature_key) = (
+            stored.value.feature_id,
+            stored.value.flag.feature_key.clone(),
+        );
         edit(&mut stored.value)?;
         // The flagged feature never changes through an update.
         stored.value.flag.id = id;
@@ -544,7 +553,8 @@ impl Engine {
             return Err(DomainError::not_found("route", id));
         }
         self.store.delete_route(&txn, id).await?;
-        self.commit(txn, vec![IndexChange::DeleteRoute { id }]).await
+        self.commit(txn, vec![IndexChange::DeleteRoute { id }])
+            .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -629,7 +639,14 @@ impl Engine {
                 count,
             })?;
             self.store
-                .store_idempotent_response(txn, &key, operation, &fingerprint, &response, self.now())
+                .store_idempotent_response(
+                    txn,
+                    &key,
+                    operation,
+                    &fingerprint,
+                    &response,
+                    self.now(),
+                )
                 .await?;
         }
         Ok(())
@@ -653,44 +670,54 @@ impl Engine {
         }
         let created = std::sync::Mutex::new(Vec::new());
         let outcome = self
-            .idempotent(idempotency_key, "create_grants", fingerprint, |record| async {
-                let mut tenants: Vec<String> = inputs.iter().map(|i| i.tenant_id.clone()).collect();
-                tenants.sort();
-                tenants.dedup();
-                tenants.retain(|t| crate::domain::tenant_id_problem(t).is_none());
-                let live = self.tenants.live(&tenants).await?;
-                let txn = self.store.begin().await?;
-                let catalog = self.store.catalog(&txn).await?;
-                let pairs: Vec<(String, String)> = inputs
-                    .iter()
-                    .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
-                    .collect();
-                let taken = self.store.taken_external_ids(&txn, &pairs).await?;
-                let ctx = BatchContext {
-                    catalog: &catalog,
-                    live,
-                    taken: taken.into_iter().collect(),
-                };
-                let origin = GrantOrigin {
-                    source,
-                    granted_by,
-                    now: self.now(),
-                };
-                let grants = validate_new_grants(&inputs, &ctx, &origin)?;
-                let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
-                self.remember(&txn, record, "create_grants", &ids, grants.len() as u64)
-                    .await?;
-                self.store.insert_grants(&txn, &grants).await?;
-                let count = grants.len() as u64;
-                let changes = grants.iter().cloned().map(IndexChange::UpsertGrant).collect();
-                let revision = self.commit(txn, changes).await?;
-                *created.lock().unwrap_or_else(|e| e.into_inner()) = grants;
-                Ok(BatchOutcome {
-                    ids,
-                    count,
-                    revision,
-                })
-            })
+            .idempotent(
+                idempotency_key,
+                "create_grants",
+                fingerprint,
+                |record| async {
+                    let mut tenants: Vec<String> =
+                        inputs.iter().map(|i| i.tenant_id.clone()).collect();
+                    tenants.sort();
+                    tenants.dedup();
+                    tenants.retain(|t| crate::domain::tenant_id_problem(t).is_none());
+                    let live = self.tenants.live(&tenants).await?;
+                    let txn = self.store.begin().await?;
+                    let catalog = self.store.catalog(&txn).await?;
+                    let pairs: Vec<(String, String)> = inputs
+                        .iter()
+                        .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
+                        .collect();
+                    let taken = self.store.taken_external_ids(&txn, &pairs).await?;
+                    let ctx = BatchContext {
+                        catalog: &catalog,
+                        live,
+                        taken: taken.into_iter().collect(),
+                    };
+                    let origin = GrantOrigin {
+                        source,
+                        granted_by,
+                        now: self.now(),
+                    };
+                    let grants = validate_new_grants(&inputs, &ctx, &origin)?;
+                    let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+                    self.remember(&txn, record, "create_grants", &ids, grants.len() as u64)
+                        .await?;
+                    self.store.insert_grants(&txn, &grants).await?;
+                    let count = grants.len() as u64;
+                    let changes = grants
+                        .iter()
+                        .cloned()
+                        .map(IndexChange::UpsertGrant)
+                        .collect();
+                    let revision = self.commit(txn, changes).await?;
+                    *created.lock().unwrap_or_else(|e| e.into_inner()) = grants;
+                    Ok(BatchOutcome {
+                        ids,
+                        count,
+                        revision,
+                    })
+                },
+            )
             .await?;
         let mut grants = created.into_inner().unwrap_or_else(|e| e.into_inner());
         if grants.is_empty() && !outcome.ids.is_empty() {
@@ -740,37 +767,49 @@ impl Engine {
     ) -> Result<(Vec<Grant>, u64)> {
         let updated = std::sync::Mutex::new(Vec::new());
         let outcome = self
-            .idempotent(idempotency_key, "update_grants", fingerprint, |record| async {
-                let txn = self.store.begin().await?;
-                let ids: Vec<Uuid> = patches
-                    .iter()
-                    .filter_map(|p| Uuid::try_parse(&p.id).ok())
-                    .collect();
-                let current: HashMap<Uuid, Grant> = self
-                    .store
-                    .grants_by_ids(&txn, &ids, true)
-                    .await?
-                    .into_iter()
-                    .map(|g| (g.id, g))
-                    .collect();
-                let grants =
-                    validate_grant_updates(&patches, |id| current.get(&id).cloned(), self.now())?;
-                for grant in &grants {
-                    self.store.update_grant(&txn, grant).await?;
-                }
-                let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
-                self.remember(&txn, record, "update_grants", &ids, grants.len() as u64)
-                    .await?;
-                let count = grants.len() as u64;
-                let changes = grants.iter().cloned().map(IndexChange::UpsertGrant).collect();
-                let revision = self.commit(txn, changes).await?;
-                *updated.lock().unwrap_or_else(|e| e.into_inner()) = grants;
-                Ok(BatchOutcome {
-                    ids,
-                    count,
-                    revision,
-                })
-            })
+            .idempotent(
+                idempotency_key,
+                "update_grants",
+                fingerprint,
+                |record| async {
+                    let txn = self.store.begin().await?;
+                    let ids: Vec<Uuid> = patches
+                        .iter()
+                        .filter_map(|p| Uuid::try_parse(&p.id).ok())
+                        .collect();
+                    let current: HashMap<Uuid, Grant> = self
+                        .store
+                        .grants_by_ids(&txn, &ids, true)
+                        .await?
+                        .into_iter()
+                        .map(|g| (g.id, g))
+                        .collect();
+                    let grants = validate_grant_updates(
+                        &patches,
+                        |id| current.get(&id).cloned(),
+                        self.now(),
+                    )?;
+                    for grant in &grants {
+                        self.store.update_grant(&txn, grant).await?;
+                    }
+                    let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+                    self.remember(&txn, record, "update_grants", &ids, grants.len() as u64)
+                        .await?;
+                    let count = grants.len() as u64;
+                    let changes = grants
+                        .iter()
+                        .cloned()
+                        .map(IndexChange::UpsertGrant)
+                        .collect();
+                    let revision = self.commit(txn, changes).await?;
+                    *updated.lock().unwrap_or_else(|e| e.into_inner()) = grants;
+                    Ok(BatchOutcome {
+                        ids,
+                        count,
+                        revision,
+                    })
+                },
+            )
             .await?;
         let grants = updated.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok((grants, outcome.revision))
@@ -782,32 +821,38 @@ impl Engine {
         idempotency_key: Option<&str>,
         fingerprint: &str,
     ) -> Result<BatchOutcome> {
-        self.idempotent(idempotency_key, "delete_grants", fingerprint, |record| async {
-            let txn = self.store.begin().await?;
-            let parsed: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::try_parse(i).ok()).collect();
-            let existing: HashSet<Uuid> = self
-                .store
-                .grants_by_ids(&txn, &parsed, true)
-                .await?
-                .into_iter()
-                .map(|g| g.id)
-                .collect();
-            let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
-            let count = self.store.delete_grants(&txn, &ids).await?;
-            let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-            self.remember(&txn, record, "delete_grants", &id_strings, count)
-                .await?;
-            let changes = ids
-                .iter()
-                .map(|&id| IndexChange::DeleteGrant { id })
-                .collect();
-            let revision = self.commit(txn, changes).await?;
-            Ok(BatchOutcome {
-                ids: id_strings,
-                count,
-                revision,
-            })
-        })
+        self.idempotent(
+            idempotency_key,
+            "delete_grants",
+            fingerprint,
+            |record| async {
+                let txn = self.store.begin().await?;
+                let parsed: Vec<Uuid> =
+                    ids.iter().filter_map(|i| Uuid::try_parse(i).ok()).collect();
+                let existing: HashSet<Uuid> = self
+                    .store
+                    .grants_by_ids(&txn, &parsed, true)
+                    .await?
+                    .into_iter()
+                    .map(|g| g.id)
+                    .collect();
+                let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
+                let count = self.store.delete_grants(&txn, &ids).await?;
+                let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+                self.remember(&txn, record, "delete_grants", &id_strings, count)
+                    .await?;
+                let changes = ids
+                    .iter()
+                    .map(|&id| IndexChange::DeleteGrant { id })
+                    .collect();
+                let revision = self.commit(txn, changes).await?;
+                Ok(BatchOutcome {
+                    ids: id_strings,
+                    count,
+                    revision,
+                })
+            },
+        )
         .await
     }
 

@@ -149,7 +149,9 @@ pub enum GrantLevel {
     Account,
     /// `depth` 1 is the parent. The ancestor's ID is not carried (it would allocate on the
     /// hot path); `EntitlementIndex::ancestor_at` resolves it.
-    Ancestor { depth: u8 },
+    Ancestor {
+        depth: u8,
+    },
     /// Held through the plan's targeting rules, not a grant.
     Targeting,
 }
@@ -816,8 +818,8 @@ impl EntitlementIndex {
     }
 
     fn resolve(&self, subject: &Subject<'_>) -> Option<Resolved<'_>> {
-        let (tenant_id, node) = self.shards[shard_of(subject.tenant_id)]
-            .get_key_value(subject.tenant_id)?;
+        let (tenant_id, node) =
+            self.shards[shard_of(subject.tenant_id)].get_key_value(subject.tenant_id)?;
         Some(Resolved {
             tenant_id,
             node,
@@ -1221,7 +1223,11 @@ impl EntitlementIndex {
 
     /// The flag outcome of a feature for these attributes; `None` when it has no flag (or an
     /// always-on one).
-    pub fn flag_on(&self, feature_key: &str, attributes: Option<&Map<String, Value>>) -> Option<bool> {
+    pub fn flag_on(
+        &self,
+        feature_key: &str,
+        attributes: Option<&Map<String, Value>>,
+    ) -> Option<bool> {
         let &f = self.catalog.feature_by_key.get(feature_key)?;
         self.catalog.features[f as usize]
             .flag

@@ -16,9 +16,8 @@ pub use error::{DomainError, ItemError};
 pub use fxhash::{FxBuildHasher, FxHashMap, FxHasher};
 pub use index::{
     CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex, ExplainedGrant,
-    FeatureChange,
-    GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH, MemoryEstimate, SharedIndex,
-    Subject, Target, WhatIf,
+    FeatureChange, GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH, MemoryEstimate,
+    SharedIndex, Subject, Target, WhatIf,
 };
 pub use model::{
     Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
@@ -34,7 +33,10 @@ pub use validate::{
 pub use writer::{IndexChange, IndexWriter, Snapshot};
 
 /// Whether a plan's targeting (rules, then default treatment) selects a subject.
-pub fn plan_targets(plan: &Plan, attributes: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
+pub fn plan_targets(
+    plan: &Plan,
+    attributes: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> bool {
     condition::CompiledTargeting::new(&plan.rules, plan.default_treatment.is_true())
         .evaluate(attributes)
 }

@@ -725,7 +725,7 @@ mod tests {
         };
         let ok = GrantInput {
             plan_id: good_plan.id.to_string(),
-            tenant_id: account.clone(),
+            tenant_id: account,
             ..GrantInput::default()
         };
         let inputs = vec![
@@ -810,7 +810,7 @@ mod tests {
         };
         let input = GrantInput {
             plan_id: p.id.to_string(),
-            tenant_id: account.clone(),
+            tenant_id: account,
             expires_at: Some("2026-01-01".into()),
             ..GrantInput::default()
         };

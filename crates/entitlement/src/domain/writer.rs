@@ -268,9 +268,9 @@ impl IndexWriter {
     /// The batch's editable copy of a tenant, created (empty) if the tenant is new.
     fn draft(&mut self, id: TenantKey) -> &mut Draft {
         let working = &self.working;
-        self.drafts.entry(id).or_insert_with_key(|id| {
-            working.node(id).map(Draft::load).unwrap_or_default()
-        })
+        self.drafts
+            .entry(id)
+            .or_insert_with_key(|id| working.node(id).map(Draft::load).unwrap_or_default())
     }
 
     fn slot(&mut self, plan_id: Uuid) -> u32 {

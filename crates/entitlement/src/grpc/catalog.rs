@@ -13,7 +13,9 @@ use crate::domain::{
 use crate::service::FeatureRef;
 use crate::storage::{Catalog, FeatureDoc, FlagDoc, Stored};
 
-fn permissions(list: Vec<FeaturePermission>) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+fn permissions(
+    list: Vec<FeaturePermission>,
+) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
     let mut ids = std::collections::BTreeMap::new();
     let keys = list
         .into_iter()
@@ -27,7 +29,10 @@ fn permissions(list: Vec<FeaturePermission>) -> (Vec<String>, std::collections::
     (keys, ids)
 }
 
-fn merge_policy(ty: AllocationType, policy: i32) -> std::result::Result<crate::domain::MergePolicy, DomainError> {
+fn merge_policy(
+    ty: AllocationType,
+    policy: i32,
+) -> std::result::Result<crate::domain::MergePolicy, DomainError> {
     let p = pb::MergePolicy::try_from(policy).unwrap_or(pb::MergePolicy::Unspecified);
     if ty == AllocationType::Bool && p != pb::MergePolicy::Unspecified {
         return Err(DomainError::invalid(
@@ -122,7 +127,11 @@ impl feature_service_server::FeatureService for Handler {
             .into_inner()
             .selector
             .ok_or_else(|| DomainError::invalid("selector", "give an id or a key"))?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let found = match &selector {
             get_feature_request::Selector::Id(id) => catalog.feature_by_id(uuid("id", id)?),
             get_feature_request::Selector::Key(key) => catalog.feature_by_key(key),
@@ -131,7 +140,8 @@ impl feature_service_server::FeatureService for Handler {
             DomainError::not_found(
                 "feature",
                 match selector {
-                    get_feature_request::Selector::Id(s) | get_feature_request::Selector::Key(s) => s,
+                    get_feature_request::Selector::Id(s)
+                    | get_feature_request::Selector::Key(s) => s,
                 },
             )
         })?;
@@ -146,7 +156,11 @@ impl feature_service_server::FeatureService for Handler {
     ) -> Result<Response<ListFeaturesResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let filter = r.filter.map(|f| f.to_lowercase());
         let mut items: Vec<&Stored<FeatureDoc>> = catalog
             .features
@@ -156,13 +170,14 @@ impl feature_service_server::FeatureService for Handler {
                 filter
                     .as_ref()
                     .is_none_or(|s| feature.name.to_lowercase().contains(s))
-                    && (r.feature_ids.is_empty()
-                        || r.feature_ids.contains(&feature.id.to_string()))
+                    && (r.feature_ids.is_empty() || r.feature_ids.contains(&feature.id.to_string()))
                     && (r.feature_keys.is_empty() || r.feature_keys.contains(&feature.key))
                     && (r.permission_keys.is_empty()
-                        || feature.permissions.iter().any(|p| r.permission_keys.contains(p)))
-                    && r
-                        .has_feature_flag
+                        || feature
+                            .permissions
+                            .iter()
+                            .any(|p| r.permission_keys.contains(p)))
+                    && r.has_feature_flag
                         .is_none_or(|want| catalog.flag_of(&feature.key).is_some() == want)
             })
             .collect();
@@ -171,7 +186,9 @@ impl feature_service_server::FeatureService for Handler {
                 (&a.value.feature.name, a.value.feature.id)
                     .cmp(&(&b.value.feature.name, b.value.feature.id))
             }),
-            FeatureSortField::Key => items.sort_by(|a, b| a.value.feature.key.cmp(&b.value.feature.key)),
+            FeatureSortField::Key => {
+                items.sort_by(|a, b| a.value.feature.key.cmp(&b.value.feature.key))
+            }
             FeatureSortField::CreatedAt | FeatureSortField::Unspecified => {}
         }
         if descending(r.order) {
@@ -179,7 +196,10 @@ impl feature_service_server::FeatureService for Handler {
         }
         let (items, page) = paginate(items, offset, limit);
         Ok(Response::new(ListFeaturesResponse {
-            features: items.into_iter().map(|f| feature_out(&catalog, f)).collect(),
+            features: items
+                .into_iter()
+                .map(|f| feature_out(&catalog, f))
+                .collect(),
             page: Some(page),
         }))
     }
@@ -223,7 +243,11 @@ impl feature_service_server::FeatureService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         Ok(Response::new(UpdateFeatureResponse {
             feature: Some(feature_out(&catalog, &stored)),
             revision,
@@ -261,7 +285,11 @@ impl plan_service_server::PlanService for Handler {
         request: Request<CreatePlanRequest>,
     ) -> Result<Response<CreatePlanResponse>> {
         let r = request.into_inner();
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let key = r.key.unwrap_or_else(|| key_from_name(&r.name));
         validate_key("key", &key)?;
         let plan = Plan {
@@ -282,19 +310,30 @@ impl plan_service_server::PlanService for Handler {
             inherit_to_sub_accounts: r.inherit_to_sub_accounts,
         };
         let (stored, revision) = self.engine.create_plan(plan).await?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         Ok(Response::new(CreatePlanResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
         }))
     }
 
-    async fn get_plan(&self, request: Request<GetPlanRequest>) -> Result<Response<GetPlanResponse>> {
+    async fn get_plan(
+        &self,
+        request: Request<GetPlanRequest>,
+    ) -> Result<Response<GetPlanResponse>> {
         let selector = request
             .into_inner()
             .selector
             .ok_or_else(|| DomainError::invalid("selector", "give an id or a key"))?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let found = match &selector {
             get_plan_request::Selector::Id(id) => catalog.plan_by_id(uuid("id", id)?),
             get_plan_request::Selector::Key(key) => catalog.plan_by_key(key),
@@ -311,7 +350,11 @@ impl plan_service_server::PlanService for Handler {
     ) -> Result<Response<ListPlansResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let granted = if r.tenant_ids.is_empty() && r.user_ids.is_empty() {
             None
         } else {
@@ -353,7 +396,10 @@ impl plan_service_server::PlanService for Handler {
         }
         let (items, page) = paginate(items, offset, limit);
         Ok(Response::new(ListPlansResponse {
-            plans: items.into_iter().map(|p| convert::plan(p, &catalog)).collect(),
+            plans: items
+                .into_iter()
+                .map(|p| convert::plan(p, &catalog))
+                .collect(),
             page: Some(page),
         }))
     }
@@ -400,7 +446,11 @@ impl plan_service_server::PlanService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         Ok(Response::new(UpdatePlanResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
@@ -428,7 +478,11 @@ impl plan_service_server::PlanService for Handler {
         request: Request<ListPlanFeaturesRequest>,
     ) -> Result<Response<ListPlanFeaturesResponse>> {
         let id = uuid("plan_id", &request.into_inner().plan_id)?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let plan = catalog
             .plan_by_id(id)
             .ok_or_else(|| DomainError::not_found("plan", id))?;
@@ -463,7 +517,11 @@ impl plan_service_server::PlanService for Handler {
                 }
                 links.extend(plan_features(catalog, r.features)?);
                 for link in links {
-                    match p.features.iter_mut().find(|pf| pf.feature_key == link.feature_key) {
+                    match p
+                        .features
+                        .iter_mut()
+                        .find(|pf| pf.feature_key == link.feature_key)
+                    {
                         Some(existing) => existing.allocation = link.allocation,
                         None => p.features.push(link),
                     }
@@ -471,7 +529,11 @@ impl plan_service_server::PlanService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         Ok(Response::new(LinkPlanFeaturesResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
@@ -489,7 +551,10 @@ impl plan_service_server::PlanService for Handler {
             .update_plan(id, |p, catalog| {
                 let mut keys = r.feature_keys;
                 for fid in &r.feature_ids {
-                    if let Some(f) = Uuid::try_parse(fid).ok().and_then(|id| catalog.feature_by_id(id)) {
+                    if let Some(f) = Uuid::try_parse(fid)
+                        .ok()
+                        .and_then(|id| catalog.feature_by_id(id))
+                    {
                         keys.push(f.value.feature.key.clone());
                     }
                 }
@@ -497,7 +562,11 @@ impl plan_service_server::PlanService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         Ok(Response::new(UnlinkPlanFeaturesResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
@@ -540,8 +609,8 @@ impl plan_service_server::PlanService for Handler {
             let entitled = held
                 .iter()
                 .any(|g| g.status_at(now) == crate::domain::GrantStatus::Active);
-            let targeted = plan.value.has_targeting()
-                && crate::domain::plan_targets(&plan.value, None);
+            let targeted =
+                plan.value.has_targeting() && crate::domain::plan_targets(&plan.value, None);
             if r.exclude_non_entitled_plans && !entitled {
                 continue;
             }
@@ -594,7 +663,11 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
                 FeatureRef::Id(uuid("feature_id", &id)?)
             }
             Some(create_feature_flag_request::Feature::FeatureKey(key)) => FeatureRef::Key(key),
-            None => return Err(DomainError::invalid("feature", "give feature_id or feature_key").into()),
+            None => {
+                return Err(
+                    DomainError::invalid("feature", "give feature_id or feature_key").into(),
+                );
+            }
         };
         let off = convert::required_treatment("off_treatment", r.off_treatment)?;
         let default = convert::required_treatment("default_treatment", r.default_treatment)?;
@@ -621,7 +694,11 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
                 })
             })
             .await?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         Ok(Response::new(CreateFeatureFlagResponse {
             feature_flag: Some(flag_out(&catalog, &stored)),
             revision,
@@ -633,7 +710,11 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
         request: Request<GetFeatureFlagRequest>,
     ) -> Result<Response<GetFeatureFlagResponse>> {
         let id = uuid("id", &request.into_inner().id)?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let flag = catalog
             .flags
             .iter()
@@ -650,7 +731,11 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
     ) -> Result<Response<ListFeatureFlagsResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let filter = r.filter.map(|f| f.to_lowercase());
         let mut items: Vec<&Stored<FlagDoc>> = catalog
             .flags
@@ -720,7 +805,11 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         Ok(Response::new(UpdateFeatureFlagResponse {
             feature_flag: Some(flag_out(&catalog, &stored)),
             revision,
@@ -752,7 +841,10 @@ fn route_policy(
             });
         }
         Ok(pb::RoutePolicy::Unspecified) | Err(_) => {
-            return Err(DomainError::invalid("policy", "must be ALLOW, DENY or REQUIRE"));
+            return Err(DomainError::invalid(
+                "policy",
+                "must be ALLOW, DENY or REQUIRE",
+            ));
         }
     };
     if !features.is_empty() || !permissions.is_empty() {
@@ -775,7 +867,11 @@ impl route_service_server::RouteService for Handler {
             id: Uuid::now_v7(),
             method: r.method,
             path: r.path_pattern,
-            policy: route_policy(r.policy, r.required_feature_keys, r.required_permission_keys)?,
+            policy: route_policy(
+                r.policy,
+                r.required_feature_keys,
+                r.required_permission_keys,
+            )?,
             description: Some(r.description).filter(|d| !d.is_empty()),
         };
         let (stored, revision) = self.engine.create_route(route).await?;
@@ -785,9 +881,16 @@ impl route_service_server::RouteService for Handler {
         }))
     }
 
-    async fn get_route(&self, request: Request<GetRouteRequest>) -> Result<Response<GetRouteResponse>> {
+    async fn get_route(
+        &self,
+        request: Request<GetRouteRequest>,
+    ) -> Result<Response<GetRouteResponse>> {
         let id = uuid("id", &request.into_inner().id)?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let route = catalog
             .routes
             .iter()
@@ -804,7 +907,11 @@ impl route_service_server::RouteService for Handler {
     ) -> Result<Response<ListRoutesResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self.engine.store.catalog(self.engine.store.connection()).await?;
+        let catalog = self
+            .engine
+            .store
+            .catalog(self.engine.store.connection())
+            .await?;
         let filter = r.filter.map(|f| f.to_lowercase());
         let mut items: Vec<&Stored<Route>> = catalog
             .routes
@@ -817,7 +924,11 @@ impl route_service_server::RouteService for Handler {
             })
             .collect();
         items.sort_by(|a, b| {
-            (&a.value.path, &a.value.method, a.value.id).cmp(&(&b.value.path, &b.value.method, b.value.id))
+            (&a.value.path, &a.value.method, a.value.id).cmp(&(
+                &b.value.path,
+                &b.value.method,
+                b.value.id,
+            ))
         });
         let (items, page) = paginate(items, offset, limit);
         Ok(Response::new(ListRoutesResponse {

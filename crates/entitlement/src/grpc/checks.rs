@@ -107,7 +107,10 @@ fn level(l: GrantLevel) -> pb::GrantLevel {
 
 fn granted_tenant(index: &EntitlementIndex, tenant: &str, l: GrantLevel) -> String {
     match l {
-        GrantLevel::Ancestor { depth } => index.ancestor_at(tenant, depth).unwrap_or_default().to_owned(),
+        GrantLevel::Ancestor { depth } => index
+            .ancestor_at(tenant, depth)
+            .unwrap_or_default()
+            .to_owned(),
         GrantLevel::User | GrantLevel::Account | GrantLevel::Targeting => tenant.to_owned(),
     }
 }
@@ -157,7 +160,10 @@ fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDec
 }
 
 impl Handler {
-    async fn index(&self, min_revision: u64) -> std::result::Result<std::sync::Arc<EntitlementIndex>, DomainError> {
+    async fn index(
+        &self,
+        min_revision: u64,
+    ) -> std::result::Result<std::sync::Arc<EntitlementIndex>, DomainError> {
         self.engine
             .index
             .at_least(min_revision, self.engine.revision_wait)
@@ -320,7 +326,11 @@ impl entitlement_service_server::EntitlementService for Handler {
                 plan_id: match &g.plan {
                     Some(new_grant::Plan::PlanId(id)) => plan_id(id, "changes[0].grant.plan_id")?,
                     Some(new_grant::Plan::PlanKey(k)) => plan_id(k, "changes[0].grant.plan_key")?,
-                    None => return Err(DomainError::invalid("changes[0].grant.plan", "required").into()),
+                    None => {
+                        return Err(
+                            DomainError::invalid("changes[0].grant.plan", "required").into()
+                        );
+                    }
                 },
             },
             Some(hypothetical_change::Change::RevokeGrantId(id)) => Hypothetical::RevokeGrant {

@@ -108,7 +108,12 @@ pub fn json_to_struct(value: &Value) -> Option<Struct> {
 pub fn metadata(s: Option<Struct>) -> Value {
     match opt_struct(s) {
         Value::Object(o) if o.is_empty() => Value::Null,
-        other => other,
+        other @ (Value::Null
+        | Value::Bool(_)
+        | Value::Number(_)
+        | Value::String(_)
+        | Value::Array(_)
+        | Value::Object(_)) => other,
     }
 }
 
@@ -239,8 +244,7 @@ pub fn rules_in(field: &str, rules: Vec<pb::TargetingRule>) -> Result<Vec<Rule>>
         .into_iter()
         .enumerate()
         .map(|(r, rule)| {
-            let treatment =
-                required_treatment(&format!("{field}[{r}].treatment"), rule.treatment)?;
+            let treatment = required_treatment(&format!("{field}[{r}].treatment"), rule.treatment)?;
             let conditions = rule
                 .conditions
                 .into_iter()

@@ -54,6 +54,39 @@ fn patch(p: pb::GrantPatch, now: chrono::DateTime<chrono::Utc>) -> crate::domain
     }
 }
 
+/// A single write reports its one bad item as a plain field error.
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "every other error keeps its meaning"
+)]
+fn single_item(e: DomainError, prefix: &str) -> DomainError {
+    match e {
+        DomainError::InvalidItems(mut items) if !items.is_empty() => {
+            let first = items.swap_remove(0);
+            DomainError::invalid(format!("{prefix}.{}", first.field), first.message)
+        }
+        other => other,
+    }
+}
+
+/// `Ok` when a single-item write failed because its grant does not exist.
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "every other error keeps its meaning"
+)]
+fn not_found_item(e: DomainError) -> std::result::Result<(), DomainError> {
+    match e {
+        DomainError::InvalidItems(items)
+            if items
+                .iter()
+                .any(|i| i.field == "id" && i.message == "grant not found") =>
+        {
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
 impl Handler {
     async fn plans_of(&self, grants: &[Grant]) -> Result<HashMap<Uuid, Plan>> {
         let mut ids: Vec<Uuid> = grants.iter().map(|g| g.plan_id).collect();
@@ -76,7 +109,12 @@ impl Handler {
     ) -> Result<Vec<pb::Grant>> {
         let plans = self.plans_of(grants).await?;
         let catalog = if with_relations {
-            Some(self.engine.store.catalog(self.engine.store.connection()).await?)
+            Some(
+                self.engine
+                    .store
+                    .catalog(self.engine.store.connection())
+                    .await?,
+            )
         } else {
             None
         };
@@ -116,20 +154,16 @@ impl grant_service_server::GrantService for Handler {
                 &print,
             )
             .await
-            .map_err(|e| match e {
-                // A single create reports its problem as a plain field error.
-                DomainError::InvalidItems(mut items) if !items.is_empty() => {
-                    let first = items.swap_remove(0);
-                    DomainError::invalid(format!("grant.{}", first.field), first.message)
-                }
-                other => other,
-            })?;
+            .map_err(|e| single_item(e, "grant"))?;
         let now = self.engine.now();
         let grant = self.encode(&grants, now, false).await?.pop();
         Ok(Response::new(CreateGrantResponse { grant, revision }))
     }
 
-    async fn get_grant(&self, request: Request<GetGrantRequest>) -> Result<Response<GetGrantResponse>> {
+    async fn get_grant(
+        &self,
+        request: Request<GetGrantRequest>,
+    ) -> Result<Response<GetGrantResponse>> {
         let r = request.into_inner();
         let grant = self.engine.store.grant(uuid("id", &r.id)?).await?;
         let now = self.engine.now();
@@ -209,17 +243,9 @@ impl grant_service_server::GrantService for Handler {
             .engine
             .update_grants(vec![patch(p, now)], None, &print)
             .await
-            .map_err(|e| match e {
-                DomainError::InvalidItems(items)
-                    if items.iter().any(|i| i.message == "grant not found") =>
-                {
-                    DomainError::not_found("grant", id)
-                }
-                DomainError::InvalidItems(mut items) if !items.is_empty() => {
-                    let first = items.swap_remove(0);
-                    DomainError::invalid(format!("patch.{}", first.field), first.message)
-                }
-                other => other,
+            .map_err(|e| match not_found_item(e) {
+                Ok(()) => DomainError::not_found("grant", id),
+                Err(e) => single_item(e, "patch"),
             })?;
         let grant = self.encode(&grants, now, false).await?.pop();
         Ok(Response::new(UpdateGrantResponse { grant, revision }))
@@ -234,9 +260,9 @@ impl grant_service_server::GrantService for Handler {
             .engine
             .delete_grants(vec![id.to_string()], None, "")
             .await
-            .map_err(|e| match e {
-                DomainError::InvalidItems(_) => DomainError::not_found("grant", id),
-                other => other,
+            .map_err(|e| match not_found_item(e) {
+                Ok(()) => DomainError::not_found("grant", id),
+                Err(e) => e,
             })?;
         Ok(Response::new(DeleteGrantResponse {
             revision: outcome.revision,
@@ -366,7 +392,10 @@ impl grant_service_server::GrantService for Handler {
                     id: g.id.to_string(),
                     external_id: g.external_id.clone().unwrap_or_default(),
                     user_id: g.user_id.clone().unwrap_or_default(),
-                    product_key: plans.get(&g.plan_id).map(|p| p.key.clone()).unwrap_or_default(),
+                    product_key: plans
+                        .get(&g.plan_id)
+                        .map(|p| p.key.clone())
+                        .unwrap_or_default(),
                     status: status as i32,
                     granted_at: Some(convert::timestamp(g.starts_at)),
                     expires_at: g.expires_at.map(convert::timestamp),

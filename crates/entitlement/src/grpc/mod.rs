@@ -127,9 +127,11 @@ impl From<DomainError> for Status {
                     kind.to_ascii_uppercase().replace(' ', "_")
                 )),
             ),
-            DomainError::FailedPrecondition(message) => {
-                with_details(Code::FailedPrecondition, message, plain("FAILED_PRECONDITION"))
-            }
+            DomainError::FailedPrecondition(message) => with_details(
+                Code::FailedPrecondition,
+                message,
+                plain("FAILED_PRECONDITION"),
+            ),
             DomainError::IdempotencyKeyReused(key) => with_details(
                 Code::FailedPrecondition,
                 format!("idempotency key {key} was already used for a different request"),

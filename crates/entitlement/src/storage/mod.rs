@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use tenantry_common::db::{DbFailure, classify};
 use uuid::Uuid;
 
-use crate::domain::{
-    DomainError, Feature, FeatureFlag, Grant, IndexChange, Plan, Route, Snapshot,
-};
+use crate::domain::{DomainError, Feature, FeatureFlag, Grant, IndexChange, Plan, Route, Snapshot};
 
 pub use grants::{GrantFilter, GrantSort, StatusFilter};
 
@@ -514,7 +512,10 @@ impl Store {
             .await
             .map_err(db_err("unlink plan features"))?;
         plan::Entity::update_many()
-            .col_expr(plan::Column::DeletedAt, sea_orm::sea_query::Expr::value(now))
+            .col_expr(
+                plan::Column::DeletedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
             .filter(plan::Column::Id.eq(id))
             .exec(txn)
             .await
@@ -745,4 +746,3 @@ fn stored<T: for<'de> Deserialize<'de>>(
         updated_at,
     })
 }
-

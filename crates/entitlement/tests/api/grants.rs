@@ -1,0 +1,197 @@
+//! Batch writes: atomicity with several bad items, idempotent retries, and the seed-003 view.
+
+use tenantry_proto::entitlement::v1 as pb;
+
+use crate::helpers::*;
+
+fn new_grant(plan: &str, tenant: &str) -> pb::NewGrant {
+    pb::NewGrant {
+        plan: Some(pb::new_grant::Plan::PlanId(plan.into())),
+        tenant_id: tenant.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn batch_is_all_or_nothing_and_lists_every_bad_item() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.bool_feature("sso").await;
+    let plan = app.plan("pro", vec![bare("sso")], false).await;
+    let now = app.clock.now_for_tests();
+    let mut bad_dates = new_grant(&plan.id, "acme");
+    bad_dates.starts_at = Some(ts(now + chrono::Duration::days(2)));
+    bad_dates.expires_at = Some(ts(now + chrono::Duration::days(1)));
+    let items = vec![
+        new_grant(&plan.id, "acme"),
+        new_grant("0190a000-0000-7000-8000-000000000000", "acme"),
+        new_grant(&plan.id, "no-such-account"),
+        bad_dates,
+        new_grant(&plan.id, "has space"),
+    ];
+    let err = app
+        .grants
+        .clone()
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            grants: items,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let got: Vec<(u32, String)> = details(&err)
+        .item_errors
+        .into_iter()
+        .map(|e| (e.index, e.field))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "planId".to_owned()),
+            (2, "tenantId".to_owned()),
+            (3, "expiresAt".to_owned()),
+            (4, "tenantId".to_owned()),
+        ]
+    );
+    let listed = app
+        .grants
+        .clone()
+        .list_grants(pb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.grants.is_empty(), "nothing may be written");
+
+    // More than 1,000 items is refused as a whole.
+    let too_many = vec![new_grant(&plan.id, "acme"); 1001];
+    let err = app
+        .grants
+        .clone()
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            grants: too_many,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn idempotent_retry_returns_the_same_ids() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.bool_feature("sso").await;
+    let plan = app.plan("pro", vec![bare("sso")], false).await;
+    let request = pb::BatchCreateGrantsRequest {
+        grants: vec![new_grant(&plan.id, "acme"), {
+            let mut g = new_grant(&plan.id, "acme");
+            g.user_id = Some("alice".into());
+            g.external_id = Some("ext-1".into());
+            g
+        }],
+        idempotency_key: Some("key-1".into()),
+    };
+    let first = app
+        .grants
+        .clone()
+        .batch_create_grants(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = app
+        .grants
+        .clone()
+        .batch_create_grants(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.grant_ids.len(), 2);
+    assert_eq!(first.grant_ids, again.grant_ids);
+    let listed = app
+        .grants
+        .clone()
+        .list_grants(pb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.grants.len(), 2, "a retry writes nothing");
+
+    let mut different = request;
+    different.grants.pop();
+    let err = app
+        .grants
+        .clone()
+        .batch_create_grants(different)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(details(&err).reason, "IDEMPOTENCY_KEY_REUSED");
+
+    // Seed 003: the user's grants with status and product key.
+    let user = app
+        .grants
+        .clone()
+        .list_user_grants(pb::ListUserGrantsRequest {
+            user_id: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(user.grants.len(), 1);
+    let g = &user.grants[0];
+    assert_eq!(
+        (
+            g.product_key.as_str(),
+            g.brand_id.as_str(),
+            g.external_id.as_str()
+        ),
+        ("pro", "acme", "ext-1")
+    );
+    assert_eq!(g.status, pb::UserGrantStatus::Active as i32);
+
+    // Batch update then delete, by id.
+    let updated = app
+        .grants
+        .clone()
+        .batch_update_grants(pb::BatchUpdateGrantsRequest {
+            patches: vec![pb::GrantPatch {
+                id: first.grant_ids[0].clone(),
+                expires_at: Some(tenantry_proto::common::v1::NullableTimestamp {
+                    value: Some(ts(app.clock.now_for_tests() + chrono::Duration::days(3))),
+                }),
+                ..Default::default()
+            }],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.grant_ids, vec![first.grant_ids[0].clone()]);
+    let err = app
+        .grants
+        .clone()
+        .batch_delete_grants(pb::BatchDeleteGrantsRequest {
+            ids: vec![first.grant_ids[0].clone(), "not-a-uuid".into()],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(details(&err).item_errors.len(), 1);
+    let deleted = app
+        .grants
+        .clone()
+        .batch_delete_grants(pb::BatchDeleteGrantsRequest {
+            ids: first.grant_ids.clone(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted_count, 2);
+    let d = app
+        .check("acme", None, feature_target("sso"), None, deleted.revision)
+        .await
+        .unwrap();
+    assert!(!d.result);
+}

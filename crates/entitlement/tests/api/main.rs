@@ -1,0 +1,10 @@
+//! Integration tests over real gRPC: the entitlement service against an ephemeral PostgreSQL
+//! (and SQLite for the main paths), with the real tenant service running beside it.
+
+mod catalog;
+mod checks;
+mod feed;
+mod grants;
+mod helpers;
+mod replicas;
+mod sqlite;
