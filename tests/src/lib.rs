@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use reqwest::{Method, StatusCode};
@@ -39,42 +39,84 @@ fn bin_dir() -> PathBuf {
     }
 }
 
-/// The path of a workspace binary. The first call of a test process runs `cargo build` for the
-/// three service binaries in this test binary's profile (a no-op when they are fresh): a
-/// library dependency never builds another package's binaries, and `cargo nextest run -p
-/// tenantry-tests` would otherwise start stale ones.
+/// The service binaries the stack starts.
+const BINARIES: [&str; 3] = ["tenant-service", "entitlement-service", "gateway"];
+
+/// The path of a workspace binary, fresh. A dependency never builds another package's
+/// binaries, so the first call of a test process runs `cargo build` for the three services in
+/// this test binary's profile when any is missing or older than the sources it is built from
+/// (`cargo nextest run --workspace` has built them already; `cargo nextest run -p
+/// tenantry-tests` has not). `TENANTRY_E2E_NO_BUILD` skips this.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        if std::env::var_os("TENANTRY_E2E_NO_BUILD").is_some() {
-            return;
+        if std::env::var_os("TENANTRY_E2E_NO_BUILD").is_none() && binaries_stale() {
+            build_binaries();
         }
-        let dir = bin_dir();
-        let profile = match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(other) => other.to_owned(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let target = dir.parent().expect("target directory").to_path_buf();
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .join("Cargo.toml");
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--bins", "--profile", &profile])
-            .arg("--manifest-path")
-            .arg(manifest)
-            .args(["-p", "tenantry-tenant", "-p", "tenantry-entitlement"])
-            .args(["-p", "tenantry-gateway"])
-            .env("CARGO_TARGET_DIR", target)
-            .stdin(Stdio::null())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the service binaries failed");
     });
     let path = bin_dir().join(name);
     assert!(path.is_file(), "binary {} not found", path.display());
     path
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Whether a service binary is missing or older than a source file of the crates it is built
+/// from (`src/`, `build.rs` and manifests), the protobuf contracts, or the lock file.
+fn binaries_stale() -> bool {
+    fn newest(path: &Path, newest_seen: &mut SystemTime) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                newest(&entry.path(), newest_seen);
+            }
+        } else if let Ok(modified) = meta.modified() {
+            *newest_seen = (*newest_seen).max(modified);
+        }
+    }
+    let root = workspace_root();
+    let mut sources = SystemTime::UNIX_EPOCH;
+    for file in ["Cargo.toml", "Cargo.lock", "proto"] {
+        newest(&root.join(file), &mut sources);
+    }
+    for krate in ["common", "proto", "tenant", "entitlement", "gateway"] {
+        for part in ["src", "build.rs", "Cargo.toml"] {
+            newest(&root.join("crates").join(krate).join(part), &mut sources);
+        }
+    }
+    BINARIES.iter().any(|name| {
+        std::fs::metadata(bin_dir().join(name))
+            .and_then(|m| m.modified())
+            .map_or(true, |built| built < sources)
+    })
+}
+
+fn build_binaries() {
+    let dir = bin_dir();
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let target = dir.parent().expect("target directory").to_path_buf();
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--bins", "--profile", &profile])
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .args(["-p", "tenantry-tenant", "-p", "tenantry-entitlement"])
+        .args(["-p", "tenantry-gateway"])
+        .env("CARGO_TARGET_DIR", target)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building the service binaries failed");
 }
 
 /// One service process; restartable with the same environment.

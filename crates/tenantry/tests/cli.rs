@@ -110,7 +110,8 @@ fn start_serve(data_dir: &Path) -> Server {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut banner = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !banner.contains("Get an environment token") {
+    // The banner ends with the line naming the credential variables.
+    while !banner.contains("TENANTRY_CLIENT_SECRET") {
         let mut line = String::new();
         if stdout.read_line(&mut line).unwrap() == 0 {
             panic!("tenantry exited before serving; printed: {banner}");
@@ -167,7 +168,12 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 }
 
 async fn grpc_serving(addr: &str) -> ServingStatus {
-    let mut client = HealthClient::connect(format!("http://{addr}")).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
     client
         .check(HealthCheckRequest {
             service: String::new(),

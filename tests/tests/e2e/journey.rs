@@ -570,6 +570,26 @@ async fn assert_schema_private(stack: &Stack, schema: &str, other_url: &str) {
     admin.close().await.expect("close admin");
     assert!(!tables.is_empty(), "schema {schema} has no tables");
 
+    // The owner reads its own tables (so the refusal below is about the schema, not the login).
+    let owner_url = if schema == TENANT_SCHEMA {
+        &stack.tenant_db_url
+    } else {
+        &stack.entitlement_db_url
+    };
+    let owner = Database::connect(owner_url.clone())
+        .await
+        .expect("connect as the owning role");
+    for table in &tables {
+        owner
+            .query_all_raw(Statement::from_string(
+                owner.get_database_backend(),
+                format!("SELECT * FROM \"{schema}\".\"{table}\" LIMIT 1"),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{schema}.{table} unreadable by its owner: {e}"));
+    }
+    owner.close().await.expect("close");
+
     let other = Database::connect(other_url.to_owned())
         .await
         .expect("connect as the other service's role");

@@ -81,6 +81,11 @@ async fn entitlement_service_killed_midway_resumes_the_change_feed() {
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "UNAVAILABLE", "{body}");
+    // The gateway is alive but not ready.
+    let (status, _) = stack.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "liveness with a service down");
+    let (status, body) = stack.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "readiness: {body}");
 
     // The tenant service goes on changing accounts meanwhile.
     expect(
@@ -238,6 +243,9 @@ async fn a_database_outage_answers_503_and_the_stack_recovers() {
             assert_eq!(answer["error"], "UNAVAILABLE", "{answer}");
         }
     }
+    // Liveness never depends on the database.
+    let (status, _) = stack.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "liveness during the outage");
     // Checks are answered from memory and never touch the database.
     let answer = check_feature(&stack, &user, "steady", "core", json!({})).await;
     assert_decision(&answer, true, None, "check during the outage");
