@@ -136,20 +136,35 @@ impl GrantContext for BatchContext<'_> {
     }
 }
 
-/// The result an idempotency key replays.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// The answer an idempotency key replays: written in the transaction of the first call,
+/// with the revision that call committed, so a retry answers exactly as the first call did.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Replay {
     ids: Vec<String>,
     count: u64,
+    /// Absent only in records written before revisions were kept (replayed with the
+    /// current revision, which includes the write).
+    #[serde(default)]
+    revision: Option<u64>,
+    /// The created grants as first returned (single creates only: a batch answers with ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grants: Option<Vec<Grant>>,
+}
+
+/// An idempotency record inserted at the start of a write, completed at commit.
+struct PendingReplay {
+    key: String,
+    replay: Replay,
 }
 
 /// What a batch write returns: the affected ids in request order (or a count) and the
-/// revision that includes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// revision that includes it; `grants` when the write (or the stored answer) has them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchOutcome {
     pub ids: Vec<String>,
     pub count: u64,
     pub revision: u64,
+    pub grants: Option<Vec<Grant>>,
 }
 
 impl Engine {
@@ -159,7 +174,28 @@ impl Engine {
 
     /// Commits `changes` and makes them visible to this replica's next check.
     async fn commit(&self, txn: DatabaseTransaction, changes: Vec<IndexChange>) -> Result<u64> {
-        let revision = self.store.commit(txn, &changes, self.now()).await?;
+        self.commit_replayable(txn, changes, None).await
+    }
+
+    /// [`Engine::commit`], completing an idempotency record with the committed revision in the
+    /// same transaction.
+    async fn commit_replayable(
+        &self,
+        txn: DatabaseTransaction,
+        changes: Vec<IndexChange>,
+        pending: Option<PendingReplay>,
+    ) -> Result<u64> {
+        let revision = self.store.next_revision(&txn).await?;
+        if let Some(mut pending) = pending {
+            pending.replay.revision = Some(revision);
+            let response = crate::storage::to_json(&pending.replay)?;
+            self.store
+                .set_idempotent_response(&txn, &pending.key, &response)
+                .await?;
+        }
+        self.store
+            .commit_at(txn, revision, &changes, self.now())
+            .await?;
         self.index.apply_committed(revision, changes).await?;
         Ok(revision)
     }
@@ -295,9 +331,14 @@ impl Engine {
         Ok(changes)
     }
 
-    /// Deletes a feature. Linked to plans: refused unless `force`, which unlinks it from them
-    /// (and drops its flag). Returns the plans it was unlinked from.
-    pub async fn delete_feature(&self, id: Uuid, force: bool) -> Result<(Vec<Uuid>, u64)> {
+    /// Deletes a feature. In use (included in plans or required by routes): refused unless
+    /// `force`, which removes every dependency in the same transaction: the feature is
+    /// unlinked from its plans, its flag is dropped, and it is removed from the required
+    /// features of REQUIRE routes. A route that required only this feature (no other feature,
+    /// no permission) is deleted rather than left requiring nothing: an empty REQUIRE is not a
+    /// valid route, and turning it into an unconditional allow would widen access; with it
+    /// gone, the request falls to the next matching route or to MISSING_ROUTE.
+    pub async fn delete_feature(&self, id: Uuid, force: bool) -> Result<(FeatureDeletion, u64)> {
         let (txn, catalog) = self.catalog_txn().await?;
         let feature = catalog
             .feature_by_id(id)
@@ -315,16 +356,23 @@ impl Engine {
                     .any(|pf| pf.feature_key == feature.key)
             })
             .collect();
-        if !linked.is_empty() && !force {
+        let requiring: Vec<&Stored<Route>> = catalog
+            .routes
+            .iter()
+            .filter(|r| route_requires(&r.value, &feature.key))
+            .collect();
+        if (!linked.is_empty() || !requiring.is_empty()) && !force {
             return Err(DomainError::FailedPrecondition(format!(
-                "feature {} is included in {} plan(s); unlink it or delete with force",
+                "feature {} is included in {} plan(s) and required by {} route(s); unlink it or \
+                 delete with force",
                 feature.key,
-                linked.len()
+                linked.len(),
+                requiring.len()
             )));
         }
         let now = self.now();
         let mut changes = Vec::new();
-        let mut unlinked = Vec::new();
+        let mut outcome = FeatureDeletion::default();
         for plan in linked {
             let mut plan = plan.clone();
             plan.value
@@ -333,8 +381,29 @@ impl Engine {
             plan.updated_at = now;
             let ids = plan_feature_ids(&catalog, &plan.value, None)?;
             self.store.put_plan(&txn, &plan, &ids, false).await?;
-            unlinked.push(plan.value.id);
+            outcome.unlinked_plans.push(plan.value.id);
             changes.push(IndexChange::UpsertPlan(plan.value));
+        }
+        for route in requiring {
+            let mut route = route.clone();
+            let RoutePolicy::Require {
+                features,
+                permissions,
+            } = &mut route.value.policy
+            else {
+                continue;
+            };
+            features.retain(|f| *f != feature.key);
+            if features.is_empty() && permissions.is_empty() {
+                self.store.delete_route(&txn, route.value.id).await?;
+                outcome.deleted_routes.push(route.value.id);
+                changes.push(IndexChange::DeleteRoute { id: route.value.id });
+            } else {
+                route.updated_at = now;
+                self.store.put_route(&txn, &route, false).await?;
+                outcome.updated_routes.push(route.value.id);
+                changes.push(IndexChange::UpsertRoute(route.value));
+            }
         }
         if let Some(flag) = catalog.flag_of(&feature.key) {
             changes.push(IndexChange::DeleteFlag {
@@ -345,7 +414,7 @@ impl Engine {
         self.store.delete_feature(&txn, id).await?;
         changes.push(IndexChange::DeleteFeature { id });
         let revision = self.commit(txn, changes).await?;
-        Ok((unlinked, revision))
+        Ok((outcome, revision))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -583,11 +652,15 @@ impl Engine {
         {
             Some((stored, response)) if stored == fingerprint => {
                 let replay: Replay = crate::storage::from_json(&response)?;
-                let revision = self.store.revision(self.store.connection()).await?;
+                let revision = match replay.revision {
+                    Some(revision) => revision,
+                    None => self.store.revision(self.store.connection()).await?,
+                };
                 Ok(Some(BatchOutcome {
                     ids: replay.ids,
                     count: replay.count,
                     revision,
+                    grants: replay.grants,
                 }))
             }
             Some(_) => Err(DomainError::IdempotencyKeyReused(key.to_owned())),
@@ -599,7 +672,7 @@ impl Engine {
     }
 
     /// Runs an idempotent batch write: a stored answer is replayed; otherwise `write` runs
-    /// and its answer is stored in its own transaction. A concurrent twin with the same key
+    /// and stores its answer in its own transaction. A concurrent twin with the same key
     /// loses on the key's primary key and then replays the winner's answer.
     async fn idempotent<F, Fut>(
         &self,
@@ -625,35 +698,35 @@ impl Engine {
         }
     }
 
+    /// Inserts the key's record first thing in the write's transaction (a concurrent twin
+    /// then waits on it and replays), with the answer but not yet the revision, which
+    /// [`Engine::commit_replayable`] adds.
     async fn remember(
         &self,
         txn: &DatabaseTransaction,
         record: Option<(String, String)>,
         operation: &str,
-        ids: &[String],
-        count: u64,
-    ) -> Result<()> {
-        if let Some((key, fingerprint)) = record {
-            let response = crate::storage::to_json(&Replay {
-                ids: ids.to_vec(),
-                count,
-            })?;
-            self.store
-                .store_idempotent_response(
-                    txn,
-                    &key,
-                    operation,
-                    &fingerprint,
-                    &response,
-                    self.now(),
-                )
-                .await?;
-        }
-        Ok(())
+        replay: Replay,
+    ) -> Result<Option<PendingReplay>> {
+        let Some((key, fingerprint)) = record else {
+            return Ok(None);
+        };
+        self.store
+            .store_idempotent_response(
+                txn,
+                &key,
+                operation,
+                &fingerprint,
+                &crate::storage::to_json(&replay)?,
+                self.now(),
+            )
+            .await?;
+        Ok(Some(PendingReplay { key, replay }))
     }
 
     /// Creates grants all-or-nothing; every bad item is reported by index. Accounts are
-    /// checked against the tenant service in one batch call.
+    /// checked against the tenant service in one batch call. The outcome carries the grants
+    /// (as first created, on a replay of a single create too) unless `ids_only`.
     pub async fn create_grants(
         &self,
         inputs: Vec<GrantInput>,
@@ -661,15 +734,15 @@ impl Engine {
         granted_by: Option<&str>,
         idempotency_key: Option<&str>,
         fingerprint: &str,
-    ) -> Result<(Vec<Grant>, u64)> {
+    ) -> Result<BatchOutcome> {
         if inputs.len() > crate::domain::MAX_BATCH {
             return Err(DomainError::invalid(
                 "grants",
                 format!("at most {} items per call", crate::domain::MAX_BATCH),
             ));
         }
-        let created = std::sync::Mutex::new(Vec::new());
-        let outcome = self
+        let single = inputs.len() == 1;
+        let mut outcome = self
             .idempotent(
                 idempotency_key,
                 "create_grants",
@@ -691,7 +764,7 @@ impl Engine {
                     let ctx = BatchContext {
                         catalog: &catalog,
                         live,
-                        taken: taken.into_iter().collect(),
+                        taken: taken.into_iter().map(|(t, e, _)| (t, e)).collect(),
                     };
                     let origin = GrantOrigin {
                         source,
@@ -700,119 +773,120 @@ impl Engine {
                     };
                     let grants = validate_new_grants(&inputs, &ctx, &origin)?;
                     let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
-                    self.remember(&txn, record, "create_grants", &ids, grants.len() as u64)
-                        .await?;
-                    self.store.insert_grants(&txn, &grants).await?;
                     let count = grants.len() as u64;
+                    let replay = Replay {
+                        ids: ids.clone(),
+                        count,
+                        revision: None,
+                        grants: single.then(|| grants.clone()),
+                    };
+                    let pending = self.remember(&txn, record, "create_grants", replay).await?;
+                    self.store.insert_grants(&txn, &grants).await?;
                     let changes = grants
                         .iter()
                         .cloned()
                         .map(IndexChange::UpsertGrant)
                         .collect();
-                    let revision = self.commit(txn, changes).await?;
-                    *created.lock().unwrap_or_else(|e| e.into_inner()) = grants;
+                    let revision = self.commit_replayable(txn, changes, pending).await?;
                     Ok(BatchOutcome {
                         ids,
                         count,
                         revision,
+                        grants: Some(grants),
                     })
                 },
             )
             .await?;
-        let mut grants = created.into_inner().unwrap_or_else(|e| e.into_inner());
-        if grants.is_empty() && !outcome.ids.is_empty() {
-            // A replay: read back what the first call created.
+        if outcome.grants.is_none() && single {
+            // A replay of a record without the grants: read back what the first call created.
             let ids: Vec<Uuid> = outcome
                 .ids
                 .iter()
                 .filter_map(|id| Uuid::try_parse(id).ok())
                 .collect();
-            let mut found: HashMap<Uuid, Grant> = self
-                .store
-                .grants_by_ids(self.store.connection(), &ids, false)
-                .await?
-                .into_iter()
-                .map(|g| (g.id, g))
-                .collect();
-            grants = ids.iter().filter_map(|id| found.remove(id)).collect();
+            outcome.grants = Some(
+                self.store
+                    .grants_by_ids(self.store.connection(), &ids, false)
+                    .await?,
+            );
         }
-        Ok((grants, outcome.revision))
+        Ok(outcome)
     }
 
-    /// Replays a stored batch-create answer by ids only (the seed's `entitlementIds`).
-    pub async fn create_grant_ids(
-        &self,
-        inputs: Vec<GrantInput>,
-        granted_by: Option<&str>,
-        idempotency_key: Option<&str>,
-        fingerprint: &str,
-    ) -> Result<(Vec<String>, u64)> {
-        let (grants, revision) = self
-            .create_grants(
-                inputs,
-                GrantSource::Batch,
-                granted_by,
-                idempotency_key,
-                fingerprint,
-            )
-            .await?;
-        Ok((grants.iter().map(|g| g.id.to_string()).collect(), revision))
-    }
-
+    /// Updates grants (expiry, start, metadata, external id) all-or-nothing. The outcome's
+    /// ids are the updated grants in request order; `grants` is set unless replayed.
     pub async fn update_grants(
         &self,
         patches: Vec<GrantPatch>,
         idempotency_key: Option<&str>,
         fingerprint: &str,
-    ) -> Result<(Vec<Grant>, u64)> {
-        let updated = std::sync::Mutex::new(Vec::new());
-        let outcome = self
-            .idempotent(
-                idempotency_key,
-                "update_grants",
-                fingerprint,
-                |record| async {
-                    let txn = self.store.begin().await?;
-                    let ids: Vec<Uuid> = patches
-                        .iter()
-                        .filter_map(|p| Uuid::try_parse(&p.id).ok())
-                        .collect();
-                    let current: HashMap<Uuid, Grant> = self
-                        .store
-                        .grants_by_ids(&txn, &ids, true)
-                        .await?
-                        .into_iter()
-                        .map(|g| (g.id, g))
-                        .collect();
-                    let grants = validate_grant_updates(
-                        &patches,
-                        |id| current.get(&id).cloned(),
-                        self.now(),
-                    )?;
-                    for grant in &grants {
-                        self.store.update_grant(&txn, grant).await?;
-                    }
-                    let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
-                    self.remember(&txn, record, "update_grants", &ids, grants.len() as u64)
-                        .await?;
-                    let count = grants.len() as u64;
-                    let changes = grants
-                        .iter()
-                        .cloned()
-                        .map(IndexChange::UpsertGrant)
-                        .collect();
-                    let revision = self.commit(txn, changes).await?;
-                    *updated.lock().unwrap_or_else(|e| e.into_inner()) = grants;
-                    Ok(BatchOutcome {
-                        ids,
-                        count,
-                        revision,
+    ) -> Result<BatchOutcome> {
+        self.idempotent(
+            idempotency_key,
+            "update_grants",
+            fingerprint,
+            |record| async {
+                let txn = self.store.begin().await?;
+                let ids: Vec<Uuid> = patches
+                    .iter()
+                    .filter_map(|p| Uuid::try_parse(&p.id).ok())
+                    .collect();
+                let current: HashMap<Uuid, Grant> = self
+                    .store
+                    .grants_by_ids(&txn, &ids, true)
+                    .await?
+                    .into_iter()
+                    .map(|g| (g.id, g))
+                    .collect();
+                // Who holds the external ids the patches set, among each grant's account.
+                let pairs: Vec<(String, String)> = patches
+                    .iter()
+                    .filter_map(|p| {
+                        let grant = current.get(&Uuid::try_parse(&p.id).ok()?)?;
+                        let ext = p.external_id.clone().filter(|e| !e.is_empty())?;
+                        Some((grant.tenant_id.clone(), ext))
                     })
-                },
-            )
-            .await?;
-        let grants = updated.into_inner().unwrap_or_else(|e| e.into_inner());
-        Ok((grants, outcome.revision))
+                    .collect();
+                let owners: HashMap<(String, String), Uuid> = self
+                    .store
+                    .taken_external_ids(&txn, &pairs)
+                    .await?
+                    .into_iter()
+                    .map(|(t, e, id)| ((t, e), id))
+                    .collect();
+                let grants = validate_grant_updates(
+                    &patches,
+                    |id| current.get(&id).cloned(),
+                    |tenant, ext| owners.get(&(tenant.to_owned(), ext.to_owned())).copied(),
+                    self.now(),
+                )?;
+                let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+                let count = grants.len() as u64;
+                let replay = Replay {
+                    ids: ids.clone(),
+                    count,
+                    revision: None,
+                    grants: None,
+                };
+                let pending = self.remember(&txn, record, "update_grants", replay).await?;
+                for grant in &grants {
+                    self.store.update_grant(&txn, grant).await?;
+                }
+                let changes = grants
+                    .iter()
+                    .cloned()
+                    .map(IndexChange::UpsertGrant)
+                    .collect();
+                let revision = self.commit_replayable(txn, changes, pending).await?;
+                Ok(BatchOutcome {
+                    ids,
+                    count,
+                    revision,
+                    grants: Some(grants),
+                })
+            },
+        )
+        .await
     }
 
     pub async fn delete_grants(
@@ -837,19 +911,25 @@ impl Engine {
                     .map(|g| g.id)
                     .collect();
                 let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
-                let count = self.store.delete_grants(&txn, &ids).await?;
                 let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-                self.remember(&txn, record, "delete_grants", &id_strings, count)
-                    .await?;
+                let replay = Replay {
+                    ids: id_strings.clone(),
+                    count: ids.len() as u64,
+                    revision: None,
+                    grants: None,
+                };
+                let pending = self.remember(&txn, record, "delete_grants", replay).await?;
+                let count = self.store.delete_grants(&txn, &ids).await?;
                 let changes = ids
                     .iter()
                     .map(|&id| IndexChange::DeleteGrant { id })
                     .collect();
-                let revision = self.commit(txn, changes).await?;
+                let revision = self.commit_replayable(txn, changes, pending).await?;
                 Ok(BatchOutcome {
                     ids: id_strings,
                     count,
                     revision,
+                    grants: None,
                 })
             },
         )
@@ -876,6 +956,21 @@ impl Engine {
             .await?;
         Ok((grant, revision))
     }
+}
+
+/// What a forced feature deletion changed besides the feature itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeatureDeletion {
+    /// Plans the feature was unlinked from.
+    pub unlinked_plans: Vec<Uuid>,
+    /// REQUIRE routes that still require other features or permissions, now without it.
+    pub updated_routes: Vec<Uuid>,
+    /// REQUIRE routes that required only this feature, deleted.
+    pub deleted_routes: Vec<Uuid>,
+}
+
+fn route_requires(route: &Route, feature_key: &str) -> bool {
+    matches!(&route.policy, RoutePolicy::Require { features, .. } if features.iter().any(|f| f == feature_key))
 }
 
 /// A feature named by id or key.

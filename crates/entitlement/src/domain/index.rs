@@ -196,21 +196,49 @@ pub struct ExplainedGrant {
     pub plan_id: Uuid,
     pub level: GrantLevel,
     pub status: GrantStatus,
+    /// Whether the grant's plan's targeting (rules, default treatment) selects the subject.
+    /// A plan without targeting selects nobody by rules: its grants alone entitle.
+    pub targeted: bool,
     /// What the plan gives the checked feature; `None` when it does not include it.
     pub allocation: Option<Allocation>,
 }
 
-/// A hypothetical change for `what_if`.
+/// A hypothetical change for `what_if`. A list of them applies in order: a plan revoked
+/// after being hypothetically granted loses that grant too; one granted after a revocation
+/// keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hypothetical {
-    /// The plan granted now without expiry, to the subject's user if given, else the account.
-    GrantPlan { plan_id: Uuid },
-    /// Every grant of the plan held directly by the account (and by the user, if given);
-    /// ancestors' grants are not the account's to revoke.
+    /// The plan granted from `starts_at` (`None` = the evaluation time) until `expires_at`
+    /// (`None` = never), to the subject's user when `to_user` (and a user is given), else to
+    /// the account.
+    GrantPlan {
+        plan_id: Uuid,
+        to_user: bool,
+        starts_at: Option<DateTime<Utc>>,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// Every grant of the plan held directly by the account (and by the user, if given),
+    /// including ones granted by earlier changes; ancestors' grants are not the account's to
+    /// revoke.
     RevokePlan { plan_id: Uuid },
     /// One grant held directly by the account or the given user.
     RevokeGrant { grant_id: Uuid },
 }
+
+impl Hypothetical {
+    /// The plan granted now, without expiry, to the account (or the user when `to_user`).
+    pub fn grant_plan(plan_id: Uuid, to_user: bool) -> Self {
+        Hypothetical::GrantPlan {
+            plan_id,
+            to_user,
+            starts_at: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// At most this many hypothetical changes per `what_if`.
+pub const MAX_WHAT_IF_CHANGES: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -365,6 +393,7 @@ enum CompiledPolicy {
 
 #[derive(Debug, Clone)]
 struct CompiledRoute {
+    id: Uuid,
     method: Option<Box<str>>,
     pattern: PathPattern,
     policy: CompiledPolicy,
@@ -501,6 +530,7 @@ impl Catalog {
         catalog.routes = compiled
             .into_iter()
             .map(|(pattern, method, route)| CompiledRoute {
+                id: route.id,
                 method,
                 pattern,
                 policy: match &route.policy {
@@ -674,17 +704,30 @@ impl Acc {
     }
 }
 
-/// A what-if edit applied while visiting grants, instead of copying the index.
-#[derive(Debug, Clone, Copy, Default)]
+/// What-if edits applied while visiting grants, instead of copying the index. Built from the
+/// changes in order: a plan revocation also drops the hypothetical grants added before it.
+#[derive(Debug, Clone, Default)]
 struct Overlay {
-    add: Option<(CompactGrant, bool)>,
-    remove_plan: Option<u32>,
-    remove_grant: Option<Uuid>,
+    /// Hypothetical grants, with whether each is at the user level.
+    added: Vec<(CompactGrant, bool)>,
+    /// Plan slots whose direct grants are revoked.
+    removed_plans: Vec<u32>,
+    /// Direct grants revoked one by one.
+    removed_grants: Vec<Uuid>,
 }
 
 impl Overlay {
+    /// Whether an existing direct grant is revoked by the overlay.
     fn removes(&self, g: &CompactGrant) -> bool {
-        self.remove_plan == Some(g.plan) || self.remove_grant == Some(g.id)
+        self.removed_plans.contains(&g.plan) || self.removed_grants.contains(&g.id)
+    }
+
+    /// The hypothetical grants at one level, in the order they were added.
+    fn added_at(&self, user_level: bool) -> impl Iterator<Item = &CompactGrant> {
+        self.added
+            .iter()
+            .filter(move |(_, u)| *u == user_level)
+            .map(|(g, _)| g)
     }
 }
 
@@ -837,9 +880,8 @@ impl EntitlementIndex {
         let kept = |g: &CompactGrant| overlay.is_none_or(|o| !o.removes(g));
         let added = |user_level: bool| {
             overlay
-                .and_then(|o| o.add)
-                .filter(|&(_, u)| u == user_level)
-                .map(|(g, _)| g)
+                .into_iter()
+                .flat_map(move |o| o.added_at(user_level))
         };
         let direct = [
             (
@@ -850,11 +892,7 @@ impl EntitlementIndex {
             (&subj.node.grants[..], GrantLevel::Account, false),
         ];
         for (grants, level, user_level) in direct {
-            for g in grants
-                .iter()
-                .filter(|g| kept(g))
-                .chain(added(user_level).iter())
-            {
+            for g in grants.iter().filter(|g| kept(g)).chain(added(user_level)) {
                 if let Some(plan) = catalog.plan(g.plan) {
                     f(g, plan, level);
                 }
@@ -983,14 +1021,8 @@ impl EntitlementIndex {
         v
     }
 
-    fn eval_route(
-        &self,
-        subj: &Resolved<'_>,
-        subject: &Subject<'_>,
-        method: &str,
-        path: &str,
-        at: i64,
-    ) -> Verdict {
+    /// The most specific route matching a request (allocation-free).
+    fn find_route(&self, method: &str, path: &str) -> Option<&CompiledRoute> {
         let mut split = [""; MAX_SPLIT_SEGMENTS];
         let mut n = 0;
         let mut overflow = false;
@@ -1003,7 +1035,7 @@ impl EntitlementIndex {
             n += 1;
         }
         let routes = &self.catalog.routes;
-        let found = if overflow {
+        if overflow {
             // Very long paths: match each route on the raw path instead.
             routes
                 .iter()
@@ -1012,8 +1044,23 @@ impl EntitlementIndex {
             routes
                 .iter()
                 .find(|r| r.method_matches(method) && r.pattern.matches_segments(&split[..n]))
-        };
-        let Some(route) = found else {
+        }
+    }
+
+    /// The id of the route a route check for `method` and `path` is decided by (Explain).
+    pub fn matched_route(&self, method: &str, path: &str) -> Option<Uuid> {
+        self.find_route(method, path).map(|r| r.id)
+    }
+
+    fn eval_route(
+        &self,
+        subj: &Resolved<'_>,
+        subject: &Subject<'_>,
+        method: &str,
+        path: &str,
+        at: i64,
+    ) -> Verdict {
+        let Some(route) = self.find_route(method, path) else {
             return Verdict::deny(Justification::MissingRoute);
         };
         match &route.policy {
@@ -1112,13 +1159,19 @@ impl EntitlementIndex {
         })
     }
 
-    /// Features gained, lost or changed if `change` were applied to the subject.
+    /// Features gained, lost or changed if `changes` were applied to the subject, in order.
     pub fn what_if(
         &self,
         subject: &Subject<'_>,
-        change: Hypothetical,
+        changes: &[Hypothetical],
         at: DateTime<Utc>,
     ) -> Result<WhatIf, DomainError> {
+        if changes.is_empty() || changes.len() > MAX_WHAT_IF_CHANGES {
+            return Err(DomainError::invalid(
+                "changes",
+                format!("give 1 to {MAX_WHAT_IF_CHANGES} changes"),
+            ));
+        }
         let subj = self
             .resolve(subject)
             .ok_or_else(|| DomainError::not_found("tenant", subject.tenant_id))?;
@@ -1128,40 +1181,54 @@ impl EntitlementIndex {
                 .filter(|&s| self.catalog.plan(s).is_some())
                 .ok_or_else(|| DomainError::not_found("plan", plan_id))
         };
-        let overlay = match change {
-            Hypothetical::GrantPlan { plan_id } => Overlay {
-                add: Some((
-                    CompactGrant {
-                        id: Uuid::max(),
-                        starts_at: micros,
-                        expires_at: NEVER,
-                        revoked_at: NEVER,
-                        plan: known_plan(plan_id)?,
-                    },
-                    subject.user_id.is_some(),
-                )),
-                ..Overlay::default()
-            },
-            Hypothetical::RevokePlan { plan_id } => Overlay {
-                remove_plan: Some(known_plan(plan_id)?),
-                ..Overlay::default()
-            },
-            Hypothetical::RevokeGrant { grant_id } => {
-                let held = subj
-                    .node
-                    .grants
-                    .iter()
-                    .chain(subj.user.iter().flat_map(|u| u.grants.iter()))
-                    .any(|g| g.id == grant_id);
-                if !held {
-                    return Err(DomainError::not_found("grant", grant_id));
+        let mut overlay = Overlay::default();
+        for (i, change) in changes.iter().enumerate() {
+            match *change {
+                Hypothetical::GrantPlan {
+                    plan_id,
+                    to_user,
+                    starts_at,
+                    expires_at,
+                } => {
+                    let starts_at = starts_at.map_or(micros, |t| t.timestamp_micros());
+                    let expires_at = expires_at.map_or(NEVER, |t| t.timestamp_micros());
+                    if expires_at <= starts_at {
+                        return Err(DomainError::invalid(
+                            format!("changes[{i}].grant.expires_at"),
+                            "must be after starts_at",
+                        ));
+                    }
+                    overlay.added.push((
+                        CompactGrant {
+                            // Distinct ids no stored UUIDv7 takes, in change order.
+                            id: Uuid::from_u128(u128::MAX - i as u128),
+                            starts_at,
+                            expires_at,
+                            revoked_at: NEVER,
+                            plan: known_plan(plan_id)?,
+                        },
+                        to_user && subject.user_id.is_some(),
+                    ));
                 }
-                Overlay {
-                    remove_grant: Some(grant_id),
-                    ..Overlay::default()
+                Hypothetical::RevokePlan { plan_id } => {
+                    let slot = known_plan(plan_id)?;
+                    overlay.added.retain(|(g, _)| g.plan != slot);
+                    overlay.removed_plans.push(slot);
+                }
+                Hypothetical::RevokeGrant { grant_id } => {
+                    let held = subj
+                        .node
+                        .grants
+                        .iter()
+                        .chain(subj.user.iter().flat_map(|u| u.grants.iter()))
+                        .any(|g| g.id == grant_id);
+                    if !held {
+                        return Err(DomainError::not_found("grant", grant_id));
+                    }
+                    overlay.removed_grants.push(grant_id);
                 }
             }
-        };
+        }
         let before: BTreeMap<u32, Verdict> = self.entitled(&subj, subject, micros, None).collect();
         let after: BTreeMap<u32, Verdict> = self
             .entitled(&subj, subject, micros, Some(&overlay))
@@ -1195,8 +1262,9 @@ impl EntitlementIndex {
         Ok(out)
     }
 
-    /// Every grant a check for `subject` looks at, in decision order, with its status at `at`
-    /// and what its plan allocates `feature_key` (Explain). Allocates: not the hot path.
+    /// Every grant a check for `subject` looks at, in decision order, with its status at `at`,
+    /// whether its plan targets the subject and what its plan allocates `feature_key`
+    /// (Explain). Allocates: not the hot path.
     pub fn explain_grants(
         &self,
         subject: &Subject<'_>,
@@ -1215,6 +1283,10 @@ impl EntitlementIndex {
                 plan_id: plan.id,
                 level,
                 status: g.status(at),
+                targeted: plan
+                    .targeting
+                    .as_ref()
+                    .is_some_and(|t| t.evaluate(subject.attributes)),
                 allocation: feature.and_then(|f| plan.allocation(f)),
             });
         });

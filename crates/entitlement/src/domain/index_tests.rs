@@ -582,7 +582,7 @@ fn listing_what_if_and_batch() {
     let w = idx
         .what_if(
             &ask.subject(),
-            Hypothetical::GrantPlan { plan_id: fx.pro.id },
+            &[Hypothetical::grant_plan(fx.pro.id, false)],
             t(1),
         )
         .unwrap();
@@ -594,9 +594,9 @@ fn listing_what_if_and_batch() {
     let w = idx
         .what_if(
             &ask.subject(),
-            Hypothetical::RevokePlan {
+            &[Hypothetical::RevokePlan {
                 plan_id: fx.basic.id,
-            },
+            }],
             t(1),
         )
         .unwrap();
@@ -610,7 +610,7 @@ fn listing_what_if_and_batch() {
     let w2 = idx
         .what_if(
             &ask.subject(),
-            Hypothetical::RevokeGrant { grant_id: b.id },
+            &[Hypothetical::RevokeGrant { grant_id: b.id }],
             t(1),
         )
         .unwrap();
@@ -618,9 +618,9 @@ fn listing_what_if_and_batch() {
     assert!(matches!(
         idx.what_if(
             &ask.subject(),
-            Hypothetical::RevokeGrant {
+            &[Hypothetical::RevokeGrant {
                 grant_id: Uuid::new_v4()
-            },
+            }],
             t(1)
         ),
         Err(DomainError::NotFound { kind: "grant", .. })
@@ -628,9 +628,7 @@ fn listing_what_if_and_batch() {
     assert!(matches!(
         idx.what_if(
             &ask.subject(),
-            Hypothetical::GrantPlan {
-                plan_id: Uuid::new_v4()
-            },
+            &[Hypothetical::grant_plan(Uuid::new_v4(), false)],
             t(1)
         ),
         Err(DomainError::NotFound { kind: "plan", .. })
@@ -655,6 +653,190 @@ fn listing_what_if_and_batch() {
         .map(|d| d.result)
         .collect();
     assert_eq!(results, vec![true, false, true]);
+}
+
+#[test]
+fn what_if_applies_several_changes_in_order() {
+    let mut fx = fixture();
+    let b = grant(&fx.basic, fx.child, None, 0, None);
+    let idx = fx.writer.apply([
+        IndexChange::UpsertGrant(b.clone()),
+        IndexChange::UpsertGrant(grant(&fx.org, fx.root, None, 0, None)),
+    ]);
+    let ask = Ask::new(fx.child);
+    let keys = |list: &[FeatureChange]| -> Vec<(String, Option<Allocation>)> {
+        list.iter().map(|c| (c.key.clone(), c.after)).collect()
+    };
+    // Swap basic for pro: seats 5 -> 20, storage 11 (sum with inherited 1) -> 101, audit
+    // gained, sso kept through the inherited org plan.
+    let swap = idx
+        .what_if(
+            &ask.subject(),
+            &[
+                Hypothetical::RevokePlan {
+                    plan_id: fx.basic.id,
+                },
+                Hypothetical::grant_plan(fx.pro.id, false),
+            ],
+            t(1),
+        )
+        .unwrap();
+    assert_eq!(
+        keys(&swap.gained),
+        vec![("audit".into(), Some(Allocation::Bool(true)))]
+    );
+    assert_eq!(
+        keys(&swap.changed),
+        vec![("seats".into(), count(20)), ("storage".into(), count(101))]
+    );
+    assert!(swap.lost.is_empty());
+
+    // Order matters: a plan granted and then revoked leaves nothing behind, while revoking
+    // first and granting after keeps the grant.
+    let granted_then_revoked = idx
+        .what_if(
+            &ask.subject(),
+            &[
+                Hypothetical::grant_plan(fx.pro.id, false),
+                Hypothetical::RevokePlan { plan_id: fx.pro.id },
+            ],
+            t(1),
+        )
+        .unwrap();
+    assert_eq!(granted_then_revoked, WhatIf::default());
+    let revoked_then_granted = idx
+        .what_if(
+            &ask.subject(),
+            &[
+                Hypothetical::RevokePlan { plan_id: fx.pro.id },
+                Hypothetical::grant_plan(fx.pro.id, false),
+            ],
+            t(1),
+        )
+        .unwrap();
+    assert_eq!(
+        keys(&revoked_then_granted.gained),
+        vec![("audit".into(), Some(Allocation::Bool(true)))]
+    );
+
+    // Revoking the one grant and the plan again is the same as revoking the plan; a
+    // hypothetical grant starting later (or already expired) gives nothing now.
+    let revoke_both = idx
+        .what_if(
+            &ask.subject(),
+            &[
+                Hypothetical::RevokeGrant { grant_id: b.id },
+                Hypothetical::RevokePlan {
+                    plan_id: fx.basic.id,
+                },
+                Hypothetical::GrantPlan {
+                    plan_id: fx.pro.id,
+                    to_user: false,
+                    starts_at: Some(t(5)),
+                    expires_at: None,
+                },
+            ],
+            t(1),
+        )
+        .unwrap();
+    let lost: Vec<&str> = revoke_both.lost.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(lost, vec!["seats"]);
+    assert!(revoke_both.gained.is_empty());
+
+    // A user-level hypothetical grant counts for the user only.
+    let mut user = Ask::new(fx.child);
+    user.user = Some("alice");
+    let w = idx
+        .what_if(
+            &user.subject(),
+            &[Hypothetical::grant_plan(fx.pro.id, true)],
+            t(1),
+        )
+        .unwrap();
+    assert_eq!(
+        keys(&w.gained),
+        vec![("audit".into(), Some(Allocation::Bool(true)))]
+    );
+
+    // Bad lists are refused whole.
+    assert!(matches!(
+        idx.what_if(&ask.subject(), &[], t(1)),
+        Err(DomainError::InvalidArgument { .. })
+    ));
+    let too_many = vec![Hypothetical::grant_plan(fx.pro.id, false); MAX_WHAT_IF_CHANGES + 1];
+    assert!(idx.what_if(&ask.subject(), &too_many, t(1)).is_err());
+    assert!(matches!(
+        idx.what_if(
+            &ask.subject(),
+            &[
+                Hypothetical::grant_plan(fx.pro.id, false),
+                Hypothetical::RevokeGrant {
+                    grant_id: Uuid::new_v4()
+                },
+            ],
+            t(1)
+        ),
+        Err(DomainError::NotFound { kind: "grant", .. })
+    ));
+    assert!(matches!(
+        idx.what_if(
+            &ask.subject(),
+            &[Hypothetical::GrantPlan {
+                plan_id: fx.pro.id,
+                to_user: false,
+                starts_at: Some(t(3)),
+                expires_at: Some(t(2)),
+            }],
+            t(1)
+        ),
+        Err(DomainError::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn explain_reports_targeting_and_the_matched_route() {
+    let mut fx = fixture();
+    let mut targeted = fx.pro.clone();
+    targeted.rules = vec![Rule {
+        description: None,
+        conditions: vec![cond("tier", ConditionOp::InList, json!({"list": ["gold"]}))],
+        treatment: Treatment::True,
+    }];
+    let allow = route("GET", "/reports/**", RoutePolicy::Allow);
+    let export = route("GET", "/reports/*/export", RoutePolicy::Deny);
+    let idx = fx.writer.apply([
+        IndexChange::UpsertPlan(targeted),
+        IndexChange::UpsertGrant(grant(&fx.pro, fx.child, None, 0, None)),
+        IndexChange::UpsertGrant(grant(&fx.basic, fx.child, None, 0, None)),
+        IndexChange::UpsertRoute(allow.clone()),
+        IndexChange::UpsertRoute(export.clone()),
+    ]);
+    let mut ask = Ask::new(fx.child);
+    let flags = |ask: &Ask<'_>| -> Vec<(Uuid, bool)> {
+        idx.explain_grants(&ask.subject(), Some("audit"), t(1))
+            .iter()
+            .map(|g| (g.plan_id, g.targeted))
+            .collect()
+    };
+    let mut expected = vec![(fx.pro.id, false), (fx.basic.id, false)];
+    expected.sort_by_key(|&(plan, _)| plan);
+    let mut got = flags(&ask);
+    got.sort_by_key(|&(plan, _)| plan);
+    assert_eq!(got, expected);
+    ask.attrs = json!({"tier": "gold"}).as_object().cloned();
+    let mut got = flags(&ask);
+    got.sort_by_key(|&(plan, _)| plan);
+    let mut expected = vec![(fx.pro.id, true), (fx.basic.id, false)];
+    expected.sort_by_key(|&(plan, _)| plan);
+    assert_eq!(got, expected);
+
+    assert_eq!(
+        idx.matched_route("GET", "/reports/7/export"),
+        Some(export.id)
+    );
+    assert_eq!(idx.matched_route("get", "/reports/7"), Some(allow.id));
+    assert_eq!(idx.matched_route("POST", "/reports/7"), None);
+    assert_eq!(idx.matched_route("GET", "/other"), None);
 }
 
 #[test]

@@ -16,8 +16,8 @@ pub use error::{DomainError, ItemError};
 pub use fxhash::{FxBuildHasher, FxHashMap, FxHasher};
 pub use index::{
     CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex, ExplainedGrant,
-    FeatureChange, GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH, MemoryEstimate,
-    SharedIndex, Subject, Target, WhatIf,
+    FeatureChange, GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH,
+    MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex, Subject, Target, WhatIf,
 };
 pub use model::{
     Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::index::{
-    CheckRequest, DecidedBy, Decision, EffectiveFeature, GrantLevel, Justification,
-    MAX_ANCESTOR_DEPTH, Subject, Target,
+    CheckRequest, DecidedBy, Decision, EffectiveFeature, FeatureChange, GrantLevel, Hypothetical,
+    Justification, MAX_ANCESTOR_DEPTH, Subject, Target, WhatIf,
 };
 use super::model::{
     Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
@@ -543,6 +543,98 @@ impl World {
     }
 }
 
+impl World {
+    /// What-if by brute force: copy the world, edit its grants change by change, list the
+    /// entitlements before and after and diff them. `None` where the index gives an error.
+    fn what_if(
+        &self,
+        subject: &Subject<'_>,
+        changes: &[Hypothetical],
+        at: DateTime<Utc>,
+    ) -> Option<WhatIf> {
+        let before = self.entitlements(subject, at)?;
+        let tenant = subject.tenant_id;
+        let direct = |g: &Grant| {
+            g.tenant_id == tenant
+                && (g.user_id.is_none() || g.user_id.as_deref() == subject.user_id)
+        };
+        let mut after_world = self.clone();
+        for (i, change) in changes.iter().enumerate() {
+            match *change {
+                Hypothetical::GrantPlan {
+                    plan_id,
+                    to_user,
+                    starts_at,
+                    expires_at,
+                } => {
+                    self.plan(plan_id)?;
+                    let starts_at = starts_at.unwrap_or(at);
+                    if expires_at.is_some_and(|e| e <= starts_at) {
+                        return None;
+                    }
+                    after_world.grants.push(Grant {
+                        id: Uuid::from_u128(u128::MAX - i as u128),
+                        plan_id,
+                        tenant_id: tenant.to_owned(),
+                        user_id: subject.user_id.filter(|_| to_user).map(str::to_owned),
+                        starts_at,
+                        expires_at,
+                        revoked_at: None,
+                        revoked_by: None,
+                        revoke_reason: None,
+                        source: GrantSource::Api,
+                        external_id: None,
+                        granted_by: None,
+                        metadata: Value::Null,
+                        created_at: at,
+                        updated_at: at,
+                    });
+                }
+                Hypothetical::RevokePlan { plan_id } => {
+                    self.plan(plan_id)?;
+                    after_world
+                        .grants
+                        .retain(|g| !(g.plan_id == plan_id && direct(g)));
+                }
+                Hypothetical::RevokeGrant { grant_id } => {
+                    // Held in the world as it is, not as earlier changes left it.
+                    if !self.grants.iter().any(|g| g.id == grant_id && direct(g)) {
+                        return None;
+                    }
+                    after_world.grants.retain(|g| g.id != grant_id);
+                }
+            }
+        }
+        let after = after_world.entitlements(subject, at)?;
+        let mut out = WhatIf::default();
+        for b in &before {
+            match after.iter().find(|a| a.key == b.key) {
+                None => out.lost.push(FeatureChange {
+                    key: b.key.clone(),
+                    before: Some(b.allocation),
+                    after: None,
+                }),
+                Some(a) if a.allocation != b.allocation => out.changed.push(FeatureChange {
+                    key: b.key.clone(),
+                    before: Some(b.allocation),
+                    after: Some(a.allocation),
+                }),
+                Some(_) => {}
+            }
+        }
+        for a in &after {
+            if !before.iter().any(|b| b.key == a.key) {
+                out.gained.push(FeatureChange {
+                    key: a.key.clone(),
+                    before: None,
+                    after: Some(a.allocation),
+                });
+            }
+        }
+        Some(out)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Random worlds
 // ---------------------------------------------------------------------------------------------
@@ -707,8 +799,14 @@ struct AskSpec {
     at: u8,
 }
 
+/// (kind: 0 grant plan, 1 revoke plan, 2 revoke grant; plan or grant index; to user;
+/// window: 0 open, 1 starts later, 2 ends at the last hour asked about)
+type ChangeSpec = (u8, usize, bool, u8);
+
 #[derive(Debug, Clone)]
 struct Scenario {
+    /// Hypothetical change lists, each tried for every ask's subject.
+    what_ifs: Vec<Vec<ChangeSpec>>,
     features: Vec<FeatureSpec>,
     plans: Vec<PlanSpec>,
     parents: Vec<Option<usize>>,
@@ -808,9 +906,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(route, 0..4),
         prop::collection::vec(ask, 1..24),
         prop::collection::vec(0..16usize, 0..3),
+        prop::collection::vec(
+            prop::collection::vec((0..3u8, 0..16usize, any::<bool>(), 0..3u8), 1..5),
+            0..3,
+        ),
     )
         .prop_map(
-            |(features, plans, parents, grants, routes, asks, deletes)| Scenario {
+            |(features, plans, parents, grants, routes, asks, deletes, what_ifs)| Scenario {
+                what_ifs,
                 features,
                 plans,
                 parents,
@@ -1101,6 +1204,54 @@ proptest! {
             let subject = ask.request().subject;
             let got = index.account_entitlements(&subject, ask.at).ok();
             prop_assert_eq!(got, world.entitlements(&subject, ask.at), "subject {:?}", subject);
+        }
+
+        let plan_ids: Vec<Uuid> = ids(PLANS + 1, 2);
+        // Mostly live plans; index 15 names the plan that does not exist.
+        let plan_of = |which: usize| plan_ids[if which == 15 { PLANS } else { which % PLANS }];
+        for specs in &s.what_ifs {
+            for ask in &asks {
+                let subject = ask.request().subject;
+                // Revocations pick among the grants the subject holds directly (an unknown
+                // id when it holds none).
+                let held: Vec<Uuid> = world
+                    .grants
+                    .iter()
+                    .filter(|g| {
+                        g.tenant_id == subject.tenant_id
+                            && (g.user_id.is_none() || g.user_id.as_deref() == subject.user_id)
+                    })
+                    .map(|g| g.id)
+                    .collect();
+                let changes: Vec<Hypothetical> = specs
+                    .iter()
+                    .map(|&(kind, which, to_user, window)| match kind {
+                        0 => Hypothetical::GrantPlan {
+                            plan_id: plan_of(which),
+                            to_user,
+                            starts_at: (window == 1).then(|| hour(8)),
+                            expires_at: (window == 2).then(|| hour(13)),
+                        },
+                        1 => Hypothetical::RevokePlan {
+                            plan_id: plan_of(which),
+                        },
+                        _ => Hypothetical::RevokeGrant {
+                            grant_id: held
+                                .get(which % held.len().max(1))
+                                .copied()
+                                .unwrap_or_else(|| Uuid::from_u128(which as u128)),
+                        },
+                    })
+                    .collect();
+                let got = index.what_if(&subject, &changes, ask.at).ok();
+                prop_assert_eq!(
+                    got,
+                    world.what_if(&subject, &changes, ask.at),
+                    "subject {:?} changes {:?}",
+                    subject,
+                    changes
+                );
+            }
         }
     }
 }

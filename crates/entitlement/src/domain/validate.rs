@@ -446,15 +446,20 @@ pub struct GrantPatch {
 }
 
 /// Validates a batch update against current grants and returns the updated grants in order.
+/// `external_id_owner(tenant, external_id)` names the stored grant holding an external id in
+/// an account: a patch may not take one another grant holds (even if that grant gives it up
+/// in the same batch), nor one an earlier patch of the batch took.
 pub fn validate_grant_updates(
     patches: &[GrantPatch],
     current: impl Fn(Uuid) -> Option<Grant>,
+    external_id_owner: impl Fn(&str, &str) -> Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Grant>, DomainError> {
     refuse_oversized(patches.len())?;
     let mut errors = Vec::new();
     let mut out = Vec::with_capacity(patches.len());
     let mut seen = HashSet::new();
+    let mut claimed: HashSet<(String, String)> = HashSet::new();
     for (i, patch) in patches.iter().enumerate() {
         let before = errors.len();
         let mut err = |field: &str, message: &str| errors.push(ItemError::new(i, field, message));
@@ -500,6 +505,12 @@ pub fn validate_grant_updates(
         match patch.external_id.as_deref() {
             Some("") => grant.external_id = None,
             Some(ext) if ext.len() > MAX_TEXT_LEN => err("externalId", "must be 1 to 256 bytes"),
+            Some(ext)
+                if external_id_owner(&grant.tenant_id, ext).is_some_and(|o| o != grant.id)
+                    || !claimed.insert((grant.tenant_id.clone(), ext.to_owned())) =>
+            {
+                err("externalId", "already used for this account");
+            }
             Some(ext) => grant.external_id = Some(ext.to_owned()),
             None => {}
         }
@@ -824,17 +835,43 @@ mod tests {
         ]))
         .unwrap();
         let Err(DomainError::InvalidItems(errors)) =
-            validate_grant_updates(&patches, lookup, now())
+            validate_grant_updates(&patches, lookup, |_, _| None, now())
         else {
             panic!("expected item errors")
         };
         let idx: Vec<usize> = errors.iter().map(|e| e.index).collect();
         assert_eq!(idx, vec![1, 2, 3]);
-        let updated = validate_grant_updates(&patches[..1], lookup, now()).unwrap();
+        let updated = validate_grant_updates(&patches[..1], lookup, |_, _| None, now()).unwrap();
         assert_eq!(updated[0].expires_at, None);
         let patch: Vec<GrantPatch> =
             serde_json::from_value(json!([{"id": grant.id, "expiresAt": "2020-01-01"}])).unwrap();
-        assert!(validate_grant_updates(&patch, lookup, now()).is_err());
+        assert!(validate_grant_updates(&patch, lookup, |_, _| None, now()).is_err());
+
+        // Batch updates move the start and replace metadata; external ids stay unique per
+        // account: one held by another grant is refused, re-setting the grant's own is fine.
+        let patch: Vec<GrantPatch> = serde_json::from_value(json!([{
+            "id": grant.id, "startsAt": "2025-06-01T00:00:00Z", "metadata": {"seats": 3},
+            "externalId": "ext-own"
+        }]))
+        .unwrap();
+        let other = Uuid::new_v4();
+        let owner = |_: &str, ext: &str| match ext {
+            "ext-own" => Some(grant.id),
+            "ext-other" => Some(other),
+            _ => None,
+        };
+        let updated = validate_grant_updates(&patch, lookup, owner, now()).unwrap();
+        assert_eq!(updated[0].starts_at, parse_timestamp("2025-06-01").unwrap());
+        assert_eq!(updated[0].metadata, json!({"seats": 3}));
+        assert_eq!(updated[0].external_id.as_deref(), Some("ext-own"));
+        let patch: Vec<GrantPatch> =
+            serde_json::from_value(json!([{"id": grant.id, "externalId": "ext-other"}])).unwrap();
+        let Err(DomainError::InvalidItems(errors)) =
+            validate_grant_updates(&patch, lookup, owner, now())
+        else {
+            panic!("expected item errors")
+        };
+        assert_eq!(errors[0].field, "externalId");
 
         let ids = vec![grant.id.to_string(), "x".into(), Uuid::new_v4().to_string()];
         let Err(DomainError::InvalidItems(errors)) =

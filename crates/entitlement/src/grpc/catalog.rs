@@ -259,13 +259,16 @@ impl feature_service_server::FeatureService for Handler {
         request: Request<DeleteFeatureRequest>,
     ) -> Result<Response<DeleteFeatureResponse>> {
         let r = request.into_inner();
-        let (plans, revision) = self
+        let (deletion, revision) = self
             .engine
             .delete_feature(uuid("id", &r.id)?, r.force)
             .await?;
+        let ids = |list: &[Uuid]| list.iter().map(Uuid::to_string).collect();
         Ok(Response::new(DeleteFeatureResponse {
-            unlinked_plan_ids: plans.iter().map(Uuid::to_string).collect(),
+            unlinked_plan_ids: ids(&deletion.unlinked_plans),
             revision,
+            updated_route_ids: ids(&deletion.updated_routes),
+            deleted_route_ids: ids(&deletion.deleted_routes),
         }))
     }
 }

@@ -9,7 +9,7 @@ use super::convert::{self, uuid};
 use super::{Handler, Result};
 use crate::domain::{
     CheckRequest, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel, Hypothetical,
-    Justification, MAX_BATCH, Subject, Target, validate_tenant_id,
+    Justification, MAX_BATCH, MAX_WHAT_IF_CHANGES, Subject, Target, validate_tenant_id,
 };
 
 /// A query decoded into owned parts the borrowed `CheckRequest` points into.
@@ -132,6 +132,16 @@ fn provenance(
     }
 }
 
+/// The route a route query is decided by, if any matches.
+fn matched_route(index: &EntitlementIndex, q: &Query) -> Option<String> {
+    match &q.target {
+        TargetOwned::Route(method, path) => {
+            index.matched_route(method, path).map(|id| id.to_string())
+        }
+        TargetOwned::Feature(_) | TargetOwned::Permission(_) => None,
+    }
+}
+
 fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDecision {
     let feature_key = match &q.target {
         TargetOwned::Feature(k) => k.as_str(),
@@ -152,9 +162,10 @@ fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDec
         justification: justification(d.justification) as i32,
         allow_reason: allow_reason as i32,
         allocation: Some(convert::allocation(d.allocation)),
-        provenance: d
-            .decided_by
-            .map(|by| provenance(index, &q.tenant_id, by, feature_key)),
+        provenance: d.decided_by.map(|by| pb::Provenance {
+            route_id: matched_route(index, q).unwrap_or_default(),
+            ..provenance(index, &q.tenant_id, by, feature_key)
+        }),
         next_change_at: d.next_change_at.map(convert::timestamp),
     }
 }
@@ -280,7 +291,7 @@ impl entitlement_service_server::EntitlementService for Handler {
                 level: level(g.level) as i32,
                 granted_tenant_id: granted_tenant(&index, &q.tenant_id, g.level),
                 status: convert::grant_status(g.status) as i32,
-                targeted: false,
+                targeted: g.targeted,
                 allocation: Some(convert::allocation(g.allocation)),
                 effective: d.result
                     && g.allocation.is_some_and(|a| a.is_granting())
@@ -297,7 +308,7 @@ impl entitlement_service_server::EntitlementService for Handler {
             decision: Some(decision(&index, &q, &d)),
             grants,
             feature_flag_on: flag,
-            matched_route_id: None,
+            matched_route_id: matched_route(&index, &q),
             linked_feature_keys: linked,
             revision: index.revision(),
         }))
@@ -311,43 +322,81 @@ impl entitlement_service_server::EntitlementService for Handler {
             Some(t) => convert::time("at", &t)?,
             None => self.engine.now(),
         };
-        // The index evaluates one hypothetical change against a snapshot.
-        let [change] = r.changes.as_slice() else {
-            return Err(DomainError::invalid("changes", "give exactly one change").into());
-        };
+        if r.changes.is_empty() || r.changes.len() > MAX_WHAT_IF_CHANGES {
+            return Err(DomainError::invalid(
+                "changes",
+                format!("give 1 to {MAX_WHAT_IF_CHANGES} changes"),
+            )
+            .into());
+        }
         let plan_id = |s: &str, field: &str| {
+            if s.is_empty() {
+                return Err(DomainError::invalid(field, "required"));
+            }
             uuid(field, s)
                 .ok()
                 .or_else(|| index.plan_id_by_key(s))
                 .ok_or_else(|| DomainError::not_found("plan", s))
         };
-        let hypothetical = match &change.change {
-            Some(hypothetical_change::Change::Grant(g)) => Hypothetical::GrantPlan {
-                plan_id: match &g.plan {
-                    Some(new_grant::Plan::PlanId(id)) => plan_id(id, "changes[0].grant.plan_id")?,
-                    Some(new_grant::Plan::PlanKey(k)) => plan_id(k, "changes[0].grant.plan_key")?,
-                    None => {
-                        return Err(
-                            DomainError::invalid("changes[0].grant.plan", "required").into()
-                        );
-                    }
-                },
-            },
-            Some(hypothetical_change::Change::RevokeGrantId(id)) => Hypothetical::RevokeGrant {
-                grant_id: uuid("changes[0].revoke_grant_id", id)?,
-            },
-            Some(hypothetical_change::Change::RevokePlan(p)) => Hypothetical::RevokePlan {
-                plan_id: plan_id(p, "changes[0].revoke_plan")?,
-            },
-            None => return Err(DomainError::invalid("changes[0]", "required").into()),
+        let time = |t: &Option<prost_types::Timestamp>, field: &str| {
+            t.as_ref().map(|t| convert::time(field, t)).transpose()
         };
+        let mut hypotheticals = Vec::with_capacity(r.changes.len());
+        for (i, change) in r.changes.iter().enumerate() {
+            let field = format!("changes[{i}]");
+            hypotheticals.push(match &change.change {
+                Some(hypothetical_change::Change::Grant(g)) => {
+                    if !g.tenant_id.is_empty() && g.tenant_id != r.tenant_id {
+                        return Err(DomainError::invalid(
+                            format!("{field}.grant.tenant_id"),
+                            "must be empty or the request's tenant_id",
+                        )
+                        .into());
+                    }
+                    if g.user_id.is_some() && g.user_id != r.user_id {
+                        return Err(DomainError::invalid(
+                            format!("{field}.grant.user_id"),
+                            "must be unset or the request's user_id",
+                        )
+                        .into());
+                    }
+                    Hypothetical::GrantPlan {
+                        plan_id: match &g.plan {
+                            Some(new_grant::Plan::PlanId(id)) => {
+                                plan_id(id, &format!("{field}.grant.plan_id"))?
+                            }
+                            Some(new_grant::Plan::PlanKey(k)) => {
+                                plan_id(k, &format!("{field}.grant.plan_key"))?
+                            }
+                            None => {
+                                return Err(DomainError::invalid(
+                                    format!("{field}.grant.plan"),
+                                    "required",
+                                )
+                                .into());
+                            }
+                        },
+                        to_user: g.user_id.is_some(),
+                        starts_at: time(&g.starts_at, &format!("{field}.grant.starts_at"))?,
+                        expires_at: time(&g.expires_at, &format!("{field}.grant.expires_at"))?,
+                    }
+                }
+                Some(hypothetical_change::Change::RevokeGrantId(id)) => Hypothetical::RevokeGrant {
+                    grant_id: uuid(&format!("{field}.revoke_grant_id"), id)?,
+                },
+                Some(hypothetical_change::Change::RevokePlan(p)) => Hypothetical::RevokePlan {
+                    plan_id: plan_id(p, &format!("{field}.revoke_plan"))?,
+                },
+                None => return Err(DomainError::invalid(field, "required").into()),
+            });
+        }
         let subject = Subject {
             tenant_id: &r.tenant_id,
             user_id: r.user_id.as_deref(),
             permissions: &[],
             attributes: None,
         };
-        let result = index.what_if(&subject, hypothetical, at)?;
+        let result = index.what_if(&subject, &hypotheticals, at)?;
         let encode = |list: Vec<crate::domain::FeatureChange>| {
             list.into_iter()
                 .map(|c| pb::FeatureChange {

@@ -144,7 +144,7 @@ impl grant_service_server::GrantService for Handler {
         let new = r
             .grant
             .ok_or_else(|| DomainError::invalid("grant", "required"))?;
-        let (grants, revision) = self
+        let outcome = self
             .engine
             .create_grants(
                 vec![input(new)],
@@ -156,8 +156,12 @@ impl grant_service_server::GrantService for Handler {
             .await
             .map_err(|e| single_item(e, "grant"))?;
         let now = self.engine.now();
+        let grants = outcome.grants.unwrap_or_default();
         let grant = self.encode(&grants, now, false).await?.pop();
-        Ok(Response::new(CreateGrantResponse { grant, revision }))
+        Ok(Response::new(CreateGrantResponse {
+            grant,
+            revision: outcome.revision,
+        }))
     }
 
     async fn get_grant(
@@ -239,7 +243,7 @@ impl grant_service_server::GrantService for Handler {
         let now = self.engine.now();
         let id = uuid("patch.id", &p.id)?;
         let print = fingerprint(&p.encode_to_vec());
-        let (grants, revision) = self
+        let outcome = self
             .engine
             .update_grants(vec![patch(p, now)], None, &print)
             .await
@@ -247,8 +251,12 @@ impl grant_service_server::GrantService for Handler {
                 Ok(()) => DomainError::not_found("grant", id),
                 Err(e) => single_item(e, "patch"),
             })?;
+        let grants = outcome.grants.unwrap_or_default();
         let grant = self.encode(&grants, now, false).await?.pop();
-        Ok(Response::new(UpdateGrantResponse { grant, revision }))
+        Ok(Response::new(UpdateGrantResponse {
+            grant,
+            revision: outcome.revision,
+        }))
     }
 
     async fn delete_grant(
@@ -301,13 +309,19 @@ impl grant_service_server::GrantService for Handler {
             .encode_to_vec(),
         );
         let inputs = r.grants.into_iter().map(input).collect();
-        let (ids, revision) = self
+        let outcome = self
             .engine
-            .create_grant_ids(inputs, by.as_deref(), r.idempotency_key.as_deref(), &print)
+            .create_grants(
+                inputs,
+                GrantSource::Batch,
+                by.as_deref(),
+                r.idempotency_key.as_deref(),
+                &print,
+            )
             .await?;
         Ok(Response::new(BatchCreateGrantsResponse {
-            grant_ids: ids,
-            revision,
+            grant_ids: outcome.ids,
+            revision: outcome.revision,
         }))
     }
 
@@ -328,13 +342,13 @@ impl grant_service_server::GrantService for Handler {
         );
         let now = self.engine.now();
         let patches = r.patches.into_iter().map(|p| patch(p, now)).collect();
-        let (grants, revision) = self
+        let outcome = self
             .engine
             .update_grants(patches, r.idempotency_key.as_deref(), &print)
             .await?;
         Ok(Response::new(BatchUpdateGrantsResponse {
-            grant_ids: grants.iter().map(|g| g.id.to_string()).collect(),
-            revision,
+            grant_ids: outcome.ids,
+            revision: outcome.revision,
         }))
     }
 

@@ -214,12 +214,12 @@ impl Store {
         to_domain(row)
     }
 
-    /// `(tenant, external_id)` pairs already taken among `tenants`.
+    /// `(tenant, external_id, grant holding it)` for the pairs already taken.
     pub async fn taken_external_ids(
         &self,
         conn: &impl ConnectionTrait,
         pairs: &[(String, String)],
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<(String, String, Uuid)>> {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
@@ -239,7 +239,7 @@ impl Store {
                 .map_err(db_err("check external ids"))?
             {
                 if let Some(e) = row.external_id {
-                    out.push((row.tenant_id, e));
+                    out.push((row.tenant_id, e, row.id));
                 }
             }
         }

@@ -209,6 +209,15 @@ impl Store {
         changes: &[IndexChange],
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        let revision = self.next_revision(&txn).await?;
+        self.commit_at(txn, revision, changes, now).await?;
+        Ok(revision)
+    }
+
+    /// Takes the next revision for this transaction (locking the revision row until it ends),
+    /// for writes that must record it before committing (idempotent answers). Finish with
+    /// [`Store::commit_at`].
+    pub async fn next_revision(&self, txn: &DatabaseTransaction) -> Result<u64> {
         let row = txn
             .query_one_raw(Statement::from_string(
                 self.backend,
@@ -220,6 +229,18 @@ impl Store {
         let revision: i64 = row
             .try_get("", "value")
             .map_err(db_err("read the revision"))?;
+        Ok(revision as u64)
+    }
+
+    /// Records `changes` under `revision` (from [`Store::next_revision`]) and commits.
+    pub async fn commit_at(
+        &self,
+        txn: DatabaseTransaction,
+        revision: u64,
+        changes: &[IndexChange],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let revision = revision as i64;
         entities::change_log::Entity::insert(entities::change_log::ActiveModel {
             revision: sea_orm::Set(revision),
             changes: sea_orm::Set(to_json(&changes)?),
@@ -242,7 +263,7 @@ impl Store {
             .map_err(db_err("notify replicas"))?;
         }
         txn.commit().await.map_err(db_err("commit"))?;
-        Ok(revision as u64)
+        Ok(())
     }
 
     /// Everything the index needs, read in one consistent snapshot, with its revision.
@@ -722,6 +743,26 @@ impl Store {
         .exec_without_returning(txn)
         .await
         .map_err(db_err("store idempotency key"))?;
+        Ok(())
+    }
+
+    /// Replaces a stored key's answer (written once the transaction knows its revision).
+    pub async fn set_idempotent_response(
+        &self,
+        txn: &DatabaseTransaction,
+        key: &str,
+        response: &str,
+    ) -> Result<()> {
+        use entities::idempotency::{Column, Entity};
+        Entity::update_many()
+            .col_expr(
+                Column::Response,
+                sea_orm::sea_query::Expr::value(response.to_owned()),
+            )
+            .filter(Column::Key.eq(key))
+            .exec(txn)
+            .await
+            .map_err(db_err("store idempotency answer"))?;
         Ok(())
     }
 

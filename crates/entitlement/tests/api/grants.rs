@@ -195,3 +195,197 @@ async fn idempotent_retry_returns_the_same_ids() {
         .unwrap();
     assert!(!d.result);
 }
+
+#[tokio::test]
+async fn idempotent_retries_return_the_first_response_including_its_revision() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.bool_feature("sso").await;
+    let plan = app.plan("pro", vec![bare("sso")], false).await;
+    let mut grants = app.grants.clone();
+
+    let create = pb::CreateGrantRequest {
+        grant: Some(new_grant(&plan.id, "acme")),
+        idempotency_key: Some("single-1".into()),
+    };
+    let first = grants
+        .create_grant(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    // Later writes move the revision on and change the grant.
+    let (_, later) = app.grant(&plan, "acme", None, None, None).await;
+    assert!(later > first.revision);
+    grants
+        .update_grant(pb::UpdateGrantRequest {
+            patch: Some(pb::GrantPatch {
+                id: first.grant.as_ref().unwrap().id.clone(),
+                metadata: serde_json_to_struct(&serde_json::json!({"changed": true})),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let again = grants.create_grant(create).await.unwrap().into_inner();
+    assert_eq!(
+        again, first,
+        "a retry answers exactly as the first call did"
+    );
+
+    let batch = pb::BatchCreateGrantsRequest {
+        grants: vec![new_grant(&plan.id, "acme"), new_grant(&plan.id, "acme")],
+        idempotency_key: Some("batch-1".into()),
+    };
+    let first = grants
+        .batch_create_grants(batch.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    app.grant(&plan, "acme", None, None, None).await;
+    let again = grants
+        .batch_create_grants(batch)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, first);
+
+    let update = pb::BatchUpdateGrantsRequest {
+        patches: first
+            .grant_ids
+            .iter()
+            .map(|id| pb::GrantPatch {
+                id: id.clone(),
+                metadata: serde_json_to_struct(&serde_json::json!({"n": 1})),
+                ..Default::default()
+            })
+            .collect(),
+        idempotency_key: Some("update-1".into()),
+    };
+    let updated = grants
+        .batch_update_grants(update.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    app.grant(&plan, "acme", None, None, None).await;
+    let again = grants
+        .batch_update_grants(update)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, updated);
+    assert_eq!(again.grant_ids, first.grant_ids);
+
+    let delete = pb::BatchDeleteGrantsRequest {
+        ids: first.grant_ids.clone(),
+        idempotency_key: Some("delete-1".into()),
+    };
+    let deleted = grants
+        .batch_delete_grants(delete.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    app.grant(&plan, "acme", None, None, None).await;
+    let again = grants
+        .batch_delete_grants(delete)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, deleted);
+    assert_eq!(again.deleted_count, 2);
+}
+
+#[tokio::test]
+async fn batch_update_moves_starts_and_metadata_and_keeps_external_ids_unique() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.account("globex", None).await;
+    app.bool_feature("sso").await;
+    let plan = app.plan("pro", vec![bare("sso")], false).await;
+    let with_ext = |tenant: &str, ext: &str| {
+        let mut g = new_grant(&plan.id, tenant);
+        g.external_id = Some(ext.into());
+        g
+    };
+    let created = app
+        .grants
+        .clone()
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            grants: vec![
+                with_ext("acme", "a-1"),
+                with_ext("acme", "a-2"),
+                with_ext("globex", "g-1"),
+            ],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids = created.grant_ids;
+    let later = app.clock.now_for_tests() + chrono::Duration::days(2);
+    let patch = |id: &str, ext: Option<&str>| pb::GrantPatch {
+        id: id.into(),
+        starts_at: Some(tenantry_proto::common::v1::NullableTimestamp {
+            value: Some(ts(later)),
+        }),
+        metadata: serde_json_to_struct(&serde_json::json!({"tier": "gold"})),
+        external_id: ext.map(Into::into),
+        ..Default::default()
+    };
+    // a-1 may not take a-2 (held by another acme grant); globex's grant may take "a-2" (ids
+    // are unique per account); two patches may not claim one id.
+    let err = app
+        .grants
+        .clone()
+        .batch_update_grants(pb::BatchUpdateGrantsRequest {
+            patches: vec![
+                patch(&ids[0], Some("a-2")),
+                patch(&ids[2], Some("a-2")),
+                patch(&ids[1], Some("a-3")),
+            ],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    let items: Vec<(u32, String)> = details(&err)
+        .item_errors
+        .into_iter()
+        .map(|e| (e.index, e.field))
+        .collect();
+    assert_eq!(items, vec![(0, "externalId".to_owned())]);
+
+    let ok = app
+        .grants
+        .clone()
+        .batch_update_grants(pb::BatchUpdateGrantsRequest {
+            patches: vec![patch(&ids[0], Some("a-1")), patch(&ids[2], Some("a-2"))],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.grant_ids, vec![ids[0].clone(), ids[2].clone()]);
+    let g = app
+        .grants
+        .clone()
+        .get_grant(pb::GetGrantRequest {
+            id: ids[0].clone(),
+            with_relations: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap();
+    assert_eq!(g.starts_at, Some(ts(later)));
+    assert_eq!(g.status, pb::GrantStatus::Scheduled as i32);
+    assert_eq!(
+        g.metadata,
+        serde_json_to_struct(&serde_json::json!({"tier": "gold"}))
+    );
+    let d = app
+        .check("acme", None, feature_target("sso"), None, ok.revision)
+        .await
+        .unwrap();
+    // a-2 (not moved) still entitles acme now.
+    assert!(d.result);
+}

@@ -3,6 +3,7 @@
 
 mod catalog;
 mod checks;
+mod explain;
 mod feed;
 mod grants;
 mod helpers;
