@@ -68,9 +68,10 @@ fn bad_config_value_is_refused_naming_the_key() {
     assert!(stderr.contains("tenant_grpc_addr"), "{stderr}");
 
     let mut command = tenantry(dir.path());
-    command
-        .arg("serve")
-        .env("TENANTRY_ENTITLEMENT_DATABASE_URL", "mysql://root:pw-secret@db/e");
+    command.arg("serve").env(
+        "TENANTRY_ENTITLEMENT_DATABASE_URL",
+        "mysql://root:pw-secret@db/e",
+    );
     let (code, _, stderr) = output_of(command);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("entitlement_database_url"), "{stderr}");
@@ -211,16 +212,27 @@ async fn serve_runs_all_three_servers_on_sqlite_and_stops_cleanly_on_sigterm() {
 
     assert!(server.banner.contains(&server.http), "{}", server.banner);
     assert!(server.banner.contains(&server.tenant), "{}", server.banner);
-    assert!(server.banner.contains(&server.entitlement), "{}", server.banner);
+    assert!(
+        server.banner.contains(&server.entitlement),
+        "{}",
+        server.banner
+    );
     assert!(server.banner.contains("/auth/vendor"), "{}", server.banner);
-    assert!(server.banner.contains("Development credentials"), "{}", server.banner);
+    assert!(
+        server.banner.contains("Development credentials"),
+        "{}",
+        server.banner
+    );
 
     let (status, _) = http_get(&server.http, "/healthz");
     assert_eq!(status, 200);
     let (status, body) = http_get(&server.http, "/readyz");
     assert_eq!(status, 200, "{body}");
     assert_eq!(grpc_serving(&server.tenant).await, ServingStatus::Serving);
-    assert_eq!(grpc_serving(&server.entitlement).await, ServingStatus::Serving);
+    assert_eq!(
+        grpc_serving(&server.entitlement).await,
+        ServingStatus::Serving
+    );
 
     // Each service has its own embedded database, migrated at start.
     assert!(dir.path().join("tenant.db").is_file());
