@@ -53,6 +53,21 @@ pub async fn target_account(
     }
 }
 
+/// The `frontegg-tenant-id` header, when given, checked like [`target_account`]: routes that
+/// name their account in the body or the path still refuse a header naming an account the
+/// token cannot reach (the same 403 whether or not it exists). `None` without the header.
+pub async fn header_account(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    if headers.contains_key(TENANT_HEADER) {
+        target_account(state, principal, headers).await.map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Allows the call when the principal may act on `target`.
 pub async fn ensure_account(
     state: &AppState,

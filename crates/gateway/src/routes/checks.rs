@@ -5,6 +5,7 @@
 //! or a reachable sub-account; naming another user is 403. Environment tokens check anyone.
 
 use axum::{Json, extract::State};
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json_};
 use tenantry_proto::entitlement::v1::{
@@ -279,14 +280,16 @@ async fn query(
 
 /// Is the subject entitled to a feature, a permission or a route? With provenance.
 #[utoipa::path(post, path = "/entitlements/api/v1/is-entitled-to", tag = "Checks",
-    request_body = CheckBody,
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "With a user token: must name an account the token reaches (else 403)")), request_body = CheckBody,
     responses((status = 200, body = CheckResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn is_entitled_to(
     State(state): State<AppState>,
     Caller(p): Caller,
+    headers: HeaderMap,
     ApiJson(b): ApiJson<CheckBody>,
 ) -> Result<Json<CheckResponse>, ApiError> {
+    scope::header_account(&state, &p, &headers).await?;
     let t = target(b.feature, b.permission, b.route, "feature")?;
     let q = query(&state, &p, b.subject, t, b.at, b.requested_amount, "").await?;
     let out = state
@@ -308,14 +311,16 @@ async fn is_entitled_to(
 
 /// Many checks in one call (up to 1,000), answers in request order.
 #[utoipa::path(post, path = "/entitlements/api/v1/is-entitled-to/batch", tag = "Checks",
-    request_body = BatchCheckBody,
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "With a user token: must name an account the token reaches (else 403)")), request_body = BatchCheckBody,
     responses((status = 200, body = BatchCheckResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn is_entitled_to_batch(
     State(state): State<AppState>,
     Caller(p): Caller,
+    headers: HeaderMap,
     ApiJson(b): ApiJson<BatchCheckBody>,
 ) -> Result<Json<BatchCheckResponse>, ApiError> {
+    scope::header_account(&state, &p, &headers).await?;
     if b.checks.is_empty() || b.checks.len() > MAX_BATCH {
         return Err(ApiError::invalid_field(
             "checks",
@@ -419,42 +424,48 @@ async fn agent(
 
 /// Frontegg agent: feature check.
 #[utoipa::path(post, path = "/v1/data/e10s/features/is_entitled_to_input_feature", tag = "Checks",
-    request_body = AgentBody<FeatureTarget>,
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "With a user token: must name an account the token reaches (else 403)")), request_body = AgentBody<FeatureTarget>,
     responses((status = 200, body = AgentResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn agent_feature(
     State(state): State<AppState>,
     Caller(p): Caller,
+    headers: HeaderMap,
     ApiJson(b): ApiJson<AgentBody<FeatureTarget>>,
 ) -> Result<Json<AgentResponse>, ApiError> {
+    scope::header_account(&state, &p, &headers).await?;
     let t = Target::FeatureKey(b.input.request_context.feature_key);
     agent(&state, &p, b.input.subject_context, t).await
 }
 
 /// Frontegg agent: permission check.
 #[utoipa::path(post, path = "/v1/data/e10s/permissions/is_entitled_to_input_permission", tag = "Checks",
-    request_body = AgentBody<PermissionTarget>,
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "With a user token: must name an account the token reaches (else 403)")), request_body = AgentBody<PermissionTarget>,
     responses((status = 200, body = AgentResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn agent_permission(
     State(state): State<AppState>,
     Caller(p): Caller,
+    headers: HeaderMap,
     ApiJson(b): ApiJson<AgentBody<PermissionTarget>>,
 ) -> Result<Json<AgentResponse>, ApiError> {
+    scope::header_account(&state, &p, &headers).await?;
     let t = Target::PermissionKey(b.input.request_context.permission_key);
     agent(&state, &p, b.input.subject_context, t).await
 }
 
 /// Frontegg agent: route check.
 #[utoipa::path(post, path = "/v1/data/e10s/routes/is_entitled_to_input_route", tag = "Checks",
-    request_body = AgentBody<RouteTargetBody>,
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "With a user token: must name an account the token reaches (else 403)")), request_body = AgentBody<RouteTargetBody>,
     responses((status = 200, body = AgentResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn agent_route(
     State(state): State<AppState>,
     Caller(p): Caller,
+    headers: HeaderMap,
     ApiJson(b): ApiJson<AgentBody<RouteTargetBody>>,
 ) -> Result<Json<AgentResponse>, ApiError> {
+    scope::header_account(&state, &p, &headers).await?;
     let r = b.input.request_context;
     let t = Target::Route(RouteTarget {
         method: r.method,

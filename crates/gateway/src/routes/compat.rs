@@ -8,6 +8,7 @@ use axum::{
     extract::{Path, State, rejection::PathRejection},
     response::{IntoResponse, Response},
 };
+use http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Value as Json_, json};
 use tenantry_proto::entitlement::v1::{
@@ -98,21 +99,25 @@ impl IntoResponse for Seed003Error {
 }
 
 /// List a user's entitlement grants (seed 003). A user token reads its own grants within its
-/// account; an environment token any user's in every account.
+/// account (or the reachable account `frontegg-tenant-id` names); an environment token any
+/// user's in every account, or in the one `frontegg-tenant-id` names.
 #[utoipa::path(get, path = "/v1/entitlements/{user_id}", tag = "Compatibility",
-    params(("user_id" = String, Path)),
+    params(("user_id" = String, Path),
+        ("frontegg-tenant-id" = Option<String>, Header, description = "Only this account's grants; with a user token it must be reachable (else 403)")),
     responses((status = 200, body = GrantsResponse), (status = 400, body = SeedError),
         (status = 401, body = SeedError), (status = 403, body = SeedError)),
     security(("bearer" = [])))]
 async fn user_grants(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<GrantsResponse>, Seed003Error> {
     let Caller(p) = caller?;
     let Path(user_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let header = scope::header_account(&state, &p, &headers).await?;
     let tenant_id = match &p {
-        Principal::Environment { .. } => None,
+        Principal::Environment { .. } => header,
         Principal::User {
             user_id: own,
             tenant_id,
@@ -121,7 +126,7 @@ async fn user_grants(
             if *own != user_id {
                 return Err(ApiError::forbidden().into());
             }
-            Some(tenant_id.clone())
+            Some(header.unwrap_or_else(|| tenant_id.clone()))
         }
     };
     let out = state
@@ -176,7 +181,8 @@ pub struct CustomEntitlement {
 }
 
 /// Cloudflare's `TenantEntitlements`: the fixed keys (from features of those keys, else off or
-/// zero) and every effective feature in `custom_entitlements`.
+/// zero) and every effective feature in `custom_entitlements`. `max_count` values are numbers;
+/// an unlimited one is 9007199254740991 (`Number.MAX_SAFE_INTEGER`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantEntitlements {
     pub allow_add_subdomain: AllocationJson,
@@ -234,13 +240,34 @@ impl IntoResponse for Seed004Error {
     }
 }
 
+/// What an unlimited `max_count` reads as in the envelope, whose `value` is a number:
+/// JavaScript's `Number.MAX_SAFE_INTEGER`, so `used < value` holds for any count.
+pub const UNLIMITED: u64 = (1 << 53) - 1;
+
+/// Seed 004's allocation: `max_count` values are always numbers (unlimited is [`UNLIMITED`]).
+fn seed_004_allocation(a: AllocationJson) -> AllocationJson {
+    if a.kind == "max_count" && a.value.is_null() {
+        AllocationJson {
+            kind: a.kind,
+            value: json!(UNLIMITED),
+        }
+    } else {
+        a
+    }
+}
+
+/// A fixed key of the envelope: the feature of that key when it has the seed's type for it,
+/// else off (`bool`) or zero (`max_count`).
 fn fixed(entries: &[CustomEntitlement], key: &str, max_count: bool) -> AllocationJson {
+    let kind = if max_count { "max_count" } else { "bool" };
     entries
         .iter()
-        .find(|e| e.feature.get("key").and_then(Json_::as_str) == Some(key))
+        .find(|e| {
+            e.feature.get("key").and_then(Json_::as_str) == Some(key) && e.allocation.kind == kind
+        })
         .map_or_else(
             || AllocationJson {
-                kind: if max_count { "max_count" } else { "bool" }.to_owned(),
+                kind: kind.to_owned(),
                 value: if max_count { json!(0) } else { json!(false) },
             },
             |e| AllocationJson {
@@ -252,16 +279,19 @@ fn fixed(entries: &[CustomEntitlement], key: &str, max_count: bool) -> Allocatio
 
 /// List an account's effective entitlements (seed 004, Cloudflare shape).
 #[utoipa::path(get, path = "/tenants/{tenant_id}/entitlements", tag = "Compatibility",
-    params(("tenant_id" = String, Path)),
+    params(("tenant_id" = String, Path),
+        ("frontegg-tenant-id" = Option<String>, Header, description = "With a user token: must name an account the token reaches (else 403)")),
     responses((status = 200, body = Envelope), (status = "4XX", body = Envelope)),
     security(("bearer" = [])))]
 async fn tenant_entitlements(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Envelope>, Seed004Error> {
     let Caller(p) = caller?;
     let Path(tenant_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    scope::header_account(&state, &p, &headers).await?;
     scope::ensure_account(&state, &p, &tenant_id).await?;
     let user_id = match &p {
         Principal::User { user_id, .. } => Some(user_id.clone()),
@@ -285,7 +315,7 @@ async fn tenant_entitlements(
         .entitlements
         .into_iter()
         .map(|e| CustomEntitlement {
-            allocation: allocation_json(e.allocation),
+            allocation: seed_004_allocation(allocation_json(e.allocation)),
             feature: json!({ "key": e.feature_key }),
         })
         .collect();

@@ -25,7 +25,7 @@ use super::{Deleted, ItemsPage, double_option, page, plans::Plan, sort_order, wi
 use crate::{
     auth::Management,
     convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp, parse_time_field},
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, FieldViolation, ItemError},
     extract::{ApiJson, ApiPath, ApiQuery, split_list},
     state::{AppState, grpc},
 };
@@ -125,34 +125,177 @@ pub struct NewEntitlement {
 }
 
 impl NewEntitlement {
-    fn into_pb(self, field: &str) -> Result<NewGrant, ApiError> {
+    /// The gRPC form, or every field the gateway itself finds invalid (item-relative names).
+    fn into_pb(self) -> Result<NewGrant, Vec<FieldViolation>> {
+        let mut bad = Vec::new();
         let plan = match (self.plan_id, self.plan_key) {
-            (Some(id), None) => new_grant::Plan::PlanId(id),
-            (None, Some(key)) => new_grant::Plan::PlanKey(key),
+            (Some(id), None) => Some(new_grant::Plan::PlanId(id)),
+            (None, Some(key)) => Some(new_grant::Plan::PlanKey(key)),
             (Some(_), Some(_)) | (None, None) => {
-                return Err(ApiError::invalid_field(
-                    &format!("{field}planId"),
+                bad.push(violation(
+                    "planId",
                     "give exactly one of planId and planKey",
                 ));
+                None
             }
         };
+        let starts_at = time_field(self.starts_at, "startsAt", &mut bad);
+        let expires_at = time_field(self.expiration_date, "expirationDate", &mut bad);
+        let metadata = metadata_to_struct(self.metadata, "metadata").unwrap_or_else(|e| {
+            bad.extend(e.body.field_violations);
+            None
+        });
+        if !bad.is_empty() {
+            return Err(bad);
+        }
         Ok(NewGrant {
-            plan: Some(plan),
+            plan,
             tenant_id: self.tenant_id,
             user_id: self.user_id,
-            starts_at: self
-                .starts_at
-                .map(|t| parse_time_field(&t, &format!("{field}startsAt")))
-                .transpose()?,
-            expires_at: self
-                .expiration_date
-                .map(|t| parse_time_field(&t, &format!("{field}expirationDate")))
-                .transpose()?,
+            starts_at,
+            expires_at,
             external_id: self.external_id,
-            metadata: metadata_to_struct(self.metadata, &format!("{field}metadata"))?,
+            metadata,
             source: self.source,
         })
     }
+}
+
+fn violation(field: &str, description: &str) -> FieldViolation {
+    FieldViolation {
+        field: field.to_owned(),
+        description: description.to_owned(),
+    }
+}
+
+/// Parses an optional date-time, recording a violation when it is malformed.
+fn time_field(
+    value: Option<String>,
+    field: &str,
+    bad: &mut Vec<FieldViolation>,
+) -> Option<prost_types::Timestamp> {
+    let value = value?;
+    match parse_time_field(&value, field) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            bad.extend(e.body.field_violations);
+            None
+        }
+    }
+}
+
+/// A single item's violations as a plain 400.
+fn single_error(bad: Vec<FieldViolation>) -> ApiError {
+    let mut e = ApiError::bad_request(describe(&bad));
+    e.body.field_violations = bad;
+    e
+}
+
+fn describe(bad: &[FieldViolation]) -> String {
+    bad.iter()
+        .map(|v| format!("`{}`: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The bad items of a batch the gateway refused before asking the service: every one of
+/// them, by index, in the same shape as the service's refusals (nothing is written).
+fn batch_error(bad: Vec<(usize, Vec<FieldViolation>)>, list: &str) -> ApiError {
+    let mut item_errors = Vec::new();
+    let mut field_violations = Vec::new();
+    for (index, violations) in bad {
+        for v in violations {
+            field_violations.push(FieldViolation {
+                field: format!("{list}[{index}].{}", v.field),
+                description: v.description.clone(),
+            });
+            item_errors.push(ItemError {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                id: String::new(),
+                reason: reason_for(&v.field),
+                field: v.field,
+                message: v.description,
+            });
+        }
+    }
+    let mut e = ApiError::bad_request(items_message(&item_errors)).with_reason(BATCH_REASON);
+    e.body.field_violations = field_violations;
+    e.body.item_errors = item_errors;
+    e
+}
+
+/// The reason of a refused batch (the entitlement service's too).
+const BATCH_REASON: &str = "INVALID_BATCH_ITEMS";
+
+fn items_message(items: &[ItemError]) -> String {
+    format!(
+        "{} invalid item(s); nothing was written: {}",
+        items.len(),
+        items
+            .iter()
+            .map(|e| format!("[{}] {}: {}", e.index, e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+/// `expirationDate` → `INVALID_EXPIRATION_DATE`.
+fn reason_for(field: &str) -> String {
+    let mut out = String::from("INVALID_");
+    for c in field.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_uppercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_owned()
+}
+
+/// The REST name of a field the entitlement service names after the proto: the `grant.` /
+/// `patch.` wrapper of single writes is not in the REST body, and `expiresAt` is
+/// `expirationDate` here.
+fn rest_field(field: &str) -> String {
+    let field = field
+        .strip_prefix("grant.")
+        .or_else(|| field.strip_prefix("patch."))
+        .unwrap_or(field);
+    field
+        .split('.')
+        .map(|segment| match segment {
+            "expiresAt" => "expirationDate",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A service refusal of a grant write, with the fields in their REST names.
+fn grant_error(status: tonic::Status) -> ApiError {
+    let mut e = ApiError::from(status);
+    let renamed = |reason: &str| {
+        reason
+            .replace("INVALID_GRANT_", "INVALID_")
+            .replace("INVALID_PATCH_", "INVALID_")
+            .replace("EXPIRES_AT", "EXPIRATION_DATE")
+    };
+    e.body.reason = e.body.reason.as_deref().map(renamed);
+    for v in &mut e.body.field_violations {
+        v.field = rest_field(&v.field);
+    }
+    for item in &mut e.body.item_errors {
+        item.field = rest_field(&item.field);
+        item.reason = renamed(&item.reason);
+    }
+    if !e.body.item_errors.is_empty() {
+        e.body.message = items_message(&e.body.item_errors);
+    } else if !e.body.field_violations.is_empty() {
+        e.body.message = describe(&e.body.field_violations);
+    }
+    e
 }
 
 /// A change to one entitlement.
@@ -191,22 +334,33 @@ pub struct BatchPatchItem {
 fn nullable_time(
     value: Option<Option<String>>,
     field: &str,
-) -> Result<Option<NullableTimestamp>, ApiError> {
-    value
-        .map(|v| {
-            v.map(|t| parse_time_field(&t, field))
-                .transpose()
-                .map(|value| NullableTimestamp { value })
-        })
-        .transpose()
+    bad: &mut Vec<FieldViolation>,
+) -> Option<NullableTimestamp> {
+    match value? {
+        None => Some(NullableTimestamp { value: None }),
+        Some(t) => {
+            time_field(Some(t), field, bad).map(|value| NullableTimestamp { value: Some(value) })
+        }
+    }
 }
 
-fn patch_to_pb(id: String, p: EntitlementPatch, field: &str) -> Result<GrantPatch, ApiError> {
+/// The gRPC form of a change, or every field the gateway itself finds invalid.
+fn patch_to_pb(id: String, p: EntitlementPatch) -> Result<GrantPatch, Vec<FieldViolation>> {
+    let mut bad = Vec::new();
+    let expires_at = nullable_time(p.expiration_date, "expirationDate", &mut bad);
+    let starts_at = nullable_time(p.starts_at, "startsAt", &mut bad);
+    let metadata = metadata_to_struct(p.metadata, "metadata").unwrap_or_else(|e| {
+        bad.extend(e.body.field_violations);
+        None
+    });
+    if !bad.is_empty() {
+        return Err(bad);
+    }
     Ok(GrantPatch {
         id,
-        expires_at: nullable_time(p.expiration_date, &format!("{field}expirationDate"))?,
-        starts_at: nullable_time(p.starts_at, &format!("{field}startsAt"))?,
-        metadata: metadata_to_struct(p.metadata, &format!("{field}metadata"))?,
+        expires_at,
+        starts_at,
+        metadata,
         external_id: p.external_id,
     })
 }
@@ -381,7 +535,8 @@ async fn list_grants(
     let out = state
         .grants()
         .list_grants(grpc(&p, request))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(Json(ItemsPage::new(
         out.grants.into_iter().map(Entitlement::from).collect(),
@@ -402,13 +557,14 @@ async fn create_grant(
     ApiJson(b): ApiJson<NewEntitlement>,
 ) -> Result<Response, ApiError> {
     let request = CreateGrantRequest {
-        grant: Some(b.into_pb("")?),
+        grant: Some(b.into_pb().map_err(single_error)?),
         idempotency_key: idempotency_key(&headers)?,
     };
     let out = state
         .grants()
         .create_grant(grpc(&p, request))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(
         (StatusCode::CREATED, Json(entitlement(out.grant)?)),
@@ -429,12 +585,17 @@ async fn batch_create(
     ApiJson(b): ApiJson<BatchCreateBody>,
 ) -> Result<Response, ApiError> {
     check_batch_size(b.entitlements.len(), "entitlements")?;
-    let grants = b
-        .entitlements
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| e.into_pb(&format!("entitlements[{i}].")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut grants = Vec::with_capacity(b.entitlements.len());
+    let mut bad = Vec::new();
+    for (i, e) in b.entitlements.into_iter().enumerate() {
+        match e.into_pb() {
+            Ok(g) => grants.push(g),
+            Err(violations) => bad.push((i, violations)),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(batch_error(bad, "entitlements"));
+    }
     let out = state
         .grants()
         .batch_create_grants(grpc(
@@ -444,7 +605,8 @@ async fn batch_create(
                 idempotency_key: idempotency_key(&headers)?,
             },
         ))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(
         (
@@ -470,20 +632,23 @@ async fn batch_update(
     ApiJson(b): ApiJson<BatchUpdateBody>,
 ) -> Result<Response, ApiError> {
     check_batch_size(b.entitlements.len(), "entitlements")?;
-    let patches = b
-        .entitlements
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let patch = EntitlementPatch {
-                expiration_date: e.expiration_date,
-                starts_at: e.starts_at,
-                metadata: e.metadata,
-                external_id: e.external_id,
-            };
-            patch_to_pb(e.id, patch, &format!("entitlements[{i}]."))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut patches = Vec::with_capacity(b.entitlements.len());
+    let mut bad = Vec::new();
+    for (i, e) in b.entitlements.into_iter().enumerate() {
+        let patch = EntitlementPatch {
+            expiration_date: e.expiration_date,
+            starts_at: e.starts_at,
+            metadata: e.metadata,
+            external_id: e.external_id,
+        };
+        match patch_to_pb(e.id, patch) {
+            Ok(p) => patches.push(p),
+            Err(violations) => bad.push((i, violations)),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(batch_error(bad, "entitlements"));
+    }
     let out = state
         .grants()
         .batch_update_grants(grpc(
@@ -493,7 +658,8 @@ async fn batch_update(
                 idempotency_key: idempotency_key(&headers)?,
             },
         ))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(
         Json(EntitlementIds {
@@ -525,7 +691,8 @@ async fn batch_delete(
                 idempotency_key: idempotency_key(&headers)?,
             },
         ))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(
         Json(BatchDeleted {
@@ -555,7 +722,8 @@ async fn get_grant(
                 with_relations: q.with_relations.unwrap_or(false),
             },
         ))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(Json(entitlement(out.grant)?))
 }
@@ -572,12 +740,13 @@ async fn update_grant(
     ApiJson(b): ApiJson<EntitlementPatch>,
 ) -> Result<Response, ApiError> {
     let request = UpdateGrantRequest {
-        patch: Some(patch_to_pb(id, b, "")?),
+        patch: Some(patch_to_pb(id, b).map_err(single_error)?),
     };
     let out = state
         .grants()
         .update_grant(grpc(&p, request))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(Json(entitlement(out.grant)?), out.revision))
 }
@@ -595,7 +764,8 @@ async fn delete_grant(
     let out = state
         .grants()
         .delete_grant(grpc(&p, DeleteGrantRequest { id }))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(Json(Deleted { deleted: true }), out.revision))
 }
@@ -620,7 +790,8 @@ async fn revoke_grant(
                 reason: b.reason,
             },
         ))
-        .await?
+        .await
+        .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(Json(entitlement(out.grant)?), out.revision))
 }

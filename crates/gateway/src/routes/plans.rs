@@ -136,7 +136,8 @@ pub struct CreatePlanBody {
     /// Features with allocations.
     #[serde(default)]
     pub features: Vec<PlanFeatureBody>,
-    /// `"true"` (default) or `"false"`.
+    /// Outcome of targeting when no rule matches: `"false"` (default: only grants and
+    /// matching rules give the plan) or `"true"` (every account holds it).
     pub default_treatment: Option<String>,
     #[serde(default)]
     pub rules: Vec<Rule>,

@@ -86,10 +86,12 @@ pub fn treatment(value: &str, field: &str) -> Result<Treatment, ApiError> {
     }
 }
 
+/// `UNSPECIFIED` reads as `"false"`, as the entitlement service evaluates it (a plan whose
+/// default treatment was never set gives itself to nobody).
 pub fn treatment_name(t: Treatment) -> &'static str {
     match t {
-        Treatment::False => "false",
-        Treatment::True | Treatment::Unspecified => "true",
+        Treatment::True => "true",
+        Treatment::False | Treatment::Unspecified => "false",
     }
 }
 

@@ -1,5 +1,6 @@
 //! The gateway through real HTTP: one test binary made of modules.
 
 mod accounts;
+mod entitlements;
 mod helpers;
 mod platform;

@@ -447,7 +447,7 @@ async fn cors_allows_configured_origins_only_and_responses_compress() {
 }
 
 /// Every (method, path) the router serves; the document must list exactly these.
-const ROUTES: &[(&str, &str)] = &[
+pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("post", "/auth/vendor"),
