@@ -16,8 +16,8 @@ use tenantry_common::{
 use tenantry_proto::{
     entitlement::v1::{
         self as ent, AllocationType, BatchCreateGrantsRequest, BatchIsEntitledToRequest,
-        CreateFeatureRequest, CreatePlanRequest, EntitlementQuery, Justification, MergePolicy,
-        NewGrant, PlanFeatureInput, Treatment, entitlement_query::Target,
+        CreateFeatureRequest, CreatePlanRequest, EntitlementQuery, Justification, NewGrant,
+        PlanFeatureInput, Treatment, entitlement_query::Target,
         entitlement_service_client::EntitlementServiceClient,
         feature_service_client::FeatureServiceClient, grant_service_client::GrantServiceClient,
         new_grant::Plan as PlanRef, plan_service_client::PlanServiceClient,
@@ -99,7 +99,7 @@ impl Lcg {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -108,7 +108,7 @@ impl Lcg {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -280,7 +280,6 @@ impl Fixture {
                     key: feature_key(i),
                     name: feature_key(i),
                     allocation_type: AllocationType::Bool.into(),
-                    merge_policy: MergePolicy::Max.into(),
                     ..Default::default()
                 })
                 .await
@@ -457,11 +456,11 @@ mod tests {
     fn the_generator_is_deterministic() {
         let a: Vec<u64> = {
             let mut r = Lcg::new(3);
-            (0..5).map(|_| r.next()).collect()
+            (0..5).map(|_| r.next_u64()).collect()
         };
         let b: Vec<u64> = {
             let mut r = Lcg::new(3);
-            (0..5).map(|_| r.next()).collect()
+            (0..5).map(|_| r.next_u64()).collect()
         };
         assert_eq!(a, b);
         assert!(Lcg::new(1).below(7) < 7);

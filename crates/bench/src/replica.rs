@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use tenantry_common::grpc::ClientChannel;
 use tenantry_proto::entitlement::v1::{
     AllocationType, CreateFeatureRequest, CreateGrantRequest, CreatePlanRequest,
-    GetRevisionRequest, IsEntitledToRequest, MergePolicy, NewGrant, PlanFeatureInput, Treatment,
+    GetRevisionRequest, IsEntitledToRequest, NewGrant, PlanFeatureInput, Treatment,
     entitlement_service_client::EntitlementServiceClient,
     feature_service_client::FeatureServiceClient, new_grant::Plan,
     plan_service_client::PlanServiceClient,
@@ -73,7 +73,6 @@ pub async fn b6(fixture: &Fixture) -> Result<Row> {
             key: FEATURE.into(),
             name: FEATURE.into(),
             allocation_type: AllocationType::Bool.into(),
-            merge_policy: MergePolicy::Max.into(),
             ..Default::default()
         })
         .await
