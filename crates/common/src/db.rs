@@ -41,6 +41,38 @@ pub struct DbSettings {
     pub application_name: String,
 }
 
+impl DbSettings {
+    /// The tenant service's database, as configured.
+    pub fn tenant(config: &crate::Config) -> Self {
+        Self::service(
+            config,
+            config.tenant_database(),
+            &config.tenant_db_schema,
+            "tenantry-tenant",
+        )
+    }
+
+    /// The entitlement service's database, as configured.
+    pub fn entitlement(config: &crate::Config) -> Self {
+        Self::service(
+            config,
+            config.entitlement_database(),
+            &config.entitlement_db_schema,
+            "tenantry-entitlement",
+        )
+    }
+
+    fn service(config: &crate::Config, url: String, schema: &str, application: &str) -> Self {
+        Self {
+            url,
+            schema: schema.to_owned(),
+            max_connections: config.db_max_connections,
+            acquire_timeout: config.db_acquire_timeout(),
+            application_name: application.to_owned(),
+        }
+    }
+}
+
 /// Connects, creating the SQLite file's directory or the PostgreSQL schema when missing, and
 /// pins the session's `search_path` to the service's schema.
 pub async fn connect(settings: &DbSettings) -> Result<DatabaseConnection, DbErr> {
@@ -125,6 +157,27 @@ fn ensure_sqlite_dir(url: &str) -> Result<(), DbErr> {
         })?;
     }
     Ok(())
+}
+
+/// Applies a service's migrations on `conn`. On PostgreSQL they run in one transaction holding an
+/// advisory lock named after the schema and migration table, so replicas (or a migration Job and
+/// a replica) starting together do not race; SQLite has a single writer anyway.
+pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
+    conn: &DatabaseConnection,
+) -> Result<(), DbErr> {
+    use sea_orm::TransactionTrait;
+    if conn.get_database_backend() != DbBackend::Postgres {
+        return M::up(conn, None).await;
+    }
+    let txn = conn.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.' || $1))",
+        [M::migration_table_name().to_string().into()],
+    ))
+    .await?;
+    M::up(&txn, None).await?;
+    txn.commit().await
 }
 
 /// Quotes a PostgreSQL identifier.

@@ -38,6 +38,23 @@ impl Shutdown {
         let _ = rx.wait_for(|fired| *fired).await;
     }
 
+    /// A signal that fires when this one does, and can also be fired on its own without firing
+    /// this one: a service stops its own background work when its server fails, while the
+    /// process's other services (all-in-one mode) keep running.
+    pub fn child(&self) -> Shutdown {
+        let child = Shutdown::new();
+        let (parent, forward) = (self.clone(), child.clone());
+        let mut closed = child.rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = parent.wait() => forward.trigger(),
+                // The child fired first: nothing left to forward.
+                _ = closed.wait_for(|fired| *fired) => {}
+            }
+        });
+        child
+    }
+
     /// Fires on SIGTERM or SIGINT (Ctrl-C). Call once per process, inside the runtime.
     pub fn on_signals(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
@@ -71,5 +88,19 @@ mod tests {
         assert!(a.is_triggered());
         // Waiting after the fact returns at once.
         a.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_child_follows_its_parent_but_not_the_other_way_round() {
+        let parent = Shutdown::new();
+        let child = parent.child();
+        child.trigger();
+        assert!(!parent.is_triggered());
+
+        let other = parent.child();
+        parent.trigger();
+        tokio::time::timeout(std::time::Duration::from_secs(5), other.wait())
+            .await
+            .expect("child fires with its parent");
     }
 }
