@@ -28,10 +28,15 @@ pub struct IndexHandle {
 impl IndexHandle {
     /// Builds the index from a consistent snapshot of storage.
     pub async fn load(store: Store) -> Result<Self> {
-        let (snapshot, revision) = store.snapshot().await?;
-        let grants = snapshot.grants.len();
-        let writer = IndexWriter::from_snapshot(snapshot, revision);
-        tracing::info!(revision, grants, "entitlement index built");
+        let (writer, revision) = store.load_index().await?;
+        let estimate = writer.memory_estimate();
+        tracing::info!(
+            revision,
+            grants = estimate.grants,
+            tenants = estimate.tenants,
+            index_bytes = estimate.bytes,
+            "entitlement index built"
+        );
         let (published, _) = watch::channel(revision);
         Ok(Self {
             shared: SharedIndex::new(writer.current()),
@@ -91,8 +96,8 @@ impl IndexHandle {
                     first,
                     "change log pruned past this replica; reloading"
                 );
-                let (snapshot, revision) = self.store.snapshot().await?;
-                *writer = IndexWriter::from_snapshot(snapshot, revision);
+                let (rebuilt, _) = self.store.load_index().await?;
+                *writer = rebuilt;
                 self.publish_locked(writer);
                 continue;
             }

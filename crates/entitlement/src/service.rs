@@ -113,8 +113,10 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 
 struct BatchContext<'a> {
     catalog: &'a Catalog,
-    live: HashSet<String>,
-    taken: HashSet<(String, String)>,
+    /// The tenant service's answer; `None` while it is pending: every account is then assumed
+    /// live, and the batch is validated again against the answer before it commits.
+    live: Option<&'a HashSet<String>>,
+    taken: &'a HashSet<(String, String)>,
 }
 
 impl GrantContext for BatchContext<'_> {
@@ -127,7 +129,7 @@ impl GrantContext for BatchContext<'_> {
     }
 
     fn account_exists(&self, id: &str) -> bool {
-        self.live.contains(id)
+        self.live.is_none_or(|live| live.contains(id))
     }
 
     fn external_id_taken(&self, tenant: &str, external_id: &str) -> bool {
@@ -513,7 +515,8 @@ impl Engine {
         let (txn, catalog) = self.catalog_txn().await?;
         let target = feature
             .resolve(&catalog)
-            .ok_or_else(|| DomainError::invalid("feature", "unknown feature"))?
+            // NOT_FOUND naming the feature, as a plan naming an unknown feature is.
+            .ok_or_else(|| DomainError::not_found("feature", &feature))?
             .value
             .feature
             .clone();
@@ -753,35 +756,74 @@ impl Engine {
                     tenants.sort();
                     tenants.dedup();
                     tenants.retain(|t| crate::domain::tenant_id_problem(t).is_none());
-                    let live = self.tenants.live(&tenants).await?;
-                    let txn = self.store.begin().await?;
-                    let catalog = self.store.catalog(&txn).await?;
-                    let pairs: Vec<(String, String)> = inputs
-                        .iter()
-                        .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
-                        .collect();
-                    let taken = self.store.taken_external_ids(&txn, &pairs).await?;
-                    let ctx = BatchContext {
-                        catalog: &catalog,
-                        live,
-                        taken: taken.into_iter().map(|(t, e, _)| (t, e)).collect(),
-                    };
+                    // The tenant service is asked while the write is staged (validated
+                    // assuming the accounts live, then inserted, uncommitted): its round
+                    // trip overlaps the database's. Nothing commits before its answer.
                     let origin = GrantOrigin {
                         source,
                         granted_by,
                         now: self.now(),
                     };
-                    let grants = validate_new_grants(&inputs, &ctx, &origin)?;
-                    let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
-                    let count = grants.len() as u64;
-                    let replay = Replay {
-                        ids: ids.clone(),
-                        count,
-                        revision: None,
-                        grants: single.then(|| grants.clone()),
+                    let staged = async {
+                        let txn = self.store.begin().await?;
+                        let catalog = self.store.catalog(&txn).await?;
+                        let pairs: Vec<(String, String)> = inputs
+                            .iter()
+                            .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
+                            .collect();
+                        let taken: HashSet<(String, String)> = self
+                            .store
+                            .taken_external_ids(&txn, &pairs)
+                            .await?
+                            .into_iter()
+                            .map(|(t, e, _)| (t, e))
+                            .collect();
+                        let ctx = BatchContext {
+                            catalog: &catalog,
+                            live: None,
+                            taken: &taken,
+                        };
+                        let write = async {
+                            let grants = validate_new_grants(&inputs, &ctx, &origin)?;
+                            let replay = Replay {
+                                ids: grants.iter().map(|g| g.id.to_string()).collect(),
+                                count: grants.len() as u64,
+                                revision: None,
+                                grants: single.then(|| grants.clone()),
+                            };
+                            let pending =
+                                self.remember(&txn, record, "create_grants", replay).await?;
+                            self.store.insert_grants(&txn, &grants).await?;
+                            Ok::<_, DomainError>((grants, pending))
+                        }
+                        .await;
+                        Ok::<_, DomainError>((txn, catalog, taken, write))
                     };
-                    let pending = self.remember(&txn, record, "create_grants", replay).await?;
-                    self.store.insert_grants(&txn, &grants).await?;
+                    let (live, staged) = tokio::join!(self.tenants.live(&tenants), staged);
+                    // Any early return drops (rolls back) the staged transaction.
+                    let live = live?;
+                    let (txn, catalog, taken, write) = staged?;
+                    let accounts_live = write.as_ref().is_ok_and(|(grants, _)| {
+                        grants.iter().all(|g| live.contains(&g.tenant_id))
+                    });
+                    if !accounts_live {
+                        // Every bad item, as the tenant service's answer shows them.
+                        let ctx = BatchContext {
+                            catalog: &catalog,
+                            live: Some(&live),
+                            taken: &taken,
+                        };
+                        validate_new_grants(&inputs, &ctx, &origin)?;
+                        // The accounts are live: the staged write failed on its own.
+                        write?;
+                        return Err(DomainError::internal("batch validation disagreed"));
+                    }
+                    let (grants, pending) = write?;
+                    let ids = pending.as_ref().map_or_else(
+                        || grants.iter().map(|g| g.id.to_string()).collect(),
+                        |p| p.replay.ids.clone(),
+                    );
+                    let count = grants.len() as u64;
                     let changes = grants
                         .iter()
                         .cloned()
@@ -978,6 +1020,15 @@ fn route_requires(route: &Route, feature_key: &str) -> bool {
 pub enum FeatureRef {
     Id(Uuid),
     Key(String),
+}
+
+impl std::fmt::Display for FeatureRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeatureRef::Id(id) => id.fmt(f),
+            FeatureRef::Key(key) => f.write_str(key),
+        }
+    }
 }
 
 impl FeatureRef {

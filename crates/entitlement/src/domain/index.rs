@@ -165,14 +165,42 @@ pub struct DecidedBy {
     pub level: GrantLevel,
 }
 
+/// Why a check said yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AllowReason {
+    /// A grant (or a plan's targeting) includes the feature; see `decided_by`.
+    Grant,
+    /// The permission is held and linked to no feature.
+    UngatedPermission,
+    /// The matching route allows unconditionally.
+    RouteAllow,
+    /// The matching route requires features and/or permissions, and all are satisfied.
+    RouteRequirementsMet,
+}
+
+/// A feature interned in one index snapshot (its position among the catalog's features,
+/// which are sorted by key). Copy-sized so a decision can name its feature without
+/// allocating; `EntitlementIndex::feature_key` resolves it against the same snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct FeatureIndex(pub(crate) u32);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub result: bool,
     /// Set exactly when `result` is false.
     pub justification: Option<Justification>,
+    /// Set exactly when `result` is true.
+    pub allow_reason: Option<AllowReason>,
     pub allocation: Option<Allocation>,
     pub decided_by: Option<DecidedBy>,
+    /// The feature whose evaluation decided: the checked feature, or for permission and route
+    /// checks the linked or required feature whose answer was taken. `None` when no known
+    /// feature was evaluated (unknown tenant or feature, ungated permission, route allow,
+    /// deny or miss, a missing permission).
+    pub feature: Option<FeatureIndex>,
     /// When this answer may next change by time alone (a start, expiry or revocation).
     pub next_change_at: Option<DateTime<Utc>>,
     pub revision: u64,
@@ -567,18 +595,22 @@ impl Catalog {
 struct Verdict {
     result: bool,
     justification: Option<Justification>,
+    reason: Option<AllowReason>,
     allocation: Option<Allocation>,
     decided_by: Option<DecidedBy>,
+    feature: Option<u32>,
     next: i64,
 }
 
 impl Verdict {
-    fn allow() -> Self {
+    fn allow(reason: AllowReason) -> Self {
         Self {
             result: true,
             justification: None,
+            reason: Some(reason),
             allocation: None,
             decided_by: None,
+            feature: None,
             next: NEVER,
         }
     }
@@ -587,7 +619,11 @@ impl Verdict {
         Self {
             result: false,
             justification: Some(justification),
-            ..Self::allow()
+            reason: None,
+            allocation: None,
+            decided_by: None,
+            feature: None,
+            next: NEVER,
         }
     }
 
@@ -595,8 +631,10 @@ impl Verdict {
         Decision {
             result: self.result,
             justification: self.justification,
+            allow_reason: self.reason,
             allocation: self.allocation,
             decided_by: self.decided_by,
+            feature: self.feature.map(FeatureIndex),
             next_change_at: micros_to_time(self.next),
             revision,
         }
@@ -655,10 +693,11 @@ impl Acc {
         }
     }
 
-    fn finish(self, requested: Option<u64>) -> Verdict {
+    fn finish(self, feature: u32, requested: Option<u64>) -> Verdict {
         let base = Verdict {
             next: self.next,
-            ..Verdict::allow()
+            feature: Some(feature),
+            ..Verdict::allow(AllowReason::Grant)
         };
         if let Some(merged) = self.merged {
             let decided_by = self.best.map(|(_, by)| by);
@@ -668,6 +707,7 @@ impl Acc {
                 return Verdict {
                     result: false,
                     justification: Some(Justification::LimitExceeded),
+                    reason: None,
                     allocation: Some(merged),
                     decided_by,
                     ..base
@@ -690,12 +730,14 @@ impl Acc {
             Some((by, justification)) => Verdict {
                 result: false,
                 justification: Some(justification),
+                reason: None,
                 decided_by: Some(by),
                 ..base
             },
             None => Verdict {
                 result: false,
                 justification: Some(Justification::MissingFeature),
+                reason: None,
                 allocation: self.first_false.map(|_| Allocation::Bool(false)),
                 decided_by: self.first_false,
                 ..base
@@ -840,6 +882,14 @@ impl EntitlementIndex {
         Arc::make_mut(&mut self.shards[slot]).remove(id)
     }
 
+    /// The key of a feature a decision from this snapshot names.
+    pub fn feature_key(&self, feature: FeatureIndex) -> Option<&str> {
+        self.catalog
+            .features
+            .get(feature.0 as usize)
+            .map(|f| &*f.key)
+    }
+
     /// A live plan's key.
     pub fn plan_key(&self, plan_id: Uuid) -> Option<&str> {
         let slot = self.plan_slot(plan_id)?;
@@ -940,7 +990,10 @@ impl EntitlementIndex {
         if let Some(flag) = &entry.flag
             && !flag.evaluate(attributes)
         {
-            return Verdict::deny(Justification::FeatureFlagOff);
+            return Verdict {
+                feature: Some(feature),
+                ..Verdict::deny(Justification::FeatureFlagOff)
+            };
         }
         let mut acc = Acc::new(entry.merge);
         self.visit(subj, overlay, &mut |g, plan, level| {
@@ -986,7 +1039,7 @@ impl EntitlementIndex {
                 acc.active(value, by);
             }
         }
-        acc.finish(requested)
+        acc.finish(feature, requested)
     }
 
     /// Frontegg's permission rule: held by the subject, then entitled through any linked
@@ -1002,7 +1055,7 @@ impl EntitlementIndex {
             return Verdict::deny(Justification::MissingPermission);
         }
         let Some(features) = self.catalog.permissions.get(key) else {
-            return Verdict::allow();
+            return Verdict::allow(AllowReason::UngatedPermission);
         };
         let (mut entitled, mut refused, mut next) = (None, None, NEVER);
         for &f in features.iter() {
@@ -1015,7 +1068,9 @@ impl EntitlementIndex {
             };
             slot.get_or_insert(v);
         }
-        let mut v = entitled.or(refused).unwrap_or_else(Verdict::allow);
+        let mut v = entitled
+            .or(refused)
+            .unwrap_or_else(|| Verdict::allow(AllowReason::UngatedPermission));
         // Any linked feature changing state may change the answer.
         v.next = next;
         v
@@ -1064,14 +1119,23 @@ impl EntitlementIndex {
             return Verdict::deny(Justification::MissingRoute);
         };
         match &route.policy {
-            CompiledPolicy::Allow => Verdict::allow(),
+            CompiledPolicy::Allow => Verdict::allow(AllowReason::RouteAllow),
             CompiledPolicy::Deny => Verdict::deny(Justification::RouteDenied),
             CompiledPolicy::Require {
                 features,
                 permissions,
             } => {
-                let mut ok = Verdict::allow();
-                for (i, f) in features.iter().enumerate() {
+                // Required features first, then permissions; the first requirement met
+                // through a grant names the decider (and its feature).
+                let mut ok = Verdict::allow(AllowReason::RouteRequirementsMet);
+                let met = |ok: &mut Verdict, v: Verdict| {
+                    if ok.decided_by.is_none() && v.decided_by.is_some() {
+                        ok.decided_by = v.decided_by;
+                        ok.feature = v.feature;
+                    }
+                    ok.next = ok.next.min(v.next);
+                };
+                for f in features.iter() {
                     let v = match f {
                         Some(f) => self.eval_feature(subj, *f, subject.attributes, None, at, None),
                         None => Verdict::deny(Justification::MissingFeature),
@@ -1079,17 +1143,14 @@ impl EntitlementIndex {
                     if !v.result {
                         return v;
                     }
-                    if i == 0 {
-                        ok.decided_by = v.decided_by;
-                    }
-                    ok.next = ok.next.min(v.next);
+                    met(&mut ok, v);
                 }
                 for p in permissions.iter() {
                     let v = self.eval_permission(subj, subject, p, at);
                     if !v.result {
                         return v;
                     }
-                    ok.next = ok.next.min(v.next);
+                    met(&mut ok, v);
                 }
                 ok
             }

@@ -452,14 +452,20 @@ fn permissions_follow_frontegg() {
     // linked to no feature: allowed
     let d = perm(&ask, "free.thing");
     assert!(d.result && d.decided_by.is_none());
+    assert_eq!(d.allow_reason, Some(AllowReason::UngatedPermission));
+    assert_eq!(d.feature, None);
     // linked to audit (entitled through pro) and sso (not): allowed via audit
     let d = perm(&ask, "sso.read");
     assert!(d.result);
     assert_eq!(d.decided_by.unwrap().plan_id, fx.pro.id);
+    assert_eq!(d.allow_reason, Some(AllowReason::Grant));
+    assert_eq!(d.feature.and_then(|f| idx.feature_key(f)), Some("audit"));
     ask.perms = vec!["audit.read".into()];
     let mut idx2 = fx.writer.apply([IndexChange::DeletePlan { id: fx.pro.id }]);
     let d = ask.run(&idx2, Target::Permission("audit.read"), None, 1);
     assert_eq!(d.justification, Some(Justification::MissingFeature));
+    assert_eq!(d.allow_reason, None);
+    assert_eq!(d.feature.and_then(|f| idx2.feature_key(f)), Some("audit"));
     idx2 = fx.writer.apply([IndexChange::UpsertPlan(fx.pro.clone())]);
     assert!(
         ask.run(&idx2, Target::Permission("audit.read"), None, 1)
@@ -498,7 +504,10 @@ fn routes_most_specific_wins() {
     let r = |ask: &Ask<'_>, m: &str, p: &str| {
         ask.run(&idx, Target::Route { method: m, path: p }, None, 1)
     };
-    assert!(r(&ask, "POST", "/api/things/1").result);
+    let d = r(&ask, "POST", "/api/things/1");
+    assert!(d.result);
+    assert_eq!(d.allow_reason, Some(AllowReason::RouteAllow));
+    assert_eq!((d.decided_by, d.feature), (None, None));
     // longer than the stack split: matched on the raw path
     let long = format!("/api{}", "/x".repeat(40));
     assert!(r(&ask, "GET", &long).result);
@@ -523,7 +532,9 @@ fn routes_most_specific_wins() {
     ask.perms = vec!["audit.read".into()];
     let d = r(&ask, "get", "/api/admin/audit?x=1");
     assert!(d.result);
+    assert_eq!(d.allow_reason, Some(AllowReason::RouteRequirementsMet));
     assert_eq!(d.decided_by.unwrap().plan_id, fx.pro.id);
+    assert_eq!(d.feature.and_then(|f| idx.feature_key(f)), Some("audit"));
     assert_eq!(d.next_change_at, Some(t(7)));
     assert_eq!(
         r(&ask, "DELETE", "/api/admin/audit").justification,
@@ -552,6 +563,8 @@ fn plan_targeting_entitles_without_a_grant() {
     assert!(d.result);
     assert_eq!(d.decided_by.unwrap().level, GrantLevel::Targeting);
     assert_eq!(d.decided_by.unwrap().grant_id, None);
+    assert_eq!(d.allow_reason, Some(AllowReason::Grant));
+    assert_eq!(d.feature.and_then(|f| idx.feature_key(f)), Some("sso"));
 }
 
 #[test]

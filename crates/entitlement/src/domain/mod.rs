@@ -15,9 +15,9 @@ pub mod writer;
 pub use error::{DomainError, ItemError};
 pub use fxhash::{FxBuildHasher, FxHashMap, FxHasher};
 pub use index::{
-    CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex, ExplainedGrant,
-    FeatureChange, GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH,
-    MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex, Subject, Target, WhatIf,
+    AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
+    ExplainedGrant, FeatureChange, FeatureIndex, GrantLevel, Hypothetical, Justification,
+    MAX_ANCESTOR_DEPTH, MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex, Subject, Target, WhatIf,
 };
 pub use model::{
     Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
@@ -25,8 +25,8 @@ pub use model::{
     Treatment,
 };
 pub use validate::{
-    GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, parse_timestamp, revoke_grant,
-    tenant_id_problem, validate_feature, validate_flag, validate_grant_deletes,
+    GRANT_REVOKED, GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, parse_timestamp,
+    revoke_grant, tenant_id_problem, validate_feature, validate_flag, validate_grant_deletes,
     validate_grant_updates, validate_key, validate_new_grant, validate_new_grants, validate_plan,
     validate_route, validate_rules, validate_tenant_id,
 };

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::index::{
-    CheckRequest, DecidedBy, Decision, EffectiveFeature, FeatureChange, GrantLevel, Hypothetical,
-    Justification, MAX_ANCESTOR_DEPTH, Subject, Target, WhatIf,
+    AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, FeatureChange, FeatureIndex,
+    GrantLevel, Hypothetical, Justification, MAX_ANCESTOR_DEPTH, Subject, Target, WhatIf,
 };
 use super::model::{
     Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
@@ -135,8 +135,11 @@ fn ref_route_match(pattern: &[&str], path: &[&str]) -> bool {
 struct Verdict {
     result: bool,
     justification: Option<Justification>,
+    reason: Option<AllowReason>,
     allocation: Option<Allocation>,
     decided_by: Option<DecidedBy>,
+    /// The deciding feature's key.
+    feature: Option<String>,
     next: Option<DateTime<Utc>>,
 }
 
@@ -144,18 +147,22 @@ fn deny(j: Justification) -> Verdict {
     Verdict {
         result: false,
         justification: Some(j),
+        reason: None,
         allocation: None,
         decided_by: None,
+        feature: None,
         next: None,
     }
 }
 
-fn allow() -> Verdict {
+fn allow(reason: AllowReason) -> Verdict {
     Verdict {
         result: true,
         justification: None,
+        reason: Some(reason),
         allocation: None,
         decided_by: None,
+        feature: None,
         next: None,
     }
 }
@@ -182,6 +189,15 @@ impl World {
 
     fn plan(&self, id: Uuid) -> Option<&Plan> {
         self.plans.iter().find(|p| p.id == id)
+    }
+
+    /// A feature's position among all features sorted by key.
+    fn feature_index(&self, key: &str) -> Option<FeatureIndex> {
+        let mut keys: Vec<&str> = self.features.iter().map(|f| f.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.iter()
+            .position(|k| *k == key)
+            .map(|i| FeatureIndex(i as u32))
     }
 
     fn plan_value(&self, plan: &Plan, feature: &Feature) -> Option<Allocation> {
@@ -263,7 +279,10 @@ impl World {
                 flag.off_treatment == Treatment::True
             };
             if !on {
-                return deny(Justification::FeatureFlagOff);
+                return Verdict {
+                    feature: Some(key.to_owned()),
+                    ..deny(Justification::FeatureFlagOff)
+                };
             }
         }
         let mut relevant = Vec::new();
@@ -352,8 +371,10 @@ impl World {
             return Verdict {
                 result: !exceeded,
                 justification: exceeded.then_some(Justification::LimitExceeded),
+                reason: (!exceeded).then_some(AllowReason::Grant),
                 allocation: Some(merged),
                 decided_by: decider,
+                feature: Some(key.to_owned()),
                 next,
             };
         }
@@ -365,6 +386,7 @@ impl World {
             if let Some((_, _, by)) = relevant.iter().find(|(g, _, _)| status(g, at) == want) {
                 return Verdict {
                     decided_by: Some(*by),
+                    feature: Some(key.to_owned()),
                     next,
                     ..deny(j)
                 };
@@ -374,6 +396,7 @@ impl World {
         Verdict {
             allocation: inactive_false.map(|_| Allocation::Bool(false)),
             decided_by: inactive_false,
+            feature: Some(key.to_owned()),
             next,
             ..deny(Justification::MissingFeature)
         }
@@ -396,7 +419,7 @@ impl World {
             .collect();
         linked.sort_by(|a, b| a.key.cmp(&b.key));
         if linked.is_empty() {
-            return allow();
+            return allow(AllowReason::UngatedPermission);
         }
         let verdicts: Vec<Verdict> = linked
             .iter()
@@ -408,8 +431,10 @@ impl World {
         Verdict {
             result: v.result,
             justification: v.justification,
+            reason: v.reason,
             allocation: v.allocation,
             decided_by: v.decided_by,
+            feature: v.feature.clone(),
             next,
         }
     }
@@ -463,31 +488,31 @@ impl World {
             return deny(Justification::MissingRoute);
         };
         match &route.policy {
-            RoutePolicy::Allow => allow(),
+            RoutePolicy::Allow => allow(AllowReason::RouteAllow),
             RoutePolicy::Deny => deny(Justification::RouteDenied),
             RoutePolicy::Require {
                 features,
                 permissions,
             } => {
-                let mut ok = allow();
-                for (i, f) in features.iter().enumerate() {
-                    let v = self.feature_verdict(tenant, subject, f, None, at);
-                    if !v.result {
-                        return v;
-                    }
-                    if i == 0 {
-                        ok.decided_by = v.decided_by;
-                    }
-                    ok.next = min_time(ok.next, v.next);
+                // Every requirement must hold; the first one met through a grant (features
+                // before permissions) names the decider.
+                let mut verdicts = Vec::new();
+                for f in features {
+                    verdicts.push(self.feature_verdict(tenant, subject, f, None, at));
                 }
                 for p in permissions {
-                    let v = self.permission_verdict(tenant, subject, p, at);
-                    if !v.result {
-                        return v;
-                    }
-                    ok.next = min_time(ok.next, v.next);
+                    verdicts.push(self.permission_verdict(tenant, subject, p, at));
                 }
-                ok
+                if let Some(i) = verdicts.iter().position(|v| !v.result) {
+                    return verdicts.swap_remove(i);
+                }
+                let decider = verdicts.iter().find(|v| v.decided_by.is_some());
+                Verdict {
+                    decided_by: decider.and_then(|v| v.decided_by),
+                    feature: decider.and_then(|v| v.feature.clone()),
+                    next: verdicts.iter().fold(None, |acc, v| min_time(acc, v.next)),
+                    ..allow(AllowReason::RouteRequirementsMet)
+                }
             }
         }
     }
@@ -511,8 +536,10 @@ impl World {
         Decision {
             result: v.result,
             justification: v.justification,
+            allow_reason: v.reason,
             allocation: v.allocation,
             decided_by: v.decided_by,
+            feature: v.feature.as_deref().and_then(|k| self.feature_index(k)),
             next_change_at: v.next,
             revision,
         }

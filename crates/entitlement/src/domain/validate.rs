@@ -449,6 +449,9 @@ pub struct GrantPatch {
 /// `external_id_owner(tenant, external_id)` names the stored grant holding an external id in
 /// an account: a patch may not take one another grant holds (even if that grant gives it up
 /// in the same batch), nor one an earlier patch of the batch took.
+/// The item error message of a patch naming a revoked grant.
+pub const GRANT_REVOKED: &str = "grant is revoked";
+
 pub fn validate_grant_updates(
     patches: &[GrantPatch],
     current: impl Fn(Uuid) -> Option<Grant>,
@@ -479,7 +482,7 @@ pub fn validate_grant_updates(
         };
         let Some(mut grant) = grant else { continue };
         if grant.revoked_at.is_some() {
-            err("id", "grant is revoked");
+            err("id", GRANT_REVOKED);
         }
         if let Some(s) = &patch.starts_at {
             match parse_timestamp(s) {

@@ -582,8 +582,13 @@ impl plan_service_server::PlanService for Handler {
     ) -> Result<Response<ListTenantPlansResponse>> {
         let r = request.into_inner();
         crate::domain::validate_tenant_id("tenant_id", &r.tenant_id)?;
+        let index = self.index(r.min_revision).await?;
+        // The local hierarchy copy knows every live account (from the change feed, or a grant
+        // written here); one it does not know is unknown or deleted.
+        if !index.contains_tenant(&r.tenant_id) {
+            return Err(DomainError::not_found("tenant", &r.tenant_id).into());
+        }
         let engine = &self.engine;
-        let index = engine.index.current();
         let now = engine.now();
         let mut tenants = vec![r.tenant_id.clone()];
         tenants.extend(index.ancestors(&r.tenant_id).into_iter().map(str::to_owned));
@@ -752,6 +757,18 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
                     && r.on.is_none_or(|on| f.value.flag.on == on)
             })
             .collect();
+        let id = |f: &Stored<FlagDoc>| f.value.flag.id;
+        match FeatureFlagSortField::try_from(r.sort_by).unwrap_or_default() {
+            FeatureFlagSortField::Name => {
+                items.sort_by(|a, b| (&a.value.flag.name, id(a)).cmp(&(&b.value.flag.name, id(b))));
+            }
+            FeatureFlagSortField::UpdatedAt => {
+                items.sort_by_key(|f| (f.updated_at, id(f)));
+            }
+            FeatureFlagSortField::CreatedAt | FeatureFlagSortField::Unspecified => {
+                items.sort_by_key(|f| (f.created_at, id(f)));
+            }
+        }
         if descending(r.order) {
             items.reverse();
         }

@@ -8,8 +8,9 @@ use tonic::{Request, Response};
 use super::convert::{self, uuid};
 use super::{Handler, Result};
 use crate::domain::{
-    CheckRequest, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel, Hypothetical,
-    Justification, MAX_BATCH, MAX_WHAT_IF_CHANGES, Subject, Target, validate_tenant_id,
+    self, CheckRequest, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel,
+    Hypothetical, Justification, MAX_BATCH, MAX_WHAT_IF_CHANGES, Subject, Target,
+    validate_tenant_id,
 };
 
 /// A query decoded into owned parts the borrowed `CheckRequest` points into.
@@ -97,11 +98,23 @@ fn justification(j: Option<Justification>) -> pb::Justification {
     }
 }
 
+fn allow_reason(r: Option<domain::AllowReason>) -> AllowReason {
+    use domain::AllowReason as D;
+    match r {
+        None => AllowReason::Unspecified,
+        Some(D::Grant) => AllowReason::Grant,
+        Some(D::UngatedPermission) => AllowReason::UngatedPermission,
+        Some(D::RouteAllow) => AllowReason::RouteAllow,
+        Some(D::RouteRequirementsMet) => AllowReason::RouteRequirementsMet,
+    }
+}
+
 fn level(l: GrantLevel) -> pb::GrantLevel {
     match l {
         GrantLevel::User => pb::GrantLevel::User,
-        GrantLevel::Account | GrantLevel::Targeting => pb::GrantLevel::Account,
+        GrantLevel::Account => pb::GrantLevel::Account,
         GrantLevel::Ancestor { .. } => pb::GrantLevel::Ancestor,
+        GrantLevel::Targeting => pb::GrantLevel::Targeting,
     }
 }
 
@@ -143,24 +156,16 @@ fn matched_route(index: &EntitlementIndex, q: &Query) -> Option<String> {
 }
 
 fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDecision {
-    let feature_key = match &q.target {
-        TargetOwned::Feature(k) => k.as_str(),
-        TargetOwned::Permission(_) | TargetOwned::Route(..) => "",
-    };
-    let allow_reason = if !d.result {
-        AllowReason::Unspecified
-    } else {
-        match (&q.target, d.decided_by) {
-            (_, Some(_)) => AllowReason::Grant,
-            (TargetOwned::Permission(_), None) => AllowReason::UngatedPermission,
-            (TargetOwned::Route(..), None) => AllowReason::RouteAllow,
-            (TargetOwned::Feature(_), None) => AllowReason::Grant,
-        }
-    };
+    // The feature that decided: the checked one, or the linked/required one for permission
+    // and route checks (resolved against the snapshot the decision came from).
+    let feature_key = d
+        .feature
+        .and_then(|f| index.feature_key(f))
+        .unwrap_or_default();
     EntitlementDecision {
         result: d.result,
         justification: justification(d.justification) as i32,
-        allow_reason: allow_reason as i32,
+        allow_reason: allow_reason(d.allow_reason) as i32,
         allocation: Some(convert::allocation(d.allocation)),
         provenance: d.decided_by.map(|by| pb::Provenance {
             route_id: matched_route(index, q).unwrap_or_default(),
@@ -171,7 +176,8 @@ fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDec
 }
 
 impl Handler {
-    async fn index(
+    /// The serving index, once it includes `min_revision` (waiting briefly, else UNAVAILABLE).
+    pub(super) async fn index(
         &self,
         min_revision: u64,
     ) -> std::result::Result<std::sync::Arc<EntitlementIndex>, DomainError> {

@@ -10,13 +10,40 @@ use uuid::Uuid;
 use super::convert::{self, rfc3339, uuid};
 use super::{Handler, Result, descending, page, page_info, principal};
 use crate::domain::{
-    DomainError, Grant, GrantInput, GrantSource, GrantStatus, Plan, tenant_id_problem,
+    DomainError, GRANT_REVOKED, Grant, GrantInput, GrantSource, GrantStatus, ItemError, Plan,
+    tenant_id_problem,
 };
 use crate::service::fingerprint;
 use crate::storage::{GrantFilter, GrantSort, StatusFilter};
 
-fn input(g: NewGrant) -> GrantInput {
-    GrantInput {
+/// The problems of one item found while decoding it: `(field, message)`, fields named as the
+/// domain's item errors name them.
+type Problems = Vec<(&'static str, String)>;
+
+/// Decodes a timestamp to the RFC 3339 text the domain validates. An invalid one (out of
+/// range, bad nanos) is a problem on `field`, never "unset" or "clear".
+fn time_text(
+    field: &'static str,
+    t: Option<prost_types::Timestamp>,
+    problems: &mut Problems,
+) -> Option<String> {
+    match convert::time(field, &t?) {
+        Ok(t) => Some(rfc3339(t)),
+        Err(_) => {
+            problems.push((field, "timestamp out of range".to_owned()));
+            None
+        }
+    }
+}
+
+fn input(g: NewGrant) -> std::result::Result<GrantInput, Problems> {
+    let mut problems = Problems::new();
+    let starts_at = time_text("startsAt", g.starts_at, &mut problems);
+    let expires_at = time_text("expiresAt", g.expires_at, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(GrantInput {
         plan_id: match g.plan {
             Some(new_grant::Plan::PlanId(id)) => id,
             Some(new_grant::Plan::PlanKey(key)) => key,
@@ -24,34 +51,67 @@ fn input(g: NewGrant) -> GrantInput {
         },
         tenant_id: g.tenant_id,
         user_id: g.user_id,
-        starts_at: g
-            .starts_at
-            .and_then(|t| convert::time("starts_at", &t).ok())
-            .map(rfc3339),
-        expires_at: g
-            .expires_at
-            .and_then(|t| convert::time("expires_at", &t).ok())
-            .map(rfc3339),
+        starts_at,
+        expires_at,
         external_id: g.external_id,
         metadata: g.metadata.map(convert::struct_to_json),
         source: g.source,
+    })
+}
+
+fn patch(
+    p: pb::GrantPatch,
+    now: chrono::DateTime<chrono::Utc>,
+) -> std::result::Result<crate::domain::GrantPatch, Problems> {
+    let mut problems = Problems::new();
+    // A wrapper without value means "now" for the start and "never" for the expiry.
+    let starts_at = p.starts_at.map(|w| match w.value {
+        Some(t) => time_text("startsAt", Some(t), &mut problems).unwrap_or_default(),
+        None => rfc3339(now),
+    });
+    let expires_at = p
+        .expires_at
+        .map(|w| time_text("expiresAt", w.value, &mut problems));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(crate::domain::GrantPatch {
+        id: p.id,
+        starts_at,
+        expires_at,
+        metadata: p.metadata.map(|m| convert::metadata(Some(m))),
+        external_id: p.external_id,
+    })
+}
+
+/// Decodes every item of a batch; any problem refuses the batch, listing every bad item.
+fn decode_batch<T, U>(
+    items: Vec<T>,
+    decode: impl Fn(T) -> std::result::Result<U, Problems>,
+) -> std::result::Result<Vec<U>, DomainError> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match decode(item) {
+            Ok(u) => out.push(u),
+            Err(problems) => errors.extend(
+                problems
+                    .into_iter()
+                    .map(|(field, message)| ItemError::new(i, field, message)),
+            ),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(DomainError::InvalidItems(errors))
     }
 }
 
-fn patch(p: pb::GrantPatch, now: chrono::DateTime<chrono::Utc>) -> crate::domain::GrantPatch {
-    let time = |t: Option<prost_types::Timestamp>| {
-        t.and_then(|t| convert::time("time", &t).ok()).map(rfc3339)
-    };
-    crate::domain::GrantPatch {
-        id: p.id,
-        // A wrapper without value means "now".
-        starts_at: p
-            .starts_at
-            .map(|w| time(w.value).unwrap_or_else(|| rfc3339(now))),
-        expires_at: p.expires_at.map(|w| time(w.value)),
-        metadata: p.metadata.map(|m| convert::metadata(Some(m))),
-        external_id: p.external_id,
-    }
+/// A single write's decoding problem as a plain field error under `prefix`.
+fn single_problem(problems: Problems, prefix: &str) -> DomainError {
+    let (field, message) = problems.into_iter().next().unwrap_or(("", String::new()));
+    DomainError::invalid(format!("{prefix}.{field}"), message)
 }
 
 /// A single write reports its one bad item as a plain field error.
@@ -64,6 +124,24 @@ fn single_item(e: DomainError, prefix: &str) -> DomainError {
         DomainError::InvalidItems(mut items) if !items.is_empty() => {
             let first = items.swap_remove(0);
             DomainError::invalid(format!("{prefix}.{}", first.field), first.message)
+        }
+        other => other,
+    }
+}
+
+/// A single update of a revoked grant is refused like a second revocation.
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "every other error keeps its meaning"
+)]
+fn revoked_item(e: DomainError, id: Uuid) -> DomainError {
+    match e {
+        DomainError::InvalidItems(items)
+            if items
+                .iter()
+                .any(|i| i.field == "id" && i.message == GRANT_REVOKED) =>
+        {
+            DomainError::FailedPrecondition(format!("grant {id} is revoked and cannot be changed"))
         }
         other => other,
     }
@@ -144,10 +222,11 @@ impl grant_service_server::GrantService for Handler {
         let new = r
             .grant
             .ok_or_else(|| DomainError::invalid("grant", "required"))?;
+        let new = input(new).map_err(|p| single_problem(p, "grant"))?;
         let outcome = self
             .engine
             .create_grants(
-                vec![input(new)],
+                vec![new],
                 GrantSource::Api,
                 by.as_deref(),
                 r.idempotency_key.as_deref(),
@@ -243,13 +322,14 @@ impl grant_service_server::GrantService for Handler {
         let now = self.engine.now();
         let id = uuid("patch.id", &p.id)?;
         let print = fingerprint(&p.encode_to_vec());
+        let p = patch(p, now).map_err(|p| single_problem(p, "patch"))?;
         let outcome = self
             .engine
-            .update_grants(vec![patch(p, now)], None, &print)
+            .update_grants(vec![p], None, &print)
             .await
             .map_err(|e| match not_found_item(e) {
                 Ok(()) => DomainError::not_found("grant", id),
-                Err(e) => single_item(e, "patch"),
+                Err(e) => single_item(revoked_item(e, id), "patch"),
             })?;
         let grants = outcome.grants.unwrap_or_default();
         let grant = self.encode(&grants, now, false).await?.pop();
@@ -308,7 +388,7 @@ impl grant_service_server::GrantService for Handler {
             }
             .encode_to_vec(),
         );
-        let inputs = r.grants.into_iter().map(input).collect();
+        let inputs = decode_batch(r.grants, input)?;
         let outcome = self
             .engine
             .create_grants(
@@ -341,7 +421,7 @@ impl grant_service_server::GrantService for Handler {
             .encode_to_vec(),
         );
         let now = self.engine.now();
-        let patches = r.patches.into_iter().map(|p| patch(p, now)).collect();
+        let patches = decode_batch(r.patches, |p| patch(p, now))?;
         let outcome = self
             .engine
             .update_grants(patches, r.idempotency_key.as_deref(), &print)

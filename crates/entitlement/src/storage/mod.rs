@@ -9,7 +9,7 @@
 pub mod entities;
 mod grants;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use tenantry_common::db::{DbFailure, classify};
 use uuid::Uuid;
 
-use crate::domain::{DomainError, Feature, FeatureFlag, Grant, IndexChange, Plan, Route, Snapshot};
+use crate::domain::{
+    DomainError, Feature, FeatureFlag, Grant, GrantSource, IndexChange, IndexWriter, Plan, Route,
+};
 
 pub use grants::{GrantFilter, GrantSort, StatusFilter};
 
@@ -243,7 +245,7 @@ impl Store {
         let revision = revision as i64;
         entities::change_log::Entity::insert(entities::change_log::ActiveModel {
             revision: sea_orm::Set(revision),
-            changes: sea_orm::Set(to_json(&changes)?),
+            changes: sea_orm::Set(encode_log(changes)?),
             created_at: sea_orm::Set(now),
         })
         .exec(&txn)
@@ -266,8 +268,13 @@ impl Store {
         Ok(())
     }
 
-    /// Everything the index needs, read in one consistent snapshot, with its revision.
-    pub async fn snapshot(&self) -> Result<(Snapshot, u64)> {
+    /// Builds the evaluation index from one consistent snapshot (a REPEATABLE READ
+    /// transaction) and returns it with its revision. Grants are streamed by id in pages of
+    /// [`LOAD_PAGE`], each applied to the writer before the next is read, with only the
+    /// columns the index keeps: memory at start is the index plus one page, never every row
+    /// as a model next to the index being built.
+    pub async fn load_index(&self) -> Result<(IndexWriter, u64)> {
+        use entities::{account, grant};
         let txn = self
             .db
             .begin_with_options(TransactionOptions {
@@ -278,42 +285,98 @@ impl Store {
             .map_err(db_err("begin snapshot"))?;
         let revision = self.revision(&txn).await?;
         let catalog = self.catalog(&txn).await?;
-        let accounts = entities::account::Entity::find()
+        let accounts: Vec<(String, Option<String>, bool)> = account::Entity::find()
+            .select_only()
+            .columns([
+                account::Column::TenantId,
+                account::Column::ParentId,
+                account::Column::Deleted,
+            ])
+            .into_tuple()
             .all(&txn)
             .await
             .map_err(db_err("load accounts"))?;
-        let deleted: std::collections::HashSet<&str> = accounts
+        // A deleted account's (revoked) grants stay in the table for history only.
+        let deleted: HashSet<String> = accounts
             .iter()
-            .filter(|a| a.deleted)
-            .map(|a| a.tenant_id.as_str())
+            .filter(|(_, _, deleted)| *deleted)
+            .map(|(id, _, _)| id.clone())
             .collect();
-        let grants = entities::grant::Entity::find()
-            .all(&txn)
-            .await
-            .map_err(db_err("load grants"))?
+        let mut writer = IndexWriter::new();
+        // Intermediate batches are stamped 0 (nothing reads them); the last one `revision`.
+        let catalog_changes = catalog
+            .features
             .into_iter()
-            // A deleted account's (revoked) grants stay in the table for history only.
-            .filter(|g| !deleted.contains(g.tenant_id.as_str()))
-            .map(grants::to_domain)
-            .collect::<Result<Vec<Grant>>>()?;
-        let snapshot = Snapshot {
-            features: catalog
-                .features
-                .into_iter()
-                .map(|f| f.value.feature)
-                .collect(),
-            plans: catalog.plans.into_iter().map(|p| p.value).collect(),
-            flags: catalog.flags.into_iter().map(|f| f.value.flag).collect(),
-            routes: catalog.routes.into_iter().map(|r| r.value).collect(),
-            tenants: accounts
-                .iter()
-                .filter(|a| !a.deleted)
-                .map(|a| (a.tenant_id.clone(), a.parent_id.clone()))
-                .collect(),
-            grants,
-        };
+            .map(|f| IndexChange::UpsertFeature(f.value.feature))
+            .chain(
+                catalog
+                    .plans
+                    .into_iter()
+                    .map(|p| IndexChange::UpsertPlan(p.value)),
+            )
+            .chain(
+                catalog
+                    .flags
+                    .into_iter()
+                    .map(|f| IndexChange::UpsertFlag(f.value.flag)),
+            )
+            .chain(
+                catalog
+                    .routes
+                    .into_iter()
+                    .map(|r| IndexChange::UpsertRoute(r.value)),
+            )
+            // Tenants before grants: grants then share the tenants' interned IDs.
+            .chain(
+                accounts
+                    .into_iter()
+                    .filter(|(_, _, deleted)| !deleted)
+                    .map(|(id, parent, _)| IndexChange::UpsertTenant { id, parent }),
+            );
+        writer.apply_at(0, catalog_changes);
+
+        let mut after: Option<Uuid> = None;
+        let mut grants = 0usize;
+        loop {
+            let mut query = grant::Entity::find()
+                .select_only()
+                .columns([
+                    grant::Column::Id,
+                    grant::Column::PlanId,
+                    grant::Column::TenantId,
+                    grant::Column::UserId,
+                    grant::Column::StartsAt,
+                    grant::Column::ExpiresAt,
+                    grant::Column::RevokedAt,
+                ])
+                .order_by_asc(grant::Column::Id)
+                .limit(LOAD_PAGE);
+            if let Some(last) = after {
+                query = query.filter(grant::Column::Id.gt(last));
+            }
+            let page: Vec<IndexedGrant> = query
+                .into_tuple()
+                .all(&txn)
+                .await
+                .map_err(db_err("load grants"))?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            let full = page.len() as u64 == LOAD_PAGE;
+            grants += page.len();
+            writer.apply_at(
+                0,
+                page.into_iter()
+                    .filter(|row| !deleted.contains(&row.2))
+                    .map(|row| IndexChange::UpsertGrant(indexed_grant(row))),
+            );
+            if !full {
+                break;
+            }
+        }
         txn.commit().await.map_err(db_err("end snapshot"))?;
-        Ok((snapshot, revision))
+        writer.apply_at(revision, []);
+        tracing::debug!(revision, grants, "grants streamed into the index");
+        Ok((writer, revision))
     }
 
     pub async fn revision(&self, conn: &impl ConnectionTrait) -> Result<u64> {
@@ -346,7 +409,7 @@ impl Store {
             .await
             .map_err(db_err("read the change log"))?
             .into_iter()
-            .map(|row| Ok((row.revision as u64, from_json(&row.changes)?)))
+            .map(|row| Ok((row.revision as u64, decode_log(&row.changes)?)))
             .collect()
     }
 
@@ -786,4 +849,179 @@ fn stored<T: for<'de> Deserialize<'de>>(
         created_at,
         updated_at,
     })
+}
+
+/// Grants read per page while building the index at start.
+pub const LOAD_PAGE: u64 = 10_000;
+
+/// The columns of a grant the index keeps: id, plan, account, user, starts, expires, revoked.
+type IndexedGrant = (
+    Uuid,
+    Uuid,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+/// A grant as the index sees it: what it does not keep is left empty.
+fn indexed_grant(
+    (id, plan_id, tenant_id, user_id, starts_at, expires_at, revoked_at): IndexedGrant,
+) -> Grant {
+    Grant {
+        id,
+        plan_id,
+        tenant_id,
+        user_id,
+        starts_at,
+        expires_at,
+        revoked_at,
+        revoked_by: None,
+        revoke_reason: None,
+        source: GrantSource::Api,
+        external_id: None,
+        granted_by: None,
+        metadata: serde_json::Value::Null,
+        created_at: starts_at,
+        updated_at: starts_at,
+    }
+}
+
+/// One change-log entry. Grant upserts, the bulk of the log, are written as the index needs
+/// them: `[id, plan, account, user, starts, expires, revoked]` (times as epoch microseconds),
+/// about a third of the grant's JSON; every other change as its `IndexChange` object.
+/// Entries written before the compact form (all objects) still decode.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LogEntry {
+    Grant(
+        Uuid,
+        Uuid,
+        String,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    ),
+    Change(IndexChange),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum LogEntryRef<'a> {
+    Grant(
+        Uuid,
+        Uuid,
+        &'a str,
+        Option<&'a str>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    ),
+    Change(&'a IndexChange),
+}
+
+fn encode_log(changes: &[IndexChange]) -> Result<String> {
+    let entries: Vec<LogEntryRef<'_>> = changes
+        .iter()
+        .map(|change| {
+            // Any other change (present or future) is stored as it is.
+            let IndexChange::UpsertGrant(g) = change else {
+                return LogEntryRef::Change(change);
+            };
+            LogEntryRef::Grant(
+                g.id,
+                g.plan_id,
+                &g.tenant_id,
+                g.user_id.as_deref(),
+                g.starts_at.timestamp_micros(),
+                g.expires_at.map(|t| t.timestamp_micros()),
+                g.revoked_at.map(|t| t.timestamp_micros()),
+            )
+        })
+        .collect();
+    to_json(&entries)
+}
+
+fn decode_log(text: &str) -> Result<Vec<IndexChange>> {
+    let micros = |t: i64| {
+        DateTime::<Utc>::from_timestamp_micros(t)
+            .ok_or_else(|| DomainError::internal("change log time out of range"))
+    };
+    from_json::<Vec<LogEntry>>(text)?
+        .into_iter()
+        .map(|entry| match entry {
+            LogEntry::Change(change) => Ok(change),
+            LogEntry::Grant(id, plan_id, tenant_id, user_id, starts, expires, revoked) => {
+                Ok(IndexChange::UpsertGrant(indexed_grant((
+                    id,
+                    plan_id,
+                    tenant_id,
+                    user_id,
+                    micros(starts)?,
+                    expires.map(micros).transpose()?,
+                    revoked.map(micros).transpose()?,
+                ))))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn change_log_round_trips_compact_grants_and_reads_the_old_form() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 123_456_000).unwrap();
+        let grant = Grant {
+            id: Uuid::now_v7(),
+            plan_id: Uuid::now_v7(),
+            tenant_id: "acme \"quoted\"".into(),
+            user_id: Some("u1".into()),
+            starts_at: t(0),
+            expires_at: Some(t(60)),
+            revoked_at: None,
+            revoked_by: Some("someone".into()),
+            revoke_reason: None,
+            source: GrantSource::Batch,
+            external_id: Some("ext".into()),
+            granted_by: Some("admin".into()),
+            metadata: serde_json::json!({"a": 1}),
+            created_at: t(0),
+            updated_at: t(0),
+        };
+        let changes = vec![
+            IndexChange::UpsertTenant {
+                id: "acme".into(),
+                parent: None,
+            },
+            IndexChange::UpsertGrant(grant.clone()),
+            IndexChange::DeleteGrant { id: grant.id },
+        ];
+        let text = encode_log(&changes).unwrap();
+        assert!(
+            !text.contains("admin"),
+            "the log keeps what the index needs only"
+        );
+        let back = decode_log(&text).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[0], changes[0]);
+        assert_eq!(back[2], changes[2]);
+        let IndexChange::UpsertGrant(g) = &back[1] else {
+            panic!("expected a grant upsert, got {:?}", back[1]);
+        };
+        assert_eq!(
+            (g.id, g.plan_id, &g.tenant_id, &g.user_id),
+            (grant.id, grant.plan_id, &grant.tenant_id, &grant.user_id)
+        );
+        assert_eq!(
+            (g.starts_at, g.expires_at, g.revoked_at),
+            (t(0), Some(t(60)), None)
+        );
+        // Entries written before the compact form.
+        let old = serde_json::to_string(&changes).unwrap();
+        assert_eq!(decode_log(&old).unwrap(), changes);
+    }
 }

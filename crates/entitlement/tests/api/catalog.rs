@@ -1,5 +1,6 @@
 //! Catalog rules: deleting what is in use, force, key renames.
 
+use tenantry_proto::common::v1 as pb_common;
 use tenantry_proto::entitlement::v1 as pb;
 
 use crate::helpers::*;
@@ -241,4 +242,161 @@ async fn forced_feature_delete_removes_it_from_routes() {
     assert!(d.result, "{d:?}");
     let d = check("/admin/x", &[]).await.unwrap();
     assert_eq!(justification(&d), pb::Justification::MissingPermission);
+}
+
+#[tokio::test]
+async fn unknown_features_and_accounts_are_not_found() {
+    let app = spawn_app().await;
+    app.bool_feature("sso").await;
+
+    // A flag and a plan naming an unknown feature get the same code.
+    let err = app
+        .flags
+        .clone()
+        .create_feature_flag(pb::CreateFeatureFlagRequest {
+            name: "ghost flag".into(),
+            off_treatment: pb::Treatment::False as i32,
+            default_treatment: pb::Treatment::True as i32,
+            feature: Some(pb::create_feature_flag_request::Feature::FeatureKey(
+                "ghost".into(),
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("ghost"), "{}", err.message());
+    let err = app
+        .flags
+        .clone()
+        .create_feature_flag(pb::CreateFeatureFlagRequest {
+            name: "ghost flag".into(),
+            off_treatment: pb::Treatment::False as i32,
+            default_treatment: pb::Treatment::True as i32,
+            feature: Some(pb::create_feature_flag_request::Feature::FeatureId(
+                uuid::Uuid::now_v7().to_string(),
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = app
+        .plans
+        .clone()
+        .create_plan(pb::CreatePlanRequest {
+            key: Some("pro".into()),
+            name: "pro".into(),
+            features: vec![bare("ghost")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // The plans of an account the hierarchy copy does not know.
+    let err = app
+        .plans
+        .clone()
+        .list_tenant_plans(pb::ListTenantPlansRequest {
+            tenant_id: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // A live account (once the change feed brought it) is listed.
+    app.account("acme", None).await;
+    let list = || {
+        let mut plans = app.plans.clone();
+        async move {
+            plans
+                .list_tenant_plans(pb::ListTenantPlansRequest {
+                    tenant_id: "acme".into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    app.eventually("acme is known", || async { list().await.is_ok() })
+        .await;
+    // A deleted account is unknown again.
+    app.delete_account("acme").await;
+    app.eventually("acme is gone", || async {
+        list()
+            .await
+            .is_err_and(|e| e.code() == tonic::Code::NotFound)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn feature_flags_list_in_the_requested_order() {
+    let app = spawn_app().await;
+    let mut flags = app.flags.clone();
+    // Created in this order, named in another.
+    let mut ids = Vec::new();
+    for (key, name) in [("a", "Charlie"), ("b", "alpha"), ("c", "Bravo")] {
+        app.bool_feature(key).await;
+        let flag = flags
+            .create_feature_flag(pb::CreateFeatureFlagRequest {
+                name: name.into(),
+                off_treatment: pb::Treatment::False as i32,
+                default_treatment: pb::Treatment::True as i32,
+                feature: Some(pb::create_feature_flag_request::Feature::FeatureKey(
+                    key.into(),
+                )),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .feature_flag
+            .unwrap();
+        ids.push(flag.id);
+        app.clock.advance(chrono::Duration::seconds(1));
+    }
+    // Touch the first one last.
+    flags
+        .update_feature_flag(pb::UpdateFeatureFlagRequest {
+            id: ids[0].clone(),
+            on: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names = |sort_by: pb::FeatureFlagSortField, order: pb_common::SortOrder| {
+        let mut flags = app.flags.clone();
+        async move {
+            flags
+                .list_feature_flags(pb::ListFeatureFlagsRequest {
+                    sort_by: sort_by as i32,
+                    order: order as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .feature_flags
+                .into_iter()
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    use pb::FeatureFlagSortField as F;
+    use pb_common::SortOrder as O;
+    let created = ["Charlie", "alpha", "Bravo"];
+    assert_eq!(names(F::Unspecified, O::Unspecified).await, created);
+    assert_eq!(names(F::CreatedAt, O::Asc).await, created);
+    assert_eq!(
+        names(F::CreatedAt, O::Desc).await,
+        ["Bravo", "alpha", "Charlie"]
+    );
+    // Names compare as stored (byte order, as the feature and plan lists do).
+    assert_eq!(names(F::Name, O::Asc).await, ["Bravo", "Charlie", "alpha"]);
+    assert_eq!(names(F::Name, O::Desc).await, ["alpha", "Charlie", "Bravo"]);
+    assert_eq!(
+        names(F::UpdatedAt, O::Asc).await,
+        ["alpha", "Bravo", "Charlie"]
+    );
 }

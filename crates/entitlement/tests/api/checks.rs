@@ -454,6 +454,7 @@ async fn permissions_and_routes() {
         vec!["reports".into()],
     )
     .await;
+    route("GET", "/public/**", pb::RoutePolicy::Allow, vec![]).await;
     let rev = route("*", "/admin/**", pb::RoutePolicy::Deny, vec![]).await;
 
     let perm = |p: &str| Target::PermissionKey(p.into());
@@ -485,6 +486,14 @@ async fn permissions_and_routes() {
         .await
         .unwrap();
     assert!(d.result);
+    // The linked feature that decided is named.
+    assert_eq!(
+        pb::AllowReason::try_from(d.allow_reason).unwrap(),
+        pb::AllowReason::Grant
+    );
+    let p = d.provenance.unwrap();
+    assert_eq!(p.feature_key, "reports");
+    assert_eq!(p.plan_key, "pro");
     let d = app
         .check_with(
             "acme",
@@ -509,12 +518,30 @@ async fn permissions_and_routes() {
             path: p.into(),
         })
     };
-    assert!(
-        app.check("acme", None, r("GET", "/api/reports/1"), None, rev)
-            .await
-            .unwrap()
-            .result
+    // A Require route met: its own reason, and the required feature that decided.
+    let d = app
+        .check("acme", None, r("GET", "/api/reports/1"), None, rev)
+        .await
+        .unwrap();
+    assert!(d.result);
+    assert_eq!(
+        pb::AllowReason::try_from(d.allow_reason).unwrap(),
+        pb::AllowReason::RouteRequirementsMet
     );
+    let p = d.provenance.unwrap();
+    assert_eq!(p.feature_key, "reports");
+    assert!(!p.route_id.is_empty());
+    // An Allow route: allowed with no grant involved.
+    let d = app
+        .check("acme", None, r("GET", "/public/logo.png"), None, rev)
+        .await
+        .unwrap();
+    assert!(d.result);
+    assert_eq!(
+        pb::AllowReason::try_from(d.allow_reason).unwrap(),
+        pb::AllowReason::RouteAllow
+    );
+    assert_eq!(d.provenance, None);
     let d = app
         .check("acme", None, r("GET", "/admin/users"), None, rev)
         .await
@@ -525,4 +552,106 @@ async fn permissions_and_routes() {
         .await
         .unwrap();
     assert_eq!(justification(&d), pb::Justification::MissingRoute);
+}
+
+#[tokio::test]
+async fn plans_applying_by_targeting_report_the_targeting_level() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.bool_feature("reports").await;
+    let written = app
+        .plans
+        .clone()
+        .create_plan(pb::CreatePlanRequest {
+            key: Some("gold".into()),
+            name: "gold".into(),
+            features: vec![bare("reports")],
+            rules: vec![pb::TargetingRule {
+                conditions: vec![pb::Condition {
+                    attribute: "tier".into(),
+                    op: pb::ConditionOp::InList as i32,
+                    value: serde_json_to_struct(&serde_json::json!({"list": ["gold"]})),
+                    ..Default::default()
+                }],
+                treatment: pb::Treatment::True as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let gold = written.plan.unwrap();
+    let attrs = serde_json::json!({"tier": "gold"});
+    let check = || {
+        app.check_with(
+            "acme",
+            None,
+            &[],
+            Some(attrs.clone()),
+            feature_target("reports"),
+            None,
+            None,
+            written.revision,
+        )
+    };
+    // The account reaches the index through the tenant change feed.
+    app.eventually("acme is known", || async {
+        check()
+            .await
+            .is_ok_and(|d| justification(&d) != pb::Justification::TenantNotFound)
+    })
+    .await;
+    let d = check().await.unwrap();
+    assert!(d.result, "{d:?}");
+    let p = d.provenance.unwrap();
+    assert_eq!(
+        pb::GrantLevel::try_from(p.level).unwrap(),
+        pb::GrantLevel::Targeting
+    );
+    assert_eq!(p.grant_id, "");
+    assert_eq!(p.plan_id, gold.id);
+    assert_eq!(p.plan_key, "gold");
+    assert_eq!(p.granted_tenant_id, "acme");
+    assert_eq!(p.feature_key, "reports");
+
+    // The account listing says the same.
+    let listed = app
+        .checks
+        .clone()
+        .get_account_entitlements(pb::GetAccountEntitlementsRequest {
+            tenant_id: "acme".into(),
+            attributes: serde_json_to_struct(&attrs),
+            min_revision: written.revision,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p = listed.entitlements[0].provenance.clone().unwrap();
+    assert_eq!(
+        pb::GrantLevel::try_from(p.level).unwrap(),
+        pb::GrantLevel::Targeting
+    );
+    assert_eq!(p.grant_id, "");
+
+    // With a grant of the plan as well, the grant decides at account level.
+    let (_, rev) = app.grant(&gold, "acme", None, None, None).await;
+    let d = app
+        .check_with(
+            "acme",
+            None,
+            &[],
+            Some(attrs.clone()),
+            feature_target("reports"),
+            None,
+            None,
+            rev,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pb::GrantLevel::try_from(d.provenance.unwrap().level).unwrap(),
+        pb::GrantLevel::Account
+    );
 }

@@ -1,5 +1,6 @@
 //! Batch writes: atomicity with several bad items, idempotent retries, and the seed-003 view.
 
+use tenantry_proto::common::v1 as pb_common;
 use tenantry_proto::entitlement::v1 as pb;
 
 use crate::helpers::*;
@@ -388,4 +389,205 @@ async fn batch_update_moves_starts_and_metadata_and_keeps_external_ids_unique() 
         .unwrap();
     // a-2 (not moved) still entitles acme now.
     assert!(d.result);
+}
+
+/// A timestamp chrono cannot represent (out of range, or negative nanos).
+fn invalid_time(nanos_only: bool) -> prost_types::Timestamp {
+    if nanos_only {
+        prost_types::Timestamp {
+            seconds: 1_900_000_000,
+            nanos: -1,
+        }
+    } else {
+        prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_timestamps_are_refused_naming_the_field_never_dropped() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.bool_feature("sso").await;
+    let plan = app.plan("pro", vec![bare("sso")], false).await;
+    let mut grants = app.grants.clone();
+    let violation = |err: &tonic::Status| {
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        details(err).field_violations[0].field.clone()
+    };
+
+    // Single create: the bad field is named; nothing is created with it "unset".
+    let mut bad = new_grant(&plan.id, "acme");
+    bad.expires_at = Some(invalid_time(false));
+    let err = grants
+        .create_grant(pb::CreateGrantRequest {
+            grant: Some(bad),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation(&err), "grant.expiresAt");
+    let mut bad = new_grant(&plan.id, "acme");
+    bad.starts_at = Some(invalid_time(true));
+    let err = grants
+        .create_grant(pb::CreateGrantRequest {
+            grant: Some(bad),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation(&err), "grant.startsAt");
+
+    // Batch create: every bad item by index, nothing written.
+    let mut bad_expiry = new_grant(&plan.id, "acme");
+    bad_expiry.expires_at = Some(invalid_time(false));
+    let mut bad_start = new_grant(&plan.id, "acme");
+    bad_start.starts_at = Some(invalid_time(true));
+    let err = grants
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            grants: vec![
+                new_grant(&plan.id, "acme"),
+                bad_expiry,
+                new_grant(&plan.id, "acme"),
+                bad_start,
+            ],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let got: Vec<(u32, String)> = details(&err)
+        .item_errors
+        .into_iter()
+        .map(|e| (e.index, e.field))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, "expiresAt".to_owned()), (3, "startsAt".to_owned())]
+    );
+    let listed = grants
+        .list_grants(pb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.grants.is_empty(), "nothing may be written");
+
+    // Updates: an invalid expiry is refused, never taken as "clear the expiry".
+    let now = app.clock.now_for_tests();
+    let expiry = ts(now + chrono::Duration::days(30));
+    let (grant, _) = app
+        .grant(
+            &plan,
+            "acme",
+            None,
+            None,
+            Some(now + chrono::Duration::days(30)),
+        )
+        .await;
+    let (other, _) = app.grant(&plan, "acme", None, None, None).await;
+    let patch = |expires: Option<prost_types::Timestamp>,
+                 starts: Option<prost_types::Timestamp>| pb::GrantPatch {
+        id: grant.id.clone(),
+        expires_at: Some(pb_common::NullableTimestamp { value: expires }),
+        starts_at: starts.map(|t| pb_common::NullableTimestamp { value: Some(t) }),
+        ..Default::default()
+    };
+    let err = grants
+        .update_grant(pb::UpdateGrantRequest {
+            patch: Some(patch(Some(invalid_time(false)), None)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation(&err), "patch.expiresAt");
+    let err = grants
+        .update_grant(pb::UpdateGrantRequest {
+            patch: Some(patch(Some(expiry), Some(invalid_time(true)))),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation(&err), "patch.startsAt");
+    let err = grants
+        .batch_update_grants(pb::BatchUpdateGrantsRequest {
+            patches: vec![
+                pb::GrantPatch {
+                    id: other.id.clone(),
+                    external_id: Some("other".into()),
+                    ..Default::default()
+                },
+                patch(Some(invalid_time(true)), None),
+            ],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let got: Vec<(u32, String)> = details(&err)
+        .item_errors
+        .into_iter()
+        .map(|e| (e.index, e.field))
+        .collect();
+    assert_eq!(got, vec![(1, "expiresAt".to_owned())]);
+    let stored = grants
+        .get_grant(pb::GetGrantRequest {
+            id: grant.id.clone(),
+            with_relations: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap();
+    assert_eq!(stored.expires_at, Some(expiry), "the expiry must survive");
+    assert_eq!(stored.starts_at, grant.starts_at);
+}
+
+#[tokio::test]
+async fn a_revoked_grant_cannot_be_changed_like_it_cannot_be_revoked_twice() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.bool_feature("sso").await;
+    let plan = app.plan("pro", vec![bare("sso")], false).await;
+    let (grant, _) = app.grant(&plan, "acme", None, None, None).await;
+    let mut grants = app.grants.clone();
+    grants
+        .revoke_grant(pb::RevokeGrantRequest {
+            id: grant.id.clone(),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    let twice = grants
+        .revoke_grant(pb::RevokeGrantRequest {
+            id: grant.id.clone(),
+            reason: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), tonic::Code::FailedPrecondition);
+    let err = grants
+        .update_grant(pb::UpdateGrantRequest {
+            patch: Some(pb::GrantPatch {
+                id: grant.id.clone(),
+                external_id: Some("late".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&grant.id), "{}", err.message());
+    // An unknown grant stays NOT_FOUND.
+    let err = grants
+        .update_grant(pb::UpdateGrantRequest {
+            patch: Some(pb::GrantPatch {
+                id: uuid::Uuid::now_v7().to_string(),
+                external_id: Some("x".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
 }

@@ -58,3 +58,35 @@ async fn two_instances_see_each_others_writes() {
         .revision;
     assert!(revision >= rev);
 }
+
+#[tokio::test]
+async fn tenant_plans_honour_min_revision() {
+    let a = spawn_app().await;
+    let b = spawn_replica(&a).await;
+    a.account("acme", None).await;
+    a.bool_feature("sso").await;
+    let plan = a.plan("pro", vec![bare("sso")], false).await;
+    let (grant, rev) = a.grant(&plan, "acme", None, None, None).await;
+    let list = |min_revision: u64| {
+        let mut plans = b.plans.clone();
+        async move {
+            plans
+                .list_tenant_plans(pb::ListTenantPlansRequest {
+                    tenant_id: "acme".into(),
+                    min_revision,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+
+    // B answers from an index including A's grant (so it knows the account).
+    let plans = list(rev).await.unwrap().into_inner().plans;
+    assert_eq!(plans.len(), 1);
+    assert!(plans[0].entitled);
+    assert_eq!(plans[0].grant_ids, vec![grant.id]);
+
+    // A revision nobody wrote yet: UNAVAILABLE after a short wait, not a stale answer.
+    let err = list(rev + 1_000).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+}

@@ -105,15 +105,27 @@ pub struct BatchCheckItem {
     pub requested_amount: Option<u64>,
 }
 
+/// Where the deciding grant applies: to the subject's `user`, its `account`, an `ancestor`
+/// whose plan inherits to sub-accounts, or `targeting` (no grant: the plan's targeting rules
+/// select the subject, and `grantId` is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvenanceLevel {
+    User,
+    Account,
+    Ancestor,
+    Targeting,
+}
+
 /// Which grant and plan decided.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Provenance {
+    /// Empty for `targeting`.
     pub grant_id: String,
     pub plan_id: String,
     pub plan_key: String,
-    /// `user`, `account` or `ancestor`.
-    pub level: Option<String>,
+    pub level: Option<ProvenanceLevel>,
     pub granted_tenant_id: String,
     pub feature_key: String,
     pub route_id: String,
@@ -177,18 +189,19 @@ fn allow_reason_name(r: AllowReason) -> Option<&'static str> {
     })
 }
 
-pub fn level_name(l: GrantLevel) -> Option<&'static str> {
+pub fn level(l: GrantLevel) -> Option<ProvenanceLevel> {
     match l {
         GrantLevel::Unspecified => None,
-        GrantLevel::User => Some("user"),
-        GrantLevel::Account => Some("account"),
-        GrantLevel::Ancestor => Some("ancestor"),
+        GrantLevel::User => Some(ProvenanceLevel::User),
+        GrantLevel::Account => Some(ProvenanceLevel::Account),
+        GrantLevel::Ancestor => Some(ProvenanceLevel::Ancestor),
+        GrantLevel::Targeting => Some(ProvenanceLevel::Targeting),
     }
 }
 
 pub fn provenance(p: pb::Provenance) -> Provenance {
     Provenance {
-        level: level_name(p.level()).map(str::to_owned),
+        level: level(p.level()),
         grant_id: p.grant_id,
         plan_id: p.plan_id,
         plan_key: p.plan_key,

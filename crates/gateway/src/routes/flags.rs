@@ -13,9 +13,9 @@ use tenantry_proto::{
     common::v1::StringList,
     entitlement::v1::{
         self as pb, CreateFeatureFlagRequest, CreateRouteRequest, DeleteFeatureFlagRequest,
-        DeleteRouteRequest, GetFeatureFlagRequest, GetRouteRequest, ListFeatureFlagsRequest,
-        ListRoutesRequest, RoutePolicy, TargetingRuleList, UpdateFeatureFlagRequest,
-        UpdateRouteRequest, create_feature_flag_request,
+        DeleteRouteRequest, FeatureFlagSortField, GetFeatureFlagRequest, GetRouteRequest,
+        ListFeatureFlagsRequest, ListRoutesRequest, RoutePolicy, TargetingRuleList,
+        UpdateFeatureFlagRequest, UpdateRouteRequest, create_feature_flag_request,
     },
 };
 use utoipa::{IntoParams, ToSchema};
@@ -138,6 +138,9 @@ pub struct FlagQuery {
     pub offset: Option<u32>,
     pub limit: Option<u32>,
     pub filter: Option<String>,
+    /// `name`, `createdAt` (the default) or `updatedAt`; ties broken by id.
+    pub order_by: Option<String>,
+    /// `ASC` (the default) or `DESC`.
     pub sort_type: Option<String>,
     /// Comma-separated.
     pub feature_ids: Option<String>,
@@ -154,12 +157,25 @@ async fn list_flags(
     Management(p): Management,
     ApiQuery(q): ApiQuery<FlagQuery>,
 ) -> Result<Json<ItemsPage<FeatureFlag>>, ApiError> {
+    let sort_by = match q.order_by.as_deref() {
+        None | Some("") => FeatureFlagSortField::Unspecified,
+        Some("name") => FeatureFlagSortField::Name,
+        Some("createdAt") => FeatureFlagSortField::CreatedAt,
+        Some("updatedAt") => FeatureFlagSortField::UpdatedAt,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "orderBy",
+                "must be name, createdAt or updatedAt",
+            ));
+        }
+    };
     let request = ListFeatureFlagsRequest {
         page: page(q.limit, q.offset),
         filter: q.filter,
         feature_ids: split_list(q.feature_ids.as_deref()),
         on: q.on,
         order: sort_order(q.sort_type.as_deref(), "sortType")?.into(),
+        sort_by: sort_by.into(),
     };
     let out = state
         .flags()

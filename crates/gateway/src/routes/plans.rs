@@ -222,6 +222,9 @@ pub struct TenantPlansQuery {
     pub exclude_non_entitled_plans: Option<bool>,
     /// Comma-separated.
     pub feature_keys: Option<String>,
+    /// Answer only once the entitlement index includes this revision (the
+    /// `x-tenantry-revision` of a write), else 503.
+    pub min_revision: Option<u64>,
 }
 
 /// A plan as it applies to one account.
@@ -553,6 +556,7 @@ async fn tenant_plans(
                 tenant_id,
                 exclude_non_entitled_plans: q.exclude_non_entitled_plans.unwrap_or(false),
                 feature_keys: split_list(q.feature_keys.as_deref()),
+                min_revision: q.min_revision.unwrap_or_default(),
             },
         ))
         .await?

@@ -687,7 +687,7 @@ async fn plans_with_keys_allocations_links_and_tenant_plans() {
 
     // Plans of an account, and the list filtered by account.
     s.account("acme", None).await;
-    let (grant_ids, _) = s
+    let (grant_ids, grant_rev) = s
         .grant(json!([{"planId": id(&pro), "tenantId": "acme"}]))
         .await;
     let r = s.get(&format!("{PLANS}/tenant/acme")).await;
@@ -708,13 +708,29 @@ async fn plans_with_keys_allocations_links_and_tenant_plans() {
     assert_eq!(field_of(items(&r), "id"), [id(&basic).as_str()]);
     let r = s.get(&format!("{PLANS}?tenantIds=acme")).await;
     assert_eq!(field_of(items(&r), "key"), ["pro"]);
-    // An account without grants (even an unknown one) is entitled to nothing.
-    let r = s.get(&format!("{PLANS}/tenant/nobody")).await;
-    assert!(
-        items(&r)
-            .iter()
-            .all(|p| p["entitled"] == false && p["grantIds"] == json!([]))
+    // `minRevision`: answered from an index including the write, else 503.
+    let r = s
+        .get(&format!(
+            "{PLANS}/tenant/acme?excludeNonEntitledPlans=true&minRevision={grant_rev}"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(field_of(items(&r), "key"), ["pro"]);
+    assert_error_shape(
+        &s.get(&format!(
+            "{PLANS}/tenant/acme?minRevision={}",
+            grant_rev + 1_000_000
+        ))
+        .await,
+        503,
     );
+    assert_error_shape(
+        &s.get(&format!("{PLANS}/tenant/acme?minRevision=soon"))
+            .await,
+        400,
+    );
+    // An account the service's hierarchy does not know is 404.
+    assert_error_shape(&s.get(&format!("{PLANS}/tenant/nobody")).await, 404);
 
     // DELETE: live grants need force, which revokes them.
     let r = s.delete(&format!("{PLANS}/{}", id(&pro))).await;
@@ -792,10 +808,18 @@ async fn feature_flags_with_rules_and_routes_crud() {
         .await,
         400,
     );
-    // An unknown feature (the service answers INVALID_ARGUMENT here, NOT_FOUND for plans).
+    // An unknown feature is 404, as for plans.
     assert_error_shape(
         &s.post(FLAGS, &with(json!({"featureKey": "ghost"}))).await,
-        400,
+        404,
+    );
+    assert_error_shape(
+        &s.post(
+            FLAGS,
+            &with(json!({"featureId": uuid::Uuid::now_v7().to_string()})),
+        )
+        .await,
+        404,
     );
     let r = s
         .post(
@@ -839,6 +863,46 @@ async fn feature_flags_with_rules_and_routes_crud() {
     assert_eq!(r.body["hasNext"], true);
     let r = s.get(&format!("{FLAGS}?filter=Beta")).await;
     assert_eq!(field_of(items(&r), "name"), ["Beta flag"]);
+    // Frontegg's `orderBy` + `sortType` (default: created, ascending).
+    s.feature(json!({"name": "Alpha", "key": "alpha"})).await;
+    let r = s
+        .post(
+            FLAGS,
+            &json!({"name": "Alpha flag", "on": false, "offTreatment": "false",
+                    "defaultTreatment": "true", "featureKey": "alpha"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let alpha_flag = r.body;
+    let names = |q: &'static str| {
+        let s = &s;
+        async move {
+            let r = s.get(&format!("{FLAGS}{q}")).await;
+            assert_eq!(r.status, 200, "{q}: {:?}", r.body);
+            field_of(items(&r), "name")
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+    let created = ["Beta flag", "Other flag", "Alpha flag"];
+    assert_eq!(names("").await, created);
+    assert_eq!(names("?orderBy=createdAt&sortType=ASC").await, created);
+    assert_eq!(
+        names("?orderBy=createdAt&sortType=DESC").await,
+        ["Alpha flag", "Other flag", "Beta flag"]
+    );
+    assert_eq!(
+        names("?orderBy=name").await,
+        ["Alpha flag", "Beta flag", "Other flag"]
+    );
+    assert_eq!(
+        names("?orderBy=name&sortType=desc&limit=2").await,
+        ["Other flag", "Beta flag"]
+    );
+    let r = s.get(&format!("{FLAGS}?orderBy=color")).await;
+    assert_error_shape(&r, 400);
+    assert_eq!(r.body["fieldViolations"][0]["field"], "orderBy");
     // The feature list shows the embedded flag.
     let r = s
         .get(&format!("{FEATURES}?hasFeatureFlag=true&featureKeys=beta"))
@@ -852,6 +916,7 @@ async fn feature_flags_with_rules_and_routes_crud() {
     let r = s.get(&format!("{FLAGS}/{}", id(&flag))).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["name"], "Beta flag");
+    s.clock.advance(chrono::Duration::seconds(5));
     let r = s
         .patch(
             &format!("{FLAGS}/{}", id(&flag)),
@@ -864,6 +929,12 @@ async fn feature_flags_with_rules_and_routes_crud() {
     assert_eq!(r.body["rules"], json!([]));
     assert_eq!(r.body["defaultTreatment"], "true");
     assert_eq!(r.body["name"], "Beta flag");
+    // The changed flag sorts last by `updatedAt`.
+    let r = s.get(&format!("{FLAGS}?orderBy=updatedAt")).await;
+    assert_eq!(
+        field_of(items(&r), "id"),
+        [id(&other_flag), id(&alpha_flag), id(&flag)]
+    );
     assert_error_shape(
         &s.patch(
             &format!("{FLAGS}/{}", id(&flag)),
@@ -1173,12 +1244,11 @@ async fn grants_seed_batch_single_forms_revocation_and_list_filters() {
         .await,
         404,
     );
-    // A revoked grant cannot be changed (the service calls it an invalid `id`).
+    // A revoked grant cannot be changed: 412, like revoking it twice.
     let r = s
         .patch(&path, &json!({"expirationDate": "2040-01-01T00:00:00Z"}))
         .await;
-    assert_error_shape(&r, 400);
-    assert_eq!(r.body["fieldViolations"][0]["field"], "id");
+    assert_error_shape(&r, 412);
 
     // Lists with Frontegg's filters and ours.
     let list = |q: &str| {
@@ -1794,6 +1864,100 @@ async fn checks_with_user_and_environment_tokens_and_provenance() {
         .await;
     assert_error_shape(&r, 400);
     assert_eq!(r.body["fieldViolations"][0]["field"], "checks[1].feature");
+}
+
+#[tokio::test]
+async fn route_and_permission_checks_name_their_reason_feature_and_targeting_level() {
+    let s = spawn_stack().await;
+    let (pro, grant_ids, _) = catalog_with_grant(&s).await;
+    let require = s
+        .post(
+            ROUTES,
+            &json!({"method": "GET", "path": "/reports/**", "policy": "require",
+                    "requiredFeatureKeys": ["reports"]}),
+        )
+        .await;
+    assert_eq!(require.status, 201, "{:?}", require.body);
+    let allow = s
+        .post(
+            ROUTES,
+            &json!({"method": "GET", "path": "/public/**", "policy": "allow"}),
+        )
+        .await;
+    assert_eq!(allow.status, 201, "{:?}", allow.body);
+    // `gold` applies to subjects with tier=gold through its targeting rules alone.
+    s.feature(json!({"name": "Export", "key": "export"})).await;
+    let r = s
+        .post(
+            PLANS,
+            &json!({"name": "Gold", "key": "gold", "featureKeys": ["export"],
+                    "rules": [{"description": "gold tier", "conditionLogic": "and",
+                               "conditions": [{"attribute": "tier", "attributeType": "custom",
+                                               "negate": false, "op": "in_list",
+                                               "value": {"list": ["gold"]}}],
+                               "treatment": "true"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let rev = revision(&r);
+    let gold = r.body;
+    let check = |body: Value| {
+        let mut body = body;
+        body["minRevision"] = json!(rev);
+        let s = &s;
+        async move {
+            let r = s.post(CHECK, &body).await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            r.body
+        }
+    };
+
+    // A Require route met: its reason, and the required feature that decided.
+    let d = check(json!({"subject": {"tenantId": "acme"},
+                         "route": {"method": "GET", "path": "/reports/monthly"}}))
+    .await;
+    assert_eq!(d["result"], true, "{d:?}");
+    assert_eq!(d["allowReason"], "ROUTE_REQUIREMENTS_MET");
+    assert_eq!(
+        d["provenance"],
+        json!({"grantId": grant_ids[0], "planId": id(&pro), "planKey": "pro",
+               "level": "account", "grantedTenantId": "acme", "featureKey": "reports",
+               "routeId": id(&require.body)})
+    );
+    // An Allow route: no grant involved.
+    let d = check(json!({"subject": {"tenantId": "acme"},
+                         "route": {"method": "GET", "path": "/public/logo.png"}}))
+    .await;
+    assert_eq!(d["result"], true, "{d:?}");
+    assert_eq!(d["allowReason"], "ROUTE_ALLOW");
+    assert_eq!(d["provenance"], Value::Null);
+    // A permission: the linked feature that decided.
+    let d = check(
+        json!({"subject": {"tenantId": "acme", "permissions": ["reports.read"]},
+               "permission": {"permissionKey": "reports.read"}}),
+    )
+    .await;
+    assert_eq!(d["allowReason"], "GRANT", "{d:?}");
+    assert_eq!(d["provenance"]["featureKey"], "reports");
+
+    // Targeting alone: level `targeting`, no grant.
+    let d = check(
+        json!({"subject": {"tenantId": "acme", "attributes": {"tier": "gold"}},
+               "feature": {"featureKey": "export"}}),
+    )
+    .await;
+    assert_eq!(d["result"], true, "{d:?}");
+    assert_eq!(
+        d["provenance"],
+        json!({"grantId": "", "planId": id(&gold), "planKey": "gold", "level": "targeting",
+               "grantedTenantId": "acme", "featureKey": "export", "routeId": ""})
+    );
+    let d = check(
+        json!({"subject": {"tenantId": "acme", "attributes": {"tier": "silver"}},
+               "feature": {"featureKey": "export"}}),
+    )
+    .await;
+    assert_eq!(d["result"], false, "{d:?}");
 }
 
 #[tokio::test]

@@ -602,6 +602,32 @@ async fn openapi_is_3x_and_lists_exactly_the_served_routes() {
         assert!(schemas.contains_key(name), "dangling $ref {name}");
     }
 
+    // Query parameters and enums match what the handlers take and return.
+    let params = |method: &str, path: &str| -> BTreeSet<String> {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["in"] == "query")
+                    .map(|p| p["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let flags = params("get", "/entitlements/resources/feature-flags/v1");
+    assert!(
+        flags.contains("orderBy") && flags.contains("sortType"),
+        "{flags:?}"
+    );
+    let tenant_plans = params("get", "/entitlements/resources/plans/v1/tenant/{tenantId}");
+    assert!(tenant_plans.contains("minRevision"), "{tenant_plans:?}");
+    assert_eq!(
+        schemas["ProvenanceLevel"]["enum"],
+        json!(["user", "account", "ancestor", "targeting"]),
+        "{}",
+        schemas["ProvenanceLevel"]
+    );
+
     // The router serves every documented route (never 404/405 for it).
     for (method, path) in ROUTES {
         let concrete = path
