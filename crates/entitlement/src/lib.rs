@@ -17,8 +17,7 @@ mod storage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
-use sea_orm_migration::MigratorTrait;
+use sea_orm::DatabaseConnection;
 use tenantry_common::{
     Config, RunError, Shutdown,
     db::{self, DbSettings},
@@ -36,40 +35,16 @@ const REVISION_WAIT: Duration = Duration::from_secs(2);
 /// Fallback poll of the change log when a notification is lost.
 const LOG_POLL: Duration = Duration::from_secs(1);
 
-fn db_settings(config: &Config) -> DbSettings {
-    DbSettings {
-        url: config.entitlement_database(),
-        schema: config.entitlement_db_schema.clone(),
-        max_connections: config.db_max_connections,
-        acquire_timeout: config.db_acquire_timeout(),
-        application_name: "tenantry-entitlement".to_owned(),
-    }
-}
-
 async fn connect(config: &Config) -> Result<DatabaseConnection, RunError> {
-    db::connect(&db_settings(config))
+    db::connect(&DbSettings::entitlement(config))
         .await
         .map_err(|e| RunError::database("connect to the entitlement database", &e))
 }
 
-/// Applies the migrations; on PostgreSQL in one transaction under an advisory lock, so
-/// replicas starting together do not race.
 async fn apply_migrations(conn: &DatabaseConnection) -> Result<(), RunError> {
-    let context = "migrate the entitlement database";
-    let fail = |e: sea_orm::DbErr| RunError::database(context, &e);
-    if conn.get_database_backend() == DbBackend::Postgres {
-        let txn = conn.begin().await.map_err(fail)?;
-        txn.execute_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.entitlement_migrations'))",
-        ))
+    db::migrate::<migration::Migrator>(conn)
         .await
-        .map_err(fail)?;
-        migration::Migrator::up(&txn, None).await.map_err(fail)?;
-        txn.commit().await.map_err(fail)
-    } else {
-        migration::Migrator::up(conn, None).await.map_err(fail)
-    }
+        .map_err(|e| RunError::database("migrate the entitlement database", &e))
 }
 
 /// Applies the entitlement service's migrations to `config.entitlement_database()`.
@@ -119,14 +94,8 @@ pub async fn serve_with_clock(
         clock,
         revision_wait: REVISION_WAIT,
     });
-    let local = Shutdown::new();
-    let forward = {
-        let (outer, local) = (shutdown.clone(), local.clone());
-        tokio::spawn(async move {
-            outer.wait().await;
-            local.trigger();
-        })
-    };
+    // Followers stop with the caller's signal, and also when this server fails on its own.
+    let local = shutdown.child();
     let feed = tokio::spawn(follower::follow_tenant_feed(
         engine.clone(),
         tenant_channel,
@@ -151,7 +120,6 @@ pub async fn serve_with_clock(
     )
     .await;
     local.trigger();
-    forward.abort();
     let _ = tokio::join!(feed, log);
     if let Err(err) = store.connection().clone().close().await {
         tracing::warn!(error = %err, "closing the entitlement database failed");
