@@ -42,6 +42,11 @@ impl ChangeKind {
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == value)
     }
+
+    /// Whether the change adds an account to the live ones or removes one from them.
+    pub fn changes_live_set(self) -> bool {
+        matches!(self, Self::Created | Self::Deleted | Self::Reactivated)
+    }
 }
 
 /// Type-specific detail of an event.

@@ -5,6 +5,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_initial;
+mod m20260301_000002_live_account_count;
 
 /// Applies the tenant service's migrations.
 #[derive(Debug)]
@@ -13,7 +14,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20260101_000001_initial::Migration)]
+        vec![
+            Box::new(m20260101_000001_initial::Migration),
+            Box::new(m20260301_000002_live_account_count::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

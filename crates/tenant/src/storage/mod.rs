@@ -120,8 +120,16 @@ impl Store {
             .map_err(db_err("begin transaction"))
     }
 
-    /// Records `changes` in the outbox and commits, then wakes local followers.
+    /// Records `changes` in the outbox and commits, then wakes local followers. A transaction
+    /// that created, reactivated or deleted accounts first folds its live-count deltas into
+    /// the counter (PostgreSQL; see the `live_account_count` migration): the counter's row lock
+    /// is taken here, after every other lock the transaction needs but the feed head's.
     async fn commit(&self, txn: DatabaseTransaction, changes: Vec<NewChange>) -> Result<()> {
+        if self.is_postgres() && changes.iter().any(|c| c.kind.changes_live_set()) {
+            txn.execute_raw(Statement::from_string(DbBackend::Postgres, FOLD_LIVE_COUNT))
+                .await
+                .map_err(db_err("update live account count"))?;
+        }
         let last = if changes.is_empty() {
             None
         } else {
@@ -132,6 +140,27 @@ impl Store {
             self.wake_followers(last);
         }
         Ok(())
+    }
+
+    /// The number of live accounts, from the counter the triggers maintain (exact, O(1)).
+    async fn live_account_count(&self) -> Result<u64> {
+        let sql = if self.is_postgres() {
+            LIVE_COUNT_POSTGRES
+        } else {
+            LIVE_COUNT_SQLITE
+        };
+        let row = self
+            .connection()
+            .query_one_raw(self.statement(sql, vec![]))
+            .await
+            .map_err(db_err("read live account count"))?
+            .ok_or_else(|| {
+                Error::internal("read live account count", "the counter row is missing")
+            })?;
+        let live: i64 = row
+            .try_get("", "live")
+            .map_err(db_err("read live account count"))?;
+        Ok(unsigned(live))
     }
 
     /// Serializes hierarchy changes until the transaction ends. On SQLite the IMMEDIATE write
@@ -158,6 +187,23 @@ impl Store {
         )
     }
 }
+
+/// The live-account count on PostgreSQL: the counter plus the committed deltas not folded into
+/// it (normally none; a bulk load by another writer leaves one row per statement).
+pub const LIVE_COUNT_POSTGRES: &str = "SELECT (live + COALESCE((SELECT SUM(delta) FROM account_count_deltas), 0))::BIGINT AS live \
+     FROM account_counts WHERE id = 1";
+
+/// The live-account count on SQLite, where the triggers update the counter directly.
+pub const LIVE_COUNT_SQLITE: &str = "SELECT live FROM account_counts WHERE id = 1";
+
+/// Moves this transaction's live-count deltas (written by the triggers on `accounts`) into the
+/// counter row. Only its own rows: they are invisible to everyone else, so nothing here waits
+/// but the counter's row lock.
+const FOLD_LIVE_COUNT: &str = "WITH mine AS (
+        DELETE FROM account_count_deltas WHERE txid = txid_current() RETURNING delta
+    )
+    UPDATE account_counts SET live = live + (SELECT SUM(delta) FROM mine)::BIGINT
+    WHERE id = 1 AND EXISTS (SELECT 1 FROM mine)";
 
 /// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL. Our SQL has no `?` elsewhere.
 fn placeholders(backend: DbBackend, sql: &str) -> String {

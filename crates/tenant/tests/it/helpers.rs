@@ -45,6 +45,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     start(config, None).await
 }
 
+/// The tenant service on an existing database (migrated to the latest on start).
+pub async fn spawn_app_on(url: String) -> TestApp {
+    start(config_for(url), None).await
+}
+
 /// The same on a fresh SQLite file.
 pub async fn spawn_sqlite_app() -> TestApp {
     let (dir, url) = testing::sqlite();
