@@ -164,6 +164,13 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "rest gateway listening");
     }
+    use axum::serve::ListenerExt;
+    // Nagle off: responses are small and latency-bound; a delayed ACK would add ~40 ms.
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "tcp_nodelay not set");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

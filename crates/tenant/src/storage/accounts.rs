@@ -198,9 +198,11 @@ impl Store {
             .into_iter()
             .map(account_from_row)
             .collect::<Result<Vec<_>>>()?;
+        let found: std::collections::HashSet<&str> =
+            accounts.iter().map(|a| a.tenant_id.as_str()).collect();
         let mut missing: Vec<String> = ids
             .iter()
-            .filter(|id| !accounts.iter().any(|a| &a.tenant_id == *id))
+            .filter(|id| !found.contains(id.as_str()))
             .cloned()
             .collect();
         missing.sort();
