@@ -10,8 +10,7 @@ pub mod migration;
 pub mod storage;
 mod workers;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
-use sea_orm_migration::MigratorTrait;
+use sea_orm::DatabaseConnection;
 use tenantry_common::{
     Config, RunError, Shutdown,
     db::{self, DbSettings},
@@ -21,40 +20,16 @@ use tokio::net::TcpListener;
 
 use crate::storage::Store;
 
-fn db_settings(config: &Config) -> DbSettings {
-    DbSettings {
-        url: config.tenant_database(),
-        schema: config.tenant_db_schema.clone(),
-        max_connections: config.db_max_connections,
-        acquire_timeout: config.db_acquire_timeout(),
-        application_name: "tenantry-tenant".to_owned(),
-    }
-}
-
 async fn connect(config: &Config) -> Result<DatabaseConnection, RunError> {
-    db::connect(&db_settings(config))
+    db::connect(&DbSettings::tenant(config))
         .await
         .map_err(|e| RunError::database("connect to the tenant database", &e))
 }
 
-/// Applies the migrations on an open connection. On PostgreSQL they run in one transaction
-/// holding an advisory lock, so replicas starting together do not race.
 async fn apply_migrations(conn: &DatabaseConnection) -> Result<(), RunError> {
-    let context = "migrate the tenant database";
-    let fail = |e: sea_orm::DbErr| RunError::database(context, &e);
-    if conn.get_database_backend() == DbBackend::Postgres {
-        let txn = conn.begin().await.map_err(fail)?;
-        txn.execute_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.tenant_migrations'))",
-        ))
+    db::migrate::<migration::Migrator>(conn)
         .await
-        .map_err(fail)?;
-        migration::Migrator::up(&txn, None).await.map_err(fail)?;
-        txn.commit().await.map_err(fail)
-    } else {
-        migration::Migrator::up(conn, None).await.map_err(fail)
-    }
+        .map_err(|e| RunError::database("migrate the tenant database", &e))
 }
 
 /// Applies the tenant service's migrations to `config.tenant_database()`.
@@ -80,14 +55,7 @@ pub async fn serve(
     let store = Store::new(conn, &config.tenant_db_schema, config.max_hierarchy_depth);
     // Background work and feed streams follow a local signal: it fires with the caller's, and
     // also when the server stops on an error, without stopping the caller's other services.
-    let local = Shutdown::new();
-    let forward = {
-        let (outer, local) = (shutdown.clone(), local.clone());
-        tokio::spawn(async move {
-            outer.wait().await;
-            local.trigger();
-        })
-    };
+    let local = shutdown.child();
     let workers = workers::start(&store, &local);
     let services = grpc::services(&store, &workers, &local, config.max_message_bytes);
     tracing::info!(
@@ -103,7 +71,6 @@ pub async fn serve(
     )
     .await;
     local.trigger();
-    forward.abort();
     workers.join().await;
     if let Err(err) = store.connection().clone().close().await {
         tracing::warn!(error = %err, "closing the tenant database failed");
