@@ -28,9 +28,9 @@ use crate::{
     stats::{self, Latency, ms, summarize},
 };
 
-/// The SQL the tenant service runs for the page (its sea-orm query, written out): the total
-/// and the page.
-pub const COUNT_SQL: &str = "SELECT COUNT(*) AS num_items FROM accounts WHERE deleted_at IS NULL";
+/// The unfiltered total exactly as the tenant service computes it (a maintained counter).
+pub const COUNT_SQL: &str = tenantry_tenant::storage::LIVE_COUNT_POSTGRES;
+/// The page query the tenant service runs (its sea-orm query, written out).
 pub const PAGE_SQL: &str = "SELECT * FROM accounts WHERE deleted_at IS NULL \
      ORDER BY name ASC, tenant_id ASC LIMIT 200 OFFSET 0";
 
