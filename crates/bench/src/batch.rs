@@ -154,6 +154,6 @@ pub async fn b5(fixture: &Fixture) -> Result<Row> {
             median(&a, |r| r.cpu_us_per_row),
             median(&b, |r| r.cpu_us_per_row)
         ),
-        target: "≥ 0.5 (the service uses multi-row INSERT, not COPY)".into(),
+        target: "≥ 0.5 (the service inserts with unnest, not COPY)".into(),
     })
 }
