@@ -202,6 +202,11 @@ impl Engine {
         Ok(revision)
     }
 
+    /// The catalog as committed, read outside any write transaction (for reads and lists).
+    pub(crate) async fn catalog(&self) -> Result<Catalog> {
+        self.store.catalog(self.store.connection()).await
+    }
+
     async fn catalog_txn(&self) -> Result<(DatabaseTransaction, Catalog)> {
         let txn = self.store.begin().await?;
         self.store.lock_catalog(&txn).await?;

@@ -127,11 +127,7 @@ impl feature_service_server::FeatureService for Handler {
             .into_inner()
             .selector
             .ok_or_else(|| DomainError::invalid("selector", "give an id or a key"))?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let found = match &selector {
             get_feature_request::Selector::Id(id) => catalog.feature_by_id(uuid("id", id)?),
             get_feature_request::Selector::Key(key) => catalog.feature_by_key(key),
@@ -156,11 +152,7 @@ impl feature_service_server::FeatureService for Handler {
     ) -> Result<Response<ListFeaturesResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let filter = r.filter.map(|f| f.to_lowercase());
         let mut items: Vec<&Stored<FeatureDoc>> = catalog
             .features
@@ -243,11 +235,7 @@ impl feature_service_server::FeatureService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         Ok(Response::new(UpdateFeatureResponse {
             feature: Some(feature_out(&catalog, &stored)),
             revision,
@@ -288,11 +276,7 @@ impl plan_service_server::PlanService for Handler {
         request: Request<CreatePlanRequest>,
     ) -> Result<Response<CreatePlanResponse>> {
         let r = request.into_inner();
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let key = r.key.unwrap_or_else(|| key_from_name(&r.name));
         validate_key("key", &key)?;
         let plan = Plan {
@@ -313,11 +297,7 @@ impl plan_service_server::PlanService for Handler {
             inherit_to_sub_accounts: r.inherit_to_sub_accounts,
         };
         let (stored, revision) = self.engine.create_plan(plan).await?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         Ok(Response::new(CreatePlanResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
@@ -332,11 +312,7 @@ impl plan_service_server::PlanService for Handler {
             .into_inner()
             .selector
             .ok_or_else(|| DomainError::invalid("selector", "give an id or a key"))?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let found = match &selector {
             get_plan_request::Selector::Id(id) => catalog.plan_by_id(uuid("id", id)?),
             get_plan_request::Selector::Key(key) => catalog.plan_by_key(key),
@@ -353,11 +329,7 @@ impl plan_service_server::PlanService for Handler {
     ) -> Result<Response<ListPlansResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let granted = if r.tenant_ids.is_empty() && r.user_ids.is_empty() {
             None
         } else {
@@ -449,11 +421,7 @@ impl plan_service_server::PlanService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         Ok(Response::new(UpdatePlanResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
@@ -481,11 +449,7 @@ impl plan_service_server::PlanService for Handler {
         request: Request<ListPlanFeaturesRequest>,
     ) -> Result<Response<ListPlanFeaturesResponse>> {
         let id = uuid("plan_id", &request.into_inner().plan_id)?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let plan = catalog
             .plan_by_id(id)
             .ok_or_else(|| DomainError::not_found("plan", id))?;
@@ -532,11 +496,7 @@ impl plan_service_server::PlanService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         Ok(Response::new(LinkPlanFeaturesResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
@@ -565,11 +525,7 @@ impl plan_service_server::PlanService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         Ok(Response::new(UnlinkPlanFeaturesResponse {
             plan: Some(convert::plan(&stored, &catalog)),
             revision,
@@ -593,7 +549,7 @@ impl plan_service_server::PlanService for Handler {
         let mut tenants = vec![r.tenant_id.clone()];
         tenants.extend(index.ancestors(&r.tenant_id).into_iter().map(str::to_owned));
         let grants = engine.store.account_grants(&tenants).await?;
-        let catalog = engine.store.catalog(engine.store.connection()).await?;
+        let catalog = engine.catalog().await?;
         let mut plans: Vec<&Stored<Plan>> = catalog.plans.iter().collect();
         plans.sort_by(|a, b| a.value.key.cmp(&b.value.key));
         let mut out = Vec::new();
@@ -702,11 +658,7 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
                 })
             })
             .await?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         Ok(Response::new(CreateFeatureFlagResponse {
             feature_flag: Some(flag_out(&catalog, &stored)),
             revision,
@@ -718,11 +670,7 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
         request: Request<GetFeatureFlagRequest>,
     ) -> Result<Response<GetFeatureFlagResponse>> {
         let id = uuid("id", &request.into_inner().id)?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let flag = catalog
             .flags
             .iter()
@@ -739,11 +687,7 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
     ) -> Result<Response<ListFeatureFlagsResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let filter = r.filter.map(|f| f.to_lowercase());
         let mut items: Vec<&Stored<FlagDoc>> = catalog
             .flags
@@ -825,11 +769,7 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
                 Ok(())
             })
             .await?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         Ok(Response::new(UpdateFeatureFlagResponse {
             feature_flag: Some(flag_out(&catalog, &stored)),
             revision,
@@ -906,11 +846,7 @@ impl route_service_server::RouteService for Handler {
         request: Request<GetRouteRequest>,
     ) -> Result<Response<GetRouteResponse>> {
         let id = uuid("id", &request.into_inner().id)?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let route = catalog
             .routes
             .iter()
@@ -927,11 +863,7 @@ impl route_service_server::RouteService for Handler {
     ) -> Result<Response<ListRoutesResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let catalog = self
-            .engine
-            .store
-            .catalog(self.engine.store.connection())
-            .await?;
+        let catalog = self.engine.catalog().await?;
         let filter = r.filter.map(|f| f.to_lowercase());
         let mut items: Vec<&Stored<Route>> = catalog
             .routes

@@ -187,12 +187,7 @@ impl Handler {
     ) -> Result<Vec<pb::Grant>> {
         let plans = self.plans_of(grants).await?;
         let catalog = if with_relations {
-            Some(
-                self.engine
-                    .store
-                    .catalog(self.engine.store.connection())
-                    .await?,
-            )
+            Some(self.engine.catalog().await?)
         } else {
             None
         };
