@@ -1,5 +1,8 @@
 //! `entitlement-service`: the entitlement gRPC service on its own.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -114,10 +114,19 @@ impl RateLimiter {
             let (rate, burst) = (self.per_second, self.burst);
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // Look up before inserting: the key is only copied for a new principal.
+        if !buckets.contains_key(key) {
+            buckets.insert(
+                key.to_owned(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                },
+            );
+        }
+        let Some(bucket) = buckets.get_mut(key) else {
+            return Ok(());
+        };
         let refilled =
             bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.per_second;
         bucket.tokens = refilled.min(self.burst);
@@ -132,20 +141,31 @@ impl RateLimiter {
     }
 }
 
-/// 429 with `retry-after` once a principal's bucket is empty.
-pub async fn rate_limit(
-    State(limiter): State<Arc<RateLimiter>>,
-    req: Request,
+/// What [`authenticate_and_limit`] needs.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub auth: Arc<auth::Authenticator>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// Verifies the bearer token (the outcome goes to the extractors, see [`auth`]), then applies
+/// the per-principal rate limit: 429 with `retry-after` once the bucket is empty. One
+/// middleware rather than two, as each `from_fn` layer boxes a future per request.
+pub async fn authenticate_and_limit(
+    State(guard): State<Guard>,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    let key = match auth::authenticated(&req) {
-        Some(principal) => principal.key(),
-        None => req
+    let authentication = guard.auth.authenticate(req.headers()).await;
+    let key = match &authentication.0 {
+        Ok(Some(principal)) => principal.key(),
+        Ok(None) | Err(_) => req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| "anonymous".to_owned(), |c| format!("ip:{}", c.0.ip())),
     };
-    match limiter.check(&key) {
+    req.extensions_mut().insert(authentication);
+    match guard.limiter.check(&key) {
         Ok(()) => next.run(req).await,
         Err(retry_after) => {
             let mut e = ApiError::new(

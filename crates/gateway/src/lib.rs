@@ -16,7 +16,7 @@ mod state;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::{Router, extract::DefaultBodyLimit, middleware};
+use axum::{Router, ServiceExt, extract::DefaultBodyLimit, middleware};
 use http::{HeaderName, Method, header};
 use tenantry_common::{Config, RunError, Shutdown};
 use tokio::net::TcpListener;
@@ -81,7 +81,23 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// The whole HTTP application: routes, `/openapi.json`, `/docs` and the tower layers.
-fn app(config: &Config) -> Result<Router, RunError> {
+///
+/// The layers wrap the router rather than being added with `Router::layer`, which would box
+/// and clone the whole stack per route call; here a request clones it once, unboxed.
+fn app(
+    config: &Config,
+) -> Result<
+    impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    RunError,
+> {
     let state = state::AppState::from_config(config)?;
     let auth = state.auth.clone();
     let (api, openapi) = api(config);
@@ -99,6 +115,7 @@ fn app(config: &Config) -> Result<Router, RunError> {
     // Outermost first: the request ID exists before the access-log span opens, and every
     // response (including 413, 429 and 504 made by inner layers) carries it back.
     let stack = ServiceBuilder::new()
+        .map_response(axum::response::IntoResponse::into_response)
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
@@ -116,9 +133,11 @@ fn app(config: &Config) -> Result<Router, RunError> {
         ))
         .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(DefaultBodyLimit::max(config.http_body_limit_bytes))
-        .layer(middleware::from_fn_with_state(auth, auth::authenticate))
-        .layer(middleware::from_fn_with_state(limiter, layers::rate_limit));
-    Ok(router.layer(stack))
+        .layer(middleware::from_fn_with_state(
+            layers::Guard { auth, limiter },
+            layers::authenticate_and_limit,
+        ));
+    Ok(stack.service(router))
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -173,7 +192,9 @@ pub async fn serve(
     });
     let server = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+            app,
+        ),
     )
     .with_graceful_shutdown({
         let shutdown = shutdown.clone();

@@ -1,5 +1,8 @@
 //! `gateway`: the REST gateway on its own (the all-in-one `tenantry` binary embeds it too).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use tenantry_common::{Config, ConfigArgs, Shutdown, grpc, telemetry};
 

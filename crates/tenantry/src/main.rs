@@ -1,3 +1,5 @@
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use tenantry::MigrateTarget;
 use tenantry_common::{Config, ConfigArgs, Shutdown, telemetry};

@@ -13,20 +13,13 @@
 //! public routes ignore a bad token and protected ones answer 401 (no or bad token) or 403
 //! (valid token without the right).
 
+mod cache;
 mod jwks;
 pub mod scope;
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::{
-    extract::{FromRequestParts, Request, State},
-    http::request::Parts,
-    middleware::Next,
-    response::Response,
-};
+use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tenantry_common::{Config, RunError};
@@ -103,6 +96,8 @@ struct EnvClaims {
 #[derive(Deserialize)]
 struct UserClaims {
     sub: String,
+    /// Required by the validation, so always present when decoding succeeds.
+    exp: u64,
     #[serde(rename = "tenantId")]
     tenant_id: Option<String>,
     #[serde(default)]
@@ -126,6 +121,7 @@ pub struct Authenticator {
     env_ttl: Duration,
     user_keys: UserKeys,
     user_validation: Validation,
+    verified: cache::VerifiedTokens,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -210,6 +206,7 @@ impl Authenticator {
             env_ttl: Duration::from_secs(config.env_token_ttl_secs),
             user_keys,
             user_validation,
+            verified: cache::VerifiedTokens::default(),
         })
     }
 
@@ -247,27 +244,43 @@ impl Authenticator {
 
     /// Verifies a bearer token. Errors are 401s whose message never echoes the token.
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let now = unix_now();
+        if let Some(principal) = self.verified.get(token, now) {
+            return Ok(principal);
+        }
+        let (principal, exp) = self.verify_signed(token).await?;
+        self.verified.insert(token, &principal, exp, now);
+        Ok(principal)
+    }
+
+    /// Full verification: signature, algorithm, claims. Also returns `exp`.
+    async fn verify_signed(&self, token: &str) -> Result<(Principal, u64), ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("the bearer token is not a valid JWT"))?;
         if header.kid.as_deref() == Some(ENV_TOKEN_KID) {
             let data =
                 jsonwebtoken::decode::<EnvClaims>(token, &self.env_decoding, &self.env_validation)
                     .map_err(|e| token_error(&e))?;
-            return Ok(Principal::Environment {
+            let principal = Principal::Environment {
                 client_id: data.claims.sub,
-            });
+            };
+            return Ok((principal, data.claims.exp));
         }
-        let key = match &self.user_keys {
+        let decoded = match &self.user_keys {
             UserKeys::None => {
                 return Err(ApiError::unauthenticated(
                     "user tokens are not accepted: no identity provider is configured",
                 ));
             }
-            UserKeys::Static(key) => key.clone(),
-            UserKeys::Jwks(cache) => cache.key_for(&header).await?,
+            UserKeys::Static(key) => {
+                jsonwebtoken::decode::<UserClaims>(token, key, &self.user_validation)
+            }
+            UserKeys::Jwks(cache) => {
+                let key = cache.key_for(&header).await?;
+                jsonwebtoken::decode::<UserClaims>(token, &key, &self.user_validation)
+            }
         };
-        let data = jsonwebtoken::decode::<UserClaims>(token, &key, &self.user_validation)
-            .map_err(|e| token_error(&e))?;
+        let data = decoded.map_err(|e| token_error(&e))?;
         let claims = data.claims;
         let tenant_id = claims
             .tenant_id
@@ -278,11 +291,12 @@ impl Authenticator {
                 "the user token has an empty `sub`",
             ));
         }
-        Ok(Principal::User {
+        let principal = Principal::User {
             user_id: claims.sub,
             tenant_id,
             permissions: claims.permissions,
-        })
+        };
+        Ok((principal, claims.exp))
     }
 }
 
@@ -374,22 +388,23 @@ fn unix_now() -> u64 {
 #[derive(Clone, Debug)]
 pub struct Authentication(pub Result<Option<Principal>, ApiError>);
 
-/// Verifies the bearer token, if any, and records the outcome for the extractors.
-pub async fn authenticate(
-    State(auth): State<Arc<Authenticator>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let outcome = match bearer(req.headers()) {
-        Ok(None) => Ok(None),
-        Ok(Some(token)) => auth.verify(token).await.map(Some),
-        Err(e) => Err(e),
-    };
-    if let Ok(Some(principal)) = &outcome {
-        tracing::Span::current().record("principal", principal.metadata_value());
+impl Authenticator {
+    /// Verifies the request's bearer token, if any; the outcome is left in the request's
+    /// extensions for the extractors.
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Authentication {
+        let outcome = match bearer(headers) {
+            Ok(None) => Ok(None),
+            Ok(Some(token)) => self.verify(token).await.map(Some),
+            Err(e) => Err(e),
+        };
+        if let Ok(Some(principal)) = &outcome {
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record("principal", principal.metadata_value());
+            }
+        }
+        Authentication(outcome)
     }
-    req.extensions_mut().insert(Authentication(outcome));
-    next.run(req).await
 }
 
 fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -448,14 +463,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         principal_from(parts).map(Self)
-    }
-}
-
-/// The principal if one authenticated (rate limiting); `None` for anonymous or bad tokens.
-pub fn authenticated(req: &Request) -> Option<&Principal> {
-    match req.extensions().get::<Authentication>() {
-        Some(Authentication(Ok(Some(p)))) => Some(p),
-        Some(Authentication(Ok(None) | Err(_))) | None => None,
     }
 }
 
