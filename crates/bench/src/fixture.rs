@@ -343,6 +343,15 @@ impl Fixture {
             created.first_error
         );
 
+        // Before any grant: a grant puts its account in the index too, which would hide a
+        // feed follower still catching up (and competing with the first measures for CPU).
+        let followed = Instant::now();
+        self.wait_for_accounts(Duration::from_secs(120)).await?;
+        eprintln!(
+            "the entitlement service followed {n} account creations {:.1} s after the last one",
+            followed.elapsed().as_secs_f64()
+        );
+
         // Grants in 1,000-item batches: each account holds `grants_per_account` distinct plans.
         let mut rng = Lcg::new(11);
         let mut grants = Vec::new();
@@ -380,7 +389,6 @@ impl Fixture {
                 )
             })
             .collect();
-        self.wait_for_accounts(Duration::from_secs(120)).await?;
         eprintln!(
             "seeded {FEATURES} features, {PLANS} plans, {n} accounts, {} grants in {:.1} s",
             grants.len(),

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tenantry_common::Shutdown;
 use tenantry_common::grpc::ClientChannel;
 use tenantry_proto::tenant::v1::{
@@ -26,6 +27,8 @@ use crate::service::{Engine, SYSTEM_PRINCIPAL};
 use crate::storage::Result;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The most feed events applied in one transaction while catching up.
+const MAX_EVENTS_PER_APPLY: usize = 2_000;
 
 /// Follows the tenant feed until shutdown, reconnecting with backoff while the tenant service
 /// is down (checks keep being served from the index meanwhile).
@@ -83,9 +86,31 @@ async fn follow_once(
         .into_inner();
     tracing::info!(from_sequence, "following the tenant change feed");
     while let Some(message) = stream.next().await {
-        let message = message?;
-        if !message.events.is_empty() {
-            apply_events(engine, &message.events).await?;
+        let mut events = message?.events;
+        // A backlog (a bulk import, a restart) arrives as many small messages; taking what has
+        // already arrived applies it in a few transactions instead of one per message, each
+        // with its cursor lock, catalog read and index publication.
+        let mut pending = None;
+        while events.len() < MAX_EVENTS_PER_APPLY {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(more))) => events.extend(more.events),
+                // Apply what was gathered before reporting the error or the stream's end.
+                Some(Some(Err(status))) => {
+                    pending = Some(Err(status));
+                    break;
+                }
+                Some(None) => {
+                    pending = Some(Ok(()));
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !events.is_empty() {
+            apply_events(engine, &events).await?;
+        }
+        if let Some(end) = pending {
+            return end.map_err(FollowError::from);
         }
     }
     Ok(())
