@@ -180,6 +180,74 @@ pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
     txn.commit().await
 }
 
+/// A PostgreSQL array literal (`{"a","b",NULL}`), bound as ONE text parameter and cast to the
+/// column's array type in SQL (`$1::text[]`): sea-orm binds no arrays here, and one array
+/// parameter costs the server one parse where a thousand placeholders cost a thousand binds
+/// and a plan that grows with the list.
+#[derive(Debug)]
+pub struct PgArrayLiteral(String);
+
+impl PgArrayLiteral {
+    /// For `items` elements of about `width` bytes each.
+    pub fn with_capacity(items: usize, width: usize) -> Self {
+        let mut s = String::with_capacity(2 + items * (width + 3));
+        s.push('{');
+        Self(s)
+    }
+
+    /// Every item of `values`, quoted.
+    pub fn of<'a>(values: impl ExactSizeIterator<Item = &'a str>) -> sea_orm::Value {
+        let mut array = Self::with_capacity(values.len(), 24);
+        for v in values {
+            array.push(Some(v));
+        }
+        array.finish()
+    }
+
+    fn sep(&mut self) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+    }
+
+    /// A string element (quoted and escaped), or NULL.
+    pub fn push(&mut self, value: Option<&str>) {
+        self.sep();
+        match value {
+            None => self.0.push_str("NULL"),
+            Some(v) => {
+                self.0.push('"');
+                for c in v.chars() {
+                    if c == '"' || c == '\\' {
+                        self.0.push('\\');
+                    }
+                    self.0.push(c);
+                }
+                self.0.push('"');
+            }
+        }
+    }
+
+    /// An element written by `write` as-is: only for forms that never need quoting (UUIDs,
+    /// ISO 8601 times, numbers).
+    pub fn push_plain(&mut self, write: impl FnOnce(&mut String)) {
+        self.sep();
+        write(&mut self.0);
+    }
+
+    /// A NULL element.
+    pub fn push_null(&mut self) {
+        self.sep();
+        self.0.push_str("NULL");
+    }
+
+    /// The text parameter.
+    pub fn finish(mut self) -> sea_orm::Value {
+        self.0.push('}');
+        sea_orm::Value::from(self.0)
+    }
+}
+
 /// Quotes a PostgreSQL identifier.
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -287,6 +355,23 @@ fn constraint_name(err: &DbErr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_literals_quote_strings_and_keep_plain_elements() {
+        let mut a = PgArrayLiteral::with_capacity(4, 8);
+        a.push(Some(r#"a"b\c"#));
+        a.push(None);
+        a.push_plain(|s| s.push_str("2026-01-01T00:00:00.000000Z"));
+        a.push_null();
+        assert_eq!(
+            a.finish(),
+            sea_orm::Value::from(r#"{"a\"b\\c",NULL,2026-01-01T00:00:00.000000Z,NULL}"#.to_owned())
+        );
+        assert_eq!(
+            PgArrayLiteral::of(["x", "y"].into_iter()),
+            sea_orm::Value::from(r#"{"x","y"}"#.to_owned())
+        );
+    }
 
     #[test]
     fn engine_is_recognised_from_the_url() {

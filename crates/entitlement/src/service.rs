@@ -51,6 +51,7 @@ impl TenantDirectory {
                 .clone()
                 .batch_get_accounts(BatchGetAccountsRequest {
                     tenant_ids: chunk.to_vec(),
+                    missing_only: true,
                 })
                 .await
                 .map_err(|status| match status.code() {
@@ -78,7 +79,8 @@ impl TenantDirectory {
                     },
                 })?
                 .into_inner();
-            live.extend(response.accounts.into_iter().map(|a| a.tenant_id));
+            let missing: HashSet<String> = response.missing_tenant_ids.into_iter().collect();
+            live.extend(chunk.iter().filter(|id| !missing.contains(*id)).cloned());
         }
         Ok(live)
     }

@@ -6,6 +6,7 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
+use tenantry_common::db::PgArrayLiteral;
 use uuid::Uuid;
 
 use super::entities::grant::{ActiveModel, Column, Entity, Model};
@@ -165,104 +166,61 @@ const UNNEST_INSERT: &str = "INSERT INTO ent_grant (id, plan_id, tenant_id, user
      $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
      $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::timestamptz[])";
 
-/// A PostgreSQL array literal (`{"a","b",NULL}`), built column by column and bound as one
-/// text parameter cast to the column's array type: sea-orm binds no arrays here, and the
-/// text form costs the server one array parse per column.
-struct ArrayLiteral(String);
+/// Array elements that never need quoting.
+fn push_uuid(array: &mut PgArrayLiteral, id: Uuid) {
+    array.push_plain(|s| s.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer())));
+}
 
-impl ArrayLiteral {
-    fn with_capacity(rows: usize, width: usize) -> Self {
-        let mut s = String::with_capacity(2 + rows * (width + 3));
-        s.push('{');
-        Self(s)
-    }
-
-    fn sep(&mut self) {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-    }
-
-    fn push(&mut self, value: Option<&str>) {
-        self.sep();
-        match value {
-            None => self.0.push_str("NULL"),
-            Some(v) => {
-                self.0.push('"');
-                for c in v.chars() {
-                    if c == '"' || c == '\\' {
-                        self.0.push('\\');
-                    }
-                    self.0.push(c);
-                }
-                self.0.push('"');
-            }
-        }
-    }
-
-    fn push_uuid(&mut self, id: Uuid) {
-        self.sep();
-        self.0
-            .push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-    }
-
-    /// ISO 8601 in UTC with microseconds (PostgreSQL's precision): never needs quoting.
-    fn push_time(&mut self, at: Option<DateTime<Utc>>) {
-        use chrono::{Datelike, Timelike};
-        use std::fmt::Write;
-        self.sep();
-        match at {
-            None => self.0.push_str("NULL"),
-            Some(t) => {
-                let _ = write!(
-                    self.0,
-                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-                    t.year(),
-                    t.month(),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second(),
-                    t.timestamp_subsec_micros()
-                );
-            }
-        }
-    }
-
-    fn finish(mut self) -> sea_orm::Value {
-        self.0.push('}');
-        sea_orm::Value::from(self.0)
+/// ISO 8601 in UTC with microseconds (PostgreSQL's precision): never needs quoting.
+fn push_time(array: &mut PgArrayLiteral, at: Option<DateTime<Utc>>) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    match at {
+        None => array.push_null(),
+        Some(t) => array.push_plain(|s| {
+            let _ = write!(
+                s,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.timestamp_subsec_micros()
+            );
+        }),
     }
 }
 
 fn unnest_statement(grants: &[Grant]) -> Result<Statement> {
     let n = grants.len();
-    let mut cols: Vec<ArrayLiteral> = [36, 36, 24, 8, 27, 27, 27, 8, 8, 8, 8, 16, 8, 27, 27]
+    let mut cols: Vec<PgArrayLiteral> = [36, 36, 24, 8, 27, 27, 27, 8, 8, 8, 8, 16, 8, 27, 27]
         .into_iter()
-        .map(|width| ArrayLiteral::with_capacity(n, width))
+        .map(|width| PgArrayLiteral::with_capacity(n, width))
         .collect();
     for g in grants {
         let metadata = to_json(&g.metadata)?;
-        cols[0].push_uuid(g.id);
-        cols[1].push_uuid(g.plan_id);
+        push_uuid(&mut cols[0], g.id);
+        push_uuid(&mut cols[1], g.plan_id);
         cols[2].push(Some(&g.tenant_id));
         cols[3].push(g.user_id.as_deref());
-        cols[4].push_time(Some(g.starts_at));
-        cols[5].push_time(g.expires_at);
-        cols[6].push_time(g.revoked_at);
+        push_time(&mut cols[4], Some(g.starts_at));
+        push_time(&mut cols[5], g.expires_at);
+        push_time(&mut cols[6], g.revoked_at);
         cols[7].push(g.revoked_by.as_deref());
         cols[8].push(g.revoke_reason.as_deref());
         cols[9].push(Some(g.source.as_str()));
         cols[10].push(g.external_id.as_deref());
         cols[11].push(g.granted_by.as_deref());
         cols[12].push(Some(&metadata));
-        cols[13].push_time(Some(g.created_at));
-        cols[14].push_time(Some(g.updated_at));
+        push_time(&mut cols[13], Some(g.created_at));
+        push_time(&mut cols[14], Some(g.updated_at));
     }
     Ok(Statement::from_sql_and_values(
         DbBackend::Postgres,
         UNNEST_INSERT,
-        cols.into_iter().map(ArrayLiteral::finish),
+        cols.into_iter().map(PgArrayLiteral::finish),
     ))
 }
 

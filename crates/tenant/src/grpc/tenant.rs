@@ -59,7 +59,10 @@ impl TenantService for Handlers {
         &self,
         request: Request<pb::BatchGetAccountsRequest>,
     ) -> Result<Response<pb::BatchGetAccountsResponse>, Status> {
-        let ids = request.into_inner().tenant_ids;
+        let pb::BatchGetAccountsRequest {
+            tenant_ids: ids,
+            missing_only,
+        } = request.into_inner();
         if ids.is_empty() || ids.len() > MAX_BATCH_GET {
             return Err(invalid(
                 "tenant_ids",
@@ -68,6 +71,12 @@ impl TenantService for Handlers {
         }
         for (i, id) in ids.iter().enumerate() {
             convert::tenant_id(&format!("tenant_ids[{i}]"), id)?;
+        }
+        if missing_only {
+            return Ok(Response::new(pb::BatchGetAccountsResponse {
+                accounts: Vec::new(),
+                missing_tenant_ids: self.store.missing_accounts(&ids).await?,
+            }));
         }
         let (accounts, missing) = self.store.batch_get_accounts(&ids).await?;
         Ok(Response::new(pb::BatchGetAccountsResponse {

@@ -1,10 +1,12 @@
 //! Accounts: create (with reactivation), read, list, update, soft delete, metadata, settings.
 
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
-    Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
     sea_query::{Expr, ExprTrait, Func, LikeExpr},
 };
+
+use tenantry_common::db::PgArrayLiteral;
 
 use super::{
     Result, Store,
@@ -208,6 +210,50 @@ impl Store {
         missing.sort();
         missing.dedup();
         Ok((accounts, missing))
+    }
+
+    /// The IDs among `ids` that are missing or deleted, sorted and deduplicated. Reads only
+    /// the live IDs, not the accounts.
+    pub async fn missing_accounts(&self, ids: &[String]) -> Result<Vec<String>> {
+        let live: Vec<String> = if self.is_postgres() {
+            // One array parameter instead of up to 1,000 placeholders, and one index probe
+            // per ID whatever the plan cache decides (`tenant_id = ANY($1)` in a generic
+            // plan filtered every live account against the whole list).
+            let rows = self
+                .connection()
+                .query_all_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT i.id AS tenant_id FROM unnest($1::text[]) AS i(id) \
+                     CROSS JOIN LATERAL (SELECT 1 FROM accounts a \
+                       WHERE a.tenant_id = i.id AND a.deleted_at IS NULL LIMIT 1) AS live",
+                    [PgArrayLiteral::of(ids.iter().map(String::as_str))],
+                ))
+                .await
+                .map_err(db_err("check accounts"))?;
+            rows.iter()
+                .map(|row| row.try_get::<String>("", "tenant_id"))
+                .collect::<Result<_, _>>()
+                .map_err(db_err("check accounts"))?
+        } else {
+            accounts::Entity::find()
+                .select_only()
+                .column(accounts::Column::TenantId)
+                .filter(accounts::Column::TenantId.is_in(ids.iter().cloned()))
+                .filter(accounts::Column::DeletedAt.is_null())
+                .into_tuple()
+                .all(self.connection())
+                .await
+                .map_err(db_err("check accounts"))?
+        };
+        let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
+        let mut missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !live.contains(id.as_str()))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        Ok(missing)
     }
 
     /// One page of live accounts. Every sort ends with tenant_id, so pages never overlap.

@@ -465,12 +465,26 @@ async fn batch_get_reports_missing_and_deleted_ids() {
         .tenants()
         .batch_get_accounts(pb::BatchGetAccountsRequest {
             tenant_ids: vec!["a".into(), "b".into(), "c".into()],
+            missing_only: false,
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.accounts.len(), 1);
     assert_eq!(r.accounts[0].tenant_id, "a");
+    assert_eq!(r.missing_tenant_ids, vec!["b".to_owned(), "c".to_owned()]);
+
+    // The existence check answers the same, without the accounts.
+    let r = app
+        .tenants()
+        .batch_get_accounts(pb::BatchGetAccountsRequest {
+            tenant_ids: vec!["c".into(), "a".into(), "b".into(), "c".into()],
+            missing_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.accounts.is_empty());
     assert_eq!(r.missing_tenant_ids, vec!["b".to_owned(), "c".to_owned()]);
 }
 

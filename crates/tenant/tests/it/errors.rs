@@ -95,9 +95,12 @@ async fn malformed_requests_are_invalid_argument_with_the_field() {
         ),
         (
             "tenant_ids",
-            t.batch_get_accounts(pb::BatchGetAccountsRequest { tenant_ids: vec![] })
-                .await
-                .map(drop),
+            t.batch_get_accounts(pb::BatchGetAccountsRequest {
+                tenant_ids: vec![],
+                missing_only: true,
+            })
+            .await
+            .map(drop),
         ),
         (
             "name",
