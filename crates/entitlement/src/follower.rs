@@ -253,18 +253,24 @@ pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Sh
         }
         let woken = async {
             match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
+                Some(l) => l
+                    .recv()
+                    .await
+                    .map(|n| engine.store.is_own_notification(n.payload())),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             () = shutdown.wait() => return,
-            r = woken => {
-                if let Err(err) = r {
+            r = woken => match r {
+                // This process applies its own commits to the index as it makes them.
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(err) => {
                     tracing::warn!(error = %err, "change-log listener lost; polling until it reconnects");
                     listener = None;
                 }
-            }
+            },
             _ = interval.tick() => {
                 ticks += 1;
                 if ticks.is_multiple_of(3600) {

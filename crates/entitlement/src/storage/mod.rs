@@ -153,6 +153,30 @@ pub struct Store {
     /// PostgreSQL NOTIFY channel for index changes (channels are database-wide: named after
     /// the schema so two deployments sharing a database do not wake each other).
     channel: String,
+    /// Names this process's notifications, so its own follower skips the writes it applies
+    /// to its index itself (racing it would make the writer wait for a log read of its own
+    /// change).
+    origin: NotifyOrigin,
+}
+
+/// The sender part of change-log notifications: `<revision> <origin>`.
+#[derive(Debug, Clone)]
+struct NotifyOrigin(String);
+
+impl NotifyOrigin {
+    fn new() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    fn payload(&self, revision: i64) -> String {
+        format!("{revision} {}", self.0)
+    }
+
+    fn sent(&self, payload: &str) -> bool {
+        payload
+            .rsplit_once(' ')
+            .is_some_and(|(_, origin)| origin == self.0)
+    }
 }
 
 impl Store {
@@ -162,7 +186,14 @@ impl Store {
             db,
             backend,
             channel: format!("{schema}_entitlement_changes"),
+            origin: NotifyOrigin::new(),
         }
+    }
+
+    /// Whether a change-log notification (`<revision> <origin>`) came from this store's own
+    /// commits.
+    pub fn is_own_notification(&self, payload: &str) -> bool {
+        self.origin.sent(payload)
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -258,7 +289,7 @@ impl Store {
                 "SELECT pg_notify($1, $2)",
                 [
                     Value::from(self.channel.clone()),
-                    Value::from(revision.to_string()),
+                    Value::from(self.origin.payload(revision)),
                 ],
             ))
             .await
@@ -1023,5 +1054,21 @@ mod log_tests {
         // Entries written before the compact form.
         let old = serde_json::to_string(&changes).unwrap();
         assert_eq!(decode_log(&old).unwrap(), changes);
+    }
+}
+
+#[cfg(test)]
+mod notification_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_recognises_only_its_own_notifications() {
+        let (a, b) = (NotifyOrigin::new(), NotifyOrigin::new());
+        let own = a.payload(42);
+        assert!(own.starts_with("42 "));
+        assert!(a.sent(&own));
+        assert!(!b.sent(&own));
+        // A bare revision (an older replica's payload) always wakes the follower.
+        assert!(!a.sent("42"));
     }
 }
