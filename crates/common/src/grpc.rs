@@ -234,6 +234,10 @@ fn server_span(req: &http::Request<()>) -> tracing::Span {
         rpc.system = "grpc",
         rpc.method = %req.uri().path(),
     );
+    if span.is_disabled() {
+        // Filtered out for every layer: no trace context to parse.
+        return span;
+    }
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
     // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
     let _ = span.set_parent(parent);

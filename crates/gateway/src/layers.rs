@@ -38,6 +38,11 @@ pub fn make_span(req: &http::Request<axum::body::Body>) -> Span {
         trace_id = tracing::field::Empty,
         principal = tracing::field::Empty,
     );
+    if span.is_disabled() {
+        // Filtered out (one filter serves the log and OpenTelemetry layers): nothing would
+        // record the trace context, so it is not parsed.
+        return span;
+    }
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
     let remote = parent.span().span_context().clone();
     // Fails only without an OpenTelemetry layer; the trace ID is still logged below.
