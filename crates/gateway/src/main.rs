@@ -14,8 +14,11 @@ struct Args {
     config: ConfigArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    tenantry_common::runtime::run_main("gateway", start())
+}
+
+async fn start() -> std::process::ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(config) => config,

@@ -16,8 +16,11 @@ struct Args {
     config: ConfigArgs,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    tenantry_common::runtime::run_main("tenant-service", start())
+}
+
+async fn start() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(config) => config,

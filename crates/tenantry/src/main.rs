@@ -26,8 +26,11 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    tenantry_common::runtime::run_main("tenantry", start())
+}
+
+async fn start() -> std::process::ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,

@@ -94,10 +94,14 @@ impl Drop for Server {
 }
 
 fn start_serve(data_dir: &Path) -> Server {
+    start_serve_with(tenantry(data_dir))
+}
+
+/// `command` (a `tenantry` command, perhaps wrapped) running `serve` on free ports.
+fn start_serve_with(mut command: Command) -> Server {
     let http = format!("127.0.0.1:{}", testing::free_port());
     let tenant = format!("127.0.0.1:{}", testing::free_port());
     let entitlement = format!("127.0.0.1:{}", testing::free_port());
-    let mut command = tenantry(data_dir);
     command
         .arg("serve")
         .env("TENANTRY_HTTP_ADDR", &http)
@@ -255,6 +259,40 @@ async fn serve_runs_all_three_servers_on_sqlite_and_stops_cleanly_on_sigterm() {
     };
     assert!(!secret_line(&first).is_empty(), "{first}");
     assert_eq!(secret_line(&first), secret_line(&second.banner));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_one_cpu_the_single_threaded_runtime_serves_everything_and_stops_cleanly() {
+    // Pinned to one CPU, the binaries run tokio's single-threaded scheduler.
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new("taskset");
+    command.args(["-c", "0", BIN]);
+    let base = tenantry(dir.path());
+    for (key, value) in base.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+        .env_remove("TOKIO_WORKER_THREADS")
+        .stdin(Stdio::null());
+    let mut server = start_serve_with(command);
+
+    let (status, body) = http_get(&server.http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(grpc_serving(&server.tenant).await, ServingStatus::Serving);
+    assert_eq!(
+        grpc_serving(&server.entitlement).await,
+        ServingStatus::Serving
+    );
+    let (status, body) = http_get(&server.http, "/openapi.json");
+    assert_eq!(status, 200);
+    assert!(body.contains("is-entitled-to"), "{body}");
+
+    sigterm(&server.child);
+    let status = wait_exit(&mut server.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
