@@ -22,7 +22,7 @@ use crate::domain::{
     validate_plan, validate_route,
 };
 use crate::index_handle::IndexHandle;
-use crate::storage::{Catalog, FeatureDoc, FlagDoc, Result, Store, Stored};
+use crate::storage::{Catalog, EncodedChanges, FeatureDoc, FlagDoc, Result, Store, Stored};
 
 /// Who performs automatic writes (revocations on tenant deletion, signup grants).
 pub const SYSTEM_PRINCIPAL: &str = "system";
@@ -189,6 +189,18 @@ impl Engine {
         changes: Vec<IndexChange>,
         pending: Option<PendingReplay>,
     ) -> Result<u64> {
+        let log = EncodedChanges::of(&changes)?;
+        self.commit_encoded(txn, changes, log, pending).await
+    }
+
+    /// [`Engine::commit_replayable`] with the change-log entry already encoded.
+    async fn commit_encoded(
+        &self,
+        txn: DatabaseTransaction,
+        changes: Vec<IndexChange>,
+        log: EncodedChanges,
+        pending: Option<PendingReplay>,
+    ) -> Result<u64> {
         let revision = self.store.next_revision(&txn).await?;
         if let Some(mut pending) = pending {
             pending.replay.revision = Some(revision);
@@ -198,7 +210,7 @@ impl Engine {
                 .await?;
         }
         self.store
-            .commit_at(txn, revision, &changes, self.now())
+            .commit_encoded(txn, revision, log, self.now())
             .await?;
         self.index.apply_committed(revision, changes).await?;
         Ok(revision)
@@ -800,8 +812,18 @@ impl Engine {
                             };
                             let pending =
                                 self.remember(&txn, record, "create_grants", replay).await?;
-                            self.store.insert_grants(&txn, &grants).await?;
-                            Ok::<_, DomainError>((grants, pending))
+                            // The change-log entry is encoded while the database inserts.
+                            let (inserted, changes) =
+                                tokio::join!(self.store.insert_grants(&txn, &grants), async {
+                                    let changes: Vec<IndexChange> = grants
+                                        .iter()
+                                        .cloned()
+                                        .map(IndexChange::UpsertGrant)
+                                        .collect();
+                                    EncodedChanges::of(&changes).map(|log| (changes, log))
+                                });
+                            inserted?;
+                            Ok::<_, DomainError>((grants, pending, changes?))
                         }
                         .await;
                         Ok::<_, DomainError>((txn, catalog, taken, write))
@@ -810,7 +832,7 @@ impl Engine {
                     // Any early return drops (rolls back) the staged transaction.
                     let live = live?;
                     let (txn, catalog, taken, write) = staged?;
-                    let accounts_live = write.as_ref().is_ok_and(|(grants, _)| {
+                    let accounts_live = write.as_ref().is_ok_and(|(grants, _, _)| {
                         grants.iter().all(|g| live.contains(&g.tenant_id))
                     });
                     if !accounts_live {
@@ -825,18 +847,13 @@ impl Engine {
                         write?;
                         return Err(DomainError::internal("batch validation disagreed"));
                     }
-                    let (grants, pending) = write?;
+                    let (grants, pending, (changes, log)) = write?;
                     let ids = pending.as_ref().map_or_else(
                         || grants.iter().map(|g| g.id.to_string()).collect(),
                         |p| p.replay.ids.clone(),
                     );
                     let count = grants.len() as u64;
-                    let changes = grants
-                        .iter()
-                        .cloned()
-                        .map(IndexChange::UpsertGrant)
-                        .collect();
-                    let revision = self.commit_replayable(txn, changes, pending).await?;
+                    let revision = self.commit_encoded(txn, changes, log, pending).await?;
                     Ok(BatchOutcome {
                         ids,
                         count,

@@ -273,10 +273,23 @@ impl Store {
         changes: &[IndexChange],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let log = EncodedChanges::of(changes)?;
+        self.commit_encoded(txn, revision, log, now).await
+    }
+
+    /// [`Store::commit_at`] with the change-log entry already encoded (a large batch encodes
+    /// it while its rows are being inserted).
+    pub async fn commit_encoded(
+        &self,
+        txn: DatabaseTransaction,
+        revision: u64,
+        log: EncodedChanges,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let revision = revision as i64;
         entities::change_log::Entity::insert(entities::change_log::ActiveModel {
             revision: sea_orm::Set(revision),
-            changes: sea_orm::Set(encode_log(changes)?),
+            changes: sea_orm::Set(log.0),
             created_at: sea_orm::Set(now),
         })
         .exec(&txn)
@@ -951,6 +964,16 @@ enum LogEntryRef<'a> {
         Option<i64>,
     ),
     Change(&'a IndexChange),
+}
+
+/// A change-log entry, encoded.
+#[derive(Debug)]
+pub struct EncodedChanges(String);
+
+impl EncodedChanges {
+    pub fn of(changes: &[IndexChange]) -> Result<Self> {
+        encode_log(changes).map(Self)
+    }
 }
 
 fn encode_log(changes: &[IndexChange]) -> Result<String> {
