@@ -389,8 +389,8 @@ fn unix_now() -> u64 {
 pub struct Authentication(pub Result<Option<Principal>, ApiError>);
 
 impl Authenticator {
-    /// Verifies the request's bearer token, if any; the outcome is left in the request's
-    /// extensions for the extractors.
+    /// Verifies the request's bearer token, if any. The caller leaves the outcome in the
+    /// request's extensions, where the extractors read it.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Authentication {
         let outcome = match bearer(headers) {
             Ok(None) => Ok(None),
