@@ -18,7 +18,7 @@ use tenantry_proto::tenant::v1::{
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Deleted, ListMetadata, Paged, page, sort_order};
+use super::{Deleted, ListMetadata, Paged, page, sort_field, sort_order};
 use crate::{
     auth::{Caller, Management, Principal, permissions, require_permission, scope},
     convert::{json_to_value, metadata_to_struct, opt_struct_to_json, opt_timestamp},
@@ -583,18 +583,16 @@ async fn list_accounts(
     Management(p): Management,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Paged<Tenant>>, ApiError> {
-    let sort_by = match q.sort_by.as_deref() {
-        None | Some("") => AccountSortField::Unspecified,
-        Some("createdAt") => AccountSortField::CreatedAt,
-        Some("name") => AccountSortField::Name,
-        Some("tenantId") => AccountSortField::TenantId,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "_sortBy",
-                "must be createdAt, name or tenantId",
-            ));
-        }
-    };
+    let sort_by = sort_field(
+        q.sort_by.as_deref(),
+        "_sortBy",
+        AccountSortField::Unspecified,
+        &[
+            ("createdAt", AccountSortField::CreatedAt),
+            ("name", AccountSortField::Name),
+            ("tenantId", AccountSortField::TenantId),
+        ],
+    )?;
     let request = ListAccountsRequest {
         page: page(q.limit, q.offset),
         filter: q.filter,

@@ -22,7 +22,7 @@ use super::{
     rules::{
         allocation_type, allocation_type_name, merge_policy, merge_policy_name, treatment_name,
     },
-    sort_order, with_revision,
+    sort_field, sort_order, with_revision,
 };
 use crate::{
     auth::Management,
@@ -337,18 +337,16 @@ async fn list_features(
     Management(p): Management,
     ApiQuery(q): ApiQuery<FeatureQuery>,
 ) -> Result<Json<ItemsPage<Feature>>, ApiError> {
-    let sort_by = match q.order_by.as_deref() {
-        None | Some("") => FeatureSortField::Unspecified,
-        Some("name") => FeatureSortField::Name,
-        Some("key") => FeatureSortField::Key,
-        Some("createdAt") => FeatureSortField::CreatedAt,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "orderBy",
-                "must be name, key or createdAt",
-            ));
-        }
-    };
+    let sort_by = sort_field(
+        q.order_by.as_deref(),
+        "orderBy",
+        FeatureSortField::Unspecified,
+        &[
+            ("name", FeatureSortField::Name),
+            ("key", FeatureSortField::Key),
+            ("createdAt", FeatureSortField::CreatedAt),
+        ],
+    )?;
     let request = ListFeaturesRequest {
         page: page(q.limit, q.offset),
         filter: q.filter,

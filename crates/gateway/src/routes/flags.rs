@@ -24,7 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     Deleted, ItemsPage, page,
     rules::{Rule, rule_from_pb, rules_to_pb, treatment, treatment_name},
-    sort_order, with_revision,
+    sort_field, sort_order, with_revision,
 };
 use crate::{
     auth::Management,
@@ -157,18 +157,16 @@ async fn list_flags(
     Management(p): Management,
     ApiQuery(q): ApiQuery<FlagQuery>,
 ) -> Result<Json<ItemsPage<FeatureFlag>>, ApiError> {
-    let sort_by = match q.order_by.as_deref() {
-        None | Some("") => FeatureFlagSortField::Unspecified,
-        Some("name") => FeatureFlagSortField::Name,
-        Some("createdAt") => FeatureFlagSortField::CreatedAt,
-        Some("updatedAt") => FeatureFlagSortField::UpdatedAt,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "orderBy",
-                "must be name, createdAt or updatedAt",
-            ));
-        }
-    };
+    let sort_by = sort_field(
+        q.order_by.as_deref(),
+        "orderBy",
+        FeatureFlagSortField::Unspecified,
+        &[
+            ("name", FeatureFlagSortField::Name),
+            ("createdAt", FeatureFlagSortField::CreatedAt),
+            ("updatedAt", FeatureFlagSortField::UpdatedAt),
+        ],
+    )?;
     let request = ListFeatureFlagsRequest {
         page: page(q.limit, q.offset),
         filter: q.filter,

@@ -21,7 +21,9 @@ use tenantry_proto::{
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Deleted, ItemsPage, double_option, page, plans::Plan, sort_order, with_revision};
+use super::{
+    Deleted, ItemsPage, double_option, page, plans::Plan, sort_field, sort_order, with_revision,
+};
 use crate::{
     auth::Management,
     convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp, parse_time_field},
@@ -494,17 +496,15 @@ async fn list_grants(
             ));
         }
     };
-    let sort_by = match q.order_by.as_deref() {
-        None | Some("") => GrantSortField::Unspecified,
-        Some("createdAt") => GrantSortField::CreatedAt,
-        Some("expirationDate") => GrantSortField::ExpiresAt,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "orderBy",
-                "must be createdAt or expirationDate",
-            ));
-        }
-    };
+    let sort_by = sort_field(
+        q.order_by.as_deref(),
+        "orderBy",
+        GrantSortField::Unspecified,
+        &[
+            ("createdAt", GrantSortField::CreatedAt),
+            ("expirationDate", GrantSortField::ExpiresAt),
+        ],
+    )?;
     let statuses = split_list(q.statuses.as_deref())
         .iter()
         .map(|s| match s.as_str() {

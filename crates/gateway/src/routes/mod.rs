@@ -76,6 +76,33 @@ pub fn sort_order(value: Option<&str>, field: &str) -> Result<SortOrder, ApiErro
     }
 }
 
+/// A sort-field query parameter: absent or empty means the service's default (`unspecified`),
+/// anything else must be one of `choices`, else 400 naming them.
+pub fn sort_field<T: Copy>(
+    value: Option<&str>,
+    field: &str,
+    unspecified: T,
+    choices: &[(&str, T)],
+) -> Result<T, ApiError> {
+    match value {
+        None | Some("") => Ok(unspecified),
+        Some(v) => choices
+            .iter()
+            .find(|(name, _)| *name == v)
+            .map(|(_, sort)| *sort)
+            .ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+                let listed = match names.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => {
+                        format!("{} or {last}", rest.join(", "))
+                    }
+                    _ => names.concat(),
+                };
+                ApiError::invalid_field(field, format!("must be {listed}"))
+            }),
+    }
+}
+
 pub fn page(limit: Option<u32>, offset: Option<u32>) -> Option<PageRequest> {
     Some(PageRequest {
         limit,
@@ -107,4 +134,30 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_fields_default_when_absent_and_name_the_choices_when_unknown() {
+        let choices = [("name", 1), ("key", 2), ("createdAt", 3)];
+        assert_eq!(sort_field(None, "orderBy", 0, &choices).unwrap(), 0);
+        assert_eq!(sort_field(Some(""), "orderBy", 0, &choices).unwrap(), 0);
+        assert_eq!(sort_field(Some("key"), "orderBy", 0, &choices).unwrap(), 2);
+        let err = sort_field(Some("Key"), "orderBy", 0, &choices).unwrap_err();
+        assert_eq!(err.status, http::StatusCode::BAD_REQUEST);
+        assert!(
+            err.body.message.contains("must be name, key or createdAt"),
+            "{}",
+            err.body.message
+        );
+        let err = sort_field(Some("x"), "orderBy", 0, &choices[..2]).unwrap_err();
+        assert!(
+            err.body.message.contains("must be name or key"),
+            "{}",
+            err.body.message
+        );
+    }
 }

@@ -26,7 +26,7 @@ use super::{
         AllocationJson, Rule, allocation_json, allocation_to_pb, rule_from_pb, rules_to_pb,
         treatment, treatment_name,
     },
-    sort_order, with_revision,
+    sort_field, sort_order, with_revision,
 };
 use crate::{
     auth::Management,
@@ -271,17 +271,15 @@ async fn list_plans(
     Management(p): Management,
     ApiQuery(q): ApiQuery<PlanQuery>,
 ) -> Result<Json<ItemsPage<Plan>>, ApiError> {
-    let sort_by = match q.order_by.as_deref() {
-        None | Some("") => PlanSortField::Unspecified,
-        Some("name") => PlanSortField::Name,
-        Some("createdAt") => PlanSortField::CreatedAt,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "orderBy",
-                "must be name or createdAt",
-            ));
-        }
-    };
+    let sort_by = sort_field(
+        q.order_by.as_deref(),
+        "orderBy",
+        PlanSortField::Unspecified,
+        &[
+            ("name", PlanSortField::Name),
+            ("createdAt", PlanSortField::CreatedAt),
+        ],
+    )?;
     let request = ListPlansRequest {
         page: page(q.limit, q.offset),
         filter: q.filter,
