@@ -277,6 +277,14 @@ pub fn inject_trace_context(metadata: &mut MetadataMap) {
     });
 }
 
+/// Whether a client call failed on its way (the connection dropped, the peer went away)
+/// rather than with a status the server sent: tonic attaches the local cause as the status's
+/// `source` only in the first case. Such a failure is UNAVAILABLE to the caller, whatever
+/// code tonic guessed for it.
+pub fn failed_in_transport(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
 /// Adds the service token and the trace context to every outgoing call.
 #[derive(Clone, Debug, Default)]
 pub struct ClientInterceptor {

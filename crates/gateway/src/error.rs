@@ -11,7 +11,10 @@ use axum::{
 use http::{HeaderValue, StatusCode};
 use prost::Message;
 use serde::Serialize;
-use tenantry_common::error::{code_name, grpc_code, http_status};
+use tenantry_common::{
+    error::{code_name, grpc_code, http_status},
+    grpc,
+};
 use tenantry_proto::common::v1::ErrorDetails;
 use tonic::Code;
 use utoipa::ToSchema;
@@ -134,7 +137,13 @@ impl ApiError {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        let code = status.code();
+        let code = match status.code() {
+            // The hop to the service broke (e.g. it was killed mid-call): retry, not a bug.
+            Code::Unknown | Code::Internal if grpc::failed_in_transport(&status) => {
+                Code::Unavailable
+            }
+            code => code,
+        };
         let http = http_status(code);
         let message = match code {
             // Internal failures are logged by the service; their text is not for callers.
@@ -239,6 +248,24 @@ pub fn camel_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_hop_is_503_but_a_server_sent_internal_error_stays_500() {
+        // What tonic makes of a connection that died under a call: Unknown, with the cause.
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert_eq!(broken.code(), Code::Unknown);
+        let e = ApiError::from(broken);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.body.error, "UNAVAILABLE");
+
+        let e = ApiError::from(tonic::Status::internal("a bug in the service"));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let e = ApiError::from(tonic::Status::unknown("sent by the server"));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     #[test]
     fn grpc_codes_map_through_the_common_table() {
