@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
-    SqlErr, Statement, sqlx,
+    SqlErr, Statement, TransactionTrait, sqlx,
 };
 
 /// Which engine a URL names.
@@ -118,9 +118,19 @@ async fn ensure_schema(settings: &DbSettings) -> Result<(), DbErr> {
         .connect_timeout(settings.acquire_timeout)
         .sqlx_logging(false);
     let admin = Database::connect(options).await?;
+    // Replicas starting together on a fresh database would race: CREATE SCHEMA IF NOT EXISTS
+    // is not atomic in PostgreSQL (the loser fails on pg_namespace's unique index). An advisory
+    // lock per schema name serializes the creators; each looks again once it holds the lock.
+    let txn = admin.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(hashtext('tenantry.schema.' || $1))",
+        [settings.schema.clone().into()],
+    ))
+    .await?;
     // Look before creating: a role without CREATE on the database may still own its schema
     // (created by an operator), and CREATE SCHEMA IF NOT EXISTS checks the privilege first.
-    let exists = admin
+    let exists = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT 1 AS one FROM pg_namespace WHERE nspname = $1",
@@ -133,8 +143,9 @@ async fn ensure_schema(settings: &DbSettings) -> Result<(), DbErr> {
             "CREATE SCHEMA IF NOT EXISTS {}",
             quote_ident(&settings.schema)
         );
-        admin.execute_unprepared(&sql).await?;
+        txn.execute_unprepared(&sql).await?;
     }
+    txn.commit().await?;
     admin.close().await
 }
 
@@ -165,7 +176,6 @@ fn ensure_sqlite_dir(url: &str) -> Result<(), DbErr> {
 pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
     conn: &DatabaseConnection,
 ) -> Result<(), DbErr> {
-    use sea_orm::TransactionTrait;
     if conn.get_database_backend() != DbBackend::Postgres {
         return M::up(conn, None).await;
     }

@@ -278,6 +278,35 @@ async fn ephemeral_postgres_gives_each_test_its_own_database_and_schema() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_connecting_together_share_one_new_schema() {
+    // Several replicas starting at once on a fresh database: each must come up, none may fail
+    // on PostgreSQL's non-atomic CREATE SCHEMA IF NOT EXISTS.
+    let url = testing::postgres().create_database().await;
+    let connects = (0..8).map(|i| {
+        let settings = DbSettings {
+            url: url.clone(),
+            schema: "shared_schema".into(),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(10),
+            application_name: format!("replica-{i}"),
+        };
+        tokio::spawn(async move { db::connect(&settings).await })
+    });
+    for connect in connects.collect::<Vec<_>>() {
+        let conn = connect.await.unwrap().expect("every replica connects");
+        let row = conn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT current_schema() AS s",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get::<String>("", "s").unwrap(), "shared_schema");
+    }
+}
+
 #[tokio::test]
 async fn unreachable_postgres_is_classified_unavailable() {
     let port = testing::free_port();
