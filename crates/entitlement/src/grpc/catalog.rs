@@ -545,10 +545,11 @@ impl plan_service_server::PlanService for Handler {
             return Err(DomainError::not_found("tenant", &r.tenant_id).into());
         }
         let engine = &self.engine;
-        let now = engine.now();
         let mut tenants = vec![r.tenant_id.clone()];
         tenants.extend(index.ancestors(&r.tenant_id).into_iter().map(str::to_owned));
         let grants = engine.store.account_grants(&tenants).await?;
+        // Read after the rows: a grant committed during the query has started by then.
+        let now = engine.now();
         let catalog = engine.catalog().await?;
         let mut plans: Vec<&Stored<Plan>> = catalog.plans.iter().collect();
         plans.sort_by(|a, b| a.value.key.cmp(&b.value.key));

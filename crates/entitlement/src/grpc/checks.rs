@@ -248,11 +248,11 @@ impl entitlement_service_server::EntitlementService for Handler {
         let r = request.into_inner();
         validate_tenant_id("tenant_id", &r.tenant_id)?;
         let attributes = convert::attributes(r.attributes);
-        let at = match r.at {
-            Some(t) => convert::time("at", &t)?,
-            None => self.engine.now(),
-        };
+        let at = r.at.map(|t| convert::time("at", &t)).transpose()?;
         let index = self.index(r.min_revision).await?;
+        // "Now" is read once the index holds the awaited revision, never before: grants
+        // written meanwhile have started by then.
+        let at = at.unwrap_or_else(|| self.engine.now());
         let subject = Subject {
             tenant_id: &r.tenant_id,
             user_id: r.user_id.as_deref(),

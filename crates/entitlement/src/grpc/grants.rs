@@ -255,9 +255,12 @@ impl grant_service_server::GrantService for Handler {
     ) -> Result<Response<ListGrantsResponse>> {
         let r = request.into_inner();
         let (offset, limit) = page(r.page)?;
-        let at = match r.at {
-            Some(t) => convert::time("at", &t)?,
-            None => self.engine.now(),
+        let (at, created_until) = match r.at {
+            Some(t) => (convert::time("at", &t)?, None),
+            None => {
+                let now = self.engine.now();
+                (now, Some(now))
+            }
         };
         let plan_ids = r
             .plan_ids
@@ -289,6 +292,7 @@ impl grant_service_server::GrantService for Handler {
                 Ok(AssignLevel::Unspecified) | Err(_) => None,
             },
             external_id: r.external_id,
+            created_until,
             sort: match GrantSortField::try_from(r.sort_by) {
                 Ok(GrantSortField::ExpiresAt) => GrantSort::ExpiresAt,
                 Ok(GrantSortField::CreatedAt | GrantSortField::Unspecified) | Err(_) => {
@@ -457,15 +461,14 @@ impl grant_service_server::GrantService for Handler {
         if let Some(problem) = r.tenant_id.as_deref().and_then(tenant_id_problem) {
             return Err(DomainError::invalid("tenant_id", problem).into());
         }
-        let at = match r.at {
-            Some(t) => convert::time("at", &t)?,
-            None => self.engine.now(),
-        };
+        let at = r.at.map(|t| convert::time("at", &t)).transpose()?;
         let grants = self
             .engine
             .store
             .user_grants(&r.user_id, r.tenant_id.as_deref())
             .await?;
+        // "Now" is read after the rows: a grant committed during the query started by then.
+        let at = at.unwrap_or_else(|| self.engine.now());
         let plans = self.plans_of(&grants).await?;
         let out = grants
             .iter()

@@ -112,6 +112,9 @@ pub struct GrantFilter {
     /// `Some(true)`: user grants only; `Some(false)`: account grants only.
     pub user_level: Option<bool>,
     pub external_id: Option<String>,
+    /// Only grants created at or before this instant: a list "as of now" leaves out grants
+    /// committed while it ran, whose start may lie after the `now` it evaluates statuses at.
+    pub created_until: Option<DateTime<Utc>>,
     pub sort: GrantSort,
     pub descending: bool,
     pub offset: u64,
@@ -147,6 +150,9 @@ impl GrantFilter {
         }
         if let Some(ext) = &self.external_id {
             c = c.add(Column::ExternalId.eq(ext.clone()));
+        }
+        if let Some(until) = self.created_until {
+            c = c.add(Column::CreatedAt.lte(until));
         }
         c
     }
