@@ -12,6 +12,7 @@ use axum::{extract::Request, middleware::Next, response::Response};
 use opentelemetry::{global, propagation::Extractor, propagation::Injector};
 use tokio::net::TcpListener;
 use tonic::{
+    Code,
     metadata::{MetadataKey, MetadataMap, MetadataValue},
     service::{Interceptor, Routes, interceptor::InterceptedService},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig},
@@ -277,12 +278,28 @@ pub fn inject_trace_context(metadata: &mut MetadataMap) {
     });
 }
 
-/// Whether a client call failed on its way (the connection dropped, the peer went away)
-/// rather than with a status the server sent: tonic attaches the local cause as the status's
-/// `source` only in the first case. Such a failure is UNAVAILABLE to the caller, whatever
-/// code tonic guessed for it.
-pub fn failed_in_transport(status: &tonic::Status) -> bool {
-    std::error::Error::source(status).is_some()
+/// The code a caller should act on for a client call's status. A call that failed on its way
+/// (the connection dropped, the peer was killed, the request was queued on a connection that
+/// closed) rather than with a status the server sent carries its local cause as the status's
+/// `source` — tonic attaches one only then — and tonic guesses a code for it (UNKNOWN,
+/// INTERNAL from an h2 reset, CANCELLED from hyper). All of those are UNAVAILABLE: retry, not a
+/// bug. A local timeout (tonic's `TimeoutExpired`, reported as CANCELLED) is DEADLINE_EXCEEDED.
+pub fn caller_code(status: &tonic::Status) -> Code {
+    let mut cause = std::error::Error::source(status);
+    if cause.is_none() {
+        return status.code();
+    }
+    while let Some(err) = cause {
+        if err.is::<tonic::TimeoutExpired>() {
+            return Code::DeadlineExceeded;
+        }
+        cause = err.source();
+    }
+    if status.code() == Code::DeadlineExceeded {
+        Code::DeadlineExceeded
+    } else {
+        Code::Unavailable
+    }
 }
 
 /// Adds the service token and the trace context to every outgoing call.
@@ -381,6 +398,48 @@ pub fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_failures_are_unavailable_or_deadline_and_server_statuses_keep_their_code() {
+        let local = |err: Box<dyn std::error::Error + Send + Sync>| {
+            caller_code(&tonic::Status::from_error(err))
+        };
+        // A connection that died under the call (tonic: UNKNOWN with the cause).
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(local(Box::new(reset)), Code::Unavailable);
+        // The request sat on a connection that closed: hyper's "canceled" error, which tonic
+        // finds in the cause chain and reports as CANCELLED with that chain as its source.
+        #[derive(Debug)]
+        struct ConnectionClosed(tonic::Status);
+        impl std::fmt::Display for ConnectionClosed {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("operation was canceled: connection closed")
+            }
+        }
+        impl std::error::Error for ConnectionClosed {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let closed = ConnectionClosed(tonic::Status::cancelled("canceled"));
+        let cancelled = tonic::Status::from_error(Box::new(closed));
+        assert_eq!(cancelled.code(), Code::Cancelled);
+        assert_eq!(caller_code(&cancelled), Code::Unavailable);
+        // The client's own timeout (tonic: CANCELLED) is a deadline, not an outage.
+        assert_eq!(
+            local(Box::new(tonic::TimeoutExpired(()))),
+            Code::DeadlineExceeded
+        );
+        // Whatever the server sent stands, including INTERNAL, UNKNOWN and CANCELLED.
+        for code in [
+            Code::Internal,
+            Code::Unknown,
+            Code::Cancelled,
+            Code::NotFound,
+        ] {
+            assert_eq!(caller_code(&tonic::Status::new(code, "sent")), code);
+        }
+    }
 
     #[test]
     fn constant_time_eq_matches_only_equal_inputs() {

@@ -54,7 +54,7 @@ impl TenantDirectory {
                     missing_only: true,
                 })
                 .await
-                .map_err(|status| match status.code() {
+                .map_err(|status| match tenantry_common::grpc::caller_code(&status) {
                     tonic::Code::Unavailable
                     | tonic::Code::DeadlineExceeded
                     | tonic::Code::Cancelled

@@ -137,13 +137,8 @@ impl ApiError {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        let code = match status.code() {
-            // The hop to the service broke (e.g. it was killed mid-call): retry, not a bug.
-            Code::Unknown | Code::Internal if grpc::failed_in_transport(&status) => {
-                Code::Unavailable
-            }
-            code => code,
-        };
+        // A hop that broke (e.g. the service was killed mid-call) is UNAVAILABLE, not a bug.
+        let code = grpc::caller_code(&status);
         let http = http_status(code);
         let message = match code {
             // Internal failures are logged by the service; their text is not for callers.

@@ -136,7 +136,7 @@ pub async fn ensure_descendant(
 
 /// Outages stay 503/504; every other failure to prove scope is the uniform 403.
 fn outage_or_forbidden(status: tonic::Status) -> ApiError {
-    match status.code() {
+    match tenantry_common::grpc::caller_code(&status) {
         Code::Unavailable | Code::DeadlineExceeded => ApiError::from(status),
         Code::Ok
         | Code::Cancelled
