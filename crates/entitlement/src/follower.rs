@@ -210,7 +210,7 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
     }
     let revision = store.commit(txn, &changes, now).await?;
     tracing::debug!(sequence = last, revision, "tenant feed events applied");
-    engine.index.apply_committed(revision, changes).await
+    engine.index.apply_committed(revision, changes, now).await
 }
 
 fn signup_grant(

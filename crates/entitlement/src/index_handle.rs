@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use tokio::sync::{Mutex, watch};
 
 use crate::domain::{DomainError, EntitlementIndex, IndexChange, IndexWriter, SharedIndex};
@@ -58,8 +60,13 @@ impl IndexHandle {
         self.published.send_replace(revision);
     }
 
-    /// Applies this replica's own committed write.
-    pub async fn apply_committed(&self, revision: u64, changes: Vec<IndexChange>) -> Result<()> {
+    /// Applies this replica's own committed write, made at `written_at` by this clock.
+    pub async fn apply_committed(
+        &self,
+        revision: u64,
+        changes: Vec<IndexChange>,
+        written_at: DateTime<Utc>,
+    ) -> Result<()> {
         let mut writer = self.writer.lock().await;
         if writer.revision() >= revision {
             return Ok(());
@@ -71,6 +78,7 @@ impl IndexHandle {
                 return Ok(());
             }
         }
+        writer.note_written(written_at);
         writer.apply_at(revision, changes);
         self.publish_locked(&writer);
         Ok(())
@@ -86,7 +94,7 @@ impl IndexHandle {
         loop {
             let from = writer.revision();
             let page = self.store.log_after(from, LOG_PAGE).await?;
-            let Some(&(first, _)) = page.first() else {
+            let Some(&(first, _, _)) = page.first() else {
                 return Ok(());
             };
             if first != from + 1 {
@@ -102,7 +110,8 @@ impl IndexHandle {
                 continue;
             }
             let full = page.len() as u64 == LOG_PAGE;
-            for (revision, changes) in page {
+            for (revision, written_at, changes) in page {
+                writer.note_written(written_at);
                 writer.apply_at(revision, changes);
             }
             self.publish_locked(writer);

@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::domain::{
-    AllocationType, DomainError, Feature, Grant, GrantContext, GrantInput, GrantOrigin, GrantPatch,
-    GrantSource, IndexChange, Plan, Route, RoutePolicy, revoke_grant, validate_feature,
-    validate_flag, validate_grant_deletes, validate_grant_updates, validate_new_grants,
-    validate_plan, validate_route,
+    AllocationType, DomainError, EntitlementIndex, Feature, Grant, GrantContext, GrantInput,
+    GrantOrigin, GrantPatch, GrantSource, IndexChange, Plan, Route, RoutePolicy, revoke_grant,
+    validate_feature, validate_flag, validate_grant_deletes, validate_grant_updates,
+    validate_new_grants, validate_plan, validate_route,
 };
 use crate::index_handle::IndexHandle;
 use crate::storage::{Catalog, EncodedChanges, FeatureDoc, FlagDoc, Result, Store, Stored};
@@ -176,6 +176,16 @@ impl Engine {
         self.clock.now()
     }
 
+    /// "Now" for reading `index` (see [`EntitlementIndex::present`]).
+    pub fn present(&self, index: &EntitlementIndex) -> DateTime<Utc> {
+        index.present(self.now())
+    }
+
+    /// "Now" for a read from storage: not before a write this replica has seen.
+    pub fn present_now(&self) -> DateTime<Utc> {
+        self.present(&self.index.current())
+    }
+
     /// Commits `changes` and makes them visible to this replica's next check.
     async fn commit(&self, txn: DatabaseTransaction, changes: Vec<IndexChange>) -> Result<u64> {
         self.commit_replayable(txn, changes, None).await
@@ -209,10 +219,9 @@ impl Engine {
                 .set_idempotent_response(&txn, &pending.key, &response)
                 .await?;
         }
-        self.store
-            .commit_encoded(txn, revision, log, self.now())
-            .await?;
-        self.index.apply_committed(revision, changes).await?;
+        let now = self.now();
+        self.store.commit_encoded(txn, revision, log, now).await?;
+        self.index.apply_committed(revision, changes, now).await?;
         Ok(revision)
     }
 

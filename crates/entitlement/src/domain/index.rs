@@ -786,6 +786,8 @@ pub struct EntitlementIndex {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) shards: Vec<Arc<Shard>>,
     pub(crate) grants: usize,
+    /// The latest write time (the writer's clock, epoch µs) among the grants applied.
+    pub(crate) written_until: i64,
 }
 
 impl Default for EntitlementIndex {
@@ -808,12 +810,24 @@ impl EntitlementIndex {
             catalog: Arc::new(Catalog::default()),
             shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
             grants: 0,
+            written_until: i64::MIN,
         }
     }
 
     /// The revision of the last write this snapshot includes.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// "Now" for a question about the present: this replica's clock, but never earlier than a
+    /// write the snapshot holds. Replicas' clocks differ by a little; without this a grant
+    /// written on a replica whose clock runs ahead would look "not started" here (and one it
+    /// revoked still active) until this clock caught up.
+    pub fn present(&self, clock: DateTime<Utc>) -> DateTime<Utc> {
+        match DateTime::from_timestamp_micros(self.written_until) {
+            Some(written) if written > clock => written,
+            Some(_) | None => clock,
+        }
     }
 
     pub fn tenant_count(&self) -> usize {

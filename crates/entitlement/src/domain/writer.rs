@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -211,6 +212,12 @@ impl IndexWriter {
         let revision = revision.max(self.working.revision);
         self.finish(revision);
         Arc::clone(&self.published)
+    }
+
+    /// Records that the next batch was written at `at` by its writer's clock (see
+    /// [`EntitlementIndex::present`]).
+    pub fn note_written(&mut self, at: DateTime<Utc>) {
+        self.working.written_until = self.working.written_until.max(at.timestamp_micros());
     }
 
     /// The last published snapshot.

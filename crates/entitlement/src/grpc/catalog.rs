@@ -549,7 +549,7 @@ impl plan_service_server::PlanService for Handler {
         tenants.extend(index.ancestors(&r.tenant_id).into_iter().map(str::to_owned));
         let grants = engine.store.account_grants(&tenants).await?;
         // Read after the rows: a grant committed during the query has started by then.
-        let now = engine.now();
+        let now = engine.present(&index);
         let catalog = engine.catalog().await?;
         let mut plans: Vec<&Stored<Plan>> = catalog.plans.iter().collect();
         plans.sort_by(|a, b| a.value.key.cmp(&b.value.key));

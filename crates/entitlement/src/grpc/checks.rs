@@ -197,7 +197,10 @@ impl entitlement_service_server::EntitlementService for Handler {
         let r = request.into_inner();
         let q = Query::decode(r.query)?;
         let index = self.index(r.min_revision).await?;
-        let d = index.check(&q.request(), q.at.unwrap_or_else(|| self.engine.now()));
+        let d = index.check(
+            &q.request(),
+            q.at.unwrap_or_else(|| self.engine.present(&index)),
+        );
         Ok(Response::new(IsEntitledToResponse {
             decision: Some(decision(&index, &q, &d)),
             revision: index.revision(),
@@ -227,7 +230,7 @@ impl entitlement_service_server::EntitlementService for Handler {
             return Err(DomainError::InvalidItems(items).into());
         }
         let index = self.index(r.min_revision).await?;
-        let now = self.engine.now();
+        let now = self.engine.present(&index);
         let decisions = queries
             .iter()
             .map(|q| {
@@ -252,7 +255,7 @@ impl entitlement_service_server::EntitlementService for Handler {
         let index = self.index(r.min_revision).await?;
         // "Now" is read once the index holds the awaited revision, never before: grants
         // written meanwhile have started by then.
-        let at = at.unwrap_or_else(|| self.engine.now());
+        let at = at.unwrap_or_else(|| self.engine.present(&index));
         let subject = Subject {
             tenant_id: &r.tenant_id,
             user_id: r.user_id.as_deref(),
@@ -281,7 +284,7 @@ impl entitlement_service_server::EntitlementService for Handler {
         let r = request.into_inner();
         let q = Query::decode(r.query)?;
         let index = self.index(r.min_revision).await?;
-        let at = q.at.unwrap_or_else(|| self.engine.now());
+        let at = q.at.unwrap_or_else(|| self.engine.present(&index));
         let d = index.check(&q.request(), at);
         let feature_key = match &q.target {
             TargetOwned::Feature(k) => Some(k.as_str()),
@@ -326,7 +329,7 @@ impl entitlement_service_server::EntitlementService for Handler {
         let index = self.index(r.min_revision).await?;
         let at = match r.at {
             Some(t) => convert::time("at", &t)?,
-            None => self.engine.now(),
+            None => self.engine.present(&index),
         };
         if r.changes.is_empty() || r.changes.len() > MAX_WHAT_IF_CHANGES {
             return Err(DomainError::invalid(

@@ -244,7 +244,7 @@ impl grant_service_server::GrantService for Handler {
     ) -> Result<Response<GetGrantResponse>> {
         let r = request.into_inner();
         let grant = self.engine.store.grant(uuid("id", &r.id)?).await?;
-        let now = self.engine.now();
+        let now = self.engine.present_now();
         let grant = self.encode(&[grant], now, r.with_relations).await?.pop();
         Ok(Response::new(GetGrantResponse { grant }))
     }
@@ -258,7 +258,7 @@ impl grant_service_server::GrantService for Handler {
         let (at, created_until) = match r.at {
             Some(t) => (convert::time("at", &t)?, None),
             None => {
-                let now = self.engine.now();
+                let now = self.engine.present_now();
                 (now, Some(now))
             }
         };
@@ -468,7 +468,7 @@ impl grant_service_server::GrantService for Handler {
             .user_grants(&r.user_id, r.tenant_id.as_deref())
             .await?;
         // "Now" is read after the rows: a grant committed during the query started by then.
-        let at = at.unwrap_or_else(|| self.engine.now());
+        let at = at.unwrap_or_else(|| self.engine.present_now());
         let plans = self.plans_of(&grants).await?;
         let out = grants
             .iter()

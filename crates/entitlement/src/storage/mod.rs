@@ -417,7 +417,17 @@ impl Store {
                 break;
             }
         }
+        // The newest write's time, for the index's notion of "now" (see `present`).
+        let newest = entities::change_log::Entity::find()
+            .filter(entities::change_log::Column::Revision.lte(revision as i64))
+            .order_by_desc(entities::change_log::Column::Revision)
+            .one(&txn)
+            .await
+            .map_err(db_err("read the change log"))?;
         txn.commit().await.map_err(db_err("end snapshot"))?;
+        if let Some(newest) = newest {
+            writer.note_written(newest.created_at);
+        }
         writer.apply_at(revision, []);
         tracing::debug!(revision, grants, "grants streamed into the index");
         Ok((writer, revision))
@@ -438,12 +448,12 @@ impl Store {
         Ok(value as u64)
     }
 
-    /// Change-log entries after `revision`, in order.
+    /// Change-log entries after `revision`, in order, with their commit times.
     pub async fn log_after(
         &self,
         revision: u64,
         limit: u64,
-    ) -> Result<Vec<(u64, Vec<IndexChange>)>> {
+    ) -> Result<Vec<(u64, DateTime<Utc>, Vec<IndexChange>)>> {
         use entities::change_log::{Column, Entity};
         Entity::find()
             .filter(Column::Revision.gt(revision as i64))
@@ -453,7 +463,10 @@ impl Store {
             .await
             .map_err(db_err("read the change log"))?
             .into_iter()
-            .map(|row| Ok((row.revision as u64, decode_log(&row.changes)?)))
+            .map(|row| {
+                let changes = decode_log(&row.changes)?;
+                Ok((row.revision as u64, row.created_at, changes))
+            })
             .collect()
     }
 

@@ -593,22 +593,24 @@ async fn a_revoked_grant_cannot_be_changed_like_it_cannot_be_revoked_twice() {
 }
 
 #[tokio::test]
-async fn a_list_as_of_now_never_shows_a_grant_committed_while_it_ran_as_scheduled() {
-    // A grant committed between the moment a list reads "now" and the moment its query runs
-    // starts after that "now". Such a grant did not exist as of the list's instant: it is left
-    // out (the next list shows it active), never shown "scheduled". The manual clock stands in
-    // for the race: the grant is written at T+1s and the list runs at T.
+async fn a_list_as_of_now_never_shows_a_just_written_grant_as_scheduled() {
+    // "Now" for a read is this replica's clock but never before a write it has seen, and a
+    // grant committed while the list ran (created after the list's instant) is left out
+    // rather than shown "scheduled". The manual clock stands in for both races: a grant
+    // written at T+1s read at T, and a row another writer committed at T+1h that this
+    // replica has not seen yet.
     let app = spawn_app().await;
     app.account("acme", None).await;
     app.bool_feature("sso").await;
     let plan = app.plan("pro", vec![bare("sso")], false).await;
-    let list = |statuses: Vec<i32>| {
+    let list = |statuses: Vec<i32>, at: Option<chrono::DateTime<chrono::Utc>>| {
         let mut grants = app.grants.clone();
         async move {
             grants
                 .list_grants(pb::ListGrantsRequest {
                     tenant_ids: vec!["acme".into()],
                     statuses,
+                    at: at.map(ts),
                     ..Default::default()
                 })
                 .await
@@ -623,35 +625,47 @@ async fn a_list_as_of_now_never_shows_a_grant_committed_while_it_ran_as_schedule
     let (late, _) = app.grant(&plan, "acme", None, None, None).await;
     app.clock.set(t);
 
-    let all = list(vec![]).await;
-    assert_eq!(
-        all.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
-        vec![early.id.as_str()]
-    );
-    assert_eq!(all[0].status(), pb::GrantStatus::Active);
+    let all = list(vec![], None).await;
+    assert_eq!(all.len(), 2);
     assert!(
-        list(vec![pb::GrantStatus::Scheduled as i32])
+        all.iter().all(|g| g.status() == pb::GrantStatus::Active),
+        "{all:?}"
+    );
+    assert!(
+        list(vec![pb::GrantStatus::Scheduled as i32], None)
             .await
             .is_empty()
     );
+    // An explicit instant is a question about that instant.
+    let at_t = list(vec![pb::GrantStatus::Scheduled as i32], Some(t)).await;
+    assert_eq!(at_t.len(), 1);
+    assert_eq!(at_t[0].id, late.id);
 
-    // An explicit instant is a question about that instant, answered with every grant stored.
-    let at_t = app
-        .grants
-        .clone()
-        .list_grants(pb::ListGrantsRequest {
-            tenant_ids: vec!["acme".into()],
-            at: Some(ts(t)),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .grants;
-    assert_eq!(at_t.len(), 2);
-
-    app.clock.set(t + chrono::Duration::seconds(1));
-    let all = list(vec![pb::GrantStatus::Active as i32]).await;
-    assert_eq!(all.len(), 2);
-    assert!(all.iter().any(|g| g.id == late.id));
+    // A row committed by another writer, not yet seen here, created an hour from now.
+    let db =
+        tenantry_common::db::connect(&tenantry_common::db::DbSettings::entitlement(&app.config))
+            .await
+            .unwrap();
+    let future = t + chrono::Duration::hours(1);
+    let unseen = uuid::Uuid::now_v7();
+    use sea_orm::ConnectionTrait;
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "INSERT INTO ent_grant (id, plan_id, tenant_id, starts_at, source, metadata, \
+         created_at, updated_at) VALUES ($1, $2, 'acme', $3, 'api', '{}', $3, $3)",
+        [
+            unseen.into(),
+            uuid::Uuid::parse_str(&plan.id).unwrap().into(),
+            future.into(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let ids = |grants: Vec<pb::Grant>| grants.into_iter().map(|g| g.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(list(vec![], None).await),
+        vec![early.id, late.id.clone()]
+    );
+    let later = ids(list(vec![], Some(future)).await);
+    assert!(later.contains(&unseen.to_string()), "{later:?}");
 }

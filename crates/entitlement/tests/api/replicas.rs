@@ -90,3 +90,69 @@ async fn tenant_plans_honour_min_revision() {
     let err = list(rev + 1_000).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
 }
+
+#[tokio::test]
+async fn a_replica_whose_clock_lags_sees_a_fresh_grant_started_and_a_revocation_done() {
+    // A's clock runs a second ahead of B's (replicas' clocks never agree exactly). A grant
+    // starting "now" on A, or revoked "now" on A, must not look not-started, or still active,
+    // on B for that second.
+    let a = spawn_app().await;
+    let b = spawn_replica(&a).await;
+    a.account("acme", None).await;
+    a.bool_feature("sso").await;
+    let plan = a.plan("pro", vec![bare("sso")], false).await;
+    a.clock
+        .set(b.clock.now_for_tests() + chrono::Duration::seconds(1));
+
+    let (grant, rev) = a.grant(&plan, "acme", None, None, None).await;
+    let d = b
+        .check("acme", None, feature_target("sso"), None, rev)
+        .await
+        .unwrap();
+    assert!(d.result, "{d:?}");
+    let listed = b
+        .grants
+        .clone()
+        .get_grant(pb::GetGrantRequest {
+            id: grant.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap();
+    assert_eq!(listed.status(), pb::GrantStatus::Active);
+
+    a.clock
+        .set(b.clock.now_for_tests() + chrono::Duration::seconds(2));
+    let revoked = a
+        .grants
+        .clone()
+        .revoke_grant(pb::RevokeGrantRequest {
+            id: grant.id.clone(),
+            reason: Some("churn".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let d = b
+        .check("acme", None, feature_target("sso"), None, revoked.revision)
+        .await
+        .unwrap();
+    assert!(!d.result, "{d:?}");
+    assert_eq!(d.justification(), pb::Justification::PlanRevoked, "{d:?}");
+
+    // A question about an explicit instant is still answered at that instant.
+    let before = b
+        .check(
+            "acme",
+            None,
+            feature_target("sso"),
+            Some(b.clock.now_for_tests()),
+            revoked.revision,
+        )
+        .await
+        .unwrap();
+    assert!(!before.result, "not started at B's own reading: {before:?}");
+}
