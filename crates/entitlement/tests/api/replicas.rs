@@ -22,7 +22,8 @@ async fn two_instances_see_each_others_writes() {
         .unwrap();
     assert!(d.result, "{d:?}");
 
-    // Without it, B converges through NOTIFY quickly.
+    // Without it, B converges by itself (NOTIFY, or the 1 s log poll at worst; the bound is
+    // generous because CI machines are loaded, and B6 measures the latency).
     let (_, _) = b.grant(&plan, "acme", Some("bob"), None, None).await;
     let start = Instant::now();
     let (g, _) = a.grant(&plan, "acme", Some("carol"), None, None).await;
@@ -35,7 +36,7 @@ async fn two_instances_see_each_others_writes() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < Duration::from_secs(10),
             "replica B never saw A's write"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
