@@ -786,7 +786,7 @@ pub struct EntitlementIndex {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) shards: Vec<Arc<Shard>>,
     pub(crate) grants: usize,
-    /// The latest write time (the writer's clock, epoch µs) among the grants applied.
+    /// The latest commit time (by its writer's clock, epoch µs) among the revisions applied.
     pub(crate) written_until: i64,
 }
 
