@@ -1,5 +1,5 @@
-//! Tenantry's benchmark suite (issue 6, part 3): the real services on one machine, every figure
-//! a ratio of two things measured side by side in the same run (A/B interleaved, median of at
+//! Tenantry's benchmark suite (issue 6, part 3): the in-process check and the real services on
+//! one machine, every figure of two things measured side by side in the same run (A/B interleaved, median of at
 //! least five pairs with min and max), plus the server-side CPU time per request.
 //!
 //! The suite runs from the `tenantry-bench` binary, never in CI; CI compiles it and runs the
@@ -8,6 +8,7 @@
 pub mod ab;
 pub mod batch;
 pub mod fixture;
+pub mod inproc;
 pub mod list;
 pub mod load;
 pub mod memory;

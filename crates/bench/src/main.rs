@@ -1,14 +1,16 @@
-//! `tenantry-bench`: starts the stack, runs B2–B8 and prints the table (Markdown) on stdout.
+//! `tenantry-bench`: runs B1 in-process, starts the stack, runs B2–B8 and prints the table
+//! (Markdown) on stdout.
 //! Progress goes to stderr. See BENCHMARKS.md.
 
 use std::io::Write as _;
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tenantry_bench::{
     batch,
     fixture::{Fixture, Settings},
-    list, memory, procfs, replica,
+    inproc, list, memory, procfs, replica,
     report::{self, Row, Verdict},
     rpc,
 };
@@ -40,6 +42,10 @@ struct Args {
     no_pin: bool,
 }
 
+// Counts allocations for B1; the system allocator underneath, as the suite always used.
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
 const ALL: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"];
 
 fn main() -> Result<()> {
@@ -68,13 +74,26 @@ fn main() -> Result<()> {
     if let Some(client) = &settings.client_cpus {
         procfs::pin(std::process::id(), client).map_err(anyhow::Error::msg)?;
     }
+    // B1 first, on this thread alone: the allocation count is the whole process's.
+    let b1 = wanted("B1").then(|| {
+        eprintln!("B1 …");
+        let row = inproc::b1(ALLOCATOR, settings.pairs, settings.quick);
+        if let Ok(row) = &row {
+            eprintln!("{}", report::render(std::slice::from_ref(row)));
+        }
+        row
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(settings, wanted))
+    runtime.block_on(run(settings, b1, wanted))
 }
 
-async fn run(settings: Settings, wanted: impl Fn(&str) -> bool) -> Result<()> {
+async fn run(
+    settings: Settings,
+    b1: Option<Result<Row>>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<()> {
     eprintln!(
         "tenantry-bench: servers on CPUs {}, load generator on CPUs {}, {} pairs, {} in flight{}",
         settings.server_cpus.as_deref().unwrap_or("(any)"),
@@ -85,38 +104,16 @@ async fn run(settings: Settings, wanted: impl Fn(&str) -> bool) -> Result<()> {
     );
     let mut rows: Vec<Row> = Vec::new();
     let mut notes = String::new();
-    if wanted("B1") {
-        rows.push(Row {
-            id: "B1",
-            measure:
-                "in-process check (10,000 accounts × 10 grants): time and allocations per check"
-                    .into(),
-            a: "not run here: `cargo bench -p tenantry-entitlement --bench check` (divan)".into(),
-            b: String::new(),
-            summary: None,
-            unit: "",
-            cpu: String::new(),
-            target: "≤ 1 µs, 0 allocations".into(),
-            verdict: Verdict::Report,
-        });
+    match b1 {
+        Some(Ok(row)) => rows.push(row),
+        Some(Err(e)) => rows.push(failed("B1", &e)),
+        None => {}
     }
     let needs_stack = ["B2", "B3", "B4", "B5", "B6", "B7", "B8"]
         .iter()
         .any(|m| wanted(m));
     if needs_stack {
         let mut fixture = Fixture::start(settings).await?;
-        // Each measure reports its own failure in the table and the suite goes on.
-        let failed = |id: &'static str, e: &anyhow::Error| Row {
-            id,
-            measure: format!("failed: {e:#}"),
-            a: String::new(),
-            b: String::new(),
-            summary: None,
-            unit: "",
-            cpu: String::new(),
-            target: String::new(),
-            verdict: Verdict::Missed,
-        };
         macro_rules! measure {
             ($id:literal, $call:expr) => {
                 if wanted($id) {
@@ -126,10 +123,7 @@ async fn run(settings: Settings, wanted: impl Fn(&str) -> bool) -> Result<()> {
                             eprintln!("{}", report::render(std::slice::from_ref(&row)));
                             rows.push(row);
                         }
-                        Err(e) => {
-                            eprintln!("{} failed: {e:#}", $id);
-                            rows.push(failed($id, &e));
-                        }
+                        Err(e) => rows.push(failed($id, &e)),
                     }
                 }
             };
@@ -157,4 +151,21 @@ async fn run(settings: Settings, wanted: impl Fn(&str) -> bool) -> Result<()> {
         writeln!(out, "{notes}")?;
     }
     Ok(())
+}
+
+/// The row of a measure that failed: each measure reports its own failure in the table and the
+/// suite goes on.
+fn failed(id: &'static str, e: &anyhow::Error) -> Row {
+    eprintln!("{id} failed: {e:#}");
+    Row {
+        id,
+        measure: format!("failed: {e:#}"),
+        a: String::new(),
+        b: String::new(),
+        summary: None,
+        unit: "",
+        cpu: String::new(),
+        target: String::new(),
+        verdict: Verdict::Missed,
+    }
 }

@@ -4,188 +4,16 @@
 
 use std::sync::{Arc, LazyLock};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use divan::{AllocProfiler, Bencher, black_box};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tenantry_entitlement::domain::{
-    Allocation, AllocationType, AttributeType, CheckRequest, Condition, ConditionOp,
-    EntitlementIndex, Feature, FeatureFlag, Grant, GrantSource, IndexChange, IndexWriter, Limit,
-    MergePolicy, Plan, PlanFeature, Route, RoutePolicy, Rule, Snapshot, Subject, Target, Treatment,
+    CheckRequest, EntitlementIndex, Grant, IndexChange, IndexWriter, Subject, Target,
+    synthetic::{self, FEATURES, PERMISSIONS, ROUTES, USERS_PER_ACCOUNT, feature_key, now, world},
 };
 use uuid::Uuid;
 
 #[global_allocator]
 static ALLOC: AllocProfiler = AllocProfiler::system();
-
-const FEATURES: usize = 50;
-const PLANS: usize = 20;
-const USERS_PER_ACCOUNT: usize = 5;
-
-/// Deterministic pseudo-random numbers (no extra dev-dependency).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap()
-}
-
-fn key(i: usize) -> String {
-    format!("feature-{i:02}")
-}
-
-fn catalog() -> (Vec<Feature>, Vec<Plan>, Vec<FeatureFlag>, Vec<Route>) {
-    let mut rng = Lcg(7);
-    let features: Vec<Feature> = (0..FEATURES)
-        .map(|i| Feature {
-            id: Uuid::from_u128(i as u128 + 1),
-            key: key(i),
-            name: key(i),
-            description: None,
-            metadata: Value::Null,
-            permissions: vec![format!("perm.{}", i % 25)],
-            allocation_type: if i % 5 == 0 {
-                AllocationType::MaxCount
-            } else {
-                AllocationType::Bool
-            },
-            merge_policy: if i % 10 == 0 {
-                MergePolicy::Sum
-            } else {
-                MergePolicy::Max
-            },
-        })
-        .collect();
-    let plans: Vec<Plan> = (0..PLANS)
-        .map(|p| Plan {
-            id: Uuid::from_u128(0x1000 + p as u128),
-            key: format!("plan-{p}"),
-            name: format!("plan {p}"),
-            description: None,
-            metadata: Value::Null,
-            features: (0..10)
-                .map(|_| rng.below(FEATURES))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .map(|f| PlanFeature {
-                    feature_key: key(f),
-                    allocation: (f % 5 == 0)
-                        .then(|| Allocation::MaxCount(Limit::Finite(rng.below(100) as u64))),
-                })
-                .collect(),
-            default_time_limitation_days: None,
-            assign_on_signup: false,
-            rules: vec![],
-            default_treatment: Treatment::False,
-            inherit_to_sub_accounts: p % 4 == 0,
-        })
-        .collect();
-    let flags = (0..FEATURES)
-        .step_by(7)
-        .map(|f| FeatureFlag {
-            id: Uuid::from_u128(0x2000 + f as u128),
-            feature_key: key(f),
-            name: String::new(),
-            description: None,
-            on: true,
-            off_treatment: Treatment::False,
-            default_treatment: Treatment::True,
-            rules: vec![Rule {
-                description: None,
-                conditions: vec![Condition {
-                    attribute: "country".into(),
-                    attribute_type: AttributeType::Custom,
-                    negate: false,
-                    op: ConditionOp::InList,
-                    value: json!({"list": ["xx", "yy"]}),
-                }],
-                treatment: Treatment::False,
-            }],
-        })
-        .collect();
-    let routes = (0..20)
-        .map(|r| Route {
-            id: Uuid::from_u128(0x3000 + r as u128),
-            method: if r % 2 == 0 { "GET".into() } else { "*".into() },
-            path: format!("/api/r{r}/*/items/**"),
-            policy: RoutePolicy::Require {
-                features: vec![key(r)],
-                permissions: vec![],
-            },
-            description: None,
-        })
-        .collect();
-    (features, plans, flags, routes)
-}
-
-/// `accounts` tenants (every tenant past the first 1% has a parent among them), 10 grants
-/// each: 8 account-level, 2 for users; a mix of active, expired and scheduled.
-fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<String>) {
-    let (features, plans, flags, routes) = catalog();
-    let mut rng = Lcg(seed);
-    // Caller-chosen tenant IDs as customers pick them (slugs of varying length).
-    let tenant_ids: Vec<String> = (0..accounts)
-        .map(|i| format!("customer-{i:06}-{}", ["eu", "us-east", "apac"][i % 3]))
-        .collect();
-    let roots = (accounts / 100).max(1);
-    let tenants = tenant_ids
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            (
-                t.clone(),
-                (i >= roots).then(|| tenant_ids[i % roots].clone()),
-            )
-        })
-        .collect();
-    let mut grants = Vec::with_capacity(accounts * 10);
-    for (i, tenant) in tenant_ids.iter().enumerate() {
-        for g in 0..10 {
-            let starts_at = now() - Duration::days(rng.below(400) as i64 - 20);
-            let expires_at = (rng.below(3) == 0).then(|| starts_at + Duration::days(365));
-            grants.push(Grant {
-                id: Uuid::from_u128(((i as u128) << 8) | g as u128 | (0x9 << 100)),
-                plan_id: plans[rng.below(PLANS)].id,
-                tenant_id: tenant.clone(),
-                user_id: (g >= 8).then(|| format!("user-{}", rng.below(USERS_PER_ACCOUNT))),
-                starts_at,
-                expires_at,
-                revoked_at: None,
-                revoked_by: None,
-                revoke_reason: None,
-                source: GrantSource::Batch,
-                external_id: None,
-                granted_by: None,
-                metadata: Value::Null,
-                created_at: starts_at,
-                updated_at: starts_at,
-            });
-        }
-    }
-    (
-        Snapshot {
-            features,
-            plans,
-            flags,
-            routes,
-            tenants,
-            grants,
-        },
-        tenant_ids,
-    )
-}
 
 struct Fixture {
     writer: std::sync::Mutex<IndexWriter>,
@@ -206,11 +34,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         index,
         tenants: tenant_ids,
         template,
-        attributes: json!({"country": "de", "plan": "pro"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        permissions: (0..25).map(|i| format!("perm.{i}")).collect(),
+        attributes: synthetic::attributes(),
+        permissions: (0..PERMISSIONS).map(synthetic::permission_key).collect(),
     }
 });
 
@@ -268,7 +93,7 @@ fn request<'a>(fx: &'a Fixture, i: usize, target: Target<'a>) -> CheckRequest<'a
 #[divan::bench(sample_count = 100, sample_size = 1000)]
 fn check_feature(bencher: Bencher) {
     let fx = &*FIXTURE;
-    let keys: Vec<String> = (0..FEATURES).map(key).collect();
+    let keys: Vec<String> = (0..FEATURES).map(feature_key).collect();
     let mut i = 0usize;
     let at = now();
     bencher.bench_local(|| {
@@ -282,7 +107,7 @@ fn check_feature(bencher: Bencher) {
 #[divan::bench(sample_count = 100, sample_size = 1000)]
 fn check_feature_one_account(bencher: Bencher) {
     let fx = &*FIXTURE;
-    let keys: Vec<String> = (0..FEATURES).map(key).collect();
+    let keys: Vec<String> = (0..FEATURES).map(feature_key).collect();
     let mut i = 0usize;
     let at = now();
     bencher.bench_local(|| {
@@ -296,10 +121,8 @@ fn check_feature_one_account(bencher: Bencher) {
 #[divan::bench(sample_count = 100, sample_size = 1000)]
 fn check_feature_user(bencher: Bencher) {
     let fx = &*FIXTURE;
-    let keys: Vec<String> = (0..FEATURES).map(key).collect();
-    let users: Vec<String> = (0..USERS_PER_ACCOUNT)
-        .map(|u| format!("user-{u}"))
-        .collect();
+    let keys: Vec<String> = (0..FEATURES).map(feature_key).collect();
+    let users: Vec<String> = (0..USERS_PER_ACCOUNT).map(synthetic::user_id).collect();
     let mut i = 0usize;
     let at = now();
     bencher.bench_local(|| {
@@ -318,7 +141,7 @@ fn check_permission(bencher: Bencher) {
     let at = now();
     bencher.bench_local(|| {
         i = i.wrapping_add(7919);
-        let req = request(fx, i, Target::Permission(&fx.permissions[i % 25]));
+        let req = request(fx, i, Target::Permission(&fx.permissions[i % PERMISSIONS]));
         black_box(fx.index.check(black_box(&req), at))
     });
 }
@@ -326,7 +149,7 @@ fn check_permission(bencher: Bencher) {
 #[divan::bench(sample_count = 100, sample_size = 1000)]
 fn check_route(bencher: Bencher) {
     let fx = &*FIXTURE;
-    let paths: Vec<String> = (0..20).map(|r| format!("/api/r{r}/42/items/a/b")).collect();
+    let paths: Vec<String> = (0..ROUTES).map(synthetic::route_path).collect();
     let mut i = 0usize;
     let at = now();
     bencher.bench_local(|| {
@@ -336,7 +159,7 @@ fn check_route(bencher: Bencher) {
             i,
             Target::Route {
                 method: "GET",
-                path: &paths[i % 20],
+                path: &paths[i % ROUTES],
             },
         );
         black_box(fx.index.check(black_box(&req), at))

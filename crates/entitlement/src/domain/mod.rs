@@ -9,6 +9,7 @@ pub mod model;
 #[cfg(test)]
 mod reference;
 mod route;
+pub mod synthetic;
 pub mod validate;
 pub mod writer;
 
