@@ -90,27 +90,7 @@ pub const FEATURES_PER_PLAN: usize = 5;
 /// The user of every user token and user-level check.
 pub const USER_ID: &str = "bench-user";
 
-/// Deterministic pseudo-random numbers (no dependency, same data every run).
-#[derive(Clone, Debug)]
-pub struct Lcg(u64);
-
-impl Lcg {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-}
+pub use tenantry_entitlement::domain::synthetic::Lcg;
 
 pub fn feature_key(i: usize) -> String {
     format!("bench-feature-{i:02}")

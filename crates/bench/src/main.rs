@@ -10,7 +10,9 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tenantry_bench::{
     batch,
     fixture::{Fixture, Settings},
-    inproc, list, memory, procfs, replica,
+    inproc, list, memory,
+    procfs::{self, StealMeter},
+    replica,
     report::{self, Row, Verdict},
     rpc,
 };
@@ -77,7 +79,8 @@ fn main() -> Result<()> {
     // B1 first, on this thread alone: the allocation count is the whole process's.
     let b1 = wanted("B1").then(|| {
         eprintln!("B1 …");
-        let row = inproc::b1(ALLOCATOR, settings.pairs, settings.quick);
+        let steal = StealMeter::start();
+        let row = inproc::b1(ALLOCATOR, settings.pairs, settings.quick).map(|r| stolen(r, steal));
         if let Ok(row) = &row {
             eprintln!("{}", report::render(std::slice::from_ref(row)));
         }
@@ -118,7 +121,8 @@ async fn run(
             ($id:literal, $call:expr) => {
                 if wanted($id) {
                     eprintln!("{} …", $id);
-                    match $call.await {
+                    let steal = StealMeter::start();
+                    match $call.await.map(|row| stolen(row, steal)) {
                         Ok(row) => {
                             eprintln!("{}", report::render(std::slice::from_ref(&row)));
                             rows.push(row);
@@ -135,9 +139,10 @@ async fn run(
         measure!("B6", replica::b6(&fixture));
         if wanted("B7") {
             eprintln!("B7 …");
+            let steal = StealMeter::start();
             match list::b7(&fixture).await {
                 Ok((row, plans)) => {
-                    rows.push(row);
+                    rows.push(stolen(row, steal));
                     notes.push_str(&plans);
                 }
                 Err(e) => rows.push(failed("B7", &e)),
@@ -151,6 +156,18 @@ async fn run(
         writeln!(out, "{notes}")?;
     }
     Ok(())
+}
+
+/// Adds to a row's CPU cell the share of the machine's CPU time the hypervisor stole while it
+/// was measured, so a noisy run says so.
+fn stolen(mut row: Row, steal: StealMeter) -> Row {
+    if let Some(percent) = steal.percent() {
+        if !row.cpu.is_empty() {
+            row.cpu.push_str("; ");
+        }
+        row.cpu.push_str(&format!("steal {percent:.0}%"));
+    }
+    row
 }
 
 /// The row of a measure that failed: each measure reports its own failure in the table and the

@@ -1,5 +1,6 @@
 //! What the kernel says about a process: CPU time (`/proc/PID/stat` utime + stime, all threads),
-//! resident memory (`/proc/PID/status` VmRSS), and CPU pinning through `taskset`.
+//! resident memory (`/proc/PID/status` VmRSS), and CPU pinning through `taskset`; and about the
+//! machine: CPU time the hypervisor stole (`/proc/stat`).
 
 use std::{process::Command, sync::OnceLock, time::Duration};
 
@@ -75,6 +76,48 @@ impl CpuMeter {
     }
 }
 
+/// `(steal, all)` clock ticks of the whole machine, from the aggregate `cpu` line of `/proc/stat`
+/// (user nice system idle iowait irq softirq steal …; guest time is already inside user).
+pub fn parse_proc_stat_steal(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    (ticks.len() == 8).then(|| (ticks[7], ticks.iter().sum()))
+}
+
+/// The share of the machine's CPU time the hypervisor stole between [`StealMeter::start`] and
+/// [`StealMeter::percent`]: a virtual CPU that wanted to run while its host ran someone else.
+/// Large values mean the absolute figures of that span (and the noise of its ratios) say more
+/// about the neighbours than about Tenantry.
+#[derive(Clone, Copy, Debug)]
+pub struct StealMeter {
+    start: Option<(u64, u64)>,
+}
+
+impl StealMeter {
+    fn read() -> Option<(u64, u64)> {
+        parse_proc_stat_steal(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    pub fn start() -> Self {
+        Self {
+            start: Self::read(),
+        }
+    }
+
+    /// Stolen ticks as a percentage of all ticks since the start (`None` without `/proc/stat`).
+    pub fn percent(&self) -> Option<f64> {
+        let (steal0, all0) = self.start?;
+        let (steal1, all1) = Self::read()?;
+        let all = all1.checked_sub(all0)?;
+        (all > 0).then(|| steal1.saturating_sub(steal0) as f64 * 100.0 / all as f64)
+    }
+}
+
 /// Pins every thread of `pid` to `cpus` (a `taskset -c` list); threads created later inherit it.
 pub fn pin(pid: u32, cpus: &str) -> Result<(), String> {
     let out = Command::new("taskset")
@@ -108,6 +151,14 @@ mod tests {
         let status = "Name:\tentitlement\nVmPeak:\t  900 kB\nVmRSS:\t   2048 kB\nThreads:\t3\n";
         assert_eq!(parse_status_rss(status), Some(2 * 1024 * 1024));
         assert_eq!(parse_status_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn steal_is_the_eighth_tick_count_of_the_cpu_line() {
+        let stat = "cpu  100 5 50 800 10 0 5 30 0 0\ncpu0 50 2 25 400 5 0 2 15 0 0\n";
+        assert_eq!(parse_proc_stat_steal(stat), Some((30, 1000)));
+        assert_eq!(parse_proc_stat_steal("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_proc_stat_steal("cpu  1 2 x 4 5 6 7 8\n"), None);
     }
 
     #[test]

@@ -24,11 +24,16 @@ pub const USERS_PER_ACCOUNT: usize = 5;
 pub const PERMISSIONS: usize = 25;
 pub const ROUTES: usize = 20;
 
-/// Deterministic pseudo-random numbers, so two runs build the same world.
+/// Deterministic pseudo-random numbers, so two runs build the same world (the benchmark
+/// suite's fixtures use them too).
 #[derive(Debug, Clone)]
-pub struct Lcg(pub u64);
+pub struct Lcg(u64);
 
 impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self
             .0
@@ -38,7 +43,7 @@ impl Lcg {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -170,8 +175,8 @@ fn routes() -> Vec<Route> {
 /// each: 8 account-level, 2 for users; a mix of active, expired and scheduled. Returns the
 /// snapshot and the tenant IDs in creation order.
 pub fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<String>) {
-    let mut rng = Lcg(seed);
-    let plans = plans(&mut Lcg(7));
+    let mut rng = Lcg::new(seed);
+    let plans = plans(&mut Lcg::new(7));
     // Caller-chosen tenant IDs as customers pick them (slugs of varying length).
     let tenant_ids: Vec<String> = (0..accounts)
         .map(|i| format!("customer-{i:06}-{}", ["eu", "us-east", "apac"][i % 3]))
