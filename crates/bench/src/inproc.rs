@@ -20,7 +20,7 @@ use tenantry_entitlement::domain::{
 use crate::{
     procfs,
     report::{Row, Verdict, thousands},
-    stats::summarize,
+    stats::{Summary, summarize},
 };
 
 const ACCOUNTS: usize = 10_000;
@@ -112,6 +112,11 @@ impl World {
     }
 }
 
+/// Median, min and max of one figure over the runs of a side.
+fn over_runs(runs: &[Run], figure: impl Fn(&Run) -> f64) -> Option<Summary> {
+    summarize(&runs.iter().map(figure).collect::<Vec<_>>())
+}
+
 /// Runs B1 on the calling thread; call it while nothing else in the process runs, since the
 /// allocation count is the whole process's.
 pub fn b1(alloc: &StatsAlloc<System>, pairs: usize, quick: bool) -> Result<Row> {
@@ -137,9 +142,10 @@ pub fn b1(alloc: &StatsAlloc<System>, pairs: usize, quick: bool) -> Result<Row> 
         a.iter().all(|r| r.allowed > 0 && r.allowed < checks),
         "the rotating checks must both allow and deny"
     );
-    let per_check =
-        |runs: &[Run]| summarize(&runs.iter().map(|r| r.ns_per_check).collect::<Vec<_>>());
-    let (Some(a_ns), Some(b_ns)) = (per_check(&a), per_check(&b)) else {
+    let (Some(a_ns), Some(b_ns)) = (
+        over_runs(&a, |r| r.ns_per_check),
+        over_runs(&b, |r| r.ns_per_check),
+    ) else {
         anyhow::bail!("no timings");
     };
     let ratios = summarize(
@@ -149,14 +155,8 @@ pub fn b1(alloc: &StatsAlloc<System>, pairs: usize, quick: bool) -> Result<Row> 
             .collect::<Vec<_>>(),
     );
     let allocations = |runs: &[Run]| runs.iter().map(|r| r.allocations).sum::<usize>();
-    let mean = |runs: &[Run]| {
-        summarize(&runs.iter().map(|r| r.mean_ns_per_check).collect::<Vec<_>>())
-            .map_or(0.0, |s| s.median)
-    };
-    let cpu = |runs: &[Run]| {
-        summarize(&runs.iter().map(|r| r.cpu_ns_per_check).collect::<Vec<_>>())
-            .map_or(0.0, |s| s.median)
-    };
+    let mean = |runs: &[Run]| over_runs(runs, |r| r.mean_ns_per_check).map_or(0.0, |s| s.median);
+    let cpu = |runs: &[Run]| over_runs(runs, |r| r.cpu_ns_per_check).map_or(0.0, |s| s.median);
     let total_checks = checks * pairs;
     let verdict = if a_ns.median <= TARGET_NS && allocations(&a) == 0 && allocations(&b) == 0 {
         Verdict::Met
