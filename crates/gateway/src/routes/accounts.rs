@@ -516,10 +516,20 @@ async fn delete_account(
     Management(p): Management,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<Json<Tenant>, ApiError> {
+    delete(&state, &p, tenant_id).await
+}
+
+/// Deletes an account (memberships removed, sub-accounts re-parented) and answers it; shared
+/// by the management route and the self-service sub-account route.
+pub async fn delete(
+    state: &AppState,
+    p: &Principal,
+    tenant_id: String,
+) -> Result<Json<Tenant>, ApiError> {
     let out = state
         .tenants()
         .delete_account(grpc(
-            &p,
+            p,
             DeleteAccountRequest {
                 tenant_id,
                 expected_parent_tenant_id: None,

@@ -6,15 +6,14 @@ use axum::{Json, extract::State, response::IntoResponse};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tenantry_proto::tenant::v1::{
-    self as pb, AttachSubAccountRequest, CreateSubAccountRequest, DeleteAccountRequest,
-    DetachSubAccountRequest, GetHierarchySettingsRequest, GetSubtreeRequest, ListAncestorsRequest,
-    ListDescendantsRequest, SubAccountAccessType, UpdateHierarchySettingsRequest,
-    UpdateSubAccountManagementRequest,
+    self as pb, AttachSubAccountRequest, CreateSubAccountRequest, DetachSubAccountRequest,
+    GetHierarchySettingsRequest, GetSubtreeRequest, ListAncestorsRequest, ListDescendantsRequest,
+    SubAccountAccessType, UpdateHierarchySettingsRequest, UpdateSubAccountManagementRequest,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::accounts::{Tenant, tenant};
+use super::accounts::{self, Tenant, tenant};
 use crate::{
     auth::{Caller, Management, permissions, require_permission, scope},
     error::{ApiError, ErrorBody},
@@ -198,18 +197,7 @@ async fn delete_sub_account(
 ) -> Result<Json<Tenant>, ApiError> {
     scope::ensure_descendant(&state, &p, &tenant_id).await?;
     require_permission(&p, permissions::WRITE_SUB_ACCOUNTS)?;
-    let out = state
-        .tenants()
-        .delete_account(grpc(
-            &p,
-            DeleteAccountRequest {
-                tenant_id,
-                expected_parent_tenant_id: None,
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(Json(tenant(out.account)?))
+    accounts::delete(&state, &p, tenant_id).await
 }
 
 /// Enable or disable sub-account (reseller) management of an account.
