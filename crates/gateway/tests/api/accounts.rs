@@ -344,6 +344,23 @@ async fn self_service_stays_inside_the_tokens_tenant() {
     assert_eq!(r.body["items"][0]["tenantId"], "a-child");
     assert_eq!(r.body["items"][0]["depth"], json!(1));
 
+    // A reachable sub-account can be deleted by the user who may write sub-accounts.
+    let r = app
+        .send_json(
+            "DELETE",
+            "/tenants/resources/sub-tenants/v1/a-child",
+            Some(&alice),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["tenantId"], "a-child");
+    assert_error_shape(
+        &app.get("/tenants/resources/tenants/v2/a-child", Some(&env))
+            .await,
+        404,
+    );
+
     // Deleting the current account needs the permission.
     let r = app
         .send_json(
