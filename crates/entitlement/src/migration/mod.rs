@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_initial;
+mod m20261202_000002_change_log_lz4;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -12,7 +13,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20260101_000001_initial::Migration)]
+        vec![
+            Box::new(m20260101_000001_initial::Migration),
+            Box::new(m20261202_000002_change_log_lz4::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

@@ -213,19 +213,22 @@ impl Store {
     }
 
     /// The IDs among `ids` that are missing or deleted, sorted and deduplicated. Reads only
-    /// the live IDs, not the accounts.
+    /// the IDs, not the accounts; on PostgreSQL only the missing ones come back (usually none).
     pub async fn missing_accounts(&self, ids: &[String]) -> Result<Vec<String>> {
-        let live: Vec<String> = if self.is_postgres() {
+        let mut missing: Vec<String> = if self.is_postgres() {
             // One array parameter instead of up to 1,000 placeholders, and one index probe
             // per ID whatever the plan cache decides (`tenant_id = ANY($1)` in a generic
-            // plan filtered every live account against the whole list).
+            // plan filtered every live account against the whole list; the LATERAL … LIMIT 1
+            // keeps a probe per ID where NOT EXISTS could become a hash anti-join over every
+            // account).
             let rows = self
                 .connection()
                 .query_all_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "SELECT i.id AS tenant_id FROM unnest($1::text[]) AS i(id) \
-                     CROSS JOIN LATERAL (SELECT 1 FROM accounts a \
-                       WHERE a.tenant_id = i.id AND a.deleted_at IS NULL LIMIT 1) AS live",
+                     LEFT JOIN LATERAL (SELECT 1 AS one FROM accounts a \
+                       WHERE a.tenant_id = i.id AND a.deleted_at IS NULL LIMIT 1) AS live ON true \
+                     WHERE live.one IS NULL",
                     [PgArrayLiteral::of(ids.iter().map(String::as_str))],
                 ))
                 .await
@@ -235,7 +238,7 @@ impl Store {
                 .collect::<Result<_, _>>()
                 .map_err(db_err("check accounts"))?
         } else {
-            accounts::Entity::find()
+            let live: Vec<String> = accounts::Entity::find()
                 .select_only()
                 .column(accounts::Column::TenantId)
                 .filter(accounts::Column::TenantId.is_in(ids.iter().cloned()))
@@ -243,14 +246,13 @@ impl Store {
                 .into_tuple()
                 .all(self.connection())
                 .await
-                .map_err(db_err("check accounts"))?
+                .map_err(db_err("check accounts"))?;
+            let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
+            ids.iter()
+                .filter(|id| !live.contains(id.as_str()))
+                .cloned()
+                .collect()
         };
-        let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
-        let mut missing: Vec<String> = ids
-            .iter()
-            .filter(|id| !live.contains(id.as_str()))
-            .cloned()
-            .collect();
         missing.sort();
         missing.dedup();
         Ok(missing)
