@@ -34,15 +34,9 @@ async fn batch_insert_keeps_every_column_and_awkward_strings_intact() {
         })
         .collect();
     let ids = app
-        .grants
-        .clone()
-        .batch_create_grants(pb::BatchCreateGrantsRequest {
-            grants: items.clone(),
-            idempotency_key: None,
-        })
+        .batch_create(items.clone())
         .await
         .expect("batch create")
-        .into_inner()
         .grant_ids;
     assert_eq!(ids.len(), items.len());
     for (id, item) in ids.iter().zip(&items) {
@@ -72,15 +66,7 @@ async fn batch_insert_keeps_every_column_and_awkward_strings_intact() {
         g.external_id = Some("fresh".into());
         g
     }];
-    let err = app
-        .grants
-        .clone()
-        .batch_create_grants(pb::BatchCreateGrantsRequest {
-            grants: again,
-            idempotency_key: None,
-        })
-        .await
-        .unwrap_err();
+    let err = app.batch_create(again).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let bad: Vec<u32> = details(&err).item_errors.iter().map(|e| e.index).collect();
     assert_eq!(bad, vec![0]);
@@ -115,15 +101,9 @@ async fn change_log_entries_are_lz4_compressed_and_replayed() {
         })
         .collect();
     let revision = app
-        .grants
-        .clone()
-        .batch_create_grants(pb::BatchCreateGrantsRequest {
-            grants: items,
-            idempotency_key: None,
-        })
+        .batch_create(items)
         .await
         .expect("batch create")
-        .into_inner()
         .revision;
 
     let conn =

@@ -30,15 +30,7 @@ async fn batch_is_all_or_nothing_and_lists_every_bad_item() {
         bad_dates,
         new_grant(&plan.id, "has space"),
     ];
-    let err = app
-        .grants
-        .clone()
-        .batch_create_grants(pb::BatchCreateGrantsRequest {
-            grants: items,
-            idempotency_key: None,
-        })
-        .await
-        .unwrap_err();
+    let err = app.batch_create(items).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let got: Vec<(u32, String)> = details(&err)
         .item_errors
@@ -65,15 +57,7 @@ async fn batch_is_all_or_nothing_and_lists_every_bad_item() {
 
     // More than 1,000 items is refused as a whole.
     let too_many = vec![new_grant(&plan.id, "acme"); 1001];
-    let err = app
-        .grants
-        .clone()
-        .batch_create_grants(pb::BatchCreateGrantsRequest {
-            grants: too_many,
-            idempotency_key: None,
-        })
-        .await
-        .unwrap_err();
+    let err = app.batch_create(too_many).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 

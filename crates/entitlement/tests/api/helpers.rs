@@ -276,6 +276,21 @@ impl App {
         (r.grant.unwrap(), r.revision)
     }
 
+    /// `BatchCreateGrants` without an idempotency key.
+    pub async fn batch_create(
+        &self,
+        grants: Vec<pb::NewGrant>,
+    ) -> Result<pb::BatchCreateGrantsResponse, tonic::Status> {
+        self.grants
+            .clone()
+            .batch_create_grants(pb::BatchCreateGrantsRequest {
+                grants,
+                idempotency_key: None,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Checks a feature for an account (or user) at `at` (None = the service's clock).
     pub async fn check(
         &self,
