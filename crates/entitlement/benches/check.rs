@@ -24,8 +24,10 @@ struct Fixture {
     permissions: Vec<String>,
 }
 
-static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    let (snapshot, tenant_ids) = world(10_000, 42);
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| fixture(10_000));
+
+fn fixture(accounts: usize) -> Fixture {
+    let (snapshot, tenant_ids) = world(accounts, 42);
     let template = snapshot.grants[0].clone();
     let writer = IndexWriter::from_snapshot(snapshot, 1);
     let index = writer.current();
@@ -37,7 +39,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         attributes: synthetic::attributes(),
         permissions: (0..PERMISSIONS).map(synthetic::permission_key).collect(),
     }
-});
+}
 
 fn main() {
     // Build the 10k fixture first so the 1M-grant memory run cannot fragment its heap.
@@ -186,7 +188,18 @@ fn write_one_grant(bencher: Bencher) {
 /// back and republished, the work a batch call does after its commit.
 #[divan::bench(sample_count = 50, sample_size = 1)]
 fn write_batch_of_1000_grants(bencher: Bencher) {
-    let fx = &*FIXTURE;
+    batch_of_1000(bencher, &FIXTURE);
+}
+
+/// The same batch into an index ten times larger: the cost should follow the batch, not the
+/// index.
+#[divan::bench(sample_count = 50, sample_size = 1)]
+fn write_batch_of_1000_grants_100k_accounts(bencher: Bencher) {
+    static LARGE: LazyLock<Fixture> = LazyLock::new(|| fixture(100_000));
+    batch_of_1000(bencher, &LARGE);
+}
+
+fn batch_of_1000(bencher: Bencher, fx: &Fixture) {
     let mut writer = fx.writer.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = synthetic::Lcg::new(1_000);
     let mut n = 0u128;

@@ -5,8 +5,9 @@
 //! - `Catalog` (features, plans, flags, routes, permission links) is small and rebuilt whole
 //!   behind one `Arc` when any of it changes. Feature keys are interned to `u32` positions
 //!   (sorted by key); plans get stable `u32` slots that grants refer to.
-//! - Tenants live in 256 shards, each an `Arc<FxHashMap<Arc<str>, TenantNode>>` keyed by the
-//!   caller-chosen tenant ID. Each ID is interned once: the table key and every child's parent
+//! - Tenants live in shards, each an `Arc<FxHashMap<Arc<str>, TenantNode>>` keyed by the
+//!   caller-chosen tenant ID. There are 256 shards, doubled whenever they average more than
+//!   64 tenants, so a write copies a shard table of at most ~64 entries at any size. Each ID is interned once: the table key and every child's parent
 //!   pointer share one `Arc<str>`, and checks look nodes up by `&str`, so nothing allocates.
 //!   A node sits in the table itself (one cache miss fewer per level than a boxed node) and holds its parent, its
 //!   account-level grants and its users' grants as exact-size `Arc<[_]>` slices of compact
@@ -52,8 +53,11 @@ use super::route::{PathPattern, parse_method, request_segments, route_order};
 
 /// Ancestors further up than this are ignored by checks (the tenant service keeps trees shallow).
 pub const MAX_ANCESTOR_DEPTH: usize = 32;
-const SHARD_BITS: u32 = 8;
-const SHARDS: usize = 1 << SHARD_BITS;
+/// The fewest shards (2^8); there are never fewer, so small indexes keep their tables hot.
+const MIN_SHARD_BITS: u32 = 8;
+/// Past this many tenants per shard on average the shard count doubles: a batch write copies
+/// every table it touches, so their size, not the index's, must bound its cost.
+pub(crate) const MAX_TENANTS_PER_SHARD: usize = 64;
 /// "No such instant" in compact grants: never expires, never revoked.
 const NEVER: i64 = i64::MAX;
 
@@ -792,12 +796,15 @@ struct Resolved<'i> {
     user: Option<&'i UserGrants>,
 }
 
-/// The immutable snapshot checks run against. Cloning is cheap (a few hundred `Arc`s).
+/// The immutable snapshot checks run against. Cloning is cheap (one `Arc` per shard).
 #[derive(Debug, Clone)]
 pub struct EntitlementIndex {
     pub(crate) revision: u64,
     pub(crate) catalog: Arc<Catalog>,
+    /// `1 << shard_bits` shards.
     pub(crate) shards: Vec<Arc<Shard>>,
+    shard_bits: u32,
+    tenants: usize,
     pub(crate) grants: usize,
     /// The latest commit time (by its writer's clock, epoch µs) among the revisions applied.
     pub(crate) written_until: i64,
@@ -810,10 +817,14 @@ impl Default for EntitlementIndex {
 }
 
 #[inline]
-fn shard_of(id: &str) -> usize {
+fn shard_of(id: &str, bits: u32) -> usize {
     use std::hash::BuildHasher;
-    // The map hashes with the low bits; the shard takes the high ones.
-    (FxBuildHasher::default().hash_one(id) >> (64 - SHARD_BITS)) as usize
+    let hash = FxBuildHasher::default().hash_one(id);
+    // The table inside a shard uses the hash's low bits for the bucket and its top 7 bits as
+    // the tag it compares first; taking the shard from those top bits would give every key
+    // in a shard the same tag (a string comparison per occupied slot probed). So the shard
+    // comes from a remix of the whole hash instead.
+    ((hash ^ (hash >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
 }
 
 impl EntitlementIndex {
@@ -821,7 +832,11 @@ impl EntitlementIndex {
         Self {
             revision: 0,
             catalog: Arc::new(Catalog::default()),
-            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            shards: (0..1 << MIN_SHARD_BITS)
+                .map(|_| Arc::new(Shard::default()))
+                .collect(),
+            shard_bits: MIN_SHARD_BITS,
+            tenants: 0,
             grants: 0,
             written_until: i64::MIN,
         }
@@ -844,7 +859,29 @@ impl EntitlementIndex {
     }
 
     pub fn tenant_count(&self) -> usize {
-        self.shards.iter().map(|s| s.len()).sum()
+        self.tenants
+    }
+
+    /// Grows the shard count, if needed, so `tenants` would average at most
+    /// [`MAX_TENANTS_PER_SHARD`]: every table is rebuilt (O(tenants), shallow), which doubling
+    /// makes rare. The count never shrinks.
+    pub(crate) fn reserve_tenants(&mut self, tenants: usize) {
+        let mut bits = self.shard_bits;
+        while tenants > (MAX_TENANTS_PER_SHARD << bits) && bits < 24 {
+            bits += 1;
+        }
+        if bits == self.shard_bits {
+            return;
+        }
+        let per_shard = tenants >> bits;
+        let mut shards: Vec<Shard> = (0..1_usize << bits)
+            .map(|_| Shard::with_capacity_and_hasher(per_shard + per_shard / 4, Default::default()))
+            .collect();
+        for (key, node) in self.shards.iter().flat_map(|s| s.iter()) {
+            shards[shard_of(key, bits)].insert(key.clone(), node.clone());
+        }
+        self.shards = shards.into_iter().map(Arc::new).collect();
+        self.shard_bits = bits;
     }
 
     pub fn grant_count(&self) -> usize {
@@ -888,25 +925,35 @@ impl EntitlementIndex {
 
     #[inline]
     pub(crate) fn node(&self, id: &str) -> Option<&TenantNode> {
-        self.shards[shard_of(id)].get(id)
+        self.shards[shard_of(id, self.shard_bits)].get(id)
     }
 
     /// The interned key of a known tenant.
     pub(crate) fn key_of(&self, id: &str) -> Option<&TenantKey> {
-        self.shards[shard_of(id)].get_key_value(id).map(|(k, _)| k)
+        self.shards[shard_of(id, self.shard_bits)]
+            .get_key_value(id)
+            .map(|(k, _)| k)
     }
 
     /// Inserts or replaces a node, copying its shard's table if a snapshot still shares it.
     pub(crate) fn put_node(&mut self, id: TenantKey, node: TenantNode) {
-        Arc::make_mut(&mut self.shards[shard_of(&id)]).insert(id, node);
+        let slot = shard_of(&id, self.shard_bits);
+        if Arc::make_mut(&mut self.shards[slot])
+            .insert(id, node)
+            .is_none()
+        {
+            self.tenants += 1;
+        }
     }
 
     pub(crate) fn remove_node(&mut self, id: &str) -> Option<TenantNode> {
-        let slot = shard_of(id);
+        let slot = shard_of(id, self.shard_bits);
         if !self.shards[slot].contains_key(id) {
             return None;
         }
-        Arc::make_mut(&mut self.shards[slot]).remove(id)
+        let removed = Arc::make_mut(&mut self.shards[slot]).remove(id);
+        self.tenants -= usize::from(removed.is_some());
+        removed
     }
 
     /// The key of a feature a decision from this snapshot names.
@@ -938,8 +985,8 @@ impl EntitlementIndex {
     }
 
     fn resolve(&self, subject: &Subject<'_>) -> Option<Resolved<'_>> {
-        let (tenant_id, node) =
-            self.shards[shard_of(subject.tenant_id)].get_key_value(subject.tenant_id)?;
+        let (tenant_id, node) = self.shards[shard_of(subject.tenant_id, self.shard_bits)]
+            .get_key_value(subject.tenant_id)?;
         Some(Resolved {
             tenant_id,
             node,

@@ -4,8 +4,9 @@
 //! Cost per published batch (documented, measured by the bench for the grant case):
 //! - grant upsert/delete, tenant upsert/remove: the touched tenants are staged as editable
 //!   drafts (their grant lists copied once per batch), then written back as exact-size slices;
-//!   each touched shard's table (≈ tenants / 256 entries, shallow) is copied once; then one
-//!   `Vec` of 256 `Arc`s for the new snapshot. A batch is O(touched tenants' grants + batch);
+//!   each touched shard's table (at most ~64 entries, shallow: shards double as tenants grow)
+//!   is copied once; then one `Vec` of one `Arc` per shard for the new snapshot. A batch is
+//!   O(touched tenants' grants + batch + shards);
 //! - feature, plan, flag or route change: rebuild the catalog once per batch — O(features +
 //!   plan features + flags + routes), independent of the number of grants, because grants refer
 //!   to plans through stable slots.
@@ -237,6 +238,10 @@ impl IndexWriter {
     }
 
     fn finish(&mut self, revision: u64) {
+        // Grown before the drafts go in, so new tenants are placed once (drafts of known
+        // tenants make this an upper bound).
+        self.working
+            .reserve_tenants(self.working.tenant_count() + self.drafts.len());
         for (id, draft) in std::mem::take(&mut self.drafts) {
             self.working.grants -= draft.old_grants;
             if draft.removed {
@@ -505,6 +510,65 @@ mod tests {
         // revisions from storage never go backwards
         assert_eq!(w.apply_at(5, []).revision(), 10);
         assert_eq!(w.apply_at(42, []).revision(), 42);
+    }
+
+    #[test]
+    fn shards_grow_with_tenants_and_keep_every_tenant_and_old_snapshot() {
+        let p = plan("pro", &["sso"]);
+        let name = |i: usize| format!("acct-{i}");
+        let mut w = IndexWriter::from_snapshot(
+            Snapshot {
+                features: vec![feature("sso")],
+                plans: vec![p.clone()],
+                tenants: (0..1_000).map(|i| (name(i), None)).collect(),
+                ..Snapshot::default()
+            },
+            1,
+        );
+        let small = w.current();
+        let shards_at_start = small.shards.len();
+        // Enough new tenants (each with a grant) to force at least two doublings, in batches.
+        for batch in 0..10 {
+            w.apply(
+                (1_000 + batch * 7_000..1_000 + (batch + 1) * 7_000).flat_map(|i| {
+                    [
+                        IndexChange::UpsertTenant {
+                            id: name(i),
+                            parent: Some(name(i % 1_000)),
+                        },
+                        IndexChange::UpsertGrant(grant(p.id, &name(i), None)),
+                    ]
+                }),
+            );
+        }
+        let large = w.current();
+        assert_eq!(large.tenant_count(), 71_000);
+        assert!(
+            large.shards.len() >= 4 * shards_at_start,
+            "{} shards for 71,000 tenants",
+            large.shards.len()
+        );
+        assert!(
+            large
+                .shards
+                .iter()
+                .all(|s| s.len() <= 2 * crate::domain::index::MAX_TENANTS_PER_SHARD)
+        );
+        for i in (0..71_000).step_by(97) {
+            assert!(large.contains_tenant(&name(i)), "{} lost", name(i));
+            assert_eq!(check(&large, &name(i), "sso"), i >= 1_000, "{}", name(i));
+            if i >= 1_000 {
+                assert_eq!(large.parent_of(&name(i)), Some(name(i % 1_000).as_str()));
+            }
+        }
+        // The snapshot taken before the growth still answers as it did.
+        assert_eq!(small.tenant_count(), 1_000);
+        assert!(small.contains_tenant(&name(999)) && !small.contains_tenant(&name(1_000)));
+
+        let removed = w.apply([IndexChange::RemoveTenant { id: name(5_000) }]);
+        assert_eq!(removed.tenant_count(), 70_999);
+        assert!(!removed.contains_tenant(&name(5_000)));
+        assert!(removed.contains_tenant(&name(5_001)));
     }
 
     #[test]
