@@ -7,8 +7,8 @@
 //!   (sorted by key); plans get stable `u32` slots that grants refer to.
 //! - Tenants live in shards, each an `Arc<FxHashMap<Arc<str>, TenantNode>>` keyed by the
 //!   caller-chosen tenant ID. There are 256 shards, doubled whenever they average more than
-//!   64 tenants, so a write copies a shard table of at most ~64 entries at any size. Each ID is interned once: the table key and every child's parent
-//!   pointer share one `Arc<str>`, and checks look nodes up by `&str`, so nothing allocates.
+//!   64 tenants, so the tables a write copies stay small at any size. Each ID is interned
+//!   once: the table key and every child's parent pointer share one `Arc<str>`, and checks look nodes up by `&str`, so nothing allocates.
 //!   A node sits in the table itself (one cache miss fewer per level than a boxed node) and holds its parent, its
 //!   account-level grants and its users' grants as exact-size `Arc<[_]>` slices of compact
 //!   48-byte records sorted by grant id. A write copies one shard's table (shallow: the slices
@@ -55,6 +55,8 @@ use super::route::{PathPattern, parse_method, request_segments, route_order};
 pub const MAX_ANCESTOR_DEPTH: usize = 32;
 /// The fewest shards (2^8); there are never fewer, so small indexes keep their tables hot.
 const MIN_SHARD_BITS: u32 = 8;
+/// The most shards (2^24): past that, tables grow instead.
+const MAX_SHARD_BITS: u32 = 24;
 /// Past this many tenants per shard on average the shard count doubles: a batch write copies
 /// every table it touches, so their size, not the index's, must bound its cost.
 pub(crate) const MAX_TENANTS_PER_SHARD: usize = 64;
@@ -801,9 +803,8 @@ struct Resolved<'i> {
 pub struct EntitlementIndex {
     pub(crate) revision: u64,
     pub(crate) catalog: Arc<Catalog>,
-    /// `1 << shard_bits` shards.
+    /// A power of two, at least `1 << MIN_SHARD_BITS`.
     pub(crate) shards: Vec<Arc<Shard>>,
-    shard_bits: u32,
     tenants: usize,
     pub(crate) grants: usize,
     /// The latest commit time (by its writer's clock, epoch µs) among the revisions applied.
@@ -835,7 +836,6 @@ impl EntitlementIndex {
             shards: (0..1 << MIN_SHARD_BITS)
                 .map(|_| Arc::new(Shard::default()))
                 .collect(),
-            shard_bits: MIN_SHARD_BITS,
             tenants: 0,
             grants: 0,
             written_until: i64::MIN,
@@ -866,11 +866,12 @@ impl EntitlementIndex {
     /// [`MAX_TENANTS_PER_SHARD`]: every table is rebuilt (O(tenants), shallow), which doubling
     /// makes rare. The count never shrinks.
     pub(crate) fn reserve_tenants(&mut self, tenants: usize) {
-        let mut bits = self.shard_bits;
-        while tenants > (MAX_TENANTS_PER_SHARD << bits) && bits < 24 {
+        let current = self.shard_bits();
+        let mut bits = current;
+        while tenants > (MAX_TENANTS_PER_SHARD << bits) && bits < MAX_SHARD_BITS {
             bits += 1;
         }
-        if bits == self.shard_bits {
+        if bits == current {
             return;
         }
         let per_shard = tenants >> bits;
@@ -881,7 +882,11 @@ impl EntitlementIndex {
             shards[shard_of(key, bits)].insert(key.clone(), node.clone());
         }
         self.shards = shards.into_iter().map(Arc::new).collect();
-        self.shard_bits = bits;
+    }
+
+    #[inline]
+    fn shard_bits(&self) -> u32 {
+        self.shards.len().trailing_zeros()
     }
 
     pub fn grant_count(&self) -> usize {
@@ -925,19 +930,19 @@ impl EntitlementIndex {
 
     #[inline]
     pub(crate) fn node(&self, id: &str) -> Option<&TenantNode> {
-        self.shards[shard_of(id, self.shard_bits)].get(id)
+        self.shards[shard_of(id, self.shard_bits())].get(id)
     }
 
     /// The interned key of a known tenant.
     pub(crate) fn key_of(&self, id: &str) -> Option<&TenantKey> {
-        self.shards[shard_of(id, self.shard_bits)]
+        self.shards[shard_of(id, self.shard_bits())]
             .get_key_value(id)
             .map(|(k, _)| k)
     }
 
     /// Inserts or replaces a node, copying its shard's table if a snapshot still shares it.
     pub(crate) fn put_node(&mut self, id: TenantKey, node: TenantNode) {
-        let slot = shard_of(&id, self.shard_bits);
+        let slot = shard_of(&id, self.shard_bits());
         if Arc::make_mut(&mut self.shards[slot])
             .insert(id, node)
             .is_none()
@@ -947,7 +952,7 @@ impl EntitlementIndex {
     }
 
     pub(crate) fn remove_node(&mut self, id: &str) -> Option<TenantNode> {
-        let slot = shard_of(id, self.shard_bits);
+        let slot = shard_of(id, self.shard_bits());
         if !self.shards[slot].contains_key(id) {
             return None;
         }
@@ -985,7 +990,7 @@ impl EntitlementIndex {
     }
 
     fn resolve(&self, subject: &Subject<'_>) -> Option<Resolved<'_>> {
-        let (tenant_id, node) = self.shards[shard_of(subject.tenant_id, self.shard_bits)]
+        let (tenant_id, node) = self.shards[shard_of(subject.tenant_id, self.shard_bits())]
             .get_key_value(subject.tenant_id)?;
         Some(Resolved {
             tenant_id,
