@@ -152,6 +152,9 @@ pub struct Config {
     /// A list in TOML, comma-separated in the environment.
     #[serde(deserialize_with = "string_or_list")]
     pub cors_allowed_origins: Vec<String>,
+    /// Most entitlement checks the gateway sends in one `BatchIsEntitledTo` call when they
+    /// arrive together (1 to 1,000); 1 sends every check in its own call.
+    pub check_coalesce_max: usize,
 }
 
 /// Algorithms `user_jwt_algorithm` accepts: asymmetric only, so a public key can never be
@@ -203,6 +206,7 @@ impl Default for Config {
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
             cors_allowed_origins: Vec::new(),
+            check_coalesce_max: 128,
         }
     }
 }
@@ -508,6 +512,12 @@ impl Config {
                 ));
             }
         }
+        if !(1..=1_000).contains(&self.check_coalesce_max) {
+            return Err(invalid(
+                "check_coalesce_max",
+                format!("must be 1 to 1000 (got {})", self.check_coalesce_max),
+            ));
+        }
         for (key, value) in [
             ("env_token_ttl_secs", self.env_token_ttl_secs),
             ("http_body_limit_bytes", self.http_body_limit_bytes as u64),
@@ -812,6 +822,7 @@ mod tests {
                 ),
                 ("TENANTRY_USER_JWT_ISSUER", "https://idp.example.com/"),
                 ("TENANTRY_RATE_LIMIT_PER_SECOND", "7"),
+                ("TENANTRY_CHECK_COALESCE_MAX", "1"),
             ]),
         )
         .unwrap();
@@ -820,6 +831,7 @@ mod tests {
             vec!["https://app.example.com", "http://localhost:3000"]
         );
         assert_eq!(c.rate_limit_per_second, 7);
+        assert_eq!(c.check_coalesce_max, 1);
         assert_eq!(c.user_jwt_algorithm, "RS256");
 
         let refused = |pairs: &[(&str, &str)], key: &str| {
@@ -867,6 +879,14 @@ mod tests {
         refused(
             &[("TENANTRY_HTTP_BODY_LIMIT_BYTES", "0")],
             "http_body_limit_bytes",
+        );
+        refused(
+            &[("TENANTRY_CHECK_COALESCE_MAX", "0")],
+            "check_coalesce_max",
+        );
+        refused(
+            &[("TENANTRY_CHECK_COALESCE_MAX", "1001")],
+            "check_coalesce_max",
         );
         refused(
             &[("TENANTRY_USER_JWT_JWKS_URL", "ftp://idp/jwks")],

@@ -6,6 +6,7 @@
 //! codes through `tenantry_common::error`.
 
 mod auth;
+mod coalesce;
 mod convert;
 mod credentials;
 mod error;

@@ -22,7 +22,10 @@ use tenantry_proto::{
 };
 use tonic::metadata::MetadataValue;
 
-use crate::auth::{Authenticator, Principal};
+use crate::{
+    auth::{Authenticator, Principal},
+    coalesce::Checker,
+};
 
 /// Cheap to clone: channels are shared handles.
 #[derive(Clone, Debug)]
@@ -30,15 +33,27 @@ pub struct AppState {
     pub tenant: ClientChannel,
     pub entitlement: ClientChannel,
     pub auth: Arc<Authenticator>,
+    /// Entitlement checks, coalesced when they arrive together.
+    pub checker: Checker,
     pub max_message_bytes: usize,
     /// How long readiness waits for a health answer.
     pub probe_timeout: Duration,
 }
 
 impl AppState {
+    /// Builds the state; starts the check-coalescing task, so it needs a running runtime.
     pub fn from_config(config: &Config) -> Result<Self, RunError> {
         let ca = config.tls_ca_path.as_ref();
         let token = config.service_token.as_ref();
+        let entitlement = connect(
+            &config.entitlement_endpoint(),
+            ca,
+            token,
+            config.request_timeout(),
+        )?;
+        let checks = EntitlementServiceClient::new(entitlement.clone())
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
         Ok(Self {
             tenant: connect(
                 &config.tenant_endpoint(),
@@ -46,13 +61,9 @@ impl AppState {
                 token,
                 config.request_timeout(),
             )?,
-            entitlement: connect(
-                &config.entitlement_endpoint(),
-                ca,
-                token,
-                config.request_timeout(),
-            )?,
+            entitlement,
             auth: Arc::new(Authenticator::from_config(config)?),
+            checker: Checker::new(checks, config.check_coalesce_max),
             max_message_bytes: config.max_message_bytes,
             probe_timeout: Duration::from_secs(2).min(config.request_timeout()),
         })

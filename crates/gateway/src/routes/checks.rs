@@ -9,8 +9,8 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json_};
 use tenantry_proto::entitlement::v1::{
-    self as pb, AllowReason, BatchIsEntitledToRequest, EntitlementQuery, GrantLevel,
-    IsEntitledToRequest, Justification, RouteTarget, entitlement_query::Target,
+    self as pb, AllowReason, BatchIsEntitledToRequest, EntitlementQuery, GrantLevel, Justification,
+    RouteTarget, entitlement_query::Target,
 };
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -306,16 +306,9 @@ async fn is_entitled_to(
     let t = target(b.feature, b.permission, b.route, "feature")?;
     let q = query(&state, &p, b.subject, t, b.at, b.requested_amount, "").await?;
     let out = state
-        .checks()
-        .is_entitled_to(grpc(
-            &p,
-            IsEntitledToRequest {
-                query: Some(q),
-                min_revision: b.min_revision.unwrap_or_default(),
-            },
-        ))
-        .await?
-        .into_inner();
+        .checker
+        .check(&p, q, b.min_revision.unwrap_or_default())
+        .await?;
     Ok(Json(CheckResponse {
         decision: decision(out.decision.unwrap_or_default()),
         revision: out.revision,
@@ -407,17 +400,7 @@ async fn agent(
 ) -> Result<Json<AgentResponse>, ApiError> {
     let started = std::time::Instant::now();
     let q = query(state, p, subject_body, target, None, None, "input.").await?;
-    let out = state
-        .checks()
-        .is_entitled_to(grpc(
-            p,
-            IsEntitledToRequest {
-                query: Some(q),
-                min_revision: 0,
-            },
-        ))
-        .await?
-        .into_inner();
+    let out = state.checker.check(p, q, 0).await?;
     let d = out.decision.unwrap_or_default();
     let mut metrics = Map::new();
     metrics.insert(
