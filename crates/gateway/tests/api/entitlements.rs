@@ -1866,6 +1866,119 @@ async fn checks_with_user_and_environment_tokens_and_provenance() {
     assert_eq!(r.body["fieldViolations"][0]["field"], "checks[1].feature");
 }
 
+/// Records the `checks` field of every coalesced batch call the gateway makes.
+#[derive(Clone, Default)]
+struct BatchSizes(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for BatchSizes {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Checks(Option<u64>);
+        impl tracing::field::Visit for Checks {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "checks" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        if attrs.metadata().name() == "entitlement.check_batch" {
+            let mut checks = Checks(None);
+            attrs.record(&mut checks);
+            self.0.lock().unwrap().extend(checks.0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_checks_share_calls_and_each_gets_its_own_answer() {
+    use tracing_subscriber::layer::SubscriberExt;
+    // The gateway runs on this test's one thread, so a thread-local subscriber sees its spans.
+    let sizes = BatchSizes::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(sizes.clone()));
+    let s = spawn_stack().await;
+    let (_, _, rev) = catalog_with_grant(&s).await;
+    let r = s
+        .post(
+            CHECK,
+            &json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"},
+                    "minRevision": rev}),
+        )
+        .await;
+    assert_eq!(r.body["result"], true, "{:?}", r.body);
+
+    let cases = [
+        json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"}}),
+        json!({"subject": {"tenantId": "acme-eu"}, "feature": {"featureKey": "reports"}}),
+        json!({"subject": {"tenantId": "globex"}, "feature": {"featureKey": "reports"}}),
+        json!({"subject": {"tenantId": "nobody"}, "feature": {"featureKey": "reports"}}),
+        json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "seats"},
+               "requestedAmount": 6}),
+        json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "seats"},
+               "requestedAmount": 5}),
+        // Refused by the entitlement service, not the gateway: it fails its own request only.
+        json!({"subject": {"tenantId": ""}, "feature": {"featureKey": "reports"}}),
+    ];
+    // Each case alone first: what every concurrent copy of it must answer.
+    let mut alone = Vec::new();
+    for case in &cases {
+        let r = s.post(CHECK, case).await;
+        alone.push((r.status, without_revision(r.body)));
+    }
+    assert_eq!(
+        alone.iter().map(|(status, _)| *status).collect::<Vec<_>>(),
+        [200, 200, 200, 200, 200, 200, 400]
+    );
+    assert_eq!(alone[0].1["result"], true);
+    assert_eq!(
+        alone[1].1["allowReason"], "GRANT",
+        "inherited: {:?}",
+        alone[1].1
+    );
+    assert_eq!(alone[2].1["justification"], "MISSING_FEATURE");
+    assert_eq!(alone[3].1["justification"], "TENANT_NOT_FOUND");
+    assert_eq!(alone[4].1["justification"], "LIMIT_EXCEEDED");
+    assert_eq!(alone[5].1["result"], true);
+    assert_error_shape(
+        &Reply {
+            status: alone[6].0,
+            headers: http::HeaderMap::new(),
+            body: alone[6].1.clone(),
+        },
+        400,
+    );
+    let before = sizes.0.lock().unwrap().len();
+
+    // 20 copies of every case at once, interleaved (within the rate limit's burst).
+    let order: Vec<usize> = (0..20 * cases.len()).map(|i| i % cases.len()).collect();
+    let replies = futures::future::join_all(order.iter().map(|&c| s.post(CHECK, &cases[c]))).await;
+    for (&c, r) in order.iter().zip(replies) {
+        assert_eq!(
+            (r.status, without_revision(r.body)),
+            alone[c],
+            "case {c} answered differently when sent with others"
+        );
+    }
+    let batched = sizes.0.lock().unwrap()[before..].to_vec();
+    assert!(
+        batched.iter().any(|&n| n > 1),
+        "concurrent checks were sent in batch calls: {batched:?}"
+    );
+}
+
+/// A check's answer without the index revision (which later writes may move).
+fn without_revision(mut body: Value) -> Value {
+    if let Some(o) = body.as_object_mut() {
+        o.remove("revision");
+    }
+    body
+}
+
 #[tokio::test]
 async fn route_and_permission_checks_name_their_reason_feature_and_targeting_level() {
     let s = spawn_stack().await;
