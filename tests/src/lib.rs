@@ -465,6 +465,28 @@ impl Stack {
         (process, format!("http://{addr}"))
     }
 
+    /// A second gateway process in front of the same services, not started: the first one's
+    /// environment with `overrides` on top, and the `http://127.0.0.1:PORT` it will serve on.
+    pub fn gateway_variant(
+        &self,
+        name: &'static str,
+        overrides: &[(&str, &str)],
+    ) -> (Process, String) {
+        let addr = format!("127.0.0.1:{}", testing::free_port());
+        let mut env = self.gateway.env.clone();
+        env.insert("TENANTRY_HTTP_ADDR".into(), addr.clone());
+        env.insert(
+            "TENANTRY_DATA_DIR".into(),
+            self._dir.path().join(name).display().to_string(),
+        );
+        for (key, value) in overrides {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let mut process = Process::new(name, self.gateway.binary.clone(), env, self._dir.path());
+        process.cpu_list = self.gateway.cpu_list.clone();
+        (process, format!("http://{addr}"))
+    }
+
     /// Waits until `/readyz` says both services answer.
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = Instant::now() + within;

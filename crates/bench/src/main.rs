@@ -134,7 +134,20 @@ async fn run(
         }
         measure!("B2", rpc::b2(&fixture));
         measure!("B3", rpc::b3(&fixture));
-        measure!("B4", rpc::b4(&fixture));
+        if wanted("B4") {
+            eprintln!("B4 …");
+            let steal = StealMeter::start();
+            match rpc::b4(&mut fixture).await {
+                Ok(b4) => {
+                    for row in b4 {
+                        let row = stolen(row, steal);
+                        eprintln!("{}", report::render(std::slice::from_ref(&row)));
+                        rows.push(row);
+                    }
+                }
+                Err(e) => rows.push(failed("B4", &e)),
+            }
+        }
         measure!("B5", batch::b5(&fixture));
         measure!("B6", replica::b6(&fixture));
         if wanted("B7") {

@@ -1,14 +1,17 @@
 //! B2–B4: the check's throughput against an empty RPC, a hand-written SQL check, and the REST
 //! gateway.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use sea_orm::{DbBackend, Statement};
 use tenantry_proto::entitlement::v1::{GetRevisionRequest, IsEntitledToRequest};
 
 use crate::{
-    ab::interleaved,
+    ab::{Pairs, interleaved},
     fixture::{Fixture, USER_ID, query},
     report::{Row, Verdict},
 };
@@ -140,8 +143,76 @@ async fn naive_check(
     }
 }
 
-/// B4: the check through the REST gateway (user token, JSON) ÷ the same check over gRPC.
-pub async fn b4(fixture: &Fixture) -> Result<Row> {
+/// B4: the check through the REST gateway (user token, JSON) ÷ the same check over gRPC; then
+/// the same through a second gateway that sends every check in its own call
+/// (`check_coalesce_max = 1`), so the table shows what coalescing is worth.
+pub async fn b4(fixture: &mut Fixture) -> Result<Vec<Row>> {
+    let s = fixture.settings.clone();
+    let base_url = fixture.stack.base_url.clone();
+    let coalescing = rest_vs_grpc(fixture, &base_url).await?;
+    let ratio = coalescing.throughput_ratio();
+    let mut rows = vec![Row {
+        id: "B4",
+        measure: format!(
+            "check via REST gateway (user token, HTTP/1.1 JSON) ÷ same check over gRPC, {} in flight",
+            s.concurrency
+        ),
+        a: coalescing.describe_a("checks/s"),
+        b: coalescing.describe_b("checks/s"),
+        verdict: ratio.map_or(Verdict::Missed, |r| Verdict::at_least(r.median, 0.5)),
+        summary: ratio,
+        unit: "",
+        cpu: coalescing.cpu(),
+        target: "≥ 0.5".into(),
+    }];
+
+    let (mut solo, solo_url) = fixture
+        .stack
+        .gateway_variant("gateway-solo", &[("TENANTRY_CHECK_COALESCE_MAX", "1")]);
+    solo.start();
+    let ready = format!("{solo_url}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fixture
+        .stack
+        .http
+        .get(&ready)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "the second gateway was not ready within 60 s:\n{}",
+                solo.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fixture.extra_pids.extend(solo.pid());
+    let measured = rest_vs_grpc(fixture, &solo_url).await;
+    fixture.extra_pids.retain(|pid| Some(*pid) != solo.pid());
+    solo.terminate().await;
+    let pairs = measured?;
+    rows.push(Row {
+        id: "B4′",
+        measure: format!(
+            "as B4, through a second gateway with `check_coalesce_max = 1` (every check its own \
+             call), {} in flight",
+            s.concurrency
+        ),
+        a: pairs.describe_a("checks/s"),
+        b: pairs.describe_b("checks/s"),
+        verdict: Verdict::Report,
+        summary: pairs.throughput_ratio(),
+        unit: "",
+        cpu: pairs.cpu(),
+        target: "report (what coalescing is worth)".into(),
+    });
+    Ok(rows)
+}
+
+/// REST checks through the gateway at `base_url` ÷ the same checks over gRPC, interleaved.
+async fn rest_vs_grpc(fixture: &Fixture, base_url: &str) -> Result<Pairs> {
     let s = &fixture.settings;
     let tokens: HashMap<&str, String> = fixture
         .checks
@@ -168,10 +239,7 @@ pub async fn b4(fixture: &Fixture) -> Result<Row> {
         .pool_max_idle_per_host(s.concurrency)
         .tcp_nodelay(true)
         .build()?;
-    let url = format!(
-        "{}/entitlements/api/v1/is-entitled-to",
-        fixture.stack.base_url
-    );
+    let url = format!("{base_url}/entitlements/api/v1/is-entitled-to");
     // Same answer both ways before comparing speed.
     let mut client = fixture.checks_client();
     for (i, (token, body)) in bodies.iter().enumerate().take(50) {
@@ -219,20 +287,5 @@ pub async fn b4(fixture: &Fixture) -> Result<Row> {
         let request = check_request(fixture, i, Some(USER_ID));
         async move { c.is_entitled_to(request).await.map(drop) }
     };
-    let pairs = interleaved(fixture, s.pairs, s.bounds(), rest, grpc).await?;
-    let ratio = pairs.throughput_ratio();
-    Ok(Row {
-        id: "B4",
-        measure: format!(
-            "check via REST gateway (user token, HTTP/1.1 JSON) ÷ same check over gRPC, {} in flight",
-            s.concurrency
-        ),
-        a: pairs.describe_a("checks/s"),
-        b: pairs.describe_b("checks/s"),
-        verdict: ratio.map_or(Verdict::Missed, |r| Verdict::at_least(r.median, 0.5)),
-        summary: ratio,
-        unit: "",
-        cpu: pairs.cpu(),
-        target: "≥ 0.5".into(),
-    })
+    interleaved(fixture, s.pairs, s.bounds(), rest, grpc).await
 }
