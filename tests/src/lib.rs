@@ -452,17 +452,12 @@ impl Stack {
     /// A second entitlement-service process on the same database and schema (a replica), not
     /// started, and the `http://127.0.0.1:PORT` it will serve gRPC on.
     pub fn entitlement_replica(&self, name: &'static str) -> (Process, String) {
-        let addr = format!("127.0.0.1:{}", testing::free_port());
-        let mut env = self.entitlement.env.clone();
-        env.insert("TENANTRY_ENTITLEMENT_GRPC_ADDR".into(), addr.clone());
-        env.insert(
-            "TENANTRY_DATA_DIR".into(),
-            self._dir.path().join(name).display().to_string(),
-        );
-        let mut process =
-            Process::new(name, self.entitlement.binary.clone(), env, self._dir.path());
-        process.cpu_list = self.entitlement.cpu_list.clone();
-        (process, format!("http://{addr}"))
+        self.variant(
+            &self.entitlement,
+            name,
+            "TENANTRY_ENTITLEMENT_GRPC_ADDR",
+            &[],
+        )
     }
 
     /// A second gateway process in front of the same services, not started: the first one's
@@ -472,9 +467,21 @@ impl Stack {
         name: &'static str,
         overrides: &[(&str, &str)],
     ) -> (Process, String) {
+        self.variant(&self.gateway, name, "TENANTRY_HTTP_ADDR", overrides)
+    }
+
+    /// Another process like `base`: its own listen address (`addr_key`) and data directory,
+    /// the same CPUs, `overrides` on top of its environment.
+    fn variant(
+        &self,
+        base: &Process,
+        name: &'static str,
+        addr_key: &str,
+        overrides: &[(&str, &str)],
+    ) -> (Process, String) {
         let addr = format!("127.0.0.1:{}", testing::free_port());
-        let mut env = self.gateway.env.clone();
-        env.insert("TENANTRY_HTTP_ADDR".into(), addr.clone());
+        let mut env = base.env.clone();
+        env.insert(addr_key.into(), addr.clone());
         env.insert(
             "TENANTRY_DATA_DIR".into(),
             self._dir.path().join(name).display().to_string(),
@@ -482,8 +489,8 @@ impl Stack {
         for (key, value) in overrides {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
-        let mut process = Process::new(name, self.gateway.binary.clone(), env, self._dir.path());
-        process.cpu_list = self.gateway.cpu_list.clone();
+        let mut process = Process::new(name, base.binary.clone(), env, self._dir.path());
+        process.cpu_list = base.cpu_list.clone();
         (process, format!("http://{addr}"))
     }
 

@@ -169,6 +169,16 @@ impl Stack {
         (ids, revision(&r))
     }
 
+    /// `acme`'s `reports` check from an index that includes `rev` (read-your-write).
+    async fn reports_check_at(&self, rev: u64) -> Reply {
+        self.post(
+            CHECK,
+            &json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"},
+                    "minRevision": rev}),
+        )
+        .await
+    }
+
     /// Polls until `f` holds (effects carried by the tenant change feed).
     async fn eventually<F, Fut>(&self, what: &str, mut f: F)
     where
@@ -1551,13 +1561,7 @@ async fn checks_with_user_and_environment_tokens_and_provenance() {
     let (pro, grant_ids, rev) = catalog_with_grant(&s).await;
 
     // Read-your-write: `minRevision` from the write's `x-tenantry-revision`.
-    let r = s
-        .post(
-            CHECK,
-            &json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"},
-                    "minRevision": rev}),
-        )
-        .await;
+    let r = s.reports_check_at(rev).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
         keys(&r.body),
@@ -1903,13 +1907,7 @@ async fn concurrent_checks_share_calls_and_each_gets_its_own_answer() {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(sizes.clone()));
     let s = spawn_stack().await;
     let (_, _, rev) = catalog_with_grant(&s).await;
-    let r = s
-        .post(
-            CHECK,
-            &json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"},
-                    "minRevision": rev}),
-        )
-        .await;
+    let r = s.reports_check_at(rev).await;
     assert_eq!(r.body["result"], true, "{:?}", r.body);
 
     let cases = [
