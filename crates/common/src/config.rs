@@ -155,6 +155,12 @@ pub struct Config {
     /// Most entitlement checks the gateway sends in one `BatchIsEntitledTo` call when they
     /// arrive together (1 to 1,000); 1 sends every check in its own call.
     pub check_coalesce_max: usize,
+    /// How long a REST client may take to send a request's headers (the connection is closed).
+    pub http_header_read_timeout_ms: u64,
+    /// How long a REST request body may pause between two chunks (408).
+    pub http_body_idle_timeout_ms: u64,
+    /// How long a REST client may take to send the first `http_body_limit_bytes` of a body (408).
+    pub http_body_read_timeout_ms: u64,
 }
 
 /// Algorithms `user_jwt_algorithm` accepts: asymmetric only, so a public key can never be
@@ -207,6 +213,9 @@ impl Default for Config {
             rate_limit_burst: 200,
             cors_allowed_origins: Vec::new(),
             check_coalesce_max: 128,
+            http_header_read_timeout_ms: 10_000,
+            http_body_idle_timeout_ms: 5_000,
+            http_body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -441,6 +450,7 @@ impl Config {
                 }
             }
         }
+        validate_client_secrets(self)?;
         for (key, secret) in [
             ("env_token_hs256_secret", &self.env_token_hs256_secret),
             ("user_jwt_hs256_secret", &self.user_jwt_hs256_secret),
@@ -526,6 +536,12 @@ impl Config {
                 u64::from(self.rate_limit_per_second),
             ),
             ("rate_limit_burst", u64::from(self.rate_limit_burst)),
+            (
+                "http_header_read_timeout_ms",
+                self.http_header_read_timeout_ms,
+            ),
+            ("http_body_idle_timeout_ms", self.http_body_idle_timeout_ms),
+            ("http_body_read_timeout_ms", self.http_body_read_timeout_ms),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
@@ -579,6 +595,18 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    pub fn http_header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_read_timeout_ms)
+    }
+
+    pub fn http_body_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_idle_timeout_ms)
+    }
+
+    pub fn http_body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_read_timeout_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
@@ -586,6 +614,48 @@ impl Config {
     pub fn db_acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.db_acquire_timeout_ms)
     }
+}
+
+/// Shortest `client_secret` (and secret of each `client_credentials` pair) accepted.
+pub const MIN_CLIENT_SECRET_CHARS: usize = 24;
+/// Fewest distinct characters such a secret must have: refuses `aaaa…` and `1212…`.
+pub const MIN_CLIENT_SECRET_DISTINCT: usize = 10;
+
+/// Environment credentials guard every account: a secret short or repetitive enough to
+/// guess online is refused at start. The message names the key (and pair), never the secret.
+fn validate_client_secrets(config: &Config) -> Result<(), ConfigError> {
+    let weak = |secret: &str| {
+        let distinct: std::collections::HashSet<char> = secret.chars().collect();
+        secret.chars().count() < MIN_CLIENT_SECRET_CHARS
+            || distinct.len() < MIN_CLIENT_SECRET_DISTINCT
+    };
+    let rule = format!(
+        "must be at least {MIN_CLIENT_SECRET_CHARS} characters with at least \
+         {MIN_CLIENT_SECRET_DISTINCT} different ones (e.g. `openssl rand -hex 24`)"
+    );
+    if config
+        .client_secret
+        .as_ref()
+        .is_some_and(|s| weak(s.expose()))
+    {
+        return Err(ConfigError::Invalid {
+            key: "client_secret",
+            message: rule,
+        });
+    }
+    if let Some(list) = &config.client_credentials {
+        for (i, pair) in list.expose().split(',').enumerate() {
+            if let Some((_, secret)) = pair.trim().split_once(':')
+                && weak(secret.trim())
+            {
+                return Err(ConfigError::Invalid {
+                    key: "client_credentials",
+                    message: format!("entry {}: the secret {rule}", i + 1),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A list given as a TOML array or as one comma-separated string (environment variables).
@@ -818,7 +888,7 @@ mod tests {
                 ),
                 (
                     "TENANTRY_CLIENT_CREDENTIALS",
-                    "ci:first-secret,ops:second-secret",
+                    "ci:first-secret-4f9a2c7e1b3d,ops:second-secret-8e0d6b5a9c2f",
                 ),
                 ("TENANTRY_USER_JWT_ISSUER", "https://idp.example.com/"),
                 ("TENANTRY_RATE_LIMIT_PER_SECOND", "7"),
@@ -892,6 +962,50 @@ mod tests {
             &[("TENANTRY_USER_JWT_JWKS_URL", "ftp://idp/jwks")],
             "user_jwt_jwks_url",
         );
+    }
+
+    #[test]
+    fn short_or_repetitive_client_secrets_are_refused_without_being_echoed() {
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let err = Config::load_from(&ConfigArgs::default(), env(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+            err
+        };
+        // 12 characters: what a guessing campaign found accepted.
+        let err = refused(
+            &[
+                ("TENANTRY_CLIENT_ID", "vendor"),
+                ("TENANTRY_CLIENT_SECRET", "hunter2abcde"),
+            ],
+            "client_secret",
+        );
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+        refused(
+            &[
+                ("TENANTRY_CLIENT_ID", "vendor"),
+                ("TENANTRY_CLIENT_SECRET", &"ab".repeat(20)),
+            ],
+            "client_secret",
+        );
+        let err = refused(
+            &[(
+                "TENANTRY_CLIENT_CREDENTIALS",
+                "ci:7d1e0c9b4a2f8e6d5c3b1a09,ops:hunter2hunter2",
+            )],
+            "client_credentials",
+        );
+        assert!(err.contains("entry 2"), "{err}");
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+        Config::load_from(
+            &ConfigArgs::default(),
+            env(&[
+                ("TENANTRY_CLIENT_ID", "vendor"),
+                ("TENANTRY_CLIENT_SECRET", "7d1e0c9b4a2f8e6d5c3b1a09"),
+            ]),
+        )
+        .unwrap();
     }
 
     #[test]

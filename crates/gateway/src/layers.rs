@@ -13,6 +13,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures::{StreamExt, TryStreamExt};
 use http::StatusCode;
 use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
 use tracing::Span;
@@ -180,6 +181,97 @@ pub async fn authenticate_and_limit(
             e.retry_after = Some(retry_after);
             e.into_response()
         }
+    }
+}
+
+/// How long a client may take over a request body (see [`read_body`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyTimeouts {
+    /// Longest pause between two chunks.
+    pub idle: Duration,
+    /// Longest time to send the first `buffered` bytes.
+    pub total: Duration,
+    /// Bytes read before the request may take a concurrency permit: the general body limit.
+    pub buffered: usize,
+}
+
+/// Reads the request body before the request takes a concurrency permit, so a client that
+/// sends its body slowly holds a connection but never a permit other clients wait for. A body
+/// that pauses longer than `idle`, or is not in within `total`, is answered 408 and the
+/// connection closed. Bodies larger than `buffered` (only the migration route accepts them)
+/// go on streaming past the permit, still under the idle timeout and the request deadline.
+pub async fn read_body(State(t): State<BodyTimeouts>, req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    let (parts, mut body) = req.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let deadline = tokio::time::Instant::now() + t.total;
+    let mut buffer = Vec::new();
+    loop {
+        if buffer.len() > t.buffered {
+            let prefix = futures::stream::once(std::future::ready(Ok::<_, axum::Error>(
+                http_body::Frame::data(axum::body::Bytes::from(buffer)),
+            )));
+            let rest = tower_http::timeout::TimeoutBody::new(t.idle, body)
+                .into_data_stream()
+                .map_ok(http_body::Frame::data)
+                .map_err(axum::Error::new);
+            let body = axum::body::Body::new(http_body_util::StreamBody::new(prefix.chain(rest)));
+            return next.run(Request::from_parts(parts, body)).await;
+        }
+        let idle_end = deadline.min(tokio::time::Instant::now() + t.idle);
+        match tokio::time::timeout_at(idle_end, body.frame()).await {
+            Err(_) => return body_timeout(),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(_))) => {
+                return ApiError::bad_request("the request body could not be read")
+                    .with_reason("BODY_UNREADABLE")
+                    .into_response();
+            }
+        }
+    }
+    let body = axum::body::Body::from(buffer);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+fn body_timeout() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request body was not received in time",
+    )
+    .with_reason("BODY_TIMEOUT")
+    .into_response();
+    // The rest of the body may still be on its way: the connection cannot be reused.
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// At most `concurrency_limit` requests in handlers at once, the rest waiting in line.
+///
+/// The permit is taken here, in the request's future, rather than by tower's
+/// `ConcurrencyLimit`, which takes it in `poll_ready`: readiness propagates through every
+/// outer layer, so the permit was held before the rate limit or the body read had even run.
+pub async fn limit_concurrency(
+    State(permits): State<Arc<tokio::sync::Semaphore>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match permits.acquire().await {
+        Ok(_permit) => next.run(req).await,
+        // Never closed; answer rather than panic if it ever were.
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping")
+            .into_response(),
     }
 }
 

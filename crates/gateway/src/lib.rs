@@ -15,13 +15,13 @@ mod layers;
 mod routes;
 mod state;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use axum::{Router, ServiceExt, extract::DefaultBodyLimit, middleware};
+use axum::{Router, extract::DefaultBodyLimit, middleware};
 use http::{HeaderName, Method, header};
 use tenantry_common::{Config, RunError, Shutdown};
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower::ServiceBuilder;
 use tower_http::{
     compression::CompressionLayer,
     cors::{AllowOrigin, CorsLayer},
@@ -113,8 +113,15 @@ fn app(
         .with_state(state);
 
     let request_id = HeaderName::from_static(layers::REQUEST_ID_HEADER);
+    let body = layers::BodyTimeouts {
+        idle: config.http_body_idle_timeout(),
+        total: config.http_body_read_timeout(),
+        buffered: config.http_body_limit_bytes,
+    };
     // Outermost first: the request ID exists before the access-log span opens, and every
-    // response (including 413, 429 and 504 made by inner layers) carries it back.
+    // response (including 408, 413, 429 and 504 made by inner layers) carries it back. The
+    // rate limit and the body read come before the concurrency permit, so neither a flood
+    // nor a slow body holds a permit that served clients wait for.
     let stack = ServiceBuilder::new()
         .map_response(axum::response::IntoResponse::into_response)
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -129,15 +136,19 @@ fn app(
         .layer(cors(config))
         .layer(CompressionLayer::new())
         .layer(middleware::from_fn_with_state(
+            layers::Guard { auth, limiter },
+            layers::authenticate_and_limit,
+        ))
+        .layer(middleware::from_fn_with_state(body, layers::read_body))
+        .layer(middleware::from_fn_with_state(
             config.request_timeout(),
             layers::deadline,
         ))
-        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
-        .layer(DefaultBodyLimit::max(config.http_body_limit_bytes))
         .layer(middleware::from_fn_with_state(
-            layers::Guard { auth, limiter },
-            layers::authenticate_and_limit,
-        ));
+            Arc::new(tokio::sync::Semaphore::new(config.concurrency_limit)),
+            layers::limit_concurrency,
+        ))
+        .layer(DefaultBodyLimit::max(config.http_body_limit_bytes));
     Ok(stack.service(router))
 }
 
@@ -175,41 +186,93 @@ fn cors(config: &Config) -> CorsLayer {
 
 /// Serves the REST API on `listener` until `shutdown` fires, then stops accepting and lets
 /// in-flight requests finish for up to `shutdown_grace`.
+///
+/// Its own accept loop rather than `axum::serve`, which sets no timer and so no header-read
+/// timeout: a client that never finishes its headers would hold its connection for good.
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::conn::auto,
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt as _;
+
     let app = app(config)?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "rest gateway listening");
     }
-    use axum::serve::ListenerExt;
-    // Nagle off: responses are small and latency-bound; a delayed ACK would add ~40 ms.
-    let listener = listener.tap_io(|stream| {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.http_header_read_timeout());
+    builder.http2().timer(TokioTimer::new());
+    // Dropped by each connection task when it ends: `closed()` below waits for all of them.
+    let (connections, _) = tokio::sync::watch::channel(());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        // Nagle off: responses are small and latency-bound; a delayed ACK would add ~40 ms.
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "tcp_nodelay not set");
         }
-    });
-    let server = axum::serve(
-        listener,
-        ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
-            app,
-        ),
-    )
-    .with_graceful_shutdown({
+        let service = app
+            .clone()
+            .map_request(move |req: http::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+        let builder = builder.clone();
+        let done = connections.subscribe();
         let shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
-    });
+        tokio::spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = shutdown.wait() => {
+                    conn.as_mut().graceful_shutdown();
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+            }
+            drop(done);
+        });
+    }
+    drop(listener);
     let grace = config.shutdown_grace();
-    tokio::select! {
-        result = server => result?,
-        () = async {
-            shutdown.wait().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace; stopping anyway");
-        }
+    if tokio::time::timeout(grace, connections.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "in-flight requests outlived the shutdown grace; stopping anyway"
+        );
     }
     Ok(())
 }

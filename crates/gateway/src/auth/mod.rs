@@ -15,6 +15,7 @@
 
 mod cache;
 mod jwks;
+mod lockout;
 pub mod scope;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -96,6 +97,11 @@ struct EnvClaims {
 #[derive(Deserialize)]
 struct UserClaims {
     sub: String,
+    /// A string when present: jsonwebtoken's issuer check also passes an array holding the
+    /// configured issuer, which RFC 7519 does not allow; typing it refuses the array.
+    #[serde(default)]
+    #[allow(dead_code)] // read by the type check only
+    iss: Option<String>,
     /// Required by the validation, so always present when decoding succeeds.
     exp: u64,
     #[serde(rename = "tenantId")]
@@ -122,6 +128,19 @@ pub struct Authenticator {
     user_keys: UserKeys,
     user_validation: Validation,
     verified: cache::VerifiedTokens,
+    lockout: lockout::Lockout,
+}
+
+/// Why `POST /auth/vendor` issued no token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueError {
+    /// No configured pair matches.
+    Invalid,
+    /// Too many recent failures for this client ID: refused, whatever the secret, for this
+    /// long.
+    LockedOut(Duration),
+    /// The token could not be signed (logged).
+    Signing,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -207,11 +226,17 @@ impl Authenticator {
             user_keys,
             user_validation,
             verified: cache::VerifiedTokens::default(),
+            lockout: lockout::Lockout::default(),
         })
     }
 
-    /// Issues an environment token when the pair matches; `None` otherwise.
-    pub fn issue(&self, client_id: &str, secret: &str) -> Option<(String, u64)> {
+    /// Issues an environment token when the pair matches. After repeated failures a client ID
+    /// is locked out for a growing while, during which even the right secret is refused (so a
+    /// guess cannot be confirmed by a success).
+    pub fn issue(&self, client_id: &str, secret: &str) -> Result<(String, u64), IssueError> {
+        if let Err(wait) = self.lockout.check(client_id) {
+            return Err(IssueError::LockedOut(wait));
+        }
         // Every configured pair is compared in full, so timing does not reveal which matched.
         let mut matched: Option<&str> = None;
         for c in &self.clients {
@@ -221,7 +246,11 @@ impl Authenticator {
                 matched = Some(&c.client_id);
             }
         }
-        let client_id = matched?;
+        let Some(client_id) = matched else {
+            self.lockout.failed(client_id);
+            return Err(IssueError::Invalid);
+        };
+        self.lockout.succeeded(client_id);
         let now = unix_now();
         let claims = EnvClaims {
             sub: client_id.to_owned(),
@@ -234,10 +263,10 @@ impl Authenticator {
         let mut header = Header::new(self.env_alg);
         header.kid = Some(ENV_TOKEN_KID.to_owned());
         match jsonwebtoken::encode(&header, &claims, &self.env_encoding) {
-            Ok(token) => Some((token, self.env_ttl.as_secs())),
+            Ok(token) => Ok((token, self.env_ttl.as_secs())),
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign an environment token");
-                None
+                Err(IssueError::Signing)
             }
         }
     }
@@ -257,6 +286,7 @@ impl Authenticator {
     async fn verify_signed(&self, token: &str) -> Result<(Principal, u64), ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("the bearer token is not a valid JWT"))?;
+        refuse_critical_extensions(token)?;
         if header.kid.as_deref() == Some(ENV_TOKEN_KID) {
             let data =
                 jsonwebtoken::decode::<EnvClaims>(token, &self.env_decoding, &self.env_validation)
@@ -298,6 +328,26 @@ impl Authenticator {
         };
         Ok((principal, claims.exp))
     }
+}
+
+/// RFC 7515 §4.1.11: a token whose header lists `crit` extensions must be refused unless each is
+/// understood. We understand none, and jsonwebtoken ignores the parameter, so any `crit` is
+/// refused here (an empty list is malformed anyway).
+fn refuse_critical_extensions(token: &str) -> Result<(), ApiError> {
+    use base64::Engine;
+    let malformed = || ApiError::unauthenticated("the bearer token is not a valid JWT");
+    let encoded = token.split('.').next().ok_or_else(malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map_err(|_| malformed())?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    if header.contains_key("crit") {
+        return Err(ApiError::unauthenticated(
+            "the token's header lists critical extensions (`crit`) this gateway does not support",
+        ));
+    }
+    Ok(())
 }
 
 fn token_error(e: &jsonwebtoken::errors::Error) -> ApiError {
@@ -370,12 +420,12 @@ fn pem_public_key(path: &std::path::Path, alg: Algorithm) -> Result<DecodingKey,
     })
 }
 
+/// Compares digests rather than the values, so neither the content nor the length of the
+/// configured value shows in the time taken.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, byte) in b.iter().enumerate() {
-        diff |= byte ^ a.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 fn unix_now() -> u64 {
@@ -505,8 +555,11 @@ mod tests {
     async fn issued_tokens_verify_and_wrong_secrets_do_not_issue() {
         let dir = tempfile::tempdir().unwrap();
         let auth = Authenticator::from_config(&config(dir.path())).unwrap();
-        assert!(auth.issue("vendor", "wrong").is_none());
-        assert!(auth.issue("other", "vendor-secret").is_none());
+        assert_eq!(auth.issue("vendor", "wrong"), Err(IssueError::Invalid));
+        assert_eq!(
+            auth.issue("other", "vendor-secret"),
+            Err(IssueError::Invalid)
+        );
         let (token, ttl) = auth.issue("vendor", "vendor-secret").unwrap();
         assert_eq!(ttl, 3600);
         assert_eq!(

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    auth::IssueError,
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     state::AppState,
@@ -111,16 +112,34 @@ async fn probe(state: &AppState, channel: tenantry_common::grpc::ClientChannel) 
 }
 
 /// Exchange environment credentials for an environment token (management routes).
+///
+/// After 5 wrong secrets in a row for one client ID, that client ID is refused with 429
+/// (`reason: CLIENT_LOCKED_OUT`, `retry-after`) for 1 s, then 2 s, 4 s, … up to 5 minutes —
+/// even with the right secret, until the lock ends. A success resets the count.
 #[utoipa::path(post, path = "/auth/vendor", tag = "Platform",
     request_body = VendorCredentials,
-    responses((status = 200, body = VendorToken), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = VendorToken), (status = 429, body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
 #[allow(clippy::unused_async)] // axum handlers are async by contract
 async fn vendor_token(
     State(state): State<AppState>,
     ApiJson(b): ApiJson<VendorCredentials>,
 ) -> Result<Json<VendorToken>, ApiError> {
     match state.auth.issue(&b.client_id, &b.secret) {
-        Some((token, expires_in)) => Ok(Json(VendorToken { token, expires_in })),
-        None => Err(ApiError::unauthenticated("invalid client ID or secret")),
+        Ok((token, expires_in)) => Ok(Json(VendorToken { token, expires_in })),
+        Err(IssueError::Invalid) => Err(ApiError::unauthenticated("invalid client ID or secret")),
+        Err(IssueError::LockedOut(wait)) => {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed attempts for this client ID; every attempt is refused for {secs} s"
+                ),
+            )
+            .with_reason("CLIENT_LOCKED_OUT");
+            e.retry_after = Some(secs);
+            Err(e)
+        }
+        Err(IssueError::Signing) => Err(ApiError::internal()),
     }
 }

@@ -1,6 +1,7 @@
 //! The gateway through real HTTP: one test binary made of modules.
 
 mod accounts;
+mod edge;
 mod entitlements;
 mod helpers;
 mod platform;
