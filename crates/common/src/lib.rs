@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod permission;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;

@@ -1134,7 +1134,7 @@ impl EntitlementIndex {
         key: &str,
         at: i64,
     ) -> Verdict {
-        if !subject.permissions.iter().any(|p| p == key) {
+        if !tenantry_common::permission::holds(subject.permissions, key) {
             return Verdict::deny(Justification::MissingPermission);
         }
         let Some(features) = self.catalog.permissions.get(key) else {

@@ -460,6 +460,16 @@ fn permissions_follow_frontegg() {
     assert_eq!(d.decided_by.unwrap().plan_id, fx.pro.id);
     assert_eq!(d.allow_reason, Some(AllowReason::Grant));
     assert_eq!(d.feature.and_then(|f| idx.feature_key(f)), Some("audit"));
+    // A held pattern grants what the gateway's and the tenant service's rule grants.
+    ask.perms = vec!["sso.*".into()];
+    let d = perm(&ask, "sso.read");
+    assert!(d.result);
+    assert_eq!(d.feature.and_then(|f| idx.feature_key(f)), Some("audit"));
+    ask.perms = vec!["sso".into()];
+    assert_eq!(
+        perm(&ask, "sso.read").justification,
+        Some(Justification::MissingPermission)
+    );
     ask.perms = vec!["audit.read".into()];
     let mut idx2 = fx.writer.apply([IndexChange::DeletePlan { id: fx.pro.id }]);
     let d = ask.run(&idx2, Target::Permission("audit.read"), None, 1);

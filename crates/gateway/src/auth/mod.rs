@@ -79,7 +79,9 @@ impl Principal {
     pub fn has_permission(&self, permission: &str) -> bool {
         match self {
             Self::Environment { .. } => true,
-            Self::User { permissions, .. } => permissions.iter().any(|p| p == permission),
+            Self::User { permissions, .. } => {
+                tenantry_common::permission::holds(permissions, permission)
+            }
         }
     }
 }

@@ -174,7 +174,7 @@ impl TenantService for Handlers {
     ) -> Result<Response<pb::DeleteCurrentAccountResponse>, Status> {
         let r = request.into_inner();
         let id = convert::tenant_id("tenant_id", &r.tenant_id)?;
-        if !domain::has_permission(&r.caller_permissions, DELETE_ACCOUNT_PERMISSION) {
+        if !tenantry_common::permission::holds(&r.caller_permissions, DELETE_ACCOUNT_PERMISSION) {
             return Err(Error::PermissionDenied(format!(
                 "deleting the current account requires the `{DELETE_ACCOUNT_PERMISSION}` permission"
             ))
