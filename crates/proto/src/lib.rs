@@ -93,6 +93,7 @@ mod tests {
                 "UpdateSubAccountManagement",
                 "GetHierarchySettings",
                 "UpdateHierarchySettings",
+                "CheckSubAccountScope",
             ],
         ),
         (

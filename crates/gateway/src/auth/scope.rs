@@ -4,10 +4,10 @@
 //! Anything else is the same 403 whether the target exists, is elsewhere or is unknown, so a
 //! token cannot probe other tenants. Environment tokens reach every account.
 
+use std::collections::HashSet;
+
 use http::HeaderMap;
-use tenantry_proto::tenant::v1::{
-    GetHierarchySettingsRequest, ListAncestorsRequest, SubAccountAccessType,
-};
+use tenantry_proto::tenant::v1::CheckSubAccountScopeRequest;
 use tonic::Code;
 
 use super::Principal;
@@ -94,44 +94,65 @@ pub async fn ensure_descendant(
     if own == target {
         return Err(ApiError::forbidden());
     }
-    let ancestors = state
+    if reachable_sub_accounts(state, principal, own, &[target])
+        .await?
+        .contains(target)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+/// The accounts among `targets` the principal may act on, by the rule of [`ensure_account`],
+/// decided for the whole set with one scope call (per [`SCOPE_CALL_MAX`] accounts) whatever
+/// the set's size or the accounts' depths. `None` for an environment token: every account.
+pub async fn readable<'a>(
+    state: &AppState,
+    principal: &Principal,
+    targets: impl IntoIterator<Item = &'a str>,
+) -> Result<Option<HashSet<String>>, ApiError> {
+    let Principal::User { tenant_id: own, .. } = principal else {
+        return Ok(None);
+    };
+    let mut others: Vec<&str> = targets.into_iter().filter(|t| *t != own).collect();
+    others.sort_unstable();
+    others.dedup();
+    let mut allowed = HashSet::with_capacity(others.len() + 1);
+    for chunk in others.chunks(SCOPE_CALL_MAX) {
+        allowed.extend(reachable_sub_accounts(state, principal, own, chunk).await?);
+    }
+    allowed.insert(own.clone());
+    Ok(Some(allowed))
+}
+
+/// Most accounts the tenant service decides in one scope call.
+pub const SCOPE_CALL_MAX: usize = 1_000;
+
+/// The sub-accounts among `targets` that users of `own` reach (the tenant service applies
+/// the hierarchy settings).
+async fn reachable_sub_accounts(
+    state: &AppState,
+    principal: &Principal,
+    own: &str,
+    targets: &[&str],
+) -> Result<HashSet<String>, ApiError> {
+    if targets.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let out = state
         .hierarchy()
-        .list_ancestors(grpc(
+        .check_sub_account_scope(grpc(
             principal,
-            ListAncestorsRequest {
-                tenant_id: target.to_owned(),
+            CheckSubAccountScopeRequest {
+                caller_tenant_id: own.to_owned(),
+                tenant_ids: targets.iter().map(|t| (*t).to_owned()).collect(),
             },
         ))
         .await
         .map_err(outage_or_forbidden)?
         .into_inner();
-    let below_own = ancestors
-        .entries
-        .iter()
-        .filter_map(|e| e.account.as_ref())
-        .any(|a| a.tenant_id == *own);
-    if !below_own {
-        return Err(ApiError::forbidden());
-    }
-    let settings = state
-        .hierarchy()
-        .get_hierarchy_settings(grpc(
-            principal,
-            GetHierarchySettingsRequest {
-                tenant_id: own.clone(),
-            },
-        ))
-        .await
-        .map_err(outage_or_forbidden)?
-        .into_inner()
-        .settings
-        .unwrap_or_default();
-    match settings.sub_account_access_type() {
-        SubAccountAccessType::DefaultOn | SubAccountAccessType::AlwaysOn => Ok(()),
-        SubAccountAccessType::DefaultOff | SubAccountAccessType::Unspecified => {
-            Err(ApiError::forbidden())
-        }
-    }
+    Ok(out.reachable_tenant_ids.into_iter().collect())
 }
 
 /// Outages stay 503/504; every other failure to prove scope is the uniform 403.

@@ -2,6 +2,8 @@
 //! reseller management, hierarchy settings and hierarchy reads (user or environment token),
 //! and management attach/detach.
 
+use std::collections::HashSet;
+
 use axum::{Json, extract::State, response::IntoResponse};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -130,25 +132,53 @@ fn settings_json(s: Option<pb::HierarchySettings>) -> HierarchySettings {
     }
 }
 
-fn entries(entries: Vec<pb::HierarchyEntry>) -> HierarchyList {
+/// The listing's accounts, keeping only those in `allowed` (`None`: all of them).
+fn entries(entries: Vec<pb::HierarchyEntry>, allowed: Option<&HashSet<String>>) -> HierarchyList {
     HierarchyList {
         items: entries
             .into_iter()
             .filter_map(|e| {
-                e.account.map(|a| HierarchyEntry {
-                    tenant: Tenant::from(a),
-                    depth: e.depth,
-                })
+                e.account
+                    .filter(|a| allowed.is_none_or(|set| set.contains(&a.tenant_id)))
+                    .map(|a| HierarchyEntry {
+                        tenant: Tenant::from(a),
+                        depth: e.depth,
+                    })
             })
             .collect(),
     }
 }
 
-fn tree(node: pb::HierarchyTreeNode) -> Option<TreeNode> {
+fn entry_ids(entries: &[pb::HierarchyEntry]) -> impl Iterator<Item = &str> {
+    entries
+        .iter()
+        .filter_map(|e| e.account.as_ref())
+        .map(|a| a.tenant_id.as_str())
+}
+
+/// The tree's nodes, keeping only those in `allowed` (`None`: all) with their subtrees: a
+/// node out of scope hides everything below it.
+fn tree(node: pb::HierarchyTreeNode, allowed: Option<&HashSet<String>>) -> Option<TreeNode> {
+    let account = node
+        .account
+        .filter(|a| allowed.is_none_or(|set| set.contains(&a.tenant_id)))?;
     Some(TreeNode {
-        tenant: Tenant::from(node.account?),
-        children: node.children.into_iter().filter_map(tree).collect(),
+        tenant: Tenant::from(account),
+        children: node
+            .children
+            .into_iter()
+            .filter_map(|c| tree(c, allowed))
+            .collect(),
     })
+}
+
+fn tree_ids<'a>(node: &'a pb::HierarchyTreeNode, out: &mut Vec<&'a str>) {
+    if let Some(a) = &node.account {
+        out.push(&a.tenant_id);
+    }
+    for child in &node.children {
+        tree_ids(child, out);
+    }
 }
 
 /// Create a sub-account under a parent (user token: its account or a reachable sub-account,
@@ -286,7 +316,8 @@ async fn update_hierarchy_settings(
     Ok(Json(settings_json(out.settings)))
 }
 
-/// List the sub-accounts of the account (token's, or `frontegg-tenant-id`).
+/// List the sub-accounts of the account (token's, or `frontegg-tenant-id`); with a user
+/// token only those its account's hierarchy settings let it read (none under `defaultOff`).
 #[utoipa::path(get, path = "/tenants/resources/hierarchy/v1", tag = "Sub-accounts",
     params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token"), DescendantsQuery),
     responses((status = 200, body = HierarchyList), (status = "4XX", body = ErrorBody)),
@@ -309,7 +340,9 @@ async fn list_sub_accounts(
         ))
         .await?
         .into_inner();
-    Ok(Json(entries(out.entries)))
+    // Every record shown is a read of that account: the scope rule applies to each.
+    let allowed = scope::readable(&state, &p, entry_ids(&out.entries)).await?;
+    Ok(Json(entries(out.entries, allowed.as_ref())))
 }
 
 /// Attach an existing account under a parent.
@@ -360,7 +393,8 @@ async fn detach(
     Ok(Json(tenant(out.child)?))
 }
 
-/// List the ancestors of the account, nearest first.
+/// List the ancestors of the account, nearest first (with a user token, only those it may
+/// read: its own account and reachable sub-accounts).
 #[utoipa::path(get, path = "/tenants/resources/hierarchy/v1/parents", tag = "Sub-accounts",
     params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
     responses((status = 200, body = HierarchyList), (status = "4XX", body = ErrorBody)),
@@ -376,10 +410,11 @@ async fn list_parents(
         .list_ancestors(grpc(&p, ListAncestorsRequest { tenant_id }))
         .await?
         .into_inner();
-    Ok(Json(entries(out.entries)))
+    let allowed = scope::readable(&state, &p, entry_ids(&out.entries)).await?;
+    Ok(Json(entries(out.entries, allowed.as_ref())))
 }
 
-/// The account's subtree as a tree.
+/// The account's subtree as a tree (with a user token, only the sub-accounts it may read).
 #[utoipa::path(get, path = "/tenants/resources/hierarchy/v1/tree", tag = "Sub-accounts",
     params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
     responses((status = 200, body = TreeNode), (status = "4XX", body = ErrorBody)),
@@ -395,8 +430,11 @@ async fn get_tree(
         .get_subtree(grpc(&p, GetSubtreeRequest { tenant_id }))
         .await?
         .into_inner();
-    out.root
-        .and_then(tree)
+    let root = out.root.ok_or_else(ApiError::internal)?;
+    let mut ids = Vec::new();
+    tree_ids(&root, &mut ids);
+    let allowed = scope::readable(&state, &p, ids).await?;
+    tree(root, allowed.as_ref())
         .map(Json)
         .ok_or_else(ApiError::internal)
 }

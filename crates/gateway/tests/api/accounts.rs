@@ -387,3 +387,184 @@ async fn self_service_stays_inside_the_tokens_tenant() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["tenantId"], "tenant-b");
 }
+
+/// Creates accounts with an environment token.
+async fn create_accounts(app: &TestApp, env: &str, ids: &[&str]) {
+    for id in ids {
+        let r = app
+            .post_json(
+                "/tenants/resources/tenants/v1",
+                Some(env),
+                &json!({"tenantId": id, "name": id}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+}
+
+/// One permission rule at the gateway and in the tenant service (Frontegg's: `*` stands for
+/// any run of characters, anchored): a pattern opens a settings write exactly when it opens
+/// the account delete it also covers, and never one it does not cover.
+#[tokio::test]
+async fn permission_patterns_mean_the_same_at_every_check() {
+    let s = spawn_stack().await;
+    let app = &s.app;
+    let env = app.vendor_token().await;
+    // held pattern, settings write allowed, account delete allowed
+    let matrix: &[(&str, bool, bool)] = &[
+        ("fe.account-settings.*", true, true),
+        ("fe.*.account", true, true),
+        ("*", true, true),
+        ("fe.account-settings.write.*", true, false),
+        ("fe.account-settings.write.account", true, false),
+        ("fe.account-settings.delete.account", false, true),
+        ("fe.account-settings", false, false),
+        ("fe.account-hierarchy.*", false, false),
+    ];
+    for (i, (held, write, delete)) in matrix.iter().enumerate() {
+        let tenant = format!("perm-{i}");
+        create_accounts(app, &env, &[&tenant]).await;
+        let token = user_token(&user_claims(&tenant, "u", &[held]));
+        let r = app
+            .send_json(
+                "PUT",
+                "/tenants/resources/account-settings/v1",
+                Some(&token),
+                &json!({"timezone": "Europe/Paris"}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            if *write { 200 } else { 403 },
+            "{held}: {:?}",
+            r.body
+        );
+        let r = app
+            .send_json(
+                "DELETE",
+                "/tenants/resources/tenants/v1",
+                Some(&token),
+                &json!(null),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            if *delete { 200 } else { 403 },
+            "{held}: {:?}",
+            r.body
+        );
+    }
+}
+
+fn ids(body: &serde_json::Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {body}"))
+        .iter()
+        .map(|e| e["tenantId"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn tree_ids(node: &serde_json::Value, out: &mut Vec<String>) {
+    out.push(node["tenantId"].as_str().unwrap_or_default().to_owned());
+    for child in node["children"].as_array().into_iter().flatten() {
+        tree_ids(child, out);
+    }
+}
+
+/// Every hierarchy read applies the scope rule to each record it shows: a user token sees
+/// its own account and the sub-accounts its hierarchy settings open, never an ancestor, and
+/// nothing below its account under `defaultOff`; an environment token sees everything.
+#[tokio::test]
+async fn hierarchy_reads_show_only_accounts_the_token_may_read() {
+    let s = spawn_stack().await;
+    let app = &s.app;
+    let env = app.vendor_token().await;
+    // h-top → h-root → h-a → h-a1, each with private details.
+    for id in ["h-top", "h-root", "h-a", "h-a1"] {
+        let r = app
+            .post_json(
+                "/tenants/resources/tenants/v1",
+                Some(&env),
+                &json!({"tenantId": id, "name": id, "creatorEmail": format!("owner@{id}.example"),
+                        "metadata": {"secret": id}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    for (parent, child) in [("h-top", "h-root"), ("h-root", "h-a"), ("h-a", "h-a1")] {
+        let r = app
+            .post_json(
+                "/tenants/resources/hierarchy/v1",
+                Some(&env),
+                &json!({"parentTenantId": parent, "childTenantId": child}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let alice = user_token(&user_claims("h-root", "alice", &[]));
+    let leaf = user_token(&user_claims("h-a1", "bob", &[]));
+    let read = |token: String, path: &'static str, header: Option<&'static str>| async move {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(h) = header {
+            headers.push(("frontegg-tenant-id", h));
+        }
+        let r = app.request("GET", path, &headers, None).await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        r.body
+    };
+    let tree = |body: serde_json::Value| {
+        let mut out = Vec::new();
+        tree_ids(&body, &mut out);
+        out
+    };
+    const LIST: &str = "/tenants/resources/hierarchy/v1";
+    const PARENTS: &str = "/tenants/resources/hierarchy/v1/parents";
+    const TREE: &str = "/tenants/resources/hierarchy/v1/tree";
+
+    // defaultOff: the user's own account only.
+    assert!(ids(&read(alice.clone(), LIST, None).await).is_empty());
+    assert!(ids(&read(alice.clone(), PARENTS, None).await).is_empty());
+    assert_eq!(tree(read(alice.clone(), TREE, None).await), ["h-root"]);
+    assert!(ids(&read(leaf.clone(), PARENTS, None).await).is_empty());
+
+    // defaultOn opens the sub-accounts, never the ancestors.
+    let r = app
+        .send_json(
+            "PUT",
+            "/tenants/resources/sub-tenants/v1/h-root/hierarchy-settings",
+            Some(&env),
+            &json!({"subAccountAccessType": "defaultOn"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let list = read(alice.clone(), LIST, None).await;
+    assert_eq!(ids(&list), ["h-a", "h-a1"]);
+    assert_eq!(list["items"][0]["creatorEmail"], "owner@h-a.example");
+    assert!(ids(&read(alice.clone(), PARENTS, None).await).is_empty());
+    assert_eq!(
+        tree(read(alice.clone(), TREE, None).await),
+        ["h-root", "h-a", "h-a1"]
+    );
+    assert_eq!(
+        ids(&read(alice.clone(), PARENTS, Some("h-a1")).await),
+        ["h-a", "h-root"]
+    );
+    // The leaf's own user still sees no ancestor: h-root's settings open downwards only.
+    assert!(ids(&read(leaf.clone(), PARENTS, None).await).is_empty());
+
+    // An environment token sees every account.
+    assert_eq!(
+        ids(&read(env.clone(), PARENTS, Some("h-a1")).await),
+        ["h-a", "h-root", "h-top"]
+    );
+    assert_eq!(
+        ids(&read(env.clone(), LIST, Some("h-top")).await),
+        ["h-root", "h-a", "h-a1"]
+    );
+    assert_eq!(
+        tree(read(env, TREE, Some("h-top")).await),
+        ["h-top", "h-root", "h-a", "h-a1"]
+    );
+}

@@ -165,6 +165,15 @@ impl SubAccountAccessType {
             _ => None,
         }
     }
+
+    /// The tenant-scope rule: whether users of an account with these settings reach its
+    /// sub-accounts (at any depth). `defaultOff` keeps them to their own account.
+    pub fn opens_sub_accounts(self) -> bool {
+        match self {
+            Self::DefaultOn | Self::AlwaysOn => true,
+            Self::DefaultOff => false,
+        }
+    }
 }
 
 /// A live account as stored.
@@ -552,16 +561,6 @@ pub fn merge_metadata(metadata: &mut Map<String, Value>, add: Map<String, Value>
     Ok(changed)
 }
 
-/// Whether `permissions` grant `needed`: exactly, or through a trailing `*` wildcard
-/// (`fe.account-settings.*`, `*`) as Frontegg permission patterns allow.
-pub fn has_permission(permissions: &[String], needed: &str) -> bool {
-    permissions.iter().any(|p| {
-        p == needed
-            || p.strip_suffix('*')
-                .is_some_and(|prefix| needed.starts_with(prefix))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,19 +632,5 @@ mod tests {
         clear.apply(&mut account).unwrap();
         assert_eq!(account.name, "Acme 2");
         assert_eq!(account.status, None);
-    }
-
-    #[test]
-    fn permission_wildcards_match_prefixes() {
-        let perms = vec!["fe.account-settings.*".to_owned()];
-        assert!(has_permission(&perms, DELETE_ACCOUNT_PERMISSION));
-        assert!(!has_permission(
-            &["fe.other".to_owned()],
-            DELETE_ACCOUNT_PERMISSION
-        ));
-        assert!(has_permission(
-            &[DELETE_ACCOUNT_PERMISSION.to_owned()],
-            DELETE_ACCOUNT_PERMISSION
-        ));
     }
 }

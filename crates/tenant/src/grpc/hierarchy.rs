@@ -3,7 +3,10 @@
 use tenantry_proto::tenant::v1::{self as pb, hierarchy_service_server::HierarchyService};
 use tonic::{Request, Response, Status};
 
-use super::{Handlers, convert};
+use super::{Handlers, convert, invalid};
+
+/// Most accounts one CheckSubAccountScope call may ask about (a batch check's items).
+const MAX_SCOPE_CHECK_IDS: usize = 1_000;
 use crate::domain::{NewAccount, Settings};
 
 #[tonic::async_trait]
@@ -119,6 +122,30 @@ impl HierarchyService for Handlers {
         let account = self.store.get_account(&id).await?;
         Ok(Response::new(pb::GetHierarchySettingsResponse {
             settings: Some(convert::hierarchy_settings(&account)),
+        }))
+    }
+
+    async fn check_sub_account_scope(
+        &self,
+        request: Request<pb::CheckSubAccountScopeRequest>,
+    ) -> Result<Response<pb::CheckSubAccountScopeResponse>, Status> {
+        let r = request.into_inner();
+        let caller = convert::tenant_id("caller_tenant_id", &r.caller_tenant_id)?;
+        if r.tenant_ids.len() > MAX_SCOPE_CHECK_IDS {
+            return Err(invalid(
+                "tenant_ids",
+                format!("at most {MAX_SCOPE_CHECK_IDS} accounts per call"),
+            ));
+        }
+        let mut ids = Vec::with_capacity(r.tenant_ids.len());
+        for id in r.tenant_ids {
+            ids.push(convert::tenant_id("tenant_ids", &id)?);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let reachable = self.store.reachable_sub_accounts(&caller, &ids).await?;
+        Ok(Response::new(pb::CheckSubAccountScopeResponse {
+            reachable_tenant_ids: reachable,
         }))
     }
 

@@ -10,8 +10,8 @@ use super::{
     entities::accounts,
 };
 use crate::domain::{
-    self, Account, AttachFacts, Error, HierarchyEntry, NewChange, TreeNode, build_tree,
-    check_attach,
+    self, Account, AttachFacts, Error, HierarchyEntry, NewChange, SubAccountAccessType, TreeNode,
+    build_tree, check_attach,
 };
 
 /// Bound on recursion, so a corrupted (cyclic) hierarchy cannot make a query loop forever.
@@ -194,6 +194,71 @@ impl Store {
             });
         }
         Ok(entries)
+    }
+
+    /// Which of `tenant_ids` users of `caller` may reach as sub-accounts: live descendants of a
+    /// live `caller` whose settings open sub-accounts ([`SubAccountAccessType::opens_sub_accounts`]).
+    /// Sorted, without duplicates. The walk up from every asked account always takes
+    /// `max_depth` steps, starting from the asked IDs rather than from stored rows, so its cost
+    /// says nothing about where, or whether, an account exists.
+    pub async fn reachable_sub_accounts(
+        &self,
+        caller: &str,
+        tenant_ids: &[String],
+    ) -> Result<Vec<String>> {
+        let conn = self.connection();
+        let row = conn
+            .query_one_raw(self.statement(
+                "SELECT sub_account_access_type FROM accounts
+                 WHERE tenant_id = ? AND deleted_at IS NULL",
+                vec![Value::from(caller)],
+            ))
+            .await
+            .map_err(db_err("load hierarchy settings"))?;
+        let opens = match row {
+            Some(row) => {
+                let stored: String = row
+                    .try_get("", "sub_account_access_type")
+                    .map_err(db_err("read hierarchy settings"))?;
+                SubAccountAccessType::parse(&stored)
+                    .is_some_and(SubAccountAccessType::opens_sub_accounts)
+            }
+            None => false,
+        };
+        if !opens || tenant_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows_sql = vec!["(?)"; tenant_ids.len()].join(", ");
+        let mut values: Vec<Value> = tenant_ids.iter().map(|t| Value::from(t.as_str())).collect();
+        values.push(Value::from(
+            i32::try_from(self.inner.max_depth).unwrap_or(i32::MAX),
+        ));
+        values.push(Value::from(caller));
+        let rows = conn
+            .query_all_raw(self.statement(
+                &format!(
+                    "WITH RECURSIVE up (start, cur, depth) AS (
+                        SELECT v.column1, t.parent_tenant_id, 1
+                        FROM (VALUES {rows_sql}) v
+                        LEFT JOIN accounts t ON t.tenant_id = v.column1 AND t.deleted_at IS NULL
+                        UNION ALL
+                        SELECT u.start, a.parent_tenant_id, u.depth + 1
+                        FROM up u
+                        LEFT JOIN accounts a ON a.tenant_id = u.cur AND a.deleted_at IS NULL
+                        WHERE u.depth < ?
+                    )
+                    SELECT DISTINCT start FROM up WHERE cur = ? ORDER BY start"
+                ),
+                values,
+            ))
+            .await
+            .map_err(db_err("check sub-account scope"))?;
+        rows.iter()
+            .map(|row| {
+                row.try_get::<String>("", "start")
+                    .map_err(db_err("read sub-account scope"))
+            })
+            .collect()
     }
 
     pub async fn subtree(&self, tenant_id: &str) -> Result<TreeNode> {

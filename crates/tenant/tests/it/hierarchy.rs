@@ -361,3 +361,81 @@ async fn reseller_and_hierarchy_settings_round_trip() {
         Code::NotFound,
     );
 }
+
+async fn reachable(app: &crate::helpers::TestApp, caller: &str, ids: &[&str]) -> Vec<String> {
+    app.hierarchy()
+        .check_sub_account_scope(pb::CheckSubAccountScopeRequest {
+            caller_tenant_id: caller.into(),
+            tenant_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reachable_tenant_ids
+}
+
+async fn open_sub_accounts(app: &crate::helpers::TestApp, id: &str) {
+    app.hierarchy()
+        .update_hierarchy_settings(pb::UpdateHierarchySettingsRequest {
+            tenant_id: id.into(),
+            sub_account_access_type: pb::SubAccountAccessType::DefaultOn.into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// The scope rule for a set of accounts in one call: descendants at any depth when the caller's
+/// settings open them; never the caller itself, its ancestors, other trees, deleted or unknown
+/// accounts; nothing at all under `defaultOff`.
+async fn scope_rule_for_a_set(app: &crate::helpers::TestApp) {
+    // root → a → a1 → a2 → a3, root → b; other → o
+    for id in ["root", "a", "a1", "a2", "a3", "b", "other", "o", "gone"] {
+        app.create(id, id).await;
+    }
+    for (parent, child) in [
+        ("root", "a"),
+        ("a", "a1"),
+        ("a1", "a2"),
+        ("a2", "a3"),
+        ("root", "b"),
+        ("other", "o"),
+        ("a", "gone"),
+    ] {
+        app.attach(parent, child).await.unwrap();
+    }
+    app.delete("gone").await;
+    let all = [
+        "root", "a", "a1", "a2", "a3", "b", "other", "o", "gone", "ghost", "a3",
+    ];
+    assert!(reachable(app, "a", &all).await.is_empty(), "defaultOff");
+    open_sub_accounts(app, "a").await;
+    assert_eq!(reachable(app, "a", &all).await, ["a1", "a2", "a3"]);
+    open_sub_accounts(app, "root").await;
+    assert_eq!(
+        reachable(app, "root", &all).await,
+        ["a", "a1", "a2", "a3", "b"]
+    );
+    assert!(reachable(app, "ghost", &all).await.is_empty());
+    assert!(reachable(app, "root", &[]).await.is_empty());
+    let too_many: Vec<String> = (0..1_001).map(|i| format!("t{i}")).collect();
+    let s = assert_code(
+        app.hierarchy()
+            .check_sub_account_scope(pb::CheckSubAccountScopeRequest {
+                caller_tenant_id: "root".into(),
+                tenant_ids: too_many,
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(reason(&s), "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn scope_rule_for_a_set_on_postgres() {
+    scope_rule_for_a_set(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn scope_rule_for_a_set_on_sqlite() {
+    scope_rule_for_a_set(&crate::helpers::spawn_sqlite_app().await).await;
+}
