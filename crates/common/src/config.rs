@@ -26,6 +26,17 @@ pub const ENV_PREFIX: &str = "TENANTRY_";
 pub const ENV_CONFIG_FILE: &str = "TENANTRY_CONFIG";
 /// Standard OpenTelemetry variable: OTLP export is on when it is set.
 pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Log filter that replaces `log_level` when set.
+pub const ENV_RUST_LOG: &str = "RUST_LOG";
+/// Longest accepted duration setting (`*_ms`): a day. Larger values are typos, and deadlines
+/// computed from them could overflow.
+const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
+/// Longest environment token lifetime: 30 days (`iat + ttl` must stay a sane timestamp).
+const MAX_ENV_TOKEN_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+/// Smallest `max_message_bytes` that still carries a page of accounts; the gRPC length prefix
+/// caps the largest at 4 GiB - 1.
+const MIN_MESSAGE_BYTES: usize = 64 * 1024;
+const MAX_MESSAGE_BYTES: usize = u32::MAX as usize;
 
 /// A configuration value that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,15 +317,27 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         let vars: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != ENV_CONFIG_FILE)
+            .iter()
+            .filter(|&(k, _)| k.starts_with(ENV_PREFIX) && k != ENV_CONFIG_FILE)
+            .cloned()
             .collect();
         figment = figment.merge(EnvList(vars));
         figment = figment.merge(Serialized::defaults(args));
+        // Lossy: environment values arrive as text and become numbers or booleans only where
+        // the key wants one, so a secret or ID made of digits stays the text it was.
         let config: Config = figment
-            .extract()
+            .extract_lossy()
             .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;
         config.validate()?;
+        // `RUST_LOG` replaces `log_level` when set, so it is held to the same rule.
+        if let Some((_, filter)) = env.iter().find(|(k, _)| k == ENV_RUST_LOG)
+            && !filter.trim().is_empty()
+        {
+            check_log_filter(filter).map_err(|message| ConfigError::Invalid {
+                key: ENV_RUST_LOG,
+                message,
+            })?;
+        }
         Ok(config)
     }
 
@@ -369,13 +392,14 @@ impl Config {
         for (key, url) in [
             ("tenant_service_url", &self.tenant_service_url),
             ("entitlement_service_url", &self.entitlement_service_url),
+            ("user_jwt_jwks_url", &self.user_jwt_jwks_url),
         ] {
             if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
+                && !is_http_url(url)
             {
                 return Err(invalid(
                     key,
-                    format!("must be an http:// or https:// URL (got `{url}`)"),
+                    format!("must be an http:// or https:// URL with a host (got `{url}`)"),
                 ));
             }
         }
@@ -399,14 +423,35 @@ impl Config {
                 ));
             }
         }
-        if matches!(&self.service_token, Some(t) if t.expose().len() < 16) {
-            return Err(invalid("service_token", "must be at least 16 characters"));
+        if let Some(token) = &self.service_token {
+            if token.expose().len() < 16 {
+                return Err(invalid("service_token", "must be at least 16 characters"));
+            }
+            // It travels as `authorization: Bearer <token>`; a token that is not a valid header
+            // value would silently be sent as no token at all.
+            if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "service_token",
+                    "must be printable ASCII without spaces",
+                ));
+            }
         }
         if self.client_id.is_some() != self.client_secret.is_some() {
             return Err(invalid(
                 "client_id",
                 "and `client_secret` must be set together",
             ));
+        }
+        if let Some(id) = &self.client_id {
+            check_client_id(id).map_err(|message| invalid("client_id", message))?;
+        }
+        for (key, value) in [
+            ("user_jwt_issuer", &self.user_jwt_issuer),
+            ("user_jwt_audience", &self.user_jwt_audience),
+        ] {
+            if matches!(value, Some(v) if v.trim().is_empty()) {
+                return Err(invalid(key, "must not be empty when set"));
+            }
         }
         self.validate_gateway()?;
         for (key, value) in [
@@ -421,11 +466,53 @@ impl Config {
                 return Err(invalid(key, "must be greater than zero"));
             }
         }
-        if self.log_level.trim().is_empty() {
-            return Err(invalid("log_level", "must not be empty"));
+        for (key, value, max) in [
+            (
+                "db_acquire_timeout_ms",
+                self.db_acquire_timeout_ms,
+                MAX_DURATION_MS,
+            ),
+            (
+                "request_timeout_ms",
+                self.request_timeout_ms,
+                MAX_DURATION_MS,
+            ),
+            ("shutdown_grace_ms", self.shutdown_grace_ms, MAX_DURATION_MS),
+            (
+                "env_token_ttl_secs",
+                self.env_token_ttl_secs,
+                MAX_ENV_TOKEN_TTL_SECS,
+            ),
+            // tokio's semaphore panics above this many permits.
+            (
+                "concurrency_limit",
+                self.concurrency_limit as u64,
+                tokio::sync::Semaphore::MAX_PERMITS as u64,
+            ),
+        ] {
+            if value > max {
+                return Err(invalid(key, format!("must be at most {max} (got {value})")));
+            }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log_level)
-            .map_err(|e| invalid("log_level", format!("is not a valid filter: {e}")))?;
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return Err(invalid(
+                "max_message_bytes",
+                format!(
+                    "must be {MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES} (got {})",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(invalid(
+                "data_dir",
+                format!("names a file, not a directory: {}", self.data_dir.display()),
+            ));
+        }
+        check_log_filter(&self.log_level).map_err(|message| invalid("log_level", message))?;
         Ok(())
     }
 
@@ -438,16 +525,33 @@ impl Config {
             }
         }
         if let Some(list) = &self.client_credentials {
+            let mut ids: Vec<&str> = self.client_id.iter().map(|id| id.as_str()).collect();
             // Name the position only: the entry holds a secret.
             for (i, pair) in list.expose().split(',').enumerate() {
-                let ok = matches!(pair.trim().split_once(':'),
-                    Some((id, secret)) if !id.trim().is_empty() && !secret.trim().is_empty());
-                if !ok {
+                let Some((id, secret)) = pair.trim().split_once(':') else {
                     return Err(invalid(
                         "client_credentials",
                         format!("entry {} is not `id:secret`", i + 1),
                     ));
+                };
+                let id = id.trim();
+                if secret.trim().is_empty() {
+                    return Err(invalid(
+                        "client_credentials",
+                        format!("entry {} has an empty secret", i + 1),
+                    ));
                 }
+                check_client_id(id).map_err(|message| {
+                    invalid("client_credentials", format!("entry {}: {message}", i + 1))
+                })?;
+                // Only one secret can be accepted per ID: a second would silently not work.
+                if ids.contains(&id) {
+                    return Err(invalid(
+                        "client_credentials",
+                        format!("entry {}: client ID `{id}` is configured twice", i + 1),
+                    ));
+                }
+                ids.push(id);
             }
         }
         validate_client_secrets(self)?;
@@ -491,14 +595,6 @@ impl Config {
                     format!("names a file that does not exist: {}", path.display()),
                 ));
             }
-        }
-        if let Some(url) = &self.user_jwt_jwks_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(invalid(
-                "user_jwt_jwks_url",
-                format!("must be an http:// or https:// URL (got `{url}`)"),
-            ));
         }
         if !USER_JWT_ALGORITHMS.contains(&self.user_jwt_algorithm.as_str()) {
             return Err(invalid(
@@ -658,6 +754,47 @@ fn validate_client_secrets(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A client ID: sent in JSON and compared exactly, so it must be visible text.
+fn check_client_id(id: &str) -> Result<(), String> {
+    if id.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if id.trim() != id || id.chars().any(char::is_control) {
+        return Err("must not start or end with spaces or hold control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// `http://` or `https://` with a host.
+fn is_http_url(url: &str) -> bool {
+    url.parse::<http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(|host| !host.is_empty())
+    })
+}
+
+/// A log filter every directive of which sets a level. `EnvFilter` reads a bare word as a
+/// target enabled at every level, so a misspelt level (`loud`) silently turned all logging off.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    if filter.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let is_level = LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive))
+            || matches!(directive, "0" | "1" | "2" | "3" | "4" | "5");
+        if !(is_level || directive.contains('=') || directive.contains('[')) {
+            return Err(format!(
+                "has the directive `{directive}`, which is neither a level ({}) nor `target=level`",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| format!("is not a valid filter: {e}"))
+}
+
 /// A list given as a TOML array or as one comma-separated string (environment variables).
 fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -682,8 +819,9 @@ pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
-/// `TENANTRY_HTTP_ADDR=…` → key `http_addr`; values parsed like figment's `Env` (so numbers are
-/// numbers), but from a list we were given rather than the process environment.
+/// `TENANTRY_HTTP_ADDR=…` → key `http_addr`, from a list we were given rather than the process
+/// environment. Values stay strings: `extract_lossy` turns them into numbers or booleans for the
+/// keys that want one (figment's `Env` guesses types, which made a numeric secret a type error).
 struct EnvList(Vec<(String, String)>);
 
 impl figment::Provider for EnvList {
@@ -697,10 +835,7 @@ impl figment::Provider for EnvList {
         let mut dict = figment::value::Dict::new();
         for (key, value) in &self.0 {
             let key = key[ENV_PREFIX.len()..].to_ascii_lowercase();
-            let value: figment::value::Value = value
-                .parse()
-                .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
-            dict.insert(key, value);
+            dict.insert(key, figment::value::Value::from(value.clone()));
         }
         Ok(figment::Profile::Default.collect(dict))
     }
@@ -962,6 +1097,168 @@ mod tests {
             &[("TENANTRY_USER_JWT_JWKS_URL", "ftp://idp/jwks")],
             "user_jwt_jwks_url",
         );
+    }
+
+    fn refused_naming(pairs: &[(&str, &str)], key: &str) -> String {
+        let err = Config::load_from(&ConfigArgs::default(), env(pairs))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("`{key}`")), "{pairs:?}: {err}");
+        err
+    }
+
+    #[test]
+    fn a_log_filter_that_names_no_level_is_refused() {
+        // `loud` used to parse as a target enabled at every level: all other logging went dark.
+        for bad in ["loud", "info,loud", "tenantry=loud", "inf0"] {
+            let err = refused_naming(&[("TENANTRY_LOG_LEVEL", bad)], "log_level");
+            assert!(err.contains("level"), "{err}");
+        }
+        refused_naming(&[("RUST_LOG", "loud")], "RUST_LOG");
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "3",
+            "info,tenantry=debug,sqlx=warn",
+            "h2=info",
+        ] {
+            let c = Config::load_from(
+                &ConfigArgs::default(),
+                env(&[("TENANTRY_LOG_LEVEL", good), ("RUST_LOG", "debug")]),
+            )
+            .unwrap();
+            assert_eq!(c.log_level, good);
+        }
+    }
+
+    #[test]
+    fn an_empty_or_blank_client_id_is_not_a_credential() {
+        for bad in ["", "  ", " padded", "tab\there"] {
+            refused_naming(
+                &[
+                    ("TENANTRY_CLIENT_ID", bad),
+                    ("TENANTRY_CLIENT_SECRET", "a-secret-long-enough-for-anyone"),
+                ],
+                "client_id",
+            );
+        }
+        let err = refused_naming(
+            &[(
+                "TENANTRY_CLIENT_CREDENTIALS",
+                "ci:first-hunter2, :second-hunter2",
+            )],
+            "client_credentials",
+        );
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+        let err = refused_naming(
+            &[
+                ("TENANTRY_CLIENT_ID", "ci"),
+                ("TENANTRY_CLIENT_SECRET", "a-secret-long-enough-for-anyone"),
+                ("TENANTRY_CLIENT_CREDENTIALS", "ops:x-hunter2,ci:y-hunter2"),
+            ],
+            "client_credentials",
+        );
+        assert!(err.contains("twice"), "{err}");
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+    }
+
+    #[test]
+    fn secrets_and_ids_made_of_digits_stay_text() {
+        let c = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[
+                ("TENANTRY_CLIENT_ID", "12345"),
+                ("TENANTRY_CLIENT_SECRET", "1234567890123456789012345.50"),
+                ("TENANTRY_SERVICE_TOKEN", "00012345678901234567"),
+                ("TENANTRY_MIGRATE_ON_START", "false"),
+                ("TENANTRY_DB_MAX_CONNECTIONS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.client_id.as_deref(), Some("12345"));
+        assert_eq!(
+            c.client_secret.unwrap().expose(),
+            "1234567890123456789012345.50"
+        );
+        assert_eq!(c.service_token.unwrap().expose(), "00012345678901234567");
+        assert!(!c.migrate_on_start);
+        assert_eq!(c.db_max_connections, 3);
+    }
+
+    #[test]
+    fn every_key_refuses_values_it_cannot_work_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let file = file.to_str().unwrap();
+        let cases: &[(&str, &str, &str)] = &[
+            ("TENANTRY_DATA_DIR", "", "data_dir"),
+            ("TENANTRY_DATA_DIR", file, "data_dir"),
+            (
+                "TENANTRY_TENANT_SERVICE_URL",
+                "http://",
+                "tenant_service_url",
+            ),
+            (
+                "TENANTRY_ENTITLEMENT_SERVICE_URL",
+                "grpc://x:1",
+                "entitlement_service_url",
+            ),
+            (
+                "TENANTRY_USER_JWT_JWKS_URL",
+                "https:///jwks",
+                "user_jwt_jwks_url",
+            ),
+            ("TENANTRY_USER_JWT_ISSUER", "", "user_jwt_issuer"),
+            ("TENANTRY_USER_JWT_AUDIENCE", " ", "user_jwt_audience"),
+            (
+                "TENANTRY_SERVICE_TOKEN",
+                "0123456789abcdef\nx",
+                "service_token",
+            ),
+            (
+                "TENANTRY_SERVICE_TOKEN",
+                "0123456789 abcdef",
+                "service_token",
+            ),
+            (
+                "TENANTRY_CONCURRENCY_LIMIT",
+                "9223372036854775807",
+                "concurrency_limit",
+            ),
+            (
+                "TENANTRY_ENV_TOKEN_TTL_SECS",
+                "18446744073709551615",
+                "env_token_ttl_secs",
+            ),
+            (
+                "TENANTRY_SHUTDOWN_GRACE_MS",
+                "18446744073709551615",
+                "shutdown_grace_ms",
+            ),
+            (
+                "TENANTRY_REQUEST_TIMEOUT_MS",
+                "864000000",
+                "request_timeout_ms",
+            ),
+            (
+                "TENANTRY_DB_ACQUIRE_TIMEOUT_MS",
+                "864000000",
+                "db_acquire_timeout_ms",
+            ),
+            ("TENANTRY_MAX_MESSAGE_BYTES", "1", "max_message_bytes"),
+            (
+                "TENANTRY_MAX_MESSAGE_BYTES",
+                "4294967296",
+                "max_message_bytes",
+            ),
+            ("TENANTRY_MIGRATE_ON_START", "maybe", "migrate_on_start"),
+            ("TENANTRY_DB_MAX_CONNECTIONS", "-1", "db_max_connections"),
+        ];
+        for (var, value, key) in cases {
+            refused_naming(&[(var, value)], key);
+        }
     }
 
     #[test]

@@ -44,6 +44,38 @@ fn output_of(mut command: Command) -> (i32, String, String) {
     )
 }
 
+/// The exit code and stderr of a command that must stop at start; a server that started
+/// instead (the value was accepted) is killed and the test fails.
+fn refused_at_start(mut command: Command) -> (i32, String) {
+    // Should it start after all, it takes no fixed port from anyone.
+    for key in [
+        "TENANTRY_HTTP_ADDR",
+        "TENANTRY_TENANT_GRPC_ADDR",
+        "TENANTRY_ENTITLEMENT_GRPC_ADDR",
+    ] {
+        command.env(key, "127.0.0.1:0");
+    }
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the configuration was accepted: the server started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn unknown_config_key_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,6 +108,26 @@ fn bad_config_value_is_refused_naming_the_key() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("entitlement_database_url"), "{stderr}");
     assert!(!stderr.contains("pw-secret"), "secret leaked: {stderr}");
+
+    // A misspelt level used to start a server that logged nothing at all.
+    let mut command = tenantry(dir.path());
+    command.arg("serve").env("TENANTRY_LOG_LEVEL", "loud");
+    let (code, stderr) = refused_at_start(command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`log_level`"), "{stderr}");
+
+    // An empty client ID used to be a working credential.
+    let mut command = tenantry(dir.path());
+    command
+        .arg("serve")
+        .env("TENANTRY_CLIENT_ID", "")
+        .env("TENANTRY_CLIENT_SECRET", "a-secret-long-enough-for-anyone");
+    let (code, stderr) = refused_at_start(command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`client_id` must not be empty"), "{stderr}");
+    assert!(!stderr.contains("long-enough"), "secret leaked: {stderr}");
+    // Nothing was started or written.
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
 
 struct Server {
