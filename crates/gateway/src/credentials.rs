@@ -43,7 +43,7 @@ pub fn environment_credentials(config: &Config) -> Result<EnvironmentCredentials
     if let Some(first) = configured_pairs(config).into_iter().next() {
         return Ok(first);
     }
-    let path = config.data_dir.join(CREDENTIALS_FILE);
+    let path = credentials_file(config);
     let contents = read_or_create(&path, || {
         let stored = StoredCredentials {
             client_id: uuid::Uuid::new_v4().to_string(),
@@ -62,6 +62,11 @@ pub fn environment_credentials(config: &Config) -> Result<EnvironmentCredentials
         secret: Secret::new(stored.secret),
         generated: true,
     })
+}
+
+/// Where dev mode keeps its generated credentials (owner-only JSON).
+pub fn credentials_file(config: &Config) -> PathBuf {
+    config.data_dir.join(CREDENTIALS_FILE)
 }
 
 /// Every accepted pair: the primary one plus the `client_credentials` list.

@@ -35,7 +35,7 @@ use utoipa::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use credentials::{EnvironmentCredentials, environment_credentials};
+pub use credentials::{EnvironmentCredentials, credentials_file, environment_credentials};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -1,7 +1,7 @@
 //! The all-in-one server: the tenant service, the entitlement service and the REST gateway in
 //! one process, each on its own port with its own database, exactly as they run apart.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use tenantry_common::{Config, RunError, Shutdown, grpc::bind};
 
@@ -91,14 +91,24 @@ fn print_banner(
     );
     if credentials.generated {
         // Dev mode only: the operator configured no credentials, so these were generated into
-        // the data directory and are shown once here on the terminal (never in the logs).
-        text.push_str(&format!(
-            "Development credentials (kept in {}):\n  clientId {}\n  secret   {}\n\
-             Set TENANTRY_CLIENT_ID and TENANTRY_CLIENT_SECRET to use your own.\n",
-            config.data_dir.display(),
-            credentials.client_id,
-            credentials.secret.expose(),
-        ));
+        // the data directory. The secret is shown on a terminal only: stdout sent to a file or
+        // a log collector would keep it where the file's owner-only permissions do not reach.
+        let file = tenantry_gateway::credentials_file(config);
+        if std::io::stdout().is_terminal() {
+            text.push_str(&format!(
+                "Development credentials (kept in {}):\n  clientId {}\n  secret   {}\n",
+                file.display(),
+                credentials.client_id,
+                credentials.secret.expose(),
+            ));
+        } else {
+            text.push_str(&format!(
+                "Development credentials:\n  clientId {}\n  secret   in {} (shown only on a terminal)\n",
+                credentials.client_id,
+                file.display(),
+            ));
+        }
+        text.push_str("Set TENANTRY_CLIENT_ID and TENANTRY_CLIENT_SECRET to use your own.\n");
     } else {
         text.push_str("Use the secret configured in TENANTRY_CLIENT_SECRET.\n");
     }

@@ -298,19 +298,119 @@ async fn serve_runs_all_three_servers_on_sqlite_and_stops_cleanly_on_sigterm() {
     let status = wait_exit(&mut server.child, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
 
-    // Development credentials are generated once and reused on the next start.
+    // Development credentials are generated once and reused on the next start. The banner goes
+    // to a pipe here, so it names the file instead of printing the secret.
     let first = server.banner.clone();
     drop(server);
     let second = start_serve(dir.path());
-    let secret_line = |banner: &str| {
+    let client_id_line = |banner: &str| {
         banner
             .lines()
-            .find(|l| l.trim_start().starts_with("secret"))
+            .find(|l| l.trim_start().starts_with("clientId"))
             .map(str::to_owned)
             .unwrap_or_default()
     };
-    assert!(!secret_line(&first).is_empty(), "{first}");
-    assert_eq!(secret_line(&first), secret_line(&second.banner));
+    assert!(!client_id_line(&first).is_empty(), "{first}");
+    assert_eq!(client_id_line(&first), client_id_line(&second.banner));
+    let secret = generated_secret(dir.path());
+    assert!(
+        !first.contains(&secret),
+        "secret printed to a pipe: {first}"
+    );
+}
+
+/// The secret dev mode generated into `data_dir`.
+fn generated_secret(data_dir: &Path) -> String {
+    let file = std::fs::read(data_dir.join("gateway-credentials.json")).unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    let secret = stored["secret"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 16, "{stored}");
+    secret
+}
+
+/// Reads `path` until it holds `needle`, for at most a minute.
+fn wait_for_text(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "`{needle}` never came: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_generated_secret_is_printed_on_a_terminal_only_and_never_logged() {
+    // stdout and stderr are files, as under a process manager that keeps logs.
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let mut command = tenantry(dir.path());
+    command
+        .arg("serve")
+        .env("TENANTRY_LOG_LEVEL", "debug")
+        .env("TENANTRY_HTTP_ADDR", "127.0.0.1:0")
+        .env("TENANTRY_TENANT_GRPC_ADDR", "127.0.0.1:0")
+        .env("TENANTRY_ENTITLEMENT_GRPC_ADDR", "127.0.0.1:0")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let mut child = command.spawn().unwrap();
+    let guard = KillOnDrop(&mut child);
+    let banner = wait_for_text(&out_path, "TENANTRY_CLIENT_SECRET");
+    let secret = generated_secret(dir.path());
+    assert!(
+        !banner.contains(&secret),
+        "secret written to a file: {banner}"
+    );
+    let file = dir.path().join("gateway-credentials.json");
+    assert!(
+        banner.contains(&file.display().to_string()),
+        "the banner should say where the credentials are: {banner}"
+    );
+    sigterm(guard.0);
+    let status = wait_exit(guard.0, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let logged = std::fs::read_to_string(&err_path).unwrap();
+    assert!(logged.contains("rest gateway listening"), "{logged}");
+    assert!(!logged.contains(&secret), "secret logged: {logged}");
+
+    // On a terminal (a pseudo-terminal from `script`), the operator sees it once.
+    let mut command = Command::new("script");
+    let base = tenantry(dir.path());
+    for (key, value) in base.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+        .args(["-qfec", &format!("{BIN} serve"), "/dev/null"])
+        .env("TENANTRY_HTTP_ADDR", "127.0.0.1:0")
+        .env("TENANTRY_TENANT_GRPC_ADDR", "127.0.0.1:0")
+        .env("TENANTRY_ENTITLEMENT_GRPC_ADDR", "127.0.0.1:0")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let guard = KillOnDrop(&mut child);
+    let banner = wait_for_text(&out_path, "TENANTRY_CLIENT_SECRET");
+    assert!(
+        banner.contains(&secret),
+        "no secret on the terminal: {banner}"
+    );
+    drop(guard);
+}
+
+/// Kills the child when the test ends, however it ends.
+struct KillOnDrop<'a>(&'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
