@@ -41,32 +41,68 @@ pub async fn serve(config: &Config, shutdown: Shutdown) -> Result<(), RunError> 
         entitlement_listener.local_addr()?,
     );
 
-    // One failing server stops the others, so the process never runs half-alive.
-    let stop_all = |result: Result<(), RunError>, shutdown: &Shutdown| {
+    // Servers stop in the order requests flow through them: the gateway first, draining its
+    // in-flight requests while the services still answer their internal calls; then the
+    // entitlement service (it calls the tenant service); then the tenant service. Stopping all
+    // three at once lost the internal call of a REST request that was still in flight (503).
+    let entitlement_stop = Shutdown::new();
+    let tenant_stop = Shutdown::new();
+    // One failing server stops the others at once, so the process never runs half-alive.
+    let stop_everything = || {
         shutdown.trigger();
+        entitlement_stop.trigger();
+        tenant_stop.trigger();
+    };
+    let on_error = |result: Result<(), RunError>| {
+        if result.is_err() {
+            stop_everything();
+        }
         result
     };
-    let (tenant, entitlement, gateway) = tokio::join!(
-        async {
-            stop_all(
-                tenantry_tenant::serve(config, tenant_listener, shutdown.clone()).await,
-                &shutdown,
-            )
-        },
-        async {
-            stop_all(
-                tenantry_entitlement::serve(config, entitlement_listener, shutdown.clone()).await,
-                &shutdown,
-            )
-        },
-        async {
-            stop_all(
-                tenantry_gateway::serve(config, http_listener, shutdown.clone()).await,
-                &shutdown,
-            )
-        },
-    );
-    tenant.and(entitlement).and(gateway)
+    let servers = async {
+        tokio::join!(
+            async {
+                let result = on_error(
+                    tenantry_gateway::serve(config, http_listener, shutdown.clone()).await,
+                );
+                entitlement_stop.trigger();
+                result
+            },
+            async {
+                let result = on_error(
+                    tenantry_entitlement::serve(
+                        config,
+                        entitlement_listener,
+                        entitlement_stop.clone(),
+                    )
+                    .await,
+                );
+                // Also when it ended on its own: the gateway cannot serve checks without it.
+                shutdown.trigger();
+                tenant_stop.trigger();
+                result
+            },
+            async {
+                let result = on_error(
+                    tenantry_tenant::serve(config, tenant_listener, tenant_stop.clone()).await,
+                );
+                stop_everything();
+                result
+            },
+        )
+    };
+    // The grace period bounds the whole sequence, not each server's part of it.
+    let grace = config.shutdown_grace();
+    tokio::select! {
+        (gateway, entitlement, tenant) = servers => gateway.and(entitlement).and(tenant),
+        () = async {
+            shutdown.wait().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "servers outlived the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    }
 }
 
 fn print_banner(

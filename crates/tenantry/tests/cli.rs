@@ -413,6 +413,123 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
+/// A plain HTTP/1.1 request with a JSON body: status code and body.
+fn http_send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(request_head(addr, method, path, token, body.len()).as_bytes())
+        .unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    read_response(stream)
+}
+
+fn request_head(addr: &str, method: &str, path: &str, token: Option<&str>, len: usize) -> String {
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\n\
+         content-length: {len}\r\nconnection: close\r\n\r\n"
+    )
+}
+
+fn read_response(mut stream: TcpStream) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// An environment token for the development credentials in `data_dir`.
+fn env_token(http: &str, data_dir: &Path) -> String {
+    let file = std::fs::read(data_dir.join("gateway-credentials.json")).unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    let body = serde_json::json!({"clientId": stored["clientId"], "secret": stored["secret"]});
+    let (status, body) = http_send(http, "POST", "/auth/vendor", None, &body.to_string());
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_requests_in_flight_at_sigterm_complete_and_serve_exits_within_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_serve(dir.path());
+    let token = env_token(&server.http, dir.path());
+
+    // Account creations whose bodies are half sent: the gateway holds them, and each makes its
+    // internal call to the tenant service only once the rest arrives, after SIGTERM.
+    const IN_FLIGHT: usize = 24;
+    let mut pending = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let body = format!(r#"{{"tenantId": "in-flight-{i}", "name": "In flight {i}"}}"#);
+        let (first, rest) = body.split_at(body.len() / 2);
+        let mut stream = TcpStream::connect(&server.http).unwrap();
+        let head = request_head(
+            &server.http,
+            "POST",
+            "/tenants/resources/tenants/v1",
+            Some(&token),
+            body.len(),
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(first.as_bytes()).unwrap();
+        pending.push((stream, rest.to_owned()));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let terminated = Instant::now();
+    sigterm(&server.child);
+    // Shutdown is under way once the gateway stops accepting connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&server.http).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway kept accepting after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut statuses = Vec::new();
+    for (mut stream, rest) in pending {
+        stream.write_all(rest.as_bytes()).unwrap();
+        statuses.push(read_response(stream));
+    }
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|(status, _)| *status != 201)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {IN_FLIGHT} in-flight requests failed: {failed:?}",
+        failed.len()
+    );
+
+    // ...and the drain stays inside the grace period (5 s in `start_serve_with`) as a whole.
+    let status = wait_exit(
+        &mut server.child,
+        Duration::from_secs(7).saturating_sub(terminated.elapsed()),
+    );
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_one_cpu_the_single_threaded_runtime_serves_everything_and_stops_cleanly() {
     // Pinned to one CPU, the binaries run tokio's single-threaded scheduler.
