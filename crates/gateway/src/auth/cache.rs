@@ -75,6 +75,8 @@ mod tests {
             user_id: id.into(),
             tenant_id: "t".into(),
             permissions: vec![],
+            email: None,
+            email_verified: None,
         }
     }
 

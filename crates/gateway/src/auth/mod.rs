@@ -44,6 +44,9 @@ pub enum Principal {
         user_id: String,
         tenant_id: String,
         permissions: Vec<String>,
+        /// The token's `email` and `email_verified` claims (targeting attributes).
+        email: Option<String>,
+        email_verified: Option<bool>,
     },
 }
 
@@ -110,6 +113,12 @@ struct UserClaims {
     tenant_id: Option<String>,
     #[serde(default)]
     permissions: Vec<String>,
+    /// Identity claims that Frontegg's `frontegg` targeting attributes come from; kept only
+    /// when well typed (a token is not refused for them).
+    #[serde(default)]
+    email: Option<serde_json::Value>,
+    #[serde(default)]
+    email_verified: Option<serde_json::Value>,
 }
 
 /// How user tokens are verified.
@@ -327,6 +336,11 @@ impl Authenticator {
             user_id: claims.sub,
             tenant_id,
             permissions: claims.permissions,
+            email: claims
+                .email
+                .and_then(|e| e.as_str().map(str::to_owned))
+                .filter(|e| !e.is_empty()),
+            email_verified: claims.email_verified.and_then(|v| v.as_bool()),
         };
         Ok((principal, claims.exp))
     }
@@ -605,6 +619,8 @@ mod tests {
             user_id: "zoë smith".into(),
             tenant_id: "t".into(),
             permissions: vec![],
+            email: None,
+            email_verified: None,
         };
         assert_eq!(p.metadata_value(), "user:zo%C3%AB%20smith");
     }

@@ -81,6 +81,21 @@ pub async fn ensure_account(
     }
 }
 
+/// Allows the call only when the principal may act on every account in `targets` (the rule
+/// of [`ensure_account`] for the set, in one scope call per [`SCOPE_CALL_MAX`] accounts).
+pub async fn ensure_accounts<'a>(
+    state: &AppState,
+    principal: &Principal,
+    targets: impl IntoIterator<Item = &'a str> + Clone,
+) -> Result<(), ApiError> {
+    match readable(state, principal, targets.clone()).await? {
+        Some(allowed) if !targets.into_iter().all(|t| allowed.contains(t)) => {
+            Err(ApiError::forbidden())
+        }
+        Some(_) | None => Ok(()),
+    }
+}
+
 /// Allows the call only when `target` is a sub-account (at any depth) the user may reach;
 /// the user's own account is not its own sub-account.
 pub async fn ensure_descendant(

@@ -1,7 +1,8 @@
 //! Entitlement checks: our `/entitlements/api/v1/is-entitled-to` (+ `/batch`) with provenance,
 //! and Frontegg's agent endpoints (`/v1/data/e10s/...`) in their own shapes.
 //!
-//! With a user token the subject is the token's: its user, its permissions, and its account
+//! With a user token the subject is the token's: its user, its permissions, its `frontegg`
+//! targeting attributes ([`TOKEN_ATTRIBUTES`]), and its account
 //! or a reachable sub-account; naming another user is 403. Environment tokens check anyone.
 
 use axum::{Json, extract::State};
@@ -42,6 +43,9 @@ pub struct SubjectBody {
     pub user_id: Option<String>,
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// Targeting attributes. With a user token, `email`, `emailVerified`, `tenantId` and
+    /// `userId` (Frontegg's `frontegg` attributes) are taken from the token's `email`,
+    /// `email_verified`, `tenantId` and `sub` claims; body values under these names are ignored.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub attributes: Map<String, Json_>,
@@ -222,32 +226,50 @@ fn decision(d: pb::EntitlementDecision) -> Decision {
     }
 }
 
-/// The subject as the principal may ask about it (see the module comment).
-async fn subject(
-    state: &AppState,
-    principal: &Principal,
-    s: SubjectBody,
-) -> Result<pb::Subject, ApiError> {
-    scope::ensure_account(state, principal, &s.tenant_id).await?;
-    let (user_id, permissions) = match principal {
-        Principal::Environment { .. } => (s.user_id, s.permissions),
+/// Frontegg's `frontegg` targeting attributes. With a user token they are the token's
+/// (`email`, `email_verified`, `tenantId`, `sub` claims), whatever the body says: a body
+/// value under one of these names is dropped, and a claim the token lacks stays absent.
+pub const TOKEN_ATTRIBUTES: [&str; 4] = ["email", "emailVerified", "tenantId", "userId"];
+
+/// The subject as the principal may ask about it (see the module comment); the caller has
+/// already checked the principal's scope over `s.tenant_id`.
+fn subject(principal: &Principal, s: SubjectBody) -> Result<pb::Subject, ApiError> {
+    let (user_id, permissions, attributes) = match principal {
+        Principal::Environment { .. } => (s.user_id, s.permissions, s.attributes),
         Principal::User {
             user_id,
+            tenant_id,
             permissions,
-            ..
+            email,
+            email_verified,
         } => {
             if s.user_id.as_ref().is_some_and(|u| u != user_id) {
                 return Err(ApiError::forbidden());
             }
+            let mut attributes = s.attributes;
+            for name in TOKEN_ATTRIBUTES {
+                attributes.remove(name);
+            }
+            let from_token = [
+                ("email", email.clone().map(Json_::from)),
+                ("emailVerified", email_verified.map(Json_::from)),
+                ("tenantId", Some(Json_::from(tenant_id.clone()))),
+                ("userId", Some(Json_::from(user_id.clone()))),
+            ];
+            for (name, value) in from_token {
+                if let Some(value) = value {
+                    attributes.insert(name.to_owned(), value);
+                }
+            }
             // A user's permissions come from its token, never from the body.
-            (Some(user_id.clone()), permissions.clone())
+            (Some(user_id.clone()), permissions.clone(), attributes)
         }
     };
     Ok(pb::Subject {
         tenant_id: s.tenant_id,
         user_id,
         permissions,
-        attributes: Some(map_to_struct(s.attributes)),
+        attributes: Some(map_to_struct(attributes)),
     })
 }
 
@@ -271,9 +293,8 @@ fn target(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn query(
-    state: &AppState,
+/// One query; the caller has checked the principal's scope over the subject's account.
+fn query(
     principal: &Principal,
     subject_body: SubjectBody,
     target: Target,
@@ -282,7 +303,7 @@ async fn query(
     field: &str,
 ) -> Result<EntitlementQuery, ApiError> {
     Ok(EntitlementQuery {
-        subject: Some(subject(state, principal, subject_body).await?),
+        subject: Some(subject(principal, subject_body)?),
         target: Some(target),
         at: at
             .map(|t| parse_time_field(&t, &format!("{field}at")))
@@ -304,7 +325,8 @@ async fn is_entitled_to(
 ) -> Result<Json<CheckResponse>, ApiError> {
     scope::header_account(&state, &p, &headers).await?;
     let t = target(b.feature, b.permission, b.route, "feature")?;
-    let q = query(&state, &p, b.subject, t, b.at, b.requested_amount, "").await?;
+    scope::ensure_account(&state, &p, &b.subject.tenant_id).await?;
+    let q = query(&p, b.subject, t, b.at, b.requested_amount, "")?;
     let out = state
         .checker
         .check(&p, q, b.min_revision.unwrap_or_default())
@@ -333,11 +355,18 @@ async fn is_entitled_to_batch(
             format!("must hold 1 to {MAX_BATCH} checks (got {})", b.checks.len()),
         ));
     }
+    // The scope rule once for the batch's distinct accounts, not once per item.
+    scope::ensure_accounts(
+        &state,
+        &p,
+        b.checks.iter().map(|c| c.subject.tenant_id.as_str()),
+    )
+    .await?;
     let mut queries = Vec::with_capacity(b.checks.len());
     for (i, c) in b.checks.into_iter().enumerate() {
         let field = format!("checks[{i}].");
         let t = target(c.feature, c.permission, c.route, &format!("{field}feature"))?;
-        queries.push(query(&state, &p, c.subject, t, c.at, c.requested_amount, &field).await?);
+        queries.push(query(&p, c.subject, t, c.at, c.requested_amount, &field)?);
     }
     let out = state
         .checks()
@@ -399,7 +428,8 @@ async fn agent(
     target: Target,
 ) -> Result<Json<AgentResponse>, ApiError> {
     let started = std::time::Instant::now();
-    let q = query(state, p, subject_body, target, None, None, "input.").await?;
+    scope::ensure_account(state, p, &subject_body.tenant_id).await?;
+    let q = query(p, subject_body, target, None, None, "input.")?;
     let out = state.checker.check(p, q, 0).await?;
     let d = out.decision.unwrap_or_default();
     let mut metrics = Map::new();

@@ -2727,3 +2727,194 @@ async fn user_tokens_are_refused_on_management_routes_and_kept_to_their_tenant()
     let b = s.app.post_json(CHECK, Some(&alice), &check("nobody")).await;
     forbidden(&a, &b);
 }
+
+/// A user check with the given claims added to a token of `tenant`.
+async fn user_check(s: &Stack, tenant: &str, extra: Value, path: &str, body: &Value) -> Reply {
+    let mut claims = user_claims(tenant, "u1", &[]);
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    s.app
+        .post_json(path, Some(&user_token(&claims)), body)
+        .await
+}
+
+/// `frontegg` targeting attributes of a user-token check are the token's: a body claiming an
+/// email, a user ID or an account it does not have changes nothing, and a claim the token
+/// lacks stays absent; environment tokens still speak for any subject.
+#[tokio::test]
+async fn user_checks_take_frontegg_attributes_from_the_token() {
+    let s = spawn_stack().await;
+    s.account("vip", None).await;
+    s.feature(json!({"name": "Lounge", "key": "lounge"})).await;
+    let r = s
+        .post(
+            PLANS,
+            &json!({"name": "VIP", "key": "vip", "featureKeys": ["lounge"],
+                    "rules": [{"conditionLogic": "and", "treatment": "true",
+                               "conditions": [{"attribute": "email", "attributeType": "frontegg",
+                                               "negate": false, "op": "ends_with",
+                                               "value": {"list": ["@vip.example"]}}]},
+                              {"conditionLogic": "and", "treatment": "true",
+                               "conditions": [{"attribute": "userId", "attributeType": "frontegg",
+                                               "negate": false, "op": "in_list",
+                                               "value": {"list": ["boss"]}}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let rev = revision(&r);
+    let forged = |attributes: Value| {
+        json!({"subject": {"tenantId": "vip", "attributes": attributes},
+               "feature": {"featureKey": "lounge"}, "minRevision": rev})
+    };
+    let agent = |attributes: Value| {
+        json!({"input": {"subjectContext": {"tenantId": "vip", "attributes": attributes},
+                         "requestContext": {"featureKey": "lounge"}}})
+    };
+    let vip_body = json!({"email": "me@vip.example", "userId": "boss", "emailVerified": true});
+
+    // Environment token: the body is the subject.
+    let r = s.post(CHECK, &forged(vip_body.clone())).await;
+    assert_eq!(r.body["result"], true, "{:?}", r.body);
+
+    // A user token without an email claim: the forged email and user ID count for nothing.
+    for (path, body) in [
+        (CHECK, forged(vip_body.clone())),
+        (AGENT_FEATURE, agent(vip_body.clone())),
+    ] {
+        let r = user_check(&s, "vip", json!({}), path, &body).await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        let result = r.body["result"]["result"]
+            .as_bool()
+            .or(r.body["result"].as_bool());
+        assert_eq!(result, Some(false), "{path}: {:?}", r.body);
+    }
+    // The token's email decides, over the body's.
+    let r = user_check(
+        &s,
+        "vip",
+        json!({"email": "a@plain.example"}),
+        CHECK,
+        &forged(vip_body.clone()),
+    )
+    .await;
+    assert_eq!(r.body["result"], false, "{:?}", r.body);
+    let r = user_check(
+        &s,
+        "vip",
+        json!({"email": "b@vip.example"}),
+        CHECK,
+        &forged(json!({"email": "x@plain.example"})),
+    )
+    .await;
+    assert_eq!(r.body["result"], true, "{:?}", r.body);
+    // The token's `sub` is the `userId` attribute.
+    let r = s
+        .app
+        .post_json(
+            CHECK,
+            Some(&user_token(&user_claims("vip", "boss", &[]))),
+            &forged(json!({})),
+        )
+        .await;
+    assert_eq!(r.body["result"], true, "{:?}", r.body);
+}
+
+/// Counts the tenant-service RPCs served while it is installed (the services run on the
+/// test's thread).
+#[derive(Clone, Default)]
+struct TenantCalls(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TenantCalls {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Method(Option<String>);
+        impl tracing::field::Visit for Method {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "rpc.method" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        if attrs.metadata().name() == "grpc.request" {
+            let mut method = Method(None);
+            attrs.record(&mut method);
+            if let Some(m) = method.0.filter(|m| m.starts_with("/tenantry.tenant.v1.")) {
+                self.0.lock().unwrap().push(m);
+            }
+        }
+    }
+}
+
+/// A batch check with a user token decides scope once for its distinct accounts (one tenant
+/// call for the whole batch), answers each item as alone, and refuses the batch when any item
+/// names an account out of scope (the same 403 as for an unknown account).
+#[tokio::test]
+async fn batch_checks_decide_scope_once_per_batch() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let calls = TenantCalls::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(calls.clone()));
+    let s = spawn_stack().await;
+    let (_, _, rev) = catalog_with_grant(&s).await;
+    // acme (granted `pro`) → acme-eu (inherits); globex elsewhere.
+    let r = s
+        .app
+        .send_json(
+            "PUT",
+            "/tenants/resources/sub-tenants/v1/acme/hierarchy-settings",
+            Some(&s.env),
+            &json!({"subAccountAccessType": "defaultOn"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let user = user_token(&user_claims("acme", "u1", &[]));
+    let item = |tenant: &str, amount: u64| {
+        json!({"subject": {"tenantId": tenant}, "feature": {"featureKey": "seats"},
+               "requestedAmount": amount})
+    };
+    let mut checks = Vec::new();
+    for i in 0..100 {
+        let tenant = if i % 2 == 0 { "acme" } else { "acme-eu" };
+        // 5 seats are granted: 6 is refused.
+        checks.push(item(tenant, if i % 3 == 0 { 6 } else { 5 }));
+    }
+    let before = calls.0.lock().unwrap().len();
+    let r = s
+        .app
+        .post_json(
+            CHECK_BATCH,
+            Some(&user),
+            &json!({"checks": checks, "minRevision": rev}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let during = calls.0.lock().unwrap()[before..].to_vec();
+    assert_eq!(
+        during,
+        ["/tenantry.tenant.v1.HierarchyService/CheckSubAccountScope"],
+        "one scope call for the batch"
+    );
+    let results = r.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 100);
+    for (i, d) in results.iter().enumerate() {
+        assert_eq!(d["result"], json!(i % 3 != 0), "item {i}: {d:?}");
+    }
+    // One item out of scope refuses the batch, exactly as an unknown account does.
+    let mut messages = Vec::new();
+    for outsider in ["globex", "no-such-account"] {
+        let mut with = checks.clone();
+        with[77] = item(outsider, 1);
+        let r = s
+            .app
+            .post_json(CHECK_BATCH, Some(&user), &json!({"checks": with}))
+            .await;
+        assert_error_shape(&r, 403);
+        messages.push(r.body["message"].clone());
+    }
+    assert_eq!(messages[0], messages[1]);
+}
