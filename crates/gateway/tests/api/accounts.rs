@@ -568,3 +568,52 @@ async fn hierarchy_reads_show_only_accounts_the_token_may_read() {
         ["h-top", "h-root", "h-a", "h-a1"]
     );
 }
+
+/// Creating a sub-account tells a user nothing about accounts outside its scope: an ID held
+/// by a live account elsewhere, by a deleted account elsewhere and by its own sub-account all
+/// get the same 409, and a deleted account's ID is never reclaimed (it stays deleted).
+#[tokio::test]
+async fn sub_account_creation_is_no_oracle_and_reclaims_nothing() {
+    let s = spawn_stack().await;
+    let app = &s.app;
+    let env = app.vendor_token().await;
+    create_accounts(app, &env, &["o-mine", "o-theirs", "o-their-old"]).await;
+    let r = app
+        .send_json(
+            "DELETE",
+            "/tenants/resources/tenants/v1/o-their-old",
+            Some(&env),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let user = user_token(&user_claims("o-mine", "u", &[WRITE_SUB]));
+    let create = |id: &'static str| {
+        let user = user.clone();
+        async move {
+            app.post_json(
+                "/tenants/resources/sub-tenants/v1",
+                Some(&user),
+                &json!({"tenantId": id, "name": "mine", "parentTenantId": "o-mine"}),
+            )
+            .await
+        }
+    };
+    let r = create("o-child").await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let mut answers = Vec::new();
+    for id in ["o-child", "o-theirs", "o-their-old"] {
+        let r = create(id).await;
+        assert_error_shape(&r, 409);
+        let mut body = r.body.clone();
+        body["message"] = json!(body["message"].as_str().unwrap().replace(id, "ID"));
+        answers.push(body);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+    assert_error_shape(
+        &app.get("/tenants/resources/tenants/v2/o-their-old", Some(&env))
+            .await,
+        404,
+    );
+}

@@ -139,6 +139,18 @@ pub struct PublicSettings {
     pub locale: Option<String>,
 }
 
+/// What creating an account does with the ID of a deleted one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletedIds {
+    /// Reactivate it (management creates and imports: the vendor restores its customer; the
+    /// grants its deletion revoked stay revoked).
+    Reactivate,
+    /// Treat it as taken, with the very answer a live account gets: sub-account creation,
+    /// where a user must neither reclaim another tenant's deleted account (its history, its
+    /// place in audit trails) nor learn that it was deleted.
+    Reserved,
+}
+
 /// How users of an account reach its sub-accounts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SubAccountAccessType {

@@ -7,7 +7,7 @@ use super::{Handlers, convert, invalid};
 
 /// Most accounts one CheckSubAccountScope call may ask about (a batch check's items).
 const MAX_SCOPE_CHECK_IDS: usize = 1_000;
-use crate::domain::{NewAccount, Settings};
+use crate::domain::{DeletedIds, NewAccount, Settings};
 
 #[tonic::async_trait]
 impl HierarchyService for Handlers {
@@ -35,7 +35,8 @@ impl HierarchyService for Handlers {
             },
         }
         .validated("", true)?;
-        let created = self.store.create_account(new).await?;
+        // Deleted IDs stay taken here: see `DeletedIds::Reserved`.
+        let created = self.store.create_account(new, DeletedIds::Reserved).await?;
         Ok(Response::new(pb::CreateSubAccountResponse {
             account: Some(convert::account(&created.account)),
             reactivated: created.reactivated,

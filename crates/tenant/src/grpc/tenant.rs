@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::{Handlers, convert, invalid};
 use crate::domain::{
-    self, AccountPatch, DELETE_ACCOUNT_PERMISSION, Error, ListQuery, Settings, SortField,
+    self, AccountPatch, DELETE_ACCOUNT_PERMISSION, DeletedIds, Error, ListQuery, Settings,
+    SortField,
 };
 
 /// Most IDs one BatchGetAccounts may name.
@@ -25,7 +26,10 @@ impl TenantService for Handlers {
             .account
             .ok_or_else(|| invalid("account", "is required"))?;
         let new = convert::new_account("account.", new)?.validated("account.", false)?;
-        let created = self.store.create_account(new).await?;
+        let created = self
+            .store
+            .create_account(new, DeletedIds::Reactivate)
+            .await?;
         Ok(Response::new(pb::CreateAccountResponse {
             account: Some(convert::account(&created.account)),
             reactivated: created.reactivated,

@@ -15,8 +15,8 @@ use super::{
     entities::{accounts, memberships},
 };
 use crate::domain::{
-    self, Account, AccountPatch, AttachFacts, ChangeKind, Error, ListQuery, NewAccount, NewChange,
-    Page, Settings, SortField, SubAccountAccessType, check_attach, like_contains,
+    self, Account, AccountPatch, AttachFacts, ChangeKind, DeletedIds, Error, ListQuery, NewAccount,
+    NewChange, Page, Settings, SortField, SubAccountAccessType, check_attach, like_contains,
 };
 
 /// The result of creating an account.
@@ -84,12 +84,14 @@ async fn ensure_alias_free<C: ConnectionTrait>(conn: &C, alias: &str, owner: &st
 }
 
 impl Store {
-    /// Creates `new` (validated) inside `txn`, or reactivates the deleted account with its ID.
-    /// The caller holds the hierarchy lock when `new.parent_tenant_id` is set.
+    /// Creates `new` (validated) inside `txn`; a deleted account with its ID is reactivated or
+    /// taken as `deleted` says. The caller holds the hierarchy lock when
+    /// `new.parent_tenant_id` is set.
     pub(super) async fn create_in(
         &self,
         txn: &DatabaseTransaction,
         new: &NewAccount,
+        deleted: DeletedIds,
     ) -> Result<(Created, Vec<NewChange>)> {
         let tenant_id = new
             .tenant_id
@@ -98,7 +100,7 @@ impl Store {
         let existing = load_row(txn, &tenant_id, true).await?;
         if existing
             .as_ref()
-            .is_some_and(|row| row.deleted_at.is_none())
+            .is_some_and(|row| row.deleted_at.is_none() || deleted == DeletedIds::Reserved)
         {
             return Err(Error::AlreadyExists {
                 reason: "ACCOUNT_EXISTS",
@@ -157,13 +159,14 @@ impl Store {
         ))
     }
 
-    /// Creates an account (validated), reactivating a deleted one with the same ID.
-    pub async fn create_account(&self, new: NewAccount) -> Result<Created> {
+    /// Creates an account (validated); a deleted one with the same ID is reactivated or taken
+    /// as `deleted` says.
+    pub async fn create_account(&self, new: NewAccount, deleted: DeletedIds) -> Result<Created> {
         let txn = self.begin_write().await?;
         if new.parent_tenant_id.is_some() {
             self.lock_hierarchy(&txn).await?;
         }
-        let (created, changes) = self.create_in(&txn, &new).await?;
+        let (created, changes) = self.create_in(&txn, &new, deleted).await?;
         self.commit(txn, changes).await?;
         Ok(created)
     }

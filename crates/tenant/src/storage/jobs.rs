@@ -22,8 +22,8 @@ use super::{
     signed, unsigned,
 };
 use crate::domain::{
-    self, Error, ItemError, ItemOutcome, Migration, MigrationItem, MigrationState, NewAccount,
-    NewChange, Page,
+    self, DeletedIds, Error, ItemError, ItemOutcome, Migration, MigrationItem, MigrationState,
+    NewAccount, NewChange, Page,
 };
 
 /// What a batch left to do.
@@ -505,7 +505,7 @@ impl Store {
                 }
             }
         }
-        match self.create_in(txn, &new).await {
+        match self.create_in(txn, &new, DeletedIds::Reactivate).await {
             Ok((_, changes)) => Ok((ItemOutcome::Created, changes)),
             Err(err) => Ok((outcome_of(err)?, vec![])),
         }

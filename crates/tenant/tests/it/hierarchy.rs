@@ -439,3 +439,46 @@ async fn scope_rule_for_a_set_on_postgres() {
 async fn scope_rule_for_a_set_on_sqlite() {
     scope_rule_for_a_set(&crate::helpers::spawn_sqlite_app().await).await;
 }
+
+/// CreateSubAccount never reclaims a deleted account's ID: the answer is the one a live
+/// account's ID gets (same code, reason and message shape), and the deleted account stays
+/// deleted; CreateAccount (management) still reactivates it.
+#[tokio::test]
+async fn sub_account_creation_takes_deleted_ids_as_taken() {
+    let app = spawn_app().await;
+    for id in ["parent", "live", "gone"] {
+        app.create(id, id).await;
+    }
+    app.delete("gone").await;
+    let create = |id: &str| {
+        let mut h = app.hierarchy();
+        let req = pb::CreateSubAccountRequest {
+            tenant_id: id.into(),
+            name: "mine".into(),
+            parent_tenant_id: "parent".into(),
+            ..pb::CreateSubAccountRequest::default()
+        };
+        async move { h.create_sub_account(req).await }
+    };
+    let live = assert_code(create("live").await, Code::AlreadyExists);
+    let gone = assert_code(create("gone").await, Code::AlreadyExists);
+    assert_eq!(reason(&live), reason(&gone));
+    assert_eq!(
+        live.message().replace("live", "ID"),
+        gone.message().replace("gone", "ID")
+    );
+    assert_code(app.get("gone").await, Code::NotFound);
+    let revived = app
+        .tenants()
+        .create_account(pb::CreateAccountRequest {
+            account: Some(pb::NewAccount {
+                tenant_id: Some("gone".into()),
+                name: "back".into(),
+                ..pb::NewAccount::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revived.reactivated);
+}
