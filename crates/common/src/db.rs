@@ -3,12 +3,13 @@
 //! PostgreSQL in production (each service in its own schema, put on `search_path` so neither
 //! service's SQL names a schema), SQLite as the zero-setup default.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
     SqlErr, Statement, TransactionTrait, sqlx,
 };
+use tokio::sync::watch;
 
 /// Which engine a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,20 +95,45 @@ pub async fn connect(settings: &DbSettings) -> Result<DatabaseConnection, DbErr>
         Engine::Postgres => {
             options
                 .set_schema_search_path(settings.schema.clone())
-                .set_application_name(settings.application_name.clone());
+                .set_application_name(settings.application_name.clone())
+                .map_sqlx_postgres_pool_opts(|o| {
+                    o.after_release(|conn, _| Box::pin(outside_transaction(conn)))
+                });
         }
         Engine::Sqlite => {
             // WAL lets readers proceed during a write; the busy timeout turns lock contention into
             // waiting rather than SQLITE_BUSY errors; foreign keys are off by default in SQLite.
-            options.map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-            });
+            options
+                .map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                        .foreign_keys(true)
+                })
+                .map_sqlx_sqlite_pool_opts(|o| {
+                    o.after_release(|conn, _| Box::pin(outside_transaction(conn)))
+                });
         }
     }
     Database::connect(options).await
+}
+
+/// Whether a connection coming back to the pool may be reused: only outside a transaction.
+/// One whose COMMIT or ROLLBACK failed is still inside one as far as the driver knows (SQLite
+/// rolls a transaction back by itself on a full disk or an I/O error, so the driver's ROLLBACK
+/// fails too): reused, its next "transaction" would be a savepoint inside one that never
+/// commits, acknowledging writes that a restart discards. Such a connection is closed instead.
+async fn outside_transaction<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        // A transaction dropped without COMMIT queues its ROLLBACK on the connection; a round
+        // trip lets it run before we judge.
+        conn.ping().await?;
+    }
+    if conn.is_in_transaction() {
+        tracing::warn!("a pooled database connection is still inside a transaction; closing it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 async fn ensure_schema(settings: &DbSettings) -> Result<(), DbErr> {
@@ -274,6 +300,11 @@ pub enum DbFailure {
     Conflict,
     /// The database cannot be reached or is shutting down: UNAVAILABLE, retry later.
     Unavailable,
+    /// The database's storage is full (SQLite FULL, PostgreSQL 53100): nothing was written.
+    StorageFull,
+    /// The database's storage failed (SQLite IOERR, PostgreSQL 58030 and the other class 53
+    /// resource errors): nothing was written.
+    StorageFailed,
     /// Anything else: a bug or a broken database; logged, returned as INTERNAL.
     Other,
 }
@@ -319,7 +350,14 @@ pub fn classify_sqlx(err: &sqlx::Error) -> DbFailure {
         | sqlx::Error::Protocol(_) => DbFailure::Unavailable,
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && let Some(fault) = sqlite_storage_fault(&code)
+            {
+                return fault;
+            }
             match code.as_str() {
+                "53100" => DbFailure::StorageFull,
+                "58030" => DbFailure::StorageFailed,
                 "40001" | "40P01" => DbFailure::Conflict,
                 // SQLITE_BUSY / SQLITE_LOCKED: the busy timeout ran out.
                 "5" | "6" | "517" | "262" => DbFailure::Conflict,
@@ -340,11 +378,124 @@ pub fn classify_sqlx(err: &sqlx::Error) -> DbFailure {
                 {
                     DbFailure::Unavailable
                 }
+                // Class 53 insufficient resources: out of memory, configuration limits.
+                c if c.starts_with("53") => DbFailure::StorageFailed,
                 _ => DbFailure::Other,
             }
         }
         _ => DbFailure::Other,
     }
+}
+
+/// SQLite's (extended) result code as a storage fault: SQLITE_FULL (13) and the SQLITE_IOERR
+/// family (10 in the low byte).
+fn sqlite_storage_fault(code: &str) -> Option<DbFailure> {
+    let code: u32 = code.parse().ok()?;
+    match code & 0xff {
+        13 => Some(DbFailure::StorageFull),
+        10 => Some(DbFailure::StorageFailed),
+        _ => None,
+    }
+}
+
+/// Which way a database's storage refused a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageFault {
+    /// Out of space.
+    Full,
+    /// An I/O error or another exhausted resource.
+    Failed,
+}
+
+impl StorageFault {
+    /// The fault a classified error names, if any.
+    pub fn of(failure: &DbFailure) -> Option<Self> {
+        match failure {
+            DbFailure::StorageFull => Some(Self::Full),
+            DbFailure::StorageFailed => Some(Self::Failed),
+            DbFailure::UniqueViolation(_)
+            | DbFailure::ForeignKeyViolation(_)
+            | DbFailure::Conflict
+            | DbFailure::Unavailable
+            | DbFailure::Other => None,
+        }
+    }
+}
+
+/// Whether a service's storage takes writes: a write refused for a [`StorageFault`] sets the
+/// fault (the service reports NOT_SERVING), a probe write that commits clears it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StorageHealth {
+    fault: Arc<watch::Sender<Option<StorageFault>>>,
+}
+
+impl Default for StorageHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StorageHealth {
+    pub fn new() -> Self {
+        Self {
+            fault: Arc::new(watch::channel(None).0),
+        }
+    }
+
+    /// Records a refused write.
+    pub fn fault(&self, fault: StorageFault) {
+        self.fault.send_if_modified(|current| {
+            let changed = current.is_none();
+            if changed {
+                tracing::error!(
+                    ?fault,
+                    "database storage refused a write; reporting NOT_SERVING"
+                );
+            }
+            *current = Some(fault);
+            changed
+        });
+    }
+
+    /// Records a write that committed.
+    pub fn recovered(&self) {
+        self.fault.send_if_modified(|current| {
+            let changed = current.is_some();
+            if changed {
+                tracing::info!("database storage takes writes again; reporting SERVING");
+            }
+            *current = None;
+            changed
+        });
+    }
+
+    /// The current fault, if any.
+    pub fn current(&self) -> Option<StorageFault> {
+        *self.fault.borrow()
+    }
+
+    /// Follows the fault as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<Option<StorageFault>> {
+        self.fault.subscribe()
+    }
+}
+
+/// The table a storage probe writes, created by each service's migrations.
+pub const STORAGE_PROBE_TABLE: &str = "storage_probe";
+
+/// One write that must find new space to commit: a 64 KiB incompressible row replacing the
+/// last one in [`STORAGE_PROBE_TABLE`]. Run while a [`StorageFault`] stands, to see it end.
+pub async fn probe_write(conn: &DatabaseConnection) -> Result<(), DbErr> {
+    let sql = if conn.get_database_backend() == DbBackend::Postgres {
+        "INSERT INTO storage_probe (id, filler) \
+             SELECT 1, decode(string_agg(md5(random()::text), ''), 'hex') \
+             FROM generate_series(1, 4096) \
+             ON CONFLICT (id) DO UPDATE SET filler = excluded.filler"
+    } else {
+        "INSERT INTO storage_probe (id, filler) VALUES (1, randomblob(65536)) \
+         ON CONFLICT (id) DO UPDATE SET filler = excluded.filler"
+    };
+    conn.execute_unprepared(sql).await.map(|_| ())
 }
 
 #[expect(
@@ -410,6 +561,18 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::ConnectionReset),
         ))));
         assert_eq!(classify(&err), DbFailure::Unavailable);
+    }
+
+    #[test]
+    fn sqlite_full_and_io_errors_are_storage_faults() {
+        assert_eq!(sqlite_storage_fault("13"), Some(DbFailure::StorageFull));
+        // SQLITE_IOERR_WRITE, SQLITE_IOERR_FSYNC, SQLITE_IOERR_SHMSIZE.
+        for code in ["10", "778", "1034", "4874"] {
+            assert_eq!(sqlite_storage_fault(code), Some(DbFailure::StorageFailed));
+        }
+        // SQLITE_BUSY, SQLITE_CONSTRAINT_UNIQUE.
+        assert_eq!(sqlite_storage_fault("5"), None);
+        assert_eq!(sqlite_storage_fault("2067"), None);
     }
 
     #[tokio::test]

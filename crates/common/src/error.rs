@@ -7,6 +7,22 @@
 use http::StatusCode;
 use tonic::Code;
 
+/// Reason (in `ErrorDetails.reason`) of a write refused because the database's storage is full
+/// (code RESOURCE_EXHAUSTED): nothing was written, retry once space is freed. HTTP 507.
+pub const STORAGE_FULL: &str = "STORAGE_FULL";
+/// Reason of a write refused because the database's storage failed (an I/O error; code
+/// UNAVAILABLE): nothing was written. HTTP 503, the message naming the cause.
+pub const STORAGE_FAILED: &str = "STORAGE_FAILED";
+
+/// The HTTP status that answers a gRPC code carrying a service's typed `reason` (empty when
+/// none): the code's status, except where a reason is finer than its code.
+pub fn http_status_for(code: Code, reason: &str) -> StatusCode {
+    match (code, reason) {
+        (Code::ResourceExhausted, STORAGE_FULL) => StatusCode::INSUFFICIENT_STORAGE,
+        _ => http_status(code),
+    }
+}
+
 /// The HTTP status that answers a gRPC code.
 pub fn http_status(code: Code) -> StatusCode {
     match code {
@@ -40,6 +56,7 @@ pub fn grpc_code(status: StatusCode) -> Code {
         499 => Code::Cancelled,
         501 => Code::Unimplemented,
         503 => Code::Unavailable,
+        507 => Code::ResourceExhausted,
         504 | 408 => Code::DeadlineExceeded,
         _ => Code::Internal,
     }
@@ -90,6 +107,30 @@ mod tests {
         assert_eq!(
             http_status(Code::ResourceExhausted),
             StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_other_exhaustion_stays_429() {
+        assert_eq!(
+            http_status_for(Code::ResourceExhausted, STORAGE_FULL),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        assert_eq!(
+            http_status_for(Code::ResourceExhausted, ""),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            http_status_for(Code::Unavailable, STORAGE_FAILED),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            http_status_for(Code::NotFound, STORAGE_FULL),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            grpc_code(StatusCode::INSUFFICIENT_STORAGE),
+            Code::ResourceExhausted
         );
     }
 

@@ -23,12 +23,18 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     config::{Config, Secret},
+    db::{StorageFault, StorageHealth},
     shutdown::Shutdown,
 };
 
 /// Metadata key carrying the authenticated end principal (set by the gateway) to the services.
 pub const PRINCIPAL_METADATA_KEY: &str = "x-tenantry-principal";
 const HEALTH_PATH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// Response metadata by which a service's error says its storage refused the write (set with
+/// [`mark_storage_fault`]); the server turns it into NOT_SERVING and strips it.
+const STORAGE_FAULT_METADATA_KEY: &str = "x-tenantry-storage-fault";
+/// How often a server whose storage refused a write tries a probe write.
+const STORAGE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What a gRPC server needs to know beyond its services.
 #[derive(Clone, Debug)]
@@ -76,11 +82,19 @@ pub enum ServeError {
 pub struct Services {
     routes: tonic::service::RoutesBuilder,
     names: Vec<&'static str>,
+    storage: Option<(StorageHealth, sea_orm::DatabaseConnection)>,
 }
 
 impl Services {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Health follows the storage of `conn`: a call whose error was [`mark_storage_fault`]ed
+    /// makes every service NOT_SERVING until a probe write on `conn` commits.
+    pub fn storage(mut self, health: StorageHealth, conn: sea_orm::DatabaseConnection) -> Self {
+        self.storage = Some((health, conn));
+        self
     }
 
     /// Adds a generated tonic server.
@@ -131,6 +145,20 @@ pub async fn serve(
     let mut routes = services.routes;
     routes.add_service(health_service).add_service(reflection);
     let mut router = routes.routes().into_axum_router();
+    let mut storage_monitor = None;
+    if let Some((storage, conn)) = services.storage {
+        let watched = storage.clone();
+        router = router.layer(axum::middleware::from_fn(move |req, next| {
+            watch_storage_faults(watched.clone(), req, next)
+        }));
+        storage_monitor = Some(tokio::spawn(follow_storage(
+            health.clone(),
+            services.names.clone(),
+            storage,
+            conn,
+            shutdown.clone(),
+        )));
+    }
     if let Some(token) = &settings.service_token {
         let expected: Arc<str> = format!("Bearer {}", token.expose()).into();
         router = router.layer(axum::middleware::from_fn(move |req, next| {
@@ -184,7 +212,77 @@ pub async fn serve(
             tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace; stopping anyway");
         }
     }
+    if let Some(monitor) = storage_monitor {
+        monitor.abort();
+    }
     Ok(())
+}
+
+/// Marks a status as a write its storage refused, so the server reports NOT_SERVING.
+pub fn mark_storage_fault(status: &mut tonic::Status, fault: StorageFault) {
+    let value = match fault {
+        StorageFault::Full => "full",
+        StorageFault::Failed => "failed",
+    };
+    status.metadata_mut().insert(
+        STORAGE_FAULT_METADATA_KEY,
+        MetadataValue::from_static(value),
+    );
+}
+
+async fn watch_storage_faults(storage: StorageHealth, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if let Some(value) = response.headers_mut().remove(STORAGE_FAULT_METADATA_KEY) {
+        storage.fault(if value == "full" {
+            StorageFault::Full
+        } else {
+            StorageFault::Failed
+        });
+    }
+    response
+}
+
+/// Reports NOT_SERVING while `storage` has a fault, probing with a write until one commits.
+async fn follow_storage(
+    health: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
+    storage: StorageHealth,
+    conn: sea_orm::DatabaseConnection,
+    shutdown: Shutdown,
+) {
+    let mut faults = storage.subscribe();
+    let set_all = |status: ServingStatus| {
+        let (health, names) = (health.clone(), names.clone());
+        async move {
+            health.set_service_status("", status).await;
+            for name in names {
+                health.set_service_status(name, status).await;
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            changed = faults.wait_for(Option::is_some) => if changed.is_err() { return },
+        }
+        set_all(ServingStatus::NotServing).await;
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = tokio::time::sleep(STORAGE_PROBE_INTERVAL) => {}
+            }
+            match crate::db::probe_write(&conn).await {
+                Ok(()) => break,
+                Err(err) => tracing::debug!(error = %err, "storage probe write failed"),
+            }
+        }
+        storage.recovered();
+        // Draining wins: the shutdown signal has reported NOT_SERVING for good.
+        if shutdown.is_triggered() {
+            return;
+        }
+        set_all(ServingStatus::Serving).await;
+    }
 }
 
 /// Accepted connections with Nagle off: a large response otherwise waits ~40 ms on the peer's

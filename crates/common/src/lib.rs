@@ -36,6 +36,8 @@ impl RunError {
     pub fn database(context: &str, err: &sea_orm::DbErr) -> Self {
         let kind = match db::classify(err) {
             db::DbFailure::Unavailable => "database unreachable",
+            db::DbFailure::StorageFull => "database storage full",
+            db::DbFailure::StorageFailed => "database storage failed",
             db::DbFailure::UniqueViolation(_)
             | db::DbFailure::ForeignKeyViolation(_)
             | db::DbFailure::Conflict

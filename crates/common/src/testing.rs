@@ -113,6 +113,81 @@ pub fn sqlite() -> (tempfile::TempDir, String) {
     (dir, url)
 }
 
+/// A directory on a tmpfs of `bytes` bytes, for storage-exhaustion tests: [`SizeLimitedDir::fill`]
+/// takes the remaining space with a filler file, [`SizeLimitedDir::free`] gives it back.
+/// Mounting needs root (CI runs as root); unmounted when dropped.
+#[derive(Debug)]
+pub struct SizeLimitedDir {
+    dir: tempfile::TempDir,
+}
+
+impl SizeLimitedDir {
+    /// Mounts the tmpfs, or explains why it cannot.
+    pub fn mount(bytes: u64) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let output = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (root is needed): {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.path().join("filler")
+    }
+
+    /// Writes a filler file until the file system refuses (ENOSPC): no byte is left.
+    pub fn fill(&self) {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .expect("open filler");
+        let chunk = vec![0xa5_u8; 4096];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("fill {}: {e}", self.path().display()),
+            }
+        }
+        // Byte-sized tails, so not even a partial page is left.
+        while let Ok(1) = file.write(&chunk[..1]) {}
+    }
+
+    /// Removes the filler file.
+    pub fn free(&self) {
+        fs::remove_file(self.filler()).expect("remove filler");
+    }
+}
+
+impl Drop for SizeLimitedDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
 /// A free loopback port (bound and released; callers bind it again at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -12,7 +12,7 @@ use http::{HeaderValue, StatusCode};
 use prost::Message;
 use serde::Serialize;
 use tenantry_common::{
-    error::{code_name, grpc_code, http_status},
+    error::{STORAGE_FAILED, code_name, grpc_code, http_status_for},
     grpc,
 };
 use tenantry_proto::common::v1::ErrorDetails;
@@ -139,12 +139,23 @@ impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         // A hop that broke (e.g. the service was killed mid-call) is UNAVAILABLE, not a bug.
         let code = grpc::caller_code(&status);
-        let http = http_status(code);
+        let details = if status.details().is_empty() {
+            None
+        } else {
+            ErrorDetails::decode(status.details()).ok()
+        };
+        let reason = details.as_ref().map_or("", |d| d.reason.as_str());
+        let http = http_status_for(code, reason);
         let message = match code {
             // Internal failures are logged by the service; their text is not for callers.
             Code::Internal | Code::Unknown | Code::DataLoss => {
                 tracing::warn!(grpc.code = code_name(code), error = %status.message(), "service error");
                 "internal error".to_owned()
+            }
+            // A failed disk is named: the operator must act, retrying alone will not help.
+            Code::Unavailable if reason == STORAGE_FAILED => {
+                tracing::warn!(error = %status.message(), "service storage failed");
+                status.message().to_owned()
             }
             Code::Unavailable => {
                 tracing::warn!(error = %status.message(), "service unavailable");
@@ -172,9 +183,7 @@ impl From<tonic::Status> for ApiError {
             field_violations: Vec::new(),
             item_errors: Vec::new(),
         };
-        if !status.details().is_empty()
-            && let Ok(details) = ErrorDetails::decode(status.details())
-        {
+        if let Some(details) = details {
             if !details.reason.is_empty() {
                 body.reason = Some(details.reason);
             }
@@ -260,6 +269,43 @@ mod tests {
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         let e = ApiError::from(tonic::Status::unknown("sent by the server"));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn storage_faults_are_507_or_503_naming_the_cause() {
+        let with_reason = |code, message: &str, reason: &str| {
+            let details = ErrorDetails {
+                reason: reason.into(),
+                field_violations: vec![],
+                item_errors: vec![],
+            };
+            tonic::Status::with_details(code, message, details.encode_to_vec().into())
+        };
+        let e = ApiError::from(with_reason(
+            Code::ResourceExhausted,
+            "the tenant database's storage is full; nothing was written",
+            "STORAGE_FULL",
+        ));
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(e.body.status_code, 507);
+        assert_eq!(e.body.reason.as_deref(), Some("STORAGE_FULL"));
+        assert!(e.body.message.contains("storage is full"));
+        let e = ApiError::from(with_reason(
+            Code::Unavailable,
+            "the tenant database's storage failed (I/O error); nothing was written",
+            "STORAGE_FAILED",
+        ));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.body.message.contains("storage failed"), "{e:?}");
+        // Other exhaustion keeps its 429; other outages their generic text.
+        let e = ApiError::from(with_reason(Code::ResourceExhausted, "quota", "QUOTA"));
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        let e = ApiError::from(with_reason(
+            Code::Unavailable,
+            "db at 10.0.0.1",
+            "UNAVAILABLE",
+        ));
+        assert!(!e.body.message.contains("10.0.0.1"));
     }
 
     #[test]

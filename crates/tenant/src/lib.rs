@@ -57,7 +57,13 @@ pub async fn serve(
     // also when the server stops on an error, without stopping the caller's other services.
     let local = shutdown.child();
     let workers = workers::start(&store, &local);
-    let services = grpc::services(&store, &workers, &local, config.max_message_bytes);
+    let services = grpc::services(
+        &store,
+        &workers,
+        &local,
+        db::StorageHealth::new(),
+        config.max_message_bytes,
+    );
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "tenant service listening"

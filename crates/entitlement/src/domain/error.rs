@@ -40,6 +40,12 @@ pub enum DomainError {
     PermissionDenied(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The database's storage is full: nothing was written.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// The database's storage failed (an I/O error): nothing was written.
+    #[error("storage failed: {0}")]
+    StorageFailed(String),
     #[error("internal error: {message}")]
     Internal {
         message: String,

@@ -9,7 +9,11 @@ mod grants;
 use std::sync::Arc;
 
 use prost::Message;
-use tenantry_common::grpc::{PRINCIPAL_METADATA_KEY, Services};
+use tenantry_common::{
+    db::{StorageFault, StorageHealth},
+    error::{STORAGE_FAILED, STORAGE_FULL},
+    grpc::{PRINCIPAL_METADATA_KEY, Services, mark_storage_fault},
+};
 use tenantry_proto::common::v1::{ErrorDetails, FieldViolation, ItemError, PageInfo, PageRequest};
 use tenantry_proto::entitlement::v1::{
     entitlement_service_server::EntitlementServiceServer,
@@ -29,6 +33,7 @@ pub struct Handler {
 }
 
 pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
+    let conn = engine.store.connection().clone();
     let h = Handler { engine };
     macro_rules! sized {
         ($server:ident) => {
@@ -38,6 +43,7 @@ pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
         };
     }
     Services::new()
+        .storage(StorageHealth::new(), conn)
         .add(sized!(FeatureServiceServer))
         .add(sized!(PlanServiceServer))
         .add(sized!(FeatureFlagServiceServer))
@@ -142,6 +148,17 @@ impl From<DomainError> for Status {
             }
             DomainError::Unavailable(message) => {
                 with_details(Code::Unavailable, message, plain("UNAVAILABLE"))
+            }
+            DomainError::StorageFull(message) => {
+                let mut status =
+                    with_details(Code::ResourceExhausted, message, plain(STORAGE_FULL));
+                mark_storage_fault(&mut status, StorageFault::Full);
+                status
+            }
+            DomainError::StorageFailed(message) => {
+                let mut status = with_details(Code::Unavailable, message, plain(STORAGE_FAILED));
+                mark_storage_fault(&mut status, StorageFault::Failed);
+                status
             }
             DomainError::Internal { message, source } => {
                 let mut chain = message;

@@ -35,6 +35,12 @@ pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 pub fn db_err(context: &'static str) -> impl Fn(DbErr) -> DomainError {
     move |err| match classify(&err) {
         DbFailure::Unavailable => DomainError::Unavailable("database unreachable".into()),
+        DbFailure::StorageFull => DomainError::StorageFull(
+            "the entitlement database's storage is full; nothing was written".into(),
+        ),
+        DbFailure::StorageFailed => DomainError::StorageFailed(
+            "the entitlement database's storage failed (I/O error); nothing was written".into(),
+        ),
         DbFailure::Conflict => {
             DomainError::Unavailable("concurrent write conflict, retry the request".into())
         }

@@ -28,6 +28,8 @@ pub struct App {
     pub grants: GrantServiceClient<Channel>,
     pub checks: EntitlementServiceClient<Channel>,
     pub tenants: TenantServiceClient<Channel>,
+    /// The entitlement service's channel (health, raw calls).
+    pub channel: Channel,
     pub clock: ManualClock,
     pub config: Config,
     pub shutdown: Shutdown,
@@ -99,7 +101,8 @@ async fn start(
         flags: FeatureFlagServiceClient::new(ch.clone()),
         routes: RouteServiceClient::new(ch.clone()),
         grants: GrantServiceClient::new(ch.clone()),
-        checks: EntitlementServiceClient::new(ch),
+        checks: EntitlementServiceClient::new(ch.clone()),
+        channel: ch,
         tenants: TenantServiceClient::new(tenant),
         clock,
         config,
@@ -146,6 +149,21 @@ pub async fn spawn_sqlite_app() -> App {
         ..Config::default()
     };
     start(config, None, Some(dir)).await
+}
+
+/// SQLite files for both services in `dir`, which the caller keeps (and may restart on).
+pub async fn spawn_sqlite_app_in(dir: &std::path::Path) -> App {
+    let config = Config {
+        data_dir: dir.to_owned(),
+        entitlement_database_url: Some(Secret::new(tenantry_common::config::sqlite_url(
+            &dir.join("entitlement.db"),
+        ))),
+        tenant_database_url: Some(Secret::new(tenantry_common::config::sqlite_url(
+            &dir.join("tenant.db"),
+        ))),
+        ..Config::default()
+    };
+    start(config, None, None).await
 }
 
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {

@@ -4,6 +4,7 @@
 mod batch_insert;
 mod catalog;
 mod checks;
+mod durability;
 mod explain;
 mod feed;
 mod grants;

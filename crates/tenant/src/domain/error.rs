@@ -25,6 +25,12 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The database's storage is full: nothing was written.
+    #[error("{0}")]
+    StorageFull(String),
+    /// The database's storage failed (an I/O error): nothing was written.
+    #[error("{0}")]
+    StorageFailed(String),
     #[error("{context}")]
     Internal {
         context: String,
@@ -74,6 +80,8 @@ impl Error {
             Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
             Self::PermissionDenied(_) => "PERMISSION_DENIED",
             Self::Unavailable(_) => "UNAVAILABLE",
+            Self::StorageFull(_) => tenantry_common::error::STORAGE_FULL,
+            Self::StorageFailed(_) => tenantry_common::error::STORAGE_FAILED,
             Self::Internal { .. } => "INTERNAL",
         }
     }

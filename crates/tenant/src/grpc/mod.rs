@@ -9,7 +9,11 @@ mod migration;
 mod tenant;
 
 use prost::Message;
-use tenantry_common::{Shutdown, grpc::Services};
+use tenantry_common::{
+    Shutdown,
+    db::{StorageFault, StorageHealth},
+    grpc::{Services, mark_storage_fault},
+};
 use tenantry_proto::{
     common::v1::{ErrorDetails, FieldViolation},
     tenant::v1::{
@@ -37,6 +41,7 @@ pub fn services(
     store: &Store,
     workers: &Workers,
     shutdown: &Shutdown,
+    storage: StorageHealth,
     max_message_bytes: usize,
 ) -> Services {
     let h = Handlers {
@@ -45,6 +50,7 @@ pub fn services(
         shutdown: shutdown.clone(),
     };
     Services::new()
+        .storage(storage, store.connection().clone())
         .add(
             TenantServiceServer::new(h.clone())
                 .max_decoding_message_size(max_message_bytes)
@@ -107,6 +113,17 @@ impl From<Error> for Status {
             }
             Error::Unavailable(message) => {
                 status_with_details(Code::Unavailable, message, details(vec![]))
+            }
+            Error::StorageFull(message) => {
+                let mut status =
+                    status_with_details(Code::ResourceExhausted, message, details(vec![]));
+                mark_storage_fault(&mut status, StorageFault::Full);
+                status
+            }
+            Error::StorageFailed(message) => {
+                let mut status = status_with_details(Code::Unavailable, message, details(vec![]));
+                mark_storage_fault(&mut status, StorageFault::Failed);
+                status
             }
             Error::Internal { context, source } => {
                 let mut chain = source.to_string();

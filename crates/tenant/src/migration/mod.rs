@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_initial;
 mod m20260301_000002_live_account_count;
+mod m20261203_000003_storage_probe;
 
 /// Applies the tenant service's migrations.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20260101_000001_initial::Migration),
             Box::new(m20260301_000002_live_account_count::Migration),
+            Box::new(m20261203_000003_storage_probe::Migration),
         ]
     }
 

@@ -82,7 +82,10 @@ fn outcome_of(err: Error) -> Result<ItemOutcome> {
             Ok(failed("parent_tenant_id", reason, message))
         }
         Error::PermissionDenied(message) => Ok(failed("", "PERMISSION_DENIED", message)),
-        err @ (Error::Unavailable(_) | Error::Internal { .. }) => Err(err),
+        err @ (Error::Unavailable(_)
+        | Error::StorageFull(_)
+        | Error::StorageFailed(_)
+        | Error::Internal { .. }) => Err(err),
     }
 }
 

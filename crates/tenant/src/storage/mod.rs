@@ -256,6 +256,12 @@ pub(crate) fn db_err(context: &'static str) -> impl FnOnce(DbErr) -> Error {
         DbFailure::Unavailable => {
             Error::Unavailable("the tenant database is unavailable; retry later".into())
         }
+        DbFailure::StorageFull => {
+            Error::StorageFull("the tenant database's storage is full; nothing was written".into())
+        }
+        DbFailure::StorageFailed => Error::StorageFailed(
+            "the tenant database's storage failed (I/O error); nothing was written".into(),
+        ),
         DbFailure::Other => Error::internal(context, err),
     }
 }

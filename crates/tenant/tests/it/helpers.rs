@@ -56,6 +56,11 @@ pub async fn spawn_sqlite_app() -> TestApp {
     start(config_for(url), Some(std::sync::Arc::new(dir))).await
 }
 
+/// The tenant service on the SQLite database at `url` (whose directory the caller keeps).
+pub async fn spawn_sqlite_app_at(url: String) -> TestApp {
+    start(config_for(url), None).await
+}
+
 async fn start(config: Config, dir: Option<TempDir>) -> TestApp {
     telemetry::init_for_tests();
     tenantry_tenant::migrate(&config)

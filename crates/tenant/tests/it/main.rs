@@ -3,6 +3,7 @@
 
 mod accounts;
 mod counts;
+mod durability;
 mod errors;
 mod feed;
 mod helpers;

@@ -1,0 +1,123 @@
+//! Storage that never acknowledges what it did not commit: the tenant service on SQLite in a
+//! size-limited directory, filled while it serves.
+
+use std::time::{Duration, Instant};
+
+use tenantry_common::{config::sqlite_url, testing::SizeLimitedDir};
+use tenantry_proto::tenant::v1 as pb;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::helpers::{TestApp, reason, spawn_sqlite_app_at};
+
+async fn serving(app: &TestApp) -> ServingStatus {
+    HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status()
+}
+
+async fn create(app: &TestApp, tenant_id: &str) -> Result<(), tonic::Status> {
+    app.tenants()
+        .create_account(pb::CreateAccountRequest {
+            account: Some(pb::NewAccount {
+                tenant_id: Some(tenant_id.to_owned()),
+                name: tenant_id.to_owned(),
+                // Big enough that each commit needs new pages in the WAL.
+                logo: Some("x".repeat(4_000)),
+                ..pb::NewAccount::default()
+            }),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_with_storage_full_never_loses_an_acknowledged_one_and_recovers()
+{
+    let dir = SizeLimitedDir::mount(8 << 20)
+        .expect("a size-limited tmpfs for the disk-full test (run the tests as root, as CI does)");
+    let url = sqlite_url(&dir.path().join("tenant.db"));
+    let app = spawn_sqlite_app_at(url.clone()).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let id = format!("before-{i}");
+        create(&app, &id)
+            .await
+            .expect("write before the disk fills");
+        acknowledged.push(id);
+    }
+    assert_eq!(serving(&app).await, ServingStatus::Serving);
+
+    dir.fill();
+    let mut refused = 0;
+    let mut wrong = Vec::new();
+    for i in 0..300 {
+        let id = format!("full-{i}");
+        match create(&app, &id).await {
+            Ok(()) => acknowledged.push(id),
+            Err(status) => {
+                refused += 1;
+                let typed = (status.code(), reason(&status));
+                if typed != (Code::ResourceExhausted, "STORAGE_FULL".to_owned())
+                    && typed != (Code::Unavailable, "STORAGE_FAILED".to_owned())
+                {
+                    wrong.push(format!("{id}: {status:?}"));
+                }
+            }
+        }
+        if refused >= 20 {
+            break;
+        }
+    }
+    assert!(refused > 0, "a full disk refused no write");
+    assert!(
+        wrong.is_empty(),
+        "refusals that do not say the storage is full: {wrong:#?}"
+    );
+    assert_eq!(
+        serving(&app).await,
+        ServingStatus::NotServing,
+        "a service whose disk is full must not report itself ready"
+    );
+
+    dir.free();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serving(&app).await != ServingStatus::Serving {
+        assert!(
+            Instant::now() < deadline,
+            "the service stayed NOT_SERVING after the disk was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..5 {
+        let id = format!("after-{i}");
+        create(&app, &id)
+            .await
+            .expect("write after the disk is freed");
+        acknowledged.push(id);
+    }
+
+    let app = TestApp::restart(app.stop().await).await;
+    let mut lost = Vec::new();
+    for id in &acknowledged {
+        match app.get(id).await {
+            Ok(_) => {}
+            Err(status) => lost.push(format!("{id}: {:?}", status.code())),
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged accounts are gone after a restart: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+    drop(app);
+    drop(url);
+}
