@@ -82,7 +82,7 @@ pub async fn connect(settings: &DbSettings) -> Result<DatabaseConnection, DbErr>
     })?;
     match engine {
         Engine::Postgres => ensure_schema(settings).await?,
-        Engine::Sqlite => ensure_sqlite_dir(&settings.url)?,
+        Engine::Sqlite => prepare_sqlite_files(&settings.url)?,
     }
     let mut options = ConnectOptions::new(settings.url.clone());
     options
@@ -175,7 +175,10 @@ async fn ensure_schema(settings: &DbSettings) -> Result<(), DbErr> {
     admin.close().await
 }
 
-fn ensure_sqlite_dir(url: &str) -> Result<(), DbErr> {
+/// Prepares a SQLite database's files: its directory created owner-only (0700), the database
+/// file created owner-only (0600) before SQLite opens it (its `-wal` and `-shm` files inherit
+/// that), and files an older version left readable by others tightened to 0600.
+fn prepare_sqlite_files(url: &str) -> Result<(), DbErr> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
@@ -183,15 +186,23 @@ fn ensure_sqlite_dir(url: &str) -> Result<(), DbErr> {
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
-    if let Some(dir) = std::path::Path::new(path).parent()
+    let path = std::path::Path::new(path);
+    let fail = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        DbErr::Custom(format!("cannot {what} {}: {e}", p.display()))
+    };
+    if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            DbErr::Custom(format!(
-                "cannot create database directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        crate::files::create_private_dir(dir)
+            .map_err(|e| fail("create database directory", dir, e))?;
+    }
+    crate::files::create_private_file(path).map_err(|e| fail("create database file", path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        crate::files::restrict_to_owner(&file)
+            .map_err(|e| fail("restrict permissions of", &file, e))?;
     }
     Ok(())
 }
@@ -573,6 +584,42 @@ mod tests {
         // SQLITE_BUSY, SQLITE_CONSTRAINT_UNIQUE.
         assert_eq!(sqlite_storage_fault("5"), None);
         assert_eq!(sqlite_storage_fault("2067"), None);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_and_their_directory_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let settings = |file: &str| DbSettings {
+            url: crate::config::sqlite_url(&data.join(file)),
+            schema: "unused".into(),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+            application_name: "test".into(),
+        };
+        let db = connect(&settings("x.db")).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .await
+            .unwrap();
+        db.execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .unwrap();
+        assert_eq!(mode(&data), 0o700, "data directory");
+        for file in ["x.db", "x.db-wal", "x.db-shm"] {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
+        db.close().await.unwrap();
+
+        // A database an older version left world-readable is tightened at the next start.
+        std::fs::write(data.join("old.db"), b"").unwrap();
+        std::fs::set_permissions(data.join("old.db"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let db = connect(&settings("old.db")).await.unwrap();
+        assert_eq!(mode(&data.join("old.db")), 0o600);
+        db.close().await.unwrap();
     }
 
     #[tokio::test]

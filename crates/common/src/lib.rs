@@ -5,6 +5,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod grpc;
 pub mod permission;
 pub mod runtime;

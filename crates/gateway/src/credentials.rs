@@ -121,7 +121,7 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>
         Err(e) => return Err(io_error(path, &e)),
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+        tenantry_common::files::create_private_dir(dir).map_err(|e| io_error(dir, &e))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -173,6 +173,16 @@ mod tests {
             dev_token_key(&config).unwrap(),
             dev_token_key(&config).unwrap()
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&config.data_dir), 0o700, "data directory");
+            for entry in std::fs::read_dir(&config.data_dir).unwrap() {
+                let path = entry.unwrap().path();
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+            }
+        }
     }
 
     #[test]
