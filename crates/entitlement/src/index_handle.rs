@@ -135,6 +135,20 @@ impl IndexHandle {
         }
         let mut rx = self.published.subscribe();
         self.catch_up().await?;
+        if self.current().revision() < min_revision {
+            // Callers learn revisions from write answers, so one beyond the newest committed
+            // (the counter is read outside any write) was never handed out: waiting for it
+            // would only park the request.
+            let head = self.store.revision(self.store.connection()).await?;
+            if min_revision > head {
+                return Err(DomainError::invalid(
+                    "min_revision",
+                    format!(
+                        "is {min_revision}, beyond the newest revision ({head}); give a revision a write returned"
+                    ),
+                ));
+            }
+        }
         let reached = tokio::time::timeout(wait, rx.wait_for(|r| *r >= min_revision)).await;
         let current = self.current();
         if current.revision() >= min_revision {

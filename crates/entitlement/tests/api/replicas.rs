@@ -42,12 +42,16 @@ async fn two_instances_see_each_others_writes() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    // A revision nobody wrote yet: UNAVAILABLE after a short wait.
-    let err = b
-        .check("acme", None, feature_target("sso"), None, rev + 1_000)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    // A revision nobody wrote (no write ever answered with it): a client error, at once
+    // rather than after parking the request for the revision wait.
+    for beyond in [rev + 1_000, 1 << 63, u64::MAX] {
+        let err = b
+            .check("acme", None, feature_target("sso"), None, beyond)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("min_revision"), "{err:?}");
+    }
 
     let revision = b
         .checks
@@ -87,9 +91,9 @@ async fn tenant_plans_honour_min_revision() {
     assert!(plans[0].entitled);
     assert_eq!(plans[0].grant_ids, vec![grant.id]);
 
-    // A revision nobody wrote yet: UNAVAILABLE after a short wait, not a stale answer.
+    // A revision nobody wrote: refused as the client's error, not a stale answer.
     let err = list(rev + 1_000).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 
 #[tokio::test]
