@@ -6,7 +6,7 @@
 //! runs and sends them as one call. There is no timer: with no load a check goes out alone
 //! as soon as the task runs; under load one round trip carries every check that arrived while
 //! the previous ones were being sent. Each caller gets exactly what its own call would have
-//! answered — a batch that fails because of one query is resent as single calls.
+//! answered — a batch that fails, for whatever reason, is resent as single calls.
 
 use futures::future::join_all;
 use opentelemetry::trace::TraceContextExt;
@@ -16,7 +16,7 @@ use tenantry_proto::entitlement::v1::{
     entitlement_service_client::EntitlementServiceClient,
 };
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Code, Status};
+use tonic::Status;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -145,8 +145,11 @@ async fn send(client: Client, mut batch: Vec<Pending>) {
                 }));
             }
         }
-        // Only a query can be invalid: each goes alone and gets its own answer or error.
-        Err(status) if status.code() == Code::InvalidArgument => {
+        // Whatever the code, a failed batch cannot say whose query caused it (an invalid one,
+        // one the service chokes on, a message grown too large): each goes alone and gets
+        // its own answer or error, so one caller's bad check never fails another's.
+        Err(status) => {
+            tracing::debug!(parent: &span, grpc.code = ?status.code(), checks = batch.len(), "batch check failed; answering each alone");
             join_all(batch.into_iter().map(|p| {
                 let client = client.clone();
                 async move {
@@ -156,12 +159,6 @@ async fn send(client: Client, mut batch: Vec<Pending>) {
             }))
             .instrument(span)
             .await;
-        }
-        // The call failed as a whole (unavailable, deadline, refused): so would each alone.
-        Err(status) => {
-            for p in batch {
-                let _ = p.reply.send(Err(status.clone()));
-            }
         }
     }
 }

@@ -4,6 +4,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
 
+use tenantry_common::limits::{ATTRIBUTES, Freeform, METADATA};
+
 use crate::error::ApiError;
 
 pub fn json_to_value(json: Json) -> Value {
@@ -29,8 +31,26 @@ pub fn map_to_struct(map: Map<String, Json>) -> Struct {
     }
 }
 
-/// A JSON object as a Struct; `field` names the request field in the error otherwise.
+/// Refuses free-form JSON over `limits` (depth, keys, size), naming the field.
+pub fn check_freeform(json: &Json, field: &str, limits: &Freeform) -> Result<(), ApiError> {
+    tenantry_common::limits::check_freeform(json, limits)
+        .map_err(|problem| ApiError::invalid_field(field, problem))
+}
+
+/// Check attributes as a Struct, within the attribute limits.
+pub fn attributes_to_struct(map: Map<String, Json>, field: &str) -> Result<Struct, ApiError> {
+    let json = Json::Object(map);
+    check_freeform(&json, field, &ATTRIBUTES)?;
+    let Json::Object(map) = json else {
+        return Ok(Struct::default());
+    };
+    Ok(map_to_struct(map))
+}
+
+/// A JSON object as a Struct (within the metadata limits); `field` names the request field in
+/// the error otherwise.
 pub fn object_to_struct(json: Json, field: &str) -> Result<Struct, ApiError> {
+    check_freeform(&json, field, &METADATA)?;
     match json {
         Json::Object(map) => Ok(map_to_struct(map)),
         Json::Null => Ok(Struct::default()),
@@ -46,7 +66,7 @@ pub fn metadata_to_struct(json: Option<Json>, field: &str) -> Result<Option<Stru
         None => Ok(None),
         Some(Json::String(s)) if s.trim().is_empty() => Ok(Some(Struct::default())),
         Some(Json::String(s)) => match serde_json::from_str::<Json>(&s) {
-            Ok(Json::Object(map)) => Ok(Some(map_to_struct(map))),
+            Ok(object @ Json::Object(_)) => object_to_struct(object, field).map(Some),
             Ok(_) | Err(_) => Err(ApiError::invalid_field(
                 field,
                 "must be a JSON object or a string holding a JSON object",

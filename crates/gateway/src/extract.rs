@@ -8,6 +8,7 @@ use axum::{
 };
 use http::StatusCode;
 use serde::de::DeserializeOwned;
+use tenantry_common::limits;
 
 use crate::error::ApiError;
 
@@ -23,11 +24,46 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(json_rejection(&JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| json_rejection(&JsonRejection::BytesRejection(e)))?;
+        // Before deserialising: serde_json recurses up to 128 levels, far past what the
+        // protobuf conversion of free-form objects survives.
+        if limits::json_deeper_than(&bytes, limits::MAX_BODY_DEPTH) {
+            return Err(ApiError::bad_request(format!(
+                "the JSON body is nested more than {} levels deep",
+                limits::MAX_BODY_DEPTH
+            ))
+            .with_reason("BODY_TOO_DEEP"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
     }
+}
+
+/// `application/json` or `application/*+json`, as `axum::Json` accepts.
+fn json_content_type(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {

@@ -27,9 +27,9 @@ pub use model::{
 };
 pub use validate::{
     GRANT_REVOKED, GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, parse_timestamp,
-    revoke_grant, tenant_id_problem, validate_feature, validate_flag, validate_grant_deletes,
-    validate_grant_updates, validate_key, validate_new_grant, validate_new_grants, validate_plan,
-    validate_route, validate_rules, validate_tenant_id,
+    revoke_grant, tenant_id_problem, validate_attributes, validate_feature, validate_flag,
+    validate_grant_deletes, validate_grant_updates, validate_key, validate_new_grant,
+    validate_new_grants, validate_plan, validate_route, validate_rules, validate_tenant_id,
 };
 pub use writer::{IndexChange, IndexWriter, Snapshot};
 

@@ -53,12 +53,37 @@ fn validate_text(field: &str, value: &str, required: bool) -> Result<(), DomainE
 }
 
 fn validate_metadata(field: &str, value: &Value) -> Result<(), DomainError> {
+    match metadata_problem(value) {
+        Some(problem) => Err(DomainError::invalid(field, problem)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with a metadata value: not an object, or over the metadata limits.
+fn metadata_problem(value: &Value) -> Option<String> {
     match value {
-        Value::Null | Value::Object(_) => Ok(()),
+        Value::Null => None,
+        Value::Object(_) => {
+            tenantry_common::limits::check_freeform(value, &tenantry_common::limits::METADATA).err()
+        }
         Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Array(_) => {
-            Err(DomainError::invalid(field, "must be a JSON object"))
+            Some("must be a JSON object".to_owned())
         }
     }
+}
+
+/// Check attributes: within the attribute limits (depth, keys, size).
+pub fn validate_attributes(
+    field: &str,
+    attributes: Option<&serde_json::Map<String, Value>>,
+) -> Result<(), DomainError> {
+    let Some(attributes) = attributes else {
+        return Ok(());
+    };
+    // Walks a `Value`; attributes are at most a few KiB.
+    let value = Value::Object(attributes.clone());
+    tenantry_common::limits::check_freeform(&value, &tenantry_common::limits::ATTRIBUTES)
+        .map_err(|problem| DomainError::invalid(field, problem))
 }
 
 pub fn validate_feature(feature: &Feature) -> Result<(), DomainError> {
@@ -333,10 +358,8 @@ pub fn validate_new_grants(
         {
             err("expiresAt", "must be after startsAt");
         }
-        if let Some(meta) = &input.metadata
-            && validate_metadata("metadata", meta).is_err()
-        {
-            err("metadata", "must be a JSON object");
+        if let Some(problem) = input.metadata.as_ref().and_then(metadata_problem) {
+            err("metadata", &problem);
         }
         check_user_id(&mut errors, i, input.user_id.as_deref());
         let source = match input.source.as_deref() {
@@ -499,8 +522,8 @@ pub fn validate_grant_updates(
             None => {}
         }
         if let Some(meta) = &patch.metadata {
-            if validate_metadata("metadata", meta).is_err() {
-                err("metadata", "must be a JSON object");
+            if let Some(problem) = metadata_problem(meta) {
+                err("metadata", &problem);
             } else {
                 grant.metadata = meta.clone();
             }

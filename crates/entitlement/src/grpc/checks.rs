@@ -10,7 +10,7 @@ use super::{Handler, Result};
 use crate::domain::{
     self, CheckRequest, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel,
     Hypothetical, Justification, MAX_BATCH, MAX_WHAT_IF_CHANGES, Subject, Target,
-    validate_tenant_id,
+    validate_attributes, validate_tenant_id,
 };
 
 /// A query decoded into owned parts the borrowed `CheckRequest` points into.
@@ -48,11 +48,13 @@ impl Query {
                 ));
             }
         };
+        let attributes = convert::attributes(subject.attributes);
+        validate_attributes("query.subject.attributes", attributes.as_ref())?;
         Ok(Self {
             tenant_id: subject.tenant_id,
             user_id: subject.user_id,
             permissions: subject.permissions,
-            attributes: convert::attributes(subject.attributes),
+            attributes,
             target,
             at: q.at.map(|t| convert::time("query.at", &t)).transpose()?,
             requested: q.requested_amount,
@@ -251,6 +253,7 @@ impl entitlement_service_server::EntitlementService for Handler {
         let r = request.into_inner();
         validate_tenant_id("tenant_id", &r.tenant_id)?;
         let attributes = convert::attributes(r.attributes);
+        validate_attributes("attributes", attributes.as_ref())?;
         let at = r.at.map(|t| convert::time("at", &t)).transpose()?;
         let index = self.index(r.min_revision).await?;
         // "Now" is read once the index holds the awaited revision, never before: grants

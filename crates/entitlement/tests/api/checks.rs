@@ -655,3 +655,56 @@ async fn plans_applying_by_targeting_report_the_targeting_level() {
         pb::GrantLevel::Account
     );
 }
+
+#[tokio::test]
+async fn deep_or_oversized_attributes_are_invalid_argument_with_the_field() {
+    let app = spawn_app().await;
+    let nested = |levels: usize| {
+        let mut v = serde_json::json!(1);
+        for _ in 0..levels {
+            v = serde_json::json!({ "a": v });
+        }
+        v
+    };
+    for attributes in [
+        nested(11),
+        serde_json::json!({ "big": "x".repeat(17 * 1024) }),
+        serde_json::Value::Object(
+            (0..300)
+                .map(|i| (format!("k{i}"), serde_json::json!(i)))
+                .collect(),
+        ),
+    ] {
+        let err = app
+            .check_with(
+                "acme",
+                None,
+                &[],
+                Some(attributes),
+                feature_target("sso"),
+                None,
+                None,
+                0,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("attributes"),
+            "names the field: {err:?}"
+        );
+    }
+    // Within the limits: answered.
+    app.check_with(
+        "acme",
+        None,
+        &[],
+        Some(nested(10)),
+        feature_target("sso"),
+        None,
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+}

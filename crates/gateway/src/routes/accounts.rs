@@ -551,6 +551,8 @@ async fn add_metadata(
     ApiPath(tenant_id): ApiPath<String>,
     ApiJson(body): ApiJson<MetadataBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Refused here when over the limits (the service parses a string form itself).
+    metadata_to_struct(Some(body.metadata.clone()), "metadata")?;
     let out = state
         .tenants()
         .add_account_metadata(grpc(

@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::rules::{AllocationJson, allocation_json};
 use crate::{
     auth::{Caller, Principal, scope},
-    convert::{map_to_struct, opt_timestamp, parse_time_field},
+    convert::{attributes_to_struct, opt_timestamp, parse_time_field},
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     routes::grants::MAX_BATCH,
@@ -269,7 +269,7 @@ fn subject(principal: &Principal, s: SubjectBody) -> Result<pb::Subject, ApiErro
         tenant_id: s.tenant_id,
         user_id,
         permissions,
-        attributes: Some(map_to_struct(attributes)),
+        attributes: Some(attributes_to_struct(attributes, "subject.attributes")?),
     })
 }
 

@@ -240,3 +240,106 @@ async fn forged_tokens_with_crit_or_an_issuer_array_are_refused() {
     let r = app.get(ROUTE, Some(&signed(&header, &iss_array))).await;
     assert_error_shape(&r, 401);
 }
+
+/// `{"a": {"a": … 1}}`, `levels` objects deep.
+fn nested(levels: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..levels {
+        v = json!({ "a": v });
+    }
+    v
+}
+
+#[tokio::test]
+async fn over_limit_bodies_are_400_naming_the_field_before_any_service_call() {
+    // The services are down: whatever passes the gateway's checks is 503, so a 400 shows the
+    // gateway refused it itself.
+    let app = spawn_with(|c| c.http_body_limit_bytes = 1024 * 1024).await;
+    let token = app.vendor_token().await;
+    let accounts = "/tenants/resources/tenants/v1";
+    let many_keys: serde_json::Map<String, Value> =
+        (0..1_001).map(|i| (format!("k{i}"), json!(i))).collect();
+    let cases: Vec<(&str, String, Value, &str)> = vec![
+        (
+            "POST",
+            accounts.into(),
+            json!({"tenantId": "t", "name": "T", "metadata": nested(11)}),
+            "metadata",
+        ),
+        (
+            "POST",
+            accounts.into(),
+            json!({"tenantId": "t", "name": "T", "metadata": nested(11).to_string()}),
+            "metadata",
+        ),
+        (
+            "POST",
+            accounts.into(),
+            json!({"tenantId": "t", "name": "T", "metadata": many_keys}),
+            "metadata",
+        ),
+        (
+            "POST",
+            accounts.into(),
+            json!({"tenantId": "t", "name": "T", "metadata": {"k": "x".repeat(70 * 1024)}}),
+            "metadata",
+        ),
+        (
+            "POST",
+            format!("{accounts}/t/metadata"),
+            json!({"metadata": nested(11)}),
+            "metadata",
+        ),
+        (
+            "POST",
+            "/entitlements/resources/features/v1".into(),
+            json!({"key": "k", "name": "K", "metadata": nested(11)}),
+            "metadata",
+        ),
+        (
+            "POST",
+            "/entitlements/api/v1/is-entitled-to".into(),
+            json!({"subject": {"tenantId": "acme", "attributes": nested(11)},
+                   "feature": {"featureKey": "sso"}}),
+            "subject.attributes",
+        ),
+        (
+            "POST",
+            "/entitlements/api/v1/is-entitled-to".into(),
+            json!({"subject": {"tenantId": "acme", "attributes": {"k": "x".repeat(17 * 1024)}},
+                   "feature": {"featureKey": "sso"}}),
+            "subject.attributes",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let r = app.send_json(method, &path, Some(&token), &body).await;
+        assert_error_shape(&r, 400);
+        assert_eq!(
+            r.body["fieldViolations"][0]["field"],
+            json!(field),
+            "{method} {path}: {:?}",
+            r.body
+        );
+    }
+    // Nesting past the body limit is refused before deserialising, wherever it is.
+    let r = app
+        .send_json(
+            "POST",
+            accounts,
+            Some(&token),
+            &json!({"tenantId": "t", "name": "T", "metadata": nested(40)}),
+        )
+        .await;
+    assert_error_shape(&r, 400);
+    assert_eq!(r.body["reason"], json!("BODY_TOO_DEEP"), "{:?}", r.body);
+    // Within every limit: passed on (and the down service answers 503).
+    let r = app
+        .send_json(
+            "POST",
+            accounts,
+            Some(&token),
+            &json!({"tenantId": "t", "name": "T", "metadata": nested(10)}),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+}

@@ -732,7 +732,7 @@ async fn plans_with_keys_allocations_links_and_tenant_plans() {
             grant_rev + 1_000_000
         ))
         .await,
-        503,
+        400,
     );
     assert_error_shape(
         &s.get(&format!("{PLANS}/tenant/acme?minRevision=soon"))
@@ -1588,15 +1588,24 @@ async fn checks_with_user_and_environment_tokens_and_provenance() {
     assert_eq!(r.body["nextChangeAt"], Value::Null);
     assert!(r.body["revision"].as_u64().unwrap() >= rev);
 
-    // A revision the index will not reach in time is 503, not a stale answer.
-    let r = s
-        .post(
-            CHECK,
-            &json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"},
-                    "minRevision": rev + 1_000_000}),
-        )
-        .await;
-    assert_error_shape(&r, 503);
+    // A revision no write returned is the client's error (400 at once), not a stale answer
+    // and not a request parked for the revision wait; 2^63 is beyond any revision too.
+    for beyond in [rev + 1_000_000, 1 << 63] {
+        let r = s
+            .post(
+                CHECK,
+                &json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"},
+                        "minRevision": beyond}),
+            )
+            .await;
+        assert_error_shape(&r, 400);
+        assert_eq!(
+            r.body["fieldViolations"][0]["field"],
+            json!("minRevision"),
+            "{:?}",
+            r.body
+        );
+    }
 
     // Denials with their justification.
     let r = s
@@ -1967,6 +1976,42 @@ async fn concurrent_checks_share_calls_and_each_gets_its_own_answer() {
         batched.iter().any(|&n| n > 1),
         "concurrent checks were sent in batch calls: {batched:?}"
     );
+}
+
+#[tokio::test]
+async fn a_poisoned_check_fails_alone_and_never_its_batch_companions() {
+    let s = spawn_stack().await;
+    let (_, _, rev) = catalog_with_grant(&s).await;
+    assert_eq!(s.reports_check_at(rev).await.body["result"], true);
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({ "a": deep });
+    }
+    let victim = json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"}});
+    let poisoned = json!({"subject": {"tenantId": "globex", "attributes": deep},
+                          "feature": {"featureKey": "reports"}});
+    // Alone, the poisoned check is the caller's own 400 naming the field.
+    let r = s.post(CHECK, &poisoned).await;
+    assert_error_shape(&r, 400);
+    // Mixed in with victims, rounds at a time: only its caller fails.
+    for _ in 0..5 {
+        let bodies: Vec<&Value> = (0..40)
+            .map(|i| if i % 10 == 5 { &poisoned } else { &victim })
+            .collect();
+        let replies = futures::future::join_all(bodies.iter().map(|b| s.post(CHECK, b))).await;
+        for (body, r) in bodies.iter().zip(replies) {
+            if *body == &poisoned {
+                assert_error_shape(&r, 400);
+            } else {
+                assert_eq!(
+                    r.status, 200,
+                    "a victim failed with the poisoned check: {:?}",
+                    r.body
+                );
+                assert_eq!(r.body["result"], true, "{:?}", r.body);
+            }
+        }
+    }
 }
 
 /// A check's answer without the index revision (which later writes may move).

@@ -10,10 +10,10 @@ use super::error::{Error, Result};
 pub const MAX_ID_CHARS: usize = 255;
 /// Longest free-text profile field.
 pub const MAX_TEXT_CHARS: usize = 2_048;
-/// Largest base64 logo.
-pub const MAX_LOGO_BYTES: usize = 1 << 20;
+/// Largest logo (a base64 data URL or a URL): every change event carries it.
+pub const MAX_LOGO_BYTES: usize = tenantry_common::limits::MAX_LOGO_BYTES;
 /// Largest serialized metadata object.
-pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+pub const MAX_METADATA_BYTES: usize = tenantry_common::limits::METADATA.max_bytes;
 /// Permission the self-service "delete current account" requires.
 pub const DELETE_ACCOUNT_PERMISSION: &str = "fe.account-settings.delete.account";
 
@@ -508,15 +508,12 @@ pub fn validate_user_id(field: &str, user_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Size, keys and depth: deep metadata would not survive protobuf decoding in the change feed.
 fn check_metadata_size(field: &str, metadata: &Map<String, Value>) -> Result<()> {
-    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
-    if size > MAX_METADATA_BYTES {
-        return Err(Error::invalid(
-            field,
-            format!("is {size} bytes serialized; at most {MAX_METADATA_BYTES} are allowed"),
-        ));
-    }
-    Ok(())
+    // The limits walk a `Value`; metadata is small enough (bounded by the body) to clone.
+    let value = Value::Object(metadata.clone());
+    tenantry_common::limits::check_freeform(&value, &tenantry_common::limits::METADATA)
+        .map_err(|problem| Error::invalid(field, problem))
 }
 
 /// Metadata to merge: a JSON object, or a string holding one. Anything else is refused with a

@@ -177,3 +177,94 @@ async fn malformed_requests_are_invalid_argument_with_the_field() {
         assert!(!status.message().is_empty());
     }
 }
+
+/// `{"a": {"a": … 1}}`, `levels` objects deep, as a protobuf Struct.
+fn nested_struct(levels: usize) -> prost_types::Struct {
+    use prost_types::{Struct, Value, value::Kind};
+    let mut s = Struct {
+        fields: [(
+            "a".to_owned(),
+            Value {
+                kind: Some(Kind::NumberValue(1.0)),
+            },
+        )]
+        .into(),
+    };
+    for _ in 1..levels {
+        s = Struct {
+            fields: [(
+                "a".to_owned(),
+                Value {
+                    kind: Some(Kind::StructValue(s)),
+                },
+            )]
+            .into(),
+        };
+    }
+    s
+}
+
+#[tokio::test]
+async fn oversized_or_deep_input_is_invalid_argument_with_the_field() {
+    let app = spawn_app().await;
+    app.create("acme", "Acme").await;
+    let mut t = app.tenants();
+    let create = |account: pb::NewAccount| {
+        let mut t = t.clone();
+        async move {
+            t.create_account(pb::CreateAccountRequest {
+                account: Some(account),
+            })
+            .await
+            .map(drop)
+        }
+    };
+    // Metadata 11 levels deep decodes but would not survive the change feed's wrapping.
+    let deep = create(pb::NewAccount {
+        tenant_id: Some("deep".into()),
+        name: "Deep".into(),
+        metadata: Some(nested_struct(11)),
+        ..pb::NewAccount::default()
+    })
+    .await;
+    let status = assert_code(deep, Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["account.metadata"], "{status:?}");
+    assert!(status.message().contains("levels"), "{status:?}");
+    // Ten levels are fine.
+    create(pb::NewAccount {
+        tenant_id: Some("ten".into()),
+        name: "Ten".into(),
+        metadata: Some(nested_struct(10)),
+        ..pb::NewAccount::default()
+    })
+    .await
+    .unwrap();
+    // A logo over 256 KiB: every change event carries it.
+    let logo = create(pb::NewAccount {
+        tenant_id: Some("logo".into()),
+        name: "Logo".into(),
+        settings: Some(pb::AccountSettings {
+            logo: Some(format!("data:image/png;base64,{}", "A".repeat(300 * 1024))),
+            ..pb::AccountSettings::default()
+        }),
+        ..pb::NewAccount::default()
+    })
+    .await;
+    let status = assert_code(logo, Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        ["account.settings.logo"],
+        "{status:?}"
+    );
+    // Metadata merged into an account is held to the same limits.
+    let merge = t
+        .add_account_metadata(pb::AddAccountMetadataRequest {
+            tenant_id: "acme".into(),
+            metadata: Some(prost_types::Value {
+                kind: Some(prost_types::value::Kind::StructValue(nested_struct(11))),
+            }),
+        })
+        .await;
+    let status = assert_code(merge, Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["metadata"], "{status:?}");
+}
