@@ -138,11 +138,17 @@ impl ApiError {
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         // A hop that broke (e.g. the service was killed mid-call) is UNAVAILABLE, not a bug.
-        let code = grpc::caller_code(&status);
         let details = if status.details().is_empty() {
             None
         } else {
             ErrorDetails::decode(status.details()).ok()
+        };
+        let code = match grpc::caller_code(&status) {
+            // No service answers OUT_OF_RANGE about a caller's input without ErrorDetails:
+            // without them it is tonic's message-size limit, our failure, and its text (sizes,
+            // limits) is not for callers.
+            Code::OutOfRange if details.is_none() => Code::Internal,
+            code => code,
         };
         let reason = details.as_ref().map_or("", |d| d.reason.as_str());
         let http = http_status_for(code, reason);
@@ -306,6 +312,27 @@ mod tests {
             "UNAVAILABLE",
         ));
         assert!(!e.body.message.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_message_size_failure_is_an_internal_error_without_its_text() {
+        // What tonic answers when a response exceeds the message limit.
+        let e = ApiError::from(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 5242880 bytes, the limit is: 4194304 bytes",
+        ));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body.message, "internal error");
+        // A service's own OUT_OF_RANGE about the caller's input carries details and stays 400.
+        let details = ErrorDetails {
+            reason: "PAST_THE_END".into(),
+            ..ErrorDetails::default()
+        };
+        let e = ApiError::from(tonic::Status::with_details(
+            Code::OutOfRange,
+            "offset past the end",
+            details.encode_to_vec().into(),
+        ));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -15,7 +15,11 @@ use tenantry_proto::tenant::v1::{
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::accounts::{self, Tenant, tenant};
+use super::{
+    ListMetadata,
+    accounts::{self, Tenant, tenant},
+    page,
+};
 use crate::{
     auth::{Caller, Management, permissions, require_permission, scope},
     error::{ApiError, ErrorBody},
@@ -91,10 +95,13 @@ pub struct HierarchyEntry {
     pub depth: u32,
 }
 
-/// `{"items": [...]}` of a hierarchy listing (complete, not paged).
+/// `{"items": [...]}` of a hierarchy listing; the sub-account listing is paged and adds
+/// `_metadata`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HierarchyList {
     pub items: Vec<HierarchyEntry>,
+    #[serde(rename = "_metadata", skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ListMetadata>,
 }
 
 /// A node of the hierarchy tree.
@@ -114,6 +121,14 @@ pub struct TreeNode {
 pub struct DescendantsQuery {
     /// Only direct children (default: every descendant).
     pub direct_only: Option<bool>,
+    /// Page size: default 50, maximum 200 (more is refused). A page may hold fewer items when
+    /// more would be too large (large logos): continue at `_offset` + items returned.
+    #[serde(rename = "_limit")]
+    #[param(rename = "_limit")]
+    pub limit: Option<u32>,
+    #[serde(rename = "_offset")]
+    #[param(rename = "_offset")]
+    pub offset: Option<u32>,
 }
 
 fn access_type_name(t: SubAccountAccessType) -> &'static str {
@@ -146,6 +161,7 @@ fn entries(entries: Vec<pb::HierarchyEntry>, allowed: Option<&HashSet<String>>) 
                     })
             })
             .collect(),
+        metadata: None,
     }
 }
 
@@ -336,13 +352,22 @@ async fn list_sub_accounts(
             ListDescendantsRequest {
                 tenant_id,
                 direct_only: q.direct_only.unwrap_or(false),
+                page: page(q.limit, q.offset),
             },
         ))
         .await?
         .into_inner();
     // Every record shown is a read of that account: the scope rule applies to each.
     let allowed = scope::readable(&state, &p, entry_ids(&out.entries)).await?;
-    Ok(Json(entries(out.entries, allowed.as_ref())))
+    let listed = out.entries.len();
+    let mut list = entries(out.entries, allowed.as_ref());
+    // Sub-accounts are readable all or none: when they are not, not even their number shows.
+    list.metadata = Some(if list.items.len() == listed {
+        out.page.into()
+    } else {
+        ListMetadata::default()
+    });
+    Ok(Json(list))
 }
 
 /// Attach an existing account under a parent.

@@ -24,7 +24,7 @@ use crate::error::ApiError;
 pub const REVISION_HEADER: &str = "x-tenantry-revision";
 
 /// Paging totals of account-management lists.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListMetadata {
     pub total_items: u64,

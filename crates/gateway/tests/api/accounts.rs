@@ -19,6 +19,10 @@ impl Drop for Stack {
 }
 
 async fn spawn_stack() -> Stack {
+    spawn_stack_with(|_| {}).await
+}
+
+async fn spawn_stack_with(adjust: impl FnOnce(&mut tenantry_common::Config)) -> Stack {
     let db = tenantry_common::testing::postgres().create_database().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -33,7 +37,11 @@ async fn spawn_stack() -> Stack {
             .await
             .expect("tenant service serves");
     });
-    let app = spawn_with(|c| c.tenant_service_url = Some(format!("http://{addr}"))).await;
+    let app = spawn_with(|c| {
+        c.tenant_service_url = Some(format!("http://{addr}"));
+        adjust(c);
+    })
+    .await;
     // Wait until the tenant service has migrated and answers.
     for _ in 0..100 {
         let r = app.get("/readyz", None).await;
@@ -616,4 +624,84 @@ async fn sub_account_creation_is_no_oracle_and_reclaims_nothing() {
             .await,
         404,
     );
+}
+
+/// Pages every item of a paged listing at `path` (`_limit` and `_offset` appended), sending
+/// `frontegg-tenant-id: tenant` when given; returns the IDs and the number of pages.
+async fn all_pages(
+    app: &TestApp,
+    token: &str,
+    tenant: Option<&str>,
+    path: &str,
+) -> (Vec<String>, usize) {
+    let auth = format!("Bearer {token}");
+    let (mut ids, mut pages, mut offset) = (Vec::new(), 0, 0);
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(t) = tenant {
+            headers.push(("frontegg-tenant-id", t));
+        }
+        let url = format!("{path}{sep}_limit=10&_offset={offset}");
+        let r = app.request("GET", &url, &headers, None).await;
+        assert_eq!(r.status, 200, "{url}: {:?}", r.body);
+        let items = r.body["items"].as_array().unwrap();
+        assert!(!items.is_empty(), "{url}: an empty page");
+        assert_eq!(r.body["_metadata"]["totalItems"], json!(6), "{url}");
+        offset += items.len();
+        pages += 1;
+        ids.extend(
+            items
+                .iter()
+                .map(|i| i["tenantId"].as_str().unwrap().to_owned()),
+        );
+        if offset >= 6 {
+            return (ids, pages);
+        }
+    }
+}
+
+/// Accounts with ~1 MB logos list fine: a page stops early by size (never over the gRPC
+/// message limit) and says how many there are, so paging by `_offset` + items returned
+/// reaches every account; the account list and the sub-account listing alike.
+#[tokio::test]
+async fn large_logos_page_by_size() {
+    let s = spawn_stack_with(|c| c.http_body_limit_bytes = 2 << 20).await;
+    let app = &s.app;
+    let env = app.vendor_token().await;
+    create_accounts(app, &env, &["logo-parent"]).await;
+    let logo = "A".repeat(1_000_000);
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        let id = format!("logo-{i}");
+        let r = app
+            .post_json(
+                "/tenants/resources/sub-tenants/v1",
+                Some(&env),
+                &json!({"tenantId": id, "name": id, "parentTenantId": "logo-parent",
+                        "logo": logo}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        expected.push(id);
+    }
+    let ids = expected.join(",");
+    let (listed, pages) = all_pages(
+        app,
+        &env,
+        None,
+        &format!("/tenants/resources/tenants/v2?_tenantIds={ids}&_sortBy=tenantId"),
+    )
+    .await;
+    assert_eq!(listed, expected);
+    assert!(pages > 1, "6 MB of logos cannot come in one 4 MiB message");
+    let (listed, pages) = all_pages(
+        app,
+        &env,
+        Some("logo-parent"),
+        "/tenants/resources/hierarchy/v1",
+    )
+    .await;
+    assert_eq!(listed, expected);
+    assert!(pages > 1);
 }

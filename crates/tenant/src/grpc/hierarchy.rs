@@ -7,7 +7,7 @@ use super::{Handlers, convert, invalid};
 
 /// Most accounts one CheckSubAccountScope call may ask about (a batch check's items).
 const MAX_SCOPE_CHECK_IDS: usize = 1_000;
-use crate::domain::{DeletedIds, NewAccount, Settings};
+use crate::domain::{DEFAULT_LIMIT, DeletedIds, MAX_LIMIT, NewAccount, Settings, page_limit};
 
 #[tonic::async_trait]
 impl HierarchyService for Handlers {
@@ -75,9 +75,20 @@ impl HierarchyService for Handlers {
     ) -> Result<Response<pb::ListDescendantsResponse>, Status> {
         let r = request.into_inner();
         let id = convert::tenant_id("tenant_id", &r.tenant_id)?;
-        let entries = self.store.list_descendants(&id, r.direct_only).await?;
+        let page = r.page.unwrap_or_default();
+        let limit = page_limit("page.limit", page.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+        let mut page = self
+            .store
+            .list_descendants(&id, r.direct_only, limit, page.offset)
+            .await?;
+        let mut entries: Vec<pb::HierarchyEntry> =
+            page.items.iter().map(convert::hierarchy_entry).collect();
+        let keep = super::fitting(&entries, self.max_message_bytes);
+        entries.truncate(keep);
+        page.items.truncate(keep);
         Ok(Response::new(pb::ListDescendantsResponse {
-            entries: entries.iter().map(convert::hierarchy_entry).collect(),
+            entries,
+            page: Some(convert::page_info(&page)),
         }))
     }
 

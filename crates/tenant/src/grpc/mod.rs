@@ -34,6 +34,8 @@ pub struct Handlers {
     store: Store,
     workers: Workers,
     shutdown: Shutdown,
+    /// The gRPC message limit: list responses stop early to stay under it.
+    max_message_bytes: usize,
 }
 
 /// The tenant service's gRPC services, ready for [`tenantry_common::grpc::serve`].
@@ -48,6 +50,7 @@ pub fn services(
         store: store.clone(),
         workers: workers.clone(),
         shutdown: shutdown.clone(),
+        max_message_bytes,
     };
     Services::new()
         .storage(storage, store.connection().clone())
@@ -76,6 +79,27 @@ pub fn services(
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         )
+}
+
+/// Room left in a list response for everything but its items (page info, framing).
+const RESPONSE_HEADROOM: usize = 1_024;
+
+/// How many of `items`, from the first, fit in one response under the message limit: a page
+/// stops early by size (its `has_next` then says more follow), so a list of large accounts
+/// never fails on the limit. At least one, so a reader always moves on (the write-side limits
+/// keep one account well under the message limit).
+fn fitting<T: Message>(items: &[T], max_message_bytes: usize) -> usize {
+    let budget = max_message_bytes.saturating_sub(RESPONSE_HEADROOM);
+    let mut used = 0_usize;
+    for (i, item) in items.iter().enumerate() {
+        let len = item.encoded_len();
+        // Tag, length prefix, body.
+        used += 1 + prost::length_delimiter_len(len) + len;
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    items.len()
 }
 
 fn status_with_details(code: Code, message: String, details: ErrorDetails) -> Status {

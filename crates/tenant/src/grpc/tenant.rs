@@ -116,9 +116,13 @@ impl TenantService for Handlers {
             descending,
             r.tenant_ids,
         )?;
-        let page = self.store.list_accounts(&query).await?;
+        let mut page = self.store.list_accounts(&query).await?;
+        let mut accounts: Vec<pb::Account> = page.items.iter().map(convert::account).collect();
+        let keep = super::fitting(&accounts, self.max_message_bytes);
+        accounts.truncate(keep);
+        page.items.truncate(keep);
         Ok(Response::new(pb::ListAccountsResponse {
-            accounts: page.items.iter().map(convert::account).collect(),
+            accounts,
             page: Some(convert::page_info(&page)),
         }))
     }

@@ -10,8 +10,8 @@ use super::{
     entities::accounts,
 };
 use crate::domain::{
-    self, Account, AttachFacts, Error, HierarchyEntry, NewChange, SubAccountAccessType, TreeNode,
-    build_tree, check_attach,
+    self, Account, AttachFacts, Error, HierarchyEntry, NewChange, Page, SubAccountAccessType,
+    TreeNode, build_tree, check_attach,
 };
 
 /// Bound on recursion, so a corrupted (cyclic) hierarchy cannot make a query loop forever.
@@ -165,19 +165,70 @@ impl Store {
         Ok(child)
     }
 
-    /// Direct children or every descendant, breadth first, ties by tenant ID.
+    /// A page of the direct children or of every descendant, breadth first, ties by tenant
+    /// ID. Only the page's rows are read in full (logos and metadata can be large).
     pub async fn list_descendants(
         &self,
         tenant_id: &str,
         direct_only: bool,
-    ) -> Result<Vec<HierarchyEntry>> {
-        load_live(self.connection(), tenant_id, false).await?;
-        Ok(self
-            .descendants(self.connection(), tenant_id, direct_only)
-            .await?
-            .into_iter()
-            .map(|(account, depth)| HierarchyEntry { account, depth })
-            .collect())
+        limit: u32,
+        offset: u32,
+    ) -> Result<Page<HierarchyEntry>> {
+        let conn = self.connection();
+        load_live(conn, tenant_id, false).await?;
+        let max_depth = if direct_only { 1 } else { RECURSION_GUARD };
+        let sub = "WITH RECURSIVE sub (tenant_id, depth) AS (
+                SELECT tenant_id, 1 FROM accounts
+                WHERE parent_tenant_id = ? AND deleted_at IS NULL
+                UNION ALL
+                SELECT a.tenant_id, s.depth + 1
+                FROM accounts a JOIN sub s ON a.parent_tenant_id = s.tenant_id
+                WHERE a.deleted_at IS NULL AND s.depth < ?
+            )";
+        let bind = || vec![Value::from(tenant_id), Value::from(max_depth)];
+        let total: i64 = conn
+            .query_one_raw(self.statement(
+                &format!("{sub} SELECT CAST(COUNT(*) AS BIGINT) AS total FROM sub"),
+                bind(),
+            ))
+            .await
+            .map_err(db_err("count descendants"))?
+            .map(|row| row.try_get("", "total"))
+            .transpose()
+            .map_err(db_err("read descendant count"))?
+            .unwrap_or_default();
+        let mut values = bind();
+        values.push(Value::from(i64::from(limit)));
+        values.push(Value::from(i64::from(offset)));
+        let rows = conn
+            .query_all_raw(self.statement(
+                &format!(
+                    "{sub} SELECT a.*, s.depth AS depth FROM sub s
+                    JOIN accounts a ON a.tenant_id = s.tenant_id
+                    ORDER BY s.depth, a.tenant_id LIMIT ? OFFSET ?"
+                ),
+                values,
+            ))
+            .await
+            .map_err(db_err("load descendants"))?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                let model = accounts::Model::from_query_result(row, "")
+                    .map_err(db_err("read descendants"))?;
+                let depth: i32 = row.try_get("", "depth").map_err(db_err("read depth"))?;
+                Ok(HierarchyEntry {
+                    account: account_from_row(model)?,
+                    depth: u32::try_from(depth).unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or_default(),
+            limit,
+            offset,
+        })
     }
 
     /// Ancestors, nearest first.

@@ -218,6 +218,7 @@ async fn reads_list_descendants_ancestors_and_the_tree() {
         .list_descendants(pb::ListDescendantsRequest {
             tenant_id: "root".into(),
             direct_only: true,
+            page: None,
         })
         .await
         .unwrap()
@@ -232,6 +233,7 @@ async fn reads_list_descendants_ancestors_and_the_tree() {
         .list_descendants(pb::ListDescendantsRequest {
             tenant_id: "root".into(),
             direct_only: false,
+            page: None,
         })
         .await
         .unwrap()
