@@ -642,12 +642,12 @@ async fn all_pages(
         if let Some(t) = tenant {
             headers.push(("frontegg-tenant-id", t));
         }
-        let url = format!("{path}{sep}_limit=10&_offset={offset}");
+        let url = format!("{path}{sep}_limit=50&_offset={offset}");
         let r = app.request("GET", &url, &headers, None).await;
         assert_eq!(r.status, 200, "{url}: {:?}", r.body);
         let items = r.body["items"].as_array().unwrap();
         assert!(!items.is_empty(), "{url}: an empty page");
-        assert_eq!(r.body["_metadata"]["totalItems"], json!(6), "{url}");
+        assert_eq!(r.body["_metadata"]["totalItems"], json!(COUNT), "{url}");
         offset += items.len();
         pages += 1;
         ids.extend(
@@ -655,25 +655,29 @@ async fn all_pages(
                 .iter()
                 .map(|i| i["tenantId"].as_str().unwrap().to_owned()),
         );
-        if offset >= 6 {
+        if offset >= COUNT {
             return (ids, pages);
         }
     }
 }
 
-/// Accounts with ~1 MB logos list fine: a page stops early by size (never over the gRPC
+/// Accounts in the large-logo listings.
+const COUNT: usize = 20;
+
+/// Accounts with the largest logos list fine: a page stops early by size (never over the gRPC
 /// message limit) and says how many there are, so paging by `_offset` + items returned
 /// reaches every account; the account list and the sub-account listing alike.
 #[tokio::test]
 async fn large_logos_page_by_size() {
-    let s = spawn_stack_with(|c| c.http_body_limit_bytes = 2 << 20).await;
+    let s = spawn_stack_with(|c| c.http_body_limit_bytes = 1 << 20).await;
     let app = &s.app;
     let env = app.vendor_token().await;
     create_accounts(app, &env, &["logo-parent"]).await;
-    let logo = "A".repeat(1_000_000);
+    // The largest logo allowed: 20 of them are 5 MiB, more than one 4 MiB message holds.
+    let logo = "A".repeat(tenantry_common::limits::MAX_LOGO_BYTES);
     let mut expected = Vec::new();
-    for i in 0..6 {
-        let id = format!("logo-{i}");
+    for i in 0..COUNT {
+        let id = format!("logo-{i:02}");
         let r = app
             .post_json(
                 "/tenants/resources/sub-tenants/v1",
@@ -694,7 +698,7 @@ async fn large_logos_page_by_size() {
     )
     .await;
     assert_eq!(listed, expected);
-    assert!(pages > 1, "6 MB of logos cannot come in one 4 MiB message");
+    assert!(pages > 1, "5 MiB of logos cannot come in one 4 MiB message");
     let (listed, pages) = all_pages(
         app,
         &env,
