@@ -19,6 +19,13 @@ pub const MAX_FREEFORM_KEY_CHARS: usize = 256;
 /// Largest account logo (a base64 data URL or URL), in bytes.
 pub const MAX_LOGO_BYTES: usize = 256 * 1024;
 
+/// Longest ID, key or name a client may send (user IDs, permission keys, feature keys).
+pub const MAX_ID_CHARS: usize = 255;
+/// Longest route path in a route check.
+pub const MAX_PATH_CHARS: usize = 2_048;
+/// Most permissions a check's subject may carry.
+pub const MAX_SUBJECT_PERMISSIONS: usize = 1_000;
+
 /// Limits of one kind of free-form JSON object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Freeform {

@@ -50,6 +50,7 @@ impl Query {
         };
         let attributes = convert::attributes(subject.attributes);
         validate_attributes("query.subject.attributes", attributes.as_ref())?;
+        check_sizes(&subject.user_id, &subject.permissions, &target)?;
         Ok(Self {
             tenant_id: subject.tenant_id,
             user_id: subject.user_id,
@@ -79,6 +80,46 @@ impl Query {
                 TargetOwned::Route(m, p) => Target::Route { method: m, path: p },
             },
             requested: self.requested,
+        }
+    }
+}
+
+/// Strings and lists of a check within the shared limits: a check is answered from memory,
+/// but half-megabyte keys or 100,000 permissions would still be hashed and compared.
+fn check_sizes(
+    user_id: &Option<String>,
+    permissions: &[String],
+    target: &TargetOwned,
+) -> std::result::Result<(), DomainError> {
+    use tenantry_common::limits::{MAX_ID_CHARS, MAX_PATH_CHARS, MAX_SUBJECT_PERMISSIONS};
+    let too_long = |field: &str, value: &str, max: usize| {
+        if value.chars().count() > max {
+            Err(DomainError::invalid(
+                field,
+                format!("must be at most {max} characters"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(user) = user_id {
+        too_long("query.subject.user_id", user, MAX_ID_CHARS)?;
+    }
+    if permissions.len() > MAX_SUBJECT_PERMISSIONS {
+        return Err(DomainError::invalid(
+            "query.subject.permissions",
+            format!("must hold at most {MAX_SUBJECT_PERMISSIONS} permissions"),
+        ));
+    }
+    for (i, p) in permissions.iter().enumerate() {
+        too_long(&format!("query.subject.permissions[{i}]"), p, MAX_ID_CHARS)?;
+    }
+    match target {
+        TargetOwned::Feature(k) => too_long("query.feature_key", k, MAX_ID_CHARS),
+        TargetOwned::Permission(p) => too_long("query.permission_key", p, MAX_ID_CHARS),
+        TargetOwned::Route(method, path) => {
+            too_long("query.route.method", method, 16)?;
+            too_long("query.route.path", path, MAX_PATH_CHARS)
         }
     }
 }

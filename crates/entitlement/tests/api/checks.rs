@@ -694,6 +694,30 @@ async fn deep_or_oversized_attributes_are_invalid_argument_with_the_field() {
             "names the field: {err:?}"
         );
     }
+    // Strings and lists of the query are bounded too.
+    let huge = "x".repeat(512 * 1024);
+    let many: Vec<String> = (0..1_001).map(|i| format!("p{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for (user, permissions, target) in [
+        (Some(huge.as_str()), vec![], feature_target("sso")),
+        (None, vec![huge.as_str()], feature_target("sso")),
+        (None, many, feature_target("sso")),
+        (None, vec![], feature_target(&huge)),
+        (
+            None,
+            vec![],
+            Target::Route(pb::RouteTarget {
+                method: "GET".into(),
+                path: huge.clone(),
+            }),
+        ),
+    ] {
+        let err = app
+            .check_with("acme", user, &permissions, None, target, None, None, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    }
     // Within the limits: answered.
     app.check_with(
         "acme",
