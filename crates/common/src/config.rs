@@ -33,6 +33,8 @@ pub const ENV_RUST_LOG: &str = "RUST_LOG";
 const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
 /// Longest environment token lifetime: 30 days (`iat + ttl` must stay a sane timestamp).
 const MAX_ENV_TOKEN_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+/// A year: keys are for retries, not an archive.
+const MAX_IDEMPOTENCY_RETENTION_SECS: u64 = 365 * 24 * 60 * 60;
 /// Smallest `max_message_bytes` that still carries a page of accounts; the gRPC length prefix
 /// caps the largest at 4 GiB - 1.
 const MIN_MESSAGE_BYTES: usize = 64 * 1024;
@@ -120,6 +122,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// After SIGTERM: how long in-flight requests may take before the server stops anyway.
     pub shutdown_grace_ms: u64,
+    /// How long an idempotency key answers a retry; older keys are pruned in the background.
+    pub idempotency_retention_secs: u64,
     /// Log filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
     pub log_level: String,
     /// `auto`, `pretty` or `json`.
@@ -203,6 +207,7 @@ impl Default for Config {
             concurrency_limit: 1_024,
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 25_000,
+            idempotency_retention_secs: 24 * 60 * 60,
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
             migrate_on_start: true,
@@ -461,6 +466,10 @@ impl Config {
             ("concurrency_limit", self.concurrency_limit as u64),
             ("max_message_bytes", self.max_message_bytes as u64),
             ("max_hierarchy_depth", u64::from(self.max_hierarchy_depth)),
+            (
+                "idempotency_retention_secs",
+                self.idempotency_retention_secs,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
@@ -478,6 +487,11 @@ impl Config {
                 MAX_DURATION_MS,
             ),
             ("shutdown_grace_ms", self.shutdown_grace_ms, MAX_DURATION_MS),
+            (
+                "idempotency_retention_secs",
+                self.idempotency_retention_secs,
+                MAX_IDEMPOTENCY_RETENTION_SECS,
+            ),
             (
                 "env_token_ttl_secs",
                 self.env_token_ttl_secs,
@@ -701,6 +715,10 @@ impl Config {
 
     pub fn http_body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.http_body_read_timeout_ms)
+    }
+
+    pub fn idempotency_retention(&self) -> Duration {
+        Duration::from_secs(self.idempotency_retention_secs)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -1255,6 +1273,16 @@ mod tests {
             ),
             ("TENANTRY_MIGRATE_ON_START", "maybe", "migrate_on_start"),
             ("TENANTRY_DB_MAX_CONNECTIONS", "-1", "db_max_connections"),
+            (
+                "TENANTRY_IDEMPOTENCY_RETENTION_SECS",
+                "0",
+                "idempotency_retention_secs",
+            ),
+            (
+                "TENANTRY_IDEMPOTENCY_RETENTION_SECS",
+                "31536001",
+                "idempotency_retention_secs",
+            ),
         ];
         for (var, value, key) in cases {
             refused_naming(&[(var, value)], key);

@@ -11,6 +11,7 @@ mod follower;
 mod grpc;
 mod index_handle;
 pub mod migration;
+mod retention;
 mod service;
 mod storage;
 
@@ -107,6 +108,11 @@ pub async fn serve_with_clock(
         LOG_POLL,
         local.clone(),
     ));
+    let prune = tokio::spawn(retention::prune_idempotency_keys(
+        engine.clone(),
+        config.idempotency_retention(),
+        local.clone(),
+    ));
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "entitlement service listening"
@@ -120,7 +126,7 @@ pub async fn serve_with_clock(
     )
     .await;
     local.trigger();
-    let _ = tokio::join!(feed, log);
+    let _ = tokio::join!(feed, log, prune);
     if let Err(err) = store.connection().clone().close().await {
         tracing::warn!(error = %err, "closing the entitlement database failed");
     }

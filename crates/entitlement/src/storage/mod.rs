@@ -892,6 +892,32 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes up to `limit` idempotency keys stored before `before`, oldest first; returns how
+    /// many went.
+    pub async fn prune_idempotency_keys(&self, before: DateTime<Utc>, limit: u64) -> Result<u64> {
+        use entities::idempotency::{Column, Entity};
+        let keys: Vec<String> = Entity::find()
+            .select_only()
+            .column(Column::Key)
+            .filter(Column::CreatedAt.lt(before))
+            .order_by_asc(Column::CreatedAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_err("read expired idempotency keys"))?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        Ok(Entity::delete_many()
+            .filter(Column::Key.is_in(keys))
+            .filter(Column::CreatedAt.lt(before))
+            .exec(&self.db)
+            .await
+            .map_err(db_err("prune idempotency keys"))?
+            .rows_affected)
+    }
+
     /// Whether any key (of any operation) is stored under `key`.
     pub async fn idempotency_key_exists(&self, key: &str) -> Result<bool> {
         Ok(entities::idempotency::Entity::find_by_id(key.to_owned())

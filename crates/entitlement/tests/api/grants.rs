@@ -653,3 +653,42 @@ async fn a_list_as_of_now_never_shows_a_just_written_grant_as_scheduled() {
     let later = ids(list(vec![], Some(future)).await);
     assert!(later.contains(&unseen.to_string()), "{later:?}");
 }
+
+#[tokio::test]
+async fn idempotency_keys_older_than_the_retention_are_pruned_and_fresh_ones_kept() {
+    let app = spawn_app().await;
+    app.account("acme", None).await;
+    app.account("other", None).await;
+    app.bool_feature("sso").await;
+    let plan = app.plan("pro", vec![bare("sso")], false).await;
+    let keyed = |tenant: &str, key: &str| pb::CreateGrantRequest {
+        grant: Some(new_grant(&plan.id, tenant)),
+        idempotency_key: Some(key.into()),
+    };
+    let mut grants = app.grants.clone();
+    grants.create_grant(keyed("acme", "old")).await.unwrap();
+    // The default retention is a day: "old" expires, "fresh" is written a day later.
+    app.clock.advance(chrono::Duration::hours(25));
+    grants.create_grant(keyed("acme", "fresh")).await.unwrap();
+
+    // Until the pruner has run, "old" with another request is a reuse; after, a new key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match grants.create_grant(keyed("other", "old")).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(details(&status).reason, "IDEMPOTENCY_KEY_REUSED");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "an idempotency key past its retention was never pruned"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let status = grants
+        .create_grant(keyed("other", "fresh"))
+        .await
+        .expect_err("a fresh key still refuses a different request");
+    assert_eq!(details(&status).reason, "IDEMPOTENCY_KEY_REUSED");
+}

@@ -1,0 +1,45 @@
+//! Retention of idempotency keys: a key answers retries for `idempotency_retention`, then a
+//! background task deletes it, in bounded batches so no single statement grows with the
+//! backlog.
+
+use std::{sync::Arc, time::Duration};
+
+use tenantry_common::Shutdown;
+
+use crate::service::Engine;
+
+/// How often expired keys are looked for (a read on an index when there are none).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+/// Keys deleted per statement.
+const PRUNE_BATCH: u64 = 500;
+
+/// Deletes idempotency keys older than `retention` (by the engine's clock) every
+/// [`PRUNE_INTERVAL`] until `shutdown`.
+pub async fn prune_idempotency_keys(engine: Arc<Engine>, retention: Duration, shutdown: Shutdown) {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+        let before = engine.now() - retention;
+        loop {
+            match engine
+                .store
+                .prune_idempotency_keys(before, PRUNE_BATCH)
+                .await
+            {
+                Ok(n) if n == PRUNE_BATCH && !shutdown.is_triggered() => {}
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::debug!(pruned = n, "pruned expired idempotency keys");
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning idempotency keys failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
