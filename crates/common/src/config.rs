@@ -132,6 +132,10 @@ pub struct Config {
     pub migrate_on_start: bool,
     /// Deepest allowed account hierarchy (root = depth 0).
     pub max_hierarchy_depth: u32,
+    /// Tenant change-feed events older than this are pruned; 0 keeps them regardless of age.
+    pub feed_retention_secs: u64,
+    /// At most this many of the newest change-feed events are kept; 0 means no count bound.
+    pub feed_retention_events: u64,
     /// Environment credentials for `POST /auth/vendor`; generated into `data_dir` in dev mode.
     pub client_id: Option<String>,
     /// Secret paired with `client_id`.
@@ -212,6 +216,8 @@ impl Default for Config {
             log_format: LogFormat::Auto,
             migrate_on_start: true,
             max_hierarchy_depth: 16,
+            feed_retention_secs: 7 * 24 * 3_600,
+            feed_retention_events: 0,
             client_id: None,
             client_secret: None,
             client_credentials: None,
@@ -508,6 +514,16 @@ impl Config {
                 return Err(invalid(key, format!("must be at most {max} (got {value})")));
             }
         }
+        // A bound this small would prune events before followers could read them.
+        if (1..1_000).contains(&self.feed_retention_events) {
+            return Err(invalid(
+                "feed_retention_events",
+                format!(
+                    "must be 0 (no count bound) or at least 1000 (got {})",
+                    self.feed_retention_events
+                ),
+            ));
+        }
         if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
             return Err(invalid(
                 "max_message_bytes",
@@ -699,6 +715,11 @@ impl Config {
                 format!("{scheme}://{addr}")
             }
         }
+    }
+
+    /// The age past which change-feed events are pruned, when bounded.
+    pub fn feed_retention_age(&self) -> Option<Duration> {
+        (self.feed_retention_secs > 0).then(|| Duration::from_secs(self.feed_retention_secs))
     }
 
     pub fn request_timeout(&self) -> Duration {

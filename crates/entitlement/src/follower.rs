@@ -7,16 +7,31 @@
 //! commit leaves neither effects nor cursor (the batch is replayed); after it, both (the
 //! batch is skipped on replay). Replicas following the same feed serialize on the cursor row,
 //! so two of them never apply the same event twice.
+//!
+//! Never wedged: when the feed says the cursor is older than what it retains
+//! (`CURSOR_EXPIRED`), or when following fails at the same cursor again and again for a reason
+//! retrying cannot cure (a message the client cannot decode, an event that cannot be applied),
+//! the follower resynchronises: it reads the tenant service's snapshot of live accounts, applies
+//! the difference with what it holds (creations with their signup plans, reactivations, parent
+//! changes, and deletions, whose grants are revoked) and continues from the snapshot's
+//! sequence. Nothing is skipped without the state it would have produced.
+//!
+//! Lag alarm: [`FeedStatus`] tracks the applied cursor, the feed head and when the follower was
+//! last caught up; it is exported as metrics (`tenantry.entitlement.feed.lag_events`,
+//! `tenantry.entitlement.feed.behind_seconds`) and a warning is logged while the follower has
+//! been behind for longer than [`LAG_ALARM`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
 use tenantry_common::Shutdown;
 use tenantry_common::grpc::ClientChannel;
+use tenantry_proto::common::v1::ErrorDetails;
 use tenantry_proto::tenant::v1::{
-    ChangeEvent, ChangeType, WatchChangesRequest, change_event::Detail,
-    change_feed_service_client::ChangeFeedServiceClient,
+    AccountState, ChangeEvent, ChangeType, ReadSnapshotRequest, WatchChangesRequest,
+    change_event::Detail, change_feed_service_client::ChangeFeedServiceClient,
 };
 use tokio_stream::StreamExt;
 
@@ -24,11 +39,63 @@ use serde_json::Value;
 
 use crate::domain::{DomainError, Grant, GrantSource, IndexChange, revoke_grant};
 use crate::service::{Engine, SYSTEM_PRINCIPAL};
-use crate::storage::Result;
+use crate::storage::{Catalog, Result};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The most feed events applied in one transaction while catching up.
 const MAX_EVENTS_PER_APPLY: usize = 2_000;
+/// Failures at the same cursor, for reasons retrying does not cure, before resynchronising.
+const STUCK_ATTEMPTS: u32 = 3;
+/// Behind the feed for this long: the lag alarm goes off (a warning, repeated as long as it lasts).
+pub const LAG_ALARM: Duration = Duration::from_secs(30);
+/// The reason the tenant feed gives for a cursor older than what it retains.
+const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+
+/// Where the follower stands, shared with the metrics and the lag alarm.
+#[derive(Debug)]
+pub struct FeedStatus {
+    cursor: AtomicU64,
+    head: AtomicU64,
+    /// Unix milliseconds at which the follower last held every event of the feed.
+    caught_up_at_ms: AtomicU64,
+}
+
+impl FeedStatus {
+    fn new() -> Self {
+        Self {
+            cursor: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            caught_up_at_ms: AtomicU64::new(unix_ms()),
+        }
+    }
+
+    /// Records the applied cursor and the head the feed last reported.
+    fn observe(&self, cursor: u64, head: u64) {
+        self.cursor.store(cursor, Ordering::Relaxed);
+        self.head.fetch_max(head, Ordering::Relaxed);
+        if cursor >= self.head.load(Ordering::Relaxed) {
+            self.caught_up_at_ms.store(unix_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Events the feed holds that the follower has not applied (as of the last message).
+    pub fn lag_events(&self) -> u64 {
+        self.head
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.cursor.load(Ordering::Relaxed))
+    }
+
+    /// How long the follower has not been caught up (0 while it is).
+    pub fn behind(&self) -> Duration {
+        Duration::from_millis(
+            unix_ms().saturating_sub(self.caught_up_at_ms.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+fn unix_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default()
+}
 
 /// Follows the tenant feed until shutdown, reconnecting with backoff while the tenant service
 /// is down (checks keep being served from the index meanwhile).
@@ -38,26 +105,106 @@ pub async fn follow_tenant_feed(
     max_message_bytes: usize,
     shutdown: Shutdown,
 ) {
+    let status = Arc::new(FeedStatus::new());
+    // Kept alive while following: the gauges report through them.
+    let _gauges = register_metrics(&status);
+    let alarm = tokio::spawn(lag_alarm(status.clone(), shutdown.clone()));
     let mut backoff = Duration::from_millis(100);
+    // Failures at one cursor that retrying does not cure.
+    let mut stuck: (u64, u32) = (0, 0);
     while !shutdown.is_triggered() {
         let result = tokio::select! {
-            r = follow_once(&engine, channel.clone(), max_message_bytes) => r,
-            () = shutdown.wait() => return,
+            r = follow_once(&engine, channel.clone(), max_message_bytes, &status) => r,
+            () = shutdown.wait() => break,
         };
-        match result {
+        let err = match result {
             Ok(()) => {
                 tracing::info!("tenant change feed ended; reconnecting");
                 backoff = Duration::from_millis(100);
+                None
+            }
+            Err(FollowError::Expired(message)) => {
+                tracing::warn!(reason = %message, "tenant change feed no longer holds this follower's cursor: resynchronising");
+                Some(resync(&engine, channel.clone(), max_message_bytes, &status).await)
             }
             Err(err) => {
-                tracing::warn!(error = %err, retry_ms = backoff.as_millis() as u64, "tenant change feed unavailable");
+                let cursor = status.cursor.load(Ordering::Relaxed);
+                if err.is_transient() {
+                    stuck = (cursor, 0);
+                } else {
+                    stuck = (cursor, if stuck.0 == cursor { stuck.1 + 1 } else { 1 });
+                }
+                tracing::warn!(error = %err, cursor, retry_ms = backoff.as_millis() as u64, "tenant change feed unavailable");
+                if stuck.1 >= STUCK_ATTEMPTS {
+                    tracing::warn!(
+                        cursor,
+                        attempts = stuck.1,
+                        "tenant change feed stuck at one cursor: resynchronising"
+                    );
+                    stuck = (cursor, 0);
+                    Some(resync(&engine, channel.clone(), max_message_bytes, &status).await)
+                } else {
+                    None
+                }
             }
+        };
+        if let Some(Err(err)) = err {
+            tracing::warn!(error = %err, "resynchronising with the tenant service failed; retrying");
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = shutdown.wait() => return,
+            () = shutdown.wait() => break,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    let _ = alarm.await;
+}
+
+/// The lag gauges, observed from `status` at each export.
+fn register_metrics(
+    status: &Arc<FeedStatus>,
+) -> (
+    opentelemetry::metrics::ObservableGauge<u64>,
+    opentelemetry::metrics::ObservableGauge<f64>,
+) {
+    let meter = opentelemetry::global::meter("tenantry-entitlement");
+    let lag = status.clone();
+    let events = meter
+        .u64_observable_gauge("tenantry.entitlement.feed.lag_events")
+        .with_description("tenant change-feed events not applied yet")
+        .with_callback(move |o| o.observe(lag.lag_events(), &[]))
+        .build();
+    let behind = status.clone();
+    let seconds = meter
+        .f64_observable_gauge("tenantry.entitlement.feed.behind_seconds")
+        .with_description("time since the follower last held every tenant change-feed event")
+        .with_unit("s")
+        .with_callback(move |o| o.observe(behind.behind().as_secs_f64(), &[]))
+        .build();
+    (events, seconds)
+}
+
+/// Warns while the follower has been behind for longer than [`LAG_ALARM`].
+async fn lag_alarm(status: Arc<FeedStatus>, shutdown: Shutdown) {
+    let mut alarmed = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(LAG_ALARM / 3) => {}
+            () = shutdown.wait() => return,
+        }
+        let behind = status.behind();
+        if behind >= LAG_ALARM {
+            alarmed = true;
+            tracing::warn!(
+                behind_secs = behind.as_secs(),
+                lag_events = status.lag_events(),
+                cursor = status.cursor.load(Ordering::Relaxed),
+                "entitlement follower lagging behind the tenant change feed: deletions and hierarchy changes are not applied yet"
+            );
+        } else if alarmed {
+            alarmed = false;
+            tracing::info!("entitlement follower caught up with the tenant change feed");
+        }
     }
 }
 
@@ -67,36 +214,85 @@ enum FollowError {
     Stream(#[from] tonic::Status),
     #[error("apply: {0}")]
     Apply(#[from] DomainError),
+    #[error("{0}")]
+    Expired(String),
+}
+
+impl FollowError {
+    /// Whether retrying can cure it (an outage, a conflict) rather than meeting it again at
+    /// the same cursor (a message this client cannot decode, an event it cannot apply).
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Stream(status) => matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Aborted
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::PermissionDenied
+            ),
+            Self::Apply(err) => matches!(err, DomainError::Unavailable(_)),
+            Self::Expired(_) => false,
+        }
+    }
+}
+
+/// A stream error, or the feed's explicit word that the cursor is no longer retained.
+fn stream_error(status: tonic::Status) -> FollowError {
+    use prost::Message;
+    let expired = status.code() == tonic::Code::FailedPrecondition
+        && ErrorDetails::decode(status.details()).is_ok_and(|d| d.reason == CURSOR_EXPIRED);
+    if expired {
+        FollowError::Expired(status.message().to_owned())
+    } else {
+        FollowError::Stream(status)
+    }
+}
+
+fn request_bound(max_message_bytes: usize) -> Option<u32> {
+    Some(u32::try_from(max_message_bytes).unwrap_or(u32::MAX))
 }
 
 async fn follow_once(
     engine: &Engine,
     channel: ClientChannel,
     max_message_bytes: usize,
+    status: &FeedStatus,
 ) -> Result<(), FollowError> {
     let from_sequence = engine.store.cursor().await?;
+    // Only a message from the feed says whether this is caught up.
+    status.cursor.store(from_sequence, Ordering::Relaxed);
     let mut client =
         ChangeFeedServiceClient::new(channel).max_decoding_message_size(max_message_bytes);
     let mut stream = client
         .watch_changes(WatchChangesRequest {
             from_sequence,
             change_types: Vec::new(),
+            // The feed never sends more than this client decodes.
+            max_message_bytes: request_bound(max_message_bytes),
         })
-        .await?
+        .await
+        .map_err(stream_error)?
         .into_inner();
     tracing::info!(from_sequence, "following the tenant change feed");
     while let Some(message) = stream.next().await {
-        let mut events = message?.events;
+        let message = message.map_err(stream_error)?;
+        let mut head = message.head_sequence;
+        let mut events = message.events;
         // A backlog (a bulk import, a restart) arrives as many small messages; taking what has
         // already arrived applies it in a few transactions instead of one per message, each
         // with its cursor lock, catalog read and index publication.
         let mut pending = None;
         while events.len() < MAX_EVENTS_PER_APPLY {
             match stream.next().now_or_never() {
-                Some(Some(Ok(more))) => events.extend(more.events),
+                Some(Some(Ok(more))) => {
+                    head = head.max(more.head_sequence);
+                    events.extend(more.events);
+                }
                 // Apply what was gathered before reporting the error or the stream's end.
                 Some(Some(Err(status))) => {
-                    pending = Some(Err(status));
+                    pending = Some(Err(stream_error(status)));
                     break;
                 }
                 Some(None) => {
@@ -106,14 +302,131 @@ async fn follow_once(
                 None => break,
             }
         }
-        if !events.is_empty() {
-            apply_events(engine, &events).await?;
-        }
+        let cursor = match events.last() {
+            Some(last) => {
+                apply_events(engine, &events).await?;
+                last.sequence
+            }
+            None => status.cursor.load(Ordering::Relaxed),
+        };
+        status.observe(cursor, head);
         if let Some(end) = pending {
-            return end.map_err(FollowError::from);
+            return end;
         }
     }
     Ok(())
+}
+
+/// Reads the tenant service's snapshot and applies it (see the module documentation).
+async fn resync(
+    engine: &Engine,
+    channel: ClientChannel,
+    max_message_bytes: usize,
+    status: &FeedStatus,
+) -> Result<(), FollowError> {
+    let mut client =
+        ChangeFeedServiceClient::new(channel).max_decoding_message_size(max_message_bytes);
+    let mut stream = client
+        .read_snapshot(ReadSnapshotRequest {
+            max_message_bytes: request_bound(max_message_bytes),
+        })
+        .await?
+        .into_inner();
+    let mut sequence = None;
+    let mut accounts = Vec::new();
+    while let Some(message) = stream.next().await {
+        let message = message?;
+        sequence = Some(message.sequence);
+        accounts.extend(message.accounts);
+    }
+    let Some(sequence) = sequence else {
+        return Err(FollowError::Stream(tonic::Status::data_loss(
+            "the tenant snapshot ended without a message",
+        )));
+    };
+    let applied = apply_snapshot(engine, sequence, &accounts).await?;
+    tracing::info!(
+        sequence,
+        accounts = accounts.len(),
+        changed = applied,
+        "resynchronised with the tenant service"
+    );
+    status.observe(sequence, sequence);
+    Ok(())
+}
+
+/// The effects of feed events and snapshots, gathered in one transaction.
+struct Effects<'a> {
+    engine: &'a Engine,
+    txn: &'a sea_orm::DatabaseTransaction,
+    now: chrono::DateTime<chrono::Utc>,
+    catalog: Option<Catalog>,
+    changes: Vec<IndexChange>,
+}
+
+impl Effects<'_> {
+    /// Records a live account under `parent`.
+    async fn upsert(&mut self, tenant: &str, parent: Option<&str>) -> Result<()> {
+        self.engine
+            .store
+            .upsert_account(self.txn, tenant, parent, false, self.now)
+            .await?;
+        self.changes.push(IndexChange::UpsertTenant {
+            id: tenant.to_owned(),
+            parent: parent.map(str::to_owned),
+        });
+        Ok(())
+    }
+
+    /// A new account: recorded, with the signup plans that existed when it was created.
+    async fn create(
+        &mut self,
+        tenant: &str,
+        parent: Option<&str>,
+        occurred: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        self.upsert(tenant, parent).await?;
+        if self.catalog.is_none() {
+            self.catalog = Some(self.engine.store.catalog(self.txn).await?);
+        }
+        let now = self.now;
+        let grants: Vec<Grant> = self
+            .catalog
+            .iter()
+            .flat_map(|c| c.plans.iter())
+            // Only plans that existed when the account was created: replaying an old
+            // feed must not hand today's signup plans to last year's accounts.
+            .filter(|p| p.value.assign_on_signup && p.created_at <= occurred)
+            .map(|p| signup_grant(&p.value, tenant, now))
+            .collect();
+        self.engine.store.insert_grants(self.txn, &grants).await?;
+        self.changes
+            .extend(grants.into_iter().map(IndexChange::UpsertGrant));
+        Ok(())
+    }
+
+    /// A deleted account: its grants are revoked and it leaves the index.
+    async fn delete(&mut self, tenant: &str) -> Result<()> {
+        let store = &self.engine.store;
+        store
+            .upsert_account(self.txn, tenant, None, true, self.now)
+            .await?;
+        for grant in store.unrevoked_grants(self.txn, Some(tenant), None).await? {
+            let grant = revoke_grant(
+                &grant,
+                Some(SYSTEM_PRINCIPAL),
+                Some("tenant_deleted"),
+                self.now,
+            )?;
+            store.update_grant(self.txn, &grant).await?;
+            self.changes.push(IndexChange::UpsertGrant(grant));
+        }
+        // Last, so the revocations above do not re-create the node.
+        self.changes.push(IndexChange::RemoveTenant {
+            id: tenant.to_owned(),
+        });
+        Ok(())
+    }
 }
 
 /// Applies a batch of feed events exactly once (see the module documentation).
@@ -123,8 +436,13 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
     let cursor = store.lock_cursor(&txn).await?;
     let now = engine.now();
     let mut last = cursor;
-    let mut changes = Vec::new();
-    let mut catalog = None;
+    let mut effects = Effects {
+        engine,
+        txn: &txn,
+        now,
+        catalog: None,
+        changes: Vec::new(),
+    };
     for event in events.iter().filter(|e| e.sequence > cursor) {
         last = last.max(event.sequence);
         let tenant = event.tenant_id.as_str();
@@ -134,74 +452,44 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
             .and_then(|a| a.parent_tenant_id.as_deref());
         match event.change_type() {
             ChangeType::Created => {
-                store
-                    .upsert_account(&txn, tenant, parent, false, now)
-                    .await?;
-                changes.push(IndexChange::UpsertTenant {
-                    id: tenant.to_owned(),
-                    parent: parent.map(str::to_owned),
-                });
-                if catalog.is_none() {
-                    catalog = Some(store.catalog(&txn).await?);
-                }
                 let occurred = event
                     .occurred_at
                     .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
                     .unwrap_or(now);
-                let grants: Vec<Grant> = catalog
-                    .iter()
-                    .flat_map(|c| c.plans.iter())
-                    // Only plans that existed when the account was created: replaying an old
-                    // feed must not hand today's signup plans to last year's accounts.
-                    .filter(|p| p.value.assign_on_signup && p.created_at <= occurred)
-                    .map(|p| signup_grant(&p.value, tenant, now))
-                    .collect();
-                store.insert_grants(&txn, &grants).await?;
-                changes.extend(grants.into_iter().map(IndexChange::UpsertGrant));
+                effects.create(tenant, parent, occurred).await?;
             }
             ChangeType::Reactivated | ChangeType::Updated | ChangeType::Metadata => {
-                store
-                    .upsert_account(&txn, tenant, parent, false, now)
-                    .await?;
-                changes.push(IndexChange::UpsertTenant {
-                    id: tenant.to_owned(),
-                    parent: parent.map(str::to_owned),
-                });
+                effects.upsert(tenant, parent).await?;
             }
             ChangeType::Hierarchy => {
                 let new_parent = match &event.detail {
                     Some(Detail::Hierarchy(h)) => h.new_parent_tenant_id.as_deref(),
                     Some(Detail::Membership(_)) | None => parent,
                 };
-                store
-                    .upsert_account(&txn, tenant, new_parent, false, now)
-                    .await?;
-                changes.push(IndexChange::UpsertTenant {
-                    id: tenant.to_owned(),
-                    parent: new_parent.map(str::to_owned),
-                });
+                effects.upsert(tenant, new_parent).await?;
             }
-            ChangeType::Deleted => {
-                store.upsert_account(&txn, tenant, None, true, now).await?;
-                for grant in store.unrevoked_grants(&txn, Some(tenant), None).await? {
-                    let grant =
-                        revoke_grant(&grant, Some(SYSTEM_PRINCIPAL), Some("tenant_deleted"), now)?;
-                    store.update_grant(&txn, &grant).await?;
-                    changes.push(IndexChange::UpsertGrant(grant));
-                }
-                // Last, so the revocations above do not re-create the node.
-                changes.push(IndexChange::RemoveTenant {
-                    id: tenant.to_owned(),
-                });
-            }
+            ChangeType::Deleted => effects.delete(tenant).await?,
             ChangeType::Membership | ChangeType::Unspecified => {}
         }
     }
+    let changes = effects.changes;
     if last == cursor {
         // Everything was applied before (a replay): nothing to record.
         return Ok(());
     }
-    store.set_cursor(&txn, last, now).await?;
+    commit_feed(engine, txn, last, changes).await
+}
+
+/// Stores the cursor with the effects and publishes them to the index.
+async fn commit_feed(
+    engine: &Engine,
+    txn: sea_orm::DatabaseTransaction,
+    sequence: u64,
+    changes: Vec<IndexChange>,
+) -> Result<()> {
+    let store = &engine.store;
+    let now = engine.now();
+    store.set_cursor(&txn, sequence, now).await?;
     if changes.is_empty() {
         txn.commit()
             .await
@@ -209,8 +497,69 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
         return Ok(());
     }
     let revision = store.commit(txn, &changes, now).await?;
-    tracing::debug!(sequence = last, revision, "tenant feed events applied");
+    tracing::debug!(sequence, revision, "tenant feed effects applied");
     engine.index.apply_committed(revision, changes, now).await
+}
+
+/// Makes the stored accounts those of a tenant snapshot as of `sequence`: accounts it lacks
+/// are created (with their signup plans), deleted ones it holds are reactivated, parents are
+/// corrected, and live accounts it does not hold are deleted. Returns how many accounts
+/// changed. A cursor already at or past `sequence` means newer state is held: nothing to do.
+pub async fn apply_snapshot(
+    engine: &Engine,
+    sequence: u64,
+    accounts: &[AccountState],
+) -> Result<usize> {
+    let store = &engine.store;
+    let txn = store.begin().await?;
+    let cursor = store.lock_cursor(&txn).await?;
+    if cursor >= sequence {
+        return Ok(0);
+    }
+    let mut held: std::collections::HashMap<String, (Option<String>, bool)> = store
+        .accounts(&txn)
+        .await?
+        .into_iter()
+        .map(|(id, parent, deleted)| (id, (parent, deleted)))
+        .collect();
+    let mut effects = Effects {
+        engine,
+        txn: &txn,
+        now: engine.now(),
+        catalog: None,
+        changes: Vec::new(),
+    };
+    let mut changed = 0;
+    for account in accounts {
+        let tenant = account.tenant_id.as_str();
+        let parent = account.parent_tenant_id.as_deref();
+        match held.remove(tenant) {
+            None => {
+                let created = account
+                    .created_at
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+                    .unwrap_or(effects.now);
+                effects.create(tenant, parent, created).await?;
+                changed += 1;
+            }
+            Some((held_parent, deleted)) => {
+                if deleted || held_parent.as_deref() != parent {
+                    effects.upsert(tenant, parent).await?;
+                    changed += 1;
+                }
+            }
+        }
+    }
+    // Live here, absent from the snapshot: deleted while this follower was not looking.
+    for (tenant, (_, deleted)) in held {
+        if !deleted {
+            effects.delete(&tenant).await?;
+            changed += 1;
+        }
+    }
+    let changes = effects.changes;
+    commit_feed(engine, txn, sequence, changes).await?;
+    Ok(changed)
 }
 
 fn signup_grant(

@@ -56,7 +56,7 @@ pub async fn serve(
     // Background work and feed streams follow a local signal: it fires with the caller's, and
     // also when the server stops on an error, without stopping the caller's other services.
     let local = shutdown.child();
-    let workers = workers::start(&store, &local);
+    let workers = workers::start(&store, workers::FeedRetention::from_config(config), &local);
     let services = grpc::services(
         &store,
         &workers,

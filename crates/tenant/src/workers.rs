@@ -1,5 +1,5 @@
-//! Background work: running migration jobs, and waking change-feed followers on PostgreSQL
-//! NOTIFY (writes by other replicas).
+//! Background work: running migration jobs, waking change-feed followers on PostgreSQL
+//! NOTIFY (writes by other replicas), and pruning the change feed past its retention.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,6 +17,39 @@ const MIGRATION_BATCH: u64 = 500;
 const MIGRATION_POLL: Duration = Duration::from_secs(5);
 /// Uploads older than this that never finished belong to a process that died.
 const ABANDONED_UPLOAD_AGE: chrono::Duration = chrono::Duration::hours(1);
+
+/// Change events deleted per pruning transaction: short transactions, so writers (which take
+/// the SQLite write lock) never wait long behind one.
+const PRUNE_BATCH: u64 = 1_000;
+/// Pruning runs at most this far apart (more often under a short retention age).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How much of the change feed to keep; [`FeedRetention::default`] keeps everything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedRetention {
+    pub max_age: Option<Duration>,
+    pub max_events: Option<u64>,
+}
+
+impl FeedRetention {
+    pub fn from_config(config: &tenantry_common::Config) -> Self {
+        Self {
+            max_age: config.feed_retention_age(),
+            max_events: (config.feed_retention_events > 0).then_some(config.feed_retention_events),
+        }
+    }
+
+    fn is_bounded(self) -> bool {
+        self.max_age.is_some() || self.max_events.is_some()
+    }
+
+    /// A tenth of the age, so an event outlives its retention by at most ~10%.
+    fn interval(self) -> Duration {
+        self.max_age
+            .map_or(PRUNE_EVERY, |age| age / 10)
+            .clamp(Duration::from_secs(1), PRUNE_EVERY)
+    }
+}
 
 /// Handles to the background tasks. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -46,13 +79,20 @@ impl Workers {
 }
 
 /// Starts the background tasks; they end when `shutdown` fires.
-pub fn start(store: &Store, shutdown: &Shutdown) -> Workers {
+pub fn start(store: &Store, retention: FeedRetention, shutdown: &Shutdown) -> Workers {
     let migrations = Arc::new(Notify::new());
     let mut handles = vec![tokio::spawn(run_migrations(
         store.clone(),
         migrations.clone(),
         shutdown.clone(),
     ))];
+    if retention.is_bounded() {
+        handles.push(tokio::spawn(prune_feed(
+            store.clone(),
+            retention,
+            shutdown.clone(),
+        )));
+    }
     if store.is_postgres() {
         handles.push(tokio::spawn(listen_for_changes(
             store.clone(),
@@ -156,6 +196,32 @@ async fn listen_for_changes(store: Store, shutdown: Shutdown) {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
             () = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Prunes the change feed past `retention` now and then. Every replica runs it; they may
+/// overlap harmlessly (see `Store::prune_changes`).
+async fn prune_feed(store: Store, retention: FeedRetention, shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(retention.interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let policy = crate::domain::Retention {
+            older_than: retention.max_age.and_then(|age| {
+                chrono::Duration::from_std(age)
+                    .ok()
+                    .map(|age| crate::domain::now() - age)
+            }),
+            keep_events: retention.max_events,
+        };
+        match store.prune_changes(policy, PRUNE_BATCH).await {
+            Ok(0) => {}
+            Ok(events) => tracing::info!(events, "change feed events past retention pruned"),
+            Err(err) => tracing::warn!(error = %err, "pruning the change feed failed"),
         }
     }
 }

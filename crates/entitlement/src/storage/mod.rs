@@ -774,6 +774,23 @@ impl Store {
         Ok(())
     }
 
+    /// Every account the feed has recorded: `(tenant, parent, deleted)`.
+    pub async fn accounts(
+        &self,
+        txn: &DatabaseTransaction,
+    ) -> Result<Vec<(String, Option<String>, bool)>> {
+        use entities::account::{Column, Entity};
+        Entity::find()
+            .select_only()
+            .column(Column::TenantId)
+            .column(Column::ParentId)
+            .column(Column::Deleted)
+            .into_tuple()
+            .all(txn)
+            .await
+            .map_err(db_err("read accounts"))
+    }
+
     /// The feed cursor, locked until the transaction ends (replicas following the same feed
     /// serialize here, so each event applies once).
     pub async fn lock_cursor(&self, txn: &DatabaseTransaction) -> Result<u64> {

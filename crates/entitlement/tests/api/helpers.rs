@@ -33,6 +33,8 @@ pub struct App {
     pub clock: ManualClock,
     pub config: Config,
     pub shutdown: Shutdown,
+    /// The entitlement server's task (it ends once its followers have stopped).
+    server: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -83,7 +85,7 @@ async fn start(
     let clock = ManualClock::new(start_time());
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    {
+    let server = {
         let (c, s, clock) = (config.clone(), shutdown.clone(), clock.clone());
         tokio::spawn(async move {
             if let Err(err) =
@@ -91,8 +93,8 @@ async fn start(
             {
                 panic!("entitlement service failed: {err}");
             }
-        });
-    }
+        })
+    };
     let ch = channel(&url).await;
     let tenant = channel(&tenant_url).await;
     App {
@@ -107,8 +109,24 @@ async fn start(
         clock,
         config,
         shutdown,
+        server: Some(server),
         _dir: dir,
     }
+}
+
+/// The tenant service alone on `config`'s database, until `shutdown`; returns its URL.
+pub async fn spawn_tenant(config: &Config, shutdown: &Shutdown) -> String {
+    tenantry_common::telemetry::init_for_tests();
+    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (c, s) = (config.clone(), shutdown.clone());
+    tokio::spawn(async move { tenantry_tenant::serve(&c, listener, s).await });
+    url
+}
+
+/// An entitlement service following the tenant service at `tenant_url`.
+pub async fn spawn_with_tenant(config: Config, tenant_url: String) -> App {
+    start(config, Some(tenant_url), None).await
 }
 
 pub async fn pg_config() -> Config {
@@ -178,6 +196,18 @@ pub fn details(status: &tonic::Status) -> ErrorDetails {
 }
 
 impl App {
+    /// Stops the entitlement service (as on SIGTERM) and waits until it has: its feed
+    /// follower applies nothing more.
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), server)
+                .await
+                .expect("entitlement service stops")
+                .expect("entitlement service task");
+        }
+    }
+
     pub async fn account(&self, id: &str, parent: Option<&str>) {
         self.tenants
             .clone()

@@ -67,6 +67,29 @@ impl Settings {
         self.fields().iter().all(|(_, v)| v.is_none())
     }
 
+    /// A copy without the logo, which is never copied (it may be a megabyte).
+    pub fn clone_without_logo(&self) -> Self {
+        let mut copy = Self::default();
+        for ((name, slot), (_, value)) in copy.fields_mut().into_iter().zip(self.fields()) {
+            if name != "logo" {
+                slot.clone_from(value);
+            }
+        }
+        copy
+    }
+
+    /// The names of the fields whose values differ between `self` and `other`.
+    pub fn changed_fields<'a>(
+        &'a self,
+        other: &'a Settings,
+    ) -> impl Iterator<Item = &'static str> + 'a {
+        self.fields()
+            .into_iter()
+            .zip(other.fields())
+            .filter(|((_, a), (_, b))| a != b)
+            .map(|((name, _), _)| name)
+    }
+
     /// Checks every set value; `prefix` names the message field in errors.
     pub fn validate(&self, prefix: &str) -> Result<()> {
         for (name, value) in self.fields() {

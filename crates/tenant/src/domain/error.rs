@@ -61,6 +61,17 @@ impl Error {
         }
     }
 
+    /// A feed cursor older than what the outbox retains.
+    pub fn cursor_expired(cursor: u64, pruned_through: u64) -> Self {
+        Self::precondition(
+            "CURSOR_EXPIRED",
+            format!(
+                "events after sequence {cursor} are no longer retained (pruned through \
+                 {pruned_through}); resynchronise from ReadSnapshot"
+            ),
+        )
+    }
+
     pub fn internal(
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,

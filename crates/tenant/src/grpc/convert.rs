@@ -8,8 +8,9 @@ use tonic::Status;
 
 use super::invalid;
 use crate::domain::{
-    self, Account, ChangeDetail, ChangeEvent, ChangeKind, HierarchyEntry, Membership, Migration,
-    MigrationState, NewAccount, Page, PublicSettings, Settings, SubAccountAccessType, TreeNode,
+    self, Account, AccountState, ChangeDetail, ChangeEvent, ChangeKind, HierarchyEntry, Membership,
+    Migration, MigrationState, NewAccount, Page, PublicSettings, Settings, SubAccountAccessType,
+    TreeNode,
 };
 
 pub(super) fn timestamp(at: DateTime<Utc>) -> Timestamp {
@@ -295,13 +296,27 @@ pub(super) fn change_event(e: &ChangeEvent) -> pb::ChangeEvent {
             }))
         }
     };
+    // The stored account has no metadata (events leave it out): send none rather than `{}`.
+    let account = pb::Account {
+        metadata: None,
+        ..account(&e.account)
+    };
     pb::ChangeEvent {
         sequence: e.sequence,
         change_type: change_type(e.kind).into(),
         tenant_id: e.tenant_id.clone(),
         occurred_at: Some(timestamp(e.occurred_at)),
-        account: Some(account(&e.account)),
+        account: Some(account),
         detail,
+        changed_fields: e.changed_fields.clone(),
+    }
+}
+
+pub(super) fn account_state(a: &AccountState) -> pb::AccountState {
+    pb::AccountState {
+        tenant_id: a.tenant_id.clone(),
+        parent_tenant_id: a.parent_tenant_id.clone(),
+        created_at: Some(timestamp(a.created_at)),
     }
 }
 

@@ -1,7 +1,13 @@
-//! `tenantry.tenant.v1.ChangeFeedService`: replay from a cursor, then follow live.
+//! `tenantry.tenant.v1.ChangeFeedService`: replay from a cursor, then follow live; snapshots
+//! for followers whose cursor is older than what is retained.
+//!
+//! Messages are bounded in bytes as well as in events: the client's decoding limit is the
+//! hard one (a message above it fails the whole stream, and a follower retrying from the same
+//! cursor would fail the same way forever), so no message may exceed what the client accepts.
 
 use std::time::Duration;
 
+use prost::Message;
 use tenantry_proto::tenant::v1::{self as pb, change_feed_service_server::ChangeFeedService};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -10,8 +16,16 @@ use tonic::{Request, Response, Status};
 use super::{Handlers, convert};
 use crate::domain::ChangeKind;
 
-/// Events per message during replay.
+/// Events read per query during replay (also the most per message).
 const BATCH: u64 = 500;
+/// The largest message sent unless the client accepts less: a quarter of gRPC's default
+/// 4 MiB limit, so it also fits clients that never said what they accept.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// The smallest bound a client may ask for: room for the largest possible bare event (IDs are
+/// at most 255 characters) many times over.
+const MIN_MESSAGE_BYTES: usize = 64 << 10;
+/// Room for a message's own fields beside its events (`head_sequence`, `sequence`).
+const MESSAGE_OVERHEAD: usize = 16;
 /// Re-reads the outbox this often even without a wake-up: covers writes by other replicas
 /// while LISTEN is down, and other processes writing the same SQLite file.
 const POLL: Duration = Duration::from_secs(1);
@@ -21,9 +35,11 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 type Sender = mpsc::Sender<Result<pb::WatchChangesResponse, Status>>;
 
 impl Handlers {
-    async fn follow(&self, mut cursor: u64, kinds: Vec<ChangeKind>, tx: Sender) {
+    async fn follow(&self, mut cursor: u64, kinds: Vec<ChangeKind>, budget: usize, tx: Sender) {
         let mut wake = self.store.subscribe_feed();
         let mut last_sent = Instant::now();
+        // The first message goes out at once, even empty: it tells the follower the head.
+        let mut greeted = false;
         loop {
             // Mark the wake-up seen before reading, so a commit racing the read still wakes us.
             wake.borrow_and_update();
@@ -44,14 +60,19 @@ impl Handlers {
             let full = events.len() as u64 == BATCH;
             if let Some(last) = events.last() {
                 cursor = last.sequence;
-                let message = pb::WatchChangesResponse {
-                    events: events.iter().map(convert::change_event).collect(),
-                    head_sequence: head.max(cursor),
-                };
-                if tx.send(Ok(message)).await.is_err() {
-                    return;
+                let encoded = events.iter().map(|e| fit(convert::change_event(e), budget));
+                for events in split(encoded, budget, |e| e.encoded_len()) {
+                    let sent = events.last().map_or(cursor, |e| e.sequence);
+                    let message = pb::WatchChangesResponse {
+                        events,
+                        head_sequence: head.max(sent),
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
                 }
                 last_sent = Instant::now();
+                greeted = true;
                 if full {
                     continue;
                 }
@@ -61,7 +82,7 @@ impl Handlers {
                 // not be read again.
                 cursor = head;
             }
-            if last_sent.elapsed() >= HEARTBEAT {
+            if !greeted || last_sent.elapsed() >= HEARTBEAT {
                 let beat = pb::WatchChangesResponse {
                     events: vec![],
                     head_sequence: head.max(cursor),
@@ -70,6 +91,7 @@ impl Handlers {
                     return;
                 }
                 last_sent = Instant::now();
+                greeted = true;
             }
             tokio::select! {
                 changed = wake.changed() => {
@@ -101,9 +123,152 @@ impl ChangeFeedService for Handlers {
                 *value,
             )?);
         }
+        let budget = self.message_budget(r.max_message_bytes);
         let (tx, rx) = mpsc::channel(4);
         let handlers = self.clone();
-        tokio::spawn(async move { handlers.follow(r.from_sequence, kinds, tx).await });
+        tokio::spawn(async move { handlers.follow(r.from_sequence, kinds, budget, tx).await });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type ReadSnapshotStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::ReadSnapshotResponse, Status>>>;
+
+    async fn read_snapshot(
+        &self,
+        request: Request<pb::ReadSnapshotRequest>,
+    ) -> Result<Response<Self::ReadSnapshotStream>, Status> {
+        let budget = self.message_budget(request.into_inner().max_message_bytes);
+        let snapshot = self.store.feed_snapshot().await?;
+        let sequence = snapshot.sequence;
+        let accounts = snapshot.accounts.iter().map(convert::account_state);
+        let mut messages: Vec<_> = split(accounts, budget, |a| a.encoded_len())
+            .into_iter()
+            .map(|accounts| Ok(pb::ReadSnapshotResponse { accounts, sequence }))
+            .collect();
+        if messages.is_empty() {
+            // No live account: the sequence alone still tells the follower where to resume.
+            messages.push(Ok(pb::ReadSnapshotResponse {
+                accounts: vec![],
+                sequence,
+            }));
+        }
+        Ok(Response::new(tokio_stream::iter(messages)))
+    }
+}
+
+impl Handlers {
+    /// The largest message to send a client that accepts `requested` bytes.
+    fn message_budget(&self, requested: Option<u32>) -> usize {
+        let requested = requested.map_or(MAX_MESSAGE_BYTES, |r| r as usize);
+        requested
+            .clamp(MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
+            .min(self.max_message_bytes)
+    }
+}
+
+/// Bytes an item adds to a message as a repeated field: tag, length, body.
+fn field_cost(len: usize) -> usize {
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// Splits `items` into groups whose encoded size stays within `budget`. An item is never
+/// split; [`fit`] has made every event small enough to travel alone.
+fn split<T>(
+    items: impl Iterator<Item = T>,
+    budget: usize,
+    len: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let room = budget.saturating_sub(MESSAGE_OVERHEAD);
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let cost = field_cost(len(&item));
+        if !group.is_empty() && used + cost > room {
+            groups.push(std::mem::take(&mut group));
+            used = 0;
+        }
+        used += cost;
+        group.push(item);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
+/// The event itself when it fits in a message alone; otherwise the event without its account
+/// profile, which keeps what every follower needs (type, account ID, parent, detail) and is
+/// bounded by the lengths of IDs. Events carry no large field, but an event recorded before
+/// they stopped carrying them, or a bound a client lowered, must still never stop the feed.
+fn fit(event: pb::ChangeEvent, budget: usize) -> pb::ChangeEvent {
+    if field_cost(event.encoded_len()) <= budget.saturating_sub(MESSAGE_OVERHEAD) {
+        return event;
+    }
+    tracing::warn!(
+        sequence = event.sequence,
+        bytes = event.encoded_len(),
+        budget,
+        "change event larger than the message bound: sent without its account profile"
+    );
+    let parent_tenant_id = event
+        .account
+        .as_ref()
+        .and_then(|a| a.parent_tenant_id.clone());
+    pb::ChangeEvent {
+        account: Some(pb::Account {
+            tenant_id: event.tenant_id.clone(),
+            parent_tenant_id,
+            ..pb::Account::default()
+        }),
+        changed_fields: Vec::new(),
+        ..event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_stay_within_the_budget_and_keep_the_order() {
+        let items: Vec<usize> = vec![10, 500, 300, 200, 90, 1_000, 5];
+        let groups = split(items.clone().into_iter(), 1_100, |n| *n);
+        for group in &groups {
+            let size: usize = group.iter().map(|n| field_cost(*n)).sum();
+            assert!(size + MESSAGE_OVERHEAD <= 1_100, "{group:?}");
+        }
+        assert_eq!(groups.concat(), items);
+        assert_eq!(groups.len(), 3);
+    }
+
+    #[test]
+    fn an_event_too_large_for_a_message_keeps_its_identity_and_parent() {
+        let event = pb::ChangeEvent {
+            sequence: 7,
+            change_type: pb::ChangeType::Updated.into(),
+            tenant_id: "t".into(),
+            account: Some(pb::Account {
+                tenant_id: "t".into(),
+                parent_tenant_id: Some("p".into()),
+                name: "n".repeat(200_000),
+                ..pb::Account::default()
+            }),
+            changed_fields: vec!["name".into()],
+            ..pb::ChangeEvent::default()
+        };
+        let fitted = fit(event.clone(), MIN_MESSAGE_BYTES);
+        assert!(fitted.encoded_len() < 1_000);
+        assert_eq!(fitted.sequence, 7);
+        assert_eq!(fitted.change_type(), pb::ChangeType::Updated);
+        assert_eq!(
+            fitted.account.and_then(|a| a.parent_tenant_id).as_deref(),
+            Some("p")
+        );
+        let small = pb::ChangeEvent {
+            account: None,
+            ..event
+        };
+        assert_eq!(fit(small.clone(), MIN_MESSAGE_BYTES), small);
     }
 }

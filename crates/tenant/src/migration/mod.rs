@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 mod m20260101_000001_initial;
 mod m20260301_000002_live_account_count;
 mod m20261203_000003_storage_probe;
+mod m20261203_000004_feed_retention;
 
 /// Applies the tenant service's migrations.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_initial::Migration),
             Box::new(m20260301_000002_live_account_count::Migration),
             Box::new(m20261203_000003_storage_probe::Migration),
+            Box::new(m20261203_000004_feed_retention::Migration),
         ]
     }
 

@@ -384,19 +384,19 @@ impl Store {
     ) -> Result<Account> {
         let txn = self.begin_write().await?;
         let mut account = load_live(&txn, tenant_id, true).await?;
-        let before_alias = account.alias.clone();
+        let before = account.clone();
         if !change(&mut account)? {
             txn.rollback().await.map_err(db_err("rollback"))?;
             return Ok(account);
         }
-        if account.alias != before_alias
+        if account.alias != before.alias
             && let Some(alias) = &account.alias
         {
             ensure_alias_free(&txn, alias, tenant_id).await?;
         }
         account.updated_at = domain::now();
         save(&txn, &account).await?;
-        self.commit(txn, vec![NewChange::new(kind, &account)])
+        self.commit(txn, vec![NewChange::update(kind, &before, &account)])
             .await?;
         Ok(account)
     }

@@ -5,14 +5,29 @@
 //! commits, so sequences become visible in increasing order and a follower reading
 //! `sequence > cursor` can never skip a row that commits later (which a BIGSERIAL allows).
 //! Taking the lock last keeps the serialized section to the outbox inserts and the commit.
+//!
+//! Retention deletes a prefix of the outbox in bounded batches and records the highest
+//! sequence deleted in `change_feed_retention`, in the same transaction. A reader checks that
+//! mark after reading its events: a batch pruned before the read shows in the mark, one pruned
+//! after it could not hide events from the read, so a cursor below the mark is refused
+//! (CURSOR_EXPIRED) rather than silently skipping what was pruned.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Value,
+    AccessMode, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionOptions, TransactionTrait,
+    Value,
 };
 
-use super::{Result, Store, db_err, entities::change_events, signed, unsigned};
-use crate::domain::{self, ChangeEvent, ChangeKind, ChangePayload, Error, NewChange};
+use super::{
+    Result, Store, db_err,
+    entities::{accounts, change_events},
+    signed, unsigned,
+};
+use crate::domain::{
+    self, AccountState, ChangeEvent, ChangeKind, ChangePayload, Error, FeedSnapshot, NewChange,
+    Retention,
+};
 
 /// Appends `changes` and returns the last sequence used.
 pub(super) async fn append(
@@ -40,6 +55,7 @@ pub(super) async fn append(
         let payload = serde_json::to_string(&ChangePayload {
             account: change.account.clone(),
             detail: change.detail,
+            changed_fields: change.changed_fields,
         })
         .map_err(|e| Error::internal("encode change event", e))?;
         rows.push(change_events::ActiveModel {
@@ -92,13 +108,16 @@ fn event_from_row(row: change_events::Model) -> Result<ChangeEvent> {
         kind,
         tenant_id: row.tenant_id,
         occurred_at: row.occurred_at,
-        account: payload.account,
+        // Rows recorded before events left out the large fields still hold them.
+        account: domain::feed_view(&payload.account),
         detail: payload.detail,
+        changed_fields: payload.changed_fields,
     })
 }
 
 impl Store {
     /// Up to `limit` events after `cursor`, in sequence order, optionally of some kinds only.
+    /// CURSOR_EXPIRED when events after `cursor` were pruned.
     pub async fn read_changes(
         &self,
         cursor: u64,
@@ -117,28 +136,157 @@ impl Store {
             .all(self.connection())
             .await
             .map_err(db_err("read change feed"))?;
+        // After the read (see the module documentation).
+        let pruned_through = self.pruned_through().await?;
+        if cursor < pruned_through {
+            return Err(Error::cursor_expired(cursor, pruned_through));
+        }
         rows.into_iter().map(event_from_row).collect()
+    }
+
+    /// The highest sequence retention has deleted (0: none).
+    pub async fn pruned_through(&self) -> Result<u64> {
+        let row = self
+            .connection()
+            .query_one_raw(self.statement(
+                "SELECT pruned_through FROM change_feed_retention WHERE id = 1",
+                vec![],
+            ))
+            .await
+            .map_err(db_err("read change feed retention"))?
+            .ok_or_else(|| {
+                Error::internal(
+                    "read change feed retention",
+                    "change_feed_retention row is missing",
+                )
+            })?;
+        Ok(unsigned(
+            row.try_get::<i64>("", "pruned_through")
+                .map_err(db_err("read change feed retention"))?,
+        ))
+    }
+
+    /// Deletes the oldest events `retention` does not keep, `batch` per transaction, and
+    /// returns how many were deleted. Several replicas may run it at once: deleting a prefix
+    /// twice deletes nothing the second time, and the mark only grows.
+    pub async fn prune_changes(&self, retention: Retention, batch: u64) -> Result<u64> {
+        let keep_after = match retention.keep_events {
+            Some(keep) => Some(self.feed_head().await?.saturating_sub(keep)),
+            None => None,
+        };
+        let mut deleted = 0;
+        loop {
+            let txn = self.begin_write().await?;
+            let oldest = change_events::Entity::find()
+                .select_only()
+                .column(change_events::Column::Sequence)
+                .column(change_events::Column::OccurredAt)
+                .order_by_asc(change_events::Column::Sequence)
+                .limit(batch)
+                .into_tuple::<(i64, DateTime<Utc>)>()
+                .all(&txn)
+                .await
+                .map_err(db_err("find prunable change events"))?;
+            // The prunable prefix of this batch: a prefix, so the mark says exactly what is gone.
+            let through = oldest
+                .iter()
+                .take_while(|(sequence, occurred_at)| {
+                    retention.older_than.is_some_and(|t| *occurred_at < t)
+                        || keep_after.is_some_and(|k| unsigned(*sequence) <= k)
+                })
+                .last()
+                .map(|(sequence, _)| *sequence);
+            let Some(through) = through else {
+                txn.rollback().await.map_err(db_err("rollback"))?;
+                return Ok(deleted);
+            };
+            let result = change_events::Entity::delete_many()
+                .filter(change_events::Column::Sequence.lte(through))
+                .exec(&txn)
+                .await
+                .map_err(db_err("prune change events"))?;
+            txn.execute_raw(self.statement(
+                "UPDATE change_feed_retention SET pruned_through = ? WHERE id = 1 AND pruned_through < ?",
+                vec![Value::from(through), Value::from(through)],
+            ))
+            .await
+            .map_err(db_err("record change feed retention"))?;
+            txn.commit()
+                .await
+                .map_err(db_err("commit change feed pruning"))?;
+            deleted += result.rows_affected;
+            if (oldest.len() as u64) < batch {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// The live accounts and the feed sequence they are as of, read in one snapshot.
+    pub async fn feed_snapshot(&self) -> Result<FeedSnapshot> {
+        // One snapshot for the head and the accounts: PostgreSQL's REPEATABLE READ takes it at
+        // the first statement; a SQLite read transaction holds one from its first read.
+        let options = if self.is_postgres() {
+            TransactionOptions {
+                isolation_level: Some(IsolationLevel::RepeatableRead),
+                access_mode: Some(AccessMode::ReadOnly),
+                sqlite_transaction_mode: None,
+            }
+        } else {
+            TransactionOptions::default()
+        };
+        let txn = self
+            .connection()
+            .begin_with_options(options)
+            .await
+            .map_err(db_err("begin snapshot"))?;
+        let sequence = head(&txn, self).await?;
+        let rows = accounts::Entity::find()
+            .select_only()
+            .column(accounts::Column::TenantId)
+            .column(accounts::Column::ParentTenantId)
+            .column(accounts::Column::CreatedAt)
+            .filter(accounts::Column::DeletedAt.is_null())
+            .order_by_asc(accounts::Column::TenantId)
+            .into_tuple::<(String, Option<String>, DateTime<Utc>)>()
+            .all(&txn)
+            .await
+            .map_err(db_err("read account snapshot"))?;
+        txn.commit().await.map_err(db_err("end snapshot"))?;
+        Ok(FeedSnapshot {
+            sequence,
+            accounts: rows
+                .into_iter()
+                .map(|(tenant_id, parent_tenant_id, created_at)| AccountState {
+                    tenant_id,
+                    parent_tenant_id,
+                    created_at,
+                })
+                .collect(),
+        })
     }
 
     /// The highest committed sequence.
     pub async fn feed_head(&self) -> Result<u64> {
-        let row = self
-            .connection()
-            .query_one_raw(self.statement(
-                "SELECT last_sequence FROM change_feed_head WHERE id = 1",
-                vec![],
-            ))
-            .await
-            .map_err(db_err("read change feed head"))?;
-        match row {
-            Some(row) => Ok(unsigned(
-                row.try_get::<i64>("", "last_sequence")
-                    .map_err(db_err("read change feed head"))?,
-            )),
-            None => Err(Error::internal(
-                "read change feed head",
-                "change_feed_head row is missing",
-            )),
-        }
+        head(self.connection(), self).await
+    }
+}
+
+async fn head(conn: &impl ConnectionTrait, store: &Store) -> Result<u64> {
+    let row = conn
+        .query_one_raw(store.statement(
+            "SELECT last_sequence FROM change_feed_head WHERE id = 1",
+            vec![],
+        ))
+        .await
+        .map_err(db_err("read change feed head"))?;
+    match row {
+        Some(row) => Ok(unsigned(
+            row.try_get::<i64>("", "last_sequence")
+                .map_err(db_err("read change feed head"))?,
+        )),
+        None => Err(Error::internal(
+            "read change feed head",
+            "change_feed_head row is missing",
+        )),
     }
 }

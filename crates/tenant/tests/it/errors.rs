@@ -149,6 +149,7 @@ async fn malformed_requests_are_invalid_argument_with_the_field() {
                 .watch_changes(pb::WatchChangesRequest {
                     from_sequence: 0,
                     change_types: vec![0],
+                    ..Default::default()
                 })
                 .await
             {

@@ -52,8 +52,14 @@ pub async fn spawn_app_on(url: String) -> TestApp {
 
 /// The same on a fresh SQLite file.
 pub async fn spawn_sqlite_app() -> TestApp {
+    spawn_sqlite_app_with(|_| {}).await
+}
+
+pub async fn spawn_sqlite_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let (dir, url) = testing::sqlite();
-    start(config_for(url), Some(std::sync::Arc::new(dir))).await
+    let mut config = config_for(url);
+    adjust(&mut config);
+    start(config, Some(std::sync::Arc::new(dir))).await
 }
 
 /// The tenant service on the SQLite database at `url` (whose directory the caller keeps).

@@ -106,6 +106,7 @@ async fn migrations_and_the_feed_survive_a_restart_on_sqlite() {
         .watch_changes(pb::WatchChangesRequest {
             from_sequence: 250,
             change_types: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
