@@ -213,6 +213,25 @@ async fn twelve_concurrent_large_logo_updates_never_make_a_message_too_large() {
         })
         .await;
     app.create("after", "After").await;
+    // The outbox no longer stores the logo with every update.
+    let stored = {
+        use sea_orm::ConnectionTrait;
+        let db =
+            tenantry_common::db::connect(&tenantry_common::db::DbSettings::tenant(&app.config))
+                .await
+                .unwrap();
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT MAX(octet_length(payload))::BIGINT AS n FROM change_events \
+                 WHERE change_type = 'updated'",
+            ))
+            .await
+            .unwrap()
+            .expect("a row");
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    assert!(stored < 2_048, "an update event stores {stored} bytes");
 
     // A client with gRPC's default 4 MiB decoding limit replays all of it.
     let mut feed = watch(&app, 0).await;
@@ -227,6 +246,8 @@ async fn twelve_concurrent_large_logo_updates_never_make_a_message_too_large() {
         // What changed is said, the logo itself is not carried.
         assert_eq!(account.logo, None);
         assert_eq!(account.settings.as_ref().and_then(|s| s.logo.clone()), None);
+        use prost::Message;
+        assert!(event.encoded_len() < 2_048, "{} bytes", event.encoded_len());
     }
     // The account itself still has its logo.
     let stored = app.get("big").await.unwrap();
