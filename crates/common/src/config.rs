@@ -136,6 +136,9 @@ pub struct Config {
     pub feed_retention_secs: u64,
     /// At most this many of the newest change-feed events are kept; 0 means no count bound.
     pub feed_retention_events: u64,
+    /// The entitlement service warns, and reports its feed NOT_SERVING in gRPC health, once it
+    /// has been behind the tenant change feed this long.
+    pub feed_lag_alarm_secs: u64,
     /// Environment credentials for `POST /auth/vendor`; generated into `data_dir` in dev mode.
     pub client_id: Option<String>,
     /// Secret paired with `client_id`.
@@ -218,6 +221,7 @@ impl Default for Config {
             max_hierarchy_depth: 16,
             feed_retention_secs: 7 * 24 * 3_600,
             feed_retention_events: 0,
+            feed_lag_alarm_secs: 30,
             client_id: None,
             client_secret: None,
             client_credentials: None,
@@ -476,6 +480,7 @@ impl Config {
                 "idempotency_retention_secs",
                 self.idempotency_retention_secs,
             ),
+            ("feed_lag_alarm_secs", self.feed_lag_alarm_secs),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));

@@ -83,6 +83,7 @@ pub struct Services {
     routes: tonic::service::RoutesBuilder,
     names: Vec<&'static str>,
     storage: Option<(StorageHealth, sea_orm::DatabaseConnection)>,
+    conditions: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)>,
 }
 
 impl Services {
@@ -117,6 +118,26 @@ impl Services {
         self.routes.add_service(service);
         self
     }
+
+    /// Reports `name` in health as SERVING while `healthy` holds true and NOT_SERVING
+    /// otherwise: a part of the server that can fall behind without stopping it from serving
+    /// (the overall status is unaffected).
+    pub fn condition(
+        mut self,
+        name: &'static str,
+        healthy: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        self.conditions.push((name, healthy));
+        self
+    }
+}
+
+fn serving(healthy: bool) -> ServingStatus {
+    if healthy {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }
 
 /// Serves `services` on `listener` until `shutdown` fires, then reports NOT_SERVING, stops
@@ -133,6 +154,22 @@ pub async fn serve(
         health
             .set_service_status(*name, ServingStatus::Serving)
             .await;
+    }
+    for (name, mut healthy) in services.conditions {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let status = serving(*healthy.borrow_and_update());
+                health.set_service_status(name, status).await;
+                tokio::select! {
+                    changed = healthy.changed() => if changed.is_err() { break },
+                    () = shutdown.wait() => break,
+                }
+            }
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        });
     }
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);

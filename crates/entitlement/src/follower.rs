@@ -18,8 +18,9 @@
 //!
 //! Lag alarm: [`FeedStatus`] tracks the applied cursor, the feed head and when the follower was
 //! last caught up; it is exported as metrics (`tenantry.entitlement.feed.lag_events`,
-//! `tenantry.entitlement.feed.behind_seconds`) and a warning is logged while the follower has
-//! been behind for longer than [`LAG_ALARM`].
+//! `tenantry.entitlement.feed.behind_seconds`), and while the follower has been behind for
+//! longer than the configured `feed_lag_alarm_secs` a warning is logged and gRPC health reports
+//! [`FEED_HEALTH_SERVICE`] NOT_SERVING (checks are still answered, so the server stays ready).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,8 +47,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_EVENTS_PER_APPLY: usize = 2_000;
 /// Failures at the same cursor, for reasons retrying does not cure, before resynchronising.
 const STUCK_ATTEMPTS: u32 = 3;
-/// Behind the feed for this long: the lag alarm goes off (a warning, repeated as long as it lasts).
-pub const LAG_ALARM: Duration = Duration::from_secs(30);
+/// The gRPC health name reporting whether the follower keeps up with the tenant feed.
+pub const FEED_HEALTH_SERVICE: &str = "tenantry.entitlement.v1.TenantFeed";
 /// The reason the tenant feed gives for a cursor older than what it retains.
 const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
 
@@ -97,18 +98,33 @@ fn unix_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default()
 }
 
+/// How the follower reports falling behind.
+#[derive(Debug)]
+pub struct LagAlarm {
+    /// Behind the feed for this long: a warning, repeated as long as it lasts, and
+    /// `keeping_up` false.
+    pub after: Duration,
+    pub keeping_up: tokio::sync::watch::Sender<bool>,
+}
+
 /// Follows the tenant feed until shutdown, reconnecting with backoff while the tenant service
 /// is down (checks keep being served from the index meanwhile).
 pub async fn follow_tenant_feed(
     engine: Arc<Engine>,
     channel: ClientChannel,
     max_message_bytes: usize,
+    alarm: LagAlarm,
     shutdown: Shutdown,
 ) {
     let status = Arc::new(FeedStatus::new());
     // Kept alive while following: the gauges report through them.
     let _gauges = register_metrics(&status);
-    let alarm = tokio::spawn(lag_alarm(status.clone(), shutdown.clone()));
+    let alarm = tokio::spawn(lag_alarm(
+        status.clone(),
+        alarm.after,
+        alarm.keeping_up,
+        shutdown.clone(),
+    ));
     let mut backoff = Duration::from_millis(100);
     // Failures at one cursor that retrying does not cure.
     let mut stuck: (u64, u32) = (0, 0);
@@ -184,16 +200,28 @@ fn register_metrics(
     (events, seconds)
 }
 
-/// Warns while the follower has been behind for longer than [`LAG_ALARM`].
-async fn lag_alarm(status: Arc<FeedStatus>, shutdown: Shutdown) {
+/// Warns, and reports `keeping_up` false, while the follower has been behind for longer than
+/// `alarm_after`.
+async fn lag_alarm(
+    status: Arc<FeedStatus>,
+    alarm_after: Duration,
+    keeping_up: tokio::sync::watch::Sender<bool>,
+    shutdown: Shutdown,
+) {
     let mut alarmed = false;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(LAG_ALARM / 3) => {}
+            () = tokio::time::sleep(alarm_after / 3) => {}
             () = shutdown.wait() => return,
         }
         let behind = status.behind();
-        if behind >= LAG_ALARM {
+        let keeping = behind < alarm_after;
+        keeping_up.send_if_modified(|ok| {
+            let changed = *ok != keeping;
+            *ok = keeping;
+            changed
+        });
+        if !keeping {
             alarmed = true;
             tracing::warn!(
                 behind_secs = behind.as_secs(),

@@ -97,10 +97,15 @@ pub async fn serve_with_clock(
     });
     // Followers stop with the caller's signal, and also when this server fails on its own.
     let local = shutdown.child();
+    let (keeping_up, feed_health) = tokio::sync::watch::channel(true);
     let feed = tokio::spawn(follower::follow_tenant_feed(
         engine.clone(),
         tenant_channel,
         config.max_message_bytes,
+        follower::LagAlarm {
+            after: Duration::from_secs(config.feed_lag_alarm_secs),
+            keeping_up,
+        },
         local.clone(),
     ));
     let log = tokio::spawn(follower::follow_change_log(
@@ -120,7 +125,8 @@ pub async fn serve_with_clock(
     let result = tenantry_common::grpc::serve(
         &ServerSettings::from_config(config),
         listener,
-        grpc::services(engine, config.max_message_bytes),
+        grpc::services(engine, config.max_message_bytes)
+            .condition(follower::FEED_HEALTH_SERVICE, feed_health),
         &[tenantry_proto::FILE_DESCRIPTOR_SET],
         local.clone(),
     )

@@ -267,3 +267,33 @@ async fn a_follower_whose_cursor_expired_resynchronises_and_applies_what_it_miss
     assert_eq!(holders, ["child", "doomed", "newcomer", "parent"]);
     tenant_shutdown.trigger();
 }
+
+#[tokio::test]
+async fn a_follower_that_falls_behind_says_so_in_health_and_the_server_stays_serving() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let mut config = pg_config().await;
+    config.feed_lag_alarm_secs = 1;
+    // No tenant service where it looks for one: it never catches up.
+    let nowhere = format!("http://127.0.0.1:{}", tenantry_common::testing::free_port());
+    let app = spawn_with_tenant(config, nowhere).await;
+    let health = |service: &'static str| {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+        }
+    };
+    app.eventually("the feed reported lagging", || async {
+        health("tenantry.entitlement.v1.TenantFeed").await == ServingStatus::NotServing
+    })
+    .await;
+    // Checks are still answered from the index: the server itself is serving.
+    assert_eq!(health("").await, ServingStatus::Serving);
+    app.bool_feature("sso").await;
+}

@@ -367,9 +367,10 @@ async fn retention_prunes_and_refuses_expired_cursors(app: TestApp) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let refused = loop {
         let mut feed = watch(&app, 0).await;
-        match tokio::time::timeout(Duration::from_secs(5), feed.next()).await {
-            Ok(Some(Err(status))) => break status,
-            Ok(Some(Ok(_)) | None) | Err(_) => {}
+        if let Ok(Some(Err(status))) =
+            tokio::time::timeout(Duration::from_secs(5), feed.next()).await
+        {
+            break status;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
