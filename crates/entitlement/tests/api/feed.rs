@@ -273,9 +273,15 @@ async fn a_follower_that_falls_behind_says_so_in_health_and_the_server_stays_ser
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let mut config = pg_config().await;
     config.feed_lag_alarm_secs = 1;
-    // No tenant service where it looks for one: it never catches up.
-    let nowhere = format!("http://127.0.0.1:{}", tenantry_common::testing::free_port());
-    let app = spawn_with_tenant(config, nowhere).await;
+    // A tenant service that refuses the follower (it lacks the service token): it never
+    // catches up.
+    let tenant_shutdown = tenantry_common::Shutdown::new();
+    let tenant_config = tenantry_common::Config {
+        service_token: Some(tenantry_common::Secret::new("a-token-the-follower-lacks")),
+        ..config.clone()
+    };
+    let tenant_url = spawn_tenant(&tenant_config, &tenant_shutdown).await;
+    let app = spawn_with_tenant(config, tenant_url).await;
     let health = |service: &'static str| {
         let mut client = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
         async move {
@@ -296,4 +302,5 @@ async fn a_follower_that_falls_behind_says_so_in_health_and_the_server_stays_ser
     // Checks are still answered from the index: the server itself is serving.
     assert_eq!(health("").await, ServingStatus::Serving);
     app.bool_feature("sso").await;
+    tenant_shutdown.trigger();
 }
