@@ -101,14 +101,14 @@ async fn changes_propagate(stack: &Stack, env: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twelve_concurrent_one_megabyte_logos_from_one_user_do_not_stall_the_feed() {
+async fn twelve_concurrent_largest_logos_from_one_user_do_not_stall_the_feed() {
     let mut stack = Stack::start().await;
     let env = stack.env_token().await;
     let env = env.as_str();
     accounts_and_grants(&stack, env).await;
     create_account(&stack, env, "branded", "Branded").await;
 
-    // One user allowed to write their account's settings sends 12 ~1 MB logos at once, while
+    // One user allowed to write their account's settings sends 12 of the largest logos allowed at once, while
     // the entitlement service is behind (here: restarting), so it replays them together: the
     // replay used to be one message of 12 events carrying the logo twice each, over the 4 MiB
     // limit, retried from the same cursor forever.
@@ -116,7 +116,8 @@ async fn twelve_concurrent_one_megabyte_logos_from_one_user_do_not_stall_the_fee
     assert!(status.success(), "exit after SIGTERM: {status}");
     let user = stack.user_token("branded", "u-brand", &["fe.account-settings.write.account"]);
     let updates = (0..12).map(|i| {
-        let logo = format!("{i:04}{}", "A".repeat(1_000_000 - 4));
+        let largest = tenantry_common::limits::MAX_LOGO_BYTES;
+        let logo = format!("{i:04}{}", "A".repeat(largest - 4));
         let user = user.clone();
         let stack = &stack;
         async move {

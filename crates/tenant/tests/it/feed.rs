@@ -181,6 +181,10 @@ async fn a_follower_resumes_from_its_cursor_after_a_restart() {
     }
 }
 
+/// The largest logo the limits allow: 12 of them, each twice in an event as it was, are over
+/// gRPC's 4 MiB message limit.
+const MAX_LOGO: usize = tenantry_common::limits::MAX_LOGO_BYTES;
+
 /// A base64-looking logo of `bytes` bytes, distinct per `seed`.
 fn logo(bytes: usize, seed: usize) -> String {
     let mut logo = format!("{seed:08}");
@@ -191,7 +195,7 @@ fn logo(bytes: usize, seed: usize) -> String {
 #[tokio::test]
 async fn twelve_concurrent_large_logo_updates_never_make_a_message_too_large() {
     // Each update used to record the whole account, the logo twice in the encoded event, and
-    // a replay packed 500 events in one message: 12 × 2 MB over the client's 4 MiB limit, a
+    // a replay packed 500 events in one message: 12 × 2 logos over the client's 4 MiB limit, a
     // stream that failed at the same cursor forever.
     let app = spawn_app().await;
     app.create("big", "Big").await;
@@ -203,7 +207,7 @@ async fn twelve_concurrent_large_logo_updates_never_make_a_message_too_large() {
                     .update_account_settings(pb::UpdateAccountSettingsRequest {
                         tenant_id: "big".into(),
                         settings: Some(pb::AccountSettings {
-                            logo: Some(logo(1_000_000, i)),
+                            logo: Some(logo(MAX_LOGO, i)),
                             ..pb::AccountSettings::default()
                         }),
                     })
@@ -251,7 +255,7 @@ async fn twelve_concurrent_large_logo_updates_never_make_a_message_too_large() {
     }
     // The account itself still has its logo.
     let stored = app.get("big").await.unwrap();
-    assert_eq!(stored.logo.map(|l| l.len()), Some(1_000_000));
+    assert_eq!(stored.logo.map(|l| l.len()), Some(MAX_LOGO));
 }
 
 #[tokio::test]
@@ -264,7 +268,7 @@ async fn events_name_the_fields_that_changed_and_respect_a_small_client_bound() 
         .update_account_settings(pb::UpdateAccountSettingsRequest {
             tenant_id: "a00".into(),
             settings: Some(pb::AccountSettings {
-                logo: Some(logo(1_000_000, 0)),
+                logo: Some(logo(MAX_LOGO, 0)),
                 locale: Some("fr-FR".into()),
                 ..pb::AccountSettings::default()
             }),
