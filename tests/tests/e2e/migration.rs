@@ -91,17 +91,28 @@ async fn a_migration_imports_thousands_of_accounts() {
         json!({"source": "legacy", "index": "7"}),
         "{account}"
     );
-    let (status, _, children) = stack
-        .call_with(
-            Method::GET,
-            "/tenants/resources/hierarchy/v1?directOnly=true",
-            Some(env),
-            &[("frontegg-tenant-id", "legacy-root")],
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{children}");
-    assert_eq!(children["items"].as_array().map(Vec::len), Some(FULL));
+    // The sub-account listing is paged: every imported child is on one of its pages.
+    let mut children = 0;
+    loop {
+        let (status, _, page) = stack
+            .call_with(
+                Method::GET,
+                &format!(
+                    "/tenants/resources/hierarchy/v1?directOnly=true&_limit=200&_offset={children}"
+                ),
+                Some(env),
+                &[("frontegg-tenant-id", "legacy-root")],
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().map_or(0, Vec::len);
+        children += items;
+        if items == 0 || children >= FULL {
+            break;
+        }
+    }
+    assert_eq!(children, FULL);
 
     // Submitting again is idempotent; an account that differs from the stored one is reported.
     let mut again: Vec<Value> = bare[..100].iter().map(|id| json!(id)).collect();

@@ -1918,6 +1918,18 @@ async fn concurrent_checks_share_calls_and_each_gets_its_own_answer() {
     let (_, _, rev) = catalog_with_grant(&s).await;
     let r = s.reports_check_at(rev).await;
     assert_eq!(r.body["result"], true, "{:?}", r.body);
+    // acme-eu inherits only once the hierarchy has come through the change feed.
+    s.eventually("acme-eu inherits pro", || async {
+        let r = s
+            .post(
+                CHECK,
+                &json!({"subject": {"tenantId": "acme-eu"},
+                        "feature": {"featureKey": "reports"}}),
+            )
+            .await;
+        r.body["result"] == true
+    })
+    .await;
 
     let cases = [
         json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"}}),
