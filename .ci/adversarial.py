@@ -434,8 +434,11 @@ def run_schemathesis(st, client, env, seed):
         "--no-color",
     ]
     try:
-        result = subprocess.run(command, timeout=600, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # In a scratch directory: schemathesis keeps a crash cache in its working directory,
+        # which would land in the checkout and replay old crashes on the next run.
+        with tempfile.TemporaryDirectory(prefix="schemathesis-") as scratch:
+            result = subprocess.run(command, timeout=600, stdin=subprocess.DEVNULL, cwd=scratch,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except subprocess.TimeoutExpired:
         fail("schemathesis did not finish within 10 minutes")
         return
