@@ -196,18 +196,9 @@ pub fn validate_route(
     Ok(())
 }
 
-/// Why a tenant ID is malformed: tenant IDs are caller-chosen strings of 1–255 characters
-/// without whitespace or `/` (the tenant service's rule).
-pub fn tenant_id_problem(id: &str) -> Option<&'static str> {
-    let chars = id.chars().count();
-    if chars == 0 || chars > 255 {
-        Some("must be 1 to 255 characters")
-    } else if id.chars().any(|c| c.is_whitespace() || c == '/') {
-        Some("must not contain whitespace or '/'")
-    } else {
-        None
-    }
-}
+/// Why a tenant ID is malformed: the tenant service's rule, shared, so an ID it would refuse
+/// never reaches it.
+pub use tenantry_common::ids::tenant_id_problem;
 
 pub fn validate_tenant_id(field: &str, id: &str) -> Result<(), DomainError> {
     match tenant_id_problem(id) {

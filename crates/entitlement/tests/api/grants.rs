@@ -29,6 +29,8 @@ async fn batch_is_all_or_nothing_and_lists_every_bad_item() {
         new_grant(&plan.id, "no-such-account"),
         bad_dates,
         new_grant(&plan.id, "has space"),
+        // The tenant service refuses it; passed on, its refusal was an internal error.
+        new_grant(&plan.id, "control\u{1}char"),
     ];
     let err = app.batch_create(items).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -44,6 +46,7 @@ async fn batch_is_all_or_nothing_and_lists_every_bad_item() {
             (2, "tenantId".to_owned()),
             (3, "expiresAt".to_owned()),
             (4, "tenantId".to_owned()),
+            (5, "tenantId".to_owned()),
         ]
     );
     let listed = app

@@ -491,7 +491,7 @@ pub fn validate_tenant_id(field: &str, id: &str) -> Result<()> {
     check_len(field, id, MAX_ID_CHARS)?;
     if id
         .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        .any(tenantry_common::ids::is_forbidden_in_tenant_id)
     {
         return Err(Error::invalid(
             field,
