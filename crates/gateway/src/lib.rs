@@ -70,7 +70,10 @@ impl Modify for BearerScheme {
 fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::platform::router())
-        .merge(routes::accounts::router(config.http_body_limit_bytes))
+        .merge(routes::accounts::router())
+        .merge(routes::memberships::router())
+        .merge(routes::account_settings::router())
+        .merge(routes::migrations::router(config.http_body_limit_bytes))
         .merge(routes::hierarchy::router())
         .merge(routes::features::router())
         .merge(routes::plans::router())

@@ -1,44 +1,31 @@
-//! Account management at the seed's paths (`/tenants/resources/...`): accounts v1/v2,
-//! metadata, memberships, account settings and migrations.
+//! Account management, tag "Accounts" (`/tenants/resources/tenants/...`): accounts v1/v2
+//! and their metadata. The account JSON shapes live here; memberships, account settings and
+//! migrations have their own modules.
 
 use axum::{Json, extract::State, response::IntoResponse};
-use futures::stream;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tenantry_proto::tenant::v1::{
-    self as pb, AccountSortField, AddAccountMetadataRequest, AddMembershipRequest,
-    CreateAccountRequest, DeleteAccountMetadataRequest, DeleteAccountRequest,
-    DeleteCurrentAccountRequest, GetAccountByAliasRequest, GetAccountRequest,
-    GetAccountSettingsRequest, GetMigrationStatusRequest, GetPublicAccountSettingsRequest,
-    ListAccountMembersRequest, ListAccountsRequest, ListUserAccountsRequest, MigrationItem,
-    MigrationState, RemoveMembershipRequest, SubmitMigrationRequest, UpdateAccountRequest,
-    UpdateAccountSettingsRequest, migration_item,
+    self as pb, AccountSortField, AddAccountMetadataRequest, CreateAccountRequest,
+    DeleteAccountMetadataRequest, DeleteAccountRequest, DeleteCurrentAccountRequest,
+    GetAccountByAliasRequest, GetAccountRequest, ListAccountsRequest, UpdateAccountRequest,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Deleted, ListMetadata, Paged, page, sort_field, sort_order};
+use super::{Paged, account_settings::AccountSettings, page, sort_field, sort_order};
 use crate::{
-    auth::{Caller, Management, Principal, permissions, require_permission, scope},
+    auth::{Caller, Management, Principal},
     convert::{json_to_value, metadata_to_struct, opt_struct_to_json, opt_timestamp},
-    error::{ApiError, ErrorBody, ItemError},
+    error::{ApiError, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery, split_list},
     state::{AppState, grpc},
 };
 
-/// Items per message of the migration stream.
-const MIGRATION_CHUNK: usize = 1_000;
-/// Migration bodies may be this large whatever the general body limit (100,000 accounts).
-pub const MIGRATION_BODY_LIMIT: usize = 64 * 1024 * 1024;
-
 // v1 GET/PUT are deprecated (the attribute marks them so in the OpenAPI document).
 #[allow(deprecated)]
-pub fn router(body_limit: usize) -> OpenApiRouter<AppState> {
-    let (schemas, paths, migrate) = routes!(submit_migration);
-    let migrate = migrate.layer(axum::extract::DefaultBodyLimit::max(
-        body_limit.max(MIGRATION_BODY_LIMIT),
-    ));
+pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_account, delete_current_account))
         .routes(routes!(get_account_v1, update_account_v1, delete_account))
@@ -47,13 +34,6 @@ pub fn router(body_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(list_accounts))
         .routes(routes!(get_account_v2, update_account_v2))
         .routes(routes!(get_account_by_alias))
-        .routes(routes!(list_members, add_member))
-        .routes(routes!(remove_member))
-        .routes(routes!(list_user_accounts))
-        .routes(routes!(get_settings, update_settings))
-        .routes(routes!(get_public_settings))
-        .routes((schemas, paths, migrate))
-        .routes(routes!(migration_status))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,7 +129,7 @@ pub struct CreateTenantBody {
 }
 
 impl CreateTenantBody {
-    fn into_new_account(self, field: &str) -> Result<pb::NewAccount, ApiError> {
+    pub(super) fn into_new_account(self, field: &str) -> Result<pb::NewAccount, ApiError> {
         Ok(pb::NewAccount {
             tenant_id: self.tenant_id,
             name: self.name.unwrap_or_default(),
@@ -201,71 +181,6 @@ pub struct MetadataBody {
     pub metadata: Json_,
 }
 
-/// Account settings; in updates only the given fields change (empty string clears).
-#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AccountSettings {
-    pub timezone: Option<String>,
-    pub date_format: Option<String>,
-    pub time_format: Option<String>,
-    pub currency: Option<String>,
-    pub address: Option<String>,
-    pub logo: Option<String>,
-    pub logo_url: Option<String>,
-    pub application_url: Option<String>,
-    pub website: Option<String>,
-    pub locale: Option<String>,
-}
-
-impl From<AccountSettings> for pb::AccountSettings {
-    fn from(s: AccountSettings) -> Self {
-        Self {
-            timezone: s.timezone,
-            date_format: s.date_format,
-            time_format: s.time_format,
-            currency: s.currency,
-            address: s.address,
-            logo: s.logo,
-            logo_url: s.logo_url,
-            application_url: s.application_url,
-            website: s.website,
-            locale: s.locale,
-        }
-    }
-}
-
-impl From<pb::AccountSettings> for AccountSettings {
-    fn from(s: pb::AccountSettings) -> Self {
-        Self {
-            timezone: s.timezone,
-            date_format: s.date_format,
-            time_format: s.time_format,
-            currency: s.currency,
-            address: s.address,
-            logo: s.logo,
-            logo_url: s.logo_url,
-            application_url: s.application_url,
-            website: s.website,
-            locale: s.locale,
-        }
-    }
-}
-
-/// The settings safe to show unauthenticated users.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PublicSettings {
-    pub tenant_id: String,
-    pub name: String,
-    pub logo: Option<String>,
-    pub logo_url: Option<String>,
-    pub application_url: Option<String>,
-    pub timezone: Option<String>,
-    pub date_format: Option<String>,
-    pub time_format: Option<String>,
-    pub locale: Option<String>,
-}
-
 /// Query of `GET /tenants/resources/tenants/v2`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -293,89 +208,6 @@ pub struct ListQuery {
     #[serde(rename = "_tenantIds")]
     #[param(rename = "_tenantIds")]
     pub tenant_ids: Option<String>,
-}
-
-/// Paging of membership lists.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Page size: default 50, maximum 200.
-    #[serde(rename = "_limit")]
-    #[param(rename = "_limit")]
-    pub limit: Option<u32>,
-    #[serde(rename = "_offset")]
-    #[param(rename = "_offset")]
-    pub offset: Option<u32>,
-}
-
-/// A user's membership of an account.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Membership {
-    pub tenant_id: String,
-    pub user_id: String,
-    pub created_at: Option<String>,
-}
-
-impl From<pb::Membership> for Membership {
-    fn from(m: pb::Membership) -> Self {
-        Self {
-            tenant_id: m.tenant_id,
-            user_id: m.user_id,
-            created_at: opt_timestamp(m.created_at),
-        }
-    }
-}
-
-/// Body of `POST .../{tenantId}/users`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AddMemberBody {
-    /// The identity provider's user ID.
-    pub user_id: String,
-}
-
-/// One account to migrate: a bare ID or a full account.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum MigrationItemBody {
-    Id(String),
-    Account(Box<CreateTenantBody>),
-}
-
-/// Body of `POST /tenants/resources/migrations/v1/tenants`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MigrateBody {
-    pub tenants: Vec<MigrationItemBody>,
-}
-
-/// A submitted migration.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MigrationAccepted {
-    pub migration_id: String,
-    pub total_items: u64,
-}
-
-/// A migration's progress and one page of its item errors.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MigrationStatus {
-    pub migration_id: String,
-    /// `pending`, `running`, `completed` or `failed`.
-    pub status: String,
-    pub total_items: u64,
-    pub processed_items: u64,
-    pub created_items: u64,
-    pub skipped_items: u64,
-    pub failed_items: u64,
-    pub failure_message: Option<String>,
-    pub created_at: Option<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub errors: Vec<ItemError>,
-    pub errors_metadata: ListMetadata,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -666,292 +498,4 @@ async fn get_account_by_alias(
         .await?
         .into_inner();
     Ok(Json(tenant(out.account)?))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Memberships
-
-/// List the users of an account.
-#[utoipa::path(get, path = "/tenants/resources/tenants/v1/{tenantId}/users", tag = "Memberships",
-    params(("tenantId" = String, Path), PageQuery),
-    responses((status = 200, body = Paged<Membership>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn list_members(
-    State(state): State<AppState>,
-    Management(p): Management,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> Result<Json<Paged<Membership>>, ApiError> {
-    let out = state
-        .memberships()
-        .list_account_members(grpc(
-            &p,
-            ListAccountMembersRequest {
-                tenant_id,
-                page: page(q.limit, q.offset),
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(Json(Paged {
-        items: out.memberships.into_iter().map(Membership::from).collect(),
-        metadata: out.page.into(),
-    }))
-}
-
-/// Add a user to an account.
-#[utoipa::path(post, path = "/tenants/resources/tenants/v1/{tenantId}/users", tag = "Memberships",
-    params(("tenantId" = String, Path)), request_body = AddMemberBody,
-    responses((status = 201, body = Membership), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn add_member(
-    State(state): State<AppState>,
-    Management(p): Management,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiJson(body): ApiJson<AddMemberBody>,
-) -> Result<impl IntoResponse, ApiError> {
-    let out = state
-        .memberships()
-        .add_membership(grpc(
-            &p,
-            AddMembershipRequest {
-                tenant_id,
-                user_id: body.user_id,
-            },
-        ))
-        .await?
-        .into_inner();
-    let membership = out.membership.ok_or_else(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(Membership::from(membership))))
-}
-
-/// Remove a user from an account.
-#[utoipa::path(delete, path = "/tenants/resources/tenants/v1/{tenantId}/users/{userId}", tag = "Memberships",
-    params(("tenantId" = String, Path), ("userId" = String, Path)),
-    responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn remove_member(
-    State(state): State<AppState>,
-    Management(p): Management,
-    ApiPath((tenant_id, user_id)): ApiPath<(String, String)>,
-) -> Result<Json<Deleted>, ApiError> {
-    state
-        .memberships()
-        .remove_membership(grpc(&p, RemoveMembershipRequest { tenant_id, user_id }))
-        .await?;
-    Ok(Json(Deleted { deleted: true }))
-}
-
-/// List the accounts a user belongs to.
-#[utoipa::path(get, path = "/tenants/resources/users/v1/{userId}/tenants", tag = "Memberships",
-    params(("userId" = String, Path), PageQuery),
-    responses((status = 200, body = Paged<Membership>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn list_user_accounts(
-    State(state): State<AppState>,
-    Management(p): Management,
-    ApiPath(user_id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> Result<Json<Paged<Membership>>, ApiError> {
-    let out = state
-        .memberships()
-        .list_user_accounts(grpc(
-            &p,
-            ListUserAccountsRequest {
-                user_id,
-                page: page(q.limit, q.offset),
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(Json(Paged {
-        items: out.memberships.into_iter().map(Membership::from).collect(),
-        metadata: out.page.into(),
-    }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Account settings (self-service)
-
-/// Get account settings: the token's account, or `frontegg-tenant-id`.
-#[utoipa::path(get, path = "/tenants/resources/account-settings/v1", tag = "Account settings",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
-    responses((status = 200, body = AccountSettings), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn get_settings(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-    headers: HeaderMap,
-) -> Result<Json<AccountSettings>, ApiError> {
-    let tenant_id = scope::target_account(&state, &p, &headers).await?;
-    let out = state
-        .tenants()
-        .get_account_settings(grpc(&p, GetAccountSettingsRequest { tenant_id }))
-        .await?
-        .into_inner();
-    Ok(Json(out.settings.unwrap_or_default().into()))
-}
-
-/// Update account settings (at least one).
-#[utoipa::path(put, path = "/tenants/resources/account-settings/v1", tag = "Account settings",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
-    request_body = AccountSettings,
-    responses((status = 200, body = AccountSettings), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn update_settings(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<AccountSettings>,
-) -> Result<Json<AccountSettings>, ApiError> {
-    let tenant_id = scope::target_account(&state, &p, &headers).await?;
-    require_permission(&p, permissions::WRITE_ACCOUNT_SETTINGS)?;
-    let out = state
-        .tenants()
-        .update_account_settings(grpc(
-            &p,
-            UpdateAccountSettingsRequest {
-                tenant_id,
-                settings: Some(body.into()),
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(Json(out.settings.unwrap_or_default().into()))
-}
-
-/// Get the public subset of the account settings.
-#[utoipa::path(get, path = "/tenants/resources/account-settings/v1/public", tag = "Account settings",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
-    responses((status = 200, body = PublicSettings), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn get_public_settings(
-    State(state): State<AppState>,
-    Caller(p): Caller,
-    headers: HeaderMap,
-) -> Result<Json<PublicSettings>, ApiError> {
-    let tenant_id = scope::target_account(&state, &p, &headers).await?;
-    let out = state
-        .tenants()
-        .get_public_account_settings(grpc(&p, GetPublicAccountSettingsRequest { tenant_id }))
-        .await?
-        .into_inner();
-    let s = out.settings.unwrap_or_default();
-    Ok(Json(PublicSettings {
-        tenant_id: s.tenant_id,
-        name: s.name,
-        logo: s.logo,
-        logo_url: s.logo_url,
-        application_url: s.application_url,
-        timezone: s.timezone,
-        date_format: s.date_format,
-        time_format: s.time_format,
-        locale: s.locale,
-    }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Migrations
-
-/// Submit accounts to import (bare IDs or full accounts); answers 202 at once.
-#[utoipa::path(post, path = "/tenants/resources/migrations/v1/tenants", tag = "Account migration",
-    request_body = MigrateBody,
-    responses((status = 202, body = MigrationAccepted), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn submit_migration(
-    State(state): State<AppState>,
-    Management(p): Management,
-    ApiJson(body): ApiJson<MigrateBody>,
-) -> Result<impl IntoResponse, ApiError> {
-    if body.tenants.is_empty() {
-        return Err(ApiError::invalid_field(
-            "tenants",
-            "must list at least one account",
-        ));
-    }
-    let mut items = Vec::with_capacity(body.tenants.len());
-    for (i, t) in body.tenants.into_iter().enumerate() {
-        let item = match t {
-            MigrationItemBody::Id(id) => migration_item::Item::TenantId(id),
-            MigrationItemBody::Account(a) => {
-                migration_item::Item::Account(a.into_new_account(&format!("tenants[{i}]."))?)
-            }
-        };
-        items.push(MigrationItem { item: Some(item) });
-    }
-    let mut chunks = Vec::with_capacity(items.len().div_ceil(MIGRATION_CHUNK));
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        chunks.push(SubmitMigrationRequest {
-            items: items.by_ref().take(MIGRATION_CHUNK).collect(),
-        });
-    }
-    let out = state
-        .migrations()
-        .submit_migration(grpc(&p, stream::iter(chunks)))
-        .await?
-        .into_inner();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(MigrationAccepted {
-            migration_id: out.migration_id,
-            total_items: out.total_items,
-        }),
-    ))
-}
-
-/// A migration's state, counts and a page of its item errors.
-#[utoipa::path(get, path = "/tenants/resources/migrations/v1/tenants/status/{migrationId}", tag = "Account migration",
-    params(("migrationId" = String, Path), PageQuery),
-    responses((status = 200, body = MigrationStatus), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn migration_status(
-    State(state): State<AppState>,
-    Management(p): Management,
-    ApiPath(migration_id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> Result<Json<MigrationStatus>, ApiError> {
-    let out = state
-        .migrations()
-        .get_migration_status(grpc(
-            &p,
-            GetMigrationStatusRequest {
-                migration_id,
-                errors_page: page(q.limit, q.offset),
-            },
-        ))
-        .await?
-        .into_inner();
-    let m = out.migration.ok_or_else(ApiError::internal)?;
-    let status = match m.state() {
-        MigrationState::Pending | MigrationState::Unspecified => "pending",
-        MigrationState::Running => "running",
-        MigrationState::Completed => "completed",
-        MigrationState::Failed => "failed",
-    };
-    Ok(Json(MigrationStatus {
-        migration_id: m.migration_id,
-        status: status.to_owned(),
-        total_items: m.total_items,
-        processed_items: m.processed_items,
-        created_items: m.created_items,
-        skipped_items: m.skipped_items,
-        failed_items: m.failed_items,
-        failure_message: m.failure_message,
-        created_at: opt_timestamp(m.created_at),
-        started_at: opt_timestamp(m.started_at),
-        finished_at: opt_timestamp(m.finished_at),
-        errors: out
-            .errors
-            .into_iter()
-            .map(|e| ItemError {
-                index: e.index,
-                id: e.id,
-                field: crate::error::camel_path(&e.field),
-                reason: e.reason,
-                message: e.message,
-            })
-            .collect(),
-        errors_metadata: out.errors_page.into(),
-    }))
 }

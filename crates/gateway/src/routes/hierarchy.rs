@@ -165,6 +165,22 @@ fn entries(entries: Vec<pb::HierarchyEntry>, allowed: Option<&HashSet<String>>) 
     }
 }
 
+/// A page of sub-accounts as a reader limited to `allowed` sees it. Sub-accounts are
+/// readable all or none: when some are not, not even their number shows.
+fn sub_account_page(
+    out: pb::ListDescendantsResponse,
+    allowed: Option<&HashSet<String>>,
+) -> HierarchyList {
+    let listed = out.entries.len();
+    let mut list = entries(out.entries, allowed);
+    list.metadata = Some(if list.items.len() == listed {
+        out.page.into()
+    } else {
+        ListMetadata::default()
+    });
+    list
+}
+
 fn entry_ids(entries: &[pb::HierarchyEntry]) -> impl Iterator<Item = &str> {
     entries
         .iter()
@@ -359,15 +375,7 @@ async fn list_sub_accounts(
         .into_inner();
     // Every record shown is a read of that account: the scope rule applies to each.
     let allowed = scope::readable(&state, &p, entry_ids(&out.entries)).await?;
-    let listed = out.entries.len();
-    let mut list = entries(out.entries, allowed.as_ref());
-    // Sub-accounts are readable all or none: when they are not, not even their number shows.
-    list.metadata = Some(if list.items.len() == listed {
-        out.page.into()
-    } else {
-        ListMetadata::default()
-    });
-    Ok(Json(list))
+    Ok(Json(sub_account_page(out, allowed.as_ref())))
 }
 
 /// Attach an existing account under a parent.

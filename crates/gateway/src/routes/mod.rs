@@ -1,5 +1,6 @@
 //! Route handlers: authenticate, map JSON ⇄ gRPC, map status codes. No business logic.
 
+pub mod account_settings;
 pub mod accounts;
 pub mod checks;
 pub mod compat;
@@ -7,6 +8,8 @@ pub mod features;
 pub mod flags;
 pub mod grants;
 pub mod hierarchy;
+pub mod memberships;
+pub mod migrations;
 pub mod plans;
 pub mod platform;
 pub mod rules;
@@ -15,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tenantry_proto::common::v1::{PageInfo, PageRequest, SortOrder};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
@@ -39,6 +42,19 @@ impl From<Option<PageInfo>> for ListMetadata {
             total_pages: page.total_pages,
         }
     }
+}
+
+/// Paging of membership lists and of a migration's item errors.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size: default 50, maximum 200.
+    #[serde(rename = "_limit")]
+    #[param(rename = "_limit")]
+    pub limit: Option<u32>,
+    #[serde(rename = "_offset")]
+    #[param(rename = "_offset")]
+    pub offset: Option<u32>,
 }
 
 /// An account-management list: `{"items": [...], "_metadata": {...}}`.
