@@ -308,6 +308,7 @@ impl Fixture {
                                 name: format!("Bench account {id}"),
                                 ..Default::default()
                             }),
+                            idempotency_key: None,
                         })
                         .await
                         .map(|_| ())

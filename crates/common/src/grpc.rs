@@ -36,6 +36,16 @@ const STORAGE_FAULT_METADATA_KEY: &str = "x-tenantry-storage-fault";
 /// How often a server whose storage refused a write tries a probe write.
 const STORAGE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The authenticated principal the gateway passes along in [`PRINCIPAL_METADATA_KEY`], if any.
+pub fn principal<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(PRINCIPAL_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|p| !p.is_empty())
+}
+
 /// What a gRPC server needs to know beyond its services.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {

@@ -7,6 +7,7 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod grpc;
+pub mod idempotency;
 pub mod ids;
 pub mod limits;
 pub mod permission;

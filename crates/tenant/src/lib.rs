@@ -4,6 +4,7 @@
 //! [`migrate`] applies the schema; [`serve`] connects, optionally migrates, starts the
 //! background work (migration jobs, change-feed wake-ups) and serves gRPC until shutdown.
 
+pub mod app;
 pub mod domain;
 pub mod grpc;
 pub mod migration;
@@ -56,7 +57,12 @@ pub async fn serve(
     // Background work and feed streams follow a local signal: it fires with the caller's, and
     // also when the server stops on an error, without stopping the caller's other services.
     let local = shutdown.child();
-    let workers = workers::start(&store, workers::FeedRetention::from_config(config), &local);
+    let workers = workers::start(
+        &store,
+        workers::FeedRetention::from_config(config),
+        config.idempotency_retention(),
+        &local,
+    );
     let services = grpc::services(
         &store,
         &workers,

@@ -1,5 +1,6 @@
 //! Background work: running migration jobs, waking change-feed followers on PostgreSQL
-//! NOTIFY (writes by other replicas), and pruning the change feed past its retention.
+//! NOTIFY (writes by other replicas), and pruning the change feed and idempotency keys past
+//! their retention.
 
 use std::{sync::Arc, time::Duration};
 
@@ -78,14 +79,27 @@ impl Workers {
     }
 }
 
-/// Starts the background tasks; they end when `shutdown` fires.
-pub fn start(store: &Store, retention: FeedRetention, shutdown: &Shutdown) -> Workers {
+/// Starts the background tasks; they end when `shutdown` fires. Idempotency keys are kept
+/// `key_retention`.
+pub fn start(
+    store: &Store,
+    retention: FeedRetention,
+    key_retention: Duration,
+    shutdown: &Shutdown,
+) -> Workers {
     let migrations = Arc::new(Notify::new());
-    let mut handles = vec![tokio::spawn(run_migrations(
-        store.clone(),
-        migrations.clone(),
-        shutdown.clone(),
-    ))];
+    let mut handles = vec![
+        tokio::spawn(run_migrations(
+            store.clone(),
+            migrations.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(prune_idempotency_keys(
+            store.clone(),
+            key_retention,
+            shutdown.clone(),
+        )),
+    ];
     if retention.is_bounded() {
         handles.push(tokio::spawn(prune_feed(
             store.clone(),
@@ -224,4 +238,21 @@ async fn prune_feed(store: Store, retention: FeedRetention, shutdown: Shutdown) 
             Err(err) => tracing::warn!(error = %err, "pruning the change feed failed"),
         }
     }
+}
+
+/// Deletes idempotency keys stored more than `retention` ago.
+async fn prune_idempotency_keys(store: Store, retention: Duration, shutdown: Shutdown) {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    tenantry_common::idempotency::prune_expired_keys(shutdown, || {
+        let before = crate::domain::now()
+            .checked_sub_signed(retention)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let store = store.clone();
+        async move {
+            store
+                .prune_idempotency_keys(before, tenantry_common::idempotency::PRUNE_BATCH)
+                .await
+        }
+    })
+    .await;
 }

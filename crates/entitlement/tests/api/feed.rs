@@ -177,6 +177,7 @@ async fn a_follower_whose_cursor_expired_resynchronises_and_applies_what_it_miss
                 name: "Newcomer".into(),
                 ..Default::default()
             }),
+            idempotency_key: None,
         })
         .await
         .unwrap();
@@ -186,6 +187,7 @@ async fn a_follower_whose_cursor_expired_resynchronises_and_applies_what_it_miss
         .attach_sub_account(tpb::AttachSubAccountRequest {
             parent_tenant_id: "parent".into(),
             child_tenant_id: "child".into(),
+            idempotency_key: None,
         })
         .await
         .unwrap();

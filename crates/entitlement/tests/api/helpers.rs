@@ -218,6 +218,7 @@ impl App {
                     parent_tenant_id: parent.map(str::to_owned),
                     ..NewAccount::default()
                 }),
+                idempotency_key: None,
             })
             .await
             .expect("create account");

@@ -226,7 +226,13 @@ async fn create_account(
     let account = Some(body.into_new_account("")?);
     let out = state
         .tenants()
-        .create_account(grpc(&p, CreateAccountRequest { account }))
+        .create_account(grpc(
+            &p,
+            CreateAccountRequest {
+                account,
+                idempotency_key: None,
+            },
+        ))
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, Json(tenant(out.account)?)))

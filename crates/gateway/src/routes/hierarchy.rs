@@ -240,6 +240,7 @@ async fn create_sub_account(
                 creator_name: b.creator_name,
                 creator_email: b.creator_email,
                 is_reseller: b.is_reseller,
+                idempotency_key: None,
             },
         ))
         .await?
@@ -395,6 +396,7 @@ async fn attach(
             AttachSubAccountRequest {
                 parent_tenant_id: b.parent_tenant_id,
                 child_tenant_id: b.child_tenant_id,
+                idempotency_key: None,
             },
         ))
         .await?

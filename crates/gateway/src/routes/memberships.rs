@@ -99,6 +99,7 @@ async fn add_member(
             AddMembershipRequest {
                 tenant_id,
                 user_id: body.user_id,
+                idempotency_key: None,
             },
         ))
         .await?

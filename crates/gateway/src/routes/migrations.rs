@@ -104,6 +104,7 @@ impl MigrateBody {
         while items.peek().is_some() {
             chunks.push(SubmitMigrationRequest {
                 items: items.by_ref().take(MIGRATION_CHUNK).collect(),
+                idempotency_key: None,
             });
         }
         Ok(chunks)

@@ -162,6 +162,13 @@ pub struct PublicSettings {
     pub locale: Option<String>,
 }
 
+/// The result of creating an account (also the answer an idempotency key replays).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Created {
+    pub account: Account,
+    pub reactivated: bool,
+}
+
 /// What creating an account does with the ID of a deleted one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeletedIds {

@@ -29,6 +29,13 @@ impl MigrationItem {
     }
 }
 
+/// A submitted job, as SubmitMigration answers (and an idempotency key replays).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    pub migration_id: String,
+    pub total_items: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MigrationState {
     Pending,

@@ -3,11 +3,16 @@
 use tenantry_proto::tenant::v1::{self as pb, hierarchy_service_server::HierarchyService};
 use tonic::{Request, Response, Status};
 
-use super::{Handlers, convert, invalid};
+use tenantry_common::grpc::principal;
+
+use super::{Handlers, convert, idempotency, invalid};
+use crate::app::idempotency::idempotent;
 
 /// Most accounts one CheckSubAccountScope call may ask about (a batch check's items).
 const MAX_SCOPE_CHECK_IDS: usize = 1_000;
-use crate::domain::{DEFAULT_LIMIT, DeletedIds, MAX_LIMIT, NewAccount, Settings, page_limit};
+use crate::domain::{
+    Account, Created, DEFAULT_LIMIT, DeletedIds, MAX_LIMIT, NewAccount, Settings, page_limit,
+};
 
 #[tonic::async_trait]
 impl HierarchyService for Handlers {
@@ -15,7 +20,9 @@ impl HierarchyService for Handlers {
         &self,
         request: Request<pb::CreateSubAccountRequest>,
     ) -> Result<Response<pb::CreateSubAccountResponse>, Status> {
-        let r = request.into_inner();
+        let principal = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(principal.as_deref(), r.idempotency_key.take(), &r)?;
         convert::tenant_id("tenant_id", &r.tenant_id)?;
         convert::tenant_id("parent_tenant_id", &r.parent_tenant_id)?;
         let new = NewAccount {
@@ -36,7 +43,11 @@ impl HierarchyService for Handlers {
         }
         .validated("", true)?;
         // Deleted IDs stay taken here: see `DeletedIds::Reserved`.
-        let created = self.store.create_account(new, DeletedIds::Reserved).await?;
+        let created: Created =
+            idempotent(&self.store, key.as_ref(), "create_sub_account", |claim| {
+                self.store.create_account(new, DeletedIds::Reserved, claim)
+            })
+            .await?;
         Ok(Response::new(pb::CreateSubAccountResponse {
             account: Some(convert::account(&created.account)),
             reactivated: created.reactivated,
@@ -47,10 +58,15 @@ impl HierarchyService for Handlers {
         &self,
         request: Request<pb::AttachSubAccountRequest>,
     ) -> Result<Response<pb::AttachSubAccountResponse>, Status> {
-        let r = request.into_inner();
+        let principal = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(principal.as_deref(), r.idempotency_key.take(), &r)?;
         let parent = convert::tenant_id("parent_tenant_id", &r.parent_tenant_id)?;
         let child = convert::tenant_id("child_tenant_id", &r.child_tenant_id)?;
-        let child = self.store.attach(&parent, &child).await?;
+        let child: Account = idempotent(&self.store, key.as_ref(), "attach_sub_account", |claim| {
+            self.store.attach(&parent, &child, claim)
+        })
+        .await?;
         Ok(Response::new(pb::AttachSubAccountResponse {
             child: Some(convert::account(&child)),
         }))

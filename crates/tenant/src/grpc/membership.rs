@@ -3,8 +3,11 @@
 use tenantry_proto::tenant::v1::{self as pb, membership_service_server::MembershipService};
 use tonic::{Request, Response, Status};
 
-use super::{Handlers, convert};
-use crate::domain::{DEFAULT_LIMIT, MAX_LIMIT, page_limit, validate_user_id};
+use tenantry_common::grpc::principal;
+
+use super::{Handlers, convert, idempotency};
+use crate::app::idempotency::idempotent;
+use crate::domain::{DEFAULT_LIMIT, MAX_LIMIT, Membership, page_limit, validate_user_id};
 
 #[tonic::async_trait]
 impl MembershipService for Handlers {
@@ -12,10 +15,16 @@ impl MembershipService for Handlers {
         &self,
         request: Request<pb::AddMembershipRequest>,
     ) -> Result<Response<pb::AddMembershipResponse>, Status> {
-        let r = request.into_inner();
+        let principal = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(principal.as_deref(), r.idempotency_key.take(), &r)?;
         let id = convert::tenant_id("tenant_id", &r.tenant_id)?;
         validate_user_id("user_id", &r.user_id)?;
-        let membership = self.store.add_membership(&id, &r.user_id).await?;
+        let membership: Membership =
+            idempotent(&self.store, key.as_ref(), "add_membership", |claim| {
+                self.store.add_membership(&id, &r.user_id, claim)
+            })
+            .await?;
         Ok(Response::new(pb::AddMembershipResponse {
             membership: Some(convert::membership(&membership)),
         }))

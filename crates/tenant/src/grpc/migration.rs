@@ -6,21 +6,42 @@ use tenantry_proto::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use prost::Message;
+use tenantry_common::{grpc::principal, idempotency::Fingerprinter};
+
 use super::{Handlers, convert, invalid};
+use crate::app::idempotency::idempotent;
 use crate::domain::{
-    DEFAULT_ERRORS_LIMIT, MAX_ERRORS_LIMIT, MAX_MIGRATION_ITEMS, MigrationItem, page_limit,
+    DEFAULT_ERRORS_LIMIT, Error, Idempotency, MAX_ERRORS_LIMIT, MAX_MIGRATION_ITEMS, MigrationItem,
+    Submitted, page_limit,
 };
 
 impl Handlers {
     /// Receives the stream chunk by chunk, storing each as it comes, so a large import is never
-    /// held in memory whole. Returns the number of items stored.
+    /// held in memory whole. Returns the number of items stored and the idempotency key (on
+    /// the first chunk only) with the fingerprint of the whole stream.
     async fn receive_items(
         &self,
         migration_id: &str,
         stream: &mut Streaming<pb::SubmitMigrationRequest>,
-    ) -> Result<u64, Status> {
+        principal: Option<&str>,
+    ) -> Result<(u64, Option<Idempotency>), Status> {
         let mut total: u64 = 0;
-        while let Some(chunk) = stream.message().await? {
+        let mut key = None;
+        let mut print = Fingerprinter::default();
+        while let Some(mut chunk) = stream.message().await? {
+            match chunk.idempotency_key.take() {
+                Some(k) if total == 0 && key.is_none() => key = Some(k),
+                Some(_) => {
+                    return Err(invalid("idempotency_key", "set it on the first chunk only"));
+                }
+                None => {}
+            }
+            // Encoded chunks concatenate to the encoding of one message holding all items, so
+            // the fingerprint does not depend on where the stream was cut.
+            if key.is_some() {
+                print.update(&chunk.encode_to_vec());
+            }
             let mut items = Vec::with_capacity(chunk.items.len());
             for (i, item) in chunk.items.into_iter().enumerate() {
                 let index = total + i as u64;
@@ -48,7 +69,11 @@ impl Handlers {
         if total == 0 {
             return Err(invalid("items", "give at least one account to migrate"));
         }
-        Ok(total)
+        let key = key
+            .map(|k| Idempotency::with_fingerprint(principal, k, print.finish()))
+            .transpose()
+            .map_err(|_| Status::from(Error::key_invalid()))?;
+        Ok((total, key))
     }
 }
 
@@ -58,11 +83,14 @@ impl MigrationService for Handlers {
         &self,
         request: Request<Streaming<pb::SubmitMigrationRequest>>,
     ) -> Result<Response<pb::SubmitMigrationResponse>, Status> {
+        let principal = principal(&request);
         let mut stream = request.into_inner();
         let migration_id = self.store.begin_migration().await?;
-        let received = self.receive_items(&migration_id, &mut stream).await;
-        let total = match received {
-            Ok(total) => total,
+        let received = self
+            .receive_items(&migration_id, &mut stream, principal.as_deref())
+            .await;
+        let (total, key) = match received {
+            Ok(received) => received,
             Err(status) => {
                 // Nothing is stored when the upload fails midway.
                 if let Err(err) = self.store.abandon_migration(&migration_id).await {
@@ -71,12 +99,28 @@ impl MigrationService for Handlers {
                 return Err(status);
             }
         };
-        let job = self.store.seal_migration(&migration_id, total).await?;
-        tracing::info!(migration_id = %job.id, total_items = total, "migration submitted");
-        self.workers.wake_migrations();
+        let sealed: Result<Submitted, Error> =
+            idempotent(&self.store, key.as_ref(), "submit_migration", |claim| {
+                self.store.seal_migration(&migration_id, total, claim)
+            })
+            .await;
+        if sealed
+            .as_ref()
+            .map_or(true, |s| s.migration_id != migration_id)
+        {
+            // Refused, or the key's first upload answers: this upload's items are not kept.
+            if let Err(err) = self.store.abandon_migration(&migration_id).await {
+                tracing::warn!(migration_id = %migration_id, error = %err, "cannot discard unsealed migration upload");
+            }
+        }
+        let job = sealed?;
+        if job.migration_id == migration_id {
+            tracing::info!(migration_id = %job.migration_id, total_items = total, "migration submitted");
+            self.workers.wake_migrations();
+        }
         Ok(Response::new(pb::SubmitMigrationResponse {
-            migration_id: job.id,
-            total_items: total,
+            migration_id: job.migration_id,
+            total_items: job.total_items,
         }))
     }
 

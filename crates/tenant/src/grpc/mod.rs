@@ -26,7 +26,11 @@ use tenantry_proto::{
 };
 use tonic::{Code, Status};
 
-use crate::{domain::Error, storage::Store, workers::Workers};
+use crate::{
+    domain::{Error, Idempotency},
+    storage::Store,
+    workers::Workers,
+};
 
 /// The state every handler shares.
 #[derive(Clone, Debug)]
@@ -167,4 +171,17 @@ impl From<Error> for Status {
 /// Shorthand for an INVALID_ARGUMENT about `field`.
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Status {
     Status::from(Error::invalid(field, message))
+}
+
+/// A create's idempotency key (taken out of the request) in the scope of its principal, with
+/// the fingerprint of the rest of the request; INVALID_ARGUMENT when malformed.
+fn idempotency<M: Message>(
+    principal: Option<&str>,
+    key: Option<String>,
+    without_key: &M,
+) -> Result<Option<Idempotency>, Status> {
+    let Some(key) = key else { return Ok(None) };
+    Idempotency::new(principal, key, &without_key.encode_to_vec())
+        .map(Some)
+        .map_err(|_| Error::key_invalid().into())
 }

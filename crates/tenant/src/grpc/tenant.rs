@@ -6,9 +6,12 @@ use tenantry_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{Handlers, convert, invalid};
+use tenantry_common::grpc::principal;
+
+use super::{Handlers, convert, idempotency, invalid};
+use crate::app::idempotency::idempotent;
 use crate::domain::{
-    self, AccountPatch, DELETE_ACCOUNT_PERMISSION, DeletedIds, Error, ListQuery, Settings,
+    self, AccountPatch, Created, DELETE_ACCOUNT_PERMISSION, DeletedIds, Error, ListQuery, Settings,
     SortField,
 };
 
@@ -21,15 +24,16 @@ impl TenantService for Handlers {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::CreateAccountResponse>, Status> {
-        let new = request
-            .into_inner()
-            .account
-            .ok_or_else(|| invalid("account", "is required"))?;
+        let principal = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(principal.as_deref(), r.idempotency_key.take(), &r)?;
+        let new = r.account.ok_or_else(|| invalid("account", "is required"))?;
         let new = convert::new_account("account.", new)?.validated("account.", false)?;
-        let created = self
-            .store
-            .create_account(new, DeletedIds::Reactivate)
-            .await?;
+        let created: Created = idempotent(&self.store, key.as_ref(), "create_account", |claim| {
+            self.store
+                .create_account(new, DeletedIds::Reactivate, claim)
+        })
+        .await?;
         Ok(Response::new(pb::CreateAccountResponse {
             account: Some(convert::account(&created.account)),
             reactivated: created.reactivated,

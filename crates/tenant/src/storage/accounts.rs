@@ -15,16 +15,10 @@ use super::{
     entities::{accounts, memberships},
 };
 use crate::domain::{
-    self, Account, AccountPatch, AttachFacts, ChangeKind, DeletedIds, Error, ListQuery, NewAccount,
-    NewChange, Page, Settings, SortField, SubAccountAccessType, check_attach, like_contains,
+    self, Account, AccountPatch, AttachFacts, ChangeKind, Claim, Created, DeletedIds, Error,
+    ListQuery, NewAccount, NewChange, Page, Settings, SortField, SubAccountAccessType,
+    check_attach, like_contains,
 };
-
-/// The result of creating an account.
-#[derive(Debug)]
-pub struct Created {
-    pub account: Account,
-    pub reactivated: bool,
-}
 
 /// The result of deleting an account.
 #[derive(Debug)]
@@ -160,13 +154,20 @@ impl Store {
     }
 
     /// Creates an account (validated); a deleted one with the same ID is reactivated or taken
-    /// as `deleted` says.
-    pub async fn create_account(&self, new: NewAccount, deleted: DeletedIds) -> Result<Created> {
+    /// as `deleted` says. A `claim` is stored with it, in its transaction.
+    pub async fn create_account(
+        &self,
+        new: NewAccount,
+        deleted: DeletedIds,
+        claim: Option<Claim<'_>>,
+    ) -> Result<Created> {
         let txn = self.begin_write().await?;
+        self.claim_key(&txn, claim).await?;
         if new.parent_tenant_id.is_some() {
             self.lock_hierarchy(&txn).await?;
         }
         let (created, changes) = self.create_in(&txn, &new, deleted).await?;
+        self.answer_key(&txn, claim, &created).await?;
         self.commit(txn, changes).await?;
         Ok(created)
     }

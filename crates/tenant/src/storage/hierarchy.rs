@@ -10,8 +10,8 @@ use super::{
     entities::accounts,
 };
 use crate::domain::{
-    self, Account, AttachFacts, Error, HierarchyEntry, NewChange, Page, SubAccountAccessType,
-    TreeNode, build_tree, check_attach,
+    self, Account, AttachFacts, Claim, Error, HierarchyEntry, NewChange, Page,
+    SubAccountAccessType, TreeNode, build_tree, check_attach,
 };
 
 /// Bound on recursion, so a corrupted (cyclic) hierarchy cannot make a query loop forever.
@@ -108,8 +108,14 @@ impl Store {
 
     /// Puts an existing root account under a parent. Checked under the hierarchy lock, so two
     /// concurrent attaches cannot together create a cycle.
-    pub async fn attach(&self, parent_id: &str, child_id: &str) -> Result<Account> {
+    pub async fn attach(
+        &self,
+        parent_id: &str,
+        child_id: &str,
+        claim: Option<Claim<'_>>,
+    ) -> Result<Account> {
         let txn = self.begin_write().await?;
+        self.claim_key(&txn, claim).await?;
         self.lock_hierarchy(&txn).await?;
         let mut child = load_live(&txn, child_id, true).await?;
         if parent_id == child_id {
@@ -141,6 +147,7 @@ impl Store {
         child.parent_tenant_id = Some(parent.tenant_id);
         child.updated_at = domain::now();
         save(&txn, &child).await?;
+        self.answer_key(&txn, claim, &child).await?;
         self.commit(txn, vec![NewChange::hierarchy(&child, None)])
             .await?;
         Ok(child)

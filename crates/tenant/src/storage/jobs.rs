@@ -22,8 +22,8 @@ use super::{
     signed, unsigned,
 };
 use crate::domain::{
-    self, DeletedIds, Error, ItemError, ItemOutcome, Migration, MigrationItem, MigrationState,
-    NewAccount, NewChange, Page,
+    self, Claim, DeletedIds, Error, ItemError, ItemOutcome, Migration, MigrationItem,
+    MigrationState, NewAccount, NewChange, Page, Submitted,
 };
 
 /// What a batch left to do.
@@ -142,19 +142,39 @@ impl Store {
         txn.commit().await.map_err(db_err("commit migration items"))
     }
 
-    /// Makes a fully received job visible and runnable.
-    pub async fn seal_migration(&self, migration_id: &str, total: u64) -> Result<Migration> {
-        migration_jobs::Entity::update_many()
+    /// Makes a fully received job visible and runnable; a `claim` is stored with it.
+    pub async fn seal_migration(
+        &self,
+        migration_id: &str,
+        total: u64,
+        claim: Option<Claim<'_>>,
+    ) -> Result<Submitted> {
+        let txn = self.begin_write().await?;
+        self.claim_key(&txn, claim).await?;
+        let sealed = migration_jobs::Entity::update_many()
             .col_expr(migration_jobs::Column::State, Expr::value("pending"))
             .col_expr(
                 migration_jobs::Column::TotalItems,
                 Expr::value(signed(total)),
             )
             .filter(migration_jobs::Column::MigrationId.eq(migration_id))
-            .exec(self.connection())
+            .filter(migration_jobs::Column::State.eq("receiving"))
+            .exec(&txn)
             .await
             .map_err(db_err("seal migration job"))?;
-        self.get_migration(migration_id).await
+        if sealed.rows_affected == 0 {
+            return Err(Error::NotFound {
+                reason: "MIGRATION_NOT_FOUND",
+                message: format!("migration `{migration_id}` is not being received"),
+            });
+        }
+        let submitted = Submitted {
+            migration_id: migration_id.to_owned(),
+            total_items: total,
+        };
+        self.answer_key(&txn, claim, &submitted).await?;
+        txn.commit().await.map_err(db_err("commit migration job"))?;
+        Ok(submitted)
     }
 
     /// Forgets a job whose upload failed midway (its items go with it).

@@ -6,7 +6,7 @@ use sea_orm::{
 };
 
 use super::{Result, Store, accounts::load_live, db_err, entities::memberships};
-use crate::domain::{self, Error, Membership, NewChange, Page};
+use crate::domain::{self, Claim, Error, Membership, NewChange, Page};
 
 fn from_row(row: memberships::Model) -> Membership {
     Membership {
@@ -19,8 +19,14 @@ fn from_row(row: memberships::Model) -> Membership {
 impl Store {
     /// Adds a user to a live account. The account row is locked so a concurrent delete either
     /// sees this membership (and removes it) or makes this call NOT_FOUND.
-    pub async fn add_membership(&self, tenant_id: &str, user_id: &str) -> Result<Membership> {
+    pub async fn add_membership(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        claim: Option<Claim<'_>>,
+    ) -> Result<Membership> {
         let txn = self.begin_write().await?;
+        self.claim_key(&txn, claim).await?;
         let account = load_live(&txn, tenant_id, true).await?;
         let exists = memberships::Entity::find_by_id((tenant_id.to_owned(), user_id.to_owned()))
             .one(&txn)
@@ -45,6 +51,7 @@ impl Store {
         .exec_without_returning(&txn)
         .await
         .map_err(db_err("insert membership"))?;
+        self.answer_key(&txn, claim, &membership).await?;
         self.commit(txn, vec![NewChange::membership(&account, user_id, true)])
             .await?;
         Ok(membership)

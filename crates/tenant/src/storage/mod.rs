@@ -6,6 +6,7 @@ mod convert;
 pub mod entities;
 mod feed;
 mod hierarchy;
+mod idempotency;
 mod jobs;
 mod memberships;
 

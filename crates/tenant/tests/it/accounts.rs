@@ -48,6 +48,7 @@ async fn created_account_reads_back_with_a_generated_uuid_v7() {
                 creator_email: Some("ops@acme.example".into()),
                 ..pb::NewAccount::default()
             }),
+            idempotency_key: None,
         })
         .await
         .unwrap()
@@ -78,6 +79,7 @@ async fn creating_a_live_id_conflicts_and_a_deleted_one_is_reactivated() {
                 name: "Other".into(),
                 ..pb::NewAccount::default()
             }),
+            idempotency_key: None,
         })
         .await;
     let status = assert_code(again, Code::AlreadyExists);
@@ -94,6 +96,7 @@ async fn creating_a_live_id_conflicts_and_a_deleted_one_is_reactivated() {
                 name: "Acme Reborn".into(),
                 ..pb::NewAccount::default()
             }),
+            idempotency_key: None,
         })
         .await
         .unwrap()
@@ -119,6 +122,7 @@ async fn bad_tenant_ids_are_invalid_argument_naming_the_field() {
                     name: "n".into(),
                     ..pb::NewAccount::default()
                 }),
+                idempotency_key: None,
             })
             .await;
         let status = assert_code(result, Code::InvalidArgument);
@@ -131,6 +135,7 @@ async fn bad_tenant_ids_are_invalid_argument_naming_the_field() {
         app.tenants()
             .create_account(pb::CreateAccountRequest {
                 account: Some(pb::NewAccount::default()),
+                idempotency_key: None,
             })
             .await,
         Code::InvalidArgument,
@@ -149,6 +154,7 @@ async fn alias_lookup_and_uniqueness_among_live_accounts() {
             alias: Some("acme-login".into()),
             ..pb::NewAccount::default()
         }),
+        idempotency_key: None,
     };
     tenants.create_account(with_alias("a")).await.unwrap();
     let by_alias = tenants

@@ -93,6 +93,7 @@ async fn try_create(app: &TestApp, tenant_id: String) -> Result<(), tonic::Statu
                 name: tenant_id,
                 ..pb::NewAccount::default()
             }),
+            idempotency_key: None,
         })
         .await
         .map(drop)

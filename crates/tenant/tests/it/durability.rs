@@ -33,6 +33,7 @@ async fn create(app: &TestApp, tenant_id: &str) -> Result<(), tonic::Status> {
                 logo: Some("x".repeat(4_000)),
                 ..pb::NewAccount::default()
             }),
+            idempotency_key: None,
         })
         .await
         .map(|_| ())

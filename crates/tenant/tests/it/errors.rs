@@ -35,9 +35,12 @@ async fn malformed_requests_are_invalid_argument_with_the_field() {
         ),
         (
             "account",
-            t.create_account(pb::CreateAccountRequest { account: None })
-                .await
-                .map(drop),
+            t.create_account(pb::CreateAccountRequest {
+                account: None,
+                idempotency_key: None,
+            })
+            .await
+            .map(drop),
         ),
         (
             "account.creator_email",
@@ -47,6 +50,7 @@ async fn malformed_requests_are_invalid_argument_with_the_field() {
                     creator_email: Some("not an email".into()),
                     ..pb::NewAccount::default()
                 }),
+                idempotency_key: None,
             })
             .await
             .map(drop),
@@ -62,6 +66,7 @@ async fn malformed_requests_are_invalid_argument_with_the_field() {
                     }),
                     ..pb::NewAccount::default()
                 }),
+                idempotency_key: None,
             })
             .await
             .map(drop),
@@ -126,6 +131,7 @@ async fn malformed_requests_are_invalid_argument_with_the_field() {
             h.attach_sub_account(pb::AttachSubAccountRequest {
                 parent_tenant_id: "acme".into(),
                 child_tenant_id: "bad id".into(),
+                idempotency_key: None,
             })
             .await
             .map(drop),
@@ -215,6 +221,7 @@ async fn oversized_or_deep_input_is_invalid_argument_with_the_field() {
         async move {
             t.create_account(pb::CreateAccountRequest {
                 account: Some(account),
+                idempotency_key: None,
             })
             .await
             .map(drop)

@@ -48,6 +48,7 @@ async fn every_kind_of_write_is_recorded_in_order() {
         .add_membership(pb::AddMembershipRequest {
             tenant_id: "p".into(),
             user_id: "u".into(),
+            idempotency_key: None,
         })
         .await
         .unwrap();

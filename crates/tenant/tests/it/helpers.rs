@@ -141,6 +141,7 @@ impl TestApp {
                     name: name.to_owned(),
                     ..pb::NewAccount::default()
                 }),
+                idempotency_key: None,
             })
             .await
             .unwrap_or_else(|s| panic!("create {tenant_id}: {s:?}"))
@@ -163,6 +164,7 @@ impl TestApp {
             .attach_sub_account(pb::AttachSubAccountRequest {
                 parent_tenant_id: parent.to_owned(),
                 child_tenant_id: child.to_owned(),
+                idempotency_key: None,
             })
             .await
             .map(|r| r.into_inner().child.expect("child"))

@@ -135,6 +135,7 @@ async fn delete_reparents_children_and_removes_memberships() {
             .add_membership(pb::AddMembershipRequest {
                 tenant_id: "mid".into(),
                 user_id: user.into(),
+                idempotency_key: None,
             })
             .await
             .unwrap();
@@ -478,6 +479,7 @@ async fn sub_account_creation_takes_deleted_ids_as_taken() {
                 name: "back".into(),
                 ..pb::NewAccount::default()
             }),
+            idempotency_key: None,
         })
         .await
         .unwrap()

@@ -8,6 +8,7 @@ mod errors;
 mod feed;
 mod helpers;
 mod hierarchy;
+mod idempotency;
 mod memberships;
 mod migrations;
 mod plans;

@@ -14,6 +14,7 @@ async fn memberships_are_added_listed_and_removed() {
     let add = |t: &str, u: &str| pb::AddMembershipRequest {
         tenant_id: t.into(),
         user_id: u.into(),
+        idempotency_key: None,
     };
     for u in ["u3", "u1", "u2"] {
         m.add_membership(add("a", u)).await.unwrap();

@@ -37,7 +37,10 @@ pub async fn submit(
 ) -> pb::SubmitMigrationResponse {
     let requests: Vec<_> = chunks
         .into_iter()
-        .map(|items| pb::SubmitMigrationRequest { items })
+        .map(|items| pb::SubmitMigrationRequest {
+            items,
+            idempotency_key: None,
+        })
         .collect();
     app.migrations()
         .submit_migration(tokio_stream::iter(requests))
@@ -153,6 +156,7 @@ async fn submission_needs_items_and_unknown_jobs_are_not_found() {
         .migrations()
         .submit_migration(tokio_stream::iter(vec![pb::SubmitMigrationRequest {
             items: vec![],
+            idempotency_key: None,
         }]))
         .await;
     assert_code(empty, Code::InvalidArgument);
@@ -160,6 +164,7 @@ async fn submission_needs_items_and_unknown_jobs_are_not_found() {
         .migrations()
         .submit_migration(tokio_stream::iter(vec![pb::SubmitMigrationRequest {
             items: vec![pb::MigrationItem { item: None }],
+            idempotency_key: None,
         }]))
         .await;
     assert_code(no_kind, Code::InvalidArgument);

@@ -60,6 +60,7 @@ async fn accounts_hierarchy_and_metadata_work_on_sqlite() {
                 name: "Kid 2".into(),
                 ..pb::NewAccount::default()
             }),
+            idempotency_key: None,
         })
         .await
         .unwrap()
@@ -92,6 +93,7 @@ async fn migrations_and_the_feed_survive_a_restart_on_sqlite() {
         .migrations()
         .submit_migration(tokio_stream::iter(vec![pb::SubmitMigrationRequest {
             items,
+            idempotency_key: None,
         }]))
         .await
         .unwrap()

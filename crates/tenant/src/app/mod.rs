@@ -1,0 +1,3 @@
+//! Use-cases: rules and orchestration over the store, free of gRPC.
+
+pub mod idempotency;
