@@ -6,24 +6,25 @@ use std::future::Future;
 
 use serde::de::DeserializeOwned;
 
+use super::ports::IdempotencyStore;
 use crate::domain::{
     Claim, Error, Idempotency,
     error::Result,
     idempotency::{Decision, KEY_TAKEN},
 };
-use crate::storage::Store;
 
 /// Runs `write` (which stores the claim it is given in its transaction) under `key`: a stored
 /// answer to the same request is returned without writing, a stored different request is
 /// IDEMPOTENCY_KEY_REUSED. Of two concurrent requests with one key, one writes and the other,
 /// finding the key taken when it tries to store it, returns the first one's answer.
-pub async fn idempotent<'a, T, F, Fut>(
-    store: &Store,
+pub async fn idempotent<'a, S, T, F, Fut>(
+    store: &S,
     key: Option<&'a Idempotency>,
     operation: &'static str,
     write: F,
 ) -> Result<T>
 where
+    S: IdempotencyStore,
     T: DeserializeOwned,
     F: FnOnce(Option<Claim<'a>>) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -47,8 +48,8 @@ where
 }
 
 /// The stored answer to `key` for this request, if any; an error if it answered another.
-async fn replay<T: DeserializeOwned>(
-    store: &Store,
+async fn replay<S: IdempotencyStore, T: DeserializeOwned>(
+    store: &S,
     key: &Idempotency,
     operation: &str,
 ) -> Result<Option<T>> {

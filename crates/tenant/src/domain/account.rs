@@ -169,6 +169,14 @@ pub struct Created {
     pub reactivated: bool,
 }
 
+/// The result of deleting an account.
+#[derive(Debug)]
+pub struct Deleted {
+    pub account: Account,
+    pub reparented: Vec<String>,
+    pub removed_memberships: u64,
+}
+
 /// What creating an account does with the ID of a deleted one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeletedIds {

@@ -14,7 +14,7 @@ pub use account::*;
 pub use change::*;
 pub use error::Error;
 pub use hierarchy::*;
-pub use idempotency::{Claim, Idempotency};
+pub use idempotency::{Claim, Idempotency, StoredKey};
 pub use list::*;
 pub use membership::*;
 pub use migration::*;

@@ -8,7 +8,7 @@ use tonic::Status;
 
 use super::invalid;
 use crate::domain::{
-    self, Account, AccountState, ChangeDetail, ChangeEvent, ChangeKind, HierarchyEntry, Membership,
+    Account, AccountState, ChangeDetail, ChangeEvent, ChangeKind, HierarchyEntry, Membership,
     Migration, MigrationState, NewAccount, Page, PublicSettings, Settings, SubAccountAccessType,
     TreeNode,
 };
@@ -18,12 +18,6 @@ pub(super) fn timestamp(at: DateTime<Utc>) -> Timestamp {
         seconds: at.timestamp(),
         nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or_default(),
     }
-}
-
-/// Checks an ID taken from a request (path parameter in REST).
-pub(super) fn tenant_id(field: &str, id: &str) -> Result<String, Status> {
-    domain::validate_tenant_id(field, id).map_err(Status::from)?;
-    Ok(id.to_owned())
 }
 
 // --- JSON ⇄ google.protobuf.Struct ------------------------------------------------------------

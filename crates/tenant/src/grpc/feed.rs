@@ -5,19 +5,20 @@
 //! hard one (a message above it fails the whole stream, and a follower retrying from the same
 //! cursor would fail the same way forever), so no message may exceed what the client accepts.
 
-use std::time::Duration;
-
+use async_trait::async_trait;
 use prost::Message;
+use tenantry_common::Shutdown;
 use tenantry_proto::tenant::v1::{self as pb, change_feed_service_server::ChangeFeedService};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Handlers, convert};
-use crate::domain::ChangeKind;
+use crate::{
+    app::ports::Follower,
+    domain::{ChangeEvent, Error},
+};
 
-/// Events read per query during replay (also the most per message).
-const BATCH: u64 = 500;
 /// The largest message sent unless the client accepts less: a quarter of gRPC's default
 /// 4 MiB limit, so it also fits clients that never said what they accept.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -26,83 +27,49 @@ const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const MIN_MESSAGE_BYTES: usize = 64 << 10;
 /// Room for a message's own fields beside its events (`head_sequence`, `sequence`).
 const MESSAGE_OVERHEAD: usize = 16;
-/// Re-reads the outbox this often even without a wake-up: covers writes by other replicas
-/// while LISTEN is down, and other processes writing the same SQLite file.
-const POLL: Duration = Duration::from_secs(1);
-/// An empty message this often tells an idle follower the stream and the head are alive.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 
 type Sender = mpsc::Sender<Result<pb::WatchChangesResponse, Status>>;
 
-impl Handlers {
-    async fn follow(&self, mut cursor: u64, kinds: Vec<ChangeKind>, budget: usize, tx: Sender) {
-        let mut wake = self.store.subscribe_feed();
-        let mut last_sent = Instant::now();
-        // The first message goes out at once, even empty: it tells the follower the head.
-        let mut greeted = false;
-        loop {
-            // Mark the wake-up seen before reading, so a commit racing the read still wakes us.
-            wake.borrow_and_update();
-            let head = match self.store.feed_head().await {
-                Ok(head) => head,
-                Err(err) => {
-                    let _ = tx.send(Err(err.into())).await;
-                    return;
-                }
+/// One follower's stream: events framed into messages within its byte budget.
+struct Stream {
+    tx: Sender,
+    budget: usize,
+    shutdown: Shutdown,
+}
+
+#[async_trait]
+impl Follower for Stream {
+    async fn send(&mut self, events: Vec<ChangeEvent>, head: u64) -> bool {
+        if events.is_empty() {
+            let beat = pb::WatchChangesResponse {
+                events: vec![],
+                head_sequence: head,
             };
-            let events = match self.store.read_changes(cursor, &kinds, BATCH).await {
-                Ok(events) => events,
-                Err(err) => {
-                    let _ = tx.send(Err(err.into())).await;
-                    return;
-                }
+            return self.tx.send(Ok(beat)).await.is_ok();
+        }
+        let budget = self.budget;
+        let encoded = events.iter().map(|e| fit(convert::change_event(e), budget));
+        for events in split(encoded, budget, |e| e.encoded_len()) {
+            let sent = events.last().map_or(head, |e| e.sequence);
+            let message = pb::WatchChangesResponse {
+                events,
+                head_sequence: head.max(sent),
             };
-            let full = events.len() as u64 == BATCH;
-            if let Some(last) = events.last() {
-                cursor = last.sequence;
-                let encoded = events.iter().map(|e| fit(convert::change_event(e), budget));
-                for events in split(encoded, budget, |e| e.encoded_len()) {
-                    let sent = events.last().map_or(cursor, |e| e.sequence);
-                    let message = pb::WatchChangesResponse {
-                        events,
-                        head_sequence: head.max(sent),
-                    };
-                    if tx.send(Ok(message)).await.is_err() {
-                        return;
-                    }
-                }
-                last_sent = Instant::now();
-                greeted = true;
-                if full {
-                    continue;
-                }
-            } else if head > cursor {
-                // Every sequence up to `head` had committed before the read (the head row is
-                // updated in the writers' transactions), so events filtered out by type need
-                // not be read again.
-                cursor = head;
+            if self.tx.send(Ok(message)).await.is_err() {
+                return false;
             }
-            if !greeted || last_sent.elapsed() >= HEARTBEAT {
-                let beat = pb::WatchChangesResponse {
-                    events: vec![],
-                    head_sequence: head.max(cursor),
-                };
-                if tx.send(Ok(beat)).await.is_err() {
-                    return;
-                }
-                last_sent = Instant::now();
-                greeted = true;
-            }
-            tokio::select! {
-                changed = wake.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                () = tokio::time::sleep(POLL) => {}
-                () = self.shutdown.wait() => return,
-                () = tx.closed() => return,
-            }
+        }
+        true
+    }
+
+    async fn fail(&mut self, err: Error) {
+        let _ = self.tx.send(Err(err.into())).await;
+    }
+
+    async fn closed(&self) {
+        tokio::select! {
+            () = self.shutdown.wait() => {}
+            () = self.tx.closed() => {}
         }
     }
 }
@@ -123,10 +90,14 @@ impl ChangeFeedService for Handlers {
                 *value,
             )?);
         }
-        let budget = self.message_budget(r.max_message_bytes);
         let (tx, rx) = mpsc::channel(4);
-        let handlers = self.clone();
-        tokio::spawn(async move { handlers.follow(r.from_sequence, kinds, budget, tx).await });
+        let mut stream = Stream {
+            tx,
+            budget: self.message_budget(r.max_message_bytes),
+            shutdown: self.shutdown.clone(),
+        };
+        let app = self.app.clone();
+        tokio::spawn(async move { app.follow(r.from_sequence, kinds, &mut stream).await });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -138,7 +109,7 @@ impl ChangeFeedService for Handlers {
         request: Request<pb::ReadSnapshotRequest>,
     ) -> Result<Response<Self::ReadSnapshotStream>, Status> {
         let budget = self.message_budget(request.into_inner().max_message_bytes);
-        let snapshot = self.store.feed_snapshot().await?;
+        let snapshot = self.app.feed_snapshot().await?;
         let sequence = snapshot.sequence;
         let accounts = snapshot.accounts.iter().map(convert::account_state);
         let mut messages: Vec<_> = split(accounts, budget, |a| a.encoded_len())

@@ -1,18 +1,11 @@
 //! `tenantry.tenant.v1.HierarchyService`.
 
+use tenantry_common::grpc::principal;
 use tenantry_proto::tenant::v1::{self as pb, hierarchy_service_server::HierarchyService};
 use tonic::{Request, Response, Status};
 
-use tenantry_common::grpc::principal;
-
-use super::{Handlers, convert, idempotency, invalid};
-use crate::app::idempotency::idempotent;
-
-/// Most accounts one CheckSubAccountScope call may ask about (a batch check's items).
-const MAX_SCOPE_CHECK_IDS: usize = 1_000;
-use crate::domain::{
-    Account, Created, DEFAULT_LIMIT, DeletedIds, MAX_LIMIT, NewAccount, Settings, page_limit,
-};
+use super::{Handlers, convert, idempotency};
+use crate::domain::{NewAccount, Settings};
 
 #[tonic::async_trait]
 impl HierarchyService for Handlers {
@@ -23,8 +16,6 @@ impl HierarchyService for Handlers {
         let principal = principal(&request);
         let mut r = request.into_inner();
         let key = idempotency(principal.as_deref(), r.idempotency_key.take(), &r)?;
-        convert::tenant_id("tenant_id", &r.tenant_id)?;
-        convert::tenant_id("parent_tenant_id", &r.parent_tenant_id)?;
         let new = NewAccount {
             tenant_id: Some(r.tenant_id),
             name: r.name,
@@ -40,14 +31,8 @@ impl HierarchyService for Handlers {
                 logo_url: r.logo_url,
                 ..Settings::default()
             },
-        }
-        .validated("", true)?;
-        // Deleted IDs stay taken here: see `DeletedIds::Reserved`.
-        let created: Created =
-            idempotent(&self.store, key.as_ref(), "create_sub_account", |claim| {
-                self.store.create_account(new, DeletedIds::Reserved, claim)
-            })
-            .await?;
+        };
+        let created = self.app.create_sub_account(new, key.as_ref()).await?;
         Ok(Response::new(pb::CreateSubAccountResponse {
             account: Some(convert::account(&created.account)),
             reactivated: created.reactivated,
@@ -61,12 +46,10 @@ impl HierarchyService for Handlers {
         let principal = principal(&request);
         let mut r = request.into_inner();
         let key = idempotency(principal.as_deref(), r.idempotency_key.take(), &r)?;
-        let parent = convert::tenant_id("parent_tenant_id", &r.parent_tenant_id)?;
-        let child = convert::tenant_id("child_tenant_id", &r.child_tenant_id)?;
-        let child: Account = idempotent(&self.store, key.as_ref(), "attach_sub_account", |claim| {
-            self.store.attach(&parent, &child, claim)
-        })
-        .await?;
+        let child = self
+            .app
+            .attach(&r.parent_tenant_id, &r.child_tenant_id, key.as_ref())
+            .await?;
         Ok(Response::new(pb::AttachSubAccountResponse {
             child: Some(convert::account(&child)),
         }))
@@ -77,9 +60,10 @@ impl HierarchyService for Handlers {
         request: Request<pb::DetachSubAccountRequest>,
     ) -> Result<Response<pb::DetachSubAccountResponse>, Status> {
         let r = request.into_inner();
-        let parent = convert::tenant_id("parent_tenant_id", &r.parent_tenant_id)?;
-        let child = convert::tenant_id("child_tenant_id", &r.child_tenant_id)?;
-        let child = self.store.detach(&parent, &child).await?;
+        let child = self
+            .app
+            .detach(&r.parent_tenant_id, &r.child_tenant_id)
+            .await?;
         Ok(Response::new(pb::DetachSubAccountResponse {
             child: Some(convert::account(&child)),
         }))
@@ -90,30 +74,23 @@ impl HierarchyService for Handlers {
         request: Request<pb::ListDescendantsRequest>,
     ) -> Result<Response<pb::ListDescendantsResponse>, Status> {
         let r = request.into_inner();
-        let id = convert::tenant_id("tenant_id", &r.tenant_id)?;
         let page = r.page.unwrap_or_default();
-        let limit = page_limit("page.limit", page.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-        let mut page = self
-            .store
-            .list_descendants(&id, r.direct_only, limit, page.offset)
+        let page = self
+            .app
+            .list_descendants(&r.tenant_id, r.direct_only, page.limit, page.offset)
             .await?;
-        let mut entries: Vec<pb::HierarchyEntry> =
-            page.items.iter().map(convert::hierarchy_entry).collect();
-        let keep = super::fitting(&entries, self.max_message_bytes);
-        entries.truncate(keep);
-        page.items.truncate(keep);
-        Ok(Response::new(pb::ListDescendantsResponse {
-            entries,
-            page: Some(convert::page_info(&page)),
-        }))
+        let (entries, page) = self.fitting_page(page, convert::hierarchy_entry);
+        Ok(Response::new(pb::ListDescendantsResponse { entries, page }))
     }
 
     async fn list_ancestors(
         &self,
         request: Request<pb::ListAncestorsRequest>,
     ) -> Result<Response<pb::ListAncestorsResponse>, Status> {
-        let id = convert::tenant_id("tenant_id", &request.into_inner().tenant_id)?;
-        let entries = self.store.list_ancestors(&id).await?;
+        let entries = self
+            .app
+            .list_ancestors(&request.into_inner().tenant_id)
+            .await?;
         Ok(Response::new(pb::ListAncestorsResponse {
             entries: entries.iter().map(convert::hierarchy_entry).collect(),
         }))
@@ -123,8 +100,7 @@ impl HierarchyService for Handlers {
         &self,
         request: Request<pb::GetSubtreeRequest>,
     ) -> Result<Response<pb::GetSubtreeResponse>, Status> {
-        let id = convert::tenant_id("tenant_id", &request.into_inner().tenant_id)?;
-        let root = self.store.subtree(&id).await?;
+        let root = self.app.subtree(&request.into_inner().tenant_id).await?;
         Ok(Response::new(pb::GetSubtreeResponse {
             root: Some(convert::tree(&root)),
         }))
@@ -135,8 +111,10 @@ impl HierarchyService for Handlers {
         request: Request<pb::UpdateSubAccountManagementRequest>,
     ) -> Result<Response<pb::UpdateSubAccountManagementResponse>, Status> {
         let r = request.into_inner();
-        let id = convert::tenant_id("tenant_id", &r.tenant_id)?;
-        let account = self.store.update_reseller(&id, r.is_reseller).await?;
+        let account = self
+            .app
+            .update_reseller(&r.tenant_id, r.is_reseller)
+            .await?;
         Ok(Response::new(pb::UpdateSubAccountManagementResponse {
             account: Some(convert::account(&account)),
         }))
@@ -146,8 +124,10 @@ impl HierarchyService for Handlers {
         &self,
         request: Request<pb::GetHierarchySettingsRequest>,
     ) -> Result<Response<pb::GetHierarchySettingsResponse>, Status> {
-        let id = convert::tenant_id("tenant_id", &request.into_inner().tenant_id)?;
-        let account = self.store.get_account(&id).await?;
+        let account = self
+            .app
+            .hierarchy_settings(&request.into_inner().tenant_id)
+            .await?;
         Ok(Response::new(pb::GetHierarchySettingsResponse {
             settings: Some(convert::hierarchy_settings(&account)),
         }))
@@ -158,20 +138,10 @@ impl HierarchyService for Handlers {
         request: Request<pb::CheckSubAccountScopeRequest>,
     ) -> Result<Response<pb::CheckSubAccountScopeResponse>, Status> {
         let r = request.into_inner();
-        let caller = convert::tenant_id("caller_tenant_id", &r.caller_tenant_id)?;
-        if r.tenant_ids.len() > MAX_SCOPE_CHECK_IDS {
-            return Err(invalid(
-                "tenant_ids",
-                format!("at most {MAX_SCOPE_CHECK_IDS} accounts per call"),
-            ));
-        }
-        let mut ids = Vec::with_capacity(r.tenant_ids.len());
-        for id in r.tenant_ids {
-            ids.push(convert::tenant_id("tenant_ids", &id)?);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        let reachable = self.store.reachable_sub_accounts(&caller, &ids).await?;
+        let reachable = self
+            .app
+            .check_sub_account_scope(&r.caller_tenant_id, r.tenant_ids)
+            .await?;
         Ok(Response::new(pb::CheckSubAccountScopeResponse {
             reachable_tenant_ids: reachable,
         }))
@@ -182,10 +152,9 @@ impl HierarchyService for Handlers {
         request: Request<pb::UpdateHierarchySettingsRequest>,
     ) -> Result<Response<pb::UpdateHierarchySettingsResponse>, Status> {
         let r = request.into_inner();
-        let id = convert::tenant_id("tenant_id", &r.tenant_id)?;
         let access =
             convert::access_type_from("sub_account_access_type", r.sub_account_access_type)?;
-        let account = self.store.update_access_type(&id, access).await?;
+        let account = self.app.update_access_type(&r.tenant_id, access).await?;
         Ok(Response::new(pb::UpdateHierarchySettingsResponse {
             settings: Some(convert::hierarchy_settings(&account)),
         }))

@@ -1,80 +1,86 @@
 //! `tenantry.tenant.v1.MigrationService`.
 
+use async_trait::async_trait;
+use prost::Message;
+use tenantry_common::{grpc::principal, idempotency::Fingerprinter};
 use tenantry_proto::{
     common::v1::ItemError,
     tenant::v1::{self as pb, migration_service_server::MigrationService},
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use prost::Message;
-use tenantry_common::{grpc::principal, idempotency::Fingerprinter};
-
 use super::{Handlers, convert, invalid};
-use crate::app::idempotency::idempotent;
-use crate::domain::{
-    DEFAULT_ERRORS_LIMIT, Error, Idempotency, MAX_ERRORS_LIMIT, MAX_MIGRATION_ITEMS, MigrationItem,
-    Submitted, page_limit,
+use crate::{
+    app::ports::Upload,
+    domain::{Error, Idempotency, MigrationItem},
 };
 
-impl Handlers {
-    /// Receives the stream chunk by chunk, storing each as it comes, so a large import is never
-    /// held in memory whole. Returns the number of items stored and the idempotency key (on
-    /// the first chunk only) with the fingerprint of the whole stream.
-    async fn receive_items(
-        &self,
-        migration_id: &str,
-        stream: &mut Streaming<pb::SubmitMigrationRequest>,
-        principal: Option<&str>,
-    ) -> Result<(u64, Option<Idempotency>), Status> {
-        let mut total: u64 = 0;
-        let mut key = None;
-        let mut print = Fingerprinter::default();
-        while let Some(mut chunk) = stream.message().await? {
-            match chunk.idempotency_key.take() {
-                Some(k) if total == 0 && key.is_none() => key = Some(k),
-                Some(_) => {
-                    return Err(invalid("idempotency_key", "set it on the first chunk only"));
-                }
-                None => {}
+/// A SubmitMigration stream, decoded message by message as the use-case pulls it. The
+/// idempotency key may come on the first message only; the fingerprint covers every message.
+struct Stream {
+    messages: Streaming<pb::SubmitMigrationRequest>,
+    principal: Option<String>,
+    /// Items decoded so far: the next item's place in the upload.
+    received: u64,
+    key: Option<String>,
+    print: Fingerprinter,
+}
+
+#[async_trait]
+impl Upload for Stream {
+    type Error = Status;
+
+    async fn next_chunk(&mut self) -> Option<Result<Vec<MigrationItem>, Status>> {
+        let mut chunk = match self.messages.message().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return None,
+            Err(status) => return Some(Err(status)),
+        };
+        match chunk.idempotency_key.take() {
+            Some(k) if self.received == 0 && self.key.is_none() => self.key = Some(k),
+            Some(_) => {
+                return Some(Err(invalid(
+                    "idempotency_key",
+                    "set it on the first chunk only",
+                )));
             }
-            // Encoded chunks concatenate to the encoding of one message holding all items, so
-            // the fingerprint does not depend on where the stream was cut.
-            if key.is_some() {
-                print.update(&chunk.encode_to_vec());
-            }
-            let mut items = Vec::with_capacity(chunk.items.len());
-            for (i, item) in chunk.items.into_iter().enumerate() {
-                let index = total + i as u64;
-                let field = format!("items[{index}]");
-                let item = match item.item {
-                    Some(pb::migration_item::Item::TenantId(id)) => MigrationItem::Bare(id),
-                    Some(pb::migration_item::Item::Account(account)) => MigrationItem::Full(
-                        Box::new(convert::new_account(&format!("{field}.account."), account)?),
-                    ),
-                    None => return Err(invalid(field, "set either tenant_id or account")),
-                };
-                items.push(item);
-            }
-            if total + items.len() as u64 > MAX_MIGRATION_ITEMS {
-                return Err(invalid(
-                    "items",
-                    format!("a migration holds at most {MAX_MIGRATION_ITEMS} items"),
-                ));
-            }
-            self.store
-                .add_migration_items(migration_id, total, &items)
-                .await?;
-            total += items.len() as u64;
+            None => {}
         }
-        if total == 0 {
-            return Err(invalid("items", "give at least one account to migrate"));
+        // Encoded chunks concatenate to the encoding of one message holding all items, so
+        // the fingerprint does not depend on where the stream was cut.
+        if self.key.is_some() {
+            self.print.update(&chunk.encode_to_vec());
         }
-        let key = key
-            .map(|k| Idempotency::with_fingerprint(principal, k, print.finish()))
-            .transpose()
-            .map_err(|_| Status::from(Error::key_invalid()))?;
-        Ok((total, key))
+        let items = items(self.received, chunk.items);
+        if let Ok(items) = &items {
+            self.received += items.len() as u64;
+        }
+        Some(items)
     }
+
+    fn idempotency(self) -> Result<Option<Idempotency>, Status> {
+        let print = self.print;
+        self.key
+            .map(|k| Idempotency::with_fingerprint(self.principal.as_deref(), k, print.finish()))
+            .transpose()
+            .map_err(|_| Status::from(Error::key_invalid()))
+    }
+}
+
+/// The items of one upload message, numbered on from `first` (their place in the upload).
+fn items(first: u64, chunk: Vec<pb::MigrationItem>) -> Result<Vec<MigrationItem>, Status> {
+    let mut items = Vec::with_capacity(chunk.len());
+    for (i, item) in chunk.into_iter().enumerate() {
+        let field = format!("items[{}]", first + i as u64);
+        items.push(match item.item {
+            Some(pb::migration_item::Item::TenantId(id)) => MigrationItem::Bare(id),
+            Some(pb::migration_item::Item::Account(account)) => MigrationItem::Full(Box::new(
+                convert::new_account(&format!("{field}.account."), account)?,
+            )),
+            None => return Err(invalid(field, "set either tenant_id or account")),
+        });
+    }
+    Ok(items)
 }
 
 #[tonic::async_trait]
@@ -83,41 +89,14 @@ impl MigrationService for Handlers {
         &self,
         request: Request<Streaming<pb::SubmitMigrationRequest>>,
     ) -> Result<Response<pb::SubmitMigrationResponse>, Status> {
-        let principal = principal(&request);
-        let mut stream = request.into_inner();
-        let migration_id = self.store.begin_migration().await?;
-        let received = self
-            .receive_items(&migration_id, &mut stream, principal.as_deref())
-            .await;
-        let (total, key) = match received {
-            Ok(received) => received,
-            Err(status) => {
-                // Nothing is stored when the upload fails midway.
-                if let Err(err) = self.store.abandon_migration(&migration_id).await {
-                    tracing::warn!(migration_id = %migration_id, error = %err, "cannot discard failed migration upload");
-                }
-                return Err(status);
-            }
+        let upload = Stream {
+            principal: principal(&request),
+            messages: request.into_inner(),
+            received: 0,
+            key: None,
+            print: Fingerprinter::default(),
         };
-        let sealed: Result<Submitted, Error> =
-            idempotent(&self.store, key.as_ref(), "submit_migration", |claim| {
-                self.store.seal_migration(&migration_id, total, claim)
-            })
-            .await;
-        if sealed
-            .as_ref()
-            .map_or(true, |s| s.migration_id != migration_id)
-        {
-            // Refused, or the key's first upload answers: this upload's items are not kept.
-            if let Err(err) = self.store.abandon_migration(&migration_id).await {
-                tracing::warn!(migration_id = %migration_id, error = %err, "cannot discard unsealed migration upload");
-            }
-        }
-        let job = sealed?;
-        if job.migration_id == migration_id {
-            tracing::info!(migration_id = %job.migration_id, total_items = total, "migration submitted");
-            self.workers.wake_migrations();
-        }
+        let job = self.app.submit_migration(upload).await?;
         Ok(Response::new(pb::SubmitMigrationResponse {
             migration_id: job.migration_id,
             total_items: job.total_items,
@@ -129,23 +108,10 @@ impl MigrationService for Handlers {
         request: Request<pb::GetMigrationStatusRequest>,
     ) -> Result<Response<pb::GetMigrationStatusResponse>, Status> {
         let r = request.into_inner();
-        if r.migration_id.is_empty() || r.migration_id.len() > 64 {
-            return Err(invalid(
-                "migration_id",
-                "must be a migration ID returned by SubmitMigration",
-            ));
-        }
         let page = r.errors_page.unwrap_or_default();
-        let limit = page_limit(
-            "errors_page.limit",
-            page.limit,
-            DEFAULT_ERRORS_LIMIT,
-            MAX_ERRORS_LIMIT,
-        )?;
-        let job = self.store.get_migration(&r.migration_id).await?;
-        let errors = self
-            .store
-            .migration_errors(&r.migration_id, limit, page.offset)
+        let (job, errors) = self
+            .app
+            .migration_status(&r.migration_id, page.limit, page.offset)
             .await?;
         Ok(Response::new(pb::GetMigrationStatusResponse {
             migration: Some(convert::migration(&job)),

@@ -1,5 +1,5 @@
-//! gRPC: decode requests, call the store, encode answers. One mapping from the domain error
-//! to `tonic::Status`.
+//! gRPC, one file per proto service: handlers decode the request, call a use-case of
+//! [`crate::app`] and encode its answer. One mapping from the domain error to `tonic::Status`.
 
 mod convert;
 mod feed;
@@ -15,7 +15,7 @@ use tenantry_common::{
     grpc::{Services, mark_storage_fault},
 };
 use tenantry_proto::{
-    common::v1::{ErrorDetails, FieldViolation},
+    common::v1::{ErrorDetails, FieldViolation, PageInfo},
     tenant::v1::{
         change_feed_service_server::ChangeFeedServiceServer,
         hierarchy_service_server::HierarchyServiceServer,
@@ -27,7 +27,8 @@ use tenantry_proto::{
 use tonic::{Code, Status};
 
 use crate::{
-    domain::{Error, Idempotency},
+    app::Engine,
+    domain::{Error, Idempotency, Page},
     storage::Store,
     workers::Workers,
 };
@@ -35,8 +36,8 @@ use crate::{
 /// The state every handler shares.
 #[derive(Clone, Debug)]
 pub struct Handlers {
-    store: Store,
-    workers: Workers,
+    app: Engine<Store>,
+    /// Feed streams end when the service stops.
     shutdown: Shutdown,
     /// The gRPC message limit: list responses stop early to stay under it.
     max_message_bytes: usize,
@@ -51,8 +52,7 @@ pub fn services(
     max_message_bytes: usize,
 ) -> Services {
     let h = Handlers {
-        store: store.clone(),
-        workers: workers.clone(),
+        app: Engine::new(store.clone(), workers.clone()),
         shutdown: shutdown.clone(),
         max_message_bytes,
     };
@@ -104,6 +104,22 @@ fn fitting<T: Message>(items: &[T], max_message_bytes: usize) -> usize {
         }
     }
     items.len()
+}
+
+impl Handlers {
+    /// A page encoded for a list response, stopped early by size (see [`fitting`]): its page
+    /// info then says more follow.
+    fn fitting_page<T, P: Message>(
+        &self,
+        mut page: Page<T>,
+        encode: impl Fn(&T) -> P,
+    ) -> (Vec<P>, Option<PageInfo>) {
+        let mut items: Vec<P> = page.items.iter().map(encode).collect();
+        let keep = fitting(&items, self.max_message_bytes);
+        items.truncate(keep);
+        page.items.truncate(keep);
+        (items, Some(convert::page_info(&page)))
+    }
 }
 
 fn status_with_details(code: Code, message: String, details: ErrorDetails) -> Status {

@@ -1,5 +1,6 @@
 //! Accounts: create (with reactivation), read, list, update, soft delete, metadata, settings.
 
+use async_trait::async_trait;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     FromQueryResult, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
@@ -14,19 +15,12 @@ use super::{
     db_err,
     entities::{accounts, memberships},
 };
+use crate::app::ports::AccountStore;
 use crate::domain::{
-    self, Account, AccountPatch, AttachFacts, ChangeKind, Claim, Created, DeletedIds, Error,
-    ListQuery, NewAccount, NewChange, Page, Settings, SortField, SubAccountAccessType,
+    self, Account, AccountPatch, AttachFacts, ChangeKind, Claim, Created, Deleted, DeletedIds,
+    Error, ListQuery, NewAccount, NewChange, Page, Settings, SortField, SubAccountAccessType,
     check_attach, like_contains,
 };
-
-/// The result of deleting an account.
-#[derive(Debug)]
-pub struct Deleted {
-    pub account: Account,
-    pub reparented: Vec<String>,
-    pub removed_memberships: u64,
-}
 
 pub(super) async fn load_row<C: ConnectionTrait>(
     conn: &C,
@@ -153,180 +147,6 @@ impl Store {
         ))
     }
 
-    /// Creates an account (validated); a deleted one with the same ID is reactivated or taken
-    /// as `deleted` says. A `claim` is stored with it, in its transaction.
-    pub async fn create_account(
-        &self,
-        new: NewAccount,
-        deleted: DeletedIds,
-        claim: Option<Claim<'_>>,
-    ) -> Result<Created> {
-        let txn = self.begin_write().await?;
-        self.claim_key(&txn, claim).await?;
-        if new.parent_tenant_id.is_some() {
-            self.lock_hierarchy(&txn).await?;
-        }
-        let (created, changes) = self.create_in(&txn, &new, deleted).await?;
-        self.answer_key(&txn, claim, &created).await?;
-        self.commit(txn, changes).await?;
-        Ok(created)
-    }
-
-    pub async fn get_account(&self, tenant_id: &str) -> Result<Account> {
-        load_live(self.connection(), tenant_id, false).await
-    }
-
-    pub async fn get_account_by_alias(&self, alias: &str) -> Result<Account> {
-        let row = accounts::Entity::find()
-            .filter(accounts::Column::Alias.eq(alias))
-            .filter(accounts::Column::DeletedAt.is_null())
-            .one(self.connection())
-            .await
-            .map_err(db_err("load account by alias"))?;
-        match row {
-            Some(row) => account_from_row(row),
-            None => Err(Error::NotFound {
-                reason: "ACCOUNT_NOT_FOUND",
-                message: format!("no account has the alias `{alias}`"),
-            }),
-        }
-    }
-
-    /// Live accounts among `ids`, and the IDs that are missing or deleted.
-    pub async fn batch_get_accounts(&self, ids: &[String]) -> Result<(Vec<Account>, Vec<String>)> {
-        let rows = accounts::Entity::find()
-            .filter(accounts::Column::TenantId.is_in(ids.iter().cloned()))
-            .filter(accounts::Column::DeletedAt.is_null())
-            .all(self.connection())
-            .await
-            .map_err(db_err("load accounts"))?;
-        let accounts = rows
-            .into_iter()
-            .map(account_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let found: std::collections::HashSet<&str> =
-            accounts.iter().map(|a| a.tenant_id.as_str()).collect();
-        let mut missing: Vec<String> = ids
-            .iter()
-            .filter(|id| !found.contains(id.as_str()))
-            .cloned()
-            .collect();
-        missing.sort();
-        missing.dedup();
-        Ok((accounts, missing))
-    }
-
-    /// The IDs among `ids` that are missing or deleted, sorted and deduplicated. Reads only
-    /// the IDs, not the accounts; on PostgreSQL only the missing ones come back (usually none).
-    pub async fn missing_accounts(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut missing: Vec<String> = if self.is_postgres() {
-            // One array parameter instead of up to 1,000 placeholders, and one index probe
-            // per ID whatever the plan cache decides (`tenant_id = ANY($1)` in a generic
-            // plan filtered every live account against the whole list; the LATERAL … LIMIT 1
-            // keeps a probe per ID where NOT EXISTS could become a hash anti-join over every
-            // account).
-            let rows = self
-                .connection()
-                .query_all_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT i.id AS tenant_id FROM unnest($1::text[]) AS i(id) \
-                     LEFT JOIN LATERAL (SELECT 1 AS one FROM accounts a \
-                       WHERE a.tenant_id = i.id AND a.deleted_at IS NULL LIMIT 1) AS live ON true \
-                     WHERE live.one IS NULL",
-                    [PgArrayLiteral::of(ids.iter().map(String::as_str))],
-                ))
-                .await
-                .map_err(db_err("check accounts"))?;
-            rows.iter()
-                .map(|row| row.try_get::<String>("", "tenant_id"))
-                .collect::<Result<_, _>>()
-                .map_err(db_err("check accounts"))?
-        } else {
-            let live: Vec<String> = accounts::Entity::find()
-                .select_only()
-                .column(accounts::Column::TenantId)
-                .filter(accounts::Column::TenantId.is_in(ids.iter().cloned()))
-                .filter(accounts::Column::DeletedAt.is_null())
-                .into_tuple()
-                .all(self.connection())
-                .await
-                .map_err(db_err("check accounts"))?;
-            let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
-            ids.iter()
-                .filter(|id| !live.contains(id.as_str()))
-                .cloned()
-                .collect()
-        };
-        missing.sort();
-        missing.dedup();
-        Ok(missing)
-    }
-
-    /// One page of live accounts. Every sort ends with tenant_id, so pages never overlap.
-    pub async fn list_accounts(&self, q: &ListQuery) -> Result<Page<Account>> {
-        let mut select = accounts::Entity::find().filter(accounts::Column::DeletedAt.is_null());
-        if let Some(filter) = &q.filter {
-            let pattern = like_contains(filter);
-            let lowered = |col: accounts::Column| {
-                Expr::expr(Func::lower(Expr::col((accounts::Entity, col))))
-                    .like(LikeExpr::new(pattern.clone()).escape('\\'))
-            };
-            select = select.filter(
-                Condition::any()
-                    .add(lowered(accounts::Column::Name))
-                    .add(lowered(accounts::Column::TenantId)),
-            );
-        }
-        if !q.tenant_ids.is_empty() {
-            select = select.filter(accounts::Column::TenantId.is_in(q.tenant_ids.iter().cloned()));
-        }
-        // Unfiltered, the total is the live-account counter: counting 1,000,000 rows takes
-        // a scan of the table. Filtered totals count through the filter's indexes.
-        let total = if q.filter.is_none() && q.tenant_ids.is_empty() {
-            self.live_account_count().await?
-        } else {
-            select
-                .clone()
-                .count(self.connection())
-                .await
-                .map_err(db_err("count accounts"))?
-        };
-        if self.is_postgres() && q.filter.is_some() {
-            return Ok(Page {
-                items: self.filtered_page_pg(q).await?,
-                total,
-                limit: q.limit,
-                offset: q.offset,
-            });
-        }
-        let order = if q.descending {
-            Order::Desc
-        } else {
-            Order::Asc
-        };
-        select = match q.sort {
-            SortField::CreatedAt => select.order_by(accounts::Column::CreatedAt, order.clone()),
-            SortField::Name => select.order_by(accounts::Column::Name, order.clone()),
-            SortField::TenantId => select,
-        };
-        let rows = select
-            .order_by(accounts::Column::TenantId, order)
-            .limit(u64::from(q.limit))
-            .offset(u64::from(q.offset))
-            .all(self.connection())
-            .await
-            .map_err(db_err("list accounts"))?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(account_from_row)
-                .collect::<Result<Vec<_>>>()?,
-            total,
-            limit: q.limit,
-            offset: q.offset,
-        })
-    }
-
     /// A filtered page on PostgreSQL. The matches are collected first (through the trigram
     /// indexes) and only they are sorted: left to itself the planner often walks the sort
     /// index and tests every row, since it cannot estimate how rare a substring is, and a
@@ -401,9 +221,186 @@ impl Store {
             .await?;
         Ok(account)
     }
+}
+
+#[async_trait]
+impl AccountStore for Store {
+    /// Creates an account (validated); a deleted one with the same ID is reactivated or taken
+    /// as `deleted` says. A `claim` is stored with it, in its transaction.
+    async fn create_account(
+        &self,
+        new: NewAccount,
+        deleted: DeletedIds,
+        claim: Option<Claim<'_>>,
+    ) -> Result<Created> {
+        let txn = self.begin_write().await?;
+        self.claim_key(&txn, claim).await?;
+        if new.parent_tenant_id.is_some() {
+            self.lock_hierarchy(&txn).await?;
+        }
+        let (created, changes) = self.create_in(&txn, &new, deleted).await?;
+        self.answer_key(&txn, claim, &created).await?;
+        self.commit(txn, changes).await?;
+        Ok(created)
+    }
+
+    async fn get_account(&self, tenant_id: &str) -> Result<Account> {
+        load_live(self.connection(), tenant_id, false).await
+    }
+
+    async fn get_account_by_alias(&self, alias: &str) -> Result<Account> {
+        let row = accounts::Entity::find()
+            .filter(accounts::Column::Alias.eq(alias))
+            .filter(accounts::Column::DeletedAt.is_null())
+            .one(self.connection())
+            .await
+            .map_err(db_err("load account by alias"))?;
+        match row {
+            Some(row) => account_from_row(row),
+            None => Err(Error::NotFound {
+                reason: "ACCOUNT_NOT_FOUND",
+                message: format!("no account has the alias `{alias}`"),
+            }),
+        }
+    }
+
+    /// Live accounts among `ids`, and the IDs that are missing or deleted.
+    async fn batch_get_accounts(&self, ids: &[String]) -> Result<(Vec<Account>, Vec<String>)> {
+        let rows = accounts::Entity::find()
+            .filter(accounts::Column::TenantId.is_in(ids.iter().cloned()))
+            .filter(accounts::Column::DeletedAt.is_null())
+            .all(self.connection())
+            .await
+            .map_err(db_err("load accounts"))?;
+        let accounts = rows
+            .into_iter()
+            .map(account_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let found: std::collections::HashSet<&str> =
+            accounts.iter().map(|a| a.tenant_id.as_str()).collect();
+        let mut missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !found.contains(id.as_str()))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        Ok((accounts, missing))
+    }
+
+    /// The IDs among `ids` that are missing or deleted, sorted and deduplicated. Reads only
+    /// the IDs, not the accounts; on PostgreSQL only the missing ones come back (usually none).
+    async fn missing_accounts(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut missing: Vec<String> = if self.is_postgres() {
+            // One array parameter instead of up to 1,000 placeholders, and one index probe
+            // per ID whatever the plan cache decides (`tenant_id = ANY($1)` in a generic
+            // plan filtered every live account against the whole list; the LATERAL … LIMIT 1
+            // keeps a probe per ID where NOT EXISTS could become a hash anti-join over every
+            // account).
+            let rows = self
+                .connection()
+                .query_all_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT i.id AS tenant_id FROM unnest($1::text[]) AS i(id) \
+                     LEFT JOIN LATERAL (SELECT 1 AS one FROM accounts a \
+                       WHERE a.tenant_id = i.id AND a.deleted_at IS NULL LIMIT 1) AS live ON true \
+                     WHERE live.one IS NULL",
+                    [PgArrayLiteral::of(ids.iter().map(String::as_str))],
+                ))
+                .await
+                .map_err(db_err("check accounts"))?;
+            rows.iter()
+                .map(|row| row.try_get::<String>("", "tenant_id"))
+                .collect::<Result<_, _>>()
+                .map_err(db_err("check accounts"))?
+        } else {
+            let live: Vec<String> = accounts::Entity::find()
+                .select_only()
+                .column(accounts::Column::TenantId)
+                .filter(accounts::Column::TenantId.is_in(ids.iter().cloned()))
+                .filter(accounts::Column::DeletedAt.is_null())
+                .into_tuple()
+                .all(self.connection())
+                .await
+                .map_err(db_err("check accounts"))?;
+            let live: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
+            ids.iter()
+                .filter(|id| !live.contains(id.as_str()))
+                .cloned()
+                .collect()
+        };
+        missing.sort();
+        missing.dedup();
+        Ok(missing)
+    }
+
+    /// One page of live accounts. Every sort ends with tenant_id, so pages never overlap.
+    async fn list_accounts(&self, q: &ListQuery) -> Result<Page<Account>> {
+        let mut select = accounts::Entity::find().filter(accounts::Column::DeletedAt.is_null());
+        if let Some(filter) = &q.filter {
+            let pattern = like_contains(filter);
+            let lowered = |col: accounts::Column| {
+                Expr::expr(Func::lower(Expr::col((accounts::Entity, col))))
+                    .like(LikeExpr::new(pattern.clone()).escape('\\'))
+            };
+            select = select.filter(
+                Condition::any()
+                    .add(lowered(accounts::Column::Name))
+                    .add(lowered(accounts::Column::TenantId)),
+            );
+        }
+        if !q.tenant_ids.is_empty() {
+            select = select.filter(accounts::Column::TenantId.is_in(q.tenant_ids.iter().cloned()));
+        }
+        // Unfiltered, the total is the live-account counter: counting 1,000,000 rows takes
+        // a scan of the table. Filtered totals count through the filter's indexes.
+        let total = if q.filter.is_none() && q.tenant_ids.is_empty() {
+            self.live_account_count().await?
+        } else {
+            select
+                .clone()
+                .count(self.connection())
+                .await
+                .map_err(db_err("count accounts"))?
+        };
+        if self.is_postgres() && q.filter.is_some() {
+            return Ok(Page {
+                items: self.filtered_page_pg(q).await?,
+                total,
+                limit: q.limit,
+                offset: q.offset,
+            });
+        }
+        let order = if q.descending {
+            Order::Desc
+        } else {
+            Order::Asc
+        };
+        select = match q.sort {
+            SortField::CreatedAt => select.order_by(accounts::Column::CreatedAt, order.clone()),
+            SortField::Name => select.order_by(accounts::Column::Name, order.clone()),
+            SortField::TenantId => select,
+        };
+        let rows = select
+            .order_by(accounts::Column::TenantId, order)
+            .limit(u64::from(q.limit))
+            .offset(u64::from(q.offset))
+            .all(self.connection())
+            .await
+            .map_err(db_err("list accounts"))?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(account_from_row)
+                .collect::<Result<Vec<_>>>()?,
+            total,
+            limit: q.limit,
+            offset: q.offset,
+        })
+    }
 
     /// Applies a profile patch (validated); a patch that changes nothing is refused.
-    pub async fn update_account(&self, tenant_id: &str, patch: AccountPatch) -> Result<Account> {
+    async fn update_account(&self, tenant_id: &str, patch: AccountPatch) -> Result<Account> {
         self.modify(tenant_id, ChangeKind::Updated, move |account| {
             patch.apply(account)?;
             Ok(true)
@@ -411,7 +408,7 @@ impl Store {
         .await
     }
 
-    pub async fn add_metadata(
+    async fn add_metadata(
         &self,
         tenant_id: &str,
         add: serde_json::Map<String, serde_json::Value>,
@@ -423,21 +420,21 @@ impl Store {
     }
 
     /// Removes one key; an absent key changes nothing and is not an error.
-    pub async fn delete_metadata(&self, tenant_id: &str, key: &str) -> Result<Account> {
+    async fn delete_metadata(&self, tenant_id: &str, key: &str) -> Result<Account> {
         self.modify(tenant_id, ChangeKind::Metadata, |account| {
             Ok(account.metadata.remove(key).is_some())
         })
         .await
     }
 
-    pub async fn update_settings(&self, tenant_id: &str, patch: Settings) -> Result<Account> {
+    async fn update_settings(&self, tenant_id: &str, patch: Settings) -> Result<Account> {
         self.modify(tenant_id, ChangeKind::Updated, move |account| {
             Ok(account.settings.apply(&patch))
         })
         .await
     }
 
-    pub async fn update_reseller(&self, tenant_id: &str, is_reseller: bool) -> Result<Account> {
+    async fn update_reseller(&self, tenant_id: &str, is_reseller: bool) -> Result<Account> {
         self.modify(tenant_id, ChangeKind::Updated, move |account| {
             let changed = account.is_reseller != is_reseller;
             account.is_reseller = is_reseller;
@@ -446,7 +443,7 @@ impl Store {
         .await
     }
 
-    pub async fn update_access_type(
+    async fn update_access_type(
         &self,
         tenant_id: &str,
         access: SubAccountAccessType,
@@ -462,7 +459,7 @@ impl Store {
     /// Soft-deletes an account: its memberships are removed and its direct sub-accounts move
     /// to its parent (or become roots). With `expected_parent`, the account must be a direct
     /// child of that account, else NOT_FOUND.
-    pub async fn delete_account(
+    async fn delete_account(
         &self,
         tenant_id: &str,
         expected_parent: Option<&str>,

@@ -12,18 +12,21 @@
 //! after it could not hide events from the read, so a cursor below the mark is refused
 //! (CURSOR_EXPIRED) rather than silently skipping what was pruned.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     AccessMode, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionOptions, TransactionTrait,
     Value,
 };
+use tokio::sync::watch;
 
 use super::{
     Result, Store, db_err,
     entities::{accounts, change_events},
     signed, unsigned,
 };
+use crate::app::ports::FeedStore;
 use crate::domain::{
     self, AccountState, ChangeEvent, ChangeKind, ChangePayload, Error, FeedSnapshot, NewChange,
     Retention,
@@ -116,34 +119,6 @@ fn event_from_row(row: change_events::Model) -> Result<ChangeEvent> {
 }
 
 impl Store {
-    /// Up to `limit` events after `cursor`, in sequence order, optionally of some kinds only.
-    /// CURSOR_EXPIRED when events after `cursor` were pruned.
-    pub async fn read_changes(
-        &self,
-        cursor: u64,
-        kinds: &[ChangeKind],
-        limit: u64,
-    ) -> Result<Vec<ChangeEvent>> {
-        let mut select = change_events::Entity::find()
-            .filter(change_events::Column::Sequence.gt(signed(cursor)));
-        if !kinds.is_empty() {
-            select = select
-                .filter(change_events::Column::ChangeType.is_in(kinds.iter().map(|k| k.as_str())));
-        }
-        let rows = select
-            .order_by_asc(change_events::Column::Sequence)
-            .limit(limit)
-            .all(self.connection())
-            .await
-            .map_err(db_err("read change feed"))?;
-        // After the read (see the module documentation).
-        let pruned_through = self.pruned_through().await?;
-        if cursor < pruned_through {
-            return Err(Error::cursor_expired(cursor, pruned_through));
-        }
-        rows.into_iter().map(event_from_row).collect()
-    }
-
     /// The highest sequence retention has deleted (0: none).
     pub async fn pruned_through(&self) -> Result<u64> {
         let row = self
@@ -220,9 +195,45 @@ impl Store {
             }
         }
     }
+}
+
+#[async_trait]
+impl FeedStore for Store {
+    /// Followers in this process wait on this; [`Store::wake_followers`] bumps it.
+    fn subscribe_feed(&self) -> watch::Receiver<u64> {
+        self.inner.feed_head.subscribe()
+    }
+
+    /// Up to `limit` events after `cursor`, in sequence order, optionally of some kinds only.
+    /// CURSOR_EXPIRED when events after `cursor` were pruned.
+    async fn read_changes(
+        &self,
+        cursor: u64,
+        kinds: &[ChangeKind],
+        limit: u64,
+    ) -> Result<Vec<ChangeEvent>> {
+        let mut select = change_events::Entity::find()
+            .filter(change_events::Column::Sequence.gt(signed(cursor)));
+        if !kinds.is_empty() {
+            select = select
+                .filter(change_events::Column::ChangeType.is_in(kinds.iter().map(|k| k.as_str())));
+        }
+        let rows = select
+            .order_by_asc(change_events::Column::Sequence)
+            .limit(limit)
+            .all(self.connection())
+            .await
+            .map_err(db_err("read change feed"))?;
+        // After the read (see the module documentation).
+        let pruned_through = self.pruned_through().await?;
+        if cursor < pruned_through {
+            return Err(Error::cursor_expired(cursor, pruned_through));
+        }
+        rows.into_iter().map(event_from_row).collect()
+    }
 
     /// The live accounts and the feed sequence they are as of, read in one snapshot.
-    pub async fn feed_snapshot(&self) -> Result<FeedSnapshot> {
+    async fn feed_snapshot(&self) -> Result<FeedSnapshot> {
         // One snapshot for the head and the accounts: PostgreSQL's REPEATABLE READ takes it at
         // the first statement; a SQLite read transaction holds one from its first read.
         let options = if self.is_postgres() {
@@ -266,7 +277,7 @@ impl Store {
     }
 
     /// The highest committed sequence.
-    pub async fn feed_head(&self) -> Result<u64> {
+    async fn feed_head(&self) -> Result<u64> {
         head(self.connection(), self).await
     }
 }

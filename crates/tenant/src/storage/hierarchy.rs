@@ -1,5 +1,6 @@
 //! Hierarchy reads (recursive queries) and writes (attach, detach) under the hierarchy lock.
 
+use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
 use super::{
@@ -9,6 +10,7 @@ use super::{
     db_err,
     entities::accounts,
 };
+use crate::app::ports::HierarchyStore;
 use crate::domain::{
     self, Account, AttachFacts, Claim, Error, HierarchyEntry, NewChange, Page,
     SubAccountAccessType, TreeNode, build_tree, check_attach,
@@ -105,10 +107,13 @@ impl Store {
         };
         Ok(u32::try_from(height).unwrap_or_default())
     }
+}
 
+#[async_trait]
+impl HierarchyStore for Store {
     /// Puts an existing root account under a parent. Checked under the hierarchy lock, so two
     /// concurrent attaches cannot together create a cycle.
-    pub async fn attach(
+    async fn attach(
         &self,
         parent_id: &str,
         child_id: &str,
@@ -154,7 +159,7 @@ impl Store {
     }
 
     /// Makes `child_id` a root again; NOT_FOUND unless it is a direct child of `parent_id`.
-    pub async fn detach(&self, parent_id: &str, child_id: &str) -> Result<Account> {
+    async fn detach(&self, parent_id: &str, child_id: &str) -> Result<Account> {
         let txn = self.begin_write().await?;
         self.lock_hierarchy(&txn).await?;
         let mut child = load_live(&txn, child_id, true).await?;
@@ -174,7 +179,7 @@ impl Store {
 
     /// A page of the direct children or of every descendant, breadth first, ties by tenant
     /// ID. Only the page's rows are read in full (logos and metadata can be large).
-    pub async fn list_descendants(
+    async fn list_descendants(
         &self,
         tenant_id: &str,
         direct_only: bool,
@@ -239,7 +244,7 @@ impl Store {
     }
 
     /// Ancestors, nearest first.
-    pub async fn list_ancestors(&self, tenant_id: &str) -> Result<Vec<HierarchyEntry>> {
+    async fn list_ancestors(&self, tenant_id: &str) -> Result<Vec<HierarchyEntry>> {
         let conn = self.connection();
         load_live(conn, tenant_id, false).await?;
         let ids = self.ancestor_ids(conn, tenant_id).await?;
@@ -259,7 +264,7 @@ impl Store {
     /// Sorted, without duplicates. The walk up from every asked account always takes
     /// `max_depth` steps, starting from the asked IDs rather than from stored rows, so its cost
     /// says nothing about where, or whether, an account exists.
-    pub async fn reachable_sub_accounts(
+    async fn reachable_sub_accounts(
         &self,
         caller: &str,
         tenant_ids: &[String],
@@ -319,7 +324,7 @@ impl Store {
             .collect()
     }
 
-    pub async fn subtree(&self, tenant_id: &str) -> Result<TreeNode> {
+    async fn subtree(&self, tenant_id: &str) -> Result<TreeNode> {
         let conn = self.connection();
         let root = load_live(conn, tenant_id, false).await?;
         let descendants = self

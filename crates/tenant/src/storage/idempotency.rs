@@ -2,6 +2,7 @@
 //! same key then waits on the row and finds it taken), answered just before the commit, pruned
 //! after the retention period.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
@@ -11,24 +12,10 @@ use serde::Serialize;
 use tenantry_common::db::{DbFailure, classify};
 
 use super::{Result, Store, db_err, entities::idempotency_keys};
+use crate::app::ports::IdempotencyStore;
 use crate::domain::{self, Claim, Error, idempotency::KEY_TAKEN, idempotency::StoredKey};
 
 impl Store {
-    /// What is stored under a caller's key, if anything.
-    pub async fn idempotent_response(&self, scope: &str, key: &str) -> Result<Option<StoredKey>> {
-        Ok(
-            idempotency_keys::Entity::find_by_id((scope.to_owned(), key.to_owned()))
-                .one(self.connection())
-                .await
-                .map_err(db_err("read idempotency key"))?
-                .map(|row| StoredKey {
-                    operation: row.operation,
-                    fingerprint: row.fingerprint,
-                    response: row.response,
-                }),
-        )
-    }
-
     /// Stores the key (without its answer yet) in `txn`; must be the transaction's first write.
     /// A key stored by a committed twin is [`KEY_TAKEN`].
     pub(super) async fn claim_key(
@@ -109,5 +96,23 @@ impl Store {
             .await
             .map_err(db_err("prune idempotency keys"))?
             .rows_affected)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Store {
+    /// What is stored under a caller's key, if anything.
+    async fn idempotent_response(&self, scope: &str, key: &str) -> Result<Option<StoredKey>> {
+        Ok(
+            idempotency_keys::Entity::find_by_id((scope.to_owned(), key.to_owned()))
+                .one(self.connection())
+                .await
+                .map_err(db_err("read idempotency key"))?
+                .map(|row| StoredKey {
+                    operation: row.operation,
+                    fingerprint: row.fingerprint,
+                    response: row.response,
+                }),
+        )
     }
 }

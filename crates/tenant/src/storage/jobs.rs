@@ -7,6 +7,7 @@
 //! together. Items whose parent is a later item of the same job are deferred and retried in
 //! another pass while passes make progress.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
@@ -21,6 +22,7 @@ use super::{
     entities::{migration_errors, migration_items, migration_jobs},
     signed, unsigned,
 };
+use crate::app::ports::MigrationStore;
 use crate::domain::{
     self, Claim, DeletedIds, Error, ItemError, ItemOutcome, Migration, MigrationItem,
     MigrationState, NewAccount, NewChange, Page, Submitted,
@@ -90,104 +92,6 @@ fn outcome_of(err: Error) -> Result<ItemOutcome> {
 }
 
 impl Store {
-    /// Starts receiving a job's items; it stays invisible until [`Store::seal_migration`].
-    pub async fn begin_migration(&self) -> Result<String> {
-        let id = uuid::Uuid::now_v7().to_string();
-        migration_jobs::Entity::insert(migration_jobs::ActiveModel {
-            migration_id: Set(id.clone()),
-            state: Set("receiving".into()),
-            total_items: Set(0),
-            processed_items: Set(0),
-            created_items: Set(0),
-            skipped_items: Set(0),
-            failed_items: Set(0),
-            pass_marker: Set(0),
-            failure_message: Set(None),
-            created_at: Set(domain::now()),
-            started_at: Set(None),
-            finished_at: Set(None),
-        })
-        .exec_without_returning(self.connection())
-        .await
-        .map_err(db_err("insert migration job"))?;
-        Ok(id)
-    }
-
-    /// Stores one received chunk of items, numbered from `first_index`.
-    pub async fn add_migration_items(
-        &self,
-        migration_id: &str,
-        first_index: u64,
-        items: &[MigrationItem],
-    ) -> Result<()> {
-        let txn = self.begin_write().await?;
-        for (chunk_no, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for (i, item) in chunk.iter().enumerate() {
-                let index = first_index + (chunk_no * INSERT_CHUNK + i) as u64;
-                rows.push(migration_items::ActiveModel {
-                    migration_id: Set(migration_id.to_owned()),
-                    item_index: Set(signed(index)),
-                    tenant_id: Set(item.tenant_id().map(str::to_owned)),
-                    state: Set("pending".into()),
-                    payload: Set(serde_json::to_string(item)
-                        .map_err(|e| Error::internal("encode migration item", e))?),
-                });
-            }
-            migration_items::Entity::insert_many(rows)
-                .exec_without_returning(&txn)
-                .await
-                .map_err(db_err("insert migration items"))?;
-        }
-        txn.commit().await.map_err(db_err("commit migration items"))
-    }
-
-    /// Makes a fully received job visible and runnable; a `claim` is stored with it.
-    pub async fn seal_migration(
-        &self,
-        migration_id: &str,
-        total: u64,
-        claim: Option<Claim<'_>>,
-    ) -> Result<Submitted> {
-        let txn = self.begin_write().await?;
-        self.claim_key(&txn, claim).await?;
-        let sealed = migration_jobs::Entity::update_many()
-            .col_expr(migration_jobs::Column::State, Expr::value("pending"))
-            .col_expr(
-                migration_jobs::Column::TotalItems,
-                Expr::value(signed(total)),
-            )
-            .filter(migration_jobs::Column::MigrationId.eq(migration_id))
-            .filter(migration_jobs::Column::State.eq("receiving"))
-            .exec(&txn)
-            .await
-            .map_err(db_err("seal migration job"))?;
-        if sealed.rows_affected == 0 {
-            return Err(Error::NotFound {
-                reason: "MIGRATION_NOT_FOUND",
-                message: format!("migration `{migration_id}` is not being received"),
-            });
-        }
-        let submitted = Submitted {
-            migration_id: migration_id.to_owned(),
-            total_items: total,
-        };
-        self.answer_key(&txn, claim, &submitted).await?;
-        txn.commit().await.map_err(db_err("commit migration job"))?;
-        Ok(submitted)
-    }
-
-    /// Forgets a job whose upload failed midway (its items go with it).
-    pub async fn abandon_migration(&self, migration_id: &str) -> Result<()> {
-        migration_jobs::Entity::delete_many()
-            .filter(migration_jobs::Column::MigrationId.eq(migration_id))
-            .filter(migration_jobs::Column::State.eq("receiving"))
-            .exec(self.connection())
-            .await
-            .map_err(db_err("abandon migration job"))?;
-        Ok(())
-    }
-
     /// Removes uploads a crashed process never finished.
     pub async fn sweep_abandoned_uploads(&self, started_before: DateTime<Utc>) -> Result<u64> {
         let done = migration_jobs::Entity::delete_many()
@@ -197,58 +101,6 @@ impl Store {
             .await
             .map_err(db_err("sweep abandoned uploads"))?;
         Ok(done.rows_affected)
-    }
-
-    pub async fn get_migration(&self, migration_id: &str) -> Result<Migration> {
-        let row = migration_jobs::Entity::find_by_id(migration_id.to_owned())
-            .one(self.connection())
-            .await
-            .map_err(db_err("load migration job"))?;
-        match row {
-            // A job still being uploaded does not exist yet for its callers.
-            Some(row) if row.state != "receiving" => job_from_row(row),
-            Some(_) | None => Err(Error::NotFound {
-                reason: "MIGRATION_NOT_FOUND",
-                message: format!("migration `{migration_id}` does not exist"),
-            }),
-        }
-    }
-
-    pub async fn migration_errors(
-        &self,
-        migration_id: &str,
-        limit: u32,
-        offset: u32,
-    ) -> Result<Page<ItemError>> {
-        let select = migration_errors::Entity::find()
-            .filter(migration_errors::Column::MigrationId.eq(migration_id));
-        let total = select
-            .clone()
-            .count(self.connection())
-            .await
-            .map_err(db_err("count migration errors"))?;
-        let rows = select
-            .order_by_asc(migration_errors::Column::ItemIndex)
-            .limit(u64::from(limit))
-            .offset(u64::from(offset))
-            .all(self.connection())
-            .await
-            .map_err(db_err("list migration errors"))?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(|r| ItemError {
-                    index: unsigned(r.item_index),
-                    tenant_id: r.tenant_id,
-                    field: r.field,
-                    reason: r.reason,
-                    message: r.message,
-                })
-                .collect(),
-            total,
-            limit,
-            offset,
-        })
     }
 
     /// The oldest job with work left.
@@ -532,6 +384,159 @@ impl Store {
             Ok((_, changes)) => Ok((ItemOutcome::Created, changes)),
             Err(err) => Ok((outcome_of(err)?, vec![])),
         }
+    }
+}
+
+#[async_trait]
+impl MigrationStore for Store {
+    /// Starts receiving a job's items; it stays invisible until [`Store::seal_migration`].
+    async fn begin_migration(&self) -> Result<String> {
+        let id = uuid::Uuid::now_v7().to_string();
+        migration_jobs::Entity::insert(migration_jobs::ActiveModel {
+            migration_id: Set(id.clone()),
+            state: Set("receiving".into()),
+            total_items: Set(0),
+            processed_items: Set(0),
+            created_items: Set(0),
+            skipped_items: Set(0),
+            failed_items: Set(0),
+            pass_marker: Set(0),
+            failure_message: Set(None),
+            created_at: Set(domain::now()),
+            started_at: Set(None),
+            finished_at: Set(None),
+        })
+        .exec_without_returning(self.connection())
+        .await
+        .map_err(db_err("insert migration job"))?;
+        Ok(id)
+    }
+
+    /// Stores one received chunk of items, numbered from `first_index`.
+    async fn add_migration_items(
+        &self,
+        migration_id: &str,
+        first_index: u64,
+        items: &[MigrationItem],
+    ) -> Result<()> {
+        let txn = self.begin_write().await?;
+        for (chunk_no, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (i, item) in chunk.iter().enumerate() {
+                let index = first_index + (chunk_no * INSERT_CHUNK + i) as u64;
+                rows.push(migration_items::ActiveModel {
+                    migration_id: Set(migration_id.to_owned()),
+                    item_index: Set(signed(index)),
+                    tenant_id: Set(item.tenant_id().map(str::to_owned)),
+                    state: Set("pending".into()),
+                    payload: Set(serde_json::to_string(item)
+                        .map_err(|e| Error::internal("encode migration item", e))?),
+                });
+            }
+            migration_items::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await
+                .map_err(db_err("insert migration items"))?;
+        }
+        txn.commit().await.map_err(db_err("commit migration items"))
+    }
+
+    /// Makes a fully received job visible and runnable; a `claim` is stored with it.
+    async fn seal_migration(
+        &self,
+        migration_id: &str,
+        total: u64,
+        claim: Option<Claim<'_>>,
+    ) -> Result<Submitted> {
+        let txn = self.begin_write().await?;
+        self.claim_key(&txn, claim).await?;
+        let sealed = migration_jobs::Entity::update_many()
+            .col_expr(migration_jobs::Column::State, Expr::value("pending"))
+            .col_expr(
+                migration_jobs::Column::TotalItems,
+                Expr::value(signed(total)),
+            )
+            .filter(migration_jobs::Column::MigrationId.eq(migration_id))
+            .filter(migration_jobs::Column::State.eq("receiving"))
+            .exec(&txn)
+            .await
+            .map_err(db_err("seal migration job"))?;
+        if sealed.rows_affected == 0 {
+            return Err(Error::NotFound {
+                reason: "MIGRATION_NOT_FOUND",
+                message: format!("migration `{migration_id}` is not being received"),
+            });
+        }
+        let submitted = Submitted {
+            migration_id: migration_id.to_owned(),
+            total_items: total,
+        };
+        self.answer_key(&txn, claim, &submitted).await?;
+        txn.commit().await.map_err(db_err("commit migration job"))?;
+        Ok(submitted)
+    }
+
+    /// Forgets a job whose upload failed midway (its items go with it).
+    async fn abandon_migration(&self, migration_id: &str) -> Result<()> {
+        migration_jobs::Entity::delete_many()
+            .filter(migration_jobs::Column::MigrationId.eq(migration_id))
+            .filter(migration_jobs::Column::State.eq("receiving"))
+            .exec(self.connection())
+            .await
+            .map_err(db_err("abandon migration job"))?;
+        Ok(())
+    }
+
+    async fn get_migration(&self, migration_id: &str) -> Result<Migration> {
+        let row = migration_jobs::Entity::find_by_id(migration_id.to_owned())
+            .one(self.connection())
+            .await
+            .map_err(db_err("load migration job"))?;
+        match row {
+            // A job still being uploaded does not exist yet for its callers.
+            Some(row) if row.state != "receiving" => job_from_row(row),
+            Some(_) | None => Err(Error::NotFound {
+                reason: "MIGRATION_NOT_FOUND",
+                message: format!("migration `{migration_id}` does not exist"),
+            }),
+        }
+    }
+
+    async fn migration_errors(
+        &self,
+        migration_id: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Page<ItemError>> {
+        let select = migration_errors::Entity::find()
+            .filter(migration_errors::Column::MigrationId.eq(migration_id));
+        let total = select
+            .clone()
+            .count(self.connection())
+            .await
+            .map_err(db_err("count migration errors"))?;
+        let rows = select
+            .order_by_asc(migration_errors::Column::ItemIndex)
+            .limit(u64::from(limit))
+            .offset(u64::from(offset))
+            .all(self.connection())
+            .await
+            .map_err(db_err("list migration errors"))?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(|r| ItemError {
+                    index: unsigned(r.item_index),
+                    tenant_id: r.tenant_id,
+                    field: r.field,
+                    reason: r.reason,
+                    message: r.message,
+                })
+                .collect(),
+            total,
+            limit,
+            offset,
+        })
     }
 }
 

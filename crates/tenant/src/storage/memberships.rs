@@ -1,11 +1,13 @@
 //! Memberships of users in accounts.
 
+use async_trait::async_trait;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
 
 use super::{Result, Store, accounts::load_live, db_err, entities::memberships};
+use crate::app::ports::MembershipStore;
 use crate::domain::{self, Claim, Error, Membership, NewChange, Page};
 
 fn from_row(row: memberships::Model) -> Membership {
@@ -17,9 +19,39 @@ fn from_row(row: memberships::Model) -> Membership {
 }
 
 impl Store {
+    async fn page(
+        &self,
+        select: sea_orm::Select<memberships::Entity>,
+        order: memberships::Column,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Page<Membership>> {
+        let total = select
+            .clone()
+            .count(self.connection())
+            .await
+            .map_err(db_err("count memberships"))?;
+        let rows = select
+            .order_by_asc(order)
+            .limit(u64::from(limit))
+            .offset(u64::from(offset))
+            .all(self.connection())
+            .await
+            .map_err(db_err("list memberships"))?;
+        Ok(Page {
+            items: rows.into_iter().map(from_row).collect(),
+            total,
+            limit,
+            offset,
+        })
+    }
+}
+
+#[async_trait]
+impl MembershipStore for Store {
     /// Adds a user to a live account. The account row is locked so a concurrent delete either
     /// sees this membership (and removes it) or makes this call NOT_FOUND.
-    pub async fn add_membership(
+    async fn add_membership(
         &self,
         tenant_id: &str,
         user_id: &str,
@@ -57,7 +89,7 @@ impl Store {
         Ok(membership)
     }
 
-    pub async fn remove_membership(&self, tenant_id: &str, user_id: &str) -> Result<()> {
+    async fn remove_membership(&self, tenant_id: &str, user_id: &str) -> Result<()> {
         let txn = self.begin_write().await?;
         let account = load_live(&txn, tenant_id, true).await?;
         let removed = memberships::Entity::delete_many()
@@ -77,7 +109,7 @@ impl Store {
     }
 
     /// Members of a live account, by user ID.
-    pub async fn list_members(
+    async fn list_members(
         &self,
         tenant_id: &str,
         limit: u32,
@@ -91,7 +123,7 @@ impl Store {
     }
 
     /// Accounts a user belongs to (memberships of deleted accounts are removed with them).
-    pub async fn list_user_accounts(
+    async fn list_user_accounts(
         &self,
         user_id: &str,
         limit: u32,
@@ -100,32 +132,5 @@ impl Store {
         let select = memberships::Entity::find().filter(memberships::Column::UserId.eq(user_id));
         self.page(select, memberships::Column::TenantId, limit, offset)
             .await
-    }
-
-    async fn page(
-        &self,
-        select: sea_orm::Select<memberships::Entity>,
-        order: memberships::Column,
-        limit: u32,
-        offset: u32,
-    ) -> Result<Page<Membership>> {
-        let total = select
-            .clone()
-            .count(self.connection())
-            .await
-            .map_err(db_err("count memberships"))?;
-        let rows = select
-            .order_by_asc(order)
-            .limit(u64::from(limit))
-            .offset(u64::from(offset))
-            .all(self.connection())
-            .await
-            .map_err(db_err("list memberships"))?;
-        Ok(Page {
-            items: rows.into_iter().map(from_row).collect(),
-            total,
-            limit,
-            offset,
-        })
     }
 }

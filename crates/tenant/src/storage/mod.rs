@@ -91,11 +91,6 @@ impl Store {
         &self.inner.channel
     }
 
-    /// Followers in this process wait on this; [`Store::wake_followers`] bumps it.
-    pub fn subscribe_feed(&self) -> watch::Receiver<u64> {
-        self.inner.feed_head.subscribe()
-    }
-
     /// Tells followers that sequences up to `sequence` may be readable now.
     pub fn wake_followers(&self, sequence: u64) {
         self.inner.feed_head.send_if_modified(|head| {
