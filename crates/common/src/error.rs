@@ -7,6 +7,8 @@
 use http::StatusCode;
 use tonic::Code;
 
+use crate::idempotency::KEY_REUSED;
+
 /// Reason (in `ErrorDetails.reason`) of a write refused because the database's storage is full
 /// (code RESOURCE_EXHAUSTED): nothing was written, retry once space is freed. HTTP 507.
 pub const STORAGE_FULL: &str = "STORAGE_FULL";
@@ -19,6 +21,9 @@ pub const STORAGE_FAILED: &str = "STORAGE_FAILED";
 pub fn http_status_for(code: Code, reason: &str) -> StatusCode {
     match (code, reason) {
         (Code::ResourceExhausted, STORAGE_FULL) => StatusCode::INSUFFICIENT_STORAGE,
+        // A key sent again with another request conflicts with the stored one, as an
+        // existing ID does; the reason tells the two apart.
+        (Code::FailedPrecondition, KEY_REUSED) => StatusCode::CONFLICT,
         _ => http_status(code),
     }
 }
@@ -131,6 +136,18 @@ mod tests {
         assert_eq!(
             grpc_code(StatusCode::INSUFFICIENT_STORAGE),
             Code::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn a_reused_idempotency_key_is_409_and_other_preconditions_stay_412() {
+        assert_eq!(
+            http_status_for(Code::FailedPrecondition, KEY_REUSED),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            http_status_for(Code::FailedPrecondition, "GRANT_REVOKED"),
+            StatusCode::PRECONDITION_FAILED
         );
     }
 

@@ -8,7 +8,7 @@ use axum::{
 };
 use http::StatusCode;
 use serde::de::DeserializeOwned;
-use tenantry_common::limits;
+use tenantry_common::{idempotency, limits};
 
 use crate::error::ApiError;
 
@@ -168,6 +168,38 @@ pub fn split_list(value: Option<&str>) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// The `Idempotency-Key` header of a create, validated by the services' rule (1-255 visible
+/// characters); absent is `None`. A malformed or repeated header is 400 naming it. Routes
+/// declare it in OpenAPI with `params(IdempotencyKey)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+pub struct IdempotencyKey(
+    /// Makes a retry answer as the first request did, without writing twice (1-255 visible
+    /// characters, kept `idempotency_retention_secs`); the same key with another request is
+    /// 409 `IDEMPOTENCY_KEY_REUSED`.
+    pub Option<String>,
+);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(idempotency::HEADER).iter();
+        let Some(value) = values.next() else {
+            return Ok(Self(None));
+        };
+        if values.next().is_some() {
+            return Err(ApiError::invalid_field("Idempotency-Key", "send it once"));
+        }
+        value
+            .to_str()
+            .ok()
+            .filter(|key| idempotency::is_valid_key(key))
+            .map(|key| Self(Some(key.to_owned())))
+            .ok_or_else(|| ApiError::invalid_field("Idempotency-Key", idempotency::KEY_RULE))
+    }
 }
 
 #[cfg(test)]

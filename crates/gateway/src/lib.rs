@@ -177,7 +177,7 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static(auth::scope::TENANT_HEADER),
             HeaderName::from_static(layers::REQUEST_ID_HEADER),
-            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(tenantry_common::idempotency::HEADER),
         ])
         .expose_headers([
             HeaderName::from_static(layers::REQUEST_ID_HEADER),

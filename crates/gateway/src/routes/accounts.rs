@@ -19,7 +19,7 @@ use crate::{
     auth::{Caller, Management, Principal},
     convert::{json_to_value, metadata_to_struct, opt_struct_to_json, opt_timestamp},
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, split_list},
     state::{AppState, grpc},
 };
 
@@ -213,14 +213,17 @@ pub struct ListQuery {
 // ---------------------------------------------------------------------------------------------
 // Accounts
 
-/// Create an account (reactivates a deleted one with the same ID).
+/// Create an account (reactivates a deleted one with the same ID; `Idempotency-Key` makes
+/// retries safe).
 #[utoipa::path(post, path = "/tenants/resources/tenants/v1", tag = "Accounts",
+    params(IdempotencyKey),
     request_body = CreateTenantBody,
     responses((status = 201, body = Tenant), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_account(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let account = Some(body.into_new_account("")?);
@@ -230,7 +233,7 @@ async fn create_account(
             &p,
             CreateAccountRequest {
                 account,
-                idempotency_key: None,
+                idempotency_key,
             },
         ))
         .await?

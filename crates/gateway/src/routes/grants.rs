@@ -6,7 +6,7 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tenantry_proto::{
@@ -28,13 +28,12 @@ use crate::{
     auth::Management,
     convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp, parse_time_field},
     error::{ApiError, ErrorBody, FieldViolation, ItemError},
-    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, split_list},
     state::{AppState, grpc},
 };
 
 /// Most items in one batch call.
 pub const MAX_BATCH: usize = 1_000;
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -446,21 +445,6 @@ pub struct RelationsQuery {
     pub with_relations: Option<bool>,
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    headers
-        .get(IDEMPOTENCY_HEADER)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .filter(|s| !s.is_empty() && s.len() <= 255)
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    ApiError::invalid_field("Idempotency-Key", "must be 1-255 visible characters")
-                })
-        })
-        .transpose()
-}
-
 fn check_batch_size(len: usize, field: &str) -> Result<(), ApiError> {
     if len == 0 || len > MAX_BATCH {
         Err(ApiError::invalid_field(
@@ -546,19 +530,19 @@ async fn list_grants(
 
 /// Create one entitlement (`Idempotency-Key` makes retries safe).
 #[utoipa::path(post, path = "/entitlements/resources/entitlements/v2", tag = "Entitlements",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(IdempotencyKey),
     request_body = NewEntitlement,
     responses((status = 201, body = Entitlement), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_grant(
     State(state): State<AppState>,
     Management(p): Management,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<NewEntitlement>,
 ) -> Result<Response, ApiError> {
     let request = CreateGrantRequest {
         grant: Some(b.into_pb().map_err(single_error)?),
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key,
     };
     let out = state
         .grants()
@@ -574,14 +558,14 @@ async fn create_grant(
 
 /// Create entitlements in one all-or-nothing batch (up to 1,000); IDs in request order.
 #[utoipa::path(post, path = "/entitlements/resources/entitlements/v2/batch", tag = "Entitlements",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(IdempotencyKey),
     request_body = BatchCreateBody,
     responses((status = 201, body = EntitlementIds), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn batch_create(
     State(state): State<AppState>,
     Management(p): Management,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<BatchCreateBody>,
 ) -> Result<Response, ApiError> {
     check_batch_size(b.entitlements.len(), "entitlements")?;
@@ -602,7 +586,7 @@ async fn batch_create(
             &p,
             BatchCreateGrantsRequest {
                 grants,
-                idempotency_key: idempotency_key(&headers)?,
+                idempotency_key,
             },
         ))
         .await
@@ -621,14 +605,14 @@ async fn batch_create(
 
 /// Change entitlements in one all-or-nothing batch (expiry, start, metadata).
 #[utoipa::path(patch, path = "/entitlements/resources/entitlements/v2/batch", tag = "Entitlements",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(IdempotencyKey),
     request_body = BatchUpdateBody,
     responses((status = 200, body = EntitlementIds), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn batch_update(
     State(state): State<AppState>,
     Management(p): Management,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<BatchUpdateBody>,
 ) -> Result<Response, ApiError> {
     check_batch_size(b.entitlements.len(), "entitlements")?;
@@ -655,7 +639,7 @@ async fn batch_update(
             &p,
             BatchUpdateGrantsRequest {
                 patches,
-                idempotency_key: idempotency_key(&headers)?,
+                idempotency_key,
             },
         ))
         .await
@@ -671,13 +655,13 @@ async fn batch_update(
 
 /// Delete entitlements by `?ids=` in one all-or-nothing batch.
 #[utoipa::path(delete, path = "/entitlements/resources/entitlements/v2/batch", tag = "Entitlements",
-    params(BatchDeleteQuery, ("Idempotency-Key" = Option<String>, Header)),
+    params(BatchDeleteQuery, IdempotencyKey),
     responses((status = 200, body = BatchDeleted), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn batch_delete(
     State(state): State<AppState>,
     Management(p): Management,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiQuery(q): ApiQuery<BatchDeleteQuery>,
 ) -> Result<Response, ApiError> {
     let ids = split_list(q.ids.as_deref());
@@ -688,7 +672,7 @@ async fn batch_delete(
             &p,
             BatchDeleteGrantsRequest {
                 ids,
-                idempotency_key: idempotency_key(&headers)?,
+                idempotency_key,
             },
         ))
         .await

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     auth::{Caller, Management, permissions, require_permission, scope},
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey},
     state::{AppState, grpc},
 };
 
@@ -214,14 +214,16 @@ fn tree_ids<'a>(node: &'a pb::HierarchyTreeNode, out: &mut Vec<&'a str>) {
 }
 
 /// Create a sub-account under a parent (user token: its account or a reachable sub-account,
-/// with `fe.account-hierarchy.write.subAccount`).
+/// with `fe.account-hierarchy.write.subAccount`; `Idempotency-Key` makes retries safe).
 #[utoipa::path(post, path = "/tenants/resources/sub-tenants/v1", tag = "Sub-accounts",
+    params(IdempotencyKey),
     request_body = CreateSubTenantBody,
     responses((status = 201, body = Tenant), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_sub_account(
     State(state): State<AppState>,
     Caller(p): Caller,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<CreateSubTenantBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     scope::ensure_account(&state, &p, &b.parent_tenant_id).await?;
@@ -240,7 +242,7 @@ async fn create_sub_account(
                 creator_name: b.creator_name,
                 creator_email: b.creator_email,
                 is_reseller: b.is_reseller,
-                idempotency_key: None,
+                idempotency_key,
             },
         ))
         .await?
@@ -379,14 +381,16 @@ async fn list_sub_accounts(
     Ok(Json(sub_account_page(out, allowed.as_ref())))
 }
 
-/// Attach an existing account under a parent.
+/// Attach an existing account under a parent (`Idempotency-Key` makes retries safe).
 #[utoipa::path(post, path = "/tenants/resources/hierarchy/v1", tag = "Sub-accounts and hierarchy",
+    params(IdempotencyKey),
     request_body = ParentChildBody,
     responses((status = 201, body = Tenant), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn attach(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<ParentChildBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let out = state
@@ -396,7 +400,7 @@ async fn attach(
             AttachSubAccountRequest {
                 parent_tenant_id: b.parent_tenant_id,
                 child_tenant_id: b.child_tenant_id,
-                idempotency_key: None,
+                idempotency_key,
             },
         ))
         .await?

@@ -15,7 +15,7 @@ use crate::{
     auth::Management,
     convert::opt_timestamp,
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey},
     state::{AppState, grpc},
 };
 
@@ -81,15 +81,16 @@ async fn list_members(
     }))
 }
 
-/// Add a user to an account.
+/// Add a user to an account (`Idempotency-Key` makes retries safe).
 #[utoipa::path(post, path = "/tenants/resources/tenants/v1/{tenantId}/users", tag = "Memberships",
-    params(("tenantId" = String, Path)), request_body = AddMemberBody,
+    params(("tenantId" = String, Path), IdempotencyKey), request_body = AddMemberBody,
     responses((status = 201, body = Membership), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn add_member(
     State(state): State<AppState>,
     Management(p): Management,
     ApiPath(tenant_id): ApiPath<String>,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(body): ApiJson<AddMemberBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let out = state
@@ -99,7 +100,7 @@ async fn add_member(
             AddMembershipRequest {
                 tenant_id,
                 user_id: body.user_id,
-                idempotency_key: None,
+                idempotency_key,
             },
         ))
         .await?

@@ -17,7 +17,7 @@ use crate::{
     auth::Management,
     convert::opt_timestamp,
     error::{ApiError, ErrorBody, ItemError, camel_path},
-    extract::{ApiJson, ApiPath, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey},
     state::{AppState, grpc},
 };
 
@@ -148,17 +148,24 @@ impl MigrationStatus {
     }
 }
 
-/// Submit accounts to import (bare IDs or full accounts); answers 202 at once.
+/// Submit accounts to import (bare IDs or full accounts); answers 202 at once
+/// (`Idempotency-Key` makes retries safe: one job, whatever the retries).
 #[utoipa::path(post, path = "/tenants/resources/migrations/v1/tenants", tag = "Account migration",
+    params(IdempotencyKey),
     request_body = MigrateBody,
     responses((status = 202, body = MigrationAccepted), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn submit_migration(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(body): ApiJson<MigrateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let requests = body.into_requests()?;
+    let mut requests = body.into_requests()?;
+    // The first chunk carries the key for the whole stream.
+    if let Some(first) = requests.first_mut() {
+        first.idempotency_key = idempotency_key;
+    }
     let out = state
         .migrations()
         .submit_migration(grpc(&p, stream::iter(requests)))

@@ -7,8 +7,8 @@ use crate::helpers::{TestApp, assert_error_shape, spawn_with, user_claims, user_
 
 const WRITE_SUB: &str = "fe.account-hierarchy.write.subAccount";
 
-struct Stack {
-    app: TestApp,
+pub(crate) struct Stack {
+    pub(crate) app: TestApp,
     _tenant: tenantry_common::Shutdown,
 }
 
@@ -18,7 +18,7 @@ impl Drop for Stack {
     }
 }
 
-async fn spawn_stack() -> Stack {
+pub(crate) async fn spawn_stack() -> Stack {
     spawn_stack_with(|_| {}).await
 }
 

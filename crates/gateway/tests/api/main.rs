@@ -4,4 +4,5 @@ mod accounts;
 mod edge;
 mod entitlements;
 mod helpers;
+mod idempotency;
 mod platform;

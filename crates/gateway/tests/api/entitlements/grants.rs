@@ -401,7 +401,7 @@ async fn grant_batches_are_all_or_nothing_and_idempotent() {
     let r = s
         .post_with(BATCH, &[("idempotency-key", "k-1")], &other)
         .await;
-    assert_error_shape(&r, 412);
+    assert_error_shape(&r, 409);
     assert_eq!(r.body["reason"], "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(items(&s.get(GRANTS).await).len(), 2);
     // A key that is not a visible string.
