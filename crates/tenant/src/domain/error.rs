@@ -1,5 +1,14 @@
 //! The domain error: what went wrong, in terms a caller can act on.
 
+/// The conflicts a write can meet, named once: the service's own checks and the storage's
+/// mapping of the unique keys that back them up give the same reason, and code that decides
+/// on one (an import item's field at fault) matches these constants, never a message.
+pub const ACCOUNT_EXISTS: &str = "ACCOUNT_EXISTS";
+/// Another live account has the alias.
+pub const ALIAS_TAKEN: &str = "ALIAS_TAKEN";
+/// The user is already a member of the account.
+pub const MEMBERSHIP_EXISTS: &str = "MEMBERSHIP_EXISTS";
+
 /// Every way a tenant-service operation can fail. `reason` values are stable UPPER_SNAKE_CASE
 /// codes clients may match on.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,9 @@ use crate::app::ports::AccountStore;
 use crate::domain::{
     self, Account, AccountPatch, AttachFacts, ChangeKind, Claim, Created, Deleted, DeletedIds,
     Error, ListQuery, NewAccount, NewChange, Page, Settings, SortField, SubAccountAccessType,
-    check_attach, like_contains,
+    check_attach,
+    error::{ACCOUNT_EXISTS, ALIAS_TAKEN},
+    like_contains,
 };
 
 pub(super) async fn load_row<C: ConnectionTrait>(
@@ -64,7 +66,7 @@ async fn ensure_alias_free<C: ConnectionTrait>(conn: &C, alias: &str, owner: &st
         .map_err(db_err("check alias"))?;
     if taken > 0 {
         return Err(Error::AlreadyExists {
-            reason: "ALIAS_TAKEN",
+            reason: ALIAS_TAKEN,
             message: format!("alias `{alias}` is already used by another account"),
         });
     }
@@ -91,7 +93,7 @@ impl Store {
             .is_some_and(|row| row.deleted_at.is_none() || deleted == DeletedIds::Reserved)
         {
             return Err(Error::AlreadyExists {
-                reason: "ACCOUNT_EXISTS",
+                reason: ACCOUNT_EXISTS,
                 message: format!("account `{tenant_id}` already exists"),
             });
         }

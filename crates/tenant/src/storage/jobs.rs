@@ -25,7 +25,7 @@ use super::{
 use crate::app::ports::MigrationStore;
 use crate::domain::{
     self, Claim, DeletedIds, Error, ItemError, ItemOutcome, Migration, MigrationItem,
-    MigrationState, NewAccount, NewChange, Page, Submitted,
+    MigrationState, NewAccount, NewChange, Page, Submitted, error::ALIAS_TAKEN,
 };
 
 /// What a batch left to do.
@@ -71,15 +71,13 @@ fn failed(field: &str, reason: &str, message: impl Into<String>) -> ItemOutcome 
 fn outcome_of(err: Error) -> Result<ItemOutcome> {
     match err {
         Error::InvalidArgument { field, message } => Ok(failed(&field, "INVALID_ITEM", message)),
-        Error::AlreadyExists { reason, message } => Ok(failed(
-            if reason == "ALIAS_TAKEN" {
-                "alias"
-            } else {
-                "tenant_id"
-            },
-            reason,
-            message,
-        )),
+        Error::AlreadyExists { reason, message } => {
+            let field = match reason {
+                ALIAS_TAKEN => "alias",
+                _ => "tenant_id",
+            };
+            Ok(failed(field, reason, message))
+        }
         Error::NotFound { reason, message } | Error::FailedPrecondition { reason, message } => {
             Ok(failed("parent_tenant_id", reason, message))
         }

@@ -8,7 +8,7 @@ use sea_orm::{
 
 use super::{Result, Store, accounts::load_live, db_err, entities::memberships};
 use crate::app::ports::MembershipStore;
-use crate::domain::{self, Claim, Error, Membership, NewChange, Page};
+use crate::domain::{self, Claim, Error, Membership, NewChange, Page, error::MEMBERSHIP_EXISTS};
 
 fn from_row(row: memberships::Model) -> Membership {
     Membership {
@@ -66,7 +66,7 @@ impl MembershipStore for Store {
             .map_err(db_err("load membership"))?;
         if exists.is_some() {
             return Err(Error::AlreadyExists {
-                reason: "MEMBERSHIP_EXISTS",
+                reason: MEMBERSHIP_EXISTS,
                 message: format!("user `{user_id}` is already a member of account `{tenant_id}`"),
             });
         }

@@ -19,7 +19,10 @@ use sea_orm::{
 use tenantry_common::db::{DbFailure, classify};
 use tokio::sync::watch;
 
-use crate::domain::{Error, NewChange};
+use crate::domain::{
+    Error, NewChange,
+    error::{ACCOUNT_EXISTS, ALIAS_TAKEN, MEMBERSHIP_EXISTS},
+};
 
 pub use jobs::BatchProgress;
 
@@ -220,28 +223,56 @@ fn placeholders(backend: DbBackend, sql: &str) -> String {
     out
 }
 
+/// The unique keys of the tenant schema whose violation means something to a caller. A
+/// violation is matched on the whole key the database reports — the constraint's name on
+/// PostgreSQL, `UNIQUE constraint failed: <columns>` on SQLite, which names no constraint —
+/// never on a part of it; any other key is an internal error, and no name reaches a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UniqueKey {
+    Account,
+    LiveAlias,
+    Membership,
+}
+
+impl UniqueKey {
+    fn of(reported: &str) -> Option<Self> {
+        let key = reported
+            .strip_prefix("UNIQUE constraint failed: ")
+            .unwrap_or(reported);
+        match key {
+            "accounts_pkey" | "accounts.tenant_id" => Some(Self::Account),
+            "accounts_live_alias" | "accounts.alias" => Some(Self::LiveAlias),
+            "memberships_pkey" | "memberships.tenant_id, memberships.user_id" => {
+                Some(Self::Membership)
+            }
+            _ => None,
+        }
+    }
+
+    fn error(self) -> Error {
+        let (reason, message) = match self {
+            Self::Account => (ACCOUNT_EXISTS, "an account with this ID already exists"),
+            Self::LiveAlias => (ALIAS_TAKEN, "the alias is already used by another account"),
+            Self::Membership => (
+                MEMBERSHIP_EXISTS,
+                "the user is already a member of the account",
+            ),
+        };
+        Error::AlreadyExists {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
 /// Maps a database error to the domain: constraint violations to what they mean, lost
 /// connections to UNAVAILABLE, anything else to an internal error carrying its context.
 pub(crate) fn db_err(context: &'static str) -> impl FnOnce(DbErr) -> Error {
     move |err| match classify(&err) {
-        DbFailure::UniqueViolation(constraint) => {
-            if constraint.contains("alias") {
-                Error::AlreadyExists {
-                    reason: "ALIAS_TAKEN",
-                    message: "the alias is already used by another account".into(),
-                }
-            } else if constraint.contains("memberships") {
-                Error::AlreadyExists {
-                    reason: "MEMBERSHIP_EXISTS",
-                    message: "the user is already a member of the account".into(),
-                }
-            } else {
-                Error::AlreadyExists {
-                    reason: "ACCOUNT_EXISTS",
-                    message: "an account with this ID already exists".into(),
-                }
-            }
-        }
+        DbFailure::UniqueViolation(key) => match UniqueKey::of(&key) {
+            Some(key) => key.error(),
+            None => Error::internal(context, err),
+        },
         DbFailure::ForeignKeyViolation(_) => Error::precondition(
             "ACCOUNT_NOT_FOUND",
             "a referenced account does not exist (it may have been deleted concurrently)",
@@ -283,6 +314,89 @@ mod tests {
             "a = $1 AND b = $2"
         );
         assert_eq!(placeholders(DbBackend::Sqlite, "a = ?"), "a = ?");
+    }
+
+    /// Each unique key a write can run into, on both databases, as the database reports it.
+    async fn violations_map_to_what_they_mean(url: String) {
+        use sea_orm::ConnectionTrait;
+
+        use crate::app::ports::{AccountStore, MembershipStore, MigrationStore};
+        use crate::domain::{DeletedIds, NewAccount};
+
+        let conn = tenantry_common::db::connect(&tenantry_common::db::DbSettings {
+            url,
+            schema: "tenant".into(),
+            max_connections: 2,
+            acquire_timeout: std::time::Duration::from_secs(30),
+            application_name: "unique-key-test".into(),
+        })
+        .await
+        .unwrap();
+        tenantry_common::db::migrate::<crate::migration::Migrator>(&conn)
+            .await
+            .unwrap();
+        let store = Store::new(conn, "tenant", 16);
+        for (id, alias) in [("a1", Some("x")), ("a2", None)] {
+            let new = NewAccount {
+                tenant_id: Some(id.into()),
+                name: id.into(),
+                alias: alias.map(str::to_owned),
+                ..NewAccount::default()
+            };
+            store
+                .create_account(new, DeletedIds::Reactivate, None)
+                .await
+                .unwrap();
+        }
+        store.add_membership("a1", "u", None).await.unwrap();
+        store.begin_migration().await.unwrap();
+        let violation = |sql: &'static str| {
+            let store = store.clone();
+            async move {
+                let err = store
+                    .connection()
+                    .execute_raw(Statement::from_string(store.inner.backend, sql))
+                    .await
+                    .expect_err(sql);
+                db_err("test")(err)
+            }
+        };
+        let cases = [
+            (
+                "INSERT INTO accounts SELECT * FROM accounts WHERE tenant_id = 'a2'",
+                "ACCOUNT_EXISTS",
+            ),
+            (
+                "UPDATE accounts SET alias = 'x' WHERE tenant_id = 'a2'",
+                "ALIAS_TAKEN",
+            ),
+            (
+                "INSERT INTO memberships SELECT * FROM memberships",
+                "MEMBERSHIP_EXISTS",
+            ),
+            // A key no caller can act on is an internal error, whatever its name says.
+            (
+                "INSERT INTO migration_jobs SELECT * FROM migration_jobs",
+                "INTERNAL",
+            ),
+        ];
+        for (sql, reason) in cases {
+            let err = violation(sql).await;
+            assert_eq!(err.reason(), reason, "{sql}: {err:?}");
+            assert!(!err.to_string().contains("pkey"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unique_violations_are_decided_on_the_whole_key_on_sqlite() {
+        let (_dir, url) = tenantry_common::testing::sqlite();
+        violations_map_to_what_they_mean(url).await;
+    }
+
+    #[tokio::test]
+    async fn unique_violations_are_decided_on_the_whole_key_on_postgres() {
+        let url = tenantry_common::testing::postgres().create_database().await;
+        violations_map_to_what_they_mean(url).await;
     }
 
     #[test]

@@ -12,4 +12,5 @@ mod idempotency;
 mod memberships;
 mod migrations;
 mod plans;
+mod races;
 mod sqlite;
