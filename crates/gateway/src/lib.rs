@@ -78,6 +78,7 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::features::router())
         .merge(routes::plans::router())
         .merge(routes::flags::router())
+        .merge(routes::route_policies::router())
         .merge(routes::grants::router())
         .merge(routes::checks::router())
         .merge(routes::compat::router())

@@ -12,6 +12,7 @@ pub mod memberships;
 pub mod migrations;
 pub mod plans;
 pub mod platform;
+pub mod route_policies;
 pub mod rules;
 
 use axum::response::{IntoResponse, Response};
