@@ -7,7 +7,8 @@
    2xx to the attacker that shows the victim's data, and the victim unchanged afterwards.
 2. Nesting and size sweep of every JSON body in the document (deep nesting, huge strings, huge
    arrays, an oversized body), sent with an environment token: only 4xx.
-3. (optional, `--schemathesis ST`) schemathesis fuzzes every operation with malformed requests
+3. The largest bulk import one request may submit, with concurrent writers: none answered 5xx.
+4. (optional, `--schemathesis ST`) schemathesis fuzzes every operation with malformed requests
    (bounded: max examples and a fixed seed): no 5xx.
 
 It starts the server on free ports with a throwaway data directory and stops it at the end. Only
@@ -16,6 +17,7 @@ the standard library is used. Usage: adversarial.py TENANTRY_BINARY [--schemathe
 
 import argparse
 import base64
+import collections
 import hashlib
 import hmac
 import http.client
@@ -27,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -424,6 +427,56 @@ def sweep(spec, client, env, ids, body_limit=1024 * 1024):
     print(f"  {len(plans)} requests", flush=True)
 
 
+def import_under_writes(spec, client, env, ids, writers=8, deadline_s=300):
+    """The largest bulk import one request may submit, with other clients writing until it
+    ends: every write is answered (SQLite has one writer; an import once starved the others
+    into 503s), and the import itself finishes."""
+    print("==> the largest bulk import under concurrent writes", flush=True)
+    body = spec["components"]["schemas"]["MigrateBody"]["properties"]["tenants"]
+    count = body["maxItems"]
+    status, text = client.request("post", "/tenants/resources/migrations/v1/tenants", token=env,
+                                  body={"tenants": [f"import-{RUN}-{i}" for i in range(count)]})
+    if status != 202:
+        fail(f"POST /tenants/resources/migrations/v1/tenants with {count} accounts: {status} "
+             f"{text[:200]}")
+        return
+    status_path = f"/tenants/resources/migrations/v1/tenants/status/{json.loads(text)['migrationId']}"
+    done = threading.Event()
+    answers = collections.Counter()
+
+    def write(k):
+        i = 0
+        while not done.is_set():
+            status, text = client.request("post", "/tenants/resources/tenants/v1", token=env,
+                                          body={"tenantId": f"writer-{RUN}-{k}-{i}", "name": "W"})
+            answers[status // 100] += 1
+            if status >= 500 or status == 0:
+                fail(f"POST /tenants/resources/tenants/v1 during a bulk import: {status} "
+                     f"{text[:200]}")
+            i += 1
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+    for thread in threads:
+        thread.start()
+    state, until = None, time.time() + deadline_s
+    try:
+        while time.time() < until:
+            status, text = client.request("get", status_path, token=env)
+            state = json.loads(text).get("status") if status == 200 else f"HTTP {status}"
+            if state in ("completed", "failed"):
+                break
+            time.sleep(0.5)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    if state != "completed":
+        fail(f"a {count}-account bulk import under concurrent writes ended {state!r}, "
+             f"not completed within {deadline_s} s")
+    print(f"  {count} accounts imported while {writers} writers sent "
+          f"{sum(answers.values())} writes ({dict(answers)} by status class)", flush=True)
+
+
 def run_schemathesis(st, client, env, seed):
     print("==> schemathesis: malformed requests to every operation (bounded)", flush=True)
     url = f"http://127.0.0.1:{client.port}/openapi.json"
@@ -505,7 +558,7 @@ def main():
     if os.path.exists(args.known):
         load_known(args.known)
     started = time.time()
-    phases = [[matrix, sweep]]
+    phases = [[matrix, sweep, import_under_writes]]
     if args.schemathesis:
         # Its own server: work the sweep left running (an accepted bulk import) must not
         # turn schemathesis's requests into 503s.

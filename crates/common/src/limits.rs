@@ -25,6 +25,8 @@ pub const MAX_ID_CHARS: usize = 255;
 pub const MAX_PATH_CHARS: usize = 2_048;
 /// Most permissions a check's subject may carry.
 pub const MAX_SUBJECT_PERMISSIONS: usize = 1_000;
+/// Most accounts one REST migration request may list (gRPC callers stream larger jobs).
+pub const MAX_MIGRATION_REQUEST_ITEMS: usize = 10_000;
 
 /// Limits of one kind of free-form JSON object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,12 +8,10 @@ use tenantry_common::Shutdown;
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{
-    domain::Error,
+    domain::{Error, MIGRATION_BATCH},
     storage::{BatchProgress, Store},
 };
 
-/// Items applied per migration batch (one short transaction each).
-const MIGRATION_BATCH: u64 = 500;
 /// How often idle runners look for jobs submitted through another replica.
 const MIGRATION_POLL: Duration = Duration::from_secs(5);
 /// Uploads older than this that never finished belong to a process that died.

@@ -5,6 +5,7 @@ use axum::{Json, extract::State, response::IntoResponse};
 use futures::stream;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tenantry_common::{ids::MAX_TENANT_ID_CHARS, limits::MAX_MIGRATION_REQUEST_ITEMS};
 use tenantry_proto::tenant::v1::{
     GetMigrationStatusRequest, GetMigrationStatusResponse, MigrationItem, MigrationState,
     SubmitMigrationRequest, migration_item,
@@ -23,7 +24,7 @@ use crate::{
 
 /// Items per message of the migration stream.
 const MIGRATION_CHUNK: usize = 1_000;
-/// Migration bodies may be this large whatever the general body limit (100,000 accounts).
+/// Migration bodies may be this large whatever the general body limit (10,000 accounts).
 pub const MIGRATION_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub fn router(body_limit: usize) -> OpenApiRouter<AppState> {
@@ -48,6 +49,10 @@ pub enum MigrationItemBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MigrateBody {
+    /// 1 to 10,000 accounts (more is refused: submit larger imports in several requests). A
+    /// bare ID longer than 255 characters refuses the whole request; other bad items are
+    /// reported one by one in the migration's status.
+    #[schema(min_items = 1, max_items = 10_000)]
     pub tenants: Vec<MigrationItemBody>,
 }
 
@@ -83,15 +88,23 @@ impl MigrateBody {
     /// The upload as the messages of the migration stream, at most [`MIGRATION_CHUNK`] items
     /// each, so no message nears the gRPC limit however many accounts the body holds.
     fn into_requests(self) -> Result<Vec<SubmitMigrationRequest>, ApiError> {
-        if self.tenants.is_empty() {
+        if self.tenants.is_empty() || self.tenants.len() > MAX_MIGRATION_REQUEST_ITEMS {
             return Err(ApiError::invalid_field(
                 "tenants",
-                "must list at least one account",
+                format!("must list 1 to {MAX_MIGRATION_REQUEST_ITEMS} accounts"),
             ));
         }
         let mut items = Vec::with_capacity(self.tenants.len());
         for (i, t) in self.tenants.into_iter().enumerate() {
             let item = match t {
+                // Longer is a client sending too much: the whole request is refused. Shorter
+                // bad IDs are the item's own error in the migration's report.
+                MigrationItemBody::Id(id) if id.chars().count() > MAX_TENANT_ID_CHARS => {
+                    return Err(ApiError::invalid_field(
+                        &format!("tenants[{i}]"),
+                        format!("an account ID is at most {MAX_TENANT_ID_CHARS} characters"),
+                    ));
+                }
                 MigrationItemBody::Id(id) => migration_item::Item::TenantId(id),
                 MigrationItemBody::Account(a) => {
                     migration_item::Item::Account(a.into_new_account(&format!("tenants[{i}]."))?)

@@ -214,6 +214,35 @@ async fn accounts_crud_lists_and_metadata_at_the_seed_paths() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(["pending", "running", "completed"].contains(&r.body["status"].as_str().unwrap()));
 
+    // Sizes a client may not send: more accounts than one request takes, a bare ID longer
+    // than any ID (the whole request is refused; nothing is imported).
+    let r = app
+        .post_json(
+            "/tenants/resources/migrations/v1/tenants",
+            Some(&env),
+            &json!({"tenants": vec!["x"; 10_001]}),
+        )
+        .await;
+    assert_error_shape(&r, 400);
+    assert_eq!(
+        r.body["fieldViolations"][0]["field"], "tenants",
+        "{:?}",
+        r.body
+    );
+    let r = app
+        .post_json(
+            "/tenants/resources/migrations/v1/tenants",
+            Some(&env),
+            &json!({"tenants": ["m-4", "x".repeat(256)]}),
+        )
+        .await;
+    assert_error_shape(&r, 400);
+    assert_eq!(
+        r.body["fieldViolations"][0]["field"], "tenants[1]",
+        "{:?}",
+        r.body
+    );
+
     let r = app
         .send_json(
             "DELETE",

@@ -7,8 +7,8 @@ use super::{
     ports::{Storage, Upload},
 };
 use crate::domain::{
-    DEFAULT_ERRORS_LIMIT, Error, Idempotency, ItemError, MAX_ERRORS_LIMIT, MAX_MIGRATION_ITEMS,
-    Migration, Page, Submitted, error::Result, page_limit,
+    DEFAULT_ERRORS_LIMIT, Error, Idempotency, ItemError, MAX_ERRORS_LIMIT, MAX_MIGRATION_BYTES,
+    MAX_MIGRATION_ITEMS, Migration, Page, Submitted, error::Result, page_limit,
 };
 
 /// The longest migration ID (they are UUIDs; this bounds what a caller may send).
@@ -51,16 +51,27 @@ impl<S: Storage> Engine<S> {
         Ok(job)
     }
 
-    /// Stores each chunk as it arrives: at most [`MAX_MIGRATION_ITEMS`], at least one.
-    /// Returns how many, and the upload's idempotency key.
+    /// Stores each chunk as it arrives: at most [`MAX_MIGRATION_ITEMS`] and
+    /// [`MAX_MIGRATION_BYTES`], at least one item, none too large to be an account. Returns how many, and the upload's idempotency key.
     async fn receive_items<U: Upload>(
         &self,
         migration_id: &str,
         mut upload: U,
     ) -> Result<(u64, Option<Idempotency>), U::Error> {
-        let mut total: u64 = 0;
+        let (mut total, mut bytes) = (0_u64, 0_u64);
         while let Some(items) = upload.next_chunk().await {
             let items = items?;
+            for (i, item) in items.iter().enumerate() {
+                let field = format!("items[{}]", total + i as u64);
+                bytes += item.stored_size(&field)? as u64;
+            }
+            if bytes > MAX_MIGRATION_BYTES {
+                return Err(Error::invalid(
+                    "items",
+                    format!("a migration holds at most {MAX_MIGRATION_BYTES} bytes of items"),
+                )
+                .into());
+            }
             if total + items.len() as u64 > MAX_MIGRATION_ITEMS {
                 return Err(Error::invalid(
                     "items",

@@ -3,10 +3,21 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::account::NewAccount;
+use super::{
+    Error,
+    account::{MAX_ID_CHARS, NewAccount},
+};
 
 /// Most items one job may hold.
 pub const MAX_MIGRATION_ITEMS: u64 = 1_000_000;
+/// Largest item, stored: past any valid account (a 256 KiB logo, 64 KiB of metadata and its
+/// short texts), so only an item that could never be imported is refused whole.
+pub const MAX_MIGRATION_ITEM_BYTES: usize = 1024 * 1024;
+/// Most bytes one job may store, its items together.
+pub const MAX_MIGRATION_BYTES: u64 = 256 * 1024 * 1024;
+/// Items a job applies per batch: one transaction each, holding the SQLite write lock
+/// throughout, so another write waits for at most one batch (writers take turns in order).
+pub const MIGRATION_BATCH: u64 = 100;
 pub const DEFAULT_ERRORS_LIMIT: u32 = 50;
 pub const MAX_ERRORS_LIMIT: u32 = 1_000;
 
@@ -26,6 +37,32 @@ impl MigrationItem {
             Self::Bare(id) => Some(id.as_str()).filter(|id| !id.is_empty()),
             Self::Full(account) => account.tenant_id.as_deref().filter(|id| !id.is_empty()),
         }
+    }
+
+    /// The item's stored size, or why the whole submission is refused for it: a bare ID longer
+    /// than any ID, or an item larger than any valid account. Such an item is a client sending
+    /// too much, not an account to report on; smaller faults stay the item's own (its error).
+    pub fn stored_size(&self, field: &str) -> Result<usize, Error> {
+        if let Self::Bare(id) = self
+            && id.chars().count() > MAX_ID_CHARS
+        {
+            return Err(Error::invalid(
+                field,
+                format!("a bare account ID is at most {MAX_ID_CHARS} characters"),
+            ));
+        }
+        let size = serde_json::to_vec(self)
+            .map_err(|e| Error::internal("encode migration item", e))?
+            .len();
+        if size > MAX_MIGRATION_ITEM_BYTES {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "is {size} bytes; an item is at most {MAX_MIGRATION_ITEM_BYTES} (far past any valid account)"
+                ),
+            ));
+        }
+        Ok(size)
     }
 }
 

@@ -205,7 +205,7 @@ impl Store {
         kind: ChangeKind,
         change: impl FnOnce(&mut Account) -> Result<bool> + Send,
     ) -> Result<Account> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         let mut account = load_live(&txn, tenant_id, true).await?;
         let before = account.clone();
         if !change(&mut account)? {
@@ -235,7 +235,7 @@ impl AccountStore for Store {
         deleted: DeletedIds,
         claim: Option<Claim<'_>>,
     ) -> Result<Created> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         self.claim_key(&txn, claim).await?;
         if new.parent_tenant_id.is_some() {
             self.lock_hierarchy(&txn).await?;
@@ -466,7 +466,7 @@ impl AccountStore for Store {
         tenant_id: &str,
         expected_parent: Option<&str>,
     ) -> Result<Deleted> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         self.lock_hierarchy(&txn).await?;
         let account = load_live(&txn, tenant_id, true).await?;
         if let Some(expected) = expected_parent

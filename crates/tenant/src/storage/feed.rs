@@ -151,7 +151,7 @@ impl Store {
         };
         let mut deleted = 0;
         loop {
-            let txn = self.begin_write().await?;
+            let (_turn, txn) = self.begin_write().await?;
             let oldest = change_events::Entity::find()
                 .select_only()
                 .column(change_events::Column::Sequence)

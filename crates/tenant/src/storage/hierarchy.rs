@@ -119,7 +119,7 @@ impl HierarchyStore for Store {
         child_id: &str,
         claim: Option<Claim<'_>>,
     ) -> Result<Account> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         self.claim_key(&txn, claim).await?;
         self.lock_hierarchy(&txn).await?;
         let mut child = load_live(&txn, child_id, true).await?;
@@ -160,7 +160,7 @@ impl HierarchyStore for Store {
 
     /// Makes `child_id` a root again; NOT_FOUND unless it is a direct child of `parent_id`.
     async fn detach(&self, parent_id: &str, child_id: &str) -> Result<Account> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         self.lock_hierarchy(&txn).await?;
         let mut child = load_live(&txn, child_id, true).await?;
         if child.parent_tenant_id.as_deref() != Some(parent_id) {

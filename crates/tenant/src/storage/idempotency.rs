@@ -87,6 +87,7 @@ impl Store {
             .await
             .map_err(db_err("read expired idempotency keys"))?;
         let delete = Entity::delete_many().filter(Column::CreatedAt.lt(before));
+        let _turn = self.write_turn().await;
         let delete = match last {
             Some(last) => delete.filter(Column::CreatedAt.lte(last)),
             None => delete,

@@ -92,6 +92,7 @@ fn outcome_of(err: Error) -> Result<ItemOutcome> {
 impl Store {
     /// Removes uploads a crashed process never finished.
     pub async fn sweep_abandoned_uploads(&self, started_before: DateTime<Utc>) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let done = migration_jobs::Entity::delete_many()
             .filter(migration_jobs::Column::State.eq("receiving"))
             .filter(migration_jobs::Column::CreatedAt.lt(started_before))
@@ -114,6 +115,7 @@ impl Store {
 
     /// Marks a job failed on an error it cannot get past.
     pub async fn fail_migration(&self, migration_id: &str, message: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         migration_jobs::Entity::update_many()
             .col_expr(migration_jobs::Column::State, Expr::value("failed"))
             .col_expr(migration_jobs::Column::FailureMessage, Expr::value(message))
@@ -134,7 +136,7 @@ impl Store {
         migration_id: &str,
         batch: u64,
     ) -> Result<BatchProgress> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         // The job row lock serializes batches of the same job across replicas.
         let Some(job) = migration_jobs::Entity::find_by_id(migration_id.to_owned())
             .lock_exclusive()
@@ -390,6 +392,7 @@ impl MigrationStore for Store {
     /// Starts receiving a job's items; it stays invisible until [`Store::seal_migration`].
     async fn begin_migration(&self) -> Result<String> {
         let id = uuid::Uuid::now_v7().to_string();
+        let _turn = self.write_turn().await;
         migration_jobs::Entity::insert(migration_jobs::ActiveModel {
             migration_id: Set(id.clone()),
             state: Set("receiving".into()),
@@ -417,7 +420,7 @@ impl MigrationStore for Store {
         first_index: u64,
         items: &[MigrationItem],
     ) -> Result<()> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         for (chunk_no, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
             let mut rows = Vec::with_capacity(chunk.len());
             for (i, item) in chunk.iter().enumerate() {
@@ -446,7 +449,7 @@ impl MigrationStore for Store {
         total: u64,
         claim: Option<Claim<'_>>,
     ) -> Result<Submitted> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         self.claim_key(&txn, claim).await?;
         let sealed = migration_jobs::Entity::update_many()
             .col_expr(migration_jobs::Column::State, Expr::value("pending"))
@@ -476,6 +479,7 @@ impl MigrationStore for Store {
 
     /// Forgets a job whose upload failed midway (its items go with it).
     async fn abandon_migration(&self, migration_id: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         migration_jobs::Entity::delete_many()
             .filter(migration_jobs::Column::MigrationId.eq(migration_id))
             .filter(migration_jobs::Column::State.eq("receiving"))

@@ -57,7 +57,7 @@ impl MembershipStore for Store {
         user_id: &str,
         claim: Option<Claim<'_>>,
     ) -> Result<Membership> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         self.claim_key(&txn, claim).await?;
         let account = load_live(&txn, tenant_id, true).await?;
         let exists = memberships::Entity::find_by_id((tenant_id.to_owned(), user_id.to_owned()))
@@ -90,7 +90,7 @@ impl MembershipStore for Store {
     }
 
     async fn remove_membership(&self, tenant_id: &str, user_id: &str) -> Result<()> {
-        let txn = self.begin_write().await?;
+        let (_turn, txn) = self.begin_write().await?;
         let account = load_live(&txn, tenant_id, true).await?;
         let removed = memberships::Entity::delete_many()
             .filter(memberships::Column::TenantId.eq(tenant_id))

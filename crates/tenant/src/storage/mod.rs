@@ -17,7 +17,7 @@ use sea_orm::{
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 use tenantry_common::db::{DbFailure, classify};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::domain::{
     Error, NewChange,
@@ -45,7 +45,18 @@ struct Inner {
     channel: String,
     /// Highest sequence committed by this process: wakes followers in this process at once.
     feed_head: watch::Sender<u64>,
+    /// SQLite only: writers of this process take turns here, first come first served. SQLite's
+    /// own busy handler is no queue: waiters poll, and a writer that commits and begins again
+    /// at once (the import worker) wins the lock over and over, until other writers' busy
+    /// timeout runs out (UNAVAILABLE).
+    write_turns: Option<Arc<Mutex<()>>>,
 }
+
+/// A writer's turn at the SQLite write lock (nothing on PostgreSQL); held until the write ends.
+#[must_use = "the turn ends when this is dropped"]
+pub(crate) struct WriteTurn(
+    #[expect(dead_code, reason = "held for its drop")] Option<OwnedMutexGuard<()>>,
+);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,6 +89,7 @@ impl Store {
                 hierarchy_lock_key: stable_hash(&format!("tenantry.tenant.hierarchy.{schema}")),
                 channel: format!("tenantry_tenant_changes_{schema}"),
                 feed_head,
+                write_turns: (backend == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             }),
         }
     }
@@ -106,17 +118,30 @@ impl Store {
         });
     }
 
-    /// A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE), so a
-    /// transaction never fails upgrading a read lock; the busy timeout queues writers instead.
-    async fn begin_write(&self) -> Result<DatabaseTransaction> {
-        self.inner
+    /// Waits for this writer's turn (SQLite; at once on PostgreSQL). Every write outside
+    /// [`Store::begin_write`] takes one too.
+    async fn write_turn(&self) -> WriteTurn {
+        match &self.inner.write_turns {
+            Some(turns) => WriteTurn(Some(turns.clone().lock_owned().await)),
+            None => WriteTurn(None),
+        }
+    }
+
+    /// A write transaction and the writer's turn, to hold until it ends (declared first, so
+    /// it is dropped after the transaction). On SQLite it takes the write lock at BEGIN
+    /// (IMMEDIATE), so a transaction never fails upgrading a read lock.
+    async fn begin_write(&self) -> Result<(WriteTurn, DatabaseTransaction)> {
+        let turn = self.write_turn().await;
+        let txn = self
+            .inner
             .db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..TransactionOptions::default()
             })
             .await
-            .map_err(db_err("begin transaction"))
+            .map_err(db_err("begin transaction"))?;
+        Ok((turn, txn))
     }
 
     /// Records `changes` in the outbox and commits, then wakes local followers. A transaction

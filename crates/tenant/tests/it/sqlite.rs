@@ -132,3 +132,82 @@ async fn migrations_and_the_feed_survive_a_restart_on_sqlite() {
         .unwrap();
     assert_eq!(message.events[0].sequence, 301);
 }
+
+/// SQLite has one writer at a time and its busy handler is no queue: an import whose worker
+/// began its next batch the moment the last committed kept winning the lock, and writes
+/// arriving meanwhile waited out the busy timeout (UNAVAILABLE). Writers now take turns: a
+/// write sees the import advance by the batch it waited for, one that may have queued first,
+/// and (at most) one begun while the test reads the status, never more.
+#[tokio::test]
+async fn writes_take_turns_with_a_running_import_on_sqlite() {
+    use tenantry_proto::tenant::v1::{
+        migration_service_client::MigrationServiceClient,
+        tenant_service_client::TenantServiceClient,
+    };
+    use tenantry_tenant::domain::MIGRATION_BATCH;
+    use tonic::transport::Channel;
+    const ITEMS: u64 = 30 * MIGRATION_BATCH;
+    const WRITERS: usize = 8;
+    let app = spawn_sqlite_app().await;
+    let items = (0..ITEMS)
+        .map(|i| pb::MigrationItem {
+            item: Some(Item::TenantId(format!("import-{i:05}"))),
+        })
+        .collect();
+    let submitted = crate::migrations::submit(&app, vec![items]).await;
+    let processed = |channel: Channel, id: String| async move {
+        let status = MigrationServiceClient::new(channel)
+            .get_migration_status(pb::GetMigrationStatusRequest {
+                migration_id: id,
+                errors_page: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .migration
+            .unwrap();
+        (status.processed_items, status.state())
+    };
+    let writers = (0..WRITERS).map(|w| {
+        let (channel, id) = (app.channel.clone(), submitted.migration_id.clone());
+        tokio::spawn(async move {
+            let mut advances = Vec::new();
+            for i in 0.. {
+                let (before, state) = processed(channel.clone(), id.clone()).await;
+                if state == pb::MigrationState::Completed {
+                    break;
+                }
+                let created = TenantServiceClient::new(channel.clone())
+                    .create_account(pb::CreateAccountRequest {
+                        account: Some(pb::NewAccount {
+                            tenant_id: Some(format!("writer-{w}-{i}")),
+                            name: "Writer".into(),
+                            ..pb::NewAccount::default()
+                        }),
+                        idempotency_key: None,
+                    })
+                    .await;
+                if let Err(status) = created {
+                    panic!("a write during the import failed: {status:?}");
+                }
+                let (after, _) = processed(channel.clone(), id.clone()).await;
+                advances.push(after - before);
+            }
+            advances
+        })
+    });
+    let mut advances = Vec::new();
+    for writer in writers {
+        advances.extend(writer.await.unwrap());
+    }
+    assert!(!advances.is_empty(), "no write ran during the import");
+    let worst = advances.iter().copied().max().unwrap_or_default();
+    assert!(
+        worst <= 3 * MIGRATION_BATCH,
+        "a write waited while the import applied {worst} items ({} writes)",
+        advances.len()
+    );
+    let done = crate::migrations::wait_done(&app, &submitted.migration_id).await;
+    let m = done.migration.unwrap();
+    assert_eq!((m.created_items, m.failed_items), (ITEMS, 0));
+}
