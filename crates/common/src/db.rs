@@ -433,6 +433,11 @@ impl StorageFault {
     }
 }
 
+/// An error that says by its type (never by its text) whether storage refused a write.
+pub trait StorageFaultSource {
+    fn storage_fault(&self) -> Option<StorageFault>;
+}
+
 /// Whether a service's storage takes writes: a write refused for a [`StorageFault`] sets the
 /// fault (the service reports NOT_SERVING), a probe write that commits clears it. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -466,6 +471,14 @@ impl StorageHealth {
             *current = Some(fault);
             changed
         });
+    }
+
+    /// Records `err`'s fault, if it names one: a background task's refused write makes the
+    /// service unready as a request's does, until a probe write commits.
+    pub fn report(&self, err: &impl StorageFaultSource) {
+        if let Some(fault) = err.storage_fault() {
+            self.fault(fault);
+        }
     }
 
     /// Records a write that committed.

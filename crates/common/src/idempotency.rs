@@ -6,7 +6,10 @@
 
 use std::{future::Future, time::Duration};
 
-use crate::Shutdown;
+use crate::{
+    Shutdown,
+    db::{StorageFaultSource, StorageHealth},
+};
 
 /// The REST header carrying the key (lowercase, as `http` names headers).
 pub const HEADER: &str = "idempotency-key";
@@ -154,12 +157,16 @@ impl Idempotency {
 
 /// Deletes expired keys every [`PRUNE_INTERVAL`] until `shutdown`: `prune_batch` deletes up to
 /// [`PRUNE_BATCH`] keys past the retention and says how many went; a full batch is followed at
-/// once by another. Every replica runs one; they overlap harmlessly.
-pub async fn prune_expired_keys<F, Fut, E>(shutdown: Shutdown, mut prune_batch: F)
-where
+/// once by another. A batch refused for a storage fault is reported to `storage`. Every
+/// replica runs one; they overlap harmlessly.
+pub async fn prune_expired_keys<F, Fut, E>(
+    shutdown: Shutdown,
+    storage: StorageHealth,
+    mut prune_batch: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<u64, E>>,
-    E: std::fmt::Display,
+    E: std::fmt::Display + StorageFaultSource,
 {
     loop {
         tokio::select! {
@@ -175,6 +182,7 @@ where
                     break;
                 }
                 Err(err) => {
+                    storage.report(&err);
                     tracing::warn!(error = %err, "pruning idempotency keys failed; will retry");
                     break;
                 }

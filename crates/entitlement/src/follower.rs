@@ -145,6 +145,9 @@ pub async fn follow_tenant_feed(
             }
             Err(err) => {
                 let cursor = status.cursor.load(Ordering::Relaxed);
+                if let FollowError::Apply(err) = &err {
+                    engine.storage.report(err);
+                }
                 if err.is_transient() {
                     stuck = (cursor, 0);
                 } else {
@@ -165,6 +168,9 @@ pub async fn follow_tenant_feed(
             }
         };
         if let Some(Err(err)) = err {
+            if let FollowError::Apply(err) = &err {
+                engine.storage.report(err);
+            }
             tracing::warn!(error = %err, "resynchronising with the tenant service failed; retrying");
         }
         tokio::select! {
@@ -260,7 +266,13 @@ impl FollowError {
                     | tonic::Code::Unauthenticated
                     | tonic::Code::PermissionDenied
             ),
-            Self::Apply(err) => matches!(err, DomainError::Unavailable(_)),
+            // A full or failing disk is cured by its operator, not by resynchronising.
+            Self::Apply(err) => matches!(
+                err,
+                DomainError::Unavailable(_)
+                    | DomainError::StorageFull(_)
+                    | DomainError::StorageFailed(_)
+            ),
             Self::Expired(_) => false,
         }
     }
@@ -684,6 +696,9 @@ async fn prune(engine: &Engine) {
     match engine.store.prune_log(before, 100_000).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, "old change-log rows pruned"),
-        Err(err) => tracing::warn!(error = %err, "pruning the change log failed"),
+        Err(err) => {
+            engine.storage.report(&err);
+            tracing::warn!(error = %err, "pruning the change log failed");
+        }
     }
 }

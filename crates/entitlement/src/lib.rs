@@ -94,6 +94,7 @@ pub async fn serve_with_clock(
         tenants: TenantDirectory::new(tenant_channel.clone(), config.max_message_bytes),
         clock,
         revision_wait: REVISION_WAIT,
+        storage: tenantry_common::db::StorageHealth::new(),
     });
     // Followers stop with the caller's signal, and also when this server fails on its own.
     let local = shutdown.child();

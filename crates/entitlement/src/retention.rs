@@ -36,6 +36,7 @@ pub async fn prune_idempotency_keys(engine: Arc<Engine>, retention: Duration, sh
                     break;
                 }
                 Err(err) => {
+                    engine.storage.report(&err);
                     tracing::warn!(error = %err, "pruning idempotency keys failed; will retry");
                     break;
                 }

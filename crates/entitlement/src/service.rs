@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
-use tenantry_common::grpc::ClientChannel;
+use tenantry_common::{db::StorageHealth, grpc::ClientChannel};
 use tenantry_proto::tenant::v1::{
     BatchGetAccountsRequest, tenant_service_client::TenantServiceClient,
 };
@@ -95,6 +95,9 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// How long a check with `min_revision` waits for that revision.
     pub revision_wait: Duration,
+    /// The storage's health, shared with the gRPC server: background writes (the follower,
+    /// pruning) report their storage faults here as requests do.
+    pub storage: StorageHealth,
 }
 
 /// FNV-1a over bytes, twice with different offsets: a stable request fingerprint for

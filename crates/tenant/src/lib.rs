@@ -57,19 +57,15 @@ pub async fn serve(
     // Background work and feed streams follow a local signal: it fires with the caller's, and
     // also when the server stops on an error, without stopping the caller's other services.
     let local = shutdown.child();
+    let storage = db::StorageHealth::new();
     let workers = workers::start(
         &store,
         workers::FeedRetention::from_config(config),
         config.idempotency_retention(),
+        &storage,
         &local,
     );
-    let services = grpc::services(
-        &store,
-        &workers,
-        &local,
-        db::StorageHealth::new(),
-        config.max_message_bytes,
-    );
+    let services = grpc::services(&store, &workers, &local, storage, config.max_message_bytes);
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "tenant service listening"

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tenantry_common::Shutdown;
+use tenantry_common::{Shutdown, db::StorageHealth};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{
@@ -78,11 +78,13 @@ impl Workers {
 }
 
 /// Starts the background tasks; they end when `shutdown` fires. Idempotency keys are kept
-/// `key_retention`.
+/// `key_retention`. A write of theirs that storage refuses is reported to `storage`, as a
+/// request's is: the service is unready until storage takes writes again.
 pub fn start(
     store: &Store,
     retention: FeedRetention,
     key_retention: Duration,
+    storage: &StorageHealth,
     shutdown: &Shutdown,
 ) -> Workers {
     let migrations = Arc::new(Notify::new());
@@ -90,11 +92,13 @@ pub fn start(
         tokio::spawn(run_migrations(
             store.clone(),
             migrations.clone(),
+            storage.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(prune_idempotency_keys(
             store.clone(),
             key_retention,
+            storage.clone(),
             shutdown.clone(),
         )),
     ];
@@ -102,6 +106,7 @@ pub fn start(
         handles.push(tokio::spawn(prune_feed(
             store.clone(),
             retention,
+            storage.clone(),
             shutdown.clone(),
         )));
     }
@@ -117,14 +122,22 @@ pub fn start(
     }
 }
 
-async fn run_migrations(store: Store, wake: Arc<Notify>, shutdown: Shutdown) {
+async fn run_migrations(
+    store: Store,
+    wake: Arc<Notify>,
+    storage: StorageHealth,
+    shutdown: Shutdown,
+) {
     match store
         .sweep_abandoned_uploads(crate::domain::now() - ABANDONED_UPLOAD_AGE)
         .await
     {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "discarded abandoned migration uploads"),
-        Err(err) => tracing::warn!(error = %err, "cannot discard abandoned migration uploads"),
+        Err(err) => {
+            storage.report(&err);
+            tracing::warn!(error = %err, "cannot discard abandoned migration uploads");
+        }
     }
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_triggered() {
@@ -155,8 +168,13 @@ async fn run_migrations(store: Store, wake: Arc<Notify>, shutdown: Shutdown) {
                     tracing::info!(migration_id = %migration_id, "migration job finished");
                     break;
                 }
-                Err(Error::Unavailable(message)) => {
-                    tracing::warn!(migration_id = %migration_id, error = %message, "migration batch postponed");
+                // Nothing of the batch was written: it runs again once the database (or its
+                // storage) takes writes.
+                Err(
+                    err @ (Error::Unavailable(_) | Error::StorageFull(_) | Error::StorageFailed(_)),
+                ) => {
+                    storage.report(&err);
+                    tracing::warn!(migration_id = %migration_id, error = %err, "migration batch postponed");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.wait() => return,
@@ -214,7 +232,12 @@ async fn listen_for_changes(store: Store, shutdown: Shutdown) {
 
 /// Prunes the change feed past `retention` now and then. Every replica runs it; they may
 /// overlap harmlessly (see `Store::prune_changes`).
-async fn prune_feed(store: Store, retention: FeedRetention, shutdown: Shutdown) {
+async fn prune_feed(
+    store: Store,
+    retention: FeedRetention,
+    storage: StorageHealth,
+    shutdown: Shutdown,
+) {
     let mut interval = tokio::time::interval(retention.interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -233,15 +256,23 @@ async fn prune_feed(store: Store, retention: FeedRetention, shutdown: Shutdown) 
         match store.prune_changes(policy, PRUNE_BATCH).await {
             Ok(0) => {}
             Ok(events) => tracing::info!(events, "change feed events past retention pruned"),
-            Err(err) => tracing::warn!(error = %err, "pruning the change feed failed"),
+            Err(err) => {
+                storage.report(&err);
+                tracing::warn!(error = %err, "pruning the change feed failed");
+            }
         }
     }
 }
 
 /// Deletes idempotency keys stored more than `retention` ago.
-async fn prune_idempotency_keys(store: Store, retention: Duration, shutdown: Shutdown) {
+async fn prune_idempotency_keys(
+    store: Store,
+    retention: Duration,
+    storage: StorageHealth,
+    shutdown: Shutdown,
+) {
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    tenantry_common::idempotency::prune_expired_keys(shutdown, || {
+    tenantry_common::idempotency::prune_expired_keys(shutdown, storage, || {
         let before = crate::domain::now()
             .checked_sub_signed(retention)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);

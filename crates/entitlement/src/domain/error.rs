@@ -77,6 +77,25 @@ impl DomainError {
     }
 }
 
+impl tenantry_common::db::StorageFaultSource for DomainError {
+    fn storage_fault(&self) -> Option<tenantry_common::db::StorageFault> {
+        use tenantry_common::db::StorageFault;
+        match self {
+            Self::StorageFull(_) => Some(StorageFault::Full),
+            Self::StorageFailed(_) => Some(StorageFault::Failed),
+            Self::NotFound { .. }
+            | Self::AlreadyExists { .. }
+            | Self::InvalidArgument { .. }
+            | Self::InvalidItems(_)
+            | Self::FailedPrecondition(_)
+            | Self::IdempotencyKeyReused(_)
+            | Self::PermissionDenied(_)
+            | Self::Unavailable(_)
+            | Self::Internal { .. } => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use tenantry_common::{
-    db::{StorageFault, StorageHealth},
+    db::StorageFault,
     error::{STORAGE_FAILED, STORAGE_FULL},
     grpc::{PRINCIPAL_METADATA_KEY, Services, mark_storage_fault},
 };
@@ -33,7 +33,7 @@ pub struct Handler {
 }
 
 pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
-    let conn = engine.store.connection().clone();
+    let (conn, storage) = (engine.store.connection().clone(), engine.storage.clone());
     let h = Handler { engine };
     macro_rules! sized {
         ($server:ident) => {
@@ -43,7 +43,7 @@ pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
         };
     }
     Services::new()
-        .storage(StorageHealth::new(), conn)
+        .storage(storage, conn)
         .add(sized!(FeatureServiceServer))
         .add(sized!(PlanServiceServer))
         .add(sized!(FeatureFlagServiceServer))

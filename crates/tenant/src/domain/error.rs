@@ -107,4 +107,21 @@ impl Error {
     }
 }
 
+impl tenantry_common::db::StorageFaultSource for Error {
+    fn storage_fault(&self) -> Option<tenantry_common::db::StorageFault> {
+        use tenantry_common::db::StorageFault;
+        match self {
+            Self::StorageFull(_) => Some(StorageFault::Full),
+            Self::StorageFailed(_) => Some(StorageFault::Failed),
+            Self::InvalidArgument { .. }
+            | Self::NotFound { .. }
+            | Self::AlreadyExists { .. }
+            | Self::FailedPrecondition { .. }
+            | Self::PermissionDenied(_)
+            | Self::Unavailable(_)
+            | Self::Internal { .. } => None,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

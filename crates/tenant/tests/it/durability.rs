@@ -122,3 +122,62 @@ async fn a_full_disk_refuses_writes_with_storage_full_never_loses_an_acknowledge
     drop(app);
     drop(url);
 }
+
+/// A background write refused for a full disk makes the service unready as a request's does
+/// (the import worker's refusals were only logged, and the job was marked failed at once):
+/// the job waits for the disk instead of failing, and the service is ready again once a probe
+/// write commits on the freed disk.
+#[tokio::test]
+async fn an_import_meeting_a_full_disk_makes_the_service_unready_until_it_is_freed() {
+    const ITEMS: usize = 20_000;
+    let dir = SizeLimitedDir::mount(64 << 20)
+        .expect("a size-limited tmpfs for the disk-full test (run the tests as root, as CI does)");
+    let app = spawn_sqlite_app_at(sqlite_url(&dir.path().join("tenant.db"))).await;
+    let items = (0..ITEMS)
+        .map(|i| pb::MigrationItem {
+            item: Some(pb::migration_item::Item::TenantId(format!(
+                "imported-{i:05}-{}",
+                "p".repeat(100)
+            ))),
+        })
+        .collect();
+    let submitted = crate::migrations::submit(&app, vec![items]).await;
+    dir.fill();
+    // No request writes: only the import can find the disk full.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serving(&app).await != ServingStatus::NotServing {
+        assert!(
+            Instant::now() < deadline,
+            "the import met a full disk and the service still reports SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = app
+        .migrations()
+        .get_migration_status(pb::GetMigrationStatusRequest {
+            migration_id: submitted.migration_id.clone(),
+            errors_page: None,
+        })
+        .await
+        .expect("status of the import")
+        .into_inner()
+        .migration
+        .expect("the import");
+    assert!(
+        matches!(
+            status.state(),
+            pb::MigrationState::Pending | pb::MigrationState::Running
+        ),
+        "an import must wait for a full disk, not fail (nor finish before it filled): {status:?}"
+    );
+
+    dir.free();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serving(&app).await != ServingStatus::Serving {
+        assert!(
+            Instant::now() < deadline,
+            "the service stayed NOT_SERVING after the disk was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
