@@ -114,6 +114,28 @@ pub struct TreeNode {
     pub children: Vec<TreeNode>,
 }
 
+/// The hierarchy tree: its root node, and whether sub-accounts were left out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tree {
+    #[serde(flatten)]
+    pub root: TreeNode,
+    /// More sub-accounts lie below those returned: the tree was cut breadth first after
+    /// `_limit` of them, or earlier to stay under the message size limit (large logos).
+    /// Every returned node's parent is returned too.
+    pub truncated: bool,
+}
+
+/// Query of `GET /tenants/resources/hierarchy/v1/tree`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TreeQuery {
+    /// Most sub-accounts returned below the root, breadth first: default 500, at most 1,000
+    /// (more is refused with 400). `truncated` says whether more exist.
+    #[serde(rename = "_limit")]
+    #[param(rename = "_limit")]
+    pub limit: Option<u32>,
+}
+
 /// Query of `GET /tenants/resources/hierarchy/v1`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -453,27 +475,37 @@ async fn list_parents(
     Ok(Json(entries(out.entries, allowed.as_ref())))
 }
 
-/// The account's subtree as a tree (with a user token, only the sub-accounts it may read).
+/// The account's subtree as a tree, breadth first up to `_limit` sub-accounts (with a user
+/// token, only the sub-accounts it may read).
 #[utoipa::path(get, path = "/tenants/resources/hierarchy/v1/tree", tag = "Sub-accounts",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
-    responses((status = 200, body = TreeNode), (status = "4XX", body = ErrorBody)),
+    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token"), TreeQuery),
+    responses((status = 200, body = Tree), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_tree(
     State(state): State<AppState>,
     Caller(p): Caller,
     headers: HeaderMap,
-) -> Result<Json<TreeNode>, ApiError> {
+    ApiQuery(q): ApiQuery<TreeQuery>,
+) -> Result<Json<Tree>, ApiError> {
     let tenant_id = scope::target_account(&state, &p, &headers).await?;
     let out = state
         .hierarchy()
-        .get_subtree(grpc(&p, GetSubtreeRequest { tenant_id }))
+        .get_subtree(grpc(
+            &p,
+            GetSubtreeRequest {
+                tenant_id,
+                max_nodes: q.limit,
+            },
+        ))
         .await?
         .into_inner();
     let root = out.root.ok_or_else(ApiError::internal)?;
     let mut ids = Vec::new();
     tree_ids(&root, &mut ids);
     let allowed = scope::readable(&state, &p, ids).await?;
-    tree(root, allowed.as_ref())
-        .map(Json)
-        .ok_or_else(ApiError::internal)
+    let root = tree(root, allowed.as_ref()).ok_or_else(ApiError::internal)?;
+    Ok(Json(Tree {
+        root,
+        truncated: out.truncated,
+    }))
 }

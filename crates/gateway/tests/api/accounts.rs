@@ -373,6 +373,20 @@ async fn self_service_stays_inside_the_tokens_tenant() {
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["tenantId"], "a-child");
+    assert_eq!(r.body["truncated"], false, "{:?}", r.body);
+    // The tree is bounded: more than 1,000 sub-accounts per request is refused.
+    let r = app
+        .request(
+            "GET",
+            "/tenants/resources/hierarchy/v1/tree?_limit=1001",
+            &[
+                ("authorization", &format!("Bearer {alice}")),
+                ("frontegg-tenant-id", "a-child"),
+            ],
+            None,
+        )
+        .await;
+    assert_error_shape(&r, 400);
 
     let r = app
         .get("/tenants/resources/hierarchy/v1", Some(&alice))

@@ -5,7 +5,7 @@
 use super::{Engine, idempotency::idempotent, ports::Storage};
 use crate::domain::{
     self, Account, Created, DEFAULT_LIMIT, DeletedIds, Error, HierarchyEntry, Idempotency,
-    MAX_LIMIT, NewAccount, Page, SubAccountAccessType, TreeNode, error::Result, page_limit,
+    MAX_LIMIT, NewAccount, Page, SubAccountAccessType, Subtree, error::Result, page_limit,
 };
 
 /// Most accounts one CheckSubAccountScope call may ask about (a batch check's items).
@@ -70,9 +70,16 @@ impl<S: Storage> Engine<S> {
         self.store.list_ancestors(tenant_id).await
     }
 
-    pub async fn subtree(&self, tenant_id: &str) -> Result<TreeNode> {
+    /// The subtree under `tenant_id`, cut breadth first after `max_nodes` accounts.
+    pub async fn subtree(&self, tenant_id: &str, max_nodes: Option<u32>) -> Result<Subtree> {
         domain::validate_tenant_id("tenant_id", tenant_id)?;
-        self.store.subtree(tenant_id).await
+        let limit = page_limit(
+            "max_nodes",
+            max_nodes,
+            domain::DEFAULT_SUBTREE_NODES,
+            domain::MAX_SUBTREE_NODES,
+        )?;
+        self.store.subtree(tenant_id, limit).await
     }
 
     pub async fn update_reseller(&self, tenant_id: &str, is_reseller: bool) -> Result<Account> {

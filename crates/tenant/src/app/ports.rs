@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use crate::domain::{
     Account, AccountPatch, ChangeEvent, ChangeKind, Claim, Created, Deleted, DeletedIds, Error,
     FeedSnapshot, HierarchyEntry, Idempotency, ItemError, ListQuery, Membership, Migration,
-    MigrationItem, NewAccount, Page, Settings, StoredKey, SubAccountAccessType, Submitted,
-    TreeNode, error::Result,
+    MigrationItem, NewAccount, Page, Settings, StoredKey, SubAccountAccessType, Submitted, Subtree,
+    error::Result,
 };
 
 /// Accounts: their profile, metadata and settings.
@@ -86,7 +86,8 @@ pub trait HierarchyStore: Send + Sync {
         caller: &str,
         tenant_ids: &[String],
     ) -> Result<Vec<String>>;
-    async fn subtree(&self, tenant_id: &str) -> Result<TreeNode>;
+    /// The first `limit` accounts below `tenant_id`, breadth first.
+    async fn subtree(&self, tenant_id: &str, limit: u32) -> Result<Subtree>;
 }
 
 /// Users' memberships of accounts.

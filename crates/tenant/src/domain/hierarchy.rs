@@ -76,6 +76,19 @@ pub fn check_attach(f: &AttachFacts<'_>) -> Result<()> {
 }
 
 /// Builds the tree under `root` from its descendants (any order); children by tenant ID.
+/// Accounts returned below a subtree's root by default, and at most.
+pub const DEFAULT_SUBTREE_NODES: u32 = 500;
+pub const MAX_SUBTREE_NODES: u32 = 1_000;
+
+/// A subtree cut breadth first: `descendants` in order of depth (then ID), so each one's
+/// parent is the root or comes before it; `truncated` says more lie below.
+#[derive(Clone, Debug)]
+pub struct Subtree {
+    pub root: Account,
+    pub descendants: Vec<Account>,
+    pub truncated: bool,
+}
+
 pub fn build_tree(root: Account, descendants: Vec<Account>) -> TreeNode {
     let mut by_parent: BTreeMap<String, Vec<Account>> = BTreeMap::new();
     for account in descendants {

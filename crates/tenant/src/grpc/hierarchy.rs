@@ -4,8 +4,18 @@ use tenantry_common::grpc::principal;
 use tenantry_proto::tenant::v1::{self as pb, hierarchy_service_server::HierarchyService};
 use tonic::{Request, Response, Status};
 
-use super::{Handlers, convert, idempotency};
-use crate::domain::{NewAccount, Settings};
+use super::{Handlers, RESPONSE_HEADROOM, convert, idempotency};
+use crate::domain::{Account, NewAccount, Settings, build_tree};
+
+/// Bytes a tree node adds around its account at most: the node's tag and length in its
+/// parent, the account's tag and length in the node.
+const NODE_FRAMING: usize = 2 * (1 + 5);
+
+/// An account's encoded size with its tag and length.
+fn framed(account: &Account) -> usize {
+    let len = prost::Message::encoded_len(&convert::account(account));
+    1 + prost::length_delimiter_len(len) + len
+}
 
 #[tonic::async_trait]
 impl HierarchyService for Handlers {
@@ -100,9 +110,31 @@ impl HierarchyService for Handlers {
         &self,
         request: Request<pb::GetSubtreeRequest>,
     ) -> Result<Response<pb::GetSubtreeResponse>, Status> {
-        let root = self.app.subtree(&request.into_inner().tenant_id).await?;
+        let r = request.into_inner();
+        let mut subtree = self.app.subtree(&r.tenant_id, r.max_nodes).await?;
+        // Cut further, still breadth first, to stay under the message limit: the root's
+        // size first, then each node's with the framing of its node and of its parent's
+        // child field.
+        let budget = self
+            .max_message_bytes
+            .saturating_sub(RESPONSE_HEADROOM + framed(&subtree.root));
+        let mut used = 0_usize;
+        let keep = subtree
+            .descendants
+            .iter()
+            .position(|account| {
+                used += framed(account) + NODE_FRAMING;
+                used > budget
+            })
+            .unwrap_or(subtree.descendants.len());
+        if keep < subtree.descendants.len() {
+            subtree.descendants.truncate(keep);
+            subtree.truncated = true;
+        }
+        let root = build_tree(subtree.root, subtree.descendants);
         Ok(Response::new(pb::GetSubtreeResponse {
             root: Some(convert::tree(&root)),
+            truncated: subtree.truncated,
         }))
     }
 

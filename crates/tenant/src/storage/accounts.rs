@@ -14,6 +14,7 @@ use super::{
     convert::{account_from_row, account_to_active},
     db_err,
     entities::{accounts, memberships},
+    hierarchy::RECURSION_GUARD,
 };
 use crate::app::ports::AccountStore;
 use crate::domain::{
@@ -109,7 +110,9 @@ impl Store {
                     reason: "PARENT_NOT_FOUND",
                     message: format!("parent account `{parent_id}` does not exist"),
                 })?;
-            let ancestors = self.ancestor_ids(txn, &parent.tenant_id).await?;
+            let ancestors = self
+                .ancestor_ids(txn, &parent.tenant_id, RECURSION_GUARD)
+                .await?;
             // A new or reactivated account has no children: deleting it re-parented them.
             check_attach(&AttachFacts {
                 parent_id,

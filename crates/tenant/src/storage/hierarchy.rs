@@ -13,18 +13,19 @@ use super::{
 use crate::app::ports::HierarchyStore;
 use crate::domain::{
     self, Account, AttachFacts, Claim, Error, HierarchyEntry, NewChange, Page,
-    SubAccountAccessType, TreeNode, build_tree, check_attach,
+    SubAccountAccessType, Subtree, check_attach,
 };
 
 /// Bound on recursion, so a corrupted (cyclic) hierarchy cannot make a query loop forever.
-const RECURSION_GUARD: i32 = 10_000;
+pub(super) const RECURSION_GUARD: i32 = 10_000;
 
 impl Store {
-    /// IDs of the ancestors of `tenant_id`, nearest first.
+    /// IDs of the ancestors of `tenant_id`, nearest first, at most `levels` of them.
     pub(super) async fn ancestor_ids<C: ConnectionTrait>(
         &self,
         conn: &C,
         tenant_id: &str,
+        levels: i32,
     ) -> Result<Vec<String>> {
         let rows = conn
             .query_all_raw(self.statement(
@@ -36,7 +37,7 @@ impl Store {
                     WHERE c.depth < ?
                 )
                 SELECT tenant_id FROM chain WHERE depth > 0 ORDER BY depth",
-                vec![Value::from(tenant_id), Value::from(RECURSION_GUARD)],
+                vec![Value::from(tenant_id), Value::from(levels)],
             ))
             .await
             .map_err(db_err("load ancestors"))?;
@@ -48,12 +49,14 @@ impl Store {
             .collect()
     }
 
-    /// Live descendants of `tenant_id` with their distance from it.
+    /// Live descendants of `tenant_id` with their distance from it, breadth first, the first
+    /// `limit` of them.
     async fn descendants<C: ConnectionTrait>(
         &self,
         conn: &C,
         tenant_id: &str,
         direct_only: bool,
+        limit: u64,
     ) -> Result<Vec<(Account, u32)>> {
         let max_depth = if direct_only { 1 } else { RECURSION_GUARD };
         let rows = conn
@@ -67,8 +70,12 @@ impl Store {
                     WHERE a.deleted_at IS NULL AND s.depth < ?
                 )
                 SELECT a.*, s.depth AS depth FROM sub s JOIN accounts a ON a.tenant_id = s.tenant_id
-                ORDER BY s.depth, a.tenant_id",
-                vec![Value::from(tenant_id), Value::from(max_depth)],
+                ORDER BY s.depth, a.tenant_id LIMIT ?",
+                vec![
+                    Value::from(tenant_id),
+                    Value::from(max_depth),
+                    Value::from(i64::try_from(limit).unwrap_or(i64::MAX)),
+                ],
             ))
             .await
             .map_err(db_err("load descendants"))?;
@@ -139,7 +146,9 @@ impl HierarchyStore for Store {
                 reason: "PARENT_NOT_FOUND",
                 message: format!("parent account `{parent_id}` does not exist"),
             })?;
-        let ancestors = self.ancestor_ids(&txn, &parent.tenant_id).await?;
+        let ancestors = self
+            .ancestor_ids(&txn, &parent.tenant_id, RECURSION_GUARD)
+            .await?;
         let height = self.height(&txn, child_id).await?;
         check_attach(&AttachFacts {
             parent_id,
@@ -247,7 +256,9 @@ impl HierarchyStore for Store {
     async fn list_ancestors(&self, tenant_id: &str) -> Result<Vec<HierarchyEntry>> {
         let conn = self.connection();
         load_live(conn, tenant_id, false).await?;
-        let ids = self.ancestor_ids(conn, tenant_id).await?;
+        // A chain is never longer than the maximum depth: a corrupted (cyclic) one is cut there.
+        let levels = i32::try_from(self.inner.max_depth).unwrap_or(i32::MAX);
+        let ids = self.ancestor_ids(conn, tenant_id, levels).await?;
         let mut entries = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let account = load_live(conn, id, false).await?;
@@ -324,15 +335,22 @@ impl HierarchyStore for Store {
             .collect()
     }
 
-    async fn subtree(&self, tenant_id: &str) -> Result<TreeNode> {
+    async fn subtree(&self, tenant_id: &str, limit: u32) -> Result<Subtree> {
         let conn = self.connection();
         let root = load_live(conn, tenant_id, false).await?;
-        let descendants = self
-            .descendants(conn, tenant_id, false)
+        // One more than asked: whether more lie below.
+        let mut descendants: Vec<Account> = self
+            .descendants(conn, tenant_id, false, u64::from(limit) + 1)
             .await?
             .into_iter()
             .map(|(account, _)| account)
             .collect();
-        Ok(build_tree(root, descendants))
+        let truncated = descendants.len() > limit as usize;
+        descendants.truncate(limit as usize);
+        Ok(Subtree {
+            root,
+            descendants,
+            truncated,
+        })
     }
 }

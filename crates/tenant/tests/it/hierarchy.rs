@@ -261,6 +261,7 @@ async fn reads_list_descendants_ancestors_and_the_tree() {
     let tree = hierarchy
         .get_subtree(pb::GetSubtreeRequest {
             tenant_id: "root".into(),
+            max_nodes: None,
         })
         .await
         .unwrap()
@@ -485,4 +486,84 @@ async fn sub_account_creation_takes_deleted_ids_as_taken() {
         .unwrap()
         .into_inner();
     assert!(revived.reactivated);
+}
+
+/// The subtree is cut breadth first: at `max_nodes` (at most 1,000; more is refused), and
+/// earlier when its accounts would not fit in one message (it was unbounded, and 20 accounts
+/// with the largest logo failed on the message limit). `truncated` says more lie below.
+#[tokio::test]
+async fn the_subtree_is_cut_breadth_first_by_count_and_size_and_says_so() {
+    let app = spawn_app().await;
+    let mut hierarchy = app.hierarchy();
+    app.create("top", "Top").await;
+    let logo = "A".repeat(tenantry_common::limits::MAX_LOGO_BYTES);
+    for i in 0..20 {
+        hierarchy
+            .create_sub_account(pb::CreateSubAccountRequest {
+                tenant_id: format!("child-{i:02}"),
+                name: "Child".into(),
+                parent_tenant_id: "top".into(),
+                logo: Some(logo.clone()),
+                ..pb::CreateSubAccountRequest::default()
+            })
+            .await
+            .expect("sub-account with the largest logo");
+    }
+    hierarchy
+        .create_sub_account(pb::CreateSubAccountRequest {
+            tenant_id: "grandchild".into(),
+            name: "Grandchild".into(),
+            parent_tenant_id: "child-00".into(),
+            ..pb::CreateSubAccountRequest::default()
+        })
+        .await
+        .unwrap();
+    let subtree = |max_nodes| {
+        let mut hierarchy = app.hierarchy();
+        async move {
+            hierarchy
+                .get_subtree(pb::GetSubtreeRequest {
+                    tenant_id: "top".into(),
+                    max_nodes,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    fn ids(node: &pb::HierarchyTreeNode, out: &mut Vec<String>) {
+        for child in &node.children {
+            out.push(child.account.as_ref().unwrap().tenant_id.clone());
+            ids(child, out);
+        }
+    }
+
+    // By size: 21 accounts do not fit in 4 MiB; the first children do, in ID order.
+    let cut = subtree(None)
+        .await
+        .expect("a subtree past the message limit");
+    let mut returned = Vec::new();
+    ids(cut.root.as_ref().unwrap(), &mut returned);
+    assert!(cut.truncated, "{returned:?}");
+    assert!(
+        !returned.is_empty() && returned.len() < 20,
+        "{} accounts returned",
+        returned.len()
+    );
+    let expected: Vec<String> = (0..returned.len())
+        .map(|i| format!("child-{i:02}"))
+        .collect();
+    assert_eq!(returned, expected, "breadth first, by ID");
+
+    // By count: the children (depth 1) come before the grandchild.
+    let cut = subtree(Some(2)).await.unwrap();
+    let mut returned = Vec::new();
+    ids(cut.root.as_ref().unwrap(), &mut returned);
+    assert_eq!(
+        (returned, cut.truncated),
+        (vec!["child-00".to_owned(), "child-01".to_owned()], true)
+    );
+
+    let status = assert_code(subtree(Some(1_001)).await, Code::InvalidArgument);
+    assert_eq!(crate::helpers::violated_fields(&status), ["max_nodes"]);
+    assert_code(subtree(Some(0)).await, Code::InvalidArgument);
 }
