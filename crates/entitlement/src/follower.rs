@@ -1,12 +1,9 @@
 //! Background work: following the tenant change feed, and keeping the index current with
 //! other replicas' writes.
 //!
-//! Exactly-once feed effects: each received batch is applied in ONE transaction that first
-//! locks the stored cursor row, skips events at or below it, applies the effects (hierarchy
-//! copy, revocations, signup grants), stores the new cursor and commits. A crash before the
-//! commit leaves neither effects nor cursor (the batch is replayed); after it, both (the
-//! batch is skipped on replay). Replicas following the same feed serialize on the cursor row,
-//! so two of them never apply the same event twice.
+//! The feed's effects (hierarchy copy, revocations, signup grants) are the use-cases of
+//! [`crate::app::tenant_sync`], applied exactly once per event; this module only speaks the
+//! feed's protocol and decides when to resynchronise.
 //!
 //! Never wedged: when the feed says the cursor is older than what it retains
 //! (`CURSOR_EXPIRED`), or when following fails at the same cursor again and again for a reason
@@ -36,11 +33,9 @@ use tenantry_proto::tenant::v1::{
 };
 use tokio_stream::StreamExt;
 
-use serde_json::Value;
-
-use crate::domain::{DomainError, Grant, GrantSource, IndexChange, revoke_grant};
-use crate::service::{Engine, SYSTEM_PRINCIPAL};
-use crate::storage::{Catalog, Result};
+use crate::Engine;
+use crate::app::tenant_sync::{AccountChange, FeedEvent, SnapshotAccount};
+use crate::domain::{DomainError, Result};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The most feed events applied in one transaction while catching up.
@@ -146,7 +141,7 @@ pub async fn follow_tenant_feed(
             Err(err) => {
                 let cursor = status.cursor.load(Ordering::Relaxed);
                 if let FollowError::Apply(err) = &err {
-                    engine.storage.report(err);
+                    engine.storage_health().report(err);
                 }
                 if err.is_transient() {
                     stuck = (cursor, 0);
@@ -169,7 +164,7 @@ pub async fn follow_tenant_feed(
         };
         if let Some(Err(err)) = err {
             if let FollowError::Apply(err) = &err {
-                engine.storage.report(err);
+                engine.storage_health().report(err);
             }
             tracing::warn!(error = %err, "resynchronising with the tenant service failed; retrying");
         }
@@ -300,7 +295,7 @@ async fn follow_once(
     max_message_bytes: usize,
     status: &FeedStatus,
 ) -> Result<(), FollowError> {
-    let from_sequence = engine.store.cursor().await?;
+    let from_sequence = engine.feed_cursor().await?;
     // Only a message from the feed says whether this is caught up.
     status.cursor.store(from_sequence, Ordering::Relaxed);
     let mut client =
@@ -395,237 +390,66 @@ async fn resync(
     Ok(())
 }
 
-/// The effects of feed events and snapshots, gathered in one transaction.
-struct Effects<'a> {
-    engine: &'a Engine,
-    txn: &'a sea_orm::DatabaseTransaction,
-    now: chrono::DateTime<chrono::Utc>,
-    catalog: Option<Catalog>,
-    changes: Vec<IndexChange>,
+fn time(t: Option<prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
 }
 
-impl Effects<'_> {
-    /// Records a live account under `parent`.
-    async fn upsert(&mut self, tenant: &str, parent: Option<&str>) -> Result<()> {
-        self.engine
-            .store
-            .upsert_account(self.txn, tenant, parent, false, self.now)
-            .await?;
-        self.changes.push(IndexChange::UpsertTenant {
-            id: tenant.to_owned(),
-            parent: parent.map(str::to_owned),
-        });
-        Ok(())
-    }
-
-    /// A new account: recorded, with the signup plans that existed when it was created.
-    async fn create(
-        &mut self,
-        tenant: &str,
-        parent: Option<&str>,
-        occurred: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
-        self.upsert(tenant, parent).await?;
-        if self.catalog.is_none() {
-            self.catalog = Some(self.engine.store.catalog(self.txn).await?);
+/// What a feed event does to the local copy of the hierarchy.
+fn feed_event(event: &ChangeEvent) -> FeedEvent {
+    let tenant_id = event.tenant_id.clone();
+    let parent = event
+        .account
+        .as_ref()
+        .and_then(|a| a.parent_tenant_id.clone());
+    let change = match event.change_type() {
+        ChangeType::Created => AccountChange::Created {
+            tenant_id,
+            parent_id: parent,
+            occurred: time(event.occurred_at),
+        },
+        ChangeType::Reactivated | ChangeType::Updated | ChangeType::Metadata => {
+            AccountChange::Live {
+                tenant_id,
+                parent_id: parent,
+            }
         }
-        let now = self.now;
-        let grants: Vec<Grant> = self
-            .catalog
-            .iter()
-            .flat_map(|c| c.plans.iter())
-            // Only plans that existed when the account was created: replaying an old
-            // feed must not hand today's signup plans to last year's accounts.
-            .filter(|p| p.value.assign_on_signup && p.created_at <= occurred)
-            .map(|p| signup_grant(&p.value, tenant, now))
-            .collect();
-        self.engine.store.insert_grants(self.txn, &grants).await?;
-        self.changes
-            .extend(grants.into_iter().map(IndexChange::UpsertGrant));
-        Ok(())
-    }
-
-    /// A deleted account: its grants are revoked and it leaves the index.
-    async fn delete(&mut self, tenant: &str) -> Result<()> {
-        let store = &self.engine.store;
-        store
-            .upsert_account(self.txn, tenant, None, true, self.now)
-            .await?;
-        for grant in store.unrevoked_grants(self.txn, Some(tenant), None).await? {
-            let grant = revoke_grant(
-                &grant,
-                Some(SYSTEM_PRINCIPAL),
-                Some("tenant_deleted"),
-                self.now,
-            )?;
-            store.update_grant(self.txn, &grant).await?;
-            self.changes.push(IndexChange::UpsertGrant(grant));
-        }
-        // Last, so the revocations above do not re-create the node.
-        self.changes.push(IndexChange::RemoveTenant {
-            id: tenant.to_owned(),
-        });
-        Ok(())
-    }
-}
-
-/// Applies a batch of feed events exactly once (see the module documentation).
-pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()> {
-    let store = &engine.store;
-    let txn = store.begin().await?;
-    let cursor = store.lock_cursor(&txn).await?;
-    let now = engine.now();
-    let mut last = cursor;
-    let mut effects = Effects {
-        engine,
-        txn: &txn,
-        now,
-        catalog: None,
-        changes: Vec::new(),
+        ChangeType::Hierarchy => AccountChange::Live {
+            tenant_id,
+            parent_id: match &event.detail {
+                Some(Detail::Hierarchy(h)) => h.new_parent_tenant_id.clone(),
+                Some(Detail::Membership(_)) | None => parent,
+            },
+        },
+        ChangeType::Deleted => AccountChange::Deleted { tenant_id },
+        ChangeType::Membership | ChangeType::Unspecified => AccountChange::Ignored,
     };
-    for event in events.iter().filter(|e| e.sequence > cursor) {
-        last = last.max(event.sequence);
-        let tenant = event.tenant_id.as_str();
-        let parent = event
-            .account
-            .as_ref()
-            .and_then(|a| a.parent_tenant_id.as_deref());
-        match event.change_type() {
-            ChangeType::Created => {
-                let occurred = event
-                    .occurred_at
-                    .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
-                    .unwrap_or(now);
-                effects.create(tenant, parent, occurred).await?;
-            }
-            ChangeType::Reactivated | ChangeType::Updated | ChangeType::Metadata => {
-                effects.upsert(tenant, parent).await?;
-            }
-            ChangeType::Hierarchy => {
-                let new_parent = match &event.detail {
-                    Some(Detail::Hierarchy(h)) => h.new_parent_tenant_id.as_deref(),
-                    Some(Detail::Membership(_)) | None => parent,
-                };
-                effects.upsert(tenant, new_parent).await?;
-            }
-            ChangeType::Deleted => effects.delete(tenant).await?,
-            ChangeType::Membership | ChangeType::Unspecified => {}
-        }
+    FeedEvent {
+        sequence: event.sequence,
+        change,
     }
-    let changes = effects.changes;
-    if last == cursor {
-        // Everything was applied before (a replay): nothing to record.
-        return Ok(());
-    }
-    commit_feed(engine, txn, last, changes).await
 }
 
-/// Stores the cursor with the effects and publishes them to the index.
-async fn commit_feed(
-    engine: &Engine,
-    txn: sea_orm::DatabaseTransaction,
-    sequence: u64,
-    changes: Vec<IndexChange>,
-) -> Result<()> {
-    let store = &engine.store;
-    let now = engine.now();
-    store.set_cursor(&txn, sequence, now).await?;
-    if changes.is_empty() {
-        txn.commit()
-            .await
-            .map_err(crate::storage::db_err("commit feed cursor"))?;
-        return Ok(());
-    }
-    let revision = store.commit(txn, &changes, now).await?;
-    tracing::debug!(sequence, revision, "tenant feed effects applied");
-    engine.index.apply_committed(revision, changes, now).await
+/// Applies a batch of feed events exactly once.
+pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()> {
+    let events: Vec<FeedEvent> = events.iter().map(feed_event).collect();
+    engine.apply_feed_events(&events).await
 }
 
-/// Makes the stored accounts those of a tenant snapshot as of `sequence`: accounts it lacks
-/// are created (with their signup plans), deleted ones it holds are reactivated, parents are
-/// corrected, and live accounts it does not hold are deleted. Returns how many accounts
-/// changed. A cursor already at or past `sequence` means newer state is held: nothing to do.
+/// Makes the stored accounts those of a tenant snapshot as of `sequence`.
 pub async fn apply_snapshot(
     engine: &Engine,
     sequence: u64,
     accounts: &[AccountState],
 ) -> Result<usize> {
-    let store = &engine.store;
-    let txn = store.begin().await?;
-    let cursor = store.lock_cursor(&txn).await?;
-    if cursor >= sequence {
-        return Ok(0);
-    }
-    let mut held: std::collections::HashMap<String, (Option<String>, bool)> = store
-        .accounts(&txn)
-        .await?
-        .into_iter()
-        .map(|(id, parent, deleted)| (id, (parent, deleted)))
+    let accounts: Vec<SnapshotAccount> = accounts
+        .iter()
+        .map(|a| SnapshotAccount {
+            tenant_id: a.tenant_id.clone(),
+            parent_id: a.parent_tenant_id.clone(),
+            created_at: time(a.created_at),
+        })
         .collect();
-    let mut effects = Effects {
-        engine,
-        txn: &txn,
-        now: engine.now(),
-        catalog: None,
-        changes: Vec::new(),
-    };
-    let mut changed = 0;
-    for account in accounts {
-        let tenant = account.tenant_id.as_str();
-        let parent = account.parent_tenant_id.as_deref();
-        match held.remove(tenant) {
-            None => {
-                let created = account
-                    .created_at
-                    .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
-                    .unwrap_or(effects.now);
-                effects.create(tenant, parent, created).await?;
-                changed += 1;
-            }
-            Some((held_parent, deleted)) => {
-                if deleted || held_parent.as_deref() != parent {
-                    effects.upsert(tenant, parent).await?;
-                    changed += 1;
-                }
-            }
-        }
-    }
-    // Live here, absent from the snapshot: deleted while this follower was not looking.
-    for (tenant, (_, deleted)) in held {
-        if !deleted {
-            effects.delete(&tenant).await?;
-            changed += 1;
-        }
-    }
-    let changes = effects.changes;
-    commit_feed(engine, txn, sequence, changes).await?;
-    Ok(changed)
-}
-
-fn signup_grant(
-    plan: &crate::domain::Plan,
-    tenant: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Grant {
-    Grant {
-        id: uuid::Uuid::now_v7(),
-        plan_id: plan.id,
-        tenant_id: tenant.to_owned(),
-        user_id: None,
-        starts_at: now,
-        expires_at: plan
-            .default_time_limitation_days
-            .map(|d| now + chrono::Duration::days(i64::from(d))),
-        revoked_at: None,
-        revoked_by: None,
-        revoke_reason: None,
-        source: GrantSource::Signup,
-        external_id: None,
-        granted_by: Some(SYSTEM_PRINCIPAL.to_owned()),
-        metadata: Value::Null,
-        created_at: now,
-        updated_at: now,
-    }
+    engine.apply_tenant_snapshot(sequence, &accounts).await
 }
 
 /// Keeps the index current with other replicas' writes: LISTEN/NOTIFY wakes it at once, a
@@ -637,7 +461,7 @@ pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Sh
     let mut interval = tokio::time::interval(poll);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if listener.is_none() && engine.store.is_postgres() {
+        if listener.is_none() && engine.store().is_postgres() {
             listener = listen(&engine).await;
         }
         let woken = async {
@@ -645,7 +469,7 @@ pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Sh
                 Some(l) => l
                     .recv()
                     .await
-                    .map(|n| engine.store.is_own_notification(n.payload())),
+                    .map(|n| engine.store().is_own_notification(n.payload())),
                 None => std::future::pending().await,
             }
         };
@@ -667,14 +491,14 @@ pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Sh
                 }
             }
         }
-        if let Err(err) = engine.index.catch_up().await {
+        if let Err(err) = engine.catch_up().await {
             tracing::warn!(error = %err, "catching up with the change log failed");
         }
     }
 }
 
 async fn listen(engine: &Engine) -> Option<sea_orm::sqlx::postgres::PgListener> {
-    let pool = engine.store.connection().get_postgres_connection_pool();
+    let pool = engine.store().connection().get_postgres_connection_pool();
     let mut listener = match sea_orm::sqlx::postgres::PgListener::connect_with(pool).await {
         Ok(l) => l,
         Err(err) => {
@@ -682,7 +506,7 @@ async fn listen(engine: &Engine) -> Option<sea_orm::sqlx::postgres::PgListener> 
             return None;
         }
     };
-    match listener.listen(engine.store.channel()).await {
+    match listener.listen(engine.store().channel()).await {
         Ok(()) => Some(listener),
         Err(err) => {
             tracing::warn!(error = %err, "cannot listen for change-log notifications");
@@ -693,11 +517,11 @@ async fn listen(engine: &Engine) -> Option<sea_orm::sqlx::postgres::PgListener> 
 
 async fn prune(engine: &Engine) {
     let before = engine.now() - chrono::Duration::hours(24);
-    match engine.store.prune_log(before, 100_000).await {
+    match engine.store().prune_log(before, 100_000).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, "old change-log rows pruned"),
         Err(err) => {
-            engine.storage.report(&err);
+            engine.storage_health().report(&err);
             tracing::warn!(error = %err, "pruning the change log failed");
         }
     }

@@ -2,17 +2,22 @@
 //! checks answered from an in-memory index (`domain`) kept current from this replica's writes,
 //! other replicas' writes (the change log) and the tenant service's change feed.
 //!
+//! Layers (see ARCHITECTURE.md): `grpc` decodes, calls a use-case of `app` and encodes; `app`
+//! holds the rules and orchestration behind the ports of `app::ports`, which `storage` (the
+//! database) and `clients` (the tenant service) implement; `domain` is the model, validation
+//! and the evaluation index.
+//!
 //! [`migrate`] applies the schema; [`serve`] connects, optionally migrates, builds the index,
 //! starts the followers and serves gRPC until shutdown.
 
+mod app;
+mod clients;
 pub mod clock;
 pub mod domain;
 mod follower;
 mod grpc;
-mod index_handle;
 pub mod migration;
 mod retention;
-mod service;
 mod storage;
 
 use std::sync::Arc;
@@ -26,10 +31,12 @@ use tenantry_common::{
 };
 use tokio::net::TcpListener;
 
+use crate::clients::tenant::GrpcTenantDirectory;
 use crate::clock::{Clock, SystemClock};
-use crate::index_handle::IndexHandle;
-use crate::service::{Engine, TenantDirectory};
 use crate::storage::Store;
+
+/// The service's use-cases over the database.
+type Engine = app::Engine<Store>;
 
 /// How long a check with `min_revision` waits for that revision before UNAVAILABLE.
 const REVISION_WAIT: Duration = Duration::from_secs(2);
@@ -78,9 +85,6 @@ pub async fn serve_with_clock(
         apply_migrations(&conn).await?;
     }
     let store = Store::new(conn, &config.entitlement_db_schema);
-    let index = IndexHandle::load(store.clone())
-        .await
-        .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?;
     // Lazy: the service starts (and serves checks) while the tenant service is down.
     let tenant_channel = tenantry_common::grpc::connect(
         &config.tenant_endpoint(),
@@ -88,14 +92,11 @@ pub async fn serve_with_clock(
         config.service_token.as_ref(),
         config.request_timeout(),
     )?;
-    let engine = Arc::new(Engine {
-        store: store.clone(),
-        index,
-        tenants: TenantDirectory::new(tenant_channel.clone(), config.max_message_bytes),
-        clock,
-        revision_wait: REVISION_WAIT,
-        storage: tenantry_common::db::StorageHealth::new(),
-    });
+    let tenants = GrpcTenantDirectory::new(tenant_channel.clone(), config.max_message_bytes);
+    let engine = Engine::start(store.clone(), Arc::new(tenants), clock, REVISION_WAIT)
+        .await
+        .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?;
+    let engine = Arc::new(engine);
     // Followers stop with the caller's signal, and also when this server fails on its own.
     let local = shutdown.child();
     let (keeping_up, feed_health) = tokio::sync::watch::channel(true);

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use tenantry_common::Shutdown;
 
-use crate::service::Engine;
+use crate::Engine;
 
 /// How often expired keys are looked for (a read on an index when there are none).
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
@@ -24,11 +24,7 @@ pub async fn prune_idempotency_keys(engine: Arc<Engine>, retention: Duration, sh
         }
         let before = engine.now() - retention;
         loop {
-            match engine
-                .store
-                .prune_idempotency_keys(before, PRUNE_BATCH)
-                .await
-            {
+            match engine.prune_idempotency_keys(before, PRUNE_BATCH).await {
                 Ok(n) if n == PRUNE_BATCH && !shutdown.is_triggered() => {}
                 Ok(0) => break,
                 Ok(n) => {
@@ -36,7 +32,7 @@ pub async fn prune_idempotency_keys(engine: Arc<Engine>, retention: Duration, sh
                     break;
                 }
                 Err(err) => {
-                    engine.storage.report(&err);
+                    engine.storage_health().report(&err);
                     tracing::warn!(error = %err, "pruning idempotency keys failed; will retry");
                     break;
                 }

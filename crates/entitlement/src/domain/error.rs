@@ -2,12 +2,27 @@
 
 use serde::Serialize;
 
+/// Why an item of a batch is refused, for the callers that decide on it (a single write
+/// reports a missing or revoked grant as such; the message is for people).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ItemProblem {
+    /// The item is malformed or breaks a rule.
+    #[default]
+    Invalid,
+    /// The item names a grant that does not exist.
+    GrantNotFound,
+    /// The item changes a revoked grant.
+    GrantRevoked,
+}
+
 /// One bad item of a batch, by its position in the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ItemError {
     pub index: usize,
     pub field: String,
     pub message: String,
+    #[serde(skip)]
+    pub problem: ItemProblem,
 }
 
 impl ItemError {
@@ -16,9 +31,29 @@ impl ItemError {
             index,
             field: field.into(),
             message: message.into(),
+            problem: ItemProblem::Invalid,
+        }
+    }
+
+    /// The item's grant does not exist.
+    pub fn grant_not_found(index: usize) -> Self {
+        Self {
+            problem: ItemProblem::GrantNotFound,
+            ..Self::new(index, "id", "grant not found")
+        }
+    }
+
+    /// The item's grant is revoked.
+    pub fn grant_revoked(index: usize) -> Self {
+        Self {
+            problem: ItemProblem::GrantRevoked,
+            ..Self::new(index, "id", "grant is revoked")
         }
     }
 }
+
+/// What every domain and use-case operation returns.
+pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
@@ -26,6 +61,15 @@ pub enum DomainError {
     NotFound { kind: &'static str, id: String },
     #[error("{kind} {id} already exists")]
     AlreadyExists { kind: &'static str, id: String },
+    /// A write lost a race for a unique value its own check saw free.
+    #[error("a {kind} with this {field} already exists")]
+    Conflict {
+        kind: &'static str,
+        field: &'static str,
+    },
+    /// A concurrent request with the same idempotency key stored its record first.
+    #[error("a concurrent request with the same idempotency key is in progress")]
+    IdempotencyKeyTaken,
     #[error("invalid {field}: {message}")]
     InvalidArgument { field: String, message: String },
     /// A batch refused as a whole; every bad item is listed (maps to INVALID_ARGUMENT).
@@ -85,6 +129,8 @@ impl tenantry_common::db::StorageFaultSource for DomainError {
             Self::StorageFailed(_) => Some(StorageFault::Failed),
             Self::NotFound { .. }
             | Self::AlreadyExists { .. }
+            | Self::Conflict { .. }
+            | Self::IdempotencyKeyTaken
             | Self::InvalidArgument { .. }
             | Self::InvalidItems(_)
             | Self::FailedPrecondition(_)

@@ -1,6 +1,7 @@
 //! The entitlement domain: model, validation and the evaluation index. Knows neither the
 //! transport (tonic) nor storage (sea-orm); both layers call into it.
 
+pub mod catalog;
 mod condition;
 pub mod error;
 mod fxhash;
@@ -13,7 +14,7 @@ pub mod synthetic;
 pub mod validate;
 pub mod writer;
 
-pub use error::{DomainError, ItemError};
+pub use error::{DomainError, ItemError, ItemProblem, Result};
 pub use fxhash::{FxBuildHasher, FxHashMap, FxHasher};
 pub use index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
@@ -26,8 +27,8 @@ pub use model::{
     Treatment,
 };
 pub use validate::{
-    GRANT_REVOKED, GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, parse_timestamp,
-    revoke_grant, tenant_id_problem, validate_attributes, validate_feature, validate_flag,
+    GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, parse_timestamp, revoke_grant,
+    tenant_id_problem, validate_attributes, validate_feature, validate_flag,
     validate_grant_deletes, validate_grant_updates, validate_key, validate_new_grant,
     validate_new_grants, validate_plan, validate_route, validate_rules, validate_tenant_id,
 };

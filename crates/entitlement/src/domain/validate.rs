@@ -463,9 +463,6 @@ pub struct GrantPatch {
 /// `external_id_owner(tenant, external_id)` names the stored grant holding an external id in
 /// an account: a patch may not take one another grant holds (even if that grant gives it up
 /// in the same batch), nor one an earlier patch of the batch took.
-/// The item error message of a patch naming a revoked grant.
-pub const GRANT_REVOKED: &str = "grant is revoked";
-
 pub fn validate_grant_updates(
     patches: &[GrantPatch],
     current: impl Fn(Uuid) -> Option<Grant>,
@@ -479,54 +476,60 @@ pub fn validate_grant_updates(
     let mut claimed: HashSet<(String, String)> = HashSet::new();
     for (i, patch) in patches.iter().enumerate() {
         let before = errors.len();
-        let mut err = |field: &str, message: &str| errors.push(ItemError::new(i, field, message));
+        let mut err = |e: ItemError| errors.push(e);
         let grant = match parse_uuid(&patch.id) {
             Ok(id) if !seen.insert(id) => {
-                err("id", "listed twice");
+                err(ItemError::new(i, "id", "listed twice"));
                 None
             }
             Ok(id) => current(id).or_else(|| {
-                err("id", "grant not found");
+                err(ItemError::grant_not_found(i));
                 None
             }),
             Err(m) => {
-                err("id", m);
+                err(ItemError::new(i, "id", m));
                 None
             }
         };
         let Some(mut grant) = grant else { continue };
         if grant.revoked_at.is_some() {
-            err("id", GRANT_REVOKED);
+            err(ItemError::grant_revoked(i));
         }
         if let Some(s) = &patch.starts_at {
             match parse_timestamp(s) {
                 Ok(t) => grant.starts_at = t,
-                Err(m) => err("startsAt", &m),
+                Err(m) => err(ItemError::new(i, "startsAt", &m)),
             }
         }
         match &patch.expires_at {
             Some(Some(s)) => match parse_timestamp(s) {
                 Ok(t) => grant.expires_at = Some(t),
-                Err(m) => err("expiresAt", &m),
+                Err(m) => err(ItemError::new(i, "expiresAt", &m)),
             },
             Some(None) => grant.expires_at = None,
             None => {}
         }
         if let Some(meta) = &patch.metadata {
             if let Some(problem) = metadata_problem(meta) {
-                err("metadata", &problem);
+                err(ItemError::new(i, "metadata", &problem));
             } else {
                 grant.metadata = meta.clone();
             }
         }
         match patch.external_id.as_deref() {
             Some("") => grant.external_id = None,
-            Some(ext) if ext.len() > MAX_TEXT_LEN => err("externalId", "must be 1 to 256 bytes"),
+            Some(ext) if ext.len() > MAX_TEXT_LEN => {
+                err(ItemError::new(i, "externalId", "must be 1 to 256 bytes"))
+            }
             Some(ext)
                 if external_id_owner(&grant.tenant_id, ext).is_some_and(|o| o != grant.id)
                     || !claimed.insert((grant.tenant_id.clone(), ext.to_owned())) =>
             {
-                err("externalId", "already used for this account");
+                err(ItemError::new(
+                    i,
+                    "externalId",
+                    "already used for this account",
+                ));
             }
             Some(ext) => grant.external_id = Some(ext.to_owned()),
             None => {}
@@ -534,7 +537,7 @@ pub fn validate_grant_updates(
         if let Some(e) = grant.expires_at
             && e <= grant.starts_at
         {
-            err("expiresAt", "must be after startsAt");
+            err(ItemError::new(i, "expiresAt", "must be after startsAt"));
         }
         if errors.len() == before {
             grant.updated_at = now;
@@ -561,7 +564,7 @@ pub fn validate_grant_deletes(
         match parse_uuid(raw) {
             Err(m) => errors.push(ItemError::new(i, "id", m)),
             Ok(id) if !seen.insert(id) => errors.push(ItemError::new(i, "id", "listed twice")),
-            Ok(id) if !exists(id) => errors.push(ItemError::new(i, "id", "grant not found")),
+            Ok(id) if !exists(id) => errors.push(ItemError::grant_not_found(i)),
             Ok(id) => out.push(id),
         }
     }

@@ -1,127 +1,52 @@
 //! Checks and effective entitlements, answered from the in-memory index only.
 
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use tenantry_proto::entitlement::v1::{self as pb, *};
 use tonic::{Request, Response};
 
-use super::convert::{self, uuid};
+use super::convert;
 use super::{Handler, Result};
+use crate::Engine;
+use crate::app::checks::{
+    CheckQuery, CheckTarget, PlanName, WhatIfChange, WhatIfQuery, check_sizes,
+};
 use crate::domain::{
-    self, CheckRequest, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel,
-    Hypothetical, Justification, MAX_BATCH, MAX_WHAT_IF_CHANGES, Subject, Target,
-    validate_attributes, validate_tenant_id,
+    self, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel, ItemError, Justification,
+    Subject, validate_attributes, validate_tenant_id,
 };
 
-/// A query decoded into owned parts the borrowed `CheckRequest` points into.
-struct Query {
-    tenant_id: String,
-    user_id: Option<String>,
-    permissions: Vec<String>,
-    attributes: Option<Map<String, Value>>,
-    target: TargetOwned,
-    at: Option<DateTime<Utc>>,
-    requested: Option<u64>,
-}
-
-enum TargetOwned {
-    Feature(String),
-    Permission(String),
-    Route(String, String),
-}
-
-impl Query {
-    fn decode(q: Option<EntitlementQuery>) -> std::result::Result<Self, DomainError> {
-        let q = q.ok_or_else(|| DomainError::invalid("query", "required"))?;
-        let subject = q
-            .subject
-            .ok_or_else(|| DomainError::invalid("query.subject", "required"))?;
-        validate_tenant_id("query.subject.tenant_id", &subject.tenant_id)?;
-        let target = match q.target {
-            Some(entitlement_query::Target::FeatureKey(k)) => TargetOwned::Feature(k),
-            Some(entitlement_query::Target::PermissionKey(p)) => TargetOwned::Permission(p),
-            Some(entitlement_query::Target::Route(r)) => TargetOwned::Route(r.method, r.path),
-            None => {
-                return Err(DomainError::invalid(
-                    "query.target",
-                    "exactly one of feature_key, permission_key or route is required",
-                ));
-            }
-        };
-        let attributes = convert::attributes(subject.attributes);
-        validate_attributes("query.subject.attributes", attributes.as_ref())?;
-        check_sizes(&subject.user_id, &subject.permissions, &target)?;
-        Ok(Self {
-            tenant_id: subject.tenant_id,
-            user_id: subject.user_id,
-            permissions: subject.permissions,
-            attributes,
-            target,
-            at: q.at.map(|t| convert::time("query.at", &t)).transpose()?,
-            requested: q.requested_amount,
-        })
-    }
-
-    fn subject(&self) -> Subject<'_> {
-        Subject {
-            tenant_id: &self.tenant_id,
-            user_id: self.user_id.as_deref(),
-            permissions: &self.permissions,
-            attributes: self.attributes.as_ref(),
-        }
-    }
-
-    fn request(&self) -> CheckRequest<'_> {
-        CheckRequest {
-            subject: self.subject(),
-            target: match &self.target {
-                TargetOwned::Feature(k) => Target::Feature(k),
-                TargetOwned::Permission(p) => Target::Permission(p),
-                TargetOwned::Route(m, p) => Target::Route { method: m, path: p },
-            },
-            requested: self.requested,
-        }
-    }
-}
-
-/// Strings and lists of a check within the shared limits: a check is answered from memory,
-/// but half-megabyte keys or 100,000 permissions would still be hashed and compared.
-fn check_sizes(
-    user_id: &Option<String>,
-    permissions: &[String],
-    target: &TargetOwned,
-) -> std::result::Result<(), DomainError> {
-    use tenantry_common::limits::{MAX_ID_CHARS, MAX_PATH_CHARS, MAX_SUBJECT_PERMISSIONS};
-    let too_long = |field: &str, value: &str, max: usize| {
-        if value.chars().count() > max {
-            Err(DomainError::invalid(
-                field,
-                format!("must be at most {max} characters"),
-            ))
-        } else {
-            Ok(())
+/// Decodes a query (`query.`-prefixed fields) and checks it within the limits.
+fn decode_query(q: Option<EntitlementQuery>) -> std::result::Result<CheckQuery, DomainError> {
+    let q = q.ok_or_else(|| DomainError::invalid("query", "required"))?;
+    let subject = q
+        .subject
+        .ok_or_else(|| DomainError::invalid("query.subject", "required"))?;
+    validate_tenant_id("query.subject.tenant_id", &subject.tenant_id)?;
+    let target = match q.target {
+        Some(entitlement_query::Target::FeatureKey(k)) => CheckTarget::Feature(k),
+        Some(entitlement_query::Target::PermissionKey(p)) => CheckTarget::Permission(p),
+        Some(entitlement_query::Target::Route(r)) => CheckTarget::Route {
+            method: r.method,
+            path: r.path,
+        },
+        None => {
+            return Err(DomainError::invalid(
+                "query.target",
+                "exactly one of feature_key, permission_key or route is required",
+            ));
         }
     };
-    if let Some(user) = user_id {
-        too_long("query.subject.user_id", user, MAX_ID_CHARS)?;
-    }
-    if permissions.len() > MAX_SUBJECT_PERMISSIONS {
-        return Err(DomainError::invalid(
-            "query.subject.permissions",
-            format!("must hold at most {MAX_SUBJECT_PERMISSIONS} permissions"),
-        ));
-    }
-    for (i, p) in permissions.iter().enumerate() {
-        too_long(&format!("query.subject.permissions[{i}]"), p, MAX_ID_CHARS)?;
-    }
-    match target {
-        TargetOwned::Feature(k) => too_long("query.feature_key", k, MAX_ID_CHARS),
-        TargetOwned::Permission(p) => too_long("query.permission_key", p, MAX_ID_CHARS),
-        TargetOwned::Route(method, path) => {
-            too_long("query.route.method", method, 16)?;
-            too_long("query.route.path", path, MAX_PATH_CHARS)
-        }
-    }
+    let attributes = convert::attributes(subject.attributes);
+    validate_attributes("query.subject.attributes", attributes.as_ref())?;
+    check_sizes(subject.user_id.as_deref(), &subject.permissions, &target)?;
+    Ok(CheckQuery {
+        tenant_id: subject.tenant_id,
+        user_id: subject.user_id,
+        permissions: subject.permissions,
+        attributes,
+        target,
+        at: q.at.map(|t| convert::time("query.at", &t)).transpose()?,
+        requested: q.requested_amount,
+    })
 }
 
 fn justification(j: Option<Justification>) -> pb::Justification {
@@ -189,16 +114,16 @@ fn provenance(
 }
 
 /// The route a route query is decided by, if any matches.
-fn matched_route(index: &EntitlementIndex, q: &Query) -> Option<String> {
+fn matched_route(index: &EntitlementIndex, q: &CheckQuery) -> Option<String> {
     match &q.target {
-        TargetOwned::Route(method, path) => {
+        CheckTarget::Route { method, path } => {
             index.matched_route(method, path).map(|id| id.to_string())
         }
-        TargetOwned::Feature(_) | TargetOwned::Permission(_) => None,
+        CheckTarget::Feature(_) | CheckTarget::Permission(_) => None,
     }
 }
 
-fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDecision {
+fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> EntitlementDecision {
     // The feature that decided: the checked one, or the linked/required one for permission
     // and route checks (resolved against the snapshot the decision came from).
     let feature_key = d
@@ -218,19 +143,6 @@ fn decision(index: &EntitlementIndex, q: &Query, d: &Decision) -> EntitlementDec
     }
 }
 
-impl Handler {
-    /// The serving index, once it includes `min_revision` (waiting briefly, else UNAVAILABLE).
-    pub(super) async fn index(
-        &self,
-        min_revision: u64,
-    ) -> std::result::Result<std::sync::Arc<EntitlementIndex>, DomainError> {
-        self.engine
-            .index
-            .at_least(min_revision, self.engine.revision_wait)
-            .await
-    }
-}
-
 #[tonic::async_trait]
 impl entitlement_service_server::EntitlementService for Handler {
     async fn is_entitled_to(
@@ -238,15 +150,11 @@ impl entitlement_service_server::EntitlementService for Handler {
         request: Request<IsEntitledToRequest>,
     ) -> Result<Response<IsEntitledToResponse>> {
         let r = request.into_inner();
-        let q = Query::decode(r.query)?;
-        let index = self.index(r.min_revision).await?;
-        let d = index.check(
-            &q.request(),
-            q.at.unwrap_or_else(|| self.engine.present(&index)),
-        );
+        let q = decode_query(r.query)?;
+        let checked = self.engine.check(&q, r.min_revision).await?;
         Ok(Response::new(IsEntitledToResponse {
-            decision: Some(decision(&index, &q, &d)),
-            revision: index.revision(),
+            decision: Some(decision(&checked.index, &q, &checked.value)),
+            revision: checked.index.revision(),
         }))
     }
 
@@ -255,16 +163,14 @@ impl entitlement_service_server::EntitlementService for Handler {
         request: Request<BatchIsEntitledToRequest>,
     ) -> Result<Response<BatchIsEntitledToResponse>> {
         let r = request.into_inner();
-        if r.queries.is_empty() || r.queries.len() > MAX_BATCH {
-            return Err(DomainError::invalid("queries", "give 1 to 1000 queries").into());
-        }
+        Engine::check_batch_size(r.queries.len())?;
         let mut items = Vec::new();
         let mut queries = Vec::with_capacity(r.queries.len());
         for (i, q) in r.queries.into_iter().enumerate() {
-            match Query::decode(Some(q)) {
+            match decode_query(Some(q)) {
                 Ok(q) => queries.push(q),
                 Err(DomainError::InvalidArgument { field, message }) => {
-                    items.push(crate::domain::ItemError::new(i, field, message));
+                    items.push(ItemError::new(i, field, message));
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -272,17 +178,14 @@ impl entitlement_service_server::EntitlementService for Handler {
         if !items.is_empty() {
             return Err(DomainError::InvalidItems(items).into());
         }
-        let index = self.index(r.min_revision).await?;
-        let now = self.engine.present(&index);
-        let decisions = queries
-            .iter()
-            .map(|q| {
-                let d = index.check(&q.request(), q.at.unwrap_or(now));
-                decision(&index, q, &d)
-            })
-            .collect();
+        let checked = self.engine.check_batch(&queries, r.min_revision).await?;
+        let index = &checked.index;
         Ok(Response::new(BatchIsEntitledToResponse {
-            decisions,
+            decisions: queries
+                .iter()
+                .zip(&checked.value)
+                .map(|(q, d)| decision(index, q, d))
+                .collect(),
             revision: index.revision(),
         }))
     }
@@ -292,28 +195,27 @@ impl entitlement_service_server::EntitlementService for Handler {
         request: Request<GetAccountEntitlementsRequest>,
     ) -> Result<Response<GetAccountEntitlementsResponse>> {
         let r = request.into_inner();
-        validate_tenant_id("tenant_id", &r.tenant_id)?;
         let attributes = convert::attributes(r.attributes);
-        validate_attributes("attributes", attributes.as_ref())?;
         let at = r.at.map(|t| convert::time("at", &t)).transpose()?;
-        let index = self.index(r.min_revision).await?;
-        // "Now" is read once the index holds the awaited revision, never before: grants
-        // written meanwhile have started by then.
-        let at = at.unwrap_or_else(|| self.engine.present(&index));
         let subject = Subject {
             tenant_id: &r.tenant_id,
             user_id: r.user_id.as_deref(),
             permissions: &[],
             attributes: attributes.as_ref(),
         };
-        let entitlements = index
-            .account_entitlements(&subject, at)?
+        let checked = self
+            .engine
+            .account_entitlements(&subject, at, r.min_revision)
+            .await?;
+        let index = &checked.index;
+        let entitlements = checked
+            .value
             .into_iter()
             .map(|e| AccountEntitlement {
                 allocation: Some(convert::allocation(Some(e.allocation))),
                 provenance: e
                     .decided_by
-                    .map(|by| provenance(&index, &r.tenant_id, by, &e.key)),
+                    .map(|by| provenance(index, &r.tenant_id, by, &e.key)),
                 next_change_at: e.next_change_at.map(convert::timestamp),
                 feature_key: e.key,
             })
@@ -326,130 +228,71 @@ impl entitlement_service_server::EntitlementService for Handler {
 
     async fn explain(&self, request: Request<ExplainRequest>) -> Result<Response<ExplainResponse>> {
         let r = request.into_inner();
-        let q = Query::decode(r.query)?;
-        let index = self.index(r.min_revision).await?;
-        let at = q.at.unwrap_or_else(|| self.engine.present(&index));
-        let d = index.check(&q.request(), at);
-        let feature_key = match &q.target {
-            TargetOwned::Feature(k) => Some(k.as_str()),
-            TargetOwned::Permission(_) | TargetOwned::Route(..) => None,
-        };
-        let decided = d.decided_by.and_then(|b| b.grant_id);
-        let grants = index
-            .explain_grants(&q.subject(), feature_key, at)
-            .into_iter()
-            .map(|g| GrantEvaluation {
+        let q = decode_query(r.query)?;
+        let checked = self.engine.explain(&q, r.min_revision).await?;
+        let (index, e) = (&checked.index, &checked.value);
+        let grants = e
+            .grants
+            .iter()
+            .map(|(g, effective)| GrantEvaluation {
                 grant_id: g.grant_id.to_string(),
                 plan_key: index.plan_key(g.plan_id).unwrap_or_default().to_owned(),
                 level: level(g.level) as i32,
-                granted_tenant_id: granted_tenant(&index, &q.tenant_id, g.level),
+                granted_tenant_id: granted_tenant(index, &q.tenant_id, g.level),
                 status: convert::grant_status(g.status) as i32,
                 targeted: g.targeted,
                 allocation: Some(convert::allocation(g.allocation)),
-                effective: d.result
-                    && g.allocation.is_some_and(|a| a.is_granting())
-                    && g.status == crate::domain::GrantStatus::Active
-                    || decided == Some(g.grant_id),
+                effective: *effective,
             })
             .collect();
-        let (flag, linked) = match &q.target {
-            TargetOwned::Feature(k) => (index.flag_on(k, q.attributes.as_ref()), vec![]),
-            TargetOwned::Permission(p) => (None, index.linked_features(p)),
-            TargetOwned::Route(..) => (None, vec![]),
-        };
         Ok(Response::new(ExplainResponse {
-            decision: Some(decision(&index, &q, &d)),
+            decision: Some(decision(index, &q, &e.decision)),
             grants,
-            feature_flag_on: flag,
-            matched_route_id: matched_route(&index, &q),
-            linked_feature_keys: linked,
+            feature_flag_on: e.flag_on,
+            matched_route_id: matched_route(index, &q),
+            linked_feature_keys: e.linked_features.clone(),
             revision: index.revision(),
         }))
     }
 
     async fn what_if(&self, request: Request<WhatIfRequest>) -> Result<Response<WhatIfResponse>> {
         let r = request.into_inner();
-        validate_tenant_id("tenant_id", &r.tenant_id)?;
-        let index = self.index(r.min_revision).await?;
-        let at = match r.at {
-            Some(t) => convert::time("at", &t)?,
-            None => self.engine.present(&index),
-        };
-        if r.changes.is_empty() || r.changes.len() > MAX_WHAT_IF_CHANGES {
-            return Err(DomainError::invalid(
-                "changes",
-                format!("give 1 to {MAX_WHAT_IF_CHANGES} changes"),
-            )
-            .into());
-        }
-        let plan_id = |s: &str, field: &str| {
-            if s.is_empty() {
-                return Err(DomainError::invalid(field, "required"));
-            }
-            uuid(field, s)
-                .ok()
-                .or_else(|| index.plan_id_by_key(s))
-                .ok_or_else(|| DomainError::not_found("plan", s))
-        };
-        let time = |t: &Option<prost_types::Timestamp>, field: &str| {
-            t.as_ref().map(|t| convert::time(field, t)).transpose()
-        };
-        let mut hypotheticals = Vec::with_capacity(r.changes.len());
-        for (i, change) in r.changes.iter().enumerate() {
+        let at = r.at.map(|t| convert::time("at", &t)).transpose()?;
+        let mut changes = Vec::with_capacity(r.changes.len());
+        for (i, change) in r.changes.into_iter().enumerate() {
             let field = format!("changes[{i}]");
-            hypotheticals.push(match &change.change {
-                Some(hypothetical_change::Change::Grant(g)) => {
-                    if !g.tenant_id.is_empty() && g.tenant_id != r.tenant_id {
-                        return Err(DomainError::invalid(
-                            format!("{field}.grant.tenant_id"),
-                            "must be empty or the request's tenant_id",
-                        )
-                        .into());
-                    }
-                    if g.user_id.is_some() && g.user_id != r.user_id {
-                        return Err(DomainError::invalid(
-                            format!("{field}.grant.user_id"),
-                            "must be unset or the request's user_id",
-                        )
-                        .into());
-                    }
-                    Hypothetical::GrantPlan {
-                        plan_id: match &g.plan {
-                            Some(new_grant::Plan::PlanId(id)) => {
-                                plan_id(id, &format!("{field}.grant.plan_id"))?
-                            }
-                            Some(new_grant::Plan::PlanKey(k)) => {
-                                plan_id(k, &format!("{field}.grant.plan_key"))?
-                            }
-                            None => {
-                                return Err(DomainError::invalid(
-                                    format!("{field}.grant.plan"),
-                                    "required",
-                                )
-                                .into());
-                            }
-                        },
-                        to_user: g.user_id.is_some(),
-                        starts_at: time(&g.starts_at, &format!("{field}.grant.starts_at"))?,
-                        expires_at: time(&g.expires_at, &format!("{field}.grant.expires_at"))?,
-                    }
+            let time = |t: Option<prost_types::Timestamp>, name: &str| {
+                t.map(|t| convert::time(&format!("{field}.grant.{name}"), &t))
+                    .transpose()
+            };
+            changes.push(match change.change {
+                Some(hypothetical_change::Change::Grant(g)) => WhatIfChange::Grant {
+                    starts_at: time(g.starts_at, "starts_at")?,
+                    expires_at: time(g.expires_at, "expires_at")?,
+                    tenant_id: g.tenant_id,
+                    user_id: g.user_id,
+                    plan: g.plan.map(|p| match p {
+                        new_grant::Plan::PlanId(id) => PlanName::Id(id),
+                        new_grant::Plan::PlanKey(k) => PlanName::Key(k),
+                    }),
+                },
+                Some(hypothetical_change::Change::RevokeGrantId(id)) => {
+                    WhatIfChange::RevokeGrant(id)
                 }
-                Some(hypothetical_change::Change::RevokeGrantId(id)) => Hypothetical::RevokeGrant {
-                    grant_id: uuid(&format!("{field}.revoke_grant_id"), id)?,
-                },
-                Some(hypothetical_change::Change::RevokePlan(p)) => Hypothetical::RevokePlan {
-                    plan_id: plan_id(p, &format!("{field}.revoke_plan"))?,
-                },
-                None => return Err(DomainError::invalid(field, "required").into()),
+                Some(hypothetical_change::Change::RevokePlan(p)) => WhatIfChange::RevokePlan(p),
+                None => WhatIfChange::Missing,
             });
         }
-        let subject = Subject {
-            tenant_id: &r.tenant_id,
-            user_id: r.user_id.as_deref(),
-            permissions: &[],
-            attributes: None,
-        };
-        let result = index.what_if(&subject, &hypotheticals, at)?;
+        let checked = self
+            .engine
+            .what_if(WhatIfQuery {
+                tenant_id: r.tenant_id,
+                user_id: r.user_id,
+                changes,
+                at,
+                min_revision: r.min_revision,
+            })
+            .await?;
         let encode = |list: Vec<crate::domain::FeatureChange>| {
             list.into_iter()
                 .map(|c| pb::FeatureChange {
@@ -459,11 +302,13 @@ impl entitlement_service_server::EntitlementService for Handler {
                 })
                 .collect()
         };
+        let revision = checked.index.revision();
+        let result = checked.value;
         Ok(Response::new(WhatIfResponse {
             gained: encode(result.gained),
             lost: encode(result.lost),
             changed: encode(result.changed),
-            revision: index.revision(),
+            revision,
         }))
     }
 
@@ -472,7 +317,7 @@ impl entitlement_service_server::EntitlementService for Handler {
         _request: Request<GetRevisionRequest>,
     ) -> Result<Response<GetRevisionResponse>> {
         Ok(Response::new(GetRevisionResponse {
-            revision: self.engine.index.current().revision(),
+            revision: self.engine.revision(),
         }))
     }
 }

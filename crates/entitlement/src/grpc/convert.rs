@@ -6,11 +6,14 @@ use serde_json::{Map, Value};
 use tenantry_proto::entitlement::v1 as pb;
 use uuid::Uuid;
 
+use crate::app::features::FeatureView;
+use crate::app::flags::FlagView;
+use crate::app::plans::PlanView;
+use crate::domain::catalog::{FeatureDoc, FlagDoc, Stored};
 use crate::domain::{
     Allocation, AllocationType, AttributeType, Condition, ConditionOp, DomainError, Grant,
-    GrantStatus, Limit, MergePolicy, Plan, Route, RoutePolicy, Rule, Treatment,
+    GrantStatus, Limit, MergePolicy, Route, RoutePolicy, Rule, Treatment,
 };
-use crate::storage::{FeatureDoc, FlagDoc, Stored};
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 
@@ -353,13 +356,22 @@ pub fn feature_flag(stored: &Stored<FlagDoc>, feature: &crate::domain::Feature) 
     }
 }
 
-pub fn plan(stored: &Stored<Plan>, catalog: &crate::storage::Catalog) -> pb::Plan {
+pub fn feature_view(v: &FeatureView) -> pb::Feature {
+    feature(&v.feature, v.flag.as_ref())
+}
+
+pub fn flag_view(v: &FlagView) -> pb::FeatureFlag {
+    feature_flag(&v.flag, &v.feature)
+}
+
+pub fn plan(view: &PlanView) -> pb::Plan {
+    let stored = &view.plan;
     let p = &stored.value;
     let mut features: Vec<pb::PlanFeature> = p
         .features
         .iter()
         .filter_map(|pf| {
-            let f = &catalog.feature_by_key(&pf.feature_key)?.value.feature;
+            let f = view.feature(&pf.feature_key)?;
             Some(pb::PlanFeature {
                 feature_id: f.id.to_string(),
                 feature_key: f.key.clone(),

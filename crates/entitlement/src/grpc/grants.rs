@@ -1,20 +1,15 @@
 //! Grants: single and batch writes, revocation, listing, and the seed-003 user view.
 
-use std::collections::HashMap;
-
 use prost::Message;
 use tenantry_proto::entitlement::v1::{self as pb, *};
 use tonic::{Request, Response};
-use uuid::Uuid;
 
 use super::convert::{self, rfc3339, uuid};
 use super::{Handler, Result, descending, page, page_info, principal};
-use crate::domain::{
-    DomainError, GRANT_REVOKED, Grant, GrantInput, GrantSource, GrantStatus, ItemError, Plan,
-    tenant_id_problem,
-};
-use crate::service::fingerprint;
-use crate::storage::{GrantFilter, GrantSort, StatusFilter};
+use crate::app::fingerprint;
+use crate::app::grants::{GrantQuery, GrantsAt, UserGrant as HeldGrant};
+use crate::app::ports::GrantSort;
+use crate::domain::{DomainError, GrantInput, GrantSource, GrantStatus, ItemError};
 
 /// The problems of one item found while decoding it: `(field, message)`, fields named as the
 /// domain's item errors name them.
@@ -114,95 +109,19 @@ fn single_problem(problems: Problems, prefix: &str) -> DomainError {
     DomainError::invalid(format!("{prefix}.{field}"), message)
 }
 
-/// A single write reports its one bad item as a plain field error.
-#[expect(
-    clippy::wildcard_enum_match_arm,
-    reason = "every other error keeps its meaning"
-)]
-fn single_item(e: DomainError, prefix: &str) -> DomainError {
-    match e {
-        DomainError::InvalidItems(mut items) if !items.is_empty() => {
-            let first = items.swap_remove(0);
-            DomainError::invalid(format!("{prefix}.{}", first.field), first.message)
-        }
-        other => other,
-    }
-}
-
-/// A single update of a revoked grant is refused like a second revocation.
-#[expect(
-    clippy::wildcard_enum_match_arm,
-    reason = "every other error keeps its meaning"
-)]
-fn revoked_item(e: DomainError, id: Uuid) -> DomainError {
-    match e {
-        DomainError::InvalidItems(items)
-            if items
-                .iter()
-                .any(|i| i.field == "id" && i.message == GRANT_REVOKED) =>
-        {
-            DomainError::FailedPrecondition(format!("grant {id} is revoked and cannot be changed"))
-        }
-        other => other,
-    }
-}
-
-/// `Ok` when a single-item write failed because its grant does not exist.
-#[expect(
-    clippy::wildcard_enum_match_arm,
-    reason = "every other error keeps its meaning"
-)]
-fn not_found_item(e: DomainError) -> std::result::Result<(), DomainError> {
-    match e {
-        DomainError::InvalidItems(items)
-            if items
-                .iter()
-                .any(|i| i.field == "id" && i.message == "grant not found") =>
-        {
-            Ok(())
-        }
-        other => Err(other),
-    }
-}
-
-impl Handler {
-    async fn plans_of(&self, grants: &[Grant]) -> Result<HashMap<Uuid, Plan>> {
-        let mut ids: Vec<Uuid> = grants.iter().map(|g| g.plan_id).collect();
-        ids.sort();
-        ids.dedup();
-        let store = &self.engine.store;
-        Ok(store
-            .plans_by_ids(store.connection(), &ids)
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p))
-            .collect())
-    }
-
-    async fn encode(
-        &self,
-        grants: &[Grant],
-        at: chrono::DateTime<chrono::Utc>,
-        with_relations: bool,
-    ) -> Result<Vec<pb::Grant>> {
-        let plans = self.plans_of(grants).await?;
-        let catalog = if with_relations {
-            Some(self.engine.catalog().await?)
-        } else {
-            None
-        };
-        Ok(grants
-            .iter()
-            .map(|g| {
-                let plan = plans.get(&g.plan_id);
-                let relation = match (&catalog, plan) {
-                    (Some(c), Some(p)) => c.plan_by_id(p.id).map(|s| convert::plan(s, c)),
-                    _ => None,
-                };
-                convert::grant(g, plan.map_or("", |p| p.key.as_str()), at, relation)
-            })
-            .collect())
-    }
+fn encode(grants: &GrantsAt) -> Vec<pb::Grant> {
+    grants
+        .grants
+        .iter()
+        .map(|g| {
+            convert::grant(
+                &g.grant,
+                &g.plan_key,
+                grants.at,
+                g.plan.as_ref().map(convert::plan),
+            )
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -218,23 +137,13 @@ impl grant_service_server::GrantService for Handler {
             .grant
             .ok_or_else(|| DomainError::invalid("grant", "required"))?;
         let new = input(new).map_err(|p| single_problem(p, "grant"))?;
-        let outcome = self
+        let (grants, revision) = self
             .engine
-            .create_grants(
-                vec![new],
-                GrantSource::Api,
-                by.as_deref(),
-                r.idempotency_key.as_deref(),
-                &print,
-            )
-            .await
-            .map_err(|e| single_item(e, "grant"))?;
-        let now = self.engine.now();
-        let grants = outcome.grants.unwrap_or_default();
-        let grant = self.encode(&grants, now, false).await?.pop();
+            .create_grant(new, by.as_deref(), r.idempotency_key.as_deref(), &print)
+            .await?;
         Ok(Response::new(CreateGrantResponse {
-            grant,
-            revision: outcome.revision,
+            grant: encode(&grants).pop(),
+            revision,
         }))
     }
 
@@ -243,10 +152,13 @@ impl grant_service_server::GrantService for Handler {
         request: Request<GetGrantRequest>,
     ) -> Result<Response<GetGrantResponse>> {
         let r = request.into_inner();
-        let grant = self.engine.store.grant(uuid("id", &r.id)?).await?;
-        let now = self.engine.present_now();
-        let grant = self.encode(&[grant], now, r.with_relations).await?.pop();
-        Ok(Response::new(GetGrantResponse { grant }))
+        let grants = self
+            .engine
+            .grant(uuid("id", &r.id)?, r.with_relations)
+            .await?;
+        Ok(Response::new(GetGrantResponse {
+            grant: encode(&grants).pop(),
+        }))
     }
 
     async fn list_grants(
@@ -254,14 +166,8 @@ impl grant_service_server::GrantService for Handler {
         request: Request<ListGrantsRequest>,
     ) -> Result<Response<ListGrantsResponse>> {
         let r = request.into_inner();
-        let (offset, limit) = page(r.page)?;
-        let (at, created_until) = match r.at {
-            Some(t) => (convert::time("at", &t)?, None),
-            None => {
-                let now = self.engine.present_now();
-                (now, Some(now))
-            }
-        };
+        let page = page(r.page)?;
+        let at = r.at.map(|t| convert::time("at", &t)).transpose()?;
         let plan_ids = r
             .plan_ids
             .iter()
@@ -278,9 +184,8 @@ impl grant_service_server::GrantService for Handler {
                 Ok(pb::GrantStatus::Revoked) => Some(GrantStatus::Revoked),
                 Ok(pb::GrantStatus::Unspecified) | Err(_) => None,
             })
-            .map(|status| StatusFilter { status, at })
             .collect();
-        let filter = GrantFilter {
+        let query = GrantQuery {
             tenant_ids: r.tenant_ids,
             user_ids: r.user_ids,
             plan_ids,
@@ -292,7 +197,7 @@ impl grant_service_server::GrantService for Handler {
                 Ok(AssignLevel::Unspecified) | Err(_) => None,
             },
             external_id: r.external_id,
-            created_until,
+            at,
             sort: match GrantSortField::try_from(r.sort_by) {
                 Ok(GrantSortField::ExpiresAt) => GrantSort::ExpiresAt,
                 Ok(GrantSortField::CreatedAt | GrantSortField::Unspecified) | Err(_) => {
@@ -300,13 +205,12 @@ impl grant_service_server::GrantService for Handler {
                 }
             },
             descending: descending(r.order),
-            offset,
-            limit,
+            with_relations: r.with_relations,
         };
-        let (grants, total) = self.engine.store.list_grants(&filter).await?;
+        let (grants, page) = self.engine.list_grants(query, page).await?;
         Ok(Response::new(ListGrantsResponse {
-            grants: self.encode(&grants, at, r.with_relations).await?,
-            page: Some(page_info(total, offset, limit)),
+            grants: encode(&grants),
+            page: Some(page_info(page)),
         }))
     }
 
@@ -322,19 +226,10 @@ impl grant_service_server::GrantService for Handler {
         let id = uuid("patch.id", &p.id)?;
         let print = fingerprint(&p.encode_to_vec());
         let p = patch(p, now).map_err(|p| single_problem(p, "patch"))?;
-        let outcome = self
-            .engine
-            .update_grants(vec![p], None, &print)
-            .await
-            .map_err(|e| match not_found_item(e) {
-                Ok(()) => DomainError::not_found("grant", id),
-                Err(e) => single_item(revoked_item(e, id), "patch"),
-            })?;
-        let grants = outcome.grants.unwrap_or_default();
-        let grant = self.encode(&grants, now, false).await?.pop();
+        let (grants, revision) = self.engine.update_grant(id, p, &print, now).await?;
         Ok(Response::new(UpdateGrantResponse {
-            grant,
-            revision: outcome.revision,
+            grant: encode(&grants).pop(),
+            revision,
         }))
     }
 
@@ -343,17 +238,8 @@ impl grant_service_server::GrantService for Handler {
         request: Request<DeleteGrantRequest>,
     ) -> Result<Response<DeleteGrantResponse>> {
         let id = uuid("id", &request.into_inner().id)?;
-        let outcome = self
-            .engine
-            .delete_grants(vec![id.to_string()], None, "")
-            .await
-            .map_err(|e| match not_found_item(e) {
-                Ok(()) => DomainError::not_found("grant", id),
-                Err(e) => e,
-            })?;
-        Ok(Response::new(DeleteGrantResponse {
-            revision: outcome.revision,
-        }))
+        let revision = self.engine.delete_grant(id).await?;
+        Ok(Response::new(DeleteGrantResponse { revision }))
     }
 
     async fn revoke_grant(
@@ -362,13 +248,14 @@ impl grant_service_server::GrantService for Handler {
     ) -> Result<Response<RevokeGrantResponse>> {
         let by = principal(&request);
         let r = request.into_inner();
-        let (grant, revision) = self
+        let (grants, revision) = self
             .engine
             .revoke_grant(uuid("id", &r.id)?, by.as_deref(), r.reason.as_deref())
             .await?;
-        let now = self.engine.now();
-        let grant = self.encode(&[grant], now, false).await?.pop();
-        Ok(Response::new(RevokeGrantResponse { grant, revision }))
+        Ok(Response::new(RevokeGrantResponse {
+            grant: encode(&grants).pop(),
+            revision,
+        }))
     }
 
     async fn batch_create_grants(
@@ -455,40 +342,29 @@ impl grant_service_server::GrantService for Handler {
         request: Request<ListUserGrantsRequest>,
     ) -> Result<Response<ListUserGrantsResponse>> {
         let r = request.into_inner();
-        if r.user_id.trim().is_empty() || r.user_id.chars().count() > 255 {
-            return Err(DomainError::invalid("user_id", "must be 1 to 255 characters").into());
-        }
-        if let Some(problem) = r.tenant_id.as_deref().and_then(tenant_id_problem) {
-            return Err(DomainError::invalid("tenant_id", problem).into());
-        }
         let at = r.at.map(|t| convert::time("at", &t)).transpose()?;
         let grants = self
             .engine
-            .store
-            .user_grants(&r.user_id, r.tenant_id.as_deref())
+            .user_grants(&r.user_id, r.tenant_id.as_deref(), at)
             .await?;
-        // "Now" is read after the rows: a grant committed during the query started by then.
-        let at = at.unwrap_or_else(|| self.engine.present_now());
-        let plans = self.plans_of(&grants).await?;
         let out = grants
-            .iter()
-            .filter_map(|g| {
-                let status = match g.status_at(at) {
-                    GrantStatus::Active => UserGrantStatus::Active,
-                    GrantStatus::Revoked => UserGrantStatus::Revoked,
-                    GrantStatus::Expired => UserGrantStatus::Expired,
-                    // The seed's status has no value for a grant that has not started.
-                    GrantStatus::Scheduled => return None,
-                };
-                Some(UserGrant {
+            .into_iter()
+            .map(
+                |HeldGrant {
+                     grant: g,
+                     status,
+                     product_key,
+                 }| UserGrant {
                     id: g.id.to_string(),
                     external_id: g.external_id.clone().unwrap_or_default(),
                     user_id: g.user_id.clone().unwrap_or_default(),
-                    product_key: plans
-                        .get(&g.plan_id)
-                        .map(|p| p.key.clone())
-                        .unwrap_or_default(),
-                    status: status as i32,
+                    product_key,
+                    status: match status {
+                        GrantStatus::Active => UserGrantStatus::Active,
+                        GrantStatus::Revoked => UserGrantStatus::Revoked,
+                        // Scheduled grants are left out of the view.
+                        GrantStatus::Expired | GrantStatus::Scheduled => UserGrantStatus::Expired,
+                    } as i32,
                     granted_at: Some(convert::timestamp(g.starts_at)),
                     expires_at: g.expires_at.map(convert::timestamp),
                     revoked_at: g.revoked_at.map(convert::timestamp),
@@ -498,8 +374,8 @@ impl grant_service_server::GrantService for Handler {
                     granted_by: g.granted_by.clone().unwrap_or_default(),
                     created_at: Some(convert::timestamp(g.created_at)),
                     updated_at: Some(convert::timestamp(g.updated_at)),
-                })
-            })
+                },
+            )
             .collect();
         Ok(Response::new(ListUserGrantsResponse { grants: out }))
     }

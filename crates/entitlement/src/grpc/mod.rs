@@ -1,10 +1,14 @@
-//! The gRPC layer: decode → domain → encode. Handlers hold no queries; every error passes
-//! through the one `From<DomainError> for Status` below.
+//! The gRPC layer, one file per proto service: decode → call a use-case of `app` → encode.
+//! Handlers hold no rules and no queries; every error passes through the one
+//! `From<DomainError> for Status` below.
 
-mod catalog;
 mod checks;
 pub mod convert;
+mod features;
+mod flags;
 mod grants;
+mod plans;
+mod routes;
 
 use std::sync::Arc;
 
@@ -23,8 +27,9 @@ use tenantry_proto::entitlement::v1::{
 };
 use tonic::{Code, Status};
 
+use crate::Engine;
+use crate::app::listing::{self, Listed};
 use crate::domain::DomainError;
-use crate::service::Engine;
 
 /// One handler type implements every entitlement service.
 #[derive(Debug, Clone)]
@@ -33,7 +38,10 @@ pub struct Handler {
 }
 
 pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
-    let (conn, storage) = (engine.store.connection().clone(), engine.storage.clone());
+    let (conn, storage) = (
+        engine.store().connection().clone(),
+        engine.storage_health().clone(),
+    );
     let h = Handler { engine };
     macro_rules! sized {
         ($server:ident) => {
@@ -133,6 +141,26 @@ impl From<DomainError> for Status {
                     kind.to_ascii_uppercase().replace(' ', "_")
                 )),
             ),
+            DomainError::Conflict { kind, field } => with_details(
+                Code::AlreadyExists,
+                format!("a {kind} with this {field} already exists"),
+                ErrorDetails {
+                    reason: format!(
+                        "{}_ALREADY_EXISTS",
+                        kind.to_ascii_uppercase().replace(' ', "_")
+                    ),
+                    field_violations: vec![FieldViolation {
+                        field: field.to_owned(),
+                        description: "already taken".to_owned(),
+                    }],
+                    item_errors: vec![],
+                },
+            ),
+            DomainError::IdempotencyKeyTaken => with_details(
+                Code::Unavailable,
+                "a concurrent request with the same idempotency key is in progress; retry".into(),
+                plain("UNAVAILABLE"),
+            ),
             DomainError::FailedPrecondition(message) => with_details(
                 Code::FailedPrecondition,
                 message,
@@ -189,36 +217,24 @@ fn principal<T>(request: &tonic::Request<T>) -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-/// `(offset, limit)` of an entitlement list (default 10, at most 1,000).
-fn page(page: Option<PageRequest>) -> std::result::Result<(u64, u64), DomainError> {
+/// The page a list asks for (default 10 items, at most 1,000).
+fn page(page: Option<PageRequest>) -> std::result::Result<listing::PageRequest, DomainError> {
     let page = page.unwrap_or_default();
-    let limit = page.limit.unwrap_or(10);
-    if limit == 0 || limit > 1000 {
-        return Err(DomainError::invalid(
-            "page.limit",
-            "must be between 1 and 1000",
-        ));
-    }
-    Ok((u64::from(page.offset), u64::from(limit)))
+    listing::PageRequest::new(page.offset, page.limit)
 }
 
-fn page_info(total: u64, offset: u64, limit: u64) -> PageInfo {
+fn page_info(page: listing::PageInfo) -> PageInfo {
     PageInfo {
-        total_items: total,
-        total_pages: total.div_ceil(limit.max(1)),
-        has_next: offset + limit < total,
+        total_items: page.total,
+        total_pages: page.total_pages(),
+        has_next: page.has_next(),
     }
 }
 
-/// Pages an in-memory, already ordered list.
-fn paginate<T>(items: Vec<T>, offset: u64, limit: u64) -> (Vec<T>, PageInfo) {
-    let total = items.len() as u64;
-    let page = items
-        .into_iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .collect();
-    (page, page_info(total, offset, limit))
+/// A listed page, encoded.
+fn encode_page<T, U>(listed: Listed<T>, encode: impl FnMut(T) -> U) -> (Vec<U>, Option<PageInfo>) {
+    let page = page_info(listed.page);
+    (listed.items.into_iter().map(encode).collect(), Some(page))
 }
 
 fn descending(order: i32) -> bool {

@@ -1,5 +1,6 @@
 //! The grant repository: chunked batch inserts, updates, filtered listing with paging.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Order;
 use sea_orm::{
@@ -10,8 +11,9 @@ use tenantry_common::db::PgArrayLiteral;
 use uuid::Uuid;
 
 use super::entities::grant::{ActiveModel, Column, Entity, Model};
-use super::{Result, Store, db_err, from_json, to_json};
-use crate::domain::{DomainError, Grant, GrantSource, GrantStatus};
+use super::{Store, db_err, from_json, to_json};
+use crate::app::ports::{GrantFilter, GrantSort, GrantStore, StatusFilter};
+use crate::domain::{DomainError, Grant, GrantSource, GrantStatus, Result};
 
 /// PostgreSQL accepts at most 65,535 bind parameters per statement; a grant row binds 15.
 const GRANT_COLUMNS: usize = 15;
@@ -58,12 +60,6 @@ fn to_active(grant: &Grant) -> Result<ActiveModel> {
 }
 
 /// Statuses as SQL conditions at an instant (the domain's `status_at` rule).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusFilter {
-    pub status: GrantStatus,
-    pub at: DateTime<Utc>,
-}
-
 impl StatusFilter {
     fn condition(self) -> Condition {
         let at = self.at;
@@ -92,33 +88,6 @@ impl StatusFilter {
                 .add(Column::StartsAt.lte(at)),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum GrantSort {
-    #[default]
-    CreatedAt,
-    ExpiresAt,
-}
-
-/// ListGrants' filters; empty lists mean "any".
-#[derive(Debug, Clone, Default)]
-pub struct GrantFilter {
-    pub tenant_ids: Vec<String>,
-    pub user_ids: Vec<String>,
-    pub plan_ids: Vec<Uuid>,
-    pub statuses: Vec<StatusFilter>,
-    pub sources: Vec<String>,
-    /// `Some(true)`: user grants only; `Some(false)`: account grants only.
-    pub user_level: Option<bool>,
-    pub external_id: Option<String>,
-    /// Only grants created at or before this instant: a list "as of now" leaves out grants
-    /// committed while it ran, whose start may lie after the `now` it evaluates statuses at.
-    pub created_until: Option<DateTime<Utc>>,
-    pub sort: GrantSort,
-    pub descending: bool,
-    pub offset: u64,
-    pub limit: u64,
 }
 
 impl GrantFilter {
@@ -254,10 +223,11 @@ fn unnest_statement(grants: &[Grant]) -> Result<Statement> {
     ))
 }
 
-impl Store {
+#[async_trait]
+impl GrantStore for Store {
     /// Inserts grants in one transaction: on PostgreSQL one `INSERT … SELECT FROM unnest(…)`
     /// per 5,000 rows; on SQLite multi-row inserts chunked under the bind-parameter limit.
-    pub async fn insert_grants(&self, txn: &DatabaseTransaction, grants: &[Grant]) -> Result<()> {
+    async fn insert_grants(&self, txn: &DatabaseTransaction, grants: &[Grant]) -> Result<()> {
         if self.is_postgres() {
             for chunk in grants.chunks(UNNEST_CHUNK) {
                 txn.execute_raw(unnest_statement(chunk)?)
@@ -276,7 +246,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn update_grant(&self, txn: &DatabaseTransaction, grant: &Grant) -> Result<()> {
+    async fn update_grant(&self, txn: &DatabaseTransaction, grant: &Grant) -> Result<()> {
         Entity::update(to_active(grant)?)
             .exec(txn)
             .await
@@ -284,7 +254,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_grants(&self, txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<u64> {
+    async fn delete_grants(&self, txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<u64> {
         let mut deleted = 0;
         for chunk in ids.chunks(INSERT_CHUNK) {
             deleted += Entity::delete_many()
@@ -297,27 +267,15 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Grants by id, locked for update on PostgreSQL (writers of the same grant serialize).
-    pub async fn grants_by_ids(
-        &self,
-        conn: &impl ConnectionTrait,
-        ids: &[Uuid],
-        lock: bool,
-    ) -> Result<Vec<Grant>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(INSERT_CHUNK) {
-            let mut query = Entity::find().filter(Column::Id.is_in(chunk.iter().copied()));
-            if lock && self.is_postgres() {
-                query = query.lock_exclusive();
-            }
-            for row in query.all(conn).await.map_err(db_err("load grants"))? {
-                out.push(to_domain(row)?);
-            }
-        }
-        Ok(out)
+    async fn grants_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Grant>> {
+        self.grants_by_ids_on(self.connection(), ids, false).await
     }
 
-    pub async fn grant(&self, id: Uuid) -> Result<Grant> {
+    async fn lock_grants(&self, txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<Vec<Grant>> {
+        self.grants_by_ids_on(txn, ids, true).await
+    }
+
+    async fn grant(&self, id: Uuid) -> Result<Grant> {
         let row = Entity::find_by_id(id)
             .one(self.connection())
             .await
@@ -327,9 +285,9 @@ impl Store {
     }
 
     /// `(tenant, external_id, grant holding it)` for the pairs already taken.
-    pub async fn taken_external_ids(
+    async fn taken_external_ids(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &DatabaseTransaction,
         pairs: &[(String, String)],
     ) -> Result<Vec<(String, String, Uuid)>> {
         if pairs.is_empty() {
@@ -359,7 +317,7 @@ impl Store {
     }
 
     /// Not-yet-revoked grants of an account (all levels) or of a plan.
-    pub async fn unrevoked_grants(
+    async fn unrevoked_grants(
         &self,
         txn: &DatabaseTransaction,
         tenant_id: Option<&str>,
@@ -385,9 +343,9 @@ impl Store {
     }
 
     /// Counts a plan's grants that are active or scheduled at `at`.
-    pub async fn live_grant_count(
+    async fn live_grant_count(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &DatabaseTransaction,
         plan_id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<u64> {
@@ -416,7 +374,7 @@ impl Store {
     }
 
     /// A page of grants and the total matching.
-    pub async fn list_grants(&self, filter: &GrantFilter) -> Result<(Vec<Grant>, u64)> {
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<(Vec<Grant>, u64)> {
         let conn = self.connection();
         let base = Entity::find().filter(filter.condition());
         let total = base
@@ -448,7 +406,7 @@ impl Store {
     }
 
     /// A user's own grants, newest first.
-    pub async fn user_grants(&self, user_id: &str, tenant_id: Option<&str>) -> Result<Vec<Grant>> {
+    async fn user_grants(&self, user_id: &str, tenant_id: Option<&str>) -> Result<Vec<Grant>> {
         let mut query = Entity::find().filter(Column::UserId.eq(user_id));
         if let Some(t) = tenant_id {
             query = query.filter(Column::TenantId.eq(t));
@@ -465,7 +423,7 @@ impl Store {
     }
 
     /// Account-level grants of these accounts (an account and its ancestors), newest first.
-    pub async fn account_grants(&self, tenant_ids: &[String]) -> Result<Vec<Grant>> {
+    async fn account_grants(&self, tenant_ids: &[String]) -> Result<Vec<Grant>> {
         Entity::find()
             .filter(Column::TenantId.is_in(tenant_ids.iter().cloned()))
             .filter(Column::UserId.is_null())
@@ -480,7 +438,7 @@ impl Store {
     }
 
     /// Plan ids granted (any status) to any of these users or accounts.
-    pub async fn granted_plan_ids(
+    async fn granted_plan_ids(
         &self,
         tenant_ids: &[String],
         user_ids: &[String],
@@ -502,6 +460,28 @@ impl Store {
             .await
             .map_err(db_err("list granted plans"))?;
         Ok(ids)
+    }
+}
+
+impl Store {
+    /// Grants by id, locked for update on PostgreSQL (writers of the same grant serialize).
+    async fn grants_by_ids_on(
+        &self,
+        conn: &impl ConnectionTrait,
+        ids: &[Uuid],
+        lock: bool,
+    ) -> Result<Vec<Grant>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut query = Entity::find().filter(Column::Id.is_in(chunk.iter().copied()));
+            if lock && self.is_postgres() {
+                query = query.lock_exclusive();
+            }
+            for row in query.all(conn).await.map_err(db_err("load grants"))? {
+                out.push(to_domain(row)?);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -13,23 +13,23 @@ use chrono::{DateTime, Utc};
 
 use tokio::sync::{Mutex, watch};
 
-use crate::domain::{DomainError, EntitlementIndex, IndexChange, IndexWriter, SharedIndex};
-use crate::storage::{Result, Store};
+use super::ports::Revisions;
+use crate::domain::{DomainError, EntitlementIndex, IndexChange, IndexWriter, Result, SharedIndex};
 
 /// Change-log rows read per round trip while catching up.
 const LOG_PAGE: u64 = 256;
 
 #[derive(Debug)]
-pub struct IndexHandle {
+pub struct IndexHandle<S> {
     shared: SharedIndex,
     writer: Mutex<IndexWriter>,
     published: watch::Sender<u64>,
-    store: Store,
+    store: S,
 }
 
-impl IndexHandle {
+impl<S: Revisions> IndexHandle<S> {
     /// Builds the index from a consistent snapshot of storage.
-    pub async fn load(store: Store) -> Result<Self> {
+    pub async fn load(store: S) -> Result<Self> {
         let (writer, revision) = store.load_index().await?;
         let estimate = writer.memory_estimate();
         tracing::info!(
@@ -139,7 +139,7 @@ impl IndexHandle {
             // Callers learn revisions from write answers, so one beyond the newest committed
             // (the counter is read outside any write) was never handed out: waiting for it
             // would only park the request.
-            let head = self.store.revision(self.store.connection()).await?;
+            let head = self.store.revision().await?;
             if min_revision > head {
                 return Err(DomainError::invalid(
                     "min_revision",

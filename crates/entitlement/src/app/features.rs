@@ -1,0 +1,330 @@
+//! Features: reads, lists, and writes that carry a key change or a forced deletion into every
+//! plan, flag and route naming the feature.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::listing::{Listed, Order, PageRequest, Sort, list};
+use super::plans::plan_feature_ids;
+use super::ports::Storage;
+use super::{Engine, Saved};
+use crate::domain::catalog::{Catalog, FeatureDoc, FeatureRef, FlagDoc, Stored};
+use crate::domain::{DomainError, IndexChange, Plan, Result, Route, RoutePolicy, validate_feature};
+
+/// A feature with its flag, as reads describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureView {
+    pub feature: Stored<FeatureDoc>,
+    pub flag: Option<Stored<FlagDoc>>,
+}
+
+impl FeatureView {
+    pub(super) fn of(catalog: &Catalog, feature: &Stored<FeatureDoc>) -> Self {
+        Self {
+            flag: catalog.flag_of(&feature.value.feature.key).cloned(),
+            feature: feature.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FeatureSort {
+    /// Creation order.
+    #[default]
+    Created,
+    Name,
+    Key,
+}
+
+/// ListFeatures' filters (empty lists mean "any") and order.
+#[derive(Debug, Clone)]
+pub struct FeatureQuery {
+    /// Case-insensitive part of the name.
+    pub name_contains: Option<String>,
+    pub ids: Vec<String>,
+    pub keys: Vec<String>,
+    /// Features linking any of these permissions.
+    pub permission_keys: Vec<String>,
+    pub has_flag: Option<bool>,
+    pub sort: FeatureSort,
+    pub descending: bool,
+    pub page: PageRequest,
+}
+
+/// What a forced feature deletion changed besides the feature itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeatureDeletion {
+    /// Plans the feature was unlinked from.
+    pub unlinked_plans: Vec<Uuid>,
+    /// REQUIRE routes that still require other features or permissions, now without it.
+    pub updated_routes: Vec<Uuid>,
+    /// REQUIRE routes that required only this feature, deleted.
+    pub deleted_routes: Vec<Uuid>,
+}
+
+fn route_requires(route: &Route, feature_key: &str) -> bool {
+    matches!(&route.policy, RoutePolicy::Require { features, .. } if features.iter().any(|f| f == feature_key))
+}
+
+impl<S: Storage> Engine<S> {
+    /// A feature by id or key (`None`: there is none).
+    pub async fn feature(&self, which: &FeatureRef) -> Result<Option<FeatureView>> {
+        let catalog = self.catalog().await?;
+        Ok(which
+            .resolve(&catalog)
+            .map(|f| FeatureView::of(&catalog, f)))
+    }
+
+    pub async fn list_features(&self, q: FeatureQuery) -> Result<Listed<FeatureView>> {
+        let catalog = self.catalog().await?;
+        let name = q.name_contains.map(|f| f.to_lowercase());
+        let keep = |f: &Stored<FeatureDoc>| {
+            let feature = &f.value.feature;
+            name.as_ref()
+                .is_none_or(|s| feature.name.to_lowercase().contains(s))
+                && (q.ids.is_empty() || q.ids.contains(&feature.id.to_string()))
+                && (q.keys.is_empty() || q.keys.contains(&feature.key))
+                && (q.permission_keys.is_empty()
+                    || feature
+                        .permissions
+                        .iter()
+                        .any(|p| q.permission_keys.contains(p)))
+                && q.has_flag
+                    .is_none_or(|want| catalog.flag_of(&feature.key).is_some() == want)
+        };
+        let by_name = |a: &Stored<FeatureDoc>, b: &Stored<FeatureDoc>| -> Ordering {
+            let (a, b) = (&a.value.feature, &b.value.feature);
+            (&a.name, a.id).cmp(&(&b.name, b.id))
+        };
+        let by_key = |a: &Stored<FeatureDoc>, b: &Stored<FeatureDoc>| -> Ordering {
+            a.value.feature.key.cmp(&b.value.feature.key)
+        };
+        let order: Option<Order<'_, Stored<FeatureDoc>>> = match q.sort {
+            FeatureSort::Name => Some(&by_name),
+            FeatureSort::Key => Some(&by_key),
+            FeatureSort::Created => None,
+        };
+        let sort = Sort {
+            order,
+            descending: q.descending,
+        };
+        Ok(list(&catalog.features, keep, sort, q.page).map(|f| FeatureView::of(&catalog, f)))
+    }
+
+    pub async fn create_feature(&self, doc: FeatureDoc) -> Result<Saved<Stored<FeatureDoc>>> {
+        validate_feature(&doc.feature)?;
+        let (txn, catalog) = self.catalog_txn().await?;
+        if catalog.feature_by_key(&doc.feature.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "feature",
+                id: doc.feature.key,
+            });
+        }
+        let now = self.now();
+        let stored = Stored {
+            value: doc,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.put_feature(&txn, &stored, true).await?;
+        let change = IndexChange::UpsertFeature(stored.value.feature.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok(Saved {
+            value: stored,
+            revision,
+        })
+    }
+
+    /// Changes a feature through `edit`; a key change is carried into every plan, flag and
+    /// route naming the old key, in the same transaction.
+    pub async fn update_feature(
+        &self,
+        id: Uuid,
+        edit: impl FnOnce(&mut FeatureDoc) -> Result<()>,
+    ) -> Result<Saved<FeatureView>> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let mut stored = catalog
+            .feature_by_id(id)
+            .cloned()
+            .ok_or_else(|| DomainError::not_found("feature", id))?;
+        let before = stored.value.feature.clone();
+        edit(&mut stored.value)?;
+        stored.value.feature.id = id;
+        validate_feature(&stored.value.feature)?;
+        let after = stored.value.feature.clone();
+        if after.key != before.key && catalog.feature_by_key(&after.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "feature",
+                id: after.key,
+            });
+        }
+        if after.allocation_type != before.allocation_type {
+            let allocated = catalog.plans.iter().any(|p| {
+                p.value
+                    .features
+                    .iter()
+                    .any(|pf| pf.feature_key == before.key && pf.allocation.is_some())
+            });
+            if allocated {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "plans allocate feature {} with its current type; change their allocations first",
+                    before.key
+                )));
+            }
+        }
+        let now = self.now();
+        stored.updated_at = now;
+        self.store.put_feature(&txn, &stored, false).await?;
+        let mut changes = vec![IndexChange::UpsertFeature(after.clone())];
+        if after.key != before.key {
+            changes.extend(
+                self.rename_feature_key(&txn, &catalog, &before.key, &after.key, now)
+                    .await?,
+            );
+        }
+        let revision = self.commit(txn, changes).await?;
+        // Described as committed: a renamed feature's flag now carries the new key.
+        let catalog = self.catalog().await?;
+        Ok(Saved {
+            value: FeatureView::of(&catalog, &stored),
+            revision,
+        })
+    }
+
+    async fn rename_feature_key(
+        &self,
+        txn: &S::Txn,
+        catalog: &Catalog,
+        old: &str,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IndexChange>> {
+        let mut changes = Vec::new();
+        for plan in &catalog.plans {
+            if plan.value.features.iter().any(|pf| pf.feature_key == old) {
+                let mut plan = plan.clone();
+                for pf in &mut plan.value.features {
+                    if pf.feature_key == old {
+                        pf.feature_key = new.to_owned();
+                    }
+                }
+                plan.updated_at = now;
+                let ids = plan_feature_ids(catalog, &plan.value, Some((new, old)))?;
+                self.store.put_plan(txn, &plan, &ids, false).await?;
+                changes.push(IndexChange::UpsertPlan(plan.value));
+            }
+        }
+        if let Some(flag) = catalog.flag_of(old) {
+            let mut flag = flag.clone();
+            new.clone_into(&mut flag.value.flag.feature_key);
+            flag.updated_at = now;
+            self.store.put_flag(txn, &flag, false).await?;
+            changes.push(IndexChange::UpsertFlag(flag.value.flag));
+        }
+        for route in &catalog.routes {
+            if route_requires(&route.value, old) {
+                let mut route = route.clone();
+                if let RoutePolicy::Require { features, .. } = &mut route.value.policy {
+                    for f in features.iter_mut().filter(|f| *f == old) {
+                        new.clone_into(f);
+                    }
+                }
+                route.updated_at = now;
+                self.store.put_route(txn, &route, false).await?;
+                changes.push(IndexChange::UpsertRoute(route.value));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Deletes a feature. In use (included in plans or required by routes): refused unless
+    /// `force`, which removes every dependency in the same transaction: the feature is
+    /// unlinked from its plans, its flag is dropped, and it is removed from the required
+    /// features of REQUIRE routes. A route that required only this feature (no other feature,
+    /// no permission) is deleted rather than left requiring nothing: an empty REQUIRE is not a
+    /// valid route, and turning it into an unconditional allow would widen access; with it
+    /// gone, the request falls to the next matching route or to MISSING_ROUTE.
+    pub async fn delete_feature(&self, id: Uuid, force: bool) -> Result<Saved<FeatureDeletion>> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let feature = catalog
+            .feature_by_id(id)
+            .ok_or_else(|| DomainError::not_found("feature", id))?
+            .value
+            .feature
+            .clone();
+        let linked: Vec<&Stored<Plan>> = catalog
+            .plans
+            .iter()
+            .filter(|p| {
+                p.value
+                    .features
+                    .iter()
+                    .any(|pf| pf.feature_key == feature.key)
+            })
+            .collect();
+        let requiring: Vec<&Stored<Route>> = catalog
+            .routes
+            .iter()
+            .filter(|r| route_requires(&r.value, &feature.key))
+            .collect();
+        if (!linked.is_empty() || !requiring.is_empty()) && !force {
+            return Err(DomainError::FailedPrecondition(format!(
+                "feature {} is included in {} plan(s) and required by {} route(s); unlink it or \
+                 delete with force",
+                feature.key,
+                linked.len(),
+                requiring.len()
+            )));
+        }
+        let now = self.now();
+        let mut changes = Vec::new();
+        let mut outcome = FeatureDeletion::default();
+        for plan in linked {
+            let mut plan = plan.clone();
+            plan.value
+                .features
+                .retain(|pf| pf.feature_key != feature.key);
+            plan.updated_at = now;
+            let ids = plan_feature_ids(&catalog, &plan.value, None)?;
+            self.store.put_plan(&txn, &plan, &ids, false).await?;
+            outcome.unlinked_plans.push(plan.value.id);
+            changes.push(IndexChange::UpsertPlan(plan.value));
+        }
+        for route in requiring {
+            let mut route = route.clone();
+            let RoutePolicy::Require {
+                features,
+                permissions,
+            } = &mut route.value.policy
+            else {
+                continue;
+            };
+            features.retain(|f| *f != feature.key);
+            if features.is_empty() && permissions.is_empty() {
+                self.store.delete_route(&txn, route.value.id).await?;
+                outcome.deleted_routes.push(route.value.id);
+                changes.push(IndexChange::DeleteRoute { id: route.value.id });
+            } else {
+                route.updated_at = now;
+                self.store.put_route(&txn, &route, false).await?;
+                outcome.updated_routes.push(route.value.id);
+                changes.push(IndexChange::UpsertRoute(route.value));
+            }
+        }
+        if let Some(flag) = catalog.flag_of(&feature.key) {
+            changes.push(IndexChange::DeleteFlag {
+                id: flag.value.flag.id,
+            });
+        }
+        // The flag row goes with the feature (ON DELETE CASCADE).
+        self.store.delete_feature(&txn, id).await?;
+        changes.push(IndexChange::DeleteFeature { id });
+        let revision = self.commit(txn, changes).await?;
+        Ok(Saved {
+            value: outcome,
+            revision,
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! Feature flags: one per feature, read with the feature they are for.
+
+use std::cmp::Ordering;
+
+use uuid::Uuid;
+
+use super::listing::{Listed, PageRequest, Sort, list};
+use super::ports::Storage;
+use super::{Engine, Saved};
+use crate::domain::catalog::{Catalog, FeatureRef, FlagDoc, Stored};
+use crate::domain::{
+    DomainError, Feature, FeatureFlag, IndexChange, Result, Rule, Treatment, validate_flag,
+};
+
+/// A flag with the feature it is for, as reads describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagView {
+    pub flag: Stored<FlagDoc>,
+    pub feature: Feature,
+}
+
+impl FlagView {
+    fn of(catalog: &Catalog, flag: &Stored<FlagDoc>) -> Self {
+        Self {
+            feature: catalog.flagged_feature(&flag.value),
+            flag: flag.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlagSort {
+    #[default]
+    Created,
+    Updated,
+    Name,
+}
+
+/// ListFeatureFlags' filters (empty lists mean "any") and order.
+#[derive(Debug, Clone)]
+pub struct FlagQuery {
+    /// Case-insensitive part of the name.
+    pub name_contains: Option<String>,
+    pub feature_ids: Vec<String>,
+    pub on: Option<bool>,
+    pub sort: FlagSort,
+    pub descending: bool,
+    pub page: PageRequest,
+}
+
+/// A new flag for the feature `feature` names.
+#[derive(Debug, Clone)]
+pub struct NewFlag {
+    pub feature: FeatureRef,
+    pub name: String,
+    pub description: Option<String>,
+    pub on: bool,
+    pub off_treatment: Treatment,
+    pub default_treatment: Treatment,
+    pub rules: Vec<Rule>,
+    pub metadata: serde_json::Value,
+}
+
+/// The fields an update sets (`None`: unchanged). The flagged feature never changes.
+#[derive(Debug, Clone, Default)]
+pub struct FlagPatch {
+    pub name: Option<String>,
+    pub on: Option<bool>,
+    pub off_treatment: Option<Treatment>,
+    pub default_treatment: Option<Treatment>,
+    /// An empty description clears it.
+    pub description: Option<String>,
+    pub rules: Option<Vec<Rule>>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl<S: Storage> Engine<S> {
+    /// A flag by id (`None`: there is none).
+    pub async fn flag(&self, id: Uuid) -> Result<FlagView> {
+        let catalog = self.catalog().await?;
+        let flag = catalog
+            .flag_by_id(id)
+            .ok_or_else(|| DomainError::not_found("feature flag", id))?;
+        Ok(FlagView::of(&catalog, flag))
+    }
+
+    pub async fn list_flags(&self, q: FlagQuery) -> Result<Listed<FlagView>> {
+        let catalog = self.catalog().await?;
+        let name = q.name_contains.map(|f| f.to_lowercase());
+        let keep = |f: &Stored<FlagDoc>| {
+            name.as_ref()
+                .is_none_or(|s| f.value.flag.name.to_lowercase().contains(s))
+                && (q.feature_ids.is_empty()
+                    || q.feature_ids.contains(&f.value.feature_id.to_string()))
+                && q.on.is_none_or(|on| f.value.flag.on == on)
+        };
+        let id = |f: &Stored<FlagDoc>| f.value.flag.id;
+        let by_name = |a: &Stored<FlagDoc>, b: &Stored<FlagDoc>| -> Ordering {
+            (&a.value.flag.name, id(a)).cmp(&(&b.value.flag.name, id(b)))
+        };
+        let by_updated = |a: &Stored<FlagDoc>, b: &Stored<FlagDoc>| -> Ordering {
+            (a.updated_at, id(a)).cmp(&(b.updated_at, id(b)))
+        };
+        let by_created = |a: &Stored<FlagDoc>, b: &Stored<FlagDoc>| -> Ordering {
+            (a.created_at, id(a)).cmp(&(b.created_at, id(b)))
+        };
+        let order: &dyn Fn(&Stored<FlagDoc>, &Stored<FlagDoc>) -> Ordering = match q.sort {
+            FlagSort::Name => &by_name,
+            FlagSort::Updated => &by_updated,
+            FlagSort::Created => &by_created,
+        };
+        let sort = Sort {
+            order: Some(order),
+            descending: q.descending,
+        };
+        Ok(list(&catalog.flags, keep, sort, q.page).map(|f| FlagView::of(&catalog, f)))
+    }
+
+    /// Creates a flag for the feature `new.feature` names (by id or key).
+    pub async fn create_flag(&self, new: NewFlag) -> Result<Saved<FlagView>> {
+        if new.name.trim().is_empty() {
+            return Err(DomainError::invalid("name", "must not be empty"));
+        }
+        let (txn, catalog) = self.catalog_txn().await?;
+        let target = new
+            .feature
+            .resolve(&catalog)
+            // NOT_FOUND naming the feature, as a plan naming an unknown feature is.
+            .ok_or_else(|| DomainError::not_found("feature", &new.feature))?
+            .value
+            .feature
+            .clone();
+        if catalog.flag_of(&target.key).is_some() {
+            return Err(DomainError::AlreadyExists {
+                kind: "feature flag",
+                id: target.key,
+            });
+        }
+        let doc = FlagDoc {
+            flag: FeatureFlag {
+                id: Uuid::now_v7(),
+                feature_key: target.key.clone(),
+                name: new.name,
+                description: new.description,
+                on: new.on,
+                off_treatment: new.off_treatment,
+                default_treatment: new.default_treatment,
+                rules: new.rules,
+            },
+            feature_id: target.id,
+            metadata: new.metadata,
+        };
+        validate_flag(&doc.flag, |k| catalog.feature_by_key(k).is_some())?;
+        let now = self.now();
+        let stored = Stored {
+            value: doc,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.put_flag(&txn, &stored, true).await?;
+        let change = IndexChange::UpsertFlag(stored.value.flag.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok(Saved {
+            value: FlagView {
+                flag: stored,
+                feature: target,
+            },
+            revision,
+        })
+    }
+
+    pub async fn update_flag(&self, id: Uuid, patch: FlagPatch) -> Result<Saved<FlagView>> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        let mut stored = catalog
+            .flag_by_id(id)
+            .cloned()
+            .ok_or_else(|| DomainError::not_found("feature flag", id))?;
+        let f = &mut stored.value.flag;
+        if let Some(name) = patch.name {
+            f.name = name;
+        }
+        if let Some(on) = patch.on {
+            f.on = on;
+        }
+        if let Some(t) = patch.off_treatment {
+            f.off_treatment = t;
+        }
+        if let Some(t) = patch.default_treatment {
+            f.default_treatment = t;
+        }
+        if let Some(d) = patch.description {
+            f.description = Some(d).filter(|d| !d.is_empty());
+        }
+        if let Some(rules) = patch.rules {
+            f.rules = rules;
+        }
+        if let Some(metadata) = patch.metadata {
+            stored.value.metadata = metadata;
+        }
+        validate_flag(&stored.value.flag, |k| catalog.feature_by_key(k).is_some())?;
+        stored.updated_at = self.now();
+        self.store.put_flag(&txn, &stored, false).await?;
+        let change = IndexChange::UpsertFlag(stored.value.flag.clone());
+        let revision = self.commit(txn, vec![change]).await?;
+        Ok(Saved {
+            value: FlagView::of(&catalog, &stored),
+            revision,
+        })
+    }
+
+    pub async fn delete_flag(&self, id: Uuid) -> Result<u64> {
+        let (txn, catalog) = self.catalog_txn().await?;
+        if catalog.flag_by_id(id).is_none() {
+            return Err(DomainError::not_found("feature flag", id));
+        }
+        self.store.delete_flag(&txn, id).await?;
+        self.commit(txn, vec![IndexChange::DeleteFlag { id }]).await
+    }
+}

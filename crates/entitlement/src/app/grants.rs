@@ -1,0 +1,595 @@
+//! Grants: all-or-nothing batch writes (accounts checked against the tenant directory while
+//! the write is staged), single writes, revocation, and reads with each grant's plan.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Engine;
+use super::idempotency::Replay;
+use super::listing::{PageInfo, PageRequest};
+use super::plans::PlanView;
+use super::ports::{GrantFilter, GrantSort, StatusFilter, Storage};
+use crate::domain::catalog::Catalog;
+use crate::domain::{
+    DomainError, Grant, GrantContext, GrantInput, GrantOrigin, GrantPatch, GrantSource,
+    GrantStatus, IndexChange, ItemProblem, MAX_BATCH, Plan, Result, revoke_grant,
+    tenant_id_problem, validate_grant_deletes, validate_grant_updates, validate_new_grants,
+};
+
+pub use super::idempotency::BatchOutcome;
+
+struct BatchContext<'a> {
+    catalog: &'a Catalog,
+    /// The tenant service's answer; `None` while it is pending: every account is then assumed
+    /// live, and the batch is validated again against the answer before it commits.
+    live: Option<&'a HashSet<String>>,
+    taken: &'a HashSet<(String, String)>,
+}
+
+impl GrantContext for BatchContext<'_> {
+    fn plan(&self, id: Uuid) -> Option<&Plan> {
+        self.catalog.plan_by_id(id).map(|p| &p.value)
+    }
+
+    fn plan_by_key(&self, key: &str) -> Option<&Plan> {
+        self.catalog.plan_by_key(key).map(|p| &p.value)
+    }
+
+    fn account_exists(&self, id: &str) -> bool {
+        self.live.is_none_or(|live| live.contains(id))
+    }
+
+    fn external_id_taken(&self, tenant: &str, external_id: &str) -> bool {
+        self.taken
+            .contains(&(tenant.to_owned(), external_id.to_owned()))
+    }
+}
+
+/// A grant as reads describe it: with its plan's key, and the plan itself when asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantView {
+    pub grant: Grant,
+    /// Empty when the plan is unknown.
+    pub plan_key: String,
+    pub plan: Option<PlanView>,
+}
+
+/// Grants with the instant their statuses are evaluated at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantsAt {
+    pub at: DateTime<Utc>,
+    pub grants: Vec<GrantView>,
+}
+
+/// ListGrants' filters (empty lists mean "any"), order and page.
+#[derive(Debug, Clone, Default)]
+pub struct GrantQuery {
+    pub tenant_ids: Vec<String>,
+    pub user_ids: Vec<String>,
+    pub plan_ids: Vec<Uuid>,
+    /// Grants in any of these statuses at `at`.
+    pub statuses: Vec<GrantStatus>,
+    pub sources: Vec<String>,
+    /// `Some(true)`: user grants only; `Some(false)`: account grants only.
+    pub user_level: Option<bool>,
+    pub external_id: Option<String>,
+    /// The instant statuses are evaluated at; `None`: now, leaving out grants committed
+    /// while the list runs.
+    pub at: Option<DateTime<Utc>>,
+    pub sort: GrantSort,
+    pub descending: bool,
+    pub with_relations: bool,
+}
+
+/// A user's grant in the seed-003 user view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserGrant {
+    pub grant: Grant,
+    /// Active, expired or revoked (grants that have not started are left out).
+    pub status: GrantStatus,
+    pub product_key: String,
+}
+
+/// A single write reports its one bad item as a plain field error under `prefix`.
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "every other error keeps its meaning"
+)]
+fn single_item(e: DomainError, prefix: &str) -> DomainError {
+    match e {
+        DomainError::InvalidItems(mut items) if !items.is_empty() => {
+            let first = items.swap_remove(0);
+            DomainError::invalid(format!("{prefix}.{}", first.field), first.message)
+        }
+        other => other,
+    }
+}
+
+/// The problem of a single write's item, when it is one that single writes report as such.
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "every other error keeps its meaning"
+)]
+fn single_problem(e: &DomainError, problem: ItemProblem) -> bool {
+    match e {
+        DomainError::InvalidItems(items) => items.iter().any(|i| i.problem == problem),
+        _ => false,
+    }
+}
+
+impl<S: Storage> Engine<S> {
+    /// Creates grants all-or-nothing; every bad item is reported by index. Accounts are
+    /// checked against the tenant directory in one batch call. The outcome carries the grants
+    /// (as first created, on a replay of a single create too).
+    pub async fn create_grants(
+        &self,
+        inputs: Vec<GrantInput>,
+        source: GrantSource,
+        granted_by: Option<&str>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<BatchOutcome> {
+        if inputs.len() > MAX_BATCH {
+            return Err(DomainError::invalid(
+                "grants",
+                format!("at most {MAX_BATCH} items per call"),
+            ));
+        }
+        let single = inputs.len() == 1;
+        let mut outcome = self
+            .idempotent(
+                idempotency_key,
+                "create_grants",
+                fingerprint,
+                |record| async {
+                    let mut tenants: Vec<String> =
+                        inputs.iter().map(|i| i.tenant_id.clone()).collect();
+                    tenants.sort();
+                    tenants.dedup();
+                    tenants.retain(|t| tenant_id_problem(t).is_none());
+                    // The tenant service is asked while the write is staged (validated
+                    // assuming the accounts live, then inserted, uncommitted): its round
+                    // trip overlaps the database's. Nothing commits before its answer.
+                    let origin = GrantOrigin {
+                        source,
+                        granted_by,
+                        now: self.now(),
+                    };
+                    let staged = async {
+                        let txn = self.store.begin().await?;
+                        let catalog = self.store.catalog_in(&txn).await?;
+                        let pairs: Vec<(String, String)> = inputs
+                            .iter()
+                            .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
+                            .collect();
+                        let taken: HashSet<(String, String)> = self
+                            .store
+                            .taken_external_ids(&txn, &pairs)
+                            .await?
+                            .into_iter()
+                            .map(|(t, e, _)| (t, e))
+                            .collect();
+                        let ctx = BatchContext {
+                            catalog: &catalog,
+                            live: None,
+                            taken: &taken,
+                        };
+                        let write = async {
+                            let grants = validate_new_grants(&inputs, &ctx, &origin)?;
+                            let replay = Replay {
+                                ids: grants.iter().map(|g| g.id.to_string()).collect(),
+                                count: grants.len() as u64,
+                                revision: None,
+                                grants: single.then(|| grants.clone()),
+                            };
+                            let pending =
+                                self.remember(&txn, record, "create_grants", replay).await?;
+                            // The change-log entry is encoded while the database inserts.
+                            let (inserted, changes) =
+                                tokio::join!(self.store.insert_grants(&txn, &grants), async {
+                                    let changes: Vec<IndexChange> = grants
+                                        .iter()
+                                        .cloned()
+                                        .map(IndexChange::UpsertGrant)
+                                        .collect();
+                                    self.store.encode(&changes).map(|log| (changes, log))
+                                });
+                            inserted?;
+                            Ok::<_, DomainError>((grants, pending, changes?))
+                        }
+                        .await;
+                        Ok::<_, DomainError>((txn, catalog, taken, write))
+                    };
+                    let (live, staged) = tokio::join!(self.tenants.live(&tenants), staged);
+                    // Any early return drops (rolls back) the staged transaction.
+                    let live = live?;
+                    let (txn, catalog, taken, write) = staged?;
+                    let accounts_live = write.as_ref().is_ok_and(|(grants, _, _)| {
+                        grants.iter().all(|g| live.contains(&g.tenant_id))
+                    });
+                    if !accounts_live {
+                        // Every bad item, as the tenant service's answer shows them.
+                        let ctx = BatchContext {
+                            catalog: &catalog,
+                            live: Some(&live),
+                            taken: &taken,
+                        };
+                        validate_new_grants(&inputs, &ctx, &origin)?;
+                        // The accounts are live: the staged write failed on its own.
+                        write?;
+                        return Err(DomainError::internal("batch validation disagreed"));
+                    }
+                    let (grants, pending, (changes, log)) = write?;
+                    let ids = pending.as_ref().map_or_else(
+                        || grants.iter().map(|g| g.id.to_string()).collect(),
+                        |p| p.replay.ids.clone(),
+                    );
+                    let count = grants.len() as u64;
+                    let revision = self.commit_encoded(txn, changes, log, pending).await?;
+                    Ok(BatchOutcome {
+                        ids,
+                        count,
+                        revision,
+                        grants: Some(grants),
+                    })
+                },
+            )
+            .await?;
+        if outcome.grants.is_none() && single {
+            // A replay of a record without the grants: read back what the first call created.
+            let ids: Vec<Uuid> = outcome
+                .ids
+                .iter()
+                .filter_map(|id| Uuid::try_parse(id).ok())
+                .collect();
+            outcome.grants = Some(self.store.grants_by_ids(&ids).await?);
+        }
+        Ok(outcome)
+    }
+
+    /// Creates one grant; a bad input is a plain field error under `grant.`.
+    pub async fn create_grant(
+        &self,
+        input: GrantInput,
+        granted_by: Option<&str>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<(GrantsAt, u64)> {
+        let outcome = self
+            .create_grants(
+                vec![input],
+                GrantSource::Api,
+                granted_by,
+                idempotency_key,
+                fingerprint,
+            )
+            .await
+            .map_err(|e| single_item(e, "grant"))?;
+        let at = self.now();
+        let grants = self
+            .describe(outcome.grants.unwrap_or_default(), at, false)
+            .await?;
+        Ok((grants, outcome.revision))
+    }
+
+    /// Updates grants (expiry, start, metadata, external id) all-or-nothing. The outcome's
+    /// ids are the updated grants in request order; `grants` is set unless replayed.
+    pub async fn update_grants(
+        &self,
+        patches: Vec<GrantPatch>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<BatchOutcome> {
+        self.idempotent(
+            idempotency_key,
+            "update_grants",
+            fingerprint,
+            |record| async {
+                let txn = self.store.begin().await?;
+                let ids: Vec<Uuid> = patches
+                    .iter()
+                    .filter_map(|p| Uuid::try_parse(&p.id).ok())
+                    .collect();
+                let current: HashMap<Uuid, Grant> = self
+                    .store
+                    .lock_grants(&txn, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|g| (g.id, g))
+                    .collect();
+                // Who holds the external ids the patches set, among each grant's account.
+                let pairs: Vec<(String, String)> = patches
+                    .iter()
+                    .filter_map(|p| {
+                        let grant = current.get(&Uuid::try_parse(&p.id).ok()?)?;
+                        let ext = p.external_id.clone().filter(|e| !e.is_empty())?;
+                        Some((grant.tenant_id.clone(), ext))
+                    })
+                    .collect();
+                let owners: HashMap<(String, String), Uuid> = self
+                    .store
+                    .taken_external_ids(&txn, &pairs)
+                    .await?
+                    .into_iter()
+                    .map(|(t, e, id)| ((t, e), id))
+                    .collect();
+                let grants = validate_grant_updates(
+                    &patches,
+                    |id| current.get(&id).cloned(),
+                    |tenant, ext| owners.get(&(tenant.to_owned(), ext.to_owned())).copied(),
+                    self.now(),
+                )?;
+                let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+                let count = grants.len() as u64;
+                let replay = Replay {
+                    ids: ids.clone(),
+                    count,
+                    revision: None,
+                    grants: None,
+                };
+                let pending = self.remember(&txn, record, "update_grants", replay).await?;
+                for grant in &grants {
+                    self.store.update_grant(&txn, grant).await?;
+                }
+                let changes: Vec<IndexChange> = grants
+                    .iter()
+                    .cloned()
+                    .map(IndexChange::UpsertGrant)
+                    .collect();
+                let log = self.store.encode(&changes)?;
+                let revision = self.commit_encoded(txn, changes, log, pending).await?;
+                Ok(BatchOutcome {
+                    ids,
+                    count,
+                    revision,
+                    grants: Some(grants),
+                })
+            },
+        )
+        .await
+    }
+
+    /// Updates one grant: a missing grant is NOT_FOUND, a revoked one FAILED_PRECONDITION
+    /// (like a second revocation), any other bad field a plain error under `patch.`.
+    pub async fn update_grant(
+        &self,
+        id: Uuid,
+        patch: GrantPatch,
+        fingerprint: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(GrantsAt, u64)> {
+        let outcome = self
+            .update_grants(vec![patch], None, fingerprint)
+            .await
+            .map_err(|e| {
+                if single_problem(&e, ItemProblem::GrantNotFound) {
+                    DomainError::not_found("grant", id)
+                } else if single_problem(&e, ItemProblem::GrantRevoked) {
+                    DomainError::FailedPrecondition(format!(
+                        "grant {id} is revoked and cannot be changed"
+                    ))
+                } else {
+                    single_item(e, "patch")
+                }
+            })?;
+        let grants = self
+            .describe(outcome.grants.unwrap_or_default(), at, false)
+            .await?;
+        Ok((grants, outcome.revision))
+    }
+
+    pub async fn delete_grants(
+        &self,
+        ids: Vec<String>,
+        idempotency_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<BatchOutcome> {
+        self.idempotent(
+            idempotency_key,
+            "delete_grants",
+            fingerprint,
+            |record| async {
+                let txn = self.store.begin().await?;
+                let parsed: Vec<Uuid> =
+                    ids.iter().filter_map(|i| Uuid::try_parse(i).ok()).collect();
+                let existing: HashSet<Uuid> = self
+                    .store
+                    .lock_grants(&txn, &parsed)
+                    .await?
+                    .into_iter()
+                    .map(|g| g.id)
+                    .collect();
+                let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
+                let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+                let replay = Replay {
+                    ids: id_strings.clone(),
+                    count: ids.len() as u64,
+                    revision: None,
+                    grants: None,
+                };
+                let pending = self.remember(&txn, record, "delete_grants", replay).await?;
+                let count = self.store.delete_grants(&txn, &ids).await?;
+                let changes: Vec<IndexChange> = ids
+                    .iter()
+                    .map(|&id| IndexChange::DeleteGrant { id })
+                    .collect();
+                let log = self.store.encode(&changes)?;
+                let revision = self.commit_encoded(txn, changes, log, pending).await?;
+                Ok(BatchOutcome {
+                    ids: id_strings,
+                    count,
+                    revision,
+                    grants: None,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Deletes one grant (NOT_FOUND when there is none); returns the revision.
+    pub async fn delete_grant(&self, id: Uuid) -> Result<u64> {
+        let outcome = self
+            .delete_grants(vec![id.to_string()], None, "")
+            .await
+            .map_err(|e| {
+                if single_problem(&e, ItemProblem::GrantNotFound) {
+                    DomainError::not_found("grant", id)
+                } else {
+                    e
+                }
+            })?;
+        Ok(outcome.revision)
+    }
+
+    pub async fn revoke_grant(
+        &self,
+        id: Uuid,
+        by: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(GrantsAt, u64)> {
+        let txn = self.store.begin().await?;
+        let grant = self
+            .store
+            .lock_grants(&txn, &[id])
+            .await?
+            .pop()
+            .ok_or_else(|| DomainError::not_found("grant", id))?;
+        let grant = revoke_grant(&grant, by, Some(reason.unwrap_or("revoked")), self.now())?;
+        self.store.update_grant(&txn, &grant).await?;
+        let revision = self
+            .commit(txn, vec![IndexChange::UpsertGrant(grant.clone())])
+            .await?;
+        let grants = self.describe(vec![grant], self.now(), false).await?;
+        Ok((grants, revision))
+    }
+
+    /// One grant, its status as of now.
+    pub async fn grant(&self, id: Uuid, with_relations: bool) -> Result<GrantsAt> {
+        let grant = self.store.grant(id).await?;
+        self.describe(vec![grant], self.present_now(), with_relations)
+            .await
+    }
+
+    /// One page of grants and where it sits in the list.
+    pub async fn list_grants(
+        &self,
+        q: GrantQuery,
+        page: PageRequest,
+    ) -> Result<(GrantsAt, PageInfo)> {
+        let (at, created_until) = match q.at {
+            Some(at) => (at, None),
+            None => {
+                let now = self.present_now();
+                (now, Some(now))
+            }
+        };
+        let filter = GrantFilter {
+            tenant_ids: q.tenant_ids,
+            user_ids: q.user_ids,
+            plan_ids: q.plan_ids,
+            statuses: q
+                .statuses
+                .into_iter()
+                .map(|status| StatusFilter { status, at })
+                .collect(),
+            sources: q.sources,
+            user_level: q.user_level,
+            external_id: q.external_id,
+            created_until,
+            sort: q.sort,
+            descending: q.descending,
+            offset: page.offset,
+            limit: page.limit,
+        };
+        let (grants, total) = self.store.list_grants(&filter).await?;
+        let grants = self.describe(grants, at, q.with_relations).await?;
+        Ok((grants, page.info(total)))
+    }
+
+    /// A user's grants (in one account, or all) as of `at` (default now), newest first.
+    pub async fn user_grants(
+        &self,
+        user_id: &str,
+        tenant_id: Option<&str>,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<UserGrant>> {
+        if user_id.trim().is_empty() || user_id.chars().count() > 255 {
+            return Err(DomainError::invalid(
+                "user_id",
+                "must be 1 to 255 characters",
+            ));
+        }
+        if let Some(problem) = tenant_id.and_then(tenant_id_problem) {
+            return Err(DomainError::invalid("tenant_id", problem));
+        }
+        let grants = self.store.user_grants(user_id, tenant_id).await?;
+        // "Now" is read after the rows: a grant committed during the query started by then.
+        let at = at.unwrap_or_else(|| self.present_now());
+        let plans = self.plans_of(&grants).await?;
+        Ok(grants
+            .into_iter()
+            .filter_map(|grant| {
+                let status = grant.status_at(at);
+                // The seed's status has no value for a grant that has not started.
+                if status == GrantStatus::Scheduled {
+                    return None;
+                }
+                Some(UserGrant {
+                    status,
+                    product_key: plans
+                        .get(&grant.plan_id)
+                        .map(|p| p.key.clone())
+                        .unwrap_or_default(),
+                    grant,
+                })
+            })
+            .collect())
+    }
+
+    /// The plans `grants` name, deleted ones included.
+    async fn plans_of(&self, grants: &[Grant]) -> Result<HashMap<Uuid, Plan>> {
+        let mut ids: Vec<Uuid> = grants.iter().map(|g| g.plan_id).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(self
+            .store
+            .plans_by_ids(&ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect())
+    }
+
+    /// Grants with their plans' keys (and live plans when `with_relations`).
+    async fn describe(
+        &self,
+        grants: Vec<Grant>,
+        at: DateTime<Utc>,
+        with_relations: bool,
+    ) -> Result<GrantsAt> {
+        let plans = self.plans_of(&grants).await?;
+        let catalog = if with_relations {
+            Some(self.catalog().await?)
+        } else {
+            None
+        };
+        let grants = grants
+            .into_iter()
+            .map(|grant| {
+                let plan = plans.get(&grant.plan_id);
+                let relation = match (&catalog, plan) {
+                    (Some(c), Some(p)) => c.plan_by_id(p.id).map(|s| PlanView::of(c, s)),
+                    _ => None,
+                };
+                GrantView {
+                    plan_key: plan.map(|p| p.key.clone()).unwrap_or_default(),
+                    plan: relation,
+                    grant,
+                }
+            })
+            .collect();
+        Ok(GrantsAt { at, grants })
+    }
+}

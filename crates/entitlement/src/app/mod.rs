@@ -1,0 +1,165 @@
+//! Use-cases: the rules and orchestration of every RPC, transport- and storage-free. A write
+//! validates, stores in one transaction through the storage ports, commits a revision and
+//! applies its changes to this replica's index; a read answers from the index or from storage.
+//! One file per area; the ports they use are in [`ports`].
+
+pub mod checks;
+pub mod features;
+pub mod flags;
+pub mod grants;
+mod idempotency;
+pub mod index;
+pub mod listing;
+pub mod plans;
+pub mod ports;
+pub mod routes;
+pub mod tenant_sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tenantry_common::db::StorageHealth;
+
+use crate::domain::catalog::Catalog;
+use crate::domain::{EntitlementIndex, IndexChange, Result};
+use index::IndexHandle;
+use ports::{Clock, Storage, TenantDirectory};
+
+pub use idempotency::fingerprint;
+
+/// Who performs automatic writes (revocations on tenant deletion, signup grants).
+pub const SYSTEM_PRINCIPAL: &str = "system";
+
+/// The service's state, shared by every RPC and background task.
+#[derive(Debug)]
+pub struct Engine<S: Storage> {
+    store: S,
+    index: IndexHandle<S>,
+    tenants: Arc<dyn TenantDirectory>,
+    clock: Arc<dyn Clock>,
+    /// How long a read with `min_revision` waits for that revision.
+    revision_wait: Duration,
+    /// Whether storage takes writes, shared with the gRPC server's health: background writes
+    /// (the follower, pruning) report their storage faults here as requests do.
+    storage_health: StorageHealth,
+}
+
+impl<S: Storage> Engine<S> {
+    /// Builds the index from storage and the engine around it.
+    pub async fn start(
+        store: S,
+        tenants: Arc<dyn TenantDirectory>,
+        clock: Arc<dyn Clock>,
+        revision_wait: Duration,
+    ) -> Result<Self> {
+        let index = IndexHandle::load(store.clone()).await?;
+        Ok(Self {
+            store,
+            index,
+            tenants,
+            clock,
+            revision_wait,
+            storage_health: StorageHealth::new(),
+        })
+    }
+
+    /// The storage behind the engine (for the background tasks that maintain it).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The storage's health (see the field).
+    pub fn storage_health(&self) -> &StorageHealth {
+        &self.storage_health
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// "Now" for reading `index` (see [`EntitlementIndex::present`]).
+    pub fn present(&self, index: &EntitlementIndex) -> DateTime<Utc> {
+        index.present(self.now())
+    }
+
+    /// "Now" for a read from storage: not before a write this replica has seen.
+    pub fn present_now(&self) -> DateTime<Utc> {
+        self.present(&self.index.current())
+    }
+
+    /// The revision this replica's index holds.
+    pub fn revision(&self) -> u64 {
+        self.index.current().revision()
+    }
+
+    /// The serving index once it includes `min_revision` (waiting briefly, else UNAVAILABLE).
+    pub async fn index_at(&self, min_revision: u64) -> Result<Arc<EntitlementIndex>> {
+        self.index.at_least(min_revision, self.revision_wait).await
+    }
+
+    /// Replays other replicas' commits from the change log into the index.
+    pub async fn catch_up(&self) -> Result<()> {
+        self.index.catch_up().await
+    }
+
+    /// Commits `changes` and makes them visible to this replica's next check.
+    async fn commit(&self, txn: S::Txn, changes: Vec<IndexChange>) -> Result<u64> {
+        let log = self.store.encode(&changes)?;
+        self.commit_encoded(txn, changes, log, None).await
+    }
+
+    /// [`Engine::commit`] with the change-log entry already encoded, completing an
+    /// idempotency record with the committed revision in the same transaction.
+    async fn commit_encoded(
+        &self,
+        txn: S::Txn,
+        changes: Vec<IndexChange>,
+        log: S::Encoded,
+        pending: Option<idempotency::PendingReplay>,
+    ) -> Result<u64> {
+        let revision = self.store.next_revision(&txn).await?;
+        if let Some(pending) = pending {
+            self.complete_replay(&txn, pending, revision).await?;
+        }
+        let now = self.now();
+        self.store.commit_encoded(txn, revision, log, now).await?;
+        self.index.apply_committed(revision, changes, now).await?;
+        Ok(revision)
+    }
+
+    /// Commits feed effects (or only the cursor when there are none) and applies them.
+    async fn commit_changes(
+        &self,
+        txn: S::Txn,
+        changes: Vec<IndexChange>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return self.store.commit_plain(txn).await;
+        }
+        let revision = self.store.commit(txn, &changes, now).await?;
+        tracing::debug!(revision, "tenant feed effects applied");
+        self.index.apply_committed(revision, changes, now).await
+    }
+
+    /// The catalog as committed, read outside any write transaction (for reads and lists).
+    async fn catalog(&self) -> Result<Catalog> {
+        self.store.catalog().await
+    }
+
+    /// A catalog write's transaction, holding the catalog lock, and the catalog it sees.
+    async fn catalog_txn(&self) -> Result<(S::Txn, Catalog)> {
+        let txn = self.store.begin().await?;
+        self.store.lock_catalog(&txn).await?;
+        let catalog = self.store.catalog_in(&txn).await?;
+        Ok((txn, catalog))
+    }
+}
+
+/// A write's result and the revision that includes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved<T> {
+    pub value: T,
+    pub revision: u64,
+}

@@ -1,0 +1,273 @@
+//! The narrow ports through which use-cases reach the outside: storage (split by table
+//! group; the transaction is an associated type, so a use-case holds one without naming the
+//! database library), the tenant directory and the clock. `storage::Store` implements the
+//! storage ports, `clients::tenant` the directory.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use crate::clock::Clock;
+use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
+use crate::domain::{Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route};
+
+/// Storage with transactions. A transaction is begun here, written through the other ports
+/// and ended by [`Revisions::commit_encoded`] (or [`Transactional::commit_plain`]); dropping it
+/// rolls it back.
+#[async_trait]
+pub trait Transactional: Clone + Send + Sync + std::fmt::Debug + 'static {
+    type Txn: Send + Sync;
+
+    /// Starts a writing transaction.
+    async fn begin(&self) -> Result<Self::Txn>;
+
+    /// Commits a transaction that changed nothing the index holds (no revision).
+    async fn commit_plain(&self, txn: Self::Txn) -> Result<()>;
+}
+
+/// Revisions and the change log: every write that changes the index commits under the next
+/// revision with its changes recorded, so other replicas can replay them.
+#[async_trait]
+pub trait Revisions: Transactional {
+    /// A change-log entry, encoded (a large batch encodes it while its rows are inserted).
+    type Encoded: Send;
+
+    fn encode(&self, changes: &[IndexChange]) -> Result<Self::Encoded>;
+
+    /// Takes the next revision for `txn` (writers serialize on it until the transaction ends).
+    async fn next_revision(&self, txn: &Self::Txn) -> Result<u64>;
+
+    /// Records `log` under `revision` and commits.
+    async fn commit_encoded(
+        &self,
+        txn: Self::Txn,
+        revision: u64,
+        log: Self::Encoded,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Records `changes` under the next revision and commits. Returns the revision.
+    async fn commit(
+        &self,
+        txn: Self::Txn,
+        changes: &[IndexChange],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let log = self.encode(changes)?;
+        let revision = self.next_revision(&txn).await?;
+        self.commit_encoded(txn, revision, log, now).await?;
+        Ok(revision)
+    }
+
+    /// The newest committed revision.
+    async fn revision(&self) -> Result<u64>;
+
+    /// Change-log entries after `revision`, in order, with their commit times.
+    async fn log_after(
+        &self,
+        revision: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, DateTime<Utc>, Vec<IndexChange>)>>;
+
+    /// The evaluation index built from one consistent snapshot, with its revision.
+    async fn load_index(&self) -> Result<(IndexWriter, u64)>;
+}
+
+/// Features, plans, flags and routes.
+#[async_trait]
+pub trait CatalogStore: Transactional {
+    /// Serializes catalog writers (documents are rewritten whole).
+    async fn lock_catalog(&self, txn: &Self::Txn) -> Result<()>;
+    /// The catalog as committed.
+    async fn catalog(&self) -> Result<Catalog>;
+    /// The catalog as `txn` sees it.
+    async fn catalog_in(&self, txn: &Self::Txn) -> Result<Catalog>;
+    /// Any plan by id, deleted ones included (grants keep pointing at them).
+    async fn plans_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Plan>>;
+    async fn put_feature(
+        &self,
+        txn: &Self::Txn,
+        doc: &Stored<FeatureDoc>,
+        insert: bool,
+    ) -> Result<()>;
+    async fn delete_feature(&self, txn: &Self::Txn, id: Uuid) -> Result<()>;
+    /// Writes a plan and its feature links (`feature_ids`: the ids of its features).
+    async fn put_plan(
+        &self,
+        txn: &Self::Txn,
+        plan: &Stored<Plan>,
+        feature_ids: &[Uuid],
+        insert: bool,
+    ) -> Result<()>;
+    /// Soft-deletes a plan (grants keep referring to it).
+    async fn delete_plan(&self, txn: &Self::Txn, id: Uuid, now: DateTime<Utc>) -> Result<()>;
+    async fn put_flag(&self, txn: &Self::Txn, flag: &Stored<FlagDoc>, insert: bool) -> Result<()>;
+    async fn delete_flag(&self, txn: &Self::Txn, id: Uuid) -> Result<()>;
+    async fn put_route(&self, txn: &Self::Txn, route: &Stored<Route>, insert: bool) -> Result<()>;
+    async fn delete_route(&self, txn: &Self::Txn, id: Uuid) -> Result<()>;
+}
+
+/// A grant status at an instant, as a list filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusFilter {
+    pub status: GrantStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GrantSort {
+    #[default]
+    CreatedAt,
+    ExpiresAt,
+}
+
+/// ListGrants' filters; empty lists mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub tenant_ids: Vec<String>,
+    pub user_ids: Vec<String>,
+    pub plan_ids: Vec<Uuid>,
+    pub statuses: Vec<StatusFilter>,
+    pub sources: Vec<String>,
+    /// `Some(true)`: user grants only; `Some(false)`: account grants only.
+    pub user_level: Option<bool>,
+    pub external_id: Option<String>,
+    /// Only grants created at or before this instant: a list "as of now" leaves out grants
+    /// committed while it ran, whose start may lie after the `now` it evaluates statuses at.
+    pub created_until: Option<DateTime<Utc>>,
+    pub sort: GrantSort,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// Grants.
+#[async_trait]
+pub trait GrantStore: Transactional {
+    async fn insert_grants(&self, txn: &Self::Txn, grants: &[Grant]) -> Result<()>;
+    async fn update_grant(&self, txn: &Self::Txn, grant: &Grant) -> Result<()>;
+    /// Deletes grants; returns how many went.
+    async fn delete_grants(&self, txn: &Self::Txn, ids: &[Uuid]) -> Result<u64>;
+    /// Committed grants by id.
+    async fn grants_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Grant>>;
+    /// Grants by id, locked until `txn` ends (writers of the same grant serialize).
+    async fn lock_grants(&self, txn: &Self::Txn, ids: &[Uuid]) -> Result<Vec<Grant>>;
+    /// One grant (NOT_FOUND when there is none).
+    async fn grant(&self, id: Uuid) -> Result<Grant>;
+    /// `(tenant, external_id, grant holding it)` for the pairs already taken.
+    async fn taken_external_ids(
+        &self,
+        txn: &Self::Txn,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<(String, String, Uuid)>>;
+    /// Not-yet-revoked grants of an account (all levels) or of a plan, locked.
+    async fn unrevoked_grants(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: Option<&str>,
+        plan_id: Option<Uuid>,
+    ) -> Result<Vec<Grant>>;
+    /// A plan's grants that are active or scheduled at `at`.
+    async fn live_grant_count(
+        &self,
+        txn: &Self::Txn,
+        plan_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
+    /// One page of grants and the count of all that match.
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<(Vec<Grant>, u64)>;
+    /// A user's grants (in one account, or all), newest first.
+    async fn user_grants(&self, user_id: &str, tenant_id: Option<&str>) -> Result<Vec<Grant>>;
+    /// The account-level grants of `tenant_ids`, newest first.
+    async fn account_grants(&self, tenant_ids: &[String]) -> Result<Vec<Grant>>;
+    /// Plans granted to any of the accounts or users.
+    async fn granted_plan_ids(
+        &self,
+        tenant_ids: &[String],
+        user_ids: &[String],
+    ) -> Result<Vec<Uuid>>;
+}
+
+/// An account as the local hierarchy copy holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldAccount {
+    pub tenant_id: String,
+    pub parent_id: Option<String>,
+    pub deleted: bool,
+}
+
+/// The local copy of the tenant hierarchy and the tenant-feed cursor.
+#[async_trait]
+pub trait AccountStore: Transactional {
+    async fn upsert_account(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        parent_id: Option<&str>,
+        deleted: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Every account the feed has recorded.
+    async fn accounts(&self, txn: &Self::Txn) -> Result<Vec<HeldAccount>>;
+    /// The feed cursor, locked until `txn` ends (replicas following the same feed serialize
+    /// here, so each event applies once).
+    async fn lock_cursor(&self, txn: &Self::Txn) -> Result<u64>;
+    /// The feed cursor as committed.
+    async fn cursor(&self) -> Result<u64>;
+    async fn set_cursor(&self, txn: &Self::Txn, sequence: u64, now: DateTime<Utc>) -> Result<()>;
+}
+
+/// A stored idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub fingerprint: String,
+    pub response: String,
+}
+
+/// Idempotency keys and the answers they replay.
+#[async_trait]
+pub trait IdempotencyStore: Transactional {
+    /// The record of `key` for `operation`, if any.
+    async fn idempotency_record(
+        &self,
+        key: &str,
+        operation: &str,
+    ) -> Result<Option<IdempotencyRecord>>;
+    /// Whether any record (of any operation) is stored under `key`.
+    async fn idempotency_key_exists(&self, key: &str) -> Result<bool>;
+    /// Inserts a key's record (a concurrent twin with the same key fails on it).
+    async fn store_idempotency_record(
+        &self,
+        txn: &Self::Txn,
+        key: &str,
+        operation: &str,
+        record: &IdempotencyRecord,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Replaces a stored key's answer (written once the transaction knows its revision).
+    async fn set_idempotent_response(
+        &self,
+        txn: &Self::Txn,
+        key: &str,
+        response: &str,
+    ) -> Result<()>;
+    /// Deletes up to `limit` keys stored before `before`, oldest first; returns how many went.
+    async fn prune_idempotency_keys(&self, before: DateTime<Utc>, limit: u64) -> Result<u64>;
+}
+
+/// Everything the use-cases need from storage.
+pub trait Storage: Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore {}
+
+impl<S> Storage for S where
+    S: Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore
+{
+}
+
+/// Which accounts exist, as the tenant service says.
+#[async_trait]
+pub trait TenantDirectory: Send + Sync + std::fmt::Debug {
+    /// The live accounts among `ids` (UNAVAILABLE when the directory cannot be asked).
+    async fn live(&self, ids: &[String]) -> Result<HashSet<String>>;
+}
