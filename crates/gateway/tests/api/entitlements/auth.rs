@@ -223,6 +223,12 @@ async fn user_checks_take_frontegg_attributes_from_the_token() {
     };
     let vip_body = json!({"email": "me@vip.example", "userId": "boss", "emailVerified": true});
 
+    // The account reaches the index through the tenant change feed, which the plan's
+    // revision does not include.
+    s.eventually("vip reaches the index", || async {
+        s.post(CHECK, &forged(vip_body.clone())).await.body["justification"] != "TENANT_NOT_FOUND"
+    })
+    .await;
     // Environment token: the body is the subject.
     let r = s.post(CHECK, &forged(vip_body.clone())).await;
     assert_eq!(r.body["result"], true, "{:?}", r.body);
