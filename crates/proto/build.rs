@@ -34,6 +34,8 @@ fn main() -> Result<()> {
         .client_mod_attribute(".", r#"#[cfg(feature = "client")]"#)
         .server_mod_attribute(".", r#"#[cfg(feature = "server")]"#)
         .emit_rerun_if_changed(false)
+        // Undecodable requests are INVALID_ARGUMENT, not tonic-prost's INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::TenantryCodec")
         .compile_fds(fds)
         .context("generating Rust code")?;
     Ok(())

@@ -4,6 +4,8 @@
 //! gRPC servers (`*_server` modules) the `server` feature. [`FILE_DESCRIPTOR_SET`] feeds
 //! `tonic-reflection`.
 
+pub mod codec;
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every Tenantry proto file and its imports,
 /// for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -247,6 +247,20 @@ async fn oversized_or_deep_input_is_invalid_argument_with_the_field() {
     })
     .await
     .unwrap();
+    // Deeper than protobuf's recursion limit (100 levels) the request cannot even be decoded:
+    // still the sender's fault, not INTERNAL (which alerting counts as ours).
+    let undecodable = create(pb::NewAccount {
+        tenant_id: Some("undecodable".into()),
+        name: "Undecodable".into(),
+        metadata: Some(nested_struct(150)),
+        ..pb::NewAccount::default()
+    })
+    .await;
+    let status = assert_code(undecodable, Code::InvalidArgument);
+    assert!(
+        status.message().contains("could not be decoded"),
+        "{status:?}"
+    );
     // A logo over 256 KiB: every change event carries it.
     let logo = create(pb::NewAccount {
         tenant_id: Some("logo".into()),
