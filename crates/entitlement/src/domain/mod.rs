@@ -10,6 +10,7 @@ pub mod model;
 #[cfg(test)]
 mod reference;
 mod route;
+#[cfg(any(test, feature = "synthetic"))]
 pub mod synthetic;
 pub mod validate;
 pub mod writer;
