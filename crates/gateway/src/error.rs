@@ -143,12 +143,14 @@ impl From<tonic::Status> for ApiError {
         } else {
             ErrorDetails::decode(status.details()).ok()
         };
-        let code = match grpc::caller_code(&status) {
-            // No service answers OUT_OF_RANGE about a caller's input without ErrorDetails:
-            // without them it is tonic's message-size limit, our failure, and its text (sizes,
-            // limits) is not for callers.
-            Code::OutOfRange if details.is_none() => Code::Internal,
-            code => code,
+        let code = grpc::caller_code(&status);
+        // No service answers OUT_OF_RANGE about a caller's input without ErrorDetails: without
+        // them it is tonic's message-size limit, our failure, and its text (sizes, limits) is not
+        // for callers.
+        let code = if code == Code::OutOfRange && details.is_none() {
+            Code::Internal
+        } else {
+            code
         };
         let reason = details.as_ref().map_or("", |d| d.reason.as_str());
         let http = http_status_for(code, reason);

@@ -66,6 +66,10 @@ fn json_content_type(headers: &http::HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "axum's JsonRejection is non_exhaustive; any other rejection keeps its client status"
+)]
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::bad_request(format!(
