@@ -24,7 +24,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     config::{Config, Secret},
     db::{StorageFault, StorageHealth},
-    shutdown::Shutdown,
+    shutdown::{CancellationToken, drain_within_grace},
 };
 
 /// Metadata key carrying the authenticated end principal (set by the gateway) to the services.
@@ -157,7 +157,7 @@ pub async fn serve(
     listener: TcpListener,
     services: Services,
     descriptor_sets: &[&'static [u8]],
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in &services.names {
@@ -173,7 +173,7 @@ pub async fn serve(
                 health.set_service_status(name, status).await;
                 tokio::select! {
                     changed = healthy.changed() => if changed.is_err() { break },
-                    () = shutdown.wait() => break,
+                    () = shutdown.cancelled() => break,
                 }
             }
             health
@@ -233,7 +233,7 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let names = services.names.clone();
         async move {
-            shutdown.wait().await;
+            shutdown.cancelled().await;
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
@@ -249,15 +249,14 @@ pub async fn serve(
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), signal);
     tokio::pin!(server);
-    let grace = settings.shutdown_grace;
-    tokio::select! {
-        result = &mut server => result?,
-        () = async {
-            shutdown.wait().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace; stopping anyway");
-        }
+    let drained = drain_within_grace(
+        &mut server,
+        &shutdown,
+        settings.shutdown_grace,
+        "in-flight requests",
+    );
+    if let Some(result) = drained.await {
+        result?;
     }
     if let Some(monitor) = storage_monitor {
         monitor.abort();
@@ -295,7 +294,7 @@ async fn follow_storage(
     names: Vec<&'static str>,
     storage: StorageHealth,
     conn: sea_orm::DatabaseConnection,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let mut faults = storage.subscribe();
     let set_all = |status: ServingStatus| {
@@ -309,13 +308,13 @@ async fn follow_storage(
     };
     loop {
         tokio::select! {
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
             changed = faults.wait_for(Option::is_some) => if changed.is_err() { return },
         }
         set_all(ServingStatus::NotServing).await;
         loop {
             tokio::select! {
-                () = shutdown.wait() => return,
+                () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(STORAGE_PROBE_INTERVAL) => {}
             }
             match crate::db::probe_write(&conn).await {
@@ -325,7 +324,7 @@ async fn follow_storage(
         }
         storage.recovered();
         // Draining wins: the shutdown signal has reported NOT_SERVING for good.
-        if shutdown.is_triggered() {
+        if shutdown.is_cancelled() {
             return;
         }
         set_all(ServingStatus::Serving).await;

@@ -7,7 +7,7 @@
 use std::{future::Future, time::Duration};
 
 use crate::{
-    Shutdown,
+    CancellationToken,
     db::{StorageFaultSource, StorageHealth},
 };
 
@@ -160,7 +160,7 @@ impl Idempotency {
 /// once by another. A batch refused for a storage fault is reported to `storage`. Every
 /// replica runs one; they overlap harmlessly.
 pub async fn prune_expired_keys<F, Fut, E>(
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     storage: StorageHealth,
     mut prune_batch: F,
 ) where
@@ -170,12 +170,12 @@ pub async fn prune_expired_keys<F, Fut, E>(
 {
     loop {
         tokio::select! {
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
             () = tokio::time::sleep(PRUNE_INTERVAL) => {}
         }
         loop {
             match prune_batch().await {
-                Ok(n) if n >= PRUNE_BATCH && !shutdown.is_triggered() => {}
+                Ok(n) if n >= PRUNE_BATCH && !shutdown.is_cancelled() => {}
                 Ok(0) => break,
                 Ok(n) => {
                     tracing::debug!(pruned = n, "pruned expired idempotency keys");

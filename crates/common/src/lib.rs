@@ -18,7 +18,7 @@ pub mod telemetry;
 pub mod testing;
 
 pub use config::{Config, ConfigArgs, Secret};
-pub use shutdown::Shutdown;
+pub use shutdown::CancellationToken;
 
 /// Why a server could not start or stopped abnormally. Binaries print it and exit non-zero.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tenantry_common::{
-    Secret, Shutdown,
+    CancellationToken, Secret,
     db::{self, DbSettings},
     grpc::{self, ServerSettings, Services},
     testing,
@@ -36,12 +36,12 @@ async fn start(
     token: Option<&str>,
 ) -> (
     String,
-    Shutdown,
+    CancellationToken,
     tokio::task::JoinHandle<Result<(), grpc::ServeError>>,
 ) {
     let listener = grpc::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = Shutdown::new();
+    let shutdown = CancellationToken::new();
     let server = {
         let shutdown = shutdown.clone();
         let settings = settings(token);
@@ -107,7 +107,7 @@ async fn server_on_port_zero_answers_health_and_reflection() {
         "{names:?}"
     );
 
-    shutdown.trigger();
+    shutdown.cancel();
     server.await.unwrap().unwrap();
 }
 
@@ -160,14 +160,14 @@ async fn service_token_is_required_except_for_health() {
     let names = service_names(answers.next().await.unwrap().unwrap().message_response);
     assert!(!names.is_empty());
 
-    shutdown.trigger();
+    shutdown.cancel();
     server.await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_calls_and_reports_not_serving() {
     let (url, shutdown, server) = start(None).await;
-    shutdown.on_signals().unwrap();
+    tenantry_common::shutdown::cancel_on_signals(&shutdown).unwrap();
     let channel = channel(&url).await;
 
     // A watcher sees the server's health change when draining starts.
@@ -372,7 +372,7 @@ async fn grpc_is_served_over_tls_when_a_certificate_is_configured() {
 
     let listener = grpc::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let shutdown = Shutdown::new();
+    let shutdown = CancellationToken::new();
     let server = {
         let shutdown = shutdown.clone();
         let settings = ServerSettings {
@@ -407,6 +407,6 @@ async fn grpc_is_served_over_tls_when_a_certificate_is_configured() {
         .unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok);
 
-    shutdown.trigger();
+    shutdown.cancel();
     server.await.unwrap().unwrap();
 }

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tenantry_common::Shutdown;
+use tenantry_common::CancellationToken;
 use tenantry_common::grpc::ClientChannel;
 use tenantry_proto::common::v1::ErrorDetails;
 use tenantry_proto::tenant::v1::{
@@ -109,7 +109,7 @@ pub async fn follow_tenant_feed(
     channel: ClientChannel,
     max_message_bytes: usize,
     alarm: LagAlarm,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let status = Arc::new(FeedStatus::new());
     // Kept alive while following: the gauges report through them.
@@ -123,10 +123,10 @@ pub async fn follow_tenant_feed(
     let mut backoff = Duration::from_millis(100);
     // Failures at one cursor that retrying does not cure.
     let mut stuck: (u64, u32) = (0, 0);
-    while !shutdown.is_triggered() {
+    while !shutdown.is_cancelled() {
         let result = tokio::select! {
             r = follow_once(&engine, channel.clone(), max_message_bytes, &status) => r,
-            () = shutdown.wait() => break,
+            () = shutdown.cancelled() => break,
         };
         let err = match result {
             Ok(()) => {
@@ -170,7 +170,7 @@ pub async fn follow_tenant_feed(
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = shutdown.wait() => break,
+            () = shutdown.cancelled() => break,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -207,13 +207,13 @@ async fn lag_alarm(
     status: Arc<FeedStatus>,
     alarm_after: Duration,
     keeping_up: tokio::sync::watch::Sender<bool>,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let mut alarmed = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(alarm_after / 3) => {}
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
         }
         let behind = status.behind();
         let keeping = behind < alarm_after;
@@ -455,7 +455,7 @@ pub async fn apply_snapshot(
 /// Keeps the index current with other replicas' writes: LISTEN/NOTIFY wakes it at once, a
 /// poll every `poll` covers lost notifications and listener outages. Also prunes old
 /// change-log rows now and then.
-pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Shutdown) {
+pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: CancellationToken) {
     let mut listener = None;
     let mut ticks: u64 = 0;
     let mut interval = tokio::time::interval(poll);
@@ -474,7 +474,7 @@ pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Sh
             }
         };
         tokio::select! {
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
             r = woken => match r {
                 // This process applies its own commits to the index as it makes them.
                 Ok(true) => continue,

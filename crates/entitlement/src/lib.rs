@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 use tenantry_common::{
-    Config, RunError, Shutdown,
+    CancellationToken, Config, RunError,
     db::{self, DbSettings},
     grpc::ServerSettings,
 };
@@ -68,7 +68,7 @@ pub async fn migrate(config: &Config) -> Result<(), RunError> {
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     serve_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
 }
@@ -77,7 +77,7 @@ pub async fn serve(
 pub async fn serve_with_clock(
     config: &Config,
     listener: TcpListener,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
 ) -> Result<(), RunError> {
     let conn = connect(config).await?;
@@ -98,7 +98,7 @@ pub async fn serve_with_clock(
         .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?;
     let engine = Arc::new(engine);
     // Followers stop with the caller's signal, and also when this server fails on its own.
-    let local = shutdown.child();
+    let local = shutdown.child_token();
     let (keeping_up, feed_health) = tokio::sync::watch::channel(true);
     let feed = tokio::spawn(follower::follow_tenant_feed(
         engine.clone(),
@@ -133,7 +133,7 @@ pub async fn serve_with_clock(
         local.clone(),
     )
     .await;
-    local.trigger();
+    local.cancel();
     let _ = tokio::join!(feed, log, prune);
     if let Err(err) = store.connection().clone().close().await {
         tracing::warn!(error = %err, "closing the entitlement database failed");

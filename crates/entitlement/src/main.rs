@@ -6,7 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tenantry_common::{Config, ConfigArgs, RunError, Shutdown, grpc::bind, telemetry};
+use tenantry_common::{CancellationToken, Config, ConfigArgs, RunError, grpc::bind, telemetry};
 
 /// Tenantry entitlement service: features, plans, grants and the entitlement check.
 #[derive(Debug, Parser)]
@@ -41,8 +41,8 @@ async fn start() -> ExitCode {
 }
 
 async fn run(config: &Config) -> Result<(), RunError> {
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
+    let shutdown = CancellationToken::new();
+    tenantry_common::shutdown::cancel_on_signals(&shutdown)?;
     let listener = bind(config.entitlement_grpc_addr).await?;
     tenantry_entitlement::serve(config, listener, shutdown).await
 }

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tenantry_common::Shutdown;
+use tenantry_common::CancellationToken;
 
 use crate::Engine;
 
@@ -15,17 +15,21 @@ const PRUNE_BATCH: u64 = 500;
 
 /// Deletes idempotency keys older than `retention` (by the engine's clock) every
 /// [`PRUNE_INTERVAL`] until `shutdown`.
-pub async fn prune_idempotency_keys(engine: Arc<Engine>, retention: Duration, shutdown: Shutdown) {
+pub async fn prune_idempotency_keys(
+    engine: Arc<Engine>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     loop {
         tokio::select! {
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
             () = tokio::time::sleep(PRUNE_INTERVAL) => {}
         }
         let before = engine.now() - retention;
         loop {
             match engine.prune_idempotency_keys(before, PRUNE_BATCH).await {
-                Ok(n) if n == PRUNE_BATCH && !shutdown.is_triggered() => {}
+                Ok(n) if n == PRUNE_BATCH && !shutdown.is_cancelled() => {}
                 Ok(0) => break,
                 Ok(n) => {
                     tracing::debug!(pruned = n, "pruned expired idempotency keys");

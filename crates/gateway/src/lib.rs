@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::{Router, extract::DefaultBodyLimit, middleware};
 use http::{HeaderName, Method, header};
-use tenantry_common::{Config, RunError, Shutdown};
+use tenantry_common::{CancellationToken, Config, RunError, shutdown::drain_within_grace};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -196,7 +196,7 @@ fn cors(config: &Config) -> CorsLayer {
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -228,7 +228,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = shutdown.wait() => break,
+            () = shutdown.cancelled() => break,
         };
         // Nagle off: responses are small and latency-bound; a delayed ACK would add ~40 ms.
         if let Err(err) = stream.set_nodelay(true) {
@@ -257,7 +257,7 @@ pub async fn serve(
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 }
-                () = shutdown.wait() => {
+                () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -268,15 +268,12 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let grace = config.shutdown_grace();
-    if tokio::time::timeout(grace, connections.closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_ms = grace.as_millis() as u64,
-            "in-flight requests outlived the shutdown grace; stopping anyway"
-        );
-    }
+    drain_within_grace(
+        connections.closed(),
+        &shutdown,
+        config.shutdown_grace(),
+        "in-flight requests",
+    )
+    .await;
     Ok(())
 }

@@ -4,7 +4,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use tenantry_common::{Config, ConfigArgs, Shutdown, grpc, telemetry};
+use tenantry_common::{CancellationToken, Config, ConfigArgs, grpc, telemetry};
 
 /// Tenantry REST gateway: the seeds' REST APIs in front of the tenant and entitlement services.
 #[derive(Debug, Parser)]
@@ -39,8 +39,8 @@ async fn start() -> std::process::ExitCode {
 }
 
 async fn run(config: &Config) -> Result<(), tenantry_common::RunError> {
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
+    let shutdown = CancellationToken::new();
+    tenantry_common::shutdown::cancel_on_signals(&shutdown)?;
     let credentials = tenantry_gateway::environment_credentials(config)?;
     if credentials.generated {
         tracing::info!(

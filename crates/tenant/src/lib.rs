@@ -13,7 +13,7 @@ mod workers;
 
 use sea_orm::DatabaseConnection;
 use tenantry_common::{
-    Config, RunError, Shutdown,
+    CancellationToken, Config, RunError,
     db::{self, DbSettings},
     grpc::ServerSettings,
 };
@@ -47,7 +47,7 @@ pub async fn migrate(config: &Config) -> Result<(), RunError> {
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let conn = connect(config).await?;
     if config.migrate_on_start {
@@ -56,7 +56,7 @@ pub async fn serve(
     let store = Store::new(conn, &config.tenant_db_schema, config.max_hierarchy_depth);
     // Background work and feed streams follow a local signal: it fires with the caller's, and
     // also when the server stops on an error, without stopping the caller's other services.
-    let local = shutdown.child();
+    let local = shutdown.child_token();
     let storage = db::StorageHealth::new();
     let workers = workers::start(
         &store,
@@ -78,7 +78,7 @@ pub async fn serve(
         local.clone(),
     )
     .await;
-    local.trigger();
+    local.cancel();
     workers.join().await;
     if let Err(err) = store.connection().clone().close().await {
         tracing::warn!(error = %err, "closing the tenant database failed");

@@ -6,7 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tenantry_common::{Config, ConfigArgs, Shutdown, grpc::bind, telemetry};
+use tenantry_common::{CancellationToken, Config, ConfigArgs, grpc::bind, telemetry};
 
 /// Tenantry tenant service: accounts, hierarchy, memberships, migrations and the change feed.
 #[derive(Debug, Parser)]
@@ -41,8 +41,8 @@ async fn start() -> ExitCode {
 }
 
 async fn run(config: &Config) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
+    let shutdown = CancellationToken::new();
+    tenantry_common::shutdown::cancel_on_signals(&shutdown)?;
     let listener = bind(config.tenant_grpc_addr).await?;
     tenantry_tenant::serve(config, listener, shutdown).await?;
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tenantry_common::{Shutdown, db::StorageHealth};
+use tenantry_common::{CancellationToken, db::StorageHealth};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{
@@ -85,7 +85,7 @@ pub fn start(
     retention: FeedRetention,
     key_retention: Duration,
     storage: &StorageHealth,
-    shutdown: &Shutdown,
+    shutdown: &CancellationToken,
 ) -> Workers {
     let migrations = Arc::new(Notify::new());
     let mut handles = vec![
@@ -126,7 +126,7 @@ async fn run_migrations(
     store: Store,
     wake: Arc<Notify>,
     storage: StorageHealth,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     match store
         .sweep_abandoned_uploads(crate::domain::now() - ABANDONED_UPLOAD_AGE)
@@ -140,7 +140,7 @@ async fn run_migrations(
         }
     }
     let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_triggered() {
+    while !shutdown.is_cancelled() {
         let next = match store.next_runnable_migration().await {
             Ok(next) => next,
             Err(err) => {
@@ -152,13 +152,13 @@ async fn run_migrations(
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(MIGRATION_POLL) => {}
-                () = shutdown.wait() => return,
+                () = shutdown.cancelled() => return,
             }
             continue;
         };
         tracing::info!(migration_id = %migration_id, "migration job running");
         // Between batches only: a batch is one short transaction, left to finish.
-        while !shutdown.is_triggered() {
+        while !shutdown.is_cancelled() {
             match store
                 .run_migration_batch(&migration_id, MIGRATION_BATCH)
                 .await
@@ -177,7 +177,7 @@ async fn run_migrations(
                     tracing::warn!(migration_id = %migration_id, error = %err, "migration batch postponed");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.wait() => return,
+                        () = shutdown.cancelled() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -195,7 +195,7 @@ async fn run_migrations(
 }
 
 /// LISTENs on the store's channel and wakes local followers when another process commits.
-async fn listen_for_changes(store: Store, shutdown: Shutdown) {
+async fn listen_for_changes(store: Store, shutdown: CancellationToken) {
     use sea_orm::sqlx::postgres::PgListener;
     loop {
         let pool = store.connection().get_postgres_connection_pool().clone();
@@ -217,7 +217,7 @@ async fn listen_for_changes(store: Store, shutdown: Shutdown) {
                             break;
                         }
                     },
-                    () = shutdown.wait() => return,
+                    () = shutdown.cancelled() => return,
                 }
             },
             Err(err) => tracing::warn!(error = %err, "cannot listen for change feed notifications"),
@@ -225,7 +225,7 @@ async fn listen_for_changes(store: Store, shutdown: Shutdown) {
         // Followers still poll meanwhile; retry the listener shortly.
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -236,14 +236,14 @@ async fn prune_feed(
     store: Store,
     retention: FeedRetention,
     storage: StorageHealth,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let mut interval = tokio::time::interval(retention.interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
         }
         let policy = crate::domain::Retention {
             older_than: retention.max_age.and_then(|age| {
@@ -269,7 +269,7 @@ async fn prune_idempotency_keys(
     store: Store,
     retention: Duration,
     storage: StorageHealth,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     tenantry_common::idempotency::prune_expired_keys(shutdown, storage, || {

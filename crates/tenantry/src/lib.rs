@@ -3,7 +3,9 @@
 
 use std::io::{IsTerminal, Write};
 
-use tenantry_common::{Config, RunError, Shutdown, grpc::bind};
+use tenantry_common::{
+    CancellationToken, Config, RunError, grpc::bind, shutdown::drain_within_grace,
+};
 
 /// Which service's migrations `tenantry migrate` applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -28,7 +30,7 @@ pub async fn migrate(config: &Config, target: MigrateTarget) -> Result<(), RunEr
 
 /// Binds all three listeners first (so a taken port fails fast), prints where each listens and
 /// how to get a token, then serves until `shutdown` fires or one server fails.
-pub async fn serve(config: &Config, shutdown: Shutdown) -> Result<(), RunError> {
+pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let credentials = tenantry_gateway::environment_credentials(config)?;
     let tenant_listener = bind(config.tenant_grpc_addr).await?;
     let entitlement_listener = bind(config.entitlement_grpc_addr).await?;
@@ -45,13 +47,13 @@ pub async fn serve(config: &Config, shutdown: Shutdown) -> Result<(), RunError> 
     // in-flight requests while the services still answer their internal calls; then the
     // entitlement service (it calls the tenant service); then the tenant service. Stopping all
     // three at once lost the internal call of a REST request that was still in flight (503).
-    let entitlement_stop = Shutdown::new();
-    let tenant_stop = Shutdown::new();
+    let entitlement_stop = CancellationToken::new();
+    let tenant_stop = CancellationToken::new();
     // One failing server stops the others at once, so the process never runs half-alive.
     let stop_everything = || {
-        shutdown.trigger();
-        entitlement_stop.trigger();
-        tenant_stop.trigger();
+        shutdown.cancel();
+        entitlement_stop.cancel();
+        tenant_stop.cancel();
     };
     let on_error = |result: Result<(), RunError>| {
         if result.is_err() {
@@ -65,7 +67,7 @@ pub async fn serve(config: &Config, shutdown: Shutdown) -> Result<(), RunError> 
                 let result = on_error(
                     tenantry_gateway::serve(config, http_listener, shutdown.clone()).await,
                 );
-                entitlement_stop.trigger();
+                entitlement_stop.cancel();
                 result
             },
             async {
@@ -78,8 +80,8 @@ pub async fn serve(config: &Config, shutdown: Shutdown) -> Result<(), RunError> 
                     .await,
                 );
                 // Also when it ended on its own: the gateway cannot serve checks without it.
-                shutdown.trigger();
-                tenant_stop.trigger();
+                shutdown.cancel();
+                tenant_stop.cancel();
                 result
             },
             async {
@@ -92,17 +94,11 @@ pub async fn serve(config: &Config, shutdown: Shutdown) -> Result<(), RunError> 
         )
     };
     // The grace period bounds the whole sequence, not each server's part of it.
-    let grace = config.shutdown_grace();
-    tokio::select! {
-        (gateway, entitlement, tenant) = servers => gateway.and(entitlement).and(tenant),
-        () = async {
-            shutdown.wait().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "servers outlived the shutdown grace; stopping anyway");
-            Ok(())
-        }
-    }
+    drain_within_grace(servers, &shutdown, config.shutdown_grace(), "servers")
+        .await
+        .map_or(Ok(()), |(gateway, entitlement, tenant)| {
+            gateway.and(entitlement).and(tenant)
+        })
 }
 
 fn print_banner(

@@ -2,7 +2,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use tenantry::MigrateTarget;
-use tenantry_common::{Config, ConfigArgs, Shutdown, telemetry};
+use tenantry_common::{CancellationToken, Config, ConfigArgs, telemetry};
 
 /// Tenantry: accounts and entitlements for multi-tenant B2B software.
 #[derive(Parser, Debug)]
@@ -42,8 +42,8 @@ async fn start() -> std::process::ExitCode {
     let _telemetry = telemetry::init("tenantry", &config);
     let result = match cli.command {
         Command::Serve => {
-            let shutdown = Shutdown::new();
-            match shutdown.on_signals() {
+            let shutdown = CancellationToken::new();
+            match tenantry_common::shutdown::cancel_on_signals(&shutdown) {
                 Ok(()) => tenantry::serve(&config, shutdown).await,
                 Err(e) => Err(e.into()),
             }

@@ -106,7 +106,7 @@ async fn a_follower_whose_cursor_expired_resynchronises_and_applies_what_it_miss
     let mut config = pg_config().await;
     config.feed_retention_secs = 1;
     // The tenant service runs on while the entitlement service is away.
-    let tenant_shutdown = tenantry_common::Shutdown::new();
+    let tenant_shutdown = tenantry_common::CancellationToken::new();
     let tenant_url = spawn_tenant(&config, &tenant_shutdown).await;
     let away = spawn_with_tenant(config.clone(), tenant_url.clone()).await;
     away.bool_feature("sso").await;
@@ -267,7 +267,7 @@ async fn a_follower_whose_cursor_expired_resynchronises_and_applies_what_it_miss
     let mut holders: Vec<_> = signups.iter().map(|g| g.tenant_id.as_str()).collect();
     holders.sort_unstable();
     assert_eq!(holders, ["child", "doomed", "newcomer", "parent"]);
-    tenant_shutdown.trigger();
+    tenant_shutdown.cancel();
 }
 
 #[tokio::test]
@@ -277,7 +277,7 @@ async fn a_follower_that_falls_behind_says_so_in_health_and_the_server_stays_ser
     config.feed_lag_alarm_secs = 1;
     // A tenant service that refuses the follower (it lacks the service token): it never
     // catches up.
-    let tenant_shutdown = tenantry_common::Shutdown::new();
+    let tenant_shutdown = tenantry_common::CancellationToken::new();
     let tenant_config = tenantry_common::Config {
         service_token: Some(tenantry_common::Secret::new("a-token-the-follower-lacks")),
         ..config.clone()
@@ -304,5 +304,5 @@ async fn a_follower_that_falls_behind_says_so_in_health_and_the_server_stays_ser
     // Checks are still answered from the index: the server itself is serving.
     assert_eq!(health("").await, ServingStatus::Serving);
     app.bool_feature("sso").await;
-    tenant_shutdown.trigger();
+    tenant_shutdown.cancel();
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use prost::Message;
-use tenantry_common::{Config, Secret, Shutdown, grpc::bind, testing};
+use tenantry_common::{CancellationToken, Config, Secret, grpc::bind, testing};
 use tenantry_entitlement::clock::ManualClock;
 use tenantry_proto::common::v1::ErrorDetails;
 use tenantry_proto::entitlement::v1::{
@@ -32,7 +32,7 @@ pub struct App {
     pub channel: Channel,
     pub clock: ManualClock,
     pub config: Config,
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
     /// The entitlement server's task (it ends once its followers have stopped).
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -40,7 +40,7 @@ pub struct App {
 
 impl Drop for App {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 }
 
@@ -70,7 +70,7 @@ async fn start(
     dir: Option<tempfile::TempDir>,
 ) -> App {
     tenantry_common::telemetry::init_for_tests();
-    let shutdown = Shutdown::new();
+    let shutdown = CancellationToken::new();
     let tenant_url = match tenant_url {
         Some(url) => url,
         None => {
@@ -115,7 +115,7 @@ async fn start(
 }
 
 /// The tenant service alone on `config`'s database, until `shutdown`; returns its URL.
-pub async fn spawn_tenant(config: &Config, shutdown: &Shutdown) -> String {
+pub async fn spawn_tenant(config: &Config, shutdown: &CancellationToken) -> String {
     tenantry_common::telemetry::init_for_tests();
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -199,7 +199,7 @@ impl App {
     /// Stops the entitlement service (as on SIGTERM) and waits until it has: its feed
     /// follower applies nothing more.
     pub async fn stop(mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             tokio::time::timeout(Duration::from_secs(15), server)
                 .await

@@ -9,12 +9,12 @@ const WRITE_SUB: &str = "fe.account-hierarchy.write.subAccount";
 
 pub(crate) struct Stack {
     pub(crate) app: TestApp,
-    _tenant: tenantry_common::Shutdown,
+    _tenant: tenantry_common::CancellationToken,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self._tenant.trigger();
+        self._tenant.cancel();
     }
 }
 
@@ -26,7 +26,7 @@ async fn spawn_stack_with(adjust: impl FnOnce(&mut tenantry_common::Config)) -> 
     let db = tenantry_common::testing::postgres().create_database().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tenant_shutdown = tenantry_common::Shutdown::new();
+    let tenant_shutdown = tenantry_common::CancellationToken::new();
     let config = tenantry_common::Config {
         tenant_database_url: Some(tenantry_common::Secret::new(db)),
         ..tenantry_common::Config::default()

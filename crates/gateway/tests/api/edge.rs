@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use tenantry_common::{Config, Shutdown};
+use tenantry_common::{CancellationToken, Config};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -20,7 +20,7 @@ use crate::helpers::{
 const BOUND: Duration = Duration::from_secs(5);
 
 /// The real tenant service on SQLite in `dir`; returns its URL.
-async fn tenant_service(dir: &std::path::Path, shutdown: &Shutdown) -> String {
+async fn tenant_service(dir: &std::path::Path, shutdown: &CancellationToken) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let config = Config {
@@ -61,7 +61,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn slow_anonymous_bodies_do_not_starve_clients_with_a_token() {
     let data = tempfile::tempdir().unwrap();
-    let services = Shutdown::new();
+    let services = CancellationToken::new();
     let tenant = tenant_service(data.path(), &services).await;
     // Few permits and a long request deadline: before the fix, a handful of slow bodies
     // held every permit until the deadline.
@@ -95,7 +95,7 @@ async fn slow_anonymous_bodies_do_not_starve_clients_with_a_token() {
             .await
             .is_err()
     );
-    services.trigger();
+    services.cancel();
 }
 
 #[tokio::test]

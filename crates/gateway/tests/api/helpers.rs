@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tenantry_common::{Config, Secret, Shutdown};
+use tenantry_common::{CancellationToken, Config, Secret};
 
 pub const CLIENT_ID: &str = "vendor";
 pub const CLIENT_SECRET: &str = "vendor-secret-0123456789";
@@ -16,13 +16,13 @@ pub const AUDIENCE: &str = "tenantry-tests";
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
     _data: tempfile::TempDir,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 }
 
@@ -58,7 +58,7 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let shutdown = Shutdown::new();
+    let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
         tenantry_gateway::serve(&config, listener, signal)

@@ -2,7 +2,7 @@
 
 use tempfile::TempDir;
 use tenantry_common::{
-    Shutdown,
+    CancellationToken,
     db::{self, DbSettings},
 };
 
@@ -16,13 +16,13 @@ use crate::{
 /// workers running until the returned guard drops.
 pub(crate) struct TestEngine {
     pub engine: Engine<Store>,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     _dir: TempDir,
 }
 
 impl Drop for TestEngine {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 }
 
@@ -45,7 +45,7 @@ pub(crate) async fn engine() -> TestEngine {
         .await
         .expect("migrate");
     let store = Store::new(conn, "tenant", 16);
-    let shutdown = Shutdown::new();
+    let shutdown = CancellationToken::new();
     let workers = workers::start(
         &store,
         FeedRetention::default(),

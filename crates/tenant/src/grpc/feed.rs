@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use prost::Message;
-use tenantry_common::Shutdown;
+use tenantry_common::CancellationToken;
 use tenantry_proto::tenant::v1::{self as pb, change_feed_service_server::ChangeFeedService};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,7 +34,7 @@ type Sender = mpsc::Sender<Result<pb::WatchChangesResponse, Status>>;
 struct Stream {
     tx: Sender,
     budget: usize,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 }
 
 #[async_trait]
@@ -68,7 +68,7 @@ impl Follower for Stream {
 
     async fn closed(&self) {
         tokio::select! {
-            () = self.shutdown.wait() => {}
+            () = self.shutdown.cancelled() => {}
             () = self.tx.closed() => {}
         }
     }

@@ -10,7 +10,7 @@ mod tenant;
 
 use prost::Message;
 use tenantry_common::{
-    Shutdown,
+    CancellationToken,
     db::{StorageFault, StorageHealth},
     grpc::{Services, mark_storage_fault},
 };
@@ -38,7 +38,7 @@ use crate::{
 pub struct Handlers {
     app: Engine<Store>,
     /// Feed streams end when the service stops.
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     /// The gRPC message limit: list responses stop early to stay under it.
     max_message_bytes: usize,
 }
@@ -47,7 +47,7 @@ pub struct Handlers {
 pub fn services(
     store: &Store,
     workers: &Workers,
-    shutdown: &Shutdown,
+    shutdown: &CancellationToken,
     storage: StorageHealth,
     max_message_bytes: usize,
 ) -> Services {

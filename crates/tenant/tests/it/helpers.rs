@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use tenantry_common::{Config, RunError, Secret, Shutdown, grpc::bind, telemetry, testing};
+use tenantry_common::{
+    CancellationToken, Config, RunError, Secret, grpc::bind, telemetry, testing,
+};
 use tenantry_proto::tenant::v1::{
     self as pb, change_feed_service_client::ChangeFeedServiceClient,
     hierarchy_service_client::HierarchyServiceClient,
@@ -15,7 +17,7 @@ use tonic::{Code, Status, transport::Channel};
 pub struct TestApp {
     pub config: Config,
     pub channel: Channel,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     server: JoinHandle<Result<(), RunError>>,
     /// Keeps a SQLite database's directory alive.
     dir: Option<TempDir>,
@@ -74,7 +76,7 @@ async fn start(config: Config, dir: Option<TempDir>) -> TestApp {
         .expect("migrations apply");
     let listener = bind(config.tenant_grpc_addr).await.expect("bind port 0");
     let addr = listener.local_addr().expect("local addr");
-    let shutdown = Shutdown::new();
+    let shutdown = CancellationToken::new();
     let server = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         tokio::spawn(async move { tenantry_tenant::serve(&config, listener, shutdown).await })
@@ -118,7 +120,7 @@ impl TestApp {
     /// Stops the server (as on SIGTERM) and returns its configuration, to start another
     /// server on the same database.
     pub async fn stop(self) -> (Config, Option<TempDir>) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         drop(self.channel);
         tokio::time::timeout(Duration::from_secs(15), self.server)
             .await

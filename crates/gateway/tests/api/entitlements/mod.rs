@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
-use tenantry_common::{Config, Secret, Shutdown};
+use tenantry_common::{CancellationToken, Config, Secret};
 use tenantry_entitlement::clock::ManualClock;
 
 use crate::helpers::{Reply, TestApp, assert_error_shape, spawn_with, user_claims, user_token};
@@ -41,18 +41,18 @@ struct Stack {
     app: TestApp,
     clock: ManualClock,
     env: String,
-    services: Shutdown,
+    services: CancellationToken,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.services.trigger();
+        self.services.cancel();
     }
 }
 
 async fn spawn_stack() -> Stack {
     let db = tenantry_common::testing::postgres().create_database().await;
-    let services = Shutdown::new();
+    let services = CancellationToken::new();
     let tenant_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tenant_url = format!("http://{}", tenant_listener.local_addr().unwrap());
     let config = Config {
