@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod idempotency;
 pub mod ids;
 pub mod limits;
+pub mod notify;
 pub mod permission;
 pub mod runtime;
 pub mod shutdown;

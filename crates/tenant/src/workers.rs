@@ -110,9 +110,13 @@ pub fn start(
             shutdown.clone(),
         )));
     }
-    if store.is_postgres() {
+    // Followers still poll: a notification only wakes them early.
+    if let Some(notifications) =
+        tenantry_common::notify::Notifications::new(store.connection(), store.notify_channel())
+    {
         handles.push(tokio::spawn(listen_for_changes(
             store.clone(),
+            notifications,
             shutdown.clone(),
         )));
     }
@@ -195,36 +199,14 @@ async fn run_migrations(
 }
 
 /// LISTENs on the store's channel and wakes local followers when another process commits.
-async fn listen_for_changes(store: Store, shutdown: CancellationToken) {
-    use sea_orm::sqlx::postgres::PgListener;
+async fn listen_for_changes(
+    store: Store,
+    mut notifications: tenantry_common::notify::Notifications,
+    shutdown: CancellationToken,
+) {
     loop {
-        let pool = store.connection().get_postgres_connection_pool().clone();
-        let listener = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(store.notify_channel()).await?;
-            Ok::<_, sea_orm::sqlx::Error>(listener)
-        }
-        .await;
-        match listener {
-            Ok(mut listener) => loop {
-                tokio::select! {
-                    received = listener.recv() => match received {
-                        Ok(notification) => {
-                            store.wake_followers(notification.payload().parse().unwrap_or(0));
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "change feed listener lost its connection");
-                            break;
-                        }
-                    },
-                    () = shutdown.cancelled() => return,
-                }
-            },
-            Err(err) => tracing::warn!(error = %err, "cannot listen for change feed notifications"),
-        }
-        // Followers still poll meanwhile; retry the listener shortly.
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            payload = notifications.recv() => store.wake_followers(payload.parse().unwrap_or(0)),
             () = shutdown.cancelled() => return,
         }
     }
