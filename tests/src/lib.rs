@@ -431,10 +431,16 @@ impl Stack {
             admin_db_url,
             tenant_db_url,
             entitlement_db_url,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("http client"),
+            http: {
+                // The workspace's reqwest has rustls without a built-in crypto provider (the
+                // gateway's JWKS client brings its own, ring): a plain client needs the
+                // process default set, even for http only.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder()
+            }
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client"),
             _dir: dir,
         };
         for process in [

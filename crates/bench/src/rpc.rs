@@ -235,6 +235,9 @@ async fn rest_vs_grpc(fixture: &Fixture, base_url: &str) -> Result<Pairs> {
             (tokens[tenant.as_str()].clone(), body.to_string())
         })
         .collect();
+    // The workspace's reqwest has rustls without a built-in crypto provider (the gateway's
+    // JWKS client brings its own, ring): a plain client needs the process default set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(s.concurrency)
         .tcp_nodelay(true)

@@ -9,7 +9,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{extract::Request, middleware::Next, response::Response};
-use opentelemetry::{global, propagation::Extractor, propagation::Injector};
+use opentelemetry::{global, propagation::Injector};
 use tokio::net::TcpListener;
 use tonic::{
     Code,
@@ -212,7 +212,8 @@ pub async fn serve(
             check_service_token(expected.clone(), req, next)
         }));
     }
-    let routes = Routes::from(router);
+    // Outermost, so the status of a call the token check refused is recorded too.
+    let routes = Routes::from(router.layer(axum::middleware::from_fn(record_grpc_status)));
 
     let mut builder = tonic::transport::Server::builder()
         .timeout(settings.request_timeout)
@@ -372,32 +373,77 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// The server span of one call, named and described per OpenTelemetry's RPC semantic
+/// conventions (`{package.Service}/{Method}`, `rpc.*`) so tracing backends group calls by
+/// method; `rpc.grpc.status_code` is recorded by [`record_grpc_status`] once the call ends.
 fn server_span(req: &http::Request<()>) -> tracing::Span {
+    let path = req.uri().path();
+    let (service, method) = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .unwrap_or((path, ""));
     let span = tracing::info_span!(
         "grpc.request",
+        otel.name = %path.strip_prefix('/').unwrap_or(path),
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.method = %req.uri().path(),
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
     );
     if span.is_disabled() {
         // Filtered out for every layer: no trace context to parse.
         return span;
     }
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
-    let _ = span.set_parent(parent);
+    crate::telemetry::continue_remote_trace(&span, req.headers());
     span
 }
 
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
+/// Records the call's gRPC status on its span: from the headers of a trailers-only answer (how
+/// a call refused before any message ends), else from the trailers that end the body.
+async fn record_grpc_status(req: Request, next: Next) -> Response {
+    let span = tracing::Span::current();
+    let response = next.run(req).await;
+    if let Some(code) = grpc_status(response.headers()) {
+        span.record("rpc.grpc.status_code", code);
+        return response;
+    }
+    response.map(|body| axum::body::Body::new(StatusFromTrailers { body, span }))
+}
 
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// A response body that records the `grpc-status` of its trailers on the call's span.
+struct StatusFromTrailers {
+    body: axum::body::Body,
+    span: tracing::Span,
+}
+
+impl http_body::Body for StatusFromTrailers {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &frame
+            && let Some(code) = frame.trailers_ref().and_then(grpc_status)
+        {
+            self.span.record("rpc.grpc.status_code", code);
+        }
+        frame
     }
 
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -443,6 +489,32 @@ pub fn caller_code(status: &tonic::Status) -> Code {
         Code::DeadlineExceeded
     } else {
         Code::Unavailable
+    }
+}
+
+/// Whether a failed call is an outage of the service called rather than its answer about the
+/// request: it was unreachable, did not answer in time, shed the load, or the call broke on
+/// its way (see [`caller_code`]). A caller retries an outage or reports it as one (503, 504),
+/// and never acts on it as a refusal.
+pub fn is_outage(status: &tonic::Status) -> bool {
+    match caller_code(status) {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Cancelled
+        | Code::Unknown => true,
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss
+        | Code::Unauthenticated => false,
     }
 }
 
@@ -583,6 +655,33 @@ mod tests {
         ] {
             assert_eq!(caller_code(&tonic::Status::new(code, "sent")), code);
         }
+    }
+
+    #[test]
+    fn outages_are_the_peer_not_answering_never_its_refusals() {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Cancelled,
+            Code::Unknown,
+        ] {
+            assert!(is_outage(&tonic::Status::new(code, "sent")), "{code:?}");
+        }
+        for code in [
+            Code::NotFound,
+            Code::PermissionDenied,
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::Internal,
+            Code::Unauthenticated,
+        ] {
+            assert!(!is_outage(&tonic::Status::new(code, "sent")), "{code:?}");
+        }
+        // A call that broke on its way is an outage whatever code tonic guessed for it.
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let broken = tonic::Status::from_error(Box::new(reset));
+        assert!(is_outage(&broken));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! gets that answer again, while the same key with a different request is refused
 //! ([`KEY_REUSED`], FAILED_PRECONDITION). Keys live in the caller's scope (see [`scope`]).
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, hash::Hasher as _, time::Duration};
+
+use fnv::FnvHasher;
 
 use crate::{
     CancellationToken,
@@ -34,8 +36,9 @@ pub fn is_valid_key(key: &str) -> bool {
 }
 
 /// FNV-1a over bytes, twice with different offsets, and the length: a stable request
-/// fingerprint (std's hasher is seeded per process). Not a defence against collisions chosen
-/// on purpose: a caller can only collide with its own keys.
+/// fingerprint (std's hasher is seeded per process; fingerprints are stored with their keys,
+/// so they must not change across versions). Not a defence against collisions chosen on
+/// purpose: a caller can only collide with its own keys.
 pub fn fingerprint(bytes: &[u8]) -> String {
     let mut f = Fingerprinter::default();
     f.update(bytes);
@@ -54,7 +57,8 @@ pub struct Fingerprinter {
 impl Default for Fingerprinter {
     fn default() -> Self {
         Self {
-            a: 0xcbf2_9ce4_8422_2325,
+            // FNV-1a's own offset basis, and the high half of FNV-128's as the second.
+            a: FnvHasher::default().finish(),
             b: 0x6c62_272e_07bb_0142,
             len: 0,
         }
@@ -63,10 +67,13 @@ impl Default for Fingerprinter {
 
 impl Fingerprinter {
     pub fn update(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.a = (self.a ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-            self.b = (self.b ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let fnv = |state: u64| {
+            let mut hasher = FnvHasher::with_key(state);
+            hasher.write(bytes);
+            hasher.finish()
+        };
+        self.a = fnv(self.a);
+        self.b = fnv(self.b);
         self.len += bytes.len() as u64;
     }
 
@@ -213,6 +220,12 @@ mod tests {
         assert_ne!(fingerprint(b"abc"), fingerprint(b"abd"));
         assert_ne!(fingerprint(b""), fingerprint(b"\0"));
         assert_eq!(fingerprint(b"abc").len(), 40);
+        // Stored with the keys: a release that changed it would refuse every retry of a
+        // request made before the upgrade. FNV-1a 64 of "abc" is e71fa2190541574b.
+        assert_eq!(
+            fingerprint(b"abc"),
+            "e71fa2190541574b8b7ebb2d468f71e600000003"
+        );
         // The value grants' stored keys were written with: an upgrade keeps them matching.
         assert_eq!(
             fingerprint(b"abc"),

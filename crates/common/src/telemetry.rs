@@ -7,11 +7,15 @@
 
 use std::io::IsTerminal;
 
-use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry::{
+    global,
+    trace::{TraceContextExt as _, TraceId, TracerProvider as _},
+};
 use opentelemetry_sdk::{
     Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
     trace::SdkTracerProvider,
 };
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::{Config, ENV_OTLP_ENDPOINT, LogFormat};
@@ -101,6 +105,24 @@ pub fn init(service_name: &'static str, config: &Config) -> TelemetryGuard {
         tracing::warn!(error = %e, "otlp export disabled: exporter could not be built");
     }
     TelemetryGuard { tracer, meter }
+}
+
+/// Makes `span` (a server's span for one request) continue the W3C trace the request's
+/// headers carry, read by the installed propagator, and returns the trace ID the request
+/// belongs to: the caller's when it sent one, else the span's own (invalid when no
+/// OpenTelemetry layer is installed). The REST gateway and both gRPC services use this.
+pub fn continue_remote_trace(span: &tracing::Span, headers: &http::HeaderMap) -> TraceId {
+    let parent = global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    let remote = parent.span().span_context().trace_id();
+    // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
+    let _ = span.set_parent(parent);
+    if remote == TraceId::INVALID {
+        span.context().span().span_context().trace_id()
+    } else {
+        remote
+    }
 }
 
 fn otlp_providers(

@@ -15,15 +15,17 @@ use axum::{
 };
 use futures::{StreamExt, TryStreamExt};
 use http::StatusCode;
-use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{auth, error::ApiError};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The span of one request: its fields form the access log line written on completion.
+/// The span of one request: its fields form the access log line written on completion. Named
+/// and described per OpenTelemetry's HTTP semantic conventions: `{METHOD} {route}` once the
+/// router has matched a route template ([`RecordRouteLayer`]), `{METHOD}` for no route.
 pub fn make_span(req: &http::Request<axum::body::Body>) -> Span {
     let request_id = req
         .headers()
@@ -32,9 +34,12 @@ pub fn make_span(req: &http::Request<axum::body::Body>) -> Span {
         .unwrap_or_default();
     let span = tracing::info_span!(
         "http.request",
+        otel.name = %req.method(),
         otel.kind = "server",
-        http.method = %req.method(),
-        http.path = %req.uri().path(),
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
         request_id,
         trace_id = tracing::field::Empty,
         principal = tracing::field::Empty,
@@ -44,16 +49,7 @@ pub fn make_span(req: &http::Request<axum::body::Body>) -> Span {
         // record the trace context, so it is not parsed.
         return span;
     }
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    let remote = parent.span().span_context().clone();
-    // Fails only without an OpenTelemetry layer; the trace ID is still logged below.
-    let _ = span.set_parent(parent);
-    let own = span.context().span().span_context().trace_id();
-    let trace_id = if remote.is_valid() {
-        remote.trace_id()
-    } else {
-        own
-    };
+    let trace_id = tenantry_common::telemetry::continue_remote_trace(&span, req.headers());
     if trace_id != opentelemetry::trace::TraceId::INVALID {
         span.record("trace_id", tracing::field::display(trace_id));
     }
@@ -61,8 +57,9 @@ pub fn make_span(req: &http::Request<axum::body::Body>) -> Span {
 }
 
 /// Writes the access log line.
-pub fn log_response<B>(response: &http::Response<B>, latency: Duration, _: &Span) {
+pub fn log_response<B>(response: &http::Response<B>, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
     let latency_ms = latency.as_secs_f64() * 1000.0;
     if response.status().is_server_error() {
         tracing::warn!(status, latency_ms, "request served");
@@ -71,15 +68,51 @@ pub fn log_response<B>(response: &http::Response<B>, latency: Duration, _: &Span
     }
 }
 
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
+/// Names the request's span after the route template the router matched (`http.route`):
+/// applied with `Router::route_layer`, so it runs only for matched routes, where axum has put
+/// the template in the request. A plain service, not `from_fn`: nothing is boxed per request.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordRouteLayer;
 
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+impl<S> tower::Layer<S> for RecordRouteLayer {
+    type Service = RecordRoute<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordRoute(inner)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordRoute<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for RecordRoute<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
     }
 
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(route) = req.extensions().get::<axum::extract::MatchedPath>() {
+            // Called inside the access-log span (tower-http enters it while polling).
+            let span = Span::current();
+            span.record("http.route", route.as_str());
+            // Through OpenTelemetry itself: tracing-opentelemetry applies a recorded
+            // `otel.name` only before the span has started, and continuing the caller's
+            // trace starts it.
+            span.context()
+                .span()
+                .update_name(format!("{} {}", req.method(), route.as_str()));
+        }
+        self.0.call(req)
     }
 }
 

@@ -112,6 +112,7 @@ fn app(
     ));
     let router = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route_layer(layers::RecordRouteLayer)
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)
         .with_state(state);

@@ -1,5 +1,6 @@
 //! Trace context crosses gateway → services: an OTLP/gRPC trace receiver in the test collects
 //! the spans every process exports, and one trace holds spans of the gateway and of a service.
+//! The spans are named and described per OpenTelemetry's HTTP and RPC semantic conventions.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,32 +26,72 @@ use crate::support::{
     grant_batch,
 };
 
-/// `service.name` and trace ID of one received span.
-type SpanSeen = (String, Vec<u8>);
+/// One received span: its process's `service.name`, trace ID, name and attributes (values
+/// rendered as text: strings as they are, integers in decimal).
+#[derive(Clone, Debug)]
+struct SpanSeen {
+    service: String,
+    trace_id: Vec<u8>,
+    name: String,
+    attributes: BTreeMap<String, String>,
+}
 
 /// Every span received.
 #[derive(Clone, Debug, Default)]
 struct Received(Arc<Mutex<Vec<SpanSeen>>>);
 
+impl SpanSeen {
+    /// `gateway`, `entitlement` or `tenant`, from the `service.name` (for example
+    /// `tenantry-gateway`, `entitlement-service`).
+    fn process(&self) -> &'static str {
+        if self.service.contains("gateway") {
+            "gateway"
+        } else if self.service.contains("entitlement") {
+            "entitlement"
+        } else if self.service.contains("tenant") {
+            "tenant"
+        } else {
+            "other"
+        }
+    }
+
+    fn attribute(&self, key: &str) -> &str {
+        self.attributes.get(key).map_or("", String::as_str)
+    }
+}
+
 impl Received {
-    /// The processes seen in each trace: `gateway`, `entitlement` or `tenant`, from their
-    /// `service.name` (for example `tenantry-gateway`, `entitlement-service`).
+    /// The processes seen in each trace.
     fn traces(&self) -> BTreeMap<Vec<u8>, BTreeSet<&'static str>> {
-        let spans = self.0.lock().expect("spans lock").clone();
+        let spans = self.spans();
         let mut traces: BTreeMap<Vec<u8>, BTreeSet<&'static str>> = BTreeMap::new();
-        for (service, trace_id) in spans {
-            let process = if service.contains("gateway") {
-                "gateway"
-            } else if service.contains("entitlement") {
-                "entitlement"
-            } else if service.contains("tenant") {
-                "tenant"
-            } else {
-                "other"
-            };
-            traces.entry(trace_id).or_default().insert(process);
+        for span in spans {
+            traces
+                .entry(span.trace_id.clone())
+                .or_default()
+                .insert(span.process());
         }
         traces
+    }
+
+    fn spans(&self) -> Vec<SpanSeen> {
+        self.0.lock().expect("spans lock").clone()
+    }
+}
+
+fn text(value: Option<&any_value::Value>) -> String {
+    match value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(
+            any_value::Value::ArrayValue(_)
+            | any_value::Value::KvlistValue(_)
+            | any_value::Value::BytesValue(_)
+            | any_value::Value::StringValueStrindex(_),
+        )
+        | None => String::new(),
     }
 }
 
@@ -85,7 +126,20 @@ impl TraceService for Received {
                     .into_iter()
                     .filter(|s| s.trace_id.iter().any(|b| *b != 0))
                 {
-                    spans.push((service.clone(), span.trace_id));
+                    let attributes = span
+                        .attributes
+                        .iter()
+                        .map(|a| {
+                            let value = a.value.as_ref().and_then(|v| v.value.as_ref());
+                            (a.key.clone(), text(value))
+                        })
+                        .collect();
+                    spans.push(SpanSeen {
+                        service: service.clone(),
+                        trace_id: span.trace_id,
+                        name: span.name,
+                        attributes,
+                    });
                 }
             }
         }
@@ -95,8 +149,8 @@ impl TraceService for Received {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_spans_the_gateway_and_the_services() {
+/// A stack whose processes export their spans to a receiver in the test.
+async fn traced_stack() -> (Received, Stack, tokio::task::JoinHandle<()>) {
     let received = Received::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -105,16 +159,25 @@ async fn one_trace_spans_the_gateway_and_the_services() {
         "http://{}",
         listener.local_addr().expect("receiver address")
     );
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
+    let server = tokio::spawn({
+        let serve = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(received.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-
+            .serve_with_incoming(TcpListenerStream::new(listener));
+        async move {
+            // Ends only when the test aborts it.
+            let _ = serve.await;
+        }
+    });
     let options = StackOptions {
         otlp_endpoint: Some(endpoint),
     };
-    let mut stack = Stack::start_on(testing::postgres(), options).await;
+    let stack = Stack::start_on(testing::postgres(), options).await;
+    (received, stack, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_the_gateway_and_the_services() {
+    let (received, mut stack, server) = traced_stack().await;
     let env = stack.env_token().await;
     let env = env.as_str();
     // gateway → tenant service
@@ -185,6 +248,106 @@ async fn one_trace_spans_the_gateway_and_the_services() {
             "exit after SIGTERM: {status}\n{}",
             process.logs()
         );
+    }
+    server.abort();
+}
+
+/// Tracing backends group spans by name: the gateway's are `{METHOD} {route template}` with
+/// the HTTP semantic conventions' attributes, the services' `{package.Service}/{Method}` with
+/// the RPC ones, including the status each call ended with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_named_by_route_template_and_rpc_method() {
+    let (received, mut stack, server) = traced_stack().await;
+    let env = stack.env_token().await;
+    let env = env.as_str();
+    create_account(&stack, env, "named", "Named").await;
+    let route = "/tenants/resources/tenants/v2/{tenantId}";
+    for (tenant, http_status, grpc_status) in [("named", 200, 0), ("no-such-account", 404, 5)] {
+        let path = format!("/tenants/resources/tenants/v2/{tenant}");
+        let (status, _) = stack.call(Method::GET, &path, Some(env), None).await;
+        assert_eq!(status.as_u16(), http_status, "{path}");
+        let (http, rpcs) = eventually(
+            Duration::from_secs(30),
+            &format!("the gateway's and the tenant service's spans of GET {path}"),
+            || async {
+                let spans = received.spans();
+                let http = spans
+                    .iter()
+                    .find(|s| s.process() == "gateway" && s.attribute("url.path") == path)
+                    .ok_or_else(|| format!("no gateway span for {path} among {spans:#?}"))?;
+                let rpcs: Vec<SpanSeen> = spans
+                    .iter()
+                    .filter(|s| {
+                        s.process() == "tenant"
+                            && s.trace_id == http.trace_id
+                            && s.attribute("rpc.system") == "grpc"
+                    })
+                    .cloned()
+                    .collect();
+                if rpcs.is_empty() {
+                    return Err(format!("no tenant-service span in {http:?}'s trace"));
+                }
+                Ok((http.clone(), rpcs))
+            },
+        )
+        .await;
+
+        assert_eq!(http.name, format!("GET {route}"), "{http:?}");
+        assert_eq!(http.attribute("http.route"), route, "{http:?}");
+        assert_eq!(http.attribute("http.request.method"), "GET", "{http:?}");
+        assert_eq!(
+            http.attribute("http.response.status_code"),
+            http_status.to_string(),
+            "{http:?}"
+        );
+
+        for rpc in &rpcs {
+            let service = rpc.attribute("rpc.service");
+            let method = rpc.attribute("rpc.method");
+            assert!(service.starts_with("tenantry.tenant.v1."), "{rpc:?}");
+            assert!(
+                !method.is_empty() && !method.contains('/'),
+                "the bare method name: {rpc:?}"
+            );
+            assert_eq!(rpc.name, format!("{service}/{method}"), "{rpc:?}");
+        }
+        assert!(
+            rpcs.iter()
+                .any(|rpc| rpc.attribute("rpc.grpc.status_code") == grpc_status.to_string()),
+            "a call that ended with gRPC status {grpc_status}: {rpcs:#?}"
+        );
+    }
+
+    // No route matched: the method alone names the span, and no route is claimed.
+    let (status, _) = stack
+        .call(Method::GET, "/no/such/route", Some(env), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let unmatched = eventually(
+        Duration::from_secs(30),
+        "the gateway's span of GET /no/such/route",
+        || async {
+            received
+                .spans()
+                .into_iter()
+                .find(|s| s.process() == "gateway" && s.attribute("url.path") == "/no/such/route")
+                .ok_or_else(|| "not exported yet".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(unmatched.name, "GET", "{unmatched:?}");
+    assert!(
+        !unmatched.attributes.contains_key("http.route"),
+        "{unmatched:?}"
+    );
+    assert_eq!(unmatched.attribute("http.response.status_code"), "404");
+
+    for process in [
+        &mut stack.gateway,
+        &mut stack.entitlement,
+        &mut stack.tenant,
+    ] {
+        process.terminate().await;
     }
     server.abort();
 }

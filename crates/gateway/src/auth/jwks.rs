@@ -7,8 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{
     Algorithm, DecodingKey, Header,
     jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm},
@@ -24,6 +22,7 @@ const MAX_JWKS_BYTES: usize = 512 * 1024;
 
 pub struct JwksCache {
     url: String,
+    client: reqwest::Client,
     alg: Algorithm,
     keys: RwLock<Option<(JwkSet, Instant)>>,
     /// Serialises fetches; holds when the last one started.
@@ -31,13 +30,15 @@ pub struct JwksCache {
 }
 
 impl JwksCache {
-    pub fn new(url: String, alg: Algorithm) -> Self {
-        Self {
+    /// Fails only when the HTTP client cannot be built (its TLS configuration).
+    pub fn new(url: String, alg: Algorithm) -> Result<Self, String> {
+        Ok(Self {
             url,
+            client: client()?,
             alg,
             keys: RwLock::new(None),
             fetching: Mutex::new(None),
-        }
+        })
     }
 
     /// The key for a token's header; 401 when none fits, 503 when the JWKS cannot be fetched.
@@ -103,7 +104,7 @@ impl JwksCache {
             }
         }
         *last = Some(Instant::now());
-        match fetch(&self.url).await {
+        match fetch(&self.client, &self.url).await {
             Ok(set) => {
                 *self.keys.write().await = Some((set, Instant::now()));
                 Ok(())
@@ -130,91 +131,57 @@ fn alg_matches(key: KeyAlgorithm, alg: Algorithm) -> bool {
     name == wanted
 }
 
-async fn fetch(url: &str) -> Result<JwkSet, String> {
-    let body = tokio::time::timeout(FETCH_TIMEOUT, get(url))
+/// The client for JWKS fetches: the workspace's HTTP client over rustls (ring) trusting the
+/// webpki roots, as the runtime image has no system certificate store; HTTP/1.1 only, no
+/// redirects and no proxy taken from the environment.
+fn client() -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("tenantry-gateway")
+        .build()
+        .map_err(|e| format!("http client: {e}"))
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<JwkSet, String> {
+    let body = tokio::time::timeout(FETCH_TIMEOUT, get(client, url))
         .await
         .map_err(|_| "timed out".to_owned())??;
     serde_json::from_slice(&body).map_err(|e| format!("not a JWKS document: {e}"))
 }
 
-/// A plain HTTP/1.1 GET over TCP or TLS (webpki roots): the only outbound HTTP the gateway makes.
-async fn get(url: &str) -> Result<Vec<u8>, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-    let https = uri.scheme_str() == Some("https");
-    let host = uri.host().ok_or("URL has no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let path = uri
-        .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str)
-        .to_owned();
-    let request = http::Request::get(path)
-        .header(http::header::HOST, authority(&host, port, https))
-        .header(http::header::USER_AGENT, "tenantry-gateway")
+/// The document at `url`, refused past [`MAX_JWKS_BYTES`] without reading further.
+async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut response = client
+        .get(url)
         .header(http::header::ACCEPT, "application/json")
-        .body(Empty::<axum::body::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    if https {
-        let tls = tls_connector()?
-            .connect(
-                rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| format!("bad host name: {e}"))?,
-                tcp,
-            )
-            .await
-            .map_err(|e| format!("tls: {e}"))?;
-        send(TokioIo::new(tls), request).await
-    } else {
-        send(TokioIo::new(tcp), request).await
-    }
-}
-
-async fn send<IO>(
-    io: IO,
-    request: http::Request<Empty<axum::body::Bytes>>,
-) -> Result<Vec<u8>, String>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(async move {
-        // The connection ends with the response; its error is the response's error.
-        let _ = connection.await;
-    });
-    let response = sender
-        .send_request(request)
+        .send()
         .await
         .map_err(|e| format!("http: {e}"))?;
     if !response.status().is_success() {
         return Err(format!("status {}", response.status()));
     }
-    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    Ok(body.to_bytes().to_vec())
-}
-
-fn authority(host: &str, port: u16, https: bool) -> String {
-    if (https && port == 443) || (!https && port == 80) {
-        host.to_owned()
-    } else {
-        format!("{host}:{port}")
+    let too_large = || format!("body: larger than {MAX_JWKS_BYTES} bytes");
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
+        return Err(too_large());
     }
-}
-
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("body: {e}"))? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

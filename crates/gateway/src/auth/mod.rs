@@ -203,7 +203,9 @@ impl Authenticator {
             if let Some(path) = &config.user_jwt_public_key_path {
                 (UserKeys::Static(pem_public_key(path, alg)?), alg)
             } else if let Some(url) = &config.user_jwt_jwks_url {
-                (UserKeys::Jwks(jwks::JwksCache::new(url.clone(), alg)), alg)
+                let cache = jwks::JwksCache::new(url.clone(), alg)
+                    .map_err(|e| config_error("user_jwt_jwks_url", e))?;
+                (UserKeys::Jwks(cache), alg)
             } else {
                 (UserKeys::None, alg)
             }

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 
 use http::HeaderMap;
 use tenantry_proto::tenant::v1::CheckSubAccountScopeRequest;
-use tonic::Code;
 
 use super::Principal;
 use crate::{
@@ -170,24 +169,12 @@ async fn reachable_sub_accounts(
     Ok(out.reachable_tenant_ids.into_iter().collect())
 }
 
-/// Outages stay 503/504; every other failure to prove scope is the uniform 403.
+/// Outages keep their status (503, 504, …); every other failure to prove scope is the uniform
+/// 403.
 fn outage_or_forbidden(status: tonic::Status) -> ApiError {
-    match tenantry_common::grpc::caller_code(&status) {
-        Code::Unavailable | Code::DeadlineExceeded => ApiError::from(status),
-        Code::Ok
-        | Code::Cancelled
-        | Code::Unknown
-        | Code::InvalidArgument
-        | Code::NotFound
-        | Code::AlreadyExists
-        | Code::PermissionDenied
-        | Code::ResourceExhausted
-        | Code::FailedPrecondition
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::Unimplemented
-        | Code::Internal
-        | Code::DataLoss
-        | Code::Unauthenticated => ApiError::forbidden(),
+    if tenantry_common::grpc::is_outage(&status) {
+        ApiError::from(status)
+    } else {
+        ApiError::forbidden()
     }
 }

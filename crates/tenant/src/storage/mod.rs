@@ -67,14 +67,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// FNV-1a: a stable 64-bit hash (std's hasher is randomly seeded per process).
+/// FNV-1a: a stable 64-bit hash (std's hasher is randomly seeded per process), so every
+/// replica and version takes the same advisory lock.
 fn stable_hash(text: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    use std::hash::Hasher as _;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(text.as_bytes());
+    i64::from_ne_bytes(hasher.finish().to_ne_bytes())
 }
 
 impl Store {
@@ -428,5 +427,10 @@ mod tests {
     fn lock_keys_are_stable_and_schema_specific() {
         assert_eq!(stable_hash("x"), stable_hash("x"));
         assert_ne!(stable_hash("tenant"), stable_hash("tenant2"));
+        // Replicas of two versions must take the same lock during a rolling upgrade.
+        assert_eq!(
+            stable_hash("tenantry.tenant.hierarchy.tenant"),
+            0x738b_8213_fd11_2da7
+        );
     }
 }

@@ -288,19 +288,26 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TenantCalls {
         _: &tracing::span::Id,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        struct Method(Option<String>);
+        #[derive(Default)]
+        struct Method {
+            service: String,
+            method: String,
+        }
         impl tracing::field::Visit for Method {
             fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "rpc.method" {
-                    self.0 = Some(format!("{value:?}"));
+                match field.name() {
+                    "rpc.service" => self.service = format!("{value:?}"),
+                    "rpc.method" => self.method = format!("{value:?}"),
+                    _ => {}
                 }
             }
         }
         if attrs.metadata().name() == "grpc.request" {
-            let mut method = Method(None);
+            let mut method = Method::default();
             attrs.record(&mut method);
-            if let Some(m) = method.0.filter(|m| m.starts_with("/tenantry.tenant.v1.")) {
-                self.0.lock().unwrap().push(m);
+            if method.service.starts_with("tenantry.tenant.v1.") {
+                let path = format!("/{}/{}", method.service, method.method);
+                self.0.lock().unwrap().push(path);
             }
         }
     }
