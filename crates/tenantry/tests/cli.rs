@@ -146,11 +146,11 @@ impl Drop for Server {
 }
 
 fn start_serve(data_dir: &Path) -> Server {
-    start_serve_with(tenantry(data_dir))
+    start_serve_with(tenantry(data_dir), Stdio::null())
 }
 
 /// `command` (a `tenantry` command, perhaps wrapped) running `serve` on free ports.
-fn start_serve_with(mut command: Command) -> Server {
+fn start_serve_with(mut command: Command, stderr: Stdio) -> Server {
     let http = format!("127.0.0.1:{}", testing::free_port());
     let tenant = format!("127.0.0.1:{}", testing::free_port());
     let entitlement = format!("127.0.0.1:{}", testing::free_port());
@@ -161,7 +161,7 @@ fn start_serve_with(mut command: Command) -> Server {
         .env("TENANTRY_ENTITLEMENT_GRPC_ADDR", &entitlement)
         .env("TENANTRY_SHUTDOWN_GRACE_MS", "5000")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(stderr);
     let mut child = command.spawn().unwrap();
     // The banner is printed once every listener is bound.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -317,6 +317,32 @@ async fn serve_runs_all_three_servers_on_sqlite_and_stops_cleanly_on_sigterm() {
         !first.contains(&secret),
         "secret printed to a pipe: {first}"
     );
+}
+
+/// A first start with nothing wrong is quiet: no WARN or ERROR line (a warning printed at
+/// every start teaches operators to ignore warnings).
+#[tokio::test]
+async fn a_first_start_on_sqlite_logs_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = start_serve_with(tenantry(dir.path()), Stdio::from(log));
+    let (status, body) = http_get(&server.http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    sigterm(&server.child);
+    let status = wait_exit(&mut server.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains(r#""level":"INFO""#),
+        "no logs captured: {logs}"
+    );
+    let loud: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
 }
 
 /// The secret dev mode generated into `data_dir`.
@@ -546,7 +572,7 @@ async fn on_one_cpu_the_single_threaded_runtime_serves_everything_and_stops_clea
     command
         .env_remove("TOKIO_WORKER_THREADS")
         .stdin(Stdio::null());
-    let mut server = start_serve_with(command);
+    let mut server = start_serve_with(command, Stdio::null());
 
     let (status, body) = http_get(&server.http, "/readyz");
     assert_eq!(status, 200, "{body}");
