@@ -20,10 +20,14 @@ impl Store {
     /// as a model next to the index being built.
     pub(super) async fn load_index_snapshot(&self) -> Result<(IndexWriter, u64)> {
         use entities::{account, grant};
+        // PostgreSQL takes the snapshot at the first statement under REPEATABLE READ. A SQLite
+        // read transaction holds one from its first read as it is; asking it for an isolation
+        // level only logs a warning at every start.
+        let isolation_level = self.is_postgres().then_some(IsolationLevel::RepeatableRead);
         let txn = self
             .db
             .begin_with_options(TransactionOptions {
-                isolation_level: Some(IsolationLevel::RepeatableRead),
+                isolation_level,
                 ..TransactionOptions::default()
             })
             .await
