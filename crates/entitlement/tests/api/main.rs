@@ -9,5 +9,6 @@ mod explain;
 mod feed;
 mod grants;
 mod helpers;
+mod races;
 mod replicas;
 mod sqlite;
