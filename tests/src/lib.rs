@@ -124,6 +124,8 @@ fn build_binaries() {
 pub struct Process {
     name: &'static str,
     binary: PathBuf,
+    /// Command-line arguments (the all-in-one binary's `serve`).
+    args: Vec<String>,
     env: HashMap<String, String>,
     log: PathBuf,
     child: Option<Child>,
@@ -132,7 +134,9 @@ pub struct Process {
 }
 
 impl Process {
-    fn new(
+    /// A process of `binary` with `env`, logging to `<log_dir>/<name>.log`, not started (the
+    /// benchmark suite runs the all-in-one `tenantry` binary this way).
+    pub fn new(
         name: &'static str,
         binary: PathBuf,
         env: HashMap<String, String>,
@@ -141,6 +145,7 @@ impl Process {
         Self {
             name,
             binary,
+            args: Vec::new(),
             env,
             log: log_dir.join(format!("{name}.log")),
             child: None,
@@ -171,6 +176,7 @@ impl Process {
             }
         }
         command
+            .args(&self.args)
             .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -235,6 +241,11 @@ impl Process {
     /// The running process's ID.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Sets the command-line arguments for the next [`Process::start`].
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
     }
 
     /// Sets an environment variable for the next [`Process::start`].
@@ -536,13 +547,7 @@ impl Stack {
 
     /// A user token as the customer's identity provider would issue it.
     pub fn user_token(&self, tenant_id: &str, user_id: &str, permissions: &[&str]) -> String {
-        let exp = chrono_now() + 3600;
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &json!({"sub": user_id, "tenantId": tenant_id, "permissions": permissions, "exp": exp}),
-            &jsonwebtoken::EncodingKey::from_secret(USER_JWT_SECRET.as_bytes()),
-        )
-        .expect("sign user token")
+        user_token(tenant_id, user_id, permissions)
     }
 
     /// One REST call: status and JSON body (`null` when empty or not JSON).
@@ -598,6 +603,18 @@ impl Stack {
             tail(&self.gateway.logs())
         )
     }
+}
+
+/// A user token as the customer's identity provider would issue it, signed with
+/// [`USER_JWT_SECRET`] and valid for an hour.
+pub fn user_token(tenant_id: &str, user_id: &str, permissions: &[&str]) -> String {
+    let exp = chrono_now() + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user_id, "tenantId": tenant_id, "permissions": permissions, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(USER_JWT_SECRET.as_bytes()),
+    )
+    .expect("sign user token")
 }
 
 fn chrono_now() -> u64 {

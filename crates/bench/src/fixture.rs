@@ -52,6 +52,8 @@ pub struct Settings {
     pub b7_accounts: u64,
     /// Grants seeded for B8.
     pub b8_grants: u64,
+    /// Load per side of the soak (B9), after its warm-up.
+    pub soak: Duration,
 }
 
 impl Settings {
@@ -72,6 +74,7 @@ impl Settings {
             grants_per_account: 3,
             b7_accounts: if quick { 100_000 } else { 1_000_000 },
             b8_grants: if quick { 200_000 } else { 1_000_000 },
+            soak: Duration::from_secs(if quick { 30 } else { 60 }),
         }
     }
 
@@ -253,37 +256,7 @@ impl Fixture {
 
     async fn seed(&mut self) -> Result<()> {
         let started = Instant::now();
-        let mut features = FeatureServiceClient::new(self.entitlement.clone());
-        for i in 0..FEATURES {
-            features
-                .create_feature(CreateFeatureRequest {
-                    key: feature_key(i),
-                    name: feature_key(i),
-                    allocation_type: AllocationType::Bool.into(),
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("create feature {i}"))?;
-        }
-        let mut plans = PlanServiceClient::new(self.entitlement.clone());
-        for p in 0..PLANS {
-            plans
-                .create_plan(CreatePlanRequest {
-                    key: Some(plan_key(p)),
-                    name: plan_key(p),
-                    features: plan_features(p)
-                        .into_iter()
-                        .map(|f| PlanFeatureInput {
-                            feature_key: feature_key(f),
-                            allocation: None,
-                        })
-                        .collect(),
-                    default_treatment: Treatment::False.into(),
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("create plan {p}"))?;
-        }
+        create_catalog(&self.entitlement).await?;
 
         // Accounts through the tenant service (the entitlement service learns them from the
         // change feed, and checks every grant's account against the tenant service).
@@ -411,6 +384,43 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The suite's catalog: `FEATURES` boolean features and `PLANS` plans of
+/// `FEATURES_PER_PLAN` of them, through the entitlement service's gRPC API.
+pub async fn create_catalog(entitlement: &ClientChannel) -> Result<()> {
+    let mut features = FeatureServiceClient::new(entitlement.clone());
+    for i in 0..FEATURES {
+        features
+            .create_feature(CreateFeatureRequest {
+                key: feature_key(i),
+                name: feature_key(i),
+                allocation_type: AllocationType::Bool.into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create feature {i}"))?;
+    }
+    let mut plans = PlanServiceClient::new(entitlement.clone());
+    for p in 0..PLANS {
+        plans
+            .create_plan(CreatePlanRequest {
+                key: Some(plan_key(p)),
+                name: plan_key(p),
+                features: plan_features(p)
+                    .into_iter()
+                    .map(|f| PlanFeatureInput {
+                        feature_key: feature_key(f),
+                        allocation: None,
+                    })
+                    .collect(),
+                default_treatment: Treatment::False.into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create plan {p}"))?;
+    }
+    Ok(())
 }
 
 /// A feature check for `tenant` (and `user`).

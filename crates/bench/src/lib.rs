@@ -16,4 +16,5 @@ pub mod procfs;
 pub mod replica;
 pub mod report;
 pub mod rpc;
+pub mod soak;
 pub mod stats;

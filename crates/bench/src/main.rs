@@ -1,5 +1,5 @@
-//! `tenantry-bench`: runs B1 in-process, starts the stack, runs B2–B8 and prints the table
-//! (Markdown) on stdout.
+//! `tenantry-bench`: runs B1 in-process, starts the stack, runs B2–B8, then the soak (B9 on a
+//! fresh stack, B9′ on the all-in-one binary), and prints the table (Markdown) on stdout.
 //! Progress goes to stderr. See BENCHMARKS.md.
 
 use std::io::Write as _;
@@ -15,6 +15,7 @@ use tenantry_bench::{
     replica,
     report::{self, Row, Verdict},
     rpc,
+    soak::{self, Backend},
 };
 
 /// Runs Tenantry's benchmark suite against the real service binaries on this machine.
@@ -42,13 +43,17 @@ struct Args {
     /// Do not pin anything.
     #[arg(long)]
     no_pin: bool,
+    /// Seconds of load per side of the soak (B9, B9′), after a warm-up of a sixth of it;
+    /// default 60 (30 with `--quick`), at most 3,000.
+    #[arg(long)]
+    soak_secs: Option<u64>,
 }
 
 // Counts allocations for B1; the system allocator underneath, as the suite always used.
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const ALL: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"];
+const ALL: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"];
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -65,6 +70,12 @@ fn main() -> Result<()> {
     let mut settings = Settings::new(args.quick);
     settings.pairs = args.pairs;
     settings.concurrency = args.concurrency;
+    if let Some(secs) = args.soak_secs {
+        if !(1..=soak::MAX_SOAK_SECS).contains(&secs) {
+            bail!("--soak-secs must be 1 to {}", soak::MAX_SOAK_SECS);
+        }
+        settings.soak = std::time::Duration::from_secs(secs);
+    }
     if !args.no_pin && cpus >= 2 {
         settings.server_cpus = Some(args.server_cpus.unwrap_or_else(|| "0".into()));
         settings.client_cpus = Some(
@@ -116,7 +127,7 @@ async fn run(
         .iter()
         .any(|m| wanted(m));
     if needs_stack {
-        let mut fixture = Fixture::start(settings).await?;
+        let mut fixture = Fixture::start(settings.clone()).await?;
         macro_rules! measure {
             ($id:literal, $call:expr) => {
                 if wanted($id) {
@@ -162,6 +173,22 @@ async fn run(
             }
         }
         measure!("B8", memory::b8(&mut fixture));
+    }
+    // The soak starts servers of its own (a fresh stack, then the all-in-one binary), after
+    // the stack above has stopped.
+    if wanted("B9") {
+        for backend in [Backend::Stack, Backend::AllInOne] {
+            eprintln!("{} …", backend.id());
+            let steal = StealMeter::start();
+            match soak::b9(&settings, backend, settings.soak).await {
+                Ok(row) => {
+                    let row = stolen(row, steal);
+                    eprintln!("{}", report::render(std::slice::from_ref(&row)));
+                    rows.push(row);
+                }
+                Err(e) => rows.push(failed(backend.id(), &e)),
+            }
+        }
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", report::render(&rows))?;

@@ -51,6 +51,18 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_status_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// VmHWM (the peak resident set size) in bytes, from the text of `/proc/PID/status`.
+pub fn parse_status_rss_peak(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The largest resident set size `pid` has had, in bytes.
+pub fn rss_peak_bytes(pid: u32) -> Option<u64> {
+    parse_status_rss_peak(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
 /// CPU time used by a set of processes between [`CpuMeter::start`] and [`CpuMeter::stop`].
 /// A process that exits in between counts up to its last reading (i.e. not at all).
 #[derive(Clone, Debug)]
@@ -151,6 +163,9 @@ mod tests {
         let status = "Name:\tentitlement\nVmPeak:\t  900 kB\nVmRSS:\t   2048 kB\nThreads:\t3\n";
         assert_eq!(parse_status_rss(status), Some(2 * 1024 * 1024));
         assert_eq!(parse_status_rss("Name:\tx\n"), None);
+        let status = "Name:\tx\nVmHWM:\t   4096 kB\nVmRSS:\t   2048 kB\n";
+        assert_eq!(parse_status_rss_peak(status), Some(4 * 1024 * 1024));
+        assert_eq!(parse_status_rss_peak("VmRSS:\t 1 kB\n"), None);
     }
 
     #[test]
