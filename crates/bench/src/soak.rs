@@ -442,17 +442,14 @@ impl Server {
             };
             match client.batch_create_grants(request).await {
                 Ok(_) => break,
-                Err(status)
-                    if status.code() == tonic::Code::FailedPrecondition
-                        || status.code() == tonic::Code::NotFound =>
-                {
+                // Refused until the accounts have reached the entitlement service.
+                Err(status) => {
                     ensure!(
                         Instant::now() < deadline,
                         "grant the seeded accounts: {status}"
                     );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(status) => bail!("grant the seeded accounts: {status}"),
             }
         }
         Ok(accounts)
