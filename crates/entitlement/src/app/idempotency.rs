@@ -7,21 +7,9 @@ use super::Engine;
 use super::ports::{IdempotencyRecord, Storage};
 use crate::domain::{DomainError, Grant, Result};
 
-/// FNV-1a over bytes, twice with different offsets: a stable request fingerprint for
-/// idempotency keys (std's hasher is seeded per process).
-pub fn fingerprint(bytes: &[u8]) -> String {
-    let fnv = |offset: u64| {
-        bytes.iter().fold(offset, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        })
-    };
-    format!(
-        "{:016x}{:016x}{:08x}",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x6c62_272e_07bb_0142),
-        bytes.len()
-    )
-}
+// The same request fingerprint as the tenant service's keys (and the one grants' stored keys
+// were always written with: the pinned value in common's tests).
+pub use tenantry_common::idempotency::fingerprint;
 
 /// The answer an idempotency key replays: written in the transaction of the first call,
 /// with the revision that call committed, so a retry answers exactly as the first call did.

@@ -169,7 +169,7 @@ impl From<DomainError> for Status {
             DomainError::IdempotencyKeyReused(key) => with_details(
                 Code::FailedPrecondition,
                 format!("idempotency key {key} was already used for a different request"),
-                plain("IDEMPOTENCY_KEY_REUSED"),
+                plain(tenantry_common::idempotency::KEY_REUSED),
             ),
             DomainError::PermissionDenied(message) => {
                 with_details(Code::PermissionDenied, message, plain("PERMISSION_DENIED"))
