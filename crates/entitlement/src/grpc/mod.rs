@@ -16,7 +16,7 @@ use prost::Message;
 use tenantry_common::{
     db::StorageFault,
     error::{STORAGE_FAILED, STORAGE_FULL},
-    grpc::{PRINCIPAL_METADATA_KEY, Services, mark_storage_fault},
+    grpc::{Services, mark_storage_fault, principal},
 };
 use tenantry_proto::common::v1::{ErrorDetails, FieldViolation, ItemError, PageInfo, PageRequest};
 use tenantry_proto::entitlement::v1::{
@@ -206,16 +206,6 @@ impl From<DomainError> for Status {
 }
 
 type Result<T> = std::result::Result<T, Status>;
-
-/// The authenticated principal the gateway passes along, for `granted_by` / `revoked_by`.
-fn principal<T>(request: &tonic::Request<T>) -> Option<String> {
-    request
-        .metadata()
-        .get(PRINCIPAL_METADATA_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .filter(|p| !p.is_empty())
-}
 
 /// The page a list asks for (default 10 items, at most 1,000).
 fn page(page: Option<PageRequest>) -> std::result::Result<listing::PageRequest, DomainError> {
