@@ -166,16 +166,7 @@ impl<S: Storage> Engine<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::testing;
-
-    fn new_account(id: &str, parent: Option<&str>) -> NewAccount {
-        NewAccount {
-            tenant_id: Some(id.into()),
-            name: format!("Account {id}"),
-            parent_tenant_id: parent.map(str::to_owned),
-            ..NewAccount::default()
-        }
-    }
+    use crate::app::testing::{self, new_account};
 
     #[tokio::test]
     async fn deleting_the_current_account_needs_the_permission_and_leaves_it_otherwise() {

@@ -59,3 +59,13 @@ pub(crate) async fn engine() -> TestEngine {
         _dir: dir,
     }
 }
+
+/// A new top-level (or, with `parent`, sub-) account named after its ID.
+pub(crate) fn new_account(id: &str, parent: Option<&str>) -> crate::domain::NewAccount {
+    crate::domain::NewAccount {
+        tenant_id: Some(id.into()),
+        name: format!("Account {id}"),
+        parent_tenant_id: parent.map(str::to_owned),
+        ..crate::domain::NewAccount::default()
+    }
+}
