@@ -4,7 +4,7 @@
 
 use std::{future::Future, time::Duration};
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use hdrhistogram::Histogram;
 
 use crate::{
@@ -44,13 +44,7 @@ where
     let meter = CpuMeter::start(&fixture.server_pids().await?);
     let load = load::run(bounds, op).await;
     let cpu = meter.stop();
-    ensure!(
-        load.errors == 0,
-        "{} of {} requests failed; first: {}",
-        load.errors,
-        load.errors + load.ok,
-        load.first_error.as_deref().unwrap_or("?")
-    );
+    load.ensure_no_errors()?;
     Ok(Side { load, cpu })
 }
 

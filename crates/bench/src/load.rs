@@ -53,6 +53,18 @@ impl LoadResult {
     pub fn latency(&self) -> Latency {
         Latency::of(&self.histogram)
     }
+
+    /// Fails the measure if any request failed: a figure with failures in it measures nothing.
+    pub fn ensure_no_errors(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.errors == 0,
+            "{} of {} requests failed; first: {}",
+            self.errors,
+            self.errors + self.ok,
+            self.first_error.as_deref().unwrap_or("?")
+        );
+        Ok(())
+    }
 }
 
 /// Runs `op(i)` for i = 0, 1, 2, … with `bounds.concurrency` calls in flight.

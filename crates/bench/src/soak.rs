@@ -854,13 +854,7 @@ impl Mix {
         };
         let load = load::run(bounds, |i| self.op(offset + i)).await;
         self.offset.set(offset + load.ok + load.errors);
-        ensure!(
-            load.errors == 0,
-            "{} of {} requests failed; first: {}",
-            load.errors,
-            load.errors + load.ok,
-            load.first_error.as_deref().unwrap_or("?")
-        );
+        load.ensure_no_errors()?;
         Ok((load, self.writes.get() - writes))
     }
 }
