@@ -313,12 +313,22 @@ async fn follow_storage(
             changed = faults.wait_for(Option::is_some) => if changed.is_err() { return },
         }
         set_all(ServingStatus::NotServing).await;
+        // Recovered when the probe commits, or sooner when another write commits and says so: on
+        // SQLite a busy writer (an import's back-to-back batches) can keep the probe waiting on
+        // the database lock for the whole busy timeout.
         loop {
-            tokio::select! {
+            let probed = tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(STORAGE_PROBE_INTERVAL) => {}
-            }
-            match crate::db::probe_write(&conn).await {
+                cleared = faults.wait_for(Option::is_none) => {
+                    if cleared.is_err() { return }
+                    break;
+                }
+                probed = async {
+                    tokio::time::sleep(STORAGE_PROBE_INTERVAL).await;
+                    crate::db::probe_write(&conn).await
+                } => probed,
+            };
+            match probed {
                 Ok(()) => break,
                 Err(err) => tracing::debug!(error = %err, "storage probe write failed"),
             }

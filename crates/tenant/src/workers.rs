@@ -167,8 +167,13 @@ async fn run_migrations(
                 .run_migration_batch(&migration_id, MIGRATION_BATCH)
                 .await
             {
-                Ok(BatchProgress::More) => backoff = Duration::from_millis(200),
+                Ok(BatchProgress::More) => {
+                    // A committed batch proves the storage takes writes again.
+                    storage.recovered();
+                    backoff = Duration::from_millis(200);
+                }
                 Ok(BatchProgress::Finished) => {
+                    storage.recovered();
                     tracing::info!(migration_id = %migration_id, "migration job finished");
                     break;
                 }
