@@ -26,6 +26,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use tenantry_common::CancellationToken;
 use tenantry_common::grpc::ClientChannel;
+use tenantry_common::notify::Notifications;
 use tenantry_proto::common::v1::ErrorDetails;
 use tenantry_proto::tenant::v1::{
     AccountState, ChangeEvent, ChangeType, ReadSnapshotRequest, WatchChangesRequest,
@@ -452,38 +453,29 @@ pub async fn apply_snapshot(
     engine.apply_tenant_snapshot(sequence, &accounts).await
 }
 
-/// Keeps the index current with other replicas' writes: LISTEN/NOTIFY wakes it at once, a
-/// poll every `poll` covers lost notifications and listener outages. Also prunes old
-/// change-log rows now and then.
+/// Keeps the index current with other replicas' writes: a notification (PostgreSQL LISTEN)
+/// wakes it at once, a poll every `poll` covers lost notifications and listener outages.
+/// Also prunes old change-log rows now and then.
 pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: CancellationToken) {
-    let mut listener = None;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    // Its own task, so the poll never cancels a listener reconnecting.
+    let listener = Notifications::new(engine.store().connection(), engine.store().channel()).map(
+        |notifications| {
+            tokio::spawn(wake_on_notifications(
+                engine.clone(),
+                notifications,
+                wake.clone(),
+                shutdown.clone(),
+            ))
+        },
+    );
     let mut ticks: u64 = 0;
     let mut interval = tokio::time::interval(poll);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if listener.is_none() && engine.store().is_postgres() {
-            listener = listen(&engine).await;
-        }
-        let woken = async {
-            match listener.as_mut() {
-                Some(l) => l
-                    .recv()
-                    .await
-                    .map(|n| engine.store().is_own_notification(n.payload())),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = woken => match r {
-                // This process applies its own commits to the index as it makes them.
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "change-log listener lost; polling until it reconnects");
-                    listener = None;
-                }
-            },
+            () = shutdown.cancelled() => break,
+            () = wake.notified() => {}
             _ = interval.tick() => {
                 ticks += 1;
                 if ticks.is_multiple_of(3600) {
@@ -495,22 +487,27 @@ pub async fn follow_change_log(engine: Arc<Engine>, poll: Duration, shutdown: Ca
             tracing::warn!(error = %err, "catching up with the change log failed");
         }
     }
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
 }
 
-async fn listen(engine: &Engine) -> Option<sea_orm::sqlx::postgres::PgListener> {
-    let pool = engine.store().connection().get_postgres_connection_pool();
-    let mut listener = match sea_orm::sqlx::postgres::PgListener::connect_with(pool).await {
-        Ok(l) => l,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for change-log notifications");
-            return None;
-        }
-    };
-    match listener.listen(engine.store().channel()).await {
-        Ok(()) => Some(listener),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for change-log notifications");
-            None
+/// Wakes the change-log follower on other replicas' notifications. This process applies its
+/// own commits to the index as it makes them, so their notifications are skipped.
+async fn wake_on_notifications(
+    engine: Arc<Engine>,
+    mut notifications: Notifications,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            payload = notifications.recv() => {
+                if !engine.store().is_own_notification(&payload) {
+                    wake.notify_one();
+                }
+            }
+            () = shutdown.cancelled() => return,
         }
     }
 }
