@@ -502,30 +502,61 @@ pub fn caller_code(status: &tonic::Status) -> Code {
     }
 }
 
-/// Whether a failed call is an outage of the service called rather than its answer about the
-/// request: it was unreachable, did not answer in time, shed the load, or the call broke on
-/// its way (see [`caller_code`]). A caller retries an outage or reports it as one (503, 504),
-/// and never acts on it as a refusal.
-pub fn is_outage(status: &tonic::Status) -> bool {
-    match caller_code(status) {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::ResourceExhausted
-        | Code::Cancelled
-        | Code::Unknown => true,
-        Code::Ok
-        | Code::InvalidArgument
-        | Code::NotFound
-        | Code::AlreadyExists
-        | Code::PermissionDenied
-        | Code::FailedPrecondition
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::Unimplemented
-        | Code::Internal
-        | Code::DataLoss
-        | Code::Unauthenticated => false,
+/// What a failed client call means to its caller, from the code it should act on
+/// ([`caller_code`]). The one classification of failed calls: callers match on it rather than
+/// keep their own lists of codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The service called did not answer about the request: it was unreachable, did not answer
+    /// in time, shed the load, or the call broke on its way. Retry it, or report it as an
+    /// outage (503, 504); never act on it as a refusal.
+    Outage,
+    /// The call lost a race with a concurrent change (ABORTED): the same call may succeed.
+    Conflict,
+    /// The caller's own credentials or rights were refused: cured by its configuration (a
+    /// rotated service token), not by changing the request.
+    Credentials,
+    /// The service's answer about this request (invalid, not found, a failed precondition,
+    /// or a bug on one side): the same call meets it again.
+    Refusal,
+}
+
+impl CallFailure {
+    pub fn of(status: &tonic::Status) -> Self {
+        match caller_code(status) {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled
+            | Code::Unknown => Self::Outage,
+            Code::Aborted => Self::Conflict,
+            Code::Unauthenticated | Code::PermissionDenied => Self::Credentials,
+            Code::Ok
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::DataLoss => Self::Refusal,
+        }
     }
+
+    /// Whether retrying the same call later can succeed without anything about the request
+    /// changing (everything but a [`CallFailure::Refusal`]).
+    pub fn is_transient(self) -> bool {
+        match self {
+            Self::Outage | Self::Conflict | Self::Credentials => true,
+            Self::Refusal => false,
+        }
+    }
+}
+
+/// Whether a failed call is an outage of the service called rather than its answer about the
+/// request ([`CallFailure::Outage`]).
+pub fn is_outage(status: &tonic::Status) -> bool {
+    CallFailure::of(status) == CallFailure::Outage
 }
 
 /// Adds the service token and the trace context to every outgoing call.
@@ -692,6 +723,39 @@ mod tests {
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
         let broken = tonic::Status::from_error(Box::new(reset));
         assert!(is_outage(&broken));
+    }
+
+    #[test]
+    fn a_failed_call_is_transient_unless_it_is_the_services_answer_about_the_request() {
+        let of = |code| CallFailure::of(&tonic::Status::new(code, "sent"));
+        assert_eq!(of(Code::Aborted), CallFailure::Conflict);
+        assert_eq!(of(Code::Unauthenticated), CallFailure::Credentials);
+        assert_eq!(of(Code::PermissionDenied), CallFailure::Credentials);
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::Unauthenticated,
+        ] {
+            assert!(of(code).is_transient(), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::FailedPrecondition,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::DataLoss,
+        ] {
+            assert_eq!(of(code), CallFailure::Refusal, "{code:?}");
+            assert!(!of(code).is_transient(), "{code:?}");
+        }
+        // A call that broke on its way is an outage, whatever code tonic guessed for it.
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let broken = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(CallFailure::of(&broken), CallFailure::Outage);
     }
 
     #[test]

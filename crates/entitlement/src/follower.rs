@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tenantry_common::CancellationToken;
-use tenantry_common::grpc::ClientChannel;
+use tenantry_common::grpc::{CallFailure, ClientChannel};
 use tenantry_common::notify::Notifications;
 use tenantry_proto::common::v1::ErrorDetails;
 use tenantry_proto::tenant::v1::{
@@ -253,15 +253,7 @@ impl FollowError {
     /// the same cursor (a message this client cannot decode, an event it cannot apply).
     fn is_transient(&self) -> bool {
         match self {
-            Self::Stream(status) => matches!(
-                status.code(),
-                tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled
-                    | tonic::Code::Aborted
-                    | tonic::Code::Unauthenticated
-                    | tonic::Code::PermissionDenied
-            ),
+            Self::Stream(status) => CallFailure::of(status).is_transient(),
             // A full or failing disk is cured by its operator, not by resynchronising.
             Self::Apply(err) => matches!(
                 err,

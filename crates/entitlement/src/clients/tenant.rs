@@ -33,29 +33,15 @@ impl GrpcTenantDirectory {
 /// A refusal of the tenant service as the domain sees it: an outage is UNAVAILABLE (retry),
 /// anything else a bug on one side, INTERNAL.
 fn refusal(status: tonic::Status) -> DomainError {
-    match tenantry_common::grpc::caller_code(&status) {
-        tonic::Code::Unavailable
-        | tonic::Code::DeadlineExceeded
-        | tonic::Code::Cancelled
-        | tonic::Code::ResourceExhausted
-        | tonic::Code::Unknown => DomainError::Unavailable(
+    if tenantry_common::grpc::is_outage(&status) {
+        DomainError::Unavailable(
             "tenant service unavailable: accounts cannot be checked; retry".into(),
-        ),
-        tonic::Code::Ok
-        | tonic::Code::InvalidArgument
-        | tonic::Code::NotFound
-        | tonic::Code::AlreadyExists
-        | tonic::Code::PermissionDenied
-        | tonic::Code::FailedPrecondition
-        | tonic::Code::Aborted
-        | tonic::Code::OutOfRange
-        | tonic::Code::Unimplemented
-        | tonic::Code::Internal
-        | tonic::Code::DataLoss
-        | tonic::Code::Unauthenticated => DomainError::Internal {
+        )
+    } else {
+        DomainError::Internal {
             message: "tenant service refused BatchGetAccounts".into(),
             source: Some(Box::new(status)),
-        },
+        }
     }
 }
 
