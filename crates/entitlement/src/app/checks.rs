@@ -335,3 +335,144 @@ impl<S: Storage> Engine<S> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing::{self, feature_query, invalid_field};
+    use crate::domain::{AllocationType, AllowReason, GrantLevel, Justification, PlanFeature};
+
+    fn permission_query(tenant: &str, held: &[&str], permission: &str) -> CheckQuery {
+        CheckQuery {
+            permissions: held.iter().map(|p| (*p).to_owned()).collect(),
+            target: CheckTarget::Permission(permission.into()),
+            ..feature_query(tenant, None, "")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_says_why_and_which_grant_decided() {
+        let t = testing::engine().await;
+        t.account("acme", None).await;
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        t.plan("pro", vec![PlanFeature::bare("sso")]).await;
+        let unknown = t.check("nobody", None, "sso").await;
+        assert_eq!(unknown.justification, Some(Justification::TenantNotFound));
+        let missing = t.check("acme", None, "sso").await;
+        assert!(!missing.result);
+        assert_eq!(missing.justification, Some(Justification::MissingFeature));
+        let no_such_feature = t.check("acme", None, "nope").await;
+        assert_eq!(
+            no_such_feature.justification,
+            Some(Justification::MissingFeature)
+        );
+        let user_grant = t.grant("pro", "acme", Some("ann")).await;
+        let ann = t.check("acme", Some("ann"), "sso").await;
+        assert!(ann.result);
+        assert_eq!(ann.allow_reason, Some(AllowReason::Grant));
+        let by = ann.decided_by.unwrap();
+        assert_eq!(
+            (by.grant_id, by.level),
+            (Some(user_grant.id), GrantLevel::User)
+        );
+        // A user's grant is not the account's, nor another user's.
+        assert!(!t.check("acme", None, "sso").await.result);
+        assert!(!t.check("acme", Some("bob"), "sso").await.result);
+        let account_grant = t.grant("pro", "acme", None).await;
+        let bob = t.check("acme", Some("bob"), "sso").await;
+        assert_eq!(
+            bob.decided_by.map(|by| (by.grant_id, by.level)),
+            Some((Some(account_grant.id), GrantLevel::Account))
+        );
+        // An explanation lists both grants and marks the decisive one.
+        let explained = t
+            .engine
+            .explain(&feature_query("acme", Some("ann"), "sso"), 0)
+            .await
+            .unwrap()
+            .value;
+        assert!(explained.decision.result);
+        assert_eq!(explained.grants.len(), 2);
+        assert!(
+            explained
+                .grants
+                .iter()
+                .any(|(g, effective)| g.grant_id == user_grant.id && *effective)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permission_is_held_by_the_subject_and_entitled_through_its_feature() {
+        let t = testing::engine().await;
+        t.account("acme", None).await;
+        t.feature("reports", AllocationType::Bool, &["reports.read"])
+            .await;
+        t.plan("pro", vec![PlanFeature::bare("reports")]).await;
+        let app = &t.engine;
+        let check = |held: &'static [&'static str], permission: &'static str| {
+            let q = permission_query("acme", held, permission);
+            async move { app.check(&q, 0).await.unwrap().value }
+        };
+        // Held but its feature not granted; not held at all; held and ungated.
+        let ungranted = check(&["reports.read"], "reports.read").await;
+        assert_eq!(ungranted.justification, Some(Justification::MissingFeature));
+        let not_held = check(&[], "reports.read").await;
+        assert_eq!(
+            not_held.justification,
+            Some(Justification::MissingPermission)
+        );
+        let ungated = check(&["billing.read"], "billing.read").await;
+        assert_eq!(ungated.allow_reason, Some(AllowReason::UngatedPermission));
+        t.grant("pro", "acme", None).await;
+        let granted = check(&["reports.read"], "reports.read").await;
+        assert!(granted.result);
+        assert_eq!(granted.allow_reason, Some(AllowReason::Grant));
+    }
+
+    #[tokio::test]
+    async fn a_check_waits_only_for_revisions_a_write_handed_out_and_batches_are_bounded() {
+        let t = testing::engine().await;
+        t.account("acme", None).await;
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        let revision = t.engine.revision();
+        let q = feature_query("acme", None, "sso");
+        let checked = t.engine.check(&q, revision).await.unwrap();
+        assert_eq!(checked.index.revision(), revision);
+        let err = t.engine.check(&q, revision + 10).await.unwrap_err();
+        assert_eq!(invalid_field(&err), "min_revision");
+        for len in [0, MAX_BATCH + 1] {
+            let err = Engine::<crate::storage::Store>::check_batch_size(len).unwrap_err();
+            assert_eq!(invalid_field(&err), "queries");
+        }
+        let answers = t
+            .engine
+            .check_batch(&[q.clone(), feature_query("nobody", None, "sso")], 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            answers
+                .value
+                .iter()
+                .map(|d| d.justification)
+                .collect::<Vec<_>>(),
+            [
+                Some(Justification::MissingFeature),
+                Some(Justification::TenantNotFound)
+            ]
+        );
+        let err = check_sizes(Some(&"u".repeat(300)), &[], &q.target).unwrap_err();
+        assert_eq!(invalid_field(&err), "query.subject.user_id");
+        let err = t
+            .engine
+            .what_if(WhatIfQuery {
+                tenant_id: "acme".into(),
+                user_id: None,
+                changes: vec![],
+                at: None,
+                min_revision: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "changes");
+    }
+}

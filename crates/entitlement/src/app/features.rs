@@ -328,3 +328,266 @@ impl<S: Storage> Engine<S> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::flags::NewFlag;
+    use crate::app::routes::{NewRoute, PolicyKind};
+    use crate::app::testing::{self, feature_doc, invalid_field, key_of};
+    use crate::domain::{AllocationType, Justification, PlanFeature, Treatment};
+
+    #[tokio::test]
+    async fn a_feature_key_is_well_formed_and_unique_and_its_permissions_distinct() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        let created = app
+            .create_feature(feature_doc("sso", AllocationType::Bool, &["sso.read"]))
+            .await
+            .unwrap();
+        assert_eq!(key_of(&created.value), "sso");
+        assert_eq!(created.revision, app.revision());
+        let err = app
+            .create_feature(feature_doc("sso", AllocationType::Bool, &[]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DomainError::AlreadyExists { kind: "feature", id } if id == "sso"),
+            "{err:?}"
+        );
+        let err = app
+            .create_feature(feature_doc("Single Sign-On", AllocationType::Bool, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "key");
+        let mut unnamed = feature_doc("unnamed", AllocationType::Bool, &[]);
+        unnamed.feature.name = "  ".into();
+        let err = app.create_feature(unnamed).await.unwrap_err();
+        assert_eq!(invalid_field(&err), "name");
+        let err = app
+            .create_feature(feature_doc("audit", AllocationType::Bool, &["a", "a"]))
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "permissions[1]");
+        // Nothing refused was stored.
+        let all = app
+            .list_features(FeatureQuery {
+                name_contains: None,
+                ids: vec![],
+                keys: vec![],
+                permission_keys: vec![],
+                has_flag: None,
+                sort: FeatureSort::Created,
+                descending: false,
+                page: PageRequest::new(0, None).unwrap(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.page.total, 1);
+    }
+
+    #[tokio::test]
+    async fn a_renamed_feature_key_follows_into_plans_flags_routes_and_checks() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        t.account("acme", None).await;
+        let seats = t.feature("seats", AllocationType::MaxCount, &[]).await;
+        t.plan(
+            "team",
+            vec![PlanFeature::with(
+                "seats",
+                crate::domain::Allocation::MaxCount(crate::domain::Limit::Finite(5)),
+            )],
+        )
+        .await;
+        t.grant("team", "acme", None).await;
+        app.create_flag(NewFlag {
+            feature: FeatureRef::Key("seats".into()),
+            name: "seats rollout".into(),
+            description: None,
+            on: true,
+            off_treatment: Treatment::False,
+            default_treatment: Treatment::True,
+            rules: vec![],
+            metadata: serde_json::Value::Null,
+        })
+        .await
+        .unwrap();
+        let route = app
+            .create_route(NewRoute {
+                method: "GET".into(),
+                path: "/seats/**".into(),
+                policy: Some(PolicyKind::Require),
+                required_features: vec!["seats".into()],
+                required_permissions: vec![],
+                description: None,
+            })
+            .await
+            .unwrap()
+            .value;
+        // Allocated by a plan, the feature's type cannot change under it.
+        let err = app
+            .update_feature(seats.id, |doc| {
+                doc.feature.allocation_type = AllocationType::Bool;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::FailedPrecondition(_)), "{err:?}");
+        let renamed = app
+            .update_feature(seats.id, |doc| {
+                doc.feature.key = "members".into();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            renamed.value.flag.unwrap().value.flag.feature_key,
+            "members"
+        );
+        let plan = app
+            .plan(&crate::domain::catalog::PlanRef::Key("team".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.plan.value.features[0].feature_key, "members");
+        assert_eq!(
+            app.route(route.value.id).await.unwrap().value.policy,
+            RoutePolicy::Require {
+                features: vec!["members".into()],
+                permissions: vec![]
+            }
+        );
+        assert!(t.check("acme", None, "members").await.result);
+        let old = t.check("acme", None, "seats").await;
+        assert_eq!(old.justification, Some(Justification::MissingFeature));
+        // A key another feature holds is refused.
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        let err = app
+            .update_feature(seats.id, |doc| {
+                doc.feature.key = "sso".into();
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::AlreadyExists { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_feature_in_use_is_deleted_only_with_force_which_removes_what_depends_on_it() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        t.account("acme", None).await;
+        let sso = t.feature("sso", AllocationType::Bool, &[]).await;
+        t.feature("audit", AllocationType::Bool, &[]).await;
+        let plan = t
+            .plan(
+                "pro",
+                vec![PlanFeature::bare("sso"), PlanFeature::bare("audit")],
+            )
+            .await;
+        t.grant("pro", "acme", None).await;
+        let require = |features: &[&str], permissions: &[&str]| NewRoute {
+            method: "GET".into(),
+            path: format!("/{}", features.join("/")),
+            policy: Some(PolicyKind::Require),
+            required_features: features.iter().map(|f| (*f).to_owned()).collect(),
+            required_permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            description: None,
+        };
+        let only_sso = app.create_route(require(&["sso"], &[])).await.unwrap();
+        let sso_and_more = app
+            .create_route(require(&["sso", "audit"], &["audit.read"]))
+            .await
+            .unwrap();
+        let err = app.delete_feature(sso.id, false).await.unwrap_err();
+        assert!(matches!(err, DomainError::FailedPrecondition(_)), "{err:?}");
+        assert!(t.check("acme", None, "sso").await.result);
+
+        let deleted = app.delete_feature(sso.id, true).await.unwrap();
+        assert_eq!(deleted.value.unlinked_plans, vec![plan.plan.value.id]);
+        assert_eq!(deleted.value.deleted_routes, vec![only_sso.value.value.id]);
+        assert_eq!(
+            deleted.value.updated_routes,
+            vec![sso_and_more.value.value.id]
+        );
+        let plan = app
+            .plan(&crate::domain::catalog::PlanRef::Id(plan.plan.value.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.plan.value.features, vec![PlanFeature::bare("audit")]);
+        assert!(matches!(
+            app.route(only_sso.value.value.id).await.unwrap_err(),
+            DomainError::NotFound { .. }
+        ));
+        let check = t.check("acme", None, "sso").await;
+        assert_eq!(check.justification, Some(Justification::MissingFeature));
+        assert!(t.check("acme", None, "audit").await.result);
+        // Gone: a second delete is NOT_FOUND.
+        assert!(matches!(
+            app.delete_feature(sso.id, true).await.unwrap_err(),
+            DomainError::NotFound { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn features_are_filtered_sorted_and_paged() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        for key in ["delta", "alpha", "charlie", "bravo"] {
+            t.feature(key, AllocationType::Bool, &[]).await;
+        }
+        t.feature("echo", AllocationType::Bool, &["reports.read"])
+            .await;
+        let query = |sort, descending, page| FeatureQuery {
+            name_contains: None,
+            ids: vec![],
+            keys: vec![],
+            permission_keys: vec![],
+            has_flag: None,
+            sort,
+            descending,
+            page,
+        };
+        let keys = |listed: &Listed<FeatureView>| -> Vec<String> {
+            listed
+                .items
+                .iter()
+                .map(|f| f.feature.value.feature.key.clone())
+                .collect()
+        };
+        let created = app
+            .list_features(query(
+                FeatureSort::Created,
+                false,
+                PageRequest::new(0, Some(2)).unwrap(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(keys(&created), ["delta", "alpha"]);
+        assert_eq!((created.page.total, created.page.total_pages()), (5, 3));
+        assert!(created.page.has_next());
+        let last = app
+            .list_features(query(
+                FeatureSort::Key,
+                true,
+                PageRequest::new(4, Some(2)).unwrap(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(keys(&last), ["alpha"]);
+        assert!(!last.page.has_next());
+        let by_permission = app
+            .list_features(FeatureQuery {
+                permission_keys: vec!["reports.read".into()],
+                name_contains: Some("ECHO".into()),
+                ..query(FeatureSort::Name, false, PageRequest::new(0, None).unwrap())
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys(&by_permission), ["echo"]);
+        let err = PageRequest::new(0, Some(1001)).unwrap_err();
+        assert_eq!(invalid_field(&err), "page.limit");
+    }
+}

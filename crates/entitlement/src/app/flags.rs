@@ -217,3 +217,165 @@ impl<S: Storage> Engine<S> {
         self.commit(txn, vec![IndexChange::DeleteFlag { id }]).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::app::testing::{self, invalid_field};
+    use crate::domain::{AllocationType, Condition, ConditionOp, Justification, PlanFeature};
+
+    fn new_flag(feature: &str) -> NewFlag {
+        NewFlag {
+            feature: FeatureRef::Key(feature.into()),
+            name: format!("{feature} rollout"),
+            description: None,
+            on: true,
+            off_treatment: Treatment::False,
+            default_treatment: Treatment::False,
+            rules: vec![],
+            metadata: serde_json::Value::Null,
+        }
+    }
+
+    fn country_in(countries: &[&str]) -> Rule {
+        Rule {
+            description: None,
+            conditions: vec![Condition {
+                attribute: "country".into(),
+                attribute_type: crate::domain::AttributeType::Custom,
+                negate: false,
+                op: ConditionOp::InList,
+                value: json!({ "list": countries }),
+            }],
+            treatment: Treatment::True,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_feature_has_at_most_one_flag_and_its_rules_must_compile() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        let err = app.create_flag(new_flag("nope")).await.unwrap_err();
+        assert!(
+            matches!(&err, DomainError::NotFound { kind: "feature", id } if id == "nope"),
+            "{err:?}"
+        );
+        let err = app
+            .create_flag(NewFlag {
+                name: " ".into(),
+                ..new_flag("sso")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "name");
+        let mut empty_rule = country_in(&["de"]);
+        empty_rule.conditions.clear();
+        let err = app
+            .create_flag(NewFlag {
+                rules: vec![empty_rule],
+                ..new_flag("sso")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "rules[0].conditions");
+        let mut malformed = country_in(&["de"]);
+        malformed.conditions[0].value = json!({ "number": 3 });
+        let err = app
+            .create_flag(NewFlag {
+                rules: vec![malformed],
+                ..new_flag("sso")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "rules[0].conditions[0]");
+        let created = app.create_flag(new_flag("sso")).await.unwrap();
+        assert_eq!(created.value.feature.key, "sso");
+        let err = app.create_flag(new_flag("sso")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DomainError::AlreadyExists {
+                    kind: "feature flag",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let id = created.value.flag.value.flag.id;
+        app.delete_flag(id).await.unwrap();
+        assert!(matches!(
+            app.flag(id).await.unwrap_err(),
+            DomainError::NotFound { .. }
+        ));
+        assert!(matches!(
+            app.delete_flag(id).await.unwrap_err(),
+            DomainError::NotFound { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_flag_only_takes_a_granted_feature_away_by_the_subjects_attributes() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        t.account("acme", None).await;
+        t.account("other", None).await;
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        t.plan("pro", vec![PlanFeature::bare("sso")]).await;
+        t.grant("pro", "acme", None).await;
+        let flag = app
+            .create_flag(NewFlag {
+                rules: vec![country_in(&["de"])],
+                ..new_flag("sso")
+            })
+            .await
+            .unwrap()
+            .value;
+        let check = |tenant: &'static str, country: Option<&str>| {
+            let mut q = testing::feature_query(tenant, None, "sso");
+            q.attributes = country.map(|c| {
+                let mut map = serde_json::Map::new();
+                map.insert("country".into(), json!(c));
+                map
+            });
+            async move { app.check(&q, 0).await.unwrap().value }
+        };
+        assert!(check("acme", Some("de")).await.result);
+        let off = check("acme", Some("fr")).await;
+        assert_eq!(off.justification, Some(Justification::FeatureFlagOff));
+        let off = check("acme", None).await;
+        assert_eq!(off.justification, Some(Justification::FeatureFlagOff));
+        // The flag never entitles on its own.
+        let ungranted = check("other", Some("de")).await;
+        assert_eq!(ungranted.justification, Some(Justification::MissingFeature));
+        // Switched off, the off treatment applies to everyone.
+        let updated = app
+            .update_flag(
+                flag.flag.value.flag.id,
+                FlagPatch {
+                    on: Some(false),
+                    off_treatment: Some(Treatment::True),
+                    ..FlagPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!updated.value.flag.value.flag.on);
+        assert!(check("acme", Some("fr")).await.result);
+        let listed = app
+            .list_flags(FlagQuery {
+                name_contains: Some("ROLLOUT".into()),
+                feature_ids: vec![],
+                on: Some(false),
+                sort: FlagSort::Name,
+                descending: false,
+                page: super::super::listing::PageRequest::new(0, None).unwrap(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.page.total, 1);
+        assert_eq!(listed.items[0].feature.key, "sso");
+    }
+}

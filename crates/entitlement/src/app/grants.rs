@@ -593,3 +593,301 @@ impl<S: Storage> Engine<S> {
         Ok(GrantsAt { at, grants })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing::{self, invalid_field};
+    use crate::domain::{AllocationType, Justification, PlanFeature};
+
+    fn input(plan: &str, tenant: &str) -> GrantInput {
+        GrantInput {
+            plan_id: plan.into(),
+            tenant_id: tenant.into(),
+            ..GrantInput::default()
+        }
+    }
+
+    fn fields(err: &DomainError) -> Vec<(usize, &str)> {
+        let DomainError::InvalidItems(items) = err else {
+            panic!("expected invalid items, got {err:?}");
+        };
+        items.iter().map(|i| (i.index, i.field.as_str())).collect()
+    }
+
+    async fn with_plan() -> testing::TestEngine {
+        let t = testing::engine().await;
+        t.account("acme", None).await;
+        t.account("globex", None).await;
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        t.plan("pro", vec![PlanFeature::bare("sso")]).await;
+        t
+    }
+
+    async fn count(t: &testing::TestEngine) -> u64 {
+        let (_, page) = t
+            .engine
+            .list_grants(GrantQuery::default(), PageRequest::new(0, None).unwrap())
+            .await
+            .unwrap();
+        page.total
+    }
+
+    #[tokio::test]
+    async fn a_grant_needs_a_live_account_a_known_plan_and_an_end_after_its_start() {
+        let t = with_plan().await;
+        let app = &t.engine;
+        let single = |input| app.create_grant(input, None, None, "");
+        let err = single(input("pro", "nobody")).await.unwrap_err();
+        assert_eq!(invalid_field(&err), "grant.tenantId");
+        let err = single(input("nope", "acme")).await.unwrap_err();
+        assert_eq!(invalid_field(&err), "grant.planId");
+        let err = single(GrantInput {
+            starts_at: Some("2026-07-01T00:00:00Z".into()),
+            expires_at: Some("2026-06-30T00:00:00Z".into()),
+            ..input("pro", "acme")
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(invalid_field(&err), "grant.expiresAt");
+        // A batch is all or nothing, and names every bad item.
+        let err = app
+            .create_grants(
+                vec![
+                    input("pro", "acme"),
+                    input("pro", "nobody"),
+                    GrantInput {
+                        source: Some("inherited".into()),
+                        ..input("nope", "globex")
+                    },
+                ],
+                GrantSource::Batch,
+                None,
+                None,
+                "",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [(1, "tenantId"), (2, "planId"), (2, "source")]
+        );
+        assert_eq!(count(&t).await, 0);
+        // The tenant service down: nothing is written, and the caller is told to retry.
+        t.directory.set_down(true);
+        let err = single(input("pro", "acme")).await.unwrap_err();
+        assert!(matches!(err, DomainError::Unavailable(_)), "{err:?}");
+        assert_eq!(count(&t).await, 0);
+        t.directory.set_down(false);
+        let (created, revision) = single(input("pro", "acme")).await.unwrap();
+        assert_eq!(created.grants[0].plan_key, "pro");
+        assert_eq!(revision, app.revision());
+        assert!(t.check("acme", None, "sso").await.result);
+    }
+
+    #[tokio::test]
+    async fn an_external_id_names_one_grant_per_account() {
+        let t = with_plan().await;
+        let app = &t.engine;
+        let with_ext = |tenant: &str, ext: &str| GrantInput {
+            external_id: Some(ext.into()),
+            ..input("pro", tenant)
+        };
+        app.create_grant(with_ext("acme", "order-1"), None, None, "")
+            .await
+            .unwrap();
+        let err = app
+            .create_grant(with_ext("acme", "order-1"), None, None, "")
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "grant.externalId");
+        // Another account may use the same ID; one batch may not use it twice.
+        app.create_grant(with_ext("globex", "order-1"), None, None, "")
+            .await
+            .unwrap();
+        let err = app
+            .create_grants(
+                vec![with_ext("acme", "order-2"), with_ext("acme", "order-2")],
+                GrantSource::Batch,
+                None,
+                None,
+                "",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(fields(&err), [(1, "externalId")]);
+        let (found, page) = app
+            .list_grants(
+                GrantQuery {
+                    external_id: Some("order-1".into()),
+                    tenant_ids: vec!["acme".into()],
+                    ..GrantQuery::default()
+                },
+                PageRequest::new(0, None).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!(found.grants[0].grant.tenant_id, "acme");
+    }
+
+    #[tokio::test]
+    async fn a_key_replays_its_first_answer_and_refuses_another_request() {
+        let t = with_plan().await;
+        let app = &t.engine;
+        let first = app
+            .create_grant(input("pro", "acme"), None, Some("key-1"), "fp-a")
+            .await
+            .unwrap();
+        let again = app
+            .create_grant(input("pro", "acme"), None, Some("key-1"), "fp-a")
+            .await
+            .unwrap();
+        assert_eq!(again.0.grants[0].grant.id, first.0.grants[0].grant.id);
+        assert_eq!(again.1, first.1);
+        assert_eq!(count(&t).await, 1);
+        let err = app
+            .create_grant(input("pro", "globex"), None, Some("key-1"), "fp-b")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DomainError::IdempotencyKeyReused(_)),
+            "{err:?}"
+        );
+        assert_eq!(count(&t).await, 1);
+    }
+
+    #[tokio::test]
+    async fn updates_and_revocations_follow_the_grant_lifecycle() {
+        let t = with_plan().await;
+        let app = &t.engine;
+        let grant = t.grant("pro", "acme", None).await;
+        let now = t.clock.now_for_tests();
+        let patch = |expires: &str| GrantPatch {
+            id: grant.id.to_string(),
+            expires_at: Some(Some(expires.into())),
+            ..GrantPatch::default()
+        };
+        let missing = Uuid::now_v7();
+        let err = app
+            .update_grant(
+                missing,
+                GrantPatch {
+                    id: missing.to_string(),
+                    ..GrantPatch::default()
+                },
+                "",
+                now,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
+        let err = app
+            .update_grant(grant.id, patch("2020-01-01T00:00:00Z"), "", now)
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "patch.expiresAt");
+        let (updated, _) = app
+            .update_grant(grant.id, patch("2026-06-02T12:00:00Z"), "", now)
+            .await
+            .unwrap();
+        assert_eq!(
+            updated.grants[0].grant.expires_at,
+            Some(now + chrono::Duration::days(1))
+        );
+        // Past its expiry the check says so, and says when it changed.
+        let before = t.check("acme", None, "sso").await;
+        assert_eq!(before.next_change_at, Some(now + chrono::Duration::days(1)));
+        t.clock.advance(chrono::Duration::days(2));
+        let expired = t.check("acme", None, "sso").await;
+        assert_eq!(expired.justification, Some(Justification::PlanExpired));
+        let (revoked, _) = app.revoke_grant(grant.id, Some("ops"), None).await.unwrap();
+        assert_eq!(
+            revoked.grants[0].grant.revoke_reason.as_deref(),
+            Some("revoked")
+        );
+        let err = app.revoke_grant(grant.id, None, None).await.unwrap_err();
+        assert!(matches!(err, DomainError::FailedPrecondition(_)), "{err:?}");
+        let err = app
+            .update_grant(grant.id, patch("2027-01-01T00:00:00Z"), "", now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::FailedPrecondition(_)), "{err:?}");
+        app.delete_grant(grant.id).await.unwrap();
+        let err = app.delete_grant(grant.id).await.unwrap_err();
+        assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn grants_are_listed_by_account_user_and_status_and_paged() {
+        let t = with_plan().await;
+        let app = &t.engine;
+        for _ in 0..3 {
+            t.grant("pro", "acme", None).await;
+        }
+        t.grant("pro", "acme", Some("ann")).await;
+        let later = app
+            .create_grant(
+                GrantInput {
+                    starts_at: Some("2026-09-01T00:00:00Z".into()),
+                    ..input("pro", "globex")
+                },
+                None,
+                None,
+                "",
+            )
+            .await
+            .unwrap()
+            .0
+            .grants
+            .remove(0)
+            .grant;
+        let page = |offset, limit| PageRequest::new(offset, Some(limit)).unwrap();
+        let (acme, info) = app
+            .list_grants(
+                GrantQuery {
+                    tenant_ids: vec!["acme".into()],
+                    ..GrantQuery::default()
+                },
+                page(2, 2),
+            )
+            .await
+            .unwrap();
+        assert_eq!((acme.grants.len(), info.total), (2, 4));
+        assert!(!info.has_next());
+        let (users, _) = app
+            .list_grants(
+                GrantQuery {
+                    user_level: Some(true),
+                    ..GrantQuery::default()
+                },
+                page(0, 10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(users.grants.len(), 1);
+        assert_eq!(users.grants[0].grant.user_id.as_deref(), Some("ann"));
+        let (scheduled, _) = app
+            .list_grants(
+                GrantQuery {
+                    statuses: vec![GrantStatus::Scheduled],
+                    ..GrantQuery::default()
+                },
+                page(0, 10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(scheduled.grants.len(), 1);
+        assert_eq!(scheduled.grants[0].grant.id, later.id);
+        // The user's grant is the user's alone; a scheduled one is not yet held.
+        assert!(t.check("acme", Some("ann"), "sso").await.result);
+        let not_yet = t.check("globex", None, "sso").await;
+        assert_eq!(not_yet.justification, Some(Justification::NotStarted));
+        assert_eq!(not_yet.next_change_at, Some(later.starts_at));
+        let ann = app.user_grants("ann", Some("acme"), None).await.unwrap();
+        assert_eq!(ann.len(), 1);
+        assert_eq!(ann[0].product_key, "pro");
+        let err = app.user_grants(" ", None, None).await.unwrap_err();
+        assert_eq!(invalid_field(&err), "user_id");
+    }
+}

@@ -14,6 +14,8 @@ pub mod plans;
 pub mod ports;
 pub mod routes;
 pub mod tenant_sync;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -514,9 +514,185 @@ impl<S: Storage> Engine<S> {
 mod tests {
     use super::*;
 
+    use crate::app::testing::{self, invalid_field, new_plan};
+    use crate::domain::{Allocation, GrantLevel, Justification, Limit};
+
     #[test]
     fn keys_derive_from_names() {
         assert_eq!(key_from_name("  Pro Plan (2026)! "), "pro-plan--2026--");
         assert_eq!(key_from_name(&"x".repeat(100)).len(), 64);
+    }
+
+    #[tokio::test]
+    async fn a_plan_links_known_features_once_with_allocations_of_their_type() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        t.feature("seats", AllocationType::MaxCount, &[]).await;
+        let err = app
+            .create_plan(new_plan("pro", vec![PlanFeature::bare("nope")]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DomainError::NotFound { kind: "feature", id } if id == "nope"),
+            "{err:?}"
+        );
+        let err = app
+            .create_plan(new_plan(
+                "pro",
+                vec![PlanFeature::with("seats", Allocation::Bool(true))],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "features[0].allocation");
+        let err = app
+            .create_plan(new_plan(
+                "pro",
+                vec![PlanFeature::bare("sso"), PlanFeature::bare("sso")],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "features[1]");
+        let err = app
+            .create_plan(NewPlan {
+                default_time_limitation_days: Some(0),
+                ..new_plan("pro", vec![])
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "defaultTimeLimitation");
+        // Without a key, one is derived from the name.
+        let derived = app
+            .create_plan(NewPlan {
+                key: None,
+                name: "Pro Plan".into(),
+                ..new_plan("", vec![PlanFeature::bare("sso")])
+            })
+            .await
+            .unwrap();
+        assert_eq!(derived.value.plan.value.key, "pro-plan");
+        assert_eq!(derived.value.features[0].key, "sso");
+        let err = app
+            .create_plan(new_plan("pro-plan", vec![]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DomainError::AlreadyExists { kind: "plan", .. }),
+            "{err:?}"
+        );
+        let other = t.plan("basic", vec![]).await;
+        let err = app
+            .update_plan(
+                other.plan.value.id,
+                PlanPatch {
+                    key: Some("pro-plan".into()),
+                    ..PlanPatch::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DomainError::AlreadyExists { kind: "plan", .. }),
+            "{err:?}"
+        );
+        let linked = app
+            .link_plan_features(
+                other.plan.value.id,
+                PlanLinks {
+                    feature_ids: vec![],
+                    features: vec![PlanFeature::with(
+                        "seats",
+                        Allocation::MaxCount(Limit::Finite(3)),
+                    )],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(linked.value.features[0].key, "seats");
+        assert!(matches!(
+            app.update_plan(Uuid::now_v7(), PlanPatch::default())
+                .await
+                .unwrap_err(),
+            DomainError::NotFound { kind: "plan", .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_inherited_plan_reaches_sub_accounts_and_a_limit_caps_the_amount() {
+        let t = testing::engine().await;
+        t.account("parent", None).await;
+        t.account("child", Some("parent")).await;
+        t.feature("seats", AllocationType::MaxCount, &[]).await;
+        let plan = t
+            .plan(
+                "team",
+                vec![PlanFeature::with(
+                    "seats",
+                    Allocation::MaxCount(Limit::Finite(5)),
+                )],
+            )
+            .await;
+        t.grant("team", "parent", None).await;
+        // Not inherited yet: the child holds nothing.
+        let child = t.check("child", None, "seats").await;
+        assert_eq!(child.justification, Some(Justification::MissingFeature));
+        t.engine
+            .update_plan(
+                plan.plan.value.id,
+                PlanPatch {
+                    inherit_to_sub_accounts: Some(true),
+                    ..PlanPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        let child = t.check("child", None, "seats").await;
+        assert!(child.result);
+        assert_eq!(
+            child.decided_by.map(|by| by.level),
+            Some(GrantLevel::Ancestor { depth: 1 })
+        );
+        assert_eq!(
+            child.allocation,
+            Some(Allocation::MaxCount(Limit::Finite(5)))
+        );
+        let mut asking = testing::feature_query("child", None, "seats");
+        asking.requested = Some(6);
+        let over = t.engine.check(&asking, 0).await.unwrap().value;
+        assert_eq!(over.justification, Some(Justification::LimitExceeded));
+        asking.requested = Some(5);
+        assert!(t.engine.check(&asking, 0).await.unwrap().value.result);
+    }
+
+    #[tokio::test]
+    async fn a_plan_with_live_grants_is_deleted_only_with_force_which_revokes_them() {
+        let t = testing::engine().await;
+        let app = &t.engine;
+        t.account("acme", None).await;
+        t.feature("sso", AllocationType::Bool, &[]).await;
+        let plan = t.plan("pro", vec![PlanFeature::bare("sso")]).await;
+        let grant = t.grant("pro", "acme", None).await;
+        let id = plan.plan.value.id;
+        let err = app.delete_plan(id, false, "ops").await.unwrap_err();
+        assert!(matches!(err, DomainError::FailedPrecondition(_)), "{err:?}");
+        assert!(t.check("acme", None, "sso").await.result);
+        let deleted = app.delete_plan(id, true, "ops").await.unwrap();
+        assert_eq!(deleted.value, 1);
+        assert!(app.plan(&PlanRef::Id(id)).await.unwrap().is_none());
+        let revoked = app.grant(grant.id, false).await.unwrap().grants.remove(0);
+        assert_eq!(revoked.grant.revoke_reason.as_deref(), Some("plan_deleted"));
+        assert_eq!(revoked.grant.revoked_by.as_deref(), Some("ops"));
+        // The grant keeps naming its deleted plan.
+        assert_eq!(revoked.plan_key, "pro");
+        assert!(!t.check("acme", None, "sso").await.result);
+        // Without grants, no force is needed.
+        let empty = t.plan("empty", vec![]).await;
+        assert_eq!(
+            app.delete_plan(empty.plan.value.id, false, "ops")
+                .await
+                .unwrap()
+                .value,
+            0
+        );
     }
 }
