@@ -28,7 +28,7 @@ use crate::{
     auth::Management,
     convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp},
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, split_list},
     state::{AppState, grpc},
 };
 
@@ -244,6 +244,7 @@ fn objects(permissions: Vec<Permission>) -> Vec<FeaturePermission> {
 
 #[allow(clippy::too_many_arguments)]
 fn create_request(
+    idempotency_key: Option<String>,
     name: String,
     key: String,
     description: String,
@@ -268,6 +269,7 @@ fn create_request(
             .transpose()?
             .unwrap_or(pb::MergePolicy::Unspecified)
             .into(),
+        idempotency_key,
     })
 }
 
@@ -370,15 +372,17 @@ async fn list_features(
 
 /// Create a feature (permissions as keys).
 #[utoipa::path(post, path = "/entitlements/resources/features/v1", tag = "Features",
-    request_body = CreateFeatureV1,
+    params(IdempotencyKey), request_body = CreateFeatureV1,
     responses((status = 201, body = Feature), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_feature_v1(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<CreateFeatureV1>,
 ) -> Result<Response, ApiError> {
     let request = create_request(
+        idempotency_key,
         b.name,
         b.key,
         b.description,
@@ -392,15 +396,17 @@ async fn create_feature_v1(
 
 /// Create a feature (permissions as `{permissionKey, permissionId}`).
 #[utoipa::path(post, path = "/entitlements/resources/features/v2", tag = "Features",
-    request_body = CreateFeatureV2,
+    params(IdempotencyKey), request_body = CreateFeatureV2,
     responses((status = 201, body = Feature), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_feature_v2(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<CreateFeatureV2>,
 ) -> Result<Response, ApiError> {
     let request = create_request(
+        idempotency_key,
         b.name,
         b.key,
         b.description,

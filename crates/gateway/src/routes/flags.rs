@@ -25,7 +25,7 @@ use crate::{
     auth::Management,
     convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp},
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, split_list},
     state::{AppState, grpc},
 };
 
@@ -184,12 +184,13 @@ async fn list_flags(
 
 /// Create a feature flag.
 #[utoipa::path(post, path = "/entitlements/resources/feature-flags/v1", tag = "Feature flags",
-    request_body = CreateFlagBody,
+    params(IdempotencyKey), request_body = CreateFlagBody,
     responses((status = 201, body = FeatureFlag), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_flag(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<CreateFlagBody>,
 ) -> Result<Response, ApiError> {
     let feature = match (b.feature_id, b.feature_key) {
@@ -211,6 +212,7 @@ async fn create_flag(
         description: b.description,
         metadata: metadata_to_struct(b.metadata, "metadata")?,
         rules: rules_to_pb(b.rules, "rules")?,
+        idempotency_key,
     };
     let out = state
         .flags()

@@ -32,7 +32,7 @@ use crate::{
     auth::Management,
     convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp},
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery, split_list},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, split_list},
     state::{AppState, grpc},
 };
 
@@ -302,12 +302,13 @@ async fn list_plans(
 
 /// Create a plan.
 #[utoipa::path(post, path = "/entitlements/resources/plans/v1", tag = "Plans",
-    request_body = CreatePlanBody,
+    params(IdempotencyKey), request_body = CreatePlanBody,
     responses((status = 201, body = Plan), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_plan(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<CreatePlanBody>,
 ) -> Result<Response, ApiError> {
     let request = CreatePlanRequest {
@@ -326,6 +327,7 @@ async fn create_plan(
             .unwrap_or(pb::Treatment::Unspecified)
             .into(),
         inherit_to_sub_accounts: b.inherit_to_sub_accounts,
+        idempotency_key,
     };
     let out = state
         .plans()

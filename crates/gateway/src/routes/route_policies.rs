@@ -23,7 +23,7 @@ use crate::{
     auth::Management,
     convert::opt_timestamp,
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey},
     state::{AppState, grpc},
 };
 
@@ -156,12 +156,13 @@ async fn list_routes(
 
 /// Create a route policy.
 #[utoipa::path(post, path = "/entitlements/resources/routes/v1", tag = "Routes",
-    request_body = CreateRouteBody,
+    params(IdempotencyKey), request_body = CreateRouteBody,
     responses((status = 201, body = Route), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_route(
     State(state): State<AppState>,
     Management(p): Management,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(b): ApiJson<CreateRouteBody>,
 ) -> Result<Response, ApiError> {
     let request = CreateRouteRequest {
@@ -171,6 +172,7 @@ async fn create_route(
         required_feature_keys: b.required_feature_keys,
         required_permission_keys: b.required_permission_keys,
         description: b.description,
+        idempotency_key,
     };
     let out = state
         .routes()

@@ -239,6 +239,11 @@ async fn openapi_declares_the_header_on_every_keyed_create() {
         ("post", MIGRATIONS),
         ("post", "/entitlements/resources/entitlements/v2"),
         ("post", "/entitlements/resources/entitlements/v2/batch"),
+        ("post", "/entitlements/resources/features/v1"),
+        ("post", "/entitlements/resources/features/v2"),
+        ("post", "/entitlements/resources/plans/v1"),
+        ("post", "/entitlements/resources/feature-flags/v1"),
+        ("post", "/entitlements/resources/routes/v1"),
     ] {
         let params = doc["paths"][path][method]["parameters"]
             .as_array()

@@ -10,6 +10,7 @@ mod catalog;
 mod checks;
 mod compat;
 mod grants;
+mod idempotency;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
