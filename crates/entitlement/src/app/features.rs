@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::idempotency::Idempotency;
 use super::listing::{Listed, Order, PageRequest, Sort, list};
 use super::plans::plan_feature_ids;
 use super::ports::Storage;
@@ -113,28 +114,33 @@ impl<S: Storage> Engine<S> {
         Ok(list(&catalog.features, keep, sort, q.page).map(|f| FeatureView::of(&catalog, f)))
     }
 
-    pub async fn create_feature(&self, doc: FeatureDoc) -> Result<Saved<Stored<FeatureDoc>>> {
+    /// Creates a feature; with a key, a retry of the same request replays the first answer.
+    pub async fn create_feature(
+        &self,
+        doc: FeatureDoc,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Saved<Stored<FeatureDoc>>> {
         validate_feature(&doc.feature)?;
-        let (txn, catalog) = self.catalog_txn().await?;
-        if catalog.feature_by_key(&doc.feature.key).is_some() {
-            return Err(DomainError::AlreadyExists {
-                kind: "feature",
-                id: doc.feature.key,
-            });
-        }
-        let now = self.now();
-        let stored = Stored {
-            value: doc,
-            created_at: now,
-            updated_at: now,
-        };
-        self.store.put_feature(&txn, &stored, true).await?;
-        let change = IndexChange::UpsertFeature(stored.value.feature.clone());
-        let revision = self.commit(txn, vec![change]).await?;
-        Ok(Saved {
-            value: stored,
-            revision,
+        self.idempotent(idempotency, "create_feature", |claim| async {
+            let (txn, catalog, claimed) = self.catalog_txn_claiming(claim).await?;
+            if catalog.feature_by_key(&doc.feature.key).is_some() {
+                return Err(DomainError::AlreadyExists {
+                    kind: "feature",
+                    id: doc.feature.key,
+                });
+            }
+            let now = self.now();
+            let stored = Stored {
+                value: doc,
+                created_at: now,
+                updated_at: now,
+            };
+            self.store.put_feature(&txn, &stored, true).await?;
+            let change = IndexChange::UpsertFeature(stored.value.feature.clone());
+            self.commit_created(txn, vec![change], claimed, stored)
+                .await
         })
+        .await
     }
 
     /// Changes a feature through `edit`; a key change is carried into every plan, flag and

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 
 use uuid::Uuid;
 
+use super::idempotency::Idempotency;
 use super::listing::{Listed, PageRequest, Sort, list};
 use super::ports::Storage;
 use super::{Engine, Saved};
@@ -13,7 +14,7 @@ use crate::domain::{
 };
 
 /// A flag with the feature it is for, as reads describe it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlagView {
     pub flag: Stored<FlagDoc>,
     pub feature: Feature,
@@ -116,57 +117,62 @@ impl<S: Storage> Engine<S> {
         Ok(list(&catalog.flags, keep, sort, q.page).map(|f| FlagView::of(&catalog, f)))
     }
 
-    /// Creates a flag for the feature `new.feature` names (by id or key).
-    pub async fn create_flag(&self, new: NewFlag) -> Result<Saved<FlagView>> {
+    /// Creates a flag for the feature `new.feature` names (by id or key); with a key, a retry
+    /// of the same request replays the first answer.
+    pub async fn create_flag(
+        &self,
+        new: NewFlag,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Saved<FlagView>> {
         if new.name.trim().is_empty() {
             return Err(DomainError::invalid("name", "must not be empty"));
         }
-        let (txn, catalog) = self.catalog_txn().await?;
-        let target = new
-            .feature
-            .resolve(&catalog)
-            // NOT_FOUND naming the feature, as a plan naming an unknown feature is.
-            .ok_or_else(|| DomainError::not_found("feature", &new.feature))?
-            .value
-            .feature
-            .clone();
-        if catalog.flag_of(&target.key).is_some() {
-            return Err(DomainError::AlreadyExists {
-                kind: "feature flag",
-                id: target.key,
-            });
-        }
-        let doc = FlagDoc {
-            flag: FeatureFlag {
-                id: Uuid::now_v7(),
-                feature_key: target.key.clone(),
-                name: new.name,
-                description: new.description,
-                on: new.on,
-                off_treatment: new.off_treatment,
-                default_treatment: new.default_treatment,
-                rules: new.rules,
-            },
-            feature_id: target.id,
-            metadata: new.metadata,
-        };
-        validate_flag(&doc.flag, |k| catalog.feature_by_key(k).is_some())?;
-        let now = self.now();
-        let stored = Stored {
-            value: doc,
-            created_at: now,
-            updated_at: now,
-        };
-        self.store.put_flag(&txn, &stored, true).await?;
-        let change = IndexChange::UpsertFlag(stored.value.flag.clone());
-        let revision = self.commit(txn, vec![change]).await?;
-        Ok(Saved {
-            value: FlagView {
+        self.idempotent(idempotency, "create_flag", |claim| async {
+            let (txn, catalog, claimed) = self.catalog_txn_claiming(claim).await?;
+            let target = new
+                .feature
+                .resolve(&catalog)
+                // NOT_FOUND naming the feature, as a plan naming an unknown feature is.
+                .ok_or_else(|| DomainError::not_found("feature", &new.feature))?
+                .value
+                .feature
+                .clone();
+            if catalog.flag_of(&target.key).is_some() {
+                return Err(DomainError::AlreadyExists {
+                    kind: "feature flag",
+                    id: target.key,
+                });
+            }
+            let doc = FlagDoc {
+                flag: FeatureFlag {
+                    id: Uuid::now_v7(),
+                    feature_key: target.key.clone(),
+                    name: new.name,
+                    description: new.description,
+                    on: new.on,
+                    off_treatment: new.off_treatment,
+                    default_treatment: new.default_treatment,
+                    rules: new.rules,
+                },
+                feature_id: target.id,
+                metadata: new.metadata,
+            };
+            validate_flag(&doc.flag, |k| catalog.feature_by_key(k).is_some())?;
+            let now = self.now();
+            let stored = Stored {
+                value: doc,
+                created_at: now,
+                updated_at: now,
+            };
+            self.store.put_flag(&txn, &stored, true).await?;
+            let change = IndexChange::UpsertFlag(stored.value.flag.clone());
+            let view = FlagView {
                 flag: stored,
                 feature: target,
-            },
-            revision,
+            };
+            self.commit_created(txn, vec![change], claimed, view).await
         })
+        .await
     }
 
     pub async fn update_flag(&self, id: Uuid, patch: FlagPatch) -> Result<Saved<FlagView>> {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Engine;
-use super::idempotency::Replay;
+use super::idempotency::Idempotency;
 use super::listing::{PageInfo, PageRequest};
 use super::plans::PlanView;
 use super::ports::{GrantFilter, GrantSort, StatusFilter, Storage};
@@ -128,8 +128,7 @@ impl<S: Storage> Engine<S> {
         inputs: Vec<GrantInput>,
         source: GrantSource,
         granted_by: Option<&str>,
-        idempotency_key: Option<&str>,
-        fingerprint: &str,
+        idempotency: Option<&Idempotency>,
     ) -> Result<BatchOutcome> {
         if inputs.len() > MAX_BATCH {
             return Err(DomainError::invalid(
@@ -139,103 +138,94 @@ impl<S: Storage> Engine<S> {
         }
         let single = inputs.len() == 1;
         let mut outcome = self
-            .idempotent(
-                idempotency_key,
-                "create_grants",
-                fingerprint,
-                |record| async {
-                    let mut tenants: Vec<String> =
-                        inputs.iter().map(|i| i.tenant_id.clone()).collect();
-                    tenants.sort();
-                    tenants.dedup();
-                    tenants.retain(|t| tenant_id_problem(t).is_none());
-                    // The tenant service is asked while the write is staged (validated
-                    // assuming the accounts live, then inserted, uncommitted): its round
-                    // trip overlaps the database's. Nothing commits before its answer.
-                    let origin = GrantOrigin {
-                        source,
-                        granted_by,
-                        now: self.now(),
+            .idempotent(idempotency, "create_grants", |claim| async {
+                let mut tenants: Vec<String> = inputs.iter().map(|i| i.tenant_id.clone()).collect();
+                tenants.sort();
+                tenants.dedup();
+                tenants.retain(|t| tenant_id_problem(t).is_none());
+                // The tenant service is asked while the write is staged (validated
+                // assuming the accounts live, then inserted, uncommitted): its round
+                // trip overlaps the database's. Nothing commits before its answer.
+                let origin = GrantOrigin {
+                    source,
+                    granted_by,
+                    now: self.now(),
+                };
+                let staged = async {
+                    let txn = self.store.begin().await?;
+                    let catalog = self.store.catalog_in(&txn).await?;
+                    let pairs: Vec<(String, String)> = inputs
+                        .iter()
+                        .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
+                        .collect();
+                    let taken: HashSet<(String, String)> = self
+                        .store
+                        .taken_external_ids(&txn, &pairs)
+                        .await?
+                        .into_iter()
+                        .map(|(t, e, _)| (t, e))
+                        .collect();
+                    let ctx = BatchContext {
+                        catalog: &catalog,
+                        live: None,
+                        taken: &taken,
                     };
-                    let staged = async {
-                        let txn = self.store.begin().await?;
-                        let catalog = self.store.catalog_in(&txn).await?;
-                        let pairs: Vec<(String, String)> = inputs
-                            .iter()
-                            .filter_map(|i| Some((i.tenant_id.clone(), i.external_id.clone()?)))
-                            .collect();
-                        let taken: HashSet<(String, String)> = self
-                            .store
-                            .taken_external_ids(&txn, &pairs)
-                            .await?
-                            .into_iter()
-                            .map(|(t, e, _)| (t, e))
-                            .collect();
-                        let ctx = BatchContext {
-                            catalog: &catalog,
-                            live: None,
-                            taken: &taken,
-                        };
-                        let write = async {
-                            let grants = validate_new_grants(&inputs, &ctx, &origin)?;
-                            let replay = Replay {
+                    let write = async {
+                        let grants = validate_new_grants(&inputs, &ctx, &origin)?;
+                        let pending = self
+                            .claim_answering(&txn, claim, || BatchOutcome {
                                 ids: grants.iter().map(|g| g.id.to_string()).collect(),
                                 count: grants.len() as u64,
-                                revision: None,
+                                revision: 0,
                                 grants: single.then(|| grants.clone()),
-                            };
-                            let pending =
-                                self.remember(&txn, record, "create_grants", replay).await?;
-                            // The change-log entry is encoded while the database inserts.
-                            let (inserted, changes) =
-                                tokio::join!(self.store.insert_grants(&txn, &grants), async {
-                                    let changes: Vec<IndexChange> = grants
-                                        .iter()
-                                        .cloned()
-                                        .map(IndexChange::UpsertGrant)
-                                        .collect();
-                                    self.store.encode(&changes).map(|log| (changes, log))
-                                });
-                            inserted?;
-                            Ok::<_, DomainError>((grants, pending, changes?))
-                        }
-                        .await;
-                        Ok::<_, DomainError>((txn, catalog, taken, write))
-                    };
-                    let (live, staged) = tokio::join!(self.tenants.live(&tenants), staged);
-                    // Any early return drops (rolls back) the staged transaction.
-                    let live = live?;
-                    let (txn, catalog, taken, write) = staged?;
-                    let accounts_live = write.as_ref().is_ok_and(|(grants, _, _)| {
-                        grants.iter().all(|g| live.contains(&g.tenant_id))
-                    });
-                    if !accounts_live {
-                        // Every bad item, as the tenant service's answer shows them.
-                        let ctx = BatchContext {
-                            catalog: &catalog,
-                            live: Some(&live),
-                            taken: &taken,
-                        };
-                        validate_new_grants(&inputs, &ctx, &origin)?;
-                        // The accounts are live: the staged write failed on its own.
-                        write?;
-                        return Err(DomainError::internal("batch validation disagreed"));
+                            })
+                            .await?;
+                        // The change-log entry is encoded while the database inserts.
+                        let (inserted, changes) =
+                            tokio::join!(self.store.insert_grants(&txn, &grants), async {
+                                let changes: Vec<IndexChange> = grants
+                                    .iter()
+                                    .cloned()
+                                    .map(IndexChange::UpsertGrant)
+                                    .collect();
+                                self.store.encode(&changes).map(|log| (changes, log))
+                            });
+                        inserted?;
+                        Ok::<_, DomainError>((grants, pending, changes?))
                     }
-                    let (grants, pending, (changes, log)) = write?;
-                    let ids = pending.as_ref().map_or_else(
-                        || grants.iter().map(|g| g.id.to_string()).collect(),
-                        |p| p.replay.ids.clone(),
-                    );
-                    let count = grants.len() as u64;
-                    let revision = self.commit_encoded(txn, changes, log, pending).await?;
-                    Ok(BatchOutcome {
-                        ids,
-                        count,
-                        revision,
-                        grants: Some(grants),
-                    })
-                },
-            )
+                    .await;
+                    Ok::<_, DomainError>((txn, catalog, taken, write))
+                };
+                let (live, staged) = tokio::join!(self.tenants.live(&tenants), staged);
+                // Any early return drops (rolls back) the staged transaction.
+                let live = live?;
+                let (txn, catalog, taken, write) = staged?;
+                let accounts_live = write
+                    .as_ref()
+                    .is_ok_and(|(grants, _, _)| grants.iter().all(|g| live.contains(&g.tenant_id)));
+                if !accounts_live {
+                    // Every bad item, as the tenant service's answer shows them.
+                    let ctx = BatchContext {
+                        catalog: &catalog,
+                        live: Some(&live),
+                        taken: &taken,
+                    };
+                    validate_new_grants(&inputs, &ctx, &origin)?;
+                    // The accounts are live: the staged write failed on its own.
+                    write?;
+                    return Err(DomainError::internal("batch validation disagreed"));
+                }
+                let (grants, pending, (changes, log)) = write?;
+                let ids = grants.iter().map(|g| g.id.to_string()).collect();
+                let count = grants.len() as u64;
+                let revision = self.commit_encoded(txn, changes, log, pending).await?;
+                Ok(BatchOutcome {
+                    ids,
+                    count,
+                    revision,
+                    grants: Some(grants),
+                })
+            })
             .await?;
         if outcome.grants.is_none() && single {
             // A replay of a record without the grants: read back what the first call created.
@@ -254,17 +244,10 @@ impl<S: Storage> Engine<S> {
         &self,
         input: GrantInput,
         granted_by: Option<&str>,
-        idempotency_key: Option<&str>,
-        fingerprint: &str,
+        idempotency: Option<&Idempotency>,
     ) -> Result<(GrantsAt, u64)> {
         let outcome = self
-            .create_grants(
-                vec![input],
-                GrantSource::Api,
-                granted_by,
-                idempotency_key,
-                fingerprint,
-            )
+            .create_grants(vec![input], GrantSource::Api, granted_by, idempotency)
             .await
             .map_err(|e| single_item(e, "grant"))?;
         let at = self.now();
@@ -279,75 +262,70 @@ impl<S: Storage> Engine<S> {
     pub async fn update_grants(
         &self,
         patches: Vec<GrantPatch>,
-        idempotency_key: Option<&str>,
-        fingerprint: &str,
+        idempotency: Option<&Idempotency>,
     ) -> Result<BatchOutcome> {
-        self.idempotent(
-            idempotency_key,
-            "update_grants",
-            fingerprint,
-            |record| async {
-                let txn = self.store.begin().await?;
-                let ids: Vec<Uuid> = patches
-                    .iter()
-                    .filter_map(|p| Uuid::try_parse(&p.id).ok())
-                    .collect();
-                let current: HashMap<Uuid, Grant> = self
-                    .store
-                    .lock_grants(&txn, &ids)
-                    .await?
-                    .into_iter()
-                    .map(|g| (g.id, g))
-                    .collect();
-                // Who holds the external ids the patches set, among each grant's account.
-                let pairs: Vec<(String, String)> = patches
-                    .iter()
-                    .filter_map(|p| {
-                        let grant = current.get(&Uuid::try_parse(&p.id).ok()?)?;
-                        let ext = p.external_id.clone().filter(|e| !e.is_empty())?;
-                        Some((grant.tenant_id.clone(), ext))
-                    })
-                    .collect();
-                let owners: HashMap<(String, String), Uuid> = self
-                    .store
-                    .taken_external_ids(&txn, &pairs)
-                    .await?
-                    .into_iter()
-                    .map(|(t, e, id)| ((t, e), id))
-                    .collect();
-                let grants = validate_grant_updates(
-                    &patches,
-                    |id| current.get(&id).cloned(),
-                    |tenant, ext| owners.get(&(tenant.to_owned(), ext.to_owned())).copied(),
-                    self.now(),
-                )?;
-                let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
-                let count = grants.len() as u64;
-                let replay = Replay {
+        self.idempotent(idempotency, "update_grants", |claim| async {
+            let txn = self.store.begin().await?;
+            let ids: Vec<Uuid> = patches
+                .iter()
+                .filter_map(|p| Uuid::try_parse(&p.id).ok())
+                .collect();
+            let current: HashMap<Uuid, Grant> = self
+                .store
+                .lock_grants(&txn, &ids)
+                .await?
+                .into_iter()
+                .map(|g| (g.id, g))
+                .collect();
+            // Who holds the external ids the patches set, among each grant's account.
+            let pairs: Vec<(String, String)> = patches
+                .iter()
+                .filter_map(|p| {
+                    let grant = current.get(&Uuid::try_parse(&p.id).ok()?)?;
+                    let ext = p.external_id.clone().filter(|e| !e.is_empty())?;
+                    Some((grant.tenant_id.clone(), ext))
+                })
+                .collect();
+            let owners: HashMap<(String, String), Uuid> = self
+                .store
+                .taken_external_ids(&txn, &pairs)
+                .await?
+                .into_iter()
+                .map(|(t, e, id)| ((t, e), id))
+                .collect();
+            let grants = validate_grant_updates(
+                &patches,
+                |id| current.get(&id).cloned(),
+                |tenant, ext| owners.get(&(tenant.to_owned(), ext.to_owned())).copied(),
+                self.now(),
+            )?;
+            let ids: Vec<String> = grants.iter().map(|g| g.id.to_string()).collect();
+            let count = grants.len() as u64;
+            let pending = self
+                .claim_answering(&txn, claim, || BatchOutcome {
                     ids: ids.clone(),
                     count,
-                    revision: None,
+                    revision: 0,
                     grants: None,
-                };
-                let pending = self.remember(&txn, record, "update_grants", replay).await?;
-                for grant in &grants {
-                    self.store.update_grant(&txn, grant).await?;
-                }
-                let changes: Vec<IndexChange> = grants
-                    .iter()
-                    .cloned()
-                    .map(IndexChange::UpsertGrant)
-                    .collect();
-                let log = self.store.encode(&changes)?;
-                let revision = self.commit_encoded(txn, changes, log, pending).await?;
-                Ok(BatchOutcome {
-                    ids,
-                    count,
-                    revision,
-                    grants: Some(grants),
                 })
-            },
-        )
+                .await?;
+            for grant in &grants {
+                self.store.update_grant(&txn, grant).await?;
+            }
+            let changes: Vec<IndexChange> = grants
+                .iter()
+                .cloned()
+                .map(IndexChange::UpsertGrant)
+                .collect();
+            let log = self.store.encode(&changes)?;
+            let revision = self.commit_encoded(txn, changes, log, pending).await?;
+            Ok(BatchOutcome {
+                ids,
+                count,
+                revision,
+                grants: Some(grants),
+            })
+        })
         .await
     }
 
@@ -357,23 +335,19 @@ impl<S: Storage> Engine<S> {
         &self,
         id: Uuid,
         patch: GrantPatch,
-        fingerprint: &str,
         at: DateTime<Utc>,
     ) -> Result<(GrantsAt, u64)> {
-        let outcome = self
-            .update_grants(vec![patch], None, fingerprint)
-            .await
-            .map_err(|e| {
-                if single_problem(&e, ItemProblem::GrantNotFound) {
-                    DomainError::not_found("grant", id)
-                } else if single_problem(&e, ItemProblem::GrantRevoked) {
-                    DomainError::FailedPrecondition(format!(
-                        "grant {id} is revoked and cannot be changed"
-                    ))
-                } else {
-                    single_item(e, "patch")
-                }
-            })?;
+        let outcome = self.update_grants(vec![patch], None).await.map_err(|e| {
+            if single_problem(&e, ItemProblem::GrantNotFound) {
+                DomainError::not_found("grant", id)
+            } else if single_problem(&e, ItemProblem::GrantRevoked) {
+                DomainError::FailedPrecondition(format!(
+                    "grant {id} is revoked and cannot be changed"
+                ))
+            } else {
+                single_item(e, "patch")
+            }
+        })?;
         let grants = self
             .describe(outcome.grants.unwrap_or_default(), at, false)
             .await?;
@@ -383,55 +357,49 @@ impl<S: Storage> Engine<S> {
     pub async fn delete_grants(
         &self,
         ids: Vec<String>,
-        idempotency_key: Option<&str>,
-        fingerprint: &str,
+        idempotency: Option<&Idempotency>,
     ) -> Result<BatchOutcome> {
-        self.idempotent(
-            idempotency_key,
-            "delete_grants",
-            fingerprint,
-            |record| async {
-                let txn = self.store.begin().await?;
-                let parsed: Vec<Uuid> =
-                    ids.iter().filter_map(|i| Uuid::try_parse(i).ok()).collect();
-                let existing: HashSet<Uuid> = self
-                    .store
-                    .lock_grants(&txn, &parsed)
-                    .await?
-                    .into_iter()
-                    .map(|g| g.id)
-                    .collect();
-                let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
-                let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-                let replay = Replay {
+        self.idempotent(idempotency, "delete_grants", |claim| async {
+            let txn = self.store.begin().await?;
+            let parsed: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::try_parse(i).ok()).collect();
+            let existing: HashSet<Uuid> = self
+                .store
+                .lock_grants(&txn, &parsed)
+                .await?
+                .into_iter()
+                .map(|g| g.id)
+                .collect();
+            let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
+            let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            let pending = self
+                .claim_answering(&txn, claim, || BatchOutcome {
                     ids: id_strings.clone(),
                     count: ids.len() as u64,
-                    revision: None,
-                    grants: None,
-                };
-                let pending = self.remember(&txn, record, "delete_grants", replay).await?;
-                let count = self.store.delete_grants(&txn, &ids).await?;
-                let changes: Vec<IndexChange> = ids
-                    .iter()
-                    .map(|&id| IndexChange::DeleteGrant { id })
-                    .collect();
-                let log = self.store.encode(&changes)?;
-                let revision = self.commit_encoded(txn, changes, log, pending).await?;
-                Ok(BatchOutcome {
-                    ids: id_strings,
-                    count,
-                    revision,
+                    revision: 0,
                     grants: None,
                 })
-            },
-        )
+                .await?;
+            let count = self.store.delete_grants(&txn, &ids).await?;
+            let changes: Vec<IndexChange> = ids
+                .iter()
+                .map(|&id| IndexChange::DeleteGrant { id })
+                .collect();
+            let log = self.store.encode(&changes)?;
+            let revision = self.commit_encoded(txn, changes, log, pending).await?;
+            Ok(BatchOutcome {
+                ids: id_strings,
+                count,
+                revision,
+                grants: None,
+            })
+        })
         .await
     }
 
     /// Deletes one grant (NOT_FOUND when there is none); returns the revision.
     pub async fn delete_grant(&self, id: Uuid) -> Result<u64> {
         let outcome = self
-            .delete_grants(vec![id.to_string()], None, "")
+            .delete_grants(vec![id.to_string()], None)
             .await
             .map_err(|e| {
                 if single_problem(&e, ItemProblem::GrantNotFound) {

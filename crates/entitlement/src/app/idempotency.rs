@@ -1,168 +1,193 @@
-//! Idempotency keys: a write given a key stores its answer in its own transaction, and a retry
-//! with the same key and request replays that answer (a different request is refused).
+//! Idempotency keys (the rule is common's: `tenantry_common::idempotency`, the same as the
+//! tenant service's): a keyed write claims its key in its own transaction and stores its answer
+//! there, with the revision it commits under; a retry with the same key and request replays
+//! that answer, the same key with another request (or for another write) is refused. Keys live
+//! in the caller's scope.
+
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use tenantry_common::idempotency::Decision;
 
 use super::Engine;
-use super::ports::{IdempotencyRecord, Storage};
+use super::ports::Storage;
 use crate::domain::{DomainError, Grant, Result};
 
-// The same request fingerprint as the tenant service's keys (and the one grants' stored keys
-// were always written with: the pinned value in common's tests).
-pub use tenantry_common::idempotency::fingerprint;
+pub use tenantry_common::idempotency::{Idempotency, fingerprint};
 
-/// The answer an idempotency key replays: written in the transaction of the first call,
-/// with the revision that call committed, so a retry answers exactly as the first call did.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct Replay {
-    pub(super) ids: Vec<String>,
-    pub(super) count: u64,
-    /// Absent only in records written before revisions were kept (replayed with the
-    /// current revision, which includes the write).
-    #[serde(default)]
-    pub(super) revision: Option<u64>,
-    /// The created grants as first returned (single creates only: a batch answers with ids).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) grants: Option<Vec<Grant>>,
+/// A key a write stores in its transaction, for `operation` (not `Copy`, so a write's async
+/// block takes it by value).
+#[derive(Clone, Debug)]
+pub struct Claim<'a> {
+    pub key: &'a Idempotency,
+    pub operation: &'static str,
 }
 
-/// An idempotency record inserted at the start of a write, completed at commit.
+/// A key claimed in a write's transaction, awaiting its answer.
+#[derive(Debug)]
+pub(super) struct Claimed {
+    scope: String,
+    key: String,
+}
+
+impl Claimed {
+    /// The answer to store: `answer` as a JSON object, whose `revision` is set at commit.
+    pub(super) fn answer<T: Serialize>(self, answer: &T) -> Result<PendingReplay> {
+        let answer = serde_json::to_value(answer).map_err(|e| DomainError::Internal {
+            message: "serialize an idempotent answer".into(),
+            source: Some(Box::new(e)),
+        })?;
+        let Value::Object(answer) = answer else {
+            return Err(DomainError::internal(
+                "an idempotent answer is not an object",
+            ));
+        };
+        Ok(PendingReplay {
+            claimed: self,
+            answer,
+        })
+    }
+}
+
+/// A claimed key and its answer, written by [`Engine::commit_encoded`] with the revision the
+/// write commits under, in the write's transaction: nothing is replayed that did not commit.
 #[derive(Debug)]
 pub(super) struct PendingReplay {
-    key: String,
-    pub(super) replay: Replay,
+    claimed: Claimed,
+    answer: serde_json::Map<String, Value>,
 }
 
 /// What a batch write returns: the affected ids in request order (or a count) and the
-/// revision that includes it; `grants` when the write (or the stored answer) has them.
-#[derive(Debug, Clone, PartialEq)]
+/// revision that includes it; `grants` when the write (or the stored answer) has them. Stored
+/// as a key's answer (single creates keep the grants, batches only the ids).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchOutcome {
     pub ids: Vec<String>,
     pub count: u64,
     pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants: Option<Vec<Grant>>,
 }
 
-/// The longest idempotency key, in bytes.
-const MAX_KEY_BYTES: usize = 256;
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| DomainError::Internal {
-        message: "serialize an idempotent answer".into(),
-        source: Some(Box::new(e)),
-    })
-}
-
-fn from_json<T: for<'de> serde::Deserialize<'de>>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| DomainError::Internal {
+fn decode_err(e: serde_json::Error) -> DomainError {
+    DomainError::Internal {
         message: "decode a stored idempotent answer".into(),
         source: Some(Box::new(e)),
-    })
+    }
 }
 
 impl<S: Storage> Engine<S> {
-    /// Replays an idempotency key's stored answer: `Ok(Some)` for the same request, an error
-    /// for a different one, `Ok(None)` for a new key.
-    async fn replay(
+    /// The stored answer to `key` for this request, if any; KEY_REUSED if it answered
+    /// another request or another write.
+    async fn replay<T: DeserializeOwned>(
         &self,
-        key: Option<&str>,
+        key: &Idempotency,
         operation: &str,
-        fingerprint: &str,
-    ) -> Result<Option<BatchOutcome>> {
-        let Some(key) = key else { return Ok(None) };
-        if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(DomainError::invalid(
-                "idempotency_key",
-                "must be 1 to 256 bytes",
-            ));
-        }
-        match self.store.idempotency_record(key, operation).await? {
-            Some(record) if record.fingerprint == fingerprint => {
-                let replay: Replay = from_json(&record.response)?;
-                let revision = match replay.revision {
-                    Some(revision) => revision,
-                    None => self.store.revision().await?,
-                };
-                Ok(Some(BatchOutcome {
-                    ids: replay.ids,
-                    count: replay.count,
-                    revision,
-                    grants: replay.grants,
-                }))
+    ) -> Result<Option<T>> {
+        let stored = self.store.idempotency_record(&key.scope, &key.key).await?;
+        let response = match key.decide(operation, stored) {
+            Decision::Fresh => return Ok(None),
+            Decision::Reused => return Err(DomainError::IdempotencyKeyReused(key.key.clone())),
+            Decision::Replay(response) => response,
+        };
+        let mut answer: Value = serde_json::from_str(&response).map_err(decode_err)?;
+        if let Value::Object(fields) = &mut answer {
+            // Grants' records written before revisions were kept: the current revision,
+            // which includes the write.
+            if fields.get("revision").is_none_or(Value::is_null) {
+                fields.insert("revision".into(), self.store.revision().await?.into());
             }
-            Some(_) => Err(DomainError::IdempotencyKeyReused(key.to_owned())),
-            None if self.store.idempotency_key_exists(key).await? => {
-                Err(DomainError::IdempotencyKeyReused(key.to_owned()))
-            }
-            None => Ok(None),
         }
+        serde_json::from_value(answer).map(Some).map_err(decode_err)
     }
 
-    /// Runs an idempotent write: a stored answer is replayed; otherwise `write` runs and
-    /// stores its answer in its own transaction. A concurrent twin with the same key loses on
-    /// the key's primary key and then replays the winner's answer.
-    pub(super) async fn idempotent<F, Fut>(
+    /// Runs `write` (which claims the key it is given in its transaction, see
+    /// [`Engine::claim`]) under `key`: a stored answer to the same request is returned without
+    /// writing. Of two concurrent requests with one key, one writes; the other, finding the key
+    /// taken when it claims it (after waiting for the first to commit), returns its answer.
+    pub(super) async fn idempotent<'a, T, F, Fut>(
         &self,
-        key: Option<&str>,
+        key: Option<&'a Idempotency>,
         operation: &'static str,
-        fingerprint: &str,
         write: F,
-    ) -> Result<BatchOutcome>
+    ) -> Result<T>
     where
-        F: FnOnce(Option<(String, String)>) -> Fut,
-        Fut: std::future::Future<Output = Result<BatchOutcome>>,
+        T: DeserializeOwned,
+        F: FnOnce(Option<Claim<'a>>) -> Fut,
+        Fut: Future<Output = Result<T>>,
     {
-        if let Some(done) = self.replay(key, operation, fingerprint).await? {
-            return Ok(done);
+        let Some(key) = key else {
+            return write(None).await;
+        };
+        if let Some(answer) = self.replay(key, operation).await? {
+            return Ok(answer);
         }
-        let record = key.map(|k| (k.to_owned(), fingerprint.to_owned()));
-        match write(record).await {
-            Err(DomainError::IdempotencyKeyTaken) if key.is_some() => self
-                .replay(key, operation, fingerprint)
-                .await?
-                .ok_or_else(|| DomainError::Unavailable("concurrent retry; try again".into())),
+        match write(Some(Claim { key, operation })).await {
+            Err(DomainError::IdempotencyKeyTaken) => {
+                self.replay(key, operation).await?.ok_or_else(|| {
+                    DomainError::Unavailable(
+                        "a concurrent request with this idempotency key did not finish; retry"
+                            .into(),
+                    )
+                })
+            }
             other => other,
         }
     }
 
-    /// Inserts the key's record first thing in the write's transaction (a concurrent twin
-    /// then waits on it and replays), with the answer but not yet the revision, which
-    /// [`Engine::commit_encoded`] adds.
-    pub(super) async fn remember(
+    /// Stores a claimed key, without its answer yet, in `txn` (a concurrent twin's claim then
+    /// waits for this transaction and fails with IdempotencyKeyTaken if it commits).
+    pub(super) async fn claim(
         &self,
         txn: &S::Txn,
-        record: Option<(String, String)>,
-        operation: &str,
-        replay: Replay,
-    ) -> Result<Option<PendingReplay>> {
-        let Some((key, fingerprint)) = record else {
+        claim: Option<Claim<'_>>,
+    ) -> Result<Option<Claimed>> {
+        let Some(Claim { key, operation }) = claim else {
             return Ok(None);
         };
-        let record = IdempotencyRecord {
-            fingerprint,
-            response: to_json(&replay)?,
-        };
         self.store
-            .store_idempotency_record(txn, &key, operation, &record, self.now())
+            .claim_idempotency_key(txn, key, operation, self.now())
             .await?;
-        Ok(Some(PendingReplay { key, replay }))
+        Ok(Some(Claimed {
+            scope: key.scope.clone(),
+            key: key.key.clone(),
+        }))
     }
 
-    /// Completes a pending record with the revision its write commits under.
+    /// [`Engine::claim`] in a write that knows its answer (but not its revision) already.
+    pub(super) async fn claim_answering<T: Serialize>(
+        &self,
+        txn: &S::Txn,
+        claim: Option<Claim<'_>>,
+        answer: impl FnOnce() -> T,
+    ) -> Result<Option<PendingReplay>> {
+        match self.claim(txn, claim).await? {
+            Some(claimed) => claimed.answer(&answer()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a claimed key's answer with the revision its write commits under.
     pub(super) async fn complete_replay(
         &self,
         txn: &S::Txn,
-        mut pending: PendingReplay,
+        pending: PendingReplay,
         revision: u64,
     ) -> Result<()> {
-        pending.replay.revision = Some(revision);
-        let response = to_json(&pending.replay)?;
+        let PendingReplay {
+            claimed,
+            mut answer,
+        } = pending;
+        answer.insert("revision".into(), revision.into());
+        let response = Value::Object(answer).to_string();
         self.store
-            .set_idempotent_response(txn, &pending.key, &response)
+            .set_idempotent_response(txn, &claimed.scope, &claimed.key, &response)
             .await
     }
 
-    /// Deletes idempotency keys stored before `before`, at most `limit`; returns how many went.
+    /// Deletes idempotency keys stored before `before`, about `limit`; returns how many went.
     pub async fn prune_idempotency_keys(&self, before: DateTime<Utc>, limit: u64) -> Result<u64> {
         self.store.prune_idempotency_keys(before, limit).await
     }

@@ -152,15 +152,48 @@ impl<S: Storage> Engine<S> {
 
     /// A catalog write's transaction, holding the catalog lock, and the catalog it sees.
     async fn catalog_txn(&self) -> Result<(S::Txn, Catalog)> {
+        let (txn, catalog, _) = self.catalog_txn_claiming(None).await?;
+        Ok((txn, catalog))
+    }
+
+    /// [`Engine::catalog_txn`] for a keyed create: the key is claimed under the lock, before
+    /// the catalog is read, so a concurrent twin (which waited for the lock) finds its key
+    /// taken and replays the answer rather than meeting the item it created as a conflict.
+    async fn catalog_txn_claiming(
+        &self,
+        claim: Option<idempotency::Claim<'_>>,
+    ) -> Result<(S::Txn, Catalog, Option<idempotency::Claimed>)> {
         let txn = self.store.begin().await?;
         self.store.lock_catalog(&txn).await?;
+        let claimed = self.claim(&txn, claim).await?;
         let catalog = self.store.catalog_in(&txn).await?;
-        Ok((txn, catalog))
+        Ok((txn, catalog, claimed))
+    }
+
+    /// Commits a create's `changes` and answers with `value`, storing the answer (with the
+    /// revision) under its claimed key in the same transaction.
+    async fn commit_created<T: serde::Serialize>(
+        &self,
+        txn: S::Txn,
+        changes: Vec<IndexChange>,
+        claimed: Option<idempotency::Claimed>,
+        value: T,
+    ) -> Result<Saved<T>> {
+        let pending = match claimed {
+            Some(claimed) => Some(claimed.answer(&Saved {
+                value: &value,
+                revision: 0,
+            })?),
+            None => None,
+        };
+        let log = self.store.encode(&changes)?;
+        let revision = self.commit_encoded(txn, changes, log, pending).await?;
+        Ok(Saved { value, revision })
     }
 }
 
-/// A write's result and the revision that includes it.
-#[derive(Debug, Clone, PartialEq)]
+/// A write's result and the revision that includes it (a keyed create's stored answer).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Saved<T> {
     pub value: T,
     pub revision: u64,

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use uuid::Uuid;
 
 use super::features::FeatureView;
+use super::idempotency::Idempotency;
 use super::listing::{Listed, PageRequest, Sort, list};
 use super::ports::Storage;
 use super::{Engine, Saved};
@@ -17,7 +18,7 @@ use crate::domain::{
 };
 
 /// A plan with the catalog's features it links, as reads describe it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlanView {
     pub plan: Stored<Plan>,
     /// The linked features the catalog holds, in the plan's order.
@@ -260,46 +261,51 @@ impl<S: Storage> Engine<S> {
         Ok((PlanView::of(&catalog, plan), features))
     }
 
-    pub async fn create_plan(&self, new: NewPlan) -> Result<Saved<PlanView>> {
+    /// Creates a plan; with a key, a retry of the same request replays the first answer.
+    pub async fn create_plan(
+        &self,
+        new: NewPlan,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Saved<PlanView>> {
         let key = new.key.unwrap_or_else(|| key_from_name(&new.name));
         validate_key("key", &key)?;
-        let (txn, catalog) = self.catalog_txn().await?;
-        require_features(&catalog, &new.features)?;
-        let plan = Plan {
-            id: Uuid::now_v7(),
-            key,
-            name: new.name,
-            description: new.description,
-            metadata: new.metadata,
-            features: new.features,
-            default_time_limitation_days: new.default_time_limitation_days,
-            assign_on_signup: new.assign_on_signup,
-            rules: new.rules,
-            default_treatment: new.default_treatment,
-            inherit_to_sub_accounts: new.inherit_to_sub_accounts,
-        };
-        validate_plan(&plan, |k| feature_type(&catalog, k))?;
-        if catalog.plan_by_key(&plan.key).is_some() {
-            return Err(DomainError::AlreadyExists {
-                kind: "plan",
-                id: plan.key,
-            });
-        }
-        let now = self.now();
-        let stored = Stored {
-            value: plan,
-            created_at: now,
-            updated_at: now,
-        };
-        let ids = plan_feature_ids(&catalog, &stored.value, None)?;
-        self.store.put_plan(&txn, &stored, &ids, true).await?;
-        let change = IndexChange::UpsertPlan(stored.value.clone());
-        let revision = self.commit(txn, vec![change]).await?;
-        // The catalog lock held every feature in place while the plan was written.
-        Ok(Saved {
-            value: PlanView::of(&catalog, &stored),
-            revision,
+        self.idempotent(idempotency, "create_plan", |claim| async {
+            let (txn, catalog, claimed) = self.catalog_txn_claiming(claim).await?;
+            require_features(&catalog, &new.features)?;
+            let plan = Plan {
+                id: Uuid::now_v7(),
+                key,
+                name: new.name,
+                description: new.description,
+                metadata: new.metadata,
+                features: new.features,
+                default_time_limitation_days: new.default_time_limitation_days,
+                assign_on_signup: new.assign_on_signup,
+                rules: new.rules,
+                default_treatment: new.default_treatment,
+                inherit_to_sub_accounts: new.inherit_to_sub_accounts,
+            };
+            validate_plan(&plan, |k| feature_type(&catalog, k))?;
+            if catalog.plan_by_key(&plan.key).is_some() {
+                return Err(DomainError::AlreadyExists {
+                    kind: "plan",
+                    id: plan.key,
+                });
+            }
+            let now = self.now();
+            let stored = Stored {
+                value: plan,
+                created_at: now,
+                updated_at: now,
+            };
+            let ids = plan_feature_ids(&catalog, &stored.value, None)?;
+            self.store.put_plan(&txn, &stored, &ids, true).await?;
+            let change = IndexChange::UpsertPlan(stored.value.clone());
+            // The catalog lock held every feature in place while the plan was written.
+            let view = PlanView::of(&catalog, &stored);
+            self.commit_created(txn, vec![change], claimed, view).await
         })
+        .await
     }
 
     pub async fn update_plan(&self, id: Uuid, patch: PlanPatch) -> Result<Saved<PlanView>> {

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tenantry_common::idempotency::{Idempotency, StoredKey};
 use uuid::Uuid;
 
 pub use crate::clock::Clock;
@@ -219,41 +220,29 @@ pub trait AccountStore: Transactional {
     async fn set_cursor(&self, txn: &Self::Txn, sequence: u64, now: DateTime<Utc>) -> Result<()>;
 }
 
-/// A stored idempotency record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyRecord {
-    pub fingerprint: String,
-    pub response: String,
-}
-
-/// Idempotency keys and the answers they replay.
+/// Idempotency keys and the answers they replay, in their callers' scopes.
 #[async_trait]
 pub trait IdempotencyStore: Transactional {
-    /// The record of `key` for `operation`, if any.
-    async fn idempotency_record(
-        &self,
-        key: &str,
-        operation: &str,
-    ) -> Result<Option<IdempotencyRecord>>;
-    /// Whether any record (of any operation) is stored under `key`.
-    async fn idempotency_key_exists(&self, key: &str) -> Result<bool>;
-    /// Inserts a key's record (a concurrent twin with the same key fails on it).
-    async fn store_idempotency_record(
+    /// What is stored under a caller's key, if anything (committed records only).
+    async fn idempotency_record(&self, scope: &str, key: &str) -> Result<Option<StoredKey>>;
+    /// Stores a key for `operation` with no answer yet; a key a committed twin stored first
+    /// is [`DomainError::IdempotencyKeyTaken`](crate::domain::DomainError).
+    async fn claim_idempotency_key(
         &self,
         txn: &Self::Txn,
-        key: &str,
+        key: &Idempotency,
         operation: &str,
-        record: &IdempotencyRecord,
         now: DateTime<Utc>,
     ) -> Result<()>;
-    /// Replaces a stored key's answer (written once the transaction knows its revision).
+    /// Stores a claimed key's answer (once the transaction knows its revision).
     async fn set_idempotent_response(
         &self,
         txn: &Self::Txn,
+        scope: &str,
         key: &str,
         response: &str,
     ) -> Result<()>;
-    /// Deletes up to `limit` keys stored before `before`, oldest first; returns how many went.
+    /// Deletes about `limit` keys stored before `before`, oldest first; returns how many went.
     async fn prune_idempotency_keys(&self, before: DateTime<Utc>, limit: u64) -> Result<u64>;
 }
 

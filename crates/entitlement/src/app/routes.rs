@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::idempotency::Idempotency;
 use super::listing::{Listed, PageRequest, Sort, list};
 use super::ports::Storage;
 use super::{Engine, Saved};
@@ -111,7 +112,12 @@ impl<S: Storage> Engine<S> {
         Ok(list(&catalog.routes, keep, sort, q.page).map(Clone::clone))
     }
 
-    pub async fn create_route(&self, new: NewRoute) -> Result<Saved<Stored<Route>>> {
+    /// Creates a route; with a key, a retry of the same request replays the first answer.
+    pub async fn create_route(
+        &self,
+        new: NewRoute,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Saved<Stored<Route>>> {
         let route = Route {
             id: Uuid::now_v7(),
             method: new.method,
@@ -119,21 +125,21 @@ impl<S: Storage> Engine<S> {
             policy: route_policy(new.policy, new.required_features, new.required_permissions)?,
             description: new.description,
         };
-        let (txn, catalog) = self.catalog_txn().await?;
-        validate_route(&route, |k| catalog.feature_by_key(k).is_some())?;
-        let now = self.now();
-        let stored = Stored {
-            value: route,
-            created_at: now,
-            updated_at: now,
-        };
-        self.store.put_route(&txn, &stored, true).await?;
-        let change = IndexChange::UpsertRoute(stored.value.clone());
-        let revision = self.commit(txn, vec![change]).await?;
-        Ok(Saved {
-            value: stored,
-            revision,
+        self.idempotent(idempotency, "create_route", |claim| async {
+            let (txn, catalog, claimed) = self.catalog_txn_claiming(claim).await?;
+            validate_route(&route, |k| catalog.feature_by_key(k).is_some())?;
+            let now = self.now();
+            let stored = Stored {
+                value: route,
+                created_at: now,
+                updated_at: now,
+            };
+            self.store.put_route(&txn, &stored, true).await?;
+            let change = IndexChange::UpsertRoute(stored.value.clone());
+            self.commit_created(txn, vec![change], claimed, stored)
+                .await
         })
+        .await
     }
 
     pub async fn update_route(&self, id: Uuid, patch: RoutePatch) -> Result<Saved<Stored<Route>>> {

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::model::{Feature, FeatureFlag, Plan, Route};
 
 /// A catalog object with its bookkeeping.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stored<T> {
     pub value: T,
     pub created_at: DateTime<Utc>,

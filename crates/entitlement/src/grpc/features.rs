@@ -5,7 +5,9 @@ use tonic::{Request, Response};
 use uuid::Uuid;
 
 use super::convert::{self, uuid};
-use super::{Handler, Result, descending, encode_page, page};
+use super::{
+    Handler, Result, descending, encode_page, idempotency, page, principal, request_fingerprint,
+};
 use crate::app::features::{FeatureQuery, FeatureSort};
 use crate::domain::catalog::{FeatureDoc, FeatureRef};
 use crate::domain::{AllocationType, DomainError, Feature, MergePolicy};
@@ -49,7 +51,11 @@ impl feature_service_server::FeatureService for Handler {
         &self,
         request: Request<CreateFeatureRequest>,
     ) -> Result<Response<CreateFeatureResponse>> {
-        let r = request.into_inner();
+        let by = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(by.as_deref(), r.idempotency_key.take(), || {
+            request_fingerprint(&r)
+        })?;
         let ty = allocation_type(r.allocation_type);
         let (keys, permission_ids) = permissions(r.permissions);
         let doc = FeatureDoc {
@@ -65,7 +71,7 @@ impl feature_service_server::FeatureService for Handler {
             },
             permission_ids,
         };
-        let saved = self.engine.create_feature(doc).await?;
+        let saved = self.engine.create_feature(doc, key.as_ref()).await?;
         Ok(Response::new(CreateFeatureResponse {
             feature: Some(convert::feature(&saved.value, None)),
             revision: saved.revision,

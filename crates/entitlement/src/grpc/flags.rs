@@ -4,7 +4,9 @@ use tenantry_proto::entitlement::v1::*;
 use tonic::{Request, Response};
 
 use super::convert::{self, uuid};
-use super::{Handler, Result, descending, encode_page, page};
+use super::{
+    Handler, Result, descending, encode_page, idempotency, page, principal, request_fingerprint,
+};
 use crate::app::flags::{FlagPatch, FlagQuery, FlagSort, NewFlag};
 use crate::domain::DomainError;
 use crate::domain::catalog::FeatureRef;
@@ -15,7 +17,11 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
         &self,
         request: Request<CreateFeatureFlagRequest>,
     ) -> Result<Response<CreateFeatureFlagResponse>> {
-        let r = request.into_inner();
+        let by = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(by.as_deref(), r.idempotency_key.take(), || {
+            request_fingerprint(&r)
+        })?;
         let feature = match r.feature {
             Some(create_feature_flag_request::Feature::FeatureId(id)) => {
                 FeatureRef::Id(uuid("feature_id", &id)?)
@@ -40,7 +46,7 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
             on: r.on,
             metadata: convert::metadata(r.metadata),
         };
-        let saved = self.engine.create_flag(new).await?;
+        let saved = self.engine.create_flag(new, key.as_ref()).await?;
         Ok(Response::new(CreateFeatureFlagResponse {
             feature_flag: Some(convert::flag_view(&saved.value)),
             revision: saved.revision,

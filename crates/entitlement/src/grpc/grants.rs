@@ -5,7 +5,7 @@ use tenantry_proto::entitlement::v1::{self as pb, *};
 use tonic::{Request, Response};
 
 use super::convert::{self, rfc3339, uuid};
-use super::{Handler, Result, descending, page, page_info, principal};
+use super::{Handler, Result, descending, idempotency, page, page_info, principal};
 use crate::app::fingerprint;
 use crate::app::grants::{GrantQuery, GrantsAt, UserGrant as HeldGrant};
 use crate::app::ports::GrantSort;
@@ -132,14 +132,16 @@ impl grant_service_server::GrantService for Handler {
     ) -> Result<Response<CreateGrantResponse>> {
         let by = principal(&request);
         let r = request.into_inner();
-        let print = fingerprint(&r.grant.clone().unwrap_or_default().encode_to_vec());
+        let key = idempotency(by.as_deref(), r.idempotency_key, || {
+            fingerprint(&r.grant.clone().unwrap_or_default().encode_to_vec())
+        })?;
         let new = r
             .grant
             .ok_or_else(|| DomainError::invalid("grant", "required"))?;
         let new = input(new).map_err(|p| single_problem(p, "grant"))?;
         let (grants, revision) = self
             .engine
-            .create_grant(new, by.as_deref(), r.idempotency_key.as_deref(), &print)
+            .create_grant(new, by.as_deref(), key.as_ref())
             .await?;
         Ok(Response::new(CreateGrantResponse {
             grant: encode(&grants).pop(),
@@ -224,9 +226,8 @@ impl grant_service_server::GrantService for Handler {
             .ok_or_else(|| DomainError::invalid("patch", "required"))?;
         let now = self.engine.now();
         let id = uuid("patch.id", &p.id)?;
-        let print = fingerprint(&p.encode_to_vec());
         let p = patch(p, now).map_err(|p| single_problem(p, "patch"))?;
-        let (grants, revision) = self.engine.update_grant(id, p, &print, now).await?;
+        let (grants, revision) = self.engine.update_grant(id, p, now).await?;
         Ok(Response::new(UpdateGrantResponse {
             grant: encode(&grants).pop(),
             revision,
@@ -267,23 +268,19 @@ impl grant_service_server::GrantService for Handler {
         if r.grants.is_empty() {
             return Err(DomainError::invalid("grants", "at least one grant is required").into());
         }
-        let print = fingerprint(
-            &BatchCreateGrantsRequest {
-                grants: r.grants.clone(),
-                idempotency_key: None,
-            }
-            .encode_to_vec(),
-        );
+        let key = idempotency(by.as_deref(), r.idempotency_key, || {
+            fingerprint(
+                &BatchCreateGrantsRequest {
+                    grants: r.grants.clone(),
+                    idempotency_key: None,
+                }
+                .encode_to_vec(),
+            )
+        })?;
         let inputs = decode_batch(r.grants, input)?;
         let outcome = self
             .engine
-            .create_grants(
-                inputs,
-                GrantSource::Batch,
-                by.as_deref(),
-                r.idempotency_key.as_deref(),
-                &print,
-            )
+            .create_grants(inputs, GrantSource::Batch, by.as_deref(), key.as_ref())
             .await?;
         Ok(Response::new(BatchCreateGrantsResponse {
             grant_ids: outcome.ids,
@@ -295,23 +292,23 @@ impl grant_service_server::GrantService for Handler {
         &self,
         request: Request<BatchUpdateGrantsRequest>,
     ) -> Result<Response<BatchUpdateGrantsResponse>> {
+        let by = principal(&request);
         let r = request.into_inner();
         if r.patches.is_empty() {
             return Err(DomainError::invalid("patches", "at least one patch is required").into());
         }
-        let print = fingerprint(
-            &BatchUpdateGrantsRequest {
-                patches: r.patches.clone(),
-                idempotency_key: None,
-            }
-            .encode_to_vec(),
-        );
+        let key = idempotency(by.as_deref(), r.idempotency_key, || {
+            fingerprint(
+                &BatchUpdateGrantsRequest {
+                    patches: r.patches.clone(),
+                    idempotency_key: None,
+                }
+                .encode_to_vec(),
+            )
+        })?;
         let now = self.engine.now();
         let patches = decode_batch(r.patches, |p| patch(p, now))?;
-        let outcome = self
-            .engine
-            .update_grants(patches, r.idempotency_key.as_deref(), &print)
-            .await?;
+        let outcome = self.engine.update_grants(patches, key.as_ref()).await?;
         Ok(Response::new(BatchUpdateGrantsResponse {
             grant_ids: outcome.ids,
             revision: outcome.revision,
@@ -322,15 +319,15 @@ impl grant_service_server::GrantService for Handler {
         &self,
         request: Request<BatchDeleteGrantsRequest>,
     ) -> Result<Response<BatchDeleteGrantsResponse>> {
+        let by = principal(&request);
         let r = request.into_inner();
         if r.ids.is_empty() {
             return Err(DomainError::invalid("ids", "at least one id is required").into());
         }
-        let print = fingerprint(r.ids.join(",").as_bytes());
-        let outcome = self
-            .engine
-            .delete_grants(r.ids, r.idempotency_key.as_deref(), &print)
-            .await?;
+        let key = idempotency(by.as_deref(), r.idempotency_key, || {
+            fingerprint(r.ids.join(",").as_bytes())
+        })?;
+        let outcome = self.engine.delete_grants(r.ids, key.as_ref()).await?;
         Ok(Response::new(BatchDeleteGrantsResponse {
             deleted_count: outcome.count,
             revision: outcome.revision,

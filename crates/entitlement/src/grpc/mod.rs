@@ -17,6 +17,7 @@ use tenantry_common::{
     db::StorageFault,
     error::{STORAGE_FAILED, STORAGE_FULL},
     grpc::{Services, mark_storage_fault, principal},
+    idempotency::Idempotency,
 };
 use tenantry_proto::common::v1::{ErrorDetails, FieldViolation, ItemError, PageInfo, PageRequest};
 use tenantry_proto::entitlement::v1::{
@@ -225,6 +226,25 @@ fn page_info(page: listing::PageInfo) -> PageInfo {
 fn encode_page<T, U>(listed: Listed<T>, encode: impl FnMut(T) -> U) -> (Vec<U>, Option<PageInfo>) {
     let page = page_info(listed.page);
     (listed.items.into_iter().map(encode).collect(), Some(page))
+}
+
+/// A write's idempotency key in the scope of its caller (`principal`), with the fingerprint
+/// of the request it came with (taken only when there is a key); INVALID_ARGUMENT when the
+/// key breaks the rule both services share.
+fn idempotency(
+    principal: Option<&str>,
+    key: Option<String>,
+    fingerprint: impl FnOnce() -> String,
+) -> std::result::Result<Option<Idempotency>, DomainError> {
+    let Some(key) = key else { return Ok(None) };
+    Idempotency::with_fingerprint(principal, key, fingerprint())
+        .map(Some)
+        .map_err(|rule| DomainError::invalid("idempotency_key", rule))
+}
+
+/// The fingerprint of a create request, without its idempotency key.
+fn request_fingerprint<M: Message>(without_key: &M) -> String {
+    crate::app::fingerprint(&without_key.encode_to_vec())
 }
 
 fn descending(order: i32) -> bool {

@@ -4,7 +4,9 @@ use tenantry_proto::entitlement::v1::{self as pb, *};
 use tonic::{Request, Response};
 
 use super::convert::{self, uuid};
-use super::{Handler, Result, descending, encode_page, page, principal};
+use super::{
+    Handler, Result, descending, encode_page, idempotency, page, principal, request_fingerprint,
+};
 use crate::app::plans::{
     NewPlan, PlanLinks, PlanPatch, PlanQuery, PlanSort, PlanUnlinks, TenantPlansQuery,
 };
@@ -27,7 +29,11 @@ impl plan_service_server::PlanService for Handler {
         &self,
         request: Request<CreatePlanRequest>,
     ) -> Result<Response<CreatePlanResponse>> {
-        let r = request.into_inner();
+        let by = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(by.as_deref(), r.idempotency_key.take(), || {
+            request_fingerprint(&r)
+        })?;
         let new = NewPlan {
             rules: convert::rules_in("rules", r.rules)?,
             key: r.key,
@@ -44,7 +50,7 @@ impl plan_service_server::PlanService for Handler {
             ),
             inherit_to_sub_accounts: r.inherit_to_sub_accounts,
         };
-        let saved = self.engine.create_plan(new).await?;
+        let saved = self.engine.create_plan(new, key.as_ref()).await?;
         Ok(Response::new(CreatePlanResponse {
             plan: Some(convert::plan(&saved.value)),
             revision: saved.revision,

@@ -4,7 +4,7 @@ use tenantry_proto::entitlement::v1::{self as pb, *};
 use tonic::{Request, Response};
 
 use super::convert::{self, uuid};
-use super::{Handler, Result, encode_page, page};
+use super::{Handler, Result, encode_page, idempotency, page, principal, request_fingerprint};
 use crate::app::routes::{NewRoute, PolicyKind, RoutePatch, RouteQuery};
 
 fn policy_kind(policy: i32) -> Option<PolicyKind> {
@@ -22,7 +22,11 @@ impl route_service_server::RouteService for Handler {
         &self,
         request: Request<CreateRouteRequest>,
     ) -> Result<Response<CreateRouteResponse>> {
-        let r = request.into_inner();
+        let by = principal(&request);
+        let mut r = request.into_inner();
+        let key = idempotency(by.as_deref(), r.idempotency_key.take(), || {
+            request_fingerprint(&r)
+        })?;
         let new = NewRoute {
             method: r.method,
             path: r.path_pattern,
@@ -31,7 +35,7 @@ impl route_service_server::RouteService for Handler {
             required_permissions: r.required_permission_keys,
             description: Some(r.description).filter(|d| !d.is_empty()),
         };
-        let saved = self.engine.create_route(new).await?;
+        let saved = self.engine.create_route(new, key.as_ref()).await?;
         Ok(Response::new(CreateRouteResponse {
             route: Some(convert::route(&saved.value)),
             revision: saved.revision,

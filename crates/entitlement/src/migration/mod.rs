@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20260101_000001_initial;
 mod m20261202_000002_change_log_lz4;
 mod m20261203_000003_storage_probe;
+mod m20261204_000004_idempotency_scope;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_initial::Migration),
             Box::new(m20261202_000002_change_log_lz4::Migration),
             Box::new(m20261203_000003_storage_probe::Migration),
+            Box::new(m20261204_000004_idempotency_scope::Migration),
         ]
     }
 

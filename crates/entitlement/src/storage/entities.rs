@@ -108,6 +108,8 @@ entity!(feed_cursor, "ent_feed_cursor", {
 
 entity!(idempotency, "ent_idempotency", {
     #[sea_orm(primary_key, auto_increment = false)]
+    pub scope: String,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub key: String,
     pub operation: String,
     pub fingerprint: String,

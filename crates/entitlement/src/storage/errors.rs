@@ -71,7 +71,7 @@ const UNIQUES: &[(&str, &str, Unique)] = &[
     ),
     (
         "ent_idempotency_pkey",
-        "ent_idempotency.key",
+        "ent_idempotency.scope, ent_idempotency.key",
         Unique::IdempotencyKey,
     ),
 ];

@@ -1,58 +1,52 @@
-//! Idempotency keys: each key's request fingerprint and the answer it replays.
+//! Idempotency keys: claimed in a write's transaction (a concurrent twin with the same key
+//! then waits on the row and finds it taken), answered just before the commit, pruned after
+//! the retention period. Keyed by the caller's scope and the key.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
 };
+use tenantry_common::idempotency::{Idempotency, StoredKey};
 
 use super::{Store, db_err, entities};
-use crate::app::ports::{IdempotencyRecord, IdempotencyStore};
+use crate::app::ports::IdempotencyStore;
 use crate::domain::Result;
 
 #[async_trait]
 impl IdempotencyStore for Store {
-    async fn idempotency_record(
-        &self,
-        key: &str,
-        operation: &str,
-    ) -> Result<Option<IdempotencyRecord>> {
-        use entities::idempotency::{Column, Entity};
-        Ok(Entity::find_by_id(key.to_owned())
-            .filter(Column::Operation.eq(operation))
-            .one(self.connection())
-            .await
-            .map_err(db_err("read idempotency key"))?
-            .map(|r| IdempotencyRecord {
-                fingerprint: r.fingerprint,
-                response: r.response,
-            }))
+    async fn idempotency_record(&self, scope: &str, key: &str) -> Result<Option<StoredKey>> {
+        Ok(
+            entities::idempotency::Entity::find_by_id((scope.to_owned(), key.to_owned()))
+                .one(self.connection())
+                .await
+                .map_err(db_err("read idempotency key"))?
+                .map(|r| StoredKey {
+                    operation: r.operation,
+                    fingerprint: r.fingerprint,
+                    response: r.response,
+                }),
+        )
     }
 
-    /// Whether any key (of any operation) is stored under `key`.
-    async fn idempotency_key_exists(&self, key: &str) -> Result<bool> {
-        Ok(entities::idempotency::Entity::find_by_id(key.to_owned())
-            .one(&self.db)
-            .await
-            .map_err(db_err("read idempotency key"))?
-            .is_some())
-    }
-
-    async fn store_idempotency_record(
+    async fn claim_idempotency_key(
         &self,
         txn: &DatabaseTransaction,
-        key: &str,
+        key: &Idempotency,
         operation: &str,
-        record: &IdempotencyRecord,
         now: DateTime<Utc>,
     ) -> Result<()> {
         use entities::idempotency::{ActiveModel, Entity};
+        // A twin's committed key is a unique violation, which `db_err` maps to
+        // IdempotencyKeyTaken.
         Entity::insert(ActiveModel {
-            key: sea_orm::Set(key.to_owned()),
-            operation: sea_orm::Set(operation.to_owned()),
-            fingerprint: sea_orm::Set(record.fingerprint.clone()),
-            response: sea_orm::Set(record.response.clone()),
-            created_at: sea_orm::Set(now),
+            scope: Set(key.scope.clone()),
+            key: Set(key.key.clone()),
+            operation: Set(operation.to_owned()),
+            fingerprint: Set(key.fingerprint.clone()),
+            response: Set(String::new()),
+            created_at: Set(now),
         })
         .exec_without_returning(txn)
         .await
@@ -60,19 +54,17 @@ impl IdempotencyStore for Store {
         Ok(())
     }
 
-    /// Replaces a stored key's answer (written once the transaction knows its revision).
     async fn set_idempotent_response(
         &self,
         txn: &DatabaseTransaction,
+        scope: &str,
         key: &str,
         response: &str,
     ) -> Result<()> {
         use entities::idempotency::{Column, Entity};
         Entity::update_many()
-            .col_expr(
-                Column::Response,
-                sea_orm::sea_query::Expr::value(response.to_owned()),
-            )
+            .col_expr(Column::Response, Expr::value(response.to_owned()))
+            .filter(Column::Scope.eq(scope))
             .filter(Column::Key.eq(key))
             .exec(txn)
             .await
@@ -80,27 +72,30 @@ impl IdempotencyStore for Store {
         Ok(())
     }
 
-    /// Deletes up to `limit` idempotency keys stored before `before`, oldest first; returns how
-    /// many went.
+    /// Deletes the oldest keys stored before `before`, about `limit` of them (keys stored at
+    /// the very instant of the `limit`-th go with it); returns how many went.
     async fn prune_idempotency_keys(&self, before: DateTime<Utc>, limit: u64) -> Result<u64> {
         use entities::idempotency::{Column, Entity};
-        let keys: Vec<String> = Entity::find()
+        // The newest instant of this batch: one bounded read on the index, then one delete by
+        // range (portable, unlike DELETE … LIMIT or a composite-key IN list).
+        let last: Option<DateTime<Utc>> = Entity::find()
             .select_only()
-            .column(Column::Key)
+            .column(Column::CreatedAt)
             .filter(Column::CreatedAt.lt(before))
             .order_by_asc(Column::CreatedAt)
-            .limit(limit)
+            .offset(limit.saturating_sub(1))
+            .limit(1)
             .into_tuple()
-            .all(&self.db)
+            .one(self.connection())
             .await
             .map_err(db_err("read expired idempotency keys"))?;
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        Ok(Entity::delete_many()
-            .filter(Column::Key.is_in(keys))
-            .filter(Column::CreatedAt.lt(before))
-            .exec(&self.db)
+        let delete = Entity::delete_many().filter(Column::CreatedAt.lt(before));
+        let delete = match last {
+            Some(last) => delete.filter(Column::CreatedAt.lte(last)),
+            None => delete,
+        };
+        Ok(delete
+            .exec(self.connection())
             .await
             .map_err(db_err("prune idempotency keys"))?
             .rows_affected)

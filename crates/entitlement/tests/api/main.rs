@@ -9,6 +9,7 @@ mod explain;
 mod feed;
 mod grants;
 mod helpers;
+mod idempotency;
 mod races;
 mod replicas;
 mod sqlite;
