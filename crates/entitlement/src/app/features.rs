@@ -348,13 +348,16 @@ mod tests {
         let t = testing::engine().await;
         let app = &t.engine;
         let created = app
-            .create_feature(feature_doc("sso", AllocationType::Bool, &["sso.read"]))
+            .create_feature(
+                feature_doc("sso", AllocationType::Bool, &["sso.read"]),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(key_of(&created.value), "sso");
         assert_eq!(created.revision, app.revision());
         let err = app
-            .create_feature(feature_doc("sso", AllocationType::Bool, &[]))
+            .create_feature(feature_doc("sso", AllocationType::Bool, &[]), None)
             .await
             .unwrap_err();
         assert!(
@@ -362,16 +365,22 @@ mod tests {
             "{err:?}"
         );
         let err = app
-            .create_feature(feature_doc("Single Sign-On", AllocationType::Bool, &[]))
+            .create_feature(
+                feature_doc("Single Sign-On", AllocationType::Bool, &[]),
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "key");
         let mut unnamed = feature_doc("unnamed", AllocationType::Bool, &[]);
         unnamed.feature.name = "  ".into();
-        let err = app.create_feature(unnamed).await.unwrap_err();
+        let err = app.create_feature(unnamed, None).await.unwrap_err();
         assert_eq!(invalid_field(&err), "name");
         let err = app
-            .create_feature(feature_doc("audit", AllocationType::Bool, &["a", "a"]))
+            .create_feature(
+                feature_doc("audit", AllocationType::Bool, &["a", "a"]),
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "permissions[1]");
@@ -407,27 +416,33 @@ mod tests {
         )
         .await;
         t.grant("team", "acme", None).await;
-        app.create_flag(NewFlag {
-            feature: FeatureRef::Key("seats".into()),
-            name: "seats rollout".into(),
-            description: None,
-            on: true,
-            off_treatment: Treatment::False,
-            default_treatment: Treatment::True,
-            rules: vec![],
-            metadata: serde_json::Value::Null,
-        })
+        app.create_flag(
+            NewFlag {
+                feature: FeatureRef::Key("seats".into()),
+                name: "seats rollout".into(),
+                description: None,
+                on: true,
+                off_treatment: Treatment::False,
+                default_treatment: Treatment::True,
+                rules: vec![],
+                metadata: serde_json::Value::Null,
+            },
+            None,
+        )
         .await
         .unwrap();
         let route = app
-            .create_route(NewRoute {
-                method: "GET".into(),
-                path: "/seats/**".into(),
-                policy: Some(PolicyKind::Require),
-                required_features: vec!["seats".into()],
-                required_permissions: vec![],
-                description: None,
-            })
+            .create_route(
+                NewRoute {
+                    method: "GET".into(),
+                    path: "/seats/**".into(),
+                    policy: Some(PolicyKind::Require),
+                    required_features: vec!["seats".into()],
+                    required_permissions: vec![],
+                    description: None,
+                },
+                None,
+            )
             .await
             .unwrap()
             .value;
@@ -501,9 +516,12 @@ mod tests {
             required_permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
             description: None,
         };
-        let only_sso = app.create_route(require(&["sso"], &[])).await.unwrap();
+        let only_sso = app
+            .create_route(require(&["sso"], &[]), None)
+            .await
+            .unwrap();
         let sso_and_more = app
-            .create_route(require(&["sso", "audit"], &["audit.read"]))
+            .create_route(require(&["sso", "audit"], &["audit.read"]), None)
             .await
             .unwrap();
         let err = app.delete_feature(sso.id, false).await.unwrap_err();

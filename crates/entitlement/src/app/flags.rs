@@ -264,42 +264,51 @@ mod tests {
         let t = testing::engine().await;
         let app = &t.engine;
         t.feature("sso", AllocationType::Bool, &[]).await;
-        let err = app.create_flag(new_flag("nope")).await.unwrap_err();
+        let err = app.create_flag(new_flag("nope"), None).await.unwrap_err();
         assert!(
             matches!(&err, DomainError::NotFound { kind: "feature", id } if id == "nope"),
             "{err:?}"
         );
         let err = app
-            .create_flag(NewFlag {
-                name: " ".into(),
-                ..new_flag("sso")
-            })
+            .create_flag(
+                NewFlag {
+                    name: " ".into(),
+                    ..new_flag("sso")
+                },
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "name");
         let mut empty_rule = country_in(&["de"]);
         empty_rule.conditions.clear();
         let err = app
-            .create_flag(NewFlag {
-                rules: vec![empty_rule],
-                ..new_flag("sso")
-            })
+            .create_flag(
+                NewFlag {
+                    rules: vec![empty_rule],
+                    ..new_flag("sso")
+                },
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "rules[0].conditions");
         let mut malformed = country_in(&["de"]);
         malformed.conditions[0].value = json!({ "number": 3 });
         let err = app
-            .create_flag(NewFlag {
-                rules: vec![malformed],
-                ..new_flag("sso")
-            })
+            .create_flag(
+                NewFlag {
+                    rules: vec![malformed],
+                    ..new_flag("sso")
+                },
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "rules[0].conditions[0]");
-        let created = app.create_flag(new_flag("sso")).await.unwrap();
+        let created = app.create_flag(new_flag("sso"), None).await.unwrap();
         assert_eq!(created.value.feature.key, "sso");
-        let err = app.create_flag(new_flag("sso")).await.unwrap_err();
+        let err = app.create_flag(new_flag("sso"), None).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -332,10 +341,13 @@ mod tests {
         t.plan("pro", vec![PlanFeature::bare("sso")]).await;
         t.grant("pro", "acme", None).await;
         let flag = app
-            .create_flag(NewFlag {
-                rules: vec![country_in(&["de"])],
-                ..new_flag("sso")
-            })
+            .create_flag(
+                NewFlag {
+                    rules: vec![country_in(&["de"])],
+                    ..new_flag("sso")
+                },
+                None,
+            )
             .await
             .unwrap()
             .value;

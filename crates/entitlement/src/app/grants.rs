@@ -605,7 +605,7 @@ mod tests {
     async fn a_grant_needs_a_live_account_a_known_plan_and_an_end_after_its_start() {
         let t = with_plan().await;
         let app = &t.engine;
-        let single = |input| app.create_grant(input, None, None, "");
+        let single = |input| app.create_grant(input, None, None);
         let err = single(input("pro", "nobody")).await.unwrap_err();
         assert_eq!(invalid_field(&err), "grant.tenantId");
         let err = single(input("nope", "acme")).await.unwrap_err();
@@ -632,7 +632,6 @@ mod tests {
                 GrantSource::Batch,
                 None,
                 None,
-                "",
             )
             .await
             .unwrap_err();
@@ -661,16 +660,16 @@ mod tests {
             external_id: Some(ext.into()),
             ..input("pro", tenant)
         };
-        app.create_grant(with_ext("acme", "order-1"), None, None, "")
+        app.create_grant(with_ext("acme", "order-1"), None, None)
             .await
             .unwrap();
         let err = app
-            .create_grant(with_ext("acme", "order-1"), None, None, "")
+            .create_grant(with_ext("acme", "order-1"), None, None)
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "grant.externalId");
         // Another account may use the same ID; one batch may not use it twice.
-        app.create_grant(with_ext("globex", "order-1"), None, None, "")
+        app.create_grant(with_ext("globex", "order-1"), None, None)
             .await
             .unwrap();
         let err = app
@@ -679,7 +678,6 @@ mod tests {
                 GrantSource::Batch,
                 None,
                 None,
-                "",
             )
             .await
             .unwrap_err();
@@ -703,19 +701,23 @@ mod tests {
     async fn a_key_replays_its_first_answer_and_refuses_another_request() {
         let t = with_plan().await;
         let app = &t.engine;
+        let key = |fingerprint: &str| {
+            Idempotency::with_fingerprint(None, "key-1".into(), fingerprint.into()).unwrap()
+        };
+        let (a, b) = (key("fp-a"), key("fp-b"));
         let first = app
-            .create_grant(input("pro", "acme"), None, Some("key-1"), "fp-a")
+            .create_grant(input("pro", "acme"), None, Some(&a))
             .await
             .unwrap();
         let again = app
-            .create_grant(input("pro", "acme"), None, Some("key-1"), "fp-a")
+            .create_grant(input("pro", "acme"), None, Some(&a))
             .await
             .unwrap();
         assert_eq!(again.0.grants[0].grant.id, first.0.grants[0].grant.id);
         assert_eq!(again.1, first.1);
         assert_eq!(count(&t).await, 1);
         let err = app
-            .create_grant(input("pro", "globex"), None, Some("key-1"), "fp-b")
+            .create_grant(input("pro", "globex"), None, Some(&b))
             .await
             .unwrap_err();
         assert!(
@@ -744,19 +746,18 @@ mod tests {
                     id: missing.to_string(),
                     ..GrantPatch::default()
                 },
-                "",
                 now,
             )
             .await
             .unwrap_err();
         assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
         let err = app
-            .update_grant(grant.id, patch("2020-01-01T00:00:00Z"), "", now)
+            .update_grant(grant.id, patch("2020-01-01T00:00:00Z"), now)
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "patch.expiresAt");
         let (updated, _) = app
-            .update_grant(grant.id, patch("2026-06-02T12:00:00Z"), "", now)
+            .update_grant(grant.id, patch("2026-06-02T12:00:00Z"), now)
             .await
             .unwrap();
         assert_eq!(
@@ -777,7 +778,7 @@ mod tests {
         let err = app.revoke_grant(grant.id, None, None).await.unwrap_err();
         assert!(matches!(err, DomainError::FailedPrecondition(_)), "{err:?}");
         let err = app
-            .update_grant(grant.id, patch("2027-01-01T00:00:00Z"), "", now)
+            .update_grant(grant.id, patch("2027-01-01T00:00:00Z"), now)
             .await
             .unwrap_err();
         assert!(matches!(err, DomainError::FailedPrecondition(_)), "{err:?}");
@@ -802,7 +803,6 @@ mod tests {
                 },
                 None,
                 None,
-                "",
             )
             .await
             .unwrap()

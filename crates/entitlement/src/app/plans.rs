@@ -536,7 +536,7 @@ mod tests {
         t.feature("sso", AllocationType::Bool, &[]).await;
         t.feature("seats", AllocationType::MaxCount, &[]).await;
         let err = app
-            .create_plan(new_plan("pro", vec![PlanFeature::bare("nope")]))
+            .create_plan(new_plan("pro", vec![PlanFeature::bare("nope")]), None)
             .await
             .unwrap_err();
         assert!(
@@ -544,42 +544,54 @@ mod tests {
             "{err:?}"
         );
         let err = app
-            .create_plan(new_plan(
-                "pro",
-                vec![PlanFeature::with("seats", Allocation::Bool(true))],
-            ))
+            .create_plan(
+                new_plan(
+                    "pro",
+                    vec![PlanFeature::with("seats", Allocation::Bool(true))],
+                ),
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "features[0].allocation");
         let err = app
-            .create_plan(new_plan(
-                "pro",
-                vec![PlanFeature::bare("sso"), PlanFeature::bare("sso")],
-            ))
+            .create_plan(
+                new_plan(
+                    "pro",
+                    vec![PlanFeature::bare("sso"), PlanFeature::bare("sso")],
+                ),
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "features[1]");
         let err = app
-            .create_plan(NewPlan {
-                default_time_limitation_days: Some(0),
-                ..new_plan("pro", vec![])
-            })
+            .create_plan(
+                NewPlan {
+                    default_time_limitation_days: Some(0),
+                    ..new_plan("pro", vec![])
+                },
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "defaultTimeLimitation");
         // Without a key, one is derived from the name.
         let derived = app
-            .create_plan(NewPlan {
-                key: None,
-                name: "Pro Plan".into(),
-                ..new_plan("", vec![PlanFeature::bare("sso")])
-            })
+            .create_plan(
+                NewPlan {
+                    key: None,
+                    name: "Pro Plan".into(),
+                    ..new_plan("", vec![PlanFeature::bare("sso")])
+                },
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(derived.value.plan.value.key, "pro-plan");
         assert_eq!(derived.value.features[0].key, "sso");
         let err = app
-            .create_plan(new_plan("pro-plan", vec![]))
+            .create_plan(new_plan("pro-plan", vec![]), None)
             .await
             .unwrap_err();
         assert!(

@@ -129,7 +129,7 @@ impl TestEngine {
     /// A `bool` feature (or, with `max_count`, a counted one) with these permissions.
     pub async fn feature(&self, key: &str, ty: AllocationType, permissions: &[&str]) -> Feature {
         self.engine
-            .create_feature(feature_doc(key, ty, permissions))
+            .create_feature(feature_doc(key, ty, permissions), None)
             .await
             .expect("create feature")
             .value
@@ -140,7 +140,7 @@ impl TestEngine {
     /// A plan of these features (bare keys: the full allocation).
     pub async fn plan(&self, key: &str, features: Vec<PlanFeature>) -> PlanView {
         self.engine
-            .create_plan(new_plan(key, features))
+            .create_plan(new_plan(key, features), None)
             .await
             .expect("create plan")
             .value
@@ -155,7 +155,7 @@ impl TestEngine {
             ..GrantInput::default()
         };
         self.engine
-            .create_grant(input, Some("tester"), None, "")
+            .create_grant(input, Some("tester"), None)
             .await
             .expect("create grant")
             .0
