@@ -124,6 +124,28 @@ pub async fn spawn_tenant(config: &Config, shutdown: &CancellationToken) -> Stri
     url
 }
 
+/// Both services on `config`'s databases (prepared by the caller).
+pub async fn spawn_on(config: Config) -> App {
+    start(config, None, None).await
+}
+
+/// SQLite files for both services in a fresh directory: the config and the directory (kept
+/// by the caller until the app is spawned on it).
+pub fn sqlite_config() -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        entitlement_database_url: Some(Secret::new(tenantry_common::config::sqlite_url(
+            &dir.path().join("entitlement.db"),
+        ))),
+        tenant_database_url: Some(Secret::new(tenantry_common::config::sqlite_url(
+            &dir.path().join("tenant.db"),
+        ))),
+        ..Config::default()
+    };
+    (config, dir)
+}
+
 /// An entitlement service following the tenant service at `tenant_url`.
 pub async fn spawn_with_tenant(config: Config, tenant_url: String) -> App {
     start(config, Some(tenant_url), None).await
@@ -155,17 +177,7 @@ pub async fn spawn_replica(of: &App) -> App {
 
 /// SQLite files for both services.
 pub async fn spawn_sqlite_app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        entitlement_database_url: Some(Secret::new(tenantry_common::config::sqlite_url(
-            &dir.path().join("entitlement.db"),
-        ))),
-        tenant_database_url: Some(Secret::new(tenantry_common::config::sqlite_url(
-            &dir.path().join("tenant.db"),
-        ))),
-        ..Config::default()
-    };
+    let (config, dir) = sqlite_config();
     start(config, None, Some(dir)).await
 }
 

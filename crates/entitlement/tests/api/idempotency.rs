@@ -4,6 +4,11 @@
 //! with another request is FAILED_PRECONDITION `IDEMPOTENCY_KEY_REUSED`, keys are 1-255
 //! visible characters and live in their caller's scope.
 
+use prost::Message;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_migration::MigratorTrait;
+use tenantry_common::{Config, db::DbSettings};
+use tenantry_entitlement::migration::Migrator;
 use tenantry_proto::entitlement::v1 as pb;
 use tonic::Code;
 
@@ -335,4 +340,90 @@ async fn keys_are_1_to_255_visible_characters_as_in_the_tenant_service() {
         .create_feature(feature_request("longest", &longest))
         .await
         .unwrap();
+}
+
+/// A database from before keys had scopes, with a grant key stored then (its answer without a
+/// revision, as the oldest records are) and one 256 characters long: after the upgrade the
+/// first replays for callers without a principal, the second is gone.
+async fn keys_from_before_scopes_survive_the_upgrade(config: Config) {
+    let conn = tenantry_common::db::connect(&DbSettings::entitlement(&config))
+        .await
+        .unwrap();
+    Migrator::up(&conn, Some(3)).await.unwrap();
+    let batch = pb::BatchCreateGrantsRequest {
+        grants: vec![pb::NewGrant {
+            plan: Some(pb::new_grant::Plan::PlanKey("pro".into())),
+            tenant_id: "acme".into(),
+            ..Default::default()
+        }],
+        idempotency_key: None,
+    };
+    let print = tenantry_common::idempotency::fingerprint(&batch.encode_to_vec());
+    let stored_id = "0190a000-0000-7000-8000-000000000001";
+    let backend = conn.get_database_backend();
+    let insert = if backend == DbBackend::Postgres {
+        "INSERT INTO ent_idempotency (key, operation, fingerprint, response, created_at) \
+         VALUES ($1, 'create_grants', $2, $3, $4)"
+    } else {
+        "INSERT INTO ent_idempotency (key, operation, fingerprint, response, created_at) \
+         VALUES (?, 'create_grants', ?, ?, ?)"
+    };
+    for key in ["old-key".to_owned(), "k".repeat(256)] {
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            insert,
+            [
+                key.into(),
+                print.clone().into(),
+                format!(r#"{{"ids":["{stored_id}"],"count":1}}"#).into(),
+                chrono::Utc::now().into(),
+            ],
+        ))
+        .await
+        .unwrap();
+    }
+    Migrator::up(&conn, None).await.unwrap();
+    let left = conn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS n FROM ent_idempotency",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(left, 1, "the 256-character key is dropped");
+    conn.close().await.unwrap();
+
+    let app = spawn_on(config).await;
+    let mut keyed = batch.clone();
+    keyed.idempotency_key = Some("old-key".into());
+    let replayed = app
+        .grants
+        .clone()
+        .batch_create_grants(keyed.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.grant_ids, vec![stored_id.to_owned()]);
+    // A gateway caller's equal key is its own (here: a new write, refused on its merits).
+    let err = app
+        .grants
+        .clone()
+        .batch_create_grants(from("environment:a", keyed))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test]
+async fn keys_from_before_scopes_survive_the_upgrade_on_postgres() {
+    keys_from_before_scopes_survive_the_upgrade(pg_config().await).await;
+}
+
+#[tokio::test]
+async fn keys_from_before_scopes_survive_the_upgrade_on_sqlite() {
+    let (config, _dir) = sqlite_config();
+    keys_from_before_scopes_survive_the_upgrade(config).await;
 }
