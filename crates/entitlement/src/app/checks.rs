@@ -12,8 +12,8 @@ use super::Engine;
 use super::ports::Storage;
 use crate::domain::{
     CheckRequest, Decision, DomainError, EffectiveFeature, EntitlementIndex, ExplainedGrant,
-    GrantStatus, Hypothetical, MAX_BATCH, MAX_WHAT_IF_CHANGES, Result, Subject, Target, WhatIf,
-    validate_attributes, validate_tenant_id,
+    GrantStatus, Hypothetical, ItemError, MAX_BATCH, MAX_WHAT_IF_CHANGES, Result, Subject, Target,
+    WhatIf, validate_attributes, validate_tenant_id,
 };
 
 /// The longest route method a check names.
@@ -50,6 +50,14 @@ impl CheckQuery {
         }
     }
 
+    /// The query's values within the rules (fields named under `query.`): a well-formed
+    /// tenant ID, attributes within their limits, strings and lists within theirs.
+    pub fn validate(&self) -> Result<()> {
+        validate_tenant_id("query.subject.tenant_id", &self.tenant_id)?;
+        validate_attributes("query.subject.attributes", self.attributes.as_ref())?;
+        check_sizes(self.user_id.as_deref(), &self.permissions, &self.target)
+    }
+
     pub fn request(&self) -> CheckRequest<'_> {
         CheckRequest {
             subject: self.subject(),
@@ -64,24 +72,24 @@ impl CheckQuery {
 }
 
 /// Strings and lists of a check within the shared limits: a check is answered from memory,
-/// but half-megabyte keys or 100,000 permissions would still be hashed and compared.
+/// but half-megabyte keys or 100,000 permissions would still be hashed and compared. Field
+/// names are only formatted for an error: a valid check allocates nothing here.
 pub fn check_sizes(
     user_id: Option<&str>,
     permissions: &[String],
     target: &CheckTarget,
 ) -> Result<()> {
-    let too_long = |field: &str, value: &str, max: usize| {
-        if value.chars().count() > max {
-            Err(DomainError::invalid(
-                field,
-                format!("must be at most {max} characters"),
-            ))
-        } else {
-            Ok(())
-        }
+    let too_long = |value: &str, max: usize| value.chars().count() > max;
+    let refuse = |field: String, max: usize| {
+        Err(DomainError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ))
     };
-    if let Some(user) = user_id {
-        too_long("query.subject.user_id", user, MAX_ID_CHARS)?;
+    if let Some(user) = user_id
+        && too_long(user, MAX_ID_CHARS)
+    {
+        return refuse("query.subject.user_id".into(), MAX_ID_CHARS);
     }
     if permissions.len() > MAX_SUBJECT_PERMISSIONS {
         return Err(DomainError::invalid(
@@ -89,17 +97,23 @@ pub fn check_sizes(
             format!("must hold at most {MAX_SUBJECT_PERMISSIONS} permissions"),
         ));
     }
-    for (i, p) in permissions.iter().enumerate() {
-        too_long(&format!("query.subject.permissions[{i}]"), p, MAX_ID_CHARS)?;
+    if let Some(i) = permissions.iter().position(|p| too_long(p, MAX_ID_CHARS)) {
+        return refuse(format!("query.subject.permissions[{i}]"), MAX_ID_CHARS);
     }
-    match target {
-        CheckTarget::Feature(k) => too_long("query.feature_key", k, MAX_ID_CHARS),
-        CheckTarget::Permission(p) => too_long("query.permission_key", p, MAX_ID_CHARS),
+    let (field, value, max) = match target {
+        CheckTarget::Feature(k) => ("query.feature_key", k, MAX_ID_CHARS),
+        CheckTarget::Permission(p) => ("query.permission_key", p, MAX_ID_CHARS),
         CheckTarget::Route { method, path } => {
-            too_long("query.route.method", method, MAX_METHOD_CHARS)?;
-            too_long("query.route.path", path, MAX_PATH_CHARS)
+            if too_long(method, MAX_METHOD_CHARS) {
+                return refuse("query.route.method".into(), MAX_METHOD_CHARS);
+            }
+            ("query.route.path", path, MAX_PATH_CHARS)
         }
+    };
+    if too_long(value, max) {
+        return refuse(field.into(), max);
     }
+    Ok(())
 }
 
 /// A decision and the index snapshot it came from (which names its plans and ancestors).
@@ -158,6 +172,7 @@ pub struct WhatIfQuery {
 
 impl<S: Storage> Engine<S> {
     pub async fn check(&self, q: &CheckQuery, min_revision: u64) -> Result<Checked<Decision>> {
+        q.validate()?;
         let index = self.index_at(min_revision).await?;
         let decision = index.check(&q.request(), q.at.unwrap_or_else(|| self.present(&index)));
         Ok(Checked {
@@ -166,17 +181,36 @@ impl<S: Storage> Engine<S> {
         })
     }
 
-    /// Checks 1 to [`MAX_BATCH`] queries against one index snapshot.
+    /// Checks 1 to [`MAX_BATCH`] queries against one index snapshot. Each query comes as
+    /// decoded (or why it could not be); any bad one refuses the batch, with every bad query
+    /// reported by its position. Answers each query with its decision.
     pub async fn check_batch(
         &self,
-        queries: &[CheckQuery],
+        queries: Vec<Result<CheckQuery>>,
         min_revision: u64,
-    ) -> Result<Checked<Vec<Decision>>> {
+    ) -> Result<Checked<Vec<(CheckQuery, Decision)>>> {
+        let mut valid = Vec::with_capacity(queries.len());
+        let mut items = Vec::new();
+        for (i, q) in queries.into_iter().enumerate() {
+            match q.and_then(|q| q.validate().map(|()| q)) {
+                Ok(q) => valid.push(q),
+                Err(DomainError::InvalidArgument { field, message }) => {
+                    items.push(ItemError::new(i, field, message));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if !items.is_empty() {
+            return Err(DomainError::InvalidItems(items));
+        }
         let index = self.index_at(min_revision).await?;
         let now = self.present(&index);
-        let decisions = queries
-            .iter()
-            .map(|q| index.check(&q.request(), q.at.unwrap_or(now)))
+        let decisions = valid
+            .into_iter()
+            .map(|q| {
+                let decision = index.check(&q.request(), q.at.unwrap_or(now));
+                (q, decision)
+            })
             .collect();
         Ok(Checked {
             index,
@@ -213,6 +247,7 @@ impl<S: Storage> Engine<S> {
     }
 
     pub async fn explain(&self, q: &CheckQuery, min_revision: u64) -> Result<Checked<Explanation>> {
+        q.validate()?;
         let index = self.index_at(min_revision).await?;
         let at = q.at.unwrap_or_else(|| self.present(&index));
         let decision = index.check(&q.request(), at);
@@ -430,6 +465,118 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_with_a_malformed_subject_or_target_is_refused_naming_the_field() {
+        let t = testing::engine().await;
+        t.account("acme", None).await;
+        let app = &t.engine;
+        let refused = |q: CheckQuery| async move {
+            let check = app.check(&q, 0).await.unwrap_err();
+            let explain = app.explain(&q, 0).await.unwrap_err();
+            assert_eq!(invalid_field(&check), invalid_field(&explain));
+            invalid_field(&check).to_owned()
+        };
+        let mut attributes = serde_json::Map::new();
+        let mut deep = serde_json::json!(1);
+        for _ in 0..40 {
+            deep = serde_json::json!({ "a": deep });
+        }
+        attributes.insert("nested".into(), deep);
+        let cases = [
+            (
+                feature_query("has space", None, "sso"),
+                "query.subject.tenant_id",
+            ),
+            (feature_query("", None, "sso"), "query.subject.tenant_id"),
+            (
+                CheckQuery {
+                    attributes: Some(attributes),
+                    ..feature_query("acme", None, "sso")
+                },
+                "query.subject.attributes",
+            ),
+            (
+                feature_query("acme", Some("u".repeat(256).as_str()), "sso"),
+                "query.subject.user_id",
+            ),
+            (
+                CheckQuery {
+                    permissions: vec!["ok".into(), "p".repeat(256)],
+                    ..feature_query("acme", None, "sso")
+                },
+                "query.subject.permissions[1]",
+            ),
+            (
+                CheckQuery {
+                    permissions: vec!["p".into(); MAX_SUBJECT_PERMISSIONS + 1],
+                    ..feature_query("acme", None, "sso")
+                },
+                "query.subject.permissions",
+            ),
+            (
+                feature_query("acme", None, &"k".repeat(256)),
+                "query.feature_key",
+            ),
+            (
+                CheckQuery {
+                    target: CheckTarget::Route {
+                        method: "G".repeat(17),
+                        path: "/".into(),
+                    },
+                    ..feature_query("acme", None, "")
+                },
+                "query.route.method",
+            ),
+            (
+                CheckQuery {
+                    target: CheckTarget::Route {
+                        method: "GET".into(),
+                        path: "/".repeat(MAX_PATH_CHARS + 1),
+                    },
+                    ..feature_query("acme", None, "")
+                },
+                "query.route.path",
+            ),
+        ];
+        for (query, field) in cases {
+            assert_eq!(refused(query).await, field);
+        }
+        // At the limits, the check is answered.
+        let at_limits = CheckQuery {
+            permissions: vec!["p".repeat(MAX_ID_CHARS); MAX_SUBJECT_PERMISSIONS],
+            ..feature_query(
+                "acme",
+                Some("u".repeat(MAX_ID_CHARS).as_str()),
+                &"k".repeat(MAX_ID_CHARS),
+            )
+        };
+        assert!(!t.engine.check(&at_limits, 0).await.unwrap().value.result);
+        // A batch names every bad query by its position, whether it could not be decoded or
+        // is invalid, and answers none of them.
+        let err = t
+            .engine
+            .check_batch(
+                vec![
+                    Ok(feature_query("acme", None, "sso")),
+                    Err(DomainError::invalid("query.target", "required")),
+                    Ok(feature_query("bad id", None, "sso")),
+                ],
+                0,
+            )
+            .await
+            .unwrap_err();
+        let DomainError::InvalidItems(items) = err else {
+            panic!("expected invalid items, got {err:?}");
+        };
+        assert_eq!(
+            items
+                .iter()
+                .map(|i| (i.index, i.field.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "query.target"), (2, "query.subject.tenant_id")]
+        );
+    }
+
+    #[tokio::test]
     async fn a_check_waits_only_for_revisions_a_write_handed_out_and_batches_are_bounded() {
         let t = testing::engine().await;
         t.account("acme", None).await;
@@ -446,18 +593,21 @@ mod tests {
         }
         let answers = t
             .engine
-            .check_batch(&[q.clone(), feature_query("nobody", None, "sso")], 0)
+            .check_batch(
+                vec![Ok(q.clone()), Ok(feature_query("nobody", None, "sso"))],
+                0,
+            )
             .await
             .unwrap();
         assert_eq!(
             answers
                 .value
                 .iter()
-                .map(|d| d.justification)
+                .map(|(q, d)| (q.tenant_id.as_str(), d.justification))
                 .collect::<Vec<_>>(),
             [
-                Some(Justification::MissingFeature),
-                Some(Justification::TenantNotFound)
+                ("acme", Some(Justification::MissingFeature)),
+                ("nobody", Some(Justification::TenantNotFound))
             ]
         );
         let err = check_sizes(Some(&"u".repeat(300)), &[], &q.target).unwrap_err();

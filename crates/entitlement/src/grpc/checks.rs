@@ -6,21 +6,17 @@ use tonic::{Request, Response};
 use super::convert;
 use super::{Handler, Result};
 use crate::Engine;
-use crate::app::checks::{
-    CheckQuery, CheckTarget, PlanName, WhatIfChange, WhatIfQuery, check_sizes,
-};
+use crate::app::checks::{CheckQuery, CheckTarget, PlanName, WhatIfChange, WhatIfQuery};
 use crate::domain::{
-    self, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel, ItemError, Justification,
-    Subject, validate_attributes, validate_tenant_id,
+    self, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel, Justification, Subject,
 };
 
-/// Decodes a query (`query.`-prefixed fields) and checks it within the limits.
+/// Decodes a query (`query.`-prefixed fields); `Engine::check` validates its values.
 fn decode_query(q: Option<EntitlementQuery>) -> std::result::Result<CheckQuery, DomainError> {
     let q = q.ok_or_else(|| DomainError::invalid("query", "required"))?;
     let subject = q
         .subject
         .ok_or_else(|| DomainError::invalid("query.subject", "required"))?;
-    validate_tenant_id("query.subject.tenant_id", &subject.tenant_id)?;
     let target = match q.target {
         Some(entitlement_query::Target::FeatureKey(k)) => CheckTarget::Feature(k),
         Some(entitlement_query::Target::PermissionKey(p)) => CheckTarget::Permission(p),
@@ -35,14 +31,11 @@ fn decode_query(q: Option<EntitlementQuery>) -> std::result::Result<CheckQuery, 
             ));
         }
     };
-    let attributes = convert::attributes(subject.attributes);
-    validate_attributes("query.subject.attributes", attributes.as_ref())?;
-    check_sizes(subject.user_id.as_deref(), &subject.permissions, &target)?;
     Ok(CheckQuery {
         tenant_id: subject.tenant_id,
         user_id: subject.user_id,
         permissions: subject.permissions,
-        attributes,
+        attributes: convert::attributes(subject.attributes),
         target,
         at: q.at.map(|t| convert::time("query.at", &t)).transpose()?,
         requested: q.requested_amount,
@@ -164,26 +157,17 @@ impl entitlement_service_server::EntitlementService for Handler {
     ) -> Result<Response<BatchIsEntitledToResponse>> {
         let r = request.into_inner();
         Engine::check_batch_size(r.queries.len())?;
-        let mut items = Vec::new();
-        let mut queries = Vec::with_capacity(r.queries.len());
-        for (i, q) in r.queries.into_iter().enumerate() {
-            match decode_query(Some(q)) {
-                Ok(q) => queries.push(q),
-                Err(DomainError::InvalidArgument { field, message }) => {
-                    items.push(ItemError::new(i, field, message));
-                }
-                Err(other) => return Err(other.into()),
-            }
-        }
-        if !items.is_empty() {
-            return Err(DomainError::InvalidItems(items).into());
-        }
-        let checked = self.engine.check_batch(&queries, r.min_revision).await?;
+        let queries = r
+            .queries
+            .into_iter()
+            .map(|q| decode_query(Some(q)))
+            .collect();
+        let checked = self.engine.check_batch(queries, r.min_revision).await?;
         let index = &checked.index;
         Ok(Response::new(BatchIsEntitledToResponse {
-            decisions: queries
+            decisions: checked
+                .value
                 .iter()
-                .zip(&checked.value)
                 .map(|(q, d)| decision(index, q, d))
                 .collect(),
             revision: index.revision(),
