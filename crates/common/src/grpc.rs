@@ -181,16 +181,27 @@ pub async fn serve(
                 .await;
         });
     }
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for set in descriptor_sets {
-        reflection = reflection.register_encoded_file_descriptor_set(set);
-    }
-    // Building only fails on a malformed descriptor set, which is a build-time artefact.
-    let reflection = reflection.build_v1().map_err(ServeError::Reflection)?;
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for set in descriptor_sets {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        builder
+    };
+    // Both versions: grpcurl asks for v1, while the official Python client (grpcio-reflection)
+    // and other common tools still speak only v1alpha. Building only fails on a malformed
+    // descriptor set, which is a build-time artefact.
+    let reflection_v1 = reflection().build_v1().map_err(ServeError::Reflection)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(ServeError::Reflection)?;
 
     let mut routes = services.routes;
-    routes.add_service(health_service).add_service(reflection);
+    routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let mut router = routes.routes().into_axum_router();
     let mut storage_monitor = None;
     if let Some((storage, conn)) = services.storage {

@@ -111,6 +111,68 @@ async fn server_on_port_zero_answers_health_and_reflection() {
     server.await.unwrap().unwrap();
 }
 
+/// The official Python reflection client (grpcio-reflection) and other common tools ask for
+/// `grpc.reflection.v1alpha` only: a v1alpha client lists the services and gets the file that
+/// defines one, from which it can build requests.
+#[tokio::test]
+async fn reflection_v1alpha_lists_services_and_serves_their_descriptors() {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest as AlphaRequest,
+        server_reflection_client::ServerReflectionClient as AlphaClient,
+        server_reflection_request::MessageRequest as AlphaMessageRequest,
+        server_reflection_response::MessageResponse as AlphaMessageResponse,
+    };
+
+    let (url, shutdown, server) = start(None).await;
+    let mut client = AlphaClient::new(channel(&url).await);
+    let requests = [
+        AlphaRequest {
+            host: String::new(),
+            message_request: Some(AlphaMessageRequest::ListServices(String::new())),
+        },
+        AlphaRequest {
+            host: String::new(),
+            message_request: Some(AlphaMessageRequest::FileContainingSymbol(
+                "grpc.health.v1.Health".to_owned(),
+            )),
+        },
+    ];
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .expect("the server speaks reflection v1alpha")
+        .into_inner();
+    let names = match answers.next().await.unwrap().unwrap().message_response {
+        Some(AlphaMessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+        other => panic!("unexpected reflection answer: {other:?}"),
+    };
+    // Each version lists itself beside the services (tonic-reflection registers its own).
+    for expected in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(names.contains(&expected.to_owned()), "{names:?}");
+    }
+    match answers.next().await.unwrap().unwrap().message_response {
+        Some(AlphaMessageResponse::FileDescriptorResponse(files)) => {
+            let file = files.file_descriptor_proto.first().expect("a file");
+            let file = <prost_types::FileDescriptorProto as prost::Message>::decode(&file[..])
+                .expect("a FileDescriptorProto");
+            assert_eq!(file.package(), "grpc.health.v1");
+            assert!(
+                file.service.iter().any(|s| s.name() == "Health"),
+                "{file:?}"
+            );
+        }
+        other => panic!("unexpected reflection answer: {other:?}"),
+    }
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn service_token_is_required_except_for_health() {
     let token = "a-service-token-of-some-length";
