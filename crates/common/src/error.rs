@@ -15,6 +15,12 @@ pub const STORAGE_FULL: &str = "STORAGE_FULL";
 /// Reason of a write refused because the database's storage failed (an I/O error; code
 /// UNAVAILABLE): nothing was written. HTTP 503, the message naming the cause.
 pub const STORAGE_FAILED: &str = "STORAGE_FAILED";
+/// Reasons of a hierarchy attach refused (code FAILED_PRECONDITION): the parent is the child,
+/// the child already has a parent, or the child is an ancestor of the parent. HTTP 400, as
+/// the seed's `POST /resources/hierarchy/v1` documents for all three.
+pub const SELF_PARENT: &str = "SELF_PARENT";
+pub const ALREADY_HAS_PARENT: &str = "ALREADY_HAS_PARENT";
+pub const CYCLE: &str = "CYCLE";
 
 /// The HTTP status that answers a gRPC code carrying a service's typed `reason` (empty when
 /// none): the code's status, except where a reason is finer than its code.
@@ -24,6 +30,9 @@ pub fn http_status_for(code: Code, reason: &str) -> StatusCode {
         // A key sent again with another request conflicts with the stored one, as an
         // existing ID does; the reason tells the two apart.
         (Code::FailedPrecondition, KEY_REUSED) => StatusCode::CONFLICT,
+        (Code::FailedPrecondition, SELF_PARENT | ALREADY_HAS_PARENT | CYCLE) => {
+            StatusCode::BAD_REQUEST
+        }
         _ => http_status(code),
     }
 }

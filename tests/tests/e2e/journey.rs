@@ -396,15 +396,16 @@ async fn operator_builds_accounts_and_plans_and_users_see_their_entitlements() {
         None,
     )
     .await;
-    expect(
+    let gone = expect(
         &stack,
-        StatusCode::NOT_FOUND,
+        StatusCode::OK,
         Method::GET,
         "/tenants/resources/tenants/v2/acme-eu",
         Some(env),
         None,
     )
     .await;
+    assert_eq!(gone, json!([]), "a deleted account reads as an empty array");
     let child = expect(
         &stack,
         StatusCode::OK,

@@ -152,11 +152,44 @@ impl CreateTenantBody {
     }
 }
 
-/// Body of the account update routes (v1 and v2 PUT): only the fields to change; an empty
-/// string clears an optional field. Server-owned fields (`createdAt`, ...) are refused.
+/// Body of the account update routes (v1 and v2 PUT): the fields to change (an empty string
+/// clears an optional field; an absent or `null` one is kept). The account as read may be sent
+/// back whole: `tenantId` must then name the path's account, and the fields other routes own
+/// (`parentTenantId`, `metadata`, `dateFormat`, `timeFormat`, `locale`) and the server's
+/// timestamps are ignored here. A body that changes nothing answers the account as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateTenantBody {
+    /// As read; must be the path's account.
+    pub tenant_id: Option<String>,
+    /// As read; ignored (the hierarchy routes change it).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub parent_tenant_id: Option<Json_>,
+    /// As read; ignored (the metadata routes change it).
+    #[schema(value_type = Option<Object>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub metadata: Option<Json_>,
+    /// As read; ignored (the account-settings route changes it).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub date_format: Option<Json_>,
+    /// As read; ignored (the account-settings route changes it).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub time_format: Option<Json_>,
+    /// As read; ignored (the account-settings route changes it).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub locale: Option<Json_>,
+    /// As read; ignored (set by the server).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub created_at: Option<Json_>,
+    /// As read; ignored (set by the server).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub updated_at: Option<Json_>,
     pub name: Option<String>,
     pub status: Option<String>,
     pub website: Option<String>,
@@ -294,6 +327,12 @@ async fn update_account(
     tenant_id: String,
     b: UpdateTenantBody,
 ) -> Result<Json<Tenant>, ApiError> {
+    if b.tenant_id.as_ref().is_some_and(|id| *id != tenant_id) {
+        return Err(ApiError::invalid_field(
+            "tenantId",
+            "names another account than the path; an account's ID cannot change",
+        ));
+    }
     let request = UpdateAccountRequest {
         tenant_id,
         name: b.name,
@@ -464,17 +503,40 @@ async fn list_accounts(
     }))
 }
 
-/// Get an account (404 when missing or deleted).
+/// The v2 read's answer: the account, or an empty array when there is none.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TenantOrNone {
+    Found(Box<Tenant>),
+    /// Always empty: no live account has this ID.
+    #[schema(value_type = Vec<Object>)]
+    Missing([Tenant; 0]),
+}
+
+/// Get an account; as the seed documents, an account that does not exist (or was deleted)
+/// answers an empty array.
 #[utoipa::path(get, path = "/tenants/resources/tenants/v2/{tenantId}", tag = "Accounts",
     params(("tenantId" = String, Path)),
-    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = TenantOrNone), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_account_v2(
     State(state): State<AppState>,
     Management(p): Management,
     ApiPath(tenant_id): ApiPath<String>,
-) -> Result<Json<Tenant>, ApiError> {
-    get_account(&state, &p, tenant_id).await
+) -> Result<Json<TenantOrNone>, ApiError> {
+    let out = state
+        .tenants()
+        .get_account(grpc(&p, GetAccountRequest { tenant_id }))
+        .await;
+    match out {
+        Ok(out) => Ok(Json(TenantOrNone::Found(Box::new(tenant(
+            out.into_inner().account,
+        )?)))),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            Ok(Json(TenantOrNone::Missing([])))
+        }
+        Err(status) => Err(status.into()),
+    }
 }
 
 /// Update an account.

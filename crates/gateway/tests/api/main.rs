@@ -6,3 +6,4 @@ mod entitlements;
 mod helpers;
 mod idempotency;
 mod platform;
+mod seed_002;

@@ -35,7 +35,7 @@ pub trait AccountStore: Send + Sync {
     async fn missing_accounts(&self, ids: &[String]) -> Result<Vec<String>>;
     /// One page of live accounts.
     async fn list_accounts(&self, q: &ListQuery) -> Result<Page<Account>>;
-    /// Applies a validated profile patch; a patch that changes nothing is refused.
+    /// Applies a validated profile patch; a patch that changes nothing writes nothing.
     async fn update_account(&self, tenant_id: &str, patch: AccountPatch) -> Result<Account>;
     /// Merges keys into the metadata.
     async fn add_metadata(&self, tenant_id: &str, add: Map<String, Value>) -> Result<Account>;

@@ -260,10 +260,16 @@ impl Account {
     }
 
     /// A new account from validated input (ID already decided).
+    /// A new account; one created without a name is named after its ID.
     pub fn from_new(tenant_id: String, new: &NewAccount, at: DateTime<Utc>) -> Self {
+        let name = if new.name.is_empty() {
+            tenant_id.clone()
+        } else {
+            new.name.clone()
+        };
         Self {
             tenant_id,
-            name: new.name.clone(),
+            name,
             status: new.status.clone(),
             creator_name: new.creator_name.clone(),
             creator_email: new.creator_email.clone(),
@@ -360,7 +366,11 @@ impl NewAccount {
             }
             None => {}
         }
-        validate_name(&format!("{prefix}name"), &self.name)?;
+        // The seed's CreateTenantRequest requires no field: a management create without a
+        // name is named after its ID (see `Account::from_new`).
+        if require_id || !self.name.is_empty() {
+            validate_name(&format!("{prefix}name"), &self.name)?;
+        }
         if let Some(parent) = &self.parent_tenant_id {
             validate_tenant_id(&format!("{prefix}parent_tenant_id"), parent)?;
         }
@@ -418,8 +428,10 @@ impl AccountPatch {
         self.settings.validate("")
     }
 
-    /// Applies the patch; an update that changes nothing is refused.
-    pub fn apply(&self, account: &mut Account) -> Result<()> {
+    /// Applies the patch and says whether it changed anything. An update that changes nothing
+    /// is not an error: a client sending back the account as read (a GET → PUT round trip)
+    /// gets it as it is, and nothing is written.
+    pub fn apply(&self, account: &mut Account) -> bool {
         let mut changed = false;
         if let Some(name) = &self.name {
             changed |= replace(&mut account.name, name.clone());
@@ -438,14 +450,7 @@ impl AccountPatch {
             changed |= replace(&mut account.is_reseller, reseller);
         }
         changed |= account.settings.apply(&self.settings);
-        if changed {
-            Ok(())
-        } else {
-            Err(Error::invalid(
-                "tenant_id",
-                "the update changes nothing: every given field already has that value",
-            ))
-        }
+        changed
     }
 }
 
@@ -670,13 +675,13 @@ mod tests {
             name: Some("Acme".into()),
             ..AccountPatch::default()
         };
-        assert!(same.apply(&mut account).is_err());
+        assert!(!same.apply(&mut account));
         let clear = AccountPatch {
             status: Some(String::new()),
             name: Some("Acme 2".into()),
             ..AccountPatch::default()
         };
-        clear.apply(&mut account).unwrap();
+        assert!(clear.apply(&mut account));
         assert_eq!(account.name, "Acme 2");
         assert_eq!(account.status, None);
     }

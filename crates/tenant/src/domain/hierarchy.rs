@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use tenantry_common::error::{ALREADY_HAS_PARENT, CYCLE, SELF_PARENT};
+
 use super::account::Account;
 use super::error::{Error, Result};
 
@@ -39,13 +41,13 @@ pub struct AttachFacts<'a> {
 pub fn check_attach(f: &AttachFacts<'_>) -> Result<()> {
     if f.parent_id == f.child_id {
         return Err(Error::precondition(
-            "SELF_PARENT",
+            SELF_PARENT,
             format!("account `{}` cannot be its own parent", f.child_id),
         ));
     }
     if let Some(current) = f.child_parent {
         return Err(Error::precondition(
-            "ALREADY_HAS_PARENT",
+            ALREADY_HAS_PARENT,
             format!(
                 "account `{}` is already a sub-account of `{current}`; detach it first",
                 f.child_id
@@ -54,7 +56,7 @@ pub fn check_attach(f: &AttachFacts<'_>) -> Result<()> {
     }
     if f.parent_ancestors.iter().any(|a| a == f.child_id) {
         return Err(Error::precondition(
-            "CYCLE",
+            CYCLE,
             format!(
                 "attaching `{}` under `{}` would create a cycle: `{}` is an ancestor of `{}`",
                 f.child_id, f.parent_id, f.child_id, f.parent_id

@@ -404,11 +404,10 @@ impl AccountStore for Store {
         })
     }
 
-    /// Applies a profile patch (validated); a patch that changes nothing is refused.
+    /// Applies a profile patch (validated); a patch that changes nothing writes nothing.
     async fn update_account(&self, tenant_id: &str, patch: AccountPatch) -> Result<Account> {
         self.modify(tenant_id, ChangeKind::Updated, move |account| {
-            patch.apply(account)?;
-            Ok(true)
+            Ok(patch.apply(account))
         })
         .await
     }

@@ -360,7 +360,7 @@ impl Store {
                 return Ok((
                     failed(
                         "parent_tenant_id",
-                        "SELF_PARENT",
+                        tenantry_common::error::SELF_PARENT,
                         format!("account `{tenant_id}` cannot be its own parent"),
                     ),
                     vec![],
