@@ -73,6 +73,8 @@ pub struct FlagPatch {
     pub description: Option<String>,
     pub rules: Option<Vec<Rule>>,
     pub metadata: Option<serde_json::Value>,
+    /// The flag's feature as the client read it: must be the flag's own.
+    pub feature_id: Option<Uuid>,
 }
 
 impl<S: Storage> Engine<S> {
@@ -181,6 +183,15 @@ impl<S: Storage> Engine<S> {
             .flag_by_id(id)
             .cloned()
             .ok_or_else(|| DomainError::not_found("feature flag", id))?;
+        if patch
+            .feature_id
+            .is_some_and(|feature| feature != stored.value.feature_id)
+        {
+            return Err(DomainError::invalid(
+                "feature_id",
+                "a flag cannot move to another feature",
+            ));
+        }
         let f = &mut stored.value.flag;
         if let Some(name) = patch.name {
             f.name = name;

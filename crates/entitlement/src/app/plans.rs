@@ -153,6 +153,22 @@ fn key_from_name(name: &str) -> String {
     key
 }
 
+/// `base`, or `base-2`, `base-3`, … the first no live plan holds (within the key length).
+fn free_key(catalog: &Catalog, base: &str) -> String {
+    if catalog.plan_by_key(base).is_none() {
+        return base.to_owned();
+    }
+    (2u64..)
+        .map(|n| {
+            let suffix = format!("-{n}");
+            let room = crate::domain::MAX_KEY_LEN.saturating_sub(suffix.len());
+            let stem: String = base.chars().take(room).collect();
+            format!("{stem}{suffix}")
+        })
+        .find(|key| catalog.plan_by_key(key).is_none())
+        .unwrap_or_else(|| base.to_owned())
+}
+
 /// Every linked feature exists (NOT_FOUND naming the first that does not).
 fn require_features(catalog: &Catalog, features: &[PlanFeature]) -> Result<()> {
     match features
@@ -267,10 +283,18 @@ impl<S: Storage> Engine<S> {
         new: NewPlan,
         idempotency: Option<&Idempotency>,
     ) -> Result<Saved<PlanView>> {
-        let key = new.key.unwrap_or_else(|| key_from_name(&new.name));
-        validate_key("key", &key)?;
+        if let Some(key) = &new.key {
+            validate_key("key", key)?;
+        }
         self.idempotent(idempotency, "create_plan", |claim| async {
             let (txn, catalog, claimed) = self.catalog_txn_claiming(claim).await?;
+            // Frontegg's plans have names, not keys, and two may share a name: a derived key
+            // takes the first free suffix.
+            let key = match new.key {
+                Some(key) => key,
+                None => free_key(&catalog, &key_from_name(&new.name)),
+            };
+            validate_key("key", &key)?;
             require_features(&catalog, &new.features)?;
             let plan = Plan {
                 id: Uuid::now_v7(),

@@ -18,23 +18,35 @@ use super::route::{PathPattern, parse_method};
 
 /// Most items one batch call may carry.
 pub const MAX_BATCH: usize = 1000;
-pub const MAX_KEY_LEN: usize = 64;
+pub const MAX_KEY_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 256;
 
+/// Feature and plan keys as Frontegg takes them (`SSO`, `premiumReports`): case-sensitive,
+/// 1–128 characters, any printable ones but `/` (keys appear in paths) and whitespace.
 fn key_problem(key: &str) -> Option<&'static str> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        Some("must be 1 to 64 characters")
-    } else if !key
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+    let len = key.chars().count();
+    if len == 0 || len > MAX_KEY_LEN {
+        Some("must be 1 to 128 characters")
+    } else if key
+        .chars()
+        .any(|c| c == '/' || c.is_whitespace() || c.is_control())
     {
-        Some("may contain only lowercase letters, digits, '_', '-' and '.'")
+        Some("may contain any printable characters but '/' and whitespace")
     } else {
         None
     }
 }
 
-/// Feature and plan keys: lowercase letters, digits, `_`, `-`, `.`; 1–64 characters.
+/// A grant's `source`: a lowercase word (letters, digits, `_`, `-`, `.`) of 1–64 characters.
+fn source_problem(source: &str) -> bool {
+    source.is_empty()
+        || source.len() > 64
+        || !source.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        })
+}
+
+/// Feature and plan keys: see [`key_problem`].
 pub fn validate_key(field: &str, key: &str) -> Result<(), DomainError> {
     match key_problem(key) {
         Some(message) => Err(DomainError::invalid(field, message)),
@@ -225,6 +237,13 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
     Err(format!("malformed timestamp {s:?}"))
 }
 
+/// The start of a grant that ends at `expires_at` without a start given before it: just
+/// before its end, so the grant is expired from `expires_at` on (a start stays strictly before
+/// the end, which storage and the index rely on).
+fn ended_grant_start(expires_at: DateTime<Utc>) -> DateTime<Utc> {
+    expires_at - Duration::milliseconds(1)
+}
+
 /// One item of a batch create (the seed's shape plus our optional fields).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -337,9 +356,9 @@ pub fn validate_new_grants(
             }),
             None => None,
         };
-        let starts_at = parse_time("startsAt", &input.starts_at);
+        let given_start = parse_time("startsAt", &input.starts_at);
         let expires_at = parse_time("expiresAt", &input.expires_at);
-        let starts_at = starts_at.unwrap_or(origin.now);
+        let mut starts_at = given_start.unwrap_or(origin.now);
         let expires_at = expires_at.or_else(|| {
             let days = plan?.default_time_limitation_days?;
             Some(starts_at + Duration::days(i64::from(days)))
@@ -347,7 +366,13 @@ pub fn validate_new_grants(
         if let Some(e) = expires_at
             && e <= starts_at
         {
-            err("expiresAt", "must be after startsAt");
+            if input.starts_at.is_some() {
+                err("expiresAt", "must be after startsAt");
+            } else {
+                // The seed's own example grants with a past expiry: the grant is recorded as
+                // one that already ended then.
+                starts_at = ended_grant_start(e);
+            }
         }
         if let Some(problem) = input.metadata.as_ref().and_then(metadata_problem) {
             err("metadata", &problem);
@@ -363,7 +388,7 @@ pub fn validate_new_grants(
                 ));
                 origin.source.clone()
             }
-            Some(s) if key_problem(s).is_some() => {
+            Some(s) if source_problem(s) => {
                 errors.push(ItemError::new(
                     i,
                     "source",
@@ -537,7 +562,13 @@ pub fn validate_grant_updates(
         if let Some(e) = grant.expires_at
             && e <= grant.starts_at
         {
-            err(ItemError::new(i, "expiresAt", "must be after startsAt"));
+            if patch.starts_at.is_some() {
+                err(ItemError::new(i, "expiresAt", "must be after startsAt"));
+            } else {
+                // An expiry at or before the start ends the grant (Frontegg clients end a
+                // grant now by setting a past expiry); one that had not started never will.
+                grant.starts_at = ended_grant_start(e);
+            }
         }
         if errors.len() == before {
             grant.updated_at = now;
@@ -604,7 +635,9 @@ pub fn effective_plan_allocation(value: Option<Allocation>, ty: AllocationType) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::model::{Condition, ConditionOp, Limit, PlanFeature, Treatment};
+    use crate::domain::model::{
+        Condition, ConditionOp, GrantStatus, Limit, PlanFeature, Treatment,
+    };
     use chrono::TimeZone;
     use serde_json::json;
     use std::collections::HashMap;
@@ -659,10 +692,19 @@ mod tests {
 
     #[test]
     fn keys() {
-        for ok in ["a", "sso", "max-seats_2.v1", &"x".repeat(64)] {
+        // Frontegg's keys: case-sensitive, printable, no `/` or whitespace, up to 128.
+        for ok in [
+            "a",
+            "sso",
+            "SSO",
+            "premiumReports",
+            "max-seats_2.v1",
+            "é:π#1",
+            &"x".repeat(128),
+        ] {
             assert!(validate_key("key", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "SSO", "a b", "é", &"x".repeat(65), "a/b"] {
+        for bad in ["", "a b", "a\tb", "a\u{7}", &"x".repeat(129), "a/b"] {
             assert!(validate_key("key", bad).is_err(), "{bad}");
         }
     }
@@ -807,6 +849,19 @@ mod tests {
             ]
         );
 
+        // The seed's example: an expiry in the past (no start) creates an expired grant.
+        let past = GrantInput {
+            expires_at: Some("2022-01-01T12:00:00".into()),
+            ..ok.clone()
+        };
+        let ended = validate_new_grant(&past, &ctx, &origin()).unwrap();
+        assert_eq!(ended.status_at(now()), GrantStatus::Expired);
+        assert_eq!(
+            ended.expires_at.map(|e| e.to_rfc3339()).as_deref(),
+            Some("2022-01-01T12:00:00+00:00")
+        );
+        assert!(ended.starts_at < ended.expires_at.unwrap());
+
         let grants = validate_new_grants(&[ok.clone(), ok.clone()], &ctx, &origin()).unwrap();
         assert_eq!(grants.len(), 2);
         assert!(grants[0].id < grants[1].id, "ids in request order");
@@ -863,8 +918,17 @@ mod tests {
         assert_eq!(idx, vec![1, 2, 3]);
         let updated = validate_grant_updates(&patches[..1], lookup, |_, _| None, now()).unwrap();
         assert_eq!(updated[0].expires_at, None);
+        // A past expiry ends the grant: it reads as expired from then on.
         let patch: Vec<GrantPatch> =
             serde_json::from_value(json!([{"id": grant.id, "expiresAt": "2020-01-01"}])).unwrap();
+        let ended = validate_grant_updates(&patch, lookup, |_, _| None, now()).unwrap();
+        assert_eq!(ended[0].status_at(now()), GrantStatus::Expired);
+        assert!(ended[0].starts_at < ended[0].expires_at.unwrap());
+        // A start and an expiry given together the wrong way round are refused.
+        let patch: Vec<GrantPatch> = serde_json::from_value(json!([{
+            "id": grant.id, "startsAt": "2020-02-01", "expiresAt": "2020-01-01"
+        }]))
+        .unwrap();
         assert!(validate_grant_updates(&patch, lookup, |_, _| None, now()).is_err());
 
         // Batch updates move the start and replace metadata; external ids stay unique per

@@ -114,6 +114,11 @@ impl feature_flag_service_server::FeatureFlagService for Handler {
             on: r.on,
             description: r.description,
             metadata: r.metadata.is_some().then(|| convert::metadata(r.metadata)),
+            feature_id: r
+                .feature_id
+                .as_deref()
+                .map(|f| uuid("feature_id", f))
+                .transpose()?,
         };
         let saved = self.engine.update_flag(id, patch).await?;
         Ok(Response::new(UpdateFeatureFlagResponse {

@@ -7,6 +7,7 @@ mod m20260101_000001_initial;
 mod m20261202_000002_change_log_lz4;
 mod m20261203_000003_storage_probe;
 mod m20261204_000004_idempotency_scope;
+mod m20261204_000005_frontegg_keys;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_change_log_lz4::Migration),
             Box::new(m20261203_000003_storage_probe::Migration),
             Box::new(m20261204_000004_idempotency_scope::Migration),
+            Box::new(m20261204_000005_frontegg_keys::Migration),
         ]
     }
 

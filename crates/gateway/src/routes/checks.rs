@@ -412,13 +412,45 @@ pub struct AgentResponse {
     pub result: AgentResult,
 }
 
-/// `{"result", "justification", "monitoring"}`.
+/// `{"result", "justification", "monitoring"}`, plus Tenantry's finer `reason`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentResult {
     pub result: bool,
+    /// Only the justifications Frontegg documents for its agent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^(MISSING_FEATURE|MISSING_PERMISSION|PLAN_EXPIRED|MISSING_ROUTE|ROUTE_DENIED)$")]
     pub justification: Option<String>,
     pub monitoring: bool,
+    /// Tenantry's own reason when it is finer than `justification` (`PLAN_REVOKED`,
+    /// `NOT_STARTED`, `FEATURE_FLAG_OFF`, `LIMIT_EXCEEDED`, `TENANT_NOT_FOUND`); a strict
+    /// Frontegg client ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The justification Frontegg's agent documents for a denial: ours where it is one of
+/// Frontegg's, else the "missing" one of the check's kind (a revoked, not yet started or
+/// flagged-off grant, a limit reached or an unknown account leave the subject without the
+/// feature, or the permission).
+fn agent_justification(j: Justification, permission_check: bool) -> Option<&'static str> {
+    let missing = if permission_check {
+        "MISSING_PERMISSION"
+    } else {
+        "MISSING_FEATURE"
+    };
+    Some(match j {
+        Justification::Unspecified => return None,
+        Justification::MissingFeature => "MISSING_FEATURE",
+        Justification::MissingPermission => "MISSING_PERMISSION",
+        Justification::PlanExpired => "PLAN_EXPIRED",
+        Justification::MissingRoute => "MISSING_ROUTE",
+        Justification::RouteDenied => "ROUTE_DENIED",
+        Justification::PlanRevoked
+        | Justification::NotStarted
+        | Justification::FeatureFlagOff
+        | Justification::LimitExceeded
+        | Justification::TenantNotFound => missing,
+    })
 }
 
 async fn agent(
@@ -429,6 +461,7 @@ async fn agent(
 ) -> Result<Json<AgentResponse>, ApiError> {
     let started = std::time::Instant::now();
     scope::ensure_account(state, p, &subject_body.tenant_id).await?;
+    let permission_check = matches!(target, Target::PermissionKey(_));
     let q = query(p, subject_body, target, None, None, "input.")?;
     let out = state.checker.check(p, q, 0).await?;
     let d = out.decision.unwrap_or_default();
@@ -442,8 +475,14 @@ async fn agent(
         metrics,
         result: AgentResult {
             result: d.result,
-            justification: justification_name(d.justification()).map(str::to_owned),
+            justification: agent_justification(d.justification(), permission_check)
+                .map(str::to_owned),
             monitoring: false,
+            reason: justification_name(d.justification())
+                .filter(|fine| {
+                    Some(*fine) != agent_justification(d.justification(), permission_check)
+                })
+                .map(str::to_owned),
         },
     }))
 }

@@ -109,10 +109,33 @@ pub struct CreateFlagBody {
     pub rules: Vec<Rule>,
 }
 
-/// Body of `PATCH /resources/feature-flags/v1/{id}`.
+/// Body of `PATCH /resources/feature-flags/v1/{id}`: the fields to change. The flag as read
+/// may be sent back whole, as Frontegg's clients do: `id` must then be the path's flag and
+/// `featureId` its feature (a flag cannot move), while `feature`, `vendorId` and the
+/// timestamps are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateFlagBody {
+    /// As read; must be the path's flag.
+    pub id: Option<String>,
+    /// As read; must be the flag's feature.
+    pub feature_id: Option<String>,
+    /// As read; ignored.
+    #[schema(value_type = Option<Object>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub feature: Option<Json_>,
+    /// As read; ignored.
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub vendor_id: Option<Json_>,
+    /// As read; ignored (set by the server).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub created_at: Option<Json_>,
+    /// As read; ignored (set by the server).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)] // accepted as read, ignored
+    pub updated_at: Option<Json_>,
     pub name: Option<String>,
     pub on: Option<bool>,
     pub off_treatment: Option<String>,
@@ -254,8 +277,15 @@ async fn update_flag(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<UpdateFlagBody>,
 ) -> Result<Response, ApiError> {
+    if b.id.as_ref().is_some_and(|body_id| *body_id != id) {
+        return Err(ApiError::invalid_field(
+            "id",
+            "names another flag than the path; a flag's ID cannot change",
+        ));
+    }
     let request = UpdateFeatureFlagRequest {
         id,
+        feature_id: b.feature_id,
         name: b.name,
         on: b.on,
         off_treatment: b

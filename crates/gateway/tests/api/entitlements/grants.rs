@@ -165,8 +165,12 @@ async fn grants_seed_batch_single_forms_revocation_and_list_filters() {
     assert_eq!(r.body["externalId"], "order-7", "unchanged fields are kept");
     let r = s.patch(&path, &json!({"expirationDate": null})).await;
     assert_eq!(r.body["expirationDate"], Value::Null, "{:?}", r.body);
+    // An expiry before a start given with it is refused (a past expiry alone ends the grant).
     let r = s
-        .patch(&path, &json!({"expirationDate": "2010-01-01T00:00:00Z"}))
+        .patch(
+            &path,
+            &json!({"startsAt": "2010-02-01T00:00:00Z", "expirationDate": "2010-01-01T00:00:00Z"}),
+        )
         .await;
     assert_error_shape(&r, 400);
     assert_eq!(r.body["fieldViolations"][0]["field"], "expirationDate");
