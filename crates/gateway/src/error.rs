@@ -225,12 +225,16 @@ impl From<tonic::Status> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Kept with the response, so a compatibility surface can answer it in its own shape
+        // (`routes::compat::reshape`), whichever layer made it.
+        let kept = self.clone();
         let mut response = (self.status, Json(self.body)).into_response();
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        response.extensions_mut().insert(kept);
         response
     }
 }

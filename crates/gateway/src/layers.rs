@@ -19,7 +19,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::{auth, error::ApiError};
+use crate::{auth, error::ApiError, routes::compat};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -195,7 +195,11 @@ pub async fn authenticate_and_limit(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let authentication = guard.auth.authenticate(req.headers()).await;
+    // A compatibility surface answers every error in its own shape, including the ones made
+    // by the layers below (401, 408, 413, 429, 504); seed 004 also takes its API-key pair.
+    let surface = compat::surface(req.uri().path());
+    let api_key_pair = surface == Some(compat::Surface::Seed004);
+    let authentication = guard.auth.authenticate(req.headers(), api_key_pair).await;
     let key = match &authentication.0 {
         Ok(Some(principal)) => principal.key(),
         Ok(None) | Err(_) => req
@@ -204,7 +208,7 @@ pub async fn authenticate_and_limit(
             .map_or_else(|| "anonymous".to_owned(), |c| format!("ip:{}", c.0.ip())),
     };
     req.extensions_mut().insert(authentication);
-    match guard.limiter.check(&key) {
+    let response = match guard.limiter.check(&key) {
         Ok(()) => next.run(req).await,
         Err(retry_after) => {
             let mut e = ApiError::new(
@@ -214,6 +218,10 @@ pub async fn authenticate_and_limit(
             e.retry_after = Some(retry_after);
             e.into_response()
         }
+    };
+    match surface {
+        Some(surface) => compat::reshape(surface, response),
+        None => response,
     }
 }
 

@@ -30,7 +30,7 @@ use tower_http::{
 };
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -62,6 +62,15 @@ impl Modify for BearerScheme {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        // Seed 004's Cloudflare API-key pair: an environment credential's client ID and secret.
+        components.add_security_scheme(
+            "api_email",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(auth::API_EMAIL_HEADER))),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(auth::API_KEY_HEADER))),
         );
     }
 }

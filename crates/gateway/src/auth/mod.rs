@@ -247,23 +247,7 @@ impl Authenticator {
     /// is locked out for a growing while, during which even the right secret is refused (so a
     /// guess cannot be confirmed by a success).
     pub fn issue(&self, client_id: &str, secret: &str) -> Result<(String, u64), IssueError> {
-        if let Err(wait) = self.lockout.check(client_id) {
-            return Err(IssueError::LockedOut(wait));
-        }
-        // Every configured pair is compared in full, so timing does not reveal which matched.
-        let mut matched: Option<&str> = None;
-        for c in &self.clients {
-            let id_ok = constant_time_eq(c.client_id.as_bytes(), client_id.as_bytes());
-            let secret_ok = constant_time_eq(c.secret.expose().as_bytes(), secret.as_bytes());
-            if id_ok & secret_ok {
-                matched = Some(&c.client_id);
-            }
-        }
-        let Some(client_id) = matched else {
-            self.lockout.failed(client_id);
-            return Err(IssueError::Invalid);
-        };
-        self.lockout.succeeded(client_id);
+        let client_id = self.check_pair(client_id, secret)?;
         let now = unix_now();
         let claims = EnvClaims {
             sub: client_id.to_owned(),
@@ -281,6 +265,44 @@ impl Authenticator {
                 tracing::error!(error = %e, "cannot sign an environment token");
                 Err(IssueError::Signing)
             }
+        }
+    }
+
+    /// Checks a client ID and secret against the configured pairs, under the lockout: the
+    /// configured client ID when one matches.
+    fn check_pair(&self, client_id: &str, secret: &str) -> Result<&str, IssueError> {
+        if let Err(wait) = self.lockout.check(client_id) {
+            return Err(IssueError::LockedOut(wait));
+        }
+        // Every configured pair is compared in full, so timing does not reveal which matched.
+        let mut matched: Option<&str> = None;
+        for c in &self.clients {
+            let id_ok = constant_time_eq(c.client_id.as_bytes(), client_id.as_bytes());
+            let secret_ok = constant_time_eq(c.secret.expose().as_bytes(), secret.as_bytes());
+            if id_ok & secret_ok {
+                matched = Some(&c.client_id);
+            }
+        }
+        let Some(client_id) = matched else {
+            self.lockout.failed(client_id);
+            return Err(IssueError::Invalid);
+        };
+        self.lockout.succeeded(client_id);
+        Ok(client_id)
+    }
+
+    /// Seed 004's Cloudflare API-key pair (`X-Auth-Email` + `X-Auth-Key`), mapped onto an
+    /// environment credential: the client ID and its secret, checked exactly as
+    /// `POST /auth/vendor` checks them (constant time, the same lockout).
+    pub fn verify_api_key(&self, email: &str, key: &str) -> Result<Principal, ApiError> {
+        match self.check_pair(email, key) {
+            Ok(client_id) => Ok(Principal::Environment {
+                client_id: client_id.to_owned(),
+            }),
+            Err(IssueError::LockedOut(wait)) => Err(locked_out(wait)),
+            Err(IssueError::Invalid | IssueError::Signing) => Err(ApiError::unauthenticated(
+                "invalid X-Auth-Email or X-Auth-Key",
+            )),
         }
     }
 
@@ -442,6 +464,20 @@ fn pem_public_key(path: &std::path::Path, alg: Algorithm) -> Result<DecodingKey,
     })
 }
 
+/// 429 `CLIENT_LOCKED_OUT` with `retry-after`: too many failed attempts for a client ID.
+pub fn locked_out(wait: Duration) -> ApiError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut e = ApiError::new(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many failed attempts for this client ID; every attempt is refused for {secs} s"
+        ),
+    )
+    .with_reason("CLIENT_LOCKED_OUT");
+    e.retry_after = Some(secs);
+    e
+}
+
 /// Compares digests rather than the values, so neither the content nor the length of the
 /// configured value shows in the time taken.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -461,10 +497,16 @@ fn unix_now() -> u64 {
 pub struct Authentication(pub Result<Option<Principal>, ApiError>);
 
 impl Authenticator {
-    /// Verifies the request's bearer token, if any. The caller leaves the outcome in the
-    /// request's extensions, where the extractors read it.
-    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Authentication {
+    /// Verifies the request's bearer token, if any, or, where `api_key_pair` allows it (seed
+    /// 004's route) and no bearer token is sent, the `X-Auth-Email` + `X-Auth-Key` pair. The
+    /// caller leaves the outcome in the request's extensions, where the extractors read it.
+    pub async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        api_key_pair: bool,
+    ) -> Authentication {
         let outcome = match bearer(headers) {
+            Ok(None) if api_key_pair => self.api_key_pair(headers),
             Ok(None) => Ok(None),
             Ok(Some(token)) => self.verify(token).await.map(Some),
             Err(e) => Err(e),
@@ -476,6 +518,30 @@ impl Authenticator {
             }
         }
         Authentication(outcome)
+    }
+}
+
+/// Seed 004's API-key headers (Cloudflare's names).
+pub const API_EMAIL_HEADER: &str = "x-auth-email";
+pub const API_KEY_HEADER: &str = "x-auth-key";
+
+impl Authenticator {
+    /// The principal of an `X-Auth-Email` + `X-Auth-Key` pair; neither header: none.
+    fn api_key_pair(&self, headers: &http::HeaderMap) -> Result<Option<Principal>, ApiError> {
+        let text = |name: &str| {
+            headers.get(name).map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::unauthenticated(format!("the {name} header is malformed"))
+                })
+            })
+        };
+        match (text(API_EMAIL_HEADER), text(API_KEY_HEADER)) {
+            (None, None) => Ok(None),
+            (Some(email), Some(key)) => self.verify_api_key(email?, key?).map(Some),
+            (Some(_), None) | (None, Some(_)) => Err(ApiError::unauthenticated(
+                "X-Auth-Email and X-Auth-Key are sent together",
+            )),
+        }
     }
 }
 

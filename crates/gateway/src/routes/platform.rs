@@ -128,18 +128,7 @@ async fn vendor_token(
     match state.auth.issue(&b.client_id, &b.secret) {
         Ok((token, expires_in)) => Ok(Json(VendorToken { token, expires_in })),
         Err(IssueError::Invalid) => Err(ApiError::unauthenticated("invalid client ID or secret")),
-        Err(IssueError::LockedOut(wait)) => {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many failed attempts for this client ID; every attempt is refused for {secs} s"
-                ),
-            )
-            .with_reason("CLIENT_LOCKED_OUT");
-            e.retry_after = Some(secs);
-            Err(e)
-        }
+        Err(IssueError::LockedOut(wait)) => Err(crate::auth::locked_out(wait)),
         Err(IssueError::Signing) => Err(ApiError::internal()),
     }
 }

@@ -7,3 +7,4 @@ mod helpers;
 mod idempotency;
 mod platform;
 mod seed_002;
+mod seed_004;

@@ -54,7 +54,7 @@ pub struct SeedError {
 }
 
 /// An [`ApiError`] rendered in the seed-003 shape.
-pub struct Seed003Error(ApiError);
+pub struct Seed003Error(pub(super) ApiError);
 
 impl From<ApiError> for Seed003Error {
     fn from(e: ApiError) -> Self {
@@ -79,7 +79,13 @@ impl IntoResponse for Seed003Error {
             error,
             message: self.0.body.message,
         };
-        (self.0.status, Json(body)).into_response()
+        let mut response = (self.0.status, Json(body)).into_response();
+        if let Some(secs) = self.0.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

@@ -58,7 +58,7 @@ pub struct Envelope {
 }
 
 /// An [`ApiError`] rendered in the envelope; the code is 1000 + the HTTP status.
-pub struct Seed004Error(ApiError);
+pub struct Seed004Error(pub(super) ApiError);
 
 impl From<ApiError> for Seed004Error {
     fn from(e: ApiError) -> Self {
@@ -83,7 +83,13 @@ impl IntoResponse for Seed004Error {
             messages: Vec::new(),
             result: None,
         };
-        (self.0.status, Json(body)).into_response()
+        let mut response = (self.0.status, Json(body)).into_response();
+        if let Some(secs) = self.0.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -124,12 +130,17 @@ fn fixed(entries: &[CustomEntitlement], key: &str, max_count: bool) -> Allocatio
         )
 }
 
-/// List an account's effective entitlements (seed 004, Cloudflare shape).
+/// List an account's effective entitlements (seed 004, Cloudflare shape). Authenticates with a
+/// bearer token or, as the seed does, with `X-Auth-Email` + `X-Auth-Key`: an environment
+/// credential's client ID and secret (checked as `POST /auth/vendor` checks them, with the
+/// same lockout). Every error, including those of the gateway's layers (401, 408, 413, 429,
+/// 503, 504), comes in the envelope.
 #[utoipa::path(get, path = "/tenants/{tenant_id}/entitlements", tag = "Compatibility",
     params(("tenant_id" = String, Path),
         ("frontegg-tenant-id" = Option<String>, Header, description = "With a user token: must name an account the token reaches (else 403)")),
-    responses((status = 200, body = Envelope), (status = "4XX", body = Envelope)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Envelope), (status = "4XX", body = Envelope),
+        (status = "5XX", body = Envelope)),
+    security(("bearer" = []), ("api_email" = [], "api_key" = [])))]
 pub(super) async fn tenant_entitlements(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
