@@ -364,6 +364,10 @@ mod tests {
             matches!(&err, DomainError::AlreadyExists { kind: "feature", id } if id == "sso"),
             "{err:?}"
         );
+        // Frontegg's keys: case-sensitive, any printable characters but `/` and whitespace.
+        app.create_feature(feature_doc("SSO", AllocationType::Bool, &[]), None)
+            .await
+            .unwrap();
         let err = app
             .create_feature(
                 feature_doc("Single Sign-On", AllocationType::Bool, &[]),
@@ -398,7 +402,8 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(all.page.total, 1);
+        // `sso` and `SSO`: keys are case-sensitive.
+        assert_eq!(all.page.total, 2);
     }
 
     #[tokio::test]

@@ -751,8 +751,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
+        // An expiry before a start given with it is refused (a past expiry alone ends it).
         let err = app
-            .update_grant(grant.id, patch("2020-01-01T00:00:00Z"), now)
+            .update_grant(
+                grant.id,
+                GrantPatch {
+                    starts_at: Some("2020-02-01T00:00:00Z".into()),
+                    ..patch("2020-01-01T00:00:00Z")
+                },
+                now,
+            )
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "patch.expiresAt");

@@ -614,6 +614,19 @@ mod tests {
             .unwrap();
         assert_eq!(derived.value.plan.value.key, "pro-plan");
         assert_eq!(derived.value.features[0].key, "sso");
+        // Plans may share a name: the derived key takes the first free suffix.
+        let twin = app
+            .create_plan(
+                NewPlan {
+                    key: None,
+                    name: "Pro Plan".into(),
+                    ..new_plan("", vec![])
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(twin.value.plan.value.key, "pro-plan-2");
         let err = app
             .create_plan(new_plan("pro-plan", vec![]), None)
             .await
