@@ -44,12 +44,12 @@ use uuid::Uuid;
 
 use super::condition::CompiledTargeting;
 use super::error::DomainError;
-use super::fxhash::{FxBuildHasher, FxHashMap};
 use super::model::{
     Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantStatus, MergePolicy, Plan, Route,
     RoutePolicy, status_at_micros,
 };
 use super::route::{PathPattern, parse_method, request_segments, route_order};
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 /// Ancestors further up than this are ignored by checks (the tenant service keeps trees shallow).
 pub const MAX_ANCESTOR_DEPTH: usize = 32;
@@ -820,7 +820,7 @@ impl Default for EntitlementIndex {
 #[inline]
 fn shard_of(id: &str, bits: u32) -> usize {
     use std::hash::BuildHasher;
-    let hash = FxBuildHasher::default().hash_one(id);
+    let hash = FxBuildHasher.hash_one(id);
     // The table inside a shard uses the hash's low bits for the bucket and its top 7 bits as
     // the tag it compares first; taking the shard from those top bits would give every key
     // in a shard the same tag (a string comparison per occupied slot probed). So the shard

@@ -4,7 +4,6 @@
 pub mod catalog;
 mod condition;
 pub mod error;
-mod fxhash;
 pub mod index;
 pub mod model;
 #[cfg(test)]
@@ -16,7 +15,6 @@ pub mod validate;
 pub mod writer;
 
 pub use error::{DomainError, ItemError, ItemProblem, Result};
-pub use fxhash::{FxBuildHasher, FxHashMap, FxHasher};
 pub use index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
     ExplainedGrant, FeatureChange, FeatureIndex, GrantLevel, Hypothetical, Justification,

@@ -19,11 +19,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fxhash::FxHashMap;
 use super::index::{
     Catalog, CompactGrant, EntitlementIndex, MemoryEstimate, TenantKey, TenantNode, UserGrants,
 };
 use super::model::{Feature, FeatureFlag, Grant, Plan, Route};
+use rustc_hash::FxHashMap;
 
 /// One write, as the storage layer (or the change log of another replica) reports it.
 /// Serializable: the storage layer records committed changes in its change log as JSON.
