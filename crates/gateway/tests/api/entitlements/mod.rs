@@ -279,5 +279,17 @@ async fn catalog_with_grant(s: &Stack) -> (Value, Vec<String>, u64) {
     let (ids, rev) = s
         .grant(json!([{"planId": id(&pro), "tenantId": "acme"}]))
         .await;
+    // Accounts reach the index through the tenant change feed, which no write's revision
+    // covers: wait for the last one created, so a check on `globex` is not TENANT_NOT_FOUND.
+    s.eventually("the accounts reached the index", || async {
+        let r = s
+            .post(
+                CHECK,
+                &json!({"subject": {"tenantId": "globex"}, "feature": {"featureKey": "reports"}}),
+            )
+            .await;
+        r.body["justification"] != "TENANT_NOT_FOUND"
+    })
+    .await;
     (pro, ids, rev)
 }
