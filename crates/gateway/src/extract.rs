@@ -183,6 +183,7 @@ pub struct IdempotencyKey(
     /// Makes a retry answer as the first request did, without writing twice (1-255 visible
     /// characters, kept `idempotency_retention_secs`); the same key with another request is
     /// 409 `IDEMPOTENCY_KEY_REUSED`.
+    #[param(pattern = "^[!-~]([ -~]{0,253}[!-~])?$")]
     pub Option<String>,
 );
 

@@ -12,6 +12,7 @@ mod credentials;
 mod error;
 mod extract;
 mod layers;
+mod openapi;
 mod routes;
 mod state;
 
@@ -77,7 +78,7 @@ impl Modify for BearerScheme {
 
 /// The API's routes and their OpenAPI description, built together so they cannot disagree.
 fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::platform::router())
         .merge(routes::accounts::router())
         .merge(routes::memberships::router())
@@ -91,7 +92,10 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::grants::router())
         .merge(routes::checks::router())
         .merge(routes::compat::router())
-        .split_for_parts()
+        .split_for_parts();
+    // After the merge: the shared rules apply to every route's operations.
+    openapi::SharedRules.modify(&mut doc);
+    (router, doc)
 }
 
 /// The whole HTTP application: routes, `/openapi.json`, `/docs` and the tower layers.

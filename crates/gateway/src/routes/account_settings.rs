@@ -91,7 +91,7 @@ pub struct PublicSettings {
 
 /// Get account settings: the token's account, or `frontegg-tenant-id`.
 #[utoipa::path(get, path = "/tenants/resources/account-settings/v1", tag = "Account settings",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
+    params(("frontegg-tenant-id" = String, Header, description = "The account; required with an environment token (a user token may leave it out for its own account)")),
     responses((status = 200, body = AccountSettings), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_settings(
@@ -110,7 +110,7 @@ async fn get_settings(
 
 /// Update account settings (at least one).
 #[utoipa::path(put, path = "/tenants/resources/account-settings/v1", tag = "Account settings",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
+    params(("frontegg-tenant-id" = String, Header, description = "The account; required with an environment token (a user token may leave it out for its own account)")),
     request_body = AccountSettings,
     responses((status = 200, body = AccountSettings), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -138,7 +138,7 @@ async fn update_settings(
 
 /// Get the public subset of the account settings.
 #[utoipa::path(get, path = "/tenants/resources/account-settings/v1/public", tag = "Account settings",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
+    params(("frontegg-tenant-id" = String, Header, description = "The account; required with an environment token (a user token may leave it out for its own account)")),
     responses((status = 200, body = PublicSettings), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_public_settings(

@@ -231,11 +231,11 @@ pub struct ListQuery {
     pub filter: Option<String>,
     /// `createdAt`, `name` or `tenantId`.
     #[serde(rename = "_sortBy")]
-    #[param(rename = "_sortBy")]
+    #[param(rename = "_sortBy", pattern = "^(createdAt|name|tenantId)?$")]
     pub sort_by: Option<String>,
     /// `ASC` or `DESC`.
     #[serde(rename = "_order")]
-    #[param(rename = "_order")]
+    #[param(rename = "_order", pattern = "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$")]
     pub order: Option<String>,
     /// Only these accounts (comma-separated or repeated).
     #[serde(rename = "_tenantIds")]

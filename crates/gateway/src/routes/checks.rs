@@ -93,6 +93,7 @@ pub struct CheckBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchCheckBody {
+    #[schema(min_items = 1, max_items = 1000)]
     pub checks: Vec<BatchCheckItem>,
     pub min_revision: Option<u64>,
 }

@@ -132,6 +132,7 @@ pub struct CreateFeatureV1 {
     pub metadata: Option<Json_>,
     /// `bool` (default) or `max_count`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
     /// `max` (default) or `sum`, for `max_count`.
     pub merge_policy: Option<String>,
@@ -150,6 +151,7 @@ pub struct CreateFeatureV2 {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
     #[serde(rename = "type")]
+    #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
     pub merge_policy: Option<String>,
 }
@@ -165,6 +167,7 @@ pub struct UpdateFeatureV1 {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
     #[serde(rename = "type")]
+    #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
     pub merge_policy: Option<String>,
 }
@@ -180,6 +183,7 @@ pub struct UpdateFeatureV2 {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
     #[serde(rename = "type")]
+    #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
     pub merge_policy: Option<String>,
 }
@@ -195,8 +199,10 @@ pub struct FeatureQuery {
     /// Substring of the name.
     pub filter: Option<String>,
     /// `name`, `key` or `createdAt`.
+    #[param(pattern = "^(name|key|createdAt)?$")]
     pub order_by: Option<String>,
     /// `ASC` or `DESC`.
+    #[param(pattern = "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$")]
     pub sort_type: Option<String>,
     /// Comma-separated.
     pub feature_ids: Option<String>,

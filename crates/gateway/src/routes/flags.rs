@@ -96,8 +96,10 @@ pub struct CreateFlagBody {
     pub name: String,
     pub on: bool,
     /// `"true"` or `"false"`.
+    #[schema(pattern = "^(true|false)$")]
     pub off_treatment: String,
     /// `"true"` or `"false"`.
+    #[schema(pattern = "^(true|false)$")]
     pub default_treatment: String,
     pub feature_id: Option<String>,
     pub feature_key: Option<String>,
@@ -138,7 +140,9 @@ pub struct UpdateFlagBody {
     pub updated_at: Option<Json_>,
     pub name: Option<String>,
     pub on: Option<bool>,
+    #[schema(pattern = "^(true|false)$")]
     pub off_treatment: Option<String>,
+    #[schema(pattern = "^(true|false)$")]
     pub default_treatment: Option<String>,
     pub description: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -155,8 +159,10 @@ pub struct FlagQuery {
     pub limit: Option<u32>,
     pub filter: Option<String>,
     /// `name`, `createdAt` (the default) or `updatedAt`; ties broken by id.
+    #[param(pattern = "^(name|createdAt|updatedAt)?$")]
     pub order_by: Option<String>,
     /// `ASC` (the default) or `DESC`.
+    #[param(pattern = "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$")]
     pub sort_type: Option<String>,
     /// Comma-separated.
     pub feature_ids: Option<String>,

@@ -370,6 +370,7 @@ fn patch_to_pb(id: String, p: EntitlementPatch) -> Result<GrantPatch, Vec<FieldV
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchCreateBody {
+    #[schema(min_items = 1, max_items = 1000)]
     pub entitlements: Vec<NewEntitlement>,
 }
 
@@ -384,6 +385,7 @@ pub struct EntitlementIds {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchUpdateBody {
+    #[schema(min_items = 1, max_items = 1000)]
     pub entitlements: Vec<BatchPatchItem>,
 }
 
@@ -421,6 +423,7 @@ pub struct GrantQuery {
     /// Comma-separated.
     pub plan_ids: Option<String>,
     /// `USER` or `TENANT`.
+    #[param(pattern = "^(USER|TENANT)?$")]
     pub assign_level: Option<String>,
     /// Comma-separated.
     pub user_ids: Option<String>,
@@ -428,7 +431,9 @@ pub struct GrantQuery {
     pub tenant_ids: Option<String>,
     pub with_relations: Option<bool>,
     /// `expirationDate` or `createdAt`.
+    #[param(pattern = "^(createdAt|expirationDate)?$")]
     pub order_by: Option<String>,
+    #[param(pattern = "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$")]
     pub sort_type: Option<String>,
     /// Comma-separated among scheduled, active, expired, revoked.
     pub statuses: Option<String>,

@@ -74,6 +74,7 @@ pub struct HierarchySettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HierarchySettingsBody {
     /// `defaultOff`, `defaultOn` or `alwaysOn`.
+    #[schema(pattern = "^(defaultOff|defaultOn|alwaysOn)$")]
     pub sub_account_access_type: String,
 }
 
@@ -376,7 +377,7 @@ async fn update_hierarchy_settings(
 /// List the sub-accounts of the account (token's, or `frontegg-tenant-id`); with a user
 /// token only those its account's hierarchy settings let it read (none under `defaultOff`).
 #[utoipa::path(get, path = "/tenants/resources/hierarchy/v1", tag = "Sub-accounts",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token"), DescendantsQuery),
+    params(("frontegg-tenant-id" = String, Header, description = "The account; required with an environment token (a user token may leave it out for its own account)"), DescendantsQuery),
     responses((status = 200, body = HierarchyList), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn list_sub_accounts(
@@ -457,7 +458,7 @@ async fn detach(
 /// List the ancestors of the account, nearest first (with a user token, only those it may
 /// read: its own account and reachable sub-accounts).
 #[utoipa::path(get, path = "/tenants/resources/hierarchy/v1/parents", tag = "Sub-accounts",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token")),
+    params(("frontegg-tenant-id" = String, Header, description = "The account; required with an environment token (a user token may leave it out for its own account)")),
     responses((status = 200, body = HierarchyList), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn list_parents(
@@ -478,7 +479,7 @@ async fn list_parents(
 /// The account's subtree as a tree, breadth first up to `_limit` sub-accounts (with a user
 /// token, only the sub-accounts it may read).
 #[utoipa::path(get, path = "/tenants/resources/hierarchy/v1/tree", tag = "Sub-accounts",
-    params(("frontegg-tenant-id" = Option<String>, Header, description = "Required with an environment token"), TreeQuery),
+    params(("frontegg-tenant-id" = String, Header, description = "The account; required with an environment token (a user token may leave it out for its own account)"), TreeQuery),
     responses((status = 200, body = Tree), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_tree(

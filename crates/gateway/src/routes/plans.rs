@@ -138,6 +138,7 @@ pub struct CreatePlanBody {
     pub features: Vec<PlanFeatureBody>,
     /// Outcome of targeting when no rule matches: `"false"` (default: only grants and
     /// matching rules give the plan) or `"true"` (every account holds it).
+    #[schema(pattern = "^(true|false)$")]
     pub default_treatment: Option<String>,
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -161,6 +162,7 @@ pub struct UpdatePlanBody {
     /// Replaces the features (with `features`).
     pub feature_keys: Option<Vec<String>>,
     pub features: Option<Vec<PlanFeatureBody>>,
+    #[schema(pattern = "^(true|false)$")]
     pub default_treatment: Option<String>,
     pub rules: Option<Vec<Rule>>,
     #[schema(value_type = Option<Object>)]
@@ -204,7 +206,9 @@ pub struct PlanQuery {
     pub limit: Option<u32>,
     pub filter: Option<String>,
     /// `name` or `createdAt`.
+    #[param(pattern = "^(name|createdAt)?$")]
     pub order_by: Option<String>,
+    #[param(pattern = "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$")]
     pub sort_type: Option<String>,
     /// Comma-separated.
     pub feature_ids: Option<String>,

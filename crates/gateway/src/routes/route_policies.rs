@@ -94,6 +94,7 @@ fn policy(value: &str) -> Result<RoutePolicy, ApiError> {
 pub struct CreateRouteBody {
     pub method: String,
     pub path: String,
+    #[schema(pattern = "^(allow|deny|require)$")]
     pub policy: String,
     #[serde(default)]
     pub required_feature_keys: Vec<String>,
@@ -109,6 +110,7 @@ pub struct CreateRouteBody {
 pub struct UpdateRouteBody {
     pub method: Option<String>,
     pub path: Option<String>,
+    #[schema(pattern = "^(allow|deny|require)$")]
     pub policy: Option<String>,
     pub required_feature_keys: Option<Vec<String>>,
     pub required_permission_keys: Option<Vec<String>>,

@@ -23,6 +23,7 @@ pub struct Rule {
     pub description: String,
     /// Only `and`.
     #[serde(default = "and")]
+    #[schema(pattern = "^and$")]
     pub condition_logic: String,
     pub conditions: Vec<Condition>,
     /// `"true"` or `"false"`.
@@ -185,9 +186,22 @@ pub fn rule_from_pb(r: TargetingRule) -> Rule {
 pub struct AllocationJson {
     #[serde(rename = "type")]
     pub kind: String,
+    /// `true`/`false` for `bool`; a count, or `null` for unlimited, for `max_count`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = allocation_value)]
     pub value: Json_,
+}
+
+fn allocation_value() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type, schema::SchemaType};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![
+            Type::Boolean,
+            Type::Integer,
+            Type::Null,
+        ]))
+        .minimum(Some(0.0))
+        .build()
 }
 
 pub fn allocation_to_pb(a: AllocationJson, field: &str) -> Result<Allocation, ApiError> {

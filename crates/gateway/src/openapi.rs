@@ -1,0 +1,184 @@
+//! What every route shares, declared once on the generated document rather than on each route:
+//! the identifier and paging rules the services enforce (by parameter name) and the error
+//! responses of each route family. A generated client trusts the document, so a rule the
+//! server enforces and the document omits is a request the client builds and we refuse.
+
+use utoipa::{
+    Modify,
+    openapi::{
+        ContentBuilder, KnownFormat, ObjectBuilder, OpenApi, Ref, RefOr, ResponseBuilder,
+        SchemaFormat, Type,
+        path::{Operation, ParameterIn},
+        schema::Schema,
+    },
+};
+
+/// A tenant (account) ID: `tenantry_common::ids::tenant_id_problem` — 1 to 255 characters, no
+/// whitespace, control characters or `/` (Rust's `char::is_whitespace`, spelled out).
+pub const TENANT_ID_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f/\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$";
+/// A tenant ID in the `frontegg-tenant-id` header: the same rule, and header values are visible
+/// ASCII (`HeaderValue::to_str`), so no other character arrives.
+const HEADER_TENANT_ID_PATTERN: &str = "^[!-.0-~]+$";
+/// An alias: 1 to 255 characters, no whitespace or control characters.
+const ALIAS_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$";
+/// A user ID from the customer's identity provider: opaque, no control characters, not blank.
+const USER_ID_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// Longest ID of any kind, in characters.
+const MAX_ID_CHARS: usize = 255;
+/// Largest page size of the account-management lists (`tenant::domain::list`).
+const MAX_ACCOUNT_PAGE: f64 = 200.0;
+/// Largest page size of the entitlement lists and of a migration's item errors.
+const MAX_ENTITLEMENT_PAGE: f64 = 1000.0;
+
+/// The route families and the error body each answers with, by path.
+enum Family {
+    /// Seed 003 (`{"error", "message"}`).
+    Seed003,
+    /// Seed 004 (Cloudflare's envelope).
+    Seed004,
+    /// Everything else: [`crate::error::ErrorBody`].
+    Api,
+    /// Probes (`/healthz`, `/readyz`): no token, their own answers.
+    Probe,
+}
+
+fn family(path: &str) -> Family {
+    if path.starts_with("/v1/entitlements/") {
+        Family::Seed003
+    } else if path.starts_with("/tenants/{tenant_id}/") {
+        Family::Seed004
+    } else if matches!(path, "/healthz" | "/readyz") {
+        Family::Probe
+    } else {
+        Family::Api
+    }
+}
+
+pub struct SharedRules;
+
+impl Modify for SharedRules {
+    fn modify(&self, openapi: &mut OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let family = family(path);
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                declare_parameters(path, operation);
+                declare_errors(&family, operation);
+            }
+        }
+    }
+}
+
+fn declare_parameters(path: &str, operation: &mut Operation) {
+    let migrations = path.starts_with("/tenants/resources/migrations/");
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let RefOr::T(parameter) = parameter else {
+            continue;
+        };
+        let name = parameter.name.as_str();
+        let schema = match parameter.parameter_in {
+            ParameterIn::Path => match name {
+                "id" | "planId" | "featureId" | "flagId" | "routeId" => uuid(),
+                "tenantId" | "tenant_id" => text(TENANT_ID_PATTERN),
+                "userId" | "user_id" => text(USER_ID_PATTERN),
+                "alias" => text(ALIAS_PATTERN),
+                _ => continue,
+            },
+            ParameterIn::Query => match name {
+                "planId" => uuid(),
+                "_limit" if !migrations => page_size(MAX_ACCOUNT_PAGE),
+                "_limit" | "limit" => page_size(MAX_ENTITLEMENT_PAGE),
+                "_offset" | "offset" => offset(),
+                _ => continue,
+            },
+            ParameterIn::Header if name == crate::auth::scope::TENANT_HEADER => {
+                text(HEADER_TENANT_ID_PATTERN)
+            }
+            ParameterIn::Header | ParameterIn::Cookie | ParameterIn::QueryString => continue,
+        };
+        parameter.schema = Some(schema);
+    }
+}
+
+fn uuid() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+        .into()
+}
+
+fn text(pattern: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_CHARS))
+        .pattern(Some(pattern))
+        .into()
+}
+
+fn page_size(max: f64) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1.0))
+        .maximum(Some(max))
+        .into()
+}
+
+/// Offsets are `u32`: the whole range is accepted, not only `int32`'s.
+fn offset() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0.0))
+        .maximum(Some(f64::from(u32::MAX)))
+        .into()
+}
+
+/// Every operation may answer a 4xx (a malformed request, a token refused, a rate limit, a body
+/// too large or too slow) and a 5xx (a backing service down, a deadline passed), each in its
+/// family's error body. Statuses a route declares itself keep their own description.
+fn declare_errors(family: &Family, operation: &mut Operation) {
+    let (client, server) = match family {
+        Family::Probe => return,
+        Family::Api => ("ErrorBody", "ErrorBody"),
+        Family::Seed003 => ("SeedError", "SeedError"),
+        Family::Seed004 => ("Envelope", "Envelope"),
+    };
+    for (range, schema, description) in [
+        (
+            "4XX",
+            client,
+            "The request was refused: invalid, unauthenticated, forbidden, not found, in \
+             conflict, too large or too slow, or rate limited (429 with `Retry-After`)",
+        ),
+        (
+            "5XX",
+            server,
+            "A backing service is unavailable (503, with `Retry-After` when known) or did not \
+             answer in time (504)",
+        ),
+    ] {
+        operation
+            .responses
+            .responses
+            .entry(range.to_owned())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(schema)))
+                            .build(),
+                    )
+                    .into()
+            });
+    }
+}
