@@ -9,7 +9,7 @@ use utoipa::{
         ContentBuilder, KnownFormat, ObjectBuilder, OpenApi, Ref, RefOr, ResponseBuilder,
         SchemaFormat, Type,
         path::{Operation, ParameterIn},
-        schema::Schema,
+        schema::{ArrayItems, Schema},
     },
 };
 
@@ -58,6 +58,11 @@ pub struct SharedRules;
 
 impl Modify for SharedRules {
     fn modify(&self, openapi: &mut OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            for schema in components.schemas.values_mut() {
+                declare_properties(schema);
+            }
+        }
         for (path, item) in &mut openapi.paths.paths {
             let family = family(path);
             for operation in [
@@ -105,6 +110,42 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
             ParameterIn::Header | ParameterIn::Cookie | ParameterIn::QueryString => continue,
         };
         parameter.schema = Some(schema);
+    }
+}
+
+/// The same IDs in request and response bodies, wherever they are nested.
+fn declare_properties(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::Object(object) => {
+            for (name, property) in &mut object.properties {
+                let pattern = match name.as_str() {
+                    "tenantId" | "parentTenantId" | "childTenantId" => TENANT_ID_PATTERN,
+                    "userId" => USER_ID_PATTERN,
+                    _ => {
+                        declare_properties(property);
+                        continue;
+                    }
+                };
+                // Only string-typed (possibly nullable) properties: a pattern constrains strings.
+                if let RefOr::T(Schema::Object(id)) = property {
+                    id.pattern = Some(pattern.to_owned());
+                    id.min_length = Some(1);
+                    id.max_length = Some(MAX_ID_CHARS);
+                }
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                declare_properties(items);
+            }
+        }
+        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(declare_properties),
+        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(declare_properties),
+        Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(declare_properties),
+        _ => {}
     }
 }
 

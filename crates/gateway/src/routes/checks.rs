@@ -82,6 +82,7 @@ pub struct CheckBody {
     pub permission: Option<PermissionTarget>,
     pub route: Option<RouteTargetBody>,
     /// Evaluation time (RFC 3339); default now.
+    #[schema(format = DateTime)]
     pub at: Option<String>,
     /// For `max_count` features: entitled only with at least this much.
     pub requested_amount: Option<u64>,
@@ -106,6 +107,7 @@ pub struct BatchCheckItem {
     pub feature: Option<FeatureTarget>,
     pub permission: Option<PermissionTarget>,
     pub route: Option<RouteTargetBody>,
+    #[schema(format = DateTime)]
     pub at: Option<String>,
     pub requested_amount: Option<u64>,
 }

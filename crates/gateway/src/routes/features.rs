@@ -121,7 +121,9 @@ fn feature(f: Option<pb::Feature>) -> Result<Feature, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateFeatureV1 {
+    #[schema(pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     pub name: String,
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: String,
     #[serde(default)]
     pub description: String,
@@ -135,6 +137,7 @@ pub struct CreateFeatureV1 {
     #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
     /// `max` (default) or `sum`, for `max_count`.
+    #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
 }
 
@@ -142,7 +145,9 @@ pub struct CreateFeatureV1 {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateFeatureV2 {
+    #[schema(pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     pub name: String,
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: String,
     #[serde(default)]
     pub description: String,
@@ -153,6 +158,7 @@ pub struct CreateFeatureV2 {
     #[serde(rename = "type")]
     #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
+    #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
 }
 
@@ -160,7 +166,9 @@ pub struct CreateFeatureV2 {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateFeatureV1 {
+    #[schema(pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     pub name: Option<String>,
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     pub description: Option<String>,
     pub permissions: Option<Vec<String>>,
@@ -169,6 +177,7 @@ pub struct UpdateFeatureV1 {
     #[serde(rename = "type")]
     #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
+    #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
 }
 
@@ -176,7 +185,9 @@ pub struct UpdateFeatureV1 {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateFeatureV2 {
+    #[schema(pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     pub name: Option<String>,
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     pub description: Option<String>,
     pub permissions: Option<Vec<Permission>>,
@@ -185,6 +196,7 @@ pub struct UpdateFeatureV2 {
     #[serde(rename = "type")]
     #[schema(pattern = "^(bool|max_count)$")]
     pub kind: Option<String>,
+    #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
 }
 

@@ -93,6 +93,7 @@ fn flag(f: Option<pb::FeatureFlag>) -> Result<FeatureFlag, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateFlagBody {
+    #[schema(pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     pub name: String,
     pub on: bool,
     /// `"true"` or `"false"`.
@@ -101,6 +102,7 @@ pub struct CreateFlagBody {
     /// `"true"` or `"false"`.
     #[schema(pattern = "^(true|false)$")]
     pub default_treatment: String,
+    #[schema(format = Uuid)]
     pub feature_id: Option<String>,
     pub feature_key: Option<String>,
     #[serde(default)]
@@ -138,6 +140,7 @@ pub struct UpdateFlagBody {
     #[schema(value_type = Option<String>)]
     #[allow(dead_code)] // accepted as read, ignored
     pub updated_at: Option<Json_>,
+    #[schema(pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     pub name: Option<String>,
     pub on: Option<bool>,
     #[schema(pattern = "^(true|false)$")]

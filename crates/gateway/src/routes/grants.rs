@@ -111,13 +111,16 @@ fn entitlement(g: Option<pb::Grant>) -> Result<Entitlement, ApiError> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEntitlement {
     /// The plan by ID (Frontegg) ...
+    #[schema(format = Uuid)]
     pub plan_id: Option<String>,
     /// ... or by key.
     pub plan_key: Option<String>,
     pub tenant_id: String,
     pub user_id: Option<String>,
     /// Zone-less times (`2022-01-01T12:00:00`) are UTC.
+    #[schema(format = DateTime)]
     pub expiration_date: Option<String>,
+    #[schema(format = DateTime)]
     pub starts_at: Option<String>,
     pub external_id: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -305,11 +308,11 @@ fn grant_error(status: tonic::Status) -> ApiError {
 pub struct EntitlementPatch {
     /// `null` removes the expiry.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expiration_date: Option<Option<String>>,
     /// `null` means now.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub starts_at: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
@@ -320,12 +323,13 @@ pub struct EntitlementPatch {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchPatchItem {
+    #[schema(format = Uuid)]
     pub id: String,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expiration_date: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub starts_at: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
@@ -394,6 +398,7 @@ pub struct BatchUpdateBody {
 #[into_params(parameter_in = Query)]
 pub struct BatchDeleteQuery {
     /// Comma-separated or repeated entitlement IDs.
+    #[param(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$")]
     pub ids: Option<String>,
 }
 
@@ -436,6 +441,7 @@ pub struct GrantQuery {
     #[param(pattern = "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$")]
     pub sort_type: Option<String>,
     /// Comma-separated among scheduled, active, expired, revoked.
+    #[param(pattern = "^(scheduled|active|expired|revoked)(,(scheduled|active|expired|revoked))*$")]
     pub statuses: Option<String>,
     /// Comma-separated.
     pub sources: Option<String>,

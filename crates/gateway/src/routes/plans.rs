@@ -127,6 +127,7 @@ pub struct PlanFeatureBody {
 pub struct CreatePlanBody {
     pub name: String,
     /// Unique key; derived from the name when absent.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -157,6 +158,7 @@ pub struct CreatePlanBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdatePlanBody {
     pub name: Option<String>,
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     pub description: Option<String>,
     /// Replaces the features (with `features`).
@@ -181,6 +183,7 @@ pub struct UpdatePlanBody {
 pub struct LinkBody {
     /// Frontegg's feature IDs.
     #[serde(default)]
+    #[schema(value_type = Vec<uuid::Uuid>)]
     pub features_ids: Vec<String>,
     /// Features by key with allocations.
     #[serde(default)]
@@ -192,6 +195,7 @@ pub struct LinkBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UnlinkBody {
     #[serde(default)]
+    #[schema(value_type = Vec<uuid::Uuid>)]
     pub features_ids: Vec<String>,
     #[serde(default)]
     pub feature_keys: Vec<String>,

@@ -92,6 +92,7 @@ fn policy(value: &str) -> Result<RoutePolicy, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRouteBody {
+    #[schema(pattern = "^(\\*|[A-Z]{1,16})$")]
     pub method: String,
     pub path: String,
     #[schema(pattern = "^(allow|deny|require)$")]
@@ -108,6 +109,7 @@ pub struct CreateRouteBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRouteBody {
+    #[schema(pattern = "^(\\*|[A-Z]{1,16})$")]
     pub method: Option<String>,
     pub path: Option<String>,
     #[schema(pattern = "^(allow|deny|require)$")]

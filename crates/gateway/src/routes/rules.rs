@@ -27,6 +27,7 @@ pub struct Rule {
     pub condition_logic: String,
     pub conditions: Vec<Condition>,
     /// `"true"` or `"false"`.
+    #[schema(pattern = "^(true|false)$")]
     pub treatment: String,
 }
 
@@ -41,12 +42,14 @@ pub struct Condition {
     pub attribute: String,
     /// `custom` (default) or `frontegg`.
     #[serde(default = "custom")]
+    #[schema(pattern = "^(custom|frontegg)$")]
     pub attribute_type: String,
     #[serde(default)]
     pub negate: bool,
     /// in_list, starts_with, ends_with, contains, matches, equal, greater_than,
     /// greater_than_equal, lower_than, lower_than_equal, between_numeric, is, on, between_date,
     /// on_or_after, on_or_before.
+    #[schema(pattern = "^(in_list|starts_with|ends_with|contains|matches|equal|greater_than|greater_than_equal|lower_than|lower_than_equal|between_numeric|is|on|between_date|on_or_after|on_or_before)$")]
     pub op: String,
     /// Operand shaped per operator, e.g. `{"list": ["a"]}`, `{"number": 3}`.
     #[schema(value_type = Object)]
