@@ -623,6 +623,11 @@ pub enum ConnectError {
     },
 }
 
+/// Largest header or trailer block a client accepts. A refused batch sends every item error in
+/// its trailers (`grpc-status-details-bin`): 1,000 of them are ~100-200 KB, far over hyper's
+/// 16 KiB default, which broke the call (UNAVAILABLE) instead of answering INVALID_ARGUMENT.
+pub const MAX_TRAILERS_BYTES: u32 = 1 << 20;
+
 /// A lazily connecting channel to `url`: services start in any order, and calls made while the
 /// peer is down fail with UNAVAILABLE instead of blocking start-up.
 pub fn connect(
@@ -640,7 +645,8 @@ pub fn connect(
         .timeout(request_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .http2_max_header_list_size(MAX_TRAILERS_BYTES);
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(path) = ca_path {

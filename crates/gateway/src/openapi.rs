@@ -9,7 +9,9 @@ use utoipa::{
         ContentBuilder, KnownFormat, ObjectBuilder, OpenApi, Ref, RefOr, ResponseBuilder,
         SchemaFormat, Type,
         path::{Operation, ParameterIn},
-        schema::{ArrayItems, Schema},
+        schema::{
+            AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, OneOfBuilder, Schema, SchemaType,
+        },
     },
 };
 
@@ -29,6 +31,15 @@ const MAX_ID_CHARS: usize = 255;
 const MAX_ACCOUNT_PAGE: f64 = 200.0;
 /// Largest page size of the entitlement lists and of a migration's item errors.
 const MAX_ENTITLEMENT_PAGE: f64 = 1000.0;
+
+/// Bodies that name their target by exactly one of several fields; the others are absent or
+/// `null` (the services refuse none or several with a field error).
+const EXACTLY_ONE_OF: &[(&str, &[&str])] = &[
+    ("CheckBody", &["feature", "permission", "route"]),
+    ("BatchCheckItem", &["feature", "permission", "route"]),
+    ("CreateFlagBody", &["featureId", "featureKey"]),
+    ("NewEntitlement", &["planId", "planKey"]),
+];
 
 /// The route families and the error body each answers with, by path.
 enum Family {
@@ -61,6 +72,21 @@ impl Modify for SharedRules {
         if let Some(components) = openapi.components.as_mut() {
             for schema in components.schemas.values_mut() {
                 declare_properties(schema);
+            }
+            for (name, fields) in EXACTLY_ONE_OF {
+                if let Some(schema) = components.schemas.get_mut(*name) {
+                    require_exactly_one(schema, fields);
+                }
+            }
+            for (name, rule) in [
+                ("CreateFeatureV1", merge_policy_needs_max_count()),
+                ("CreateFeatureV2", merge_policy_needs_max_count()),
+                ("CreateRouteBody", requirements_need_require()),
+            ] {
+                if let Some(schema) = components.schemas.get_mut(name) {
+                    let body = std::mem::replace(schema, RefOr::T(Schema::default()));
+                    *schema = AllOfBuilder::new().item(body).item(rule).into();
+                }
             }
         }
         for (path, item) in &mut openapi.paths.paths {
@@ -113,7 +139,8 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
     }
 }
 
-/// The same IDs in request and response bodies, wherever they are nested.
+/// The same account IDs in request and response bodies, wherever they are nested. (User IDs
+/// are opaque in bodies: a check for a user no grant can name is simply not entitled.)
 fn declare_properties(schema: &mut RefOr<Schema>) {
     let RefOr::T(schema) = schema else {
         return;
@@ -123,7 +150,6 @@ fn declare_properties(schema: &mut RefOr<Schema>) {
             for (name, property) in &mut object.properties {
                 let pattern = match name.as_str() {
                     "tenantId" | "parentTenantId" | "childTenantId" => TENANT_ID_PATTERN,
-                    "userId" => USER_ID_PATTERN,
                     _ => {
                         declare_properties(property);
                         continue;
@@ -147,6 +173,74 @@ fn declare_properties(schema: &mut RefOr<Schema>) {
         Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(declare_properties),
         _ => {}
     }
+}
+
+/// `schema` and one of: "`field` is given and not null", for each field.
+fn require_exactly_one(schema: &mut RefOr<Schema>, fields: &[&str]) {
+    let not_null = || {
+        ObjectBuilder::new().schema_type(SchemaType::Array(vec![
+            Type::String,
+            Type::Object,
+            Type::Array,
+            Type::Boolean,
+            Type::Number,
+        ]))
+    };
+    let mut choice = OneOfBuilder::new();
+    for field in fields {
+        choice = choice.item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property(*field, not_null())
+                .required(*field),
+        );
+    }
+    let body = std::mem::replace(schema, RefOr::T(Schema::default()));
+    *schema = AllOfBuilder::new().item(body).item(choice).into();
+}
+
+/// A create body's rule between fields: a merge policy only on a `max_count` feature.
+fn merge_policy_needs_max_count() -> Schema {
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property(
+                    "type",
+                    ObjectBuilder::new().enum_values(Some(["max_count"])),
+                )
+                .required("type"),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property("mergePolicy", ObjectBuilder::new().schema_type(Type::Null)),
+        )
+        .build()
+        .into()
+}
+
+/// A create body's rule between fields: required keys only on a `require` route.
+fn requirements_need_require() -> Schema {
+    let none = || ArrayBuilder::new().max_items(Some(0));
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property(
+                    "policy",
+                    ObjectBuilder::new().enum_values(Some(["require"])),
+                )
+                .required("policy"),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property("requiredFeatureKeys", none())
+                .property("requiredPermissionKeys", none()),
+        )
+        .build()
+        .into()
 }
 
 fn uuid() -> RefOr<Schema> {

@@ -32,6 +32,10 @@ use crate::Engine;
 use crate::app::listing::{self, Listed};
 use crate::domain::DomainError;
 
+/// Items a refused batch's message lists (the details carry every one): the message travels in
+/// the gRPC trailers too, and a 1,000-item list of them broke the hop (503, not 400).
+const ITEMS_IN_MESSAGE: usize = 10;
+
 /// One handler type implements every entitlement service.
 #[derive(Debug, Clone)]
 pub struct Handler {
@@ -100,32 +104,41 @@ impl From<DomainError> for Status {
                     item_errors: vec![],
                 },
             ),
-            DomainError::InvalidItems(items) => with_details(
-                Code::InvalidArgument,
-                format!(
-                    "{} invalid item(s); nothing was written: {}",
-                    items.len(),
-                    items
-                        .iter()
-                        .map(|e| format!("[{}] {}: {}", e.index, e.field, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                ErrorDetails {
-                    reason: "INVALID_BATCH_ITEMS".into(),
-                    field_violations: vec![],
-                    item_errors: items
-                        .into_iter()
-                        .map(|e| ItemError {
-                            index: e.index as u32,
-                            id: String::new(),
-                            reason: reason_for_field(&e.field),
-                            field: e.field,
-                            message: e.message,
-                        })
-                        .collect(),
-                },
-            ),
+            DomainError::InvalidItems(items) => {
+                let count = items.len();
+                let listed = items
+                    .iter()
+                    .take(ITEMS_IN_MESSAGE)
+                    .map(|e| format!("[{}] {}: {}", e.index, e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let more = count.saturating_sub(ITEMS_IN_MESSAGE);
+                let message = if more == 0 {
+                    format!("{count} invalid item(s); nothing was written: {listed}")
+                } else {
+                    format!(
+                        "{count} invalid item(s); nothing was written: {listed}; and {more} more"
+                    )
+                };
+                with_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails {
+                        reason: "INVALID_BATCH_ITEMS".into(),
+                        field_violations: vec![],
+                        item_errors: items
+                            .into_iter()
+                            .map(|e| ItemError {
+                                index: e.index as u32,
+                                id: String::new(),
+                                reason: reason_for_field(&e.field),
+                                field: e.field,
+                                message: e.message,
+                            })
+                            .collect(),
+                    },
+                )
+            }
             DomainError::NotFound { kind, id } => with_details(
                 Code::NotFound,
                 format!("{kind} {id} not found"),

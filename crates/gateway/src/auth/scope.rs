@@ -38,6 +38,14 @@ pub async fn target_account(
                 .to_owned(),
         ),
     };
+    // Checked whatever the token: an environment token's header names the account as-is, so
+    // a malformed one would otherwise reach the services (or be ignored) instead of a 400.
+    if let Some(problem) = header
+        .as_deref()
+        .and_then(tenantry_common::ids::tenant_id_problem)
+    {
+        return Err(ApiError::invalid_field(TENANT_HEADER, problem));
+    }
     match (principal, header) {
         (Principal::Environment { .. }, Some(tenant)) => Ok(tenant),
         (Principal::Environment { .. }, None) => Err(ApiError::invalid_field(

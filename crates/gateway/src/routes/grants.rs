@@ -398,7 +398,10 @@ pub struct BatchUpdateBody {
 #[into_params(parameter_in = Query)]
 pub struct BatchDeleteQuery {
     /// Comma-separated or repeated entitlement IDs.
-    #[param(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$")]
+    #[param(
+        required = true,
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$"
+    )]
     pub ids: Option<String>,
 }
 
@@ -426,6 +429,9 @@ pub struct GrantQuery {
     pub limit: Option<u32>,
     pub plan_id: Option<String>,
     /// Comma-separated.
+    #[param(
+        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*)?$"
+    )]
     pub plan_ids: Option<String>,
     /// `USER` or `TENANT`.
     #[param(pattern = "^(USER|TENANT)?$")]
@@ -441,7 +447,9 @@ pub struct GrantQuery {
     #[param(pattern = "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$")]
     pub sort_type: Option<String>,
     /// Comma-separated among scheduled, active, expired, revoked.
-    #[param(pattern = "^(scheduled|active|expired|revoked)(,(scheduled|active|expired|revoked))*$")]
+    #[param(
+        pattern = "^((scheduled|active|expired|revoked)(,(scheduled|active|expired|revoked))*)?$"
+    )]
     pub statuses: Option<String>,
     /// Comma-separated.
     pub sources: Option<String>,

@@ -125,6 +125,9 @@ pub struct PlanFeatureBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreatePlanBody {
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: String,
     /// Unique key; derived from the name when absent.
     #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
@@ -145,7 +148,8 @@ pub struct CreatePlanBody {
     pub rules: Vec<Rule>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
-    /// Days.
+    /// Days, at least 1.
+    #[schema(minimum = 1)]
     pub default_time_limitation: Option<u32>,
     #[serde(default)]
     pub assign_on_signup: bool,
@@ -157,6 +161,9 @@ pub struct CreatePlanBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdatePlanBody {
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: Option<String>,
     #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
@@ -169,9 +176,9 @@ pub struct UpdatePlanBody {
     pub rules: Option<Vec<Rule>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
-    /// Days; `null` clears.
+    /// Days, at least 1; `null` clears.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub default_time_limitation: Option<Option<u32>>,
     pub assign_on_signup: Option<bool>,
     pub inherit_to_sub_accounts: Option<bool>,

@@ -94,6 +94,7 @@ fn policy(value: &str) -> Result<RoutePolicy, ApiError> {
 pub struct CreateRouteBody {
     #[schema(pattern = "^(\\*|[A-Z]{1,16})$")]
     pub method: String,
+    #[schema(pattern = "^/")]
     pub path: String,
     #[schema(pattern = "^(allow|deny|require)$")]
     pub policy: String,
@@ -111,6 +112,7 @@ pub struct CreateRouteBody {
 pub struct UpdateRouteBody {
     #[schema(pattern = "^(\\*|[A-Z]{1,16})$")]
     pub method: Option<String>,
+    #[schema(pattern = "^/")]
     pub path: Option<String>,
     #[schema(pattern = "^(allow|deny|require)$")]
     pub policy: Option<String>,

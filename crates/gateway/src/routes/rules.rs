@@ -49,7 +49,9 @@ pub struct Condition {
     /// in_list, starts_with, ends_with, contains, matches, equal, greater_than,
     /// greater_than_equal, lower_than, lower_than_equal, between_numeric, is, on, between_date,
     /// on_or_after, on_or_before.
-    #[schema(pattern = "^(in_list|starts_with|ends_with|contains|matches|equal|greater_than|greater_than_equal|lower_than|lower_than_equal|between_numeric|is|on|between_date|on_or_after|on_or_before)$")]
+    #[schema(
+        pattern = "^(in_list|starts_with|ends_with|contains|matches|equal|greater_than|greater_than_equal|lower_than|lower_than_equal|between_numeric|is|on|between_date|on_or_after|on_or_before)$"
+    )]
     pub op: String,
     /// Operand shaped per operator, e.g. `{"list": ["a"]}`, `{"number": 3}`.
     #[schema(value_type = Object)]

@@ -728,3 +728,33 @@ async fn frontegg_agent_endpoints_answer_in_their_exact_shape() {
         400,
     );
 }
+
+/// `frontegg-tenant-id` follows the account-ID rule whatever the token: with an environment
+/// token a malformed header used to be passed on (or ignored) and the check answered 200.
+#[tokio::test]
+async fn a_malformed_tenant_header_is_a_400_with_an_environment_token() {
+    let s = spawn_stack().await;
+    s.account("acme", None).await;
+    let long = "x".repeat(256);
+    let body = json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "reports"}});
+    let agent = json!({"input": {"subjectContext": {"tenantId": "acme"},
+                                 "requestContext": {"featureKey": "reports"}}});
+    for bad in ["a/b", long.as_str()] {
+        for (path, body) in [(CHECK, &body), (AGENT_FEATURE, &agent)] {
+            let r = s
+                .post_with(path, &[("frontegg-tenant-id", bad)], body)
+                .await;
+            assert_error_shape(&r, 400);
+            assert_eq!(
+                r.body["fieldViolations"][0]["field"],
+                json!("frontegg-tenant-id"),
+                "{path}: {:?}",
+                r.body
+            );
+        }
+    }
+    let r = s
+        .post_with(CHECK, &[("frontegg-tenant-id", "acme")], &body)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}

@@ -476,3 +476,26 @@ async fn grant_batches_are_all_or_nothing_and_idempotent() {
     assert_eq!(item_errors(&r), [(1, "id".to_owned())]);
     assert_eq!(s.get(&format!("{GRANTS}/{}", ids[0])).await.status, 200);
 }
+
+/// A batch with every item refused: a 400 listing every item error. They travel in the gRPC
+/// trailers, which overflowed HTTP/2's default 16 KiB header limit from ~200 items on
+/// (the test's body limit is 16 KiB too): the hop broke and the caller got 503 for a request
+/// that was simply wrong.
+#[tokio::test]
+async fn a_batch_of_refused_items_is_a_400_listing_every_item() {
+    let s = spawn_stack().await;
+    let unknown: Vec<String> = (0..250)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let patches: Vec<Value> = unknown.iter().map(|id| json!({ "id": id })).collect();
+    let r = s.patch(BATCH, &json!({ "entitlements": patches })).await;
+    assert_error_shape(&r, 400);
+    let items = item_errors(&r);
+    assert_eq!(items.len(), 250, "{:?}", r.body["message"]);
+    assert!(
+        items
+            .iter()
+            .enumerate()
+            .all(|(i, (index, field))| *index == i as u64 && field == "id")
+    );
+}
