@@ -508,6 +508,8 @@ DATA_DEPENDENT_400 = {
     "PATCH /entitlements/resources/features/v2/{featureId}":
         "a merge policy needs a max_count feature, and the stored type counts when the patch "
         "leaves `type` out",
+    "DELETE /entitlements/resources/plans/v1/{planId}":
+        "a plan with active or scheduled grants is kept unless `force=true` (FAILED_PRECONDITION)",
     "PATCH /entitlements/resources/routes/v1/{routeId}":
         "required keys need a `require` route, and the stored policy counts when the patch "
         "leaves `policy` out",
@@ -518,6 +520,16 @@ NEGATIVE_ACCEPTED = {
     "POST /tenants/resources/migrations/v1/tenants":
         "items are validated one by one after the 202; bad ones are listed in the status",
 }
+# A 404 that names what the body references (a feature to link), not the resource at the
+# path: ensure_resource_availability would read it as the created plan being gone.
+REFERENCE_404 = {
+    "PATCH /entitlements/resources/plans/v1/{planId}/features/link":
+        "404 names a feature key or ID of the body that does not exist",
+    "PATCH /entitlements/resources/plans/v1/{planId}":
+        "404 names a feature key of the body that does not exist",
+}
+NEGATIVE_DEFAULT = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429",
+                    "5xx"]
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
 
@@ -529,7 +541,11 @@ def schemathesis_config():
                   + json.dumps(POSITIVE_DEFAULT + ["400"]), ""]
     for name in NEGATIVE_ACCEPTED:
         lines += ["[[operations]]", f"include-name = {json.dumps(name)}",
-                  "checks.negative_data_rejection.enabled = false", ""]
+                  "checks.negative_data_rejection.expected-statuses = "
+                  + json.dumps(NEGATIVE_DEFAULT + ["202"]), ""]
+    for name in REFERENCE_404:
+        lines += ["[[operations]]", f"include-name = {json.dumps(name)}",
+                  "checks.ensure_resource_availability.enabled = false", ""]
     return "\n".join(lines)
 
 

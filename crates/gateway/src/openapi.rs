@@ -21,6 +21,9 @@ pub const TENANT_ID_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f/\\u00a0\\u1680
 /// A tenant ID in the `frontegg-tenant-id` header: the same rule, and header values are visible
 /// ASCII (`HeaderValue::to_str`), so no other character arrives.
 const HEADER_TENANT_ID_PATTERN: &str = "^[!-.0-~]+$";
+/// Text that must hold something besides whitespace (Rust's `str::trim`, spelled out).
+const NON_BLANK_PATTERN: &str =
+    "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 /// An alias: 1 to 255 characters, no whitespace or control characters.
 const ALIAS_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$";
 /// A user ID from the customer's identity provider: opaque, no control characters, not blank.
@@ -72,6 +75,15 @@ impl Modify for SharedRules {
         if let Some(components) = openapi.components.as_mut() {
             for schema in components.schemas.values_mut() {
                 declare_properties(schema);
+            }
+            // A member's user ID is checked by the tenant service (bodies elsewhere take any).
+            if let Some(RefOr::T(Schema::Object(body))) =
+                components.schemas.get_mut("AddMemberBody")
+                && let Some(RefOr::T(Schema::Object(id))) = body.properties.get_mut("userId")
+            {
+                id.pattern = Some(USER_ID_PATTERN.to_owned());
+                id.min_length = Some(1);
+                id.max_length = Some(MAX_ID_CHARS);
             }
             for (name, fields) in EXACTLY_ONE_OF {
                 if let Some(schema) = components.schemas.get_mut(*name) {
@@ -128,6 +140,11 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
                 "_limit" if !migrations => page_size(MAX_ACCOUNT_PAGE),
                 "_limit" | "limit" => page_size(MAX_ENTITLEMENT_PAGE),
                 "_offset" | "offset" => offset(),
+                "minRevision" => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0.0))
+                    .maximum(Some(utoipa::Number::UInt(usize::MAX)))
+                    .into(),
                 _ => continue,
             },
             ParameterIn::Header if name == crate::auth::scope::TENANT_HEADER => {
@@ -142,24 +159,46 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
 /// The same account IDs in request and response bodies, wherever they are nested. (User IDs
 /// are opaque in bodies: a check for a user no grant can name is simply not entitled.)
 fn declare_properties(schema: &mut RefOr<Schema>) {
-    let RefOr::T(schema) = schema else {
-        return;
-    };
+    if let RefOr::T(schema) = schema {
+        declare_properties_of(schema);
+    }
+}
+
+fn declare_properties_of(schema: &mut Schema) {
     match schema {
         Schema::Object(object) => {
             for (name, property) in &mut object.properties {
-                let pattern = match name.as_str() {
-                    "tenantId" | "parentTenantId" | "childTenantId" => TENANT_ID_PATTERN,
-                    _ => {
-                        declare_properties(property);
-                        continue;
-                    }
+                let RefOr::T(property) = property else {
+                    continue;
                 };
-                // Only string-typed (possibly nullable) properties: a pattern constrains strings.
-                if let RefOr::T(Schema::Object(id)) = property {
-                    id.pattern = Some(pattern.to_owned());
-                    id.min_length = Some(1);
-                    id.max_length = Some(MAX_ID_CHARS);
+                match (name.as_str(), property) {
+                    ("tenantId" | "parentTenantId" | "childTenantId", Schema::Object(id)) => {
+                        id.pattern = Some(TENANT_ID_PATTERN.to_owned());
+                        id.min_length = Some(1);
+                        id.max_length = Some(MAX_ID_CHARS);
+                    }
+                    ("permissionKey", Schema::Object(key)) => {
+                        key.pattern = Some(NON_BLANK_PATTERN.to_owned());
+                    }
+                    // Feature v1 permissions: keys, none blank.
+                    ("permissions", Schema::Array(keys)) => {
+                        if let ArrayItems::RefOrSchema(items) = &mut keys.items
+                            && let RefOr::T(Schema::Object(key)) = items.as_mut()
+                            && key.schema_type == SchemaType::Type(Type::String)
+                        {
+                            key.pattern = Some(NON_BLANK_PATTERN.to_owned());
+                        }
+                    }
+                    // `u64` on the wire: the whole range, not only `int64`'s.
+                    ("requestedAmount" | "minRevision", Schema::Object(n)) => {
+                        n.format = None;
+                        n.maximum = Some(utoipa::Number::UInt(usize::MAX));
+                    }
+                    ("defaultTimeLimitation", Schema::Object(n)) => {
+                        n.format = None;
+                        n.maximum = Some(utoipa::Number::Float(f64::from(u32::MAX)));
+                    }
+                    (_, property) => declare_properties_of(property),
                 }
             }
         }
@@ -220,22 +259,41 @@ fn merge_policy_needs_max_count() -> Schema {
         .into()
 }
 
-/// A create body's rule between fields: required keys only on a `require` route.
+/// A create body's rule between fields: a `require` route lists at least one feature or
+/// permission; the others list none.
 fn requirements_need_require() -> Schema {
+    let some = |field: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .property(field, ArrayBuilder::new().min_items(Some(1)))
+            .required(field)
+    };
     let none = || ArrayBuilder::new().max_items(Some(0));
     AnyOfBuilder::new()
+        .item(
+            AllOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::AnyValue)
+                        .property(
+                            "policy",
+                            ObjectBuilder::new().enum_values(Some(["require"])),
+                        )
+                        .required("policy"),
+                )
+                .item(
+                    AnyOfBuilder::new()
+                        .item(some("requiredFeatureKeys"))
+                        .item(some("requiredPermissionKeys")),
+                ),
+        )
         .item(
             ObjectBuilder::new()
                 .schema_type(SchemaType::AnyValue)
                 .property(
                     "policy",
-                    ObjectBuilder::new().enum_values(Some(["require"])),
+                    ObjectBuilder::new().enum_values(Some(["allow", "deny"])),
                 )
-                .required("policy"),
-        )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::AnyValue)
                 .property("requiredFeatureKeys", none())
                 .property("requiredPermissionKeys", none()),
         )

@@ -201,8 +201,8 @@ pub struct LinkBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UnlinkBody {
+    /// IDs of linked features; others are ignored.
     #[serde(default)]
-    #[schema(value_type = Vec<uuid::Uuid>)]
     pub features_ids: Vec<String>,
     #[serde(default)]
     pub feature_keys: Vec<String>,

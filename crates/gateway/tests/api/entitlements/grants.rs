@@ -484,9 +484,7 @@ async fn grant_batches_are_all_or_nothing_and_idempotent() {
 #[tokio::test]
 async fn a_batch_of_refused_items_is_a_400_listing_every_item() {
     let s = spawn_stack().await;
-    let unknown: Vec<String> = (0..250)
-        .map(|_| uuid::Uuid::new_v4().to_string())
-        .collect();
+    let unknown: Vec<String> = (0..250).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let patches: Vec<Value> = unknown.iter().map(|id| json!({ "id": id })).collect();
     let r = s.patch(BATCH, &json!({ "entitlements": patches })).await;
     assert_error_shape(&r, 400);
