@@ -510,6 +510,12 @@ DATA_DEPENDENT_400 = {
         "leaves `type` out",
     "DELETE /entitlements/resources/plans/v1/{planId}":
         "a plan with active or scheduled grants is kept unless `force=true` (FAILED_PRECONDITION)",
+    "POST /entitlements/resources/routes/v1":
+        "a `require` route lists at least one feature or permission and the others none: a rule "
+        "between fields the route's description states (the generator cannot honour it)",
+    "PATCH /entitlements/resources/feature-flags/v1/{flagId}":
+        "a flag sent back as read must be the path's flag and its stored feature (`id`, "
+        "`featureId`)",
     "PATCH /entitlements/resources/routes/v1/{routeId}":
         "required keys need a `require` route, and the stored policy counts when the patch "
         "leaves `policy` out",

@@ -10,7 +10,7 @@ use utoipa::{
         SchemaFormat, Type,
         path::{Operation, ParameterIn},
         schema::{
-            AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, OneOfBuilder, Schema, SchemaType,
+            AllOfBuilder, AnyOfBuilder, ArrayItems, OneOfBuilder, Schema, SchemaType,
         },
     },
 };
@@ -28,6 +28,8 @@ const NON_BLANK_PATTERN: &str =
 const ALIAS_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$";
 /// A user ID from the customer's identity provider: opaque, no control characters, not blank.
 const USER_ID_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// Longest feature or plan key, in characters.
+const MAX_KEY_CHARS: usize = 128;
 /// Longest ID of any kind, in characters.
 const MAX_ID_CHARS: usize = 255;
 /// Largest page size of the account-management lists (`tenant::domain::list`).
@@ -85,6 +87,24 @@ impl Modify for SharedRules {
                 id.min_length = Some(1);
                 id.max_length = Some(MAX_ID_CHARS);
             }
+            // Feature and plan keys as Frontegg takes them (`validate::key_problem`): the
+            // account-ID characters, up to 128.
+            for name in [
+                "CreateFeatureV1",
+                "CreateFeatureV2",
+                "UpdateFeatureV1",
+                "UpdateFeatureV2",
+                "CreatePlanBody",
+                "UpdatePlanBody",
+            ] {
+                if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut(name)
+                    && let Some(RefOr::T(Schema::Object(key))) = body.properties.get_mut("key")
+                {
+                    key.pattern = Some(TENANT_ID_PATTERN.to_owned());
+                    key.min_length = Some(1);
+                    key.max_length = Some(MAX_KEY_CHARS);
+                }
+            }
             for (name, fields) in EXACTLY_ONE_OF {
                 if let Some(schema) = components.schemas.get_mut(*name) {
                     require_exactly_one(schema, fields);
@@ -93,7 +113,6 @@ impl Modify for SharedRules {
             for (name, rule) in [
                 ("CreateFeatureV1", merge_policy_needs_max_count()),
                 ("CreateFeatureV2", merge_policy_needs_max_count()),
-                ("CreateRouteBody", requirements_need_require()),
             ] {
                 if let Some(schema) = components.schemas.get_mut(name) {
                     let body = std::mem::replace(schema, RefOr::T(Schema::default()));
@@ -182,6 +201,7 @@ fn declare_properties_of(schema: &mut Schema) {
                     }
                     // Feature v1 permissions: keys, none blank.
                     ("permissions", Schema::Array(keys)) => {
+                        keys.unique_items = true;
                         if let ArrayItems::RefOrSchema(items) = &mut keys.items
                             && let RefOr::T(Schema::Object(key)) = items.as_mut()
                             && key.schema_type == SchemaType::Type(Type::String)
@@ -254,48 +274,6 @@ fn merge_policy_needs_max_count() -> Schema {
             ObjectBuilder::new()
                 .schema_type(SchemaType::AnyValue)
                 .property("mergePolicy", ObjectBuilder::new().schema_type(Type::Null)),
-        )
-        .build()
-        .into()
-}
-
-/// A create body's rule between fields: a `require` route lists at least one feature or
-/// permission; the others list none.
-fn requirements_need_require() -> Schema {
-    let some = |field: &str| {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::AnyValue)
-            .property(field, ArrayBuilder::new().min_items(Some(1)))
-            .required(field)
-    };
-    let none = || ArrayBuilder::new().max_items(Some(0));
-    AnyOfBuilder::new()
-        .item(
-            AllOfBuilder::new()
-                .item(
-                    ObjectBuilder::new()
-                        .schema_type(SchemaType::AnyValue)
-                        .property(
-                            "policy",
-                            ObjectBuilder::new().enum_values(Some(["require"])),
-                        )
-                        .required("policy"),
-                )
-                .item(
-                    AnyOfBuilder::new()
-                        .item(some("requiredFeatureKeys"))
-                        .item(some("requiredPermissionKeys")),
-                ),
-        )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::AnyValue)
-                .property(
-                    "policy",
-                    ObjectBuilder::new().enum_values(Some(["allow", "deny"])),
-                )
-                .property("requiredFeatureKeys", none())
-                .property("requiredPermissionKeys", none()),
         )
         .build()
         .into()

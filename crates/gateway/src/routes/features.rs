@@ -125,7 +125,6 @@ pub struct CreateFeatureV1 {
         pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
     )]
     pub name: String,
-    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: String,
     #[serde(default)]
     pub description: String,
@@ -151,7 +150,6 @@ pub struct CreateFeatureV2 {
         pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
     )]
     pub name: String,
-    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: String,
     #[serde(default)]
     pub description: String,
@@ -174,7 +172,6 @@ pub struct UpdateFeatureV1 {
         pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
     )]
     pub name: Option<String>,
-    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     pub description: Option<String>,
     pub permissions: Option<Vec<String>>,
@@ -195,7 +192,6 @@ pub struct UpdateFeatureV2 {
         pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
     )]
     pub name: Option<String>,
-    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     pub description: Option<String>,
     pub permissions: Option<Vec<Permission>>,

@@ -130,7 +130,6 @@ pub struct CreatePlanBody {
     )]
     pub name: String,
     /// Unique key; derived from the name when absent.
-    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -165,7 +164,6 @@ pub struct UpdatePlanBody {
         pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
     )]
     pub name: Option<String>,
-    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub key: Option<String>,
     pub description: Option<String>,
     /// Replaces the features (with `features`).

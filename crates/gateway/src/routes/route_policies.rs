@@ -88,7 +88,8 @@ fn policy(value: &str) -> Result<RoutePolicy, ApiError> {
     }
 }
 
-/// Body of `POST /resources/routes/v1`.
+/// Body of `POST /resources/routes/v1`. Only a `require` route lists required keys, and it
+/// lists at least one feature or permission (else 400).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRouteBody {
