@@ -9,9 +9,7 @@ use utoipa::{
         ContentBuilder, KnownFormat, ObjectBuilder, OpenApi, Ref, RefOr, ResponseBuilder,
         SchemaFormat, Type,
         path::{Operation, ParameterIn},
-        schema::{
-            AllOfBuilder, AnyOfBuilder, ArrayItems, OneOfBuilder, Schema, SchemaType,
-        },
+        schema::{AllOfBuilder, AnyOfBuilder, ArrayItems, OneOfBuilder, Schema, SchemaType},
     },
 };
 
@@ -105,6 +103,29 @@ impl Modify for SharedRules {
                     key.max_length = Some(MAX_KEY_CHARS);
                 }
             }
+            // A v2 feature's permission: its key is not blank.
+            if let Some(RefOr::T(Schema::Object(permission))) =
+                components.schemas.get_mut("Permission")
+                && let Some(RefOr::T(Schema::Object(key))) =
+                    permission.properties.get_mut("permissionKey")
+            {
+                key.pattern = Some(NON_BLANK_PATTERN.to_owned());
+            }
+            // A v1 feature's permissions: keys, none blank, none twice. (A check's subject
+            // permissions are the caller's claims and taken as sent.)
+            for name in ["CreateFeatureV1", "UpdateFeatureV1"] {
+                if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut(name)
+                    && let Some(RefOr::T(Schema::Array(keys))) =
+                        body.properties.get_mut("permissions")
+                {
+                    keys.unique_items = true;
+                    if let ArrayItems::RefOrSchema(items) = &mut keys.items
+                        && let RefOr::T(Schema::Object(key)) = items.as_mut()
+                    {
+                        key.pattern = Some(NON_BLANK_PATTERN.to_owned());
+                    }
+                }
+            }
             for (name, fields) in EXACTLY_ONE_OF {
                 if let Some(schema) = components.schemas.get_mut(*name) {
                     require_exactly_one(schema, fields);
@@ -195,19 +216,6 @@ fn declare_properties_of(schema: &mut Schema) {
                         id.pattern = Some(TENANT_ID_PATTERN.to_owned());
                         id.min_length = Some(1);
                         id.max_length = Some(MAX_ID_CHARS);
-                    }
-                    ("permissionKey", Schema::Object(key)) => {
-                        key.pattern = Some(NON_BLANK_PATTERN.to_owned());
-                    }
-                    // Feature v1 permissions: keys, none blank.
-                    ("permissions", Schema::Array(keys)) => {
-                        keys.unique_items = true;
-                        if let ArrayItems::RefOrSchema(items) = &mut keys.items
-                            && let RefOr::T(Schema::Object(key)) = items.as_mut()
-                            && key.schema_type == SchemaType::Type(Type::String)
-                        {
-                            key.pattern = Some(NON_BLANK_PATTERN.to_owned());
-                        }
                     }
                     // `u64` on the wire: the whole range, not only `int64`'s.
                     ("requestedAmount" | "minRevision", Schema::Object(n)) => {

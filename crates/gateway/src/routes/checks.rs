@@ -69,6 +69,8 @@ pub struct PermissionTarget {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTargetBody {
+    /// An HTTP method, at most 16 characters.
+    #[schema(max_length = 16)]
     pub method: String,
     pub path: String,
 }

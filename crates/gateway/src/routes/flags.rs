@@ -142,7 +142,9 @@ pub struct UpdateFlagBody {
     #[schema(value_type = Option<String>)]
     #[allow(dead_code)] // accepted as read, ignored
     pub updated_at: Option<Json_>,
-    #[schema(pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: Option<String>,
     pub on: Option<bool>,
     #[schema(pattern = "^(true|false)$")]
