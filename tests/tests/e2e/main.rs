@@ -6,5 +6,6 @@ mod feed;
 mod journey;
 mod migration;
 mod resilience;
+mod sdk;
 mod support;
 mod telemetry;
