@@ -19,13 +19,34 @@ pub const TENANT_ID_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f/\\u00a0\\u1680
 /// A tenant ID in the `frontegg-tenant-id` header: the same rule, and header values are visible
 /// ASCII (`HeaderValue::to_str`), so no other character arrives.
 const HEADER_TENANT_ID_PATTERN: &str = "^[!-.0-~]+$";
-/// Text that must hold something besides whitespace (Rust's `str::trim`, spelled out).
-const NON_BLANK_PATTERN: &str =
-    "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+/// Rust's `char::is_whitespace` (the services' `trim` and whitespace rules), spelled out for a
+/// character class: `\s` means other characters in other regex dialects.
+macro_rules! whitespace {
+    () => {
+        "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+    };
+}
+/// Text that must hold something besides whitespace (Rust's `str::trim`).
+const NON_BLANK_PATTERN: &str = concat!("[^", whitespace!(), "]");
 /// An alias: 1 to 255 characters, no whitespace or control characters.
 const ALIAS_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$";
 /// A user ID from the customer's identity provider: opaque, no control characters, not blank.
 const USER_ID_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// An account name where leaving it out is allowed (a management create names the account
+/// after its ID): empty, or holding something besides whitespace.
+const OPTIONAL_NAME_PATTERN: &str = concat!("^$|[^", whitespace!(), "]");
+/// `creatorEmail`: empty (unset), or an `@` and no whitespace (`validate_profile_text`).
+const EMAIL_PATTERN: &str = concat!("^(?:[^", whitespace!(), "]*@[^", whitespace!(), "]*)?$");
+/// A time zone: no whitespace (an IANA name such as `Europe/Paris`), empty to clear.
+const TIMEZONE_PATTERN: &str = concat!("^[^", whitespace!(), "]*$");
+/// A currency: empty to clear, or three ASCII letters (ISO 4217).
+const CURRENCY_PATTERN: &str = "^(?:[A-Za-z]{3})?$";
+/// An alias in an account body: empty (unset or cleared), or the alias rule.
+const OPTIONAL_ALIAS_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$";
+/// Longest free-text account field (`tenant::domain::account::MAX_TEXT_CHARS`).
+const MAX_TEXT_CHARS: usize = 2_048;
+/// Longest time zone, in characters.
+const MAX_TIMEZONE_CHARS: usize = 64;
 /// Longest feature or plan key, in characters.
 const MAX_KEY_CHARS: usize = 128;
 /// Longest ID of any kind, in characters.
@@ -126,6 +147,7 @@ impl Modify for SharedRules {
                     }
                 }
             }
+            declare_account_rules(components);
             for (name, fields) in EXACTLY_ONE_OF {
                 if let Some(schema) = components.schemas.get_mut(*name) {
                     require_exactly_one(schema, fields);
@@ -154,6 +176,11 @@ impl Modify for SharedRules {
             .flatten()
             {
                 declare_parameters(path, operation);
+                if path == "/tenants/resources/account-settings/v1"
+                    && operation.request_body.is_some()
+                {
+                    require_a_setting(operation);
+                }
                 declare_errors(&family, operation);
             }
         }
@@ -193,6 +220,117 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
             ParameterIn::Header | ParameterIn::Cookie | ParameterIn::QueryString => continue,
         };
         parameter.schema = Some(schema);
+    }
+}
+
+/// The account bodies' fields as the tenant service checks them
+/// (`tenant::domain::account`): `(property, pattern, minLength, maxLength)`.
+fn account_field_rules(
+    name_pattern: &'static str,
+) -> [(&'static str, &'static str, usize, usize); 15] {
+    const ANY: &str = "";
+    [
+        (
+            "name",
+            name_pattern,
+            usize::from(name_pattern == NON_BLANK_PATTERN),
+            MAX_ID_CHARS,
+        ),
+        ("alias", OPTIONAL_ALIAS_PATTERN, 0, MAX_ID_CHARS),
+        ("status", ANY, 0, MAX_TEXT_CHARS),
+        ("creatorName", ANY, 0, MAX_TEXT_CHARS),
+        ("creatorEmail", EMAIL_PATTERN, 0, MAX_TEXT_CHARS),
+        ("timezone", TIMEZONE_PATTERN, 0, MAX_TIMEZONE_CHARS),
+        ("currency", CURRENCY_PATTERN, 0, 3),
+        ("logo", ANY, 0, tenantry_common::limits::MAX_LOGO_BYTES),
+        ("logoUrl", ANY, 0, MAX_TEXT_CHARS),
+        ("applicationUrl", ANY, 0, MAX_TEXT_CHARS),
+        ("website", ANY, 0, MAX_TEXT_CHARS),
+        ("address", ANY, 0, MAX_TEXT_CHARS),
+        ("dateFormat", ANY, 0, MAX_TEXT_CHARS),
+        ("timeFormat", ANY, 0, MAX_TEXT_CHARS),
+        ("locale", ANY, 0, MAX_TEXT_CHARS),
+    ]
+}
+
+/// The account fields an account update changes (the others of its body are taken as read
+/// and ignored): at least one must be given.
+const ACCOUNT_UPDATE_FIELDS: &[&str] = &[
+    "name",
+    "status",
+    "website",
+    "applicationUrl",
+    "logo",
+    "logoUrl",
+    "address",
+    "timezone",
+    "currency",
+    "creatorName",
+    "creatorEmail",
+    "isReseller",
+    "alias",
+];
+
+/// The account settings fields; an update gives at least one.
+const SETTINGS_FIELDS: &[&str] = &[
+    "timezone",
+    "dateFormat",
+    "timeFormat",
+    "currency",
+    "address",
+    "logo",
+    "logoUrl",
+    "applicationUrl",
+    "website",
+    "locale",
+];
+
+fn declare_account_rules(components: &mut utoipa::openapi::Components) {
+    for (schema, name_pattern) in [
+        // A management create may leave the name out (named after the ID); a sub-account
+        // needs one; an update that gives one cannot blank it.
+        ("CreateTenantBody", OPTIONAL_NAME_PATTERN),
+        ("CreateSubTenantBody", NON_BLANK_PATTERN),
+        ("UpdateTenantBody", NON_BLANK_PATTERN),
+        ("AccountSettings", NON_BLANK_PATTERN),
+    ] {
+        let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut(schema) else {
+            continue;
+        };
+        for (property, pattern, min, max) in account_field_rules(name_pattern) {
+            if let Some(RefOr::T(Schema::Object(field))) = body.properties.get_mut(property) {
+                if !pattern.is_empty() {
+                    field.pattern = Some(pattern.to_owned());
+                }
+                field.min_length = (min > 0).then_some(min);
+                field.max_length = Some(max);
+            }
+        }
+        if schema == "UpdateTenantBody" {
+            // The server's value, sent back as read: only the path's account is accepted
+            // (an account's ID cannot change), so a client does not send another.
+            if let Some(RefOr::T(Schema::Object(id))) = body.properties.get_mut("tenantId") {
+                id.read_only = Some(true);
+            }
+        }
+    }
+    if let Some(schema) = components.schemas.get_mut("UpdateTenantBody") {
+        require_any(schema, ACCOUNT_UPDATE_FIELDS);
+    }
+}
+
+/// The settings update's body: the settings, at least one given (the same schema answers
+/// reads, where none may be set).
+fn require_a_setting(operation: &mut Operation) {
+    let Some(RefOr::T(body)) = operation.request_body.as_mut() else {
+        return;
+    };
+    for content in body.content.values_mut() {
+        if let RefOr::T(content) = content
+            && let Some(schema) = content.schema.as_mut()
+        {
+            require_any(schema, SETTINGS_FIELDS);
+        }
     }
 }
 
@@ -242,25 +380,38 @@ fn declare_properties_of(schema: &mut Schema) {
     }
 }
 
+/// "`field` is given and not null".
+fn given(field: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .property(
+            field,
+            ObjectBuilder::new().schema_type(SchemaType::Array(vec![
+                Type::String,
+                Type::Object,
+                Type::Array,
+                Type::Boolean,
+                Type::Number,
+            ])),
+        )
+        .required(field)
+}
+
 /// `schema` and one of: "`field` is given and not null", for each field.
 fn require_exactly_one(schema: &mut RefOr<Schema>, fields: &[&str]) {
-    let not_null = || {
-        ObjectBuilder::new().schema_type(SchemaType::Array(vec![
-            Type::String,
-            Type::Object,
-            Type::Array,
-            Type::Boolean,
-            Type::Number,
-        ]))
-    };
     let mut choice = OneOfBuilder::new();
     for field in fields {
-        choice = choice.item(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::AnyValue)
-                .property(*field, not_null())
-                .required(*field),
-        );
+        choice = choice.item(given(field));
+    }
+    let body = std::mem::replace(schema, RefOr::T(Schema::default()));
+    *schema = AllOfBuilder::new().item(body).item(choice).into();
+}
+
+/// `schema` and at least one of `fields` given and not null.
+fn require_any(schema: &mut RefOr<Schema>, fields: &[&str]) {
+    let mut choice = AnyOfBuilder::new();
+    for field in fields {
+        choice = choice.item(given(field));
     }
     let body = std::mem::replace(schema, RefOr::T(Schema::default()));
     *schema = AllOfBuilder::new().item(body).item(choice).into();
