@@ -11,7 +11,6 @@ pub mod idempotency;
 pub mod ids;
 pub mod limits;
 pub mod notify;
-pub mod permission;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
@@ -20,6 +19,8 @@ pub mod testing;
 
 pub use config::{Config, ConfigArgs, Secret};
 pub use shutdown::CancellationToken;
+/// The one permission-matching rule; it lives with the index, which the SDK uses without this crate.
+pub use tenantry_index::permission;
 
 /// Why a server could not start or stopped abnormally. Binaries print it and exit non-zero.
 #[derive(Debug, thiserror::Error)]

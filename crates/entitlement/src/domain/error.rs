@@ -121,6 +121,17 @@ impl DomainError {
     }
 }
 
+impl From<tenantry_index::IndexError> for DomainError {
+    fn from(e: tenantry_index::IndexError) -> Self {
+        match e {
+            tenantry_index::IndexError::NotFound { kind, id } => Self::NotFound { kind, id },
+            tenantry_index::IndexError::InvalidArgument { field, message } => {
+                Self::InvalidArgument { field, message }
+            }
+        }
+    }
+}
+
 impl tenantry_common::db::StorageFaultSource for DomainError {
     fn storage_fault(&self) -> Option<tenantry_common::db::StorageFault> {
         use tenantry_common::db::StorageFault;

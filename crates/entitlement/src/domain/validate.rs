@@ -8,13 +8,13 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::condition;
 use super::error::{DomainError, ItemError};
 use super::model::{
     Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantSource, Plan, Route, RoutePolicy,
     Rule,
 };
-use super::route::{PathPattern, parse_method};
+use tenantry_index::condition;
+use tenantry_index::route::{PathPattern, parse_method};
 
 /// Most items one batch call may carry.
 pub const MAX_BATCH: usize = 1000;

@@ -391,8 +391,8 @@ impl IndexWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::index::{CheckRequest, Justification, Subject, Target};
-    use crate::domain::model::{GrantSource, PlanFeature};
+    use crate::index::{CheckRequest, Justification, Subject, Target};
+    use crate::model::{GrantSource, PlanFeature};
     use chrono::{DateTime, TimeZone, Utc};
     use serde_json::Value;
 
@@ -552,7 +552,7 @@ mod tests {
             large
                 .shards
                 .iter()
-                .all(|s| s.len() <= 2 * crate::domain::index::MAX_TENANTS_PER_SHARD)
+                .all(|s| s.len() <= 2 * crate::index::MAX_TENANTS_PER_SHARD)
         );
         for i in (0..71_000).step_by(97) {
             assert!(large.contains_tenant(&name(i)), "{} lost", name(i));

@@ -35,7 +35,7 @@ impl Segment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PathPattern {
+pub struct PathPattern {
     segments: Box<[Segment]>,
 }
 
@@ -46,7 +46,7 @@ pub(crate) fn request_segments(path: &str) -> impl Iterator<Item = &str> {
 }
 
 impl PathPattern {
-    pub(crate) fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
         if !pattern.starts_with('/') {
             return Err("path must start with '/'".into());
         }
@@ -131,7 +131,7 @@ fn policy_rank(policy: &RoutePolicy) -> u8 {
 }
 
 /// Validates a route method: `*` or an upper-case token such as `GET`.
-pub(crate) fn parse_method(method: &str) -> Result<Option<Box<str>>, String> {
+pub fn parse_method(method: &str) -> Result<Option<Box<str>>, String> {
     if method == "*" {
         return Ok(None);
     }

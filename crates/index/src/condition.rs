@@ -40,7 +40,7 @@ enum Test {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct CompiledCondition {
+pub struct CompiledCondition {
     attribute: Box<str>,
     negate: bool,
     test: Test,
@@ -142,7 +142,7 @@ pub(crate) fn parse_date_micros(s: &str) -> Option<i64> {
 }
 
 /// Parses and checks a condition's value for its operation.
-pub(crate) fn compile(c: &Condition) -> Result<CompiledCondition, String> {
+pub fn compile(c: &Condition) -> Result<CompiledCondition, String> {
     if c.attribute.is_empty() {
         return Err("attribute must not be empty".into());
     }
@@ -254,7 +254,7 @@ fn attr_date(v: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::model::{AttributeType, Treatment};
+    use crate::model::{AttributeType, Treatment};
     use serde_json::json;
 
     fn cond(attribute: &str, op: ConditionOp, value: Value, negate: bool) -> Condition {

@@ -5,11 +5,11 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::model::{
+use crate::model::{
     AttributeType, Condition, ConditionOp, FeatureFlag, GrantSource, Limit, PlanFeature, Rule,
     Treatment,
 };
-use crate::domain::writer::{IndexChange, IndexWriter, Snapshot};
+use crate::writer::{IndexChange, IndexWriter, Snapshot};
 
 fn t(h: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + h * 3600, 0).unwrap()
@@ -646,7 +646,7 @@ fn listing_what_if_and_batch() {
             }],
             t(1)
         ),
-        Err(DomainError::NotFound { kind: "grant", .. })
+        Err(IndexError::NotFound { kind: "grant", .. })
     ));
     assert!(matches!(
         idx.what_if(
@@ -654,7 +654,7 @@ fn listing_what_if_and_batch() {
             &[Hypothetical::grant_plan(Uuid::new_v4(), false)],
             t(1)
         ),
-        Err(DomainError::NotFound { kind: "plan", .. })
+        Err(IndexError::NotFound { kind: "plan", .. })
     ));
     assert!(
         idx.account_entitlements(&Subject::account("x"), t(1))
@@ -784,7 +784,7 @@ fn what_if_applies_several_changes_in_order() {
     // Bad lists are refused whole.
     assert!(matches!(
         idx.what_if(&ask.subject(), &[], t(1)),
-        Err(DomainError::InvalidArgument { .. })
+        Err(IndexError::InvalidArgument { .. })
     ));
     let too_many = vec![Hypothetical::grant_plan(fx.pro.id, false); MAX_WHAT_IF_CHANGES + 1];
     assert!(idx.what_if(&ask.subject(), &too_many, t(1)).is_err());
@@ -799,7 +799,7 @@ fn what_if_applies_several_changes_in_order() {
             ],
             t(1)
         ),
-        Err(DomainError::NotFound { kind: "grant", .. })
+        Err(IndexError::NotFound { kind: "grant", .. })
     ));
     assert!(matches!(
         idx.what_if(
@@ -812,7 +812,7 @@ fn what_if_applies_several_changes_in_order() {
             }],
             t(1)
         ),
-        Err(DomainError::InvalidArgument { .. })
+        Err(IndexError::InvalidArgument { .. })
     ));
 }
 

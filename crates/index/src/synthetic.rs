@@ -232,7 +232,7 @@ pub fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CheckRequest, IndexWriter, Subject, Target};
+    use crate::{CheckRequest, IndexWriter, Subject, Target};
 
     #[test]
     fn the_world_is_deterministic_and_sized_as_asked() {

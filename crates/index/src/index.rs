@@ -43,7 +43,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::condition::CompiledTargeting;
-use super::error::DomainError;
+use super::error::IndexError;
 use super::model::{
     Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantStatus, MergePolicy, Plan, Route,
     RoutePolicy, status_at_micros,
@@ -110,12 +110,12 @@ impl<'a> Target<'a> {
         feature_key: Option<&'a str>,
         permission_key: Option<&'a str>,
         route: Option<(&'a str, &'a str)>,
-    ) -> Result<Self, DomainError> {
+    ) -> Result<Self, IndexError> {
         match (feature_key, permission_key, route) {
             (Some(f), None, None) => Ok(Target::Feature(f)),
             (None, Some(p), None) => Ok(Target::Permission(p)),
             (None, None, Some((method, path))) => Ok(Target::Route { method, path }),
-            _ => Err(DomainError::invalid(
+            _ => Err(IndexError::invalid(
                 "requestContext",
                 "exactly one of featureKey, permissionKey or route is required",
             )),
@@ -1134,7 +1134,7 @@ impl EntitlementIndex {
         key: &str,
         at: i64,
     ) -> Verdict {
-        if !tenantry_common::permission::holds(subject.permissions, key) {
+        if !crate::permission::holds(subject.permissions, key) {
             return Verdict::deny(Justification::MissingPermission);
         }
         let Some(features) = self.catalog.permissions.get(key) else {
@@ -1274,10 +1274,10 @@ impl EntitlementIndex {
         &self,
         subject: &Subject<'_>,
         at: DateTime<Utc>,
-    ) -> Result<Vec<EffectiveFeature>, DomainError> {
+    ) -> Result<Vec<EffectiveFeature>, IndexError> {
         let subj = self
             .resolve(subject)
-            .ok_or_else(|| DomainError::not_found("tenant", subject.tenant_id))?;
+            .ok_or_else(|| IndexError::not_found("tenant", subject.tenant_id))?;
         let at = at.timestamp_micros();
         Ok(self
             .entitled(&subj, subject, at, None)
@@ -1309,21 +1309,21 @@ impl EntitlementIndex {
         subject: &Subject<'_>,
         changes: &[Hypothetical],
         at: DateTime<Utc>,
-    ) -> Result<WhatIf, DomainError> {
+    ) -> Result<WhatIf, IndexError> {
         if changes.is_empty() || changes.len() > MAX_WHAT_IF_CHANGES {
-            return Err(DomainError::invalid(
+            return Err(IndexError::invalid(
                 "changes",
                 format!("give 1 to {MAX_WHAT_IF_CHANGES} changes"),
             ));
         }
         let subj = self
             .resolve(subject)
-            .ok_or_else(|| DomainError::not_found("tenant", subject.tenant_id))?;
+            .ok_or_else(|| IndexError::not_found("tenant", subject.tenant_id))?;
         let micros = at.timestamp_micros();
         let known_plan = |plan_id: Uuid| {
             self.plan_slot(plan_id)
                 .filter(|&s| self.catalog.plan(s).is_some())
-                .ok_or_else(|| DomainError::not_found("plan", plan_id))
+                .ok_or_else(|| IndexError::not_found("plan", plan_id))
         };
         let mut overlay = Overlay::default();
         for (i, change) in changes.iter().enumerate() {
@@ -1337,7 +1337,7 @@ impl EntitlementIndex {
                     let starts_at = starts_at.map_or(micros, |t| t.timestamp_micros());
                     let expires_at = expires_at.map_or(NEVER, |t| t.timestamp_micros());
                     if expires_at <= starts_at {
-                        return Err(DomainError::invalid(
+                        return Err(IndexError::invalid(
                             format!("changes[{i}].grant.expires_at"),
                             "must be after starts_at",
                         ));
@@ -1367,7 +1367,7 @@ impl EntitlementIndex {
                         .chain(subj.user.iter().flat_map(|u| u.grants.iter()))
                         .any(|g| g.id == grant_id);
                     if !held {
-                        return Err(DomainError::not_found("grant", grant_id));
+                        return Err(IndexError::not_found("grant", grant_id));
                     }
                     overlay.removed_grants.push(grant_id);
                 }

@@ -409,7 +409,7 @@ impl World {
         key: &str,
         at: DateTime<Utc>,
     ) -> Verdict {
-        if !tenantry_common::permission::holds(subject.permissions, key) {
+        if !crate::permission::holds(subject.permissions, key) {
             return deny(Justification::MissingPermission);
         }
         let mut linked: Vec<&Feature> = self

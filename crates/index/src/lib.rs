@@ -1,0 +1,38 @@
+//! The entitlement evaluation core: the model, targeting conditions, route patterns, the
+//! in-memory index that answers a check without allocating, and the writer that applies
+//! `IndexChange`s to it. One implementation for the entitlement service, the agent and the SDK,
+//! so a follower's index answers exactly as the service's. Knows no transport, storage or runtime.
+
+pub mod condition;
+pub mod error;
+pub mod index;
+pub mod model;
+pub mod permission;
+#[cfg(test)]
+mod reference;
+pub mod route;
+#[cfg(any(test, feature = "synthetic"))]
+pub mod synthetic;
+pub mod writer;
+
+pub use error::IndexError;
+pub use index::{
+    AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
+    ExplainedGrant, FeatureChange, FeatureIndex, GrantLevel, Hypothetical, Justification,
+    MAX_ANCESTOR_DEPTH, MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex, Subject, Target, WhatIf,
+};
+pub use model::{
+    Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
+    GrantSource, GrantStatus, Limit, MergePolicy, Plan, PlanFeature, Route, RoutePolicy, Rule,
+    Treatment,
+};
+pub use writer::{IndexChange, IndexWriter, Snapshot};
+
+/// Whether a plan's targeting (rules, then default treatment) selects a subject.
+pub fn plan_targets(
+    plan: &Plan,
+    attributes: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> bool {
+    condition::CompiledTargeting::new(&plan.rules, plan.default_treatment.is_true())
+        .evaluate(attributes)
+}
