@@ -61,7 +61,7 @@ const MAX_SHARD_BITS: u32 = 24;
 /// every table it touches, so their size, not the index's, must bound its cost.
 pub(crate) const MAX_TENANTS_PER_SHARD: usize = 64;
 /// "No such instant" in compact grants: never expires, never revoked.
-const NEVER: i64 = i64::MAX;
+pub(crate) const NEVER: i64 = i64::MAX;
 
 // ---------------------------------------------------------------------------------------------
 // Requests and answers
@@ -845,6 +845,18 @@ impl EntitlementIndex {
     /// The revision of the last write this snapshot includes.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The latest commit time among the revisions applied (`None`: no write yet).
+    pub fn written_until(&self) -> Option<DateTime<Utc>> {
+        (self.written_until != i64::MIN)
+            .then(|| DateTime::from_timestamp_micros(self.written_until))
+            .flatten()
+    }
+
+    /// Every tenant node, in no particular order.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = (&TenantKey, &TenantNode)> {
+        self.shards.iter().flat_map(|s| s.iter())
     }
 
     /// "Now" for a question about the present: this replica's clock, but never earlier than a

@@ -5,6 +5,8 @@
 
 pub mod condition;
 pub mod error;
+pub mod export;
+pub mod follow;
 pub mod index;
 pub mod model;
 pub mod permission;
@@ -16,6 +18,8 @@ pub mod synthetic;
 pub mod writer;
 
 pub use error::IndexError;
+pub use export::{IndexExport, ScopeClosure, scope_closure};
+pub use follow::{FollowError, Follower, ResetReason, StreamEvent};
 pub use index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
     ExplainedGrant, FeatureChange, FeatureIndex, GrantLevel, Hypothetical, Justification,

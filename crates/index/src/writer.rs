@@ -77,12 +77,12 @@ pub struct Snapshot {
 /// The single writer. Not `Sync`-shared: the service owns it behind its write path.
 #[derive(Debug)]
 pub struct IndexWriter {
-    features: BTreeMap<String, Feature>,
-    plans: FxHashMap<Uuid, Plan>,
-    flags: BTreeMap<String, FeatureFlag>,
-    routes: BTreeMap<Uuid, Route>,
+    pub(crate) features: BTreeMap<String, Feature>,
+    pub(crate) plans: FxHashMap<Uuid, Plan>,
+    pub(crate) flags: BTreeMap<String, FeatureFlag>,
+    pub(crate) routes: BTreeMap<Uuid, Route>,
     /// Plan id → stable slot; never shrinks, so grants' `u32` plan refs stay valid.
-    plan_slots: FxHashMap<Uuid, u32>,
+    pub(crate) plan_slots: FxHashMap<Uuid, u32>,
     /// Grant id → tenant (the interned ID), to find a grant on update or delete.
     locator: FxHashMap<Uuid, TenantKey>,
     /// Tenants touched by the batch in progress.
