@@ -5,6 +5,8 @@
 //! `tonic-reflection`.
 
 pub mod codec;
+#[cfg(feature = "index")]
+pub mod index_stream;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every Tenantry proto file and its imports,
 /// for gRPC server reflection.
@@ -181,6 +183,10 @@ mod tests {
                 "WhatIf",
                 "GetRevision",
             ],
+        ),
+        (
+            "tenantry.entitlement.v1.IndexStreamService",
+            &["WatchIndex"],
         ),
     ];
 
