@@ -87,6 +87,12 @@ impl Follower {
         self.writer.as_ref().map(IndexWriter::revision)
     }
 
+    /// The local index with its catalog, to save or hand on (`None` before the first complete
+    /// snapshot).
+    pub fn export(&self) -> Option<crate::IndexExport> {
+        self.writer.as_ref().map(IndexWriter::export)
+    }
+
     /// The local index (`None` before the first complete snapshot).
     pub fn current(&self) -> Option<Arc<EntitlementIndex>> {
         self.writer.as_ref().map(IndexWriter::current)
