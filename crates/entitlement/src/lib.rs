@@ -11,11 +11,18 @@
 //! starts the followers and serves gRPC until shutdown.
 
 mod app;
+/// Checks answered from an index the caller provides: the `EntitlementService` gRPC handlers
+/// ([`checks::CheckService`]) over any [`checks::IndexSource`]. The agent serves them over the
+/// index it follows, so its answers and errors are the service's.
+pub mod checks {
+    pub use crate::app::checks::IndexSource;
+    pub use crate::grpc::checks::CheckService;
+}
 mod clients;
 pub mod clock;
 pub mod domain;
 mod follower;
-mod grpc;
+pub(crate) mod grpc;
 pub mod migration;
 mod retention;
 mod storage;

@@ -36,7 +36,9 @@ use utoipa::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use auth::Principal;
 pub use credentials::{EnvironmentCredentials, credentials_file, environment_credentials};
+pub use routes::checks::{Decide, unauthenticated_router as unauthenticated_check_router};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -170,204 +170,249 @@ pub struct WhatIfQuery {
     pub min_revision: u64,
 }
 
-impl<S: Storage> Engine<S> {
-    pub async fn check(&self, q: &CheckQuery, min_revision: u64) -> Result<Checked<Decision>> {
-        q.validate()?;
-        let index = self.index_at(min_revision).await?;
-        let decision = index.check(&q.request(), q.at.unwrap_or_else(|| self.present(&index)));
-        Ok(Checked {
-            index,
-            value: decision,
-        })
+/// Where checks find their index: this replica's (the service) or one followed from the
+/// service's stream (the agent). The checks below need nothing else, so the agent answers with
+/// exactly the service's rules.
+pub trait IndexSource: Send + Sync + 'static {
+    /// The index once it includes `min_revision` (waiting briefly, else UNAVAILABLE).
+    fn index_at(
+        &self,
+        min_revision: u64,
+    ) -> impl Future<Output = Result<Arc<EntitlementIndex>>> + Send;
+    /// "Now" for a check against `index`: never before the newest write it holds.
+    fn present(&self, index: &EntitlementIndex) -> DateTime<Utc>;
+    /// The revision held now.
+    fn revision(&self) -> u64;
+}
+
+impl<S: Storage> IndexSource for Engine<S> {
+    fn index_at(
+        &self,
+        min_revision: u64,
+    ) -> impl Future<Output = Result<Arc<EntitlementIndex>>> + Send {
+        Engine::index_at(self, min_revision)
     }
 
-    /// Checks 1 to [`MAX_BATCH`] queries against one index snapshot. Each query comes as
-    /// decoded (or why it could not be); any bad one refuses the batch, with every bad query
-    /// reported by its position. Answers each query with its decision.
-    pub async fn check_batch(
-        &self,
-        queries: Vec<Result<CheckQuery>>,
-        min_revision: u64,
-    ) -> Result<Checked<Vec<(CheckQuery, Decision)>>> {
-        let mut valid = Vec::with_capacity(queries.len());
-        let mut items = Vec::new();
-        for (i, q) in queries.into_iter().enumerate() {
-            match q.and_then(|q| q.validate().map(|()| q)) {
-                Ok(q) => valid.push(q),
-                Err(DomainError::InvalidArgument { field, message }) => {
-                    items.push(ItemError::new(i, field, message));
-                }
-                Err(other) => return Err(other),
+    fn present(&self, index: &EntitlementIndex) -> DateTime<Utc> {
+        Engine::present(self, index)
+    }
+
+    fn revision(&self) -> u64 {
+        Engine::revision(self)
+    }
+}
+
+pub async fn check<I: IndexSource + ?Sized>(
+    source: &I,
+    q: &CheckQuery,
+    min_revision: u64,
+) -> Result<Checked<Decision>> {
+    q.validate()?;
+    let index = source.index_at(min_revision).await?;
+    let decision = index.check(&q.request(), q.at.unwrap_or_else(|| source.present(&index)));
+    Ok(Checked {
+        index,
+        value: decision,
+    })
+}
+
+/// Checks 1 to [`MAX_BATCH`] queries against one index snapshot. Each query comes as
+/// decoded (or why it could not be); any bad one refuses the batch, with every bad query
+/// reported by its position. Answers each query with its decision.
+pub async fn check_batch<I: IndexSource + ?Sized>(
+    source: &I,
+    queries: Vec<Result<CheckQuery>>,
+    min_revision: u64,
+) -> Result<Checked<Vec<(CheckQuery, Decision)>>> {
+    let mut valid = Vec::with_capacity(queries.len());
+    let mut items = Vec::new();
+    for (i, q) in queries.into_iter().enumerate() {
+        match q.and_then(|q| q.validate().map(|()| q)) {
+            Ok(q) => valid.push(q),
+            Err(DomainError::InvalidArgument { field, message }) => {
+                items.push(ItemError::new(i, field, message));
             }
+            Err(other) => return Err(other),
         }
-        if !items.is_empty() {
-            return Err(DomainError::InvalidItems(items));
-        }
-        let index = self.index_at(min_revision).await?;
-        let now = self.present(&index);
-        let decisions = valid
-            .into_iter()
-            .map(|q| {
-                let decision = index.check(&q.request(), q.at.unwrap_or(now));
-                (q, decision)
-            })
-            .collect();
-        Ok(Checked {
-            index,
-            value: decisions,
+    }
+    if !items.is_empty() {
+        return Err(DomainError::InvalidItems(items));
+    }
+    let index = source.index_at(min_revision).await?;
+    let now = source.present(&index);
+    let decisions = valid
+        .into_iter()
+        .map(|q| {
+            let decision = index.check(&q.request(), q.at.unwrap_or(now));
+            (q, decision)
         })
-    }
+        .collect();
+    Ok(Checked {
+        index,
+        value: decisions,
+    })
+}
 
-    /// Refuses a batch of checks of the wrong size before anything is decoded.
-    pub fn check_batch_size(len: usize) -> Result<()> {
-        if len == 0 || len > MAX_BATCH {
-            return Err(DomainError::invalid("queries", "give 1 to 1000 queries"));
-        }
-        Ok(())
+/// Refuses a batch of checks of the wrong size before anything is decoded.
+pub fn check_batch_size(len: usize) -> Result<()> {
+    if len == 0 || len > MAX_BATCH {
+        return Err(DomainError::invalid("queries", "give 1 to 1000 queries"));
     }
+    Ok(())
+}
 
-    /// Every feature the subject holds at `at` (default now), with its allocation.
-    pub async fn account_entitlements(
-        &self,
-        subject: &Subject<'_>,
-        at: Option<DateTime<Utc>>,
-        min_revision: u64,
-    ) -> Result<Checked<Vec<EffectiveFeature>>> {
-        validate_tenant_id("tenant_id", subject.tenant_id)?;
-        validate_attributes("attributes", subject.attributes)?;
-        let index = self.index_at(min_revision).await?;
-        // "Now" is read once the index holds the awaited revision, never before: grants
-        // written meanwhile have started by then.
-        let at = at.unwrap_or_else(|| self.present(&index));
-        let features = index.account_entitlements(subject, at)?;
-        Ok(Checked {
-            index,
-            value: features,
+/// Every feature the subject holds at `at` (default now), with its allocation.
+pub async fn account_entitlements<I: IndexSource + ?Sized>(
+    source: &I,
+    subject: &Subject<'_>,
+    at: Option<DateTime<Utc>>,
+    min_revision: u64,
+) -> Result<Checked<Vec<EffectiveFeature>>> {
+    validate_tenant_id("tenant_id", subject.tenant_id)?;
+    validate_attributes("attributes", subject.attributes)?;
+    let index = source.index_at(min_revision).await?;
+    // "Now" is read once the index holds the awaited revision, never before: grants
+    // written meanwhile have started by then.
+    let at = at.unwrap_or_else(|| source.present(&index));
+    let features = index.account_entitlements(subject, at)?;
+    Ok(Checked {
+        index,
+        value: features,
+    })
+}
+
+pub async fn explain<I: IndexSource + ?Sized>(
+    source: &I,
+    q: &CheckQuery,
+    min_revision: u64,
+) -> Result<Checked<Explanation>> {
+    q.validate()?;
+    let index = source.index_at(min_revision).await?;
+    let at = q.at.unwrap_or_else(|| source.present(&index));
+    let decision = index.check(&q.request(), at);
+    let feature_key = match &q.target {
+        CheckTarget::Feature(k) => Some(k.as_str()),
+        CheckTarget::Permission(_) | CheckTarget::Route { .. } => None,
+    };
+    let decided = decision.decided_by.and_then(|b| b.grant_id);
+    let grants = index
+        .explain_grants(&q.subject(), feature_key, at)
+        .into_iter()
+        .map(|g| {
+            let effective = decision.result
+                && g.allocation.is_some_and(|a| a.is_granting())
+                && g.status == GrantStatus::Active
+                || decided == Some(g.grant_id);
+            (g, effective)
         })
-    }
+        .collect();
+    let (flag_on, linked_features) = match &q.target {
+        CheckTarget::Feature(k) => (index.flag_on(k, q.attributes.as_ref()), vec![]),
+        CheckTarget::Permission(p) => (None, index.linked_features(p)),
+        CheckTarget::Route { .. } => (None, vec![]),
+    };
+    Ok(Checked {
+        index,
+        value: Explanation {
+            decision,
+            grants,
+            flag_on,
+            linked_features,
+        },
+    })
+}
 
-    pub async fn explain(&self, q: &CheckQuery, min_revision: u64) -> Result<Checked<Explanation>> {
-        q.validate()?;
-        let index = self.index_at(min_revision).await?;
-        let at = q.at.unwrap_or_else(|| self.present(&index));
-        let decision = index.check(&q.request(), at);
-        let feature_key = match &q.target {
-            CheckTarget::Feature(k) => Some(k.as_str()),
-            CheckTarget::Permission(_) | CheckTarget::Route { .. } => None,
-        };
-        let decided = decision.decided_by.and_then(|b| b.grant_id);
-        let grants = index
-            .explain_grants(&q.subject(), feature_key, at)
-            .into_iter()
-            .map(|g| {
-                let effective = decision.result
-                    && g.allocation.is_some_and(|a| a.is_granting())
-                    && g.status == GrantStatus::Active
-                    || decided == Some(g.grant_id);
-                (g, effective)
-            })
-            .collect();
-        let (flag_on, linked_features) = match &q.target {
-            CheckTarget::Feature(k) => (index.flag_on(k, q.attributes.as_ref()), vec![]),
-            CheckTarget::Permission(p) => (None, index.linked_features(p)),
-            CheckTarget::Route { .. } => (None, vec![]),
-        };
-        Ok(Checked {
-            index,
-            value: Explanation {
-                decision,
-                grants,
-                flag_on,
-                linked_features,
+/// What the subject would gain, lose or see changed under hypothetical changes.
+pub async fn what_if<I: IndexSource + ?Sized>(
+    source: &I,
+    q: WhatIfQuery,
+) -> Result<Checked<WhatIf>> {
+    validate_tenant_id("tenant_id", &q.tenant_id)?;
+    let index = source.index_at(q.min_revision).await?;
+    let at = q.at.unwrap_or_else(|| source.present(&index));
+    if q.changes.is_empty() || q.changes.len() > MAX_WHAT_IF_CHANGES {
+        return Err(DomainError::invalid(
+            "changes",
+            format!("give 1 to {MAX_WHAT_IF_CHANGES} changes"),
+        ));
+    }
+    let plan_id = |s: &str, field: &str| {
+        if s.is_empty() {
+            return Err(DomainError::invalid(field, "required"));
+        }
+        Uuid::try_parse(s)
+            .ok()
+            .or_else(|| index.plan_id_by_key(s))
+            .ok_or_else(|| DomainError::not_found("plan", s))
+    };
+    let mut hypotheticals = Vec::with_capacity(q.changes.len());
+    for (i, change) in q.changes.iter().enumerate() {
+        let field = format!("changes[{i}]");
+        hypotheticals.push(match change {
+            WhatIfChange::Grant {
+                tenant_id,
+                user_id,
+                plan,
+                starts_at,
+                expires_at,
+            } => {
+                if !tenant_id.is_empty() && *tenant_id != q.tenant_id {
+                    return Err(DomainError::invalid(
+                        format!("{field}.grant.tenant_id"),
+                        "must be empty or the request's tenant_id",
+                    ));
+                }
+                if user_id.is_some() && *user_id != q.user_id {
+                    return Err(DomainError::invalid(
+                        format!("{field}.grant.user_id"),
+                        "must be unset or the request's user_id",
+                    ));
+                }
+                Hypothetical::GrantPlan {
+                    plan_id: match plan {
+                        Some(PlanName::Id(id)) => plan_id(id, &format!("{field}.grant.plan_id"))?,
+                        Some(PlanName::Key(k)) => plan_id(k, &format!("{field}.grant.plan_key"))?,
+                        None => {
+                            return Err(DomainError::invalid(
+                                format!("{field}.grant.plan"),
+                                "required",
+                            ));
+                        }
+                    },
+                    to_user: user_id.is_some(),
+                    starts_at: *starts_at,
+                    expires_at: *expires_at,
+                }
+            }
+            WhatIfChange::RevokeGrant(id) => Hypothetical::RevokeGrant {
+                grant_id: Uuid::try_parse(id).map_err(|_| {
+                    DomainError::invalid(format!("{field}.revoke_grant_id"), "must be a UUID")
+                })?,
             },
-        })
+            WhatIfChange::RevokePlan(p) => Hypothetical::RevokePlan {
+                plan_id: plan_id(p, &format!("{field}.revoke_plan"))?,
+            },
+            WhatIfChange::Missing => return Err(DomainError::invalid(field, "required")),
+        });
     }
+    let subject = Subject {
+        tenant_id: &q.tenant_id,
+        user_id: q.user_id.as_deref(),
+        permissions: &[],
+        attributes: None,
+    };
+    let result = index.what_if(&subject, &hypotheticals, at)?;
+    Ok(Checked {
+        index,
+        value: result,
+    })
+}
 
-    /// What the subject would gain, lose or see changed under hypothetical changes.
-    pub async fn what_if(&self, q: WhatIfQuery) -> Result<Checked<WhatIf>> {
-        validate_tenant_id("tenant_id", &q.tenant_id)?;
-        let index = self.index_at(q.min_revision).await?;
-        let at = q.at.unwrap_or_else(|| self.present(&index));
-        if q.changes.is_empty() || q.changes.len() > MAX_WHAT_IF_CHANGES {
-            return Err(DomainError::invalid(
-                "changes",
-                format!("give 1 to {MAX_WHAT_IF_CHANGES} changes"),
-            ));
-        }
-        let plan_id = |s: &str, field: &str| {
-            if s.is_empty() {
-                return Err(DomainError::invalid(field, "required"));
-            }
-            Uuid::try_parse(s)
-                .ok()
-                .or_else(|| index.plan_id_by_key(s))
-                .ok_or_else(|| DomainError::not_found("plan", s))
-        };
-        let mut hypotheticals = Vec::with_capacity(q.changes.len());
-        for (i, change) in q.changes.iter().enumerate() {
-            let field = format!("changes[{i}]");
-            hypotheticals.push(match change {
-                WhatIfChange::Grant {
-                    tenant_id,
-                    user_id,
-                    plan,
-                    starts_at,
-                    expires_at,
-                } => {
-                    if !tenant_id.is_empty() && *tenant_id != q.tenant_id {
-                        return Err(DomainError::invalid(
-                            format!("{field}.grant.tenant_id"),
-                            "must be empty or the request's tenant_id",
-                        ));
-                    }
-                    if user_id.is_some() && *user_id != q.user_id {
-                        return Err(DomainError::invalid(
-                            format!("{field}.grant.user_id"),
-                            "must be unset or the request's user_id",
-                        ));
-                    }
-                    Hypothetical::GrantPlan {
-                        plan_id: match plan {
-                            Some(PlanName::Id(id)) => {
-                                plan_id(id, &format!("{field}.grant.plan_id"))?
-                            }
-                            Some(PlanName::Key(k)) => {
-                                plan_id(k, &format!("{field}.grant.plan_key"))?
-                            }
-                            None => {
-                                return Err(DomainError::invalid(
-                                    format!("{field}.grant.plan"),
-                                    "required",
-                                ));
-                            }
-                        },
-                        to_user: user_id.is_some(),
-                        starts_at: *starts_at,
-                        expires_at: *expires_at,
-                    }
-                }
-                WhatIfChange::RevokeGrant(id) => Hypothetical::RevokeGrant {
-                    grant_id: Uuid::try_parse(id).map_err(|_| {
-                        DomainError::invalid(format!("{field}.revoke_grant_id"), "must be a UUID")
-                    })?,
-                },
-                WhatIfChange::RevokePlan(p) => Hypothetical::RevokePlan {
-                    plan_id: plan_id(p, &format!("{field}.revoke_plan"))?,
-                },
-                WhatIfChange::Missing => return Err(DomainError::invalid(field, "required")),
-            });
-        }
-        let subject = Subject {
-            tenant_id: &q.tenant_id,
-            user_id: q.user_id.as_deref(),
-            permissions: &[],
-            attributes: None,
-        };
-        let result = index.what_if(&subject, &hypotheticals, at)?;
-        Ok(Checked {
-            index,
-            value: result,
-        })
+#[cfg(test)]
+impl<S: Storage> Engine<S> {
+    /// [`check`] on this replica's index (the use-case tests' shorthand).
+    pub async fn check(&self, q: &CheckQuery, min_revision: u64) -> Result<Checked<Decision>> {
+        check(self, q, min_revision).await
     }
 }
 
@@ -420,9 +465,7 @@ mod tests {
             Some((Some(account_grant.id), GrantLevel::Account))
         );
         // An explanation lists both grants and marks the decisive one.
-        let explained = t
-            .engine
-            .explain(&feature_query("acme", Some("ann"), "sso"), 0)
+        let explained = explain(&t.engine, &feature_query("acme", Some("ann"), "sso"), 0)
             .await
             .unwrap()
             .value;
@@ -471,7 +514,7 @@ mod tests {
         let app = &t.engine;
         let refused = |q: CheckQuery| async move {
             let check = app.check(&q, 0).await.unwrap_err();
-            let explain = app.explain(&q, 0).await.unwrap_err();
+            let explain = explain(&*app, &q, 0).await.unwrap_err();
             assert_eq!(invalid_field(&check), invalid_field(&explain));
             invalid_field(&check).to_owned()
         };
@@ -552,18 +595,17 @@ mod tests {
         assert!(!t.engine.check(&at_limits, 0).await.unwrap().value.result);
         // A batch names every bad query by its position, whether it could not be decoded or
         // is invalid, and answers none of them.
-        let err = t
-            .engine
-            .check_batch(
-                vec![
-                    Ok(feature_query("acme", None, "sso")),
-                    Err(DomainError::invalid("query.target", "required")),
-                    Ok(feature_query("bad id", None, "sso")),
-                ],
-                0,
-            )
-            .await
-            .unwrap_err();
+        let err = check_batch(
+            &t.engine,
+            vec![
+                Ok(feature_query("acme", None, "sso")),
+                Err(DomainError::invalid("query.target", "required")),
+                Ok(feature_query("bad id", None, "sso")),
+            ],
+            0,
+        )
+        .await
+        .unwrap_err();
         let DomainError::InvalidItems(items) = err else {
             panic!("expected invalid items, got {err:?}");
         };
@@ -588,17 +630,16 @@ mod tests {
         let err = t.engine.check(&q, revision + 10).await.unwrap_err();
         assert_eq!(invalid_field(&err), "min_revision");
         for len in [0, MAX_BATCH + 1] {
-            let err = Engine::<crate::storage::Store>::check_batch_size(len).unwrap_err();
+            let err = check_batch_size(len).unwrap_err();
             assert_eq!(invalid_field(&err), "queries");
         }
-        let answers = t
-            .engine
-            .check_batch(
-                vec![Ok(q.clone()), Ok(feature_query("nobody", None, "sso"))],
-                0,
-            )
-            .await
-            .unwrap();
+        let answers = check_batch(
+            &t.engine,
+            vec![Ok(q.clone()), Ok(feature_query("nobody", None, "sso"))],
+            0,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             answers
                 .value
@@ -612,17 +653,18 @@ mod tests {
         );
         let err = check_sizes(Some(&"u".repeat(300)), &[], &q.target).unwrap_err();
         assert_eq!(invalid_field(&err), "query.subject.user_id");
-        let err = t
-            .engine
-            .what_if(WhatIfQuery {
+        let err = what_if(
+            &t.engine,
+            WhatIfQuery {
                 tenant_id: "acme".into(),
                 user_id: None,
                 changes: vec![],
                 at: None,
                 min_revision: 0,
-            })
-            .await
-            .unwrap_err();
+            },
+        )
+        .await
+        .unwrap_err();
         assert_eq!(invalid_field(&err), "changes");
     }
 }

@@ -3,10 +3,13 @@
 use tenantry_proto::entitlement::v1::{self as pb, *};
 use tonic::{Request, Response};
 
+use std::sync::Arc;
+
+use super::Result;
 use super::convert;
-use super::{Handler, Result};
-use crate::Engine;
-use crate::app::checks::{CheckQuery, CheckTarget, PlanName, WhatIfChange, WhatIfQuery};
+use crate::app::checks::{
+    self as checks, CheckQuery, CheckTarget, IndexSource, PlanName, WhatIfChange, WhatIfQuery,
+};
 use crate::domain::{
     self, DecidedBy, Decision, DomainError, EntitlementIndex, GrantLevel, Justification, Subject,
 };
@@ -136,15 +139,36 @@ fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> Entitleme
     }
 }
 
+/// `EntitlementService` over any [`IndexSource`]: the service's own index, or an agent's
+/// follower of it — the same decoding, rules and encoding either way.
+#[derive(Debug)]
+pub struct CheckService<I> {
+    source: Arc<I>,
+}
+
+impl<I> CheckService<I> {
+    pub fn new(source: Arc<I>) -> Self {
+        Self { source }
+    }
+}
+
+impl<I> Clone for CheckService<I> {
+    fn clone(&self) -> Self {
+        Self {
+            source: Arc::clone(&self.source),
+        }
+    }
+}
+
 #[tonic::async_trait]
-impl entitlement_service_server::EntitlementService for Handler {
+impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckService<I> {
     async fn is_entitled_to(
         &self,
         request: Request<IsEntitledToRequest>,
     ) -> Result<Response<IsEntitledToResponse>> {
         let r = request.into_inner();
         let q = decode_query(r.query)?;
-        let checked = self.engine.check(&q, r.min_revision).await?;
+        let checked = checks::check(&*self.source, &q, r.min_revision).await?;
         Ok(Response::new(IsEntitledToResponse {
             decision: Some(decision(&checked.index, &q, &checked.value)),
             revision: checked.index.revision(),
@@ -156,13 +180,13 @@ impl entitlement_service_server::EntitlementService for Handler {
         request: Request<BatchIsEntitledToRequest>,
     ) -> Result<Response<BatchIsEntitledToResponse>> {
         let r = request.into_inner();
-        Engine::check_batch_size(r.queries.len())?;
+        checks::check_batch_size(r.queries.len())?;
         let queries = r
             .queries
             .into_iter()
             .map(|q| decode_query(Some(q)))
             .collect();
-        let checked = self.engine.check_batch(queries, r.min_revision).await?;
+        let checked = checks::check_batch(&*self.source, queries, r.min_revision).await?;
         let index = &checked.index;
         Ok(Response::new(BatchIsEntitledToResponse {
             decisions: checked
@@ -187,10 +211,8 @@ impl entitlement_service_server::EntitlementService for Handler {
             permissions: &[],
             attributes: attributes.as_ref(),
         };
-        let checked = self
-            .engine
-            .account_entitlements(&subject, at, r.min_revision)
-            .await?;
+        let checked =
+            checks::account_entitlements(&*self.source, &subject, at, r.min_revision).await?;
         let index = &checked.index;
         let entitlements = checked
             .value
@@ -213,7 +235,7 @@ impl entitlement_service_server::EntitlementService for Handler {
     async fn explain(&self, request: Request<ExplainRequest>) -> Result<Response<ExplainResponse>> {
         let r = request.into_inner();
         let q = decode_query(r.query)?;
-        let checked = self.engine.explain(&q, r.min_revision).await?;
+        let checked = checks::explain(&*self.source, &q, r.min_revision).await?;
         let (index, e) = (&checked.index, &checked.value);
         let grants = e
             .grants
@@ -267,16 +289,17 @@ impl entitlement_service_server::EntitlementService for Handler {
                 None => WhatIfChange::Missing,
             });
         }
-        let checked = self
-            .engine
-            .what_if(WhatIfQuery {
+        let checked = checks::what_if(
+            &*self.source,
+            WhatIfQuery {
                 tenant_id: r.tenant_id,
                 user_id: r.user_id,
                 changes,
                 at,
                 min_revision: r.min_revision,
-            })
-            .await?;
+            },
+        )
+        .await?;
         let encode = |list: Vec<crate::domain::FeatureChange>| {
             list.into_iter()
                 .map(|c| pb::FeatureChange {
@@ -301,7 +324,7 @@ impl entitlement_service_server::EntitlementService for Handler {
         _request: Request<GetRevisionRequest>,
     ) -> Result<Response<GetRevisionResponse>> {
         Ok(Response::new(GetRevisionResponse {
-            revision: self.engine.revision(),
+            revision: self.source.revision(),
         }))
     }
 }

@@ -2,7 +2,7 @@
 //! Handlers hold no rules and no queries; every error passes through the one
 //! `From<DomainError> for Status` below.
 
-mod checks;
+pub mod checks;
 pub mod convert;
 mod features;
 mod flags;
@@ -62,7 +62,11 @@ pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
         .add(sized!(FeatureFlagServiceServer))
         .add(sized!(RouteServiceServer))
         .add(sized!(GrantServiceServer))
-        .add(sized!(EntitlementServiceServer))
+        .add(
+            EntitlementServiceServer::new(checks::CheckService::new(h.engine))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
 }
 
 fn with_details(code: Code, message: String, details: ErrorDetails) -> Status {

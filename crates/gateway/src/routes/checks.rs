@@ -5,13 +5,15 @@
 //! targeting attributes ([`TOKEN_ATTRIBUTES`]), and its account
 //! or a reachable sub-account; naming another user is 403. Environment tokens check anyone.
 
-use axum::{Json, extract::State};
+use std::future::Future;
+
+use axum::{Json, Router, extract::State, routing::post};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json_};
 use tenantry_proto::entitlement::v1::{
-    self as pb, AllowReason, BatchIsEntitledToRequest, EntitlementQuery, GrantLevel, Justification,
-    RouteTarget, entitlement_query::Target,
+    self as pb, AllowReason, BatchIsEntitledToRequest, BatchIsEntitledToResponse, EntitlementQuery,
+    GrantLevel, IsEntitledToResponse, Justification, RouteTarget, entitlement_query::Target,
 };
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -33,6 +35,134 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(agent_feature))
         .routes(routes!(agent_permission))
         .routes(routes!(agent_route))
+}
+
+/// Where check decisions come from: the entitlement service over gRPC (the gateway, checks
+/// coalesced) or an index in the caller's own process (the agent). The check routes decode,
+/// authorise and encode the same way whichever answers.
+pub trait Decide: Clone + Send + Sync + 'static {
+    fn check(
+        &self,
+        principal: &Principal,
+        query: EntitlementQuery,
+        min_revision: u64,
+    ) -> impl Future<Output = Result<IsEntitledToResponse, tonic::Status>> + Send;
+
+    fn check_batch(
+        &self,
+        principal: &Principal,
+        request: BatchIsEntitledToRequest,
+    ) -> impl Future<Output = Result<BatchIsEntitledToResponse, tonic::Status>> + Send;
+}
+
+impl Decide for AppState {
+    async fn check(
+        &self,
+        principal: &Principal,
+        query: EntitlementQuery,
+        min_revision: u64,
+    ) -> Result<IsEntitledToResponse, tonic::Status> {
+        self.checker.check(principal, query, min_revision).await
+    }
+
+    async fn check_batch(
+        &self,
+        principal: &Principal,
+        request: BatchIsEntitledToRequest,
+    ) -> Result<BatchIsEntitledToResponse, tonic::Status> {
+        Ok(self
+            .checks()
+            .batch_is_entitled_to(grpc(principal, request))
+            .await?
+            .into_inner())
+    }
+}
+
+/// The check routes without authentication, answered by `decide`: our
+/// `/entitlements/api/v1/is-entitled-to` (+ `/batch`) and Frontegg's agent paths
+/// (`/v1/data/e10s/...`), every subject allowed — for a listener only the caller's own pod
+/// reaches (the agent).
+pub fn unauthenticated_router<D: Decide>(decide: D) -> Router {
+    Router::new()
+        .route("/entitlements/api/v1/is-entitled-to", post(open_check::<D>))
+        .route(
+            "/entitlements/api/v1/is-entitled-to/batch",
+            post(open_batch::<D>),
+        )
+        .route(
+            "/v1/data/e10s/features/is_entitled_to_input_feature",
+            post(open_agent_feature::<D>),
+        )
+        .route(
+            "/v1/data/e10s/permissions/is_entitled_to_input_permission",
+            post(open_agent_permission::<D>),
+        )
+        .route(
+            "/v1/data/e10s/routes/is_entitled_to_input_route",
+            post(open_agent_route::<D>),
+        )
+        .with_state(decide)
+}
+
+/// Who asks on an unauthenticated listener: anyone may check any subject, as with an
+/// environment token.
+fn open_principal() -> Principal {
+    Principal::Environment {
+        client_id: "local".to_owned(),
+    }
+}
+
+async fn open_check<D: Decide>(
+    State(decide): State<D>,
+    ApiJson(b): ApiJson<CheckBody>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    let t = target(b.feature, b.permission, b.route, "feature")?;
+    check_one(
+        &decide,
+        &open_principal(),
+        t,
+        b.subject,
+        b.at,
+        b.requested_amount,
+        b.min_revision,
+    )
+    .await
+}
+
+async fn open_batch<D: Decide>(
+    State(decide): State<D>,
+    ApiJson(b): ApiJson<BatchCheckBody>,
+) -> Result<Json<BatchCheckResponse>, ApiError> {
+    batch_size(&b)?;
+    check_many(&decide, &open_principal(), b).await
+}
+
+async fn open_agent_feature<D: Decide>(
+    State(decide): State<D>,
+    ApiJson(b): ApiJson<AgentBody<FeatureTarget>>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let t = Target::FeatureKey(b.input.request_context.feature_key);
+    agent_answer(&decide, &open_principal(), b.input.subject_context, t).await
+}
+
+async fn open_agent_permission<D: Decide>(
+    State(decide): State<D>,
+    ApiJson(b): ApiJson<AgentBody<PermissionTarget>>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let t = Target::PermissionKey(b.input.request_context.permission_key);
+    agent_answer(&decide, &open_principal(), b.input.subject_context, t).await
+}
+
+async fn open_agent_route<D: Decide>(
+    State(decide): State<D>,
+    ApiJson(b): ApiJson<AgentBody<RouteTargetBody>>,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let r = b.input.request_context;
+    let t = Target::Route(RouteTarget {
+        method: r.method,
+        path: r.path,
+    });
+    agent_answer(&decide, &open_principal(), b.input.subject_context, t).await
 }
 
 /// Who is asking.
@@ -331,13 +461,69 @@ async fn is_entitled_to(
     scope::header_account(&state, &p, &headers).await?;
     let t = target(b.feature, b.permission, b.route, "feature")?;
     scope::ensure_account(&state, &p, &b.subject.tenant_id).await?;
-    let q = query(&p, b.subject, t, b.at, b.requested_amount, "")?;
-    let out = state
-        .checker
-        .check(&p, q, b.min_revision.unwrap_or_default())
-        .await?;
+    check_one(
+        &state,
+        &p,
+        t,
+        b.subject,
+        b.at,
+        b.requested_amount,
+        b.min_revision,
+    )
+    .await
+}
+
+/// One check whose subject the caller may ask about.
+async fn check_one<D: Decide>(
+    decide: &D,
+    p: &Principal,
+    t: Target,
+    subject: SubjectBody,
+    at: Option<String>,
+    requested_amount: Option<u64>,
+    min_revision: Option<u64>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    let q = query(p, subject, t, at, requested_amount, "")?;
+    let out = decide.check(p, q, min_revision.unwrap_or_default()).await?;
     Ok(Json(CheckResponse {
         decision: decision(out.decision.unwrap_or_default()),
+        revision: out.revision,
+    }))
+}
+
+fn batch_size(b: &BatchCheckBody) -> Result<(), ApiError> {
+    if b.checks.is_empty() || b.checks.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field(
+            "checks",
+            format!("must hold 1 to {MAX_BATCH} checks (got {})", b.checks.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A batch of checks whose subjects the caller may ask about.
+async fn check_many<D: Decide>(
+    decide: &D,
+    p: &Principal,
+    b: BatchCheckBody,
+) -> Result<Json<BatchCheckResponse>, ApiError> {
+    let mut queries = Vec::with_capacity(b.checks.len());
+    for (i, c) in b.checks.into_iter().enumerate() {
+        let field = format!("checks[{i}].");
+        let t = target(c.feature, c.permission, c.route, &format!("{field}feature"))?;
+        queries.push(query(p, c.subject, t, c.at, c.requested_amount, &field)?);
+    }
+    let out = decide
+        .check_batch(
+            p,
+            BatchIsEntitledToRequest {
+                queries,
+                min_revision: b.min_revision.unwrap_or_default(),
+            },
+        )
+        .await?;
+    Ok(Json(BatchCheckResponse {
+        results: out.decisions.into_iter().map(decision).collect(),
         revision: out.revision,
     }))
 }
@@ -354,12 +540,7 @@ async fn is_entitled_to_batch(
     ApiJson(b): ApiJson<BatchCheckBody>,
 ) -> Result<Json<BatchCheckResponse>, ApiError> {
     scope::header_account(&state, &p, &headers).await?;
-    if b.checks.is_empty() || b.checks.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field(
-            "checks",
-            format!("must hold 1 to {MAX_BATCH} checks (got {})", b.checks.len()),
-        ));
-    }
+    batch_size(&b)?;
     // The scope rule once for the batch's distinct accounts, not once per item.
     scope::ensure_accounts(
         &state,
@@ -367,27 +548,7 @@ async fn is_entitled_to_batch(
         b.checks.iter().map(|c| c.subject.tenant_id.as_str()),
     )
     .await?;
-    let mut queries = Vec::with_capacity(b.checks.len());
-    for (i, c) in b.checks.into_iter().enumerate() {
-        let field = format!("checks[{i}].");
-        let t = target(c.feature, c.permission, c.route, &format!("{field}feature"))?;
-        queries.push(query(&p, c.subject, t, c.at, c.requested_amount, &field)?);
-    }
-    let out = state
-        .checks()
-        .batch_is_entitled_to(grpc(
-            &p,
-            BatchIsEntitledToRequest {
-                queries,
-                min_revision: b.min_revision.unwrap_or_default(),
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(Json(BatchCheckResponse {
-        results: out.decisions.into_iter().map(decision).collect(),
-        revision: out.revision,
-    }))
+    check_many(&state, &p, b).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -464,11 +625,21 @@ async fn agent(
     subject_body: SubjectBody,
     target: Target,
 ) -> Result<Json<AgentResponse>, ApiError> {
-    let started = std::time::Instant::now();
     scope::ensure_account(state, p, &subject_body.tenant_id).await?;
+    agent_answer(state, p, subject_body, target).await
+}
+
+/// An agent check whose subject the caller may ask about.
+async fn agent_answer<D: Decide>(
+    decide: &D,
+    p: &Principal,
+    subject_body: SubjectBody,
+    target: Target,
+) -> Result<Json<AgentResponse>, ApiError> {
+    let started = std::time::Instant::now();
     let permission_check = matches!(target, Target::PermissionKey(_));
     let q = query(p, subject_body, target, None, None, "input.")?;
-    let out = state.checker.check(p, q, 0).await?;
+    let out = decide.check(p, q, 0).await?;
     let d = out.decision.unwrap_or_default();
     let mut metrics = Map::new();
     metrics.insert(
