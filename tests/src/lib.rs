@@ -16,6 +16,8 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tenantry_common::testing::{self, TestPostgres};
 
+pub mod frontegg;
+
 /// PostgreSQL schema of the tenant service (the configuration default).
 pub const TENANT_SCHEMA: &str = "tenant";
 /// PostgreSQL schema of the entitlement service (the configuration default).

@@ -94,6 +94,7 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::grants::router())
         .merge(routes::checks::router())
         .merge(routes::compat::router())
+        .merge(routes::vendor_entitlements::router())
         .split_for_parts();
     // After the merge: the shared rules apply to every route's operations.
     openapi::SharedRules.modify(&mut doc);

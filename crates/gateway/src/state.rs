@@ -12,6 +12,7 @@ use tenantry_proto::{
         feature_flag_service_client::FeatureFlagServiceClient,
         feature_service_client::FeatureServiceClient, grant_service_client::GrantServiceClient,
         plan_service_client::PlanServiceClient, route_service_client::RouteServiceClient,
+        vendor_snapshot_service_client::VendorSnapshotServiceClient,
     },
     tenant::v1::{
         hierarchy_service_client::HierarchyServiceClient,
@@ -91,6 +92,7 @@ impl AppState {
     client!(routes, RouteServiceClient, entitlement);
     client!(grants, GrantServiceClient, entitlement);
     client!(checks, EntitlementServiceClient, entitlement);
+    client!(vendor_snapshots, VendorSnapshotServiceClient, entitlement);
 }
 
 /// A gRPC request carrying the authenticated principal (trace context and the service token

@@ -51,6 +51,13 @@ use super::model::{
 use super::route::{PathPattern, parse_method, request_segments, route_order};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+#[path = "vendor_snapshot.rs"]
+mod vendor;
+pub use vendor::{
+    MAX_VENDOR_ENTITLEMENTS, SnapshotTooLarge, VendorBundle, VendorEntitlement, VendorFeature,
+    VendorSnapshot,
+};
+
 /// Ancestors further up than this are ignored by checks (the tenant service keeps trees shallow).
 pub const MAX_ANCESTOR_DEPTH: usize = 32;
 /// The fewest shards (2^8); there are never fewer, so small indexes keep their tables hot.
@@ -472,6 +479,18 @@ pub(crate) struct Catalog {
     targeted: Vec<u32>,
     /// Whether any plan inherits; if none does, checks skip the ancestor walk.
     any_inherit: bool,
+    /// The catalog as written (features in position order), for the vendor snapshot, which
+    /// hands rules and flags to SDKs that evaluate them themselves.
+    raw: Arc<RawCatalog>,
+}
+
+/// The uncompiled catalog a [`Catalog`] was built from.
+#[derive(Debug, Clone, Default)]
+struct RawCatalog {
+    /// By feature position.
+    features: Vec<Feature>,
+    flags: BTreeMap<String, FeatureFlag>,
+    plans: FxHashMap<Uuid, Plan>,
 }
 
 /// Compiles a flag to "is the feature on for these attributes"; `None` if always on.
@@ -486,6 +505,11 @@ fn compile_flag(flag: &FeatureFlag) -> Option<CompiledTargeting> {
     (!always_on).then_some(targeting)
 }
 
+/// Whether `flag` leaves its feature on for a subject with `attributes`, as checks decide it.
+pub(crate) fn flag_allows(flag: &FeatureFlag, attributes: Option<&Map<String, Value>>) -> bool {
+    compile_flag(flag).is_none_or(|t| t.evaluate(attributes))
+}
+
 impl Catalog {
     pub(crate) fn build(
         features: &BTreeMap<String, Feature>,
@@ -494,7 +518,14 @@ impl Catalog {
         routes: &BTreeMap<Uuid, Route>,
         plan_slots: &FxHashMap<Uuid, u32>,
     ) -> Catalog {
-        let mut catalog = Catalog::default();
+        let mut catalog = Catalog {
+            raw: Arc::new(RawCatalog {
+                features: features.values().cloned().collect(),
+                flags: flags.clone(),
+                plans: plans.clone(),
+            }),
+            ..Catalog::default()
+        };
         let mut types = Vec::with_capacity(features.len());
         for (i, feature) in features.values().enumerate() {
             let idx = i as u32;

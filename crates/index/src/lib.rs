@@ -23,7 +23,9 @@ pub use follow::{FollowError, Follower, ResetReason, StreamEvent};
 pub use index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
     ExplainedGrant, FeatureChange, FeatureIndex, GrantLevel, Hypothetical, Justification,
-    MAX_ANCESTOR_DEPTH, MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex, Subject, Target, WhatIf,
+    MAX_ANCESTOR_DEPTH, MAX_VENDOR_ENTITLEMENTS, MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex,
+    SnapshotTooLarge, Subject, Target, VendorBundle, VendorEntitlement, VendorFeature,
+    VendorSnapshot, WhatIf,
 };
 pub use model::{
     Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
@@ -39,4 +41,13 @@ pub fn plan_targets(
 ) -> bool {
     condition::CompiledTargeting::new(&plan.rules, plan.default_treatment.is_true())
         .evaluate(attributes)
+}
+
+/// Whether a feature flag leaves its feature on for a subject: off → its off treatment; on →
+/// the first matching rule's treatment, else its default (a flag only takes features away).
+pub fn flag_allows(
+    flag: &FeatureFlag,
+    attributes: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> bool {
+    index::flag_allows(flag, attributes)
 }

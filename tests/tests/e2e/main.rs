@@ -3,6 +3,7 @@
 //! One test binary; each test starts its own stack and shares it across the steps of a journey.
 
 mod feed;
+mod frontegg_sdk;
 mod journey;
 mod migration;
 mod resilience;

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod tenant_sync;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod vendor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct Engine<S: Storage> {
     /// Whether storage takes writes, shared with the gRPC server's health: background writes
     /// (the follower, pruning) report their storage faults here as requests do.
     storage_health: StorageHealth,
+    /// The vendor-entitlements snapshot last built (see `vendor`).
+    vendor: vendor::VendorCache,
 }
 
 impl<S: Storage> Engine<S> {
@@ -63,6 +66,7 @@ impl<S: Storage> Engine<S> {
             clock,
             revision_wait,
             storage_health: StorageHealth::new(),
+            vendor: vendor::VendorCache::default(),
         })
     }
 

@@ -9,7 +9,7 @@ pub mod validate;
 // keep their `domain::` paths here.
 #[cfg(any(test, feature = "synthetic"))]
 pub use tenantry_index::synthetic;
-pub use tenantry_index::{IndexError, index, model, plan_targets, writer};
+pub use tenantry_index::{IndexError, flag_allows, index, model, plan_targets, writer};
 
 pub use error::{DomainError, ItemError, ItemProblem, Result};
 pub use tenantry_index::{
@@ -20,7 +20,8 @@ pub use tenantry_index::{
 pub use tenantry_index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
     ExplainedGrant, FeatureChange, FeatureIndex, GrantLevel, Hypothetical, Justification,
-    MAX_ANCESTOR_DEPTH, MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex, Subject, Target, WhatIf,
+    MAX_ANCESTOR_DEPTH, MAX_VENDOR_ENTITLEMENTS, MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex,
+    Subject, Target, VendorBundle, VendorEntitlement, VendorFeature, VendorSnapshot, WhatIf,
 };
 pub use tenantry_index::{IndexChange, IndexWriter, Snapshot};
 pub use validate::{

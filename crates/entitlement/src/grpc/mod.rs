@@ -9,6 +9,7 @@ mod flags;
 mod grants;
 mod plans;
 mod routes;
+mod vendor;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use tenantry_proto::entitlement::v1::{
     feature_flag_service_server::FeatureFlagServiceServer,
     feature_service_server::FeatureServiceServer, grant_service_server::GrantServiceServer,
     plan_service_server::PlanServiceServer, route_service_server::RouteServiceServer,
+    vendor_snapshot_service_server::VendorSnapshotServiceServer,
 };
 use tonic::{Code, Status};
 
@@ -62,6 +64,7 @@ pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
         .add(sized!(FeatureFlagServiceServer))
         .add(sized!(RouteServiceServer))
         .add(sized!(GrantServiceServer))
+        .add(sized!(VendorSnapshotServiceServer))
         .add(
             EntitlementServiceServer::new(checks::CheckService::new(h.engine))
                 .max_decoding_message_size(max_message_bytes)

@@ -545,9 +545,12 @@ impl Authenticator {
     }
 }
 
+/// Frontegg's SDKs send the environment token bare in this header instead of `authorization`.
+const ACCESS_TOKEN_HEADER: &str = "x-access-token";
+
 fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Ok(None);
+        return access_token(headers);
     };
     let value = value
         .to_str()
@@ -560,6 +563,19 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
         }
         _ => Err(ApiError::unauthenticated(
             "expected `authorization: Bearer <token>`",
+        )),
+    }
+}
+
+/// The token of an `x-access-token` header, if any (used only without `authorization`).
+fn access_token(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(ACCESS_TOKEN_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(token) if !token.is_empty() => Ok(Some(token)),
+        Ok(_) | Err(_) => Err(ApiError::unauthenticated(
+            "the x-access-token header is malformed",
         )),
     }
 }

@@ -549,6 +549,11 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/entitlements/api/v1/is-entitled-to"),
     ("post", "/entitlements/api/v1/is-entitled-to/batch"),
     (
+        "get",
+        "/entitlements/api/v1/vendor-entitlements-snapshot-offset",
+    ),
+    ("get", "/entitlements/api/v1/vendor-entitlements"),
+    (
         "post",
         "/v1/data/e10s/features/is_entitled_to_input_feature",
     ),
