@@ -2,8 +2,9 @@
 //! when the index is built, so evaluating a rule over a subject never allocates.
 //!
 //! Attribute semantics (documented choices):
-//! - strings: `in_list` is exact membership; `starts_with`/`ends_with`/`contains` hold when any
-//!   listed value does; `matches` is an unanchored regex search (anchor with `^…$` if needed).
+//! - strings: `in_list` is exact membership (of any element, for an array attribute);
+//!   `starts_with`/`ends_with`/`contains` hold when any listed value does; `matches` is an
+//!   unanchored regex search (anchor with `^…$` if needed).
 //! - numbers: a JSON number or a numeric string; `between_numeric` is inclusive.
 //! - `is`: a JSON boolean or the strings `"true"`/`"false"`.
 //! - dates: RFC 3339 strings or `YYYY-MM-DD` (midnight UTC); compared as instants, inclusive;
@@ -220,7 +221,19 @@ impl CompiledCondition {
             v.as_str().map(|s| list.iter().any(|item| f(s, item)))
         };
         match &self.test {
-            Test::InList(list) => any(list, &|s, i| s == i),
+            // A multi-valued attribute (e.g. roles) is in the list when any element is, as
+            // Frontegg's commons decides it.
+            Test::InList(list) => match v {
+                Value::Array(items) => Some(items.iter().any(|item| {
+                    item.as_str()
+                        .is_some_and(|s| list.iter().any(|listed| &**listed == s))
+                })),
+                Value::Null
+                | Value::Bool(_)
+                | Value::Number(_)
+                | Value::String(_)
+                | Value::Object(_) => any(list, &|s, i| s == i),
+            },
             Test::StartsWith(list) => any(list, &|s, i| s.starts_with(i)),
             Test::EndsWith(list) => any(list, &|s, i| s.ends_with(i)),
             Test::Contains(list) => any(list, &|s, i| s.contains(i)),
@@ -406,6 +419,28 @@ mod tests {
                 .unwrap()
                 .holds(None)
         );
+    }
+
+    /// Frontegg's `in_list` on a multi-valued attribute (e.g. a user's roles) holds when any
+    /// element is listed; other operators still need a string.
+    #[test]
+    fn in_list_takes_any_element_of_an_array_attribute() {
+        use ConditionOp::*;
+        let attrs = json!({"roles": ["viewer", "admin"], "none": [], "mixed": [1, "admin"]});
+        let admins = json!({"list": ["admin"]});
+        assert!(holds(&cond("roles", InList, admins.clone(), false), &attrs));
+        assert!(!holds(&cond("roles", InList, admins.clone(), true), &attrs));
+        assert!(!holds(
+            &cond("roles", InList, json!({"list": ["owner"]}), false),
+            &attrs
+        ));
+        assert!(!holds(&cond("none", InList, admins.clone(), false), &attrs));
+        assert!(holds(&cond("none", InList, admins.clone(), true), &attrs));
+        assert!(holds(&cond("mixed", InList, admins, false), &attrs));
+        assert!(!holds(
+            &cond("roles", StartsWith, json!({"list": ["adm"]}), false),
+            &attrs
+        ));
     }
 
     #[test]

@@ -76,7 +76,19 @@ fn ref_condition(c: &Condition, attrs: Option<&Map<String, Value>>) -> bool {
     let s = v.as_str();
     use ConditionOp::*;
     let outcome: Option<bool> = match c.op {
-        InList => s.map(|s| list().iter().any(|x| x == s)),
+        InList => match v {
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|s| list().iter().any(|x| x == s)),
+            ),
+            Value::Null
+            | Value::Bool(_)
+            | Value::Number(_)
+            | Value::String(_)
+            | Value::Object(_) => s.map(|s| list().iter().any(|x| x == s)),
+        },
         StartsWith => s.map(|s| list().iter().any(|x| s.starts_with(x.as_str()))),
         EndsWith => s.map(|s| list().iter().any(|x| s.ends_with(x.as_str()))),
         Contains => s.map(|s| list().iter().any(|x| s.contains(x.as_str()))),

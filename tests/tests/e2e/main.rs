@@ -4,6 +4,7 @@
 
 mod feed;
 mod frontegg_sdk;
+mod frontegg_targeting;
 mod journey;
 mod migration;
 mod resilience;
