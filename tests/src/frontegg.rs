@@ -1,14 +1,17 @@
 //! Frontegg's own npm packages for the tests that run them (`tests/frontegg/`: a pinned
 //! `package.json` and `package-lock.json`). Installed once with `npm ci` into a cache directory
-//! named after the lock file's hash, so a later run (and CI with its tools cache) finds them
-//! without the network.
+//! named after the manifests' SHA-256, so a later run finds them without the network. `.ci/run`
+//! installs into the same directory (it computes the name with `sha256sum`), so CI's tests
+//! never reach npm themselves.
 
 use std::{
-    hash::{DefaultHasher, Hash, Hasher},
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
 };
+
+use sha2::{Digest, Sha256};
 
 /// `tests/frontegg/`: the manifest, the lock file and the Node scripts.
 pub fn dir() -> PathBuf {
@@ -28,11 +31,19 @@ pub fn node_modules() -> PathBuf {
 }
 
 fn install() -> PathBuf {
-    let lock = std::fs::read(dir().join("package-lock.json")).expect("read package-lock.json");
-    let manifest = std::fs::read(dir().join("package.json")).expect("read package.json");
-    // Fixed keys: the same files name the same directory (a toolchain change only reinstalls).
-    let mut hasher = DefaultHasher::new();
-    (&lock, &manifest).hash(&mut hasher);
+    // `cat package.json package-lock.json | sha256sum`, its first 16 hex digits (`.ci/run`).
+    let mut hasher = Sha256::new();
+    for file in ["package.json", "package-lock.json"] {
+        hasher.update(std::fs::read(dir().join(file)).expect("read tests/frontegg's manifests"));
+    }
+    let digest = hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .fold(String::new(), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        });
     let tools = std::env::var_os("TENANTRY_TOOLS_DIR").map_or_else(
         || {
             let home = std::env::var_os("HOME").expect("HOME or TENANTRY_TOOLS_DIR");
@@ -40,7 +51,7 @@ fn install() -> PathBuf {
         },
         PathBuf::from,
     );
-    let target = tools.join(format!("frontegg-{:016x}", hasher.finish()));
+    let target = tools.join(format!("frontegg-{digest}"));
     let modules = target.join("node_modules");
     if modules.join("@frontegg/client/package.json").is_file() {
         return modules;
@@ -56,7 +67,13 @@ fn install() -> PathBuf {
         std::fs::copy(dir().join(file), staging.join(file)).expect("copy the npm manifest");
     }
     let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .args([
+            "ci",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+        ])
         .current_dir(&staging)
         .output()
         .expect("run npm (Node.js and npm are needed for the Frontegg SDK tests)");
