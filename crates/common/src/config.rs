@@ -177,6 +177,11 @@ pub struct Config {
     /// Most entitlement checks the gateway sends in one `BatchIsEntitledTo` call when they
     /// arrive together (1 to 1,000); 1 sends every check in its own call.
     pub check_coalesce_max: usize,
+    /// Most reads (checks, an account's plans) an entitlement replica lets wait at once for a
+    /// `min_revision` its index has not reached (1 to 100,000); more are refused at once with
+    /// UNAVAILABLE `REVISION_WAITERS_FULL` (HTTP 503 with `retry-after`). Each waits up to 2 s
+    /// holding one of the server's `concurrency_limit` permits.
+    pub max_revision_waiters: usize,
     /// How long a REST client may take to send a request's headers (the connection is closed).
     pub http_header_read_timeout_ms: u64,
     /// How long a REST request body may pause between two chunks (408).
@@ -239,6 +244,7 @@ impl Default for Config {
             rate_limit_burst: 200,
             cors_allowed_origins: Vec::new(),
             check_coalesce_max: 128,
+            max_revision_waiters: 256,
             http_header_read_timeout_ms: 10_000,
             http_body_idle_timeout_ms: 5_000,
             http_body_read_timeout_ms: 10_000,
@@ -469,6 +475,12 @@ impl Config {
             }
         }
         self.validate_gateway()?;
+        if !(1..=100_000).contains(&self.max_revision_waiters) {
+            return Err(invalid(
+                "max_revision_waiters",
+                format!("must be 1 to 100000 (got {})", self.max_revision_waiters),
+            ));
+        }
         for (key, value) in [
             ("db_max_connections", u64::from(self.db_max_connections)),
             ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
@@ -1072,6 +1084,7 @@ mod tests {
                 ("TENANTRY_USER_JWT_ISSUER", "https://idp.example.com/"),
                 ("TENANTRY_RATE_LIMIT_PER_SECOND", "7"),
                 ("TENANTRY_CHECK_COALESCE_MAX", "1"),
+                ("TENANTRY_MAX_REVISION_WAITERS", "8"),
             ]),
         )
         .unwrap();
@@ -1081,6 +1094,7 @@ mod tests {
         );
         assert_eq!(c.rate_limit_per_second, 7);
         assert_eq!(c.check_coalesce_max, 1);
+        assert_eq!(c.max_revision_waiters, 8);
         assert_eq!(c.user_jwt_algorithm, "RS256");
 
         let refused = |pairs: &[(&str, &str)], key: &str| {
@@ -1136,6 +1150,10 @@ mod tests {
         refused(
             &[("TENANTRY_CHECK_COALESCE_MAX", "1001")],
             "check_coalesce_max",
+        );
+        refused(
+            &[("TENANTRY_MAX_REVISION_WAITERS", "0")],
+            "max_revision_waiters",
         );
         refused(
             &[("TENANTRY_USER_JWT_JWKS_URL", "ftp://idp/jwks")],

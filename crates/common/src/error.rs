@@ -15,6 +15,10 @@ pub const STORAGE_FULL: &str = "STORAGE_FULL";
 /// Reason of a write refused because the database's storage failed (an I/O error; code
 /// UNAVAILABLE): nothing was written. HTTP 503, the message naming the cause.
 pub const STORAGE_FAILED: &str = "STORAGE_FAILED";
+/// Reason of a read with a minimum revision refused at once (code UNAVAILABLE) because as many
+/// requests as the replica lets wait (`max_revision_waiters`) already wait for revisions its
+/// index has not reached. HTTP 503 with `retry-after`.
+pub const REVISION_WAITERS_FULL: &str = "REVISION_WAITERS_FULL";
 /// Reasons of a hierarchy attach refused (code FAILED_PRECONDITION): the parent is the child,
 /// the child already has a parent, or the child is an ancestor of the parent. HTTP 400, as
 /// the seed's `POST /resources/hierarchy/v1` documents for all three.

@@ -42,6 +42,18 @@ pub fn postgres() -> &'static TestPostgres {
     })
 }
 
+/// Runs `sql` on the database at `database_url`: for tests that stage what no request can
+/// produce on its own (another replica's commit caught half-way, a damaged row).
+pub async fn execute(database_url: &str, sql: &str) {
+    let conn = Database::connect(database_url.to_owned())
+        .await
+        .expect("connect to test database");
+    conn.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.close().await.expect("close test connection");
+}
+
 impl TestPostgres {
     /// Creates an empty database for one test and returns its URL.
     pub async fn create_database(&self) -> String {

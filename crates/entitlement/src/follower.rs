@@ -258,6 +258,7 @@ impl FollowError {
             Self::Apply(err) => matches!(
                 err,
                 DomainError::Unavailable(_)
+                    | DomainError::RevisionWaitersFull { .. }
                     | DomainError::StorageFull(_)
                     | DomainError::StorageFailed(_)
             ),

@@ -100,7 +100,8 @@ pub async fn serve_with_clock(
         config.request_timeout(),
     )?;
     let tenants = GrpcTenantDirectory::new(tenant_channel.clone(), config.max_message_bytes);
-    let engine = Engine::start(store.clone(), Arc::new(tenants), clock, REVISION_WAIT)
+    let revision_wait = app::RevisionWait::new(REVISION_WAIT, config.max_revision_waiters);
+    let engine = Engine::start(store.clone(), Arc::new(tenants), clock, revision_wait)
         .await
         .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?;
     let engine = Arc::new(engine);

@@ -12,7 +12,7 @@ use http::{HeaderValue, StatusCode};
 use prost::Message;
 use serde::Serialize;
 use tenantry_common::{
-    error::{STORAGE_FAILED, code_name, grpc_code, http_status_for},
+    error::{REVISION_WAITERS_FULL, STORAGE_FAILED, code_name, grpc_code, http_status_for},
     grpc,
 };
 use tenantry_proto::common::v1::ErrorDetails;
@@ -165,6 +165,8 @@ impl From<tonic::Status> for ApiError {
                 tracing::warn!(error = %status.message(), "service storage failed");
                 status.message().to_owned()
             }
+            // The client's own request to wait met a full waiting room: its text says so.
+            Code::Unavailable if reason == REVISION_WAITERS_FULL => status.message().to_owned(),
             Code::Unavailable => {
                 tracing::warn!(error = %status.message(), "service unavailable");
                 "a backing service is unavailable; retry later".to_owned()
@@ -215,10 +217,14 @@ impl From<tonic::Status> for ApiError {
                 })
                 .collect();
         }
+        // The waiters of a replica are gone within its revision wait (2 s).
+        let retry_after = (code == Code::Unavailable
+            && body.reason.as_deref() == Some(REVISION_WAITERS_FULL))
+        .then_some(1);
         Self {
             status: http,
             body,
-            retry_after: None,
+            retry_after,
         }
     }
 }

@@ -47,6 +47,15 @@ const OPTIONAL_ALIAS_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u00a0\\u1680
 const MAX_TEXT_CHARS: usize = 2_048;
 /// Longest time zone, in characters.
 const MAX_TIMEZONE_CHARS: usize = 64;
+/// The largest revision there can be (the services' revision counters are signed 64-bit); a
+/// larger `minRevision` is refused at once.
+const MAX_REVISION: isize = isize::MAX;
+/// The operations that take a `minRevision` and may wait for it.
+const WAITS_FOR_REVISION: &[&str] = &[
+    "/entitlements/api/v1/is-entitled-to",
+    "/entitlements/api/v1/is-entitled-to/batch",
+    "/entitlements/resources/plans/v1/tenant/{tenantId}",
+];
 /// Longest feature or plan key, in characters.
 const MAX_KEY_CHARS: usize = 128;
 /// Longest ID of any kind, in characters.
@@ -148,6 +157,9 @@ impl Modify for SharedRules {
                 }
             }
             declare_account_rules(components);
+            if let Some(schema) = components.schemas.get_mut("Condition") {
+                declare_condition_values(schema);
+            }
             for (name, fields) in EXACTLY_ONE_OF {
                 if let Some(schema) = components.schemas.get_mut(*name) {
                     require_exactly_one(schema, fields);
@@ -176,6 +188,9 @@ impl Modify for SharedRules {
             .flatten()
             {
                 declare_parameters(path, operation);
+                if WAITS_FOR_REVISION.contains(&path.as_str()) {
+                    declare_revision_wait(operation);
+                }
                 if path == "/tenants/resources/account-settings/v1"
                     && operation.request_body.is_some()
                 {
@@ -210,7 +225,7 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
                 "minRevision" => ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .minimum(Some(0.0))
-                    .maximum(Some(utoipa::Number::UInt(usize::MAX)))
+                    .maximum(Some(utoipa::Number::Int(MAX_REVISION)))
                     .into(),
                 _ => continue,
             },
@@ -271,6 +286,17 @@ const ACCOUNT_UPDATE_FIELDS: &[&str] = &[
     "alias",
 ];
 
+/// The fields of an account as read that an account update ignores.
+const UPDATE_IGNORED_FIELDS: &[&str] = &[
+    "parentTenantId",
+    "metadata",
+    "dateFormat",
+    "timeFormat",
+    "locale",
+    "createdAt",
+    "updatedAt",
+];
+
 /// The account settings fields; an update gives at least one.
 const SETTINGS_FIELDS: &[&str] = &[
     "timezone",
@@ -312,6 +338,16 @@ fn declare_account_rules(components: &mut utoipa::openapi::Components) {
             if let Some(RefOr::T(Schema::Object(id))) = body.properties.get_mut("tenantId") {
                 id.read_only = Some(true);
             }
+            // Fields other routes (or the server) own, taken as read and ignored: any value.
+            for property in UPDATE_IGNORED_FIELDS {
+                if let Some(RefOr::T(Schema::Object(field))) = body.properties.get_mut(*property) {
+                    let description = field.description.take();
+                    *field = ObjectBuilder::new()
+                        .schema_type(SchemaType::AnyValue)
+                        .description(description)
+                        .build();
+                }
+            }
         }
     }
     if let Some(schema) = components.schemas.get_mut("UpdateTenantBody") {
@@ -332,6 +368,82 @@ fn require_a_setting(operation: &mut Operation) {
             require_any(schema, SETTINGS_FIELDS);
         }
     }
+}
+
+/// A targeting condition's `value` by its `op` (`entitlement::domain::condition::compile`).
+/// Not stated here: a `matches` regex must compile (Rust `regex` syntax) and a `between_*`
+/// start must not be after its end.
+fn declare_condition_values(schema: &mut RefOr<Schema>) {
+    let object = |fields: &[(&str, RefOr<Schema>)]| {
+        let mut value = ObjectBuilder::new().schema_type(Type::Object);
+        for (name, field) in fields {
+            value = value.property(*name, field.clone()).required(*name);
+        }
+        value
+    };
+    let of_type = |kind: Type| -> RefOr<Schema> { ObjectBuilder::new().schema_type(kind).into() };
+    let formatted = |format: KnownFormat| -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+            .into()
+    };
+    let date: RefOr<Schema> = AnyOfBuilder::new()
+        .item(formatted(KnownFormat::Date))
+        .item(formatted(KnownFormat::DateTime))
+        .into();
+    let strings: RefOr<Schema> = utoipa::openapi::ArrayBuilder::new()
+        .items(of_type(Type::String))
+        .into();
+    let number = of_type(Type::Number);
+    let variants: [(&[&str], ObjectBuilder); 7] = [
+        (
+            &["in_list", "starts_with", "ends_with", "contains"],
+            object(&[("list", strings)]),
+        ),
+        (&["matches"], object(&[("string", of_type(Type::String))])),
+        (
+            &[
+                "equal",
+                "greater_than",
+                "greater_than_equal",
+                "lower_than",
+                "lower_than_equal",
+            ],
+            object(&[("number", number.clone())]),
+        ),
+        (
+            &["between_numeric"],
+            object(&[("start", number.clone()), ("end", number)]),
+        ),
+        (&["is"], object(&[("boolean", of_type(Type::Boolean))])),
+        (
+            &["on", "on_or_after", "on_or_before"],
+            object(&[("date", date.clone())]),
+        ),
+        (
+            &["between_date"],
+            object(&[("start", date.clone()), ("end", date)]),
+        ),
+    ];
+    let mut choice = OneOfBuilder::new();
+    for (ops, value) in variants {
+        choice = choice.item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property(
+                    "op",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(ops.iter().copied())),
+                )
+                .property("value", value)
+                .required("op")
+                .required("value"),
+        );
+    }
+    let condition = std::mem::replace(schema, RefOr::T(Schema::default()));
+    *schema = AllOfBuilder::new().item(condition).item(choice).into();
 }
 
 /// The same account IDs in request and response bodies, wherever they are nested. (User IDs
@@ -356,9 +468,14 @@ fn declare_properties_of(schema: &mut Schema) {
                         id.max_length = Some(MAX_ID_CHARS);
                     }
                     // `u64` on the wire: the whole range, not only `int64`'s.
-                    ("requestedAmount" | "minRevision", Schema::Object(n)) => {
+                    ("requestedAmount", Schema::Object(n)) => {
                         n.format = None;
                         n.maximum = Some(utoipa::Number::UInt(usize::MAX));
+                    }
+                    ("minRevision", Schema::Object(n)) => {
+                        n.format = None;
+                        n.minimum = Some(utoipa::Number::Int(0));
+                        n.maximum = Some(utoipa::Number::Int(MAX_REVISION));
                     }
                     ("defaultTimeLimitation", Schema::Object(n)) => {
                         n.format = None;
@@ -469,6 +586,41 @@ fn offset() -> RefOr<Schema> {
         .minimum(Some(0.0))
         .maximum(Some(f64::from(u32::MAX)))
         .into()
+}
+
+/// A read with `minRevision` waits (at most 2 s) only while the replica's waiting room has
+/// room; the 503s it may answer, and when to retry.
+fn declare_revision_wait(operation: &mut Operation) {
+    let response = ResponseBuilder::new()
+        .description(
+            "`minRevision` is not reached: too many requests already wait for a revision this \
+             replica has not reached (`reason: REVISION_WAITERS_FULL`, refused at once, \
+             `Retry-After: 1`), or the index did not reach it within 2 s (`reason: UNAVAILABLE`)",
+        )
+        .header(
+            "Retry-After",
+            utoipa::openapi::HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0.0)),
+                ))
+                .description(Some(
+                    "Seconds to wait before retrying (with `REVISION_WAITERS_FULL`)",
+                ))
+                .build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    operation
+        .responses
+        .responses
+        .insert("503".to_owned(), response.into());
 }
 
 /// Every operation may answer a 4xx (a malformed request, a token refused, a rate limit, a body

@@ -11,13 +11,37 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::ports::Revisions;
 use crate::domain::{DomainError, EntitlementIndex, IndexChange, IndexWriter, Result, SharedIndex};
 
 /// Change-log rows read per round trip while catching up.
 const LOG_PAGE: u64 = 256;
+
+/// How a read with a minimum revision waits for this replica's index: at most `timeout`, and
+/// at most `max_waiters` such reads at once (each parks a request, holding one of the server's
+/// concurrency permits, on the client's say-so).
+#[derive(Debug)]
+pub struct RevisionWait {
+    timeout: Duration,
+    max_waiters: usize,
+    waiters: Semaphore,
+}
+
+impl RevisionWait {
+    pub fn new(timeout: Duration, max_waiters: usize) -> Self {
+        Self {
+            timeout,
+            max_waiters,
+            waiters: Semaphore::new(max_waiters),
+        }
+    }
+}
+
+/// The largest revision there can be: the storage's revision counter is a signed 64-bit
+/// integer (PostgreSQL `BIGINT`, SQLite `INTEGER`).
+pub const MAX_REVISION: u64 = i64::MAX as u64;
 
 #[derive(Debug)]
 pub struct IndexHandle<S> {
@@ -122,17 +146,33 @@ impl<S: Revisions> IndexHandle<S> {
     }
 
     /// An index including `min_revision`: at once if the current one does, else after catching
-    /// up from the log and waiting up to `wait` for the write to be published; else
-    /// UNAVAILABLE.
+    /// up from the log and waiting up to `wait.timeout` for the write to be published; else
+    /// UNAVAILABLE. A revision that cannot exist is the caller's error (INVALID_ARGUMENT): at
+    /// once beyond [`MAX_REVISION`], after reading the revision counter when beyond the newest
+    /// committed one. With `wait.max_waiters` reads already waiting, refused at once.
     pub async fn at_least(
         &self,
         min_revision: u64,
-        wait: Duration,
+        wait: &RevisionWait,
     ) -> Result<Arc<EntitlementIndex>> {
+        if min_revision > MAX_REVISION {
+            return Err(DomainError::invalid(
+                "min_revision",
+                format!(
+                    "is {min_revision}, beyond any revision (at most {MAX_REVISION}); give a revision a write returned"
+                ),
+            ));
+        }
         let current = self.current();
         if current.revision() >= min_revision {
             return Ok(current);
         }
+        // Held until the answer: the catch-up, the counter read and the wait all count.
+        let Ok(_waiting) = wait.waiters.try_acquire() else {
+            return Err(DomainError::RevisionWaitersFull {
+                limit: wait.max_waiters,
+            });
+        };
         let mut rx = self.published.subscribe();
         self.catch_up().await?;
         if self.current().revision() < min_revision {
@@ -149,7 +189,7 @@ impl<S: Revisions> IndexHandle<S> {
                 ));
             }
         }
-        let reached = tokio::time::timeout(wait, rx.wait_for(|r| *r >= min_revision)).await;
+        let reached = tokio::time::timeout(wait.timeout, rx.wait_for(|r| *r >= min_revision)).await;
         let current = self.current();
         if current.revision() >= min_revision {
             return Ok(current);

@@ -19,7 +19,6 @@ pub(crate) mod testing;
 pub mod vendor;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tenantry_common::db::StorageHealth;
@@ -27,6 +26,7 @@ use tenantry_common::db::StorageHealth;
 use crate::domain::catalog::Catalog;
 use crate::domain::{EntitlementIndex, IndexChange, Result};
 use index::IndexHandle;
+pub use index::RevisionWait;
 use ports::{Clock, Storage, TenantDirectory};
 
 pub use idempotency::fingerprint;
@@ -41,8 +41,8 @@ pub struct Engine<S: Storage> {
     index: IndexHandle<S>,
     tenants: Arc<dyn TenantDirectory>,
     clock: Arc<dyn Clock>,
-    /// How long a read with `min_revision` waits for that revision.
-    revision_wait: Duration,
+    /// How reads with `min_revision` wait for that revision.
+    revision_wait: RevisionWait,
     /// Whether storage takes writes, shared with the gRPC server's health: background writes
     /// (the follower, pruning) report their storage faults here as requests do.
     storage_health: StorageHealth,
@@ -56,7 +56,7 @@ impl<S: Storage> Engine<S> {
         store: S,
         tenants: Arc<dyn TenantDirectory>,
         clock: Arc<dyn Clock>,
-        revision_wait: Duration,
+        revision_wait: RevisionWait,
     ) -> Result<Self> {
         let index = IndexHandle::load(store.clone()).await?;
         Ok(Self {
@@ -101,7 +101,7 @@ impl<S: Storage> Engine<S> {
 
     /// The serving index once it includes `min_revision` (waiting briefly, else UNAVAILABLE).
     pub async fn index_at(&self, min_revision: u64) -> Result<Arc<EntitlementIndex>> {
-        self.index.at_least(min_revision, self.revision_wait).await
+        self.index.at_least(min_revision, &self.revision_wait).await
     }
 
     /// Replays other replicas' commits from the change log into the index.

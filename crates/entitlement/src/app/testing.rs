@@ -95,7 +95,7 @@ pub(crate) async fn engine() -> TestEngine {
         Store::new(conn, "entitlement"),
         directory.clone(),
         Arc::new(clock.clone()),
-        Duration::from_millis(200),
+        super::RevisionWait::new(Duration::from_millis(200), 4),
     )
     .await
     .expect("build the index");

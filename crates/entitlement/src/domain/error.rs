@@ -84,6 +84,10 @@ pub enum DomainError {
     PermissionDenied(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A read with `min_revision` found as many requests already waiting for revisions this
+    /// replica has not reached as it lets wait: refused at once (retry shortly).
+    #[error("{limit} requests are already waiting for a revision this replica has not reached")]
+    RevisionWaitersFull { limit: usize },
     /// The database's storage is full: nothing was written.
     #[error("storage full: {0}")]
     StorageFull(String),
@@ -148,6 +152,7 @@ impl tenantry_common::db::StorageFaultSource for DomainError {
             | Self::IdempotencyKeyReused(_)
             | Self::PermissionDenied(_)
             | Self::Unavailable(_)
+            | Self::RevisionWaitersFull { .. }
             | Self::Internal { .. } => None,
         }
     }

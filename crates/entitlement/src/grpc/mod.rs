@@ -16,7 +16,7 @@ use std::sync::Arc;
 use prost::Message;
 use tenantry_common::{
     db::StorageFault,
-    error::{STORAGE_FAILED, STORAGE_FULL},
+    error::{REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL},
     grpc::{Services, mark_storage_fault, principal},
     idempotency::Idempotency,
 };
@@ -198,6 +198,14 @@ impl From<DomainError> for Status {
             DomainError::Unavailable(message) => {
                 with_details(Code::Unavailable, message, plain("UNAVAILABLE"))
             }
+            DomainError::RevisionWaitersFull { limit } => with_details(
+                Code::Unavailable,
+                format!(
+                    "{limit} requests are already waiting for a revision this replica has not \
+                     reached; retry shortly"
+                ),
+                plain(REVISION_WAITERS_FULL),
+            ),
             DomainError::StorageFull(message) => {
                 let mut status =
                     with_details(Code::ResourceExhausted, message, plain(STORAGE_FULL));

@@ -161,3 +161,98 @@ async fn a_replica_whose_clock_lags_sees_a_fresh_grant_started_and_a_revocation_
         .unwrap();
     assert!(!before.result, "not started at B's own reading: {before:?}");
 }
+
+/// A check of `sso` for acme that needs `min_revision`, on its own task.
+fn check_at(
+    app: &App,
+    min_revision: u64,
+) -> tokio::task::JoinHandle<Result<pb::EntitlementDecision, tonic::Status>> {
+    let mut checks = app.checks.clone();
+    tokio::spawn(async move {
+        checks
+            .is_entitled_to(pb::IsEntitledToRequest {
+                query: Some(pb::EntitlementQuery {
+                    subject: Some(pb::Subject {
+                        tenant_id: "acme".into(),
+                        ..Default::default()
+                    }),
+                    target: Some(feature_target("sso")),
+                    ..Default::default()
+                }),
+                min_revision,
+            })
+            .await
+            .map(|r| r.into_inner().decision.unwrap())
+    })
+}
+
+#[tokio::test]
+async fn reads_waiting_for_a_revision_are_bounded_and_the_rest_refused_at_once() {
+    let mut config = pg_config().await;
+    config.max_revision_waiters = 2;
+    let a = spawn_on(config).await;
+    a.account("acme", None).await;
+    a.bool_feature("sso").await;
+    let plan = a.plan("pro", vec![bare("sso")], false).await;
+    let (_, rev) = a.grant(&plan, "acme", None, None, None).await;
+
+    // Another replica's commit whose change-log entry this replica cannot read yet: the
+    // revision counter is one ahead of its index, so a read of that revision waits.
+    let url = a.config.entitlement_database_url.as_ref().unwrap().expose();
+    let bump = format!(
+        "UPDATE {}.ent_revision SET value = value + 1 WHERE id = 1",
+        a.config.entitlement_db_schema
+    );
+    tenantry_common::testing::execute(url, &bump).await;
+    let pending = rev + 1;
+
+    // Six reads of it at once: two wait, four are refused at once, retryable.
+    let started = Instant::now();
+    let reads: Vec<_> = (0..6).map(|_| check_at(&a, pending)).collect();
+    while reads.iter().filter(|r| r.is_finished()).count() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_millis(1_500),
+            "the reads over the bound were not refused at once"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A revision beyond any (2^63) is the client's error even now, decided before waiting.
+    let err = a
+        .check("acme", None, feature_target("sso"), None, 1 << 63)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // A write reaches the revision: the two waiting reads answer from an index including it.
+    let (_, newest) = a.grant(&plan, "acme", Some("bob"), None, None).await;
+    let (mut refused, mut answered) = (0, 0);
+    for read in reads {
+        match read.await.unwrap() {
+            Ok(decision) => {
+                assert!(decision.result, "{decision:?}");
+                answered += 1;
+            }
+            Err(err) => {
+                assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+                assert_eq!(details(&err).reason, "REVISION_WAITERS_FULL", "{err:?}");
+                assert!(err.message().contains("waiting"), "{err:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((answered, refused), (2, 4));
+
+    // The waiting room empties with its answers: two reads may wait again.
+    tenantry_common::testing::execute(url, &bump).await;
+    let reads: Vec<_> = (0..2).map(|_| check_at(&a, newest + 1)).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        reads.iter().all(|r| !r.is_finished()),
+        "the reads were not let wait"
+    );
+    a.grant(&plan, "acme", Some("carol"), None, None).await;
+    for read in reads {
+        let d = read.await.unwrap().unwrap();
+        assert!(d.result, "{d:?}");
+    }
+}

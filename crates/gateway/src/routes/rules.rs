@@ -53,7 +53,8 @@ pub struct Condition {
         pattern = "^(in_list|starts_with|ends_with|contains|matches|equal|greater_than|greater_than_equal|lower_than|lower_than_equal|between_numeric|is|on|between_date|on_or_after|on_or_before)$"
     )]
     pub op: String,
-    /// Operand shaped per operator, e.g. `{"list": ["a"]}`, `{"number": 3}`.
+    /// Operand shaped per operator, e.g. `{"list": ["a"]}`, `{"number": 3}`; a `matches`
+    /// regex must compile (Rust `regex` syntax), a `between_*` start not be after its end.
     #[schema(value_type = Object)]
     pub value: Json_,
 }

@@ -356,6 +356,75 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for BatchSizes {
 }
 
 #[tokio::test]
+async fn reads_waiting_for_a_revision_are_bounded_and_the_rest_answered_503_at_once() {
+    let s = spawn_stack_with(|c| c.max_revision_waiters = 1).await;
+    let (pro, _, rev) = catalog_with_grant(&s).await;
+    // Another replica's commit whose change-log entry this replica cannot read yet: the
+    // revision counter is one ahead of its index, so a check of that revision waits.
+    tenantry_common::testing::execute(
+        &s.db,
+        "UPDATE entitlement.ent_revision SET value = value + 1 WHERE id = 1",
+    )
+    .await;
+
+    // Three checks of it at once: one waits (the bound is 1) until a write reaches the
+    // revision; the other two are refused before that write, retryable.
+    let written = std::sync::atomic::AtomicBool::new(false);
+    let check = || async {
+        let r = s.reports_check_at(rev + 1).await;
+        (r, written.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let (a, b, c, ()) = tokio::join!(check(), check(), check(), async {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        written.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.grant(json!([{"planId": id(&pro), "tenantId": "globex"}]))
+            .await;
+    });
+    let (answered, refused): (Vec<_>, Vec<_>) =
+        [a, b, c].into_iter().partition(|(r, _)| r.status == 200);
+    assert_eq!(answered.len(), 1, "{answered:?} {refused:?}");
+    assert_eq!(
+        answered[0].0.body["result"], true,
+        "{:?}",
+        answered[0].0.body
+    );
+    assert!(
+        answered[0].1,
+        "the waiting check was answered before the write"
+    );
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for (r, after_write) in refused {
+        assert_error_shape(&r, 503);
+        assert_eq!(r.body["reason"], "REVISION_WAITERS_FULL", "{:?}", r.body);
+        assert_eq!(r.headers["retry-after"], "1");
+        assert!(!after_write, "refused only after waiting: {:?}", r.body);
+    }
+
+    // The document says so: the check routes answer this 503 with `Retry-After`, and a
+    // revision beyond a signed 64-bit counter is outside `minRevision`'s range.
+    let doc = s.get("/openapi.json").await.body;
+    for path in [CHECK, CHECK_BATCH] {
+        let declared = &doc["paths"][path]["post"]["responses"]["503"];
+        assert!(
+            declared["headers"]["Retry-After"].is_object(),
+            "{path}: {declared}"
+        );
+        assert!(
+            declared["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("REVISION_WAITERS_FULL")),
+            "{path}: {declared}"
+        );
+    }
+    let check_body = &doc["components"]["schemas"]["CheckBody"];
+    assert!(
+        check_body
+            .to_string()
+            .contains(&format!("\"maximum\":{}", i64::MAX)),
+        "{check_body}"
+    );
+}
+#[tokio::test]
 async fn concurrent_checks_share_calls_and_each_gets_its_own_answer() {
     use tracing_subscriber::layer::SubscriberExt;
     // The gateway runs on this test's one thread, so a thread-local subscriber sees its spans.

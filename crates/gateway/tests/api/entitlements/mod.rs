@@ -41,6 +41,8 @@ const AGENT_ROUTE: &str = "/v1/data/e10s/routes/is_entitled_to_input_route";
 /// fresh PostgreSQL database, with an environment token.
 struct Stack {
     app: TestApp,
+    /// The services' database.
+    db: String,
     clock: ManualClock,
     env: String,
     services: CancellationToken,
@@ -53,16 +55,22 @@ impl Drop for Stack {
 }
 
 async fn spawn_stack() -> Stack {
+    spawn_stack_with(|_| {}).await
+}
+
+/// [`spawn_stack`] with the services' config adjusted.
+async fn spawn_stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     let db = tenantry_common::testing::postgres().create_database().await;
     let services = CancellationToken::new();
     let tenant_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tenant_url = format!("http://{}", tenant_listener.local_addr().unwrap());
-    let config = Config {
+    let mut config = Config {
         tenant_database_url: Some(Secret::new(db.clone())),
-        entitlement_database_url: Some(Secret::new(db)),
+        entitlement_database_url: Some(Secret::new(db.clone())),
         tenant_service_url: Some(tenant_url.clone()),
         ..Config::default()
     };
+    adjust(&mut config);
     {
         let (c, s) = (config.clone(), services.clone());
         tokio::spawn(async move {
@@ -99,6 +107,7 @@ async fn spawn_stack() -> Stack {
     let env = app.vendor_token().await;
     Stack {
         app,
+        db,
         clock,
         env,
         services,
