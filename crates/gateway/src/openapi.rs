@@ -160,6 +160,17 @@ impl Modify for SharedRules {
             if let Some(schema) = components.schemas.get_mut("Condition") {
                 declare_condition_values(schema);
             }
+            // A v2 feature's permissions: none twice (the service refuses a key listed twice,
+            // whatever its `permissionId`; a schema can state only whole objects).
+            for name in ["CreateFeatureV2", "UpdateFeatureV2"] {
+                if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut(name)
+                    && let Some(RefOr::T(Schema::Array(permissions))) =
+                        body.properties.get_mut("permissions")
+                {
+                    permissions.unique_items = true;
+                    permissions.description = Some("Each `permissionKey` at most once.".to_owned());
+                }
+            }
             for (name, fields) in EXACTLY_ONE_OF {
                 if let Some(schema) = components.schemas.get_mut(*name) {
                     require_exactly_one(schema, fields);
