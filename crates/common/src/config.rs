@@ -188,6 +188,14 @@ pub struct Config {
     pub http_body_idle_timeout_ms: u64,
     /// How long a REST client may take to send the first `http_body_limit_bytes` of a body (408).
     pub http_body_read_timeout_ms: u64,
+    /// Seconds without news after which the index stream (gRPC and the gateway's SSE mirror)
+    /// sends a heartbeat.
+    pub stream_heartbeat_secs: u64,
+    /// Most concurrent index stream subscribers of one entitlement replica (UNAVAILABLE beyond).
+    pub stream_max_subscribers: usize,
+    /// Most concurrent SSE index streams of one gateway (503 beyond); counted apart from
+    /// `concurrency_limit`, so idle streams never starve requests.
+    pub sse_max_streams: usize,
 }
 
 /// Algorithms `user_jwt_algorithm` accepts: asymmetric only, so a public key can never be
@@ -248,6 +256,9 @@ impl Default for Config {
             http_header_read_timeout_ms: 10_000,
             http_body_idle_timeout_ms: 5_000,
             http_body_read_timeout_ms: 10_000,
+            stream_heartbeat_secs: 10,
+            stream_max_subscribers: 1_024,
+            sse_max_streams: 256,
         }
     }
 }
@@ -493,6 +504,9 @@ impl Config {
                 self.idempotency_retention_secs,
             ),
             ("feed_lag_alarm_secs", self.feed_lag_alarm_secs),
+            ("stream_heartbeat_secs", self.stream_heartbeat_secs),
+            ("stream_max_subscribers", self.stream_max_subscribers as u64),
+            ("sse_max_streams", self.sse_max_streams as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));

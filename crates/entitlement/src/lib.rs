@@ -100,10 +100,20 @@ pub async fn serve_with_clock(
         config.request_timeout(),
     )?;
     let tenants = GrpcTenantDirectory::new(tenant_channel.clone(), config.max_message_bytes);
+    let streams = app::stream::StreamHub::new(
+        app::stream::StreamSettings {
+            heartbeat: Duration::from_secs(config.stream_heartbeat_secs),
+            max_subscribers: config.stream_max_subscribers,
+            ..app::stream::StreamSettings::default()
+        },
+        // Subscriptions end when shutdown starts (they would otherwise hold the drain open).
+        shutdown.clone(),
+    );
     let revision_wait = app::RevisionWait::new(REVISION_WAIT, config.max_revision_waiters);
     let engine = Engine::start(store.clone(), Arc::new(tenants), clock, revision_wait)
         .await
-        .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?;
+        .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?
+        .with_streams(streams);
     let engine = Arc::new(engine);
     // Followers stop with the caller's signal, and also when this server fails on its own.
     let local = shutdown.child_token();

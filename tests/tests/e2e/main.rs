@@ -9,5 +9,6 @@ mod journey;
 mod migration;
 mod resilience;
 mod sdk;
+mod stream;
 mod support;
 mod telemetry;

@@ -5,7 +5,11 @@
 //! Revisions are applied strictly in order: a commit whose revision is not the next one first
 //! replays the missing revisions from the change log, so an index at revision N always includes
 //! every write up to N (what `min_revision` promises).
+//!
+//! The changes of the most recent revisions applied are kept in memory (bounded), in order, for
+//! the index stream's subscribers to continue from without reading the database.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +18,58 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::ports::Revisions;
-use crate::domain::{DomainError, EntitlementIndex, IndexChange, IndexWriter, Result, SharedIndex};
+use crate::domain::{
+    DomainError, EntitlementIndex, IndexChange, IndexExport, IndexWriter, Result, SharedIndex,
+};
 
 /// Change-log rows read per round trip while catching up.
-const LOG_PAGE: u64 = 256;
+pub(crate) const LOG_PAGE: u64 = 256;
+/// The recent revisions kept for stream subscribers: at most this many revisions…
+const RECENT_REVISIONS: usize = 4096;
+/// …and at most about this many changes among them (a large batch counts for its size).
+const RECENT_CHANGES: usize = 100_000;
+
+/// One applied revision, as stream subscribers receive it.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub revision: u64,
+    pub written_at: DateTime<Utc>,
+    pub changes: Arc<[IndexChange]>,
+}
+
+/// The recent revisions, oldest first, consecutive.
+#[derive(Debug, Default)]
+struct Recent {
+    entries: VecDeque<Committed>,
+    changes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, entry: Committed) {
+        if self
+            .entries
+            .back()
+            .is_some_and(|last| last.revision + 1 != entry.revision)
+        {
+            // Never a hole: what came before can no longer be continued from memory.
+            self.entries.clear();
+            self.changes = 0;
+        }
+        self.changes += entry.changes.len();
+        self.entries.push_back(entry);
+        while self.entries.len() > RECENT_REVISIONS
+            || (self.changes > RECENT_CHANGES && self.entries.len() > 1)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.changes -= old.changes.len();
+            }
+        }
+    }
+}
+
+/// The revisions after a subscriber's position are no longer held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHeld;
 
 /// How a read with a minimum revision waits for this replica's index: at most `timeout`, and
 /// at most `max_waiters` such reads at once (each parks a request, holding one of the server's
@@ -48,6 +100,7 @@ pub struct IndexHandle<S> {
     shared: SharedIndex,
     writer: Mutex<IndexWriter>,
     published: watch::Sender<u64>,
+    recent: std::sync::Mutex<Recent>,
     store: S,
 }
 
@@ -68,6 +121,7 @@ impl<S: Revisions> IndexHandle<S> {
             shared: SharedIndex::new(writer.current()),
             writer: Mutex::new(writer),
             published,
+            recent: std::sync::Mutex::default(),
             store,
         })
     }
@@ -102,10 +156,71 @@ impl<S: Revisions> IndexHandle<S> {
                 return Ok(());
             }
         }
+        let changes: Arc<[IndexChange]> = changes.into();
         writer.note_written(written_at);
-        writer.apply_at(revision, changes);
+        writer.apply_at(revision, changes.iter().cloned());
+        self.remember(revision, written_at, changes);
         self.publish_locked(&writer);
         Ok(())
+    }
+
+    /// Records an applied revision for stream subscribers (called under the writer's lock, so
+    /// in order).
+    fn remember(&self, revision: u64, written_at: DateTime<Utc>, changes: Arc<[IndexChange]>) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Committed {
+                revision,
+                written_at,
+                changes,
+            });
+    }
+
+    /// The applied revisions after `after`, oldest first, at most `limit`; empty when the index
+    /// is at `after`. [`NotHeld`] when memory no longer holds the revision after `after`.
+    pub fn recent_after(&self, after: u64, limit: usize) -> Result<Vec<Committed>, NotHeld> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current().revision();
+        if after >= current {
+            return Ok(Vec::new());
+        }
+        match recent.entries.front() {
+            Some(first) if first.revision <= after + 1 => Ok(recent
+                .entries
+                .iter()
+                .skip((after + 1 - first.revision) as usize)
+                .take(limit)
+                .cloned()
+                .collect()),
+            Some(_) | None => Err(NotHeld),
+        }
+    }
+
+    /// Change-log entries after `after` up to the revision this index holds (the log may hold
+    /// newer ones not yet applied here).
+    pub async fn logged_after(&self, after: u64) -> Result<Vec<Committed>> {
+        let current = self.current().revision();
+        let page = self.store.log_after(after, LOG_PAGE).await?;
+        Ok(page
+            .into_iter()
+            .take_while(|(revision, _, _)| *revision <= current)
+            .map(|(revision, written_at, changes)| Committed {
+                revision,
+                written_at,
+                changes: changes.into(),
+            })
+            .collect())
+    }
+
+    /// The index with the catalog it was built from, for a stream snapshot.
+    pub async fn export(&self) -> IndexExport {
+        self.writer.lock().await.export()
+    }
+
+    /// Follows the published revision.
+    pub fn published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// Replays change-log entries newer than the index.
@@ -130,13 +245,17 @@ impl<S: Revisions> IndexHandle<S> {
                 );
                 let (rebuilt, _) = self.store.load_index().await?;
                 *writer = rebuilt;
+                // Subscribers behind the rebuilt revision start over from a snapshot.
+                *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent::default();
                 self.publish_locked(writer);
                 continue;
             }
             let full = page.len() as u64 == LOG_PAGE;
             for (revision, written_at, changes) in page {
+                let changes: Arc<[IndexChange]> = changes.into();
                 writer.note_written(written_at);
-                writer.apply_at(revision, changes);
+                writer.apply_at(revision, changes.iter().cloned());
+                self.remember(revision, written_at, changes);
             }
             self.publish_locked(writer);
             if !full {

@@ -13,6 +13,7 @@ pub mod listing;
 pub mod plans;
 pub mod ports;
 pub mod routes;
+pub mod stream;
 pub mod tenant_sync;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -48,6 +49,8 @@ pub struct Engine<S: Storage> {
     storage_health: StorageHealth,
     /// The vendor-entitlements snapshot last built (see `vendor`).
     vendor: vendor::VendorCache,
+    /// The index stream's subscribers (see [`stream`]).
+    streams: stream::StreamHub,
 }
 
 impl<S: Storage> Engine<S> {
@@ -67,7 +70,14 @@ impl<S: Storage> Engine<S> {
             revision_wait,
             storage_health: StorageHealth::new(),
             vendor: vendor::VendorCache::default(),
+            streams: stream::StreamHub::default(),
         })
+    }
+
+    /// Sets how the index stream behaves and the signal that ends its subscriptions.
+    pub fn with_streams(mut self, hub: stream::StreamHub) -> Self {
+        self.streams = hub;
+        self
     }
 
     /// The storage behind the engine (for the background tasks that maintain it).

@@ -23,7 +23,10 @@ pub use tenantry_index::{
     MAX_ANCESTOR_DEPTH, MAX_VENDOR_ENTITLEMENTS, MAX_WHAT_IF_CHANGES, MemoryEstimate, SharedIndex,
     Subject, Target, VendorBundle, VendorEntitlement, VendorFeature, VendorSnapshot, WhatIf,
 };
-pub use tenantry_index::{IndexChange, IndexWriter, Snapshot};
+pub use tenantry_index::{
+    IndexChange, IndexExport, IndexWriter, ResetReason, ScopeClosure, Snapshot, StreamEvent,
+    scope_closure,
+};
 pub use validate::{
     GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, MAX_KEY_LEN, parse_timestamp,
     revoke_grant, tenant_id_problem, validate_attributes, validate_feature, validate_flag,

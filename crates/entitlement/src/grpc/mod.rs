@@ -9,6 +9,7 @@ mod flags;
 mod grants;
 mod plans;
 mod routes;
+mod stream;
 mod vendor;
 
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use tenantry_proto::entitlement::v1::{
     entitlement_service_server::EntitlementServiceServer,
     feature_flag_service_server::FeatureFlagServiceServer,
     feature_service_server::FeatureServiceServer, grant_service_server::GrantServiceServer,
-    plan_service_server::PlanServiceServer, route_service_server::RouteServiceServer,
+    index_stream_service_server::IndexStreamServiceServer, plan_service_server::PlanServiceServer,
+    route_service_server::RouteServiceServer,
     vendor_snapshot_service_server::VendorSnapshotServiceServer,
 };
 use tonic::{Code, Status};
@@ -65,6 +67,7 @@ pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
         .add(sized!(RouteServiceServer))
         .add(sized!(GrantServiceServer))
         .add(sized!(VendorSnapshotServiceServer))
+        .add(sized!(IndexStreamServiceServer))
         .add(
             EntitlementServiceServer::new(checks::CheckService::new(h.engine))
                 .max_decoding_message_size(max_message_bytes)
