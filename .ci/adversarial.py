@@ -494,6 +494,12 @@ DATA_DEPENDENT_400 = {
         "a minRevision beyond the newest revision was never handed out by a write: 400",
     "POST /entitlements/api/v1/is-entitled-to/batch":
         "a minRevision beyond the newest revision was never handed out by a write: 400",
+    "POST /ofrep/v1/evaluate/flags/{key}":
+        "with an environment token the context must name the account (`tenantId` or "
+        "`targetingKey`; TARGETING_KEY_MISSING), a user token's need not",
+    "POST /ofrep/v1/evaluate/flags":
+        "with an environment token the context must name the account (`tenantId` or "
+        "`targetingKey`; TARGETING_KEY_MISSING), a user token's need not",
     "GET /entitlements/resources/plans/v1/tenant/{tenantId}":
         "a minRevision beyond the newest revision was never handed out by a write: 400",
     "PATCH /entitlements/resources/plans/v1/{planId}":

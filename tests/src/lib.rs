@@ -2,6 +2,8 @@
 //! binaries as separate processes on free loopback ports, against PostgreSQL, each service in its
 //! own schema with its own database role, the service token on. Tests drive them through REST.
 
+pub mod openfeature;
+
 use std::{
     collections::HashMap,
     fs::File,

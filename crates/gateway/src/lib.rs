@@ -12,6 +12,7 @@ mod credentials;
 mod error;
 mod extract;
 mod layers;
+pub mod ofrep;
 mod openapi;
 mod routes;
 mod state;
@@ -51,6 +52,11 @@ pub use routes::checks::{Decide, unauthenticated_router as unauthenticated_check
     modifiers(&BearerScheme),
 )]
 struct ApiDoc;
+
+/// The OFREP routes ([`ofrep::router`], generic over their evaluator, so mounted apart).
+#[derive(OpenApi)]
+#[openapi(paths(ofrep::evaluate_flag, ofrep::evaluate_flags, ofrep::configuration))]
+struct OfrepDoc;
 
 struct BearerScheme;
 
@@ -96,6 +102,7 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::compat::router())
         .merge(routes::vendor_entitlements::router())
         .split_for_parts();
+    doc.merge(OfrepDoc::openapi());
     // After the merge: the shared rules apply to every route's operations.
     openapi::SharedRules.modify(&mut doc);
     (router, doc)
@@ -122,6 +129,9 @@ fn app(
     let state = state::AppState::from_config(config)?;
     let auth = state.auth.clone();
     let (api, openapi) = api(config);
+    let api = api.merge(ofrep::router(ofrep::gateway::GatewayEvaluator(
+        state.clone(),
+    )));
     let limiter = Arc::new(layers::RateLimiter::new(
         config.rate_limit_per_second,
         config.rate_limit_burst,
@@ -196,9 +206,12 @@ fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static(auth::scope::TENANT_HEADER),
             HeaderName::from_static(layers::REQUEST_ID_HEADER),
             HeaderName::from_static(tenantry_common::idempotency::HEADER),
+            // OFREP's bulk evaluation, polled by browser providers.
+            header::IF_NONE_MATCH,
         ])
         .expose_headers([
             HeaderName::from_static(layers::REQUEST_ID_HEADER),
+            header::ETAG,
             HeaderName::from_static(routes::REVISION_HEADER),
             header::RETRY_AFTER,
         ])

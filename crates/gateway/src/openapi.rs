@@ -84,6 +84,8 @@ enum Family {
     Api,
     /// Probes (`/healthz`, `/readyz`): no token, their own answers.
     Probe,
+    /// OFREP (`/ofrep/…`): `crate::ofrep::ErrorBody`.
+    Ofrep,
 }
 
 fn family(path: &str) -> Family {
@@ -91,6 +93,8 @@ fn family(path: &str) -> Family {
         Family::Seed003
     } else if path.starts_with("/tenants/{tenant_id}/") {
         Family::Seed004
+    } else if path.starts_with("/ofrep/") {
+        Family::Ofrep
     } else if matches!(path, "/healthz" | "/readyz") {
         Family::Probe
     } else {
@@ -643,6 +647,7 @@ fn declare_errors(family: &Family, operation: &mut Operation) {
         Family::Api => ("ErrorBody", "ErrorBody"),
         Family::Seed003 => ("SeedError", "SeedError"),
         Family::Seed004 => ("Envelope", "Envelope"),
+        Family::Ofrep => ("OfrepErrorBody", "OfrepErrorBody"),
     };
     for (range, schema, description) in [
         (

@@ -7,6 +7,7 @@ mod frontegg_sdk;
 mod frontegg_targeting;
 mod journey;
 mod migration;
+mod openfeature;
 mod resilience;
 mod sdk;
 mod stream;

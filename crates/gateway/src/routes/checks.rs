@@ -368,7 +368,7 @@ pub const TOKEN_ATTRIBUTES: [&str; 4] = ["email", "emailVerified", "tenantId", "
 
 /// The subject as the principal may ask about it (see the module comment); the caller has
 /// already checked the principal's scope over `s.tenant_id`.
-fn subject(principal: &Principal, s: SubjectBody) -> Result<pb::Subject, ApiError> {
+pub fn subject(principal: &Principal, s: SubjectBody) -> Result<pb::Subject, ApiError> {
     let (user_id, permissions, attributes) = match principal {
         Principal::Environment { .. } => (s.user_id, s.permissions, s.attributes),
         Principal::User {

@@ -10,7 +10,7 @@ mod seed004;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::ApiError, ofrep, state::AppState};
 
 /// A compatibility surface whose errors have their own shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,10 +19,15 @@ pub enum Surface {
     Seed003,
     /// `/tenants/{tenant_id}/entitlements`: the `{success, errors, messages, result}` envelope.
     Seed004,
+    /// `/ofrep/…`: OFREP's `{"errorCode", "errorDetails"}`, which its providers read.
+    Ofrep,
 }
 
 /// The surface a request path belongs to (any method: a 405 is answered in its shape too).
 pub fn surface(path: &str) -> Option<Surface> {
+    if path.starts_with("/ofrep/") {
+        return Some(Surface::Ofrep);
+    }
     let mut segments = path.strip_prefix('/')?.split('/');
     match (
         segments.next(),
@@ -51,6 +56,7 @@ pub fn reshape(surface: Surface, response: Response) -> Response {
     let mut reshaped = match surface {
         Surface::Seed003 => seed003::Seed003Error::from(error).into_response(),
         Surface::Seed004 => seed004::Seed004Error::from(error).into_response(),
+        Surface::Ofrep => (error.status, axum::Json(ofrep::ErrorBody::from(error))).into_response(),
     };
     for (name, value) in &parts.headers {
         if name != http::header::CONTENT_TYPE && name != http::header::CONTENT_LENGTH {

@@ -11,6 +11,7 @@ mod checks;
 mod compat;
 mod grants;
 mod idempotency;
+mod ofrep;
 mod seeds;
 
 use std::collections::BTreeSet;
