@@ -140,6 +140,11 @@ pub trait Evaluator: Clone + Send + Sync + 'static {
         caller: &Self::Caller,
         queries: Vec<pb::EntitlementQuery>,
     ) -> impl Future<Output = Result<(Vec<pb::EntitlementDecision>, u64), OfrepError>> + Send;
+
+    /// Metadata added to every answer's (e.g. an agent's staleness); none by default.
+    fn metadata(&self) -> Map<String, Json_> {
+        Map::new()
+    }
 }
 
 /// The OFREP routes over `evaluator`, for any router state: the gateway merges them into its
@@ -631,7 +636,10 @@ pub async fn evaluate_flag<E: Evaluator>(
         Err(rejection) => return unreadable(&rejection).with_key(Some(&key)),
     };
     match evaluate_one(&evaluator, &caller, &key, &body).await {
-        Ok(evaluation) => Json(evaluation).into_response(),
+        Ok(mut evaluation) => {
+            evaluation.metadata.extend(evaluator.metadata());
+            Json(evaluation).into_response()
+        }
         Err(e) => e.with_key(Some(&key)),
     }
 }
@@ -797,6 +805,12 @@ async fn evaluate_all<E: Evaluator>(
                 d,
                 revision,
             ));
+        }
+    }
+    let extra = evaluator.metadata();
+    if !extra.is_empty() {
+        for flag in &mut flags {
+            flag.metadata.extend(extra.clone());
         }
     }
     Ok((subject, BulkEvaluation { flags }, revision))

@@ -564,6 +564,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/data/e10s/routes/is_entitled_to_input_route"),
     ("get", "/v1/entitlements/{user_id}"),
     ("get", "/tenants/{tenant_id}/entitlements"),
+    ("post", "/ofrep/v1/evaluate/flags/{key}"),
+    ("post", "/ofrep/v1/evaluate/flags"),
+    ("get", "/ofrep/v1/configuration"),
 ];
 
 #[tokio::test]
