@@ -2,8 +2,6 @@
 //! binaries as separate processes on free loopback ports, against PostgreSQL, each service in its
 //! own schema with its own database role, the service token on. Tests drive them through REST.
 
-pub mod openfeature;
-
 use std::{
     collections::HashMap,
     fs::File,
@@ -19,6 +17,7 @@ use serde_json::{Value, json};
 use tenantry_common::testing::{self, TestPostgres};
 
 pub mod frontegg;
+pub mod openfeature;
 
 /// PostgreSQL schema of the tenant service (the configuration default).
 pub const TENANT_SCHEMA: &str = "tenant";

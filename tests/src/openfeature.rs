@@ -60,7 +60,13 @@ fn install() -> PathBuf {
     }
     run(
         Command::new("npm")
-            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--silent"])
+            .args([
+                "ci",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+            ])
             .current_dir(&staging),
         "npm ci (Node.js and npm are needed)",
     );
