@@ -194,7 +194,23 @@ async fn reads_waiting_for_a_revision_are_bounded_and_the_rest_refused_at_once()
     a.account("acme", None).await;
     a.bool_feature("sso").await;
     let plan = a.plan("pro", vec![bare("sso")], false).await;
-    let (_, rev) = a.grant(&plan, "acme", None, None, None).await;
+    a.grant(&plan, "acme", None, None, None).await;
+    // The account reaches the index through the tenant feed, whose commits take revisions
+    // too: once it has, nothing else commits until this test writes.
+    a.eventually("acme reached the index", || async {
+        a.check("acme", None, feature_target("sso"), None, 0)
+            .await
+            .is_ok_and(|d| d.result)
+    })
+    .await;
+    let rev = a
+        .checks
+        .clone()
+        .get_revision(pb::GetRevisionRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
 
     // Another replica's commit whose change-log entry this replica cannot read yet: the
     // revision counter is one ahead of its index, so a read of that revision waits.
