@@ -145,6 +145,9 @@ pub struct Config {
     pub client_secret: Option<Secret>,
     /// More `POST /auth/vendor` credentials: `id:secret` pairs separated by commas.
     pub client_credentials: Option<Secret>,
+    /// Frontegg's `vendorId`, which the gateway puts on features, plans and flags; when unset,
+    /// derived from the primary environment credential's client ID (stable across restarts).
+    pub vendor_id: Option<String>,
     /// HS256 key (at least 32 characters) signing environment tokens. With neither this nor
     /// `env_token_ed25519_key_path`, a key is generated once into `data_dir` (dev mode).
     pub env_token_hs256_secret: Option<Secret>,
@@ -238,6 +241,7 @@ impl Default for Config {
             client_id: None,
             client_secret: None,
             client_credentials: None,
+            vendor_id: None,
             env_token_hs256_secret: None,
             env_token_ed25519_key_path: None,
             env_token_ttl_secs: 3_600,
@@ -476,6 +480,9 @@ impl Config {
         }
         if let Some(id) = &self.client_id {
             check_client_id(id).map_err(|message| invalid("client_id", message))?;
+        }
+        if let Some(id) = &self.vendor_id {
+            check_client_id(id).map_err(|message| invalid("vendor_id", message))?;
         }
         for (key, value) in [
             ("user_jwt_issuer", &self.user_jwt_issuer),
@@ -1287,6 +1294,7 @@ mod tests {
                 "user_jwt_jwks_url",
             ),
             ("TENANTRY_USER_JWT_ISSUER", "", "user_jwt_issuer"),
+            ("TENANTRY_VENDOR_ID", " ", "vendor_id"),
             ("TENANTRY_USER_JWT_AUDIENCE", " ", "user_jwt_audience"),
             (
                 "TENANTRY_SERVICE_TOKEN",

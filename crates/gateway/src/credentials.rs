@@ -9,6 +9,7 @@ use std::{
 use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tenantry_common::{Config, RunError, Secret};
 
 /// A client ID and secret accepted by `POST /auth/vendor`.
@@ -62,6 +63,32 @@ pub fn environment_credentials(config: &Config) -> Result<EnvironmentCredentials
         secret: Secret::new(stored.secret),
         generated: true,
     })
+}
+
+/// Frontegg's `vendorId` for this deployment: `vendor_id` when configured, else derived from the
+/// primary environment credential's client ID (so it is the same after a restart and on every
+/// gateway given the same credentials): the ID itself when it is a UUID, as Frontegg's client
+/// IDs are, else a UUID hashed from it (Frontegg's vendor IDs are UUIDs).
+pub fn vendor_id(config: &Config) -> Result<String, RunError> {
+    if let Some(id) = &config.vendor_id {
+        return Ok(id.clone());
+    }
+    Ok(derived_vendor_id(
+        &environment_credentials(config)?.client_id,
+    ))
+}
+
+fn derived_vendor_id(client_id: &str) -> String {
+    if let Ok(id) = uuid::Uuid::parse_str(client_id) {
+        return id.hyphenated().to_string();
+    }
+    let digest = Sha256::digest(format!("tenantry-vendor:{client_id}").as_bytes());
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// Where dev mode keeps its generated credentials (owner-only JSON).
@@ -183,6 +210,39 @@ mod tests {
                 assert_eq!(mode(&path), 0o600, "{}", path.display());
             }
         }
+    }
+
+    #[test]
+    fn the_vendor_id_is_configured_or_derived_from_the_client_id_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        // Dev mode: the generated client ID (a UUID) is the vendor, on every start.
+        let generated = environment_credentials(&dev).unwrap().client_id;
+        assert_eq!(vendor_id(&dev).unwrap(), generated);
+        assert_eq!(vendor_id(&dev).unwrap(), vendor_id(&dev).unwrap());
+        let named = |id: &str| Config {
+            client_id: Some(id.into()),
+            client_secret: Some(Secret::new("a-secret-of-enough-length")),
+            ..Config::default()
+        };
+        let uuid = "E6A5012C-CBEB-4C1E-AB80-E5F43EFD44E3";
+        assert_eq!(
+            vendor_id(&named(uuid)).unwrap(),
+            "e6a5012c-cbeb-4c1e-ab80-e5f43efd44e3"
+        );
+        // Any other client ID: a UUID of its own, the same every time, another for another ID.
+        let main = vendor_id(&named("main")).unwrap();
+        assert!(uuid::Uuid::parse_str(&main).is_ok(), "{main}");
+        assert_eq!(main, vendor_id(&named("main")).unwrap());
+        assert_ne!(main, vendor_id(&named("ci")).unwrap());
+        let configured = Config {
+            vendor_id: Some("my-frontegg-vendor".into()),
+            ..named("main")
+        };
+        assert_eq!(vendor_id(&configured).unwrap(), "my-frontegg-vendor");
     }
 
     #[test]

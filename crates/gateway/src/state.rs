@@ -39,6 +39,8 @@ pub struct AppState {
     pub max_message_bytes: usize,
     /// How long readiness waits for a health answer.
     pub probe_timeout: Duration,
+    /// Frontegg's `vendorId` on features, plans and flags (`credentials::vendor_id`).
+    pub vendor_id: Arc<str>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             checker: Checker::new(checks, config.check_coalesce_max),
             max_message_bytes: config.max_message_bytes,
             probe_timeout: Duration::from_secs(2).min(config.request_timeout()),
+            vendor_id: crate::credentials::vendor_id(config)?.into(),
         })
     }
 }

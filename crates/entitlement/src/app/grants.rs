@@ -11,7 +11,7 @@ use super::idempotency::Idempotency;
 use super::listing::{PageInfo, PageRequest};
 use super::plans::PlanView;
 use super::ports::{GrantFilter, GrantSort, StatusFilter, Storage};
-use crate::domain::catalog::Catalog;
+use crate::domain::catalog::{Catalog, PlanRef};
 use crate::domain::{
     DomainError, Grant, GrantContext, GrantInput, GrantOrigin, GrantPatch, GrantSource,
     GrantStatus, IndexChange, ItemProblem, MAX_BATCH, Plan, Result, revoke_grant,
@@ -82,6 +82,10 @@ pub struct GrantQuery {
     pub descending: bool,
     pub with_relations: bool,
 }
+
+/// How many grants a plan read with its grants lists: enough for a plan's page in a console,
+/// bounded so the read stays small (the grant list pages through the rest).
+pub const PLAN_GRANTS: u64 = 100;
 
 /// A user's grant in the seed-003 user view.
 #[derive(Debug, Clone, PartialEq)]
@@ -438,6 +442,26 @@ impl<S: Storage> Engine<S> {
         let grant = self.store.grant(id).await?;
         self.describe(vec![grant], self.present_now(), with_relations)
             .await
+    }
+
+    /// A plan with its [`PLAN_GRANTS`] newest grants (every status) and whether it has more:
+    /// Frontegg's plan object lists its entitlements.
+    pub async fn plan_with_grants(&self, id: Uuid) -> Result<(PlanView, GrantsAt, bool)> {
+        let plan = self
+            .plan(&PlanRef::Id(id))
+            .await?
+            .ok_or_else(|| DomainError::not_found("plan", id))?;
+        let query = GrantQuery {
+            plan_ids: vec![id],
+            descending: true,
+            ..GrantQuery::default()
+        };
+        let page = PageRequest {
+            offset: 0,
+            limit: PLAN_GRANTS,
+        };
+        let (grants, page) = self.list_grants(query, page).await?;
+        Ok((plan, grants, page.has_next()))
     }
 
     /// One page of grants and where it sits in the list.

@@ -163,6 +163,19 @@ impl grant_service_server::GrantService for Handler {
         }))
     }
 
+    async fn get_plan_with_grants(
+        &self,
+        request: Request<GetPlanWithGrantsRequest>,
+    ) -> Result<Response<GetPlanWithGrantsResponse>> {
+        let id = uuid("plan_id", &request.into_inner().plan_id)?;
+        let (plan, grants, more_grants) = self.engine.plan_with_grants(id).await?;
+        Ok(Response::new(GetPlanWithGrantsResponse {
+            plan: Some(convert::plan(&plan)),
+            grants: encode(&grants),
+            more_grants,
+        }))
+    }
+
     async fn list_grants(
         &self,
         request: Request<ListGrantsRequest>,

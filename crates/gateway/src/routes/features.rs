@@ -65,6 +65,8 @@ pub struct EmbeddedFlag {
 #[serde(rename_all = "camelCase")]
 pub struct Feature {
     pub id: String,
+    /// Frontegg's vendor: one per deployment (`vendor_id`, README).
+    pub vendor_id: String,
     pub key: String,
     pub name: String,
     pub description: String,
@@ -81,9 +83,10 @@ pub struct Feature {
     pub updated_at: Option<String>,
 }
 
-impl From<pb::Feature> for Feature {
-    fn from(f: pb::Feature) -> Self {
+impl Feature {
+    pub fn new(f: pb::Feature, vendor_id: &str) -> Self {
         Self {
+            vendor_id: vendor_id.to_owned(),
             kind: allocation_type_name(f.allocation_type()).to_owned(),
             merge_policy: merge_policy_name(f.merge_policy()).map(str::to_owned),
             id: f.id,
@@ -113,8 +116,9 @@ impl From<pb::Feature> for Feature {
     }
 }
 
-fn feature(f: Option<pb::Feature>) -> Result<Feature, ApiError> {
-    f.map(Feature::from).ok_or_else(ApiError::internal)
+fn feature(f: Option<pb::Feature>, vendor_id: &str) -> Result<Feature, ApiError> {
+    f.map(|f| Feature::new(f, vendor_id))
+        .ok_or_else(ApiError::internal)
 }
 
 /// Body of `POST /resources/features/v1`: permissions as keys.
@@ -306,7 +310,10 @@ async fn create(
         .await?
         .into_inner();
     Ok(with_revision(
-        (StatusCode::CREATED, Json(feature(out.feature)?)),
+        (
+            StatusCode::CREATED,
+            Json(feature(out.feature, &state.vendor_id)?),
+        ),
         out.revision,
     ))
 }
@@ -348,7 +355,10 @@ async fn update(
         .update_feature(grpc(p, request))
         .await?
         .into_inner();
-    Ok(with_revision(Json(feature(out.feature)?), out.revision))
+    Ok(with_revision(
+        Json(feature(out.feature, &state.vendor_id)?),
+        out.revision,
+    ))
 }
 
 /// List features (`{"items", "hasNext"}`).
@@ -387,7 +397,10 @@ async fn list_features(
         .await?
         .into_inner();
     Ok(Json(ItemsPage::new(
-        out.features.into_iter().map(Feature::from).collect(),
+        out.features
+            .into_iter()
+            .map(|f| Feature::new(f, &state.vendor_id))
+            .collect(),
         out.page,
     )))
 }
@@ -460,7 +473,7 @@ async fn get_feature(
         ))
         .await?
         .into_inner();
-    Ok(Json(feature(out.feature)?))
+    Ok(Json(feature(out.feature, &state.vendor_id)?))
 }
 
 /// Change a feature (permissions as keys).

@@ -48,6 +48,8 @@ pub struct FlagFeature {
 #[serde(rename_all = "camelCase")]
 pub struct FeatureFlag {
     pub id: String,
+    /// Frontegg's vendor: one per deployment (`vendor_id`, README).
+    pub vendor_id: String,
     pub name: String,
     pub on: bool,
     pub off_treatment: String,
@@ -62,9 +64,10 @@ pub struct FeatureFlag {
     pub updated_at: Option<String>,
 }
 
-impl From<pb::FeatureFlag> for FeatureFlag {
-    fn from(f: pb::FeatureFlag) -> Self {
+impl FeatureFlag {
+    pub fn new(f: pb::FeatureFlag, vendor_id: &str) -> Self {
         Self {
+            vendor_id: vendor_id.to_owned(),
             off_treatment: treatment_name(f.off_treatment()).to_owned(),
             default_treatment: treatment_name(f.default_treatment()).to_owned(),
             feature: FlagFeature {
@@ -85,8 +88,9 @@ impl From<pb::FeatureFlag> for FeatureFlag {
     }
 }
 
-fn flag(f: Option<pb::FeatureFlag>) -> Result<FeatureFlag, ApiError> {
-    f.map(FeatureFlag::from).ok_or_else(ApiError::internal)
+fn flag(f: Option<pb::FeatureFlag>, vendor_id: &str) -> Result<FeatureFlag, ApiError> {
+    f.map(|f| FeatureFlag::new(f, vendor_id))
+        .ok_or_else(ApiError::internal)
 }
 
 /// Body of `POST /resources/feature-flags/v1` (the feature by `featureId` or `featureKey`).
@@ -212,7 +216,7 @@ async fn list_flags(
     Ok(Json(ItemsPage::new(
         out.feature_flags
             .into_iter()
-            .map(FeatureFlag::from)
+            .map(|f| FeatureFlag::new(f, &state.vendor_id))
             .collect(),
         out.page,
     )))
@@ -256,7 +260,10 @@ async fn create_flag(
         .await?
         .into_inner();
     Ok(with_revision(
-        (StatusCode::CREATED, Json(flag(out.feature_flag)?)),
+        (
+            StatusCode::CREATED,
+            Json(flag(out.feature_flag, &state.vendor_id)?),
+        ),
         out.revision,
     ))
 }
@@ -276,7 +283,7 @@ async fn get_flag(
         .get_feature_flag(grpc(&p, GetFeatureFlagRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(flag(out.feature_flag)?))
+    Ok(Json(flag(out.feature_flag, &state.vendor_id)?))
 }
 
 /// Change a feature flag.
@@ -321,7 +328,10 @@ async fn update_flag(
         .update_feature_flag(grpc(&p, request))
         .await?
         .into_inner();
-    Ok(with_revision(Json(flag(out.feature_flag)?), out.revision))
+    Ok(with_revision(
+        Json(flag(out.feature_flag, &state.vendor_id)?),
+        out.revision,
+    ))
 }
 
 /// Delete a feature flag.

@@ -71,8 +71,8 @@ pub struct Entitlement {
     pub plan: Option<Plan>,
 }
 
-impl From<pb::Grant> for Entitlement {
-    fn from(g: pb::Grant) -> Self {
+impl Entitlement {
+    pub fn new(g: pb::Grant, vendor_id: &str) -> Self {
         Self {
             status: match g.status() {
                 GrantStatus::Scheduled => "scheduled",
@@ -97,13 +97,14 @@ impl From<pb::Grant> for Entitlement {
             metadata: opt_struct_to_json(g.metadata),
             created_at: opt_timestamp(g.created_at),
             updated_at: opt_timestamp(g.updated_at),
-            plan: g.plan.map(Plan::from),
+            plan: g.plan.map(|p| Plan::new(p, vendor_id)),
         }
     }
 }
 
-fn entitlement(g: Option<pb::Grant>) -> Result<Entitlement, ApiError> {
-    g.map(Entitlement::from).ok_or_else(ApiError::internal)
+fn entitlement(g: Option<pb::Grant>, vendor_id: &str) -> Result<Entitlement, ApiError> {
+    g.map(|g| Entitlement::new(g, vendor_id))
+        .ok_or_else(ApiError::internal)
 }
 
 /// One entitlement to create (seed batch item and single create).
@@ -542,7 +543,10 @@ async fn list_grants(
         .map_err(grant_error)?
         .into_inner();
     Ok(Json(ItemsPage::new(
-        out.grants.into_iter().map(Entitlement::from).collect(),
+        out.grants
+            .into_iter()
+            .map(|g| Entitlement::new(g, &state.vendor_id))
+            .collect(),
         out.page,
     )))
 }
@@ -570,7 +574,10 @@ async fn create_grant(
         .map_err(grant_error)?
         .into_inner();
     Ok(with_revision(
-        (StatusCode::CREATED, Json(entitlement(out.grant)?)),
+        (
+            StatusCode::CREATED,
+            Json(entitlement(out.grant, &state.vendor_id)?),
+        ),
         out.revision,
     ))
 }
@@ -728,7 +735,7 @@ async fn get_grant(
         .await
         .map_err(grant_error)?
         .into_inner();
-    Ok(Json(entitlement(out.grant)?))
+    Ok(Json(entitlement(out.grant, &state.vendor_id)?))
 }
 
 /// Change one entitlement.
@@ -751,7 +758,10 @@ async fn update_grant(
         .await
         .map_err(grant_error)?
         .into_inner();
-    Ok(with_revision(Json(entitlement(out.grant)?), out.revision))
+    Ok(with_revision(
+        Json(entitlement(out.grant, &state.vendor_id)?),
+        out.revision,
+    ))
 }
 
 /// Delete one entitlement (the row is removed; revoke keeps history).
@@ -796,5 +806,8 @@ async fn revoke_grant(
         .await
         .map_err(grant_error)?
         .into_inner();
-    Ok(with_revision(Json(entitlement(out.grant)?), out.revision))
+    Ok(with_revision(
+        Json(entitlement(out.grant, &state.vendor_id)?),
+        out.revision,
+    ))
 }

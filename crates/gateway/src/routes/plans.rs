@@ -10,10 +10,10 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tenantry_proto::entitlement::v1::{
-    self as pb, CreatePlanRequest, DeletePlanRequest, GetPlanRequest, LinkPlanFeaturesRequest,
-    ListPlanFeaturesRequest, ListPlansRequest, ListTenantPlansRequest, NullableDays,
-    PlanFeatureInput, PlanFeatureInputList, PlanSortField, TargetingRuleList,
-    UnlinkPlanFeaturesRequest, UpdatePlanRequest, get_plan_request,
+    self as pb, CreatePlanRequest, DeletePlanRequest, GetPlanWithGrantsRequest,
+    LinkPlanFeaturesRequest, ListPlanFeaturesRequest, ListPlansRequest, ListTenantPlansRequest,
+    NullableDays, PlanFeatureInput, PlanFeatureInputList, PlanSortField, TargetingRuleList,
+    UnlinkPlanFeaturesRequest, UpdatePlanRequest,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -21,6 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     ItemsPage, double_option,
     features::{Feature, ForceQuery},
+    grants::Entitlement,
     page,
     rules::{
         AllocationJson, Rule, allocation_json, allocation_to_pb, rule_from_pb, rules_to_pb,
@@ -62,6 +63,8 @@ pub struct PlanFeature {
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub id: String,
+    /// Frontegg's vendor: one per deployment (`vendor_id`, README).
+    pub vendor_id: String,
     pub key: String,
     pub name: String,
     pub description: String,
@@ -77,6 +80,16 @@ pub struct Plan {
     pub inherit_to_sub_accounts: bool,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
+    /// The plan's grants, newest first, in every status (Frontegg's plan object lists them):
+    /// on `GET /resources/plans/v1/{planId}` its 100 newest, on a create none; other answers
+    /// leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub entitlements: Option<Vec<Entitlement>>,
+    /// With `entitlements`: the plan has more grants than it lists (`GET
+    /// /resources/entitlements/v2?planIds=` pages through them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_more_entitlements: Option<bool>,
 }
 
 fn plan_feature(f: pb::PlanFeature) -> PlanFeature {
@@ -89,9 +102,12 @@ fn plan_feature(f: pb::PlanFeature) -> PlanFeature {
     }
 }
 
-impl From<pb::Plan> for Plan {
-    fn from(p: pb::Plan) -> Self {
+impl Plan {
+    pub fn new(p: pb::Plan, vendor_id: &str) -> Self {
         Self {
+            vendor_id: vendor_id.to_owned(),
+            entitlements: None,
+            has_more_entitlements: None,
             default_treatment: treatment_name(p.default_treatment()).to_owned(),
             id: p.id,
             key: p.key,
@@ -109,8 +125,9 @@ impl From<pb::Plan> for Plan {
     }
 }
 
-pub fn plan(p: Option<pb::Plan>) -> Result<Plan, ApiError> {
-    p.map(Plan::from).ok_or_else(ApiError::internal)
+pub fn plan(p: Option<pb::Plan>, vendor_id: &str) -> Result<Plan, ApiError> {
+    p.map(|p| Plan::new(p, vendor_id))
+        .ok_or_else(ApiError::internal)
 }
 
 /// A feature to include, with an optional allocation (default `bool` true).
@@ -308,7 +325,10 @@ async fn list_plans(
         .await?
         .into_inner();
     Ok(Json(ItemsPage::new(
-        out.plans.into_iter().map(Plan::from).collect(),
+        out.plans
+            .into_iter()
+            .map(|p| Plan::new(p, &state.vendor_id))
+            .collect(),
         out.page,
     )))
 }
@@ -347,13 +367,19 @@ async fn create_plan(
         .create_plan(grpc(&p, request))
         .await?
         .into_inner();
+    // A new plan has no grants yet.
+    let created = Plan {
+        entitlements: Some(Vec::new()),
+        has_more_entitlements: Some(false),
+        ..plan(out.plan, &state.vendor_id)?
+    };
     Ok(with_revision(
-        (StatusCode::CREATED, Json(plan(out.plan)?)),
+        (StatusCode::CREATED, Json(created)),
         out.revision,
     ))
 }
 
-/// Get a plan by ID.
+/// Get a plan by ID, with its newest grants (`entitlements`).
 #[utoipa::path(get, path = "/entitlements/resources/plans/v1/{planId}", tag = "Plans",
     params(("planId" = String, Path)),
     responses((status = 200, body = Plan), (status = "4XX", body = ErrorBody)),
@@ -364,16 +390,21 @@ async fn get_plan(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Plan>, ApiError> {
     let out = state
-        .plans()
-        .get_plan(grpc(
-            &p,
-            GetPlanRequest {
-                selector: Some(get_plan_request::Selector::Id(id)),
-            },
-        ))
+        .grants()
+        .get_plan_with_grants(grpc(&p, GetPlanWithGrantsRequest { plan_id: id }))
         .await?
         .into_inner();
-    Ok(Json(plan(out.plan)?))
+    let vendor = &state.vendor_id;
+    Ok(Json(Plan {
+        entitlements: Some(
+            out.grants
+                .into_iter()
+                .map(|g| Entitlement::new(g, vendor))
+                .collect(),
+        ),
+        has_more_entitlements: Some(out.more_grants),
+        ..plan(out.plan, vendor)?
+    }))
 }
 
 /// Change a plan.
@@ -419,7 +450,10 @@ async fn update_plan(
         .update_plan(grpc(&p, request))
         .await?
         .into_inner();
-    Ok(with_revision(Json(plan(out.plan)?), out.revision))
+    Ok(with_revision(
+        Json(plan(out.plan, &state.vendor_id)?),
+        out.revision,
+    ))
 }
 
 /// What deleting a plan revoked.
@@ -488,7 +522,7 @@ async fn list_plan_features(
         .into_iter()
         .zip(out.plan_features)
         .map(|(feature, pf)| PlanFeatureDetail {
-            feature: Feature::from(feature),
+            feature: Feature::new(feature, &state.vendor_id),
             allocation: allocation_json(pf.allocation),
         })
         .collect();
@@ -521,7 +555,10 @@ async fn link_features(
         ))
         .await?
         .into_inner();
-    Ok(with_revision(Json(plan(out.plan)?), out.revision))
+    Ok(with_revision(
+        Json(plan(out.plan, &state.vendor_id)?),
+        out.revision,
+    ))
 }
 
 /// Remove features from a plan.
@@ -547,7 +584,10 @@ async fn unlink_features(
         ))
         .await?
         .into_inner();
-    Ok(with_revision(Json(plan(out.plan)?), out.revision))
+    Ok(with_revision(
+        Json(plan(out.plan, &state.vendor_id)?),
+        out.revision,
+    ))
 }
 
 /// The plans relevant to an account.
@@ -579,7 +619,7 @@ async fn tenant_plans(
         .into_iter()
         .filter_map(|tp| {
             tp.plan.map(|pl| TenantPlan {
-                plan: Plan::from(pl),
+                plan: Plan::new(pl, &state.vendor_id),
                 targeted: tp.targeted,
                 entitled: tp.entitled,
                 grant_ids: tp.grant_ids,

@@ -61,6 +61,14 @@ async fn spawn_stack() -> Stack {
 
 /// [`spawn_stack`] with the services' config adjusted.
 async fn spawn_stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
+    spawn_stack_configured(adjust, |_| {}).await
+}
+
+/// [`spawn_stack`] with the services' and the gateway's configs adjusted.
+async fn spawn_stack_configured(
+    adjust: impl FnOnce(&mut Config),
+    adjust_gateway: impl FnOnce(&mut Config),
+) -> Stack {
     let db = tenantry_common::testing::postgres().create_database().await;
     let services = CancellationToken::new();
     let tenant_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -94,6 +102,7 @@ async fn spawn_stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     let app = spawn_with(|c| {
         c.tenant_service_url = Some(tenant_url);
         c.entitlement_service_url = Some(ent_url);
+        adjust_gateway(c);
     })
     .await;
     let mut ready = false;

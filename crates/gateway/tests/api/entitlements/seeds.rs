@@ -1,6 +1,6 @@
 //! The seeds' own examples, sent as the seeds write them, at the REST level: past expiries,
-//! Frontegg-style keys and plan names, the agent's documented justifications, and seed 004's
-//! API-key pair and error envelope.
+//! Frontegg-style keys and plan names, the agent's documented justifications, seed 004's
+//! API-key pair and error envelope, and the fields Frontegg's objects carry.
 
 use super::*;
 
@@ -281,4 +281,125 @@ async fn a_feature_flag_patch_may_send_the_whole_flag_back() {
     let r = s.patch(&path, &renamed).await;
     assert_error_shape(&r, 400);
     assert_eq!(r.body["fieldViolations"][0]["field"], "id");
+}
+
+const VENDOR: &str = "3f0c2b9e-7a4d-4e1b-9c55-2d8e6f1a0b7c";
+
+/// On Frontegg's paths, objects carry Frontegg's fields: `vendorId` (the configured one) on
+/// features, plans, flags and a grant's embedded plan; a plan read lists its grants as
+/// `entitlements` (newest first, at most 100, `hasMoreEntitlements` beyond); metadata sent as
+/// Frontegg's JSON string is read back as the object Frontegg's schema declares.
+#[tokio::test]
+async fn frontegg_objects_carry_vendor_id_entitlements_and_metadata() {
+    let s = spawn_stack_configured(|_| {}, |c| c.vendor_id = Some(VENDOR.into())).await;
+    s.account("acme", None).await;
+    let r = s
+        .post(
+            FEATURES_V2,
+            &json!({"name": "SSO", "key": "sso", "permissions": [{"permissionKey": "sso.use"}],
+                    "metadata": "{\"tier\": \"gold\"}"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let feature = r.body;
+    assert_eq!(feature["vendorId"], VENDOR);
+    assert_eq!(feature["metadata"], json!({"tier": "gold"}));
+    let read = s.get(&format!("{FEATURES}/{}", id(&feature))).await;
+    assert_eq!(read.body["vendorId"], VENDOR);
+    let list = s.get(FEATURES).await;
+    assert_eq!(field_of(items(&list), "vendorId"), [VENDOR]);
+
+    let r = s
+        .post(
+            FLAGS,
+            &json!({"name": "SSO flag", "on": true, "offTreatment": "false",
+                    "defaultTreatment": "true", "featureId": id(&feature),
+                    "metadata": "{\"owner\": \"web\"}"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["vendorId"], VENDOR);
+    assert_eq!(r.body["metadata"], json!({"owner": "web"}));
+    let list = s.get(FLAGS).await;
+    assert_eq!(field_of(items(&list), "vendorId"), [VENDOR]);
+
+    // A new plan has no entitlements yet.
+    let plan = s
+        .plan(json!({"name": "Gold", "featureKeys": ["sso"], "metadata": "{\"seats\": 5}"}))
+        .await;
+    assert_eq!(plan["vendorId"], VENDOR);
+    assert_eq!(plan["metadata"], json!({"seats": 5}));
+    assert_eq!(plan["entitlements"], json!([]));
+    let plan_path = format!("{PLANS}/{}", id(&plan));
+
+    // Its read lists its grants, newest first, every status.
+    let (first, _) = s
+        .grant(json!([{"planId": id(&plan), "tenantId": "acme"}]))
+        .await;
+    let (second, _) = s
+        .grant(
+            json!([{"planId": id(&plan), "tenantId": "acme", "userId": "u1",
+                       "expirationDate": "2022-01-01T12:00:00"}]),
+        )
+        .await;
+    let read = s.get(&plan_path).await;
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    assert_eq!(read.body["vendorId"], VENDOR);
+    let listed = read.body["entitlements"].as_array().expect("entitlements");
+    assert_eq!(
+        listed.iter().map(id).collect::<Vec<_>>(),
+        [second[0].clone(), first[0].clone()]
+    );
+    assert_eq!(listed[0]["planId"], id(&plan).as_str());
+    assert_eq!(listed[0]["userId"], "u1");
+    assert_eq!(listed[0]["status"], "expired");
+    assert_eq!(listed[1]["tenantId"], "acme");
+    assert_eq!(read.body["hasMoreEntitlements"], false);
+    // A list answers plans without their grants.
+    let list = s.get(PLANS).await;
+    assert_eq!(field_of(items(&list), "vendorId"), [VENDOR]);
+    assert!(items(&list)[0].get("entitlements").is_none());
+    // A grant read with its plan: the plan carries the vendor too.
+    let r = s.get(&format!("{GRANTS}?withRelations=true")).await;
+    assert_eq!(items(&r)[0]["plan"]["vendorId"], VENDOR);
+
+    // Past 100 grants the read lists the newest 100 and says there are more.
+    let users: Vec<Value> = (0..100)
+        .map(|i| json!({"planId": id(&plan), "tenantId": "acme", "userId": format!("user-{i}")}))
+        .collect();
+    s.grant(Value::Array(users)).await;
+    let read = s.get(&plan_path).await;
+    assert_eq!(
+        read.body["entitlements"].as_array().map(Vec::len),
+        Some(100)
+    );
+    assert_eq!(read.body["hasMoreEntitlements"], true);
+    assert!(
+        !read.body["entitlements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| id(e) == first[0]),
+        "the oldest grant is the one left out"
+    );
+}
+
+/// Without a configured vendor, the one derived from the environment credential is a UUID,
+/// the same on every object.
+#[tokio::test]
+async fn the_derived_vendor_id_is_a_uuid_shared_by_every_object() {
+    let s = spawn_stack().await;
+    let feature = s
+        .feature(json!({"name": "Reports", "key": "reports"}))
+        .await;
+    let plan = s
+        .plan(json!({"name": "Basic", "featureKeys": ["reports"]}))
+        .await;
+    let vendor = feature["vendorId"].as_str().expect("vendorId").to_owned();
+    assert!(uuid::Uuid::parse_str(&vendor).is_ok(), "{vendor}");
+    assert_eq!(plan["vendorId"], vendor.as_str());
+    assert_eq!(
+        s.get(&format!("{PLANS}/{}", id(&plan))).await.body["vendorId"],
+        vendor.as_str()
+    );
 }
