@@ -20,9 +20,11 @@
 //! # }
 //! ```
 
+pub mod evaluator;
 mod retry;
 mod services;
 
+pub use evaluator::{EvalError, Evaluator, EvaluatorConfig, Origin, Staleness};
 pub use retry::{RetryPolicy, Safety};
 pub use services::{
     AccountsClient, ChangeFeedClient, ChecksClient, ClientConfig, EntitlementApi, FeaturesClient,
@@ -30,6 +32,8 @@ pub use services::{
     RoutesClient, TenantApi,
 };
 pub use tenantry_common::grpc::{CallFailure, ConnectError};
+/// The evaluation core the evaluator runs: checks, subjects, decisions.
+pub use tenantry_index as index;
 
 /// The generated messages, re-exported so callers need no direct `tenantry-proto` dependency.
 pub mod pb {

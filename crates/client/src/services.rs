@@ -467,4 +467,13 @@ impl EntitlementApi {
     pub fn grants(&self) -> GrantsClient {
         GrantsClient::new(self.channel.clone(), &self.config)
     }
+
+    /// The channel itself, for the evaluator's stream.
+    pub(crate) fn channel(&self) -> ClientChannel {
+        self.channel.clone()
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
 }
