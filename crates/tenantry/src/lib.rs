@@ -1,6 +1,8 @@
 //! The all-in-one server: the tenant service, the entitlement service and the REST gateway in
 //! one process, each on its own port with its own database, exactly as they run apart.
 
+pub mod agent;
+
 use std::io::{IsTerminal, Write};
 
 use tenantry_common::{

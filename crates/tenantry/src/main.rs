@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Run the tenant service, the entitlement service and the REST gateway in one process.
     Serve,
+    /// Answer entitlement checks from an index followed from the entitlement service: a sidecar
+    /// with no database (listens on loopback, without authentication).
+    Agent(tenantry::agent::AgentArgs),
     /// Apply database migrations and exit.
     Migrate {
         /// Which service's schema to migrate.
@@ -45,6 +48,13 @@ async fn start() -> std::process::ExitCode {
             let shutdown = CancellationToken::new();
             match tenantry_common::shutdown::cancel_on_signals(&shutdown) {
                 Ok(()) => tenantry::serve(&config, shutdown).await,
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Agent(args) => {
+            let shutdown = CancellationToken::new();
+            match tenantry_common::shutdown::cancel_on_signals(&shutdown) {
+                Ok(()) => tenantry::agent::run(&config, args, shutdown).await,
                 Err(e) => Err(e.into()),
             }
         }

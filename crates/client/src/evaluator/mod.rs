@@ -192,6 +192,7 @@ pub struct Evaluator {
     shared: Arc<Shared>,
     config: Arc<EvaluatorConfig>,
     _stop: Arc<StopOnDrop>,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 #[derive(Debug)]
@@ -210,7 +211,7 @@ impl Evaluator {
         let shared = Arc::new(Shared::new());
         let stop = CancellationToken::new();
         let config = Arc::new(config);
-        tokio::spawn(follow::run(
+        let task = tokio::spawn(follow::run(
             Arc::clone(&shared),
             api.channel(),
             api.config().max_message_bytes,
@@ -221,12 +222,18 @@ impl Evaluator {
             shared,
             config,
             _stop: Arc::new(StopOnDrop(stop)),
+            task: Arc::new(Mutex::new(Some(task))),
         }
     }
 
-    /// Stops following (the index held keeps answering) and saves the snapshot file.
-    pub fn stop(&self) {
+    /// Stops following (the index held keeps answering) and waits until the snapshot file
+    /// holds what the index holds.
+    pub async fn shutdown(&self) {
         self._stop.0.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// Waits until a snapshot is held (from the service or the snapshot file).
