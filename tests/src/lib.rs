@@ -42,8 +42,13 @@ fn bin_dir() -> PathBuf {
     }
 }
 
-/// The service binaries the stack starts.
-const BINARIES: [&str; 3] = ["tenant-service", "entitlement-service", "gateway"];
+/// The service binaries the stack starts, and the all-in-one binary (its `agent`).
+const BINARIES: [&str; 4] = [
+    "tenant-service",
+    "entitlement-service",
+    "gateway",
+    "tenantry",
+];
 
 /// The path of a workspace binary, fresh. A dependency never builds another package's
 /// binaries, so the first call of a test process runs `cargo build` for the three services in
@@ -89,7 +94,16 @@ fn binaries_stale() -> bool {
     for file in ["Cargo.toml", "Cargo.lock", "proto"] {
         newest(&root.join(file), &mut sources);
     }
-    for krate in ["common", "proto", "tenant", "entitlement", "gateway"] {
+    for krate in [
+        "common",
+        "proto",
+        "index",
+        "client",
+        "tenant",
+        "entitlement",
+        "gateway",
+        "tenantry",
+    ] {
         for part in ["src", "build.rs", "Cargo.toml"] {
             newest(&root.join("crates").join(krate).join(part), &mut sources);
         }
@@ -114,7 +128,7 @@ fn build_binaries() {
         .arg("--manifest-path")
         .arg(workspace_root().join("Cargo.toml"))
         .args(["-p", "tenantry-tenant", "-p", "tenantry-entitlement"])
-        .args(["-p", "tenantry-gateway"])
+        .args(["-p", "tenantry-gateway", "-p", "tenantry"])
         .env("CARGO_TARGET_DIR", target)
         .stdin(Stdio::null())
         .status()
@@ -217,6 +231,23 @@ impl Process {
                     self.name,
                     tail(&self.logs())
                 );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits up to 30 s for the process to exit on its own (then stops it), and returns its
+    /// exit status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let child = self.child.as_mut().expect("process is running");
+            if let Some(status) = child.try_wait().expect("wait for child") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                return self.terminate().await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -512,6 +543,40 @@ impl Stack {
         let mut process = Process::new(name, base.binary.clone(), env, self._dir.path());
         process.cpu_list = base.cpu_list.clone();
         (process, format!("http://{addr}"))
+    }
+
+    /// A `tenantry agent` process following this stack's entitlement service, not started, with
+    /// its own data directory (its snapshot file), and the `http://127.0.0.1:PORT` addresses of
+    /// its HTTP and gRPC listeners.
+    pub fn agent(&self, name: &'static str) -> (Process, String, String) {
+        let http = format!("127.0.0.1:{}", testing::free_port());
+        let grpc = format!("127.0.0.1:{}", testing::free_port());
+        let mut env: HashMap<String, String> = [
+            "TENANTRY_ENTITLEMENT_SERVICE_URL",
+            "TENANTRY_SERVICE_TOKEN",
+            "TENANTRY_LOG_FORMAT",
+            "TENANTRY_LOG_LEVEL",
+        ]
+        .into_iter()
+        .filter_map(|key| Some((key.to_owned(), self.gateway.env(key)?.to_owned())))
+        .collect();
+        env.insert(
+            "TENANTRY_DATA_DIR".into(),
+            self._dir.path().join(name).display().to_string(),
+        );
+        env.insert("TENANTRY_AGENT_HTTP_ADDR".into(), http.clone());
+        env.insert("TENANTRY_AGENT_GRPC_ADDR".into(), grpc.clone());
+        let mut process = Process::new(name, binary("tenantry"), env, self._dir.path());
+        process.set_args(&["agent"]);
+        (process, format!("http://{http}"), format!("http://{grpc}"))
+    }
+
+    /// The entitlement service's gRPC URL.
+    pub fn entitlement_url(&self) -> String {
+        self.gateway
+            .env("TENANTRY_ENTITLEMENT_SERVICE_URL")
+            .expect("entitlement URL")
+            .to_owned()
     }
 
     /// Waits until `/readyz` says both services answer.

@@ -199,6 +199,19 @@ pub struct Config {
     /// Most concurrent SSE index streams of one gateway (503 beyond); counted apart from
     /// `concurrency_limit`, so idle streams never starve requests.
     pub sse_max_streams: usize,
+    /// `tenantry agent`: its HTTP listener (unauthenticated; Frontegg's agent port is 8181).
+    pub agent_http_addr: SocketAddr,
+    /// `tenantry agent`: its gRPC listener (unauthenticated).
+    pub agent_grpc_addr: SocketAddr,
+    /// `tenantry agent`: the snapshot file it answers from while the service is unreachable
+    /// (default `data_dir/agent-index.snapshot`).
+    pub agent_snapshot_file: Option<PathBuf>,
+    /// `tenantry agent`: follow only these accounts (with their ancestors); empty: all.
+    /// A list in TOML, comma-separated in the environment.
+    #[serde(deserialize_with = "string_or_list")]
+    pub agent_accounts: Vec<String>,
+    /// `tenantry agent`: allow its unauthenticated listeners on a non-loopback address.
+    pub agent_allow_unauthenticated_non_loopback: bool,
 }
 
 /// Algorithms `user_jwt_algorithm` accepts: asymmetric only, so a public key can never be
@@ -263,6 +276,11 @@ impl Default for Config {
             stream_heartbeat_secs: 10,
             stream_max_subscribers: 1_024,
             sse_max_streams: 256,
+            agent_http_addr: ([127, 0, 0, 1], 8181).into(),
+            agent_grpc_addr: ([127, 0, 0, 1], 8182).into(),
+            agent_snapshot_file: None,
+            agent_accounts: Vec::new(),
+            agent_allow_unauthenticated_non_loopback: false,
         }
     }
 }

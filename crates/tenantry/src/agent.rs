@@ -13,8 +13,6 @@
 //!   (fail-static); every answer says how stale it may be (`x-tenantry-*` headers).
 
 use std::{
-    net::SocketAddr,
-    path::PathBuf,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -48,52 +46,18 @@ use tenantry_proto::entitlement::v1::{
     entitlement_service_server::{EntitlementService, EntitlementServiceServer},
 };
 
-/// The agent's own settings (the service URL, token and TLS come from the common config).
-#[derive(clap::Args, Debug, Clone)]
-pub struct AgentArgs {
-    /// Where the HTTP listener binds (Frontegg's agent listens on 8181).
-    #[arg(
-        long,
-        env = "TENANTRY_AGENT_HTTP_ADDR",
-        default_value = "127.0.0.1:8181"
-    )]
-    pub http_addr: SocketAddr,
-    /// Where the gRPC listener binds.
-    #[arg(
-        long,
-        env = "TENANTRY_AGENT_GRPC_ADDR",
-        default_value = "127.0.0.1:8182"
-    )]
-    pub grpc_addr: SocketAddr,
-    /// The snapshot file kept for a start without the service (default:
-    /// `<data dir>/agent-index.snapshot`).
-    #[arg(long, env = "TENANTRY_AGENT_SNAPSHOT_FILE")]
-    pub snapshot_file: Option<PathBuf>,
-    /// Follow only these accounts (comma-separated; with their ancestors). Default: all.
-    #[arg(long, env = "TENANTRY_AGENT_ACCOUNTS", value_delimiter = ',')]
-    pub accounts: Vec<String>,
-    /// The listeners have no authentication: binding them to anything but loopback lets
-    /// anyone who reaches the address ask about any account. Refused unless this is set.
-    #[arg(
-        long,
-        env = "TENANTRY_AGENT_ALLOW_UNAUTHENTICATED_NON_LOOPBACK",
-        default_value_t = false
-    )]
-    pub allow_unauthenticated_non_loopback: bool,
-}
-
 /// Refuses an unauthenticated listener on a non-loopback address unless explicitly allowed.
-pub fn check_bind(args: &AgentArgs) -> Result<(), RunError> {
-    for addr in [args.http_addr, args.grpc_addr] {
-        if !addr.ip().is_loopback() && !args.allow_unauthenticated_non_loopback {
+pub fn check_bind(config: &Config) -> Result<(), RunError> {
+    for addr in [config.agent_http_addr, config.agent_grpc_addr] {
+        if !addr.ip().is_loopback() && !config.agent_allow_unauthenticated_non_loopback {
             return Err(RunError::Io(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
                     "refusing to serve unauthenticated checks on {addr}, which is not a loopback \
                      address: anyone reaching it could read any account's entitlements. Bind to \
                      127.0.0.1 (the pod's loopback), or set \
-                     TENANTRY_AGENT_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true \
-                     (--allow-unauthenticated-non-loopback) if a network policy guards it"
+                     TENANTRY_AGENT_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true if a network policy \
+                     guards it"
                 ),
             )));
         }
@@ -295,14 +259,10 @@ where
 }
 
 /// Runs the agent until `shutdown` fires.
-pub async fn run(
-    config: &Config,
-    args: AgentArgs,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
-    check_bind(&args)?;
-    let http_listener = bind(args.http_addr).await?;
-    let grpc_listener = bind(args.grpc_addr).await?;
+pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    check_bind(config)?;
+    let http_listener = bind(config.agent_http_addr).await?;
+    let grpc_listener = bind(config.agent_grpc_addr).await?;
     let client_config = ClientConfig {
         service_token: config.service_token.clone(),
         ca_path: config.tls_ca_path.clone(),
@@ -311,8 +271,8 @@ pub async fn run(
         max_message_bytes: config.max_message_bytes,
     };
     let api = EntitlementApi::connect(&config.entitlement_endpoint(), &client_config)?;
-    let snapshot_file = args
-        .snapshot_file
+    let snapshot_file = config
+        .agent_snapshot_file
         .clone()
         .unwrap_or_else(|| config.data_dir.join("agent-index.snapshot"));
     if let Some(dir) = snapshot_file.parent()
@@ -323,7 +283,7 @@ pub async fn run(
     let evaluator = Evaluator::start(
         &api,
         EvaluatorConfig {
-            accounts: args.accounts.clone(),
+            accounts: config.agent_accounts.clone(),
             snapshot_file: Some(snapshot_file.clone()),
             ..EvaluatorConfig::default()
         },

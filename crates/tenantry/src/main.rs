@@ -20,7 +20,7 @@ enum Command {
     Serve,
     /// Answer entitlement checks from an index followed from the entitlement service: a sidecar
     /// with no database (listens on loopback, without authentication).
-    Agent(tenantry::agent::AgentArgs),
+    Agent,
     /// Apply database migrations and exit.
     Migrate {
         /// Which service's schema to migrate.
@@ -51,10 +51,10 @@ async fn start() -> std::process::ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Agent(args) => {
+        Command::Agent => {
             let shutdown = CancellationToken::new();
             match tenantry_common::shutdown::cancel_on_signals(&shutdown) {
-                Ok(()) => tenantry::agent::run(&config, args, shutdown).await,
+                Ok(()) => tenantry::agent::run(&config, shutdown).await,
                 Err(e) => Err(e.into()),
             }
         }
