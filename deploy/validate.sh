@@ -21,7 +21,7 @@ K8S_VERSIONS=(1.30 1.37)
 # Custom resources with no bundled schema, skipped by exact apiVersion/kind (and reported).
 SKIP_KINDS=(postgresql.cnpg.io/v1/Cluster)
 # What gets rendered: name=kustomization directory (relative to deploy/).
-TARGETS=(base=base dev=overlays/dev prod=overlays/prod cloudnativepg-example=examples/cloudnativepg)
+TARGETS=(base=base dev=overlays/dev prod=overlays/prod cloudnativepg-example=examples/cloudnativepg agent-sidecar-example=examples/agent-sidecar)
 # Targets that must have an HPA and a PDB for every server Deployment.
 HA_TARGETS=(prod cloudnativepg-example)
 

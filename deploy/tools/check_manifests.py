@@ -33,7 +33,7 @@ kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_con
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 SERVER_COMPONENT = "server"
-OWN_IMAGE = re.compile(r"(^|/)tenantry(:|@|$)")
+OWN_IMAGE = re.compile(r"(^|/)tenantry(-agent)?(:|@|$)")
 DB_URL_KEYS = {"TENANTRY_TENANT_DATABASE_URL", "TENANTRY_ENTITLEMENT_DATABASE_URL"}
 # Which database URL each of our binaries may hold.
 OWN_DB = {
