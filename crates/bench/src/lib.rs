@@ -7,6 +7,7 @@
 
 pub mod ab;
 pub mod batch;
+pub mod distribution;
 pub mod fixture;
 pub mod inproc;
 pub mod list;

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tenantry_bench::{
-    batch,
+    batch, distribution,
     fixture::{Fixture, Settings},
     inproc, list, memory,
     procfs::{self, StealMeter},
@@ -53,7 +53,9 @@ struct Args {
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const ALL: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"];
+const ALL: [&str; 11] = [
+    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B11", "B12",
+];
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -97,15 +99,26 @@ fn main() -> Result<()> {
         }
         row
     });
+    // B11 likewise: the SDK's check, allocations counted.
+    let b11 = wanted("B11").then(|| {
+        eprintln!("B11 …");
+        let steal = StealMeter::start();
+        let row =
+            distribution::b11(ALLOCATOR, settings.pairs, settings.quick).map(|r| stolen(r, steal));
+        if let Ok(row) = &row {
+            eprintln!("{}", report::render(std::slice::from_ref(row)));
+        }
+        row
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(settings, b1, wanted))
+    runtime.block_on(run(settings, [("B1", b1), ("B11", b11)], wanted))
 }
 
 async fn run(
     settings: Settings,
-    b1: Option<Result<Row>>,
+    in_process: [(&'static str, Option<Result<Row>>); 2],
     wanted: impl Fn(&str) -> bool,
 ) -> Result<()> {
     eprintln!(
@@ -118,10 +131,12 @@ async fn run(
     );
     let mut rows: Vec<Row> = Vec::new();
     let mut notes = String::new();
-    match b1 {
-        Some(Ok(row)) => rows.push(row),
-        Some(Err(e)) => rows.push(failed("B1", &e)),
-        None => {}
+    for (id, row) in in_process {
+        match row {
+            Some(Ok(row)) => rows.push(row),
+            Some(Err(e)) => rows.push(failed(id, &e)),
+            None => {}
+        }
     }
     let needs_stack = ["B2", "B3", "B4", "B5", "B6", "B7", "B8"]
         .iter()
@@ -188,6 +203,18 @@ async fn run(
                 }
                 Err(e) => rows.push(failed(backend.id(), &e)),
             }
+        }
+    }
+    if wanted("B12") {
+        eprintln!("B12 …");
+        let steal = StealMeter::start();
+        match distribution::b12(settings.pairs, settings.quick).await {
+            Ok(row) => {
+                let row = stolen(row, steal);
+                eprintln!("{}", report::render(std::slice::from_ref(&row)));
+                rows.push(row);
+            }
+            Err(e) => rows.push(failed("B12", &e)),
         }
     }
     let mut out = std::io::stdout().lock();

@@ -2,7 +2,7 @@
 //! reconnecting and resuming, and save the snapshot file as the index changes.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -142,30 +142,32 @@ pub(super) async fn run(
     saver.flush(&follower, &shared).await;
 }
 
+/// Reads a snapshot file into a follower (blocking). The follower is returned only when the
+/// whole file read and applied cleanly.
+pub(super) fn load_file(path: &Path) -> Result<(Follower, SystemTime), persist::PersistError> {
+    let mut follower = Follower::new();
+    let mut broken = None;
+    let contact = persist::load(path, |event| {
+        if broken.is_none()
+            && let Err(error) = follower.apply(event)
+        {
+            broken = Some(error);
+        }
+    })?;
+    match broken {
+        None => Ok((follower, contact)),
+        Some(error) => Err(persist::PersistError::Format {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        }),
+    }
+}
+
 /// Loads the snapshot file into a follower, off the async threads. A missing file is silent,
 /// an unusable one a warning; either way the evaluator starts without it.
 async fn load(path: PathBuf) -> Option<(Follower, SystemTime)> {
     let shown = path.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let mut follower = Follower::new();
-        let mut broken = None;
-        let contact = persist::load(&path, |event| {
-            if broken.is_none()
-                && let Err(error) = follower.apply(event)
-            {
-                broken = Some(error);
-            }
-        });
-        match (contact, broken) {
-            (Ok(contact), None) => Ok((follower, contact)),
-            (Ok(_), Some(error)) => Err(persist::PersistError::Format {
-                path,
-                reason: error.to_string(),
-            }),
-            (Err(error), _) => Err(error),
-        }
-    })
-    .await;
+    let loaded = tokio::task::spawn_blocking(move || load_file(&path)).await;
     match loaded {
         Ok(Ok((follower, contact))) => {
             tracing::info!(

@@ -226,6 +226,29 @@ impl Evaluator {
         }
     }
 
+    /// An evaluator over a snapshot file alone, following no service: for offline tools,
+    /// tests and benchmarks. Its staleness says `Persisted`, never connected.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, persist::PersistError> {
+        let path = path.into();
+        let (follower, contact) = tokio::task::spawn_blocking(move || follow::load_file(&path))
+            .await
+            .map_err(|e| persist::PersistError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })??;
+        let shared = Arc::new(Shared::new());
+        if let Some(index) = follower.current() {
+            shared.loaded_contact(contact);
+            shared.publish(index, Origin::Persisted);
+        }
+        Ok(Self {
+            shared,
+            config: Arc::new(EvaluatorConfig::default()),
+            _stop: Arc::new(StopOnDrop(CancellationToken::new())),
+            task: Arc::new(Mutex::new(None)),
+        })
+    }
+
     /// Stops following (the index held keeps answering) and waits until the snapshot file
     /// holds what the index holds.
     pub async fn shutdown(&self) {
