@@ -10,7 +10,8 @@ use std::{sync::Arc, time::Duration};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tenantry_client::{
-    ClientConfig, EntitlementApi, EvalError, Evaluator, EvaluatorConfig, Origin, TenantApi,
+    ClientConfig, EntitlementApi, EvalError, Evaluator, EvaluatorConfig, Origin, RetryPolicy,
+    TenantApi,
     index::EntitlementIndex,
     pb::{
         entitlement::{
@@ -415,9 +416,19 @@ async fn sdk_and_agent_answer_as_the_service_through_writes_deletions_restarts_a
     // The service restarts: both followers reconnect and follow the writes after it.
     stack.entitlement.kill();
     stack.entitlement.start();
+    // Keyed, so the SDK retries it until the restarted service answers.
     service
         .grants()
-        .create_grant(grant("group", "globex", None))
+        .with_deadline(DEADLINE)
+        .with_retry(RetryPolicy {
+            max_attempts: 1_000,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(250),
+        })
+        .create_grant(CreateGrantRequest {
+            idempotency_key: Some("after-restart".to_owned()),
+            ..grant("group", "globex", None)
+        })
         .await
         .expect("grant after the restart");
     let (revision, settled) = answers_agree(
