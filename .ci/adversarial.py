@@ -94,6 +94,9 @@ class Client:
         try:
             conn.request(method.upper(), path, body=data, headers=all_headers)
             response = conn.getresponse()
+            if response.getheader("content-type", "").startswith("text/event-stream"):
+                # An endless event stream (the entitlement stream): its status is the answer.
+                return response.status, ""
             return response.status, response.read().decode(errors="replace")
         except (ConnectionError, http.client.HTTPException, socket.timeout) as e:
             return 0, f"connection failed: {e!r}"
@@ -548,6 +551,13 @@ REFERENCE_404 = {
     "PATCH /entitlements/resources/plans/v1/{planId}":
         "404 names a feature key of the body that does not exist",
 }
+# Operations schemathesis cannot exercise, with why; the matrix and the sweep still cover them.
+EXCLUDED = {
+    "GET /entitlements/api/v1/stream":
+        "an endless text/event-stream (the entitlement stream): a valid request never ends, so "
+        "every positive case would run into the request timeout; its refusals (401, 403, 400 on "
+        "a bad Last-Event-ID or scope) are the authorisation matrix's and the e2e tests'",
+}
 NEGATIVE_DEFAULT = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429",
                     "5xx"]
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
@@ -585,6 +595,8 @@ def schemathesis_config(spec):
         lines += ["[[operations]]", f"include-name = {json.dumps(name)}",
                   "checks.negative_data_rejection.expected-statuses = "
                   + json.dumps(NEGATIVE_DEFAULT + ["202"]), ""]
+    for name in EXCLUDED:
+        lines += ["[[operations]]", f"include-name = {json.dumps(name)}", "enabled = false", ""]
     for name in REFERENCE_404:
         lines += ["[[operations]]", f"include-name = {json.dumps(name)}",
                   "checks.ensure_resource_availability.enabled = false", ""]

@@ -99,6 +99,7 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::route_policies::router())
         .merge(routes::grants::router())
         .merge(routes::checks::router())
+        .merge(routes::stream::router())
         .merge(routes::compat::router())
         .merge(routes::vendor_entitlements::router())
         .split_for_parts();

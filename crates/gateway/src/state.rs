@@ -11,6 +11,7 @@ use tenantry_proto::{
         entitlement_service_client::EntitlementServiceClient,
         feature_flag_service_client::FeatureFlagServiceClient,
         feature_service_client::FeatureServiceClient, grant_service_client::GrantServiceClient,
+        index_stream_service_client::IndexStreamServiceClient,
         plan_service_client::PlanServiceClient, route_service_client::RouteServiceClient,
         vendor_snapshot_service_client::VendorSnapshotServiceClient,
     },
@@ -41,6 +42,8 @@ pub struct AppState {
     pub probe_timeout: Duration,
     /// Frontegg's `vendorId` on features, plans and flags (`credentials::vendor_id`).
     pub vendor_id: Arc<str>,
+    /// Permits for concurrent SSE entitlement streams (`sse_max_streams`).
+    pub sse_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             max_message_bytes: config.max_message_bytes,
             probe_timeout: Duration::from_secs(2).min(config.request_timeout()),
             vendor_id: crate::credentials::vendor_id(config)?.into(),
+            sse_streams: Arc::new(tokio::sync::Semaphore::new(config.sse_max_streams)),
         })
     }
 }
@@ -96,6 +100,7 @@ impl AppState {
     client!(grants, GrantServiceClient, entitlement);
     client!(checks, EntitlementServiceClient, entitlement);
     client!(vendor_snapshots, VendorSnapshotServiceClient, entitlement);
+    client!(index_stream, IndexStreamServiceClient, entitlement);
 }
 
 /// A gRPC request carrying the authenticated principal (trace context and the service token

@@ -608,3 +608,139 @@ async fn the_stream_needs_the_service_token_and_a_bounded_scope() {
         .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 }
+
+/// An SSE response read frame by frame: `(event, id, data)`.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl SseReader {
+    async fn open(stack: &Stack, token: &str, last_event_id: Option<u64>) -> Self {
+        let mut request = stack
+            .http
+            .get(format!("{}/entitlements/api/v1/stream", stack.base_url))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.expect("open the stream");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "{:?}",
+            response.headers()
+        );
+        Self {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn next(&mut self) -> (String, Option<u64>, serde_json::Value) {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame =
+                    String::from_utf8(self.buffer.drain(..end + 2).collect()).expect("utf-8 frame");
+                let (mut event, mut id, mut data) = (String::new(), None, String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().parse::<u64>().expect("numeric id"));
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if event.is_empty() {
+                    continue;
+                }
+                return (event, id, serde_json::from_str(&data).expect("JSON data"));
+            }
+            let chunk = tokio::time::timeout(DEADLINE, self.response.chunk())
+                .await
+                .expect("an event within the deadline")
+                .expect("read the stream")
+                .expect("the stream goes on");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Events until one named `name`; returns it.
+    async fn until(&mut self, name: &str) -> (Option<u64>, serde_json::Value) {
+        loop {
+            let (event, id, data) = self.next().await;
+            if event == name {
+                return (id, data);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sse_mirror_streams_resumes_with_last_event_id_and_needs_an_environment_token() {
+    let stack = Stack::start().await;
+    let env = stack.env_token().await;
+    world(&stack, &env).await;
+    let path = "/entitlements/api/v1/stream";
+    let user = stack.user_token(&account(1), "u-1", &[]);
+    for (token, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("garbage"), StatusCode::UNAUTHORIZED),
+        (Some(user.as_str()), StatusCode::FORBIDDEN),
+    ] {
+        let (got, body) = stack.call(Method::GET, path, token, None).await;
+        assert_eq!(got, status, "{body}");
+    }
+    let (got, _, body) = stack
+        .call_with(
+            Method::GET,
+            path,
+            Some(&env),
+            &[("last-event-id", "abc")],
+            None,
+        )
+        .await;
+    assert_eq!(got, StatusCode::BAD_REQUEST, "{body}");
+
+    let mut sse = SseReader::open(&stack, &env, None).await;
+    let (begin_id, begin) = sse.until("snapshot-begin").await;
+    assert_eq!(begin_id, None, "no id inside a snapshot: {begin}");
+    let (id, end) = sse.until("snapshot-end").await;
+    let held = id.expect("snapshot-end carries the revision");
+    assert_eq!(end["revision"], held);
+
+    grant_batch(
+        &stack,
+        &env,
+        vec![json!({"planKey": "plan-1", "tenantId": account(9)})],
+    )
+    .await;
+    let mut last = held;
+    loop {
+        let (id, delta) = sse.until("delta").await;
+        let id = id.expect("a delta carries its revision");
+        assert_eq!(id, last + 1, "revisions in order, none skipped: {delta}");
+        last = id;
+        if delta["changes"].to_string().contains(&account(9)) {
+            assert_eq!(delta["changes"][0]["op"], "upsert_grant", "{delta}");
+            break;
+        }
+    }
+    drop(sse);
+
+    // Written while disconnected; Last-Event-ID continues right after the last delta.
+    grant_batch(
+        &stack,
+        &env,
+        vec![json!({"planKey": "plan-3", "tenantId": account(8)})],
+    )
+    .await;
+    let mut resumed = SseReader::open(&stack, &env, Some(last)).await;
+    let (event, id, mut data) = resumed.next().await;
+    assert_eq!((event.as_str(), id), ("delta", Some(last + 1)), "{data}");
+    while !data["changes"].to_string().contains(&account(8)) {
+        data = resumed.until("delta").await.1;
+    }
+}

@@ -14,6 +14,7 @@ pub mod plans;
 pub mod platform;
 pub mod route_policies;
 pub mod rules;
+pub mod stream;
 pub mod vendor_entitlements;
 
 use axum::response::{IntoResponse, Response};
