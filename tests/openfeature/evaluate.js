@@ -10,7 +10,7 @@ async function main() {
   for await (const chunk of process.stdin) input += chunk;
   const { baseUrl, token, cases } = JSON.parse(input);
   await OpenFeature.setProviderAndWait(
-    new OFREPProvider({ baseUrl, headers: { Authorization: `Bearer ${token}` } }),
+    new OFREPProvider({ baseUrl, headers: token ? { Authorization: `Bearer ${token}` } : {} }),
   );
   const client = OpenFeature.getClient();
   const results = [];

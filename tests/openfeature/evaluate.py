@@ -15,7 +15,7 @@ def main():
     plan = json.load(sys.stdin)
     token = plan["token"]
     api.set_provider(
-        OFREPProvider(plan["baseUrl"], headers_factory=lambda: {"Authorization": f"Bearer {token}"})
+        OFREPProvider(plan["baseUrl"], headers_factory=lambda: {"Authorization": f"Bearer {token}"} if token else {})
     )
     client = api.get_client()
     results = []

@@ -1507,6 +1507,22 @@ impl EntitlementIndex {
             .unwrap_or_default()
     }
 
+    /// The catalog's features as written, each with its flag if it has one (in no particular
+    /// order): what OFREP's catalog reads need on the agent and in the SDK.
+    pub fn catalog_features(&self) -> impl Iterator<Item = (&Feature, Option<&FeatureFlag>)> {
+        let raw = &*self.catalog.raw;
+        raw.features.iter().map(|f| (f, raw.flags.get(&f.key)))
+    }
+
+    /// One feature of the catalog by key, with its flag if it has one.
+    pub fn catalog_feature(&self, key: &str) -> Option<(&Feature, Option<&FeatureFlag>)> {
+        let &f = self.catalog.feature_by_key.get(key)?;
+        let raw = &*self.catalog.raw;
+        raw.features
+            .get(f as usize)
+            .map(|feature| (feature, raw.flags.get(&feature.key)))
+    }
+
     /// Approximate heap held by tenants and grants (what grows with accounts).
     pub fn memory_estimate(&self) -> MemoryEstimate {
         // Each `Arc` allocation carries a 16-byte header (two counters).

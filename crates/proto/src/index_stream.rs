@@ -68,7 +68,8 @@ fn enum_value<E: TryFrom<i32>>(field: &'static str, v: i32) -> Result<E, DecodeE
 
 // --- enums ---------------------------------------------------------------------------------
 
-fn allocation_type(t: ix::AllocationType) -> pb::AllocationType {
+/// The index's allocation type on the wire.
+pub fn allocation_type(t: ix::AllocationType) -> pb::AllocationType {
     match t {
         ix::AllocationType::Bool => pb::AllocationType::Bool,
         ix::AllocationType::MaxCount => pb::AllocationType::MaxCount,

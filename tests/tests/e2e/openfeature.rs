@@ -2,7 +2,8 @@
 //! Python SDK, each with its OFREP provider; `tenantry_tests::openfeature`) as applications
 //! would, against a generated world: every (account, user, attributes, flag) of it must answer
 //! what our own check (`is-entitled-to`) answers — value, justification, deciding plan — and
-//! errors must reach the SDKs as OpenFeature's codes. Then the bulk evaluation with its ETag.
+//! errors must reach the SDKs as OpenFeature's codes; then the same from `tenantry agent`'s
+//! OFREP, from its own index. Then the bulk evaluation with its ETag, on both.
 
 use std::time::Duration;
 
@@ -225,6 +226,37 @@ async fn cases(stack: &Stack, env: &str) -> Vec<Case> {
     cases
 }
 
+/// Both SDKs evaluate every case at `base_url` (with `token`; none on the agent) and answer what
+/// our own check answered: value, justification, deciding plan, reason.
+async fn sdks_answer_as_checks(base_url: &str, token: &str, cases: &[Case]) -> Vec<Vec<Value>> {
+    let mut all = Vec::new();
+    let sdk_cases: Vec<Value> = cases.iter().map(|c| c.sdk.clone()).collect();
+    for sdk in [Sdk::JavaScript, Sdk::Python] {
+        let results = openfeature::evaluate(sdk, base_url, token, &sdk_cases).await;
+        for (case, got) in cases.iter().zip(&results) {
+            let what = format!("{sdk:?} {} -> {got}", case.sdk);
+            assert_eq!(got["errorCode"], Value::Null, "{what}");
+            assert_eq!(got["value"], case.expected_value, "{what}");
+            assert_eq!(
+                got["flagMetadata"]["justification"], case.justification,
+                "{what}"
+            );
+            assert_eq!(got["flagMetadata"]["planKey"], case.plan_key, "{what}");
+            let reason = got["reason"].as_str().unwrap_or_default();
+            let expected_reason = match (case.sdk["flag"].as_str(), case.justification.as_str()) {
+                (Some("reports"), Some("FEATURE_FLAG_OFF")) => "DISABLED",
+                (Some("beta"), Some("FEATURE_FLAG_OFF")) => "TARGETING_MATCH",
+                (Some("beta"), None) => "TARGETING_MATCH",
+                (_, Some(_)) => "DEFAULT",
+                (_, None) => "STATIC",
+            };
+            assert_eq!(reason, expected_reason, "{what}");
+        }
+        all.push(results);
+    }
+    all
+}
+
 #[tokio::test]
 async fn the_official_sdks_evaluate_flags_and_entitlements_as_our_checks_answer() {
     let stack = Stack::start().await;
@@ -244,27 +276,30 @@ async fn the_official_sdks_evaluate_flags_and_entitlements_as_our_checks_answer(
     }
     assert!(cases.iter().any(|c| c.expected_value == json!(UNLIMITED)));
     assert!(cases.iter().any(|c| c.expected_value == json!(10)));
-    let sdk_cases: Vec<Value> = cases.iter().map(|c| c.sdk.clone()).collect();
-    for sdk in [Sdk::JavaScript, Sdk::Python] {
-        let results = openfeature::evaluate(sdk, &stack.base_url, &env, &sdk_cases).await;
-        for (case, got) in cases.iter().zip(&results) {
-            let what = format!("{sdk:?} {} -> {got}", case.sdk);
-            assert_eq!(got["errorCode"], Value::Null, "{what}");
-            assert_eq!(got["value"], case.expected_value, "{what}");
-            assert_eq!(
-                got["flagMetadata"]["justification"], case.justification,
-                "{what}"
-            );
-            assert_eq!(got["flagMetadata"]["planKey"], case.plan_key, "{what}");
-            let reason = got["reason"].as_str().unwrap_or_default();
-            let expected_reason = match (case.sdk["flag"].as_str(), case.justification.as_str()) {
-                (Some("reports"), Some("FEATURE_FLAG_OFF")) => "DISABLED",
-                (Some("beta"), Some("FEATURE_FLAG_OFF")) => "TARGETING_MATCH",
-                (Some("beta"), None) => "TARGETING_MATCH",
-                (_, Some(_)) => "DEFAULT",
-                (_, None) => "STATIC",
-            };
-            assert_eq!(reason, expected_reason, "{what}");
+    sdks_answer_as_checks(&stack.base_url, &env, &cases).await;
+
+    // The agent serves the same OFREP from its own index, to applications with no token, and
+    // says how fresh its answers are.
+    let (mut agent, agent_http, _) = stack.agent("agent");
+    agent.start();
+    eventually(FEED_DEADLINE, "agent ready", || async {
+        let response = stack
+            .http
+            .get(format!("{agent_http}/readyz"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(response.status().to_string())
+        }
+    })
+    .await;
+    for results in sdks_answer_as_checks(&agent_http, "", &cases).await {
+        for got in results {
+            assert_eq!(got["flagMetadata"]["agentStale"], false, "{got}");
+            assert_eq!(got["flagMetadata"]["agentIndexOrigin"], "service", "{got}");
         }
     }
 
@@ -302,14 +337,65 @@ async fn the_official_sdks_evaluate_flags_and_entitlements_as_our_checks_answer(
         ),
     ];
     let error_cases: Vec<Value> = errors.iter().map(|(c, _, _)| c.clone()).collect();
-    for sdk in [Sdk::JavaScript, Sdk::Python] {
-        let results = openfeature::evaluate(sdk, &stack.base_url, &env, &error_cases).await;
-        for ((case, code, default), got) in errors.iter().zip(&results) {
-            assert_eq!(got["errorCode"], *code, "{sdk:?} {case} -> {got}");
-            assert_eq!(got["value"], *default, "{sdk:?} {case} -> {got}");
-            assert_eq!(got["reason"], "ERROR", "{sdk:?} {case} -> {got}");
+    for (url, token) in [(stack.base_url.as_str(), env.as_str()), (&agent_http, "")] {
+        for sdk in [Sdk::JavaScript, Sdk::Python] {
+            let results = openfeature::evaluate(sdk, url, token, &error_cases).await;
+            for ((case, code, default), got) in errors.iter().zip(&results) {
+                let what = format!("{sdk:?} at {url}: {case} -> {got}");
+                assert_eq!(got["errorCode"], *code, "{what}");
+                assert_eq!(got["value"], *default, "{what}");
+                assert_eq!(got["reason"], "ERROR", "{what}");
+            }
         }
     }
+
+    // The agent's bulk evaluation answers what the gateway's does, with its own ETag and 304.
+    let context = json!({"context": {"tenantId": "acme", "targetingKey": "alice"}});
+    let (status, _, on_gateway) = stack
+        .call_with(
+            Method::POST,
+            "/ofrep/v1/evaluate/flags",
+            Some(&env),
+            &[],
+            Some(context.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{on_gateway}");
+    let agent_bulk = |etag: Option<String>| {
+        let request = stack
+            .http
+            .post(format!("{agent_http}/ofrep/v1/evaluate/flags"))
+            .json(&context);
+        let request = match etag {
+            Some(etag) => request.header("if-none-match", etag),
+            None => request,
+        };
+        async move { request.send().await.expect("agent bulk") }
+    };
+    let response = agent_bulk(None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let etag = response.headers()["etag"]
+        .to_str()
+        .expect("etag")
+        .to_owned();
+    let on_agent: Value = response.json().await.expect("agent bulk body");
+    let values = |body: &Value| -> Vec<(Value, Value, Value)> {
+        body["flags"]
+            .as_array()
+            .expect("flags")
+            .iter()
+            .map(|f| (f["key"].clone(), f["value"].clone(), f["reason"].clone()))
+            .collect()
+    };
+    assert_eq!(values(&on_agent), values(&on_gateway), "{on_agent}");
+    assert!(
+        values(&on_agent).iter().any(|(_, v, _)| *v == true),
+        "{on_agent}"
+    );
+    assert_eq!(
+        agent_bulk(Some(etag)).await.status(),
+        StatusCode::NOT_MODIFIED
+    );
 
     // A user token evaluates for itself only: its own account and user, whatever the context.
     let alice = stack.user_token("acme", "alice", &[]);

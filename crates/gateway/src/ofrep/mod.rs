@@ -333,6 +333,14 @@ impl From<ApiError> for OfrepError {
     }
 }
 
+/// A service's (or the agent's in-process check handlers') refusal, through the one gRPC →
+/// HTTP table.
+impl From<tonic::Status> for OfrepError {
+    fn from(status: tonic::Status) -> Self {
+        ApiError::from(status).into()
+    }
+}
+
 impl From<ApiError> for ErrorBody {
     fn from(e: ApiError) -> Self {
         let e = OfrepError::from(e);
@@ -732,7 +740,7 @@ pub async fn evaluate_flags<E: Evaluator>(
         Err(rejection) => return unreadable(&rejection).into_response(),
     };
     match evaluate_all(&evaluator, &caller, &body).await {
-        Ok((subject, bulk, revision)) => {
+        Ok((subject, mut bulk, revision)) => {
             let Ok(bytes) = serde_json::to_vec(&bulk) else {
                 return OfrepError::from(ApiError::internal()).into_response();
             };
@@ -741,6 +749,20 @@ pub async fn evaluate_flags<E: Evaluator>(
             if not_modified(&headers, &tag) {
                 return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
             }
+            // The evaluator's own metadata (an agent's staleness, new every millisecond) is
+            // left out of the tag: it would make every poll a 200. Its headers say it anyway.
+            let extra = evaluator.metadata();
+            let bytes = if extra.is_empty() {
+                bytes
+            } else {
+                for flag in &mut bulk.flags {
+                    flag.metadata.extend(extra.clone());
+                }
+                match serde_json::to_vec(&bulk) {
+                    Ok(bytes) => bytes,
+                    Err(_) => return OfrepError::from(ApiError::internal()).into_response(),
+                }
+            };
             (
                 [
                     (header::ETAG, etag_value),
@@ -805,12 +827,6 @@ async fn evaluate_all<E: Evaluator>(
                 d,
                 revision,
             ));
-        }
-    }
-    let extra = evaluator.metadata();
-    if !extra.is_empty() {
-        for flag in &mut flags {
-            flag.metadata.extend(extra.clone());
         }
     }
     Ok((subject, BulkEvaluation { flags }, revision))

@@ -7,10 +7,13 @@
 //! the entitlement service's check handlers, both over the local index.
 //!
 //! - HTTP (default `127.0.0.1:8181`): `/v1/data/e10s/{features,permissions,routes}/…`,
-//!   `/entitlements/api/v1/is-entitled-to` (+ `/batch`), `/readyz`, `/livez`, `/metrics`.
+//!   `/entitlements/api/v1/is-entitled-to` (+ `/batch`), OFREP (`/ofrep/v1/…`), `/readyz`,
+//!   `/livez`, `/metrics`.
 //! - gRPC (default `127.0.0.1:8182`): `EntitlementService` (checks, explain, what-if).
 //! - Ready once it holds a snapshot — from the service, or from the snapshot file it keeps
 //!   (fail-static); every answer says how stale it may be (`x-tenantry-*` headers).
+
+mod ofrep;
 
 use std::{
     sync::Arc,
@@ -67,7 +70,7 @@ pub fn check_bind(config: &Config) -> Result<(), RunError> {
 
 /// The follower's index as the entitlement check handlers see it.
 #[derive(Debug)]
-struct FollowedIndex(Evaluator);
+pub struct FollowedIndex(Evaluator);
 
 impl IndexSource for FollowedIndex {
     async fn index_at(&self, min_revision: u64) -> Result<Arc<EntitlementIndex>, DomainError> {
@@ -303,6 +306,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), Run
         .route("/metrics", get(metrics))
         .with_state(evaluator.clone())
         .merge(unauthenticated_check_router(LocalDecide(checks.clone())))
+        .merge(tenantry_gateway::ofrep::router(ofrep::AgentOfrep {
+            evaluator: evaluator.clone(),
+            checks: checks.clone(),
+        }))
         .layer(middleware::from_fn_with_state(
             evaluator.clone(),
             add_staleness,
