@@ -22,6 +22,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
+    audit::{REQUEST_ID_HEADER, RequestContext},
     config::{Config, Secret},
     db::{StorageFault, StorageHealth},
     shutdown::{CancellationToken, drain_within_grace},
@@ -223,6 +224,9 @@ pub async fn serve(
             check_service_token(expected.clone(), req, next)
         }));
     }
+    // Who is calling, for the audit entries its writes record (inside the token check: a
+    // refused call writes nothing).
+    router = router.layer(axum::middleware::from_fn(request_context));
     // Outermost, so the status of a call the token check refused is recorded too.
     let routes = Routes::from(router.layer(axum::middleware::from_fn(record_grpc_status)));
 
@@ -366,6 +370,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Runs a call with its [`RequestContext`] (principal, request ID, trace ID) as the current one.
+async fn request_context(req: Request, next: Next) -> Response {
+    RequestContext::from_headers(req.headers())
+        .scope(next.run(req))
+        .await
 }
 
 async fn check_service_token(expected: Arc<str>, req: Request, next: Next) -> Response {
@@ -596,6 +607,12 @@ impl Interceptor for ClientInterceptor {
             request.metadata_mut().insert("authorization", auth.clone());
         }
         inject_trace_context(request.metadata_mut());
+        // The request ID of the call being served, so the callee's audit entries name it.
+        if let Some(id) = RequestContext::current_request_id()
+            && let Ok(value) = MetadataValue::try_from(id)
+        {
+            request.metadata_mut().insert(REQUEST_ID_HEADER, value);
+        }
         Ok(request)
     }
 }

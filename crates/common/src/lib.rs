@@ -2,6 +2,7 @@
 //! error-code table, gRPC server and client plumbing, and (feature `test-support`) the
 //! ephemeral PostgreSQL used by every test binary.
 
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod error;

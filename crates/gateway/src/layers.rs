@@ -19,6 +19,8 @@ use opentelemetry::trace::TraceContextExt as _;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use tenantry_common::audit::RequestContext;
+
 use crate::{auth, error::ApiError, routes::compat};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -54,6 +56,23 @@ pub fn make_span(req: &http::Request<axum::body::Body>) -> Span {
         span.record("trace_id", tracing::field::display(trace_id));
     }
     span
+}
+
+/// Runs the request with its ID as the current [`RequestContext`]'s, so every gRPC call it
+/// makes carries `x-request-id` and the services' audit entries name it.
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    RequestContext {
+        actor: String::new(),
+        request_id,
+        trace_id: None,
+    }
+    .scope(next.run(req))
+    .await
 }
 
 /// Writes the access log line.

@@ -165,6 +165,7 @@ fn app(
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn(layers::request_context))
         .layer(cors(config))
         .layer(CompressionLayer::new())
         .layer(middleware::from_fn_with_state(

@@ -29,6 +29,22 @@ pub mod common {
     }
 }
 
+/// The audit log both services serve (`tenantry.audit.*`).
+pub mod audit {
+    /// `tenantry.audit.v1`.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::nursery,
+        clippy::restriction,
+        missing_docs,
+        unreachable_pub
+    )]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/tenantry.audit.v1.rs"));
+    }
+}
+
 /// The tenant (account) service contracts (`tenantry.tenant.*`).
 pub mod tenant {
     /// `tenantry.tenant.v1`.

@@ -5,6 +5,7 @@
 //! which `storage::Store` implements.
 
 pub mod accounts;
+pub mod audit;
 pub mod feed;
 pub mod hierarchy;
 pub mod idempotency;

@@ -5,7 +5,9 @@
 //! no clock outside storage (which stamps its writes itself), so there is no clock port.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord};
 use tokio::sync::watch;
 
 use crate::domain::{
@@ -171,6 +173,21 @@ pub trait IdempotencyStore: Send + Sync {
     async fn idempotent_response(&self, scope: &str, key: &str) -> Result<Option<StoredKey>>;
 }
 
+/// The audit log: entries are written by the write ports, in their transactions; this reads.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// A page of entries matching `query`, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage>;
+    /// Up to `limit` entries in `[from, to)` after `after_sequence`, oldest first.
+    async fn export_audit(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>>;
+}
+
 /// Where a followed feed goes (one follower's stream).
 #[async_trait]
 pub trait Follower: Send + Sync {
@@ -203,6 +220,7 @@ pub trait Storage:
     + MigrationStore
     + FeedStore
     + IdempotencyStore
+    + AuditStore
     + Clone
     + 'static
 {
@@ -215,6 +233,7 @@ impl<S> Storage for S where
         + MigrationStore
         + FeedStore
         + IdempotencyStore
+        + AuditStore
         + Clone
         + 'static
 {

@@ -2,6 +2,7 @@
 //! the database.
 
 pub mod account;
+pub mod audit;
 pub mod change;
 pub mod error;
 pub mod hierarchy;

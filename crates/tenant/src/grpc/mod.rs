@@ -1,6 +1,7 @@
 //! gRPC, one file per proto service: handlers decode the request, call a use-case of
 //! [`crate::app`] and encode its answer. One mapping from the domain error to `tonic::Status`.
 
+mod audit;
 mod convert;
 mod feed;
 mod hierarchy;
@@ -15,6 +16,7 @@ use tenantry_common::{
     grpc::{Services, mark_storage_fault},
 };
 use tenantry_proto::{
+    audit::v1::audit_service_server::AuditServiceServer,
     common::v1::{ErrorDetails, FieldViolation, PageInfo},
     tenant::v1::{
         change_feed_service_server::ChangeFeedServiceServer,
@@ -75,6 +77,11 @@ pub fn services(
         )
         .add(
             MigrationServiceServer::new(h.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .add(
+            AuditServiceServer::new(h.clone())
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         )

@@ -9,6 +9,7 @@ mod m20260301_000002_live_account_count;
 mod m20261203_000003_storage_probe;
 mod m20261203_000004_feed_retention;
 mod m20261204_000005_idempotency_keys;
+mod m20261204_000090_audit_log;
 
 /// Applies the tenant service's migrations.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_storage_probe::Migration),
             Box::new(m20261203_000004_feed_retention::Migration),
             Box::new(m20261204_000005_idempotency_keys::Migration),
+            Box::new(m20261204_000090_audit_log::Migration),
         ]
     }
 

@@ -20,6 +20,7 @@ use crate::app::ports::AccountStore;
 use crate::domain::{
     self, Account, AccountPatch, AttachFacts, ChangeKind, Claim, Created, Deleted, DeletedIds,
     Error, ListQuery, NewAccount, NewChange, Page, Settings, SortField, SubAccountAccessType,
+    audit::{self, Action},
     check_attach,
     error::{ACCOUNT_EXISTS, ALIAS_TAKEN},
     like_contains,
@@ -205,6 +206,7 @@ impl Store {
     async fn modify(
         &self,
         tenant_id: &str,
+        action: Action,
         kind: ChangeKind,
         change: impl FnOnce(&mut Account) -> Result<bool> + Send,
     ) -> Result<Account> {
@@ -222,8 +224,12 @@ impl Store {
         }
         account.updated_at = domain::now();
         save(&txn, &account).await?;
-        self.commit(txn, vec![NewChange::update(kind, &before, &account)])
-            .await?;
+        self.commit(
+            txn,
+            vec![NewChange::update(kind, &before, &account)],
+            vec![audit::account(action, Some(&before), Some(&account))],
+        )
+        .await?;
         Ok(account)
     }
 }
@@ -245,7 +251,13 @@ impl AccountStore for Store {
         }
         let (created, changes) = self.create_in(&txn, &new, deleted).await?;
         self.answer_key(&txn, claim, &created).await?;
-        self.commit(txn, changes).await?;
+        let action = if created.reactivated {
+            Action::AccountReactivate
+        } else {
+            Action::AccountCreate
+        };
+        let entry = audit::account(action, None, Some(&created.account));
+        self.commit(txn, changes, vec![entry]).await?;
         Ok(created)
     }
 
@@ -406,9 +418,12 @@ impl AccountStore for Store {
 
     /// Applies a profile patch (validated); a patch that changes nothing writes nothing.
     async fn update_account(&self, tenant_id: &str, patch: AccountPatch) -> Result<Account> {
-        self.modify(tenant_id, ChangeKind::Updated, move |account| {
-            Ok(patch.apply(account))
-        })
+        self.modify(
+            tenant_id,
+            Action::AccountUpdate,
+            ChangeKind::Updated,
+            move |account| Ok(patch.apply(account)),
+        )
         .await
     }
 
@@ -417,33 +432,47 @@ impl AccountStore for Store {
         tenant_id: &str,
         add: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Account> {
-        self.modify(tenant_id, ChangeKind::Metadata, move |account| {
-            domain::merge_metadata(&mut account.metadata, add)
-        })
+        self.modify(
+            tenant_id,
+            Action::AccountMetadataUpdate,
+            ChangeKind::Metadata,
+            move |account| domain::merge_metadata(&mut account.metadata, add),
+        )
         .await
     }
 
     /// Removes one key; an absent key changes nothing and is not an error.
     async fn delete_metadata(&self, tenant_id: &str, key: &str) -> Result<Account> {
-        self.modify(tenant_id, ChangeKind::Metadata, |account| {
-            Ok(account.metadata.remove(key).is_some())
-        })
+        self.modify(
+            tenant_id,
+            Action::AccountMetadataDelete,
+            ChangeKind::Metadata,
+            |account| Ok(account.metadata.remove(key).is_some()),
+        )
         .await
     }
 
     async fn update_settings(&self, tenant_id: &str, patch: Settings) -> Result<Account> {
-        self.modify(tenant_id, ChangeKind::Updated, move |account| {
-            Ok(account.settings.apply(&patch))
-        })
+        self.modify(
+            tenant_id,
+            Action::AccountSettingsUpdate,
+            ChangeKind::Updated,
+            move |account| Ok(account.settings.apply(&patch)),
+        )
         .await
     }
 
     async fn update_reseller(&self, tenant_id: &str, is_reseller: bool) -> Result<Account> {
-        self.modify(tenant_id, ChangeKind::Updated, move |account| {
-            let changed = account.is_reseller != is_reseller;
-            account.is_reseller = is_reseller;
-            Ok(changed)
-        })
+        self.modify(
+            tenant_id,
+            Action::AccountResellerUpdate,
+            ChangeKind::Updated,
+            move |account| {
+                let changed = account.is_reseller != is_reseller;
+                account.is_reseller = is_reseller;
+                Ok(changed)
+            },
+        )
         .await
     }
 
@@ -452,11 +481,16 @@ impl AccountStore for Store {
         tenant_id: &str,
         access: SubAccountAccessType,
     ) -> Result<Account> {
-        self.modify(tenant_id, ChangeKind::Updated, move |account| {
-            let changed = account.sub_account_access_type != access;
-            account.sub_account_access_type = access;
-            Ok(changed)
-        })
+        self.modify(
+            tenant_id,
+            Action::AccountAccessTypeUpdate,
+            ChangeKind::Updated,
+            move |account| {
+                let changed = account.sub_account_access_type != access;
+                account.sub_account_access_type = access;
+                Ok(changed)
+            },
+        )
         .await
     }
 
@@ -525,7 +559,8 @@ impl AccountStore for Store {
             .exec(&txn)
             .await
             .map_err(db_err("delete account"))?;
-        self.commit(txn, changes).await?;
+        let entry = audit::account(Action::AccountDelete, Some(&account), None);
+        self.commit(txn, changes, vec![entry]).await?;
         Ok(Deleted {
             account,
             reparented,

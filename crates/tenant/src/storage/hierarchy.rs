@@ -13,7 +13,9 @@ use super::{
 use crate::app::ports::HierarchyStore;
 use crate::domain::{
     self, Account, AttachFacts, Claim, Error, HierarchyEntry, NewChange, Page,
-    SubAccountAccessType, Subtree, check_attach,
+    SubAccountAccessType, Subtree,
+    audit::{self, Action},
+    check_attach,
 };
 
 /// Bound on recursion, so a corrupted (cyclic) hierarchy cannot make a query loop forever.
@@ -158,11 +160,13 @@ impl HierarchyStore for Store {
             child_height: height,
             max_depth: self.inner.max_depth,
         })?;
+        let before = child.clone();
         child.parent_tenant_id = Some(parent.tenant_id);
         child.updated_at = domain::now();
         save(&txn, &child).await?;
         self.answer_key(&txn, claim, &child).await?;
-        self.commit(txn, vec![NewChange::hierarchy(&child, None)])
+        let entry = audit::account(Action::HierarchyAttach, Some(&before), Some(&child));
+        self.commit(txn, vec![NewChange::hierarchy(&child, None)], vec![entry])
             .await?;
         Ok(child)
     }
@@ -178,10 +182,12 @@ impl HierarchyStore for Store {
                 message: format!("account `{child_id}` is not a sub-account of `{parent_id}`"),
             });
         }
+        let before = child.clone();
         let old = child.parent_tenant_id.take();
         child.updated_at = domain::now();
         save(&txn, &child).await?;
-        self.commit(txn, vec![NewChange::hierarchy(&child, old)])
+        let entry = audit::account(Action::HierarchyDetach, Some(&before), Some(&child));
+        self.commit(txn, vec![NewChange::hierarchy(&child, old)], vec![entry])
             .await?;
         Ok(child)
     }

@@ -25,7 +25,7 @@ use super::{
 use crate::app::ports::MigrationStore;
 use crate::domain::{
     self, Claim, DeletedIds, Error, ItemError, ItemOutcome, Migration, MigrationItem,
-    MigrationState, NewAccount, NewChange, Page, Submitted, error::ALIAS_TAKEN,
+    MigrationState, NewAccount, NewChange, Page, Submitted, audit, error::ALIAS_TAKEN,
 };
 
 /// What a batch left to do.
@@ -303,7 +303,8 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(db_err("update migration job"))?;
-        self.commit(txn, changes).await?;
+        // The job's accounts are recorded by the request that submitted it (`migration.submit`).
+        self.commit(txn, changes, Vec::new()).await?;
         Ok(progress)
     }
 
@@ -473,6 +474,8 @@ impl MigrationStore for Store {
             total_items: total,
         };
         self.answer_key(&txn, claim, &submitted).await?;
+        self.record_audit(&txn, vec![audit::migration(migration_id, total)])
+            .await?;
         txn.commit().await.map_err(db_err("commit migration job"))?;
         Ok(submitted)
     }

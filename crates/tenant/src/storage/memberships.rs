@@ -8,7 +8,9 @@ use sea_orm::{
 
 use super::{Result, Store, accounts::load_live, db_err, entities::memberships};
 use crate::app::ports::MembershipStore;
-use crate::domain::{self, Claim, Error, Membership, NewChange, Page, error::MEMBERSHIP_EXISTS};
+use crate::domain::{
+    self, Claim, Error, Membership, NewChange, Page, audit, error::MEMBERSHIP_EXISTS,
+};
 
 fn from_row(row: memberships::Model) -> Membership {
     Membership {
@@ -84,8 +86,12 @@ impl MembershipStore for Store {
         .await
         .map_err(db_err("insert membership"))?;
         self.answer_key(&txn, claim, &membership).await?;
-        self.commit(txn, vec![NewChange::membership(&account, user_id, true)])
-            .await?;
+        self.commit(
+            txn,
+            vec![NewChange::membership(&account, user_id, true)],
+            vec![audit::membership(&membership, true)],
+        )
+        .await?;
         Ok(membership)
     }
 
@@ -104,8 +110,17 @@ impl MembershipStore for Store {
                 message: format!("user `{user_id}` is not a member of account `{tenant_id}`"),
             });
         }
-        self.commit(txn, vec![NewChange::membership(&account, user_id, false)])
-            .await
+        let removed = Membership {
+            tenant_id: tenant_id.to_owned(),
+            user_id: user_id.to_owned(),
+            created_at: domain::now(),
+        };
+        self.commit(
+            txn,
+            vec![NewChange::membership(&account, user_id, false)],
+            vec![audit::membership(&removed, false)],
+        )
+        .await
     }
 
     /// Members of a live account, by user ID.

@@ -2,6 +2,7 @@
 //! classified with [`tenantry_common::db::classify`] and never leak SQL to callers.
 
 mod accounts;
+mod audit;
 mod convert;
 pub mod entities;
 mod feed;
@@ -21,6 +22,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::domain::{
     Error, NewChange,
+    audit::AuditEntry,
     error::{ACCOUNT_EXISTS, ALIAS_TAKEN, MEMBERSHIP_EXISTS},
 };
 
@@ -147,7 +149,13 @@ impl Store {
     /// that created, reactivated or deleted accounts first folds its live-count deltas into
     /// the counter (PostgreSQL; see the `live_account_count` migration): the counter's row lock
     /// is taken here, after every other lock the transaction needs but the feed head's.
-    async fn commit(&self, txn: DatabaseTransaction, changes: Vec<NewChange>) -> Result<()> {
+    async fn commit(
+        &self,
+        txn: DatabaseTransaction,
+        changes: Vec<NewChange>,
+        audit: Vec<AuditEntry>,
+    ) -> Result<()> {
+        self.record_audit(&txn, audit).await?;
         if self.is_postgres() && changes.iter().any(|c| c.kind.changes_live_set()) {
             txn.execute_raw(Statement::from_string(DbBackend::Postgres, FOLD_LIVE_COUNT))
                 .await
@@ -163,6 +171,26 @@ impl Store {
             self.wake_followers(last);
         }
         Ok(())
+    }
+
+    /// Records the entries that change something in the audit log, inside `txn`, naming the
+    /// running call's actor, request and trace.
+    async fn record_audit(
+        &self,
+        txn: &DatabaseTransaction,
+        entries: Vec<AuditEntry>,
+    ) -> Result<()> {
+        let entries: Vec<AuditEntry> = entries
+            .into_iter()
+            .filter(AuditEntry::changes_something)
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let context = tenantry_common::audit::RequestContext::current();
+        tenantry_common::audit::store::insert(txn, &entries, &context, crate::domain::now())
+            .await
+            .map_err(db_err("record audit entries"))
     }
 
     /// The number of live accounts, from the counter the triggers maintain (exact, O(1)).

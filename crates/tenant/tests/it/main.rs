@@ -2,6 +2,7 @@
 //! PostgreSQL (and SQLite for the main paths). One binary, one module per area.
 
 mod accounts;
+mod audit;
 mod counts;
 mod durability;
 mod errors;

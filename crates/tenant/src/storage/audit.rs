@@ -1,0 +1,29 @@
+//! The audit log's reads (entries are written by [`super::Store::record_audit`]).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, store};
+
+use super::{Result, Store, db_err};
+use crate::app::ports::AuditStore;
+
+#[async_trait]
+impl AuditStore for Store {
+    async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage> {
+        store::list(self.connection(), query)
+            .await
+            .map_err(db_err("list audit entries"))
+    }
+
+    async fn export_audit(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        store::export_chunk(self.connection(), from, to, after_sequence, limit)
+            .await
+            .map_err(db_err("export audit entries"))
+    }
+}
