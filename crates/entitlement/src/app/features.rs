@@ -11,6 +11,7 @@ use super::listing::{Listed, Order, PageRequest, Sort, list};
 use super::plans::plan_feature_ids;
 use super::ports::Storage;
 use super::{Engine, Saved};
+use crate::domain::audit::Prior;
 use crate::domain::catalog::{Catalog, FeatureDoc, FeatureRef, FlagDoc, Stored};
 use crate::domain::{DomainError, IndexChange, Plan, Result, Route, RoutePolicy, validate_feature};
 
@@ -190,7 +191,7 @@ impl<S: Storage> Engine<S> {
                     .await?,
             );
         }
-        let revision = self.commit(txn, changes).await?;
+        let revision = self.commit(txn, changes, &Prior::catalog(&catalog)).await?;
         // Described as committed: a renamed feature's flag now carries the new key.
         let catalog = self.catalog().await?;
         Ok(Saved {
@@ -327,7 +328,7 @@ impl<S: Storage> Engine<S> {
         // The flag row goes with the feature (ON DELETE CASCADE).
         self.store.delete_feature(&txn, id).await?;
         changes.push(IndexChange::DeleteFeature { id });
-        let revision = self.commit(txn, changes).await?;
+        let revision = self.commit(txn, changes, &Prior::catalog(&catalog)).await?;
         Ok(Saved {
             value: outcome,
             revision,

@@ -8,6 +8,7 @@ use super::idempotency::Idempotency;
 use super::listing::{Listed, PageRequest, Sort, list};
 use super::ports::Storage;
 use super::{Engine, Saved};
+use crate::domain::audit::Prior;
 use crate::domain::catalog::{Catalog, FeatureRef, FlagDoc, Stored};
 use crate::domain::{
     DomainError, Feature, FeatureFlag, IndexChange, Result, Rule, Treatment, validate_flag,
@@ -218,7 +219,9 @@ impl<S: Storage> Engine<S> {
         stored.updated_at = self.now();
         self.store.put_flag(&txn, &stored, false).await?;
         let change = IndexChange::UpsertFlag(stored.value.flag.clone());
-        let revision = self.commit(txn, vec![change]).await?;
+        let revision = self
+            .commit(txn, vec![change], &Prior::catalog(&catalog))
+            .await?;
         Ok(Saved {
             value: FlagView::of(&catalog, &stored),
             revision,
@@ -231,7 +234,12 @@ impl<S: Storage> Engine<S> {
             return Err(DomainError::not_found("feature flag", id));
         }
         self.store.delete_flag(&txn, id).await?;
-        self.commit(txn, vec![IndexChange::DeleteFlag { id }]).await
+        self.commit(
+            txn,
+            vec![IndexChange::DeleteFlag { id }],
+            &Prior::catalog(&catalog),
+        )
+        .await
     }
 }
 

@@ -11,6 +11,7 @@ use super::idempotency::Idempotency;
 use super::listing::{PageInfo, PageRequest};
 use super::plans::PlanView;
 use super::ports::{GrantFilter, GrantSort, StatusFilter, Storage};
+use crate::domain::audit::Prior;
 use crate::domain::catalog::{Catalog, PlanRef};
 use crate::domain::{
     DomainError, Grant, GrantContext, GrantInput, GrantOrigin, GrantPatch, GrantSource,
@@ -222,7 +223,9 @@ impl<S: Storage> Engine<S> {
                 let (grants, pending, (changes, log)) = write?;
                 let ids = grants.iter().map(|g| g.id.to_string()).collect();
                 let count = grants.len() as u64;
-                let revision = self.commit_encoded(txn, changes, log, pending).await?;
+                let revision = self
+                    .commit_encoded(txn, changes, log, pending, &Prior::none())
+                    .await?;
                 Ok(BatchOutcome {
                     ids,
                     count,
@@ -322,7 +325,10 @@ impl<S: Storage> Engine<S> {
                 .map(IndexChange::UpsertGrant)
                 .collect();
             let log = self.store.encode(&changes)?;
-            let revision = self.commit_encoded(txn, changes, log, pending).await?;
+            let prior = Prior::grants(current.into_values());
+            let revision = self
+                .commit_encoded(txn, changes, log, pending, &prior)
+                .await?;
             Ok(BatchOutcome {
                 ids,
                 count,
@@ -366,13 +372,8 @@ impl<S: Storage> Engine<S> {
         self.idempotent(idempotency, "delete_grants", |claim| async {
             let txn = self.store.begin().await?;
             let parsed: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::try_parse(i).ok()).collect();
-            let existing: HashSet<Uuid> = self
-                .store
-                .lock_grants(&txn, &parsed)
-                .await?
-                .into_iter()
-                .map(|g| g.id)
-                .collect();
+            let locked = self.store.lock_grants(&txn, &parsed).await?;
+            let existing: HashSet<Uuid> = locked.iter().map(|g| g.id).collect();
             let ids = validate_grant_deletes(&ids, |id| existing.contains(&id))?;
             let id_strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
             let pending = self
@@ -389,7 +390,9 @@ impl<S: Storage> Engine<S> {
                 .map(|&id| IndexChange::DeleteGrant { id })
                 .collect();
             let log = self.store.encode(&changes)?;
-            let revision = self.commit_encoded(txn, changes, log, pending).await?;
+            let revision = self
+                .commit_encoded(txn, changes, log, pending, &Prior::grants(locked))
+                .await?;
             Ok(BatchOutcome {
                 ids: id_strings,
                 count,
@@ -428,11 +431,16 @@ impl<S: Storage> Engine<S> {
             .await?
             .pop()
             .ok_or_else(|| DomainError::not_found("grant", id))?;
-        let grant = revoke_grant(&grant, by, Some(reason.unwrap_or("revoked")), self.now())?;
-        self.store.update_grant(&txn, &grant).await?;
+        let revoked = revoke_grant(&grant, by, Some(reason.unwrap_or("revoked")), self.now())?;
+        self.store.update_grant(&txn, &revoked).await?;
         let revision = self
-            .commit(txn, vec![IndexChange::UpsertGrant(grant.clone())])
+            .commit(
+                txn,
+                vec![IndexChange::UpsertGrant(revoked.clone())],
+                &Prior::grants([grant]),
+            )
             .await?;
+        let grant = revoked;
         let grants = self.describe(vec![grant], self.now(), false).await?;
         Ok((grants, revision))
     }

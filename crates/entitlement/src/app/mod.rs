@@ -3,6 +3,7 @@
 //! applies its changes to this replica's index; a read answers from the index or from storage.
 //! One file per area; the ports they use are in [`ports`].
 
+pub mod audit;
 pub mod checks;
 pub mod features;
 pub mod flags;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tenantry_common::db::StorageHealth;
 
+use crate::domain::audit::{AuditEntry, Prior, entries as audit_entries};
 use crate::domain::catalog::Catalog;
 use crate::domain::{EntitlementIndex, IndexChange, Result};
 use index::IndexHandle;
@@ -119,10 +121,16 @@ impl<S: Storage> Engine<S> {
         self.index.catch_up().await
     }
 
-    /// Commits `changes` and makes them visible to this replica's next check.
-    async fn commit(&self, txn: S::Txn, changes: Vec<IndexChange>) -> Result<u64> {
+    /// Commits `changes` and makes them visible to this replica's next check; `prior` is what
+    /// the changed items were before (for their audit entries).
+    async fn commit(
+        &self,
+        txn: S::Txn,
+        changes: Vec<IndexChange>,
+        prior: &Prior<'_>,
+    ) -> Result<u64> {
         let log = self.store.encode(&changes)?;
-        self.commit_encoded(txn, changes, log, None).await
+        self.commit_encoded(txn, changes, log, None, prior).await
     }
 
     /// [`Engine::commit`] with the change-log entry already encoded, completing an
@@ -133,12 +141,22 @@ impl<S: Storage> Engine<S> {
         changes: Vec<IndexChange>,
         log: S::Encoded,
         pending: Option<idempotency::PendingReplay>,
+        prior: &Prior<'_>,
     ) -> Result<u64> {
         let revision = self.store.next_revision(&txn).await?;
         if let Some(pending) = pending {
             self.complete_replay(&txn, pending, revision).await?;
         }
         let now = self.now();
+        // One entry per changed item, in the write's transaction: it commits or rolls back
+        // with the write.
+        let entries: Vec<AuditEntry> = audit_entries(prior, &changes)
+            .into_iter()
+            .filter(AuditEntry::changes_something)
+            .collect();
+        if !entries.is_empty() {
+            self.store.record_audit(&txn, &entries, now).await?;
+        }
         self.store.commit_encoded(txn, revision, log, now).await?;
         self.index.apply_committed(revision, changes, now).await?;
         Ok(revision)
@@ -201,7 +219,9 @@ impl<S: Storage> Engine<S> {
             None => None,
         };
         let log = self.store.encode(&changes)?;
-        let revision = self.commit_encoded(txn, changes, log, pending).await?;
+        let revision = self
+            .commit_encoded(txn, changes, log, pending, &Prior::none())
+            .await?;
         Ok(Saved { value, revision })
     }
 }

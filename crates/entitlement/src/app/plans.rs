@@ -10,6 +10,7 @@ use super::idempotency::Idempotency;
 use super::listing::{Listed, PageRequest, Sort, list};
 use super::ports::Storage;
 use super::{Engine, Saved};
+use crate::domain::audit::Prior;
 use crate::domain::catalog::{Catalog, PlanRef, Stored};
 use crate::domain::{
     AllocationType, DomainError, Feature, Grant, GrantStatus, IndexChange, Plan, PlanFeature,
@@ -446,7 +447,9 @@ impl<S: Storage> Engine<S> {
         let ids = plan_feature_ids(&catalog, &stored.value, None)?;
         self.store.put_plan(&txn, &stored, &ids, false).await?;
         let change = IndexChange::UpsertPlan(stored.value.clone());
-        let revision = self.commit(txn, vec![change]).await?;
+        let revision = self
+            .commit(txn, vec![change], &Prior::catalog(&catalog))
+            .await?;
         Ok(Saved {
             value: PlanView::of(&catalog, &stored),
             revision,
@@ -477,7 +480,7 @@ impl<S: Storage> Engine<S> {
         }
         self.store.delete_plan(&txn, id, now).await?;
         changes.push(IndexChange::DeletePlan { id });
-        let revision = self.commit(txn, changes).await?;
+        let revision = self.commit(txn, changes, &Prior::catalog(&catalog)).await?;
         Ok(Saved {
             value: revoked,
             revision,

@@ -7,10 +7,12 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord};
 use tenantry_common::idempotency::{Idempotency, StoredKey};
 use uuid::Uuid;
 
 pub use crate::clock::Clock;
+use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
 use crate::domain::{Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route};
 
@@ -247,11 +249,36 @@ pub trait IdempotencyStore: Transactional {
 }
 
 /// Everything the use-cases need from storage.
-pub trait Storage: Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore {}
+pub trait Storage:
+    Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore + AuditStore
+{
+}
 
 impl<S> Storage for S where
-    S: Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore
+    S: Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore + AuditStore
 {
+}
+
+/// The audit log: a write records its entries in its own transaction; reads page and export.
+#[async_trait]
+pub trait AuditStore: Transactional {
+    /// Records `entries` in `txn`, naming the running call's actor, request and trace.
+    async fn record_audit(
+        &self,
+        txn: &Self::Txn,
+        entries: &[AuditEntry],
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// A page of entries matching `query`, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage>;
+    /// Up to `limit` entries in `[from, to)` after `after_sequence`, oldest first.
+    async fn export_audit(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>>;
 }
 
 /// Which accounts exist, as the tenant service says.

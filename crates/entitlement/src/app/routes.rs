@@ -6,6 +6,7 @@ use super::idempotency::Idempotency;
 use super::listing::{Listed, PageRequest, Sort, list};
 use super::ports::Storage;
 use super::{Engine, Saved};
+use crate::domain::audit::Prior;
 use crate::domain::catalog::Stored;
 use crate::domain::{DomainError, IndexChange, Result, Route, RoutePolicy, validate_route};
 
@@ -177,7 +178,9 @@ impl<S: Storage> Engine<S> {
         stored.updated_at = self.now();
         self.store.put_route(&txn, &stored, false).await?;
         let change = IndexChange::UpsertRoute(stored.value.clone());
-        let revision = self.commit(txn, vec![change]).await?;
+        let revision = self
+            .commit(txn, vec![change], &Prior::catalog(&catalog))
+            .await?;
         Ok(Saved {
             value: stored,
             revision,
@@ -190,7 +193,11 @@ impl<S: Storage> Engine<S> {
             return Err(DomainError::not_found("route", id));
         }
         self.store.delete_route(&txn, id).await?;
-        self.commit(txn, vec![IndexChange::DeleteRoute { id }])
-            .await
+        self.commit(
+            txn,
+            vec![IndexChange::DeleteRoute { id }],
+            &Prior::catalog(&catalog),
+        )
+        .await
     }
 }

@@ -1,6 +1,7 @@
 //! The entitlement domain: model, validation and the evaluation index. Knows neither the
 //! transport (tonic) nor storage (sea-orm); both layers call into it.
 
+pub mod audit;
 pub mod catalog;
 pub mod error;
 pub mod validate;

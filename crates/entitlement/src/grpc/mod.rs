@@ -2,6 +2,7 @@
 //! Handlers hold no rules and no queries; every error passes through the one
 //! `From<DomainError> for Status` below.
 
+mod audit;
 pub mod checks;
 pub mod convert;
 mod features;
@@ -21,6 +22,7 @@ use tenantry_common::{
     grpc::{Services, mark_storage_fault, principal},
     idempotency::Idempotency,
 };
+use tenantry_proto::audit::v1::audit_service_server::AuditServiceServer;
 use tenantry_proto::common::v1::{ErrorDetails, FieldViolation, ItemError, PageInfo, PageRequest};
 use tenantry_proto::entitlement::v1::{
     entitlement_service_server::EntitlementServiceServer,
@@ -61,6 +63,7 @@ pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
     }
     Services::new()
         .storage(storage, conn)
+        .add(sized!(AuditServiceServer))
         .add(sized!(FeatureServiceServer))
         .add(sized!(PlanServiceServer))
         .add(sized!(FeatureFlagServiceServer))

@@ -8,6 +8,7 @@ mod m20261202_000002_change_log_lz4;
 mod m20261203_000003_storage_probe;
 mod m20261204_000004_idempotency_scope;
 mod m20261204_000005_frontegg_keys;
+mod m20261204_000090_audit_log;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_storage_probe::Migration),
             Box::new(m20261204_000004_idempotency_scope::Migration),
             Box::new(m20261204_000005_frontegg_keys::Migration),
+            Box::new(m20261204_000090_audit_log::Migration),
         ]
     }
 

@@ -9,6 +9,7 @@
 //! revision is what the write RPC returns.
 
 mod accounts;
+mod audit;
 mod catalog;
 pub mod entities;
 mod errors;

@@ -1,6 +1,7 @@
 //! Integration tests over real gRPC: the entitlement service against an ephemeral PostgreSQL
 //! (and SQLite for the main paths), with the real tenant service running beside it.
 
+mod audit;
 mod batch_insert;
 mod catalog;
 mod checks;

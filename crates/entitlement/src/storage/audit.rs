@@ -1,0 +1,42 @@
+//! The audit log: entries inserted in the write's transaction; pages and export chunks read.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, RequestContext, store};
+
+use super::{Store, db_err};
+use crate::app::ports::AuditStore;
+use crate::domain::{Result, audit::AuditEntry};
+
+#[async_trait]
+impl AuditStore for Store {
+    async fn record_audit(
+        &self,
+        txn: &DatabaseTransaction,
+        entries: &[AuditEntry],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        store::insert(txn, entries, &RequestContext::current(), now)
+            .await
+            .map_err(db_err("record audit entries"))
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage> {
+        store::list(self.connection(), query)
+            .await
+            .map_err(db_err("list audit entries"))
+    }
+
+    async fn export_audit(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        store::export_chunk(self.connection(), from, to, after_sequence, limit)
+            .await
+            .map_err(db_err("export audit entries"))
+    }
+}
