@@ -30,6 +30,11 @@ pub const MAX_FILTER_BYTES: usize = 255;
 /// Longest request ID kept, in bytes (a longer one is cut: it is the caller's label).
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
+/// Entries a pruner deletes per statement: no single statement grows with the backlog.
+pub const PRUNE_BATCH: u64 = 500;
+/// How often pruners look for entries past retention (a read on an index when there are none).
+pub const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 tokio::task_local! {
     static CONTEXT: RequestContext;
 }
@@ -322,6 +327,42 @@ fn decode_page_token(token: &str) -> Option<u64> {
 pub struct AuditPage {
     pub records: Vec<AuditRecord>,
     pub next_page_token: Option<String>,
+}
+
+/// Deletes entries past retention every [`PRUNE_INTERVAL`] until `shutdown`: `prune_batch`
+/// deletes up to [`PRUNE_BATCH`] of them and says how many went; a full batch is followed at
+/// once by another. A batch refused for a storage fault is reported to `storage`. Retention is
+/// the only delete of the audit log.
+pub async fn prune_expired<F, Fut, E>(
+    shutdown: crate::CancellationToken,
+    storage: crate::db::StorageHealth,
+    mut prune_batch: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, E>>,
+    E: std::fmt::Display + crate::db::StorageFaultSource,
+{
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+        loop {
+            match prune_batch().await {
+                Ok(n) if n >= PRUNE_BATCH && !shutdown.is_cancelled() => {}
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(pruned = n, "audit entries past retention pruned");
+                    break;
+                }
+                Err(err) => {
+                    storage.report(&err);
+                    tracing::warn!(error = %err, "pruning audit entries failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
 const MAX_ENV_TOKEN_TTL_SECS: u64 = 30 * 24 * 60 * 60;
 /// A year: keys are for retries, not an archive.
 const MAX_IDEMPOTENCY_RETENTION_SECS: u64 = 365 * 24 * 60 * 60;
+/// A century: far beyond any audit requirement, and far from overflowing a time.
+const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
 /// Smallest `max_message_bytes` that still carries a page of accounts; the gRPC length prefix
 /// caps the largest at 4 GiB - 1.
 const MIN_MESSAGE_BYTES: usize = 64 * 1024;
@@ -124,6 +126,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// How long an idempotency key answers a retry; older keys are pruned in the background.
     pub idempotency_retention_secs: u64,
+    /// Days an audit entry is kept; older ones are pruned in the background (0 keeps them).
+    pub audit_retention_days: u64,
     /// Log filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
     pub log_level: String,
     /// `auto`, `pretty` or `json`.
@@ -244,6 +248,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 25_000,
             idempotency_retention_secs: 24 * 60 * 60,
+            audit_retention_days: 365,
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
             migrate_on_start: true,
@@ -559,6 +564,11 @@ impl Config {
                 self.env_token_ttl_secs,
                 MAX_ENV_TOKEN_TTL_SECS,
             ),
+            (
+                "audit_retention_days",
+                self.audit_retention_days,
+                MAX_AUDIT_RETENTION_DAYS,
+            ),
             // tokio's semaphore panics above this many permits.
             (
                 "concurrency_limit",
@@ -792,6 +802,13 @@ impl Config {
 
     pub fn http_body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.http_body_read_timeout_ms)
+    }
+
+    /// How long audit entries are kept; `None`: for ever.
+    pub fn audit_retention(&self) -> Option<chrono::Duration> {
+        (self.audit_retention_days > 0).then(|| {
+            chrono::Duration::days(i64::try_from(self.audit_retention_days).unwrap_or(i64::MAX))
+        })
     }
 
     pub fn idempotency_retention(&self) -> Duration {
@@ -1366,6 +1383,11 @@ mod tests {
                 "TENANTRY_IDEMPOTENCY_RETENTION_SECS",
                 "31536001",
                 "idempotency_retention_secs",
+            ),
+            (
+                "TENANTRY_AUDIT_RETENTION_DAYS",
+                "36501",
+                "audit_retention_days",
             ),
         ];
         for (var, value, key) in cases {

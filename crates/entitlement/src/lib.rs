@@ -138,6 +138,13 @@ pub async fn serve_with_clock(
         config.idempotency_retention(),
         local.clone(),
     ));
+    let prune_audit = config.audit_retention().map(|retention| {
+        tokio::spawn(retention::prune_audit(
+            engine.clone(),
+            retention,
+            local.clone(),
+        ))
+    });
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "entitlement service listening"
@@ -153,6 +160,9 @@ pub async fn serve_with_clock(
     .await;
     local.cancel();
     let _ = tokio::join!(feed, log, prune);
+    if let Some(prune_audit) = prune_audit {
+        let _ = prune_audit.await;
+    }
     if let Err(err) = store.connection().clone().close().await {
         tracing::warn!(error = %err, "closing the entitlement database failed");
     }

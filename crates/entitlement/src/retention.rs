@@ -1,4 +1,4 @@
-//! Retention of idempotency keys: a key answers retries for `idempotency_retention`, then a
+//! Retention of idempotency keys and audit entries (below): a key answers retries for `idempotency_retention`, then a
 //! background task deletes it, in bounded batches so no single statement grows with the
 //! backlog.
 
@@ -43,4 +43,27 @@ pub async fn prune_idempotency_keys(
             }
         }
     }
+}
+
+/// Deletes audit entries recorded more than `retention` ago (by the engine's clock) every
+/// [`tenantry_common::audit::PRUNE_INTERVAL`] until `shutdown`.
+pub async fn prune_audit(
+    engine: Arc<Engine>,
+    retention: chrono::Duration,
+    shutdown: CancellationToken,
+) {
+    let storage = engine.storage_health().clone();
+    tenantry_common::audit::prune_expired(shutdown, storage, || {
+        let before = engine
+            .now()
+            .checked_sub_signed(retention)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let engine = engine.clone();
+        async move {
+            engine
+                .prune_audit(before, tenantry_common::audit::PRUNE_BATCH)
+                .await
+        }
+    })
+    .await;
 }

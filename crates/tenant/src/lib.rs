@@ -62,6 +62,7 @@ pub async fn serve(
         &store,
         workers::FeedRetention::from_config(config),
         config.idempotency_retention(),
+        config.audit_retention(),
         &storage,
         &local,
     );

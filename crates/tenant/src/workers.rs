@@ -84,6 +84,7 @@ pub fn start(
     store: &Store,
     retention: FeedRetention,
     key_retention: Duration,
+    audit_retention: Option<chrono::Duration>,
     storage: &StorageHealth,
     shutdown: &CancellationToken,
 ) -> Workers {
@@ -102,6 +103,14 @@ pub fn start(
             shutdown.clone(),
         )),
     ];
+    if let Some(audit_retention) = audit_retention {
+        handles.push(tokio::spawn(prune_audit(
+            store.clone(),
+            audit_retention,
+            storage.clone(),
+            shutdown.clone(),
+        )));
+    }
     if retention.is_bounded() {
         handles.push(tokio::spawn(prune_feed(
             store.clone(),
@@ -267,6 +276,27 @@ async fn prune_idempotency_keys(
         async move {
             store
                 .prune_idempotency_keys(before, tenantry_common::idempotency::PRUNE_BATCH)
+                .await
+        }
+    })
+    .await;
+}
+
+/// Deletes audit entries recorded more than `retention` ago.
+async fn prune_audit(
+    store: Store,
+    retention: chrono::Duration,
+    storage: StorageHealth,
+    shutdown: CancellationToken,
+) {
+    tenantry_common::audit::prune_expired(shutdown, storage, || {
+        let before = crate::domain::now()
+            .checked_sub_signed(retention)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let store = store.clone();
+        async move {
+            store
+                .prune_audit(before, tenantry_common::audit::PRUNE_BATCH)
                 .await
         }
     })

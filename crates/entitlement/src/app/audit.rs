@@ -34,6 +34,11 @@ impl<S: Storage> Engine<S> {
         self.store.list_audit(&query).await
     }
 
+    /// Deletes up to `limit` entries recorded before `before` by the engine's clock.
+    pub async fn prune_audit(&self, before: DateTime<Utc>, limit: u64) -> Result<u64> {
+        self.store.prune_audit(before, limit).await
+    }
+
     /// The next chunk of an export of `[from, to)` after `after_sequence` (empty at the end).
     pub async fn export_audit_chunk(
         &self,

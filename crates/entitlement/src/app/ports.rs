@@ -271,6 +271,8 @@ pub trait AuditStore: Transactional {
     ) -> Result<()>;
     /// A page of entries matching `query`, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage>;
+    /// Deletes up to `limit` entries recorded before `before` (retention, the only delete).
+    async fn prune_audit(&self, before: DateTime<Utc>, limit: u64) -> Result<u64>;
     /// Up to `limit` entries in `[from, to)` after `after_sequence`, oldest first.
     async fn export_audit(
         &self,

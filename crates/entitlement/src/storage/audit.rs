@@ -28,6 +28,12 @@ impl AuditStore for Store {
             .map_err(db_err("list audit entries"))
     }
 
+    async fn prune_audit(&self, before: DateTime<Utc>, limit: u64) -> Result<u64> {
+        store::prune(self.connection(), before, limit)
+            .await
+            .map_err(db_err("prune audit entries"))
+    }
+
     async fn export_audit(
         &self,
         from: DateTime<Utc>,

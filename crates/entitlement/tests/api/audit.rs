@@ -208,3 +208,19 @@ async fn every_write_records_one_entry_per_item_on_postgres() {
 async fn every_write_records_one_entry_per_item_on_sqlite() {
     every_write_records_one_entry_per_item(spawn_sqlite_app().await).await;
 }
+
+/// Entries older than `audit_retention_days` (by the service's clock) are pruned; newer ones
+/// stay.
+#[tokio::test]
+async fn retention_prunes_entries_past_their_days() {
+    let app = spawn_app().await;
+    app.bool_feature("old").await;
+    app.clock.advance(chrono::Duration::days(366));
+    app.bool_feature("new").await;
+    app.eventually("the old entry is pruned", || async {
+        entries(&app).await.len() == 1
+    })
+    .await;
+    let [kept] = entries(&app).await.try_into().unwrap();
+    assert_eq!(json_of(&kept.after_json)["key"], json!("new"));
+}

@@ -50,6 +50,7 @@ pub(crate) async fn engine() -> TestEngine {
         &store,
         FeedRetention::default(),
         std::time::Duration::from_secs(86_400),
+        None,
         &db::StorageHealth::new(),
         &shutdown,
     );

@@ -7,6 +7,15 @@ use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, store};
 use super::{Result, Store, db_err};
 use crate::app::ports::AuditStore;
 
+impl Store {
+    /// Deletes up to `limit` entries recorded before `before` (retention, the only delete).
+    pub async fn prune_audit(&self, before: DateTime<Utc>, limit: u64) -> Result<u64> {
+        store::prune(self.connection(), before, limit)
+            .await
+            .map_err(db_err("prune audit entries"))
+    }
+}
+
 #[async_trait]
 impl AuditStore for Store {
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage> {
