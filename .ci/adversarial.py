@@ -530,6 +530,9 @@ DATA_DEPENDENT_400 = {
     "PATCH /entitlements/resources/routes/v1/{routeId}":
         "required keys need a `require` route, and the stored policy counts when the patch "
         "leaves `policy` out",
+    "GET /audit/api/v1/events":
+        "`cursor` is opaque: only one a page returned is valid (`cursor`), and `to` must be "
+        "after `from`: a rule between fields the parameters' descriptions state",
 }
 # The same for a refusal in another status: a plan with active or scheduled grants is kept
 # unless `force=true` (FAILED_PRECONDITION, 412), whatever the request looks like.

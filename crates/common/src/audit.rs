@@ -25,8 +25,8 @@ pub const REDACTED: &str = "[REDACTED]";
 pub const DEFAULT_LIMIT: u32 = 50;
 /// The largest page.
 pub const MAX_LIMIT: u32 = 500;
-/// Longest filter value, in bytes.
-pub const MAX_FILTER_BYTES: usize = 255;
+/// Longest filter value, in characters.
+pub const MAX_FILTER_CHARS: usize = 255;
 /// Longest request ID kept, in bytes (a longer one is cut: it is the caller's label).
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
@@ -263,14 +263,22 @@ pub struct RawQuery {
 }
 
 impl AuditQuery {
-    /// Checks a query: filters are 1-255 bytes, `from` is before `to`, the limit is 1-500, and
+    /// Checks a query: filters are 1-255 characters without control characters, `from` is before `to`, the limit is 1-500, and
     /// the page token is one a page returned.
     pub fn parse(raw: RawQuery) -> Result<Self, QueryError> {
         let filter = |field: &'static str, value: Option<String>| match value {
-            Some(v) if v.is_empty() || v.len() > MAX_FILTER_BYTES => Err(QueryError {
-                field,
-                message: format!("must be 1-{MAX_FILTER_BYTES} bytes"),
-            }),
+            Some(v)
+                if v.is_empty()
+                    || v.chars().count() > MAX_FILTER_CHARS
+                    || v.chars().any(char::is_control) =>
+            {
+                Err(QueryError {
+                    field,
+                    message: format!(
+                        "must be 1-{MAX_FILTER_CHARS} characters without control characters"
+                    ),
+                })
+            }
             other => Ok(other),
         };
         if let (Some(from), Some(to)) = (raw.from, raw.to)

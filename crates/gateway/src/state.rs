@@ -6,6 +6,7 @@ use tenantry_common::{
     Config, RunError,
     grpc::{ClientChannel, PRINCIPAL_METADATA_KEY, connect},
 };
+use tenantry_proto::audit::v1::audit_service_client::AuditServiceClient;
 use tenantry_proto::{
     entitlement::v1::{
         entitlement_service_client::EntitlementServiceClient,
@@ -101,6 +102,8 @@ impl AppState {
     client!(checks, EntitlementServiceClient, entitlement);
     client!(vendor_snapshots, VendorSnapshotServiceClient, entitlement);
     client!(index_stream, IndexStreamServiceClient, entitlement);
+    client!(audit_tenant, AuditServiceClient, tenant);
+    client!(audit_entitlement, AuditServiceClient, entitlement);
 }
 
 /// A gRPC request carrying the authenticated principal (trace context and the service token

@@ -2,6 +2,7 @@
 
 pub mod account_settings;
 pub mod accounts;
+pub mod audit;
 pub mod checks;
 pub mod compat;
 pub mod features;

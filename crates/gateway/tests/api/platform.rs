@@ -548,6 +548,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ),
     ("post", "/entitlements/api/v1/is-entitled-to"),
     ("post", "/entitlements/api/v1/is-entitled-to/batch"),
+    ("get", "/audit/api/v1/events"),
     ("get", "/entitlements/api/v1/stream"),
     (
         "get",

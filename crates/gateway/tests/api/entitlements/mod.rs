@@ -5,6 +5,7 @@
 //!
 //! One module per area; the shared stack and helpers are here.
 
+mod audit;
 mod auth;
 mod catalog;
 mod checks;

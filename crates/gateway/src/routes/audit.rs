@@ -1,0 +1,354 @@
+//! The audit log, tag "Audit": both services' entries as one list, newest first (environment
+//! token only). Each service pages its own log; the gateway merges the two pages by time and
+//! keeps where it stopped in each in an opaque cursor.
+
+use axum::{Json, extract::State};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tenantry_common::grpc::ClientChannel;
+use tenantry_proto::audit::v1::{self as pb, audit_service_client::AuditServiceClient};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::{Management, Principal},
+    convert::{opt_timestamp, parse_time_field},
+    error::{ApiError, ErrorBody},
+    extract::ApiQuery,
+    state::{AppState, grpc},
+};
+
+/// The largest page (each service is asked for at most this many entries, and the ones the
+/// cursor skips).
+const MAX_LIMIT: u32 = 100;
+const DEFAULT_LIMIT: u32 = 50;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_events))
+}
+
+/// Filters of the audit log; every one given must hold.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// `account`, `membership`, `migration`, `feature`, `plan`, `flag`, `route` or `grant`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub resource_type: Option<String>,
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub resource_id: Option<String>,
+    /// `environment:<clientId>`, `user:<sub>` or `service`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub actor: Option<String>,
+    /// A stable action name, e.g. `account.create` or `grant.revoke`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub action: Option<String>,
+    /// Entries at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// Entries before this time (RFC 3339, after `from`).
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Entries per page: 1-100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+/// One audit entry.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// `<service>:<sequence>`, unique across both services.
+    pub id: String,
+    /// `tenant` or `entitlement`: the service that recorded it.
+    pub service: String,
+    pub time: Option<String>,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub account_id: Option<String>,
+    /// The changed fields before the write (`null` for a create); secrets are `"[REDACTED]"`.
+    #[schema(value_type = Object, nullable = true)]
+    pub before: Value,
+    /// The changed fields after the write (`null` for a delete).
+    #[schema(value_type = Object, nullable = true)]
+    pub after: Value,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// A page of entries, newest first. A page may hold fewer than `limit` entries while more
+/// follow: read on while `nextCursor` is set.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub items: Vec<AuditEvent>,
+    pub next_cursor: Option<String>,
+}
+
+/// Where a listing stands in one service's log: the page token to ask with, and how many of
+/// that page's entries were already returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(default)]
+    skip: u32,
+    #[serde(default)]
+    done: bool,
+}
+
+/// The cursor: both services' positions (base64url JSON; opaque to callers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Cursor {
+    tenant: Position,
+    entitlement: Position,
+}
+
+impl Cursor {
+    fn decode(text: &str) -> Result<Self, ApiError> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Self>(&bytes).ok())
+            .filter(|c| c.tenant.skip <= MAX_LIMIT && c.entitlement.skip <= MAX_LIMIT)
+            .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor a page returned"))
+    }
+
+    fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+}
+
+/// One service's part of a page: its entries after the skipped ones, and its next token.
+struct Part {
+    events: Vec<pb::AuditEvent>,
+    next_token: Option<String>,
+}
+
+async fn fetch(
+    mut client: AuditServiceClient<ClientChannel>,
+    principal: &Principal,
+    filter: &pb::ListAuditEventsRequest,
+    at: &Position,
+    limit: u32,
+) -> Result<Option<Part>, ApiError> {
+    if at.done {
+        return Ok(None);
+    }
+    let request = pb::ListAuditEventsRequest {
+        limit: Some(limit + at.skip),
+        page_token: at.token.clone(),
+        ..filter.clone()
+    };
+    let out = client
+        .list_audit_events(grpc(principal, request))
+        .await?
+        .into_inner();
+    let events = out.events.into_iter().skip(at.skip as usize).collect();
+    Ok(Some(Part {
+        events,
+        next_token: out.next_page_token,
+    }))
+}
+
+/// Where a service's listing stands after `taken` of its part's entries were returned.
+fn advance(at: &Position, part: Option<&Part>, taken: usize) -> Position {
+    let Some(part) = part else {
+        return at.clone();
+    };
+    if taken < part.events.len() {
+        return Position {
+            token: at.token.clone(),
+            skip: at.skip + u32::try_from(taken).unwrap_or(MAX_LIMIT),
+            done: false,
+        };
+    }
+    match &part.next_token {
+        Some(token) => Position {
+            token: Some(token.clone()),
+            skip: 0,
+            done: false,
+        },
+        None => Position {
+            done: true,
+            ..Position::default()
+        },
+    }
+}
+
+fn event(service: &str, e: pb::AuditEvent) -> AuditEvent {
+    let json = |text: &str| serde_json::from_str(text).unwrap_or(Value::Null);
+    AuditEvent {
+        id: format!("{service}:{}", e.sequence),
+        service: service.to_owned(),
+        time: opt_timestamp(e.time),
+        actor: e.actor,
+        action: e.action,
+        resource_type: e.resource_type,
+        resource_id: e.resource_id,
+        account_id: e.account_id,
+        before: json(&e.before_json),
+        after: json(&e.after_json),
+        request_id: e.request_id,
+        trace_id: e.trace_id,
+    }
+}
+
+fn time_key(e: &pb::AuditEvent) -> (i64, i32) {
+    e.time.map_or((0, 0), |t| (t.seconds, t.nanos))
+}
+
+/// List the audit log of both services, newest first.
+///
+/// Every write through the API records one entry per changed item, in the write's own
+/// transaction: who (`actor`), what (`action`, `resourceType`, `resourceId`, `accountId`), the
+/// changed fields `before` and `after`, the `requestId` and `traceId`, and when.
+#[utoipa::path(get, path = "/audit/api/v1/events", tag = "Audit",
+    params(EventsQuery),
+    responses((status = 200, body = AuditPage), (status = "4XX", body = ErrorBody),
+        (status = "5XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_events(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1-{MAX_LIMIT}"),
+        ));
+    }
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(Cursor::decode)
+        .transpose()?
+        .unwrap_or_default();
+    let filter = pb::ListAuditEventsRequest {
+        resource_type: q.resource_type,
+        resource_id: q.resource_id,
+        actor: q.actor,
+        action: q.action,
+        from: q
+            .from
+            .as_deref()
+            .map(|t| parse_time_field(t, "from"))
+            .transpose()?,
+        to: q
+            .to
+            .as_deref()
+            .map(|t| parse_time_field(t, "to"))
+            .transpose()?,
+        limit: None,
+        page_token: None,
+    };
+    let (tenant, entitlement) = tokio::try_join!(
+        fetch(state.audit_tenant(), &p, &filter, &cursor.tenant, limit),
+        fetch(
+            state.audit_entitlement(),
+            &p,
+            &filter,
+            &cursor.entitlement,
+            limit
+        ),
+    )?;
+    // Merge the two newest-first lists by their heads. A part that runs out while its service
+    // has more stops the page: its next entries could be newer than the other's.
+    let empty = Vec::new();
+    let (t_events, e_events) = (
+        tenant.as_ref().map_or(&empty, |p| &p.events),
+        entitlement.as_ref().map_or(&empty, |p| &p.events),
+    );
+    let more = |part: &Option<Part>| part.as_ref().is_some_and(|p| p.next_token.is_some());
+    let (mut ti, mut ei) = (0, 0);
+    let mut order = Vec::new();
+    while order.len() < limit as usize {
+        let (t, e) = (t_events.get(ti), e_events.get(ei));
+        if (t.is_none() && more(&tenant)) || (e.is_none() && more(&entitlement)) {
+            break;
+        }
+        match (t, e) {
+            (Some(t), Some(e)) if time_key(t) >= time_key(e) => {
+                order.push(true);
+                ti += 1;
+            }
+            (Some(_), None) => {
+                order.push(true);
+                ti += 1;
+            }
+            (_, Some(_)) => {
+                order.push(false);
+                ei += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    let next = Cursor {
+        tenant: advance(&cursor.tenant, tenant.as_ref(), ti),
+        entitlement: advance(&cursor.entitlement, entitlement.as_ref(), ei),
+    };
+    let mut tenant_events = tenant.map(|p| p.events).unwrap_or_default().into_iter();
+    let mut entitlement_events = entitlement
+        .map(|p| p.events)
+        .unwrap_or_default()
+        .into_iter();
+    let items = order
+        .into_iter()
+        .filter_map(|from_tenant| {
+            if from_tenant {
+                tenant_events.next().map(|e| event("tenant", e))
+            } else {
+                entitlement_events.next().map(|e| event("entitlement", e))
+            }
+        })
+        .collect();
+    let next_cursor = (!(next.tenant.done && next.entitlement.done)).then(|| next.encode());
+    Ok(Json(AuditPage { items, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_garbage_is_refused_naming_it() {
+        let cursor = Cursor {
+            tenant: Position {
+                token: Some("a1.ff".into()),
+                skip: 3,
+                done: false,
+            },
+            entitlement: Position {
+                done: true,
+                ..Position::default()
+            },
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        assert!(Cursor::decode("!!").is_err());
+        assert!(Cursor::decode("e30").is_err(), "{{}} lacks the positions");
+    }
+}
