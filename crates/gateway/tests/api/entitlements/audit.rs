@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use super::spawn_stack;
+use super::{
+    BATCH, FEATURES as FEATURES_V1, FEATURES_V2, FLAGS, GRANTS, PLANS, ROUTES, spawn_stack,
+};
 use crate::helpers::{CLIENT_ID, assert_error_shape, user_claims, user_token};
 
 const EVENTS: &str = "/audit/api/v1/events";
@@ -147,4 +149,506 @@ async fn a_user_token_write_names_the_user_and_a_tenant_cannot_read_the_log() {
 
     let denied = s.app.get(EVENTS, Some(&token)).await;
     assert_error_shape(&denied, 403);
+}
+
+/// Operations of the document that write nothing, so record nothing, with why.
+const NOT_WRITES: &[(&str, &str, &str)] = &[
+    (
+        "post",
+        "/auth/vendor",
+        "issues an environment token from the configured credentials",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/is-entitled-to",
+        "a check: reads the index",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/is-entitled-to/batch",
+        "checks: read the index",
+    ),
+    (
+        "post",
+        "/ofrep/v1/evaluate/flags",
+        "flag evaluations: read the index",
+    ),
+    (
+        "post",
+        "/ofrep/v1/evaluate/flags/{key}",
+        "a flag evaluation: reads the index",
+    ),
+    (
+        "post",
+        "/v1/data/e10s/features/is_entitled_to_input_feature",
+        "Frontegg's agent check: reads the index",
+    ),
+    (
+        "post",
+        "/v1/data/e10s/permissions/is_entitled_to_input_permission",
+        "Frontegg's agent check: reads the index",
+    ),
+    (
+        "post",
+        "/v1/data/e10s/routes/is_entitled_to_input_route",
+        "Frontegg's agent check: reads the index",
+    ),
+];
+
+/// One write of the walk: its operation, the request, and the actions it must record (one
+/// per changed item).
+struct Step {
+    method: &'static str,
+    template: &'static str,
+    path: String,
+    body: Option<Value>,
+    headers: Vec<(&'static str, String)>,
+    user: Option<String>,
+    expected: Vec<&'static str>,
+}
+
+fn step(method: &'static str, template: &'static str, path: impl Into<String>) -> Step {
+    Step {
+        method,
+        template,
+        path: path.into(),
+        body: None,
+        headers: Vec::new(),
+        user: None,
+        expected: Vec::new(),
+    }
+}
+
+impl Step {
+    fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+
+    fn records(mut self, actions: &[&'static str]) -> Self {
+        self.expected = actions.to_vec();
+        self
+    }
+}
+
+/// Every write operation of the served OpenAPI document, called once with a valid request,
+/// leaves exactly one audit entry per item it changes, naming the caller and the right action.
+/// The operations are read from the document: one added later without a step here (or a reason
+/// in [`NOT_WRITES`]) fails this test.
+#[tokio::test]
+async fn every_write_route_of_the_document_records_its_audit_entries() {
+    let s = spawn_stack().await;
+    let doc = s.app.get("/openapi.json", None).await.body;
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                documented.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+
+    let env_actor = format!("environment:{CLIENT_ID}");
+    let mut covered = std::collections::BTreeSet::new();
+    let mut expected: Vec<(String, String, Vec<&'static str>)> = Vec::new();
+    let mut n = 0;
+    // Runs a step with its own request ID and returns its answer.
+    let mut run = |st: Step| {
+        n += 1;
+        let request_id = format!("audit-step-{n}");
+        let token = st.user.clone().unwrap_or_else(|| s.env.clone());
+        let actor = if st.user.is_some() {
+            "user:ann".to_owned()
+        } else {
+            env_actor.clone()
+        };
+        covered.insert((st.method.to_owned(), st.template.to_owned()));
+        expected.push((request_id.clone(), actor, st.expected.clone()));
+        let app = &s.app;
+        async move {
+            let auth = format!("Bearer {token}");
+            let mut headers: Vec<(&str, &str)> = vec![
+                ("authorization", auth.as_str()),
+                ("x-request-id", request_id.as_str()),
+            ];
+            if st.body.is_some() {
+                headers.push(("content-type", "application/json"));
+            }
+            for (name, value) in &st.headers {
+                headers.push((name, value.as_str()));
+            }
+            let r = app
+                .request(
+                    &st.method.to_uppercase(),
+                    &st.path,
+                    &headers,
+                    st.body.as_ref().map(|b| b.to_string().into_bytes()),
+                )
+                .await;
+            assert!(
+                (200..300).contains(&r.status),
+                "{} {}: {} {:?}",
+                st.method,
+                st.path,
+                r.status,
+                r.body
+            );
+            r.body
+        }
+    };
+
+    // Accounts, memberships, settings, the hierarchy, migrations.
+    const ACCOUNT: &str = "/tenants/resources/tenants/v1/{tenantId}";
+    run(step(
+        "post",
+        "/tenants/resources/tenants/v1",
+        "/tenants/resources/tenants/v1",
+    )
+    .body(json!({"tenantId": "acme", "name": "Acme"}))
+    .records(&["account.create"]))
+    .await;
+    run(step("put", ACCOUNT, "/tenants/resources/tenants/v1/acme")
+        .body(json!({"name": "Acme 1"}))
+        .records(&["account.update"]))
+    .await;
+    run(step(
+        "put",
+        "/tenants/resources/tenants/v2/{tenantId}",
+        "/tenants/resources/tenants/v2/acme",
+    )
+    .body(json!({"name": "Acme 2"}))
+    .records(&["account.update"]))
+    .await;
+    run(step(
+        "post",
+        "/tenants/resources/tenants/v1/{tenantId}/metadata",
+        "/tenants/resources/tenants/v1/acme/metadata",
+    )
+    .body(json!({"metadata": {"tier": "gold"}}))
+    .records(&["account.metadata.update"]))
+    .await;
+    run(step(
+        "delete",
+        "/tenants/resources/tenants/v1/{tenantId}/metadata/{key}",
+        "/tenants/resources/tenants/v1/acme/metadata/tier",
+    )
+    .records(&["account.metadata.delete"]))
+    .await;
+    run(step(
+        "post",
+        "/tenants/resources/tenants/v1/{tenantId}/users",
+        "/tenants/resources/tenants/v1/acme/users",
+    )
+    .body(json!({"userId": "ann"}))
+    .records(&["membership.add"]))
+    .await;
+    run(step(
+        "delete",
+        "/tenants/resources/tenants/v1/{tenantId}/users/{userId}",
+        "/tenants/resources/tenants/v1/acme/users/ann",
+    )
+    .records(&["membership.remove"]))
+    .await;
+    run(step(
+        "put",
+        "/tenants/resources/account-settings/v1",
+        "/tenants/resources/account-settings/v1",
+    )
+    .header("frontegg-tenant-id", "acme")
+    .body(json!({"timezone": "Europe/Paris"}))
+    .records(&["account.settings.update"]))
+    .await;
+    run(step(
+        "post",
+        "/tenants/resources/sub-tenants/v1",
+        "/tenants/resources/sub-tenants/v1",
+    )
+    .body(json!({"tenantId": "sub", "name": "Sub", "parentTenantId": "acme"}))
+    .records(&["account.create"]))
+    .await;
+    run(step(
+        "put",
+        "/tenants/resources/sub-tenants/v1/{tenantId}/management",
+        "/tenants/resources/sub-tenants/v1/sub/management",
+    )
+    .body(json!({"isReseller": true}))
+    .records(&["account.reseller.update"]))
+    .await;
+    run(step(
+        "put",
+        "/tenants/resources/sub-tenants/v1/{tenantId}/hierarchy-settings",
+        "/tenants/resources/sub-tenants/v1/sub/hierarchy-settings",
+    )
+    .body(json!({"subAccountAccessType": "alwaysOn"}))
+    .records(&["account.access_type.update"]))
+    .await;
+    run(step(
+        "delete",
+        "/tenants/resources/sub-tenants/v1/{tenantId}",
+        "/tenants/resources/sub-tenants/v1/sub",
+    )
+    .records(&["account.delete"]))
+    .await;
+    s.account("child", None).await;
+    let pair = json!({"parentTenantId": "acme", "childTenantId": "child"});
+    run(step(
+        "post",
+        "/tenants/resources/hierarchy/v1",
+        "/tenants/resources/hierarchy/v1",
+    )
+    .body(pair.clone())
+    .records(&["hierarchy.attach"]))
+    .await;
+    run(step(
+        "delete",
+        "/tenants/resources/hierarchy/v1",
+        "/tenants/resources/hierarchy/v1",
+    )
+    .body(pair)
+    .records(&["hierarchy.detach"]))
+    .await;
+    run(step(
+        "post",
+        "/tenants/resources/migrations/v1/tenants",
+        "/tenants/resources/migrations/v1/tenants",
+    )
+    .body(json!({"tenants": ["m-1"]}))
+    .records(&["migration.submit"]))
+    .await;
+    run(
+        step("delete", ACCOUNT, "/tenants/resources/tenants/v1/child").records(&["account.delete"]),
+    )
+    .await;
+    s.account("gone", None).await;
+    let user = user_token(&user_claims(
+        "gone",
+        "ann",
+        &["fe.account-settings.delete.account"],
+    ));
+    let mut own = step(
+        "delete",
+        "/tenants/resources/tenants/v1",
+        "/tenants/resources/tenants/v1",
+    )
+    .records(&["account.delete"]);
+    own.user = Some(user);
+    run(own).await;
+
+    // The catalog and grants.
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let sso = run(step("post", FEATURES_V1, FEATURES_V1)
+        .body(json!({"key": "sso", "name": "SSO"}))
+        .records(&["feature.create"]))
+    .await;
+    let seats = run(step("post", FEATURES_V2, FEATURES_V2)
+        .body(json!({"key": "seats", "name": "Seats", "type": "max_count", "mergePolicy": "sum"}))
+        .records(&["feature.create"]))
+    .await;
+    run(step(
+        "patch",
+        "/entitlements/resources/features/v1/{featureId}",
+        format!("{FEATURES_V1}/{}", id(&sso)),
+    )
+    .body(json!({"name": "SSO 1"}))
+    .records(&["feature.update"]))
+    .await;
+    run(step(
+        "patch",
+        "/entitlements/resources/features/v2/{featureId}",
+        format!("{FEATURES_V2}/{}", id(&seats)),
+    )
+    .body(json!({"description": "Seats per account"}))
+    .records(&["feature.update"]))
+    .await;
+    let plan = run(step("post", PLANS, PLANS)
+        .body(json!({"key": "pro", "name": "Pro"}))
+        .records(&["plan.create"]))
+    .await;
+    let plan_path = format!("{PLANS}/{}", id(&plan));
+    run(step(
+        "patch",
+        "/entitlements/resources/plans/v1/{planId}",
+        plan_path.clone(),
+    )
+    .body(json!({"name": "Pro 1"}))
+    .records(&["plan.update"]))
+    .await;
+    run(step(
+        "patch",
+        "/entitlements/resources/plans/v1/{planId}/features/link",
+        format!("{plan_path}/features/link"),
+    )
+    .body(json!({"featuresIds": [id(&sso)]}))
+    .records(&["plan.update"]))
+    .await;
+    run(step(
+        "patch",
+        "/entitlements/resources/plans/v1/{planId}/features/unlink",
+        format!("{plan_path}/features/unlink"),
+    )
+    .body(json!({"featuresIds": [id(&sso)]}))
+    .records(&["plan.update"]))
+    .await;
+    let flag = run(step("post", FLAGS, FLAGS)
+        .body(
+            json!({"name": "SSO flag", "on": true, "offTreatment": "false",
+                     "defaultTreatment": "true", "featureKey": "sso"}),
+        )
+        .records(&["flag.create"]))
+    .await;
+    let flag_path = format!("{FLAGS}/{}", id(&flag));
+    run(step(
+        "patch",
+        "/entitlements/resources/feature-flags/v1/{flagId}",
+        flag_path.clone(),
+    )
+    .body(json!({"on": false}))
+    .records(&["flag.update"]))
+    .await;
+    run(step(
+        "delete",
+        "/entitlements/resources/feature-flags/v1/{flagId}",
+        flag_path,
+    )
+    .records(&["flag.delete"]))
+    .await;
+    let route = run(step("post", ROUTES, ROUTES)
+        .body(json!({"method": "GET", "path": "/admin/**", "policy": "deny"}))
+        .records(&["route.create"]))
+    .await;
+    let route_path = format!("{ROUTES}/{}", id(&route));
+    run(step(
+        "patch",
+        "/entitlements/resources/routes/v1/{routeId}",
+        route_path.clone(),
+    )
+    .body(json!({"description": "admins"}))
+    .records(&["route.update"]))
+    .await;
+    run(step(
+        "delete",
+        "/entitlements/resources/routes/v1/{routeId}",
+        route_path,
+    )
+    .records(&["route.delete"]))
+    .await;
+    let grant = run(step("post", GRANTS, GRANTS)
+        .body(json!({"planId": id(&plan), "tenantId": "acme"}))
+        .records(&["grant.create"]))
+    .await;
+    let grant_path = format!("{GRANTS}/{}", id(&grant));
+    run(step(
+        "patch",
+        "/entitlements/resources/entitlements/v2/{id}",
+        grant_path.clone(),
+    )
+    .body(json!({"expirationDate": "2099-01-01T00:00:00Z"}))
+    .records(&["grant.update"]))
+    .await;
+    run(step(
+        "post",
+        "/entitlements/resources/entitlements/v2/{id}/revoke",
+        format!("{grant_path}/revoke"),
+    )
+    .body(json!({}))
+    .records(&["grant.revoke"]))
+    .await;
+    run(step(
+        "delete",
+        "/entitlements/resources/entitlements/v2/{id}",
+        grant_path,
+    )
+    .records(&["grant.delete"]))
+    .await;
+    let batch = run(step("post", BATCH, BATCH)
+        .body(json!({"entitlements": [
+            {"planId": id(&plan), "tenantId": "acme"},
+            {"planId": id(&plan), "tenantId": "acme", "userId": "bob"},
+        ]}))
+        .records(&["grant.create", "grant.create"]))
+    .await;
+    let ids: Vec<String> = batch["entitlementIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    run(step("patch", BATCH, BATCH)
+        .body(json!({"entitlements": [
+            {"id": ids[0], "expirationDate": "2099-01-01T00:00:00Z"},
+            {"id": ids[1], "expirationDate": "2099-01-01T00:00:00Z"},
+        ]}))
+        .records(&["grant.update", "grant.update"]))
+    .await;
+    run(step(
+        "delete",
+        BATCH,
+        format!("{BATCH}?ids={},{}", ids[0], ids[1]),
+    )
+    .records(&["grant.delete", "grant.delete"]))
+    .await;
+    run(step(
+        "delete",
+        "/entitlements/resources/plans/v1/{planId}",
+        plan_path,
+    )
+    .records(&["plan.delete"]))
+    .await;
+    run(step(
+        "delete",
+        "/entitlements/resources/features/v1/{featureId}",
+        format!("{FEATURES_V1}/{}", id(&seats)),
+    )
+    .records(&["feature.delete"]))
+    .await;
+
+    // Every documented write is walked or named as no write, and nothing else.
+    let excluded: std::collections::BTreeSet<(String, String)> = NOT_WRITES
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let walked_or_excluded: std::collections::BTreeSet<_> =
+        covered.union(&excluded).cloned().collect();
+    assert_eq!(
+        documented, walked_or_excluded,
+        "a write operation lacks a step"
+    );
+    assert!(covered.is_disjoint(&excluded));
+
+    // The entries, by request ID.
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{EVENTS}?limit=100&cursor={c}"),
+            None => format!("{EVENTS}?limit=100"),
+        };
+        let r = s.get(&path).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        all.extend(r.body["items"].as_array().unwrap().iter().cloned());
+        cursor = r.body["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    for (request_id, actor, actions) in expected {
+        let mine: Vec<&Value> = all
+            .iter()
+            .filter(|e| e["requestId"] == request_id)
+            .collect();
+        let mut got: Vec<&str> = mine.iter().map(|e| e["action"].as_str().unwrap()).collect();
+        got.sort_unstable();
+        let mut want = actions.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "{request_id}: {mine:?}");
+        assert!(
+            mine.iter().all(|e| e["actor"] == json!(actor)),
+            "{request_id}: {mine:?}"
+        );
+    }
 }
