@@ -562,11 +562,13 @@ pub fn validate_grant_updates(
         if let Some(e) = grant.expires_at
             && e <= grant.starts_at
         {
-            if patch.starts_at.is_some() {
+            // A past expiry alone ends the grant (Frontegg clients end a grant now that way);
+            // one that had not started never will. A future expiry at or before the start is
+            // a range the wrong way round: moving the start before it would make the grant
+            // active for a millisecond then.
+            if patch.starts_at.is_some() || e > now {
                 err(ItemError::new(i, "expiresAt", "must be after startsAt"));
             } else {
-                // An expiry at or before the start ends the grant (Frontegg clients end a
-                // grant now by setting a past expiry); one that had not started never will.
                 grant.starts_at = ended_grant_start(e);
             }
         }
@@ -930,6 +932,29 @@ mod tests {
         }]))
         .unwrap();
         assert!(validate_grant_updates(&patch, lookup, |_, _| None, now()).is_err());
+        // A future expiry at or before a stored future start is the wrong way round too, not
+        // an end: moving the start before it would make the grant active for a millisecond.
+        let scheduled = Grant {
+            starts_at: now() + Duration::days(30),
+            expires_at: None,
+            ..grant.clone()
+        };
+        let lookup_scheduled = |id: Uuid| (id == grant.id).then(|| scheduled.clone());
+        for expiry in [scheduled.starts_at, now() + Duration::days(1)] {
+            let patch: Vec<GrantPatch> =
+                serde_json::from_value(json!([{"id": grant.id, "expiresAt": expiry}])).unwrap();
+            let Err(DomainError::InvalidItems(errors)) =
+                validate_grant_updates(&patch, lookup_scheduled, |_, _| None, now())
+            else {
+                panic!("a future expiry before the start is refused")
+            };
+            assert_eq!(errors[0].field, "expiresAt");
+        }
+        // A past one still ends the scheduled grant, which never becomes active.
+        let patch: Vec<GrantPatch> =
+            serde_json::from_value(json!([{"id": grant.id, "expiresAt": "2020-01-01"}])).unwrap();
+        let ended = validate_grant_updates(&patch, lookup_scheduled, |_, _| None, now()).unwrap();
+        assert_eq!(ended[0].status_at(now()), GrantStatus::Expired);
 
         // Batch updates move the start and replace metadata; external ids stay unique per
         // account: one held by another grant is refused, re-setting the grant's own is fine.

@@ -174,6 +174,30 @@ async fn grants_seed_batch_single_forms_revocation_and_list_filters() {
         .await;
     assert_error_shape(&r, 400);
     assert_eq!(r.body["fieldViolations"][0]["field"], "expirationDate");
+    // So is a future expiry before a scheduled grant's start: it is no way to end the grant
+    // (a past one is), and the grant is left as it was, never active before its start.
+    s.account("initech", None).await;
+    let scheduled = s
+        .post(
+            GRANTS,
+            &json!({"planKey": "basic", "tenantId": "initech", "startsAt": "2040-01-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(scheduled.status, 201, "{:?}", scheduled.body);
+    let scheduled_path = format!("{GRANTS}/{}", id(&scheduled.body));
+    for expiry in ["2040-01-02T00:00:00Z", "2039-06-01T00:00:00Z"] {
+        let r = s
+            .patch(&scheduled_path, &json!({"expirationDate": expiry}))
+            .await;
+        assert_error_shape(&r, 400);
+        assert_eq!(r.body["fieldViolations"][0]["field"], "expirationDate");
+    }
+    let r = s.get(&scheduled_path).await;
+    assert_eq!(r.body["startsAt"], "2040-01-02T00:00:00.000Z");
+    assert_eq!(r.body["expirationDate"], Value::Null);
+    assert_eq!(r.body["status"], "scheduled");
+    // Out of the way of the list filters below.
+    assert_eq!(s.delete(&scheduled_path).await.status, 200);
     assert_error_shape(&s.patch(&path, &json!({"planId": "x"})).await, 400);
     assert_error_shape(
         &s.patch(
