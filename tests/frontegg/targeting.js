@@ -4,11 +4,21 @@
 // stdin: {"cases": [{"kind": "flag" | "plan", "on", "offTreatment", "defaultTreatment",
 //   "rules", "attributes", "dates": [names]}]}. Attributes named in `dates` are passed as Date
 // objects when they are strings (commons compares dates with getTime(), as an SDK caller
-// passes them). stdout: a JSON array, per case the treatment ("true" / "false") or
-// "throws: <error type>".
+// passes them). stdout: a JSON array, per case {"treatment", "conditions"}: the case's
+// treatment ("true" / "false" / "throws: <error type>"), and per rule, per condition, what
+// commons decides for that condition alone (a plan whose one rule holds only that condition),
+// so the test can tell which condition makes an answer differ.
 'use strict';
 
 const { evaluateFeatureFlag, evaluatePlan } = require('@frontegg/entitlements-javascript-commons');
+
+function outcome(evaluate) {
+  try {
+    return evaluate().treatment;
+  } catch (e) {
+    return 'throws: ' + (e && e.constructor ? e.constructor.name : 'error');
+  }
+}
 
 let input = '';
 process.stdin.setEncoding('utf8');
@@ -20,18 +30,28 @@ process.stdin.on('end', () => {
     for (const name of c.dates) {
       if (typeof attributes[name] === 'string') attributes[name] = new Date(attributes[name]);
     }
-    try {
-      const answer =
-        c.kind === 'flag'
-          ? evaluateFeatureFlag(
-              { on: c.on, offTreatment: c.offTreatment, defaultTreatment: c.defaultTreatment, rules: c.rules },
-              attributes,
-            )
-          : evaluatePlan({ defaultTreatment: c.defaultTreatment, rules: c.rules }, attributes);
-      return answer.treatment;
-    } catch (e) {
-      return 'throws: ' + (e && e.constructor ? e.constructor.name : 'error');
-    }
+    const treatment = outcome(() =>
+      c.kind === 'flag'
+        ? evaluateFeatureFlag(
+            { on: c.on, offTreatment: c.offTreatment, defaultTreatment: c.defaultTreatment, rules: c.rules },
+            attributes,
+          )
+        : evaluatePlan({ defaultTreatment: c.defaultTreatment, rules: c.rules }, attributes),
+    );
+    const conditions = c.rules.map((rule) =>
+      rule.conditions.map((condition) =>
+        outcome(() =>
+          evaluatePlan(
+            {
+              defaultTreatment: 'false',
+              rules: [{ conditionLogic: 'and', treatment: 'true', conditions: [condition] }],
+            },
+            attributes,
+          ),
+        ),
+      ),
+    );
+    return { treatment, conditions };
   });
   process.stdout.write(JSON.stringify(out));
 });

@@ -1,9 +1,12 @@
 //! A differential test of flag and plan targeting: Frontegg's own evaluation library
 //! (`@frontegg/entitlements-javascript-commons`, pinned in `tests/frontegg/`, run once in Node
 //! over every case) against Tenantry's (`flag_allows` / `plan_targets`, what checks use), over
-//! thousands of generated (rules, attributes) cases covering all 16 operators. Every case must
-//! agree, except where an attribute falls under one of the deliberate differences the README
-//! names (`Difference`); a case showing any other disagreement fails the test.
+//! thousands of generated (rules, attributes) cases covering all 16 operators. Both libraries
+//! also answer every condition on its own, so a disagreement is attributed to the condition that
+//! decides it: each condition the two answer differently must fall under one of the deliberate
+//! differences the README names (`Difference`), and a case's different answer must be the one
+//! that putting commons' answers for those conditions into Tenantry's gives. A real mismatch can
+//! then not hide behind a named difference of an unrelated condition of the same case.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -268,7 +271,6 @@ struct Case {
     flag: Option<FeatureFlag>,
     plan: Option<Plan>,
     attributes: Map<String, Value>,
-    differences: Vec<Difference>,
 }
 
 fn treatment(rng: &mut Rng) -> Treatment {
@@ -314,11 +316,6 @@ fn generate(rng: &mut Rng, i: usize) -> Case {
             attributes.insert((*name).to_owned(), value);
         }
     }
-    let differences = rules
-        .iter()
-        .flat_map(|r| &r.conditions)
-        .filter_map(|c| difference(c, attributes.get(&c.attribute)))
-        .collect();
     let default_treatment = treatment(rng);
     let (flag, plan) = if i.is_multiple_of(2) {
         let flag = FeatureFlag {
@@ -352,7 +349,6 @@ fn generate(rng: &mut Rng, i: usize) -> Case {
         flag,
         plan,
         attributes,
-        differences,
     }
 }
 
@@ -398,6 +394,30 @@ fn case_json(c: &Case) -> Value {
     })
 }
 
+impl Case {
+    fn rules(&self) -> &[Rule] {
+        match (&self.flag, &self.plan) {
+            (Some(f), _) => &f.rules,
+            (None, Some(p)) => &p.rules,
+            (None, None) => unreachable!("a case is a flag or a plan"),
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        let (on, off, default) = match (&self.flag, &self.plan) {
+            (Some(f), _) => (f.on, f.off_treatment, f.default_treatment),
+            (None, Some(p)) => (true, Treatment::False, p.default_treatment),
+            (None, None) => unreachable!("a case is a flag or a plan"),
+        };
+        Shape {
+            on,
+            off: off.is_true(),
+            default: default.is_true(),
+            rules: self.rules().iter().map(|r| r.treatment.is_true()).collect(),
+        }
+    }
+}
+
 fn tenantry(c: &Case) -> bool {
     match (&c.flag, &c.plan) {
         (Some(f), _) => flag_allows(f, Some(&c.attributes)),
@@ -406,7 +426,178 @@ fn tenantry(c: &Case) -> bool {
     }
 }
 
-async fn commons(cases: &[Case]) -> Vec<String> {
+/// Tenantry's answer for one condition alone: a plan whose one rule holds only it.
+fn tenantry_condition(condition: &Condition, attributes: &Map<String, Value>) -> bool {
+    let plan = Plan {
+        id: uuid::Uuid::nil(),
+        key: "c".into(),
+        name: "c".into(),
+        description: None,
+        metadata: Value::Null,
+        features: vec![],
+        default_time_limitation_days: None,
+        assign_on_signup: false,
+        rules: vec![Rule {
+            description: None,
+            conditions: vec![condition.clone()],
+            treatment: Treatment::True,
+        }],
+        default_treatment: Treatment::False,
+        inherit_to_sub_accounts: false,
+    };
+    plan_targets(&plan, Some(attributes))
+}
+
+/// An answer: a treatment, or the exception commons threw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    True,
+    False,
+    Throws(String),
+}
+
+impl Outcome {
+    fn of(b: bool) -> Self {
+        if b { Self::True } else { Self::False }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "true" => Self::True,
+            "false" => Self::False,
+            other => Self::Throws(other.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::True => f.write_str("true"),
+            Self::False => f.write_str("false"),
+            Self::Throws(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What a case answers apart from its conditions.
+struct Shape {
+    on: bool,
+    off: bool,
+    default: bool,
+    /// Each rule's treatment.
+    rules: Vec<bool>,
+}
+
+/// How both libraries combine their conditions' answers (commons' `evaluateFeatureFlag` /
+/// `evaluatePlan`): a flag that is off answers its off treatment; otherwise the first rule whose
+/// conditions all hold answers its treatment, conditions checked in order up to the first that
+/// does not hold; else the default. A condition that throws when it is reached is the answer.
+/// The test checks this against both libraries' whole answers on every case.
+fn compose(shape: &Shape, conditions: &[Vec<Outcome>]) -> Outcome {
+    if !shape.on {
+        return Outcome::of(shape.off);
+    }
+    for (&treatment, rule) in shape.rules.iter().zip(conditions) {
+        let mut holds = true;
+        for c in rule {
+            match c {
+                Outcome::True => {}
+                Outcome::False => {
+                    holds = false;
+                    break;
+                }
+                Outcome::Throws(_) => return c.clone(),
+            }
+        }
+        if holds {
+            return Outcome::of(treatment);
+        }
+    }
+    Outcome::of(shape.default)
+}
+
+/// Both answers for one case: the whole case and each condition alone, and the named
+/// difference each condition's attribute value falls under.
+struct Answers<'a> {
+    shape: &'a Shape,
+    ours: Outcome,
+    theirs: Outcome,
+    ours_by_condition: Vec<Vec<Outcome>>,
+    theirs_by_condition: Vec<Vec<Outcome>>,
+    differences: Vec<Vec<Option<Difference>>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Agree,
+    /// Commons' answers for the conditions under this difference, put into Tenantry's, give
+    /// commons' answer (the first such difference, in `Difference` order; `also` counts others
+    /// that would on their own).
+    Decided {
+        by: Difference,
+        also: usize,
+    },
+    /// Only these differences together turn Tenantry's answer into commons'.
+    Together(Vec<Difference>),
+    Unexplained(String),
+}
+
+fn attribute(a: &Answers<'_>) -> Verdict {
+    let mut disagreeing: Vec<(usize, usize, Difference)> = Vec::new();
+    for (r, rule) in a.ours_by_condition.iter().enumerate() {
+        for (c, ours) in rule.iter().enumerate() {
+            let theirs = &a.theirs_by_condition[r][c];
+            if ours == theirs {
+                continue;
+            }
+            match a.differences[r][c] {
+                Some(d) => disagreeing.push((r, c, d)),
+                None => {
+                    return Verdict::Unexplained(format!(
+                        "rule {r} condition {c} alone: tenantry {ours}, commons {theirs}, and \
+                         its attribute falls under no named difference"
+                    ));
+                }
+            }
+        }
+    }
+    if a.ours == a.theirs {
+        return Verdict::Agree;
+    }
+    let neutralised = |which: &dyn Fn(Difference) -> bool| {
+        let mut conditions = a.ours_by_condition.clone();
+        for &(r, c, d) in &disagreeing {
+            if which(d) {
+                conditions[r][c] = a.theirs_by_condition[r][c].clone();
+            }
+        }
+        compose(a.shape, &conditions)
+    };
+    let mut classes: Vec<Difference> = disagreeing.iter().map(|&(_, _, d)| d).collect();
+    classes.sort();
+    classes.dedup();
+    let deciding: Vec<Difference> = classes
+        .iter()
+        .copied()
+        .filter(|&d| neutralised(&|x| x == d) == a.theirs)
+        .collect();
+    if let Some(&by) = deciding.first() {
+        return Verdict::Decided {
+            by,
+            also: deciding.len() - 1,
+        };
+    }
+    if !classes.is_empty() && neutralised(&|_| true) == a.theirs {
+        return Verdict::Together(classes);
+    }
+    Verdict::Unexplained(format!(
+        "tenantry {}, commons {}, and no named difference of its conditions decides it",
+        a.ours, a.theirs
+    ))
+}
+
+async fn commons(cases: &[Case]) -> Vec<(Outcome, Vec<Vec<Outcome>>)> {
     let mut child = Command::new("node")
         .arg(frontegg::script("targeting.js"))
         .env("NODE_PATH", frontegg::node_modules())
@@ -428,7 +619,27 @@ async fn commons(cases: &[Case]) -> Vec<String> {
         .expect("commons evaluated every case within a minute")
         .expect("run node");
     assert!(out.status.success(), "node failed: {}", out.status);
-    serde_json::from_slice(&out.stdout).expect("commons' answers are a JSON array of strings")
+    let answers: Vec<Value> =
+        serde_json::from_slice(&out.stdout).expect("commons' answers are a JSON array");
+    let text = |v: &Value| Outcome::parse(v.as_str().expect("an answer is a string"));
+    answers
+        .iter()
+        .map(|a| {
+            let conditions = a["conditions"]
+                .as_array()
+                .expect("answers per rule")
+                .iter()
+                .map(|rule| {
+                    rule.as_array()
+                        .expect("answers per condition")
+                        .iter()
+                        .map(text)
+                        .collect()
+                })
+                .collect();
+            (text(&a["treatment"]), conditions)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,32 +650,80 @@ async fn targeting_agrees_with_frontegg_commons_except_named_differences() {
     assert_eq!(theirs.len(), cases.len());
 
     let mut unexplained = Vec::new();
-    let mut explained: BTreeMap<Difference, usize> = BTreeMap::new();
+    let mut decided: BTreeMap<Difference, usize> = BTreeMap::new();
+    let mut together: BTreeMap<Vec<Difference>, usize> = BTreeMap::new();
+    let mut several_could = 0;
+    let mut conditions_disagreeing: BTreeMap<Difference, usize> = BTreeMap::new();
     let mut outcomes: BTreeMap<(String, bool), usize> = BTreeMap::new();
-    for (c, their) in cases.iter().zip(&theirs) {
+    for (c, (their, their_conditions)) in cases.iter().zip(theirs) {
         let ours = tenantry(c);
-        let rules = c
-            .flag
-            .as_ref()
-            .map_or_else(|| &c.plan.as_ref().expect("plan").rules, |f| &f.rules);
+        let rules = c.rules();
         if let Some(first) = rules.first().and_then(|r| r.conditions.first()) {
             let op = serde_json::to_value(first.op).expect("op").to_string();
             *outcomes.entry((op, ours)).or_default() += 1;
         }
-        if their == if ours { "true" } else { "false" } {
-            continue;
+        let shape = c.shape();
+        let ours_by_condition: Vec<Vec<Outcome>> = rules
+            .iter()
+            .map(|r| {
+                r.conditions
+                    .iter()
+                    .map(|cond| Outcome::of(tenantry_condition(cond, &c.attributes)))
+                    .collect()
+            })
+            .collect();
+        let differences: Vec<Vec<Option<Difference>>> = rules
+            .iter()
+            .map(|r| {
+                r.conditions
+                    .iter()
+                    .map(|cond| difference(cond, c.attributes.get(&cond.attribute)))
+                    .collect()
+            })
+            .collect();
+        // The composition the attribution relies on is each library's own.
+        assert_eq!(
+            compose(&shape, &ours_by_condition),
+            Outcome::of(ours),
+            "tenantry's answer is its conditions' answers combined: {}",
+            case_json(c)
+        );
+        assert_eq!(
+            compose(&shape, &their_conditions),
+            their,
+            "commons' answer is its conditions' answers combined: {}",
+            case_json(c)
+        );
+        for (r, rule) in ours_by_condition.iter().enumerate() {
+            for (i, answer) in rule.iter().enumerate() {
+                if let Some(d) = differences[r][i]
+                    && *answer != their_conditions[r][i]
+                {
+                    *conditions_disagreeing.entry(d).or_default() += 1;
+                }
+            }
         }
-        match c.differences.first() {
-            Some(&d) => *explained.entry(d).or_default() += 1,
-            None => unexplained.push(format!(
-                "tenantry {ours}, commons {their}: {}",
-                case_json(c)
-            )),
+        let answers = Answers {
+            shape: &shape,
+            ours: Outcome::of(ours),
+            theirs: their,
+            ours_by_condition,
+            theirs_by_condition: their_conditions,
+            differences,
+        };
+        match attribute(&answers) {
+            Verdict::Agree => {}
+            Verdict::Decided { by, also } => {
+                *decided.entry(by).or_default() += 1;
+                several_could += usize::from(also > 0);
+            }
+            Verdict::Together(ds) => *together.entry(ds).or_default() += 1,
+            Verdict::Unexplained(why) => unexplained.push(format!("{why}: {}", case_json(c))),
         }
     }
     assert!(
         unexplained.is_empty(),
-        "{} of {CASES} cases disagree without a named difference:\n{}",
+        "{} of {CASES} cases disagree where no named difference decides:\n{}",
         unexplained.len(),
         unexplained[..unexplained.len().min(10)].join("\n")
     );
@@ -478,5 +737,61 @@ async fn targeting_agrees_with_frontegg_commons_except_named_differences() {
             );
         }
     }
-    eprintln!("{CASES} cases; disagreements by named difference: {explained:?}");
+    eprintln!(
+        "{CASES} cases; disagreements by the named difference that decides them: {decided:?} \
+         ({several_could} of them decided by another difference too), only by several \
+         together: {together:?}; conditions answered differently alone, by difference: \
+         {conditions_disagreeing:?}"
+    );
+}
+
+/// The attribution itself, without Node: a condition that disagrees with no named difference is
+/// a mismatch even when another condition of the case falls under one.
+#[test]
+fn a_mismatch_beside_an_unrelated_named_difference_is_unexplained() {
+    use Outcome::{False, True};
+    // Two rules with `true` treatments, default `false`. Rule 0's attribute falls under a
+    // named difference (which would once have explained the case); rule 1's condition decides
+    // the case and falls under none.
+    let shape = Shape {
+        on: true,
+        off: false,
+        default: false,
+        rules: vec![true, true],
+    };
+    let unrelated = Answers {
+        shape: &shape,
+        ours: False,
+        theirs: True,
+        ours_by_condition: vec![vec![False], vec![False]],
+        theirs_by_condition: vec![vec![False], vec![True]],
+        differences: vec![vec![Some(Difference::NumericString)], vec![None]],
+    };
+    assert!(matches!(attribute(&unrelated), Verdict::Unexplained(_)));
+    // The same disagreement under a named difference of its own is decided by it.
+    let named = Answers {
+        differences: vec![
+            vec![Some(Difference::NumericString)],
+            vec![Some(Difference::BooleanString)],
+        ],
+        ..unrelated
+    };
+    assert_eq!(
+        attribute(&named),
+        Verdict::Decided {
+            by: Difference::BooleanString,
+            also: 0
+        }
+    );
+    // A named difference that disagrees where it cannot change the answer (rule 1 is never
+    // reached, rule 0 holds for both) leaves the case in agreement.
+    let shadowed = Answers {
+        shape: &shape,
+        ours: True,
+        theirs: True,
+        ours_by_condition: vec![vec![True], vec![False]],
+        theirs_by_condition: vec![vec![True], vec![True]],
+        differences: vec![vec![None], vec![Some(Difference::MistypedAttribute)]],
+    };
+    assert_eq!(attribute(&shadowed), Verdict::Agree);
 }
