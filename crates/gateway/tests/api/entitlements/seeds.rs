@@ -270,6 +270,30 @@ async fn a_feature_flag_patch_may_send_the_whole_flag_back() {
     assert_eq!(r.body["featureId"], id(&reports).as_str());
     assert_eq!(r.body["rules"], flag["rules"]);
     assert_eq!(s.get(&path).await.body["on"], true);
+    // Frontegg's own flag object, as its clients hold it rather than as Tenantry answered it:
+    // Frontegg's `vendorId`, the embedded `feature`, its timestamps and `metadata` as a JSON
+    // string. Taken the same way: the changed fields apply, the rest is the server's.
+    let frontegg_flag = json!({
+        "id": id(&flag), "vendorId": "9b2f5c1e-0d4a-4f7e-8a3b-6c1d2e3f4a5b",
+        "name": "Reports flag", "on": false, "offTreatment": "false",
+        "defaultTreatment": "true", "description": "", "metadata": "{\"owner\": \"ops\"}",
+        "rules": flag["rules"], "featureId": id(&reports),
+        "feature": {"id": id(&reports), "key": "reports", "name": "Reports"},
+        "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-01T00:00:00.000Z"
+    });
+    let r = s.patch(&path, &frontegg_flag).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["on"], false);
+    assert_eq!(r.body["metadata"], json!({"owner": "ops"}));
+    assert_eq!(
+        r.body["vendorId"], flag["vendorId"],
+        "the vendor is the deployment's"
+    );
+    assert_eq!(
+        r.body["createdAt"], flag["createdAt"],
+        "timestamps are the server's"
+    );
+    assert_eq!(s.get(&path).await.body["metadata"], json!({"owner": "ops"}));
 
     let mut moved = flag.clone();
     moved["featureId"] = json!(id(&other));
