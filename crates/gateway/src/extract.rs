@@ -42,6 +42,15 @@ where
             .with_reason("BODY_TOO_DEEP"));
         }
         match axum::Json::<T>::from_bytes(&bytes) {
+            // serde's derived structs also take a JSON array, their fields by position (`[]` is
+            // a body with every field left out); every body the gateway takes is an object.
+            Ok(_) if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') => {
+                Err(ApiError::bad_request(
+                    "the JSON body does not match the expected shape: expected an object, \
+                     found an array",
+                )
+                .with_reason("INVALID_BODY"))
+            }
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(&rejection)),
         }

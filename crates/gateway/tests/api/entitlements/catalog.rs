@@ -806,3 +806,47 @@ async fn feature_flags_with_rules_and_routes_crud() {
         404,
     );
 }
+
+/// A JSON array is not an object: serde would read it as the fields by position (`[]` as a body
+/// leaving every field out), so a link or a patch sent as an array was a 200 no-op or a
+/// positional write. Every body is an object in the document, and a 400 otherwise.
+#[tokio::test]
+async fn a_body_sent_as_a_json_array_is_refused() {
+    let s = spawn_stack().await;
+    let reports = s
+        .feature(json!({"name": "Reports", "key": "reports"}))
+        .await;
+    let plan = s.plan(json!({"name": "Basic", "key": "basic"})).await;
+    for (method, path, body) in [
+        (
+            "PATCH",
+            format!("{PLANS}/{}/features/link", id(&plan)),
+            json!([]),
+        ),
+        (
+            "PATCH",
+            format!("{PLANS}/{}/features/link", id(&plan)),
+            json!([[id(&reports)]]),
+        ),
+        (
+            "PATCH",
+            format!("{FEATURES}/{}", id(&reports)),
+            json!(["Renamed"]),
+        ),
+        ("POST", FEATURES.to_owned(), json!(["Other", "other"])),
+    ] {
+        let r = s.app.send_json(method, &path, Some(&s.env), &body).await;
+        assert_error_shape(&r, 400);
+        assert_eq!(r.body["reason"], "INVALID_BODY", "{method} {path} {body}");
+    }
+    // Nothing was written: the plan links no feature, the feature kept its name, no other.
+    assert_eq!(
+        s.get(&format!("{PLANS}/{}", id(&plan))).await.body["features"],
+        json!([])
+    );
+    assert_eq!(
+        s.get(&format!("{FEATURES}/{}", id(&reports))).await.body["name"],
+        "Reports"
+    );
+    assert_eq!(items(&s.get(FEATURES).await).len(), 1);
+}
