@@ -118,7 +118,8 @@ pub struct NewEntitlement {
     pub plan_key: Option<String>,
     pub tenant_id: String,
     pub user_id: Option<String>,
-    /// Zone-less times (`2022-01-01T12:00:00`) are UTC.
+    /// Zone-less times (`2022-01-01T12:00:00`) are UTC. After `startsAt` when both are given;
+    /// a past one alone creates the grant already ended.
     #[schema(format = DateTime)]
     pub expiration_date: Option<String>,
     #[schema(format = DateTime)]
@@ -307,7 +308,8 @@ fn grant_error(status: tonic::Status) -> ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntitlementPatch {
-    /// `null` removes the expiry.
+    /// `null` removes the expiry. After the start (`startsAt` given, else the stored one); a
+    /// past one alone ends the grant.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expiration_date: Option<Option<String>>,
@@ -326,6 +328,7 @@ pub struct EntitlementPatch {
 pub struct BatchPatchItem {
     #[schema(format = Uuid)]
     pub id: String,
+    /// As in the single update: after the start, or in the past to end the grant.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expiration_date: Option<Option<String>>,
