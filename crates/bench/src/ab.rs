@@ -41,7 +41,26 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let meter = CpuMeter::start(&fixture.server_pids().await?);
+    measure_on(fixture, None, bounds, op).await
+}
+
+/// Runs `op` under `bounds`, metering `pids` (the server processes when `None`).
+pub async fn measure_on<F, Fut, E>(
+    fixture: &Fixture,
+    pids: Option<&[u32]>,
+    bounds: Bounds,
+    op: F,
+) -> Result<Side>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let pids = match pids {
+        Some(pids) => pids.to_vec(),
+        None => fixture.server_pids().await?,
+    };
+    let meter = CpuMeter::start(&pids);
     let load = load::run(bounds, op).await;
     let cpu = meter.stop();
     load.ensure_no_errors()?;
@@ -71,21 +90,41 @@ where
     FutB: Future<Output = Result<(), EB>>,
     EB: std::fmt::Display,
 {
+    interleaved_on(fixture, pairs, bounds, (None, a), (None, b)).await
+}
+
+/// As [`interleaved`], each side metering its own processes (the server processes when
+/// `None`): for sides served by different processes, e.g. the agent against the gateway.
+pub async fn interleaved_on<FA, FutA, EA, FB, FutB, EB>(
+    fixture: &Fixture,
+    pairs: usize,
+    bounds: Bounds,
+    (a_pids, a): (Option<&[u32]>, FA),
+    (b_pids, b): (Option<&[u32]>, FB),
+) -> Result<Pairs>
+where
+    FA: Fn(u64) -> FutA,
+    FutA: Future<Output = Result<(), EA>>,
+    EA: std::fmt::Display,
+    FB: Fn(u64) -> FutB,
+    FutB: Future<Output = Result<(), EB>>,
+    EB: std::fmt::Display,
+{
     let warm = Bounds {
         requests: (bounds.requests / 10).max(1),
         duration: bounds.duration / 5,
         ..bounds
     };
-    measure(fixture, warm, &a).await?;
-    measure(fixture, warm, &b).await?;
+    measure_on(fixture, a_pids, warm, &a).await?;
+    measure_on(fixture, b_pids, warm, &b).await?;
     let mut out = Pairs::default();
     for i in 0..pairs {
         if i % 2 == 0 {
-            out.a.push(measure(fixture, bounds, &a).await?);
-            out.b.push(measure(fixture, bounds, &b).await?);
+            out.a.push(measure_on(fixture, a_pids, bounds, &a).await?);
+            out.b.push(measure_on(fixture, b_pids, bounds, &b).await?);
         } else {
-            out.b.push(measure(fixture, bounds, &b).await?);
-            out.a.push(measure(fixture, bounds, &a).await?);
+            out.b.push(measure_on(fixture, b_pids, bounds, &b).await?);
+            out.a.push(measure_on(fixture, a_pids, bounds, &a).await?);
         }
     }
     Ok(out)
@@ -112,6 +151,17 @@ impl Pairs {
             .iter()
             .zip(&self.b)
             .map(|(a, b)| (a.load.throughput(), b.load.throughput()))
+            .collect();
+        stats::summarize(&stats::ratios(&pairs))
+    }
+
+    /// Per-pair ratios of server CPU per request, A ÷ B.
+    pub fn cpu_ratio(&self) -> Option<Summary> {
+        let pairs: Vec<(f64, f64)> = self
+            .a
+            .iter()
+            .zip(&self.b)
+            .map(|(a, b)| (a.cpu_us_per_request(), b.cpu_us_per_request()))
             .collect();
         stats::summarize(&stats::ratios(&pairs))
     }

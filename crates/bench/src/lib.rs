@@ -8,6 +8,7 @@
 pub mod ab;
 pub mod batch;
 pub mod distribution;
+pub mod edge;
 pub mod fixture;
 pub mod inproc;
 pub mod list;

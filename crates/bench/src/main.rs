@@ -1,5 +1,6 @@
-//! `tenantry-bench`: runs B1 in-process, starts the stack, runs B2–B8, then the soak (B9 on a
-//! fresh stack, B9′ on the all-in-one binary), and prints the table (Markdown) on stdout.
+//! `tenantry-bench`: runs B1 and B11 in-process, starts the stack, runs B2–B7, B9d and B10 (the
+//! agent and the SDK beside it) and B8, then the soak (B9 on a fresh stack, B9′ on the
+//! all-in-one binary) and B12 (agent cold start), and prints the table (Markdown) on stdout.
 //! Progress goes to stderr. See BENCHMARKS.md.
 
 use std::io::Write as _;
@@ -8,7 +9,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tenantry_bench::{
-    batch, distribution,
+    batch, distribution, edge,
     fixture::{Fixture, Settings},
     inproc, list, memory,
     procfs::{self, StealMeter},
@@ -53,8 +54,8 @@ struct Args {
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const ALL: [&str; 11] = [
-    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B11", "B12",
+const ALL: [&str; 13] = [
+    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B9d", "B10", "B11", "B12",
 ];
 
 fn main() -> Result<()> {
@@ -62,11 +63,14 @@ fn main() -> Result<()> {
     if args.pairs < 5 {
         bail!("--pairs must be at least 5");
     }
-    let only: Vec<String> = args.only.iter().map(|s| s.trim().to_uppercase()).collect();
-    if let Some(bad) = only.iter().find(|m| !ALL.contains(&m.as_str())) {
+    let only: Vec<String> = args.only.iter().map(|s| s.trim().to_owned()).collect();
+    if let Some(bad) = only
+        .iter()
+        .find(|m| !ALL.iter().any(|a| a.eq_ignore_ascii_case(m)))
+    {
         bail!("unknown measure {bad}; choose among {}", ALL.join(", "));
     }
-    let wanted = |m: &str| only.is_empty() || only.iter().any(|o| o == m);
+    let wanted = |m: &str| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(m));
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut settings = Settings::new(args.quick);
@@ -138,13 +142,13 @@ async fn run(
             None => {}
         }
     }
-    let needs_stack = ["B2", "B3", "B4", "B5", "B6", "B7", "B8"]
+    let needs_stack = ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9d", "B10"]
         .iter()
         .any(|m| wanted(m));
     if needs_stack {
         let mut fixture = Fixture::start(settings.clone()).await?;
         macro_rules! measure {
-            ($id:literal, $call:expr) => {
+            ($id:expr, $call:expr) => {
                 if wanted($id) {
                     eprintln!("{} …", $id);
                     let steal = StealMeter::start();
@@ -187,6 +191,9 @@ async fn run(
                 Err(e) => rows.push(failed("B7", &e)),
             }
         }
+        measure!("B9d", edge::b9d(&fixture));
+        measure!("B10", edge::b10(&fixture));
+        // Last: it seeds a million grants into this stack.
         measure!("B8", memory::b8(&mut fixture));
     }
     // The soak starts servers of its own (a fresh stack, then the all-in-one binary), after
