@@ -216,6 +216,9 @@ pub struct Config {
     pub agent_accounts: Vec<String>,
     /// `tenantry agent`: allow its unauthenticated listeners on a non-loopback address.
     pub agent_allow_unauthenticated_non_loopback: bool,
+    /// `tenantry agent`: when set, both listeners require `authorization: Bearer <token>`
+    /// (health probes and metrics excepted), and may then bind any address.
+    pub agent_token: Option<Secret>,
 }
 
 /// Algorithms `user_jwt_algorithm` accepts: asymmetric only, so a public key can never be
@@ -286,6 +289,7 @@ impl Default for Config {
             agent_snapshot_file: None,
             agent_accounts: Vec::new(),
             agent_allow_unauthenticated_non_loopback: false,
+            agent_token: None,
         }
     }
 }
@@ -482,17 +486,18 @@ impl Config {
                 ));
             }
         }
-        if let Some(token) = &self.service_token {
+        for (key, token) in [
+            ("service_token", &self.service_token),
+            ("agent_token", &self.agent_token),
+        ] {
+            let Some(token) = token else { continue };
             if token.expose().len() < 16 {
-                return Err(invalid("service_token", "must be at least 16 characters"));
+                return Err(invalid(key, "must be at least 16 characters"));
             }
             // It travels as `authorization: Bearer <token>`; a token that is not a valid header
             // value would silently be sent as no token at all.
             if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid(
-                    "service_token",
-                    "must be printable ASCII without spaces",
-                ));
+                return Err(invalid(key, "must be printable ASCII without spaces"));
             }
         }
         if self.client_id.is_some() != self.client_secret.is_some() {

@@ -384,16 +384,21 @@ async fn check_service_token(expected: Arc<str>, req: Request, next: Next) -> Re
         // Kubernetes' native gRPC probes carry no credentials.
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .map(http::HeaderValue::as_bytes)
-        .unwrap_or_default();
-    if constant_time_eq(presented, expected.as_bytes()) {
+    if bearer_matches(req.headers(), &expected) {
         next.run(req).await
     } else {
         tonic::Status::unauthenticated("missing or invalid service token").into_http()
     }
+}
+
+/// Whether `headers` carry `authorization` equal to `expected` (`Bearer <token>`), compared in
+/// constant time.
+pub fn bearer_matches(headers: &http::HeaderMap, expected: &str) -> bool {
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .map(http::HeaderValue::as_bytes)
+        .unwrap_or_default();
+    constant_time_eq(presented, expected.as_bytes())
 }
 
 /// Compares without an early exit so timing does not reveal how much of a token matched.

@@ -167,8 +167,7 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{FEATURES, attributes, feature_key, now, world};
-    use crate::{CheckRequest, Subject, Target};
+    use crate::synthetic::{feature_decisions, world};
 
     /// The events a service sends for an export: catalog, accounts, grants.
     fn snapshot_events(writer: &IndexWriter, scope: Option<&[String]>) -> Vec<StreamEvent> {
@@ -205,25 +204,10 @@ mod tests {
     }
 
     fn answers(index: &EntitlementIndex, tenants: &[String]) -> Vec<bool> {
-        let attributes = attributes();
-        let mut out = Vec::new();
-        for tenant in tenants {
-            for f in 0..FEATURES {
-                let key = feature_key(f);
-                let request = CheckRequest {
-                    subject: Subject {
-                        tenant_id: tenant,
-                        user_id: None,
-                        permissions: &[],
-                        attributes: Some(&attributes),
-                    },
-                    target: Target::Feature(&key),
-                    requested: None,
-                };
-                out.push(index.check(&request, now()).result);
-            }
-        }
-        out
+        feature_decisions(index, tenants)
+            .iter()
+            .map(|d| d.result)
+            .collect()
     }
 
     #[test]

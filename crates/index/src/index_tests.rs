@@ -1,71 +1,17 @@
 //! Unit tests of the index's check semantics (one per rule of the module documentation).
 
-use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::*;
+use crate::fixtures::{feature, grant, plan, t};
 use crate::model::{
-    AttributeType, Condition, ConditionOp, FeatureFlag, GrantSource, Limit, PlanFeature, Rule,
-    Treatment,
+    AttributeType, Condition, ConditionOp, FeatureFlag, Limit, PlanFeature, Rule, Treatment,
 };
 use crate::writer::{IndexChange, IndexWriter, Snapshot};
 
-fn t(h: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + h * 3600, 0).unwrap()
-}
-
-fn feature(key: &str, ty: AllocationType, merge: MergePolicy, perms: &[&str]) -> Feature {
-    Feature {
-        id: Uuid::new_v4(),
-        key: key.into(),
-        name: key.into(),
-        description: None,
-        metadata: Value::Null,
-        permissions: perms.iter().map(|p| p.to_string()).collect(),
-        allocation_type: ty,
-        merge_policy: merge,
-    }
-}
-
-fn plan(key: &str, features: Vec<PlanFeature>, inherit: bool) -> Plan {
-    Plan {
-        id: Uuid::new_v4(),
-        key: key.into(),
-        name: key.into(),
-        description: None,
-        metadata: Value::Null,
-        features,
-        default_time_limitation_days: None,
-        assign_on_signup: false,
-        rules: vec![],
-        default_treatment: Treatment::False,
-        inherit_to_sub_accounts: inherit,
-    }
-}
-
 fn count(n: u64) -> Option<Allocation> {
     Some(Allocation::MaxCount(Limit::Finite(n)))
-}
-
-fn grant(plan: &Plan, tenant: &str, user: Option<&str>, from: i64, to: Option<i64>) -> Grant {
-    Grant {
-        id: Uuid::now_v7(),
-        plan_id: plan.id,
-        tenant_id: tenant.into(),
-        user_id: user.map(Into::into),
-        starts_at: t(from),
-        expires_at: to.map(t),
-        revoked_at: None,
-        revoked_by: None,
-        revoke_reason: None,
-        source: GrantSource::Api,
-        external_id: None,
-        granted_by: None,
-        metadata: Value::Null,
-        created_at: t(0),
-        updated_at: t(0),
-    }
 }
 
 fn cond(attribute: &str, op: ConditionOp, value: Value) -> Condition {

@@ -6,6 +6,8 @@
 pub mod condition;
 pub mod error;
 pub mod export;
+#[cfg(test)]
+mod fixtures;
 pub mod follow;
 pub mod index;
 pub mod model;

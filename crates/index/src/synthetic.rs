@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
-    GrantSource, Limit, MergePolicy, Plan, PlanFeature, Route, RoutePolicy, Rule, Snapshot,
-    Treatment,
+    Allocation, AllocationType, AttributeType, CheckRequest, Condition, ConditionOp, Decision,
+    EntitlementIndex, Feature, FeatureFlag, Grant, GrantSource, Limit, MergePolicy, Plan,
+    PlanFeature, Route, RoutePolicy, Rule, Snapshot, Subject, Target, Treatment,
 };
 
 pub const FEATURES: usize = 50;
@@ -169,6 +169,30 @@ fn routes() -> Vec<Route> {
             description: None,
         })
         .collect()
+}
+
+/// Each account's decision on each feature at [`now`] with [`attributes`], accounts in order:
+/// what a copy of an index (a follower, a snapshot file) must reproduce.
+pub fn feature_decisions(index: &EntitlementIndex, tenants: &[String]) -> Vec<Decision> {
+    let attributes = attributes();
+    let keys: Vec<String> = (0..FEATURES).map(feature_key).collect();
+    let mut out = Vec::with_capacity(tenants.len() * FEATURES);
+    for tenant in tenants {
+        for key in &keys {
+            let request = CheckRequest {
+                subject: Subject {
+                    tenant_id: tenant,
+                    user_id: None,
+                    permissions: &[],
+                    attributes: Some(&attributes),
+                },
+                target: Target::Feature(key),
+                requested: None,
+            };
+            out.push(index.check(&request, now()));
+        }
+    }
+    out
 }
 
 /// `accounts` tenants (every tenant past the first 1% has a parent among them), 10 grants

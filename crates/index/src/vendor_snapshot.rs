@@ -385,21 +385,16 @@ impl EntitlementIndex {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
     use serde_json::{Value, json};
 
     use super::super::super::condition::CompiledTargeting;
     use super::super::super::model::{
-        AllocationType, AttributeType, Condition, ConditionOp, Feature, Grant, GrantSource,
-        MergePolicy, Plan, PlanFeature,
+        AllocationType, AttributeType, Condition, ConditionOp, Feature, MergePolicy, PlanFeature,
     };
     use super::super::super::writer::{IndexWriter, Snapshot};
     use super::super::{Allocation, CheckRequest, Subject, Target};
     use super::*;
-
-    fn t(h: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + h * 3600, 0).unwrap()
-    }
+    use crate::fixtures::{feature as fixture_feature, grant, plan, t};
 
     fn in_list(attribute: &str, value: &str) -> Condition {
         Condition {
@@ -530,52 +525,12 @@ mod tests {
     }
 
     fn feature(key: &str) -> Feature {
-        Feature {
-            id: Uuid::new_v4(),
-            key: key.into(),
-            name: key.into(),
-            description: None,
-            metadata: Value::Null,
-            permissions: vec![format!("{key}.use")],
-            allocation_type: AllocationType::Bool,
-            merge_policy: MergePolicy::Max,
-        }
-    }
-
-    fn plan(key: &str, features: Vec<PlanFeature>, inherit: bool) -> Plan {
-        Plan {
-            id: Uuid::new_v4(),
-            key: key.into(),
-            name: key.into(),
-            description: None,
-            metadata: Value::Null,
-            features,
-            default_time_limitation_days: None,
-            assign_on_signup: false,
-            rules: vec![],
-            default_treatment: Treatment::False,
-            inherit_to_sub_accounts: inherit,
-        }
-    }
-
-    fn grant(plan: &Plan, tenant: &str, user: Option<&str>, from: i64, to: Option<i64>) -> Grant {
-        Grant {
-            id: Uuid::now_v7(),
-            plan_id: plan.id,
-            tenant_id: tenant.into(),
-            user_id: user.map(Into::into),
-            starts_at: t(from),
-            expires_at: to.map(t),
-            revoked_at: None,
-            revoked_by: None,
-            revoke_reason: None,
-            source: GrantSource::Api,
-            external_id: None,
-            granted_by: None,
-            metadata: Value::Null,
-            created_at: t(-10),
-            updated_at: t(-10),
-        }
+        fixture_feature(
+            key,
+            AllocationType::Bool,
+            MergePolicy::Max,
+            &[&format!("{key}.use")],
+        )
     }
 
     /// Grants flattened per (account, user, feature): inherited grants on sub-accounts, the

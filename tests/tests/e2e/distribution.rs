@@ -566,7 +566,7 @@ async fn sdk_and_agent_answer_as_the_service_through_writes_deletions_restarts_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_refuses_an_unauthenticated_listener_off_loopback_unless_told() {
+async fn the_agent_refuses_an_unauthenticated_listener_off_loopback_unless_told_or_guarded() {
     let stack_less = |name: &'static str, overrides: &[(&str, &str)]| {
         let dir = std::env::temp_dir().join(format!(
             "tenantry-agent-bind-{}-{}",
@@ -650,4 +650,73 @@ async fn the_agent_refuses_an_unauthenticated_listener_off_loopback_unless_told(
         StatusCode::SERVICE_UNAVAILABLE,
         "never a guess"
     );
+
+    // With a token, any address is allowed, and both listeners want the token (probes aside).
+    let token = "agent-token-0123456789";
+    let grpc_port = tenantry_common::testing::free_port();
+    let grpc_addr = format!("0.0.0.0:{grpc_port}");
+    let (mut guarded, port) = stack_less(
+        "agent-token",
+        &[
+            ("TENANTRY_AGENT_TOKEN", token),
+            ("TENANTRY_AGENT_GRPC_ADDR", &grpc_addr),
+        ],
+    );
+    guarded.start();
+    eventually(DEADLINE, "guarded agent listens", || async {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some(())
+            .ok_or_else(|| response.status().to_string())
+    })
+    .await;
+    let check = |bearer: Option<&str>| {
+        let mut request = http
+            .post(format!(
+                "http://127.0.0.1:{port}/entitlements/api/v1/is-entitled-to"
+            ))
+            .json(&json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "x"}}));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        async move { request.send().await.expect("check").status() }
+    };
+    assert_eq!(check(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        check(Some("agent-token-wrong-value")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        check(Some(token)).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "past the token, still never a guess"
+    );
+    let grpc_url = format!("http://127.0.0.1:{grpc_port}");
+    let query = || BatchIsEntitledToRequest {
+        queries: world_queries(&["acme"]),
+        min_revision: 0,
+    };
+    let once = ClientConfig {
+        retry: RetryPolicy::none(),
+        ..ClientConfig::default()
+    };
+    let anonymous = EntitlementApi::connect(&grpc_url, &once).expect("client");
+    let refused = anonymous
+        .checks()
+        .batch_is_entitled_to(query())
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let holder =
+        EntitlementApi::connect(&grpc_url, &once.with_service_token(token)).expect("client");
+    let past = holder
+        .checks()
+        .batch_is_entitled_to(query())
+        .await
+        .expect_err("no snapshot");
+    assert_eq!(past.code(), tonic::Code::Unavailable, "{past:?}");
 }

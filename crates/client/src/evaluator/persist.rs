@@ -264,33 +264,17 @@ pub fn load(path: &Path, mut apply: impl FnMut(StreamEvent)) -> Result<SystemTim
 #[cfg(test)]
 mod tests {
     use tenantry_index::{
-        CheckRequest, EntitlementIndex, Follower, IndexWriter, Subject, Target,
-        synthetic::{FEATURES, attributes, feature_key, now, world},
+        EntitlementIndex, Follower, IndexWriter,
+        synthetic::{feature_decisions, world},
     };
 
     use super::*;
 
     fn answers(index: &EntitlementIndex, tenants: &[String]) -> Vec<(bool, u64)> {
-        let attributes = attributes();
-        let mut out = Vec::new();
-        for tenant in tenants {
-            for f in 0..FEATURES {
-                let key = feature_key(f);
-                let request = CheckRequest {
-                    subject: Subject {
-                        tenant_id: tenant,
-                        user_id: None,
-                        permissions: &[],
-                        attributes: Some(&attributes),
-                    },
-                    target: Target::Feature(&key),
-                    requested: None,
-                };
-                let decision = index.check(&request, now());
-                out.push((decision.result, decision.revision));
-            }
-        }
-        out
+        feature_decisions(index, tenants)
+            .iter()
+            .map(|d| (d.result, d.revision))
+            .collect()
     }
 
     fn saved(dir: &Path) -> (PathBuf, IndexWriter, Vec<String>) {

@@ -234,8 +234,9 @@ impl<S: Storage + 'static> Subscriber<S> {
                 tokio::select! {
                     changed = published.changed() => if changed.is_err() { return Err(Gone) },
                     () = tokio::time::sleep(heartbeat) => {
-                        let revision = index.current().revision();
-                        self.send(StreamEvent::Heartbeat { revision }).await?;
+                        // This stream's position, not the index's: a revision published since
+                        // the look above is not the subscriber's yet.
+                        self.send(StreamEvent::Heartbeat { revision: position }).await?;
                     }
                 }
                 continue;

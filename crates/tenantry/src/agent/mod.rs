@@ -1,8 +1,9 @@
 //! `tenantry agent`: a sidecar that answers entitlement checks from an index in its own memory.
 //!
 //! It follows the entitlement service's `WatchIndex` stream through the SDK's evaluator (no
-//! database), and answers on its own listeners, without authentication — Frontegg's agent model:
-//! a listener only the application's pod reaches, on loopback. It never turns a check into a
+//! database), and answers on its own listeners, without authentication by default — Frontegg's
+//! agent model: a listener only the application's pod reaches, on loopback — or with a bearer
+//! token (`agent_token`) when it must listen further. It never turns a check into a
 //! call to the service: the REST routes are the gateway's check routes and the gRPC service is
 //! the entitlement service's check handlers, both over the local index.
 //!
@@ -35,7 +36,7 @@ use tenantry_client::{
 };
 use tenantry_common::{
     CancellationToken, Config, RunError,
-    grpc::{ServerSettings, Services, bind, serve},
+    grpc::{ServerSettings, Services, bearer_matches, bind, serve},
     shutdown::drain_within_grace,
 };
 use tenantry_entitlement::{
@@ -49,8 +50,12 @@ use tenantry_proto::entitlement::v1::{
     entitlement_service_server::{EntitlementService, EntitlementServiceServer},
 };
 
-/// Refuses an unauthenticated listener on a non-loopback address unless explicitly allowed.
+/// Refuses an unauthenticated listener on a non-loopback address unless explicitly allowed
+/// (or guarded by `agent_token`).
 pub fn check_bind(config: &Config) -> Result<(), RunError> {
+    if config.agent_token.is_some() {
+        return Ok(());
+    }
     for addr in [config.agent_http_addr, config.agent_grpc_addr] {
         if !addr.ip().is_loopback() && !config.agent_allow_unauthenticated_non_loopback {
             return Err(RunError::Io(std::io::Error::new(
@@ -58,9 +63,9 @@ pub fn check_bind(config: &Config) -> Result<(), RunError> {
                 format!(
                     "refusing to serve unauthenticated checks on {addr}, which is not a loopback \
                      address: anyone reaching it could read any account's entitlements. Bind to \
-                     127.0.0.1 (the pod's loopback), or set \
-                     TENANTRY_AGENT_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true if a network policy \
-                     guards it"
+                     127.0.0.1 (the pod's loopback), set TENANTRY_AGENT_TOKEN to require a \
+                     bearer token, or set TENANTRY_AGENT_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true \
+                     if a network policy guards it"
                 ),
             )));
         }
@@ -184,6 +189,21 @@ async fn readyz(State(evaluator): State<Evaluator>) -> Response {
     (status, Json(staleness_json(&s))).into_response()
 }
 
+/// With `agent_token`, every route but the probes and metrics needs the token.
+async fn require_token(State(expected): State<Arc<str>>, req: Request, next: Next) -> Response {
+    if matches!(req.uri().path(), "/livez" | "/readyz" | "/metrics")
+        || bearer_matches(req.headers(), &expected)
+    {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(http::header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"statusCode": 401, "message": "missing or invalid agent token"})),
+    )
+        .into_response()
+}
+
 async fn livez() -> StatusCode {
     StatusCode::OK
 }
@@ -300,7 +320,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), Run
         "agent serving checks from its own index"
     );
 
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/readyz", get(readyz))
         .route("/livez", get(livez))
         .route("/metrics", get(metrics))
@@ -314,6 +334,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), Run
             evaluator.clone(),
             add_staleness,
         ));
+    if let Some(token) = &config.agent_token {
+        let expected: Arc<str> = format!("Bearer {}", token.expose()).into();
+        router = router.layer(middleware::from_fn_with_state(expected, require_token));
+    }
     let http = {
         let shutdown = shutdown.clone();
         async move {
@@ -325,7 +349,8 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<(), Run
     };
     let settings = ServerSettings {
         tls: None,
-        service_token: None,
+        // The health service stays open to probes, as on the services.
+        service_token: config.agent_token.clone(),
         request_timeout: config.request_timeout(),
         concurrency_limit: config.concurrency_limit,
         max_message_bytes: config.max_message_bytes,
