@@ -62,11 +62,13 @@ pub enum FollowError {
     SnapshotMismatch { begun: u64, ended: u64 },
 }
 
+/// A snapshot being received: its chunks go straight into a new writer (staged, not
+/// published), so a large snapshot is never held as a list of changes beside the index built
+/// from it.
 #[derive(Debug)]
 struct Pending {
     revision: u64,
-    written_until: Option<DateTime<Utc>>,
-    changes: Vec<IndexChange>,
+    writer: IndexWriter,
 }
 
 /// Applies stream events to a local index.
@@ -109,16 +111,16 @@ impl Follower {
                 revision,
                 written_until,
             } => {
-                self.pending = Some(Pending {
-                    revision,
-                    written_until,
-                    changes: Vec::new(),
-                });
+                let mut writer = IndexWriter::new();
+                if let Some(at) = written_until {
+                    writer.note_written(at);
+                }
+                self.pending = Some(Pending { revision, writer });
                 Ok(None)
             }
             StreamEvent::SnapshotChunk(changes) => {
                 let pending = self.pending.as_mut().ok_or(FollowError::NotInSnapshot)?;
-                pending.changes.extend(changes);
+                pending.writer.stage(changes);
                 Ok(None)
             }
             StreamEvent::SnapshotEnd { revision } => {
@@ -129,11 +131,8 @@ impl Follower {
                         ended: revision,
                     });
                 }
-                let mut writer = IndexWriter::new();
-                if let Some(at) = pending.written_until {
-                    writer.note_written(at);
-                }
-                let index = writer.apply_at(revision, pending.changes);
+                let mut writer = pending.writer;
+                let index = writer.apply_at(revision, []);
                 self.writer = Some(writer);
                 Ok(Some(index))
             }

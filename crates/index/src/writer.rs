@@ -200,6 +200,14 @@ impl IndexWriter {
         self.apply_at(next, changes)
     }
 
+    /// Takes in changes without publishing them: the next [`apply`](Self::apply) or
+    /// [`apply_at`](Self::apply_at) publishes them with its own (a snapshot arriving in chunks).
+    pub fn stage(&mut self, changes: impl IntoIterator<Item = IndexChange>) {
+        for change in changes {
+            self.apply_one(change);
+        }
+    }
+
     /// Applies a batch stamped with a revision from storage. The index revision never goes
     /// back: replaying an older batch re-applies its (idempotent) changes and keeps the revision.
     pub fn apply_at(
