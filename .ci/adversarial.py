@@ -488,6 +488,12 @@ def import_under_writes(spec, client, env, ids, writers=8, deadline_s=300):
 # schemathesis's positive_data_acceptance also accepts 400; every other check stays on. Each
 # entry says why; the refusal itself is a field error naming the reference or the limit.
 DATA_DEPENDENT_400 = {
+    "POST /entitlements/api/v1/webhooks":
+        "a URL's host must resolve, and to a public address, unless the operator allows private "
+        "networks (`url`); event types must be catalogue types (`eventTypes`)",
+    "PATCH /entitlements/api/v1/webhooks/{webhookId}":
+        "a URL's host must resolve, and to a public address, unless the operator allows private "
+        "networks (`url`); event types must be catalogue types (`eventTypes`)",
     "POST /entitlements/resources/entitlements/v2":
         "a planId/planKey that names no plan is a field error (`planId`: unknown plan)",
     "POST /entitlements/resources/entitlements/v2/batch":
@@ -544,6 +550,8 @@ DATA_DEPENDENT_400 = {
 # The same for a refusal in another status: what the stored state forbids is FAILED_PRECONDITION
 # (412), whatever the request looks like.
 DATA_DEPENDENT_412 = {
+    "POST /entitlements/api/v1/webhooks":
+        "at most 100 webhook endpoints exist at once (412 beyond)",
     "DELETE /entitlements/resources/plans/v1/{planId}":
         "a plan with active or scheduled grants is kept unless `force=true` (412)",
     "PATCH /entitlements/resources/entitlements/v2/{id}":

@@ -18,6 +18,7 @@ use tenantry_common::testing::{self, TestPostgres};
 
 pub mod frontegg;
 pub mod openfeature;
+pub mod standardwebhooks;
 
 /// PostgreSQL schema of the tenant service (the configuration default).
 pub const TENANT_SCHEMA: &str = "tenant";

@@ -219,6 +219,40 @@ pub struct Config {
     /// `tenantry agent`: when set, both listeners require `authorization: Bearer <token>`
     /// (health probes and metrics excepted), and may then bind any address.
     pub agent_token: Option<Secret>,
+    /// Webhooks may be registered on, and delivered to, private, loopback and link-local
+    /// addresses (off: such URLs are refused at creation and at delivery).
+    pub webhook_allow_private_networks: bool,
+    /// The waits before each webhook retry (`ms`, `s`, `m`, `h`, `d` units); its length bounds
+    /// the attempts (one more than its steps). A list in TOML, comma-separated in the
+    /// environment.
+    #[serde(deserialize_with = "string_or_list")]
+    pub webhook_retry_schedule: Vec<String>,
+    /// One webhook attempt's limit, connection to last byte.
+    pub webhook_timeout_ms: u64,
+    /// A webhook endpoint whose attempts have all failed for this long is disabled.
+    pub webhook_disable_after_secs: u64,
+    /// How often an entitlement replica looks for webhook work nobody woke it for (other
+    /// replicas' commits, retries falling due).
+    pub webhook_poll_ms: u64,
+    /// Finished webhook deliveries stay in the delivery log this long.
+    pub webhook_delivery_retention_secs: u64,
+}
+
+/// Parses a duration such as `500ms`, `5s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(ms)?))
 }
 
 /// Algorithms `user_jwt_algorithm` accepts: asymmetric only, so a public key can never be
@@ -290,6 +324,14 @@ impl Default for Config {
             agent_accounts: Vec::new(),
             agent_allow_unauthenticated_non_loopback: false,
             agent_token: None,
+            webhook_allow_private_networks: false,
+            webhook_retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(str::to_owned)
+                .to_vec(),
+            webhook_timeout_ms: 10_000,
+            webhook_disable_after_secs: 5 * 24 * 3_600,
+            webhook_poll_ms: 1_000,
+            webhook_delivery_retention_secs: 30 * 24 * 3_600,
         }
     }
 }
@@ -542,6 +584,16 @@ impl Config {
             ("stream_heartbeat_secs", self.stream_heartbeat_secs),
             ("stream_max_subscribers", self.stream_max_subscribers as u64),
             ("sse_max_streams", self.sse_max_streams as u64),
+            ("webhook_timeout_ms", self.webhook_timeout_ms),
+            (
+                "webhook_disable_after_secs",
+                self.webhook_disable_after_secs,
+            ),
+            ("webhook_poll_ms", self.webhook_poll_ms),
+            (
+                "webhook_delivery_retention_secs",
+                self.webhook_delivery_retention_secs,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
@@ -580,9 +632,32 @@ impl Config {
                 self.concurrency_limit as u64,
                 tokio::sync::Semaphore::MAX_PERMITS as u64,
             ),
+            ("webhook_timeout_ms", self.webhook_timeout_ms, 5 * 60 * 1000),
+            ("webhook_poll_ms", self.webhook_poll_ms, 60 * 1000),
+            (
+                "webhook_disable_after_secs",
+                self.webhook_disable_after_secs,
+                365 * 24 * 3_600,
+            ),
+            (
+                "webhook_delivery_retention_secs",
+                self.webhook_delivery_retention_secs,
+                10 * 365 * 24 * 3_600,
+            ),
         ] {
             if value > max {
                 return Err(invalid(key, format!("must be at most {max} (got {value})")));
+            }
+        }
+        if self.webhook_retry_schedule.len() > 20 {
+            return Err(invalid("webhook_retry_schedule", "at most 20 steps"));
+        }
+        for step in &self.webhook_retry_schedule {
+            if parse_duration(step).is_none_or(|d| d > Duration::from_secs(7 * 24 * 3_600)) {
+                return Err(invalid(
+                    "webhook_retry_schedule",
+                    format!("{step:?} is not a duration of at most 7d such as 500ms, 5s, 5m, 2h"),
+                ));
             }
         }
         // A bound this small would prune events before followers could read them.
@@ -791,6 +866,14 @@ impl Config {
     /// The age past which change-feed events are pruned, when bounded.
     pub fn feed_retention_age(&self) -> Option<Duration> {
         (self.feed_retention_secs > 0).then(|| Duration::from_secs(self.feed_retention_secs))
+    }
+
+    /// `webhook_retry_schedule`, parsed (validated at start).
+    pub fn webhook_retry_schedule(&self) -> Vec<Duration> {
+        self.webhook_retry_schedule
+            .iter()
+            .filter_map(|s| parse_duration(s))
+            .collect()
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -36,6 +36,7 @@ use tokio_stream::StreamExt;
 
 use crate::Engine;
 use crate::app::tenant_sync::{AccountChange, FeedEvent, SnapshotAccount};
+use crate::domain::webhook::{AccountNotice, AccountNoticeKind};
 use crate::domain::{DomainError, Result};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -420,7 +421,69 @@ fn feed_event(event: &ChangeEvent) -> FeedEvent {
     FeedEvent {
         sequence: event.sequence,
         change,
+        notice: notice(event),
     }
+}
+
+/// What a feed event announces to webhooks.
+fn notice(event: &ChangeEvent) -> Option<AccountNotice> {
+    let parent = event
+        .account
+        .as_ref()
+        .and_then(|a| a.parent_tenant_id.clone());
+    let kind = match (event.change_type(), &event.detail) {
+        (ChangeType::Created, _) => AccountNoticeKind::Created,
+        // Settings alone (`settings.…` fields) are their own event; anything else an update.
+        (ChangeType::Updated, _)
+            if !event.changed_fields.is_empty()
+                && event
+                    .changed_fields
+                    .iter()
+                    .all(|f| f.starts_with("settings.")) =>
+        {
+            AccountNoticeKind::SettingsChanged
+        }
+        (ChangeType::Updated | ChangeType::Metadata, _) => AccountNoticeKind::Updated,
+        (ChangeType::Deleted, _) => AccountNoticeKind::Deleted,
+        (ChangeType::Reactivated, _) => AccountNoticeKind::Reactivated,
+        (ChangeType::Hierarchy, Some(Detail::Hierarchy(h))) => {
+            AccountNoticeKind::HierarchyChanged {
+                old_parent: h.old_parent_tenant_id.clone(),
+                new_parent: h.new_parent_tenant_id.clone(),
+            }
+        }
+        (ChangeType::Hierarchy, _) => AccountNoticeKind::HierarchyChanged {
+            old_parent: None,
+            new_parent: parent.clone(),
+        },
+        (ChangeType::Membership, Some(Detail::Membership(m))) => {
+            AccountNoticeKind::MembershipChanged {
+                user_id: m.user_id.clone(),
+                added: m.added,
+            }
+        }
+        (ChangeType::Membership | ChangeType::Unspecified, _) => return None,
+    };
+    let parent_id = match &kind {
+        AccountNoticeKind::HierarchyChanged { new_parent, .. } => new_parent.clone(),
+        AccountNoticeKind::Created
+        | AccountNoticeKind::Updated
+        | AccountNoticeKind::Deleted
+        | AccountNoticeKind::Reactivated
+        | AccountNoticeKind::SettingsChanged
+        | AccountNoticeKind::MembershipChanged { .. } => parent,
+    };
+    let mut changed_fields = event.changed_fields.clone();
+    if event.change_type() == ChangeType::Metadata && changed_fields.is_empty() {
+        changed_fields.push("metadata".into());
+    }
+    Some(AccountNotice {
+        tenant_id: event.tenant_id.clone(),
+        parent_id,
+        kind,
+        changed_fields,
+        occurred_at: time(event.occurred_at),
+    })
 }
 
 /// Applies a batch of feed events exactly once.

@@ -115,6 +115,26 @@ pub async fn serve_with_clock(
         .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?
         .with_streams(streams);
     let engine = Arc::new(engine);
+    let sender = clients::webhook_http::HttpWebhookSender::new(
+        Duration::from_millis(config.webhook_timeout_ms),
+        config.webhook_allow_private_networks,
+    )
+    .map_err(|e| RunError::Io(std::io::Error::other(format!("webhook client: {e}"))))?;
+    let webhooks = Arc::new(app::webhooks::Webhooks::new(
+        store.clone(),
+        Arc::new(sender),
+        engine.clock(),
+        app::webhooks::WebhookSettings {
+            allow_private_networks: config.webhook_allow_private_networks,
+            retry_schedule: config.webhook_retry_schedule(),
+            timeout: Duration::from_millis(config.webhook_timeout_ms),
+            disable_after: Duration::from_secs(config.webhook_disable_after_secs),
+            poll: Duration::from_millis(config.webhook_poll_ms),
+            delivery_retention: Duration::from_secs(config.webhook_delivery_retention_secs),
+            ..app::webhooks::WebhookSettings::default()
+        },
+        engine.webhook_wake(),
+    ));
     // Followers stop with the caller's signal, and also when this server fails on its own.
     let local = shutdown.child_token();
     let (keeping_up, feed_health) = tokio::sync::watch::channel(true);
@@ -133,6 +153,7 @@ pub async fn serve_with_clock(
         LOG_POLL,
         local.clone(),
     ));
+    let deliveries = tokio::spawn(webhooks.clone().run(local.clone()));
     let prune = tokio::spawn(retention::prune_idempotency_keys(
         engine.clone(),
         config.idempotency_retention(),
@@ -152,14 +173,14 @@ pub async fn serve_with_clock(
     let result = tenantry_common::grpc::serve(
         &ServerSettings::from_config(config),
         listener,
-        grpc::services(engine, config.max_message_bytes)
+        grpc::services(engine, webhooks, config.max_message_bytes)
             .condition(follower::FEED_HEALTH_SERVICE, feed_health),
         &[tenantry_proto::FILE_DESCRIPTOR_SET],
         local.clone(),
     )
     .await;
     local.cancel();
-    let _ = tokio::join!(feed, log, prune);
+    let _ = tokio::join!(feed, log, prune, deliveries);
     if let Some(prune_audit) = prune_audit {
         let _ = prune_audit.await;
     }

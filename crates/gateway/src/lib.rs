@@ -103,6 +103,7 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::compat::router())
         .merge(routes::vendor_entitlements::router())
         .merge(routes::audit::router())
+        .merge(routes::webhooks::router())
         .split_for_parts();
     doc.merge(OfrepDoc::openapi());
     // After the merge: the shared rules apply to every route's operations.

@@ -64,6 +64,8 @@ const MAX_ID_CHARS: usize = 255;
 const MAX_ACCOUNT_PAGE: f64 = 200.0;
 /// Largest page size of the entitlement lists and of a migration's item errors.
 const MAX_ENTITLEMENT_PAGE: f64 = 1000.0;
+/// Most webhook deliveries a page answers (`app::webhooks::MAX_DELIVERY_PAGE`).
+const MAX_DELIVERY_PAGE: f64 = 100.0;
 
 /// Bodies that name their target by exactly one of several fields; the others are absent or
 /// `null` (the services refuse none or several with a field error).
@@ -219,6 +221,7 @@ impl Modify for SharedRules {
 
 fn declare_parameters(path: &str, operation: &mut Operation) {
     let migrations = path.starts_with("/tenants/resources/migrations/");
+    let webhooks = path.starts_with("/entitlements/api/v1/webhooks");
     for parameter in operation.parameters.iter_mut().flatten() {
         let RefOr::T(parameter) = parameter else {
             continue;
@@ -226,7 +229,8 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
         let name = parameter.name.as_str();
         let schema = match parameter.parameter_in {
             ParameterIn::Path => match name {
-                "id" | "planId" | "featureId" | "flagId" | "routeId" => uuid(),
+                "id" | "planId" | "featureId" | "flagId" | "routeId" | "webhookId"
+                | "deliveryId" => uuid(),
                 "tenantId" | "tenant_id" => text(TENANT_ID_PATTERN),
                 "userId" | "user_id" => text(USER_ID_PATTERN),
                 "alias" => text(ALIAS_PATTERN),
@@ -234,6 +238,9 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
             },
             ParameterIn::Query => match name {
                 "planId" => uuid(),
+                // A delivery page's cursor is the last delivery's ID.
+                "cursor" if webhooks => uuid(),
+                "limit" if webhooks => page_size(MAX_DELIVERY_PAGE),
                 "_limit" if !migrations => page_size(MAX_ACCOUNT_PAGE),
                 "_limit" | "limit" => page_size(MAX_ENTITLEMENT_PAGE),
                 "_offset" | "offset" => offset(),

@@ -15,6 +15,7 @@ use tenantry_proto::{
         index_stream_service_client::IndexStreamServiceClient,
         plan_service_client::PlanServiceClient, route_service_client::RouteServiceClient,
         vendor_snapshot_service_client::VendorSnapshotServiceClient,
+        webhook_service_client::WebhookServiceClient,
     },
     tenant::v1::{
         hierarchy_service_client::HierarchyServiceClient,
@@ -104,6 +105,7 @@ impl AppState {
     client!(index_stream, IndexStreamServiceClient, entitlement);
     client!(audit_tenant, AuditServiceClient, tenant);
     client!(audit_entitlement, AuditServiceClient, entitlement);
+    client!(webhooks, WebhookServiceClient, entitlement);
 }
 
 /// A gRPC request carrying the authenticated principal (trace context and the service token

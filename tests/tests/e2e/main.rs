@@ -14,3 +14,4 @@ mod sdk;
 mod stream;
 mod support;
 mod telemetry;
+mod webhooks;

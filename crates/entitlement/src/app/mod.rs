@@ -19,6 +19,7 @@ pub mod tenant_sync;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod vendor;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -53,6 +54,8 @@ pub struct Engine<S: Storage> {
     vendor: vendor::VendorCache,
     /// The index stream's subscribers (see [`stream`]).
     streams: stream::StreamHub,
+    /// Wakes the webhook delivery loop after a commit that recorded events.
+    webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 impl<S: Storage> Engine<S> {
@@ -73,6 +76,7 @@ impl<S: Storage> Engine<S> {
             storage_health: StorageHealth::new(),
             vendor: vendor::VendorCache::default(),
             streams: stream::StreamHub::default(),
+            webhook_wake: Arc::default(),
         })
     }
 
@@ -90,6 +94,11 @@ impl<S: Storage> Engine<S> {
     /// The storage's health (see the field).
     pub fn storage_health(&self) -> &StorageHealth {
         &self.storage_health
+    }
+
+    /// The engine's clock (the webhook loop keeps the same time).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -157,22 +166,55 @@ impl<S: Storage> Engine<S> {
         if !entries.is_empty() {
             self.store.record_audit(&txn, &entries, now).await?;
         }
+        let recorded = self
+            .record_events(&txn, || {
+                crate::domain::webhook::revision_events(revision, now, &changes)
+            })
+            .await?;
         self.store.commit_encoded(txn, revision, log, now).await?;
+        if recorded {
+            self.wake_webhooks();
+        }
         self.index.apply_committed(revision, changes, now).await?;
         Ok(revision)
     }
 
-    /// Commits feed effects (or only the cursor when there are none) and applies them.
+    /// Commits feed effects (or only the cursor when there are none) and applies them, with
+    /// the webhook events of the feed (`events`) and of the effects.
     async fn commit_changes(
         &self,
         txn: S::Txn,
         changes: Vec<IndexChange>,
+        events: Vec<crate::domain::webhook::Event>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         if changes.is_empty() {
-            return self.store.commit_plain(txn).await;
+            let recorded = if events.is_empty() {
+                false
+            } else {
+                self.record_events(&txn, || events).await?
+            };
+            self.store.commit_plain(txn).await?;
+            if recorded {
+                self.wake_webhooks();
+            }
+            return Ok(());
         }
-        let revision = self.store.commit(txn, &changes, now).await?;
+        let log = self.store.encode(&changes)?;
+        let revision = self.store.next_revision(&txn).await?;
+        let recorded = self
+            .record_events(&txn, || {
+                let mut events = events;
+                events.extend(crate::domain::webhook::revision_events(
+                    revision, now, &changes,
+                ));
+                events
+            })
+            .await?;
+        self.store.commit_encoded(txn, revision, log, now).await?;
+        if recorded {
+            self.wake_webhooks();
+        }
         tracing::debug!(revision, "tenant feed effects applied");
         self.index.apply_committed(revision, changes, now).await
     }

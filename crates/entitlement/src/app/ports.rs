@@ -14,6 +14,7 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
+use crate::domain::webhook;
 use crate::domain::{Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route};
 
 /// Storage with transactions. A transaction is begun here, written through the other ports
@@ -50,19 +51,6 @@ pub trait Revisions: Transactional {
         log: Self::Encoded,
         now: DateTime<Utc>,
     ) -> Result<()>;
-
-    /// Records `changes` under the next revision and commits. Returns the revision.
-    async fn commit(
-        &self,
-        txn: Self::Txn,
-        changes: &[IndexChange],
-        now: DateTime<Utc>,
-    ) -> Result<u64> {
-        let log = self.encode(changes)?;
-        let revision = self.next_revision(&txn).await?;
-        self.commit_encoded(txn, revision, log, now).await?;
-        Ok(revision)
-    }
 
     /// The newest committed revision.
     async fn revision(&self) -> Result<u64>;
@@ -250,12 +238,24 @@ pub trait IdempotencyStore: Transactional {
 
 /// Everything the use-cases need from storage.
 pub trait Storage:
-    Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore + AuditStore
+    Revisions
+    + CatalogStore
+    + GrantStore
+    + AccountStore
+    + IdempotencyStore
+    + AuditStore
+    + WebhookStore
 {
 }
 
 impl<S> Storage for S where
-    S: Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore + AuditStore
+    S: Revisions
+        + CatalogStore
+        + GrantStore
+        + AccountStore
+        + IdempotencyStore
+        + AuditStore
+        + WebhookStore
 {
 }
 
@@ -281,6 +281,98 @@ pub trait AuditStore: Transactional {
         after_sequence: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>>;
+}
+
+/// A delivery due for an attempt, with what the attempt needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub url: String,
+    pub secret: String,
+    pub event_id: String,
+    pub body: String,
+    pub attempts: u32,
+}
+
+/// What one attempt found.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRecord {
+    pub at: DateTime<Utc>,
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    pub succeeded: bool,
+    /// When to try again; `None`: no more attempts (succeeded, or the schedule is spent).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// Webhook endpoints, the event outbox and the delivery log.
+#[async_trait]
+pub trait WebhookStore: Transactional {
+    /// Whether an enabled endpoint exists, as `txn` sees it (writes record no events when
+    /// none does).
+    async fn webhooks_wanted(&self, txn: &Self::Txn) -> Result<bool>;
+    /// Adds `events` to the outbox in `txn`, in order.
+    async fn enqueue_events(
+        &self,
+        txn: &Self::Txn,
+        events: &[webhook::Event],
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Moves up to `limit` outbox rows into a delivery per event and enabled endpoint that
+    /// wants it ([`webhook::Endpoint::wants`]), in one transaction; one replica at a time
+    /// (another's concurrent call moves nothing). Returns how many outbox rows it moved.
+    async fn fan_out(&self, limit: u64, now: DateTime<Utc>) -> Result<usize>;
+    /// Claims up to `limit` pending deliveries due by `now` of enabled endpoints: each is
+    /// hidden from other claims until `lease_until` (a crash mid-attempt retries it then).
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<DueDelivery>>;
+    /// Records an attempt on a delivery and on its endpoint's failing streak; answers since
+    /// when the endpoint has been failing (`None` after a success).
+    async fn record_attempt(
+        &self,
+        delivery: Uuid,
+        endpoint: Uuid,
+        attempt: &AttemptRecord,
+    ) -> Result<Option<DateTime<Utc>>>;
+    /// Deletes up to `limit` finished (succeeded or failed) deliveries queued before `before`;
+    /// answers how many.
+    async fn prune_deliveries(&self, before: DateTime<Utc>, limit: u64) -> Result<u64>;
+    /// Disables an endpoint for `reason`.
+    async fn disable_endpoint(&self, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()>;
+
+    async fn count_endpoints(&self) -> Result<usize>;
+    async fn insert_endpoint(&self, endpoint: &webhook::Endpoint, secret: &str) -> Result<()>;
+    async fn endpoint(&self, id: Uuid) -> Result<Option<webhook::Endpoint>>;
+    /// Oldest first.
+    async fn endpoints(&self) -> Result<Vec<webhook::Endpoint>>;
+    /// Replaces the endpoint's settings (not its secret); false when it does not exist.
+    async fn update_endpoint(&self, endpoint: &webhook::Endpoint) -> Result<bool>;
+    async fn set_endpoint_secret(&self, id: Uuid, secret: &str, now: DateTime<Utc>)
+    -> Result<bool>;
+    /// Deletes the endpoint and its deliveries; false when it does not exist.
+    async fn delete_endpoint(&self, id: Uuid) -> Result<bool>;
+    /// An endpoint's deliveries with IDs below `before`, newest first.
+    async fn deliveries(
+        &self,
+        endpoint: Uuid,
+        before: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<webhook::Delivery>>;
+    /// Makes a delivery pending and due at `now` with its attempts reset; `None` when the
+    /// endpoint has no such delivery.
+    async fn redeliver(
+        &self,
+        endpoint: Uuid,
+        delivery: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<webhook::Delivery>>;
 }
 
 /// Which accounts exist, as the tenant service says.

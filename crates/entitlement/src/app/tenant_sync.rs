@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::ports::{HeldAccount, Storage};
 use super::{Engine, SYSTEM_PRINCIPAL};
 use crate::domain::catalog::Catalog;
+use crate::domain::webhook::{self, AccountNotice};
 use crate::domain::{Grant, GrantSource, IndexChange, Plan, Result, revoke_grant};
 
 /// What one feed event does to the local copy.
@@ -42,6 +43,8 @@ pub enum AccountChange {
 pub struct FeedEvent {
     pub sequence: u64,
     pub change: AccountChange,
+    /// What the event says happened, for webhooks (`None`: nothing they announce).
+    pub notice: Option<AccountNotice>,
 }
 
 /// A live account in a tenant snapshot.
@@ -161,6 +164,7 @@ impl<S: Storage> Engine<S> {
         let cursor = self.store.lock_cursor(&txn).await?;
         let now = self.now();
         let mut last = cursor;
+        let mut announced = Vec::new();
         let mut effects = Effects {
             engine: self,
             txn: &txn,
@@ -170,6 +174,9 @@ impl<S: Storage> Engine<S> {
         };
         for event in events.iter().filter(|e| e.sequence > cursor) {
             last = last.max(event.sequence);
+            if let Some(notice) = &event.notice {
+                announced.push(webhook::account_event(event.sequence, notice, now));
+            }
             match &event.change {
                 AccountChange::Created {
                     tenant_id,
@@ -195,7 +202,7 @@ impl<S: Storage> Engine<S> {
         }
         let now = self.now();
         self.store.set_cursor(&txn, last, now).await?;
-        self.commit_changes(txn, changes, now).await
+        self.commit_changes(txn, changes, announced, now).await
     }
 
     /// Makes the stored accounts those of a tenant snapshot as of `sequence`: accounts it
@@ -255,7 +262,9 @@ impl<S: Storage> Engine<S> {
         let changes = effects.changes;
         let now = self.now();
         self.store.set_cursor(&txn, sequence, now).await?;
-        self.commit_changes(txn, changes, now).await?;
+        // A snapshot says what is, not what happened: its grant effects are announced, no
+        // account events.
+        self.commit_changes(txn, changes, Vec::new(), now).await?;
         Ok(changed)
     }
 }

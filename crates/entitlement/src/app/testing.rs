@@ -121,6 +121,7 @@ impl TestEngine {
                     parent_id: parent.map(str::to_owned),
                     occurred: None,
                 },
+                notice: None,
             }])
             .await
             .expect("apply the account's creation");

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod catalog;
 pub mod error;
 pub mod validate;
+pub mod webhook;
 
 // The evaluation core lives in `tenantry-index`, shared with the agent and the SDK; its modules
 // keep their `domain::` paths here.

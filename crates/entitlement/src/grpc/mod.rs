@@ -12,6 +12,7 @@ mod plans;
 mod routes;
 mod stream;
 mod vendor;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use tenantry_proto::entitlement::v1::{
     index_stream_service_server::IndexStreamServiceServer, plan_service_server::PlanServiceServer,
     route_service_server::RouteServiceServer,
     vendor_snapshot_service_server::VendorSnapshotServiceServer,
+    webhook_service_server::WebhookServiceServer,
 };
 use tonic::{Code, Status};
 
@@ -48,7 +50,11 @@ pub struct Handler {
     engine: Arc<Engine>,
 }
 
-pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
+pub fn services(
+    engine: Arc<Engine>,
+    webhooks: Arc<crate::app::webhooks::Webhooks<crate::storage::Store>>,
+    max_message_bytes: usize,
+) -> Services {
     let (conn, storage) = (
         engine.store().connection().clone(),
         engine.storage_health().clone(),
@@ -71,6 +77,11 @@ pub fn services(engine: Arc<Engine>, max_message_bytes: usize) -> Services {
         .add(sized!(GrantServiceServer))
         .add(sized!(VendorSnapshotServiceServer))
         .add(sized!(IndexStreamServiceServer))
+        .add(
+            WebhookServiceServer::new(webhooks::WebhookHandler::new(webhooks))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
         .add(
             EntitlementServiceServer::new(checks::CheckService::new(h.engine))
                 .max_decoding_message_size(max_message_bytes)

@@ -9,6 +9,7 @@ mod m20261203_000003_storage_probe;
 mod m20261204_000004_idempotency_scope;
 mod m20261204_000005_frontegg_keys;
 mod m20261204_000090_audit_log;
+mod m20261204_000091_webhooks;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000004_idempotency_scope::Migration),
             Box::new(m20261204_000005_frontegg_keys::Migration),
             Box::new(m20261204_000090_audit_log::Migration),
+            Box::new(m20261204_000091_webhooks::Migration),
         ]
     }
 

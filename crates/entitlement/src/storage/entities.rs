@@ -116,3 +116,46 @@ entity!(idempotency, "ent_idempotency", {
     pub response: String,
     pub created_at: DateTimeUtc,
 });
+
+entity!(webhook_endpoint, "ent_webhook_endpoint", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub url: String,
+    /// JSON array of event types.
+    pub event_types: String,
+    /// JSON array of account IDs.
+    pub account_ids: String,
+    pub enabled: bool,
+    pub description: String,
+    pub secret: String,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(webhook_outbox, "ent_webhook_outbox", {
+    #[sea_orm(primary_key)]
+    pub position: i64,
+    pub events: String,
+    pub created_at: DateTimeUtc,
+});
+
+entity!(webhook_delivery, "ent_webhook_delivery", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTimeUtc>,
+    pub last_attempt_at: Option<DateTimeUtc>,
+    pub last_status_code: Option<i32>,
+    pub last_latency_ms: Option<i64>,
+    pub last_response_excerpt: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTimeUtc,
+});

@@ -17,6 +17,7 @@ pub mod route_policies;
 pub mod rules;
 pub mod stream;
 pub mod vendor_entitlements;
+pub mod webhooks;
 
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;

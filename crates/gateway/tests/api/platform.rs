@@ -555,6 +555,23 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
         "/entitlements/api/v1/vendor-entitlements-snapshot-offset",
     ),
     ("get", "/entitlements/api/v1/vendor-entitlements"),
+    ("get", "/entitlements/api/v1/webhooks"),
+    ("post", "/entitlements/api/v1/webhooks"),
+    ("get", "/entitlements/api/v1/webhooks/{webhookId}"),
+    ("patch", "/entitlements/api/v1/webhooks/{webhookId}"),
+    ("delete", "/entitlements/api/v1/webhooks/{webhookId}"),
+    (
+        "post",
+        "/entitlements/api/v1/webhooks/{webhookId}/rotate-secret",
+    ),
+    (
+        "get",
+        "/entitlements/api/v1/webhooks/{webhookId}/deliveries",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver",
+    ),
     (
         "post",
         "/v1/data/e10s/features/is_entitled_to_input_feature",

@@ -14,6 +14,7 @@ mod grants;
 mod idempotency;
 mod ofrep;
 mod seeds;
+mod webhooks;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
