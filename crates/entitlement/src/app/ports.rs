@@ -238,13 +238,7 @@ pub trait IdempotencyStore: Transactional {
 
 /// Everything the use-cases need from storage.
 pub trait Storage:
-    Revisions
-    + CatalogStore
-    + GrantStore
-    + AccountStore
-    + IdempotencyStore
-    + AuditStore
-    + WebhookStore
+    Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore + AuditStore + WebhookStore
 {
 }
 
@@ -348,16 +342,26 @@ pub trait WebhookStore: Transactional {
     async fn disable_endpoint(&self, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<()>;
 
     async fn count_endpoints(&self) -> Result<usize>;
-    async fn insert_endpoint(&self, endpoint: &webhook::Endpoint, secret: &str) -> Result<()>;
+    async fn insert_endpoint(
+        &self,
+        txn: &Self::Txn,
+        endpoint: &webhook::Endpoint,
+        secret: &str,
+    ) -> Result<()>;
     async fn endpoint(&self, id: Uuid) -> Result<Option<webhook::Endpoint>>;
     /// Oldest first.
     async fn endpoints(&self) -> Result<Vec<webhook::Endpoint>>;
     /// Replaces the endpoint's settings (not its secret); false when it does not exist.
-    async fn update_endpoint(&self, endpoint: &webhook::Endpoint) -> Result<bool>;
-    async fn set_endpoint_secret(&self, id: Uuid, secret: &str, now: DateTime<Utc>)
-    -> Result<bool>;
+    async fn update_endpoint(&self, txn: &Self::Txn, endpoint: &webhook::Endpoint) -> Result<bool>;
+    async fn set_endpoint_secret(
+        &self,
+        txn: &Self::Txn,
+        id: Uuid,
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Deletes the endpoint and its deliveries; false when it does not exist.
-    async fn delete_endpoint(&self, id: Uuid) -> Result<bool>;
+    async fn delete_endpoint(&self, txn: &Self::Txn, id: Uuid) -> Result<bool>;
     /// An endpoint's deliveries with IDs below `before`, newest first.
     async fn deliveries(
         &self,
@@ -369,6 +373,7 @@ pub trait WebhookStore: Transactional {
     /// endpoint has no such delivery.
     async fn redeliver(
         &self,
+        txn: &Self::Txn,
         endpoint: Uuid,
         delivery: Uuid,
         now: DateTime<Utc>,

@@ -21,8 +21,10 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::ports::{AttemptRecord, Clock, DueDelivery, Storage};
+use crate::domain::audit::AuditEntry;
 use crate::domain::webhook::{self, DISABLED_FAILING, Delivery, Endpoint, Event, MAX_ENDPOINTS};
 use crate::domain::{DomainError, Result};
+use serde_json::{Value, json};
 
 /// How deliveries are sent.
 #[derive(Debug, Clone)]
@@ -105,6 +107,28 @@ pub struct EndpointPatch {
     pub description: Option<String>,
 }
 
+const ACTION_CREATE: &str = "webhook.create";
+const ACTION_UPDATE: &str = "webhook.update";
+const ACTION_DELETE: &str = "webhook.delete";
+const ACTION_ROTATE_SECRET: &str = "webhook.rotate_secret";
+const ACTION_REDELIVER: &str = "webhook.redeliver";
+
+/// An endpoint as its audit entries show it (never its secret).
+fn view(e: &Endpoint) -> Value {
+    json!({
+        "url": e.url,
+        "eventTypes": e.event_types,
+        "accountIds": e.account_ids,
+        "enabled": e.enabled,
+        "description": e.description,
+        "disabledReason": e.disabled_reason,
+    })
+}
+
+fn audit(action: &'static str, id: Uuid, before: Value, after: Value) -> AuditEntry {
+    AuditEntry::new(action, "webhook", id.to_string(), None, before, after)
+}
+
 /// How often finished deliveries past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -181,7 +205,10 @@ impl<S: Storage> Webhooks<S> {
             updated_at: now,
         };
         let secret = webhook::new_secret();
-        self.store.insert_endpoint(&endpoint, &secret).await?;
+        let txn = self.store.begin().await?;
+        self.store.insert_endpoint(&txn, &endpoint, &secret).await?;
+        let entry = audit(ACTION_CREATE, endpoint.id, Value::Null, view(&endpoint));
+        self.commit_audited(txn, entry).await?;
         Ok((endpoint, secret))
     }
 
@@ -199,6 +226,7 @@ impl<S: Storage> Webhooks<S> {
 
     pub async fn update(&self, id: &str, patch: EndpointPatch) -> Result<Endpoint> {
         let mut endpoint = self.get(id).await?;
+        let before = view(&endpoint);
         if let Some(types) = &patch.event_types {
             webhook::validate_event_types(types)?;
         }
@@ -232,9 +260,12 @@ impl<S: Storage> Webhooks<S> {
             endpoint.enabled = enabled;
         }
         endpoint.updated_at = self.clock.now();
-        if !self.store.update_endpoint(&endpoint).await? {
+        let txn = self.store.begin().await?;
+        if !self.store.update_endpoint(&txn, &endpoint).await? {
             return Err(not_found(id));
         }
+        let entry = audit(ACTION_UPDATE, endpoint.id, before, view(&endpoint));
+        self.commit_audited(txn, entry).await?;
         if endpoint.enabled {
             self.wake.notify_one();
         }
@@ -242,24 +273,36 @@ impl<S: Storage> Webhooks<S> {
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {
-        let uuid = parse_id("id", id)?;
-        if !self.store.delete_endpoint(uuid).await? {
+        let endpoint = self.get(id).await?;
+        let txn = self.store.begin().await?;
+        if !self.store.delete_endpoint(&txn, endpoint.id).await? {
             return Err(not_found(id));
         }
-        Ok(())
+        let entry = audit(ACTION_DELETE, endpoint.id, view(&endpoint), Value::Null);
+        self.commit_audited(txn, entry).await
     }
 
     /// Replaces an endpoint's secret; answers the new one.
     pub async fn rotate_secret(&self, id: &str) -> Result<String> {
-        let uuid = parse_id("id", id)?;
+        let endpoint = self.get(id).await?;
         let secret = webhook::new_secret();
+        let now = self.clock.now();
+        let txn = self.store.begin().await?;
         if !self
             .store
-            .set_endpoint_secret(uuid, &secret, self.clock.now())
+            .set_endpoint_secret(&txn, endpoint.id, &secret, now)
             .await?
         {
             return Err(not_found(id));
         }
+        // The secret itself is never recorded: the entry says when it was replaced.
+        let entry = audit(
+            ACTION_ROTATE_SECRET,
+            endpoint.id,
+            json!({ "secretRotatedAt": Value::Null }),
+            json!({ "secretRotatedAt": now }),
+        );
+        self.commit_audited(txn, entry).await?;
         Ok(secret)
     }
 
@@ -294,13 +337,29 @@ impl<S: Storage> Webhooks<S> {
     pub async fn redeliver(&self, endpoint: &str, delivery: &str) -> Result<Delivery> {
         let endpoint_id = parse_id("endpointId", endpoint)?;
         let delivery_id = parse_id("deliveryId", delivery)?;
+        let txn = self.store.begin().await?;
         let found = self
             .store
-            .redeliver(endpoint_id, delivery_id, self.clock.now())
+            .redeliver(&txn, endpoint_id, delivery_id, self.clock.now())
             .await?
             .ok_or_else(|| DomainError::not_found("webhook delivery", delivery))?;
+        let entry = audit(
+            ACTION_REDELIVER,
+            endpoint_id,
+            Value::Null,
+            json!({ "deliveryId": delivery_id, "eventId": found.event_id }),
+        );
+        self.commit_audited(txn, entry).await?;
         self.wake.notify_one();
         Ok(found)
+    }
+
+    /// Commits a management write with its audit entry, in its transaction.
+    async fn commit_audited(&self, txn: S::Txn, entry: AuditEntry) -> Result<()> {
+        self.store
+            .record_audit(&txn, &[entry], self.clock.now())
+            .await?;
+        self.store.commit_plain(txn).await
     }
 
     /// Runs the delivery loop until `shutdown`.

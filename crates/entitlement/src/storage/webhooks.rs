@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -409,7 +409,12 @@ impl WebhookStore for Store {
         Ok(count as usize)
     }
 
-    async fn insert_endpoint(&self, e: &Endpoint, secret: &str) -> Result<()> {
+    async fn insert_endpoint(
+        &self,
+        txn: &DatabaseTransaction,
+        e: &Endpoint,
+        secret: &str,
+    ) -> Result<()> {
         webhook_endpoint::Entity::insert(webhook_endpoint::ActiveModel {
             id: Set(e.id),
             url: Set(e.url.clone()),
@@ -423,7 +428,7 @@ impl WebhookStore for Store {
             created_at: Set(e.created_at),
             updated_at: Set(e.updated_at),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(txn)
         .await
         .map_err(db_err("create a webhook endpoint"))?;
         Ok(())
@@ -449,7 +454,7 @@ impl WebhookStore for Store {
             .collect()
     }
 
-    async fn update_endpoint(&self, e: &Endpoint) -> Result<bool> {
+    async fn update_endpoint(&self, txn: &DatabaseTransaction, e: &Endpoint) -> Result<bool> {
         let result = webhook_endpoint::Entity::update_many()
             .col_expr(webhook_endpoint::Column::Url, Expr::value(e.url.clone()))
             .col_expr(
@@ -478,7 +483,7 @@ impl WebhookStore for Store {
                 Expr::value(e.updated_at),
             )
             .filter(webhook_endpoint::Column::Id.eq(e.id))
-            .exec(&self.db)
+            .exec(txn)
             .await
             .map_err(db_err("update a webhook endpoint"))?;
         Ok(result.rows_affected > 0)
@@ -486,6 +491,7 @@ impl WebhookStore for Store {
 
     async fn set_endpoint_secret(
         &self,
+        txn: &DatabaseTransaction,
         id: Uuid,
         secret: &str,
         now: DateTime<Utc>,
@@ -497,24 +503,22 @@ impl WebhookStore for Store {
             )
             .col_expr(webhook_endpoint::Column::UpdatedAt, Expr::value(now))
             .filter(webhook_endpoint::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(txn)
             .await
             .map_err(db_err("rotate a webhook secret"))?;
         Ok(result.rows_affected > 0)
     }
 
-    async fn delete_endpoint(&self, id: Uuid) -> Result<bool> {
-        let txn = self.begin().await?;
+    async fn delete_endpoint(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<bool> {
         webhook_delivery::Entity::delete_many()
             .filter(webhook_delivery::Column::EndpointId.eq(id))
-            .exec(&txn)
+            .exec(txn)
             .await
             .map_err(db_err("delete webhook deliveries"))?;
         let result = webhook_endpoint::Entity::delete_by_id(id)
-            .exec(&txn)
+            .exec(txn)
             .await
             .map_err(db_err("delete a webhook endpoint"))?;
-        txn.commit().await.map_err(db_err("commit"))?;
         Ok(result.rows_affected > 0)
     }
 
@@ -542,14 +546,14 @@ impl WebhookStore for Store {
 
     async fn redeliver(
         &self,
+        txn: &DatabaseTransaction,
         endpoint_id: Uuid,
         delivery_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<Delivery>> {
-        let txn = self.db.begin().await.map_err(db_err("begin transaction"))?;
         let Some(row) = webhook_delivery::Entity::find_by_id(delivery_id)
             .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id))
-            .one(&txn)
+            .one(txn)
             .await
             .map_err(db_err("read a webhook delivery"))?
         else {
@@ -560,10 +564,9 @@ impl WebhookStore for Store {
         active.attempts = Set(0);
         active.next_attempt_at = Set(Some(now));
         let row = active
-            .update(&txn)
+            .update(txn)
             .await
             .map_err(db_err("schedule a webhook redelivery"))?;
-        txn.commit().await.map_err(db_err("commit"))?;
         delivery(row).map(Some)
     }
 }

@@ -302,6 +302,15 @@ async fn every_write_route_of_the_document_records_its_audit_entries() {
         }
     };
 
+    // A webhook endpoint first, so the writes below queue deliveries to it (a public address
+    // nothing answers on here: the attempts fail, the log holds them).
+    const WEBHOOKS: &str = "/entitlements/api/v1/webhooks";
+    let hook = run(step("post", WEBHOOKS, WEBHOOKS)
+        .body(json!({"url": "https://93.184.216.34/hook"}))
+        .records(&["webhook.create"]))
+    .await;
+    let hook = hook["id"].as_str().unwrap().to_owned();
+
     // Accounts, memberships, settings, the hierarchy, migrations.
     const ACCOUNT: &str = "/tenants/resources/tenants/v1/{tenantId}";
     run(step(
@@ -605,6 +614,47 @@ async fn every_write_route_of_the_document_records_its_audit_entries() {
         format!("{FEATURES_V1}/{}", id(&seats)),
     )
     .records(&["feature.delete"]))
+    .await;
+
+    // The webhook's management writes.
+    let mut delivery = None;
+    for _ in 0..100 {
+        let page = s.get(&format!("{WEBHOOKS}/{hook}/deliveries")).await;
+        delivery = page.body["items"][0]["id"].as_str().map(str::to_owned);
+        if delivery.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let delivery = delivery.expect("a delivery queued for the webhook");
+    run(step(
+        "post",
+        "/entitlements/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver",
+        format!("{WEBHOOKS}/{hook}/deliveries/{delivery}/redeliver"),
+    )
+    .records(&["webhook.redeliver"]))
+    .await;
+    run(step(
+        "post",
+        "/entitlements/api/v1/webhooks/{webhookId}/rotate-secret",
+        format!("{WEBHOOKS}/{hook}/rotate-secret"),
+    )
+    .records(&["webhook.rotate_secret"]))
+    .await;
+    run(step(
+        "patch",
+        "/entitlements/api/v1/webhooks/{webhookId}",
+        format!("{WEBHOOKS}/{hook}"),
+    )
+    .body(json!({"enabled": false}))
+    .records(&["webhook.update"]))
+    .await;
+    run(step(
+        "delete",
+        "/entitlements/api/v1/webhooks/{webhookId}",
+        format!("{WEBHOOKS}/{hook}"),
+    )
+    .records(&["webhook.delete"]))
     .await;
 
     // Every documented write is walked or named as no write, and nothing else.
