@@ -295,12 +295,13 @@ impl<S: Storage> Webhooks<S> {
         {
             return Err(not_found(id));
         }
-        // The secret itself is never recorded: the entry says when it was replaced.
+        // The secret itself is never recorded: the entry says when it was replaced (a field name
+        // without "secret", which the redaction rule would hide).
         let entry = audit(
             ACTION_ROTATE_SECRET,
             endpoint.id,
-            json!({ "secretRotatedAt": Value::Null }),
-            json!({ "secretRotatedAt": now }),
+            json!({ "rotatedAt": Value::Null }),
+            json!({ "rotatedAt": now }),
         );
         self.commit_audited(txn, entry).await?;
         Ok(secret)

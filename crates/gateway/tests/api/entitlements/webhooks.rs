@@ -87,12 +87,20 @@ async fn webhook_endpoints_are_managed_with_an_environment_token_and_validated()
         .post(&format!("{HOOKS}/{id}/rotate-secret"), &json!({}))
         .await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let secret = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    // The audit entry says when the secret was replaced, and never the secret.
+    let entries = s
+        .get("/audit/api/v1/events?action=webhook.rotate_secret")
+        .await;
+    assert_eq!(entries.status, 200, "{:?}", entries.body);
+    let entry = &entries.body["items"][0];
+    let rotated_at = entry["after"]["rotatedAt"].as_str().unwrap_or_default();
     assert!(
-        rotated.body["secret"]
-            .as_str()
-            .unwrap()
-            .starts_with("whsec_")
+        chrono::DateTime::parse_from_rfc3339(rotated_at).is_ok(),
+        "the rotation time, not redacted: {entry}"
     );
+    assert!(!entries.body.to_string().contains(&secret), "{entry}");
 
     let page = s.get(&format!("{HOOKS}/{id}/deliveries?limit=100")).await;
     assert_eq!(page.status, 200, "{:?}", page.body);
