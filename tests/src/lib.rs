@@ -19,6 +19,7 @@ use tenantry_common::testing::{self, TestPostgres};
 pub mod frontegg;
 pub mod openfeature;
 pub mod standardwebhooks;
+pub mod tools;
 
 /// PostgreSQL schema of the tenant service (the configuration default).
 pub const TENANT_SCHEMA: &str = "tenant";

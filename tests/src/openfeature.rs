@@ -13,7 +13,6 @@ use std::{
 };
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// `tests/openfeature/`.
 pub fn dir() -> PathBuf {
@@ -29,79 +28,11 @@ pub fn tools() -> PathBuf {
 }
 
 fn install() -> PathBuf {
-    let mut digest = Sha256::new();
-    for file in FILES {
-        digest.update(std::fs::read(dir().join(file)).expect("read tests/openfeature"));
-    }
-    let hash: String = digest.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let root = std::env::var_os("TENANTRY_TOOLS_DIR").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME or TENANTRY_TOOLS_DIR");
-            Path::new(&home).join(".cache").join("tenantry-tools")
-        },
-        PathBuf::from,
-    );
-    let target = root.join(format!("openfeature-{hash}"));
-    if target.join("complete").is_file() {
-        return target;
-    }
-    // Installed beside the target, then renamed into place: another test process may be
-    // installing at the same time, and a half-written directory must never look complete.
-    let staging = root.join(format!(
-        "openfeature-staging-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&staging).expect("create the staging directory");
-    for file in FILES {
-        std::fs::copy(dir().join(file), staging.join(file)).expect("copy the manifests");
-    }
-    run(
-        Command::new("npm")
-            .args([
-                "ci",
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                "--silent",
-            ])
-            .current_dir(&staging),
-        "npm ci (Node.js and npm are needed)",
-    );
-    run(
-        Command::new("python3")
-            .args(["-m", "venv", "venv"])
-            .current_dir(&staging),
-        "python3 -m venv",
-    );
-    run(
-        Command::new(staging.join("venv/bin/pip"))
-            .args(["install", "--quiet", "--no-deps", "-r", "requirements.txt"])
-            .current_dir(&staging),
-        "pip install -r requirements.txt",
-    );
-    std::fs::write(staging.join("complete"), b"").expect("mark the install complete");
-    if std::fs::rename(&staging, &target).is_err() {
-        // Another process got there first; its copy is complete (renamed whole).
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    assert!(
-        target.join("complete").is_file(),
-        "no OpenFeature tools in {}",
-        target.display()
-    );
-    target
-}
-
-fn run(command: &mut Command, what: &str) {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed (network needed once, then cached):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::tools::install_once("openfeature", &dir(), &FILES, "complete", |staging| {
+        crate::tools::npm_ci(staging);
+        crate::tools::python_venv(staging);
+        crate::tools::mark_complete(staging);
+    })
 }
 
 /// An SDK to evaluate with.

@@ -12,7 +12,6 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// `tests/standardwebhooks/`.
 pub fn dir() -> PathBuf {
@@ -26,61 +25,16 @@ fn tools() -> PathBuf {
 }
 
 fn install() -> PathBuf {
-    let requirements = std::fs::read(dir().join("requirements.txt")).expect("read requirements");
-    let hash: String = Sha256::digest(&requirements)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let root = std::env::var_os("TENANTRY_TOOLS_DIR").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME or TENANTRY_TOOLS_DIR");
-            Path::new(&home).join(".cache").join("tenantry-tools")
+    crate::tools::install_once(
+        "standardwebhooks",
+        &dir(),
+        &["requirements.txt"],
+        "complete",
+        |staging| {
+            crate::tools::python_venv(staging);
+            crate::tools::mark_complete(staging);
         },
-        PathBuf::from,
-    );
-    let target = root.join(format!("standardwebhooks-{hash}"));
-    if target.join("complete").is_file() {
-        return target;
-    }
-    // Installed beside the target, then renamed into place, so a half-written directory
-    // never looks complete to another test process.
-    let staging = root.join(format!(
-        "standardwebhooks-staging-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&staging).expect("create the staging directory");
-    std::fs::write(staging.join("requirements.txt"), &requirements).expect("copy requirements");
-    run(
-        Command::new("python3")
-            .args(["-m", "venv", "venv"])
-            .current_dir(&staging),
-        "python3 -m venv",
-    );
-    run(
-        Command::new(staging.join("venv/bin/pip"))
-            .args(["install", "--quiet", "--no-deps", "-r", "requirements.txt"])
-            .current_dir(&staging),
-        "pip install standardwebhooks",
-    );
-    std::fs::write(staging.join("complete"), b"").expect("mark the install complete");
-    if std::fs::rename(&staging, &target).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    assert!(
-        target.join("complete").is_file(),
-        "no standardwebhooks in {}",
-        target.display()
-    );
-    target
-}
-
-fn run(command: &mut Command, what: &str) {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed (network needed once, then cached):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
 }
 
 /// A received request: its headers (lowercase names) and body.
