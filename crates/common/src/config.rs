@@ -236,7 +236,17 @@ pub struct Config {
     pub webhook_poll_ms: u64,
     /// Finished webhook deliveries stay in the delivery log this long.
     pub webhook_delivery_retention_secs: u64,
+    /// How long before a grant's expiry `tenantry.grant.expiring.v1` fires, once per lead time
+    /// (`s`, `m`, `h`, `d` units, whole seconds, 1s to 366d, at most 10, distinct). A list in
+    /// TOML, comma-separated in the environment; empty: no expiring events.
+    #[serde(deserialize_with = "string_or_list")]
+    pub webhook_expiring_lead_times: Vec<String>,
 }
+
+/// Most `webhook_expiring_lead_times`.
+pub const MAX_EXPIRING_LEAD_TIMES: usize = 10;
+/// Longest `webhook_expiring_lead_times` entry (366 days).
+pub const MAX_EXPIRING_LEAD_SECS: u64 = 366 * 24 * 3_600;
 
 /// Parses a duration such as `500ms`, `5s`, `5m`, `2h`, `1d`.
 pub fn parse_duration(value: &str) -> Option<Duration> {
@@ -332,6 +342,7 @@ impl Default for Config {
             webhook_disable_after_secs: 5 * 24 * 3_600,
             webhook_poll_ms: 1_000,
             webhook_delivery_retention_secs: 30 * 24 * 3_600,
+            webhook_expiring_lead_times: ["7d", "1d"].map(str::to_owned).to_vec(),
         }
     }
 }
@@ -660,6 +671,33 @@ impl Config {
                 ));
             }
         }
+        if self.webhook_expiring_lead_times.len() > MAX_EXPIRING_LEAD_TIMES {
+            return Err(invalid(
+                "webhook_expiring_lead_times",
+                format!("at most {MAX_EXPIRING_LEAD_TIMES} lead times"),
+            ));
+        }
+        let mut leads = Vec::new();
+        for lead in &self.webhook_expiring_lead_times {
+            let parsed = parse_duration(lead).filter(|d| {
+                d.subsec_nanos() == 0 && (1..=MAX_EXPIRING_LEAD_SECS).contains(&d.as_secs())
+            });
+            let Some(parsed) = parsed else {
+                return Err(invalid(
+                    "webhook_expiring_lead_times",
+                    format!(
+                        "{lead:?} is not a whole number of seconds from 1s to 366d such as 30s, 2h, 7d"
+                    ),
+                ));
+            };
+            if leads.contains(&parsed) {
+                return Err(invalid(
+                    "webhook_expiring_lead_times",
+                    format!("{lead:?} is listed twice"),
+                ));
+            }
+            leads.push(parsed);
+        }
         // A bound this small would prune events before followers could read them.
         if (1..1_000).contains(&self.feed_retention_events) {
             return Err(invalid(
@@ -866,6 +904,14 @@ impl Config {
     /// The age past which change-feed events are pruned, when bounded.
     pub fn feed_retention_age(&self) -> Option<Duration> {
         (self.feed_retention_secs > 0).then(|| Duration::from_secs(self.feed_retention_secs))
+    }
+
+    /// `webhook_expiring_lead_times`, parsed (validated at start).
+    pub fn webhook_expiring_lead_times(&self) -> Vec<Duration> {
+        self.webhook_expiring_lead_times
+            .iter()
+            .filter_map(|s| parse_duration(s))
+            .collect()
     }
 
     /// `webhook_retry_schedule`, parsed (validated at start).
@@ -1127,6 +1173,38 @@ mod tests {
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:2000");
         assert_eq!(c.log_level, "warn");
         assert_eq!(c.max_hierarchy_depth, 4);
+    }
+
+    #[test]
+    fn expiring_lead_times_are_bounded_distinct_whole_seconds() {
+        let load = |value: &str| {
+            Config::load_from(
+                &ConfigArgs::default(),
+                env(&[("TENANTRY_WEBHOOK_EXPIRING_LEAD_TIMES", value)]),
+            )
+        };
+        let c = Config::load_from(&ConfigArgs::default(), env(&[])).unwrap();
+        assert_eq!(
+            c.webhook_expiring_lead_times(),
+            [Duration::from_secs(7 * 86_400), Duration::from_secs(86_400)]
+        );
+        let c = load("2s, 30m").unwrap();
+        assert_eq!(
+            c.webhook_expiring_lead_times(),
+            [Duration::from_secs(2), Duration::from_secs(1_800)]
+        );
+        assert!(load("").unwrap().webhook_expiring_lead_times().is_empty());
+        for bad in [
+            "0s",
+            "1500ms",
+            "367d",
+            "soon",
+            "1d,24h",
+            "1s,2s,3s,4s,5s,6s,7s,8s,9s,10s,11s",
+        ] {
+            let err = load(bad).unwrap_err().to_string();
+            assert!(err.contains("webhook_expiring_lead_times"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -154,6 +154,14 @@ pub async fn serve_with_clock(
         local.clone(),
     ));
     let deliveries = tokio::spawn(webhooks.clone().run(local.clone()));
+    let transitions = tokio::spawn(app::transitions::run(
+        engine.clone(),
+        app::transitions::TransitionSettings {
+            lead_times: config.webhook_expiring_lead_times(),
+            poll: Duration::from_millis(config.webhook_poll_ms),
+        },
+        local.clone(),
+    ));
     let prune = tokio::spawn(retention::prune_idempotency_keys(
         engine.clone(),
         config.idempotency_retention(),
@@ -180,7 +188,7 @@ pub async fn serve_with_clock(
     )
     .await;
     local.cancel();
-    let _ = tokio::join!(feed, log, prune, deliveries);
+    let _ = tokio::join!(feed, log, prune, deliveries, transitions);
     if let Some(prune_audit) = prune_audit {
         let _ = prune_audit.await;
     }

@@ -18,6 +18,7 @@ pub mod stream;
 pub mod tenant_sync;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod transitions;
 pub mod vendor;
 pub mod webhooks;
 

@@ -14,6 +14,7 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
+use crate::domain::transition::{Transition, TransitionKind};
 use crate::domain::webhook;
 use crate::domain::{Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route};
 
@@ -238,7 +239,14 @@ pub trait IdempotencyStore: Transactional {
 
 /// Everything the use-cases need from storage.
 pub trait Storage:
-    Revisions + CatalogStore + GrantStore + AccountStore + IdempotencyStore + AuditStore + WebhookStore
+    Revisions
+    + CatalogStore
+    + GrantStore
+    + AccountStore
+    + IdempotencyStore
+    + AuditStore
+    + WebhookStore
+    + TransitionStore
 {
 }
 
@@ -250,7 +258,46 @@ impl<S> Storage for S where
         + IdempotencyStore
         + AuditStore
         + WebhookStore
+        + TransitionStore
 {
+}
+
+/// The time-transition scheduler's state: its cursor and the transitions it has decided.
+#[async_trait]
+pub trait TransitionStore: Transactional {
+    /// Takes the scheduler's cursor for `txn`: `None` when another replica holds it
+    /// (PostgreSQL skips a locked row; SQLite's write transaction already excludes every other
+    /// writer), else how far scans have reached (`Some(None)` before the first round).
+    async fn lock_transition_cursor(
+        &self,
+        txn: &Self::Txn,
+    ) -> Result<Option<Option<DateTime<Utc>>>>;
+    async fn set_transition_cursor(&self, txn: &Self::Txn, until: DateTime<Utc>) -> Result<()>;
+    /// Grants whose `kind` transition (at `lead_secs` for `Expiring`) hangs on an anchor (start
+    /// or expiry) in `(from, to]` and has no recorded decision, earliest anchor first, at most
+    /// `limit`.
+    async fn grants_due(
+        &self,
+        txn: &Self::Txn,
+        kind: TransitionKind,
+        lead_secs: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Grant>>;
+    /// Records the decision on `transition`; false when one was already recorded (then
+    /// nothing changed).
+    async fn record_transition(
+        &self,
+        txn: &Self::Txn,
+        transition: &Transition,
+        sent: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Deletes decisions on anchors before `before` (no scan reaches back to them).
+    async fn prune_transitions(&self, txn: &Self::Txn, before: DateTime<Utc>) -> Result<u64>;
+    /// The last committed revision, as `txn` sees it.
+    async fn revision_in(&self, txn: &Self::Txn) -> Result<u64>;
 }
 
 /// The audit log: a write records its entries in its own transaction; reads page and export.

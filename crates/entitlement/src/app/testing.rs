@@ -63,7 +63,7 @@ pub(crate) struct TestEngine {
     pub clock: ManualClock,
     pub directory: Arc<Directory>,
     feed_sequence: AtomicU64,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 /// Where every test's clock starts.
@@ -77,19 +77,26 @@ pub(crate) async fn engine() -> TestEngine {
         "sqlite://{}?mode=rwc",
         dir.path().join("entitlement.db").display()
     );
+    let mut engine = engine_on(&url, ManualClock::new(t0())).await;
+    engine._dir = Some(dir);
+    engine
+}
+
+/// An engine over the (migrated here) database at `url`, with `clock`: several over one
+/// database are replicas.
+pub(crate) async fn engine_on(url: &str, clock: ManualClock) -> TestEngine {
     let conn = db::connect(&DbSettings {
-        url,
+        url: url.to_owned(),
         schema: "entitlement".into(),
         max_connections: 2,
         acquire_timeout: Duration::from_secs(10),
         application_name: "entitlement-app-test".into(),
     })
     .await
-    .expect("connect to SQLite");
+    .expect("connect to the database");
     db::migrate::<crate::migration::Migrator>(&conn)
         .await
         .expect("migrate");
-    let clock = ManualClock::new(t0());
     let directory = Arc::new(Directory::default());
     let engine = Engine::start(
         Store::new(conn, "entitlement"),
@@ -104,7 +111,7 @@ pub(crate) async fn engine() -> TestEngine {
         clock,
         directory,
         feed_sequence: AtomicU64::new(0),
-        _dir: dir,
+        _dir: None,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod error;
+pub mod transition;
 pub mod validate;
 pub mod webhook;
 

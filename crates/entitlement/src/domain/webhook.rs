@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::transition::{Transition, TransitionKind};
 use super::{DomainError, Grant, IndexChange, Result};
 
 /// The CloudEvents `source` of every event.
@@ -35,6 +36,9 @@ pub mod types {
     pub const GRANT_UPDATED: &str = "tenantry.grant.updated.v1";
     pub const GRANT_REVOKED: &str = "tenantry.grant.revoked.v1";
     pub const GRANT_DELETED: &str = "tenantry.grant.deleted.v1";
+    pub const GRANT_STARTED: &str = "tenantry.grant.started.v1";
+    pub const GRANT_EXPIRING: &str = "tenantry.grant.expiring.v1";
+    pub const GRANT_EXPIRED: &str = "tenantry.grant.expired.v1";
 
     pub const ALL: &[&str] = &[
         ACCOUNT_CREATED,
@@ -52,6 +56,9 @@ pub mod types {
         GRANT_UPDATED,
         GRANT_REVOKED,
         GRANT_DELETED,
+        GRANT_STARTED,
+        GRANT_EXPIRING,
+        GRANT_EXPIRED,
     ];
 }
 
@@ -256,6 +263,53 @@ pub fn account_event(sequence: u64, notice: &AccountNotice, now: DateTime<Utc>) 
         Some(notice.tenant_id.clone()),
         notice.occurred_at.unwrap_or(now),
         Origin::FeedSequence(sequence),
+        data,
+    )
+}
+
+/// The event of a grant's due time transition. Its ID derives from the transition's key, so
+/// it is the same whichever replica sends it; its time is when the transition was due, and
+/// `tenantryrevision` the revision the grant was read at.
+pub fn transition_event(
+    transition: &Transition,
+    grant: &Grant,
+    plan_key: Option<&str>,
+    feature_keys: &[String],
+    revision: u64,
+) -> Event {
+    let event_type = match transition.kind {
+        TransitionKind::Started => types::GRANT_STARTED,
+        TransitionKind::Expiring => types::GRANT_EXPIRING,
+        TransitionKind::Expired => types::GRANT_EXPIRED,
+    };
+    let key = format!(
+        "{}.{}.{}.{}",
+        transition.grant_id,
+        transition.kind.as_str(),
+        transition.lead_secs,
+        transition.anchor.timestamp_micros()
+    );
+    let digest = <Sha256 as sha2::Digest>::digest(key.as_bytes());
+    let id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let due = transition.due();
+    let mut data = json!({
+        "grant": grant,
+        "tenantId": grant.tenant_id,
+        "userId": grant.user_id,
+        "planId": grant.plan_id,
+        "planKey": plan_key,
+        "featureKeys": feature_keys,
+        "dueAt": due.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
+    if transition.kind == TransitionKind::Expiring {
+        data["leadSeconds"] = json!(transition.lead_secs);
+    }
+    event(
+        format!("evt_t{id}"),
+        event_type,
+        Some(grant.tenant_id.clone()),
+        due,
+        Origin::Revision(revision),
         data,
     )
 }

@@ -10,6 +10,7 @@ mod m20261204_000004_idempotency_scope;
 mod m20261204_000005_frontegg_keys;
 mod m20261204_000090_audit_log;
 mod m20261204_000091_webhooks;
+mod m20261204_000092_grant_transitions;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000005_frontegg_keys::Migration),
             Box::new(m20261204_000090_audit_log::Migration),
             Box::new(m20261204_000091_webhooks::Migration),
+            Box::new(m20261204_000092_grant_transitions::Migration),
         ]
     }
 

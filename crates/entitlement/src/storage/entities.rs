@@ -159,3 +159,22 @@ entity!(webhook_delivery, "ent_webhook_delivery", {
     pub last_error: Option<String>,
     pub created_at: DateTimeUtc,
 });
+
+entity!(grant_transition, "ent_grant_transition", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub grant_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub kind: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub lead_secs: i64,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub anchor_at: DateTimeUtc,
+    pub sent: bool,
+    pub recorded_at: DateTimeUtc,
+});
+
+entity!(transition_cursor, "ent_transition_cursor", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    pub scanned_until: Option<DateTimeUtc>,
+});

@@ -17,6 +17,7 @@ mod grants;
 mod idempotency;
 mod index_load;
 mod revisions;
+mod transitions;
 mod webhooks;
 
 use async_trait::async_trait;
