@@ -632,3 +632,147 @@ async fn a_killed_service_redelivers_after_restart_and_private_addresses_are_ref
         "nothing reached the loopback receiver"
     );
 }
+
+/// Time transitions with real time on two entitlement replicas sharing one PostgreSQL: a
+/// scheduled grant's start, its expiring notice (a 2-second lead time) and its expiry each
+/// arrive exactly once, signed; a revoked grant sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_transitions_arrive_once_from_two_replicas() {
+    let stack = Stack::start_configured(testing::postgres(), StackOptions::default(), |p| {
+        webhook_env(p);
+        if p.name() == "entitlement-service" {
+            p.set_env("TENANTRY_WEBHOOK_EXPIRING_LEAD_TIMES", "2s");
+        }
+    })
+    .await;
+    let (mut replica, _) = stack.entitlement_replica("entitlement-replica");
+    replica.start();
+    let env = &stack.env_token().await;
+    let receiver = Receiver::start().await;
+    let types = [
+        "tenantry.grant.started.v1",
+        "tenantry.grant.expiring.v1",
+        "tenantry.grant.expired.v1",
+    ];
+    let created = expect(
+        &stack,
+        StatusCode::CREATED,
+        Method::POST,
+        HOOKS,
+        Some(env),
+        Some(json!({
+            "url": format!("http://127.0.0.1:{}/hook", receiver.port),
+            "eventTypes": types,
+        })),
+    )
+    .await;
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    create_account(&stack, env, "acme", "Acme").await;
+    create_feature(&stack, env, "reports", "bool", &[]).await;
+    create_plan(
+        &stack,
+        env,
+        json!({"name": "Pro", "key": "pro", "featureKeys": ["reports"]}),
+    )
+    .await;
+    eventually(DEADLINE, "the replica serving", || async {
+        if replica.logs().contains("entitlement service listening") {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await;
+
+    let now = chrono::Utc::now();
+    let ms = |n: i64| {
+        (now + chrono::Duration::milliseconds(n))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    // Starts in 2 s, its notice in 4 s (2 s before its expiry), expires in 6 s.
+    let trial = create_grant(
+        &stack,
+        env,
+        json!({"planKey": "pro", "tenantId": "acme", "startsAt": ms(2_000), "expirationDate": ms(6_000)}),
+    )
+    .await;
+    let revoked = create_grant(
+        &stack,
+        env,
+        json!({"planKey": "pro", "tenantId": "acme", "startsAt": ms(2_000), "expirationDate": ms(5_000)}),
+    )
+    .await;
+    expect(
+        &stack,
+        StatusCode::OK,
+        Method::POST,
+        &format!("/entitlements/resources/entitlements/v2/{revoked}/revoke"),
+        Some(env),
+        Some(json!({})),
+    )
+    .await;
+
+    eventually(Duration::from_secs(20), "the three transitions", || async {
+        let got = receiver.types();
+        if types.iter().all(|t| got.contains(*t)) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    // Time for a duplicate to show up: both replicas poll every 100 ms.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let received = receiver.received();
+    let mut arrived: Vec<(String, String)> = received
+        .iter()
+        .map(|m| {
+            let event: Value = serde_json::from_str(&m.body).expect("a JSON body");
+            (
+                event["type"].as_str().unwrap_or_default().to_owned(),
+                event["data"]["grant"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    arrived.sort();
+    let mut expected: Vec<(String, String)> = types
+        .iter()
+        .map(|t| ((*t).to_owned(), trial.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        arrived, expected,
+        "each transition once, none of the revoked grant"
+    );
+    for result in verify(&secret, &received).await {
+        assert_eq!(result, "ok");
+    }
+    let events = receiver.events();
+    let expiring = events
+        .values()
+        .find(|e| e["type"] == "tenantry.grant.expiring.v1")
+        .expect("expiring");
+    assert_eq!(expiring["data"]["leadSeconds"], 2, "{expiring}");
+    assert_eq!(expiring["data"]["planKey"], "pro", "{expiring}");
+    assert_eq!(expiring["subject"], "acme", "{expiring}");
+    assert!(expiring["tenantryrevision"].is_u64(), "{expiring}");
+    replica.kill();
+}
+
+async fn create_grant(stack: &Stack, env: &str, body: Value) -> String {
+    expect(
+        stack,
+        StatusCode::CREATED,
+        Method::POST,
+        "/entitlements/resources/entitlements/v2",
+        Some(env),
+        Some(body),
+    )
+    .await["id"]
+        .as_str()
+        .expect("grant id")
+        .to_owned()
+}
