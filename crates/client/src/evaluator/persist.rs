@@ -185,13 +185,44 @@ pub fn save(
     result
 }
 
+/// Records decoded ahead of the caller: enough to keep both threads busy, few enough that a
+/// large snapshot is never held twice.
+const DECODED_AHEAD: usize = 4;
+
 /// Reads a snapshot file written by [`save`], handing each stream event to `apply` as it is
 /// decoded (so a large snapshot is never held twice), and returns when the writer last heard
 /// from the service. The caller applies the events to a scratch follower and keeps it only when
 /// this returns `Ok`: a corrupt tail is found only at the end.
+///
+/// Reading, checksumming and decoding run on a thread of their own while the calling thread
+/// applies, so a cold start from a large file takes about the longer of the two, not their sum.
 pub fn load(path: &Path, mut apply: impl FnMut(StreamEvent)) -> Result<SystemTime, PersistError> {
     let file = File::open(path).map_err(io(path))?;
     let total = file.metadata().map_err(io(path))?.len();
+    let (events, decoded) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
+    std::thread::scope(|scope| {
+        let decoder = std::thread::Builder::new()
+            .name("snapshot-decode".into())
+            .spawn_scoped(scope, move || decode(path, file, total, &events))
+            .map_err(io(path))?;
+        // Ends when the decoder stops sending: at the end of the file or at its first error.
+        for event in decoded {
+            apply(event);
+        }
+        decoder
+            .join()
+            .map_err(|_| format_error(path, "the decoding thread panicked"))?
+    })
+}
+
+/// The decoding half of [`load`]: sends each event in file order and checks the framing and the
+/// checksum; stops early (dropping the sender) when the receiver is gone.
+fn decode(
+    path: &Path,
+    file: File,
+    total: u64,
+    events: &std::sync::mpsc::SyncSender<StreamEvent>,
+) -> Result<SystemTime, PersistError> {
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut crc = crc32fast::Hasher::new();
     let mut header = [0u8; 20];
@@ -246,7 +277,9 @@ pub fn load(path: &Path, mut apply: impl FnMut(StreamEvent)) -> Result<SystemTim
         }
         first = false;
         ended = matches!(event, StreamEvent::SnapshotEnd { .. });
-        apply(event);
+        if events.send(event).is_err() {
+            return Err(format_error(path, "the reader stopped"));
+        }
     }
     let mut stored = [0u8; 4];
     input
