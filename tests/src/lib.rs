@@ -16,6 +16,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tenantry_common::testing::{self, TestPostgres};
 
+pub mod console;
 pub mod frontegg;
 pub mod openfeature;
 pub mod standardwebhooks;

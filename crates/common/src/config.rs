@@ -241,6 +241,16 @@ pub struct Config {
     /// TOML, comma-separated in the environment; empty: no expiring events.
     #[serde(deserialize_with = "string_or_list")]
     pub webhook_expiring_lead_times: Vec<String>,
+    /// The gateway serves the web console at `/console` (off: 404 there).
+    pub console_enabled: bool,
+    /// How long a console sign-in lasts (a user token's own expiry ends it sooner).
+    pub console_session_ttl_secs: u64,
+    /// Key sealing console session cookies (at least 32 characters), the same on every
+    /// gateway replica; generated at start when unset (sessions then end with the process).
+    pub console_session_key: Option<Secret>,
+    /// Console cookies carry `Secure` (set when TLS ends in front of the gateway; a request
+    /// arriving with `X-Forwarded-Proto: https` gets it anyway).
+    pub console_cookie_secure: bool,
 }
 
 /// Most `webhook_expiring_lead_times`.
@@ -343,6 +353,10 @@ impl Default for Config {
             webhook_poll_ms: 1_000,
             webhook_delivery_retention_secs: 30 * 24 * 3_600,
             webhook_expiring_lead_times: ["7d", "1d"].map(str::to_owned).to_vec(),
+            console_enabled: true,
+            console_session_ttl_secs: 8 * 3_600,
+            console_session_key: None,
+            console_cookie_secure: false,
         }
     }
 }
@@ -831,6 +845,21 @@ impl Config {
                     format!("`{origin}` is not `*` or an origin like https://app.example.com"),
                 ));
             }
+        }
+        if matches!(&self.console_session_key, Some(k) if k.expose().len() < 32) {
+            return Err(invalid(
+                "console_session_key",
+                "must be at least 32 characters",
+            ));
+        }
+        if !(60..=MAX_ENV_TOKEN_TTL_SECS).contains(&self.console_session_ttl_secs) {
+            return Err(invalid(
+                "console_session_ttl_secs",
+                format!(
+                    "must be 60 to {MAX_ENV_TOKEN_TTL_SECS} (got {})",
+                    self.console_session_ttl_secs
+                ),
+            ));
         }
         if !(1..=1_000).contains(&self.check_coalesce_max) {
             return Err(invalid(
@@ -1380,6 +1409,34 @@ mod tests {
         refused(
             &[("TENANTRY_USER_JWT_JWKS_URL", "ftp://idp/jwks")],
             "user_jwt_jwks_url",
+        );
+    }
+
+    #[test]
+    fn console_keys_default_on_and_are_validated() {
+        let c = Config::load_from(&ConfigArgs::default(), env(&[])).unwrap();
+        assert!(c.console_enabled);
+        assert_eq!(c.console_session_ttl_secs, 8 * 3_600);
+        assert!(c.console_session_key.is_none() && !c.console_cookie_secure);
+        let c = Config::load_from(
+            &ConfigArgs::default(),
+            env(&[
+                ("TENANTRY_CONSOLE_ENABLED", "false"),
+                ("TENANTRY_CONSOLE_COOKIE_SECURE", "true"),
+                ("TENANTRY_CONSOLE_SESSION_TTL_SECS", "900"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.console_enabled && c.console_cookie_secure);
+        assert_eq!(c.console_session_ttl_secs, 900);
+        let err = refused_naming(
+            &[("TENANTRY_CONSOLE_SESSION_KEY", "short-hunter2")],
+            "console_session_key",
+        );
+        assert!(!err.contains("hunter2"), "secret leaked: {err}");
+        refused_naming(
+            &[("TENANTRY_CONSOLE_SESSION_TTL_SECS", "0")],
+            "console_session_ttl_secs",
         );
     }
 

@@ -7,6 +7,7 @@
 
 mod auth;
 mod coalesce;
+mod console;
 mod convert;
 mod credentials;
 mod error;
@@ -139,8 +140,11 @@ fn app(
         config.rate_limit_per_second,
         config.rate_limit_burst,
     ));
+    let mut api = api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
+    if config.console_enabled {
+        api = api.nest(console::BASE, console::router(config, state.clone())?);
+    }
     let router = api
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .route_layer(layers::RecordRouteLayer)
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)

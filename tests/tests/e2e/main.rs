@@ -2,6 +2,7 @@
 //! separate processes against PostgreSQL (see `tenantry_tests::Stack`), driven through REST only.
 //! One test binary; each test starts its own stack and shares it across the steps of a journey.
 
+mod console;
 mod distribution;
 mod feed;
 mod frontegg_sdk;

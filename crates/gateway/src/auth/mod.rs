@@ -291,6 +291,41 @@ impl Authenticator {
         Ok(client_id)
     }
 
+    /// The console's sign-in with an environment credential pair: checked exactly as
+    /// `POST /auth/vendor` checks it (constant time, the same lockout).
+    pub fn sign_in_environment(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Principal, IssueError> {
+        self.check_pair(client_id, secret)
+            .map(|client_id| Principal::Environment {
+                client_id: client_id.to_owned(),
+            })
+    }
+
+    /// Whether `client_id` is still a configured environment credential (a console session
+    /// of a removed credential ends).
+    pub fn knows_client(&self, client_id: &str) -> bool {
+        self.clients.iter().any(|c| c.client_id == client_id)
+    }
+
+    /// Whether user tokens can be verified (an identity provider is configured).
+    pub fn accepts_user_tokens(&self) -> bool {
+        !matches!(self.user_keys, UserKeys::None)
+    }
+
+    /// The console's sign-in with a user token: fully verified (signature, algorithm, claims),
+    /// with its `exp`. An environment token is refused here: the credential pair signs in.
+    pub async fn verify_user_token(&self, token: &str) -> Result<(Principal, u64), ApiError> {
+        match self.verify_signed(token).await? {
+            (Principal::Environment { .. }, _) => Err(ApiError::unauthenticated(
+                "this is an environment token: sign in with the client ID and secret",
+            )),
+            user @ (Principal::User { .. }, _) => Ok(user),
+        }
+    }
+
     /// Seed 004's Cloudflare API-key pair (`X-Auth-Email` + `X-Auth-Key`), mapped onto an
     /// environment credential: the client ID and its secret, checked exactly as
     /// `POST /auth/vendor` checks them (constant time, the same lockout).

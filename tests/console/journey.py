@@ -1,0 +1,279 @@
+"""The console's journey in real headless Chromium, driven through WebDriver (Selenium with
+Debian's chromium-driver), with axe-core injected into every page it visits.
+
+Run by tests/tests/e2e/console.rs against a real stack. Arguments: a JSON object on stdin
+(base_url, client_id, secret, shots_dir, axe_js, chromium, chromedriver). Exits non-zero with
+the reason on the first failed expectation; prints one JSON line of what it saw on success.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+ARGS = json.load(sys.stdin)
+BASE = ARGS["base_url"]
+SHOTS = ARGS["shots_dir"]
+with open(ARGS["axe_js"], encoding="utf-8") as f:
+    AXE = f.read()
+
+seen = {"pages_checked": [], "screenshots": []}
+STARTED = time.time()
+
+
+def log(step):
+    print(f"{time.time() - STARTED:6.1f} s  {step}", file=sys.stderr, flush=True)
+
+
+def fail(message):
+    raise SystemExit(f"console journey: {message}")
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = ARGS["chromium"]
+    # Without the networking flags Chromium waits on services the closed network never answers.
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='tenantry-chromium-')}",
+        "--window-size=1280,900",
+    ]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(ARGS["chromedriver"]), options=options)
+    driver.set_page_load_timeout(20)
+    driver.set_script_timeout(20)
+    return driver
+
+
+def wait(what, probe, within=10.0):
+    deadline = time.time() + within
+    last = None
+    while time.time() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as e:  # the page may be between two loads
+            last = e
+        time.sleep(0.2)
+    fail(f"{what}: not within {within} s (last error: {last}); at {driver.current_url}")
+
+
+def check_page(name):
+    """axe-core on the current page (no serious or critical violation), no CSP or script
+    error in the browser's log, and a screenshot."""
+    log(f"checking {name}")
+    driver.execute_script(AXE)
+    violations = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        axe.run(document, {resultTypes: ['violations']})
+          .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))))
+          .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));
+        """
+    )
+    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
+    if bad:
+        fail(f"axe on {name} ({driver.current_url}): {json.dumps(bad)}")
+    errors = [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE"
+        # The browser asks every site for one; the console has none.
+        and "favicon.ico" not in entry["message"]
+    ]
+    if errors:
+        fail(f"browser errors on {name}: {errors}")
+    path = os.path.join(SHOTS, f"{len(seen['screenshots']) + 1:02d}-{name}.png")
+    driver.save_screenshot(path)
+    seen["pages_checked"].append({"page": name, "minor_violations": len(violations)})
+    seen["screenshots"].append(path)
+
+
+def path():
+    return driver.current_url[len(BASE):]
+
+
+def fill(element_id, text):
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(text)
+
+
+def submit(button_id):
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, button_id).click()
+    wait(f"the page after {button_id}", lambda: old.id != driver.find_element(By.TAG_NAME, "html").id)
+
+
+def create_account(tenant_id, name, parent=""):
+    driver.get(f"{BASE}/console/accounts")
+    fill("new-tenant-id", tenant_id)
+    fill("new-name", name)
+    fill("new-parent", parent)
+    submit("create-account")
+    if path() != f"/console/accounts/{tenant_id}":
+        fail(f"creating {tenant_id} ended at {path()}: {driver.find_element(By.TAG_NAME, 'main').text}")
+
+
+def entitlement_row(feature):
+    rows = driver.find_elements(By.CSS_SELECTOR, f'#entitlements-table tr[data-feature="{feature}"]')
+    return rows[0].text if rows else ""
+
+
+driver = browser()
+try:
+    # Signed out, a page sends the browser to the sign-in page.
+    driver.get(f"{BASE}/console/accounts")
+    if path() != "/console/sign-in":
+        fail(f"a page without a session should redirect to sign-in, got {path()}")
+    check_page("sign-in")
+
+    # A wrong secret is refused with the API's message, keyboard only (Enter submits).
+    fill("client-id", ARGS["client_id"])
+    fill("secret", "not-the-secret-0123456789")
+    driver.find_element(By.ID, "secret").send_keys(Keys.ENTER)
+    wait("the refusal", lambda: driver.find_elements(By.ID, "sign-in-error"))
+    if "invalid client ID or secret" not in driver.find_element(By.ID, "sign-in-error").text:
+        fail("a wrong secret should be refused with the API's message")
+    # The refusal's 401 is in the browser's log by design; drain it.
+    driver.get_log("browser")
+
+    fill("client-id", ARGS["client_id"])
+    fill("secret", ARGS["secret"])
+    submit("sign-in-environment")
+    if path() != "/console/accounts":
+        fail(f"signing in should land on the accounts, got {path()}")
+    check_page("accounts-empty")
+
+    # An account tree: acme, with acme-eu under it.
+    create_account("acme", "Acme Corp")
+    create_account("acme-eu", "Acme Europe", parent="acme")
+    driver.get(f"{BASE}/console/accounts/acme")
+    tree = driver.find_element(By.ID, "account-tree").text
+    if "Acme Europe" not in tree:
+        fail(f"acme's tree should hold acme-eu: {tree}")
+
+    # A feature and a plan holding it, inherited by sub-accounts.
+    driver.get(f"{BASE}/console/features")
+    fill("feature-key", "sso")
+    fill("feature-name", "Single sign-on")
+    submit("create-feature")
+    if "sso" not in driver.find_element(By.ID, "features-table").text:
+        fail("the feature should be listed")
+    check_page("features")
+
+    driver.get(f"{BASE}/console/plans")
+    fill("plan-name", "Pro")
+    fill("plan-key", "pro")
+    driver.find_element(By.CSS_SELECTOR, 'input[name="feature"][value="sso"]').click()
+    driver.find_element(By.ID, "plan-inherit").click()
+    submit("create-plan")
+    if "sso" not in driver.find_element(By.ID, "plans-table").text:
+        fail("the plan should list its feature")
+    check_page("plans")
+
+    # What if acme got pro? Previewed (sso gained, nothing written), then applied: sso
+    # entitled, with its reason; acme-eu inherits it.
+    driver.get(f"{BASE}/console/accounts/acme")
+    submit("preview")
+    if "sso" not in driver.find_element(By.ID, "gained-list").text:
+        fail(f"granting pro should preview sso gained: {driver.find_element(By.TAG_NAME, 'main').text}")
+    check_page("what-if")
+    submit("apply")
+    if path() != "/console/accounts/acme":
+        fail(f"applying should return to the account, got {path()}")
+    row = entitlement_row("sso")
+    if "yes" not in row or "plan pro granted to this account" not in row:
+        fail(f"acme should hold sso through pro: {row!r}")
+    if "active" not in driver.find_element(By.ID, "grants-table").text:
+        fail("the grant should be listed as active")
+    check_page("account-entitled")
+
+    def inherited():
+        driver.get(f"{BASE}/console/accounts/acme-eu")
+        return "inherited" in entitlement_row("sso")
+
+    wait("acme-eu inheriting sso from acme", inherited, within=15)
+    check_page("sub-account-inherits")
+
+    # The search narrows the list as one types (htmx, under the CSP).
+    driver.get(f"{BASE}/console/accounts")
+    driver.find_element(By.ID, "account-search").send_keys("europe")
+
+    def narrowed():
+        text = driver.find_element(By.ID, "account-results").text
+        return "Acme Europe" in text and "Acme Corp" not in text
+
+    wait("the search narrowing the list", narrowed)
+    check_page("accounts-search")
+
+    # Edit, metadata, revoke (sso then lost, with the check's reason), detach, delete.
+    driver.get(f"{BASE}/console/accounts/acme")
+    fill("edit-name", "Acme Corporation")
+    submit("save-account")
+    if driver.find_element(By.TAG_NAME, "h1").text != "Acme Corporation":
+        fail("the new name should show")
+    fill("metadata-key", "tier")
+    fill("metadata-value", "gold")
+    submit("add-metadata")
+    if '"gold"' not in driver.find_element(By.TAG_NAME, "main").text:
+        fail("the metadata key should show")
+    revoke = driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Revoke grant of pro"]')
+    old = driver.find_element(By.TAG_NAME, "html")
+    revoke.click()
+    wait("the page after revoking", lambda: old.id != driver.find_element(By.TAG_NAME, "html").id)
+    row = entitlement_row("sso")
+    if "no" not in row or "PLAN_REVOKED" not in row:
+        fail(f"a revoked grant should leave sso not entitled, saying why: {row!r}")
+    if "revoked" not in driver.find_element(By.ID, "grants-table").text:
+        fail("the grant history should show the revocation")
+    check_page("account-revoked")
+    detach = driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Detach Acme Europe"]')
+    old = driver.find_element(By.TAG_NAME, "html")
+    detach.click()
+    wait("the page after detaching", lambda: old.id != driver.find_element(By.TAG_NAME, "html").id)
+    if "Acme Europe" in driver.find_element(By.ID, "account-tree").text:
+        fail("a detached sub-account should leave the tree")
+    driver.get(f"{BASE}/console/accounts/acme-eu")
+    submit("delete-account")
+    if path() != "/console/accounts" or "Acme Europe" in driver.find_element(By.ID, "account-results").text:
+        fail("a deleted account should leave the list")
+
+    # A phone-sized window: the account page fits 360 px without sideways scrolling.
+    driver.set_window_size(360, 800)
+    driver.get(f"{BASE}/console/accounts/acme")
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    if width > 360:
+        fail(f"the account page is {width} px wide at a 360 px window")
+    check_page("account-360px")
+    driver.set_window_size(1280, 900)
+
+    # Signed out, the console refuses again.
+    submit("sign-out")
+    if path() != "/console/sign-in":
+        fail(f"signing out should land on the sign-in page, got {path()}")
+    driver.get(f"{BASE}/console/accounts/acme")
+    if path() != "/console/sign-in":
+        fail(f"after signing out a page should redirect to sign-in, got {path()}")
+    check_page("signed-out")
+finally:
+    driver.quit()
+
+print(json.dumps(seen))

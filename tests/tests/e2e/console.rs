@@ -1,0 +1,440 @@
+//! The console (`/console`) against the real stack: the journey in real headless Chromium
+//! with axe-core on every page (`tests/console/journey.py`), and its security over plain HTTP —
+//! no access without a session, CSRF on every state change, a user session kept to its scope,
+//! the security headers, sessions sealed with a shared key across replicas, the console off by
+//! configuration.
+
+use std::{path::PathBuf, time::Duration};
+
+use reqwest::{Method, StatusCode, header};
+use serde_json::json;
+use tenantry_tests::{CLIENT_ID, CLIENT_SECRET, Stack, console};
+
+use crate::support::{create_account, expect};
+
+/// Where the journey's screenshots go: `<target>/console-shots/`.
+fn shots_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let target = exe
+        .ancestors()
+        .find(|d| {
+            d.file_name()
+                .is_some_and(|n| n == "debug" || n == "release")
+        })
+        .and_then(|profile| profile.parent())
+        .map_or_else(std::env::temp_dir, |t| t.to_path_buf());
+    let dir = target.join("console-shots");
+    // This run's screenshots only.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the screenshot directory");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_journey_in_a_real_browser() {
+    let (chromium, chromedriver) = console::browser();
+    let stack = Stack::start().await;
+    let input = json!({
+        "base_url": stack.base_url,
+        "client_id": CLIENT_ID,
+        "secret": CLIENT_SECRET,
+        "shots_dir": shots_dir(),
+        "axe_js": console::axe_js(),
+        "chromium": chromium,
+        "chromedriver": chromedriver,
+    });
+    let seen = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || console::run_journey(&input)),
+    )
+    .await
+    .expect("the journey took over 120 s")
+    .expect("the journey's task");
+    let seen: serde_json::Value = serde_json::from_str(seen.trim()).expect("the journey's report");
+    // Every page it visited was checked by axe and photographed.
+    assert!(
+        seen["pages_checked"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 8),
+        "{seen}"
+    );
+    // The secret typed into the sign-in form never reaches the log.
+    assert!(
+        !stack.gateway.logs().contains(CLIENT_SECRET),
+        "the gateway logged the secret"
+    );
+}
+
+/// A browser without a browser: cookies by hand, redirects not followed.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    body: String,
+}
+
+impl Client {
+    fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            base: base.to_owned(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, method: Method, path: &str, form: Option<&[(&str, &str)]>) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(cookie) = &self.cookie {
+            request = request.header(header::COOKIE, format!("tenantry_console={cookie}"));
+        }
+        if let Some(form) = form {
+            request = request
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(serde_urlencoded_pairs(form));
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        let headers = response.headers().clone();
+        for set in headers.get_all(header::SET_COOKIE) {
+            let set = set.to_str().expect("ascii cookie");
+            let value = set
+                .strip_prefix("tenantry_console=")
+                .and_then(|rest| rest.split(';').next())
+                .expect("the console cookie");
+            self.cookie = (!value.is_empty()).then(|| value.to_owned());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        self.send(Method::POST, path, Some(form)).await
+    }
+
+    /// Signs in through the form; returns the signed-in session's CSRF token.
+    async fn sign_in(&mut self, form: &[(&str, &str)]) -> String {
+        let page = self.get("/console/sign-in").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let before = csrf(&page.body);
+        let mut fields = vec![("csrf", before.as_str())];
+        fields.extend_from_slice(form);
+        let signed_in = self.post("/console/sign-in", &fields).await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            signed_in.body
+        );
+        // Home: the accounts (an environment session) or the user's own account.
+        let home = self.get("/console").await;
+        assert_eq!(home.status, StatusCode::SEE_OTHER, "{}", home.body);
+        let landing = location(&home).to_owned();
+        let page = self.get(&landing).await;
+        assert_eq!(page.status, StatusCode::OK, "{landing}: {}", page.body);
+        // Every signed-in page carries the session's token in its forms (the sign-out form).
+        let token = csrf(&page.body);
+        assert_ne!(token, before, "signing in must give a new CSRF token");
+        token
+    }
+}
+
+fn serde_urlencoded_pairs(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The first form's CSRF token in a page.
+fn csrf(html: &str) -> String {
+    let start = html
+        .find(r#"name="csrf" value=""#)
+        .unwrap_or_else(|| panic!("no CSRF field in {html}"))
+        + r#"name="csrf" value=""#.len();
+    html[start..]
+        .split('"')
+        .next()
+        .expect("the token")
+        .to_owned()
+}
+
+fn location(answer: &Answer) -> &str {
+    answer
+        .headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_refuses_without_a_session_a_token_or_the_scope() {
+    let stack = Stack::start().await;
+    let env = stack.env_token().await;
+    create_account(&stack, &env, "acme", "Acme").await;
+    create_account(&stack, &env, "other", "Other").await;
+    let mut anonymous = Client::new(&stack.base_url);
+
+    // No session: pages redirect to the sign-in page, actions are 401.
+    let page = anonymous.get("/console/accounts").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&page), "/console/sign-in");
+    let action = anonymous
+        .post("/console/accounts", &[("tenant_id", "x"), ("csrf", "x")])
+        .await;
+    assert_eq!(action.status, StatusCode::UNAUTHORIZED, "{}", action.body);
+
+    // The sign-in page: the security headers, and a strict session cookie.
+    let page = anonymous.get("/console/sign-in").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    for part in [
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "default-src 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(page.headers.contains_key(header::REFERRER_POLICY));
+    let set_cookie = page.headers[header::SET_COOKIE].to_str().unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age="] {
+        assert!(set_cookie.contains(part), "{set_cookie}");
+    }
+    // No inline script or event handler anywhere: the CSP could not allow them.
+    assert!(!page.body.contains("<script>") && !page.body.contains(" onclick="));
+    let anonymous_token = csrf(&page.body);
+
+    // The sign-in form itself needs the session's token.
+    let signed = [
+        ("method", "environment"),
+        ("client_id", CLIENT_ID),
+        ("secret", CLIENT_SECRET),
+    ];
+    let no_token = anonymous.post("/console/sign-in", &signed).await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN, "{}", no_token.body);
+    let mut wrong = vec![("csrf", "forged-token")];
+    wrong.extend_from_slice(&signed);
+    let wrong_token = anonymous.post("/console/sign-in", &wrong).await;
+    assert_eq!(wrong_token.status, StatusCode::FORBIDDEN);
+    // A wrong secret: the API's 401 and message.
+    let bad_secret = anonymous
+        .post(
+            "/console/sign-in",
+            &[
+                ("csrf", anonymous_token.as_str()),
+                ("method", "environment"),
+                ("client_id", CLIENT_ID),
+                ("secret", "wrong-secret-0123456789-abcdef"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_secret.status, StatusCode::UNAUTHORIZED);
+    assert!(bad_secret.body.contains("invalid client ID or secret"));
+
+    // Signed in with the environment credential.
+    let mut operator = Client::new(&stack.base_url);
+    let token = operator.sign_in(&signed).await;
+    // The token of the session before signing in is worth nothing after.
+    let stale = operator
+        .post(
+            "/console/accounts",
+            &[("csrf", anonymous_token.as_str()), ("tenant_id", "forged")],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN);
+    let forged = operator
+        .post(
+            "/console/accounts",
+            &[("csrf", "forged"), ("tenant_id", "forged")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let missing = operator
+        .post("/console/accounts", &[("tenant_id", "forged")])
+        .await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+    let none = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/tenants/resources/tenants/v2/forged",
+        Some(&env),
+        None,
+    )
+    .await;
+    assert_eq!(none, json!([]), "a refused form must change nothing");
+    let created = operator
+        .post(
+            "/console/accounts",
+            &[
+                ("csrf", token.as_str()),
+                ("tenant_id", "made-here"),
+                ("name", "Made"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert_eq!(location(&created), "/console/accounts/made-here");
+    // Bad input: the API's status and message, as a page.
+    let invalid = operator
+        .post(
+            "/console/accounts",
+            &[("csrf", token.as_str()), ("tenant_id", "has space")],
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST, "{}", invalid.body);
+    assert!(invalid.body.contains("tenantId"), "{}", invalid.body);
+    // A tampered cookie is no session.
+    let mut tampered = Client::new(&stack.base_url);
+    tampered.cookie = operator.cookie.clone().map(|c| format!("{c}A"));
+    assert_eq!(
+        tampered.get("/console/accounts").await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // A user session sees its own account, never another's, and writes nothing.
+    let mut user = Client::new(&stack.base_url);
+    let user_token = stack.user_token("acme", "alice", &[]);
+    let user_csrf = user
+        .sign_in(&[("method", "user"), ("token", user_token.as_str())])
+        .await;
+    assert_eq!(
+        user.get("/console/accounts/acme").await.status,
+        StatusCode::OK
+    );
+    let other = user.get("/console/accounts/other").await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.body);
+    assert!(!other.body.contains("Other"), "{}", other.body);
+    assert_eq!(
+        user.get("/console/accounts").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        user.get("/console/plans").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let delete = user
+        .post(
+            "/console/accounts/other/delete",
+            &[("csrf", user_csrf.as_str())],
+        )
+        .await;
+    assert_eq!(delete.status, StatusCode::FORBIDDEN);
+    let still = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/tenants/resources/tenants/v2/other",
+        Some(&env),
+        None,
+    )
+    .await;
+    assert_eq!(still["tenantId"], "other");
+
+    // Signing out removes the cookie.
+    let out = operator
+        .post("/console/sign-out", &[("csrf", token.as_str())])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(operator.cookie.is_none());
+    assert_eq!(
+        operator.get("/console/accounts").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(!stack.gateway.logs().contains(CLIENT_SECRET));
+    assert!(!stack.gateway.logs().contains("wrong-secret-0123456789"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_sessions_cross_replicas_with_a_shared_key_and_the_console_can_be_off() {
+    let stack = Stack::start().await;
+    let key = "console-session-key-0123456789-abcdefgh";
+    let (mut first, first_url) =
+        stack.gateway_variant("gateway-a", &[("TENANTRY_CONSOLE_SESSION_KEY", key)]);
+    let (mut second, second_url) =
+        stack.gateway_variant("gateway-b", &[("TENANTRY_CONSOLE_SESSION_KEY", key)]);
+    let (mut off, off_url) =
+        stack.gateway_variant("gateway-off", &[("TENANTRY_CONSOLE_ENABLED", "false")]);
+    for p in [&mut first, &mut second, &mut off] {
+        p.start();
+    }
+    for url in [&first_url, &second_url, &off_url] {
+        crate::support::eventually(Duration::from_secs(30), "a gateway ready", || async {
+            match reqwest::get(format!("{url}/readyz")).await {
+                Ok(r) if r.status() == StatusCode::OK => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    let mut a = Client::new(&first_url);
+    a.sign_in(&[
+        ("method", "environment"),
+        ("client_id", CLIENT_ID),
+        ("secret", CLIENT_SECRET),
+    ])
+    .await;
+    // The same cookie on the other replica: signed in there too.
+    let mut b = Client::new(&second_url);
+    b.cookie = a.cookie.clone();
+    assert_eq!(b.get("/console/features").await.status, StatusCode::OK);
+    // A gateway with its own key (generated: none configured) does not accept it.
+    let mut elsewhere = Client::new(&stack.base_url);
+    elsewhere.cookie = a.cookie.clone();
+    assert_eq!(
+        elsewhere.get("/console/features").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(
+        stack
+            .gateway
+            .logs()
+            .contains("console_session_key is not set"),
+        "a gateway without the key must warn"
+    );
+
+    // Off by configuration: no console, the API unchanged.
+    let mut disabled = Client::new(&off_url);
+    assert_eq!(
+        disabled.get("/console/sign-in").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(disabled.get("/console").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(disabled.get("/healthz").await.status, StatusCode::OK);
+}
