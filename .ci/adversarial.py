@@ -542,6 +542,9 @@ DATA_DEPENDENT_400 = {
     "GET /audit/api/v1/events":
         "`cursor` is opaque: only one a page returned is valid (`cursor`), and `to` must be "
         "after `from`: a rule between fields the parameters' descriptions state",
+    "GET /audit/api/v1/events/export":
+        "`cursor` is opaque: only one an export returned is valid (`cursor`), and `to` (default "
+        "now) must be after `from`: a rule between fields the parameters' descriptions state",
     "PATCH /entitlements/resources/entitlements/v2/{id}":
         "`expirationDate` must be after the start (`startsAt` given, else the stored one) "
         "unless it is in the past: a rule between fields and stored data the field's "

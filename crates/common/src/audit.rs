@@ -19,6 +19,10 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const SERVICE_ACTOR: &str = "service";
 /// The actor of work no call started (none records today; named so an entry never lacks one).
 pub const SYSTEM_ACTOR: &str = "system";
+/// The message of an audit read refused because the service records no entries (its reason is
+/// [`crate::error::AUDIT_DISABLED`]).
+pub const DISABLED_MESSAGE: &str =
+    "the audit log is disabled on this service (audit_enabled = false): no entries are recorded";
 /// What a redacted value is replaced by.
 pub const REDACTED: &str = "[REDACTED]";
 /// Entries a page holds when the caller names no limit.
@@ -266,28 +270,10 @@ impl AuditQuery {
     /// Checks a query: filters are 1-255 characters without control characters, `from` is before `to`, the limit is 1-500, and
     /// the page token is one a page returned.
     pub fn parse(raw: RawQuery) -> Result<Self, QueryError> {
-        let filter = |field: &'static str, value: Option<String>| match value {
-            Some(v)
-                if v.is_empty()
-                    || v.chars().count() > MAX_FILTER_CHARS
-                    || v.chars().any(char::is_control) =>
-            {
-                Err(QueryError {
-                    field,
-                    message: format!(
-                        "must be 1-{MAX_FILTER_CHARS} characters without control characters"
-                    ),
-                })
-            }
-            other => Ok(other),
-        };
         if let (Some(from), Some(to)) = (raw.from, raw.to)
             && from >= to
         {
-            return Err(QueryError {
-                field: "to",
-                message: "must be after `from`".into(),
-            });
+            return Err(to_not_after_from());
         }
         let limit = raw.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -314,6 +300,82 @@ impl AuditQuery {
             to: raw.to,
             limit,
             before_sequence,
+        })
+    }
+}
+
+/// A filter value as given, or the refusal naming `field`: 1-255 characters without control
+/// characters (the rule of the list and the export alike).
+fn filter(field: &'static str, value: Option<String>) -> Result<Option<String>, QueryError> {
+    match value {
+        Some(v)
+            if v.is_empty()
+                || v.chars().count() > MAX_FILTER_CHARS
+                || v.chars().any(char::is_control) =>
+        {
+            Err(QueryError {
+                field,
+                message: format!(
+                    "must be 1-{MAX_FILTER_CHARS} characters without control characters"
+                ),
+            })
+        }
+        other => Ok(other),
+    }
+}
+
+fn to_not_after_from() -> QueryError {
+    QueryError {
+        field: "to",
+        message: "must be after `from`".into(),
+    }
+}
+
+/// An export as received, before it is checked.
+#[derive(Clone, Debug, Default)]
+pub struct RawExport {
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub after_sequence: Option<u64>,
+}
+
+/// A checked export: the entries of `[from, to)` matching every filter given, oldest first,
+/// after `after_sequence` (where an earlier export stopped; 0 from the start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportQuery {
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub after_sequence: u64,
+}
+
+impl ExportQuery {
+    /// Checks an export: `from` is required, `to` (default `now`: an export ends) after it,
+    /// and the filters follow the list's rule.
+    pub fn parse(raw: RawExport, now: DateTime<Utc>) -> Result<Self, QueryError> {
+        let from = raw.from.ok_or_else(|| QueryError {
+            field: "from",
+            message: "is required".into(),
+        })?;
+        let to = raw.to.unwrap_or(now);
+        if from >= to {
+            return Err(to_not_after_from());
+        }
+        Ok(Self {
+            resource_type: filter("resource_type", raw.resource_type)?,
+            resource_id: filter("resource_id", raw.resource_id)?,
+            actor: filter("actor", raw.actor)?,
+            action: filter("action", raw.action)?,
+            from,
+            to,
+            after_sequence: raw.after_sequence.unwrap_or(0),
         })
     }
 }
@@ -480,6 +542,34 @@ mod tests {
             }),
             "to"
         );
+        let export = |raw: RawExport| ExportQuery::parse(raw, now);
+        assert_eq!(export(RawExport::default()).unwrap_err().field, "from");
+        assert_eq!(
+            export(RawExport {
+                from: Some(now),
+                ..RawExport::default()
+            })
+            .unwrap_err()
+            .field,
+            "to"
+        );
+        assert_eq!(
+            export(RawExport {
+                from: Some(now - chrono::Duration::hours(1)),
+                action: Some("a\u{7}".into()),
+                ..RawExport::default()
+            })
+            .unwrap_err()
+            .field,
+            "action"
+        );
+        let e = export(RawExport {
+            from: Some(now - chrono::Duration::hours(1)),
+            after_sequence: Some(7),
+            ..RawExport::default()
+        })
+        .unwrap();
+        assert_eq!((e.to, e.after_sequence), (now, 7));
         let q = AuditQuery::parse(RawQuery {
             page_token: Some(page_token(300)),
             ..RawQuery::default()

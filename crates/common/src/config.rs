@@ -128,6 +128,9 @@ pub struct Config {
     pub idempotency_retention_secs: u64,
     /// Days an audit entry is kept; older ones are pruned in the background (0 keeps them).
     pub audit_retention_days: u64,
+    /// Record an audit entry for every write (off: nothing is recorded and the audit reads
+    /// answer FAILED_PRECONDITION `AUDIT_DISABLED`; entries already recorded are still pruned).
+    pub audit_enabled: bool,
     /// Log filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
     pub log_level: String,
     /// `auto`, `pretty` or `json`.
@@ -306,6 +309,7 @@ impl Default for Config {
             shutdown_grace_ms: 25_000,
             idempotency_retention_secs: 24 * 60 * 60,
             audit_retention_days: 365,
+            audit_enabled: true,
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
             migrate_on_start: true,
@@ -1514,6 +1518,7 @@ mod tests {
                 ("TENANTRY_SERVICE_TOKEN", "00012345678901234567"),
                 ("TENANTRY_MIGRATE_ON_START", "false"),
                 ("TENANTRY_DB_MAX_CONNECTIONS", "3"),
+                ("TENANTRY_AUDIT_ENABLED", "false"),
             ]),
         )
         .unwrap();
@@ -1525,6 +1530,8 @@ mod tests {
         assert_eq!(c.service_token.unwrap().expose(), "00012345678901234567");
         assert!(!c.migrate_on_start);
         assert_eq!(c.db_max_connections, 3);
+        assert!(!c.audit_enabled);
+        assert!(Config::default().audit_enabled);
     }
 
     #[test]
@@ -1596,6 +1603,7 @@ mod tests {
                 "max_message_bytes",
             ),
             ("TENANTRY_MIGRATE_ON_START", "maybe", "migrate_on_start"),
+            ("TENANTRY_AUDIT_ENABLED", "maybe", "audit_enabled"),
             ("TENANTRY_DB_MAX_CONNECTIONS", "-1", "db_max_connections"),
             (
                 "TENANTRY_IDEMPOTENCY_RETENTION_SECS",

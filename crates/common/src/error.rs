@@ -25,6 +25,10 @@ pub const REVISION_WAITERS_FULL: &str = "REVISION_WAITERS_FULL";
 pub const SELF_PARENT: &str = "SELF_PARENT";
 pub const ALREADY_HAS_PARENT: &str = "ALREADY_HAS_PARENT";
 pub const CYCLE: &str = "CYCLE";
+/// Reason of an audit-log read (list or export) refused because the service records no audit
+/// entries (`audit_enabled = false`; code FAILED_PRECONDITION). HTTP 409: the request is fine,
+/// the service's configuration conflicts with it.
+pub const AUDIT_DISABLED: &str = "AUDIT_DISABLED";
 
 /// The HTTP status that answers a gRPC code carrying a service's typed `reason` (empty when
 /// none): the code's status, except where a reason is finer than its code.
@@ -34,6 +38,7 @@ pub fn http_status_for(code: Code, reason: &str) -> StatusCode {
         // A key sent again with another request conflicts with the stored one, as an
         // existing ID does; the reason tells the two apart.
         (Code::FailedPrecondition, KEY_REUSED) => StatusCode::CONFLICT,
+        (Code::FailedPrecondition, AUDIT_DISABLED) => StatusCode::CONFLICT,
         (Code::FailedPrecondition, SELF_PARENT | ALREADY_HAS_PARENT | CYCLE) => {
             StatusCode::BAD_REQUEST
         }
@@ -156,6 +161,10 @@ mod tests {
     fn a_reused_idempotency_key_is_409_and_other_preconditions_stay_412() {
         assert_eq!(
             http_status_for(Code::FailedPrecondition, KEY_REUSED),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            http_status_for(Code::FailedPrecondition, AUDIT_DISABLED),
             StatusCode::CONFLICT
         );
         assert_eq!(

@@ -91,7 +91,7 @@ pub async fn serve_with_clock(
     if config.migrate_on_start {
         apply_migrations(&conn).await?;
     }
-    let store = Store::new(conn, &config.entitlement_db_schema);
+    let store = Store::new(conn, &config.entitlement_db_schema).with_audit(config.audit_enabled);
     // Lazy: the service starts (and serves checks) while the tenant service is down.
     let tenant_channel = tenantry_common::grpc::connect(
         &config.tenant_endpoint(),

@@ -53,7 +53,8 @@ pub async fn serve(
     if config.migrate_on_start {
         apply_migrations(&conn).await?;
     }
-    let store = Store::new(conn, &config.tenant_db_schema, config.max_hierarchy_depth);
+    let store = Store::new(conn, &config.tenant_db_schema, config.max_hierarchy_depth)
+        .with_audit(config.audit_enabled);
     // Background work and feed streams follow a local signal: it fires with the caller's, and
     // also when the server stops on an error, without stopping the caller's other services.
     let local = shutdown.child_token();

@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
 
-use super::{AuditEntry, AuditPage, AuditQuery, AuditRecord, RequestContext, page_token};
+use super::{
+    AuditEntry, AuditPage, AuditQuery, AuditRecord, ExportQuery, RequestContext, page_token,
+};
 
 /// The table's definition, the same in both services' schemas: `CREATE` statements for a
 /// migration of `backend`.
@@ -162,25 +164,36 @@ pub async fn list<C: ConnectionTrait>(conn: &C, query: &AuditQuery) -> Result<Au
     })
 }
 
-/// Up to `limit` entries in `[from, to)` after `after_sequence`, oldest first: one chunk of an
+/// Up to `limit` entries of `export` after `after_sequence`, oldest first: one chunk of an
 /// export.
 pub async fn export_chunk<C: ConnectionTrait>(
     conn: &C,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    export: &ExportQuery,
     after_sequence: u64,
     limit: u32,
 ) -> Result<Vec<AuditRecord>, DbErr> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE sequence > ? AND at_micros >= ? AND at_micros < ? \
-         ORDER BY sequence LIMIT ?"
-    );
-    let values: Vec<Value> = vec![
+    let mut conditions = vec!["sequence > ?", "at_micros >= ?", "at_micros < ?"];
+    let mut values: Vec<Value> = vec![
         signed(after_sequence).into(),
-        from.timestamp_micros().into(),
-        to.timestamp_micros().into(),
-        i64::from(limit).into(),
+        export.from.timestamp_micros().into(),
+        export.to.timestamp_micros().into(),
     ];
+    for (condition, value) in [
+        ("resource_type = ?", &export.resource_type),
+        ("resource_id = ?", &export.resource_id),
+        ("actor = ?", &export.actor),
+        ("action = ?", &export.action),
+    ] {
+        if let Some(value) = value {
+            conditions.push(condition);
+            values.push(value.clone().into());
+        }
+    }
+    values.push(i64::from(limit).into());
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY sequence LIMIT ?",
+        conditions.join(" AND ")
+    );
     let rows = conn
         .query_all_raw(statement(conn.get_database_backend(), &sql, values))
         .await?;

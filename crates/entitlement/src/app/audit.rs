@@ -1,7 +1,11 @@
-//! Reading the audit log: a checked query, and an export of a time range in chunks.
+//! Reading the audit log: a checked query, and an export in chunks — both refused when the
+//! service records no entries (`audit_enabled = false`), so an empty answer never passes for
+//! "nothing happened".
 
 use chrono::{DateTime, Utc};
-use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, QueryError, RawQuery};
+use tenantry_common::audit::{
+    AuditPage, AuditQuery, AuditRecord, ExportQuery, QueryError, RawExport, RawQuery,
+};
 
 use super::{Engine, ports::Storage};
 use crate::domain::{DomainError, Result};
@@ -13,25 +17,26 @@ fn invalid(err: QueryError) -> DomainError {
     DomainError::invalid(err.field, err.message)
 }
 
-/// The bounds of an export: `from` is required and `to` (default: `now`) after it.
-pub fn export_range(
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
-    let from = from.ok_or_else(|| DomainError::invalid("from", "is required"))?;
-    let to = to.unwrap_or(now);
-    if from >= to {
-        return Err(DomainError::invalid("to", "must be after `from`"));
-    }
-    Ok((from, to))
-}
-
 impl<S: Storage> Engine<S> {
+    fn ensure_audit_enabled(&self) -> Result<()> {
+        if self.store.audit_enabled() {
+            Ok(())
+        } else {
+            Err(DomainError::AuditDisabled)
+        }
+    }
+
     /// A page of audit entries matching `raw`'s filters, newest first.
     pub async fn audit_events(&self, raw: RawQuery) -> Result<AuditPage> {
+        self.ensure_audit_enabled()?;
         let query = AuditQuery::parse(raw).map_err(invalid)?;
         self.store.list_audit(&query).await
+    }
+
+    /// A checked export (`to` defaults to the engine's now).
+    pub fn audit_export(&self, raw: RawExport) -> Result<ExportQuery> {
+        self.ensure_audit_enabled()?;
+        ExportQuery::parse(raw, self.now()).map_err(invalid)
     }
 
     /// Deletes up to `limit` entries recorded before `before` by the engine's clock.
@@ -39,15 +44,14 @@ impl<S: Storage> Engine<S> {
         self.store.prune_audit(before, limit).await
     }
 
-    /// The next chunk of an export of `[from, to)` after `after_sequence` (empty at the end).
+    /// The next chunk of `export` after `after_sequence` (empty at the end).
     pub async fn export_audit_chunk(
         &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        export: &ExportQuery,
         after_sequence: u64,
     ) -> Result<Vec<AuditRecord>> {
         self.store
-            .export_audit(from, to, after_sequence, EXPORT_CHUNK)
+            .export_audit(export, after_sequence, EXPORT_CHUNK)
             .await
     }
 }

@@ -159,11 +159,15 @@ impl<S: Storage> Engine<S> {
         }
         let now = self.now();
         // One entry per changed item, in the write's transaction: it commits or rolls back
-        // with the write.
-        let entries: Vec<AuditEntry> = audit_entries(prior, &changes)
-            .into_iter()
-            .filter(AuditEntry::changes_something)
-            .collect();
+        // with the write. Not even built when the audit log is off.
+        let entries: Vec<AuditEntry> = if self.store.audit_enabled() {
+            audit_entries(prior, &changes)
+                .into_iter()
+                .filter(AuditEntry::changes_something)
+                .collect()
+        } else {
+            Vec::new()
+        };
         if !entries.is_empty() {
             self.store.record_audit(&txn, &entries, now).await?;
         }

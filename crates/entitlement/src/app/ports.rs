@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord};
+use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, ExportQuery};
 use tenantry_common::idempotency::{Idempotency, StoredKey};
 use uuid::Uuid;
 
@@ -303,6 +303,9 @@ pub trait TransitionStore: Transactional {
 /// The audit log: a write records its entries in its own transaction; reads page and export.
 #[async_trait]
 pub trait AuditStore: Transactional {
+    /// Whether writes record audit entries (`audit_enabled`): when not, [`Self::record_audit`]
+    /// records nothing.
+    fn audit_enabled(&self) -> bool;
     /// Records `entries` in `txn`, naming the running call's actor, request and trace.
     async fn record_audit(
         &self,
@@ -314,11 +317,10 @@ pub trait AuditStore: Transactional {
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage>;
     /// Deletes up to `limit` entries recorded before `before` (retention, the only delete).
     async fn prune_audit(&self, before: DateTime<Utc>, limit: u64) -> Result<u64>;
-    /// Up to `limit` entries in `[from, to)` after `after_sequence`, oldest first.
+    /// Up to `limit` entries of `export` after `after_sequence`, oldest first.
     async fn export_audit(
         &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        export: &ExportQuery,
         after_sequence: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>>;

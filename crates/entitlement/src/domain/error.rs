@@ -82,6 +82,9 @@ pub enum DomainError {
     IdempotencyKeyReused(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// An audit-log read on a service that records no entries (`audit_enabled = false`).
+    #[error("{}", tenantry_common::audit::DISABLED_MESSAGE)]
+    AuditDisabled,
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// A read with `min_revision` found as many requests already waiting for revisions this
@@ -151,6 +154,7 @@ impl tenantry_common::db::StorageFaultSource for DomainError {
             | Self::FailedPrecondition(_)
             | Self::IdempotencyKeyReused(_)
             | Self::PermissionDenied(_)
+            | Self::AuditDisabled
             | Self::Unavailable(_)
             | Self::RevisionWaitersFull { .. }
             | Self::Internal { .. } => None,

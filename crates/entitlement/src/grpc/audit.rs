@@ -4,13 +4,12 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
-use tenantry_common::audit::{AuditRecord, RawQuery};
+use tenantry_common::audit::{AuditRecord, RawExport, RawQuery};
 use tenantry_proto::audit::v1::{self as pb, audit_service_server::AuditService};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{Handler, convert::timestamp};
-use crate::app::audit::export_range;
 use crate::domain::DomainError;
 
 /// A protobuf time as the domain's, or INVALID_ARGUMENT naming `field`.
@@ -78,14 +77,22 @@ impl AuditService for Handler {
         request: Request<pb::ExportAuditEventsRequest>,
     ) -> Result<Response<ExportStream>, Status> {
         let r = request.into_inner();
-        let (from, to) = export_range(time("from", r.from)?, time("to", r.to)?, Utc::now())?;
+        let export = self.engine.audit_export(RawExport {
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            actor: r.actor,
+            action: r.action,
+            from: time("from", r.from)?,
+            to: time("to", r.to)?,
+            after_sequence: r.after_sequence,
+        })?;
         let engine = self.engine.clone();
         // One chunk in flight: a slow reader holds the export, never the database.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
-            let mut after = 0;
+            let mut after = export.after_sequence;
             loop {
-                let message = match engine.export_audit_chunk(from, to, after).await {
+                let message = match engine.export_audit_chunk(&export, after).await {
                     Ok(records) if records.is_empty() => return,
                     Ok(records) => {
                         after = records.last().map_or(after, |r| r.sequence);

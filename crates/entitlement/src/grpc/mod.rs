@@ -19,7 +19,7 @@ use std::sync::Arc;
 use prost::Message;
 use tenantry_common::{
     db::StorageFault,
-    error::{REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL},
+    error::{AUDIT_DISABLED, REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL},
     grpc::{Services, mark_storage_fault, principal},
     idempotency::Idempotency,
 };
@@ -208,6 +208,11 @@ impl From<DomainError> for Status {
                 Code::FailedPrecondition,
                 format!("idempotency key {key} was already used for a different request"),
                 plain(tenantry_common::idempotency::KEY_REUSED),
+            ),
+            DomainError::AuditDisabled => with_details(
+                Code::FailedPrecondition,
+                tenantry_common::audit::DISABLED_MESSAGE.to_owned(),
+                plain(AUDIT_DISABLED),
             ),
             DomainError::PermissionDenied(message) => {
                 with_details(Code::PermissionDenied, message, plain("PERMISSION_DENIED"))

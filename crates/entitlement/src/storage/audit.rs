@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
-use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, RequestContext, store};
+use tenantry_common::audit::{
+    AuditPage, AuditQuery, AuditRecord, ExportQuery, RequestContext, store,
+};
 
 use super::{Store, db_err};
 use crate::app::ports::AuditStore;
@@ -11,12 +13,19 @@ use crate::domain::{Result, audit::AuditEntry};
 
 #[async_trait]
 impl AuditStore for Store {
+    fn audit_enabled(&self) -> bool {
+        self.audit_enabled
+    }
+
     async fn record_audit(
         &self,
         txn: &DatabaseTransaction,
         entries: &[AuditEntry],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if !self.audit_enabled {
+            return Ok(());
+        }
         store::insert(txn, entries, &RequestContext::current(), now)
             .await
             .map_err(db_err("record audit entries"))
@@ -36,12 +45,11 @@ impl AuditStore for Store {
 
     async fn export_audit(
         &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        export: &ExportQuery,
         after_sequence: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>> {
-        store::export_chunk(self.connection(), from, to, after_sequence, limit)
+        store::export_chunk(self.connection(), export, after_sequence, limit)
             .await
             .map_err(db_err("export audit entries"))
     }

@@ -58,6 +58,8 @@ pub struct Store {
     /// to its index itself (racing it would make the writer wait for a log read of its own
     /// change).
     origin: NotifyOrigin,
+    /// Whether writes record audit entries (`audit_enabled`).
+    audit_enabled: bool,
 }
 
 /// The sender part of change-log notifications: `<revision> <origin>`.
@@ -88,7 +90,15 @@ impl Store {
             backend,
             channel: format!("{schema}_entitlement_changes"),
             origin: NotifyOrigin::new(),
+            audit_enabled: true,
         }
+    }
+
+    /// This store with audit entries recorded or not (`audit_enabled`; on by default).
+    #[must_use]
+    pub fn with_audit(mut self, enabled: bool) -> Self {
+        self.audit_enabled = enabled;
+        self
     }
 
     /// Whether a change-log notification (`<revision> <origin>`) came from this store's own

@@ -1,13 +1,23 @@
 //! The audit log, tag "Audit": both services' entries as one list, newest first (environment
 //! token only). Each service pages its own log; the gateway merges the two pages by time and
-//! keeps where it stopped in each in an opaque cursor.
+//! keeps where it stopped in each in an opaque cursor. The export streams both services'
+//! exports merged oldest first as NDJSON, each line with the cursor to continue after it.
 
-use axum::{Json, extract::State};
+use std::collections::VecDeque;
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    extract::State,
+    response::{IntoResponse, Response},
+};
 use base64::Engine as _;
+use futures::stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantry_common::grpc::ClientChannel;
 use tenantry_proto::audit::v1::{self as pb, audit_service_client::AuditServiceClient};
+use tonic::Streaming;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -25,7 +35,9 @@ const MAX_LIMIT: u32 = 100;
 const DEFAULT_LIMIT: u32 = 50;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_events))
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(export_events))
 }
 
 /// Filters of the audit log; every one given must hold.
@@ -330,6 +342,237 @@ async fn list_events(
     Ok(Json(AuditPage { items, next_cursor }))
 }
 
+/// What an export streams: the entries of `[from, to)` matching every filter given.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `account`, `membership`, `migration`, `feature`, `plan`, `flag`, `route` or `grant`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub resource_type: Option<String>,
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub resource_id: Option<String>,
+    /// `environment:<clientId>`, `user:<sub>` or `service`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub actor: Option<String>,
+    /// A stable action name, e.g. `account.create` or `grant.revoke`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    pub action: Option<String>,
+    /// Entries at or after this time (RFC 3339; required).
+    #[param(format = DateTime)]
+    pub from: String,
+    /// Entries before this time (RFC 3339, after `from`; default: when the export starts, so
+    /// an export ends).
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// The `cursor` of the last line read: the export continues after that entry (send the
+    /// same filters).
+    pub cursor: Option<String>,
+}
+
+/// One line of an export: an entry, and where to continue after it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportLine {
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// Pass as `cursor` (with the same filters) to continue after this entry.
+    pub cursor: String,
+}
+
+/// Where an export stands: the last sequence sent of each service (base64url JSON; opaque).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportCursor {
+    tenant: u64,
+    entitlement: u64,
+}
+
+impl ExportCursor {
+    fn decode(text: &str) -> Result<Self, ApiError> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Self>(&bytes).ok())
+            .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor an export returned"))
+    }
+
+    fn encode(self) -> String {
+        let json = serde_json::to_vec(&self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+}
+
+/// One service's export as it is read: the chunk at hand, and whether it has ended.
+struct Source {
+    stream: Streaming<pb::ExportAuditEventsResponse>,
+    buffer: VecDeque<pb::AuditEvent>,
+    done: bool,
+}
+
+impl Source {
+    fn new(stream: Streaming<pb::ExportAuditEventsResponse>) -> Self {
+        Self {
+            stream,
+            buffer: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Reads on until an entry is at hand or the export ended.
+    async fn fill(&mut self) -> Result<(), tonic::Status> {
+        while self.buffer.is_empty() && !self.done {
+            match self.stream.message().await? {
+                Some(chunk) => self.buffer.extend(chunk.events),
+                None => self.done = true,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Both exports, merged oldest first.
+struct Merge {
+    tenant: Source,
+    entitlement: Source,
+    at: ExportCursor,
+    failed: bool,
+}
+
+impl Merge {
+    /// The lines that can be sent with what is at hand (at least one, unless both ended): an
+    /// entry goes out only once the other service's next one is known, or that one ended.
+    async fn next_lines(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        if self.failed {
+            return None;
+        }
+        if let Err(status) = tokio::try_join!(self.tenant.fill(), self.entitlement.fill()) {
+            // Headers are sent: the connection is cut without the last chunk, and the client
+            // resumes from the last line's cursor.
+            tracing::warn!(error = %status, "audit export failed midway");
+            self.failed = true;
+            return Some((
+                Err(std::io::Error::other(status.message().to_owned())),
+                self,
+            ));
+        }
+        let mut out = Vec::new();
+        loop {
+            let from_tenant = match (self.tenant.buffer.front(), self.entitlement.buffer.front()) {
+                // At equal times the entitlement entry first: the reverse of the list's order.
+                (Some(t), Some(e)) => time_key(t) < time_key(e),
+                (Some(_), None) if self.entitlement.done => true,
+                (None, Some(_)) if self.tenant.done => false,
+                _ => break,
+            };
+            let (service, entry) = if from_tenant {
+                ("tenant", self.tenant.buffer.pop_front())
+            } else {
+                ("entitlement", self.entitlement.buffer.pop_front())
+            };
+            let Some(entry) = entry else { break };
+            if from_tenant {
+                self.at.tenant = entry.sequence;
+            } else {
+                self.at.entitlement = entry.sequence;
+            }
+            let line = ExportLine {
+                event: event(service, entry),
+                cursor: self.at.encode(),
+            };
+            if serde_json::to_writer(&mut out, &line).is_ok() {
+                out.push(b'\n');
+            }
+        }
+        (!out.is_empty()).then(|| (Ok(Bytes::from(out)), self))
+    }
+}
+
+/// Export the audit log of both services for a SIEM: NDJSON, oldest first.
+///
+/// One JSON object per line (`application/x-ndjson`, streamed in chunks): the entry as the list
+/// gives it, plus `cursor`. The export covers `[from, to)` (`to` defaults to when it starts, so
+/// it ends) and the same filters as the list; an export cut short (a dropped connection, a
+/// service failing midway: the response then ends without its last chunk) continues with the
+/// last line's `cursor` and the same filters. Each service streams its entries in chunks of
+/// 100, one chunk in flight: a slow reader holds the export, never the databases. Entries of
+/// writes still committing when the export reads past them can be missed: end `to` a few
+/// seconds before now for a complete range.
+#[utoipa::path(get, path = "/audit/api/v1/events/export", tag = "Audit",
+    params(ExportQuery),
+    responses(
+        (status = 200, content_type = "application/x-ndjson", body = ExportLine,
+            description = "One `ExportLine` per line, oldest first"),
+        (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn export_events(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let at = q
+        .cursor
+        .as_deref()
+        .map(ExportCursor::decode)
+        .transpose()?
+        .unwrap_or_default();
+    let from = parse_time_field(&q.from, "from")?;
+    // Fixed here, so both services export the same range.
+    let to = match q.to.as_deref() {
+        Some(t) => parse_time_field(t, "to")?,
+        None => {
+            let now = chrono::Utc::now();
+            prost_types::Timestamp {
+                seconds: now.timestamp(),
+                nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or_default(),
+            }
+        }
+    };
+    if (from.seconds, from.nanos) >= (to.seconds, to.nanos) {
+        return Err(ApiError::invalid_field("to", "must be after `from`"));
+    }
+    let request = |after_sequence: u64| pb::ExportAuditEventsRequest {
+        from: Some(from),
+        to: Some(to),
+        resource_type: q.resource_type.clone(),
+        resource_id: q.resource_id.clone(),
+        actor: q.actor.clone(),
+        action: q.action.clone(),
+        after_sequence: Some(after_sequence),
+    };
+    let mut tenant_client = state.audit_tenant();
+    let mut entitlement_client = state.audit_entitlement();
+    // Either service's refusal (a bad filter, the audit log disabled) answers before any line.
+    let (tenant, entitlement) = tokio::try_join!(
+        tenant_client.export_audit_events(grpc(&p, request(at.tenant))),
+        entitlement_client.export_audit_events(grpc(&p, request(at.entitlement))),
+    )?;
+    let merge = Merge {
+        tenant: Source::new(tenant.into_inner()),
+        entitlement: Source::new(entitlement.into_inner()),
+        at,
+        failed: false,
+    };
+    let body = Body::from_stream(stream::unfold(merge, Merge::next_lines));
+    Ok(([(http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +593,11 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         assert!(Cursor::decode("!!").is_err());
         assert!(Cursor::decode("e30").is_err(), "{{}} lacks the positions");
+        let at = ExportCursor {
+            tenant: 7,
+            entitlement: 0,
+        };
+        assert_eq!(ExportCursor::decode(&at.encode()).unwrap(), at);
+        assert!(ExportCursor::decode(&cursor.encode()).is_err());
     }
 }

@@ -549,6 +549,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/entitlements/api/v1/is-entitled-to"),
     ("post", "/entitlements/api/v1/is-entitled-to/batch"),
     ("get", "/audit/api/v1/events"),
+    ("get", "/audit/api/v1/events/export"),
     ("get", "/entitlements/api/v1/stream"),
     (
         "get",

@@ -5,9 +5,8 @@
 //! no clock outside storage (which stamps its writes itself), so there is no clock port.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord};
+use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, ExportQuery};
 use tokio::sync::watch;
 
 use crate::domain::{
@@ -176,13 +175,14 @@ pub trait IdempotencyStore: Send + Sync {
 /// The audit log: entries are written by the write ports, in their transactions; this reads.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    /// Whether writes record audit entries (`audit_enabled`).
+    fn audit_enabled(&self) -> bool;
     /// A page of entries matching `query`, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage>;
-    /// Up to `limit` entries in `[from, to)` after `after_sequence`, oldest first.
+    /// Up to `limit` entries of `export` after `after_sequence`, oldest first.
     async fn export_audit(
         &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        export: &ExportQuery,
         after_sequence: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>>;

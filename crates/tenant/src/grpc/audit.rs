@@ -4,13 +4,13 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
-use tenantry_common::audit::{AuditRecord, RawQuery};
+use tenantry_common::audit::{AuditRecord, RawExport, RawQuery};
 use tenantry_proto::audit::v1::{self as pb, audit_service_server::AuditService};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{Handlers, convert::timestamp};
-use crate::{app::Engine, domain::Error};
+use crate::domain::Error;
 
 /// A protobuf time as the domain's, or INVALID_ARGUMENT naming `field`.
 fn time(field: &'static str, value: Option<Timestamp>) -> Result<Option<DateTime<Utc>>, Error> {
@@ -74,20 +74,25 @@ impl AuditService for Handlers {
         request: Request<pb::ExportAuditEventsRequest>,
     ) -> Result<Response<ExportStream>, Status> {
         let r = request.into_inner();
-        let (from, to) = Engine::<crate::storage::Store>::export_range(
-            time("from", r.from)?,
-            time("to", r.to)?,
-        )?;
+        let export = self.app.audit_export(RawExport {
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            actor: r.actor,
+            action: r.action,
+            from: time("from", r.from)?,
+            to: time("to", r.to)?,
+            after_sequence: r.after_sequence,
+        })?;
         let app = self.app.clone();
         let shutdown = self.shutdown.clone();
         // One chunk in flight: a slow reader holds the export, never the database.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
-            let mut after = 0;
+            let mut after = export.after_sequence;
             loop {
                 let chunk = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    chunk = app.export_audit_chunk(from, to, after) => chunk,
+                    chunk = app.export_audit_chunk(&export, after) => chunk,
                 };
                 let message = match chunk {
                     Ok(records) if records.is_empty() => return,

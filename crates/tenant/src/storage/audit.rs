@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, store};
+use tenantry_common::audit::{AuditPage, AuditQuery, AuditRecord, ExportQuery, store};
 
 use super::{Result, Store, db_err};
 use crate::app::ports::AuditStore;
@@ -18,6 +18,10 @@ impl Store {
 
 #[async_trait]
 impl AuditStore for Store {
+    fn audit_enabled(&self) -> bool {
+        self.audit_enabled
+    }
+
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage> {
         store::list(self.connection(), query)
             .await
@@ -26,12 +30,11 @@ impl AuditStore for Store {
 
     async fn export_audit(
         &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        export: &ExportQuery,
         after_sequence: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>> {
-        store::export_chunk(self.connection(), from, to, after_sequence, limit)
+        store::export_chunk(self.connection(), export, after_sequence, limit)
             .await
             .map_err(db_err("export audit entries"))
     }

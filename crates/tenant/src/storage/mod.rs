@@ -34,6 +34,8 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Whether writes record audit entries (`audit_enabled`).
+    audit_enabled: bool,
 }
 
 struct Inner {
@@ -92,7 +94,15 @@ impl Store {
                 feed_head,
                 write_turns: (backend == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             }),
+            audit_enabled: true,
         }
+    }
+
+    /// This store with audit entries recorded or not (`audit_enabled`; on by default).
+    #[must_use]
+    pub fn with_audit(mut self, enabled: bool) -> Self {
+        self.audit_enabled = enabled;
+        self
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -180,6 +190,9 @@ impl Store {
         txn: &DatabaseTransaction,
         entries: Vec<AuditEntry>,
     ) -> Result<()> {
+        if !self.audit_enabled {
+            return Ok(());
+        }
         let entries: Vec<AuditEntry> = entries
             .into_iter()
             .filter(AuditEntry::changes_something)

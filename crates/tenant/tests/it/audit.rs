@@ -337,7 +337,7 @@ async fn queries_filter_page_and_export() {
                 seconds: 0,
                 nanos: 0,
             }),
-            to: None,
+            ..pb::ExportAuditEventsRequest::default()
         })
         .await
         .unwrap()

@@ -1,16 +1,170 @@
 //! `GET /audit/api/v1/events`: both services' audit entries as one list, newest first, through
 //! the real gateway and services: the environment client and the request ID are named, filters
 //! hold, cursor pages cover every entry once, bad input is 400 naming the field, and a user
-//! token (a tenant) cannot read the log.
+//! token (a tenant) cannot read the log. `GET /audit/api/v1/events/export`: the same entries
+//! as NDJSON, oldest first, resumable from any line's cursor. With `audit_enabled = false`
+//! nothing is recorded and both reads say so.
 
 use serde_json::{Value, json};
 
 use super::{
-    BATCH, FEATURES as FEATURES_V1, FEATURES_V2, FLAGS, GRANTS, PLANS, ROUTES, spawn_stack,
+    BATCH, FEATURES as FEATURES_V1, FEATURES_V2, FLAGS, GRANTS, PLANS, ROUTES, Stack, spawn_stack,
+    spawn_stack_with,
 };
 use crate::helpers::{CLIENT_ID, assert_error_shape, user_claims, user_token};
 
 const EVENTS: &str = "/audit/api/v1/events";
+const EXPORT: &str = "/audit/api/v1/events/export";
+/// Before every entry of a test.
+const LONG_AGO: &str = "2000-01-01T00:00:00Z";
+
+/// An export's lines (status 200 and NDJSON asserted), each entry without its cursor, and the
+/// cursors.
+async fn export(s: &Stack, query: &str) -> (Vec<Value>, Vec<String>) {
+    let auth = format!("Bearer {}", s.env);
+    let (status, headers, body) = s
+        .app
+        .request_raw(
+            "GET",
+            &format!("{EXPORT}?{query}"),
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    let text = String::from_utf8(body).expect("UTF-8");
+    assert_eq!(status, 200, "{query}: {text}");
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    let mut entries = Vec::new();
+    let mut cursors = Vec::new();
+    for line in text.lines() {
+        let mut entry: Value = serde_json::from_str(line).expect("one JSON object per line");
+        let cursor = entry
+            .as_object_mut()
+            .and_then(|o| o.remove("cursor"))
+            .expect("each line has a cursor");
+        cursors.push(cursor.as_str().expect("a string").to_owned());
+        entries.push(entry);
+    }
+    assert!(text.is_empty() || text.ends_with('\n'), "{text}");
+    (entries, cursors)
+}
+
+/// The list's entries for `query`, every page, oldest first (as an export gives them).
+async fn listed_oldest_first(s: &Stack, query: &str) -> Vec<Value> {
+    let page = s.get(&format!("{EVENTS}?limit=100&{query}")).await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    assert_eq!(page.body["nextCursor"], Value::Null, "one page holds them");
+    let mut items = page.body["items"].as_array().unwrap().clone();
+    items.reverse();
+    items
+}
+
+#[tokio::test]
+async fn the_export_streams_what_the_list_pages_and_resumes_from_a_line() {
+    let s = spawn_stack().await;
+    for i in 0..3 {
+        s.account(&format!("t{i}"), None).await;
+        s.feature(json!({"key": format!("f{i}"), "name": "F"}))
+            .await;
+    }
+    let r = s
+        .app
+        .send_json(
+            "PUT",
+            "/tenants/resources/tenants/v1/t1",
+            Some(&s.env),
+            &json!({"name": "renamed"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // Everything: the list's entries, oldest first, both services merged.
+    let (all, cursors) = export(&s, &format!("from={LONG_AGO}")).await;
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert_eq!(all, listed_oldest_first(&s, "").await);
+    // The same filters as the list.
+    for filter in [
+        "resourceType=feature",
+        "action=account.update",
+        "resourceId=t1",
+        &format!("actor=environment:{CLIENT_ID}"),
+        "actor=user:nobody",
+    ] {
+        let (filtered, _) = export(&s, &format!("from={LONG_AGO}&{filter}")).await;
+        assert_eq!(filtered, listed_oldest_first(&s, filter).await, "{filter}");
+    }
+    let (features, _) = export(&s, &format!("from={LONG_AGO}&resourceType=feature")).await;
+    assert_eq!(features.len(), 3);
+    // A time range after every entry is empty.
+    let (none, _) = export(&s, "from=2999-01-01T00:00:00Z&to=2999-01-02T00:00:00Z").await;
+    assert!(none.is_empty());
+
+    // Continued after any line, it gives the rest.
+    for (i, cursor) in cursors.iter().enumerate() {
+        let (rest, _) = export(&s, &format!("from={LONG_AGO}&cursor={cursor}")).await;
+        assert_eq!(rest, all[i + 1..], "after line {i}");
+    }
+
+    // A user token (a tenant) cannot export the log.
+    s.account("acme", None).await;
+    let token = user_token(&user_claims(
+        "acme",
+        "ann",
+        &["fe.account-settings.write.account"],
+    ));
+    let denied = s
+        .app
+        .get(&format!("{EXPORT}?from={LONG_AGO}"), Some(&token))
+        .await;
+    assert_error_shape(&denied, 403);
+
+    // Bad input is 400 naming the parameter, before any line.
+    for (query, field) in [
+        (String::new(), "from"),
+        ("from=yesterday".to_owned(), "from"),
+        (format!("from={LONG_AGO}&to=1999-01-01T00:00:00Z"), "to"),
+        ("from=2999-01-01T00:00:00Z".to_owned(), "to"),
+        (format!("from={LONG_AGO}&cursor=garbage"), "cursor"),
+        (format!("from={LONG_AGO}&actor="), "actor"),
+        (format!("from={LONG_AGO}&limit=5"), "limit"),
+    ] {
+        let r = s.get(&format!("{EXPORT}?{query}")).await;
+        assert_error_shape(&r, 400);
+        assert!(r.body.to_string().contains(field), "{query}: {:?}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn with_the_audit_log_off_writes_record_nothing_and_reads_say_so() {
+    let s = spawn_stack_with(|c| c.audit_enabled = false).await;
+    s.account("t0", None).await;
+    s.feature(json!({"key": "f0", "name": "F"})).await;
+    for path in [EVENTS.to_owned(), format!("{EXPORT}?from={LONG_AGO}")] {
+        let r = s.get(&path).await;
+        assert_error_shape(&r, 409);
+        assert_eq!(r.body["reason"], "AUDIT_DISABLED", "{path}: {:?}", r.body);
+        assert!(
+            r.body.to_string().contains("audit_enabled"),
+            "{path}: {:?}",
+            r.body
+        );
+    }
+    let db = sea_orm::Database::connect(s.db.as_str()).await.unwrap();
+    for schema in ["tenant", "entitlement"] {
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            &db,
+            sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!("SELECT COUNT(*)::BIGINT AS n FROM {schema}.audit_log"),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let n: i64 = row.try_get("", "n").unwrap();
+        assert_eq!(n, 0, "{schema}.audit_log");
+    }
+}
 
 #[tokio::test]
 async fn the_audit_log_merges_both_services_filters_and_pages() {
