@@ -273,6 +273,17 @@ pub trait TransitionStore: Transactional {
         txn: &Self::Txn,
     ) -> Result<Option<Option<DateTime<Utc>>>>;
     async fn set_transition_cursor(&self, txn: &Self::Txn, until: DateTime<Utc>) -> Result<()>;
+    /// How far scans have reached, read outside any transaction.
+    async fn transition_cursor(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Whether [`TransitionStore::grants_due`] would find any, read outside any transaction
+    /// (an idle round takes no write lock).
+    async fn any_grant_due(
+        &self,
+        kind: TransitionKind,
+        lead_secs: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Grants whose `kind` transition (at `lead_secs` for `Expiring`) hangs on an anchor (start
     /// or expiry) in `(from, to]` and has no recorded decision, earliest anchor first, at most
     /// `limit`.
@@ -357,6 +368,8 @@ pub trait WebhookStore: Transactional {
     /// Whether an enabled endpoint exists, as `txn` sees it (writes record no events when
     /// none does).
     async fn webhooks_wanted(&self, txn: &Self::Txn) -> Result<bool>;
+    /// [`WebhookStore::webhooks_wanted`] outside any transaction.
+    async fn webhooks_wanted_now(&self) -> Result<bool>;
     /// Adds `events` to the outbox in `txn`, in order.
     async fn enqueue_events(
         &self,

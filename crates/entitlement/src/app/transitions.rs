@@ -12,11 +12,13 @@
 //! has new keys at its new time while the old ones are never due. On PostgreSQL one replica
 //! scans at a time (the cursor row, `FOR UPDATE SKIP LOCKED`); SQLite's write lock does the
 //! same. After downtime the window simply starts at the cursor, so what fell due meanwhile is
-//! decided then.
+//! decided then. A round that finds nothing due, with reads alone, takes no write lock (it
+//! moves the cursor once a minute).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tenantry_common::CancellationToken;
 
 use super::Engine;
@@ -32,6 +34,10 @@ use crate::domain::{Grant, Result};
 /// still has its transitions seen. A start or expiry written further into the past than this
 /// fires nothing (its `tenantry.grant.updated.v1` tells).
 pub const LOOKBACK: chrono::Duration = chrono::Duration::minutes(5);
+
+/// How far an idle scheduler lets its cursor fall behind before moving it (the one write of
+/// an idle round): a window then reaches back at most this much beyond [`LOOKBACK`].
+const IDLE_CURSOR_STEP: chrono::Duration = chrono::Duration::minutes(1);
 
 /// Most grants a round takes per kind and lead time; more are taken by the next round, at once.
 const BATCH: u64 = 500;
@@ -60,6 +66,17 @@ impl<S: Storage> Engine<S> {
     /// One scheduler round at the clock's now.
     pub async fn fire_transitions(&self, lead_times: &[Duration]) -> Result<Round> {
         let now = self.now();
+        // (Validated at start: 1 s to 366 days; anything beyond a century is ignored.)
+        let mut kinds = vec![(TransitionKind::Started, 0), (TransitionKind::Expired, 0)];
+        kinds.extend(
+            lead_times
+                .iter()
+                .filter(|lead| lead.as_secs() <= 100 * 366 * 86_400)
+                .map(|lead| (TransitionKind::Expiring, lead.as_secs() as i64)),
+        );
+        if self.idle(&kinds, now).await? {
+            return Ok(Round::default());
+        }
         let txn = self.store.begin().await?;
         let Some(scanned) = self.store.lock_transition_cursor(&txn).await? else {
             return Ok(Round {
@@ -80,14 +97,6 @@ impl<S: Storage> Engine<S> {
         // records no events then).
         let mut until = now;
         if self.store.webhooks_wanted(&txn).await? {
-            let mut kinds = vec![(TransitionKind::Started, 0), (TransitionKind::Expired, 0)];
-            // (Validated at start: 1 s to 366 days; anything beyond a century is ignored.)
-            kinds.extend(
-                lead_times
-                    .iter()
-                    .filter(|lead| lead.as_secs() <= 100 * 366 * 86_400)
-                    .map(|lead| (TransitionKind::Expiring, lead.as_secs() as i64)),
-            );
             let revision = self.store.revision_in(&txn).await?;
             let mut due = Vec::new();
             for (kind, lead_secs) in kinds {
@@ -142,6 +151,32 @@ impl<S: Storage> Engine<S> {
 }
 
 impl<S: Storage> Engine<S> {
+    /// Whether this round would only move a cursor that moved recently: then it is skipped,
+    /// found out with reads alone, so an idle replica takes no write lock each poll.
+    async fn idle(&self, kinds: &[(TransitionKind, i64)], now: DateTime<Utc>) -> Result<bool> {
+        let Some(scanned) = self.store.transition_cursor().await? else {
+            return Ok(false);
+        };
+        if now - scanned >= IDLE_CURSOR_STEP {
+            return Ok(false);
+        }
+        if !self.store.webhooks_wanted_now().await? {
+            return Ok(true);
+        }
+        let from = scanned - LOOKBACK;
+        for &(kind, lead_secs) in kinds {
+            let lead = chrono::Duration::seconds(lead_secs);
+            if self
+                .store
+                .any_grant_due(kind, lead_secs, from + lead, now + lead)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The events of `due`, each naming its grant's plan and the plan's features (as stored:
     /// this replica's index may not yet hold a plan another replica just created).
     async fn transition_events(

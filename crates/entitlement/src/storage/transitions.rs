@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement,
+    QuerySelect, Select, Set, Statement,
 };
+use uuid::Uuid;
 
 use super::entities::{grant, grant_transition, transition_cursor};
 use super::{Store, db_err, grants};
@@ -62,44 +63,7 @@ impl TransitionStore for Store {
         to: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<Grant>> {
-        let anchor = match kind {
-            TransitionKind::Started => grant::Column::StartsAt,
-            TransitionKind::Expiring | TransitionKind::Expired => grant::Column::ExpiresAt,
-        };
-        // Decided already (by this scan's overlap with the last, or another replica).
-        let decided = Query::select()
-            .expr(Expr::val(1))
-            .from(grant_transition::Entity)
-            .and_where(
-                Expr::col((grant_transition::Entity, grant_transition::Column::GrantId))
-                    .equals((grant::Entity, grant::Column::Id)),
-            )
-            .and_where(
-                Expr::col((grant_transition::Entity, grant_transition::Column::Kind))
-                    .eq(kind.as_str()),
-            )
-            .and_where(
-                Expr::col((grant_transition::Entity, grant_transition::Column::LeadSecs))
-                    .eq(lead_secs),
-            )
-            .and_where(
-                Expr::col((grant_transition::Entity, grant_transition::Column::AnchorAt))
-                    .equals((grant::Entity, anchor)),
-            )
-            .to_owned();
-        let mut query = grant::Entity::find();
-        if kind == TransitionKind::Started {
-            // Only a grant created to start later starts (most start as they are created:
-            // passing over each of those would be a write per grant).
-            query = query
-                .filter(Expr::col(grant::Column::StartsAt).gt(Expr::col(grant::Column::CreatedAt)));
-        }
-        query
-            .filter(anchor.gt(from))
-            .filter(anchor.lte(to))
-            .filter(Expr::exists(decided).not())
-            .order_by_asc(anchor)
-            .order_by_asc(grant::Column::Id)
+        due_query(kind, lead_secs, from, to)
             .limit(limit)
             .all(txn)
             .await
@@ -107,6 +71,32 @@ impl TransitionStore for Store {
             .into_iter()
             .map(grants::to_domain)
             .collect()
+    }
+
+    async fn transition_cursor(&self) -> Result<Option<DateTime<Utc>>> {
+        let row = transition_cursor::Entity::find_by_id(1)
+            .one(&self.db)
+            .await
+            .map_err(db_err("read the transition cursor"))?;
+        Ok(row.and_then(|r| r.scanned_until))
+    }
+
+    async fn any_grant_due(
+        &self,
+        kind: TransitionKind,
+        lead_secs: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<bool> {
+        let found = due_query(kind, lead_secs, from, to)
+            .select_only()
+            .column(grant::Column::Id)
+            .limit(1)
+            .into_tuple::<Uuid>()
+            .one(&self.db)
+            .await
+            .map_err(db_err("look for grants with a transition due"))?;
+        Ok(found.is_some())
     }
 
     async fn record_transition(
@@ -167,4 +157,50 @@ impl TransitionStore for Store {
             .map_err(db_err("read the revision"))?;
         Ok(u64::try_from(revision).unwrap_or(0))
     }
+}
+
+/// Grants whose `kind` transition (at `lead_secs`) hangs on an anchor in `(from, to]` and has no
+/// recorded decision, earliest anchor first.
+fn due_query(
+    kind: TransitionKind,
+    lead_secs: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Select<grant::Entity> {
+    let anchor = match kind {
+        TransitionKind::Started => grant::Column::StartsAt,
+        TransitionKind::Expiring | TransitionKind::Expired => grant::Column::ExpiresAt,
+    };
+    // Decided already (by this scan's overlap with the last, or another replica).
+    let decided = Query::select()
+        .expr(Expr::val(1))
+        .from(grant_transition::Entity)
+        .and_where(
+            Expr::col((grant_transition::Entity, grant_transition::Column::GrantId))
+                .equals((grant::Entity, grant::Column::Id)),
+        )
+        .and_where(
+            Expr::col((grant_transition::Entity, grant_transition::Column::Kind)).eq(kind.as_str()),
+        )
+        .and_where(
+            Expr::col((grant_transition::Entity, grant_transition::Column::LeadSecs)).eq(lead_secs),
+        )
+        .and_where(
+            Expr::col((grant_transition::Entity, grant_transition::Column::AnchorAt))
+                .equals((grant::Entity, anchor)),
+        )
+        .to_owned();
+    let mut query = grant::Entity::find();
+    if kind == TransitionKind::Started {
+        // Only a grant created to start later starts (most start as they are created:
+        // passing over each of those would be a write per grant).
+        query = query
+            .filter(Expr::col(grant::Column::StartsAt).gt(Expr::col(grant::Column::CreatedAt)));
+    }
+    query
+        .filter(anchor.gt(from))
+        .filter(anchor.lte(to))
+        .filter(Expr::exists(decided).not())
+        .order_by_asc(anchor)
+        .order_by_asc(grant::Column::Id)
 }

@@ -77,21 +77,29 @@ impl Store {
             .map_err(db_err("lock the webhook fan-out"))?;
         Ok(row.is_some())
     }
-}
 
-#[async_trait]
-impl WebhookStore for Store {
-    async fn webhooks_wanted(&self, txn: &DatabaseTransaction) -> Result<bool> {
+    async fn webhooks_wanted_on(&self, conn: &impl ConnectionTrait) -> Result<bool> {
         let found = webhook_endpoint::Entity::find()
             .select_only()
             .column(webhook_endpoint::Column::Id)
             .filter(webhook_endpoint::Column::Enabled.eq(true))
             .limit(1)
             .into_tuple::<Uuid>()
-            .one(txn)
+            .one(conn)
             .await
             .map_err(db_err("look for webhook endpoints"))?;
         Ok(found.is_some())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for Store {
+    async fn webhooks_wanted(&self, txn: &DatabaseTransaction) -> Result<bool> {
+        self.webhooks_wanted_on(txn).await
+    }
+
+    async fn webhooks_wanted_now(&self) -> Result<bool> {
+        self.webhooks_wanted_on(&self.db).await
     }
 
     async fn enqueue_events(

@@ -9,7 +9,7 @@ use sea_orm::EntityTrait;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::app::ports::{Transactional, WebhookStore};
+use crate::app::ports::{Transactional, TransitionStore, WebhookStore};
 use crate::app::testing::{TestEngine, engine_on, t0};
 use crate::clock::ManualClock;
 use crate::domain::webhook::{Endpoint, types};
@@ -322,4 +322,32 @@ async fn sqlite_a_backlog_larger_than_a_batch_drains_once() {
     let seen = r.seen().await;
     assert_eq!(seen.len() as u64, super::BATCH + 20);
     assert!(seen.iter().all(|s| s.0 == types::GRANT_EXPIRED));
+}
+
+/// An idle round reads only: it waits for no writer holding the database (SQLite's write lock
+/// here), and moves the cursor once a minute.
+#[tokio::test]
+async fn sqlite_an_idle_round_takes_no_write_lock() {
+    let r = sqlite().await;
+    let store = r.a.engine.store();
+    r.grant(None, Some(10.0)).await;
+    assert_eq!(store.transition_cursor().await.unwrap(), Some(t0()));
+    r.clock.advance(chrono::Duration::seconds(30));
+    let writer = store.begin().await.unwrap();
+    let round = tokio::time::timeout(
+        Duration::from_secs(2),
+        r.b.engine.fire_transitions(&leads()),
+    )
+    .await
+    .expect("an idle round waits for no writer")
+    .unwrap();
+    assert_eq!(round.sent, 0);
+    drop(writer);
+    assert_eq!(store.transition_cursor().await.unwrap(), Some(t0()));
+    r.clock.advance(chrono::Duration::seconds(60));
+    assert_eq!(r.round().await, 0);
+    assert_eq!(
+        store.transition_cursor().await.unwrap(),
+        Some(t0() + chrono::Duration::seconds(90))
+    );
 }
