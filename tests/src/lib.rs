@@ -514,6 +514,31 @@ impl Stack {
         )
     }
 
+    /// A second tenant-service process on the same database and schema, not started: the
+    /// first one's environment with `overrides` on top, and the `http://127.0.0.1:PORT` it will
+    /// serve gRPC on.
+    pub fn tenant_variant(
+        &self,
+        name: &'static str,
+        overrides: &[(&str, &str)],
+    ) -> (Process, String) {
+        self.variant(&self.tenant, name, "TENANTRY_TENANT_GRPC_ADDR", overrides)
+    }
+
+    /// As [`Stack::entitlement_replica`], with `overrides` on top of its environment.
+    pub fn entitlement_variant(
+        &self,
+        name: &'static str,
+        overrides: &[(&str, &str)],
+    ) -> (Process, String) {
+        self.variant(
+            &self.entitlement,
+            name,
+            "TENANTRY_ENTITLEMENT_GRPC_ADDR",
+            overrides,
+        )
+    }
+
     /// A second gateway process in front of the same services, not started: the first one's
     /// environment with `overrides` on top, and the `http://127.0.0.1:PORT` it will serve on.
     pub fn gateway_variant(

@@ -6,6 +6,7 @@
 //! unit tests of the statistics, the load generator and the table.
 
 pub mod ab;
+pub mod audit;
 pub mod batch;
 pub mod distribution;
 pub mod edge;
@@ -20,3 +21,4 @@ pub mod report;
 pub mod rpc;
 pub mod soak;
 pub mod stats;
+pub mod webhooks;

@@ -1,6 +1,7 @@
 //! `tenantry-bench`: runs B1 and B11 in-process, starts the stack, runs B2–B7, B9d and B10 (the
-//! agent and the SDK beside it) and B8, then the soak (B9 on a fresh stack, B9′ on the
-//! all-in-one binary) and B12 (agent cold start), and prints the table (Markdown) on stdout.
+//! agent and the SDK beside it), B17 (audit on ÷ off) and B8, then the soak (B9 on a fresh
+//! stack, B9′ on the all-in-one binary), B12 (agent cold start) and B16 (webhook latency, on a
+//! stack of its own), and prints the table (Markdown) on stdout.
 //! Progress goes to stderr. See BENCHMARKS.md.
 
 use std::io::Write as _;
@@ -9,7 +10,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tenantry_bench::{
-    batch, distribution, edge,
+    audit, batch, distribution, edge,
     fixture::{Fixture, Settings},
     inproc, list, memory,
     procfs::{self, StealMeter},
@@ -17,6 +18,7 @@ use tenantry_bench::{
     report::{self, Row, Verdict},
     rpc,
     soak::{self, Backend},
+    webhooks,
 };
 
 /// Runs Tenantry's benchmark suite against the real service binaries on this machine.
@@ -54,8 +56,8 @@ struct Args {
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const ALL: [&str; 13] = [
-    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B9d", "B10", "B11", "B12",
+const ALL: [&str; 15] = [
+    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B9d", "B10", "B11", "B12", "B16", "B17",
 ];
 
 fn main() -> Result<()> {
@@ -142,9 +144,11 @@ async fn run(
             None => {}
         }
     }
-    let needs_stack = ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9d", "B10"]
-        .iter()
-        .any(|m| wanted(m));
+    let needs_stack = [
+        "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9d", "B10", "B17",
+    ]
+    .iter()
+    .any(|m| wanted(m));
     if needs_stack {
         let mut fixture = Fixture::start(settings.clone()).await?;
         macro_rules! measure {
@@ -193,6 +197,7 @@ async fn run(
         }
         measure!("B9d", edge::b9d(&fixture));
         measure!("B10", edge::b10(&fixture));
+        measure!("B17", audit::b17(&fixture));
         // Last: it seeds a million grants into this stack.
         measure!("B8", memory::b8(&mut fixture));
     }
@@ -222,6 +227,18 @@ async fn run(
                 rows.push(row);
             }
             Err(e) => rows.push(failed("B12", &e)),
+        }
+    }
+    if wanted("B16") {
+        eprintln!("B16 …");
+        let steal = StealMeter::start();
+        match webhooks::b16(&settings).await {
+            Ok(row) => {
+                let row = stolen(row, steal);
+                eprintln!("{}", report::render(std::slice::from_ref(&row)));
+                rows.push(row);
+            }
+            Err(e) => rows.push(failed("B16", &e)),
         }
     }
     let mut out = std::io::stdout().lock();
