@@ -224,6 +224,29 @@ try:
     wait("the search narrowing the list", narrowed)
     check_page("accounts-search")
 
+    # An import: a CSV uploaded, its progress followed on the page (htmx polling) to the end,
+    # the bad row reported on its own.
+    upload = os.path.join(tempfile.mkdtemp(prefix="tenantry-import-"), "accounts.csv")
+    with open(upload, "w", encoding="utf-8") as f:
+        f.write("tenantId,name\ninitech,Initech\nhooli,\"Hooli, Inc.\"\nbad id,Broken\n")
+    driver.get(f"{BASE}/console/imports")
+    check_page("imports")
+    driver.find_element(By.ID, "import-file").send_keys(upload)
+    submit("start-import")
+    if not path().startswith("/console/imports/"):
+        fail(f"starting an import should show its progress, got {path()}: {driver.find_element(By.TAG_NAME, 'main').text}")
+    wait(
+        "the import to complete",
+        lambda: driver.find_element(By.ID, "import-state").text == "completed",
+        within=20,
+    )
+    progress = driver.find_element(By.ID, "import-progress")
+    if progress.get_attribute("value") != progress.get_attribute("max") or progress.get_attribute("max") != "3":
+        fail("the progress bar should reach 3 of 3")
+    if driver.find_element(By.ID, "import-created").text != "2" or "bad id" not in driver.find_element(By.ID, "import-errors").text:
+        fail(f"two accounts created, the bad row refused: {driver.find_element(By.TAG_NAME, 'main').text}")
+    check_page("import-done")
+
     # Edit, metadata, revoke (sso then lost, with the check's reason), detach, delete.
     driver.get(f"{BASE}/console/accounts/acme")
     fill("edit-name", "Acme Corporation")

@@ -311,6 +311,39 @@ async fn the_console_refuses_without_a_session_a_token_or_the_scope() {
         .await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
     assert_eq!(location(&created), "/console/accounts/made-here");
+    // An upload form (multipart) needs the token too.
+    for token_field in ["", "forged"] {
+        let boundary = "tenantry-boundary";
+        let mut body = String::new();
+        if !token_field.is_empty() {
+            body.push_str(&format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"csrf\"\r\n\r\n{token_field}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\
+             content-type: text/csv\r\n\r\ntenantId,name\nforged,Forged\n\r\n--{boundary}--\r\n"
+        ));
+        let refused = operator
+            .http
+            .post(format!("{}/console/imports", stack.base_url))
+            .header(
+                header::COOKIE,
+                format!(
+                    "tenantry_console={}",
+                    operator.cookie.clone().unwrap_or_default()
+                ),
+            )
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
     // Bad input: the API's status and message, as a page.
     let invalid = operator
         .post(

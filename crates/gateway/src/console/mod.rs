@@ -14,6 +14,7 @@
 
 mod accounts;
 mod catalogue;
+mod imports;
 mod session;
 mod sign_in;
 
@@ -23,7 +24,7 @@ use askama::Template;
 use axum::{
     Router,
     body::Body,
-    extract::{FromRequestParts, Request, State},
+    extract::{FromRequest, FromRequestParts, Request, State},
     http::request::Parts,
     middleware::{self, Next},
     response::{Html, IntoResponse, Redirect, Response},
@@ -70,6 +71,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .route("/assets/{file}", get(asset))
         .merge(accounts::router())
         .merge(catalogue::router())
+        .merge(imports::router())
         .fallback(page_not_found)
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console))
@@ -160,31 +162,57 @@ async fn csrf_checked(session: Option<&Session>, req: Request) -> Result<Request
             Err(refused())
         };
     }
-    let is_form = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
-        return Err(refused());
-    }
+        .unwrap_or_default()
+        .to_owned();
     let (parts, body) = req.into_parts();
     // The gateway's body layers have already bounded and read the body.
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|_| ApiError::bad_request("the form could not be read"))?;
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|_| ApiError::bad_request("the form is not URL-encoded"))?;
-    let sent = fields
-        .iter()
-        .find(|(k, _)| k == CSRF_FIELD)
-        .map(|(_, v)| v.as_str());
+    let sent = if content_type.starts_with("application/x-www-form-urlencoded") {
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| ApiError::bad_request("the form is not URL-encoded"))?;
+        fields
+            .into_iter()
+            .find(|(k, _)| k == CSRF_FIELD)
+            .map(|(_, v)| v)
+    } else if content_type.starts_with("multipart/form-data") {
+        multipart_field(&content_type, bytes.clone(), CSRF_FIELD).await?
+    } else {
+        None
+    };
     match sent {
-        Some(sent) if session::same_token(sent, &session.csrf) => {
+        Some(sent) if session::same_token(&sent, &session.csrf) => {
             Ok(Request::from_parts(parts, Body::from(bytes)))
         }
         Some(_) | None => Err(refused()),
     }
+}
+
+/// A text field of a multipart body (an upload form's CSRF token).
+async fn multipart_field(
+    content_type: &str,
+    bytes: axum::body::Bytes,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    let malformed = || ApiError::bad_request("the form is not valid multipart/form-data");
+    let request = Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(bytes))
+        .map_err(|_| malformed())?;
+    let mut multipart = axum::extract::Multipart::from_request(request, &())
+        .await
+        .map_err(|_| malformed())?;
+    while let Some(field) = multipart.next_field().await.map_err(|_| malformed())? {
+        if field.name() == Some(name) {
+            return field.text().await.map(Some).map_err(|_| malformed());
+        }
+    }
+    Ok(None)
 }
 
 /// Scripts and styles from the console itself only (no inline script, no `eval`), no framing,
@@ -274,6 +302,7 @@ impl SignedIn {
                     nav("Accounts", "/console/accounts".to_owned(), current),
                     nav("Features", "/console/features".to_owned(), current),
                     nav("Plans", "/console/plans".to_owned(), current),
+                    nav("Imports", "/console/imports".to_owned(), current),
                 ],
             ),
             Principal::User {

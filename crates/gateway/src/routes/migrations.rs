@@ -87,7 +87,7 @@ pub struct MigrationStatus {
 impl MigrateBody {
     /// The upload as the messages of the migration stream, at most [`MIGRATION_CHUNK`] items
     /// each, so no message nears the gRPC limit however many accounts the body holds.
-    fn into_requests(self) -> Result<Vec<SubmitMigrationRequest>, ApiError> {
+    pub(crate) fn into_requests(self) -> Result<Vec<SubmitMigrationRequest>, ApiError> {
         if self.tenants.is_empty() || self.tenants.len() > MAX_MIGRATION_REQUEST_ITEMS {
             return Err(ApiError::invalid_field(
                 "tenants",
@@ -125,7 +125,7 @@ impl MigrateBody {
 }
 
 impl MigrationStatus {
-    fn from_pb(out: GetMigrationStatusResponse) -> Result<Self, ApiError> {
+    pub(crate) fn from_pb(out: GetMigrationStatusResponse) -> Result<Self, ApiError> {
         let m = out.migration.ok_or_else(ApiError::internal)?;
         let status = match m.state() {
             MigrationState::Pending | MigrationState::Unspecified => "pending",
