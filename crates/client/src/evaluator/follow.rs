@@ -165,19 +165,22 @@ pub(super) fn load_file(path: &Path) -> Result<(Follower, SystemTime), persist::
 
 /// Past mimalloc's delay before freed memory may go back to the system (its arenas': 10 ms ×
 /// 10 by default).
-const ALLOCATOR_PURGE_DELAY: Duration = Duration::from_millis(150);
+const ALLOCATOR_PURGE_DELAY: Duration = Duration::from_millis(100);
+/// How many such calls: a purge frees what expired by then, and frees seen by one call (pages
+/// other threads released) expire only for a later one.
+const ALLOCATOR_PURGE_ROUNDS: usize = 10;
 
 /// Building an index from a file frees ~90 B per grant of scratch (staged tenants, decoded
 /// records). mimalloc gives freed memory back to the system only from an allocator call made
 /// after its purge delay, at most one purge per delay and a few arenas per call; an idle agent
 /// (the service away) makes no such call, and its RSS would stay a third higher. A thread's
-/// exit is such a call, so a few short-lived threads, one per delay, make them.
+/// exit is such a call, so short-lived threads, one per delay for about a second, make them.
 #[expect(
     clippy::disallowed_methods,
     reason = "runs on the loading thread, never on a runtime worker"
 )]
 fn return_scratch_memory() {
-    for _ in 0..4 {
+    for _ in 0..ALLOCATOR_PURGE_ROUNDS {
         std::thread::sleep(ALLOCATOR_PURGE_DELAY);
         let collector = std::thread::Builder::new()
             .name("snapshot-load-collect".into())
