@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::Engine as _;
-use futures::stream;
+use futures::{StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantry_common::grpc::ClientChannel;
@@ -569,7 +569,9 @@ async fn export_events(
         at,
         failed: false,
     };
-    let body = Body::from_stream(stream::unfold(merge, Merge::next_lines));
+    // Fused: the response compression polls its body once more after the end, which an
+    // unfold alone answers with a panic.
+    let body = Body::from_stream(stream::unfold(merge, Merge::next_lines).fuse());
     Ok(([(http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
