@@ -23,6 +23,7 @@ pub struct EnvironmentCredentials {
 
 const CREDENTIALS_FILE: &str = "gateway-credentials.json";
 const TOKEN_KEY_FILE: &str = "gateway-token-key";
+const CONSOLE_KEY_FILE: &str = "gateway-console-key";
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +129,15 @@ fn configured_pairs(config: &Config) -> Vec<EnvironmentCredentials> {
 /// The HS256 key for environment tokens in dev mode, generated once into `data_dir`.
 pub fn dev_token_key(config: &Config) -> Result<Secret, RunError> {
     let contents = read_or_create(&config.data_dir.join(TOKEN_KEY_FILE), || {
+        random_token(48).into_bytes()
+    })?;
+    Ok(Secret::new(String::from_utf8_lossy(&contents).trim()))
+}
+
+/// The key sealing console sessions in dev mode, generated once into `data_dir` like the token
+/// key: sessions survive a restart, and gateways sharing the directory share them.
+pub fn dev_console_key(config: &Config) -> Result<Secret, RunError> {
+    let contents = read_or_create(&config.data_dir.join(CONSOLE_KEY_FILE), || {
         random_token(48).into_bytes()
     })?;
     Ok(Secret::new(String::from_utf8_lossy(&contents).trim()))

@@ -1,7 +1,7 @@
 //! Console sessions: a sealed cookie (ChaCha20-Poly1305 under `console_session_key`) holding
 //! who signed in, until when, and the session's CSRF token. The gateway keeps no session state,
 //! so every replica configured with the same key serves every session, and a restart keeps
-//! them; without a configured key one is drawn at start (sessions then end with the process).
+//! them; without a configured key, dev mode generates one into `data_dir` once and reuses it.
 //! A cookie that does not open (another key, tampered, expired) is no session at all.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -108,22 +108,15 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// The configured key, or a fresh one (with a warning: sessions then do not survive a
-    /// restart, nor move between replicas).
+    /// The configured key, or (dev mode) one generated once into `data_dir` and reused.
     pub fn from_config(config: &Config) -> Result<Self, RunError> {
         let rng = SystemRandom::new();
         let material: Vec<u8> = match &config.console_session_key {
             Some(key) => key.expose().as_bytes().to_vec(),
-            None => {
-                tracing::warn!(
-                    "console_session_key is not set: console sessions are sealed with a key \
-                     drawn at start, so they end when this gateway stops and are not accepted \
-                     by other replicas"
-                );
-                let mut key = [0u8; 32];
-                rng.fill(&mut key).map_err(|_| random_failed())?;
-                key.to_vec()
-            }
+            None => crate::credentials::dev_console_key(config)?
+                .expose()
+                .as_bytes()
+                .to_vec(),
         };
         // A fixed-length key whatever the configured string's length.
         let digest = Sha256::new()
