@@ -128,16 +128,18 @@ fn configured_pairs(config: &Config) -> Vec<EnvironmentCredentials> {
 
 /// The HS256 key for environment tokens in dev mode, generated once into `data_dir`.
 pub fn dev_token_key(config: &Config) -> Result<Secret, RunError> {
-    let contents = read_or_create(&config.data_dir.join(TOKEN_KEY_FILE), || {
-        random_token(48).into_bytes()
-    })?;
-    Ok(Secret::new(String::from_utf8_lossy(&contents).trim()))
+    dev_secret(config, TOKEN_KEY_FILE)
 }
 
 /// The key sealing console sessions in dev mode, generated once into `data_dir` like the token
 /// key: sessions survive a restart, and gateways sharing the directory share them.
 pub fn dev_console_key(config: &Config) -> Result<Secret, RunError> {
-    let contents = read_or_create(&config.data_dir.join(CONSOLE_KEY_FILE), || {
+    dev_secret(config, CONSOLE_KEY_FILE)
+}
+
+/// A random secret generated once into `data_dir/file` and reused.
+fn dev_secret(config: &Config, file: &str) -> Result<Secret, RunError> {
+    let contents = read_or_create(&config.data_dir.join(file), || {
         random_token(48).into_bytes()
     })?;
     Ok(Secret::new(String::from_utf8_lossy(&contents).trim()))
