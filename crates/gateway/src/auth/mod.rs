@@ -34,8 +34,9 @@ const ENV_TOKEN_AUDIENCE: &str = "tenantry-management";
 /// Clock skew tolerated on `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 30;
 
-/// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who is calling. Serialized as the console's session cookie holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Principal {
     /// An environment (vendor) token: full management rights.
     Environment { client_id: String },

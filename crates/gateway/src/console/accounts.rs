@@ -87,7 +87,7 @@ pub struct AccountRow {
 impl From<pb::Account> for AccountRow {
     fn from(a: pb::Account) -> Self {
         Self {
-            href: format!("/console/accounts/{}", encode(&a.tenant_id)),
+            href: account_href(&a.tenant_id),
             tenant_id: a.tenant_id,
             name: a.name,
             parent: a.parent_tenant_id.unwrap_or_default(),
@@ -182,10 +182,7 @@ async fn create(
         .await?
         .into_inner();
     let account = out.account.ok_or_else(ApiError::internal)?;
-    Ok(see(&format!(
-        "/console/accounts/{}",
-        encode(&account.tenant_id)
-    )))
+    Ok(see(&account_href(&account.tenant_id)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,6 +588,27 @@ async fn plan_choices(c: &Console, p: &Principal) -> Result<Vec<PlanChoice>, Pag
 // ---------------------------------------------------------------------------------------------
 // Writes on one account (environment sessions, as the REST routes)
 
+/// The account's page.
+fn account_href(id: &str) -> String {
+    format!("/console/accounts/{}", encode(id))
+}
+
+/// Every write on one account: an environment session (the REST routes' `Management` rule),
+/// one call made with its principal, then the account's page (or the call's error as a page).
+async fn write_then_show<T, E, Fut>(
+    session: &SignedIn,
+    id: &str,
+    call: impl FnOnce(Principal) -> Fut,
+) -> Result<Response, PageError>
+where
+    Fut: Future<Output = Result<T, E>>,
+    PageError: From<E>,
+{
+    let p = session.management()?.clone();
+    call(p).await?;
+    Ok(see(&account_href(id)))
+}
+
 #[derive(Deserialize)]
 pub struct UpdateForm {
     name: Option<String>,
@@ -603,22 +621,18 @@ async fn update(
     Path(id): Path<String>,
     Form(form): Form<UpdateForm>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .tenants()
-        .update_account(grpc(
-            p,
-            UpdateAccountRequest {
-                tenant_id: id.clone(),
-                // A blank name is the service's to refuse, with the API's message.
-                name: form.name.map(|n| n.trim().to_owned()),
-                // An empty string clears an optional field, as in the API.
-                website: form.website.map(|w| w.trim().to_owned()),
-                ..UpdateAccountRequest::default()
-            },
-        ))
-        .await?;
-    Ok(see(&format!("/console/accounts/{}", encode(&id))))
+    let request = UpdateAccountRequest {
+        tenant_id: id.clone(),
+        // A blank name is the service's to refuse, with the API's message.
+        name: form.name.map(|n| n.trim().to_owned()),
+        // An empty string clears an optional field, as in the API.
+        website: form.website.map(|w| w.trim().to_owned()),
+        ..UpdateAccountRequest::default()
+    };
+    write_then_show(&session, &id, |p| async move {
+        c.app.tenants().update_account(grpc(&p, request)).await
+    })
+    .await
 }
 
 async fn delete(
@@ -644,7 +658,6 @@ async fn add_metadata(
     Path(id): Path<String>,
     Form(form): Form<MetadataForm>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
     // A value that reads as JSON is kept as such (`10`, `true`, `{"a": 1}`), else a string.
     let value = serde_json::from_str(&form.value).unwrap_or(Json::String(form.value));
     let mut map = serde_json::Map::new();
@@ -652,17 +665,17 @@ async fn add_metadata(
     let metadata = Json::Object(map);
     // Refused here when over the limits, as the REST route does.
     metadata_to_struct(Some(metadata.clone()), "metadata")?;
-    c.app
-        .tenants()
-        .add_account_metadata(grpc(
-            p,
-            AddAccountMetadataRequest {
-                tenant_id: id.clone(),
-                metadata: Some(json_to_value(metadata)),
-            },
-        ))
-        .await?;
-    Ok(see(&format!("/console/accounts/{}", encode(&id))))
+    let request = AddAccountMetadataRequest {
+        tenant_id: id.clone(),
+        metadata: Some(json_to_value(metadata)),
+    };
+    write_then_show(&session, &id, |p| async move {
+        c.app
+            .tenants()
+            .add_account_metadata(grpc(&p, request))
+            .await
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -676,19 +689,18 @@ async fn attach(
     Path(id): Path<String>,
     Form(form): Form<AttachForm>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .hierarchy()
-        .attach_sub_account(grpc(
-            p,
-            AttachSubAccountRequest {
-                parent_tenant_id: id.clone(),
-                child_tenant_id: form.child_tenant_id.trim().to_owned(),
-                idempotency_key: None,
-            },
-        ))
-        .await?;
-    Ok(see(&format!("/console/accounts/{}", encode(&id))))
+    let request = AttachSubAccountRequest {
+        parent_tenant_id: id.clone(),
+        child_tenant_id: form.child_tenant_id.trim().to_owned(),
+        idempotency_key: None,
+    };
+    write_then_show(&session, &id, |p| async move {
+        c.app
+            .hierarchy()
+            .attach_sub_account(grpc(&p, request))
+            .await
+    })
+    .await
 }
 
 async fn detach(
@@ -696,18 +708,17 @@ async fn detach(
     session: SignedIn,
     Path((id, child)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .hierarchy()
-        .detach_sub_account(grpc(
-            p,
-            DetachSubAccountRequest {
-                parent_tenant_id: id.clone(),
-                child_tenant_id: child,
-            },
-        ))
-        .await?;
-    Ok(see(&format!("/console/accounts/{}", encode(&id))))
+    let request = DetachSubAccountRequest {
+        parent_tenant_id: id.clone(),
+        child_tenant_id: child,
+    };
+    write_then_show(&session, &id, |p| async move {
+        c.app
+            .hierarchy()
+            .detach_sub_account(grpc(&p, request))
+            .await
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -722,26 +733,29 @@ async fn grant(
     Path(id): Path<String>,
     Form(form): Form<GrantForm>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    let expires_at = given(form.expires)
-        .map(|e| crate::convert::parse_time_field(&e, "expirationDate"))
-        .transpose()?;
-    c.app
-        .grants()
-        .create_grant(grpc(
-            p,
-            CreateGrantRequest {
-                grant: Some(NewGrant {
-                    plan: Some(new_grant::Plan::PlanId(form.plan_id)),
-                    tenant_id: id.clone(),
-                    expires_at,
-                    ..NewGrant::default()
-                }),
-                idempotency_key: None,
-            },
-        ))
-        .await?;
-    Ok(see(&format!("/console/accounts/{}", encode(&id))))
+    let request = CreateGrantRequest {
+        grant: Some(NewGrant {
+            plan: Some(new_grant::Plan::PlanId(form.plan_id)),
+            tenant_id: id.clone(),
+            expires_at: optional_time(form.expires, "expirationDate")?,
+            ..NewGrant::default()
+        }),
+        idempotency_key: None,
+    };
+    write_then_show(&session, &id, |p| async move {
+        c.app.grants().create_grant(grpc(&p, request)).await
+    })
+    .await
+}
+
+/// An optional date or time field, parsed as the REST API parses `field`.
+fn optional_time(
+    value: Option<String>,
+    field: &str,
+) -> Result<Option<prost_types::Timestamp>, ApiError> {
+    given(value)
+        .map(|v| crate::convert::parse_time_field(&v, field))
+        .transpose()
 }
 
 async fn revoke(
@@ -749,7 +763,15 @@ async fn revoke(
     session: SignedIn,
     Path((id, grant)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
+    write_then_show(
+        &session,
+        &id,
+        |p| async move { revoke_one(&c, &p, grant).await },
+    )
+    .await
+}
+
+async fn revoke_one(c: &Console, p: &Principal, grant: String) -> Result<(), tonic::Status> {
     c.app
         .grants()
         .revoke_grant(grpc(
@@ -759,8 +781,8 @@ async fn revoke(
                 reason: Some("revoked in the console".to_owned()),
             },
         ))
-        .await?;
-    Ok(see(&format!("/console/accounts/{}", encode(&id))))
+        .await
+        .map(drop)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,10 +842,7 @@ async fn what_if(
         "grant" => Change::Grant(NewGrant {
             plan: Some(new_grant::Plan::PlanId(q.plan_id.clone())),
             tenant_id: id.clone(),
-            expires_at: expires
-                .as_deref()
-                .map(|e| crate::convert::parse_time_field(e, "expirationDate"))
-                .transpose()?,
+            expires_at: optional_time(expires.clone(), "expirationDate")?,
             ..NewGrant::default()
         }),
         "revoke" => Change::RevokePlan(q.plan_id.clone()),
@@ -866,7 +885,7 @@ async fn what_if(
         .map_or_else(|| q.plan_id.clone(), |plan| plan.label);
     render(&WhatIfPage {
         layout: session.layout(format!("What if · {}", account.name), "Accounts"),
-        href: format!("/console/accounts/{}", encode(&id)),
+        href: account_href(&id),
         account_name: account.name,
         grant: q.change == "grant",
         plan_id: q.plan_id,
@@ -912,16 +931,7 @@ async fn revoke_plan(
         .into_inner()
         .grants;
     for g in held {
-        c.app
-            .grants()
-            .revoke_grant(grpc(
-                p,
-                RevokeGrantRequest {
-                    id: g.id,
-                    reason: Some("revoked in the console".to_owned()),
-                },
-            ))
-            .await?;
+        revoke_one(&c, p, g.id).await?;
     }
-    Ok(see(&format!("/console/accounts/{}", encode(&id))))
+    Ok(see(&account_href(&id)))
 }

@@ -34,7 +34,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tenantry_common::{Config, RunError};
 
 use crate::{auth::Principal, error::ApiError, state::AppState};
-use session::{Sealer, Session, Who};
+use session::{Sealer, Session};
 
 /// Where the console is mounted.
 pub const BASE: &str = "/console";
@@ -121,8 +121,8 @@ async fn guard(State(c): State<Console>, req: Request, next: Next) -> Response {
         .and_then(|v| c.sealer.open(v))
         // A session of an environment credential that is no longer configured ends.
         .filter(|s| match &s.who {
-            Some(Who::Environment { client_id }) => c.app.auth.knows_client(client_id),
-            Some(Who::User { .. }) | None => true,
+            Some(Principal::Environment { client_id }) => c.app.auth.knows_client(client_id),
+            Some(Principal::User { .. }) | None => true,
         });
     let secure = c.cookie_secure
         || req
@@ -263,7 +263,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
                 csrf,
                 ..
             }) => Ok(Self {
-                principal: who.principal(),
+                principal: who.clone(),
                 csrf: csrf.clone(),
             }),
             Some(_) | None if parts.method == Method::GET || parts.method == Method::HEAD => {

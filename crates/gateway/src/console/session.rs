@@ -34,65 +34,7 @@ pub struct Session {
     /// The synchronizer token every form of this session carries.
     pub csrf: String,
     /// Who signed in; `None` before sign-in.
-    pub who: Option<Who>,
-}
-
-/// A signed-in principal, as the REST API's tokens carry it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum Who {
-    Environment {
-        client_id: String,
-    },
-    User {
-        user_id: String,
-        tenant_id: String,
-        permissions: Vec<String>,
-        email: Option<String>,
-        email_verified: Option<bool>,
-    },
-}
-
-impl From<Principal> for Who {
-    fn from(p: Principal) -> Self {
-        match p {
-            Principal::Environment { client_id } => Self::Environment { client_id },
-            Principal::User {
-                user_id,
-                tenant_id,
-                permissions,
-                email,
-                email_verified,
-            } => Self::User {
-                user_id,
-                tenant_id,
-                permissions,
-                email,
-                email_verified,
-            },
-        }
-    }
-}
-
-impl Who {
-    pub fn principal(&self) -> Principal {
-        match self.clone() {
-            Self::Environment { client_id } => Principal::Environment { client_id },
-            Self::User {
-                user_id,
-                tenant_id,
-                permissions,
-                email,
-                email_verified,
-            } => Principal::User {
-                user_id,
-                tenant_id,
-                permissions,
-                email,
-                email_verified,
-            },
-        }
-    }
+    pub who: Option<Principal>,
 }
 
 /// Seals and opens session cookies.
@@ -236,7 +178,7 @@ mod tests {
         Session {
             exp,
             csrf: "token".into(),
-            who: Some(Who::Environment {
+            who: Some(Principal::Environment {
                 client_id: "ops".into(),
             }),
         }
@@ -247,7 +189,9 @@ mod tests {
         let a = sealer(&"a".repeat(32));
         let cookie = a.seal(&session(unix_now() + 60)).unwrap();
         let opened = a.open(&cookie).unwrap();
-        assert!(matches!(opened.who, Some(Who::Environment { client_id }) if client_id == "ops"));
+        assert!(
+            matches!(opened.who, Some(Principal::Environment { client_id }) if client_id == "ops")
+        );
         // Another replica with the same key opens it too.
         assert!(sealer(&"a".repeat(32)).open(&cookie).is_some());
         assert!(sealer(&"b".repeat(32)).open(&cookie).is_none());

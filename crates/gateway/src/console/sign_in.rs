@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{
     Console, Current, PageError, SignedIn, render_with,
-    session::{self, ANONYMOUS_TTL_SECS, Session, Who, unix_now},
+    session::{self, ANONYMOUS_TTL_SECS, Session, unix_now},
 };
 use crate::{auth::IssueError, error::ApiError};
 
@@ -112,7 +112,7 @@ pub async fn sign_in(
             let signed_in = Session {
                 exp,
                 csrf: c.sealer.token(),
-                who: Some(Who::from(principal)),
+                who: Some(principal),
             };
             let response = Redirect::to("/console").into_response();
             Ok(with_session(response, &c, &signed_in, current.secure))
