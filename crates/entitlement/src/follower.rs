@@ -36,7 +36,9 @@ use tokio_stream::StreamExt;
 
 use crate::Engine;
 use crate::app::tenant_sync::{AccountChange, FeedEvent, SnapshotAccount};
-use crate::domain::webhook::{AccountNotice, AccountNoticeKind};
+use crate::domain::webhook::{
+    AccountNotice, AccountNoticeKind, FeedNotice, MigrationNotice, MigrationOutcome,
+};
 use crate::domain::{DomainError, Result};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -412,11 +414,15 @@ fn feed_event(event: &ChangeEvent) -> FeedEvent {
             tenant_id,
             parent_id: match &event.detail {
                 Some(Detail::Hierarchy(h)) => h.new_parent_tenant_id.clone(),
-                Some(Detail::Membership(_)) | None => parent,
+                Some(Detail::Membership(_) | Detail::Migration(_)) | None => parent,
             },
         },
         ChangeType::Deleted => AccountChange::Deleted { tenant_id },
-        ChangeType::Membership | ChangeType::Unspecified => AccountChange::Ignored,
+        // A migration's accounts came as their own events; its end changes no account. An
+        // unknown (newer) type is skipped the same way: the cursor passes it, nothing else.
+        ChangeType::Membership | ChangeType::MigrationFinished | ChangeType::Unspecified => {
+            AccountChange::Ignored
+        }
     };
     FeedEvent {
         sequence: event.sequence,
@@ -426,7 +432,44 @@ fn feed_event(event: &ChangeEvent) -> FeedEvent {
 }
 
 /// What a feed event announces to webhooks.
-fn notice(event: &ChangeEvent) -> Option<AccountNotice> {
+fn notice(event: &ChangeEvent) -> Option<FeedNotice> {
+    if event.change_type() == ChangeType::MigrationFinished {
+        return migration_notice(event).map(FeedNotice::Migration);
+    }
+    account_notice(event).map(FeedNotice::Account)
+}
+
+/// A migration's end, as the feed carries it (its detail is the job as it ended).
+fn migration_notice(event: &ChangeEvent) -> Option<MigrationNotice> {
+    use tenantry_proto::tenant::v1::MigrationState;
+    let Some(Detail::Migration(m)) = &event.detail else {
+        return None;
+    };
+    let outcome = match m.state() {
+        MigrationState::Completed => MigrationOutcome::Completed,
+        MigrationState::Failed => MigrationOutcome::Failed,
+        // Only an ended job is recorded; anything else is not an end to announce.
+        MigrationState::Pending | MigrationState::Running | MigrationState::Unspecified => {
+            return None;
+        }
+    };
+    Some(MigrationNotice {
+        migration_id: m.migration_id.clone(),
+        outcome,
+        total_items: m.total_items,
+        processed_items: m.processed_items,
+        created_items: m.created_items,
+        skipped_items: m.skipped_items,
+        failed_items: m.failed_items,
+        failure_message: m.failure_message.clone(),
+        created_at: time(m.created_at),
+        started_at: time(m.started_at),
+        finished_at: time(m.finished_at).or_else(|| time(event.occurred_at)),
+    })
+}
+
+/// What an account's feed event announces to webhooks.
+fn account_notice(event: &ChangeEvent) -> Option<AccountNotice> {
     let parent = event
         .account
         .as_ref()
@@ -462,7 +505,9 @@ fn notice(event: &ChangeEvent) -> Option<AccountNotice> {
                 added: m.added,
             }
         }
-        (ChangeType::Membership | ChangeType::Unspecified, _) => return None,
+        (ChangeType::Membership | ChangeType::MigrationFinished | ChangeType::Unspecified, _) => {
+            return None;
+        }
     };
     let parent_id = match &kind {
         AccountNoticeKind::HierarchyChanged { new_parent, .. } => new_parent.clone(),

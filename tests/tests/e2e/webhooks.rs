@@ -776,3 +776,174 @@ async fn create_grant(stack: &Stack, env: &str, body: Value) -> String {
         .expect("grant id")
         .to_owned()
 }
+
+/// An import's end is announced once (`tenantry.migration.finished.v1`), signed as the
+/// reference library verifies, with its counts and times and the feed sequence it came from;
+/// the accounts it created come before it as their own events. An endpoint filtered to
+/// accounts does not receive it (it is no account's event), only the events of its accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_migration_arrives_once_signed_with_its_counts() {
+    const IMPORTS: &str = "/tenants/resources/migrations/v1/tenants";
+    const FINISHED: &str = "tenantry.migration.finished.v1";
+    let stack = stack().await;
+    let env = &stack.env_token().await;
+    let receiver = Receiver::start().await;
+    let url = format!("http://127.0.0.1:{}/hook", receiver.port);
+    let (_, secret) = register(&stack, env, &url).await;
+    let filtered = Receiver::start().await;
+    let filtered_hook = expect(
+        &stack,
+        StatusCode::CREATED,
+        Method::POST,
+        HOOKS,
+        Some(env),
+        Some(json!({
+            "url": format!("http://127.0.0.1:{}/hook", filtered.port),
+            "accountIds": ["imp-a"],
+        })),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    create_account(&stack, env, "imp-exists", "Exists").await;
+
+    let started = expect(
+        &stack,
+        StatusCode::ACCEPTED,
+        Method::POST,
+        IMPORTS,
+        Some(env),
+        Some(json!({"tenants": [
+            "imp-a",
+            {"tenantId": "imp-b", "name": "B", "parentTenantId": "imp-a"},
+            // Already there: skipped; there and different: refused; no parent: refused.
+            "imp-exists",
+            {"tenantId": "imp-exists", "name": "Another name"},
+            {"tenantId": "imp-orphan", "name": "Orphan", "parentTenantId": "nowhere"},
+        ]})),
+    )
+    .await;
+    let migration_id = started["migrationId"].as_str().expect("migration ID");
+    let status_path = format!("{IMPORTS}/status/{migration_id}");
+    let status = eventually(DEADLINE, "the migration finished", || async {
+        let status = expect(
+            &stack,
+            StatusCode::OK,
+            Method::GET,
+            &status_path,
+            Some(env),
+            None,
+        )
+        .await;
+        match status["status"].as_str() {
+            Some("completed" | "failed") => Ok(status),
+            _ => Err(status.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(status["status"], "completed", "{status}");
+
+    let finished = eventually(DEADLINE, "the migration's event", || async {
+        receiver
+            .events()
+            .into_values()
+            .find(|e| e["type"] == FINISHED)
+            .ok_or_else(|| format!("{:?}", receiver.types()))
+    })
+    .await;
+    let data = &finished["data"];
+    assert_eq!(data["migrationId"], migration_id, "{finished}");
+    assert_eq!(data["status"], "completed", "{finished}");
+    for (field, count) in [
+        ("totalItems", 5),
+        ("processedItems", 5),
+        ("createdItems", 2),
+        ("skippedItems", 1),
+        ("succeededItems", 3),
+        ("failedItems", 2),
+    ] {
+        assert_eq!(data[field], count, "{field}: {finished}");
+    }
+    for field in ["createdItems", "skippedItems", "failedItems"] {
+        assert_eq!(
+            data[field], status[field],
+            "{field}: {finished} vs {status}"
+        );
+    }
+    // The same instants; the REST status writes milliseconds, the event microseconds.
+    let millis = |v: &Value| v.as_str().map(|t| t[..23].to_owned());
+    for field in ["startedAt", "finishedAt"] {
+        assert!(millis(&data[field]).is_some(), "{field}: {finished}");
+        assert_eq!(millis(&data[field]), millis(&status[field]), "{field}");
+    }
+    assert_eq!(finished["time"], data["finishedAt"], "{finished}");
+    assert!(finished.get("subject").is_none(), "{finished}");
+    let sequence = finished["tenantrysequence"]
+        .as_u64()
+        .expect("the feed sequence");
+    for account in ["imp-a", "imp-b"] {
+        let created = receiver
+            .events()
+            .into_values()
+            .find(|e| e["type"] == "tenantry.account.created.v1" && e["subject"] == account)
+            .unwrap_or_else(|| panic!("{account} created: {:?}", receiver.types()));
+        assert!(
+            created["tenantrysequence"].as_u64() < Some(sequence),
+            "{created}"
+        );
+    }
+
+    // A second import announces itself, and the first one never again.
+    let again = expect(
+        &stack,
+        StatusCode::ACCEPTED,
+        Method::POST,
+        IMPORTS,
+        Some(env),
+        Some(json!({"tenants": ["imp-a"]})),
+    )
+    .await;
+    let again_id = again["migrationId"]
+        .as_str()
+        .expect("migration ID")
+        .to_owned();
+    let second = eventually(DEADLINE, "the second migration's event", || async {
+        receiver
+            .events()
+            .into_values()
+            .find(|e| e["data"]["migrationId"] == again_id.as_str())
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    assert_eq!(second["data"]["skippedItems"], 1, "{second}");
+    assert_eq!(second["data"]["createdItems"], 0, "{second}");
+    let ends = receiver
+        .received()
+        .iter()
+        .filter(|m| m.body.contains(FINISHED))
+        .count();
+    assert_eq!(ends, 2, "each end once");
+    for result in verify(&secret, &receiver.received()).await {
+        assert_eq!(result, "ok");
+    }
+
+    // The account-filtered endpoint: its account's events, no migration's. Both ends were
+    // fanned out to every endpoint before they reached the first receiver.
+    let log = deliveries(&stack, env, &filtered_hook).await;
+    assert!(log.iter().all(|d| d["eventType"] != FINISHED), "{log:?}");
+    eventually(DEADLINE, "the filtered endpoint's events", || async {
+        let subjects: BTreeSet<String> = filtered
+            .events()
+            .values()
+            .map(|e| e["subject"].as_str().unwrap_or("<none>").to_owned())
+            .collect();
+        if subjects == BTreeSet::from(["imp-a".to_owned()]) && filtered.events().len() == log.len()
+        {
+            Ok(())
+        } else {
+            Err(format!("{subjects:?}"))
+        }
+    })
+    .await;
+}

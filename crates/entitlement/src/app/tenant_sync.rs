@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::ports::{HeldAccount, Storage};
 use super::{Engine, SYSTEM_PRINCIPAL};
 use crate::domain::catalog::Catalog;
-use crate::domain::webhook::{self, AccountNotice};
+use crate::domain::webhook::{self, AccountNotice, AccountNoticeKind, FeedNotice};
 use crate::domain::{Grant, GrantSource, IndexChange, Plan, Result, revoke_grant};
 
 /// What one feed event does to the local copy.
@@ -34,7 +34,7 @@ pub enum AccountChange {
     },
     /// A deleted account: its grants are revoked.
     Deleted { tenant_id: String },
-    /// Nothing the entitlement service keeps (memberships).
+    /// Nothing the entitlement service keeps (memberships, a migration's end).
     Ignored,
 }
 
@@ -44,7 +44,7 @@ pub struct FeedEvent {
     pub sequence: u64,
     pub change: AccountChange,
     /// What the event says happened, for webhooks (`None`: nothing they announce).
-    pub notice: Option<AccountNotice>,
+    pub notice: Option<FeedNotice>,
 }
 
 /// A live account in a tenant snapshot.
@@ -130,6 +130,18 @@ impl<S: Storage> Effects<'_, S> {
     }
 }
 
+/// An account event a resynchronisation derives from the snapshot: no changed fields (the
+/// snapshot does not say), no time (it happened somewhere in the gap).
+fn resync_notice(tenant: &str, parent: Option<&str>, kind: AccountNoticeKind) -> AccountNotice {
+    AccountNotice {
+        tenant_id: tenant.to_owned(),
+        parent_id: parent.map(str::to_owned),
+        kind,
+        changed_fields: Vec::new(),
+        occurred_at: None,
+    }
+}
+
 fn signup_grant(plan: &Plan, tenant: &str, now: DateTime<Utc>) -> Grant {
     Grant {
         id: uuid::Uuid::now_v7(),
@@ -175,7 +187,7 @@ impl<S: Storage> Engine<S> {
         for event in events.iter().filter(|e| e.sequence > cursor) {
             last = last.max(event.sequence);
             if let Some(notice) = &event.notice {
-                announced.push(webhook::account_event(event.sequence, notice, now));
+                announced.push(webhook::feed_event(event.sequence, notice, now));
             }
             match &event.change {
                 AccountChange::Created {
@@ -234,7 +246,11 @@ impl<S: Storage> Engine<S> {
             catalog: None,
             changes: Vec::new(),
         };
-        let mut changed = 0;
+        // What the snapshot shows happened in the gap, announced as account events: the
+        // feed's own events for it are gone (pruned) or cannot be read, and a change nobody
+        // hears of is lost to webhook receivers for good. Only what the snapshot can show —
+        // an account's existence and its parent — is announced; see `resync_notice`.
+        let mut notices = Vec::new();
         for account in accounts {
             let tenant = account.tenant_id.as_str();
             let parent = account.parent_id.as_deref();
@@ -242,29 +258,185 @@ impl<S: Storage> Engine<S> {
                 None => {
                     let created = account.created_at.unwrap_or(effects.now);
                     effects.create(tenant, parent, created).await?;
-                    changed += 1;
+                    notices.push(resync_notice(tenant, parent, AccountNoticeKind::Created));
                 }
-                Some((held_parent, deleted)) => {
-                    if deleted || held_parent.as_deref() != parent {
+                Some((_, true)) => {
+                    effects.upsert(tenant, parent).await?;
+                    notices.push(resync_notice(
+                        tenant,
+                        parent,
+                        AccountNoticeKind::Reactivated,
+                    ));
+                }
+                Some((held_parent, false)) => {
+                    if held_parent.as_deref() != parent {
                         effects.upsert(tenant, parent).await?;
-                        changed += 1;
+                        notices.push(resync_notice(
+                            tenant,
+                            parent,
+                            AccountNoticeKind::HierarchyChanged {
+                                old_parent: held_parent,
+                                new_parent: parent.map(str::to_owned),
+                            },
+                        ));
                     }
                 }
             }
         }
         // Live here, absent from the snapshot: deleted while this follower was not looking.
-        for (tenant, (_, deleted)) in held {
-            if !deleted {
-                effects.delete(&tenant).await?;
-                changed += 1;
-            }
+        let mut gone: Vec<String> = held
+            .into_iter()
+            .filter(|(_, (_, deleted))| !deleted)
+            .map(|(tenant, _)| tenant)
+            .collect();
+        gone.sort();
+        for tenant in gone {
+            effects.delete(&tenant).await?;
+            notices.push(resync_notice(&tenant, None, AccountNoticeKind::Deleted));
         }
+        let changed = notices.len();
         let changes = effects.changes;
         let now = self.now();
         self.store.set_cursor(&txn, sequence, now).await?;
-        // A snapshot says what is, not what happened: its grant effects are announced, no
-        // account events.
-        self.commit_changes(txn, changes, Vec::new(), now).await?;
+        let announced = webhook::resync_events(sequence, &notices, now);
+        self.commit_changes(txn, changes, announced, now).await?;
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sea_orm::EntityTrait;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::app::ports::{Transactional, WebhookStore};
+    use crate::app::testing::{engine, t0};
+    use crate::domain::webhook::{Endpoint, types};
+    use crate::storage::entities::webhook_outbox;
+
+    /// Every account event in the outbox: (type, subject) → body.
+    async fn account_events(
+        engine: &Engine<crate::storage::Store>,
+    ) -> BTreeMap<(String, String), Value> {
+        let rows = webhook_outbox::Entity::find()
+            .all(engine.store().connection())
+            .await
+            .unwrap();
+        let mut seen = BTreeMap::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for row in rows {
+            let events: Vec<Value> = serde_json::from_str(&row.events).unwrap();
+            for event in events {
+                let body: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+                let kind = body["type"].as_str().unwrap().to_owned();
+                if !kind.starts_with("tenantry.account.") {
+                    continue;
+                }
+                assert!(
+                    ids.insert(body["id"].as_str().unwrap().to_owned()),
+                    "{body}"
+                );
+                let subject = body["subject"].as_str().unwrap().to_owned();
+                assert!(seen.insert((kind, subject), body).is_none());
+            }
+        }
+        seen
+    }
+
+    /// A follower that fell behind the feed and resynchronised from the snapshot announces what
+    /// the snapshot shows happened in the gap; it announced nothing of it before.
+    #[tokio::test]
+    async fn a_resynchronisation_announces_the_account_changes_of_the_gap() {
+        let t = engine().await;
+        let store = t.engine.store();
+        let txn = store.begin().await.unwrap();
+        let endpoint = Endpoint {
+            id: uuid::Uuid::now_v7(),
+            url: "http://127.0.0.1:9/hook".into(),
+            event_types: vec![],
+            account_ids: vec![],
+            enabled: true,
+            description: String::new(),
+            disabled_reason: None,
+            failing_since: None,
+            created_at: t0(),
+            updated_at: t0(),
+        };
+        store
+            .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
+            .await
+            .unwrap();
+        store.commit_plain(txn).await.unwrap();
+        for id in ["stays", "moves", "doomed", "parent", "returns"] {
+            t.account(id, None).await;
+        }
+        t.engine
+            .apply_feed_events(&[FeedEvent {
+                sequence: 10,
+                change: AccountChange::Deleted {
+                    tenant_id: "returns".into(),
+                },
+                notice: None,
+            }])
+            .await
+            .unwrap();
+        let before = account_events(&t.engine).await;
+
+        // The gap: `doomed` deleted, `newcomer` created, `moves` put under `parent`, `returns`
+        // reactivated; `stays` unchanged.
+        let live = |id: &str, parent: Option<&str>| SnapshotAccount {
+            tenant_id: id.into(),
+            parent_id: parent.map(str::to_owned),
+            created_at: Some(t0()),
+        };
+        let snapshot = [
+            live("moves", Some("parent")),
+            live("newcomer", None),
+            live("parent", None),
+            live("returns", None),
+            live("stays", None),
+        ];
+        let changed = t
+            .engine
+            .apply_tenant_snapshot(100, &snapshot)
+            .await
+            .unwrap();
+        assert_eq!(changed, 4);
+        let mut after = account_events(&t.engine).await;
+        after.retain(|key, _| !before.contains_key(key));
+        let keys: Vec<(&str, &str)> = after
+            .keys()
+            .map(|(kind, subject)| (kind.as_str(), subject.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (types::ACCOUNT_CREATED, "newcomer"),
+                (types::ACCOUNT_DELETED, "doomed"),
+                (types::HIERARCHY_CHANGED, "moves"),
+                (types::ACCOUNT_REACTIVATED, "returns"),
+            ]
+        );
+        for body in after.values() {
+            assert_eq!(body["tenantrysequence"], 100, "{body}");
+            assert_eq!(body["tenantryresync"], true, "{body}");
+            assert!(
+                body["id"].as_str().unwrap().starts_with("evt_s100_"),
+                "{body}"
+            );
+        }
+        let moved = &after[&(types::HIERARCHY_CHANGED.to_owned(), "moves".to_owned())];
+        assert_eq!(moved["data"]["oldParentTenantId"], Value::Null);
+        assert_eq!(moved["data"]["parentTenantId"], "parent");
+
+        // Applied once: the same snapshot again announces nothing more.
+        t.engine
+            .apply_tenant_snapshot(100, &snapshot)
+            .await
+            .unwrap();
+        assert_eq!(account_events(&t.engine).await.len(), before.len() + 4);
     }
 }

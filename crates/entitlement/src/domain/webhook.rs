@@ -39,6 +39,7 @@ pub mod types {
     pub const GRANT_STARTED: &str = "tenantry.grant.started.v1";
     pub const GRANT_EXPIRING: &str = "tenantry.grant.expiring.v1";
     pub const GRANT_EXPIRED: &str = "tenantry.grant.expired.v1";
+    pub const MIGRATION_FINISHED: &str = "tenantry.migration.finished.v1";
 
     pub const ALL: &[&str] = &[
         ACCOUNT_CREATED,
@@ -59,6 +60,7 @@ pub mod types {
         GRANT_STARTED,
         GRANT_EXPIRING,
         GRANT_EXPIRED,
+        MIGRATION_FINISHED,
     ];
 }
 
@@ -74,11 +76,13 @@ pub struct Event {
     pub body: String,
 }
 
-/// Where an event came from: a committed revision, or a tenant-feed sequence.
+/// Where an event came from: a committed revision, a tenant-feed sequence, or a
+/// resynchronisation from the tenant snapshot as of a sequence.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {
     Revision(u64),
     FeedSequence(u64),
+    Resync(u64),
 }
 
 fn cloud_event(
@@ -102,6 +106,10 @@ fn cloud_event(
     match origin {
         Origin::Revision(r) => event["tenantryrevision"] = json!(r),
         Origin::FeedSequence(s) => event["tenantrysequence"] = json!(s),
+        Origin::Resync(s) => {
+            event["tenantrysequence"] = json!(s);
+            event["tenantryresync"] = json!(true);
+        }
     }
     if let Some(subject) = subject {
         event["subject"] = json!(subject);
@@ -230,8 +238,122 @@ pub struct AccountNotice {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
+/// How a tenant-feed migration (bulk import) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationOutcome {
+    /// Every item processed (some may have been refused: see the counts).
+    Completed,
+    /// The job stopped on an error it could not get past.
+    Failed,
+}
+
+/// A migration's end, from the tenant feed: not an account's change, so its event has no
+/// subject (an endpoint with an account filter does not receive it, as with catalogue events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationNotice {
+    pub migration_id: String,
+    pub outcome: MigrationOutcome,
+    pub total_items: u64,
+    pub processed_items: u64,
+    pub created_items: u64,
+    pub skipped_items: u64,
+    pub failed_items: u64,
+    pub failure_message: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What a tenant-feed event announces to webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedNotice {
+    Account(AccountNotice),
+    Migration(MigrationNotice),
+}
+
+/// The event of one tenant-feed event, its ID derived from the sequence.
+pub fn feed_event(sequence: u64, notice: &FeedNotice, now: DateTime<Utc>) -> Event {
+    match notice {
+        FeedNotice::Account(notice) => account_event(sequence, notice, now),
+        FeedNotice::Migration(notice) => migration_event(sequence, notice, now),
+    }
+}
+
+fn rfc3339(t: Option<DateTime<Utc>>) -> Value {
+    json!(t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+}
+
+/// `tenantry.migration.finished.v1`: the job's outcome, counts and times; its `time` is
+/// when it finished.
+pub fn migration_event(sequence: u64, notice: &MigrationNotice, now: DateTime<Utc>) -> Event {
+    let status = match notice.outcome {
+        MigrationOutcome::Completed => "completed",
+        MigrationOutcome::Failed => "failed",
+    };
+    let data = json!({
+        "migrationId": notice.migration_id,
+        "status": status,
+        "totalItems": notice.total_items,
+        "processedItems": notice.processed_items,
+        // Created or already there as given: the items that hold now.
+        "succeededItems": notice.created_items + notice.skipped_items,
+        "createdItems": notice.created_items,
+        "skippedItems": notice.skipped_items,
+        "failedItems": notice.failed_items,
+        "failureMessage": notice.failure_message,
+        "createdAt": rfc3339(notice.created_at),
+        "startedAt": rfc3339(notice.started_at),
+        "finishedAt": rfc3339(notice.finished_at),
+    });
+    event(
+        format!("evt_f{sequence}"),
+        types::MIGRATION_FINISHED,
+        None,
+        notice.finished_at.unwrap_or(now),
+        Origin::FeedSequence(sequence),
+        data,
+    )
+}
+
+/// The events a resynchronisation announces: what the tenant snapshot at `sequence` shows
+/// changed since the state held (see `app::tenant_sync`). IDs `evt_s{sequence}_{i}` (a
+/// snapshot is applied once, under the feed cursor), `tenantrysequence` the snapshot's, and
+/// `tenantryresync: true`, since the change happened somewhere in the gap, at no known time
+/// (`time` is when the gap was closed).
+pub fn resync_events(sequence: u64, notices: &[AccountNotice], now: DateTime<Utc>) -> Vec<Event> {
+    notices
+        .iter()
+        .enumerate()
+        .map(|(i, notice)| {
+            account_event_as(
+                format!("evt_s{sequence}_{i}"),
+                Origin::Resync(sequence),
+                &AccountNotice {
+                    occurred_at: None,
+                    ..notice.clone()
+                },
+                now,
+            )
+        })
+        .collect()
+}
+
 /// The event of one tenant-feed event.
 pub fn account_event(sequence: u64, notice: &AccountNotice, now: DateTime<Utc>) -> Event {
+    account_event_as(
+        format!("evt_f{sequence}"),
+        Origin::FeedSequence(sequence),
+        notice,
+        now,
+    )
+}
+
+fn account_event_as(
+    id: String,
+    origin: Origin,
+    notice: &AccountNotice,
+    now: DateTime<Utc>,
+) -> Event {
     let mut data = json!({
         "tenantId": notice.tenant_id,
         "parentTenantId": notice.parent_id,
@@ -258,11 +380,11 @@ pub fn account_event(sequence: u64, notice: &AccountNotice, now: DateTime<Utc>) 
         }
     };
     event(
-        format!("evt_f{sequence}"),
+        id,
         event_type,
         Some(notice.tenant_id.clone()),
         notice.occurred_at.unwrap_or(now),
-        Origin::FeedSequence(sequence),
+        origin,
         data,
     )
 }
@@ -344,7 +466,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Whether `event` goes to this endpoint.
+    /// Whether `event` goes to this endpoint. An event about no account (a catalogue change,
+    /// a grant deleted, a migration's end) reaches only endpoints without an account filter:
+    /// the filter asks for those accounts' events, and such an event is no account's.
     pub fn wants(&self, event_type: &str, subject: Option<&str>) -> bool {
         (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
             && (self.account_ids.is_empty()

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::account::Account;
+use super::migration::Migration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
@@ -14,10 +15,12 @@ pub enum ChangeKind {
     Metadata,
     Hierarchy,
     Membership,
+    /// A migration ended: the one kind that is no account's change.
+    MigrationFinished,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 7] = [
+    pub const ALL: [ChangeKind; 8] = [
         Self::Created,
         Self::Updated,
         Self::Deleted,
@@ -25,6 +28,7 @@ impl ChangeKind {
         Self::Metadata,
         Self::Hierarchy,
         Self::Membership,
+        Self::MigrationFinished,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +40,7 @@ impl ChangeKind {
             Self::Metadata => "metadata",
             Self::Hierarchy => "hierarchy",
             Self::Membership => "membership",
+            Self::MigrationFinished => "migration_finished",
         }
     }
 
@@ -171,9 +176,31 @@ pub fn changed_fields(before: &Account, after: &Account) -> Vec<String> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChangeEvent {
     pub sequence: u64,
+    pub occurred_at: DateTime<Utc>,
+    pub entry: FeedEntry,
+}
+
+/// What one outbox row records: an account's change, or the end of a migration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedEntry {
+    Account(Box<AccountChange>),
+    MigrationFinished(Migration),
+}
+
+impl FeedEntry {
+    pub fn kind(&self) -> ChangeKind {
+        match self {
+            Self::Account(change) => change.kind,
+            Self::MigrationFinished(_) => ChangeKind::MigrationFinished,
+        }
+    }
+}
+
+/// A recorded account change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountChange {
     pub kind: ChangeKind,
     pub tenant_id: String,
-    pub occurred_at: DateTime<Utc>,
     pub account: Account,
     pub detail: ChangeDetail,
     pub changed_fields: Vec<String>,
@@ -187,6 +214,12 @@ pub struct ChangePayload {
     pub detail: ChangeDetail,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_fields: Vec<String>,
+}
+
+/// What the outbox stores for a `migration_finished` row (its `tenant_id` column is NULL).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MigrationPayload {
+    pub migration: Migration,
 }
 
 /// What retention keeps of the outbox; older events are pruned.

@@ -73,7 +73,8 @@ pub struct Submitted {
     pub total_items: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MigrationState {
     Pending,
     Running,
@@ -102,7 +103,7 @@ impl MigrationState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Migration {
     pub id: String,
     pub state: MigrationState,

@@ -8,9 +8,9 @@ use tonic::Status;
 
 use super::invalid;
 use crate::domain::{
-    Account, AccountState, ChangeDetail, ChangeEvent, ChangeKind, HierarchyEntry, Membership,
-    Migration, MigrationState, NewAccount, Page, PublicSettings, Settings, SubAccountAccessType,
-    TreeNode,
+    Account, AccountState, ChangeDetail, ChangeEvent, ChangeKind, FeedEntry, HierarchyEntry,
+    Membership, Migration, MigrationState, NewAccount, Page, PublicSettings, Settings,
+    SubAccountAccessType, TreeNode,
 };
 
 pub(super) fn timestamp(at: DateTime<Utc>) -> Timestamp {
@@ -255,6 +255,7 @@ pub(super) fn change_type(kind: ChangeKind) -> pb::ChangeType {
         ChangeKind::Metadata => pb::ChangeType::Metadata,
         ChangeKind::Hierarchy => pb::ChangeType::Hierarchy,
         ChangeKind::Membership => pb::ChangeType::Membership,
+        ChangeKind::MigrationFinished => pb::ChangeType::MigrationFinished,
     }
 }
 
@@ -267,6 +268,7 @@ pub(super) fn change_kind_from(field: &str, value: i32) -> Result<ChangeKind, St
         Ok(pb::ChangeType::Metadata) => Ok(ChangeKind::Metadata),
         Ok(pb::ChangeType::Hierarchy) => Ok(ChangeKind::Hierarchy),
         Ok(pb::ChangeType::Membership) => Ok(ChangeKind::Membership),
+        Ok(pb::ChangeType::MigrationFinished) => Ok(ChangeKind::MigrationFinished),
         Ok(pb::ChangeType::Unspecified) | Err(_) => {
             Err(invalid(field, format!("{value} is not a change type")))
         }
@@ -274,7 +276,21 @@ pub(super) fn change_kind_from(field: &str, value: i32) -> Result<ChangeKind, St
 }
 
 pub(super) fn change_event(e: &ChangeEvent) -> pb::ChangeEvent {
-    let detail = match &e.detail {
+    let c = match &e.entry {
+        FeedEntry::Account(c) => c,
+        FeedEntry::MigrationFinished(m) => {
+            return pb::ChangeEvent {
+                sequence: e.sequence,
+                change_type: pb::ChangeType::MigrationFinished.into(),
+                tenant_id: String::new(),
+                occurred_at: Some(timestamp(e.occurred_at)),
+                account: None,
+                detail: Some(pb::change_event::Detail::Migration(migration(m))),
+                changed_fields: Vec::new(),
+            };
+        }
+    };
+    let detail = match &c.detail {
         ChangeDetail::None => None,
         ChangeDetail::Hierarchy {
             old_parent,
@@ -293,16 +309,16 @@ pub(super) fn change_event(e: &ChangeEvent) -> pb::ChangeEvent {
     // The stored account has no metadata (events leave it out): send none rather than `{}`.
     let account = pb::Account {
         metadata: None,
-        ..account(&e.account)
+        ..account(&c.account)
     };
     pb::ChangeEvent {
         sequence: e.sequence,
-        change_type: change_type(e.kind).into(),
-        tenant_id: e.tenant_id.clone(),
+        change_type: change_type(c.kind).into(),
+        tenant_id: c.tenant_id.clone(),
         occurred_at: Some(timestamp(e.occurred_at)),
         account: Some(account),
         detail,
-        changed_fields: e.changed_fields.clone(),
+        changed_fields: c.changed_fields.clone(),
     }
 }
 

@@ -173,7 +173,10 @@ fn split<T>(
 /// bounded by the lengths of IDs. Events carry no large field, but an event recorded before
 /// they stopped carrying them, or a bound a client lowered, must still never stop the feed.
 fn fit(event: pb::ChangeEvent, budget: usize) -> pb::ChangeEvent {
-    if field_cost(event.encoded_len()) <= budget.saturating_sub(MESSAGE_OVERHEAD) {
+    // A migration's event has no account profile and is bounded by its ID and message.
+    if event.account.is_none()
+        || field_cost(event.encoded_len()) <= budget.saturating_sub(MESSAGE_OVERHEAD)
+    {
         return event;
     }
     tracing::warn!(

@@ -10,6 +10,7 @@ mod m20261203_000003_storage_probe;
 mod m20261203_000004_feed_retention;
 mod m20261204_000005_idempotency_keys;
 mod m20261204_000090_audit_log;
+mod m20261204_000100_migration_events;
 
 /// Applies the tenant service's migrations.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000004_feed_retention::Migration),
             Box::new(m20261204_000005_idempotency_keys::Migration),
             Box::new(m20261204_000090_audit_log::Migration),
+            Box::new(m20261204_000100_migration_events::Migration),
         ]
     }
 

@@ -66,7 +66,8 @@ pub mod change_events {
         #[sea_orm(primary_key, auto_increment = false)]
         pub sequence: i64,
         pub change_type: String,
-        pub tenant_id: String,
+        /// NULL for a `migration_finished` row, the one kind that is no account's change.
+        pub tenant_id: Option<String>,
         pub occurred_at: DateTimeUtc,
         pub payload: String,
     }

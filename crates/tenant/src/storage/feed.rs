@@ -28,15 +28,52 @@ use super::{
 };
 use crate::app::ports::FeedStore;
 use crate::domain::{
-    self, AccountState, ChangeEvent, ChangeKind, ChangePayload, Error, FeedSnapshot, NewChange,
-    Retention,
+    self, AccountChange, AccountState, ChangeEvent, ChangeKind, ChangePayload, Error, FeedEntry,
+    FeedSnapshot, Migration, MigrationPayload, NewChange, Retention,
 };
 
-/// Appends `changes` and returns the last sequence used.
+/// Appends `changes` (account changes) and returns the last sequence used.
 pub(super) async fn append(
     txn: &DatabaseTransaction,
     store: &Store,
     changes: Vec<NewChange>,
+) -> Result<u64> {
+    let mut rows = Vec::with_capacity(changes.len());
+    for change in changes {
+        let payload = serde_json::to_string(&ChangePayload {
+            account: change.account.clone(),
+            detail: change.detail,
+            changed_fields: change.changed_fields,
+        })
+        .map_err(|e| Error::internal("encode change event", e))?;
+        rows.push((change.kind, Some(change.account.tenant_id), payload));
+    }
+    append_rows(txn, store, rows).await
+}
+
+/// Appends a migration's end (no account's change: its `tenant_id` is NULL) and returns its
+/// sequence. Called in the transaction that records the job's final state, so the event
+/// exists exactly when that state committed.
+pub(super) async fn append_migration_finished(
+    txn: &DatabaseTransaction,
+    store: &Store,
+    migration: Migration,
+) -> Result<u64> {
+    let payload = serde_json::to_string(&MigrationPayload { migration })
+        .map_err(|e| Error::internal("encode migration event", e))?;
+    append_rows(
+        txn,
+        store,
+        vec![(ChangeKind::MigrationFinished, None, payload)],
+    )
+    .await
+}
+
+/// Appends outbox rows (kind, account, payload) under the next sequences.
+async fn append_rows(
+    txn: &DatabaseTransaction,
+    store: &Store,
+    changes: Vec<(ChangeKind, Option<String>, String)>,
 ) -> Result<u64> {
     let count = changes.len() as u64;
     let row = txn
@@ -53,22 +90,19 @@ pub(super) async fn append(
     );
     let first = last + 1 - count;
     let occurred_at = domain::now();
-    let mut rows = Vec::with_capacity(changes.len());
-    for (i, change) in changes.into_iter().enumerate() {
-        let payload = serde_json::to_string(&ChangePayload {
-            account: change.account.clone(),
-            detail: change.detail,
-            changed_fields: change.changed_fields,
-        })
-        .map_err(|e| Error::internal("encode change event", e))?;
-        rows.push(change_events::ActiveModel {
-            sequence: Set(signed(first + i as u64)),
-            change_type: Set(change.kind.as_str().to_owned()),
-            tenant_id: Set(change.account.tenant_id),
-            occurred_at: Set(occurred_at),
-            payload: Set(payload),
-        });
-    }
+    let rows: Vec<_> = changes
+        .into_iter()
+        .enumerate()
+        .map(
+            |(i, (kind, tenant_id, payload))| change_events::ActiveModel {
+                sequence: Set(signed(first + i as u64)),
+                change_type: Set(kind.as_str().to_owned()),
+                tenant_id: Set(tenant_id),
+                occurred_at: Set(occurred_at),
+                payload: Set(payload),
+            },
+        )
+        .collect();
     // Large deletes (thousands of memberships) are split so no statement exceeds the
     // drivers' bind-parameter limits.
     let mut rows = rows.into_iter().peekable();
@@ -100,21 +134,40 @@ fn event_from_row(row: change_events::Model) -> Result<ChangeEvent> {
             "corrupt change_type column",
         )
     })?;
-    let payload: ChangePayload = serde_json::from_str(&row.payload).map_err(|e| {
+    let undecodable = |e: serde_json::Error| {
         Error::internal(
             format!("change event {} cannot be decoded", row.sequence),
             e,
         )
-    })?;
+    };
+    let entry = match kind {
+        ChangeKind::MigrationFinished => {
+            let payload: MigrationPayload =
+                serde_json::from_str(&row.payload).map_err(undecodable)?;
+            FeedEntry::MigrationFinished(payload.migration)
+        }
+        ChangeKind::Created
+        | ChangeKind::Updated
+        | ChangeKind::Deleted
+        | ChangeKind::Reactivated
+        | ChangeKind::Metadata
+        | ChangeKind::Hierarchy
+        | ChangeKind::Membership => {
+            let payload: ChangePayload = serde_json::from_str(&row.payload).map_err(undecodable)?;
+            FeedEntry::Account(Box::new(AccountChange {
+                kind,
+                tenant_id: row.tenant_id.unwrap_or_default(),
+                // Rows recorded before events left out the large fields still hold them.
+                account: domain::feed_view(&payload.account),
+                detail: payload.detail,
+                changed_fields: payload.changed_fields,
+            }))
+        }
+    };
     Ok(ChangeEvent {
         sequence: unsigned(row.sequence),
-        kind,
-        tenant_id: row.tenant_id,
         occurred_at: row.occurred_at,
-        // Rows recorded before events left out the large fields still hold them.
-        account: domain::feed_view(&payload.account),
-        detail: payload.detail,
-        changed_fields: payload.changed_fields,
+        entry,
     })
 }
 

@@ -113,10 +113,11 @@ impl Store {
         Ok(row.map(|r| r.migration_id))
     }
 
-    /// Marks a job failed on an error it cannot get past.
+    /// Marks a job failed on an error it cannot get past, with its `migration_finished`
+    /// event. A job that already ended is left as it is (and announced no second time).
     pub async fn fail_migration(&self, migration_id: &str, message: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
-        migration_jobs::Entity::update_many()
+        let (_turn, txn) = self.begin_write().await?;
+        let failed = migration_jobs::Entity::update_many()
             .col_expr(migration_jobs::Column::State, Expr::value("failed"))
             .col_expr(migration_jobs::Column::FailureMessage, Expr::value(message))
             .col_expr(
@@ -124,10 +125,21 @@ impl Store {
                 Expr::value(domain::now()),
             )
             .filter(migration_jobs::Column::MigrationId.eq(migration_id))
-            .exec(self.connection())
+            .filter(migration_jobs::Column::State.is_in(["pending", "running"]))
+            .exec(&txn)
             .await
             .map_err(db_err("fail migration job"))?;
-        Ok(())
+        if failed.rows_affected == 0 {
+            txn.rollback().await.map_err(db_err("rollback"))?;
+            return Ok(());
+        }
+        let job = migration_jobs::Entity::find_by_id(migration_id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(db_err("load migration job"))?
+            .ok_or_else(|| Error::internal("fail migration job", "the job row vanished"))?;
+        self.commit_ending(txn, Vec::new(), Vec::new(), Some(job_from_row(job)?))
+            .await
     }
 
     /// Processes up to `batch` items of a job in one transaction.
@@ -299,12 +311,19 @@ impl Store {
             }
         }
         counts.write(&mut job_update);
-        migration_jobs::Entity::update(job_update)
+        let job = migration_jobs::Entity::update(job_update)
             .exec(&txn)
             .await
             .map_err(db_err("update migration job"))?;
+        // Only the batch that completes the job announces it: later batches find it completed
+        // under the row lock and return above, so the event is recorded once, with the state.
+        let finished = match progress {
+            BatchProgress::Finished => Some(job_from_row(job)?),
+            BatchProgress::More => None,
+        };
         // The job's accounts are recorded by the request that submitted it (`migration.submit`).
-        self.commit(txn, changes, Vec::new()).await?;
+        self.commit_ending(txn, changes, Vec::new(), finished)
+            .await?;
         Ok(progress)
     }
 

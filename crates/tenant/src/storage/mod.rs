@@ -21,7 +21,7 @@ use tenantry_common::db::{DbFailure, classify};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::domain::{
-    Error, NewChange,
+    Error, Migration, NewChange,
     audit::AuditEntry,
     error::{ACCOUNT_EXISTS, ALIAS_TAKEN, MEMBERSHIP_EXISTS},
 };
@@ -165,17 +165,32 @@ impl Store {
         changes: Vec<NewChange>,
         audit: Vec<AuditEntry>,
     ) -> Result<()> {
+        self.commit_ending(txn, changes, audit, None).await
+    }
+
+    /// [`Store::commit`], recording after `changes` that the migration `finished` ended (the
+    /// transaction that writes the job's final state, so its event exists exactly once).
+    async fn commit_ending(
+        &self,
+        txn: DatabaseTransaction,
+        changes: Vec<NewChange>,
+        audit: Vec<AuditEntry>,
+        finished: Option<Migration>,
+    ) -> Result<()> {
         self.record_audit(&txn, audit).await?;
         if self.is_postgres() && changes.iter().any(|c| c.kind.changes_live_set()) {
             txn.execute_raw(Statement::from_string(DbBackend::Postgres, FOLD_LIVE_COUNT))
                 .await
                 .map_err(db_err("update live account count"))?;
         }
-        let last = if changes.is_empty() {
+        let mut last = if changes.is_empty() {
             None
         } else {
             Some(feed::append(&txn, self, changes).await?)
         };
+        if let Some(migration) = finished {
+            last = Some(feed::append_migration_finished(&txn, self, migration).await?);
+        }
         txn.commit().await.map_err(db_err("commit"))?;
         if let Some(last) = last {
             self.wake_followers(last);

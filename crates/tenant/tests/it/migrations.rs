@@ -6,6 +6,7 @@ use tenantry_proto::{
     common::v1::PageRequest,
     tenant::v1::{self as pb, migration_item::Item},
 };
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::helpers::{TestApp, assert_code, spawn_app, violated_fields};
@@ -147,6 +148,82 @@ async fn mixed_good_and_bad_items_run_to_completion() {
         (m.created_items, m.skipped_items, m.failed_items),
         (0, 2, 0)
     );
+
+    // Each job's end is on the feed once, after the accounts it created, as it ended.
+    let feed = whole_feed(&app).await;
+    let ends: Vec<_> = feed
+        .iter()
+        .filter(|e| e.change_type() == pb::ChangeType::MigrationFinished)
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    let Some(pb::change_event::Detail::Migration(first)) = &ends[0].detail else {
+        panic!("a migration event without its migration: {:?}", ends[0]);
+    };
+    assert_eq!(first.migration_id, submitted.migration_id);
+    assert_eq!(first.state(), pb::MigrationState::Completed);
+    assert_eq!(
+        (
+            first.total_items,
+            first.created_items,
+            first.skipped_items,
+            first.failed_items
+        ),
+        (10, 3, 2, 5)
+    );
+    assert!(first.started_at.is_some() && first.finished_at.is_some());
+    assert!(ends[0].tenant_id.is_empty() && ends[0].account.is_none());
+    let parent_created = feed
+        .iter()
+        .find(|e| e.change_type() == pb::ChangeType::Created && e.tenant_id == "parent")
+        .expect("the parent's creation");
+    assert!(parent_created.sequence < ends[0].sequence);
+    let Some(pb::change_event::Detail::Migration(second)) = &ends[1].detail else {
+        panic!("a migration event without its migration: {:?}", ends[1]);
+    };
+    assert_eq!(second.migration_id, again.migration_id);
+
+    // A follower asking for account changes only never sees them.
+    let accounts_only = app
+        .feed()
+        .watch_changes(pb::WatchChangesRequest {
+            change_types: vec![pb::ChangeType::Created.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        accounts_only
+            .events
+            .iter()
+            .all(|e| e.change_type() == pb::ChangeType::Created)
+    );
+}
+
+/// Every event of the feed up to its head.
+pub async fn whole_feed(app: &TestApp) -> Vec<pb::ChangeEvent> {
+    let mut stream = app
+        .feed()
+        .watch_changes(pb::WatchChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events: Vec<pb::ChangeEvent> = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a feed message in time")
+            .expect("the feed goes on")
+            .unwrap();
+        events.extend(message.events);
+        if events.last().map_or(0, |e| e.sequence) >= message.head_sequence {
+            return events;
+        }
+    }
 }
 
 #[tokio::test]

@@ -114,7 +114,7 @@ async fn migrations_and_the_feed_survive_a_restart_on_sqlite() {
         .unwrap()
         .into_inner();
     let mut events = Vec::new();
-    while events.len() < 50 {
+    while events.len() < 51 {
         let message = tokio::time::timeout(Duration::from_secs(10), feed.next())
             .await
             .unwrap()
@@ -123,14 +123,24 @@ async fn migrations_and_the_feed_survive_a_restart_on_sqlite() {
         events.extend(message.events);
     }
     let sequences: Vec<_> = events.iter().map(|e| e.sequence).collect();
-    assert_eq!(sequences, (251..=300).collect::<Vec<_>>());
+    assert_eq!(sequences, (251..=301).collect::<Vec<_>>());
+    // The job's end follows its accounts, once, with no account of its own (the column the
+    // SQLite migration rebuilt the table for).
+    let end = &events[50];
+    assert_eq!(end.change_type(), pb::ChangeType::MigrationFinished);
+    assert!(end.tenant_id.is_empty() && end.account.is_none());
+    let Some(pb::change_event::Detail::Migration(m)) = &end.detail else {
+        panic!("a migration event without its migration: {end:?}");
+    };
+    assert_eq!(m.migration_id, submitted.migration_id);
+    assert_eq!((m.created_items, m.failed_items), (300, 0));
     app.create("after", "after").await;
     let message = tokio::time::timeout(Duration::from_secs(5), feed.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(message.events[0].sequence, 301);
+    assert_eq!(message.events[0].sequence, 302);
 }
 
 /// SQLite has one writer at a time and its busy handler is no queue: an import whose worker
