@@ -55,7 +55,7 @@ async fn the_console_journey_in_a_real_browser() {
     assert!(
         seen["pages_checked"]
             .as_array()
-            .is_some_and(|p| p.len() >= 8),
+            .is_some_and(|p| p.len() >= 11),
         "{seen}"
     );
     // The secret typed into the sign-in form never reaches the log.
@@ -463,4 +463,204 @@ async fn console_sessions_cross_replicas_with_a_shared_key_and_the_console_can_b
     );
     assert_eq!(disabled.get("/console").await.status, StatusCode::NOT_FOUND);
     assert_eq!(disabled.get("/healthz").await.status, StatusCode::OK);
+}
+
+/// The catalogue's edit routes (features, plans, flags with their rule builder, route
+/// policies): no session 401, no or a wrong CSRF token 403, a user session 403 whatever it
+/// asks, and nothing written by any of them; the builder's refusals are the API's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_catalogue_editors_refuse_without_a_session_a_token_or_environment_rights() {
+    let stack = Stack::start().await;
+    let env = stack.env_token().await;
+    create_account(&stack, &env, "acme", "Acme").await;
+    let feature = crate::support::create_feature(&stack, &env, "sso", "bool", &[]).await;
+    let plan = crate::support::create_plan(
+        &stack,
+        &env,
+        json!({"name": "Pro", "key": "pro", "featureKeys": ["sso"]}),
+    )
+    .await;
+    let flag = expect(
+        &stack,
+        StatusCode::CREATED,
+        Method::POST,
+        "/entitlements/resources/feature-flags/v1",
+        Some(&env),
+        Some(
+            json!({"name": "SSO rollout", "on": false, "offTreatment": "true",
+                    "defaultTreatment": "false", "featureKey": "sso"}),
+        ),
+    )
+    .await["id"]
+        .as_str()
+        .expect("flag id")
+        .to_owned();
+    let route = expect(
+        &stack,
+        StatusCode::CREATED,
+        Method::POST,
+        "/entitlements/resources/routes/v1",
+        Some(&env),
+        Some(json!({"method": "GET", "path": "/reports/**", "policy": "allow"})),
+    )
+    .await["id"]
+        .as_str()
+        .expect("route id")
+        .to_owned();
+
+    let writes: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/console/features/{feature}"),
+            vec![("key", "sso"), ("name", "Forged"), ("type", "bool")],
+        ),
+        (
+            format!("/console/plans/{plan}"),
+            vec![("key", "pro"), ("name", "Forged")],
+        ),
+        (
+            "/console/flags".to_owned(),
+            vec![
+                ("name", "Forged"),
+                ("feature_key", "sso"),
+                ("off_treatment", "true"),
+                ("default_treatment", "true"),
+            ],
+        ),
+        (
+            format!("/console/flags/{flag}"),
+            vec![
+                ("action", "save"),
+                ("name", "Forged"),
+                ("off_treatment", "true"),
+                ("default_treatment", "true"),
+            ],
+        ),
+        (format!("/console/flags/{flag}/delete"), vec![]),
+        (
+            "/console/route-policies".to_owned(),
+            vec![("method", "*"), ("path", "/forged"), ("policy", "deny")],
+        ),
+        (
+            format!("/console/route-policies/{route}"),
+            vec![("method", "*"), ("path", "/forged"), ("policy", "deny")],
+        ),
+        (format!("/console/route-policies/{route}/delete"), vec![]),
+    ];
+    let mut anonymous = Client::new(&stack.base_url);
+    let mut operator = Client::new(&stack.base_url);
+    operator
+        .sign_in(&[
+            ("method", "environment"),
+            ("client_id", CLIENT_ID),
+            ("secret", CLIENT_SECRET),
+        ])
+        .await;
+    let mut user = Client::new(&stack.base_url);
+    let user_token = stack.user_token("acme", "alice", &[]);
+    let user_csrf = user
+        .sign_in(&[("method", "user"), ("token", user_token.as_str())])
+        .await;
+    for (path, form) in &writes {
+        let mut with_token = vec![("csrf", "x")];
+        with_token.extend_from_slice(form);
+        let refused = anonymous.post(path, &with_token).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
+        let refused = operator.post(path, form).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{path} without a token"
+        );
+        let refused = operator.post(path, &with_token).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path} forged token");
+        let mut as_user = vec![("csrf", user_csrf.as_str())];
+        as_user.extend_from_slice(form);
+        let refused = user.post(path, &as_user).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path} as a user");
+    }
+    for page in [
+        format!("/console/features/{feature}"),
+        format!("/console/plans/{plan}"),
+        "/console/flags".to_owned(),
+        format!("/console/flags/{flag}"),
+        "/console/route-policies".to_owned(),
+        format!("/console/route-policies/{route}"),
+    ] {
+        assert_eq!(anonymous.get(&page).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            user.get(&page).await.status,
+            StatusCode::FORBIDDEN,
+            "{page}"
+        );
+        assert_eq!(operator.get(&page).await.status, StatusCode::OK, "{page}");
+    }
+    // Nothing changed.
+    let api = |path: String| {
+        let stack = &stack;
+        let env = env.clone();
+        async move { expect(stack, StatusCode::OK, Method::GET, &path, Some(&env), None).await }
+    };
+    let f = api(format!("/entitlements/resources/features/v1/{feature}")).await;
+    assert_eq!(f["name"], "sso", "{f}");
+    let fl = api(format!("/entitlements/resources/feature-flags/v1/{flag}")).await;
+    assert_eq!(fl["name"], "SSO rollout", "{fl}");
+    let flags = api("/entitlements/resources/feature-flags/v1".to_owned()).await;
+    assert_eq!(flags["items"].as_array().map(Vec::len), Some(1), "{flags}");
+    let r = api(format!("/entitlements/resources/routes/v1/{route}")).await;
+    assert_eq!(r["path"], "/reports/**", "{r}");
+
+    // The builder: an added row is the form again, nothing written; a refused operand is the
+    // API's 400 naming the condition, shown above the form kept as typed.
+    let token = csrf(&operator.get(&format!("/console/flags/{flag}")).await.body);
+    let base = [
+        ("csrf", token.as_str()),
+        ("name", "SSO rollout"),
+        ("feature_key", "sso"),
+        ("off_treatment", "true"),
+        ("default_treatment", "false"),
+        ("r0.treatment", "true"),
+        ("r0.c0.attribute", "seats"),
+        ("r0.c0.op", "greater_than"),
+        ("r0.c0.value", "many"),
+    ];
+    let mut add = base.to_vec();
+    add.push(("action", "add-condition:0"));
+    let added = operator.post(&format!("/console/flags/{flag}"), &add).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert!(added.body.contains(r#"name="r0.c1.op""#), "{}", added.body);
+    assert!(
+        added.body.contains(r#"value="many""#),
+        "the typed value is kept"
+    );
+    let mut save = base.to_vec();
+    save.push(("action", "save"));
+    let refused = operator
+        .post(&format!("/console/flags/{flag}"), &save)
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("<code>rules[0].conditions[0]</code>: expected a number"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(r#"value="many""#), "the form is kept");
+    let fl = api(format!("/entitlements/resources/feature-flags/v1/{flag}")).await;
+    assert_eq!(fl["rules"], json!([]), "{fl}");
+    // Fixed, it saves: the REST API reads the rule the builder made.
+    let mut fixed = save.clone();
+    fixed.retain(|(k, _)| *k != "r0.c0.value");
+    fixed.push(("r0.c0.value", "10"));
+    let saved = operator
+        .post(&format!("/console/flags/{flag}"), &fixed)
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let fl = api(format!("/entitlements/resources/feature-flags/v1/{flag}")).await;
+    assert_eq!(
+        fl["rules"][0]["conditions"][0],
+        json!({"attribute": "seats", "attributeType": "custom", "negate": false,
+               "op": "greater_than", "value": {"number": 10}}),
+        "{fl}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The catalogue: features and plans (with their features and allocations): list, create,
-//! delete. Environment sessions only, as the REST routes.
+//! edit, delete. Environment sessions only, as the REST routes; values are checked by the same
+//! functions as the REST bodies' (`routes::rules`), so a refusal reads as the API's.
 
 use askama::Template;
 use axum::{
@@ -12,19 +13,28 @@ use tenantry_proto::{
     common::v1::PageRequest,
     entitlement::v1::{
         self as pb, Allocation, AllocationType, CreateFeatureRequest, CreatePlanRequest,
-        DeleteFeatureRequest, DeletePlanRequest, ListFeaturesRequest, ListPlansRequest,
-        MaxCountAllocation, MergePolicy, PlanFeatureInput, allocation::Kind,
+        DeleteFeatureRequest, DeletePlanRequest, GetFeatureRequest, GetPlanRequest,
+        ListFeaturesRequest, ListPlansRequest, MaxCountAllocation, MergePolicy, PlanFeatureInput,
+        PlanFeatureInputList, UpdateFeatureRequest, UpdatePlanRequest, allocation::Kind,
+        get_feature_request, get_plan_request,
     },
 };
 
 use super::{Console, Layout, PageError, SignedIn, encode, render, see};
-use crate::{error::ApiError, state::grpc};
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    routes::rules::{allocation_type, allocation_type_name, merge_policy, merge_policy_name},
+    state::grpc,
+};
 
 pub fn router() -> Router<Console> {
     Router::new()
         .route("/features", get(features).post(create_feature))
+        .route("/features/{id}", get(feature).post(update_feature))
         .route("/features/{id}/delete", post(delete_feature))
         .route("/plans", get(plans).post(create_plan))
+        .route("/plans/{id}", get(plan).post(update_plan))
         .route("/plans/{id}/delete", post(delete_plan))
 }
 
@@ -36,6 +46,7 @@ pub struct FeatureRow {
     pub name: String,
     pub kind: &'static str,
     pub description: String,
+    pub href: String,
     pub delete_action: String,
 }
 
@@ -46,14 +57,7 @@ struct FeaturesPage {
     rows: Vec<FeatureRow>,
 }
 
-fn kind_text(t: AllocationType) -> &'static str {
-    match t {
-        AllocationType::MaxCount => "max_count",
-        AllocationType::Bool | AllocationType::Unspecified => "bool",
-    }
-}
-
-async fn list_features(
+pub(super) async fn list_features(
     c: &Console,
     p: &crate::auth::Principal,
 ) -> Result<Vec<pb::Feature>, PageError> {
@@ -80,8 +84,9 @@ async fn features(State(c): State<Console>, session: SignedIn) -> Result<Respons
         .await?
         .into_iter()
         .map(|f| FeatureRow {
-            kind: kind_text(f.allocation_type()),
+            kind: allocation_type_name(f.allocation_type()),
             delete_action: format!("/console/features/{}/delete", encode(&f.id)),
+            href: format!("/console/features/{}", encode(&f.id)),
             key: f.key,
             name: f.name,
             description: f.description,
@@ -94,12 +99,12 @@ async fn features(State(c): State<Console>, session: SignedIn) -> Result<Respons
 }
 
 /// Form fields in order (repeated keys kept: a plan's feature checkboxes).
-fn fields(form: &[u8]) -> Result<Vec<(String, String)>, PageError> {
+pub(super) fn fields(form: &[u8]) -> Result<Vec<(String, String)>, PageError> {
     serde_urlencoded::from_bytes(form)
         .map_err(|_| PageError(ApiError::bad_request("the form is not URL-encoded")))
 }
 
-fn field(fields: &[(String, String)], name: &str) -> String {
+pub(super) fn field(fields: &[(String, String)], name: &str) -> String {
     fields
         .iter()
         .find(|(k, _)| k == name)
@@ -115,11 +120,8 @@ async fn create_feature(
     let p = session.management()?;
     let f = fields(&form)?;
     let allocation_type = match field(&f, "type").as_str() {
-        "" | "bool" => AllocationType::Bool,
-        "max_count" => AllocationType::MaxCount,
-        _ => {
-            return Err(ApiError::invalid_field("type", "must be bool or max_count").into());
-        }
+        "" => AllocationType::Bool,
+        kind => allocation_type(kind, "type")?,
     };
     c.app
         .features()
@@ -137,6 +139,76 @@ async fn create_feature(
             },
         ))
         .await?;
+    Ok(see("/console/features"))
+}
+
+#[derive(Template)]
+#[template(path = "console/feature.html")]
+struct FeaturePage {
+    layout: Layout,
+    href: String,
+    key: String,
+    name: String,
+    description: String,
+    max_count: bool,
+    merge: &'static str,
+}
+
+async fn feature(
+    State(c): State<Console>,
+    session: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let p = session.management()?;
+    let f = c
+        .app
+        .features()
+        .get_feature(grpc(
+            p,
+            GetFeatureRequest {
+                selector: Some(get_feature_request::Selector::Id(id.clone())),
+            },
+        ))
+        .await?
+        .into_inner()
+        .feature
+        .ok_or_else(ApiError::internal)?;
+    render(&FeaturePage {
+        layout: session.layout(format!("Feature {}", f.key), "Features"),
+        href: format!("/console/features/{}", encode(&id)),
+        max_count: f.allocation_type() == AllocationType::MaxCount,
+        merge: merge_policy_name(f.merge_policy()).unwrap_or(""),
+        key: f.key,
+        name: f.name,
+        description: f.description,
+    })
+}
+
+/// Changes a feature's key, name, description, type and merge policy (the REST PATCH's
+/// fields; the service refuses a type change while plans allocate the old type).
+async fn update_feature(
+    State(c): State<Console>,
+    session: SignedIn,
+    Path(id): Path<String>,
+    RawForm(form): RawForm,
+) -> Result<Response, PageError> {
+    let p = session.management()?;
+    let f = fields(&form)?;
+    let merge = field(&f, "merge_policy");
+    let request = UpdateFeatureRequest {
+        id,
+        key: Some(field(&f, "key")),
+        name: Some(field(&f, "name")),
+        description: Some(field(&f, "description")),
+        metadata: None,
+        permissions: None,
+        allocation_type: Some(allocation_type(&field(&f, "type"), "type")?.into()),
+        // Empty: the feature's policy is kept.
+        merge_policy: (!merge.is_empty())
+            .then(|| merge_policy(&merge, "mergePolicy").map(i32::from))
+            .transpose()?,
+    };
+    c.app.features().update_feature(grpc(p, request)).await?;
     Ok(see("/console/features"))
 }
 
@@ -164,6 +236,7 @@ pub struct PlanRow {
     pub name: String,
     pub features: String,
     pub inherit: bool,
+    pub href: String,
     pub delete_action: String,
 }
 
@@ -173,6 +246,9 @@ pub struct FeatureChoice {
     pub max_count: bool,
     /// The form field holding this feature's count (max_count features).
     pub count_field: String,
+    /// Whether the plan being edited holds it, and its count as typed.
+    pub held: bool,
+    pub count: String,
 }
 
 #[derive(Template)]
@@ -227,20 +303,12 @@ async fn plans(State(c): State<Console>, session: SignedIn) -> Result<Response, 
                 .join(", "),
             inherit: plan.inherit_to_sub_accounts,
             delete_action: format!("/console/plans/{}/delete", encode(&plan.id)),
+            href: format!("/console/plans/{}", encode(&plan.id)),
             key: plan.key,
             name: plan.name,
         })
         .collect();
-    let features = list_features(&c, p)
-        .await?
-        .into_iter()
-        .map(|f| FeatureChoice {
-            max_count: f.allocation_type() == AllocationType::MaxCount,
-            count_field: format!("count:{}", f.key),
-            label: format!("{} ({})", f.name, f.key),
-            key: f.key,
-        })
-        .collect();
+    let features = feature_choices(&c, p, &[]).await?;
     render(&PlansPage {
         layout: session.layout("Plans", "Plans"),
         rows,
@@ -248,13 +316,108 @@ async fn plans(State(c): State<Console>, session: SignedIn) -> Result<Response, 
     })
 }
 
-async fn create_plan(
+/// Every feature of the catalogue as a plan form's choice, ticked (with its count) when
+/// `held` holds it.
+async fn feature_choices(
+    c: &Console,
+    p: &Principal,
+    held: &[pb::PlanFeature],
+) -> Result<Vec<FeatureChoice>, PageError> {
+    Ok(list_features(c, p)
+        .await?
+        .into_iter()
+        .map(|f| {
+            let holding = held.iter().find(|h| h.feature_key == f.key);
+            FeatureChoice {
+                max_count: f.allocation_type() == AllocationType::MaxCount,
+                count_field: format!("count:{}", f.key),
+                label: format!("{} ({})", f.name, f.key),
+                held: holding.is_some(),
+                count: holding
+                    .and_then(|h| h.allocation.as_ref())
+                    .and_then(|a| a.kind.as_ref())
+                    .map(|k| match k {
+                        Kind::MaxCountAllocation(m) if m.unlimited => "unlimited".to_owned(),
+                        Kind::MaxCountAllocation(m) => m.value.to_string(),
+                        Kind::BoolAllocation(_) => String::new(),
+                    })
+                    .unwrap_or_default(),
+                key: f.key,
+            }
+        })
+        .collect())
+}
+
+#[derive(Template)]
+#[template(path = "console/plan.html")]
+struct PlanPage {
+    layout: Layout,
+    href: String,
+    key: String,
+    name: String,
+    description: String,
+    inherit: bool,
+    features: Vec<FeatureChoice>,
+}
+
+async fn plan(
     State(c): State<Console>,
     session: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let p = session.management()?;
+    let plan = c
+        .app
+        .plans()
+        .get_plan(grpc(
+            p,
+            GetPlanRequest {
+                selector: Some(get_plan_request::Selector::Id(id.clone())),
+            },
+        ))
+        .await?
+        .into_inner()
+        .plan
+        .ok_or_else(ApiError::internal)?;
+    render(&PlanPage {
+        layout: session.layout(format!("Plan {}", plan.key), "Plans"),
+        href: format!("/console/plans/{}", encode(&id)),
+        features: feature_choices(&c, p, &plan.features).await?,
+        key: plan.key,
+        name: plan.name,
+        description: plan.description,
+        inherit: plan.inherit_to_sub_accounts,
+    })
+}
+
+/// Changes a plan's key, name, description, inheritance and its whole feature set with
+/// counts (the REST PATCH's `features`).
+async fn update_plan(
+    State(c): State<Console>,
+    session: SignedIn,
+    Path(id): Path<String>,
     RawForm(form): RawForm,
 ) -> Result<Response, PageError> {
     let p = session.management()?;
     let f = fields(&form)?;
+    let request = UpdatePlanRequest {
+        id,
+        key: Some(field(&f, "key")),
+        name: Some(field(&f, "name")),
+        description: Some(field(&f, "description")),
+        features: Some(PlanFeatureInputList {
+            features: plan_features(&f)?,
+        }),
+        inherit_to_sub_accounts: Some(field(&f, "inherit") == "on"),
+        ..UpdatePlanRequest::default()
+    };
+    c.app.plans().update_plan(grpc(p, request)).await?;
+    Ok(see("/console/plans"))
+}
+
+/// The ticked features of a plan form with their counts (`count:<key>`), numbered as the
+/// REST body's `features[i]`.
+fn plan_features(f: &[(String, String)]) -> Result<Vec<PlanFeatureInput>, PageError> {
     let mut features = Vec::new();
     for (i, key) in f
         .iter()
@@ -264,7 +427,7 @@ async fn create_plan(
     {
         // A count for a max_count feature: a number, `unlimited`, or empty for the
         // feature's default.
-        let count = field(&f, &format!("count:{key}"));
+        let count = field(f, &format!("count:{key}"));
         let allocation = match count.as_str() {
             "" => None,
             "unlimited" => Some(Kind::MaxCountAllocation(MaxCountAllocation {
@@ -286,6 +449,17 @@ async fn create_plan(
             allocation: allocation.map(|kind| Allocation { kind: Some(kind) }),
         });
     }
+    Ok(features)
+}
+
+async fn create_plan(
+    State(c): State<Console>,
+    session: SignedIn,
+    RawForm(form): RawForm,
+) -> Result<Response, PageError> {
+    let p = session.management()?;
+    let f = fields(&form)?;
+    let features = plan_features(&f)?;
     let key = field(&f, "key");
     c.app
         .plans()

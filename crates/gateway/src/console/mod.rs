@@ -14,7 +14,9 @@
 
 mod accounts;
 mod catalogue;
+mod flags;
 mod imports;
+mod route_policies;
 mod session;
 mod sign_in;
 
@@ -71,6 +73,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .route("/assets/{file}", get(asset))
         .merge(accounts::router())
         .merge(catalogue::router())
+        .merge(flags::router())
+        .merge(route_policies::router())
         .merge(imports::router())
         .fallback(page_not_found)
         .layer(middleware::from_fn_with_state(console.clone(), guard))
@@ -302,6 +306,12 @@ impl SignedIn {
                     nav("Accounts", "/console/accounts".to_owned(), current),
                     nav("Features", "/console/features".to_owned(), current),
                     nav("Plans", "/console/plans".to_owned(), current),
+                    nav("Flags", "/console/flags".to_owned(), current),
+                    nav(
+                        "Route policies",
+                        "/console/route-policies".to_owned(),
+                        current,
+                    ),
                     nav("Imports", "/console/imports".to_owned(), current),
                 ],
             ),

@@ -76,7 +76,7 @@ fn route(r: Option<pb::Route>) -> Result<Route, ApiError> {
     r.map(Route::from).ok_or_else(ApiError::internal)
 }
 
-fn policy(value: &str) -> Result<RoutePolicy, ApiError> {
+pub fn policy(value: &str) -> Result<RoutePolicy, ApiError> {
     match value {
         "allow" => Ok(RoutePolicy::Allow),
         "deny" => Ok(RoutePolicy::Deny),
