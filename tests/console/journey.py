@@ -273,6 +273,17 @@ try:
         fail("the grant should be listed as active")
     check_page("account-entitled")
 
+    # The grant extended: a new expiry, shown in the history.
+    driver.find_element(By.CSS_SELECTOR, "#grants-table details summary").click()
+    expiry = driver.find_element(By.CSS_SELECTOR, 'input[aria-label="New expiry of the grant of pro"]')
+    # Date inputs take typed dates in the browser's locale; the value is set as a user's pick.
+    driver.execute_script("arguments[0].value = '2030-01-31'", expiry)
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Change the dates of the grant of pro"]').click()
+    wait("the page after extending", lambda: old.id != driver.find_element(By.TAG_NAME, "html").id)
+    if "2030-01-31" not in driver.find_element(By.ID, "grants-table").text:
+        fail(f"the extended grant should expire on 2030-01-31: {driver.find_element(By.ID, 'grants-table').text}")
+
     def inherited():
         driver.get(f"{BASE}/console/accounts/acme-eu")
         return "inherited" in entitlement_row("sso")
@@ -314,6 +325,17 @@ try:
         fail(f"two accounts created, the bad row refused: {driver.find_element(By.TAG_NAME, 'main').text}")
     check_page("import-done")
 
+    # The imported accounts ticked on the list and granted pro in one form, each reported.
+    driver.get(f"{BASE}/console/accounts")
+    for name in ["Initech", "Hooli, Inc."]:
+        driver.find_element(By.CSS_SELECTOR, f'input[aria-label="Select {name}"]').click()
+    submit("grant-selection")
+    summary = driver.find_element(By.ID, "selection-summary").text
+    results = driver.find_element(By.ID, "selection-results").text
+    if "Granted to all 2" not in summary or "initech" not in results or "hooli" not in results:
+        fail(f"both ticked accounts should be granted: {summary} / {results}")
+    check_page("granted-selection")
+
     # Edit, metadata, revoke (sso then lost, with the check's reason), detach, delete.
     driver.get(f"{BASE}/console/accounts/acme")
     fill("edit-name", "Acme Corporation")
@@ -325,6 +347,15 @@ try:
     submit("add-metadata")
     if '"gold"' not in driver.find_element(By.TAG_NAME, "main").text:
         fail("the metadata key should show")
+    # Settings and members on the account's page.
+    fill("setting-timezone", "Europe/Berlin")
+    submit("save-settings")
+    if driver.find_element(By.ID, "setting-timezone").get_attribute("value") != "Europe/Berlin":
+        fail("the saved time zone should show")
+    fill("member-user", "alice")
+    submit("add-member")
+    if "alice" not in driver.find_element(By.ID, "members-list").text:
+        fail("the new member should be listed")
     revoke = driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Revoke grant of pro"]')
     old = driver.find_element(By.TAG_NAME, "html")
     revoke.click()
@@ -345,6 +376,12 @@ try:
     submit("delete-account")
     if path() != "/console/accounts" or "Acme Europe" in driver.find_element(By.ID, "account-results").text:
         fail("a deleted account should leave the list")
+    # And reactivated under its ID.
+    fill("reactivate-id", "acme-eu")
+    fill("reactivate-name", "Acme Europe")
+    submit("reactivate")
+    if path() != "/console/accounts/acme-eu":
+        fail(f"reactivating should open the account, got {path()}: {driver.find_element(By.TAG_NAME, 'main').text}")
 
     # A phone-sized window: the account page fits 360 px without sideways scrolling.
     driver.set_window_size(360, 800)

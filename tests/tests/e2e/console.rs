@@ -55,7 +55,7 @@ async fn the_console_journey_in_a_real_browser() {
     assert!(
         seen["pages_checked"]
             .as_array()
-            .is_some_and(|p| p.len() >= 11),
+            .is_some_and(|p| p.len() >= 12),
         "{seen}"
     );
     // The secret typed into the sign-in form never reaches the log.
@@ -663,4 +663,377 @@ async fn the_catalogue_editors_refuse_without_a_session_a_token_or_environment_r
                "op": "greater_than", "value": {"number": 10}}),
         "{fl}"
     );
+}
+
+/// Grants from the console: to a selection of accounts (one refused account reported on its
+/// own, the others granted), to a user, and a grant's dates changed; every such write refused
+/// without a session (401), without the CSRF token (403) and for a user session (403).
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_to_a_selection_a_user_and_new_dates_each_reported_and_guarded() {
+    let stack = Stack::start().await;
+    let env = stack.env_token().await;
+    for id in ["acme", "initech"] {
+        create_account(&stack, &env, id, id).await;
+    }
+    crate::support::create_feature(&stack, &env, "sso", "bool", &[]).await;
+    let plan = crate::support::create_plan(
+        &stack,
+        &env,
+        json!({"name": "Pro", "key": "pro", "featureKeys": ["sso"]}),
+    )
+    .await;
+    let mut operator = Client::new(&stack.base_url);
+    let token = operator
+        .sign_in(&[
+            ("method", "environment"),
+            ("client_id", CLIENT_ID),
+            ("secret", CLIENT_SECRET),
+        ])
+        .await;
+
+    // A selection with an account that does not exist: it is refused on its row, the two
+    // others are granted.
+    let granted = operator
+        .post(
+            "/console/grants",
+            &[
+                ("csrf", token.as_str()),
+                ("plan_id", plan.as_str()),
+                ("tenant_id", "acme"),
+                ("tenant_id", "ghost"),
+                ("tenant_id", "initech"),
+            ],
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    assert!(
+        granted
+            .body
+            .contains("1 of 3 selected accounts were refused"),
+        "{}",
+        granted.body
+    );
+    let ghost = granted
+        .body
+        .split(r#"data-account="ghost""#)
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(ghost.contains("refused: 4"), "{ghost}");
+    for id in ["acme", "initech"] {
+        let held = crate::support::grants(&stack, &env, &format!("tenantIds={id}")).await;
+        assert_eq!(held.len(), 1, "{id}: {held:?}");
+    }
+    // None ticked: the API's kind of refusal, nothing granted.
+    let none = operator
+        .post(
+            "/console/grants",
+            &[("csrf", token.as_str()), ("plan_id", plan.as_str())],
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::BAD_REQUEST, "{}", none.body);
+
+    // A user grant, then its dates: extended to 2031, then rescheduled to start in 2030.
+    let user_grant = operator
+        .post(
+            "/console/accounts/acme/grants",
+            &[
+                ("csrf", token.as_str()),
+                ("plan_id", plan.as_str()),
+                ("user_id", "alice"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        user_grant.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        user_grant.body
+    );
+    let held = crate::support::grants(&stack, &env, "tenantIds=acme").await;
+    let alice = held
+        .iter()
+        .find(|g| g["userId"] == "alice")
+        .unwrap_or_else(|| panic!("alice's grant in {held:?}"));
+    let grant = alice["id"].as_str().expect("grant id").to_owned();
+    let dates = format!("/console/accounts/acme/grants/{grant}/dates");
+    let extended = operator
+        .post(
+            &dates,
+            &[("csrf", token.as_str()), ("expires", "2031-01-31")],
+        )
+        .await;
+    assert_eq!(extended.status, StatusCode::SEE_OTHER, "{}", extended.body);
+    let rescheduled = operator
+        .post(
+            &dates,
+            &[("csrf", token.as_str()), ("starts", "2030-06-01")],
+        )
+        .await;
+    assert_eq!(
+        rescheduled.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        rescheduled.body
+    );
+    let g = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        &format!("/entitlements/resources/entitlements/v2/{grant}"),
+        Some(&env),
+        None,
+    )
+    .await;
+    assert!(
+        g.to_string().contains("2031-01-31") && g.to_string().contains("2030-06-01"),
+        "{g}"
+    );
+    // An expiry before the start: the API's 400; nothing asked: 400.
+    let backwards = operator
+        .post(
+            &dates,
+            &[("csrf", token.as_str()), ("expires", "2029-01-01")],
+        )
+        .await;
+    assert_eq!(
+        backwards.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        backwards.body
+    );
+    let empty = operator.post(&dates, &[("csrf", token.as_str())]).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{}", empty.body);
+
+    // Guarded.
+    let mut anonymous = Client::new(&stack.base_url);
+    let mut user = Client::new(&stack.base_url);
+    let user_token = stack.user_token("acme", "alice", &[]);
+    let user_csrf = user
+        .sign_in(&[("method", "user"), ("token", user_token.as_str())])
+        .await;
+    let writes: [(&str, Vec<(&str, &str)>); 3] = [
+        (
+            "/console/grants",
+            vec![("plan_id", plan.as_str()), ("tenant_id", "initech")],
+        ),
+        (dates.as_str(), vec![("never", "on")]),
+        (
+            "/console/accounts/initech/grants",
+            vec![("plan_id", plan.as_str()), ("user_id", "alice")],
+        ),
+    ];
+    for (path, form) in &writes {
+        let mut forged = vec![("csrf", "forged")];
+        forged.extend_from_slice(form);
+        assert_eq!(
+            anonymous.post(path, &forged).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            operator.post(path, form).await.status,
+            StatusCode::FORBIDDEN,
+            "{path} without a token"
+        );
+        assert_eq!(
+            operator.post(path, &forged).await.status,
+            StatusCode::FORBIDDEN,
+            "{path} forged"
+        );
+        let mut as_user = vec![("csrf", user_csrf.as_str())];
+        as_user.extend_from_slice(form);
+        assert_eq!(
+            user.post(path, &as_user).await.status,
+            StatusCode::FORBIDDEN,
+            "{path} as a user"
+        );
+    }
+    let after = crate::support::grants(&stack, &env, "tenantIds=initech").await;
+    assert_eq!(after.len(), 1, "nothing more granted: {after:?}");
+    let g = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        &format!("/entitlements/resources/entitlements/v2/{grant}"),
+        Some(&env),
+        None,
+    )
+    .await;
+    assert!(g.to_string().contains("2031-01-31"), "still expiring: {g}");
+}
+
+/// Members and settings on an account's page, and reactivation: members are the
+/// environment's (a user session neither sees nor changes them); settings are read by a user
+/// session of the account and changed only with the settings permission, never on an account
+/// out of its reach; every write refused without a session or the CSRF token.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_settings_and_reactivation_follow_the_api_rules() {
+    let stack = Stack::start().await;
+    let env = stack.env_token().await;
+    for id in ["acme", "other", "gone"] {
+        create_account(&stack, &env, id, id).await;
+    }
+    let mut operator = Client::new(&stack.base_url);
+    let token = operator
+        .sign_in(&[
+            ("method", "environment"),
+            ("client_id", CLIENT_ID),
+            ("secret", CLIENT_SECRET),
+        ])
+        .await;
+    let added = operator
+        .post(
+            "/console/accounts/acme/members",
+            &[("csrf", token.as_str()), ("user_id", "bob")],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let members = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/tenants/resources/tenants/v1/acme/users",
+        Some(&env),
+        None,
+    )
+    .await;
+    assert!(members.to_string().contains("bob"), "{members}");
+    let page = operator.get("/console/accounts/acme").await;
+    assert!(page.body.contains(r#"id="members-list""#), "{}", page.body);
+
+    // A user without the settings permission: reads its settings, sees no members, writes
+    // nothing.
+    let mut reader = Client::new(&stack.base_url);
+    let reader_token = stack.user_token("acme", "alice", &[]);
+    let reader_csrf = reader
+        .sign_in(&[("method", "user"), ("token", reader_token.as_str())])
+        .await;
+    let page = reader.get("/console/accounts/acme").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(r#"id="settings-list""#), "{}", page.body);
+    assert!(!page.body.contains("members-list") && !page.body.contains("bob"));
+    for (path, form) in [
+        ("/console/accounts/acme/settings", vec![("timezone", "UTC")]),
+        (
+            "/console/accounts/acme/members",
+            vec![("user_id", "mallory")],
+        ),
+        ("/console/accounts/acme/members/bob/remove", vec![]),
+    ] {
+        let mut with = vec![("csrf", reader_csrf.as_str())];
+        with.extend_from_slice(&form);
+        assert_eq!(
+            reader.post(path, &with).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+        let mut anonymous = Client::new(&stack.base_url);
+        let mut forged = vec![("csrf", "forged")];
+        forged.extend_from_slice(&form);
+        assert_eq!(
+            anonymous.post(path, &forged).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            operator.post(path, &form).await.status,
+            StatusCode::FORBIDDEN,
+            "{path} without a token"
+        );
+    }
+    // A user with the permission changes its own account's settings, never another's.
+    let mut writer = Client::new(&stack.base_url);
+    let writer_token = stack.user_token("acme", "carol", &["fe.account-settings.write.account"]);
+    let writer_csrf = writer
+        .sign_in(&[("method", "user"), ("token", writer_token.as_str())])
+        .await;
+    let page = writer.get("/console/accounts/acme").await;
+    assert!(page.body.contains(r#"id="save-settings""#), "{}", page.body);
+    let saved = writer
+        .post(
+            "/console/accounts/acme/settings",
+            &[
+                ("csrf", writer_csrf.as_str()),
+                ("timezone", "Europe/Berlin"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let elsewhere = writer
+        .post(
+            "/console/accounts/other/settings",
+            &[("csrf", writer_csrf.as_str()), ("timezone", "Asia/Tokyo")],
+        )
+        .await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        elsewhere.body
+    );
+    let settings = |tenant: &'static str| {
+        let stack = &stack;
+        let env = env.clone();
+        async move {
+            let (status, _, body) = stack
+                .call_with(
+                    Method::GET,
+                    "/tenants/resources/account-settings/v1",
+                    Some(&env),
+                    &[("frontegg-tenant-id", tenant)],
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    assert_eq!(settings("acme").await["timezone"], "Europe/Berlin");
+    assert_ne!(settings("other").await["timezone"], "Asia/Tokyo");
+    let members = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/tenants/resources/tenants/v1/acme/users",
+        Some(&env),
+        None,
+    )
+    .await;
+    assert!(
+        members.to_string().contains("bob") && !members.to_string().contains("mallory"),
+        "{members}"
+    );
+
+    // Reactivation: a deleted account comes back through the create form, under its ID.
+    let deleted = operator
+        .post("/console/accounts/gone/delete", &[("csrf", token.as_str())])
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    assert_eq!(
+        operator.get("/console/accounts/gone").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let back = operator
+        .post(
+            "/console/accounts",
+            &[
+                ("csrf", token.as_str()),
+                ("tenant_id", "gone"),
+                ("name", "Back"),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER, "{}", back.body);
+    assert_eq!(location(&back), "/console/accounts/gone");
+    let account = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/tenants/resources/tenants/v2/gone",
+        Some(&env),
+        None,
+    )
+    .await;
+    assert!(account.to_string().contains("Back"), "{account}");
 }

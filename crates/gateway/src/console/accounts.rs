@@ -18,13 +18,13 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value as Json;
 use tenantry_proto::{
-    common::v1::PageRequest,
+    common::v1::{NullableTimestamp, PageRequest},
     entitlement::v1::{
         Allocation, BatchIsEntitledToRequest, CreateGrantRequest, EntitlementQuery, FeatureChange,
-        GetAccountEntitlementsRequest, GrantLevel, GrantStatus, HypotheticalChange,
+        GetAccountEntitlementsRequest, GrantLevel, GrantPatch, GrantStatus, HypotheticalChange,
         ListFeaturesRequest, ListGrantsRequest, ListPlansRequest, NewGrant, Provenance,
-        RevokeGrantRequest, Subject, WhatIfRequest, allocation::Kind, entitlement_query::Target,
-        hypothetical_change::Change, new_grant,
+        RevokeGrantRequest, Subject, UpdateGrantRequest, WhatIfRequest, allocation::Kind,
+        entitlement_query::Target, hypothetical_change::Change, new_grant,
     },
     tenant::v1::{
         self as pb, AccountSortField, AddAccountMetadataRequest, AttachSubAccountRequest,
@@ -33,7 +33,11 @@ use tenantry_proto::{
     },
 };
 
-use super::{Console, Layout, PageError, SignedIn, encode, render, see};
+use super::{
+    Console, Layout, PageError, SignedIn, account_href,
+    catalogue::{field, fields},
+    encode, members, render, see,
+};
 use crate::{
     auth::{Principal, scope},
     convert::{json_to_value, metadata_to_struct, opt_struct_to_json, opt_timestamp},
@@ -52,6 +56,8 @@ pub fn router() -> Router<Console> {
         .route("/accounts/{id}/sub-accounts/{child}/detach", post(detach))
         .route("/accounts/{id}/grants", post(grant))
         .route("/accounts/{id}/grants/{grant}/revoke", post(revoke))
+        .route("/accounts/{id}/grants/{grant}/dates", post(change_dates))
+        .route("/grants", post(grant_selection))
         .route("/accounts/{id}/what-if", get(what_if))
         .route("/accounts/{id}/revoke-plan", post(revoke_plan))
 }
@@ -108,6 +114,8 @@ struct AccountsPage {
     total: u64,
     prev: Option<String>,
     next: Option<String>,
+    /// The plans the selection form can grant.
+    plans: Vec<PlanChoice>,
 }
 
 async fn list(
@@ -146,6 +154,7 @@ async fn list(
         total: info.total_items,
         prev: (page > 1).then(|| link(page - 1)),
         next: info.has_next.then(|| link(page + 1)),
+        plans: plan_choices(&c, p).await?,
         q,
     })
 }
@@ -251,12 +260,16 @@ pub struct EntitlementRow {
 
 pub struct GrantRow {
     pub plan_key: String,
+    /// The user of a user grant; empty for the account's.
+    pub user: String,
     pub status: String,
     pub starts_at: String,
     pub expires_at: String,
     pub granted_by: String,
+    /// Active or scheduled: it can be revoked, extended or rescheduled.
     pub revocable: bool,
     pub revoke_action: String,
+    pub dates_action: String,
 }
 
 pub struct PlanChoice {
@@ -279,6 +292,10 @@ struct AccountPage {
     entitlements: Vec<EntitlementRow>,
     grants: Vec<GrantRow>,
     plans: Vec<PlanChoice>,
+    /// `None` for a user session (members are environment-only, as in the REST API).
+    members: Option<Vec<members::MemberRow>>,
+    settings: Vec<members::SettingRow>,
+    settings_editable: bool,
 }
 
 async fn show(
@@ -323,6 +340,8 @@ async fn show(
     tree_steps(root, &id, allowed.as_ref(), &mut tree);
 
     let entitlements = entitlements(&c, p, &id).await?;
+    let members = members::members(&c, p, &id).await?;
+    let (settings, settings_editable) = members::settings(&c, p, &id).await?;
     let (grants, plans) = if session.is_management() {
         (grants(&c, p, &id).await?, plan_choices(&c, p).await?)
     } else {
@@ -359,6 +378,9 @@ async fn show(
         entitlements,
         grants,
         plans,
+        members,
+        settings,
+        settings_editable,
     })
 }
 
@@ -548,7 +570,13 @@ async fn grants(c: &Console, p: &Principal, tenant_id: &str) -> Result<Vec<Grant
                     encode(tenant_id),
                     encode(&g.id)
                 ),
+                dates_action: format!(
+                    "/console/accounts/{}/grants/{}/dates",
+                    encode(tenant_id),
+                    encode(&g.id)
+                ),
                 revocable: matches!(status, GrantStatus::Active | GrantStatus::Scheduled),
+                user: g.user_id.unwrap_or_default(),
                 status: status_text(status).to_owned(),
                 starts_at: opt_timestamp(g.starts_at).unwrap_or_default(),
                 expires_at: opt_timestamp(g.expires_at).unwrap_or_else(|| "never".to_owned()),
@@ -587,11 +615,6 @@ async fn plan_choices(c: &Console, p: &Principal) -> Result<Vec<PlanChoice>, Pag
 
 // ---------------------------------------------------------------------------------------------
 // Writes on one account (environment sessions, as the REST routes)
-
-/// The account's page.
-fn account_href(id: &str) -> String {
-    format!("/console/accounts/{}", encode(id))
-}
 
 /// Every write on one account: an environment session (the REST routes' `Management` rule),
 /// one call made with its principal, then the account's page (or the call's error as a page).
@@ -725,6 +748,8 @@ async fn detach(
 pub struct GrantForm {
     plan_id: String,
     expires: Option<String>,
+    /// A user grant: the identity provider's user ID.
+    user_id: Option<String>,
 }
 
 async fn grant(
@@ -737,6 +762,7 @@ async fn grant(
         grant: Some(NewGrant {
             plan: Some(new_grant::Plan::PlanId(form.plan_id)),
             tenant_id: id.clone(),
+            user_id: given(form.user_id),
             expires_at: optional_time(form.expires, "expirationDate")?,
             ..NewGrant::default()
         }),
@@ -746,6 +772,128 @@ async fn grant(
         c.app.grants().create_grant(grpc(&p, request)).await
     })
     .await
+}
+
+#[derive(Deserialize)]
+pub struct DatesForm {
+    starts: Option<String>,
+    expires: Option<String>,
+    /// `on`: the grant never expires.
+    never: Option<String>,
+}
+
+/// Extends or reschedules a grant: a new start, a new expiry or none (the REST PATCH's
+/// `startsAt` and `expirationDate`); an empty field keeps the grant's.
+async fn change_dates(
+    State(c): State<Console>,
+    session: SignedIn,
+    Path((id, grant)): Path<(String, String)>,
+    Form(form): Form<DatesForm>,
+) -> Result<Response, PageError> {
+    let set = |t| NullableTimestamp { value: Some(t) };
+    let expires_at = if form.never.as_deref() == Some("on") {
+        Some(NullableTimestamp { value: None })
+    } else {
+        optional_time(form.expires, "expirationDate")?.map(set)
+    };
+    let starts_at = optional_time(form.starts, "startsAt")?.map(set);
+    if expires_at.is_none() && starts_at.is_none() {
+        return Err(ApiError::invalid_field(
+            "expirationDate",
+            "give a new start, a new expiry, or never expires",
+        )
+        .into());
+    }
+    let request = UpdateGrantRequest {
+        patch: Some(GrantPatch {
+            id: grant,
+            expires_at,
+            starts_at,
+            ..GrantPatch::default()
+        }),
+    };
+    write_then_show(&session, &id, |p| async move {
+        c.app.grants().update_grant(grpc(&p, request)).await
+    })
+    .await
+}
+
+pub struct SelectionRow {
+    pub account: String,
+    pub href: String,
+    pub granted: bool,
+    /// The grant's ID, or why it was refused (the API's status and message).
+    pub outcome: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/granted.html")]
+struct GrantedPage {
+    layout: Layout,
+    plan: String,
+    rows: Vec<SelectionRow>,
+    refused: usize,
+}
+
+/// Grants a plan to every ticked account of the list, one grant each, so that one refusal
+/// (an account deleted meanwhile, a duplicate) neither hides nor stops the others: every
+/// account's outcome is shown.
+async fn grant_selection(
+    State(c): State<Console>,
+    session: SignedIn,
+    axum::extract::RawForm(form): axum::extract::RawForm,
+) -> Result<Response, PageError> {
+    let p = session.management()?;
+    let f = fields(&form)?;
+    // Repeated `tenant_id` fields: one per ticked box.
+    let ticked: Vec<String> = f
+        .iter()
+        .filter(|(k, _)| k == "tenant_id")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if ticked.is_empty() {
+        return Err(ApiError::invalid_field("tenantIds", "tick at least one account").into());
+    }
+    let plan_id = field(&f, "plan_id");
+    let expires_at = optional_time(Some(field(&f, "expires")), "expirationDate")?;
+    let plan = plan_choices(&c, p)
+        .await?
+        .into_iter()
+        .find(|plan| plan.id == plan_id)
+        .map_or_else(|| plan_id.clone(), |plan| plan.label);
+    let mut rows = Vec::with_capacity(ticked.len());
+    for tenant_id in ticked {
+        let request = CreateGrantRequest {
+            grant: Some(NewGrant {
+                plan: Some(new_grant::Plan::PlanId(plan_id.clone())),
+                tenant_id: tenant_id.clone(),
+                expires_at,
+                ..NewGrant::default()
+            }),
+            idempotency_key: None,
+        };
+        let answer = c.app.grants().create_grant(grpc(p, request)).await;
+        let (granted, outcome) = match answer.map(|r| r.into_inner().grant) {
+            Ok(Some(g)) => (true, format!("granted (grant {})", g.id)),
+            Ok(None) => (true, "granted".to_owned()),
+            Err(status) => {
+                let e = ApiError::from(status);
+                (false, format!("{} — {}", e.status.as_u16(), e.body.message))
+            }
+        };
+        rows.push(SelectionRow {
+            href: account_href(&tenant_id),
+            account: tenant_id,
+            granted,
+            outcome,
+        });
+    }
+    render(&GrantedPage {
+        layout: session.layout("Grants to a selection", "Accounts"),
+        refused: rows.iter().filter(|r| !r.granted).count(),
+        plan,
+        rows,
+    })
 }
 
 /// An optional date or time field, parsed as the REST API parses `field`.

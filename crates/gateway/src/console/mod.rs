@@ -16,6 +16,7 @@ mod accounts;
 mod catalogue;
 mod flags;
 mod imports;
+mod members;
 mod route_policies;
 mod session;
 mod sign_in;
@@ -76,6 +77,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .merge(flags::router())
         .merge(route_policies::router())
         .merge(imports::router())
+        .merge(members::router())
         .fallback(page_not_found)
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console))
@@ -357,6 +359,11 @@ fn nav(label: &'static str, href: String, current: &str) -> NavItem {
         current: label == current,
         href,
     }
+}
+
+/// An account's page.
+pub fn account_href(id: &str) -> String {
+    format!("/console/accounts/{}", encode(id))
 }
 
 /// A path segment, percent-encoded (account IDs may hold `?`, `#`, `%`).
