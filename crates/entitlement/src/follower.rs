@@ -365,10 +365,12 @@ async fn resync(
         .await?
         .into_inner();
     let mut sequence = None;
+    let mut pruned_through = 0;
     let mut accounts = Vec::new();
     while let Some(message) = stream.next().await {
         let message = message?;
         sequence = Some(message.sequence);
+        pruned_through = message.pruned_through;
         accounts.extend(message.accounts);
     }
     let Some(sequence) = sequence else {
@@ -376,15 +378,81 @@ async fn resync(
             "the tenant snapshot ended without a message",
         )));
     };
-    let applied = apply_snapshot(engine, sequence, &accounts).await?;
+    let from = engine.feed_cursor().await?.max(pruned_through);
+    let gap = match read_gap(client, from, sequence, max_message_bytes).await {
+        Ok(events) => events,
+        Err(err) if err.is_transient() => return Err(err),
+        Err(err) => {
+            // What cannot be read cannot wedge the follower: the snapshot's difference is
+            // still announced.
+            tracing::warn!(error = %err, from, sequence, "the feed's events before the snapshot cannot be read: announcing the snapshot's difference only");
+            Vec::new()
+        }
+    };
+    let applied = apply_snapshot(engine, sequence, &accounts, &gap).await?;
     tracing::info!(
         sequence,
         accounts = accounts.len(),
         changed = applied,
+        gap_events = gap.len(),
         "resynchronised with the tenant service"
     );
     status.observe(sequence, sequence);
     Ok(())
+}
+
+/// How long reading the feed's retained events before a snapshot may take.
+const GAP_READ_LIMIT: Duration = Duration::from_secs(30);
+
+/// The feed events still retained after `from` up to the snapshot's `sequence`: what happened
+/// in the gap, to announce (the snapshot holds their effects).
+async fn read_gap(
+    mut client: ChangeFeedServiceClient<ClientChannel>,
+    from: u64,
+    sequence: u64,
+    max_message_bytes: usize,
+) -> Result<Vec<ChangeEvent>, FollowError> {
+    if from >= sequence {
+        return Ok(Vec::new());
+    }
+    let read = async {
+        let mut stream = client
+            .watch_changes(WatchChangesRequest {
+                from_sequence: from,
+                change_types: Vec::new(),
+                max_message_bytes: request_bound(max_message_bytes),
+            })
+            .await
+            .map_err(stream_error)?
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(message) = stream.next().await {
+            let message = message.map_err(stream_error)?;
+            // An empty message: the feed had nothing more when it was sent.
+            let caught_up = message.events.is_empty();
+            for event in message.events {
+                if event.sequence > sequence {
+                    return Ok(events);
+                }
+                let last = event.sequence == sequence;
+                events.push(event);
+                if last {
+                    return Ok(events);
+                }
+            }
+            if caught_up {
+                break;
+            }
+        }
+        Ok(events)
+    };
+    tokio::time::timeout(GAP_READ_LIMIT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(FollowError::Expired(
+                "reading the feed's events before the snapshot took too long".into(),
+            ))
+        })
 }
 
 fn time(t: Option<prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -537,11 +605,13 @@ pub async fn apply_events(engine: &Engine, events: &[ChangeEvent]) -> Result<()>
     engine.apply_feed_events(&events).await
 }
 
-/// Makes the stored accounts those of a tenant snapshot as of `sequence`.
+/// Makes the stored accounts those of a tenant snapshot as of `sequence`, announcing the
+/// feed's `gap` events (retained before it) and what else the snapshot shows changed.
 pub async fn apply_snapshot(
     engine: &Engine,
     sequence: u64,
     accounts: &[AccountState],
+    gap: &[ChangeEvent],
 ) -> Result<usize> {
     let accounts: Vec<SnapshotAccount> = accounts
         .iter()
@@ -551,7 +621,10 @@ pub async fn apply_snapshot(
             created_at: time(a.created_at),
         })
         .collect();
-    engine.apply_tenant_snapshot(sequence, &accounts).await
+    let gap: Vec<FeedEvent> = gap.iter().map(feed_event).collect();
+    engine
+        .apply_tenant_snapshot(sequence, &accounts, &gap)
+        .await
 }
 
 /// Keeps the index current with other replicas' writes: a notification (PostgreSQL LISTEN)

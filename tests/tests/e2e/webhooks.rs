@@ -947,3 +947,161 @@ async fn a_finished_migration_arrives_once_signed_with_its_counts() {
     })
     .await;
 }
+
+/// An entitlement service away past the feed's retention loses no event the tenant service
+/// still holds: after resynchronising, the feed's events retained between its cursor and the
+/// snapshot arrive as the feed would have sent them (an update with its changed fields, an
+/// import's accounts and its end), and what was pruned arrives as the snapshot's difference
+/// (`tenantryresync`). Before, a resynchronisation announced no account event at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resynchronised_follower_announces_what_happened_while_it_was_away() {
+    const RETENTION_SECS: u64 = 15;
+    let mut stack = Stack::start_configured(testing::postgres(), StackOptions::default(), |p| {
+        webhook_env(p);
+        if p.name() == "tenant-service" {
+            p.set_env("TENANTRY_FEED_RETENTION_SECS", &RETENTION_SECS.to_string());
+        }
+    })
+    .await;
+    let env = &stack.env_token().await;
+    let receiver = Receiver::start().await;
+    let url = format!("http://127.0.0.1:{}/hook", receiver.port);
+    let (_, secret) = register(&stack, env, &url).await;
+    for id in ["gap-kept", "gap-gone"] {
+        create_account(&stack, env, id, id).await;
+    }
+    eventually(DEADLINE, "the accounts announced", || async {
+        let n = receiver.events().len();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} events"))
+        }
+    })
+    .await;
+    let status = stack.entitlement.terminate().await;
+    assert!(status.success(), "exit after SIGTERM: {status}");
+
+    // Away: a deletion, pruned before it comes back...
+    expect(
+        &stack,
+        StatusCode::OK,
+        Method::DELETE,
+        "/tenants/resources/tenants/v1/gap-gone",
+        Some(env),
+        None,
+    )
+    .await;
+    let admin = sea_orm::Database::connect(stack.admin_db_url.clone())
+        .await
+        .expect("connect as admin");
+    eventually(
+        Duration::from_secs(RETENTION_SECS * 3),
+        "the outbox pruned",
+        || async {
+            use sea_orm::ConnectionTrait;
+            let row = admin
+                .query_one_raw(sea_orm::Statement::from_string(
+                    admin.get_database_backend(),
+                    format!(
+                        "SELECT COUNT(*)::BIGINT AS n FROM {}.change_events",
+                        tenantry_tests::TENANT_SCHEMA
+                    ),
+                ))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no row")?;
+            match row.try_get::<i64>("", "n").map_err(|e| e.to_string())? {
+                0 => Ok(()),
+                n => Err(format!("{n} events left")),
+            }
+        },
+    )
+    .await;
+    // ... then an update and an import, still retained when it comes back.
+    expect(
+        &stack,
+        StatusCode::OK,
+        Method::PUT,
+        "/tenants/resources/tenants/v1/gap-kept",
+        Some(env),
+        Some(json!({"name": "Kept, renamed"})),
+    )
+    .await;
+    let started = expect(
+        &stack,
+        StatusCode::ACCEPTED,
+        Method::POST,
+        "/tenants/resources/migrations/v1/tenants",
+        Some(env),
+        Some(json!({"tenants": ["gap-imported"]})),
+    )
+    .await;
+    let migration_id = started["migrationId"]
+        .as_str()
+        .expect("migration ID")
+        .to_owned();
+    eventually(DEADLINE, "the import finished", || async {
+        let path = format!("/tenants/resources/migrations/v1/tenants/status/{migration_id}");
+        let status = expect(&stack, StatusCode::OK, Method::GET, &path, Some(env), None).await;
+        if status["status"] == "completed" {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
+    stack.entitlement.start();
+    stack.wait_ready(DEADLINE).await;
+
+    let find = |ty: &str, subject: Option<&str>| {
+        receiver
+            .events()
+            .into_values()
+            .find(|e| e["type"] == ty && subject.is_none_or(|s| e["subject"] == s))
+    };
+    eventually(DEADLINE, "the events of the gap", || async {
+        let missing: Vec<&str> = [
+            ("tenantry.account.deleted.v1", Some("gap-gone")),
+            ("tenantry.account.updated.v1", Some("gap-kept")),
+            ("tenantry.account.created.v1", Some("gap-imported")),
+            ("tenantry.migration.finished.v1", None),
+        ]
+        .into_iter()
+        .filter(|(ty, subject)| find(ty, *subject).is_none())
+        .map(|(ty, _)| ty)
+        .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {missing:?}; got {:?}", receiver.types()))
+        }
+    })
+    .await;
+    let deleted = find("tenantry.account.deleted.v1", Some("gap-gone")).unwrap();
+    assert_eq!(deleted["tenantryresync"], true, "{deleted}");
+    let updated = find("tenantry.account.updated.v1", Some("gap-kept")).unwrap();
+    assert_eq!(
+        updated["data"]["changedFields"],
+        json!(["name"]),
+        "{updated}"
+    );
+    assert!(updated.get("tenantryresync").is_none(), "{updated}");
+    let finished = find("tenantry.migration.finished.v1", None).unwrap();
+    assert_eq!(
+        finished["data"]["migrationId"],
+        migration_id.as_str(),
+        "{finished}"
+    );
+    for result in verify(&secret, &receiver.received()).await {
+        assert_eq!(result, "ok");
+    }
+    assert!(
+        stack
+            .entitlement
+            .logs()
+            .contains("resynchronised with the tenant service"),
+        "no resynchronisation:\n{}",
+        stack.log_tails()
+    );
+}

@@ -130,6 +130,33 @@ impl<S: Storage> Effects<'_, S> {
     }
 }
 
+/// Whether the feed's `said` already announces what the snapshot's difference `derived` would:
+/// the same account's creation (or reactivation), deletion, or parent change.
+fn says(said: &FeedNotice, derived: &AccountNotice) -> bool {
+    let FeedNotice::Account(said) = said else {
+        return false;
+    };
+    if said.tenant_id != derived.tenant_id {
+        return false;
+    }
+    use AccountNoticeKind as K;
+    match (&derived.kind, &said.kind) {
+        (K::Created | K::Reactivated, K::Created | K::Reactivated)
+        | (K::Deleted, K::Deleted)
+        | (K::HierarchyChanged { .. }, K::HierarchyChanged { .. }) => true,
+        (
+            K::Created
+            | K::Reactivated
+            | K::Deleted
+            | K::HierarchyChanged { .. }
+            | K::Updated
+            | K::SettingsChanged
+            | K::MembershipChanged { .. },
+            _,
+        ) => false,
+    }
+}
+
 /// An account event a resynchronisation derives from the snapshot: no changed fields (the
 /// snapshot does not say), no time (it happened somewhere in the gap).
 fn resync_notice(tenant: &str, parent: Option<&str>, kind: AccountNoticeKind) -> AccountNotice {
@@ -222,10 +249,17 @@ impl<S: Storage> Engine<S> {
     /// parents are corrected, and live accounts it does not hold are deleted. Returns how many
     /// accounts changed. A cursor already at or past `sequence` means newer state is held:
     /// nothing to do.
+    ///
+    /// Webhooks lose nothing the tenant service still holds: `gap` is the feed's events
+    /// between the cursor and the snapshot that were not pruned yet (their effects are in the
+    /// snapshot), announced as the feed would have announced them; what the snapshot shows
+    /// changed that none of them says (their pruned predecessors) is announced from the
+    /// difference (see `resync_notice`).
     pub async fn apply_tenant_snapshot(
         &self,
         sequence: u64,
         accounts: &[SnapshotAccount],
+        gap: &[FeedEvent],
     ) -> Result<usize> {
         let txn = self.store.begin().await?;
         let cursor = self.store.lock_cursor(&txn).await?;
@@ -298,7 +332,17 @@ impl<S: Storage> Engine<S> {
         let changes = effects.changes;
         let now = self.now();
         self.store.set_cursor(&txn, sequence, now).await?;
-        let announced = webhook::resync_events(sequence, &notices, now);
+        let gap: Vec<(u64, &FeedNotice)> = gap
+            .iter()
+            .filter(|e| e.sequence > cursor && e.sequence <= sequence)
+            .filter_map(|e| e.notice.as_ref().map(|n| (e.sequence, n)))
+            .collect();
+        notices.retain(|notice| !gap.iter().any(|(_, said)| says(said, notice)));
+        let mut announced: Vec<_> = gap
+            .iter()
+            .map(|(seq, notice)| webhook::feed_event(*seq, notice, now))
+            .collect();
+        announced.extend(webhook::resync_events(sequence, &notices, now));
         self.commit_changes(txn, changes, announced, now).await?;
         Ok(changed)
     }
@@ -316,6 +360,41 @@ mod tests {
     use crate::app::testing::{engine, t0};
     use crate::domain::webhook::{Endpoint, types};
     use crate::storage::entities::webhook_outbox;
+
+    /// Every event in the outbox, in the order recorded.
+    async fn outbox(engine: &Engine<crate::storage::Store>) -> Vec<Value> {
+        let mut rows = webhook_outbox::Entity::find()
+            .all(engine.store().connection())
+            .await
+            .unwrap();
+        rows.sort_by_key(|r| r.position);
+        rows.iter()
+            .flat_map(|row| serde_json::from_str::<Vec<Value>>(&row.events).unwrap())
+            .map(|event| serde_json::from_str(event["body"].as_str().unwrap()).unwrap())
+            .collect()
+    }
+
+    async fn enable_endpoint(t: &crate::app::testing::TestEngine) {
+        let store = t.engine.store();
+        let txn = store.begin().await.unwrap();
+        let endpoint = Endpoint {
+            id: uuid::Uuid::now_v7(),
+            url: "http://127.0.0.1:9/hook".into(),
+            event_types: vec![],
+            account_ids: vec![],
+            enabled: true,
+            description: String::new(),
+            disabled_reason: None,
+            failing_since: None,
+            created_at: t0(),
+            updated_at: t0(),
+        };
+        store
+            .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
+            .await
+            .unwrap();
+        store.commit_plain(txn).await.unwrap();
+    }
 
     /// Every account event in the outbox: (type, subject) → body.
     async fn account_events(
@@ -351,25 +430,7 @@ mod tests {
     #[tokio::test]
     async fn a_resynchronisation_announces_the_account_changes_of_the_gap() {
         let t = engine().await;
-        let store = t.engine.store();
-        let txn = store.begin().await.unwrap();
-        let endpoint = Endpoint {
-            id: uuid::Uuid::now_v7(),
-            url: "http://127.0.0.1:9/hook".into(),
-            event_types: vec![],
-            account_ids: vec![],
-            enabled: true,
-            description: String::new(),
-            disabled_reason: None,
-            failing_since: None,
-            created_at: t0(),
-            updated_at: t0(),
-        };
-        store
-            .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
-            .await
-            .unwrap();
-        store.commit_plain(txn).await.unwrap();
+        enable_endpoint(&t).await;
         for id in ["stays", "moves", "doomed", "parent", "returns"] {
             t.account(id, None).await;
         }
@@ -401,7 +462,7 @@ mod tests {
         ];
         let changed = t
             .engine
-            .apply_tenant_snapshot(100, &snapshot)
+            .apply_tenant_snapshot(100, &snapshot, &[])
             .await
             .unwrap();
         assert_eq!(changed, 4);
@@ -434,9 +495,91 @@ mod tests {
 
         // Applied once: the same snapshot again announces nothing more.
         t.engine
-            .apply_tenant_snapshot(100, &snapshot)
+            .apply_tenant_snapshot(100, &snapshot, &[])
             .await
             .unwrap();
         assert_eq!(account_events(&t.engine).await.len(), before.len() + 4);
+    }
+
+    /// The feed's events still retained between the cursor and the snapshot are announced as
+    /// the feed would have (their own IDs, changed fields, times), migrations' ends included;
+    /// the difference adds only what none of them says.
+    #[tokio::test]
+    async fn a_resynchronisation_announces_the_retained_events_of_the_gap_as_they_were() {
+        let t = engine().await;
+        enable_endpoint(&t).await;
+        for id in ["stays", "doomed"] {
+            t.account(id, None).await;
+        }
+        let account = |sequence, tenant: &str, kind, changed: &[&str]| FeedEvent {
+            sequence,
+            // The snapshot holds the effects: whatever the change says is not applied again.
+            change: AccountChange::Ignored,
+            notice: Some(FeedNotice::Account(AccountNotice {
+                tenant_id: tenant.into(),
+                parent_id: None,
+                kind,
+                changed_fields: changed.iter().map(|f| (*f).to_owned()).collect(),
+                occurred_at: Some(t0()),
+            })),
+        };
+        // 3..=9 were pruned (`doomed` deleted, `early` created); 10..=12 retained.
+        let gap = [
+            account(1, "stays", AccountNoticeKind::Updated, &["name"]),
+            account(10, "late", AccountNoticeKind::Created, &[]),
+            account(11, "stays", AccountNoticeKind::Updated, &["name"]),
+            FeedEvent {
+                sequence: 12,
+                change: AccountChange::Ignored,
+                notice: Some(FeedNotice::Migration(webhook::MigrationNotice {
+                    migration_id: "m1".into(),
+                    outcome: webhook::MigrationOutcome::Completed,
+                    total_items: 2,
+                    processed_items: 2,
+                    created_items: 2,
+                    skipped_items: 0,
+                    failed_items: 0,
+                    failure_message: None,
+                    created_at: Some(t0()),
+                    started_at: Some(t0()),
+                    finished_at: Some(t0()),
+                })),
+            },
+        ];
+        let live = |id: &str| SnapshotAccount {
+            tenant_id: id.into(),
+            parent_id: None,
+            created_at: Some(t0()),
+        };
+        let before = outbox(&t.engine).await.len();
+        t.engine
+            .apply_tenant_snapshot(12, &[live("early"), live("late"), live("stays")], &gap)
+            .await
+            .unwrap();
+        let events = outbox(&t.engine).await;
+        let got: Vec<(&str, &str, &str)> = events[before..]
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_str().unwrap(),
+                    e["type"].as_str().unwrap(),
+                    e["subject"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("evt_f10", types::ACCOUNT_CREATED, "late"),
+                ("evt_f11", types::ACCOUNT_UPDATED, "stays"),
+                ("evt_f12", types::MIGRATION_FINISHED, "-"),
+                ("evt_s12_0", types::ACCOUNT_CREATED, "early"),
+                ("evt_s12_1", types::ACCOUNT_DELETED, "doomed"),
+            ]
+        );
+        let update = &events[before + 1];
+        assert_eq!(update["data"]["changedFields"], serde_json::json!(["name"]));
+        assert!(update.get("tenantryresync").is_none(), "{update}");
+        assert_eq!(events[before + 2]["data"]["createdItems"], 2);
     }
 }

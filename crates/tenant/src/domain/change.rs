@@ -236,6 +236,9 @@ pub struct Retention {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedSnapshot {
     pub sequence: u64,
+    /// The highest sequence pruned when the snapshot was read: the events after it were still
+    /// in the outbox.
+    pub pruned_through: u64,
     pub accounts: Vec<AccountState>,
 }
 

@@ -25,8 +25,9 @@ const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// The smallest bound a client may ask for: room for the largest possible bare event (IDs are
 /// at most 255 characters) many times over.
 const MIN_MESSAGE_BYTES: usize = 64 << 10;
-/// Room for a message's own fields beside its events (`head_sequence`, `sequence`).
-const MESSAGE_OVERHEAD: usize = 16;
+/// Room for a message's own fields beside its events or accounts (`head_sequence`;
+/// `sequence` and `pruned_through`): 11 bytes each at most.
+const MESSAGE_OVERHEAD: usize = 32;
 
 type Sender = mpsc::Sender<Result<pb::WatchChangesResponse, Status>>;
 
@@ -111,16 +112,24 @@ impl ChangeFeedService for Handlers {
         let budget = self.message_budget(request.into_inner().max_message_bytes);
         let snapshot = self.app.feed_snapshot().await?;
         let sequence = snapshot.sequence;
+        let pruned_through = snapshot.pruned_through;
         let accounts = snapshot.accounts.iter().map(convert::account_state);
         let mut messages: Vec<_> = split(accounts, budget, |a| a.encoded_len())
             .into_iter()
-            .map(|accounts| Ok(pb::ReadSnapshotResponse { accounts, sequence }))
+            .map(|accounts| {
+                Ok(pb::ReadSnapshotResponse {
+                    accounts,
+                    sequence,
+                    pruned_through,
+                })
+            })
             .collect();
         if messages.is_empty() {
             // No live account: the sequence alone still tells the follower where to resume.
             messages.push(Ok(pb::ReadSnapshotResponse {
                 accounts: vec![],
                 sequence,
+                pruned_through,
             }));
         }
         Ok(Response::new(tokio_stream::iter(messages)))

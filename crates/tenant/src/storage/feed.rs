@@ -174,24 +174,7 @@ fn event_from_row(row: change_events::Model) -> Result<ChangeEvent> {
 impl Store {
     /// The highest sequence retention has deleted (0: none).
     pub async fn pruned_through(&self) -> Result<u64> {
-        let row = self
-            .connection()
-            .query_one_raw(self.statement(
-                "SELECT pruned_through FROM change_feed_retention WHERE id = 1",
-                vec![],
-            ))
-            .await
-            .map_err(db_err("read change feed retention"))?
-            .ok_or_else(|| {
-                Error::internal(
-                    "read change feed retention",
-                    "change_feed_retention row is missing",
-                )
-            })?;
-        Ok(unsigned(
-            row.try_get::<i64>("", "pruned_through")
-                .map_err(db_err("read change feed retention"))?,
-        ))
+        pruned_mark(self.connection(), self).await
     }
 
     /// Deletes the oldest events `retention` does not keep, `batch` per transaction, and
@@ -304,6 +287,7 @@ impl FeedStore for Store {
             .await
             .map_err(db_err("begin snapshot"))?;
         let sequence = head(&txn, self).await?;
+        let pruned_through = pruned_mark(&txn, self).await?;
         let rows = accounts::Entity::find()
             .select_only()
             .column(accounts::Column::TenantId)
@@ -318,6 +302,7 @@ impl FeedStore for Store {
         txn.commit().await.map_err(db_err("end snapshot"))?;
         Ok(FeedSnapshot {
             sequence,
+            pruned_through,
             accounts: rows
                 .into_iter()
                 .map(|(tenant_id, parent_tenant_id, created_at)| AccountState {
@@ -333,6 +318,26 @@ impl FeedStore for Store {
     async fn feed_head(&self) -> Result<u64> {
         head(self.connection(), self).await
     }
+}
+
+async fn pruned_mark(conn: &impl ConnectionTrait, store: &Store) -> Result<u64> {
+    let row = conn
+        .query_one_raw(store.statement(
+            "SELECT pruned_through FROM change_feed_retention WHERE id = 1",
+            vec![],
+        ))
+        .await
+        .map_err(db_err("read change feed retention"))?
+        .ok_or_else(|| {
+            Error::internal(
+                "read change feed retention",
+                "change_feed_retention row is missing",
+            )
+        })?;
+    Ok(unsigned(
+        row.try_get::<i64>("", "pruned_through")
+            .map_err(db_err("read change feed retention"))?,
+    ))
 }
 
 async fn head(conn: &impl ConnectionTrait, store: &Store) -> Result<u64> {

@@ -398,12 +398,16 @@ async fn retention_prunes_and_refuses_expired_cursors(app: TestApp) {
         .into_inner();
     let mut accounts = Vec::new();
     let mut sequence = None;
+    let mut pruned_through = 0;
     while let Some(message) = snapshot.next().await {
         let message = message.unwrap();
         sequence = Some(message.sequence);
+        pruned_through = message.pruned_through;
         accounts.extend(message.accounts);
     }
     assert_eq!(sequence, Some(5));
+    // It says how far the feed was pruned: cursor 0 was refused, so at least event 1.
+    assert!((1..=5).contains(&pruned_through), "{pruned_through}");
     let states: Vec<_> = accounts
         .iter()
         .map(|a| (a.tenant_id.as_str(), a.parent_tenant_id.as_deref()))
