@@ -10,6 +10,7 @@ pub mod export;
 mod fixtures;
 pub mod follow;
 pub mod index;
+pub mod metering;
 pub mod model;
 pub mod permission;
 #[cfg(test)]

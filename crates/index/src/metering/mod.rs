@@ -1,0 +1,8 @@
+//! Metered features: usage periods and the per-period ledger of credits, usage and overage.
+//! Pure computation over time and amounts; the index keeps the state it produces.
+
+pub mod ledger;
+pub mod period;
+
+pub use ledger::{Credit, Draw, Ledger, LedgerError, Rollover};
+pub use period::{PeriodError, PeriodWindow, Recurrence, UsagePeriod};
