@@ -2,7 +2,12 @@
 //! Pure computation over time and amounts; the index keeps the state it produces.
 
 pub mod ledger;
+pub mod meter;
 pub mod period;
 
 pub use ledger::{Credit, Draw, Ledger, LedgerError, Rollover};
+pub use meter::{
+    Allowance, Checkpoint, CreditGrant, MAX_REPLAY_PERIODS, Meter, MeterError, MeterSpec, Reading,
+    Usage,
+};
 pub use period::{PeriodError, PeriodWindow, Recurrence, UsagePeriod};
