@@ -23,6 +23,7 @@ pub fn feature(key: &str, ty: AllocationType, merge: MergePolicy, perms: &[&str]
         permissions: perms.iter().map(|p| p.to_string()).collect(),
         allocation_type: ty,
         merge_policy: merge,
+        metering: None,
     }
 }
 

@@ -31,9 +31,9 @@ pub use index::{
     VendorSnapshot, WhatIf,
 };
 pub use model::{
-    Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
-    GrantSource, GrantStatus, Limit, MergePolicy, Plan, PlanFeature, Route, RoutePolicy, Rule,
-    Treatment,
+    Aggregation, Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature,
+    FeatureFlag, Grant, GrantSource, GrantStatus, Limit, MergePolicy, Metering, Plan, PlanFeature,
+    Route, RoutePolicy, Rule, Treatment,
 };
 pub use writer::{IndexChange, IndexWriter, Snapshot};
 

@@ -10,13 +10,67 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// How a feature is allocated: on/off, or up to a count.
+/// How a feature is allocated: on/off, up to a count, or an amount issued each usage period
+/// and drawn down by usage (the feature's [`Metering`] says how).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AllocationType {
     #[default]
     Bool,
     MaxCount,
+    Metered,
+}
+
+impl AllocationType {
+    /// Whether allocations of this type are counts (`max_count` values): a metered feature's
+    /// plan allocation is the amount issued each period.
+    pub fn is_counted(self) -> bool {
+        matches!(self, AllocationType::MaxCount | AllocationType::Metered)
+    }
+}
+
+/// How usage of a metered feature is aggregated within a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Aggregation {
+    /// The events' amounts add up.
+    #[default]
+    Sum,
+    /// Each event counts one, whatever its amount.
+    Count,
+    /// The period's usage is the largest amount reported (e.g. peak seats).
+    Max,
+    /// Each distinct value of the events' `unique` property counts one per period.
+    UniqueCount,
+}
+
+/// What a metered feature counts and how its balance resets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metering {
+    /// The usage unit, e.g. `api_call` or `GB` (informational).
+    pub unit: String,
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    /// The usage period: a recurrence and its anchor.
+    pub period: crate::metering::UsagePeriod,
+    /// Soft: access continues past a zero balance and the excess is reported as overage.
+    #[serde(default)]
+    pub soft_limit: bool,
+    /// Overage at a reset is owed by the next period (drawn first from its credits).
+    #[serde(default)]
+    pub carry_overage: bool,
+}
+
+impl Metering {
+    /// The meter's evaluation parameters.
+    pub fn spec(&self) -> crate::metering::MeterSpec {
+        crate::metering::MeterSpec {
+            period: self.period,
+            soft_limit: self.soft_limit,
+            carry_overage: self.carry_overage,
+        }
+    }
 }
 
 /// How stacked `max_count` grants of one feature combine. `bool` features always OR.
@@ -112,13 +166,20 @@ impl Allocation {
     pub fn full(ty: AllocationType) -> Allocation {
         match ty {
             AllocationType::Bool => Allocation::Bool(true),
-            AllocationType::MaxCount => Allocation::MaxCount(Limit::Unlimited),
+            AllocationType::MaxCount | AllocationType::Metered => {
+                Allocation::MaxCount(Limit::Unlimited)
+            }
         }
     }
 
     /// Forces a value into the feature's type. Validation refuses mismatches on write; this
     /// keeps evaluation total if a feature's type changes under existing plans.
     pub fn coerce(self, ty: AllocationType) -> Allocation {
+        let ty = if ty.is_counted() {
+            AllocationType::MaxCount
+        } else {
+            ty
+        };
         match (self, ty) {
             (Allocation::Bool(b), AllocationType::Bool) => Allocation::Bool(b),
             (Allocation::MaxCount(l), AllocationType::MaxCount) => Allocation::MaxCount(l),
@@ -131,6 +192,7 @@ impl Allocation {
             (Allocation::Bool(false), AllocationType::MaxCount) => {
                 Allocation::MaxCount(Limit::Finite(0))
             }
+            (a, AllocationType::Metered) => a,
         }
     }
 
@@ -190,6 +252,9 @@ pub struct Feature {
     pub allocation_type: AllocationType,
     #[serde(default)]
     pub merge_policy: MergePolicy,
+    /// Set exactly when `allocation_type` is `Metered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metering: Option<Metering>,
 }
 
 /// A feature included in a plan. `allocation: None` is a bare key: the full allocation.

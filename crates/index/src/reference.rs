@@ -344,7 +344,7 @@ impl World {
         if !granting.is_empty() {
             let merged = match feature.allocation_type {
                 AllocationType::Bool => Allocation::Bool(true),
-                AllocationType::MaxCount => {
+                AllocationType::MaxCount | AllocationType::Metered => {
                     let limits: Vec<Limit> = granting
                         .iter()
                         .map(|(v, _)| match v {
@@ -1009,6 +1009,7 @@ fn materialize(s: &Scenario) -> World {
             } else {
                 MergePolicy::Max
             },
+            metering: None,
         });
         if let Some((on, off, default, rules)) = &f.flag {
             w.flags.push(FeatureFlag {

@@ -99,6 +99,7 @@ fn features() -> Vec<Feature> {
             } else {
                 MergePolicy::Max
             },
+            metering: None,
         })
         .collect()
 }

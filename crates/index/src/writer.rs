@@ -418,6 +418,7 @@ mod tests {
             permissions: vec![],
             allocation_type: Default::default(),
             merge_policy: Default::default(),
+            metering: None,
         }
     }
 

@@ -73,6 +73,53 @@ pub fn allocation_type(t: ix::AllocationType) -> pb::AllocationType {
     match t {
         ix::AllocationType::Bool => pb::AllocationType::Bool,
         ix::AllocationType::MaxCount => pb::AllocationType::MaxCount,
+        ix::AllocationType::Metered => pb::AllocationType::Metered,
+    }
+}
+
+/// A metered feature's metering on the wire.
+pub fn metering(m: &ix::Metering) -> pb::Metering {
+    pb::Metering {
+        unit: m.unit.clone(),
+        aggregation: aggregation(m.aggregation).into(),
+        recurrence: m.period.recurrence.to_string(),
+        anchor: Some(timestamp(m.period.anchor)),
+        soft_limit: m.soft_limit,
+        carry_overage: m.carry_overage,
+    }
+}
+
+/// A metering from the wire (UNSPECIFIED aggregation is SUM).
+pub fn decode_metering(m: pb::Metering) -> Result<ix::Metering, DecodeError> {
+    let recurrence = m
+        .recurrence
+        .parse()
+        .map_err(|e: tenantry_index::metering::PeriodError| {
+            bad("metering.recurrence", e.to_string())
+        })?;
+    let anchor =
+        time("metering.anchor", m.anchor)?.ok_or_else(|| bad("metering.anchor", "missing"))?;
+    Ok(ix::Metering {
+        unit: m.unit,
+        aggregation: match enum_value("metering.aggregation", m.aggregation)? {
+            pb::Aggregation::Unspecified | pb::Aggregation::Sum => ix::Aggregation::Sum,
+            pb::Aggregation::Count => ix::Aggregation::Count,
+            pb::Aggregation::Max => ix::Aggregation::Max,
+            pb::Aggregation::UniqueCount => ix::Aggregation::UniqueCount,
+        },
+        period: tenantry_index::metering::UsagePeriod::new(recurrence, anchor),
+        soft_limit: m.soft_limit,
+        carry_overage: m.carry_overage,
+    })
+}
+
+/// The index's aggregation on the wire.
+pub fn aggregation(a: ix::Aggregation) -> pb::Aggregation {
+    match a {
+        ix::Aggregation::Sum => pb::Aggregation::Sum,
+        ix::Aggregation::Count => pb::Aggregation::Count,
+        ix::Aggregation::Max => pb::Aggregation::Max,
+        ix::Aggregation::UniqueCount => pb::Aggregation::UniqueCount,
     }
 }
 
@@ -80,6 +127,7 @@ fn decode_allocation_type(v: i32) -> Result<ix::AllocationType, DecodeError> {
     match enum_value("allocation_type", v)? {
         pb::AllocationType::Bool => Ok(ix::AllocationType::Bool),
         pb::AllocationType::MaxCount => Ok(ix::AllocationType::MaxCount),
+        pb::AllocationType::Metered => Ok(ix::AllocationType::Metered),
         pb::AllocationType::Unspecified => Err(bad("allocation_type", "unspecified")),
     }
 }
@@ -292,6 +340,7 @@ fn feature(f: &ix::Feature) -> pb::IndexFeature {
         permissions: f.permissions.clone(),
         allocation_type: allocation_type(f.allocation_type).into(),
         merge_policy: merge_policy(f.merge_policy).into(),
+        metering: f.metering.as_ref().map(metering),
     }
 }
 
@@ -305,6 +354,7 @@ fn decode_feature(f: pb::IndexFeature) -> Result<ix::Feature, DecodeError> {
         permissions: f.permissions,
         allocation_type: decode_allocation_type(f.allocation_type)?,
         merge_policy: decode_merge_policy(f.merge_policy)?,
+        metering: f.metering.map(decode_metering).transpose()?,
     })
 }
 

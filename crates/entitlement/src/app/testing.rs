@@ -193,6 +193,7 @@ pub(crate) fn feature_doc(key: &str, ty: AllocationType, permissions: &[&str]) -
             permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
             allocation_type: ty,
             merge_policy: MergePolicy::Max,
+            metering: None,
         },
         permission_ids: Default::default(),
     }

@@ -94,6 +94,7 @@ impl Catalog {
                 permissions: vec![],
                 allocation_type: super::AllocationType::Bool,
                 merge_policy: super::MergePolicy::Max,
+                metering: None,
             },
         }
     }

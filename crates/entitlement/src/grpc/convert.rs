@@ -154,12 +154,14 @@ pub fn allocation_type(t: AllocationType) -> pb::AllocationType {
     match t {
         AllocationType::Bool => pb::AllocationType::Bool,
         AllocationType::MaxCount => pb::AllocationType::MaxCount,
+        AllocationType::Metered => pb::AllocationType::Metered,
     }
 }
 
 pub fn allocation_type_in(t: pb::AllocationType) -> AllocationType {
     match t {
         pb::AllocationType::MaxCount => AllocationType::MaxCount,
+        pb::AllocationType::Metered => AllocationType::Metered,
         pb::AllocationType::Bool | pb::AllocationType::Unspecified => AllocationType::Bool,
     }
 }
@@ -328,9 +330,13 @@ pub fn feature(stored: &Stored<FeatureDoc>, flag: Option<&Stored<FlagDoc>>) -> p
         allocation_type: allocation_type(f.allocation_type) as i32,
         merge_policy: match (f.allocation_type, f.merge_policy) {
             (AllocationType::Bool, _) => pb::MergePolicy::Unspecified,
-            (AllocationType::MaxCount, MergePolicy::Max) => pb::MergePolicy::Max,
-            (AllocationType::MaxCount, MergePolicy::Sum) => pb::MergePolicy::Sum,
+            (_, MergePolicy::Max) => pb::MergePolicy::Max,
+            (_, MergePolicy::Sum) => pb::MergePolicy::Sum,
         } as i32,
+        metering: f
+            .metering
+            .as_ref()
+            .map(tenantry_proto::index_stream::metering),
         feature_flag: flag.map(|fl| feature_flag(fl, f)),
         created_at: Some(timestamp(stored.created_at)),
         updated_at: Some(timestamp(stored.updated_at)),

@@ -68,6 +68,7 @@ impl feature_service_server::FeatureService for Handler {
                 permissions: keys,
                 allocation_type: ty,
                 merge_policy: merge_policy(ty, r.merge_policy)?,
+                metering: None,
             },
             permission_ids,
         };

@@ -135,6 +135,7 @@ async fn create_feature(
                 permissions: Vec::new(),
                 allocation_type: allocation_type.into(),
                 merge_policy: MergePolicy::Unspecified.into(),
+                metering: None,
                 idempotency_key: None,
             },
         ))
@@ -207,6 +208,7 @@ async fn update_feature(
         merge_policy: (!merge.is_empty())
             .then(|| merge_policy(&merge, "mergePolicy").map(i32::from))
             .transpose()?,
+        metering: None,
     };
     c.app.features().update_feature(grpc(p, request)).await?;
     Ok(see("/console/features"))

@@ -295,6 +295,7 @@ fn create_request(
             .transpose()?
             .unwrap_or(pb::MergePolicy::Unspecified)
             .into(),
+        metering: None,
         idempotency_key,
     })
 }
@@ -342,6 +343,7 @@ fn update_request(
         merge_policy: merge
             .map(|m| merge_policy(m, "mergePolicy").map(i32::from))
             .transpose()?,
+        metering: None,
     })
 }
 

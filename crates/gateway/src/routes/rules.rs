@@ -265,6 +265,7 @@ pub fn allocation_type(value: &str, field: &str) -> Result<AllocationType, ApiEr
 pub fn allocation_type_name(t: AllocationType) -> &'static str {
     match t {
         AllocationType::MaxCount => "max_count",
+        AllocationType::Metered => "metered",
         AllocationType::Bool | AllocationType::Unspecified => "bool",
     }
 }
