@@ -29,6 +29,10 @@ pub const CYCLE: &str = "CYCLE";
 /// entries (`audit_enabled = false`; code FAILED_PRECONDITION). HTTP 409: the request is fine,
 /// the service's configuration conflicts with it.
 pub const AUDIT_DISABLED: &str = "AUDIT_DISABLED";
+/// Reason of a feature update refused because it would change a metered feature's aggregation,
+/// usage period or type (code FAILED_PRECONDITION, with the field): usage already counted
+/// would be read under other rules. HTTP 412.
+pub const METERING_IMMUTABLE: &str = "METERING_IMMUTABLE";
 
 /// The HTTP status that answers a gRPC code carrying a service's typed `reason` (empty when
 /// none): the code's status, except where a reason is finer than its code.

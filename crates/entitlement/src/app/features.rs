@@ -13,7 +13,10 @@ use super::ports::Storage;
 use super::{Engine, Saved};
 use crate::domain::audit::Prior;
 use crate::domain::catalog::{Catalog, FeatureDoc, FeatureRef, FlagDoc, Stored};
-use crate::domain::{DomainError, IndexChange, Plan, Result, Route, RoutePolicy, validate_feature};
+use crate::domain::{
+    DomainError, IndexChange, Plan, Result, Route, RoutePolicy, allocations_survive,
+    validate_feature, validate_feature_change,
+};
 
 /// A feature with its flag, as reads describe it.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,7 +170,8 @@ impl<S: Storage> Engine<S> {
                 id: after.key,
             });
         }
-        if after.allocation_type != before.allocation_type {
+        validate_feature_change(&before, &after)?;
+        if !allocations_survive(before.allocation_type, after.allocation_type) {
             let allocated = catalog.plans.iter().any(|p| {
                 p.value
                     .features

@@ -80,6 +80,13 @@ pub enum DomainError {
     /// The same idempotency key came with a different request.
     #[error("idempotency key {0} was used for a different request")]
     IdempotencyKeyReused(String),
+    /// An update would change what a metered feature's usage means (its aggregation or usage
+    /// period, or its type): usage already counted would be read under other rules.
+    #[error(
+        "a metered feature's {field} cannot change: its usage was counted under the current one; \
+         create a new feature instead"
+    )]
+    MeteringImmutable { field: &'static str },
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     /// An audit-log read on a service that records no entries (`audit_enabled = false`).
@@ -152,6 +159,7 @@ impl tenantry_common::db::StorageFaultSource for DomainError {
             | Self::InvalidArgument { .. }
             | Self::InvalidItems(_)
             | Self::FailedPrecondition(_)
+            | Self::MeteringImmutable { .. }
             | Self::IdempotencyKeyReused(_)
             | Self::PermissionDenied(_)
             | Self::AuditDisabled

@@ -31,8 +31,9 @@ pub use tenantry_index::{
     scope_closure,
 };
 pub use validate::{
-    GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, MAX_KEY_LEN, parse_timestamp,
-    revoke_grant, tenant_id_problem, validate_attributes, validate_feature, validate_flag,
-    validate_grant_deletes, validate_grant_updates, validate_key, validate_new_grant,
-    validate_new_grants, validate_plan, validate_route, validate_rules, validate_tenant_id,
+    GrantContext, GrantInput, GrantOrigin, GrantPatch, MAX_BATCH, MAX_KEY_LEN, allocation_type_for,
+    allocations_survive, parse_timestamp, revoke_grant, tenant_id_problem, validate_attributes,
+    validate_feature, validate_feature_change, validate_flag, validate_grant_deletes,
+    validate_grant_updates, validate_key, validate_new_grant, validate_new_grants, validate_plan,
+    validate_route, validate_rules, validate_tenant_id,
 };

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::error::{DomainError, ItemError};
 use super::model::{
-    Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantSource, Plan, Route, RoutePolicy,
-    Rule,
+    Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantSource, Metering, Plan, Route,
+    RoutePolicy, Rule,
 };
 use tenantry_index::condition;
 use tenantry_index::route::{PathPattern, parse_method};
@@ -110,7 +110,102 @@ pub fn validate_feature(feature: &Feature) -> Result<(), DomainError> {
             return Err(DomainError::invalid(field, "duplicate permission key"));
         }
     }
+    match (feature.allocation_type, &feature.metering) {
+        (AllocationType::Metered, Some(metering)) => validate_metering(metering),
+        (AllocationType::Metered, None) => Err(DomainError::invalid(
+            "metering",
+            "required for METERED features",
+        )),
+        (AllocationType::Bool | AllocationType::MaxCount, Some(_)) => Err(DomainError::invalid(
+            "metering",
+            "only METERED features take a metering",
+        )),
+        (AllocationType::Bool | AllocationType::MaxCount, None) => Ok(()),
+    }
+}
+
+/// Longest usage unit, in characters.
+pub const MAX_UNIT_LEN: usize = 64;
+
+/// A usage unit (`api_call`, `GB`): 1–64 characters, none of them whitespace or control
+/// characters, so it reads the same in every list and log line.
+fn unit_problem(unit: &str) -> Option<&'static str> {
+    let len = unit.chars().count();
+    if len == 0 || len > MAX_UNIT_LEN {
+        Some("must be 1 to 64 characters")
+    } else if unit.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("must be visible characters: no whitespace or control characters")
+    } else {
+        None
+    }
+}
+
+/// The recurrence was parsed when decoded; the anchor must be expressible in RFC 3339 (years
+/// 0000–9999), as every REST answer renders it.
+fn validate_metering(metering: &Metering) -> Result<(), DomainError> {
+    if let Some(problem) = unit_problem(&metering.unit) {
+        return Err(DomainError::invalid("metering.unit", problem));
+    }
+    let year = chrono::Datelike::year(&metering.period.anchor);
+    if !(0..=9999).contains(&year) {
+        return Err(DomainError::invalid(
+            "metering.anchor",
+            "must be between the years 0000 and 9999",
+        ));
+    }
     Ok(())
+}
+
+/// What an update of a stored feature may not change. A metered feature's usage is counted
+/// by its aggregation within its periods, so neither may change once it is metered, nor may
+/// it stop being metered (a later metering would re-read the usage counted so far); its unit,
+/// soft limit and carried overage may change.
+pub fn validate_feature_change(before: &Feature, after: &Feature) -> Result<(), DomainError> {
+    let Some(was) = &before.metering else {
+        return Ok(());
+    };
+    let Some(now) = after
+        .metering
+        .as_ref()
+        .filter(|_| after.allocation_type == AllocationType::Metered)
+    else {
+        return Err(DomainError::MeteringImmutable {
+            field: "allocation_type",
+        });
+    };
+    if now.aggregation != was.aggregation {
+        return Err(DomainError::MeteringImmutable {
+            field: "metering.aggregation",
+        });
+    }
+    if now.period.recurrence != was.period.recurrence {
+        return Err(DomainError::MeteringImmutable {
+            field: "metering.recurrence",
+        });
+    }
+    if now.period.anchor != was.period.anchor {
+        return Err(DomainError::MeteringImmutable {
+            field: "metering.anchor",
+        });
+    }
+    Ok(())
+}
+
+/// Whether plans' allocations of a feature stay valid when its type changes from `before` to
+/// `after`: a count stays a count between MAX_COUNT and METERED (a limit becomes the amount
+/// issued each period, and back); on/off and counted values never convert.
+pub fn allocations_survive(before: AllocationType, after: AllocationType) -> bool {
+    before == after || (before.is_counted() && after.is_counted())
+}
+
+/// The type a plan's allocation of a feature of type `ty` carries: metered features are
+/// allocated `max_count` values (the amount issued each period).
+pub fn allocation_type_for(ty: AllocationType) -> AllocationType {
+    if ty.is_counted() {
+        AllocationType::MaxCount
+    } else {
+        ty
+    }
 }
 
 /// Every rule's conditions must compile (values shaped for their operation).
@@ -155,12 +250,14 @@ pub fn validate_plan(
             return Err(DomainError::invalid(field, "feature listed twice"));
         }
         if let Some(value) = pf.allocation
-            && value.allocation_type() != ty
+            && value.allocation_type() != allocation_type_for(ty)
         {
-            return Err(DomainError::invalid(
-                format!("{field}.allocation"),
-                "allocation type differs from the feature's",
-            ));
+            let message = if ty == AllocationType::Metered {
+                "a metered feature is allocated a max_count value (the amount issued each period)"
+            } else {
+                "allocation type differs from the feature's"
+            };
+            return Err(DomainError::invalid(format!("{field}.allocation"), message));
         }
     }
     validate_rules("rules", &plan.rules)

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::app::features::{FeatureQuery, FeatureSort};
 use crate::domain::catalog::{FeatureDoc, FeatureRef};
+use crate::domain::model::Metering;
 use crate::domain::{AllocationType, DomainError, Feature, MergePolicy};
 
 /// Permission keys and the callers' permission IDs (by key).
@@ -29,16 +30,24 @@ pub(super) fn permissions(
     (keys, ids)
 }
 
-/// The merge policy of a feature of type `ty`: only MAX_COUNT features take one.
+/// The merge policy of a feature of type `ty`: only counted (MAX_COUNT, METERED) features take
+/// one.
 fn merge_policy(ty: AllocationType, policy: i32) -> std::result::Result<MergePolicy, DomainError> {
     let p = pb::MergePolicy::try_from(policy).unwrap_or(pb::MergePolicy::Unspecified);
     if ty == AllocationType::Bool && p != pb::MergePolicy::Unspecified {
         return Err(DomainError::invalid(
             "merge_policy",
-            "only MAX_COUNT features take a merge policy",
+            "only MAX_COUNT and METERED features take a merge policy",
         ));
     }
     Ok(convert::merge_policy_in(p))
+}
+
+/// A metering from the wire: the recurrence parsed (its own error text), the anchor required,
+/// an UNSPECIFIED aggregation read as SUM.
+fn metering(m: pb::Metering) -> std::result::Result<Metering, DomainError> {
+    tenantry_proto::index_stream::decode_metering(m)
+        .map_err(|e| DomainError::invalid(e.field, e.message))
 }
 
 fn allocation_type(t: i32) -> AllocationType {
@@ -68,7 +77,7 @@ impl feature_service_server::FeatureService for Handler {
                 permissions: keys,
                 allocation_type: ty,
                 merge_policy: merge_policy(ty, r.merge_policy)?,
-                metering: None,
+                metering: r.metering.map(metering).transpose()?,
             },
             permission_ids,
         };
@@ -158,6 +167,13 @@ impl feature_service_server::FeatureService for Handler {
                 }
                 if let Some(m) = r.merge_policy {
                     f.merge_policy = merge_policy(f.allocation_type, m)?;
+                }
+                // A metering replaces the feature's whole; without one a metered feature keeps
+                // its own, and a feature that is no longer metered has none.
+                if let Some(m) = r.metering {
+                    f.metering = Some(metering(m)?);
+                } else if f.allocation_type != AllocationType::Metered {
+                    f.metering = None;
                 }
                 Ok(())
             })

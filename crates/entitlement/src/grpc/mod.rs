@@ -19,7 +19,9 @@ use std::sync::Arc;
 use prost::Message;
 use tenantry_common::{
     db::StorageFault,
-    error::{AUDIT_DISABLED, REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL},
+    error::{
+        AUDIT_DISABLED, METERING_IMMUTABLE, REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL,
+    },
     grpc::{Services, mark_storage_fault, principal},
     idempotency::Idempotency,
 };
@@ -204,6 +206,21 @@ impl From<DomainError> for Status {
                 message,
                 plain("FAILED_PRECONDITION"),
             ),
+            DomainError::MeteringImmutable { field } => {
+                let message = DomainError::MeteringImmutable { field }.to_string();
+                with_details(
+                    Code::FailedPrecondition,
+                    message.clone(),
+                    ErrorDetails {
+                        reason: METERING_IMMUTABLE.to_owned(),
+                        field_violations: vec![FieldViolation {
+                            field: field.to_owned(),
+                            description: message,
+                        }],
+                        item_errors: vec![],
+                    },
+                )
+            }
             DomainError::IdempotencyKeyReused(key) => with_details(
                 Code::FailedPrecondition,
                 format!("idempotency key {key} was already used for a different request"),

@@ -11,6 +11,7 @@ mod feed;
 mod grants;
 mod helpers;
 mod idempotency;
+mod metered_catalog;
 mod races;
 mod replicas;
 mod sqlite;
