@@ -44,7 +44,8 @@ const LIST_LIMIT: u32 = 200;
 pub struct FeatureRow {
     pub key: String,
     pub name: String,
-    pub kind: &'static str,
+    /// The type; a metered feature's with its unit and period (`metered: api_call per P1M`).
+    pub kind: String,
     pub description: String,
     pub href: String,
     pub delete_action: String,
@@ -55,6 +56,20 @@ pub struct FeatureRow {
 struct FeaturesPage {
     layout: Layout,
     rows: Vec<FeatureRow>,
+}
+
+/// The features list's type column: a metered feature's with what it counts and how often its
+/// balance resets.
+fn kind_label(f: &pb::Feature) -> String {
+    match &f.metering {
+        Some(m) => format!(
+            "{}: {} per {}",
+            allocation_type_name(f.allocation_type()),
+            m.unit,
+            m.recurrence
+        ),
+        None => allocation_type_name(f.allocation_type()).to_owned(),
+    }
 }
 
 pub(super) async fn list_features(
@@ -84,7 +99,7 @@ async fn features(State(c): State<Console>, session: SignedIn) -> Result<Respons
         .await?
         .into_iter()
         .map(|f| FeatureRow {
-            kind: allocation_type_name(f.allocation_type()),
+            kind: kind_label(&f),
             delete_action: format!("/console/features/{}/delete", encode(&f.id)),
             href: format!("/console/features/{}", encode(&f.id)),
             key: f.key,
@@ -152,6 +167,8 @@ struct FeaturePage {
     name: String,
     description: String,
     max_count: bool,
+    /// A metered feature stays metered: its form sends the type back unchanged.
+    metered: bool,
     merge: &'static str,
 }
 
@@ -178,6 +195,7 @@ async fn feature(
         layout: session.layout(format!("Feature {}", f.key), "Features"),
         href: format!("/console/features/{}", encode(&id)),
         max_count: f.allocation_type() == AllocationType::MaxCount,
+        metered: f.allocation_type() == AllocationType::Metered,
         merge: merge_policy_name(f.merge_policy()).unwrap_or(""),
         key: f.key,
         name: f.name,
@@ -331,7 +349,11 @@ async fn feature_choices(
         .map(|f| {
             let holding = held.iter().find(|h| h.feature_key == f.key);
             FeatureChoice {
-                max_count: f.allocation_type() == AllocationType::MaxCount,
+                // A metered feature is allocated a count too: the amount issued each period.
+                max_count: matches!(
+                    f.allocation_type(),
+                    AllocationType::MaxCount | AllocationType::Metered
+                ),
                 count_field: format!("count:{}", f.key),
                 label: format!("{} ({})", f.name, f.key),
                 held: holding.is_some(),
@@ -491,4 +513,28 @@ async fn delete_plan(
         .delete_plan(grpc(p, DeletePlanRequest { id, force: false }))
         .await?;
     Ok(see("/console/plans"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metered_feature_lists_its_unit_and_period() {
+        let metered = pb::Feature {
+            allocation_type: AllocationType::Metered.into(),
+            metering: Some(pb::Metering {
+                unit: "api_call".into(),
+                recurrence: "P1M".into(),
+                ..pb::Metering::default()
+            }),
+            ..pb::Feature::default()
+        };
+        assert_eq!(kind_label(&metered), "metered: api_call per P1M");
+        let seats = pb::Feature {
+            allocation_type: AllocationType::MaxCount.into(),
+            ..pb::Feature::default()
+        };
+        assert_eq!(kind_label(&seats), "max_count");
+    }
 }

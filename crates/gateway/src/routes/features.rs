@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     auth::Management,
-    convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp},
+    convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp, parse_time_field},
     error::{ApiError, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, split_list},
     state::{AppState, grpc},
@@ -73,11 +73,14 @@ pub struct Feature {
     #[schema(value_type = Object)]
     pub metadata: Json_,
     pub permissions: Vec<Permission>,
-    /// `bool` or `max_count`.
+    /// `bool`, `max_count` or `metered`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// `max` or `sum` for `max_count` features.
+    /// `max` or `sum` for `max_count` and `metered` features.
     pub merge_policy: Option<String>,
+    /// What a `metered` feature counts and when its balance resets; absent for other types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metering: Option<Metering>,
     pub feature_flag: Option<EmbeddedFlag>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
@@ -89,6 +92,7 @@ impl Feature {
             vendor_id: vendor_id.to_owned(),
             kind: allocation_type_name(f.allocation_type()).to_owned(),
             merge_policy: merge_policy_name(f.merge_policy()).map(str::to_owned),
+            metering: f.metering.map(Metering::new),
             id: f.id,
             key: f.key,
             name: f.name,
@@ -116,6 +120,114 @@ impl Feature {
     }
 }
 
+/// A metered feature's metering, as answered.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Metering {
+    /// The usage unit.
+    pub unit: String,
+    /// `SUM`, `COUNT`, `MAX` or `UNIQUE_COUNT`.
+    pub aggregation: String,
+    /// The usage period's recurrence in its canonical ISO-8601 form (`MONTH` reads `P1M`).
+    pub recurrence: String,
+    /// The period's anchor: periods are anchor + n recurrences.
+    #[schema(format = DateTime)]
+    pub anchor: String,
+    pub soft_limit: bool,
+    pub carry_overage: bool,
+}
+
+impl Metering {
+    fn new(m: pb::Metering) -> Self {
+        Self {
+            aggregation: aggregation_name(m.aggregation()).to_owned(),
+            // Exact (not cut to milliseconds): an update sends the anchor back as read, and a
+            // different one is refused.
+            anchor: m.anchor.as_ref().map(exact_time).unwrap_or_default(),
+            unit: m.unit,
+            recurrence: m.recurrence,
+            soft_limit: m.soft_limit,
+            carry_overage: m.carry_overage,
+        }
+    }
+}
+
+fn exact_time(t: &prost_types::Timestamp) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn aggregation_name(a: pb::Aggregation) -> &'static str {
+    match a {
+        pb::Aggregation::Count => "COUNT",
+        pb::Aggregation::Max => "MAX",
+        pb::Aggregation::UniqueCount => "UNIQUE_COUNT",
+        pb::Aggregation::Sum | pb::Aggregation::Unspecified => "SUM",
+    }
+}
+
+/// `metering` of a create or an update: required exactly when `type` is `metered`. An update
+/// replaces the whole metering (send it as read); its `aggregation`, `recurrence` and `anchor`
+/// cannot change (412 `METERING_IMMUTABLE`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeteringBody {
+    /// What is counted (`api_call`, `GB`): 1–64 characters, no whitespace or control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$"
+    )]
+    pub unit: String,
+    /// How a period's usage aggregates: `SUM` (default), `COUNT`, `MAX` or `UNIQUE_COUNT`.
+    #[schema(pattern = "^(SUM|COUNT|MAX|UNIQUE_COUNT)$")]
+    pub aggregation: Option<String>,
+    /// The usage period's recurrence: `DAY`, `WEEK`, `MONTH`, `YEAR` (any case) or an ISO-8601
+    /// duration of whole numbers (`P14D`, `P1MT12H`), from one minute to 100 years.
+    #[schema(
+        max_length = 64,
+        pattern = "^([Dd][Aa][Yy]|[Ww][Ee][Ee][Kk]|[Mm][Oo][Nn][Tt][Hh]|[Yy][Ee][Aa][Rr]|P([0-9]+Y([0-9]+M)?([0-9]+W)?([0-9]+D)?|[0-9]+M([0-9]+W)?([0-9]+D)?|[0-9]+W([0-9]+D)?|[0-9]+D)(T([0-9]+H([0-9]+M)?([0-9]+S)?|[0-9]+M([0-9]+S)?|[0-9]+S))?|PT([0-9]+H([0-9]+M)?([0-9]+S)?|[0-9]+M([0-9]+S)?|[0-9]+S))$"
+    )]
+    pub recurrence: String,
+    /// The period's anchor (RFC 3339): periods start at anchor + n recurrences, months
+    /// calendar-correct (an anchor on the 31st gives Feb 28/29, then Mar 31).
+    #[schema(format = DateTime)]
+    pub anchor: String,
+    /// Soft limit: access continues past a zero balance, the excess reported as overage.
+    #[serde(default)]
+    pub soft_limit: bool,
+    /// Overage at a reset is owed by the next period.
+    #[serde(default)]
+    pub carry_overage: bool,
+}
+
+impl MeteringBody {
+    fn into_pb(self) -> Result<pb::Metering, ApiError> {
+        let aggregation = match self.aggregation.as_deref() {
+            None | Some("SUM") => pb::Aggregation::Sum,
+            Some("COUNT") => pb::Aggregation::Count,
+            Some("MAX") => pb::Aggregation::Max,
+            Some("UNIQUE_COUNT") => pb::Aggregation::UniqueCount,
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "metering.aggregation",
+                    "must be SUM, COUNT, MAX or UNIQUE_COUNT",
+                ));
+            }
+        };
+        Ok(pb::Metering {
+            unit: self.unit,
+            aggregation: aggregation.into(),
+            recurrence: self.recurrence,
+            anchor: Some(parse_time_field(&self.anchor, "metering.anchor")?),
+            soft_limit: self.soft_limit,
+            carry_overage: self.carry_overage,
+        })
+    }
+}
+
 fn feature(f: Option<pb::Feature>, vendor_id: &str) -> Result<Feature, ApiError> {
     f.map(|f| Feature::new(f, vendor_id))
         .ok_or_else(ApiError::internal)
@@ -137,13 +249,14 @@ pub struct CreateFeatureV1 {
     /// A JSON object or a string holding one.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
-    /// `bool` (default) or `max_count`.
+    /// `bool` (default), `max_count` or `metered` (with `metering`).
     #[serde(rename = "type")]
-    #[schema(pattern = "^(bool|max_count)$")]
+    #[schema(pattern = "^(bool|max_count|metered)$")]
     pub kind: Option<String>,
-    /// `max` (default) or `sum`, for `max_count`.
+    /// `max` (default) or `sum`, for `max_count` and `metered`.
     #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
+    pub metering: Option<MeteringBody>,
 }
 
 /// Body of `POST /resources/features/v2`: permissions as objects, metadata a JSON string.
@@ -162,10 +275,11 @@ pub struct CreateFeatureV2 {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
     #[serde(rename = "type")]
-    #[schema(pattern = "^(bool|max_count)$")]
+    #[schema(pattern = "^(bool|max_count|metered)$")]
     pub kind: Option<String>,
     #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
+    pub metering: Option<MeteringBody>,
 }
 
 /// Body of `PATCH /resources/features/v1/{id}`: only the fields to change.
@@ -182,10 +296,11 @@ pub struct UpdateFeatureV1 {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
     #[serde(rename = "type")]
-    #[schema(pattern = "^(bool|max_count)$")]
+    #[schema(pattern = "^(bool|max_count|metered)$")]
     pub kind: Option<String>,
     #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
+    pub metering: Option<MeteringBody>,
 }
 
 /// Body of `PATCH /resources/features/v2/{id}`.
@@ -202,10 +317,11 @@ pub struct UpdateFeatureV2 {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
     #[serde(rename = "type")]
-    #[schema(pattern = "^(bool|max_count)$")]
+    #[schema(pattern = "^(bool|max_count|metered)$")]
     pub kind: Option<String>,
     #[schema(pattern = "^(max|sum)$")]
     pub merge_policy: Option<String>,
+    pub metering: Option<MeteringBody>,
 }
 
 /// Query of the feature list.
@@ -278,6 +394,7 @@ fn create_request(
     metadata: Option<Json_>,
     kind: Option<&str>,
     merge: Option<&str>,
+    metering: Option<MeteringBody>,
 ) -> Result<CreateFeatureRequest, ApiError> {
     Ok(CreateFeatureRequest {
         key,
@@ -295,7 +412,7 @@ fn create_request(
             .transpose()?
             .unwrap_or(pb::MergePolicy::Unspecified)
             .into(),
-        metering: None,
+        metering: metering.map(MeteringBody::into_pb).transpose()?,
         idempotency_key,
     })
 }
@@ -329,6 +446,7 @@ fn update_request(
     metadata: Option<Json_>,
     kind: Option<&str>,
     merge: Option<&str>,
+    metering: Option<MeteringBody>,
 ) -> Result<UpdateFeatureRequest, ApiError> {
     Ok(UpdateFeatureRequest {
         id,
@@ -343,7 +461,7 @@ fn update_request(
         merge_policy: merge
             .map(|m| merge_policy(m, "mergePolicy").map(i32::from))
             .transpose()?,
-        metering: None,
+        metering: metering.map(MeteringBody::into_pb).transpose()?,
     })
 }
 
@@ -355,7 +473,17 @@ async fn update(
     let out = state
         .features()
         .update_feature(grpc(p, request))
-        .await?
+        .await
+        .map_err(|status| {
+            // The service names the gRPC field; REST calls it `type`.
+            let mut e = ApiError::from(status);
+            for v in &mut e.body.field_violations {
+                if v.field == "allocationType" {
+                    "type".clone_into(&mut v.field);
+                }
+            }
+            e
+        })?
         .into_inner();
     Ok(with_revision(
         Json(feature(out.feature, &state.vendor_id)?),
@@ -427,6 +555,7 @@ async fn create_feature_v1(
         b.metadata,
         b.kind.as_deref(),
         b.merge_policy.as_deref(),
+        b.metering,
     )?;
     create(&state, &p, request).await
 }
@@ -451,6 +580,7 @@ async fn create_feature_v2(
         b.metadata,
         b.kind.as_deref(),
         b.merge_policy.as_deref(),
+        b.metering,
     )?;
     create(&state, &p, request).await
 }
@@ -498,6 +628,7 @@ async fn update_feature_v1(
         b.metadata,
         b.kind.as_deref(),
         b.merge_policy.as_deref(),
+        b.metering,
     )?;
     update(&state, &p, request).await
 }
@@ -522,6 +653,7 @@ async fn update_feature_v2(
         b.metadata,
         b.kind.as_deref(),
         b.merge_policy.as_deref(),
+        b.metering,
     )?;
     update(&state, &p, request).await
 }

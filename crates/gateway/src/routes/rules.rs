@@ -258,7 +258,11 @@ pub fn allocation_type(value: &str, field: &str) -> Result<AllocationType, ApiEr
     match value {
         "bool" => Ok(AllocationType::Bool),
         "max_count" => Ok(AllocationType::MaxCount),
-        _ => Err(ApiError::invalid_field(field, "must be bool or max_count")),
+        "metered" => Ok(AllocationType::Metered),
+        _ => Err(ApiError::invalid_field(
+            field,
+            "must be bool, max_count or metered",
+        )),
     }
 }
 

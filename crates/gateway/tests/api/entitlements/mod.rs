@@ -12,6 +12,7 @@ mod checks;
 mod compat;
 mod grants;
 mod idempotency;
+mod metered;
 mod ofrep;
 mod seeds;
 mod webhooks;
