@@ -520,12 +520,20 @@ DATA_DEPENDENT_400 = {
         "an allocation must have the type of its stored feature (`features[i].allocation`)",
     "POST /entitlements/resources/plans/v1":
         "an allocation must have the type of its stored feature (`features[i].allocation`)",
+    "POST /entitlements/resources/features/v1":
+        "a metered feature's `metering.recurrence` is one minute to 100 years long: a range its "
+        "description states, which no pattern can (`P0D` and `P9999Y` match the grammar)",
+    "POST /entitlements/resources/features/v2":
+        "a metered feature's `metering.recurrence` is one minute to 100 years long: a range its "
+        "description states, which no pattern can (`P0D` and `P9999Y` match the grammar)",
     "PATCH /entitlements/resources/features/v1/{featureId}":
-        "a merge policy needs a max_count feature, and the stored type counts when the patch "
-        "leaves `type` out",
+        "a merge policy needs a max_count or metered feature and a `metering` a metered one, "
+        "and the stored type counts when the patch leaves `type` out; `metering.recurrence` "
+        "is one minute to 100 years long",
     "PATCH /entitlements/resources/features/v2/{featureId}":
-        "a merge policy needs a max_count feature, and the stored type counts when the patch "
-        "leaves `type` out",
+        "a merge policy needs a max_count or metered feature and a `metering` a metered one, "
+        "and the stored type counts when the patch leaves `type` out; `metering.recurrence` "
+        "is one minute to 100 years long",
     "POST /entitlements/resources/routes/v1":
         "a `require` route lists at least one feature or permission and the others none: a rule "
         "between fields the route's description states (the generator cannot honour it)",
@@ -561,6 +569,12 @@ DATA_DEPENDENT_412 = {
         "a revoked grant cannot be changed (412, as revoking it twice)",
     "POST /entitlements/resources/entitlements/v2/{id}/revoke":
         "a grant is revoked once: revoking it again is 412",
+    "PATCH /entitlements/resources/features/v1/{featureId}":
+        "a metered feature's aggregation, period and type are fixed once created (412 "
+        "`METERING_IMMUTABLE`)",
+    "PATCH /entitlements/resources/features/v2/{featureId}":
+        "a metered feature's aggregation, period and type are fixed once created (412 "
+        "`METERING_IMMUTABLE`)",
 }
 # Accepted as a whole (202) and validated item by item: a bad item is reported in the
 # migration's status, by design (one bad row must not refuse a 10,000-account import).

@@ -182,13 +182,14 @@ impl Modify for SharedRules {
                     require_exactly_one(schema, fields);
                 }
             }
-            for (name, rule) in [
-                ("CreateFeatureV1", merge_policy_needs_max_count()),
-                ("CreateFeatureV2", merge_policy_needs_max_count()),
-            ] {
+            for name in ["CreateFeatureV1", "CreateFeatureV2"] {
                 if let Some(schema) = components.schemas.get_mut(name) {
                     let body = std::mem::replace(schema, RefOr::T(Schema::default()));
-                    *schema = AllOfBuilder::new().item(body).item(rule).into();
+                    *schema = AllOfBuilder::new()
+                        .item(body)
+                        .item(merge_policy_needs_a_count())
+                        .item(metering_exactly_when_metered())
+                        .into();
                 }
             }
         }
@@ -557,14 +558,17 @@ fn require_any(schema: &mut RefOr<Schema>, fields: &[&str]) {
 }
 
 /// A create body's rule between fields: a merge policy only on a `max_count` feature.
-fn merge_policy_needs_max_count() -> Schema {
+/// A create's `mergePolicy` needs a counted `type` (`max_count`, `metered`).
+fn merge_policy_needs_a_count() -> Schema {
     AnyOfBuilder::new()
         .item(
             ObjectBuilder::new()
                 .schema_type(SchemaType::AnyValue)
                 .property(
                     "type",
-                    ObjectBuilder::new().enum_values(Some(["max_count"])),
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["max_count", "metered"])),
                 )
                 .required("type"),
         )
@@ -572,6 +576,41 @@ fn merge_policy_needs_max_count() -> Schema {
             ObjectBuilder::new()
                 .schema_type(SchemaType::AnyValue)
                 .property("mergePolicy", ObjectBuilder::new().schema_type(Type::Null)),
+        )
+        .build()
+        .into()
+}
+
+/// A create's `metering` is given exactly when its `type` is `metered`.
+fn metering_exactly_when_metered() -> Schema {
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["metered"])),
+                )
+                .property("metering", ObjectBuilder::new().schema_type(Type::Object))
+                .required("type")
+                .required("metering"),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
+                        .enum_values(Some([
+                            serde_json::Value::from("bool"),
+                            serde_json::Value::from("max_count"),
+                            serde_json::Value::Null,
+                        ])),
+                )
+                .property("metering", ObjectBuilder::new().schema_type(Type::Null)),
         )
         .build()
         .into()

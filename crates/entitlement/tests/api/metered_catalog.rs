@@ -396,7 +396,7 @@ async fn plans_allocate_metered_features_counts_and_max_count_becomes_metered_un
         plan.features
             .iter()
             .find(|f| f.feature_key == key)
-            .and_then(|f| f.allocation.clone())
+            .and_then(|f| f.allocation)
             .and_then(|a| a.kind)
     };
     let issued = |n| {

@@ -228,3 +228,42 @@ async fn plans_allocate_metered_features_counts() {
         json!({"type": "max_count", "value": 5})
     );
 }
+
+/// Generated clients (and the adversarial stage) learn the metering's shape and rules from the
+/// document.
+#[tokio::test]
+async fn the_openapi_document_declares_the_metering() {
+    let s = spawn_stack().await;
+    let doc = s.get("/openapi.json").await.body;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["MeteringBody"]["required"],
+        json!(["unit", "recurrence", "anchor"])
+    );
+    assert_eq!(schemas["MeteringBody"]["additionalProperties"], false);
+    assert_eq!(
+        schemas["Metering"]["required"],
+        json!([
+            "unit",
+            "aggregation",
+            "recurrence",
+            "anchor",
+            "softLimit",
+            "carryOverage"
+        ])
+    );
+    for body in ["CreateFeatureV1", "CreateFeatureV2"] {
+        let parts = schemas[body]["allOf"].as_array().unwrap();
+        assert_eq!(
+            parts[0]["properties"]["type"]["pattern"],
+            "^(bool|max_count|metered)$"
+        );
+        // `metering` exactly when `type` is `metered`.
+        assert!(
+            parts
+                .iter()
+                .any(|p| p["anyOf"][0]["required"] == json!(["type", "metering"])),
+            "{body}: {parts:?}"
+        );
+    }
+}
