@@ -36,7 +36,7 @@ use tenantry_proto::{
 use super::{
     Console, Layout, PageError, SignedIn, account_href,
     catalogue::{field, fields},
-    encode, members, render, see,
+    encode, first_page, members, render, see, write_then_see,
 };
 use crate::{
     auth::{Principal, scope},
@@ -435,10 +435,7 @@ async fn entitlements(
             .list_features(grpc(
                 p,
                 ListFeaturesRequest {
-                    page: Some(PageRequest {
-                        limit: Some(200),
-                        offset: 0,
-                    }),
+                    page: first_page(200),
                     ..ListFeaturesRequest::default()
                 },
             ))
@@ -548,10 +545,7 @@ async fn grants(c: &Console, p: &Principal, tenant_id: &str) -> Result<Vec<Grant
         .list_grants(grpc(
             p,
             ListGrantsRequest {
-                page: Some(PageRequest {
-                    limit: Some(100),
-                    offset: 0,
-                }),
+                page: first_page(100),
                 tenant_ids: vec![tenant_id.to_owned()],
                 order: tenantry_proto::common::v1::SortOrder::Desc.into(),
                 ..ListGrantsRequest::default()
@@ -594,10 +588,7 @@ async fn plan_choices(c: &Console, p: &Principal) -> Result<Vec<PlanChoice>, Pag
         .list_plans(grpc(
             p,
             ListPlansRequest {
-                page: Some(PageRequest {
-                    limit: Some(200),
-                    offset: 0,
-                }),
+                page: first_page(200),
                 ..ListPlansRequest::default()
             },
         ))
@@ -616,8 +607,7 @@ async fn plan_choices(c: &Console, p: &Principal) -> Result<Vec<PlanChoice>, Pag
 // ---------------------------------------------------------------------------------------------
 // Writes on one account (environment sessions, as the REST routes)
 
-/// Every write on one account: an environment session (the REST routes' `Management` rule),
-/// one call made with its principal, then the account's page (or the call's error as a page).
+/// A write on one account, then the account's page.
 async fn write_then_show<T, E, Fut>(
     session: &SignedIn,
     id: &str,
@@ -627,9 +617,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     PageError: From<E>,
 {
-    let p = session.management()?.clone();
-    call(p).await?;
-    Ok(see(&account_href(id)))
+    write_then_see(session, &account_href(id), call).await
 }
 
 #[derive(Deserialize)]
@@ -1065,10 +1053,7 @@ async fn revoke_plan(
         .list_grants(grpc(
             p,
             ListGrantsRequest {
-                page: Some(PageRequest {
-                    limit: Some(100),
-                    offset: 0,
-                }),
+                page: first_page(100),
                 tenant_ids: vec![id.clone()],
                 plan_ids: vec![form.plan_id],
                 statuses: vec![GrantStatus::Active.into(), GrantStatus::Scheduled.into()],

@@ -9,18 +9,17 @@ use axum::{
     response::Response,
     routing::{get, post},
 };
-use tenantry_proto::{
-    common::v1::PageRequest,
-    entitlement::v1::{
-        self as pb, Allocation, AllocationType, CreateFeatureRequest, CreatePlanRequest,
-        DeleteFeatureRequest, DeletePlanRequest, GetFeatureRequest, GetPlanRequest,
-        ListFeaturesRequest, ListPlansRequest, MaxCountAllocation, MergePolicy, PlanFeatureInput,
-        PlanFeatureInputList, UpdateFeatureRequest, UpdatePlanRequest, allocation::Kind,
-        get_feature_request, get_plan_request,
-    },
+use tenantry_proto::entitlement::v1::{
+    self as pb, Allocation, AllocationType, CreateFeatureRequest, CreatePlanRequest,
+    DeleteFeatureRequest, DeletePlanRequest, GetFeatureRequest, GetPlanRequest,
+    ListFeaturesRequest, ListPlansRequest, MaxCountAllocation, MergePolicy, PlanFeatureInput,
+    PlanFeatureInputList, UpdateFeatureRequest, UpdatePlanRequest, allocation::Kind,
+    get_feature_request, get_plan_request,
 };
 
-use super::{Console, Layout, PageError, SignedIn, encode, render, see};
+use super::{
+    Console, Layout, PageError, SignedIn, encode, first_page, render, see, write_then_see,
+};
 use crate::{
     auth::Principal,
     error::ApiError,
@@ -81,10 +80,7 @@ pub(super) async fn list_features(
         .list_features(grpc(
             p,
             ListFeaturesRequest {
-                page: Some(PageRequest {
-                    limit: Some(LIST_LIMIT),
-                    offset: 0,
-                }),
+                page: first_page(LIST_LIMIT),
                 ..ListFeaturesRequest::default()
             },
         ))
@@ -237,18 +233,14 @@ async fn delete_feature(
     session: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .features()
-        .delete_feature(grpc(
-            p,
-            DeleteFeatureRequest {
-                id,
-                ..DeleteFeatureRequest::default()
-            },
-        ))
-        .await?;
-    Ok(see("/console/features"))
+    let request = DeleteFeatureRequest {
+        id,
+        ..DeleteFeatureRequest::default()
+    };
+    write_then_see(&session, "/console/features", |p| async move {
+        c.app.features().delete_feature(grpc(&p, request)).await
+    })
+    .await
 }
 
 pub struct PlanRow {
@@ -296,10 +288,7 @@ async fn plans(State(c): State<Console>, session: SignedIn) -> Result<Response, 
         .list_plans(grpc(
             p,
             ListPlansRequest {
-                page: Some(PageRequest {
-                    limit: Some(LIST_LIMIT),
-                    offset: 0,
-                }),
+                page: first_page(LIST_LIMIT),
                 ..ListPlansRequest::default()
             },
         ))
@@ -507,12 +496,11 @@ async fn delete_plan(
     session: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .plans()
-        .delete_plan(grpc(p, DeletePlanRequest { id, force: false }))
-        .await?;
-    Ok(see("/console/plans"))
+    let request = DeletePlanRequest { id, force: false };
+    write_then_see(&session, "/console/plans", |p| async move {
+        c.app.plans().delete_plan(grpc(&p, request)).await
+    })
+    .await
 }
 
 #[cfg(test)]

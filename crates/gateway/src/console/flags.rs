@@ -18,19 +18,16 @@ use axum::{
 };
 use http::StatusCode;
 use serde_json::{Value as Json, json};
-use tenantry_proto::{
-    common::v1::PageRequest,
-    entitlement::v1::{
-        CreateFeatureFlagRequest, DeleteFeatureFlagRequest, GetFeatureFlagRequest,
-        ListFeatureFlagsRequest, TargetingRuleList, UpdateFeatureFlagRequest,
-        create_feature_flag_request,
-    },
+use tenantry_proto::entitlement::v1::{
+    CreateFeatureFlagRequest, DeleteFeatureFlagRequest, GetFeatureFlagRequest,
+    ListFeatureFlagsRequest, TargetingRuleList, UpdateFeatureFlagRequest,
+    create_feature_flag_request,
 };
 
 use super::{
     Console, Layout, PageError, SignedIn,
     catalogue::{field, fields, list_features},
-    encode, render, render_with, see,
+    encode, first_page, render, render_with, see, write_then_see,
 };
 use crate::{
     error::ApiError,
@@ -404,10 +401,7 @@ async fn list(State(c): State<Console>, session: SignedIn) -> Result<Response, P
         .list_feature_flags(grpc(
             p,
             ListFeatureFlagsRequest {
-                page: Some(PageRequest {
-                    limit: Some(200),
-                    offset: 0,
-                }),
+                page: first_page(200),
                 ..ListFeatureFlagsRequest::default()
             },
         ))
@@ -604,12 +598,11 @@ async fn delete(
     session: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .flags()
-        .delete_feature_flag(grpc(p, DeleteFeatureFlagRequest { id }))
-        .await?;
-    Ok(see("/console/flags"))
+    write_then_see(&session, "/console/flags", |p| async move {
+        let request = DeleteFeatureFlagRequest { id };
+        c.app.flags().delete_feature_flag(grpc(&p, request)).await
+    })
+    .await
 }
 
 #[cfg(test)]

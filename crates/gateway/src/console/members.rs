@@ -12,15 +12,12 @@ use axum::{
     routing::post,
 };
 use serde::Deserialize;
-use tenantry_proto::{
-    common::v1::PageRequest,
-    tenant::v1::{
-        self as pb, AddMembershipRequest, GetAccountSettingsRequest, ListAccountMembersRequest,
-        RemoveMembershipRequest, UpdateAccountSettingsRequest,
-    },
+use tenantry_proto::tenant::v1::{
+    self as pb, AddMembershipRequest, GetAccountSettingsRequest, ListAccountMembersRequest,
+    RemoveMembershipRequest, UpdateAccountSettingsRequest,
 };
 
-use super::{Console, PageError, SignedIn, account_href, encode, see};
+use super::{Console, PageError, SignedIn, account_href, encode, first_page, see, write_then_see};
 use crate::{
     auth::{Principal, permissions, require_permission, scope},
     state::grpc,
@@ -59,10 +56,7 @@ pub async fn members(
             p,
             ListAccountMembersRequest {
                 tenant_id: tenant_id.to_owned(),
-                page: Some(PageRequest {
-                    limit: Some(MEMBERS),
-                    offset: 0,
-                }),
+                page: first_page(MEMBERS),
             },
         ))
         .await?
@@ -145,19 +139,15 @@ async fn add(
     Path(id): Path<String>,
     Form(form): Form<MemberForm>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .memberships()
-        .add_membership(grpc(
-            p,
-            AddMembershipRequest {
-                tenant_id: id.clone(),
-                user_id: form.user_id.trim().to_owned(),
-                idempotency_key: None,
-            },
-        ))
-        .await?;
-    Ok(see(&account_href(&id)))
+    let request = AddMembershipRequest {
+        tenant_id: id.clone(),
+        user_id: form.user_id.trim().to_owned(),
+        idempotency_key: None,
+    };
+    write_then_see(&session, &account_href(&id), |p| async move {
+        c.app.memberships().add_membership(grpc(&p, request)).await
+    })
+    .await
 }
 
 async fn remove(
@@ -165,18 +155,17 @@ async fn remove(
     session: SignedIn,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .memberships()
-        .remove_membership(grpc(
-            p,
-            RemoveMembershipRequest {
-                tenant_id: id.clone(),
-                user_id: user,
-            },
-        ))
-        .await?;
-    Ok(see(&account_href(&id)))
+    let request = RemoveMembershipRequest {
+        tenant_id: id.clone(),
+        user_id: user,
+    };
+    write_then_see(&session, &account_href(&id), |p| async move {
+        c.app
+            .memberships()
+            .remove_membership(grpc(&p, request))
+            .await
+    })
+    .await
 }
 
 #[derive(Deserialize)]

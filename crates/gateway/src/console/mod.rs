@@ -361,6 +361,31 @@ fn nav(label: &'static str, href: String, current: &str) -> NavItem {
     }
 }
 
+/// The first `limit` items of a list.
+pub fn first_page(limit: u32) -> Option<tenantry_proto::common::v1::PageRequest> {
+    Some(tenantry_proto::common::v1::PageRequest {
+        limit: Some(limit),
+        offset: 0,
+    })
+}
+
+/// Every environment-only write of the console: an environment session (the REST routes'
+/// `Management` rule), one call made with its principal, then `then` (or the call's error
+/// as a page).
+pub async fn write_then_see<T, E, Fut>(
+    session: &SignedIn,
+    then: &str,
+    call: impl FnOnce(Principal) -> Fut,
+) -> Result<Response, PageError>
+where
+    Fut: Future<Output = Result<T, E>>,
+    PageError: From<E>,
+{
+    let p = session.management()?.clone();
+    call(p).await?;
+    Ok(see(then))
+}
+
 /// An account's page.
 pub fn account_href(id: &str) -> String {
     format!("/console/accounts/{}", encode(id))

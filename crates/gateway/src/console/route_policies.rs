@@ -9,7 +9,7 @@ use axum::{
     routing::{get, post},
 };
 use tenantry_proto::{
-    common::v1::{PageRequest, StringList},
+    common::v1::StringList,
     entitlement::v1::{
         CreateRouteRequest, DeleteRouteRequest, GetRouteRequest, ListRoutesRequest,
         UpdateRouteRequest,
@@ -19,7 +19,7 @@ use tenantry_proto::{
 use super::{
     Console, Layout, PageError, SignedIn,
     catalogue::{field, fields},
-    encode, render, see,
+    encode, first_page, render, see, write_then_see,
 };
 use crate::{
     error::ApiError,
@@ -77,10 +77,7 @@ async fn list(State(c): State<Console>, session: SignedIn) -> Result<Response, P
         .list_routes(grpc(
             p,
             ListRoutesRequest {
-                page: Some(PageRequest {
-                    limit: Some(200),
-                    offset: 0,
-                }),
+                page: first_page(200),
                 ..ListRoutesRequest::default()
             },
         ))
@@ -177,10 +174,9 @@ async fn delete(
     session: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let p = session.management()?;
-    c.app
-        .routes()
-        .delete_route(grpc(p, DeleteRouteRequest { id }))
-        .await?;
-    Ok(see("/console/route-policies"))
+    write_then_see(&session, "/console/route-policies", |p| async move {
+        let request = DeleteRouteRequest { id };
+        c.app.routes().delete_route(grpc(&p, request)).await
+    })
+    .await
 }
