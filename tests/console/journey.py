@@ -256,6 +256,28 @@ try:
         fail("the route should now deny")
     check_page("route-policies")
 
+    # A webhook endpoint: its secret shown once, then its page (deliveries, edit, rotate).
+    driver.get(f"{BASE}/console/webhooks")
+    fill("webhook-url", "http://127.0.0.1:9/hooks")
+    fill("webhook-events", "tenantry.grant.created.v1")
+    submit("create-webhook")
+    if not driver.find_element(By.ID, "webhook-secret").text.strip():
+        fail(f"the new endpoint's secret should be shown: {driver.find_element(By.TAG_NAME, 'main').text}")
+    check_page("webhook-secret")
+    driver.find_element(By.ID, "to-webhook").click()
+    wait("the endpoint's page", lambda: driver.find_elements(By.ID, "save-webhook"))
+    if driver.find_elements(By.ID, "webhook-secret"):
+        fail("the endpoint's page must not show the secret again")
+    check_page("webhook")
+
+    # The audit trail, filtered: the flag's writes.
+    driver.get(f"{BASE}/console/audit")
+    fill("audit-resourceType", "flag")
+    submit("audit-filter")
+    if "flag" not in driver.find_element(By.ID, "audit-table").text:
+        fail(f"the flag's audit entries should be listed: {driver.find_element(By.TAG_NAME, 'main').text}")
+    check_page("audit")
+
     # What if acme got pro? Previewed (sso gained, nothing written), then applied: sso
     # entitled, with its reason; acme-eu inherits it.
     driver.get(f"{BASE}/console/accounts/acme")

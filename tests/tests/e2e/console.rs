@@ -8,9 +8,25 @@ use std::{path::PathBuf, time::Duration};
 
 use reqwest::{Method, StatusCode, header};
 use serde_json::json;
-use tenantry_tests::{CLIENT_ID, CLIENT_SECRET, Stack, console};
+use tenantry_common::testing;
+use tenantry_tests::{CLIENT_ID, CLIENT_SECRET, Process, Stack, StackOptions, console};
 
 use crate::support::{create_account, expect};
+
+/// A stack whose webhook endpoints may be on loopback (where nothing listens: deliveries
+/// fail, which the endpoint's page shows).
+async fn stack_with_loopback_webhooks() -> Stack {
+    Stack::start_configured(
+        testing::postgres(),
+        StackOptions::default(),
+        |p: &mut Process| {
+            if p.name() == "entitlement-service" {
+                p.set_env("TENANTRY_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true");
+            }
+        },
+    )
+    .await
+}
 
 /// Where the journey's screenshots go: `<target>/console-shots/`.
 fn shots_dir() -> PathBuf {
@@ -33,7 +49,7 @@ fn shots_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_journey_in_a_real_browser() {
     let (chromium, chromedriver) = console::browser();
-    let stack = Stack::start().await;
+    let stack = stack_with_loopback_webhooks().await;
     let input = json!({
         "base_url": stack.base_url,
         "client_id": CLIENT_ID,
@@ -55,7 +71,7 @@ async fn the_console_journey_in_a_real_browser() {
     assert!(
         seen["pages_checked"]
             .as_array()
-            .is_some_and(|p| p.len() >= 12),
+            .is_some_and(|p| p.len() >= 15),
         "{seen}"
     );
     // The secret typed into the sign-in form never reaches the log.
@@ -1036,4 +1052,230 @@ async fn members_settings_and_reactivation_follow_the_api_rules() {
     )
     .await;
     assert!(account.to_string().contains("Back"), "{account}");
+}
+
+/// The secret between `id="webhook-secret">` and its closing tag.
+fn shown_secret(html: &str) -> String {
+    html.split(r#"id="webhook-secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("no secret shown in {html}"))
+        .to_owned()
+}
+
+/// Webhooks and the audit trail: a secret shown once (in the create and rotate answers, never
+/// on the endpoint's page or through the API), edits and deletion as the API makes them, the
+/// audit trail filtered and paged by its cursor; every write refused without a session or the
+/// CSRF token, and every page and write refused to a user session.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_show_a_secret_once_and_the_audit_trail_pages_and_both_are_guarded() {
+    let stack = stack_with_loopback_webhooks().await;
+    let env = stack.env_token().await;
+    create_account(&stack, &env, "acme", "Acme").await;
+    let mut operator = Client::new(&stack.base_url);
+    let token = operator
+        .sign_in(&[
+            ("method", "environment"),
+            ("client_id", CLIENT_ID),
+            ("secret", CLIENT_SECRET),
+        ])
+        .await;
+    let created = operator
+        .post(
+            "/console/webhooks",
+            &[
+                ("csrf", token.as_str()),
+                ("url", "http://127.0.0.1:9/hooks"),
+                ("event_types", "tenantry.grant.created.v1"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let secret = shown_secret(&created.body);
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(created.headers[header::CACHE_CONTROL], "no-store");
+    let listed = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/entitlements/api/v1/webhooks",
+        Some(&env),
+        None,
+    )
+    .await;
+    let id = listed["items"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .to_owned();
+    let page = operator.get(&format!("/console/webhooks/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        !page.body.contains(&secret),
+        "the secret is shown once only"
+    );
+    let rotated = operator
+        .post(
+            &format!("/console/webhooks/{id}/rotate-secret"),
+            &[("csrf", token.as_str())],
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new_secret = shown_secret(&rotated.body);
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    let edited = operator
+        .post(
+            &format!("/console/webhooks/{id}"),
+            &[
+                ("csrf", token.as_str()),
+                ("url", "http://127.0.0.1:9/other"),
+                ("description", "billing"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.body);
+    let endpoint = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        &format!("/entitlements/api/v1/webhooks/{id}"),
+        Some(&env),
+        None,
+    )
+    .await;
+    assert_eq!(endpoint["url"], "http://127.0.0.1:9/other", "{endpoint}");
+    assert_eq!(endpoint["enabled"], false, "{endpoint}");
+    // A bad URL: the API's 400 and message.
+    let bad = operator
+        .post(
+            &format!("/console/webhooks/{id}"),
+            &[("csrf", token.as_str()), ("url", "ftp://x")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body.contains("scheme must be http or https"),
+        "{}",
+        bad.body
+    );
+
+    // The audit trail: the webhook's writes, one per page, the cursor leading to the next.
+    let first = operator
+        .get("/console/audit?resourceType=webhook&limit=1&actor=")
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(first.body.contains("webhook.update"), "{}", first.body);
+    let next = first
+        .body
+        .split(r#"<a href=""#)
+        .find(|part| part.contains(r#"id="audit-next""#))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no next page link in {}", first.body))
+        .replace("&#38;", "&");
+    assert!(
+        next.contains("resourceType=webhook") && next.contains("limit=1"),
+        "{next}"
+    );
+    let second = operator.get(&next).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert!(
+        second.body.contains("webhook.rotate_secret"),
+        "{}",
+        second.body
+    );
+    assert!(!second.body.contains("webhook.update"), "{}", second.body);
+    assert!(!second.body.contains(&new_secret) && !first.body.contains(&new_secret));
+
+    // Guarded.
+    let mut user = Client::new(&stack.base_url);
+    let user_token = stack.user_token("acme", "alice", &[]);
+    let user_csrf = user
+        .sign_in(&[("method", "user"), ("token", user_token.as_str())])
+        .await;
+    for page in [
+        "/console/webhooks".to_owned(),
+        format!("/console/webhooks/{id}"),
+        "/console/audit".to_owned(),
+    ] {
+        assert_eq!(
+            user.get(&page).await.status,
+            StatusCode::FORBIDDEN,
+            "{page}"
+        );
+        assert_eq!(
+            Client::new(&stack.base_url).get(&page).await.status,
+            StatusCode::SEE_OTHER
+        );
+    }
+    let writes = [
+        (
+            "/console/webhooks".to_owned(),
+            vec![("url", "http://127.0.0.1:9/x")],
+        ),
+        (
+            format!("/console/webhooks/{id}"),
+            vec![("url", "http://127.0.0.1:9/x")],
+        ),
+        (format!("/console/webhooks/{id}/rotate-secret"), vec![]),
+        (format!("/console/webhooks/{id}/delete"), vec![]),
+        (
+            format!(
+                "/console/webhooks/{id}/deliveries/0190a0b0-0000-7000-8000-000000000000/redeliver"
+            ),
+            vec![],
+        ),
+    ];
+    for (path, form) in &writes {
+        let mut forged = vec![("csrf", "forged")];
+        forged.extend_from_slice(form);
+        assert_eq!(
+            Client::new(&stack.base_url)
+                .post(path, &forged)
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            operator.post(path, form).await.status,
+            StatusCode::FORBIDDEN,
+            "{path} without a token"
+        );
+        let mut as_user = vec![("csrf", user_csrf.as_str())];
+        as_user.extend_from_slice(form);
+        let refused = user.post(path, &as_user).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path} as a user");
+        assert!(!refused.body.contains("whsec_"), "{path}");
+    }
+    let still = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/entitlements/api/v1/webhooks",
+        Some(&env),
+        None,
+    )
+    .await;
+    assert_eq!(still["items"].as_array().map(Vec::len), Some(1), "{still}");
+    assert_eq!(
+        still["items"][0]["url"], "http://127.0.0.1:9/other",
+        "{still}"
+    );
+
+    let deleted = operator
+        .post(
+            &format!("/console/webhooks/{id}/delete"),
+            &[("csrf", token.as_str())],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    expect(
+        &stack,
+        StatusCode::NOT_FOUND,
+        Method::GET,
+        &format!("/entitlements/api/v1/webhooks/{id}"),
+        Some(&env),
+        None,
+    )
+    .await;
 }

@@ -115,6 +115,16 @@ pub(super) fn fields(form: &[u8]) -> Result<Vec<(String, String)>, PageError> {
         .map_err(|_| PageError(ApiError::bad_request("the form is not URL-encoded")))
 }
 
+/// A comma-separated list field.
+pub(super) fn list_field(f: &[(String, String)], name: &str) -> Vec<String> {
+    field(f, name)
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 pub(super) fn field(fields: &[(String, String)], name: &str) -> String {
     fields
         .iter()

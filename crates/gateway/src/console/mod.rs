@@ -17,6 +17,7 @@ mod catalogue;
 mod flags;
 mod imports;
 mod members;
+mod operations;
 mod route_policies;
 mod session;
 mod sign_in;
@@ -78,6 +79,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .merge(route_policies::router())
         .merge(imports::router())
         .merge(members::router())
+        .merge(operations::router())
         .fallback(page_not_found)
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console))
@@ -315,6 +317,8 @@ impl SignedIn {
                         current,
                     ),
                     nav("Imports", "/console/imports".to_owned(), current),
+                    nav("Webhooks", "/console/webhooks".to_owned(), current),
+                    nav("Audit", "/console/audit".to_owned(), current),
                 ],
             ),
             Principal::User {

@@ -18,7 +18,7 @@ use tenantry_proto::{
 
 use super::{
     Console, Layout, PageError, SignedIn,
-    catalogue::{field, fields},
+    catalogue::{field, fields, list_field},
     encode, first_page, render, see, write_then_see,
 };
 use crate::{
@@ -32,16 +32,6 @@ pub fn router() -> Router<Console> {
         .route("/route-policies", get(list).post(create))
         .route("/route-policies/{id}", get(show).post(update))
         .route("/route-policies/{id}/delete", post(delete))
-}
-
-/// A comma-separated list field.
-fn list_field(f: &[(String, String)], name: &str) -> Vec<String> {
-    field(f, name)
-        .split(',')
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 pub struct RouteRow {

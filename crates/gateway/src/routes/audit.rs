@@ -247,6 +247,12 @@ async fn list_events(
     Management(p): Management,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
+    list(&state, &p, q).await.map(Json)
+}
+
+/// One page of both services' entries matching `q`, newest first (the REST list's and the
+/// console's audit page).
+pub async fn list(state: &AppState, p: &Principal, q: EventsQuery) -> Result<AuditPage, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid_field(
@@ -279,10 +285,10 @@ async fn list_events(
         page_token: None,
     };
     let (tenant, entitlement) = tokio::try_join!(
-        fetch(state.audit_tenant(), &p, &filter, &cursor.tenant, limit),
+        fetch(state.audit_tenant(), p, &filter, &cursor.tenant, limit),
         fetch(
             state.audit_entitlement(),
-            &p,
+            p,
             &filter,
             &cursor.entitlement,
             limit
@@ -339,7 +345,7 @@ async fn list_events(
         })
         .collect();
     let next_cursor = (!(next.tenant.done && next.entitlement.done)).then(|| next.encode());
-    Ok(Json(AuditPage { items, next_cursor }))
+    Ok(AuditPage { items, next_cursor })
 }
 
 /// What an export streams: the entries of `[from, to)` matching every filter given.
