@@ -102,6 +102,20 @@ impl IndexExport {
             .collect()
     }
 
+    /// An account's meters of metered features, as upserts.
+    pub fn meters_of<'a>(&'a self, account: &'a str) -> impl Iterator<Item = IndexChange> + 'a {
+        self.index
+            .node(account)
+            .map(|n| n.meter_lists())
+            .unwrap_or(&[])
+            .iter()
+            .map(move |(feature_id, state)| IndexChange::UpsertMeter {
+                tenant_id: account.to_owned(),
+                feature_id: *feature_id,
+                state: Box::new(state.clone()),
+            })
+    }
+
     fn grant(&self, account: &str, user: Option<&str>, g: &CompactGrant) -> Grant {
         let time = |micros: i64| {
             (micros != NEVER)

@@ -187,7 +187,8 @@ mod tests {
                 export
                     .grants_of(id)
                     .into_iter()
-                    .map(IndexChange::UpsertGrant),
+                    .map(IndexChange::UpsertGrant)
+                    .chain(export.meters_of(id)),
             );
         }
         vec![

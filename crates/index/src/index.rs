@@ -44,9 +44,10 @@ use uuid::Uuid;
 
 use super::condition::CompiledTargeting;
 use super::error::IndexError;
+use super::metering::{MeterReading, MeterSpec, MeterState};
 use super::model::{
-    Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantStatus, MergePolicy, Plan, Route,
-    RoutePolicy, status_at_micros,
+    Allocation, AllocationType, Feature, FeatureFlag, Grant, GrantStatus, Limit, MergePolicy, Plan,
+    Route, RoutePolicy, status_at_micros,
 };
 use super::route::{PathPattern, parse_method, request_segments, route_order};
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -152,6 +153,10 @@ pub enum Justification {
     MissingRoute,
     RouteDenied,
     TenantNotFound,
+    /// A metered feature's balance is spent (hard limit).
+    UsageLimitReached,
+    /// A metered feature has a balance, but less than the requested amount (hard limit).
+    InsufficientBalance,
 }
 
 /// Where the deciding grant sits relative to the subject.
@@ -190,6 +195,11 @@ pub enum AllowReason {
     RouteAllow,
     /// The matching route requires features and/or permissions, and all are satisfied.
     RouteRequirementsMet,
+    /// A metered feature with a soft limit, used beyond its balance: allowed, the excess is
+    /// overage.
+    SoftLimitOverage,
+    /// A metered feature entitled by credit grants alone (no plan includes it).
+    Credits,
 }
 
 /// A feature interned in one index snapshot (its position among the catalog's features,
@@ -217,6 +227,8 @@ pub struct Decision {
     /// When this answer may next change by time alone (a start, expiry or revocation).
     pub next_change_at: Option<DateTime<Utc>>,
     pub revision: u64,
+    /// A metered feature's balance, usage and period (for feature checks of metered features).
+    pub meter: Option<MeterReading>,
 }
 
 /// One entitled feature of a subject (the seed-004 listing: key + typed allocation).
@@ -377,6 +389,8 @@ pub(crate) struct TenantNode {
     /// Users holding grants, sorted by user id; each list sorted by grant id. `None` when no
     /// user of the account holds a grant (most accounts), to save the allocation.
     pub(crate) users: Option<Arc<[UserGrants]>>,
+    /// The account's meters of metered features, sorted by feature id; `None` when it has none.
+    pub(crate) meters: Option<Arc<[(Uuid, MeterState)]>>,
 }
 
 impl TenantNode {
@@ -386,6 +400,18 @@ impl TenantNode {
             .binary_search_by(|u| (*u.user).cmp(user))
             .ok()
             .map(|i| &users[i])
+    }
+
+    pub(crate) fn meter(&self, feature: Uuid) -> Option<&MeterState> {
+        let meters = self.meters.as_deref()?;
+        meters
+            .binary_search_by_key(&feature, |(f, _)| *f)
+            .ok()
+            .map(|i| &meters[i].1)
+    }
+
+    pub(crate) fn meter_lists(&self) -> &[(Uuid, MeterState)] {
+        self.meters.as_deref().unwrap_or(&[])
     }
 
     pub(crate) fn user_lists(&self) -> &[UserGrants] {
@@ -410,6 +436,8 @@ pub(crate) type Shard = FxHashMap<TenantKey, TenantNode>;
 struct FeatureEntry {
     key: Box<str>,
     merge: MergePolicy,
+    /// A metered feature's id (its meters are kept by id) and how it meters.
+    meter: Option<(Uuid, MeterSpec)>,
     /// `None` when no flag can turn the feature off.
     flag: Option<CompiledTargeting>,
 }
@@ -536,6 +564,11 @@ impl Catalog {
             catalog.features.push(FeatureEntry {
                 key: feature.key.as_str().into(),
                 merge: feature.merge_policy,
+                meter: feature
+                    .metering
+                    .as_ref()
+                    .filter(|_| feature.allocation_type == AllocationType::Metered)
+                    .map(|m| (feature.id, m.spec())),
                 flag: flags.get(&feature.key).and_then(compile_flag),
             });
         }
@@ -650,6 +683,7 @@ struct Verdict {
     decided_by: Option<DecidedBy>,
     feature: Option<u32>,
     next: i64,
+    meter: Option<MeterReading>,
 }
 
 impl Verdict {
@@ -662,6 +696,7 @@ impl Verdict {
             decided_by: None,
             feature: None,
             next: NEVER,
+            meter: None,
         }
     }
 
@@ -674,6 +709,7 @@ impl Verdict {
             decided_by: None,
             feature: None,
             next: NEVER,
+            meter: None,
         }
     }
 
@@ -687,7 +723,73 @@ impl Verdict {
             feature: self.feature.map(FeatureIndex),
             next_change_at: micros_to_time(self.next),
             revision,
+            meter: self.meter,
         }
+    }
+}
+
+/// A metered feature's answer: the grants' verdict (`base`, its allocation the amount issued
+/// each period) weighed against the account's meter.
+fn metered(
+    base: Verdict,
+    subj: &Resolved<'_>,
+    feature_id: Uuid,
+    spec: &MeterSpec,
+    requested: Option<u64>,
+    at: i64,
+) -> Verdict {
+    let allocation = match (base.result, base.allocation) {
+        (true, Some(Allocation::MaxCount(limit))) => limit,
+        _ => Limit::Finite(0),
+    };
+    let Some(when) = DateTime::from_timestamp_micros(at) else {
+        return base;
+    };
+    let state = subj.node.meter(feature_id);
+    let reading = match state {
+        Some(state) => state.read(spec, when, allocation),
+        None => match MeterState::open(spec, when) {
+            Ok(fresh) => fresh.read(spec, when, allocation),
+            Err(_) => return base,
+        },
+    };
+    // No plan includes it: entitled only while credits hold a balance.
+    if !base.result && reading.balance.is_none_or(|b| b <= 0) {
+        return base;
+    }
+    let next = base.next.min(reading.period_end.timestamp_micros());
+    let reason = if base.result {
+        AllowReason::Grant
+    } else {
+        AllowReason::Credits
+    };
+    let allowed = Verdict {
+        result: true,
+        justification: None,
+        reason: Some(reason),
+        next,
+        meter: Some(reading),
+        ..base
+    };
+    if reading.covers(requested) {
+        return allowed;
+    }
+    if spec.soft_limit {
+        return Verdict {
+            reason: Some(AllowReason::SoftLimitOverage),
+            ..allowed
+        };
+    }
+    let justification = if reading.balance.is_some_and(|b| b <= 0) {
+        Justification::UsageLimitReached
+    } else {
+        Justification::InsufficientBalance
+    };
+    Verdict {
+        result: false,
+        justification: Some(justification),
+        reason: None,
+        ..allowed
     }
 }
 
@@ -1165,7 +1267,12 @@ impl EntitlementIndex {
                 acc.active(value, by);
             }
         }
-        acc.finish(feature, requested)
+        match entry.meter {
+            // The allocation is issued per period, so the request is weighed against the
+            // balance, not the allocation.
+            Some((id, spec)) => metered(acc.finish(feature, None), subj, id, &spec, requested, at),
+            None => acc.finish(feature, requested),
+        }
     }
 
     /// Frontegg's permission rule: held by the subject, then entitled through any linked

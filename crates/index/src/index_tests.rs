@@ -104,6 +104,7 @@ fn fixture() -> Fx {
     let (root, child, leaf) = ("root", "child", "leaf");
     let writer = IndexWriter::from_snapshot(
         Snapshot {
+            meters: Default::default(),
             features,
             plans: vec![basic.clone(), pro.clone(), org.clone(), beta.clone()],
             flags: vec![flag],
@@ -840,4 +841,170 @@ fn compact_grant_is_small_and_shared_index_keeps_newest() {
     let est = idx.memory_estimate();
     assert_eq!((est.tenants, est.grants), (3, 1));
     assert!(est.bytes > 0);
+}
+
+mod metered {
+    use super::*;
+    use crate::metering::{
+        ALLOWANCE_PRIORITY, Credit, MeterState, Recurrence, Rollover, UsagePeriod,
+    };
+    use crate::model::{Aggregation, Metering};
+
+    fn calls(soft_limit: bool) -> Feature {
+        let mut f = feature("calls", AllocationType::Metered, MergePolicy::Max, &[]);
+        f.metering = Some(Metering {
+            unit: "call".into(),
+            aggregation: Aggregation::Sum,
+            period: UsagePeriod::new(Recurrence::DAY, t(0)),
+            soft_limit,
+            carry_overage: false,
+        });
+        f
+    }
+
+    /// `acme` holds a plan issuing 100 calls a day (when `planned`), with `used` drawn today.
+    fn index(soft_limit: bool, planned: bool, used: i64, credit: Option<i64>) -> IndexWriter {
+        let feature = calls(soft_limit);
+        let spec = feature.metering.as_ref().unwrap().spec();
+        let p = plan(
+            "api",
+            vec![PlanFeature {
+                feature_key: "calls".into(),
+                allocation: count(100),
+            }],
+            false,
+        );
+        let mut state = MeterState::open(&spec, t(1)).unwrap();
+        if let Some(amount) = credit {
+            state.add_credit(Credit {
+                id: Uuid::from_u128(9),
+                priority: ALLOWANCE_PRIORITY,
+                effective_at: t(0),
+                expires_at: None,
+                voided_at: None,
+                balance: amount,
+                rollover: Rollover::NONE,
+            });
+        }
+        let allowance = if planned { 100 } else { 0 };
+        state
+            .draw(&spec, t(1), used, &|_| Limit::Finite(allowance))
+            .unwrap();
+        let grants = if planned {
+            vec![grant(&p, "acme", None, -1, None)]
+        } else {
+            vec![]
+        };
+        IndexWriter::from_snapshot(
+            Snapshot {
+                features: vec![feature.clone()],
+                plans: vec![p],
+                flags: vec![],
+                routes: vec![],
+                tenants: vec![("acme".into(), None)],
+                grants,
+                meters: vec![("acme".into(), feature.id, state)],
+            },
+            1,
+        )
+    }
+
+    fn check(w: &IndexWriter, requested: Option<u64>) -> Decision {
+        w.current().check(
+            &CheckRequest {
+                subject: Subject::account("acme"),
+                target: Target::Feature("calls"),
+                requested,
+            },
+            t(2),
+        )
+    }
+
+    #[test]
+    fn a_metered_check_answers_from_the_balance_with_the_period() {
+        let d = check(&index(false, true, 60, None), Some(40));
+        assert!(d.result);
+        assert_eq!(d.allow_reason, Some(AllowReason::Grant));
+        let meter = d.meter.unwrap();
+        assert_eq!(
+            (meter.balance, meter.usage, meter.overage),
+            (Some(40), 60, 0)
+        );
+        assert_eq!(meter.period_end, t(24));
+        assert_eq!(
+            d.next_change_at,
+            Some(t(24)),
+            "the reset changes the answer"
+        );
+        // The allocation is the amount issued each period, not what is left.
+        assert_eq!(d.allocation, count(100));
+    }
+
+    #[test]
+    fn a_hard_limit_says_why_it_refuses() {
+        let partly = check(&index(false, true, 60, None), Some(41));
+        assert_eq!(
+            (partly.result, partly.justification),
+            (false, Some(Justification::InsufficientBalance))
+        );
+        let spent = check(&index(false, true, 100, None), None);
+        assert_eq!(
+            (spent.result, spent.justification),
+            (false, Some(Justification::UsageLimitReached))
+        );
+        assert_eq!(spent.meter.unwrap().balance, Some(0));
+    }
+
+    #[test]
+    fn a_soft_limit_allows_past_the_balance_and_says_so() {
+        let d = check(&index(true, true, 130, None), Some(5));
+        assert_eq!(
+            (d.result, d.allow_reason),
+            (true, Some(AllowReason::SoftLimitOverage))
+        );
+        assert_eq!(d.meter.unwrap().overage, 30);
+    }
+
+    #[test]
+    fn credits_alone_entitle_while_they_last() {
+        let d = check(&index(false, false, 5, Some(20)), Some(15));
+        assert_eq!(
+            (d.result, d.allow_reason),
+            (true, Some(AllowReason::Credits))
+        );
+        assert_eq!(d.meter.unwrap().balance, Some(15));
+        let none = check(&index(false, false, 0, None), None);
+        assert_eq!(
+            (none.result, none.justification),
+            (false, Some(Justification::MissingFeature))
+        );
+    }
+
+    #[test]
+    fn a_top_up_on_a_plan_managed_limit_adds_to_it() {
+        let d = check(&index(false, true, 100, Some(50)), Some(50));
+        assert!(d.result);
+        assert_eq!(d.meter.unwrap().balance, Some(50));
+    }
+
+    #[test]
+    fn a_meter_update_replaces_the_state_and_checks_see_it() {
+        let mut w = index(false, true, 0, None);
+        assert_eq!(check(&w, None).meter.unwrap().balance, Some(100));
+        let feature = w.current().catalog_feature("calls").unwrap().0.clone();
+        let spec = feature.metering.as_ref().unwrap().spec();
+        let mut state = MeterState::open(&spec, t(1)).unwrap();
+        state
+            .draw(&spec, t(1), 100, &|_| Limit::Finite(100))
+            .unwrap();
+        w.apply([IndexChange::UpsertMeter {
+            tenant_id: "acme".into(),
+            feature_id: feature.id,
+            state: Box::new(state),
+        }]);
+        assert_eq!(
+            check(&w, None).justification,
+            Some(Justification::UsageLimitReached)
+        );
+    }
 }

@@ -546,6 +546,7 @@ impl World {
             }
         };
         Decision {
+            meter: Default::default(),
             result: v.result,
             justification: v.justification,
             allow_reason: v.reason,
@@ -1124,6 +1125,7 @@ fn build_incrementally(
     let (held_back_plan, first_plans) = w.plans.split_last().expect("plans");
     let mut writer = IndexWriter::from_snapshot(
         Snapshot {
+            meters: Default::default(),
             features: w.features.clone(),
             plans: first_plans.to_vec(),
             flags: vec![],

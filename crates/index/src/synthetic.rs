@@ -243,6 +243,7 @@ pub fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<String>) {
     }
     (
         Snapshot {
+            meters: Default::default(),
             features: features(),
             plans,
             flags: flags(),

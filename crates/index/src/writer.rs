@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::index::{
     Catalog, CompactGrant, EntitlementIndex, MemoryEstimate, TenantKey, TenantNode, UserGrants,
 };
+use super::metering::MeterState;
 use super::model::{Feature, FeatureFlag, Grant, Plan, Route};
 use rustc_hash::FxHashMap;
 
@@ -60,6 +61,12 @@ pub enum IndexChange {
     RemoveTenant {
         id: String,
     },
+    /// An account's meter of a metered feature, as its last write left it.
+    UpsertMeter {
+        tenant_id: String,
+        feature_id: Uuid,
+        state: Box<MeterState>,
+    },
 }
 
 /// Everything needed to build an index from scratch (at start, from storage).
@@ -72,6 +79,8 @@ pub struct Snapshot {
     /// `(tenant, parent)`.
     pub tenants: Vec<(String, Option<String>)>,
     pub grants: Vec<Grant>,
+    /// `(account, feature id, meter)`.
+    pub meters: Vec<(String, Uuid, MeterState)>,
 }
 
 /// The single writer. Not `Sync`-shared: the service owns it behind its write path.
@@ -99,6 +108,7 @@ struct Draft {
     parent: Option<TenantKey>,
     grants: Vec<CompactGrant>,
     users: BTreeMap<Box<str>, Vec<CompactGrant>>,
+    meters: BTreeMap<Uuid, MeterState>,
     removed: bool,
 }
 
@@ -113,6 +123,7 @@ impl Draft {
                 .iter()
                 .map(|u| (u.user.clone(), u.grants.to_vec()))
                 .collect(),
+            meters: node.meter_lists().iter().cloned().collect(),
             removed: false,
         }
     }
@@ -136,10 +147,13 @@ impl Draft {
                 }
             })
             .collect();
+        // BTreeMap order is the feature-id order checks binary-search on.
+        let meters: Vec<(Uuid, MeterState)> = self.meters.into_iter().collect();
         TenantNode {
             parent: self.parent,
             grants: self.grants.into(),
             users: (!users.is_empty()).then(|| users.into()),
+            meters: (!meters.is_empty()).then(|| meters.into()),
         }
     }
 }
@@ -183,7 +197,17 @@ impl IndexWriter {
                     .into_iter()
                     .map(|(id, parent)| IndexChange::UpsertTenant { id, parent }),
             )
-            .chain(snapshot.grants.into_iter().map(IndexChange::UpsertGrant));
+            .chain(snapshot.grants.into_iter().map(IndexChange::UpsertGrant))
+            .chain(
+                snapshot
+                    .meters
+                    .into_iter()
+                    .map(|(tenant_id, feature_id, state)| IndexChange::UpsertMeter {
+                        tenant_id,
+                        feature_id,
+                        state: Box::new(state),
+                    }),
+            );
         for change in changes {
             writer.apply_one(change);
         }
@@ -357,11 +381,22 @@ impl IndexWriter {
                 let draft = self.draft(key);
                 let grants = std::mem::take(&mut draft.grants);
                 let users = std::mem::take(&mut draft.users);
+                draft.meters.clear();
                 draft.parent = None;
                 draft.removed = true;
                 for g in grants.iter().chain(users.values().flatten()) {
                     self.locator.remove(&g.id);
                 }
+            }
+            IndexChange::UpsertMeter {
+                tenant_id,
+                feature_id,
+                state,
+            } => {
+                let key = self.intern(&tenant_id);
+                let draft = self.draft(key);
+                draft.removed = false;
+                draft.meters.insert(feature_id, *state);
             }
         }
     }

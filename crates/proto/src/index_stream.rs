@@ -531,6 +531,15 @@ impl From<&ix::IndexChange> for pb::IndexChange {
                 parent_id: parent.clone(),
             }),
             C::RemoveTenant { id } => Change::RemoveAccount(id.clone()),
+            C::UpsertMeter {
+                tenant_id,
+                feature_id,
+                state,
+            } => Change::UpsertMeter(pb::IndexMeter {
+                account_id: tenant_id.clone(),
+                feature_id: feature_id.to_string(),
+                state_json: serde_json::to_string(state).unwrap_or_default(),
+            }),
         };
         pb::IndexChange {
             change: Some(change),
@@ -570,6 +579,12 @@ impl TryFrom<pb::IndexChange> for ix::IndexChange {
                     parent: a.parent_id,
                 },
                 Change::RemoveAccount(id) => C::RemoveTenant { id },
+                Change::UpsertMeter(m) => C::UpsertMeter {
+                    tenant_id: m.account_id,
+                    feature_id: uuid("upsert_meter.feature_id", &m.feature_id)?,
+                    state: serde_json::from_str(&m.state_json)
+                        .map_err(|e| bad("upsert_meter.state_json", e.to_string()))?,
+                },
             },
         )
     }

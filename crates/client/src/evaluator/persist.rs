@@ -148,7 +148,8 @@ pub fn save(
                     .keys()
                     .flat_map(|id| export.grants_of(id))
                     .map(IndexChange::UpsertGrant),
-            );
+            )
+            .chain(accounts.keys().flat_map(|id| export.meters_of(id)));
         let mut chunk = Vec::with_capacity(CHANGES_PER_CHUNK);
         for change in changes {
             chunk.push(change);

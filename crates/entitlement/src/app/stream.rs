@@ -298,6 +298,7 @@ impl<S: Storage + 'static> Subscriber<S> {
                     }
                 }
                 IndexChange::RemoveTenant { id } => in_scope(id),
+                IndexChange::UpsertMeter { tenant_id, .. } => in_scope(tenant_id),
             };
             if keep {
                 out.push(change.clone());
@@ -333,6 +334,9 @@ impl<S: Storage + 'static> Subscriber<S> {
         for id in accounts.keys() {
             for grant in export.grants_of(id) {
                 chunk.push(self, IndexChange::UpsertGrant(grant)).await?;
+            }
+            for meter in export.meters_of(id) {
+                chunk.push(self, meter).await?;
             }
         }
         chunk.flush(self).await?;

@@ -247,7 +247,11 @@ pub fn entries(prior: &Prior<'_>, changes: &[IndexChange]) -> Vec<AuditEntry> {
                         None,
                     )
                 }
-                IndexChange::UpsertTenant { .. } | IndexChange::RemoveTenant { .. } => return None,
+                // A meter moves with usage (not an administrative write); the credit grants and
+                // resets that also move it are audited by their own use-cases.
+                IndexChange::UpsertTenant { .. }
+                | IndexChange::RemoveTenant { .. }
+                | IndexChange::UpsertMeter { .. } => return None,
             })
         })
         .collect()

@@ -194,7 +194,10 @@ pub fn revision_events(revision: u64, time: DateTime<Utc>, changes: &[IndexChang
                 IndexChange::DeleteGrant { id } => {
                     (types::GRANT_DELETED, None, json!({ "grant": { "id": id } }))
                 }
-                IndexChange::UpsertTenant { .. } | IndexChange::RemoveTenant { .. } => {
+                // Meters change with usage; threshold events, not every change, go out.
+                IndexChange::UpsertTenant { .. }
+                | IndexChange::RemoveTenant { .. }
+                | IndexChange::UpsertMeter { .. } => {
                     return None;
                 }
             };

@@ -59,6 +59,8 @@ fn justification(j: Option<Justification>) -> pb::Justification {
         Some(Justification::MissingRoute) => P::MissingRoute,
         Some(Justification::RouteDenied) => P::RouteDenied,
         Some(Justification::TenantNotFound) => P::TenantNotFound,
+        Some(Justification::UsageLimitReached) => P::UsageLimitReached,
+        Some(Justification::InsufficientBalance) => P::InsufficientBalance,
     }
 }
 
@@ -70,6 +72,8 @@ fn allow_reason(r: Option<domain::AllowReason>) -> AllowReason {
         Some(D::UngatedPermission) => AllowReason::UngatedPermission,
         Some(D::RouteAllow) => AllowReason::RouteAllow,
         Some(D::RouteRequirementsMet) => AllowReason::RouteRequirementsMet,
+        Some(D::SoftLimitOverage) => AllowReason::SoftLimitOverage,
+        Some(D::Credits) => AllowReason::Credits,
     }
 }
 
@@ -136,6 +140,13 @@ fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> Entitleme
             ..provenance(index, &q.tenant_id, by, feature_key)
         }),
         next_change_at: d.next_change_at.map(convert::timestamp),
+        meter: d.meter.map(|m| pb::MeterReading {
+            balance: m.balance,
+            usage: m.usage,
+            overage: m.overage,
+            period_start: Some(convert::timestamp(m.period_start)),
+            period_end: Some(convert::timestamp(m.period_end)),
+        }),
     }
 }
 

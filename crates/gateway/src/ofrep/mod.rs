@@ -515,14 +515,7 @@ fn metadata(d: &pb::EntitlementDecision, revision: u64) -> Map<String, Json_> {
     if let Some(j) = justification_name(d.justification()) {
         m.insert("justification".to_owned(), Json_::from(j));
     }
-    let allow = match d.allow_reason() {
-        pb::AllowReason::Unspecified => None,
-        pb::AllowReason::Grant => Some("GRANT"),
-        pb::AllowReason::UngatedPermission => Some("UNGATED_PERMISSION"),
-        pb::AllowReason::RouteAllow => Some("ROUTE_ALLOW"),
-        pb::AllowReason::RouteRequirementsMet => Some("ROUTE_REQUIREMENTS_MET"),
-    };
-    if let Some(a) = allow {
+    if let Some(a) = crate::routes::checks::allow_reason_name(d.allow_reason()) {
         m.insert("allowReason".to_owned(), Json_::from(a));
     }
     if let Some(p) = &d.provenance {

@@ -276,14 +276,34 @@ pub struct Provenance {
 pub struct Decision {
     pub result: bool,
     /// Why not: MISSING_FEATURE, MISSING_PERMISSION, PLAN_EXPIRED, PLAN_REVOKED, NOT_STARTED,
-    /// FEATURE_FLAG_OFF, LIMIT_EXCEEDED, MISSING_ROUTE, ROUTE_DENIED, TENANT_NOT_FOUND.
+    /// FEATURE_FLAG_OFF, LIMIT_EXCEEDED, MISSING_ROUTE, ROUTE_DENIED, TENANT_NOT_FOUND,
+    /// USAGE_LIMIT_REACHED, INSUFFICIENT_BALANCE.
     pub justification: Option<String>,
-    /// Why: GRANT, UNGATED_PERMISSION, ROUTE_ALLOW, ROUTE_REQUIREMENTS_MET.
+    /// Why: GRANT, UNGATED_PERMISSION, ROUTE_ALLOW, ROUTE_REQUIREMENTS_MET, SOFT_LIMIT_OVERAGE,
+    /// CREDITS.
     pub allow_reason: Option<String>,
     pub allocation: AllocationJson,
     pub provenance: Option<Provenance>,
     /// When the answer would next change by time alone.
     pub next_change_at: Option<String>,
+    /// A metered feature's meter (`allocation` is then the amount issued each period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meter: Option<MeterJson>,
+}
+
+/// A metered feature's meter at the check's instant.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterJson {
+    /// What can still be drawn this period; null when the plan allowance is unlimited.
+    pub balance: Option<i64>,
+    /// Usage this period.
+    pub usage: i64,
+    /// Usage no credit covered this period (soft limits), including overage carried in.
+    pub overage: i64,
+    pub period_start: Option<String>,
+    /// The next reset.
+    pub period_end: Option<String>,
 }
 
 /// Answer of `is-entitled-to`.
@@ -315,16 +335,20 @@ pub fn justification_name(j: Justification) -> Option<&'static str> {
         Justification::MissingRoute => "MISSING_ROUTE",
         Justification::RouteDenied => "ROUTE_DENIED",
         Justification::TenantNotFound => "TENANT_NOT_FOUND",
+        Justification::UsageLimitReached => "USAGE_LIMIT_REACHED",
+        Justification::InsufficientBalance => "INSUFFICIENT_BALANCE",
     })
 }
 
-fn allow_reason_name(r: AllowReason) -> Option<&'static str> {
+pub fn allow_reason_name(r: AllowReason) -> Option<&'static str> {
     Some(match r {
         AllowReason::Unspecified => return None,
         AllowReason::Grant => "GRANT",
         AllowReason::UngatedPermission => "UNGATED_PERMISSION",
         AllowReason::RouteAllow => "ROUTE_ALLOW",
         AllowReason::RouteRequirementsMet => "ROUTE_REQUIREMENTS_MET",
+        AllowReason::SoftLimitOverage => "SOFT_LIMIT_OVERAGE",
+        AllowReason::Credits => "CREDITS",
     })
 }
 
@@ -358,6 +382,13 @@ fn decision(d: pb::EntitlementDecision) -> Decision {
         allocation: allocation_json(d.allocation),
         provenance: d.provenance.map(provenance),
         next_change_at: opt_timestamp(d.next_change_at),
+        meter: d.meter.map(|m| MeterJson {
+            balance: m.balance,
+            usage: m.usage,
+            overage: m.overage,
+            period_start: opt_timestamp(m.period_start),
+            period_end: opt_timestamp(m.period_end),
+        }),
     }
 }
 
@@ -615,6 +646,8 @@ fn agent_justification(j: Justification, permission_check: bool) -> Option<&'sta
         | Justification::NotStarted
         | Justification::FeatureFlagOff
         | Justification::LimitExceeded
+        | Justification::UsageLimitReached
+        | Justification::InsufficientBalance
         | Justification::TenantNotFound => missing,
     })
 }

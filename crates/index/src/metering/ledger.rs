@@ -7,11 +7,12 @@
 //! the period and place it belongs to, and the same events always give the same balances.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What a credit leaves for the next period at a reset:
 /// `min(max, max(remaining, min))` — `min` tops it up, `max` caps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollover {
     pub min: i64,
     pub max: i64,
@@ -27,7 +28,8 @@ impl Rollover {
 }
 
 /// Something usage can be drawn from during a period.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Credit {
     pub id: Uuid,
     /// Lower first.
@@ -44,7 +46,7 @@ pub struct Credit {
 }
 
 impl Credit {
-    fn usable_at(&self, at: DateTime<Utc>) -> bool {
+    pub fn usable_at(&self, at: DateTime<Utc>) -> bool {
         self.effective_at <= at
             && self.expires_at.is_none_or(|e| at < e)
             && self.voided_at.is_none_or(|v| at < v)
@@ -52,7 +54,7 @@ impl Credit {
 
     /// Burn-down order: priority, then the soonest expiry (none last), then the oldest, then id
     /// so the order is total.
-    fn burn_key(&self) -> (u32, bool, Option<DateTime<Utc>>, DateTime<Utc>, Uuid) {
+    pub fn burn_key(&self) -> (u32, bool, Option<DateTime<Utc>>, DateTime<Utc>, Uuid) {
         (
             self.priority,
             self.expires_at.is_none(),

@@ -4,6 +4,7 @@
 pub mod ledger;
 pub mod meter;
 pub mod period;
+pub mod state;
 
 pub use ledger::{Credit, Draw, Ledger, LedgerError, Rollover};
 pub use meter::{
@@ -11,3 +12,4 @@ pub use meter::{
     Usage,
 };
 pub use period::{PeriodError, PeriodWindow, Recurrence, UsagePeriod};
+pub use state::{ALLOWANCE_ID, ALLOWANCE_PRIORITY, DrawError, MeterReading, MeterState};
