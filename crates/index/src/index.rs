@@ -140,7 +140,7 @@ pub struct CheckRequest<'a> {
 }
 
 /// Why a check said no.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Justification {
     MissingFeature,
@@ -184,7 +184,7 @@ pub struct DecidedBy {
 }
 
 /// Why a check said yes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AllowReason {
     /// A grant (or a plan's targeting) includes the feature; see `decided_by`.
@@ -732,8 +732,7 @@ impl Verdict {
 /// each period) weighed against the account's meter.
 fn metered(
     base: Verdict,
-    subj: &Resolved<'_>,
-    feature_id: Uuid,
+    state: Option<&MeterState>,
     spec: &MeterSpec,
     requested: Option<u64>,
     at: i64,
@@ -745,7 +744,6 @@ fn metered(
     let Some(when) = DateTime::from_timestamp_micros(at) else {
         return base;
     };
-    let state = subj.node.meter(feature_id);
     let reading = match state {
         Some(state) => state.read(spec, when, allocation),
         None => match MeterState::open(spec, when) {
@@ -1213,6 +1211,23 @@ impl EntitlementIndex {
         at: i64,
         overlay: Option<&Overlay>,
     ) -> Verdict {
+        self.eval_feature_with(subj, feature, attributes, requested, at, overlay, false)
+    }
+
+    /// [`Self::eval_feature`]; `grants_only` leaves a metered feature's meter out (its verdict
+    /// is the grants' alone, the allocation the amount issued each period).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn eval_feature_with(
+        &self,
+        subj: &Resolved<'_>,
+        feature: u32,
+        attributes: Option<&Map<String, Value>>,
+        requested: Option<u64>,
+        at: i64,
+        overlay: Option<&Overlay>,
+        grants_only: bool,
+    ) -> Verdict {
         let catalog = &*self.catalog;
         let entry = &catalog.features[feature as usize];
         if let Some(flag) = &entry.flag
@@ -1270,9 +1285,59 @@ impl EntitlementIndex {
         match entry.meter {
             // The allocation is issued per period, so the request is weighed against the
             // balance, not the allocation.
-            Some((id, spec)) => metered(acc.finish(feature, None), subj, id, &spec, requested, at),
-            None => acc.finish(feature, requested),
+            Some((id, spec)) if !grants_only => metered(
+                acc.finish(feature, None),
+                subj.node.meter(id),
+                &spec,
+                requested,
+                at,
+            ),
+            _ => acc.finish(feature, requested),
         }
+    }
+
+    /// The plan allowance a metered feature issues each period to `tenant_id` at `at`: the
+    /// account's merged allocation from its own and inherited grants (targeting attributes
+    /// are a check's, not an account's: plans reached by targeting alone issue none).
+    /// `Finite(0)` without one.
+    pub fn issued_allowance(&self, tenant_id: &str, feature_key: &str, at: DateTime<Utc>) -> Limit {
+        let subject = Subject::account(tenant_id);
+        let (Some(subj), Some(&f)) = (
+            self.resolve(&subject),
+            self.catalog.feature_by_key.get(feature_key),
+        ) else {
+            return Limit::Finite(0);
+        };
+        let v = self.eval_feature_with(&subj, f, None, None, at.timestamp_micros(), None, true);
+        match (v.result, v.allocation) {
+            (true, Some(Allocation::MaxCount(limit))) => limit,
+            _ => Limit::Finite(0),
+        }
+    }
+
+    /// A metered feature's check for an account against `state` (a meter read under its lock,
+    /// newer than the index's): what a consumption decides on. `None` when the feature is not
+    /// metered or the account unknown.
+    pub fn meter_decision(
+        &self,
+        tenant_id: &str,
+        feature_key: &str,
+        state: Option<&MeterState>,
+        requested: Option<u64>,
+        at: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let subj = self.resolve(&Subject::account(tenant_id))?;
+        let &f = self.catalog.feature_by_key.get(feature_key)?;
+        let (_, spec) = self.catalog.features[f as usize].meter?;
+        let at = at.timestamp_micros();
+        let base = self.eval_feature_with(&subj, f, None, None, at, None, true);
+        Some(metered(base, state, &spec, requested, at).into_decision(self.revision))
+    }
+
+    /// An account's meter of a metered feature as the index holds it (`None`: never drawn on
+    /// or credited, or no such account).
+    pub fn meter(&self, tenant_id: &str, feature_id: Uuid) -> Option<&MeterState> {
+        self.node(tenant_id)?.meter(feature_id)
     }
 
     /// Frontegg's permission rule: held by the subject, then entitled through any linked

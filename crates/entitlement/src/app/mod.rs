@@ -11,6 +11,7 @@ pub mod grants;
 mod idempotency;
 pub mod index;
 pub mod listing;
+pub mod metering;
 pub mod plans;
 pub mod ports;
 pub mod routes;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
+use crate::domain::metering::{CreditGrant, MeterState, StoredUsage};
 use crate::domain::transition::{Transition, TransitionKind};
 use crate::domain::webhook;
 use crate::domain::{Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route};
@@ -247,6 +248,7 @@ pub trait Storage:
     + AuditStore
     + WebhookStore
     + TransitionStore
+    + MeterStore
 {
 }
 
@@ -259,7 +261,55 @@ impl<S> Storage for S where
         + AuditStore
         + WebhookStore
         + TransitionStore
+        + MeterStore
 {
+}
+
+/// Metering: each account's meter of each metered feature (locked by the writes that draw on
+/// it), usage events under their idempotency keys, and credit grants.
+#[async_trait]
+pub trait MeterStore: Transactional {
+    /// Locks the account's meter of `feature_id` until `txn` ends (creating its row when
+    /// there is none; PostgreSQL `FOR UPDATE`, SQLite's write transaction) and returns it
+    /// (`None`: never written).
+    async fn lock_meter(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        feature_id: Uuid,
+    ) -> Result<Option<MeterState>>;
+    async fn put_meter(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        feature_id: Uuid,
+        state: &MeterState,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Stores a usage event; false when its (account, id) is taken (then nothing changed).
+    async fn insert_usage(&self, txn: &Self::Txn, usage: &StoredUsage) -> Result<bool>;
+    /// The event stored under (account, id), as `txn` sees it.
+    async fn usage_event(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        event_id: &str,
+    ) -> Result<Option<StoredUsage>>;
+    /// Marks `value` counted in the period starting at `period_start`; false when it was.
+    async fn insert_unique(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        feature_id: Uuid,
+        period_start: DateTime<Utc>,
+        value: &str,
+    ) -> Result<bool>;
+    async fn insert_credit(&self, txn: &Self::Txn, grant: &CreditGrant) -> Result<()>;
+    /// Locks a credit grant until `txn` ends.
+    async fn lock_credit(&self, txn: &Self::Txn, id: Uuid) -> Result<Option<CreditGrant>>;
+    async fn update_credit(&self, txn: &Self::Txn, grant: &CreditGrant) -> Result<()>;
+    /// An account's credit grants (of one feature, when given), oldest first.
+    async fn credits(&self, tenant_id: &str, feature_id: Option<Uuid>) -> Result<Vec<CreditGrant>>;
 }
 
 /// The time-transition scheduler's state: its cursor and the transitions it has decided.

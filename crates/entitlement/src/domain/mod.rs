@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod error;
+pub mod metering;
 pub mod transition;
 pub mod validate;
 pub mod webhook;
@@ -16,9 +17,9 @@ pub use tenantry_index::{IndexError, flag_allows, index, model, plan_targets, wr
 
 pub use error::{DomainError, ItemError, ItemProblem, Result};
 pub use tenantry_index::{
-    Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature, FeatureFlag, Grant,
-    GrantSource, GrantStatus, Limit, MergePolicy, Plan, PlanFeature, Route, RoutePolicy, Rule,
-    Treatment,
+    Aggregation, Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature,
+    FeatureFlag, Grant, GrantSource, GrantStatus, Limit, MergePolicy, Plan, PlanFeature, Route,
+    RoutePolicy, Rule, Treatment,
 };
 pub use tenantry_index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,

@@ -45,7 +45,7 @@ fn decode_query(q: Option<EntitlementQuery>) -> std::result::Result<CheckQuery, 
     })
 }
 
-fn justification(j: Option<Justification>) -> pb::Justification {
+pub(crate) fn justification(j: Option<Justification>) -> pb::Justification {
     use pb::Justification as P;
     match j {
         None => P::Unspecified,
@@ -64,7 +64,7 @@ fn justification(j: Option<Justification>) -> pb::Justification {
     }
 }
 
-fn allow_reason(r: Option<domain::AllowReason>) -> AllowReason {
+pub(crate) fn allow_reason(r: Option<domain::AllowReason>) -> AllowReason {
     use domain::AllowReason as D;
     match r {
         None => AllowReason::Unspecified,
@@ -140,13 +140,18 @@ fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> Entitleme
             ..provenance(index, &q.tenant_id, by, feature_key)
         }),
         next_change_at: d.next_change_at.map(convert::timestamp),
-        meter: d.meter.map(|m| pb::MeterReading {
-            balance: m.balance,
-            usage: m.usage,
-            overage: m.overage,
-            period_start: Some(convert::timestamp(m.period_start)),
-            period_end: Some(convert::timestamp(m.period_end)),
-        }),
+        meter: d.meter.map(meter_reading),
+    }
+}
+
+/// A metered feature's meter on the wire.
+pub(crate) fn meter_reading(m: tenantry_index::metering::MeterReading) -> pb::MeterReading {
+    pb::MeterReading {
+        balance: m.balance,
+        usage: m.usage,
+        overage: m.overage,
+        period_start: Some(convert::timestamp(m.period_start)),
+        period_end: Some(convert::timestamp(m.period_end)),
     }
 }
 

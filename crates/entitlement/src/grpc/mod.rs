@@ -8,6 +8,7 @@ pub mod convert;
 mod features;
 mod flags;
 mod grants;
+mod metering;
 mod plans;
 mod routes;
 mod stream;
@@ -31,7 +32,8 @@ use tenantry_proto::entitlement::v1::{
     entitlement_service_server::EntitlementServiceServer,
     feature_flag_service_server::FeatureFlagServiceServer,
     feature_service_server::FeatureServiceServer, grant_service_server::GrantServiceServer,
-    index_stream_service_server::IndexStreamServiceServer, plan_service_server::PlanServiceServer,
+    index_stream_service_server::IndexStreamServiceServer,
+    metering_service_server::MeteringServiceServer, plan_service_server::PlanServiceServer,
     route_service_server::RouteServiceServer,
     vendor_snapshot_service_server::VendorSnapshotServiceServer,
     webhook_service_server::WebhookServiceServer,
@@ -77,6 +79,7 @@ pub fn services(
         .add(sized!(FeatureFlagServiceServer))
         .add(sized!(RouteServiceServer))
         .add(sized!(GrantServiceServer))
+        .add(sized!(MeteringServiceServer))
         .add(sized!(VendorSnapshotServiceServer))
         .add(sized!(IndexStreamServiceServer))
         .add(

@@ -11,6 +11,7 @@ mod m20261204_000005_frontegg_keys;
 mod m20261204_000090_audit_log;
 mod m20261204_000091_webhooks;
 mod m20261204_000092_grant_transitions;
+mod m20261205_000100_metering;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000090_audit_log::Migration),
             Box::new(m20261204_000091_webhooks::Migration),
             Box::new(m20261204_000092_grant_transitions::Migration),
+            Box::new(m20261205_000100_metering::Migration),
         ]
     }
 

@@ -178,3 +178,48 @@ entity!(transition_cursor, "ent_transition_cursor", {
     pub id: i32,
     pub scanned_until: Option<DateTimeUtc>,
 });
+
+entity!(meter, "ent_meter", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub feature_id: Uuid,
+    pub state: String,
+    pub updated_at: DateTimeUtc,
+});
+
+entity!(usage_event, "ent_usage_event", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub event_id: String,
+    pub feature_id: Uuid,
+    pub user_id: Option<String>,
+    pub amount: i64,
+    pub counted: i64,
+    pub occurred_at: DateTimeUtc,
+    pub received_at: DateTimeUtc,
+    pub outcome: String,
+    pub answer: Option<String>,
+});
+
+entity!(usage_unique, "ent_usage_unique", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub feature_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub period_start: DateTimeUtc,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub value: String,
+});
+
+entity!(credit_grant, "ent_credit_grant", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub feature_id: Uuid,
+    pub doc: String,
+    pub created_at: DateTimeUtc,
+    pub voided_at: Option<DateTimeUtc>,
+});

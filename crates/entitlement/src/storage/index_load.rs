@@ -122,6 +122,30 @@ impl Store {
                 break;
             }
         }
+        // Meters after grants: few next to grants, read whole.
+        let meters: Vec<(String, Uuid, String)> = entities::meter::Entity::find()
+            .select_only()
+            .columns([
+                entities::meter::Column::TenantId,
+                entities::meter::Column::FeatureId,
+                entities::meter::Column::State,
+            ])
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(db_err("load meters"))?;
+        let mut meter_changes = Vec::with_capacity(meters.len());
+        for (tenant_id, feature_id, state) in meters {
+            if deleted.contains(&tenant_id) {
+                continue;
+            }
+            meter_changes.push(IndexChange::UpsertMeter {
+                tenant_id,
+                feature_id,
+                state: Box::new(super::from_json(&state)?),
+            });
+        }
+        writer.apply_at(0, meter_changes);
         // The newest write's time, for the index's notion of "now" (see `present`).
         let newest = entities::change_log::Entity::find()
             .filter(entities::change_log::Column::Revision.lte(revision as i64))

@@ -16,6 +16,7 @@ mod errors;
 mod grants;
 mod idempotency;
 mod index_load;
+mod metering;
 mod revisions;
 mod transitions;
 mod webhooks;

@@ -52,7 +52,7 @@ pub struct MeterState {
 
 /// A meter at an instant: what a check reports beside its answer. `Copy`, so a decision can
 /// carry it without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeterReading {
     pub period_start: DateTime<Utc>,

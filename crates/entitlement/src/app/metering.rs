@@ -1,0 +1,493 @@
+//! Metering: usage recorded into each account's meter, check-and-consume, credit grants and
+//! meter readings. Every write locks the meters it draws on, so writers of one meter (on any
+//! replica) take turns on its row and a consumption decides on the newest balance; the meter
+//! goes to the index (and every replica and agent) as an `UpsertMeter` change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::ports::Storage;
+use super::{Engine, Saved};
+use crate::domain::audit::Prior;
+use crate::domain::metering::{
+    ConsumeAnswer, CreditGrant, DrawError, MeterReading, MeterSpec, MeterState, NewConsumption,
+    NewCreditGrant, NewUsage, StoredOutcome, StoredUsage, UsageOutcome, credit_grant,
+    validate_consumption, validate_usage_batch,
+};
+use crate::domain::{
+    Aggregation, AllocationType, DomainError, EntitlementIndex, IndexChange, ItemError, Limit,
+    Result,
+};
+
+/// A metered feature as a write sees it.
+#[derive(Debug, Clone)]
+struct Metered {
+    id: Uuid,
+    key: String,
+    aggregation: Aggregation,
+    spec: MeterSpec,
+}
+
+/// Why a feature key names no metered feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotMetered {
+    Unknown,
+    OtherType,
+}
+
+impl NotMetered {
+    fn message(self) -> &'static str {
+        match self {
+            NotMetered::Unknown => "unknown feature",
+            NotMetered::OtherType => "not a metered feature",
+        }
+    }
+}
+
+fn metered(index: &EntitlementIndex, key: &str) -> std::result::Result<Metered, NotMetered> {
+    let Some((feature, _)) = index.catalog_feature(key) else {
+        return Err(NotMetered::Unknown);
+    };
+    match (&feature.metering, feature.allocation_type) {
+        (Some(m), AllocationType::Metered) => Ok(Metered {
+            id: feature.id,
+            key: feature.key.clone(),
+            aggregation: m.aggregation,
+            spec: m.spec(),
+        }),
+        _ => Err(NotMetered::OtherType),
+    }
+}
+
+fn metered_or_error(index: &EntitlementIndex, key: &str) -> Result<Metered> {
+    metered(index, key).map_err(|why| match why {
+        NotMetered::Unknown => DomainError::not_found("feature", key),
+        NotMetered::OtherType => DomainError::invalid("feature_key", why.message()),
+    })
+}
+
+fn answer_json(answer: &ConsumeAnswer) -> Result<String> {
+    serde_json::to_string(answer).map_err(|e| DomainError::Internal {
+        message: "serialize a consumption's answer".into(),
+        source: Some(Box::new(e)),
+    })
+}
+
+fn answer_of(text: &str) -> Result<ConsumeAnswer> {
+    serde_json::from_str(text).map_err(|e| DomainError::Internal {
+        message: "decode a consumption's answer".into(),
+        source: Some(Box::new(e)),
+    })
+}
+
+fn known_account(index: &EntitlementIndex, tenant_id: &str) -> Result<()> {
+    if index.contains_tenant(tenant_id) {
+        Ok(())
+    } else {
+        Err(DomainError::not_found("account", tenant_id))
+    }
+}
+
+fn draw_error(e: DrawError) -> DomainError {
+    match e {
+        DrawError::Overflow => DomainError::invalid(
+            "amount",
+            "the period's usage would exceed what can be counted",
+        ),
+        other @ (DrawError::ClosedPeriod(_) | DrawError::Negative | DrawError::Period(_)) => {
+            DomainError::invalid("timestamp", other.to_string())
+        }
+    }
+}
+
+/// A meter now: the reading, the plan allowance issued each period and what remains of each
+/// usable credit (the allowance as [`crate::domain::metering::ALLOWANCE_ID`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterView {
+    pub reading: MeterReading,
+    pub allowance: Limit,
+    pub credits: Vec<(Uuid, Option<i64>)>,
+    pub revision: u64,
+}
+
+impl<S: Storage> Engine<S> {
+    /// Records usage events (durable when this returns), each idempotent on (account, id).
+    pub async fn record_usage(&self, events: Vec<NewUsage>) -> Result<(Vec<UsageOutcome>, u64)> {
+        let now = self.now();
+        let mut bad = validate_usage_batch(&events, now)?;
+        let index = self.index.current();
+        // Meters in a fixed order, so two batches locking the same ones cannot deadlock.
+        let mut groups: BTreeMap<(&str, Uuid), (Metered, Vec<usize>)> = BTreeMap::new();
+        for (i, event) in events.iter().enumerate() {
+            if bad.iter().any(|b| b.index == i) {
+                continue;
+            }
+            if !index.contains_tenant(&event.tenant_id) {
+                bad.push(ItemError::new(i, "tenant_id", "unknown account"));
+                continue;
+            }
+            match metered(&index, &event.feature_key) {
+                Ok(m) if m.aggregation == Aggregation::UniqueCount && event.unique.is_none() => {
+                    bad.push(ItemError::new(
+                        i,
+                        "unique",
+                        "is required by a UNIQUE_COUNT feature",
+                    ));
+                }
+                Ok(m) => {
+                    groups
+                        .entry((event.tenant_id.as_str(), m.id))
+                        .or_insert_with(|| (m, Vec::new()))
+                        .1
+                        .push(i);
+                }
+                Err(why) => bad.push(ItemError::new(i, "feature_key", why.message())),
+            }
+        }
+        if !bad.is_empty() {
+            bad.sort_by_key(|b| b.index);
+            return Err(DomainError::InvalidItems(bad));
+        }
+        let txn = self.store.begin().await?;
+        let mut outcomes = vec![UsageOutcome::Recorded; events.len()];
+        let mut changes = Vec::new();
+        for ((tenant_id, feature_id), (feature, members)) in groups {
+            let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+            let mut state = self
+                .open_meter(&txn, tenant_id, &feature, now, &allocation)
+                .await?;
+            let mut drawn = false;
+            for i in members {
+                let event = &events[i];
+                if self
+                    .store
+                    .usage_event(&txn, tenant_id, &event.id)
+                    .await?
+                    .is_some()
+                {
+                    outcomes[i] = UsageOutcome::Duplicate;
+                    continue;
+                }
+                let at = event.at.unwrap_or(now);
+                let late = at < state.start;
+                let counted = match feature.aggregation {
+                    Aggregation::Sum => event.amount,
+                    Aggregation::Count => 1,
+                    // A closed period's maximum is taken over its events when read.
+                    Aggregation::Max if late => event.amount,
+                    Aggregation::Max => (event.amount - state.usage).max(0),
+                    Aggregation::UniqueCount => {
+                        let period_start = if late {
+                            feature
+                                .spec
+                                .period
+                                .containing(at)
+                                .map_err(|e| DomainError::invalid("timestamp", e.to_string()))?
+                                .start
+                        } else {
+                            state.start
+                        };
+                        let value = event.unique.as_deref().unwrap_or_default();
+                        let new = self
+                            .store
+                            .insert_unique(&txn, tenant_id, feature_id, period_start, value)
+                            .await?;
+                        i64::from(new)
+                    }
+                };
+                let outcome = if late {
+                    outcomes[i] = UsageOutcome::Late;
+                    StoredOutcome::Late
+                } else {
+                    state
+                        .draw(&feature.spec, at, counted, &allocation)
+                        .map_err(draw_error)?;
+                    drawn = true;
+                    StoredOutcome::Recorded
+                };
+                let stored = StoredUsage {
+                    tenant_id: tenant_id.to_owned(),
+                    event_id: event.id.clone(),
+                    feature_id,
+                    user_id: event.user_id.clone(),
+                    amount: event.amount,
+                    counted,
+                    occurred_at: at,
+                    received_at: now,
+                    outcome,
+                    answer: None,
+                };
+                if !self.store.insert_usage(&txn, &stored).await? {
+                    // Another meter's writer (same account, same id) got there first.
+                    return Err(DomainError::Conflict {
+                        kind: "usage event",
+                        field: "id",
+                    });
+                }
+            }
+            if drawn {
+                self.store
+                    .put_meter(&txn, tenant_id, feature_id, &state, now)
+                    .await?;
+                changes.push(IndexChange::UpsertMeter {
+                    tenant_id: tenant_id.to_owned(),
+                    feature_id,
+                    state: Box::new(state),
+                });
+            }
+        }
+        let revision = if changes.is_empty() {
+            self.store.commit_plain(txn).await?;
+            0
+        } else {
+            self.commit(txn, changes, &Prior::none()).await?
+        };
+        Ok((outcomes, revision))
+    }
+
+    /// Checks a metered feature and consumes `amount` if allowed, atomically; a retry with the
+    /// same id returns the first answer (`true`: replayed) and consumes nothing more.
+    pub async fn consume_usage(&self, c: NewConsumption) -> Result<(ConsumeAnswer, bool)> {
+        validate_consumption(&c)?;
+        let now = self.now();
+        let index = self.index.current();
+        let feature = metered_or_error(&index, &c.feature_key)?;
+        known_account(&index, &c.tenant_id)?;
+        let txn = self.store.begin().await?;
+        let allocation = |t: DateTime<Utc>| index.issued_allowance(&c.tenant_id, &feature.key, t);
+        let mut state = self
+            .open_meter(&txn, &c.tenant_id, &feature, now, &allocation)
+            .await?;
+        if let Some(prior) = self.store.usage_event(&txn, &c.tenant_id, &c.id).await? {
+            let same = prior.feature_id == feature.id && prior.amount == c.amount;
+            return match prior.answer.filter(|_| same) {
+                Some(answer) => Ok((answer_of(&answer)?, true)),
+                None => Err(DomainError::IdempotencyKeyReused(c.id)),
+            };
+        }
+        let requested = u64::try_from(c.amount).unwrap_or(u64::MAX);
+        let decision = index
+            .meter_decision(
+                &c.tenant_id,
+                &feature.key,
+                Some(&state),
+                Some(requested),
+                now,
+            )
+            .ok_or_else(|| DomainError::not_found("account", &c.tenant_id))?;
+        if decision.result {
+            state
+                .draw(&feature.spec, now, c.amount, &allocation)
+                .map_err(draw_error)?;
+        }
+        let reading = state.read(&feature.spec, now, allocation(now));
+        let mut answer = ConsumeAnswer {
+            consumed: decision.result,
+            justification: decision.justification,
+            allow_reason: decision.allow_reason,
+            meter: Some(reading),
+            revision: 0,
+        };
+        let stored = StoredUsage {
+            tenant_id: c.tenant_id.clone(),
+            event_id: c.id.clone(),
+            feature_id: feature.id,
+            user_id: c.user_id.clone(),
+            amount: c.amount,
+            counted: if decision.result { c.amount } else { 0 },
+            occurred_at: now,
+            received_at: now,
+            outcome: if decision.result {
+                StoredOutcome::Consumed
+            } else {
+                StoredOutcome::Refused
+            },
+            answer: Some(answer_json(&answer)?),
+        };
+        if !self.store.insert_usage(&txn, &stored).await? {
+            return Err(DomainError::Conflict {
+                kind: "usage event",
+                field: "id",
+            });
+        }
+        if !decision.result {
+            self.store.commit_plain(txn).await?;
+            return Ok((answer, false));
+        }
+        self.store
+            .put_meter(&txn, &c.tenant_id, feature.id, &state, now)
+            .await?;
+        answer.revision = self
+            .commit(
+                txn,
+                vec![IndexChange::UpsertMeter {
+                    tenant_id: c.tenant_id.clone(),
+                    feature_id: feature.id,
+                    state: Box::new(state),
+                }],
+                &Prior::none(),
+            )
+            .await?;
+        Ok((answer, false))
+    }
+
+    /// Grants credits on an account for a metered feature.
+    pub async fn create_credit_grant(&self, new: NewCreditGrant) -> Result<Saved<CreditGrant>> {
+        let now = self.now();
+        let index = self.index.current();
+        let feature = metered_or_error(&index, &new.feature_key)?;
+        known_account(&index, &new.tenant_id)?;
+        let grant = credit_grant(new, feature.id, now)?;
+        let txn = self.store.begin().await?;
+        self.store.insert_credit(&txn, &grant).await?;
+        let allocation =
+            |t: DateTime<Utc>| index.issued_allowance(&grant.tenant_id, &feature.key, t);
+        let mut state = self
+            .open_meter(&txn, &grant.tenant_id, &feature, now, &allocation)
+            .await?;
+        state.add_credit(grant.credit());
+        let revision = self
+            .commit_meter(txn, &grant.tenant_id, feature.id, state, now)
+            .await?;
+        Ok(Saved {
+            value: grant,
+            revision,
+        })
+    }
+
+    /// Voids a credit grant from now on; voiding a void one changes nothing.
+    pub async fn void_credit_grant(&self, id: Uuid) -> Result<Saved<CreditGrant>> {
+        let now = self.now();
+        let index = self.index.current();
+        let txn = self.store.begin().await?;
+        let mut grant = self
+            .store
+            .lock_credit(&txn, id)
+            .await?
+            .ok_or_else(|| DomainError::not_found("credit grant", id))?;
+        if grant.voided_at.is_some() {
+            self.store.commit_plain(txn).await?;
+            return Ok(Saved {
+                value: grant,
+                revision: self.revision(),
+            });
+        }
+        grant.voided_at = Some(now);
+        self.store.update_credit(&txn, &grant).await?;
+        let revision = match metered(&index, &grant.feature_key) {
+            // The feature is gone or no longer metered: nothing draws on the credit.
+            Err(_) => {
+                self.store.commit_plain(txn).await?;
+                self.revision()
+            }
+            Ok(feature) => {
+                let allocation =
+                    |t: DateTime<Utc>| index.issued_allowance(&grant.tenant_id, &feature.key, t);
+                let mut state = self
+                    .open_meter(&txn, &grant.tenant_id, &feature, now, &allocation)
+                    .await?;
+                state.void_credit(id, now);
+                self.commit_meter(txn, &grant.tenant_id, feature.id, state, now)
+                    .await?
+            }
+        };
+        Ok(Saved {
+            value: grant,
+            revision,
+        })
+    }
+
+    /// An account's credit grants (of one feature, when given), oldest first.
+    pub async fn credit_grants(
+        &self,
+        tenant_id: &str,
+        feature_key: Option<&str>,
+    ) -> Result<Vec<CreditGrant>> {
+        crate::domain::validate_tenant_id("tenant_id", tenant_id)?;
+        let feature_id = match feature_key {
+            Some(key) => Some(metered_or_error(&self.index.current(), key)?.id),
+            None => None,
+        };
+        self.store.credits(tenant_id, feature_id).await
+    }
+
+    /// An account's meter of a metered feature now, from an index including `min_revision`.
+    pub async fn meter_view(
+        &self,
+        tenant_id: &str,
+        feature_key: &str,
+        min_revision: u64,
+    ) -> Result<MeterView> {
+        let index: Arc<EntitlementIndex> = self.index_at(min_revision).await?;
+        let feature = metered_or_error(&index, feature_key)?;
+        known_account(&index, tenant_id)?;
+        let now = self.present(&index);
+        let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+        let allowance = allocation(now);
+        let mut state = match index.meter(tenant_id, feature.id) {
+            Some(state) => state.clone(),
+            None => MeterState::open(&feature.spec, now)
+                .map_err(|e| DomainError::invalid("metering", e.to_string()))?,
+        };
+        state
+            .advance(&feature.spec, now, &allocation)
+            .map_err(|e| DomainError::invalid("metering", e.to_string()))?;
+        Ok(MeterView {
+            reading: state.read(&feature.spec, now, allowance),
+            allowance,
+            credits: state.remaining_at(now, allowance).collect(),
+            revision: index.revision(),
+        })
+    }
+
+    /// The account's meter of `feature`, locked for `txn` and brought to `now`.
+    async fn open_meter(
+        &self,
+        txn: &S::Txn,
+        tenant_id: &str,
+        feature: &Metered,
+        now: DateTime<Utc>,
+        allocation: &(dyn Fn(DateTime<Utc>) -> Limit + Sync),
+    ) -> Result<MeterState> {
+        let state = self.store.lock_meter(txn, tenant_id, feature.id).await?;
+        let mut state = match state {
+            Some(state) => state,
+            None => MeterState::open(&feature.spec, now)
+                .map_err(|e| DomainError::invalid("metering", e.to_string()))?,
+        };
+        state
+            .advance(&feature.spec, now, allocation)
+            .map_err(|e| DomainError::invalid("metering", e.to_string()))?;
+        Ok(state)
+    }
+
+    async fn commit_meter(
+        &self,
+        txn: S::Txn,
+        tenant_id: &str,
+        feature_id: Uuid,
+        state: MeterState,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.store
+            .put_meter(&txn, tenant_id, feature_id, &state, now)
+            .await?;
+        self.commit(
+            txn,
+            vec![IndexChange::UpsertMeter {
+                tenant_id: tenant_id.to_owned(),
+                feature_id,
+                state: Box::new(state),
+            }],
+            &Prior::none(),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+#[path = "metering_tests.rs"]
+mod tests;

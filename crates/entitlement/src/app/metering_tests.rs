@@ -1,0 +1,261 @@
+//! Metering through the use-cases, on SQLite and PostgreSQL, with a manual clock.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tenantry_index::metering::{Recurrence, UsagePeriod};
+
+use super::*;
+use crate::app::testing::{TestEngine, engine, engine_on, feature_doc, t0};
+use crate::clock::ManualClock;
+use crate::domain::metering::ALLOWANCE_ID;
+use crate::domain::{Allocation, Justification, PlanFeature};
+use tenantry_index::Metering;
+
+async fn metered_feature(e: &TestEngine, key: &str, soft_limit: bool) {
+    let mut doc = feature_doc(key, AllocationType::Metered, &[]);
+    doc.feature.metering = Some(Metering {
+        unit: "call".into(),
+        aggregation: Aggregation::Sum,
+        period: UsagePeriod::new(Recurrence::MONTH, t0() - TimeDelta::days(3)),
+        soft_limit,
+        carry_overage: false,
+    });
+    e.engine
+        .create_feature(doc, None)
+        .await
+        .expect("metered feature");
+}
+
+/// `acme` on a plan issuing 100 `calls` a month.
+async fn setup(e: &TestEngine) {
+    e.account("acme", None).await;
+    metered_feature(e, "calls", false).await;
+    e.plan(
+        "api",
+        vec![PlanFeature {
+            feature_key: "calls".into(),
+            allocation: Some(Allocation::MaxCount(Limit::Finite(100))),
+        }],
+    )
+    .await;
+    e.grant("api", "acme", None).await;
+}
+
+fn event(id: &str, amount: i64, at: Option<DateTime<Utc>>) -> NewUsage {
+    NewUsage {
+        id: id.into(),
+        tenant_id: "acme".into(),
+        user_id: None,
+        feature_key: "calls".into(),
+        amount,
+        at,
+        unique: None,
+    }
+}
+
+fn consumption(id: &str, amount: i64) -> NewConsumption {
+    NewConsumption {
+        id: id.into(),
+        tenant_id: "acme".into(),
+        user_id: Some("u1".into()),
+        feature_key: "calls".into(),
+        amount,
+    }
+}
+
+async fn balance(e: &TestEngine) -> Option<i64> {
+    e.check("acme", None, "calls").await.meter.unwrap().balance
+}
+
+#[tokio::test]
+async fn usage_draws_the_balance_down_once_per_event_id() {
+    let e = engine().await;
+    setup(&e).await;
+    let (outcomes, revision) = e
+        .engine
+        .record_usage(vec![
+            event("a", 30, None),
+            event("b", 20, None),
+            event("a", 30, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            UsageOutcome::Recorded,
+            UsageOutcome::Recorded,
+            UsageOutcome::Duplicate
+        ]
+    );
+    assert!(revision > 0);
+    assert_eq!(balance(&e).await, Some(50));
+    // A retry of the whole batch counts nothing again.
+    let (again, revision) = e
+        .engine
+        .record_usage(vec![event("a", 30, None), event("b", 20, None)])
+        .await
+        .unwrap();
+    assert_eq!(again, [UsageOutcome::Duplicate, UsageOutcome::Duplicate]);
+    assert_eq!(revision, 0);
+    let d = e.check("acme", None, "calls").await;
+    assert_eq!(
+        (d.meter.unwrap().usage, d.meter.unwrap().balance),
+        (50, Some(50))
+    );
+}
+
+#[tokio::test]
+async fn the_balance_resets_with_the_period_and_late_usage_stays_in_its_own() {
+    let e = engine().await;
+    setup(&e).await;
+    e.engine
+        .record_usage(vec![event("a", 80, None)])
+        .await
+        .unwrap();
+    assert_eq!(balance(&e).await, Some(20));
+    // The next month: a fresh 100; an event about last month is counted there.
+    e.clock.advance(TimeDelta::days(31));
+    assert_eq!(balance(&e).await, Some(100));
+    let (outcomes, _) = e
+        .engine
+        .record_usage(vec![
+            event("late", 50, Some(e.engine.now() - TimeDelta::days(30))),
+            event("now", 5, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [UsageOutcome::Late, UsageOutcome::Recorded]);
+    assert_eq!(balance(&e).await, Some(95));
+}
+
+#[tokio::test]
+async fn a_consumption_is_refused_past_a_hard_limit_and_a_retry_answers_the_same() {
+    let e = engine().await;
+    setup(&e).await;
+    let (first, replayed) = e.engine.consume_usage(consumption("c1", 70)).await.unwrap();
+    assert!(first.consumed && !replayed);
+    assert_eq!(first.meter.unwrap().balance, Some(30));
+    let (refused, _) = e.engine.consume_usage(consumption("c2", 31)).await.unwrap();
+    assert!(!refused.consumed);
+    assert_eq!(
+        refused.justification,
+        Some(Justification::InsufficientBalance)
+    );
+    // Retries: the first answers again and nothing more is consumed.
+    let (again, replayed) = e.engine.consume_usage(consumption("c1", 70)).await.unwrap();
+    assert!(replayed && again.consumed);
+    assert_eq!(balance(&e).await, Some(30));
+    // The same id for a different request is refused.
+    assert!(matches!(
+        e.engine.consume_usage(consumption("c1", 5)).await,
+        Err(DomainError::IdempotencyKeyReused(_))
+    ));
+    let (rest, _) = e.engine.consume_usage(consumption("c3", 30)).await.unwrap();
+    assert!(rest.consumed);
+    let (spent, _) = e.engine.consume_usage(consumption("c4", 1)).await.unwrap();
+    assert_eq!(spent.justification, Some(Justification::UsageLimitReached));
+}
+
+#[tokio::test]
+async fn a_top_up_extends_a_plan_managed_limit_and_voiding_it_is_not_retroactive() {
+    let e = engine().await;
+    setup(&e).await;
+    let top_up = e
+        .engine
+        .create_credit_grant(NewCreditGrant {
+            tenant_id: "acme".into(),
+            feature_key: "calls".into(),
+            amount: 50,
+            priority: None,
+            effective_at: None,
+            expires_at: None,
+            rollover: None,
+            metadata: serde_json::json!({"reason": "compensation"}),
+        })
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(balance(&e).await, Some(150));
+    e.engine
+        .record_usage(vec![event("a", 120, None)])
+        .await
+        .unwrap();
+    let view = e.engine.meter_view("acme", "calls", 0).await.unwrap();
+    assert_eq!(view.reading.balance, Some(30));
+    // The allowance (expiring at the reset) went first.
+    assert_eq!(
+        view.credits,
+        [(ALLOWANCE_ID, Some(0)), (top_up.id, Some(30))]
+    );
+    let voided = e.engine.void_credit_grant(top_up.id).await.unwrap().value;
+    assert!(voided.voided_at.is_some());
+    let after = e.check("acme", None, "calls").await.meter.unwrap();
+    assert_eq!((after.balance, after.usage), (Some(0), 120));
+    let listed = e.engine.credit_grants("acme", Some("calls")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].voided_at.is_some());
+}
+
+#[tokio::test]
+async fn bad_usage_is_refused_whole_with_every_bad_event_named() {
+    let e = engine().await;
+    setup(&e).await;
+    e.feature("seats", AllocationType::MaxCount, &[]).await;
+    let mut not_metered = event("x", 1, None);
+    not_metered.feature_key = "seats".into();
+    let mut unknown_account = event("y", 1, None);
+    unknown_account.tenant_id = "nobody".into();
+    let future = event("z", 1, Some(e.engine.now() + TimeDelta::hours(1)));
+    let err = e
+        .engine
+        .record_usage(vec![
+            event("ok", 1, None),
+            not_metered,
+            unknown_account,
+            future,
+        ])
+        .await
+        .unwrap_err();
+    let DomainError::InvalidItems(items) = err else {
+        panic!("expected item errors, got {err:?}");
+    };
+    let fields: Vec<(usize, &str)> = items.iter().map(|i| (i.index, i.field.as_str())).collect();
+    assert_eq!(
+        fields,
+        [(1, "feature_key"), (2, "tenant_id"), (3, "timestamp")]
+    );
+    // Nothing of the batch was counted.
+    assert_eq!(balance(&e).await, Some(100));
+}
+
+/// Two replicas on one PostgreSQL consume the last units of a hard limit at once: together
+/// they never exceed it.
+#[tokio::test]
+async fn parallel_consumers_on_two_replicas_never_overdraw_a_hard_limit() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    let clock = ManualClock::new(t0());
+    let a = engine_on(&url, clock.clone()).await;
+    setup(&a).await;
+    let b = engine_on(&url, clock.clone()).await;
+    b.engine.catch_up().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    for i in 0..40 {
+        let replica = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            replica
+                .engine
+                .consume_usage(consumption(&format!("p{i}"), 3))
+                .await
+                .unwrap()
+                .0
+                .consumed
+        });
+    }
+    let consumed = tasks.join_all().await.into_iter().filter(|c| *c).count();
+    // 100 / 3: exactly 33 fit.
+    assert_eq!(consumed, 33);
+    a.engine.catch_up().await.unwrap();
+    let meter = a.check("acme", None, "calls").await.meter.unwrap();
+    assert_eq!((meter.usage, meter.balance), (99, Some(1)));
+}

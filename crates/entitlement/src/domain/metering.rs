@@ -1,0 +1,308 @@
+//! Metering's records and their validation: usage events, credit grants and the stored answer
+//! of a consumption. The arithmetic (periods, burn-down, rollover) is the index's
+//! `tenantry_index::metering`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{AllowReason, DomainError, ItemError, Justification, Result};
+pub use tenantry_index::metering::{
+    ALLOWANCE_ID, ALLOWANCE_PRIORITY, Credit, DrawError, MeterReading, MeterSpec, MeterState,
+    Rollover,
+};
+
+/// Events per RecordUsage call.
+pub const MAX_USAGE_BATCH: usize = 1_000;
+/// The largest amount one event or credit grant may carry: sums of a period's events stay far
+/// from `i64`'s limit.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+/// How far ahead of the service's clock an event's timestamp may be (clock skew).
+pub const MAX_FUTURE_SKEW: TimeDelta = TimeDelta::minutes(5);
+/// Longest idempotency key, unique value and user ID of an event.
+pub const MAX_EVENT_TEXT: usize = 255;
+/// Highest credit-grant priority.
+pub const MAX_PRIORITY: u32 = 1_000;
+/// Largest credit-grant metadata, serialized.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// A usage event as reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewUsage {
+    pub id: String,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub feature_key: String,
+    pub amount: i64,
+    /// `None`: when received.
+    pub at: Option<DateTime<Utc>>,
+    pub unique: Option<String>,
+}
+
+/// What became of one reported event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UsageOutcome {
+    /// Counted in the open period.
+    Recorded,
+    /// Its id was seen before: nothing counted again.
+    Duplicate,
+    /// Counted in the closed period it belongs to; the open balance is unchanged.
+    Late,
+}
+
+/// How a stored event was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredOutcome {
+    Recorded,
+    Late,
+    /// A consumption that was allowed.
+    Consumed,
+    /// A consumption that was refused (kept so a retry answers the same).
+    Refused,
+}
+
+impl StoredOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredOutcome::Recorded => "recorded",
+            StoredOutcome::Late => "late",
+            StoredOutcome::Consumed => "consumed",
+            StoredOutcome::Refused => "refused",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "recorded" => StoredOutcome::Recorded,
+            "late" => StoredOutcome::Late,
+            "consumed" => StoredOutcome::Consumed,
+            "refused" => StoredOutcome::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// A usage event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredUsage {
+    pub tenant_id: String,
+    pub event_id: String,
+    pub feature_id: Uuid,
+    pub user_id: Option<String>,
+    /// As reported.
+    pub amount: i64,
+    /// What it added to its period's usage (COUNT: 1; MAX: the rise; UNIQUE_COUNT: 1 or 0).
+    pub counted: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub outcome: StoredOutcome,
+    /// A consumption's answer (JSON of [`ConsumeAnswer`]).
+    pub answer: Option<String>,
+}
+
+/// A consumption's answer, stored with it so a retry returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumeAnswer {
+    pub consumed: bool,
+    pub justification: Option<Justification>,
+    pub allow_reason: Option<AllowReason>,
+    pub meter: Option<MeterReading>,
+    pub revision: u64,
+}
+
+/// A consumption as asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewConsumption {
+    pub id: String,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub feature_key: String,
+    pub amount: i64,
+}
+
+/// A credit grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditGrant {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub feature_id: Uuid,
+    pub feature_key: String,
+    pub amount: i64,
+    pub priority: u32,
+    pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rollover: Rollover,
+    #[serde(default)]
+    pub metadata: Value,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl CreditGrant {
+    /// The grant as a meter draws on it (its whole amount; the meter keeps what remains).
+    pub fn credit(&self) -> Credit {
+        Credit {
+            id: self.id,
+            priority: self.priority,
+            effective_at: self.effective_at,
+            expires_at: self.expires_at,
+            voided_at: self.voided_at,
+            balance: self.amount,
+            rollover: self.rollover,
+        }
+    }
+}
+
+/// A credit grant as asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCreditGrant {
+    pub tenant_id: String,
+    pub feature_key: String,
+    pub amount: i64,
+    pub priority: Option<u32>,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rollover: Option<Rollover>,
+    pub metadata: Value,
+}
+
+fn visible(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_EVENT_TEXT && text.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// An event's fields that need no catalog: the key, account, user, amount, time and unique
+/// value. `(field, message)` of the first problem.
+pub fn usage_problem(event: &NewUsage, now: DateTime<Utc>) -> Option<(&'static str, String)> {
+    if !visible(&event.id) {
+        return Some(("id", "must be 1-255 visible ASCII characters".into()));
+    }
+    if let Some(message) = super::validate::tenant_id_problem(&event.tenant_id) {
+        return Some(("tenant_id", message.to_string()));
+    }
+    if event
+        .user_id
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
+    {
+        return Some(("user_id", "must be 1-255 characters".into()));
+    }
+    if !(0..=MAX_AMOUNT).contains(&event.amount) {
+        return Some(("amount", "must be between 0 and 10^15".into()));
+    }
+    if event.at.is_some_and(|at| at > now + MAX_FUTURE_SKEW) {
+        return Some(("timestamp", "is more than 5 minutes in the future".into()));
+    }
+    if event
+        .unique
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
+    {
+        return Some(("unique", "must be 1-255 characters".into()));
+    }
+    None
+}
+
+/// Refuses an empty or oversized batch; lists the events with a bad field (the first of each).
+pub fn validate_usage_batch(events: &[NewUsage], now: DateTime<Utc>) -> Result<Vec<ItemError>> {
+    if events.is_empty() || events.len() > MAX_USAGE_BATCH {
+        return Err(DomainError::invalid(
+            "events",
+            format!("must hold 1 to {MAX_USAGE_BATCH} events"),
+        ));
+    }
+    let items: Vec<ItemError> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, e)| {
+            usage_problem(e, now).map(|(field, message)| ItemError::new(index, field, message))
+        })
+        .collect();
+    Ok(items)
+}
+
+/// A consumption's own fields.
+pub fn validate_consumption(c: &NewConsumption) -> Result<()> {
+    if !visible(&c.id) {
+        return Err(DomainError::invalid(
+            "id",
+            "must be 1-255 visible ASCII characters",
+        ));
+    }
+    super::validate_tenant_id("tenant_id", &c.tenant_id)?;
+    if c.user_id
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
+    {
+        return Err(DomainError::invalid("user_id", "must be 1-255 characters"));
+    }
+    if !(1..=MAX_AMOUNT).contains(&c.amount) {
+        return Err(DomainError::invalid(
+            "amount",
+            "must be between 1 and 10^15",
+        ));
+    }
+    Ok(())
+}
+
+/// A credit grant's own fields, with the defaults filled in.
+pub fn credit_grant(
+    new: NewCreditGrant,
+    feature_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<CreditGrant> {
+    super::validate_tenant_id("tenant_id", &new.tenant_id)?;
+    if !(1..=MAX_AMOUNT).contains(&new.amount) {
+        return Err(DomainError::invalid(
+            "amount",
+            "must be between 1 and 10^15",
+        ));
+    }
+    let priority = new.priority.unwrap_or(ALLOWANCE_PRIORITY);
+    if priority > MAX_PRIORITY {
+        return Err(DomainError::invalid(
+            "priority",
+            format!("must be at most {MAX_PRIORITY}"),
+        ));
+    }
+    let effective_at = new.effective_at.unwrap_or(now);
+    if new.expires_at.is_some_and(|e| e <= effective_at) {
+        return Err(DomainError::invalid(
+            "expires_at",
+            "must be after effective_at",
+        ));
+    }
+    let rollover = new.rollover.unwrap_or(Rollover {
+        min: 0,
+        max: new.amount,
+    });
+    if rollover.min < 0 || rollover.min > rollover.max || rollover.max > MAX_AMOUNT {
+        return Err(DomainError::invalid(
+            "rollover",
+            "needs 0 <= min <= max <= 10^15",
+        ));
+    }
+    if !(new.metadata.is_null() || new.metadata.is_object()) {
+        return Err(DomainError::invalid("metadata", "must be a JSON object"));
+    }
+    if new.metadata.to_string().len() > MAX_METADATA_BYTES {
+        return Err(DomainError::invalid("metadata", "must be at most 16 KiB"));
+    }
+    Ok(CreditGrant {
+        id: Uuid::now_v7(),
+        tenant_id: new.tenant_id,
+        feature_id,
+        feature_key: new.feature_key,
+        amount: new.amount,
+        priority,
+        effective_at,
+        expires_at: new.expires_at,
+        rollover,
+        metadata: new.metadata,
+        voided_at: None,
+        created_at: now,
+    })
+}

@@ -1,0 +1,191 @@
+//! `MeteringService`.
+
+use tenantry_proto::entitlement::v1::{self as pb, *};
+use tonic::{Request, Response};
+
+use super::checks::{allow_reason, justification, meter_reading};
+use super::convert::{self, timestamp, uuid};
+use super::{Handler, Result};
+use crate::domain::metering::{
+    self as m, NewConsumption, NewCreditGrant, NewUsage, Rollover as DomainRollover,
+};
+use crate::domain::{Allocation, DomainError};
+
+fn credit_grant(g: &m::CreditGrant) -> pb::CreditGrant {
+    pb::CreditGrant {
+        id: g.id.to_string(),
+        tenant_id: g.tenant_id.clone(),
+        feature_key: g.feature_key.clone(),
+        amount: g.amount,
+        priority: g.priority,
+        effective_at: Some(timestamp(g.effective_at)),
+        expires_at: g.expires_at.map(timestamp),
+        rollover: Some(pb::Rollover {
+            min: g.rollover.min,
+            max: g.rollover.max,
+        }),
+        metadata: convert::json_to_struct(&g.metadata),
+        voided_at: g.voided_at.map(timestamp),
+        created_at: Some(timestamp(g.created_at)),
+    }
+}
+
+fn outcome(o: m::UsageOutcome) -> pb::UsageOutcome {
+    match o {
+        m::UsageOutcome::Recorded => pb::UsageOutcome::Recorded,
+        m::UsageOutcome::Duplicate => pb::UsageOutcome::Duplicate,
+        m::UsageOutcome::Late => pb::UsageOutcome::Late,
+    }
+}
+
+fn usage(index: usize, e: pb::UsageEvent) -> Result<NewUsage> {
+    let at = e
+        .timestamp
+        .map(|t| convert::time(&format!("events[{index}].timestamp"), &t))
+        .transpose()?;
+    Ok(NewUsage {
+        id: e.id,
+        tenant_id: e.tenant_id,
+        user_id: e.user_id,
+        feature_key: e.feature_key,
+        amount: e.amount,
+        at,
+        unique: e.unique,
+    })
+}
+
+#[tonic::async_trait]
+impl metering_service_server::MeteringService for Handler {
+    async fn record_usage(
+        &self,
+        request: Request<RecordUsageRequest>,
+    ) -> Result<Response<RecordUsageResponse>> {
+        let events = request
+            .into_inner()
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| usage(i, e))
+            .collect::<Result<Vec<_>>>()?;
+        let (outcomes, revision) = self.engine.record_usage(events).await?;
+        Ok(Response::new(RecordUsageResponse {
+            outcomes: outcomes.into_iter().map(|o| outcome(o).into()).collect(),
+            revision,
+        }))
+    }
+
+    async fn consume_usage(
+        &self,
+        request: Request<ConsumeUsageRequest>,
+    ) -> Result<Response<ConsumeUsageResponse>> {
+        let r = request.into_inner();
+        let (answer, replayed) = self
+            .engine
+            .consume_usage(NewConsumption {
+                id: r.id,
+                tenant_id: r.tenant_id,
+                user_id: r.user_id,
+                feature_key: r.feature_key,
+                amount: r.amount,
+            })
+            .await?;
+        Ok(Response::new(ConsumeUsageResponse {
+            consumed: answer.consumed,
+            justification: justification(answer.justification).into(),
+            allow_reason: allow_reason(answer.allow_reason).into(),
+            meter: answer.meter.map(meter_reading),
+            replayed,
+            revision: answer.revision,
+        }))
+    }
+
+    async fn create_credit_grant(
+        &self,
+        request: Request<CreateCreditGrantRequest>,
+    ) -> Result<Response<CreateCreditGrantResponse>> {
+        let r = request.into_inner();
+        let effective_at = r
+            .effective_at
+            .map(|t| convert::time("effective_at", &t))
+            .transpose()?;
+        let expires_at = r
+            .expires_at
+            .map(|t| convert::time("expires_at", &t))
+            .transpose()?;
+        let saved = self
+            .engine
+            .create_credit_grant(NewCreditGrant {
+                tenant_id: r.tenant_id,
+                feature_key: r.feature_key,
+                amount: r.amount,
+                priority: r.priority,
+                effective_at,
+                expires_at,
+                rollover: r.rollover.map(|o| DomainRollover {
+                    min: o.min,
+                    max: o.max,
+                }),
+                metadata: convert::metadata(r.metadata),
+            })
+            .await?;
+        Ok(Response::new(CreateCreditGrantResponse {
+            credit_grant: Some(credit_grant(&saved.value)),
+            revision: saved.revision,
+        }))
+    }
+
+    async fn void_credit_grant(
+        &self,
+        request: Request<VoidCreditGrantRequest>,
+    ) -> Result<Response<VoidCreditGrantResponse>> {
+        let id = uuid("id", &request.into_inner().id)?;
+        let saved = self.engine.void_credit_grant(id).await?;
+        Ok(Response::new(VoidCreditGrantResponse {
+            credit_grant: Some(credit_grant(&saved.value)),
+            revision: saved.revision,
+        }))
+    }
+
+    async fn list_credit_grants(
+        &self,
+        request: Request<ListCreditGrantsRequest>,
+    ) -> Result<Response<ListCreditGrantsResponse>> {
+        let r = request.into_inner();
+        let grants = self
+            .engine
+            .credit_grants(&r.tenant_id, r.feature_key.as_deref())
+            .await?;
+        Ok(Response::new(ListCreditGrantsResponse {
+            credit_grants: grants.iter().map(credit_grant).collect(),
+        }))
+    }
+
+    async fn get_meter(
+        &self,
+        request: Request<GetMeterRequest>,
+    ) -> Result<Response<GetMeterResponse>> {
+        let r = request.into_inner();
+        if r.feature_key.is_empty() {
+            return Err(DomainError::invalid("feature_key", "is required").into());
+        }
+        let view = self
+            .engine
+            .meter_view(&r.tenant_id, &r.feature_key, r.min_revision)
+            .await?;
+        Ok(Response::new(GetMeterResponse {
+            meter: Some(meter_reading(view.reading)),
+            allowance: Some(convert::allocation(Some(Allocation::MaxCount(
+                view.allowance,
+            )))),
+            credits: view
+                .credits
+                .into_iter()
+                .map(|(id, remaining)| CreditRemaining {
+                    id: id.to_string(),
+                    remaining,
+                })
+                .collect(),
+            revision: view.revision,
+        }))
+    }
+}
