@@ -13,7 +13,8 @@ use tenantry_proto::{
         feature_flag_service_client::FeatureFlagServiceClient,
         feature_service_client::FeatureServiceClient, grant_service_client::GrantServiceClient,
         index_stream_service_client::IndexStreamServiceClient,
-        plan_service_client::PlanServiceClient, route_service_client::RouteServiceClient,
+        metering_service_client::MeteringServiceClient, plan_service_client::PlanServiceClient,
+        route_service_client::RouteServiceClient,
         vendor_snapshot_service_client::VendorSnapshotServiceClient,
         webhook_service_client::WebhookServiceClient,
     },
@@ -106,6 +107,7 @@ impl AppState {
     client!(audit_tenant, AuditServiceClient, tenant);
     client!(audit_entitlement, AuditServiceClient, entitlement);
     client!(webhooks, WebhookServiceClient, entitlement);
+    client!(metering, MeteringServiceClient, entitlement);
 }
 
 /// A gRPC request carrying the authenticated principal (trace context and the service token

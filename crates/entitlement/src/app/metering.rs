@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::ports::Storage;
 use super::{Engine, Saved};
-use crate::domain::audit::Prior;
+use crate::domain::audit::{Action, Prior, credit_grant_entry};
 use crate::domain::metering::{
     ConsumeAnswer, CreditGrant, DrawError, MeterReading, MeterSpec, MeterState, NewConsumption,
     NewCreditGrant, NewUsage, StoredOutcome, StoredUsage, UsageOutcome, credit_grant,
@@ -343,6 +343,8 @@ impl<S: Storage> Engine<S> {
         let grant = credit_grant(new, feature.id, now)?;
         let txn = self.store.begin().await?;
         self.store.insert_credit(&txn, &grant).await?;
+        self.audit_credit(&txn, Action::CreditGrantCreate, None, &grant, now)
+            .await?;
         let allocation =
             |t: DateTime<Utc>| index.issued_allowance(&grant.tenant_id, &feature.key, t);
         let mut state = self
@@ -375,8 +377,11 @@ impl<S: Storage> Engine<S> {
                 revision: self.revision(),
             });
         }
+        let before = grant.clone();
         grant.voided_at = Some(now);
         self.store.update_credit(&txn, &grant).await?;
+        self.audit_credit(&txn, Action::CreditGrantVoid, Some(&before), &grant, now)
+            .await?;
         let revision = match metered(&index, &grant.feature_key) {
             // The feature is gone or no longer metered: nothing draws on the credit.
             Err(_) => {
@@ -462,6 +467,21 @@ impl<S: Storage> Engine<S> {
             .advance(&feature.spec, now, allocation)
             .map_err(|e| DomainError::invalid("metering", e.to_string()))?;
         Ok(state)
+    }
+
+    async fn audit_credit(
+        &self,
+        txn: &S::Txn,
+        action: Action,
+        before: Option<&CreditGrant>,
+        after: &CreditGrant,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if self.store.audit_enabled() {
+            let entry = credit_grant_entry(action, before, after);
+            self.store.record_audit(txn, &[entry], now).await?;
+        }
+        Ok(())
     }
 
     async fn commit_meter(

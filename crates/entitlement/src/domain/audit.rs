@@ -33,10 +33,12 @@ pub enum Action {
     GrantUpdate,
     GrantRevoke,
     GrantDelete,
+    CreditGrantCreate,
+    CreditGrantVoid,
 }
 
 impl Action {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::FeatureCreate,
         Self::FeatureUpdate,
         Self::FeatureDelete,
@@ -53,6 +55,8 @@ impl Action {
         Self::GrantUpdate,
         Self::GrantRevoke,
         Self::GrantDelete,
+        Self::CreditGrantCreate,
+        Self::CreditGrantVoid,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +77,8 @@ impl Action {
             Self::GrantUpdate => "grant.update",
             Self::GrantRevoke => "grant.revoke",
             Self::GrantDelete => "grant.delete",
+            Self::CreditGrantCreate => "credit_grant.create",
+            Self::CreditGrantVoid => "credit_grant.void",
         }
     }
 
@@ -86,6 +92,7 @@ impl Action {
             Self::GrantCreate | Self::GrantUpdate | Self::GrantRevoke | Self::GrantDelete => {
                 "grant"
             }
+            Self::CreditGrantCreate | Self::CreditGrantVoid => "credit_grant",
         }
     }
 }
@@ -145,6 +152,22 @@ fn entry(
         account_id,
         before.unwrap_or(Value::Null),
         after.unwrap_or(Value::Null),
+    )
+}
+
+/// A credit grant's creation (`before` = `None`) or voiding. Credit grants move meters, whose
+/// changes record nothing themselves: their own use-cases record this.
+pub fn credit_grant_entry(
+    action: Action,
+    before: Option<&super::metering::CreditGrant>,
+    after: &super::metering::CreditGrant,
+) -> AuditEntry {
+    entry(
+        action,
+        after.id,
+        Some(after.tenant_id.clone()),
+        before.map(view),
+        Some(view(after)),
     )
 }
 

@@ -382,13 +382,17 @@ fn decision(d: pb::EntitlementDecision) -> Decision {
         allocation: allocation_json(d.allocation),
         provenance: d.provenance.map(provenance),
         next_change_at: opt_timestamp(d.next_change_at),
-        meter: d.meter.map(|m| MeterJson {
-            balance: m.balance,
-            usage: m.usage,
-            overage: m.overage,
-            period_start: opt_timestamp(m.period_start),
-            period_end: opt_timestamp(m.period_end),
-        }),
+        meter: d.meter.map(meter_json),
+    }
+}
+
+pub fn meter_json(m: pb::MeterReading) -> MeterJson {
+    MeterJson {
+        balance: m.balance,
+        usage: m.usage,
+        overage: m.overage,
+        period_start: opt_timestamp(m.period_start),
+        period_end: opt_timestamp(m.period_end),
     }
 }
 

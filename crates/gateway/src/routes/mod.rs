@@ -10,6 +10,7 @@ pub mod flags;
 pub mod grants;
 pub mod hierarchy;
 pub mod memberships;
+pub mod metering;
 pub mod migrations;
 pub mod plans;
 pub mod platform;

@@ -1,0 +1,554 @@
+//! Metered features, tag "Metering" (environment token): usage events (our JSON and
+//! CloudEvents batches), check-and-consume, credit grants and meters — the entitlement
+//! service's `MeteringService`.
+
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
+use tenantry_proto::entitlement::v1::{
+    self as pb, ConsumeUsageRequest, CreateCreditGrantRequest, GetMeterRequest,
+    ListCreditGrantsRequest, RecordUsageRequest, UsageOutcome, VoidCreditGrantRequest,
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::checks::{MeterJson, allow_reason_name, justification_name, meter_json};
+use super::rules::{AllocationJson, allocation_json};
+use crate::{
+    auth::Management,
+    convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp, parse_time_field},
+    error::{ApiError, ErrorBody},
+    extract::{ApiJson, ApiPath, ApiQuery},
+    state::{AppState, grpc},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(record_usage))
+        .routes(routes!(record_cloud_events))
+        .routes(routes!(consume_usage))
+        .routes(routes!(list_credit_grants, create_credit_grant))
+        .routes(routes!(void_credit_grant))
+        .routes(routes!(get_meter))
+}
+
+/// One usage event.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageEventBody {
+    /// Idempotency key, unique per account (a CloudEvents `id` works).
+    #[schema(min_length = 1, max_length = 255)]
+    pub id: String,
+    #[schema(min_length = 1, max_length = 255)]
+    pub tenant_id: String,
+    #[schema(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
+    #[schema(min_length = 1, max_length = 64)]
+    pub feature_key: String,
+    /// SUM and MAX: the amount; COUNT and UNIQUE_COUNT ignore it. 0 to 10^15; default 1.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: Option<i64>,
+    /// RFC 3339; default: when received. At most 5 minutes ahead.
+    pub timestamp: Option<String>,
+    /// The value UNIQUE_COUNT counts distinct occurrences of.
+    #[schema(min_length = 1, max_length = 255)]
+    pub unique: Option<String>,
+}
+
+/// Body of `POST /entitlements/api/v1/usage`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatchBody {
+    /// 1 to 1,000 events.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub events: Vec<UsageEventBody>,
+}
+
+/// What became of each event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageRecorded {
+    /// Per event, in order: RECORDED, DUPLICATE (its id was seen: nothing counted again) or
+    /// LATE (counted in the closed period it belongs to; the open balance is unchanged).
+    pub outcomes: Vec<String>,
+    /// The revision including the events (0 when nothing changed a meter).
+    pub revision: u64,
+}
+
+fn event(index: usize, e: UsageEventBody) -> Result<pb::UsageEvent, ApiError> {
+    let timestamp = e
+        .timestamp
+        .map(|t| parse_time_field(&t, &format!("events[{index}].timestamp")))
+        .transpose()?;
+    Ok(pb::UsageEvent {
+        id: e.id,
+        tenant_id: e.tenant_id,
+        user_id: e.user_id,
+        feature_key: e.feature_key,
+        amount: e.amount.unwrap_or(1),
+        timestamp,
+        unique: e.unique,
+    })
+}
+
+async fn record(
+    state: &AppState,
+    p: &crate::auth::Principal,
+    events: Vec<pb::UsageEvent>,
+) -> Result<Json<UsageRecorded>, ApiError> {
+    let out = state
+        .metering()
+        .record_usage(grpc(p, RecordUsageRequest { events }))
+        .await?
+        .into_inner();
+    let outcomes = out
+        .outcomes()
+        .map(|o| match o {
+            UsageOutcome::Duplicate => "DUPLICATE",
+            UsageOutcome::Late => "LATE",
+            UsageOutcome::Recorded | UsageOutcome::Unspecified => "RECORDED",
+        })
+        .map(str::to_owned)
+        .collect();
+    Ok(Json(UsageRecorded {
+        outcomes,
+        revision: out.revision,
+    }))
+}
+
+/// Record usage: 1 to 1,000 events, durable when answered, each idempotent on (account, id).
+#[utoipa::path(post, path = "/entitlements/api/v1/usage", tag = "Metering",
+    request_body = UsageBatchBody,
+    responses((status = 200, body = UsageRecorded), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn record_usage(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(b): ApiJson<UsageBatchBody>,
+) -> Result<Json<UsageRecorded>, ApiError> {
+    let events = b
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| event(i, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    record(&state, &p, events).await
+}
+
+/// A usage event as a CloudEvent 1.0 (JSON).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageCloudEvent {
+    /// `1.0`.
+    #[schema(max_length = 16)]
+    pub specversion: String,
+    /// The idempotency key.
+    #[schema(min_length = 1, max_length = 255)]
+    pub id: String,
+    #[schema(max_length = 1024)]
+    pub source: String,
+    /// The metered feature's key, unless `data.featureKey` names it.
+    #[serde(rename = "type")]
+    #[schema(max_length = 255)]
+    pub kind: String,
+    /// The account.
+    #[schema(min_length = 1, max_length = 255)]
+    pub subject: String,
+    /// RFC 3339; default: when received.
+    pub time: Option<String>,
+    #[schema(max_length = 255)]
+    pub datacontenttype: Option<String>,
+    /// `{"featureKey"?, "amount"?, "userId"?, "unique"?}`.
+    #[serde(default)]
+    pub data: UsageCloudEventData,
+}
+
+/// A usage CloudEvent's `data`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageCloudEventData {
+    #[schema(max_length = 64)]
+    pub feature_key: Option<String>,
+    /// Default 1.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: Option<i64>,
+    #[schema(max_length = 255)]
+    pub user_id: Option<String>,
+    #[schema(max_length = 255)]
+    pub unique: Option<String>,
+}
+
+/// Record usage as a CloudEvents JSON batch (`application/cloudevents-batch+json` or JSON):
+/// `subject` is the account, `data.featureKey` (else `type`) the feature, `id` the idempotency
+/// key.
+#[utoipa::path(post, path = "/entitlements/api/v1/usage/cloudevents", tag = "Metering",
+    request_body(content = Vec<UsageCloudEvent>,
+        content_type = "application/cloudevents-batch+json"),
+    responses((status = 200, body = UsageRecorded), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn record_cloud_events(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(batch): ApiJson<Vec<UsageCloudEvent>>,
+) -> Result<Json<UsageRecorded>, ApiError> {
+    let mut events = Vec::with_capacity(batch.len());
+    for (i, e) in batch.into_iter().enumerate() {
+        if e.specversion != "1.0" {
+            return Err(ApiError::invalid_field(
+                &format!("[{i}].specversion"),
+                "must be 1.0",
+            ));
+        }
+        // CloudEvents requires a source; `data` is read as JSON, so it must be JSON.
+        if e.source.is_empty() {
+            return Err(ApiError::invalid_field(
+                &format!("[{i}].source"),
+                "is required",
+            ));
+        }
+        if e.datacontenttype
+            .as_deref()
+            .is_some_and(|t| !t.starts_with("application/json"))
+        {
+            return Err(ApiError::invalid_field(
+                &format!("[{i}].datacontenttype"),
+                "must be application/json",
+            ));
+        }
+        let timestamp = e
+            .time
+            .map(|t| parse_time_field(&t, &format!("[{i}].time")))
+            .transpose()?;
+        events.push(pb::UsageEvent {
+            id: e.id,
+            tenant_id: e.subject,
+            user_id: e.data.user_id,
+            feature_key: e.data.feature_key.unwrap_or(e.kind),
+            amount: e.data.amount.unwrap_or(1),
+            timestamp,
+            unique: e.data.unique,
+        });
+    }
+    record(&state, &p, events).await
+}
+
+/// Body of `POST /entitlements/api/v1/usage/consume`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsumeBody {
+    /// Idempotency key, unique per account (shared with usage event ids).
+    #[schema(min_length = 1, max_length = 255)]
+    pub id: String,
+    #[schema(min_length = 1, max_length = 255)]
+    pub tenant_id: String,
+    #[schema(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
+    #[schema(min_length = 1, max_length = 64)]
+    pub feature_key: String,
+    /// 1 to 10^15; default 1.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: Option<i64>,
+}
+
+/// A consumption's answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumed {
+    pub consumed: bool,
+    /// USAGE_LIMIT_REACHED, INSUFFICIENT_BALANCE, MISSING_FEATURE, ... when not consumed.
+    pub justification: Option<String>,
+    /// GRANT, CREDITS or SOFT_LIMIT_OVERAGE when consumed.
+    pub allow_reason: Option<String>,
+    pub meter: Option<MeterJson>,
+    /// The stored answer of an earlier call with this id (nothing consumed again).
+    pub replayed: bool,
+    pub revision: u64,
+}
+
+/// Check and consume, atomically: consumed only if allowed; a retry with the same id returns
+/// the first answer and consumes nothing more.
+#[utoipa::path(post, path = "/entitlements/api/v1/usage/consume", tag = "Metering",
+    request_body = ConsumeBody,
+    responses((status = 200, body = Consumed), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn consume_usage(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(b): ApiJson<ConsumeBody>,
+) -> Result<Json<Consumed>, ApiError> {
+    let out = state
+        .metering()
+        .consume_usage(grpc(
+            &p,
+            ConsumeUsageRequest {
+                id: b.id,
+                tenant_id: b.tenant_id,
+                user_id: b.user_id,
+                feature_key: b.feature_key,
+                amount: b.amount.unwrap_or(1),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(Consumed {
+        consumed: out.consumed,
+        justification: justification_name(out.justification()).map(str::to_owned),
+        allow_reason: allow_reason_name(out.allow_reason()).map(str::to_owned),
+        meter: out.meter.map(meter_json),
+        replayed: out.replayed,
+        revision: out.revision,
+    }))
+}
+
+/// What carries at each reset: `min(max, max(remaining, min))`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloverJson {
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    pub min: i64,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    pub max: i64,
+}
+
+/// A credit grant.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditGrantJson {
+    pub id: String,
+    pub tenant_id: String,
+    pub feature_key: String,
+    pub amount: i64,
+    /// Lower first; the plan allowance has 10.
+    pub priority: u32,
+    pub effective_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub rollover: Option<RolloverJson>,
+    pub metadata: Json_,
+    pub voided_at: Option<String>,
+    pub created_at: Option<String>,
+}
+
+impl From<pb::CreditGrant> for CreditGrantJson {
+    fn from(g: pb::CreditGrant) -> Self {
+        Self {
+            id: g.id,
+            tenant_id: g.tenant_id,
+            feature_key: g.feature_key,
+            amount: g.amount,
+            priority: g.priority,
+            effective_at: opt_timestamp(g.effective_at),
+            expires_at: opt_timestamp(g.expires_at),
+            rollover: g.rollover.map(|r| RolloverJson {
+                min: r.min,
+                max: r.max,
+            }),
+            metadata: opt_struct_to_json(g.metadata),
+            voided_at: opt_timestamp(g.voided_at),
+            created_at: opt_timestamp(g.created_at),
+        }
+    }
+}
+
+fn credit_grant(g: Option<pb::CreditGrant>) -> Result<CreditGrantJson, ApiError> {
+    g.map(CreditGrantJson::from).ok_or_else(ApiError::internal)
+}
+
+/// Body of `POST /entitlements/api/v1/credit-grants`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCreditGrantBody {
+    #[schema(min_length = 1, max_length = 255)]
+    pub tenant_id: String,
+    #[schema(min_length = 1, max_length = 64)]
+    pub feature_key: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: i64,
+    /// Default 10 (the plan allowance's: at equal priority the allowance goes first).
+    #[schema(minimum = 0, maximum = 1000)]
+    pub priority: Option<u32>,
+    /// RFC 3339; default now.
+    pub effective_at: Option<String>,
+    /// RFC 3339; default never.
+    pub expires_at: Option<String>,
+    /// Default: everything remaining carries (`{"min": 0, "max": amount}`).
+    pub rollover: Option<RolloverJson>,
+    /// A JSON object (up to 16 KiB).
+    pub metadata: Option<Json_>,
+}
+
+/// Query of the credit-grant list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditGrantQuery {
+    /// The account (required).
+    pub tenant_id: String,
+    /// Only this feature's.
+    pub feature_key: Option<String>,
+}
+
+/// An account's credit grants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditGrantList {
+    /// Oldest first.
+    pub items: Vec<CreditGrantJson>,
+}
+
+/// Grant credits (a top-up, promotion or compensation) on an account for a metered feature.
+#[utoipa::path(post, path = "/entitlements/api/v1/credit-grants", tag = "Metering",
+    request_body = CreateCreditGrantBody,
+    responses((status = 201, body = CreditGrantJson), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_credit_grant(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiJson(b): ApiJson<CreateCreditGrantBody>,
+) -> Result<Response, ApiError> {
+    let request = CreateCreditGrantRequest {
+        tenant_id: b.tenant_id,
+        feature_key: b.feature_key,
+        amount: b.amount,
+        priority: b.priority,
+        effective_at: b
+            .effective_at
+            .map(|t| parse_time_field(&t, "effectiveAt"))
+            .transpose()?,
+        expires_at: b
+            .expires_at
+            .map(|t| parse_time_field(&t, "expiresAt"))
+            .transpose()?,
+        rollover: b.rollover.map(|r| pb::Rollover {
+            min: r.min,
+            max: r.max,
+        }),
+        metadata: metadata_to_struct(b.metadata, "metadata")?,
+    };
+    let out = state
+        .metering()
+        .create_credit_grant(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(credit_grant(out.credit_grant)?)).into_response())
+}
+
+/// An account's credit grants, oldest first.
+#[utoipa::path(get, path = "/entitlements/api/v1/credit-grants", tag = "Metering",
+    params(CreditGrantQuery),
+    responses((status = 200, body = CreditGrantList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_credit_grants(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiQuery(q): ApiQuery<CreditGrantQuery>,
+) -> Result<Json<CreditGrantList>, ApiError> {
+    let out = state
+        .metering()
+        .list_credit_grants(grpc(
+            &p,
+            ListCreditGrantsRequest {
+                tenant_id: q.tenant_id,
+                feature_key: q.feature_key,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(CreditGrantList {
+        items: out
+            .credit_grants
+            .into_iter()
+            .map(CreditGrantJson::from)
+            .collect(),
+    }))
+}
+
+/// Void a credit grant from now on (what was drawn from it stays drawn).
+#[utoipa::path(post, path = "/entitlements/api/v1/credit-grants/{creditGrantId}/void",
+    tag = "Metering", params(("creditGrantId" = String, Path)),
+    responses((status = 200, body = CreditGrantJson), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn void_credit_grant(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<CreditGrantJson>, ApiError> {
+    let out = state
+        .metering()
+        .void_credit_grant(grpc(&p, VoidCreditGrantRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(credit_grant(out.credit_grant)?))
+}
+
+/// Query of a meter read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterQuery {
+    /// Answer from an index including at least this revision.
+    pub min_revision: Option<u64>,
+}
+
+/// What remains of one credit this period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditRemainingJson {
+    /// The credit grant's ID; the nil UUID for the plan allowance.
+    pub id: String,
+    /// Null for an unlimited plan allowance.
+    pub remaining: Option<i64>,
+}
+
+/// A meter now.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterView {
+    pub meter: Option<MeterJson>,
+    /// The plan allowance issued each period (`max_count`).
+    pub allowance: AllocationJson,
+    /// Usable credits in burn-down order.
+    pub credits: Vec<CreditRemainingJson>,
+    pub revision: u64,
+}
+
+/// An account's meter of a metered feature: balance, usage, overage, period and what remains
+/// of each credit.
+#[utoipa::path(get, path = "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}",
+    tag = "Metering",
+    params(("tenantId" = String, Path), ("featureKey" = String, Path), MeterQuery),
+    responses((status = 200, body = MeterView), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_meter(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath((tenant_id, feature_key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<MeterQuery>,
+) -> Result<Json<MeterView>, ApiError> {
+    let out = state
+        .metering()
+        .get_meter(grpc(
+            &p,
+            GetMeterRequest {
+                tenant_id,
+                feature_key,
+                min_revision: q.min_revision.unwrap_or(0),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(MeterView {
+        meter: out.meter.map(meter_json),
+        allowance: allocation_json(out.allowance),
+        credits: out
+            .credits
+            .into_iter()
+            .map(|c| CreditRemainingJson {
+                id: c.id,
+                remaining: c.remaining,
+            })
+            .collect(),
+        revision: out.revision,
+    }))
+}
