@@ -367,6 +367,21 @@ const NOT_WRITES: &[(&str, &str, &str)] = &[
         "/v1/data/e10s/routes/is_entitled_to_input_route",
         "Frontegg's agent check: reads the index",
     ),
+    (
+        "post",
+        "/entitlements/api/v1/usage",
+        "usage is data, not an administrative change: each event is kept as its own record",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/usage/cloudevents",
+        "usage is data, not an administrative change: each event is kept as its own record",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/usage/consume",
+        "a consumption is usage (data), kept as its own record with its answer",
+    ),
 ];
 
 /// One write of the walk: its operation, the request, and the actions it must record (one
@@ -788,6 +803,27 @@ async fn every_write_route_of_the_document_records_its_audit_entries() {
         format!("{FEATURES_V1}/{}", id(&seats)),
     )
     .records(&["feature.delete"]))
+    .await;
+
+    // Metering: credit grants are administrative writes (usage is data: see NOT_WRITES).
+    s.account("metered", None).await;
+    run(step("post", FEATURES_V2, FEATURES_V2)
+        .body(json!({"key": "calls", "name": "Calls", "type": "metered",
+            "metering": {"unit": "call", "recurrence": "MONTH",
+                "anchor": "2026-01-01T00:00:00Z"}}))
+        .records(&["feature.create"]))
+    .await;
+    const CREDITS: &str = "/entitlements/api/v1/credit-grants";
+    let credit = run(step("post", CREDITS, CREDITS)
+        .body(json!({"tenantId": "metered", "featureKey": "calls", "amount": 100}))
+        .records(&["credit_grant.create"]))
+    .await;
+    run(step(
+        "post",
+        "/entitlements/api/v1/credit-grants/{creditGrantId}/void",
+        format!("{CREDITS}/{}/void", id(&credit)),
+    )
+    .records(&["credit_grant.void"]))
     .await;
 
     // The webhook's management writes.
