@@ -24,36 +24,60 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !json_content_type(req.headers()) {
-            return Err(json_rejection(&JsonRejection::MissingJsonContentType(
-                Default::default(),
-            )));
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| json_rejection(&JsonRejection::BytesRejection(e)))?;
-        // Before deserialising: serde_json recurses up to 128 levels, far past what the
-        // protobuf conversion of free-form objects survives.
-        if limits::json_deeper_than(&bytes, limits::MAX_BODY_DEPTH) {
-            return Err(ApiError::bad_request(format!(
-                "the JSON body is nested more than {} levels deep",
-                limits::MAX_BODY_DEPTH
-            ))
-            .with_reason("BODY_TOO_DEEP"));
-        }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            // serde's derived structs also take a JSON array, their fields by position (`[]` is
-            // a body with every field left out); every body the gateway takes is an object.
-            Ok(_) if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') => {
-                Err(ApiError::bad_request(
-                    "the JSON body does not match the expected shape: expected an object, \
-                     found an array",
-                )
-                .with_reason("INVALID_BODY"))
-            }
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
-        }
+        json_body(req, state, false).await.map(Self)
+    }
+}
+
+/// [`ApiJson`] for the one kind of body that is a JSON array (a CloudEvents JSON batch).
+#[derive(Debug, Clone, Default)]
+pub struct ApiJsonArray<T>(pub Vec<T>);
+
+impl<T, S> FromRequest<S> for ApiJsonArray<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        json_body(req, state, true).await.map(Self)
+    }
+}
+
+/// A JSON body: an object, or with `array` an array (never the other: serde's derived structs
+/// also take an array, their fields by position).
+async fn json_body<T, S>(req: Request, state: &S, array: bool) -> Result<T, ApiError>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    if !json_content_type(req.headers()) {
+        return Err(json_rejection(&JsonRejection::MissingJsonContentType(
+            Default::default(),
+        )));
+    }
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| json_rejection(&JsonRejection::BytesRejection(e)))?;
+    // Before deserialising: serde_json recurses up to 128 levels, far past what the
+    // protobuf conversion of free-form objects survives.
+    if limits::json_deeper_than(&bytes, limits::MAX_BODY_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "the JSON body is nested more than {} levels deep",
+            limits::MAX_BODY_DEPTH
+        ))
+        .with_reason("BODY_TOO_DEEP"));
+    }
+    let is_array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    match axum::Json::<T>::from_bytes(&bytes) {
+        Ok(_) if is_array != array => Err(ApiError::bad_request(if array {
+            "the JSON body does not match the expected shape: expected an array"
+        } else {
+            "the JSON body does not match the expected shape: expected an object, found an array"
+        })
+        .with_reason("INVALID_BODY")),
+        Ok(axum::Json(value)) => Ok(value),
+        Err(rejection) => Err(json_rejection(&rejection)),
     }
 }
 

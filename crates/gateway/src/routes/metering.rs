@@ -2,11 +2,7 @@
 //! CloudEvents batches), check-and-consume, credit grants and meters — the entitlement
 //! service's `MeteringService`.
 
-use axum::{
-    Json,
-    extract::State,
-    response::{IntoResponse, Response},
-};
+use axum::{Json, extract::State, response::Response};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
@@ -19,11 +15,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::checks::{MeterJson, allow_reason_name, justification_name, meter_json};
 use super::rules::{AllocationJson, allocation_json};
+use super::with_revision;
 use crate::{
     auth::Management,
     convert::{metadata_to_struct, opt_struct_to_json, opt_timestamp, parse_time_field},
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery},
+    extract::{ApiJson, ApiJsonArray, ApiPath, ApiQuery},
     state::{AppState, grpc},
 };
 
@@ -99,7 +96,7 @@ async fn record(
     state: &AppState,
     p: &crate::auth::Principal,
     events: Vec<pb::UsageEvent>,
-) -> Result<Json<UsageRecorded>, ApiError> {
+) -> Result<Response, ApiError> {
     let out = state
         .metering()
         .record_usage(grpc(p, RecordUsageRequest { events }))
@@ -114,10 +111,13 @@ async fn record(
         })
         .map(str::to_owned)
         .collect();
-    Ok(Json(UsageRecorded {
-        outcomes,
-        revision: out.revision,
-    }))
+    Ok(with_revision(
+        Json(UsageRecorded {
+            outcomes,
+            revision: out.revision,
+        }),
+        out.revision,
+    ))
 }
 
 /// Record usage: 1 to 1,000 events, durable when answered, each idempotent on (account, id).
@@ -129,7 +129,7 @@ async fn record_usage(
     State(state): State<AppState>,
     Management(p): Management,
     ApiJson(b): ApiJson<UsageBatchBody>,
-) -> Result<Json<UsageRecorded>, ApiError> {
+) -> Result<Response, ApiError> {
     let events = b
         .events
         .into_iter()
@@ -193,8 +193,8 @@ pub struct UsageCloudEventData {
 async fn record_cloud_events(
     State(state): State<AppState>,
     Management(p): Management,
-    ApiJson(batch): ApiJson<Vec<UsageCloudEvent>>,
-) -> Result<Json<UsageRecorded>, ApiError> {
+    ApiJsonArray(batch): ApiJsonArray<UsageCloudEvent>,
+) -> Result<Response, ApiError> {
     let mut events = Vec::with_capacity(batch.len());
     for (i, e) in batch.into_iter().enumerate() {
         if e.specversion != "1.0" {
@@ -279,7 +279,7 @@ async fn consume_usage(
     State(state): State<AppState>,
     Management(p): Management,
     ApiJson(b): ApiJson<ConsumeBody>,
-) -> Result<Json<Consumed>, ApiError> {
+) -> Result<Response, ApiError> {
     let out = state
         .metering()
         .consume_usage(grpc(
@@ -294,14 +294,16 @@ async fn consume_usage(
         ))
         .await?
         .into_inner();
-    Ok(Json(Consumed {
+    let revision = out.revision;
+    let consumed = Consumed {
         consumed: out.consumed,
         justification: justification_name(out.justification()).map(str::to_owned),
         allow_reason: allow_reason_name(out.allow_reason()).map(str::to_owned),
         meter: out.meter.map(meter_json),
         replayed: out.replayed,
-        revision: out.revision,
-    }))
+        revision,
+    };
+    Ok(with_revision(Json(consumed), revision))
 }
 
 /// What carries at each reset: `min(max, max(remaining, min))`.
@@ -432,7 +434,10 @@ async fn create_credit_grant(
         .create_credit_grant(grpc(&p, request))
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(credit_grant(out.credit_grant)?)).into_response())
+    Ok(with_revision(
+        (StatusCode::CREATED, Json(credit_grant(out.credit_grant)?)),
+        out.revision,
+    ))
 }
 
 /// An account's credit grants, oldest first.
@@ -474,13 +479,16 @@ async fn void_credit_grant(
     State(state): State<AppState>,
     Management(p): Management,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<CreditGrantJson>, ApiError> {
+) -> Result<Response, ApiError> {
     let out = state
         .metering()
         .void_credit_grant(grpc(&p, VoidCreditGrantRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(credit_grant(out.credit_grant)?))
+    Ok(with_revision(
+        Json(credit_grant(out.credit_grant)?),
+        out.revision,
+    ))
 }
 
 /// Query of a meter read.

@@ -561,8 +561,14 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/entitlements/api/v1/usage/consume"),
     ("get", "/entitlements/api/v1/credit-grants"),
     ("post", "/entitlements/api/v1/credit-grants"),
-    ("post", "/entitlements/api/v1/credit-grants/{creditGrantId}/void"),
-    ("get", "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}"),
+    (
+        "post",
+        "/entitlements/api/v1/credit-grants/{creditGrantId}/void",
+    ),
+    (
+        "get",
+        "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}",
+    ),
     ("get", "/entitlements/api/v1/webhooks"),
     ("post", "/entitlements/api/v1/webhooks"),
     ("get", "/entitlements/api/v1/webhooks/{webhookId}"),

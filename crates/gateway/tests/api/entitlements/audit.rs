@@ -806,7 +806,6 @@ async fn every_write_route_of_the_document_records_its_audit_entries() {
     .await;
 
     // Metering: credit grants are administrative writes (usage is data: see NOT_WRITES).
-    s.account("metered", None).await;
     run(step("post", FEATURES_V2, FEATURES_V2)
         .body(json!({"key": "calls", "name": "Calls", "type": "metered",
             "metering": {"unit": "call", "recurrence": "MONTH",
@@ -815,7 +814,7 @@ async fn every_write_route_of_the_document_records_its_audit_entries() {
     .await;
     const CREDITS: &str = "/entitlements/api/v1/credit-grants";
     let credit = run(step("post", CREDITS, CREDITS)
-        .body(json!({"tenantId": "metered", "featureKey": "calls", "amount": 100}))
+        .body(json!({"tenantId": "acme", "featureKey": "calls", "amount": 100}))
         .records(&["credit_grant.create"]))
     .await;
     run(step(

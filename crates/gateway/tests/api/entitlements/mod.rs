@@ -13,6 +13,7 @@ mod compat;
 mod grants;
 mod idempotency;
 mod metered;
+mod metering;
 mod ofrep;
 mod seeds;
 mod webhooks;
