@@ -64,6 +64,17 @@ impl World {
 
     /// `checks` feature checks; `account` fixes the tenant, otherwise it rotates.
     fn run(&self, alloc: &StatsAlloc<System>, checks: usize, account: Option<usize>) -> Run {
+        self.run_keys(alloc, checks, account, &self.keys)
+    }
+
+    /// [`World::run`] over the features `keys`.
+    fn run_keys(
+        &self,
+        alloc: &StatsAlloc<System>,
+        checks: usize,
+        account: Option<usize>,
+        keys: &[String],
+    ) -> Run {
         let at = synthetic::now();
         // Allocated before counting starts: the loop itself must not allocate.
         let mut batches = Vec::with_capacity(checks / BATCH + 1);
@@ -84,7 +95,7 @@ impl World {
                     permissions: &[],
                     attributes: Some(&self.attributes),
                 },
-                target: Target::Feature(&self.keys[i % FEATURES]),
+                target: Target::Feature(&keys[i % keys.len()]),
                 requested: None,
             };
             allowed += usize::from(black_box(self.index.check(black_box(&request), at)).result);
@@ -198,6 +209,199 @@ pub fn b1(alloc: &StatsAlloc<System>, pairs: usize, quick: bool) -> Result<Row> 
             cpu(&b) / 1e3
         ),
         target: "≤ 1 µs, 0 allocations".into(),
+        verdict,
+    })
+}
+
+/// Metered features B13 adds to the world, each on a plan granted to every account.
+const METERED: usize = 4;
+/// B13's target: a metered check at most this many nanoseconds.
+const METERED_TARGET_NS: f64 = 1_500.0;
+
+/// B1's world plus `METERED` metered features issued 1,000 a month by a plan every account
+/// holds, each account's meter of each drawn on and topped up by a credit grant.
+fn metered_world() -> (World, Vec<String>, usize) {
+    use tenantry_entitlement::domain::metering::{Credit, MeterState, Rollover};
+    use tenantry_entitlement::domain::metering::{Recurrence, UsagePeriod};
+    use tenantry_entitlement::domain::{
+        Aggregation, Allocation, AllocationType, Grant, GrantSource, Limit, MergePolicy, Metering,
+        Plan, PlanFeature, Treatment,
+    };
+    let (mut snapshot, tenants) = synthetic::world(ACCOUNTS, 42);
+    let now = synthetic::now();
+    let keys: Vec<String> = (0..METERED).map(|m| format!("metered-{m}")).collect();
+    let metering = Metering {
+        unit: "call".into(),
+        aggregation: Aggregation::Sum,
+        period: UsagePeriod::new(Recurrence::MONTH, now - chrono::TimeDelta::days(40)),
+        soft_limit: false,
+        carry_overage: false,
+    };
+    let features: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(m, key)| tenantry_entitlement::domain::Feature {
+            id: uuid::Uuid::from_u128(0x7_0000 + m as u128),
+            key: key.clone(),
+            name: key.clone(),
+            description: None,
+            metadata: serde_json::Value::Null,
+            permissions: vec![],
+            allocation_type: AllocationType::Metered,
+            merge_policy: MergePolicy::Max,
+            metering: Some(metering.clone()),
+        })
+        .collect();
+    let plan = Plan {
+        id: uuid::Uuid::from_u128(0x7_1000),
+        key: "metered".into(),
+        name: "Metered".into(),
+        description: None,
+        metadata: serde_json::Value::Null,
+        features: keys
+            .iter()
+            .map(|k| PlanFeature {
+                feature_key: k.clone(),
+                allocation: Some(Allocation::MaxCount(Limit::Finite(1_000))),
+            })
+            .collect(),
+        default_time_limitation_days: None,
+        assign_on_signup: false,
+        rules: vec![],
+        default_treatment: Treatment::False,
+        inherit_to_sub_accounts: false,
+    };
+    let spec = metering.spec();
+    let mut meters = Vec::with_capacity(ACCOUNTS * METERED);
+    for (i, tenant) in tenants.iter().enumerate() {
+        snapshot.grants.push(Grant {
+            id: uuid::Uuid::from_u128(0x7_2000_0000 + i as u128),
+            plan_id: plan.id,
+            tenant_id: tenant.clone(),
+            user_id: None,
+            starts_at: now - chrono::TimeDelta::days(60),
+            expires_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            revoke_reason: None,
+            source: GrantSource::Api,
+            external_id: None,
+            granted_by: None,
+            metadata: serde_json::Value::Null,
+            created_at: now,
+            updated_at: now,
+        });
+        for f in &features {
+            let mut state = MeterState::open(&spec, now).expect("a period");
+            state.add_credit(Credit {
+                id: uuid::Uuid::from_u128(0x7_3000_0000 + i as u128),
+                priority: 10,
+                effective_at: now - chrono::TimeDelta::days(1),
+                expires_at: None,
+                voided_at: None,
+                balance: 500,
+                rollover: Rollover { min: 0, max: 500 },
+            });
+            // Every fourth account has spent everything: checks deny as well as allow.
+            let used = if i % 4 == 0 { 1_500 } else { (i % 900) as i64 };
+            state
+                .draw(&spec, now - chrono::TimeDelta::hours(1), used, &|_| {
+                    Limit::Finite(1_000)
+                })
+                .expect("a draw");
+            meters.push((tenant.clone(), f.id, state));
+        }
+    }
+    snapshot.features.extend(features);
+    snapshot.plans.push(plan);
+    snapshot.meters = meters;
+    let writer = IndexWriter::from_snapshot(snapshot, 1);
+    let world = World {
+        index: writer.current(),
+        tenants,
+        keys: (0..FEATURES).map(synthetic::feature_key).collect(),
+        attributes: synthetic::attributes(),
+    };
+    let per_meter = std::mem::size_of::<(uuid::Uuid, MeterState)>() + std::mem::size_of::<Credit>();
+    (world, keys, per_meter)
+}
+
+/// B13: a check on a metered feature (balance, usage and period read from the account's
+/// meter) against B1's boolean check, both rotating over every account of the same index.
+pub fn b13(alloc: &StatsAlloc<System>, pairs: usize, quick: bool) -> Result<Row> {
+    let checks = if quick { 200_000 } else { 2_000_000 };
+    let (world, metered, per_meter) = metered_world();
+    let a_side = |w: &World| w.run_keys(alloc, checks, None, &metered);
+    let b_side = |w: &World| w.run(alloc, checks, None);
+    a_side(&world);
+    b_side(&world);
+    let mut runs: Vec<(Run, Run)> = Vec::with_capacity(pairs);
+    for pair in 0..pairs {
+        runs.push(if pair % 2 == 0 {
+            let a = a_side(&world);
+            (a, b_side(&world))
+        } else {
+            let b = b_side(&world);
+            (a_side(&world), b)
+        });
+    }
+    let (a, b): (Vec<Run>, Vec<Run>) = runs.into_iter().unzip();
+    ensure!(
+        a.iter().all(|r| r.allowed > 0 && r.allowed < checks),
+        "the metered checks must both allow and deny"
+    );
+    let (Some(a_ns), Some(b_ns)) = (
+        over_runs(&a, |r| r.ns_per_check),
+        over_runs(&b, |r| r.ns_per_check),
+    ) else {
+        anyhow::bail!("no timings");
+    };
+    let ratios = summarize(
+        &a.iter()
+            .zip(&b)
+            .map(|(a, b)| a.ns_per_check / b.ns_per_check)
+            .collect::<Vec<_>>(),
+    );
+    let allocations = |runs: &[Run]| runs.iter().map(|r| r.allocations).sum::<usize>();
+    let cpu = |runs: &[Run]| over_runs(runs, |r| r.cpu_ns_per_check).map_or(0.0, |s| s.median);
+    let total_checks = checks * pairs;
+    let verdict = if a_ns.median <= METERED_TARGET_NS && allocations(&a) == 0 {
+        Verdict::Met
+    } else {
+        Verdict::Missed
+    };
+    Ok(Row {
+        id: "B13",
+        measure: format!(
+            "in-process metered check ({} accounts × {METERED} metered features, each \
+             account's meter with a credit grant; rotating) ÷ B1's boolean check on the same \
+             index — time per check; A ÷ B {}× (min {}, max {}); {per_meter} B per meter \
+             (state and one credit)",
+            thousands(ACCOUNTS as f64),
+            ratios.map_or_else(|| "–".into(), |s| format!("{:.2}", s.median)),
+            ratios.map_or_else(|| "–".into(), |s| format!("{:.2}", s.min)),
+            ratios.map_or_else(|| "–".into(), |s| format!("{:.2}", s.max)),
+        ),
+        a: format!(
+            "metered: median {:.0} ns/check, {} allocations in {} checks ({:.0}% allowed)",
+            a_ns.median,
+            allocations(&a),
+            thousands(total_checks as f64),
+            a.iter().map(|r| r.allowed).sum::<usize>() as f64 * 100.0 / total_checks as f64,
+        ),
+        b: format!(
+            "boolean (B1's A): median {:.0} ns/check, {} allocations",
+            b_ns.median,
+            allocations(&b),
+        ),
+        summary: Some(a_ns),
+        unit: " ns",
+        cpu: format!(
+            "A {:.2} / B {:.2} (in-process)",
+            cpu(&a) / 1e3,
+            cpu(&b) / 1e3
+        ),
+        target: "≤ 1.5 µs, 0 allocations".into(),
         verdict,
     })
 }

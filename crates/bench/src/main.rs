@@ -116,15 +116,29 @@ fn main() -> Result<()> {
         }
         row
     });
+    // B13 likewise: the metered check, allocations counted.
+    let b13 = wanted("B13").then(|| {
+        eprintln!("B13 …");
+        let steal = StealMeter::start();
+        let row = inproc::b13(ALLOCATOR, settings.pairs, settings.quick).map(|r| stolen(r, steal));
+        if let Ok(row) = &row {
+            eprintln!("{}", report::render(std::slice::from_ref(row)));
+        }
+        row
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(settings, [("B1", b1), ("B11", b11)], wanted))
+    runtime.block_on(run(
+        settings,
+        [("B1", b1), ("B11", b11), ("B13", b13)],
+        wanted,
+    ))
 }
 
 async fn run(
     settings: Settings,
-    in_process: [(&'static str, Option<Result<Row>>); 2],
+    in_process: [(&'static str, Option<Result<Row>>); 3],
     wanted: impl Fn(&str) -> bool,
 ) -> Result<()> {
     eprintln!(

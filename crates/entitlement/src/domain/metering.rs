@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{AllowReason, DomainError, ItemError, Justification, Result};
 pub use tenantry_index::metering::{
     ALLOWANCE_ID, ALLOWANCE_PRIORITY, Credit, DrawError, MeterReading, MeterSpec, MeterState,
-    Rollover,
+    Recurrence, Rollover, UsagePeriod,
 };
 
 /// Events per RecordUsage call.

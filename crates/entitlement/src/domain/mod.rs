@@ -18,8 +18,8 @@ pub use tenantry_index::{IndexError, flag_allows, index, model, plan_targets, wr
 pub use error::{DomainError, ItemError, ItemProblem, Result};
 pub use tenantry_index::{
     Aggregation, Allocation, AllocationType, AttributeType, Condition, ConditionOp, Feature,
-    FeatureFlag, Grant, GrantSource, GrantStatus, Limit, MergePolicy, Plan, PlanFeature, Route,
-    RoutePolicy, Rule, Treatment,
+    FeatureFlag, Grant, GrantSource, GrantStatus, Limit, MergePolicy, Metering, Plan, PlanFeature,
+    Route, RoutePolicy, Rule, Treatment,
 };
 pub use tenantry_index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
