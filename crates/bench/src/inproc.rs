@@ -123,6 +123,29 @@ impl World {
     }
 }
 
+/// `pairs` runs of each side, interleaved (the side going first alternating), after one
+/// warm-up run of each that pages in the index and settles the frequency.
+fn interleaved(
+    world: &World,
+    pairs: usize,
+    a_side: impl Fn(&World) -> Run,
+    b_side: impl Fn(&World) -> Run,
+) -> (Vec<Run>, Vec<Run>) {
+    a_side(world);
+    b_side(world);
+    let mut runs: Vec<(Run, Run)> = Vec::with_capacity(pairs);
+    for pair in 0..pairs {
+        runs.push(if pair % 2 == 0 {
+            let a = a_side(world);
+            (a, b_side(world))
+        } else {
+            let b = b_side(world);
+            (a_side(world), b)
+        });
+    }
+    runs.into_iter().unzip()
+}
+
 /// Median, min and max of one figure over the runs of a side.
 fn over_runs(runs: &[Run], figure: impl Fn(&Run) -> f64) -> Option<Summary> {
     summarize(&runs.iter().map(figure).collect::<Vec<_>>())
@@ -135,20 +158,7 @@ pub fn b1(alloc: &StatsAlloc<System>, pairs: usize, quick: bool) -> Result<Row> 
     let world = World::build();
     let spread = |w: &World| w.run(alloc, checks, None);
     let warm = |w: &World| w.run(alloc, checks, Some(WARM_ACCOUNT));
-    // Warm-up of each side: page in the index and settle the frequency.
-    spread(&world);
-    warm(&world);
-    let mut runs: Vec<(Run, Run)> = Vec::with_capacity(pairs);
-    for pair in 0..pairs {
-        runs.push(if pair % 2 == 0 {
-            let a = spread(&world);
-            (a, warm(&world))
-        } else {
-            let b = warm(&world);
-            (spread(&world), b)
-        });
-    }
-    let (a, b): (Vec<Run>, Vec<Run>) = runs.into_iter().unzip();
+    let (a, b) = interleaved(&world, pairs, spread, warm);
     ensure!(
         a.iter().all(|r| r.allowed > 0 && r.allowed < checks),
         "the rotating checks must both allow and deny"
@@ -333,19 +343,7 @@ pub fn b13(alloc: &StatsAlloc<System>, pairs: usize, quick: bool) -> Result<Row>
     let (world, metered, per_meter) = metered_world();
     let a_side = |w: &World| w.run_keys(alloc, checks, None, &metered);
     let b_side = |w: &World| w.run(alloc, checks, None);
-    a_side(&world);
-    b_side(&world);
-    let mut runs: Vec<(Run, Run)> = Vec::with_capacity(pairs);
-    for pair in 0..pairs {
-        runs.push(if pair % 2 == 0 {
-            let a = a_side(&world);
-            (a, b_side(&world))
-        } else {
-            let b = b_side(&world);
-            (a_side(&world), b)
-        });
-    }
-    let (a, b): (Vec<Run>, Vec<Run>) = runs.into_iter().unzip();
+    let (a, b) = interleaved(&world, pairs, a_side, b_side);
     ensure!(
         a.iter().all(|r| r.allowed > 0 && r.allowed < checks),
         "the metered checks must both allow and deny"

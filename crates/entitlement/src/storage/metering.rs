@@ -165,17 +165,10 @@ impl MeterStore for Store {
     }
 
     async fn insert_credit(&self, txn: &DatabaseTransaction, grant: &CreditGrant) -> Result<()> {
-        credit_grant::Entity::insert(credit_grant::ActiveModel {
-            id: Set(grant.id),
-            tenant_id: Set(grant.tenant_id.clone()),
-            feature_id: Set(grant.feature_id),
-            doc: Set(to_json(grant)?),
-            created_at: Set(grant.created_at),
-            voided_at: Set(grant.voided_at),
-        })
-        .exec(txn)
-        .await
-        .map_err(db_err("store a credit grant"))?;
+        credit_grant::Entity::insert(credit_row(grant)?)
+            .exec(txn)
+            .await
+            .map_err(db_err("store a credit grant"))?;
         Ok(())
     }
 
@@ -196,17 +189,10 @@ impl MeterStore for Store {
     }
 
     async fn update_credit(&self, txn: &DatabaseTransaction, grant: &CreditGrant) -> Result<()> {
-        credit_grant::Entity::update(credit_grant::ActiveModel {
-            id: Set(grant.id),
-            tenant_id: Set(grant.tenant_id.clone()),
-            feature_id: Set(grant.feature_id),
-            doc: Set(to_json(grant)?),
-            created_at: Set(grant.created_at),
-            voided_at: Set(grant.voided_at),
-        })
-        .exec(txn)
-        .await
-        .map_err(db_err("update a credit grant"))?;
+        credit_grant::Entity::update(credit_row(grant)?)
+            .exec(txn)
+            .await
+            .map_err(db_err("update a credit grant"))?;
         Ok(())
     }
 
@@ -228,4 +214,15 @@ impl MeterStore for Store {
             .map(|r| from_json(&r.doc))
             .collect()
     }
+}
+
+fn credit_row(grant: &CreditGrant) -> Result<credit_grant::ActiveModel> {
+    Ok(credit_grant::ActiveModel {
+        id: Set(grant.id),
+        tenant_id: Set(grant.tenant_id.clone()),
+        feature_id: Set(grant.feature_id),
+        doc: Set(to_json(grant)?),
+        created_at: Set(grant.created_at),
+        voided_at: Set(grant.voided_at),
+    })
 }
