@@ -557,6 +557,22 @@ DATA_DEPENDENT_400 = {
         "`expirationDate` must be after the start (`startsAt` given, else the stored one) "
         "unless it is in the past: a rule between fields and stored data the field's "
         "description states",
+    "POST /entitlements/api/v1/usage":
+        "events naming no account, or a feature that is not metered, are item errors (and a "
+        "UNIQUE_COUNT feature's events need `unique`); the batch is all or nothing",
+    "POST /entitlements/api/v1/usage/cloudevents":
+        "events naming no account, or a feature that is not metered, are item errors (and a "
+        "UNIQUE_COUNT feature's events need `unique`); the batch is all or nothing",
+    "POST /entitlements/api/v1/usage/consume":
+        "the feature must be a metered one (`featureKey`: not a metered feature)",
+    "POST /entitlements/api/v1/credit-grants":
+        "the feature must be a metered one; `rollover.max` at least `rollover.min` and "
+        "`expiresAt` after `effectiveAt`: rules between fields the descriptions state",
+    "GET /entitlements/api/v1/credit-grants":
+        "`featureKey` must name a metered feature",
+    "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}":
+        "the feature must be a metered one, and a minRevision beyond the newest revision was "
+        "never handed out by a write: 400",
 }
 # The same for a refusal in another status: what the stored state forbids is FAILED_PRECONDITION
 # (412), whatever the request looks like.

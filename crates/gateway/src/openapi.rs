@@ -231,7 +231,7 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
         let schema = match parameter.parameter_in {
             ParameterIn::Path => match name {
                 "id" | "planId" | "featureId" | "flagId" | "routeId" | "webhookId"
-                | "deliveryId" => uuid(),
+                | "deliveryId" | "creditGrantId" => uuid(),
                 "tenantId" | "tenant_id" => text(TENANT_ID_PATTERN),
                 "userId" | "user_id" => text(USER_ID_PATTERN),
                 "alias" => text(ALIAS_PATTERN),
@@ -239,6 +239,9 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
             },
             ParameterIn::Query => match name {
                 "planId" => uuid(),
+                "tenantId" if path.starts_with("/entitlements/api/v1/credit-grants") => {
+                    text(TENANT_ID_PATTERN)
+                }
                 // A delivery page's cursor is the last delivery's ID.
                 "cursor" if webhooks => uuid(),
                 "limit" if webhooks => page_size(MAX_DELIVERY_PAGE),

@@ -49,8 +49,10 @@ pub struct UsageEventBody {
     pub feature_key: String,
     /// SUM and MAX: the amount; COUNT and UNIQUE_COUNT ignore it. 0 to 10^15; default 1.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(default, deserialize_with = "whole")]
     pub amount: Option<i64>,
     /// RFC 3339; default: when received. At most 5 minutes ahead.
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
     /// The value UNIQUE_COUNT counts distinct occurrences of.
     #[schema(min_length = 1, max_length = 255)]
@@ -144,12 +146,12 @@ async fn record_usage(
 #[serde(rename_all = "camelCase")]
 pub struct UsageCloudEvent {
     /// `1.0`.
-    #[schema(max_length = 16)]
+    #[schema(pattern = "^1\\.0$")]
     pub specversion: String,
     /// The idempotency key.
     #[schema(min_length = 1, max_length = 255)]
     pub id: String,
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub source: String,
     /// The metered feature's key, unless `data.featureKey` names it.
     #[serde(rename = "type")]
@@ -159,8 +161,10 @@ pub struct UsageCloudEvent {
     #[schema(min_length = 1, max_length = 255)]
     pub subject: String,
     /// RFC 3339; default: when received.
+    #[schema(format = DateTime)]
     pub time: Option<String>,
-    #[schema(max_length = 255)]
+    /// `data` is JSON.
+    #[schema(max_length = 255, pattern = "^application/json")]
     pub datacontenttype: Option<String>,
     /// `{"featureKey"?, "amount"?, "userId"?, "unique"?}`.
     #[serde(default)]
@@ -171,14 +175,15 @@ pub struct UsageCloudEvent {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageCloudEventData {
-    #[schema(max_length = 64)]
+    #[schema(min_length = 1, max_length = 64)]
     pub feature_key: Option<String>,
     /// Default 1.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(default, deserialize_with = "whole")]
     pub amount: Option<i64>,
-    #[schema(max_length = 255)]
+    #[schema(min_length = 1, max_length = 255)]
     pub user_id: Option<String>,
-    #[schema(max_length = 255)]
+    #[schema(min_length = 1, max_length = 255)]
     pub unique: Option<String>,
 }
 
@@ -251,6 +256,7 @@ pub struct ConsumeBody {
     pub feature_key: String,
     /// 1 to 10^15; default 1.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(default, deserialize_with = "whole")]
     pub amount: Option<i64>,
 }
 
@@ -311,9 +317,31 @@ async fn consume_usage(
 #[serde(deny_unknown_fields)]
 pub struct RolloverJson {
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(deserialize_with = "whole_required")]
     pub min: i64,
+    /// At least `min`.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(deserialize_with = "whole_required")]
     pub max: i64,
+}
+
+/// An integer, also when sent as a number with a zero fraction (`108.0`): JSON does not tell
+/// them apart, and neither does the document's `integer`.
+fn whole_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, found {n}")))
+}
+
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Value>::deserialize(d)?
+        .map(|v| whole_required(v).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A credit grant.
@@ -368,13 +396,16 @@ pub struct CreateCreditGrantBody {
     #[schema(min_length = 1, max_length = 64)]
     pub feature_key: String,
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(deserialize_with = "whole_required")]
     pub amount: i64,
     /// Default 10 (the plan allowance's: at equal priority the allowance goes first).
     #[schema(minimum = 0, maximum = 1000)]
     pub priority: Option<u32>,
     /// RFC 3339; default now.
+    #[schema(format = DateTime)]
     pub effective_at: Option<String>,
-    /// RFC 3339; default never.
+    /// RFC 3339 (after `effectiveAt`); default never.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// Default: everything remaining carries (`{"min": 0, "max": amount}`).
     pub rollover: Option<RolloverJson>,
