@@ -56,8 +56,9 @@ struct Args {
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const ALL: [&str; 15] = [
-    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B9d", "B10", "B11", "B12", "B16", "B17",
+const ALL: [&str; 16] = [
+    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B9d", "B10", "B11", "B12", "B13", "B16",
+    "B17",
 ];
 
 fn main() -> Result<()> {
