@@ -219,6 +219,7 @@ impl<S: Storage> Engine<S> {
                     received_at: now,
                     outcome,
                     answer: None,
+                    unique: event.unique.clone(),
                 };
                 if !self.store.insert_usage(&txn, &stored).await? {
                     // Another meter's writer (same account, same id) got there first.
@@ -306,6 +307,7 @@ impl<S: Storage> Engine<S> {
                 StoredOutcome::Refused
             },
             answer: Some(answer_json(&answer)?),
+            unique: None,
         };
         if !self.store.insert_usage(&txn, &stored).await? {
             return Err(DomainError::Conflict {
@@ -507,6 +509,9 @@ impl<S: Storage> Engine<S> {
         .await
     }
 }
+
+#[path = "metering_history.rs"]
+mod history;
 
 #[cfg(test)]
 #[path = "metering_tests.rs"]

@@ -17,7 +17,9 @@ use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
 use crate::domain::metering::{CreditGrant, MeterState, StoredUsage};
 use crate::domain::transition::{Transition, TransitionKind};
 use crate::domain::webhook;
-use crate::domain::{Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route};
+use crate::domain::{
+    Aggregation, Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route,
+};
 
 /// Storage with transactions. A transaction is begun here, written through the other ports
 /// and ended by [`Revisions::commit_encoded`] (or [`Transactional::commit_plain`]); dropping it
@@ -249,6 +251,7 @@ pub trait Storage:
     + WebhookStore
     + TransitionStore
     + MeterStore
+    + UsageHistoryStore
 {
 }
 
@@ -262,6 +265,7 @@ impl<S> Storage for S where
         + WebhookStore
         + TransitionStore
         + MeterStore
+        + UsageHistoryStore
 {
 }
 
@@ -310,6 +314,22 @@ pub trait MeterStore: Transactional {
     async fn update_credit(&self, txn: &Self::Txn, grant: &CreditGrant) -> Result<()>;
     /// An account's credit grants (of one feature, when given), oldest first.
     async fn credits(&self, tenant_id: &str, feature_id: Option<Uuid>) -> Result<Vec<CreditGrant>>;
+}
+
+/// Usage history, aggregated by the database.
+#[async_trait]
+pub trait UsageHistoryStore: Transactional {
+    /// The account's usage of `feature_id` (only `user_id`'s, when given) in each window
+    /// `[bounds[i], bounds[i + 1])`, aggregated as `aggregation` (refused consumptions count
+    /// nothing); one value per window.
+    async fn usage_per_window(
+        &self,
+        tenant_id: &str,
+        feature_id: Uuid,
+        user_id: Option<&str>,
+        aggregation: Aggregation,
+        bounds: &[DateTime<Utc>],
+    ) -> Result<Vec<i64>>;
 }
 
 /// The time-transition scheduler's state: its cursor and the transitions it has decided.

@@ -100,6 +100,8 @@ pub struct StoredUsage {
     pub outcome: StoredOutcome,
     /// A consumption's answer (JSON of [`ConsumeAnswer`]).
     pub answer: Option<String>,
+    /// The value a UNIQUE_COUNT feature counts (history's distinct counts per window).
+    pub unique: Option<String>,
 }
 
 /// A consumption's answer, stored with it so a retry returns it.

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod error;
 pub mod metering;
 pub mod transition;
+pub mod usage_history;
 pub mod validate;
 pub mod webhook;
 

@@ -9,6 +9,7 @@ use super::{Handler, Result};
 use crate::domain::metering::{
     self as m, NewConsumption, NewCreditGrant, NewUsage, Rollover as DomainRollover,
 };
+use crate::domain::usage_history::{HistoryQuery, WindowSize};
 use crate::domain::{Allocation, DomainError};
 
 fn credit_grant(g: &m::CreditGrant) -> pb::CreditGrant {
@@ -36,6 +37,30 @@ fn outcome(o: m::UsageOutcome) -> pb::UsageOutcome {
         m::UsageOutcome::Duplicate => pb::UsageOutcome::Duplicate,
         m::UsageOutcome::Late => pb::UsageOutcome::Late,
     }
+}
+
+fn window_size(raw: i32) -> Result<WindowSize> {
+    let size = match pb::UsageWindowSize::try_from(raw) {
+        Ok(pb::UsageWindowSize::Hour) => WindowSize::Hour,
+        Ok(pb::UsageWindowSize::Day) => WindowSize::Day,
+        Ok(pb::UsageWindowSize::Week) => WindowSize::Week,
+        Ok(pb::UsageWindowSize::Month) => WindowSize::Month,
+        Ok(pb::UsageWindowSize::Period) => WindowSize::Period,
+        Ok(pb::UsageWindowSize::Unspecified) | Err(_) => {
+            return Err(
+                DomainError::invalid("window", "must be HOUR, DAY, WEEK, MONTH or PERIOD").into(),
+            );
+        }
+    };
+    Ok(size)
+}
+
+fn required_time(
+    field: &str,
+    t: Option<prost_types::Timestamp>,
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    let t = t.ok_or_else(|| DomainError::invalid(field, "is required"))?;
+    Ok(convert::time(field, &t)?)
 }
 
 fn usage(index: usize, e: pb::UsageEvent) -> Result<NewUsage> {
@@ -186,6 +211,37 @@ impl metering_service_server::MeteringService for Handler {
                 })
                 .collect(),
             revision: view.revision,
+        }))
+    }
+
+    async fn get_usage_history(
+        &self,
+        request: Request<GetUsageHistoryRequest>,
+    ) -> Result<Response<GetUsageHistoryResponse>> {
+        let r = request.into_inner();
+        if r.feature_key.is_empty() {
+            return Err(DomainError::invalid("feature_key", "is required").into());
+        }
+        let query = HistoryQuery {
+            from: required_time("from", r.from)?,
+            to: required_time("to", r.to)?,
+            window: window_size(r.window)?,
+            tenant_id: r.tenant_id,
+            feature_key: r.feature_key,
+            user_id: r.user_id,
+        };
+        let history = self.engine.usage_history(&query).await?;
+        Ok(Response::new(GetUsageHistoryResponse {
+            aggregation: tenantry_proto::index_stream::aggregation(history.aggregation).into(),
+            windows: history
+                .windows
+                .into_iter()
+                .map(|w| pb::UsageWindow {
+                    start: Some(timestamp(w.start)),
+                    end: Some(timestamp(w.end)),
+                    usage: w.usage,
+                })
+                .collect(),
         }))
     }
 }

@@ -12,6 +12,7 @@ mod m20261204_000090_audit_log;
 mod m20261204_000091_webhooks;
 mod m20261204_000092_grant_transitions;
 mod m20261205_000100_metering;
+mod m20261205_000110_usage_history;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000091_webhooks::Migration),
             Box::new(m20261204_000092_grant_transitions::Migration),
             Box::new(m20261205_000100_metering::Migration),
+            Box::new(m20261205_000110_usage_history::Migration),
         ]
     }
 

@@ -201,6 +201,7 @@ entity!(usage_event, "ent_usage_event", {
     pub received_at: DateTimeUtc,
     pub outcome: String,
     pub answer: Option<String>,
+    pub unique_value: Option<String>,
 });
 
 entity!(usage_unique, "ent_usage_unique", {

@@ -90,6 +90,7 @@ impl MeterStore for Store {
             received_at: Set(usage.received_at),
             outcome: Set(usage.outcome.as_str().to_owned()),
             answer: Set(usage.answer.clone()),
+            unique_value: Set(usage.unique.clone()),
         })
         .on_conflict(
             OnConflict::columns([usage_event::Column::TenantId, usage_event::Column::EventId])
@@ -129,6 +130,7 @@ impl MeterStore for Store {
                 received_at: r.received_at,
                 outcome,
                 answer: r.answer,
+                unique: r.unique_value,
             })
         })
         .transpose()

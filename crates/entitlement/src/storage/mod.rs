@@ -19,6 +19,7 @@ mod index_load;
 mod metering;
 mod revisions;
 mod transitions;
+mod usage_history;
 mod webhooks;
 
 use async_trait::async_trait;

@@ -158,7 +158,7 @@ fn exact_time(t: &prost_types::Timestamp) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-fn aggregation_name(a: pb::Aggregation) -> &'static str {
+pub(crate) fn aggregation_name(a: pb::Aggregation) -> &'static str {
     match a {
         pb::Aggregation::Count => "COUNT",
         pb::Aggregation::Max => "MAX",

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tenantry_proto::entitlement::v1::{
     self as pb, ConsumeUsageRequest, CreateCreditGrantRequest, GetMeterRequest,
-    ListCreditGrantsRequest, RecordUsageRequest, UsageOutcome, VoidCreditGrantRequest,
+    GetUsageHistoryRequest, ListCreditGrantsRequest, RecordUsageRequest, UsageOutcome,
+    VoidCreditGrantRequest,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::checks::{MeterJson, allow_reason_name, justification_name, meter_json};
+use super::features::aggregation_name;
 use super::rules::{AllocationJson, allocation_json};
 use super::with_revision;
 use crate::{
@@ -32,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_credit_grants, create_credit_grant))
         .routes(routes!(void_credit_grant))
         .routes(routes!(get_meter))
+        .routes(routes!(usage_history))
 }
 
 /// One usage event.
@@ -589,5 +592,106 @@ async fn get_meter(
             })
             .collect(),
         revision: out.revision,
+    }))
+}
+
+/// A usage history's window size, named as the query's `window`.
+fn window_size(name: &str) -> Result<pb::UsageWindowSize, ApiError> {
+    Ok(match name {
+        "HOUR" => pb::UsageWindowSize::Hour,
+        "DAY" => pb::UsageWindowSize::Day,
+        "WEEK" => pb::UsageWindowSize::Week,
+        "MONTH" => pb::UsageWindowSize::Month,
+        "PERIOD" => pb::UsageWindowSize::Period,
+        _ => {
+            return Err(ApiError::invalid_field(
+                "window",
+                "must be HOUR, DAY, WEEK, MONTH or PERIOD",
+            ));
+        }
+    })
+}
+
+/// Query of a usage history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageHistoryQuery {
+    /// Start of the range, inclusive (RFC 3339).
+    #[param(format = DateTime)]
+    pub from: String,
+    /// End of the range, exclusive (RFC 3339): after `from`.
+    #[param(format = DateTime)]
+    pub to: String,
+    /// `HOUR`, `DAY` (from midnight), `WEEK` (from Monday), `MONTH` (from the 1st), all in UTC,
+    /// or `PERIOD` (the feature's usage periods for the account; a manual reset starts one).
+    /// The range may hold at most 1,000 windows.
+    #[param(pattern = "^(HOUR|DAY|WEEK|MONTH|PERIOD)$")]
+    pub window: String,
+    /// Only this user's usage.
+    #[param(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
+}
+
+/// One window's usage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageWindowJson {
+    pub start: Option<String>,
+    pub end: Option<String>,
+    /// SUM and COUNT: what the window's events counted; MAX: the largest amount reported in
+    /// it; UNIQUE_COUNT: the distinct values reported in it. 0 without events.
+    pub usage: i64,
+}
+
+/// A metered feature's usage per window.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageHistoryJson {
+    /// `SUM`, `COUNT`, `MAX` or `UNIQUE_COUNT`: how each window's usage is aggregated.
+    pub aggregation: String,
+    /// Every window of the range in order, empty ones included; the first and last are cut to
+    /// the range.
+    pub windows: Vec<UsageWindowJson>,
+}
+
+/// An account's usage of a metered feature per window over `[from, to)`, aggregated from the
+/// recorded events: a late event counts in the window it happened in, a refused consumption
+/// not at all.
+#[utoipa::path(get,
+    path = "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/usage",
+    tag = "Metering",
+    params(("tenantId" = String, Path), ("featureKey" = String, Path), UsageHistoryQuery),
+    responses((status = 200, body = UsageHistoryJson), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn usage_history(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath((tenant_id, feature_key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<UsageHistoryQuery>,
+) -> Result<Json<UsageHistoryJson>, ApiError> {
+    let request = GetUsageHistoryRequest {
+        tenant_id,
+        feature_key,
+        from: Some(parse_time_field(&q.from, "from")?),
+        to: Some(parse_time_field(&q.to, "to")?),
+        window: window_size(&q.window)?.into(),
+        user_id: q.user_id,
+    };
+    let out = state
+        .metering()
+        .get_usage_history(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(Json(UsageHistoryJson {
+        aggregation: aggregation_name(out.aggregation()).to_owned(),
+        windows: out
+            .windows
+            .into_iter()
+            .map(|w| UsageWindowJson {
+                start: opt_timestamp(w.start),
+                end: opt_timestamp(w.end),
+                usage: w.usage,
+            })
+            .collect(),
     }))
 }

@@ -569,6 +569,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
         "get",
         "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}",
     ),
+    (
+        "get",
+        "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/usage",
+    ),
     ("get", "/entitlements/api/v1/webhooks"),
     ("post", "/entitlements/api/v1/webhooks"),
     ("get", "/entitlements/api/v1/webhooks/{webhookId}"),

@@ -11,7 +11,7 @@ const CREDITS: &str = "/entitlements/api/v1/credit-grants";
 
 /// `acme` on a plan issuing 100 `calls` a day (hard limit); `globex` with nothing. The
 /// default body limit (1 MiB), so a 1,000-event batch fits.
-async fn metered_stack() -> Stack {
+pub(super) async fn metered_stack() -> Stack {
     let s = spawn_stack_configured(|_| {}, |c| c.http_body_limit_bytes = 1024 * 1024).await;
     s.account("acme", None).await;
     s.account("globex", None).await;
@@ -33,7 +33,7 @@ async fn metered_stack() -> Stack {
     s
 }
 
-fn usage(id: &str, amount: i64) -> Value {
+pub(super) fn usage(id: &str, amount: i64) -> Value {
     json!({"id": id, "tenantId": "acme", "featureKey": "calls", "amount": amount})
 }
 

@@ -14,6 +14,7 @@ mod grants;
 mod idempotency;
 mod metered;
 mod metering;
+mod metering_history;
 mod ofrep;
 mod seeds;
 mod webhooks;

@@ -1,0 +1,75 @@
+//! Usage history: a metered feature's usage for an account per window, aggregated by the store
+//! from the recorded events (late ones in the window they happened in).
+
+use chrono::{DateTime, Utc};
+
+use super::{known_account, metered_or_error};
+use crate::app::Engine;
+use crate::app::ports::Storage;
+use crate::domain::usage_history::{HistoryQuery, UsageWindow, validate_query, windows};
+use crate::domain::{Aggregation, DomainError, Result};
+
+/// A feature's usage per window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageHistory {
+    /// How each window's usage was aggregated (the feature's).
+    pub aggregation: Aggregation,
+    pub windows: Vec<UsageWindow>,
+}
+
+impl<S: Storage> Engine<S> {
+    /// The account's usage of a metered feature per `q.window` over `[q.from, q.to)`.
+    pub async fn usage_history(&self, q: &HistoryQuery) -> Result<UsageHistory> {
+        validate_query(q)?;
+        let index = self.index.current();
+        let feature = metered_or_error(&index, &q.feature_key)?;
+        // A deleted account's history is not shown (its events are kept).
+        known_account(&index, &q.tenant_id)?;
+        let open = index
+            .meter(&q.tenant_id, feature.id)
+            .map(|s| (s.start, s.end));
+        let spec = &feature.spec;
+        let period_at = |at: DateTime<Utc>| -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+            if let Some((start, end)) = open.filter(|(s, e)| *s <= at && at < *e) {
+                return Ok((start, end));
+            }
+            let w = spec
+                .period
+                .containing(at)
+                .map_err(|e| DomainError::invalid("from", e.to_string()))?;
+            // The scheduled period the open one was cut from by a manual reset ends there.
+            Ok(match open {
+                Some((start, _)) if at < start && start < w.end => (w.start, start),
+                _ => (w.start, w.end),
+            })
+        };
+        let cut = windows(q.window, q.from, q.to, &period_at)?;
+        let bounds: Vec<DateTime<Utc>> = cut
+            .iter()
+            .map(|w| w.0)
+            .chain(std::iter::once(q.to))
+            .collect();
+        let values = self
+            .store
+            .usage_per_window(
+                &q.tenant_id,
+                feature.id,
+                q.user_id.as_deref(),
+                feature.aggregation,
+                &bounds,
+            )
+            .await?;
+        Ok(UsageHistory {
+            aggregation: feature.aggregation,
+            windows: cut
+                .into_iter()
+                .zip(values)
+                .map(|((start, end), usage)| UsageWindow { start, end, usage })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "metering_history_tests.rs"]
+mod tests;

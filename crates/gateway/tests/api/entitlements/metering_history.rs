@@ -1,0 +1,144 @@
+//! Usage history over REST: usage per window (late events where they happened), and every
+//! bad input refused with its field; no way in without an environment token.
+
+use chrono::{DateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
+
+use super::metering::{metered_stack, usage};
+use super::*;
+
+const USAGE: &str = "/entitlements/api/v1/usage";
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn history_path(feature: &str, from: DateTime<Utc>, to: DateTime<Utc>, window: &str) -> String {
+    format!(
+        "/entitlements/api/v1/accounts/acme/meters/{feature}/usage?from={}&to={}&window={window}",
+        rfc3339(from),
+        rfc3339(to)
+    )
+}
+
+fn field(r: &Reply) -> &str {
+    r.body["fieldViolations"][0]["field"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn usage_history_answers_each_window_with_late_events_where_they_happened() {
+    let s = metered_stack().await;
+    let now = s.clock.now_for_tests();
+    let today = now.date_naive().and_time(NaiveTime::MIN).and_utc();
+    let at = |t: DateTime<Utc>| json!(rfc3339(t));
+    // Two events of closed days (late: counted there) and one of today.
+    let mut early = usage("e1", 30);
+    early["timestamp"] = at(today - TimeDelta::hours(38));
+    let mut yesterday = usage("e2", 20);
+    yesterday["timestamp"] = at(today - TimeDelta::hours(14));
+    let r = s
+        .post(
+            USAGE,
+            &json!({"events": [early, yesterday, usage("e3", 5)]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["outcomes"], json!(["LATE", "LATE", "RECORDED"]));
+
+    let from = today - TimeDelta::days(2);
+    let to = today + TimeDelta::days(1);
+    for window in ["DAY", "PERIOD"] {
+        let r = s.get(&history_path("calls", from, to, window)).await;
+        assert_eq!(r.status, 200, "{window}: {:?}", r.body);
+        assert_eq!(r.body["aggregation"], "SUM");
+        let windows: Vec<(String, String, i64)> = r.body["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["start"].as_str().unwrap().to_owned(),
+                    w["end"].as_str().unwrap().to_owned(),
+                    w["usage"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        // As the gateway writes times: RFC 3339 in milliseconds.
+        let day = |n: i64| (from + TimeDelta::days(n)).to_rfc3339_opts(SecondsFormat::Millis, true);
+        assert_eq!(
+            windows,
+            [
+                (day(0), day(1), 30),
+                (day(1), day(2), 20),
+                (day(2), day(3), 5)
+            ],
+            "{window}"
+        );
+    }
+    // The same range by the hour: 72 windows adding up to the same usage.
+    let r = s.get(&history_path("calls", from, to, "HOUR")).await;
+    let windows = r.body["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 72);
+    let total: i64 = windows.iter().map(|w| w["usage"].as_i64().unwrap()).sum();
+    assert_eq!(total, 55);
+}
+
+#[tokio::test]
+async fn bad_history_queries_are_refused_with_their_field() {
+    let s = metered_stack().await;
+    s.feature(json!({"name": "SSO", "key": "sso"})).await;
+    let now = s.clock.now_for_tests();
+    let day = TimeDelta::days(1);
+    let ok = history_path("calls", now - day, now, "DAY");
+    assert_eq!(s.get(&ok).await.status, 200);
+
+    for (path, status, name) in [
+        (history_path("calls", now - day, now, "YEAR"), 400, "window"),
+        (history_path("calls", now, now, "DAY"), 400, "to"),
+        (history_path("calls", now, now - day, "DAY"), 400, "to"),
+        // 50 days of hours: 1,200 windows.
+        (
+            history_path("calls", now - day * 50, now, "HOUR"),
+            400,
+            "window",
+        ),
+        (
+            format!(
+                "/entitlements/api/v1/accounts/acme/meters/calls/usage?from=yesterday&to={}&window=DAY",
+                rfc3339(now)
+            ),
+            400,
+            "from",
+        ),
+        (
+            history_path("sso", now - day, now, "DAY"),
+            400,
+            "featureKey",
+        ),
+    ] {
+        let r = s.get(&path).await;
+        assert_error_shape(&r, status);
+        assert_eq!(field(&r), name, "{path}: {:?}", r.body);
+    }
+    // A missing range, an unknown feature or account.
+    let r = s
+        .get("/entitlements/api/v1/accounts/acme/meters/calls/usage?window=DAY")
+        .await;
+    assert_error_shape(&r, 400);
+    let r = s.get(&history_path("nothing", now - day, now, "DAY")).await;
+    assert_error_shape(&r, 404);
+    let r = s
+        .get(&history_path("calls", now - day, now, "DAY").replace("/acme/", "/nobody/"))
+        .await;
+    assert_error_shape(&r, 404);
+
+    // An environment token only.
+    let user = user_token(&user_claims("acme", "ann", &[]));
+    let none = s.app.request("GET", &ok, &[], None).await;
+    assert_eq!(none.status, 401);
+    let auth = format!("Bearer {user}");
+    let as_user = s
+        .app
+        .request("GET", &ok, &[("authorization", &auth)], None)
+        .await;
+    assert!(matches!(as_user.status, 401 | 403), "{}", as_user.status);
+}
