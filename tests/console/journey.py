@@ -369,6 +369,17 @@ try:
     submit("add-metadata")
     if '"gold"' not in driver.find_element(By.TAG_NAME, "main").text:
         fail("the metadata key should show")
+    # Found by its metadata: `key=value` in the same search box.
+    driver.get(f"{BASE}/console/accounts")
+    driver.find_element(By.ID, "account-search").send_keys("tier=gold")
+
+    def found_by_metadata():
+        text = driver.find_element(By.ID, "account-results").text
+        return "Acme Corporation" in text and "Initech" not in text and "Acme Europe" not in text
+
+    wait("the search by metadata", found_by_metadata)
+    check_page("accounts-metadata-search")
+    driver.get(f"{BASE}/console/accounts/acme")
     # Settings and members on the account's page.
     fill("setting-timezone", "Europe/Berlin")
     submit("save-settings")

@@ -207,6 +207,19 @@ pub fn split_list(value: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// Every value of a repeatable query parameter (`name=…` or `name[]=…`), one per occurrence
+/// and as sent: [`ApiQuery`] joins repeats with commas, which a value holding a comma does not
+/// survive.
+pub fn query_values(query: Option<&str>, name: &str) -> Result<Vec<String>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+    Ok(pairs
+        .into_iter()
+        .filter(|(key, _)| key.strip_suffix("[]").unwrap_or(key) == name)
+        .map(|(_, value)| value)
+        .collect())
+}
+
 /// The `Idempotency-Key` header of a create, validated by the services' rule (1-255 visible
 /// characters); absent is `None`. A malformed or repeated header is 400 naming it. Routes
 /// declare it in OpenAPI with `params(IdempotencyKey)`.

@@ -248,6 +248,7 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
                 "_limit" if !migrations => page_size(MAX_ACCOUNT_PAGE),
                 "_limit" | "limit" => page_size(MAX_ENTITLEMENT_PAGE),
                 "_offset" | "offset" => offset(),
+                "metadata" if path == "/tenants/resources/tenants/v2" => metadata_matches(),
                 "minRevision" => ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .minimum(Some(0.0))
@@ -632,6 +633,18 @@ fn text(pattern: &str) -> RefOr<Schema> {
         .min_length(Some(1))
         .max_length(Some(MAX_ID_CHARS))
         .pattern(Some(pattern))
+        .into()
+}
+
+/// The accounts list's `metadata=key:value` pairs (`tenant::domain::list`): at most 10; a key
+/// of 1-256 characters without `:`, a value of up to 1,024, neither with control characters.
+fn metadata_matches() -> RefOr<Schema> {
+    let pair = ObjectBuilder::new().schema_type(Type::String).pattern(Some(
+        "^[^:\\x00-\\x1f\\x7f-\\x9f]{1,256}:[^\\x00-\\x1f\\x7f-\\x9f]{0,1024}$",
+    ));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(pair)
+        .max_items(Some(10))
         .into()
 }
 

@@ -125,6 +125,7 @@ async fn list(
 ) -> Result<Response, PageError> {
     let p = session.management()?;
     let q = given(query.q).unwrap_or_default();
+    let (filter, metadata) = parse_search(&q);
     let page = query.page.unwrap_or(1).max(1);
     let out = c
         .app
@@ -136,10 +137,11 @@ async fn list(
                     limit: Some(PAGE_SIZE),
                     offset: (page - 1).saturating_mul(PAGE_SIZE),
                 }),
-                filter: (!q.is_empty()).then(|| q.clone()),
+                filter,
                 sort_by: AccountSortField::Name.into(),
                 order: 0,
                 tenant_ids: Vec::new(),
+                metadata,
             },
         ))
         .await?
@@ -157,6 +159,49 @@ async fn list(
         plans: plan_choices(&c, p).await?,
         q,
     })
+}
+
+/// The search box: a word `key=value` is a metadata pair (the key ends at the first `=`), the
+/// other words are the name or ID filter. Double quotes keep spaces in a word:
+/// `region=eu "plan tier"="gold plus" acme`.
+fn parse_search(q: &str) -> (Option<String>, Vec<pb::MetadataMatch>) {
+    let mut words: Vec<String> = Vec::new();
+    let mut metadata = Vec::new();
+    let mut finish = |word: String, eq: Option<usize>| match eq {
+        Some(at) if at > 0 => metadata.push(pb::MetadataMatch {
+            key: word[..at].to_owned(),
+            value: word[at + 1..].to_owned(),
+        }),
+        _ if word.is_empty() => {}
+        _ => words.push(word),
+    };
+    let (mut word, mut eq, mut quoted, mut started) = (String::new(), None, false, false);
+    for c in q.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    finish(std::mem::take(&mut word), eq.take());
+                }
+                started = false;
+            }
+            c => {
+                if c == '=' && !quoted && eq.is_none() {
+                    eq = Some(word.len());
+                }
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        finish(word, eq);
+    }
+    let filter = (!words.is_empty()).then(|| words.join(" "));
+    (filter, metadata)
 }
 
 #[derive(Deserialize)]
@@ -1067,4 +1112,46 @@ async fn revoke_plan(
         revoke_one(&c, p, g.id).await?;
     }
     Ok(see(&account_href(&id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_search;
+
+    fn pairs(q: &str) -> (Option<String>, Vec<(String, String)>) {
+        let (filter, metadata) = parse_search(q);
+        (
+            filter,
+            metadata.into_iter().map(|m| (m.key, m.value)).collect(),
+        )
+    }
+
+    #[test]
+    fn the_search_box_splits_metadata_pairs_from_the_name() {
+        assert_eq!(pairs("  Acme  Corp "), (Some("Acme Corp".into()), vec![]));
+        assert_eq!(
+            pairs("plan=pro acme region=eu"),
+            (
+                Some("acme".into()),
+                vec![
+                    ("plan".into(), "pro".into()),
+                    ("region".into(), "eu".into())
+                ]
+            )
+        );
+        assert_eq!(
+            pairs(r#""plan tier"="gold plus" url=a=b note="""#),
+            (
+                None,
+                vec![
+                    ("plan tier".into(), "gold plus".into()),
+                    ("url".into(), "a=b".into()),
+                    ("note".into(), String::new()),
+                ]
+            )
+        );
+        // No key: a word like any other.
+        assert_eq!(pairs("=x"), (Some("=x".into()), vec![]));
+        assert_eq!(pairs(""), (None, vec![]));
+    }
 }

@@ -2,7 +2,11 @@
 //! and their metadata. The account JSON shapes live here; memberships, account settings and
 //! migrations have their own modules.
 
-use axum::{Json, extract::State, response::IntoResponse};
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+    response::IntoResponse,
+};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
@@ -19,7 +23,7 @@ use crate::{
     auth::{Caller, Management, Principal},
     convert::{json_to_value, metadata_to_struct, opt_struct_to_json, opt_timestamp},
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, split_list},
+    extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, query_values, split_list},
     state::{AppState, grpc},
 };
 
@@ -465,16 +469,42 @@ async fn delete_metadata(
     Ok(Json(tenant(out.account)?))
 }
 
+/// The accounts list's `metadata` filter: each `key:value` (the key ends at the first `:`; the
+/// value is the rest, commas and colons included). The service bounds their number and sizes.
+pub fn metadata_matches(raw_query: Option<&str>) -> Result<Vec<pb::MetadataMatch>, ApiError> {
+    query_values(raw_query, "metadata")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, pair)| match pair.split_once(':') {
+            Some((key, value)) => Ok(pb::MetadataMatch {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            None => Err(ApiError::invalid_field(
+                &format!("metadata[{i}]"),
+                "must be `key:value` (the key ends at the first colon)",
+            )),
+        })
+        .collect()
+}
+
 /// List accounts with filter, sort and paging.
 #[utoipa::path(get, path = "/tenants/resources/tenants/v2", tag = "Accounts",
-    params(ListQuery),
+    params(ListQuery,
+        ("metadata" = Option<Vec<String>>, Query, style = Form, explode = true,
+            description = "Only accounts whose metadata holds this pair: `key:value`, repeated for \
+                several (all must hold). The key ends at the first `:` (1-256 characters); the \
+                value is the rest (up to 1,024) and must equal the key's value exactly, as a \
+                string (a number or boolean never matches). At most 10; no control characters.")),
     responses((status = 200, body = Paged<Tenant>), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn list_accounts(
     State(state): State<AppState>,
     Management(p): Management,
     ApiQuery(q): ApiQuery<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Paged<Tenant>>, ApiError> {
+    let metadata = metadata_matches(raw.as_deref())?;
     let sort_by = sort_field(
         q.sort_by.as_deref(),
         "_sortBy",
@@ -491,6 +521,7 @@ async fn list_accounts(
         sort_by: sort_by.into(),
         order: sort_order(q.order.as_deref(), "_order")?.into(),
         tenant_ids: split_list(q.tenant_ids.as_deref()),
+        metadata,
     };
     let out = state
         .tenants()

@@ -260,6 +260,113 @@ async fn accounts_crud_lists_and_metadata_at_the_seed_paths() {
 }
 
 #[tokio::test]
+async fn accounts_are_listed_by_metadata() {
+    let s = spawn_stack().await;
+    let app = &s.app;
+    let env = app.vendor_token().await;
+    for (id, metadata) in [
+        (
+            "acme",
+            json!({"plan": "pro", "region": "eu", "url": "https://a.test/x,y"}),
+        ),
+        ("globex", json!({"plan": "pro", "region": "us"})),
+        (
+            "initech",
+            json!({"plan": "free", "region": "eu", "seats": 5}),
+        ),
+    ] {
+        let r = app
+            .post_json(
+                "/tenants/resources/tenants/v1",
+                Some(&env),
+                &json!({"tenantId": id, "name": id, "metadata": metadata}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let listed = |r: &crate::helpers::Reply| -> Vec<String> {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["tenantId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = "/tenants/resources/tenants/v2?_sortBy=tenantId";
+    let r = app
+        .get(&format!("{list}&metadata=plan:pro"), Some(&env))
+        .await;
+    assert_eq!(listed(&r), ["acme", "globex"]);
+    assert_eq!(r.body["_metadata"]["totalItems"], json!(2));
+    // Repeated pairs must all hold; the array spelling means the same.
+    let r = app
+        .get(
+            &format!("{list}&metadata=plan:pro&metadata[]=region:eu"),
+            Some(&env),
+        )
+        .await;
+    assert_eq!(listed(&r), ["acme"]);
+    // The value is everything after the first colon, commas included (URL-encoded or not).
+    let r = app
+        .get(
+            &format!("{list}&metadata=url:https://a.test/x,y"),
+            Some(&env),
+        )
+        .await;
+    assert_eq!(listed(&r), ["acme"]);
+    let r = app
+        .get(
+            &format!("{list}&metadata=url%3Ahttps%3A%2F%2Fa.test%2Fx%2Cy"),
+            Some(&env),
+        )
+        .await;
+    assert_eq!(listed(&r), ["acme"]);
+    // With the other filters and paging.
+    let r = app
+        .get(
+            &format!("{list}&metadata=region:eu&_filter=INIT"),
+            Some(&env),
+        )
+        .await;
+    assert_eq!(listed(&r), ["initech"]);
+    let r = app
+        .get(
+            &format!("{list}&metadata=plan:pro&_limit=1&_offset=1"),
+            Some(&env),
+        )
+        .await;
+    assert_eq!(listed(&r), ["globex"]);
+    assert_eq!(r.body["_metadata"]["totalPages"], json!(2));
+    // A number is not its string.
+    let r = app
+        .get(&format!("{list}&metadata=seats:5"), Some(&env))
+        .await;
+    assert!(listed(&r).is_empty());
+
+    // Bad pairs: 400 naming the pair.
+    let r = app.get(&format!("{list}&metadata=plan"), Some(&env)).await;
+    assert_error_shape(&r, 400);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("metadata[0]"),
+        "{:?}",
+        r.body
+    );
+    let r = app.get(&format!("{list}&metadata=:pro"), Some(&env)).await;
+    assert_error_shape(&r, 400);
+    let eleven: String = (0..11).map(|i| format!("&metadata=k{i}:v")).collect();
+    let r = app.get(&format!("{list}{eleven}"), Some(&env)).await;
+    assert_error_shape(&r, 400);
+
+    // Listing is management: a user token of one of the accounts sees none of them.
+    let alice = user_token(&user_claims("acme", "alice", &[]));
+    let r = app
+        .get(&format!("{list}&metadata=plan:pro"), Some(&alice))
+        .await;
+    assert_error_shape(&r, 403);
+}
+
+#[tokio::test]
 async fn self_service_stays_inside_the_tokens_tenant() {
     let s = spawn_stack().await;
     let app = &s.app;

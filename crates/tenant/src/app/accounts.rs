@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::{Engine, idempotency::idempotent, ports::Storage};
 use crate::domain::{
     self, Account, AccountPatch, Created, DELETE_ACCOUNT_PERMISSION, Deleted, DeletedIds, Error,
-    Idempotency, ListQuery, NewAccount, Page, PublicSettings, Settings, SortField, error::Result,
+    Idempotency, ListQuery, MetadataMatch, NewAccount, Page, PublicSettings, Settings, SortField,
+    error::Result,
 };
 
 /// Most IDs one BatchGetAccounts may name.
@@ -21,6 +22,7 @@ pub struct Listing {
     pub sort: SortField,
     pub descending: bool,
     pub tenant_ids: Vec<String>,
+    pub metadata: Vec<MetadataMatch>,
 }
 
 /// The answer to a batch read: live accounts and the IDs missing or deleted.
@@ -86,6 +88,7 @@ impl<S: Storage> Engine<S> {
             listing.sort,
             listing.descending,
             listing.tenant_ids,
+            listing.metadata,
         )?;
         self.store.list_accounts(&query).await
     }

@@ -1,4 +1,5 @@
-//! Listing accounts: the seed's `_limit`, `_offset`, `_filter`, `_sortBy`, `_order`, `_tenantIds`.
+//! Listing accounts: the seed's `_limit`, `_offset`, `_filter`, `_sortBy`, `_order`, `_tenantIds`,
+//! and `metadata` (exact `key = value` pairs).
 
 use super::error::{Error, Result};
 
@@ -6,6 +7,69 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
 /// Most IDs `_tenantIds` may name in one request.
 pub const MAX_TENANT_IDS: usize = 1_000;
+/// Most `key = value` pairs one metadata filter may hold.
+pub const MAX_METADATA_MATCHES: usize = 10;
+/// Longest metadata key a filter may name: the longest key metadata may hold.
+pub const MAX_MATCH_KEY_CHARS: usize = tenantry_common::limits::MAX_FREEFORM_KEY_CHARS;
+/// Longest value a metadata filter may look for.
+pub const MAX_MATCH_VALUE_CHARS: usize = 1_024;
+
+/// One condition of the metadata filter: the top-level `key` holds exactly the string `value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataMatch {
+    pub key: String,
+    pub value: String,
+}
+
+impl MetadataMatch {
+    /// The condition as the JSON object a matching account's metadata contains.
+    pub fn as_json_object(&self) -> String {
+        serde_json::json!({ &self.key: &self.value }).to_string()
+    }
+}
+
+/// Checks a metadata filter's pairs: how many, and each key's and value's length and characters
+/// (no control characters: neither engine can compare a NUL, and none is typed in a search).
+fn check_metadata_matches(matches: &[MetadataMatch]) -> Result<()> {
+    if matches.len() > MAX_METADATA_MATCHES {
+        return Err(Error::invalid(
+            "metadata",
+            format!(
+                "at most {MAX_METADATA_MATCHES} pairs may be given (got {})",
+                matches.len()
+            ),
+        ));
+    }
+    for (i, m) in matches.iter().enumerate() {
+        let key_chars = m.key.chars().count();
+        if key_chars == 0 || key_chars > MAX_MATCH_KEY_CHARS {
+            return Err(Error::invalid(
+                format!("metadata[{i}].key"),
+                format!("must be 1-{MAX_MATCH_KEY_CHARS} characters (got {key_chars})"),
+            ));
+        }
+        if m.key.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("metadata[{i}].key"),
+                "must not contain control characters",
+            ));
+        }
+        let value_chars = m.value.chars().count();
+        if value_chars > MAX_MATCH_VALUE_CHARS {
+            return Err(Error::invalid(
+                format!("metadata[{i}].value"),
+                format!("must be at most {MAX_MATCH_VALUE_CHARS} characters (got {value_chars})"),
+            ));
+        }
+        if m.value.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("metadata[{i}].value"),
+                "must not contain control characters",
+            ));
+        }
+    }
+    Ok(())
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SortField {
@@ -25,6 +89,8 @@ pub struct ListQuery {
     pub sort: SortField,
     pub descending: bool,
     pub tenant_ids: Vec<String>,
+    /// Every pair must hold (AND); empty = no metadata filter.
+    pub metadata: Vec<MetadataMatch>,
 }
 
 /// Validates a page size: unset is `default`, 0 or above `max` is refused (never clamped).
@@ -47,6 +113,7 @@ impl ListQuery {
         sort: SortField,
         descending: bool,
         tenant_ids: Vec<String>,
+        metadata: Vec<MetadataMatch>,
     ) -> Result<Self> {
         let limit = page_limit("page.limit", limit, DEFAULT_LIMIT, MAX_LIMIT)?;
         let filter = filter.filter(|f| !f.is_empty());
@@ -59,6 +126,7 @@ impl ListQuery {
                 format!("at most {MAX_TENANT_IDS} IDs may be given"),
             ));
         }
+        check_metadata_matches(&metadata)?;
         Ok(Self {
             limit,
             offset,
@@ -66,6 +134,7 @@ impl ListQuery {
             sort,
             descending,
             tenant_ids,
+            metadata,
         })
     }
 }
@@ -113,6 +182,63 @@ mod tests {
         assert_eq!(page_limit("l", Some(200), 50, 200).unwrap(), 200);
         assert!(page_limit("l", Some(201), 50, 200).is_err());
         assert!(page_limit("l", Some(0), 50, 200).is_err());
+    }
+
+    fn pair(key: &str, value: &str) -> MetadataMatch {
+        MetadataMatch {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn refused_field(metadata: Vec<MetadataMatch>) -> String {
+        match ListQuery::new(None, 0, None, SortField::Name, false, vec![], metadata) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_filters_are_bounded() {
+        let ten = (0..10).map(|i| pair(&format!("k{i}"), "v")).collect();
+        assert!(ListQuery::new(None, 0, None, SortField::Name, false, vec![], ten).is_ok());
+        let eleven = (0..11).map(|i| pair(&format!("k{i}"), "v")).collect();
+        assert_eq!(refused_field(eleven), "metadata");
+        assert_eq!(
+            refused_field(vec![pair("a", "b"), pair("", "b")]),
+            "metadata[1].key"
+        );
+        assert_eq!(
+            refused_field(vec![pair(&"k".repeat(257), "b")]),
+            "metadata[0].key"
+        );
+        assert_eq!(refused_field(vec![pair("k\u{0}", "b")]), "metadata[0].key");
+        assert_eq!(
+            refused_field(vec![pair("k", &"v".repeat(1_025))]),
+            "metadata[0].value"
+        );
+        assert_eq!(refused_field(vec![pair("k", "a\nb")]), "metadata[0].value");
+        // An empty value is a value: metadata can hold "".
+        assert!(
+            ListQuery::new(
+                None,
+                0,
+                None,
+                SortField::Name,
+                false,
+                vec![],
+                vec![pair("k", "")]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_match_is_the_object_matching_metadata_contains() {
+        assert_eq!(
+            pair("plan\"x", "pro").as_json_object(),
+            r#"{"plan\"x":"pro"}"#
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{Handlers, convert, idempotency, invalid};
 use crate::{
     app::accounts::Listing,
-    domain::{AccountPatch, Settings, SortField},
+    domain::{AccountPatch, MetadataMatch, Settings, SortField},
 };
 
 #[tonic::async_trait]
@@ -98,6 +98,14 @@ impl TenantService for Handlers {
             sort,
             descending,
             tenant_ids: r.tenant_ids,
+            metadata: r
+                .metadata
+                .into_iter()
+                .map(|m| MetadataMatch {
+                    key: m.key,
+                    value: m.value,
+                })
+                .collect(),
         };
         let page = self.app.list_accounts(listing).await?;
         let (accounts, page) = self.fitting_page(page, convert::account);

@@ -11,6 +11,7 @@ mod m20261203_000004_feed_retention;
 mod m20261204_000005_idempotency_keys;
 mod m20261204_000090_audit_log;
 mod m20261204_000100_migration_events;
+mod m20261205_000110_metadata_search;
 
 /// Applies the tenant service's migrations.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000005_idempotency_keys::Migration),
             Box::new(m20261204_000090_audit_log::Migration),
             Box::new(m20261204_000100_migration_events::Migration),
+            Box::new(m20261205_000110_metadata_search::Migration),
         ]
     }
 

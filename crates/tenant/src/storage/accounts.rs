@@ -153,35 +153,84 @@ impl Store {
         ))
     }
 
-    /// A filtered page on PostgreSQL. The matches are collected first (through the trigram
-    /// indexes) and only they are sorted: left to itself the planner often walks the sort
-    /// index and tests every row, since it cannot estimate how rare a substring is, and a
-    /// rare one then costs a scan of the whole table.
-    async fn filtered_page_pg(&self, q: &ListQuery) -> Result<Vec<Account>> {
-        let pattern = like_contains(q.filter.as_deref().unwrap_or_default());
-        let mut values: Vec<sea_orm::Value> = vec![pattern.clone().into(), pattern.into()];
-        let mut only = String::new();
+    /// The conditions of a filtered listing beyond `deleted_at IS NULL`, each starting with
+    /// ` AND `, and their values in order.
+    fn list_conditions(&self, q: &ListQuery) -> (String, Vec<sea_orm::Value>) {
+        let mut sql = String::new();
+        let mut values: Vec<sea_orm::Value> = Vec::new();
+        if let Some(filter) = &q.filter {
+            let pattern = like_contains(filter);
+            sql.push_str(
+                " AND (lower(name) LIKE ? ESCAPE '\\' OR lower(tenant_id) LIKE ? ESCAPE '\\')",
+            );
+            values.push(pattern.clone().into());
+            values.push(pattern.into());
+        }
         if !q.tenant_ids.is_empty() {
-            only.push_str(" AND tenant_id IN (");
+            sql.push_str(" AND tenant_id IN (");
             for (i, id) in q.tenant_ids.iter().enumerate() {
-                only.push_str(if i == 0 { "?" } else { ", ?" });
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
                 values.push(id.clone().into());
             }
-            only.push(')');
+            sql.push(')');
         }
+        for pair in &q.metadata {
+            if self.is_postgres() {
+                // The expression of the `accounts_live_metadata` GIN index, so it serves this.
+                sql.push_str(" AND account_metadata_jsonb(metadata) @> CAST(? AS jsonb)");
+                values.push(pair.as_json_object().into());
+            } else {
+                // json_each names any key as it is (a JSON path would need quoting rules) and
+                // types the value: only a JSON string matches, as on PostgreSQL.
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM json_each(accounts.metadata) AS m \
+                     WHERE m.key = ? AND m.type = 'text' AND m.atom = ?)",
+                );
+                values.push(pair.key.clone().into());
+                values.push(pair.value.clone().into());
+            }
+        }
+        (sql, values)
+    }
+
+    /// A filtered page (a name or ID substring on PostgreSQL, metadata on either engine) and
+    /// its total. The matches are collected first (through the trigram or metadata indexes)
+    /// and only they are sorted: left to itself the planner often walks the sort index and
+    /// tests every row, since it cannot estimate how rare a match is, and a rare one then
+    /// costs a scan of the whole table.
+    async fn filtered_page(&self, q: &ListQuery) -> Result<Page<Account>> {
+        let (conditions, mut values) = self.list_conditions(q);
+        let count = self
+            .connection()
+            .query_one_raw(self.statement(
+                &format!("SELECT COUNT(*) AS n FROM accounts WHERE deleted_at IS NULL{conditions}"),
+                values.clone(),
+            ))
+            .await
+            .map_err(db_err("count accounts"))?;
+        let total = match count {
+            Some(row) => row
+                .try_get::<i64>("", "n")
+                .map_err(db_err("count accounts"))?,
+            None => 0,
+        };
         let dir = if q.descending { "DESC" } else { "ASC" };
         let sort = match q.sort {
             SortField::CreatedAt => format!("a.created_at {dir}, "),
             SortField::Name => format!("a.name {dir}, "),
             SortField::TenantId => String::new(),
         };
+        // MATERIALIZED keeps PostgreSQL from folding the matches back into the sort's scan.
+        let materialized = if self.is_postgres() {
+            "MATERIALIZED "
+        } else {
+            ""
+        };
         values.push(i64::from(q.limit).into());
         values.push(i64::from(q.offset).into());
         let sql = format!(
-            "WITH matches AS MATERIALIZED (
-                SELECT tenant_id FROM accounts
-                WHERE deleted_at IS NULL
-                  AND (lower(name) LIKE ? ESCAPE '\\' OR lower(tenant_id) LIKE ? ESCAPE '\\'){only}
+            "WITH matches AS {materialized}(
+                SELECT tenant_id FROM accounts WHERE deleted_at IS NULL{conditions}
             )
             SELECT a.* FROM accounts a JOIN matches m ON m.tenant_id = a.tenant_id
             ORDER BY {sort}a.tenant_id {dir}
@@ -192,13 +241,20 @@ impl Store {
             .query_all_raw(self.statement(&sql, values))
             .await
             .map_err(db_err("list accounts"))?;
-        rows.iter()
+        let items = rows
+            .iter()
             .map(|row| {
                 accounts::Model::from_query_result(row, "")
                     .map_err(db_err("read accounts"))
                     .and_then(account_from_row)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or_default(),
+            limit: q.limit,
+            offset: q.offset,
+        })
     }
 
     /// Reads, changes and writes one live account under its row lock, recording `kind` when
@@ -353,6 +409,9 @@ impl AccountStore for Store {
 
     /// One page of live accounts. Every sort ends with tenant_id, so pages never overlap.
     async fn list_accounts(&self, q: &ListQuery) -> Result<Page<Account>> {
+        if !q.metadata.is_empty() || (self.is_postgres() && q.filter.is_some()) {
+            return self.filtered_page(q).await;
+        }
         let mut select = accounts::Entity::find().filter(accounts::Column::DeletedAt.is_null());
         if let Some(filter) = &q.filter {
             let pattern = like_contains(filter);
@@ -380,14 +439,6 @@ impl AccountStore for Store {
                 .await
                 .map_err(db_err("count accounts"))?
         };
-        if self.is_postgres() && q.filter.is_some() {
-            return Ok(Page {
-                items: self.filtered_page_pg(q).await?,
-                total,
-                limit: q.limit,
-                offset: q.offset,
-            });
-        }
         let order = if q.descending {
             Order::Desc
         } else {

@@ -534,6 +534,7 @@ async fn list_all(
                 sort_by: sort.into(),
                 order: order.into(),
                 tenant_ids: vec![],
+                metadata: vec![],
             })
             .await
             .unwrap()

@@ -11,6 +11,7 @@ mod helpers;
 mod hierarchy;
 mod idempotency;
 mod memberships;
+mod metadata_search;
 mod migrations;
 mod plans;
 mod races;

@@ -1,5 +1,6 @@
 //! Query plans of the account list on a large table: every sort is served by an index (no
-//! full sort), the substring filter by the trigram indexes, and the unfiltered total by the
+//! full sort), the substring filter by the trigram indexes, the metadata filter by its GIN
+//! index, and the unfiltered total by the
 //! live-account counter (no scan of the table). Rows: `TENANTRY_PLAN_ROWS`
 //! (default 100,000; the report's plans were taken with 1,000,000). Run with `--nocapture`
 //! to see the plans.
@@ -42,12 +43,13 @@ async fn list_queries_use_indexes_on_a_large_table() {
     })
     .await
     .unwrap();
-    // Every 20th account deleted, names from 1,000 companies, one creation a second.
+    // Every 20th account deleted, names from 1,000 companies, one creation a second, a
+    // metadata `shard` shared by 1 account in 5,000.
     conn.execute_unprepared(&format!(
         "INSERT INTO accounts (tenant_id, name, metadata, sub_account_access_type, is_reseller, created_at, updated_at, deleted_at)
          SELECT 'acct-' || lpad(i::text, 8, '0'),
                 'Company ' || (i % 1000) || ' ' || substr(md5(i::text), 1, 8),
-                '{{}}', 'defaultOff', false,
+                '{{\"shard\": \"s' || (i % 5000) || '\", \"tier\": \"gold\"}}', 'defaultOff', false,
                 timestamptz '2024-01-01' + i * interval '1 second',
                 timestamptz '2024-01-01' + i * interval '1 second',
                 CASE WHEN i % 20 = 0 THEN now() END
@@ -70,7 +72,23 @@ async fn list_queries_use_indexes_on_a_large_table() {
              ORDER BY {order} LIMIT 50 OFFSET 0"
         )
     };
+    // What the store runs for a metadata filter on PostgreSQL (`metadata=shard:s42`).
+    let by_metadata = "account_metadata_jsonb(metadata) @> CAST('{\"shard\": \"s42\"}' AS jsonb)";
     let cases = [
+        (
+            "metadata, name",
+            format!(
+                "WITH matches AS MATERIALIZED (SELECT tenant_id {live} AND {by_metadata}) \
+                 SELECT a.* FROM accounts a JOIN matches m ON m.tenant_id = a.tenant_id \
+                 ORDER BY a.name ASC, a.tenant_id ASC LIMIT 50 OFFSET 0"
+            ),
+            "accounts_live_metadata",
+        ),
+        (
+            "metadata count",
+            format!("SELECT COUNT(*) {live} AND {by_metadata}"),
+            "accounts_live_metadata",
+        ),
         (
             "createdAt ASC, first page",
             format!("SELECT * {live} ORDER BY created_at ASC, tenant_id ASC LIMIT 50 OFFSET 0"),
@@ -143,6 +161,25 @@ async fn list_queries_use_indexes_on_a_large_table() {
         .unwrap()
         .total_items;
     assert_eq!(total, expected, "the unfiltered total is exact");
+    let shard = app
+        .tenants()
+        .list_accounts(pb::ListAccountsRequest {
+            metadata: vec![pb::MetadataMatch {
+                key: "shard".into(),
+                value: "s42".into(),
+            }],
+            ..pb::ListAccountsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // i % 5000 == 42 for i = 42, 5042, …; none of them is a multiple of 20 (deleted).
+    assert_eq!(
+        shard.page.unwrap().total_items,
+        (rows - 42) / 5_000 + 1,
+        "the metadata total is exact"
+    );
+    assert!(shard.accounts.iter().all(|a| a.tenant_id.ends_with("042")));
     for (name, sql, expected) in cases {
         let plan = explain(&conn, &sql).await;
         eprintln!("--- {name} ({rows} rows)\n{sql}\n{plan}\n");
@@ -150,7 +187,11 @@ async fn list_queries_use_indexes_on_a_large_table() {
             plan.contains(expected),
             "{name}: plan does not use {expected}:\n{plan}"
         );
-        if !name.contains("count") && !name.contains("filter") && !name.contains("_tenantIds") {
+        if !name.contains("count")
+            && !name.contains("filter")
+            && !name.contains("metadata")
+            && !name.contains("_tenantIds")
+        {
             assert!(
                 !plan.contains("Sort Key"),
                 "{name}: sorts instead of reading an index:\n{plan}"
