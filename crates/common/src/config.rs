@@ -244,6 +244,11 @@ pub struct Config {
     /// TOML, comma-separated in the environment; empty: no expiring events.
     #[serde(deserialize_with = "string_or_list")]
     pub webhook_expiring_lead_times: Vec<String>,
+    /// The shares of a period's available amount at which `tenantry.usage.threshold.v1` fires,
+    /// once per account, metered feature and period each (whole percents, 1 to 1000, at most
+    /// 10, distinct). A list in TOML, comma-separated in the environment; empty: none.
+    #[serde(deserialize_with = "number_or_string_list")]
+    pub webhook_usage_thresholds: Vec<String>,
     /// The gateway serves the web console at `/console` (off: 404 there).
     pub console_enabled: bool,
     /// How long a console sign-in lasts (a user token's own expiry ends it sooner).
@@ -260,6 +265,11 @@ pub struct Config {
 pub const MAX_EXPIRING_LEAD_TIMES: usize = 10;
 /// Longest `webhook_expiring_lead_times` entry (366 days).
 pub const MAX_EXPIRING_LEAD_SECS: u64 = 366 * 24 * 3_600;
+
+/// Most `webhook_usage_thresholds`.
+pub const MAX_USAGE_THRESHOLDS: usize = 10;
+/// Highest `webhook_usage_thresholds` entry, in percent.
+pub const MAX_USAGE_THRESHOLD_PERCENT: u16 = 1_000;
 
 /// Parses a duration such as `500ms`, `5s`, `5m`, `2h`, `1d`.
 pub fn parse_duration(value: &str) -> Option<Duration> {
@@ -357,6 +367,7 @@ impl Default for Config {
             webhook_poll_ms: 1_000,
             webhook_delivery_retention_secs: 30 * 24 * 3_600,
             webhook_expiring_lead_times: ["7d", "1d"].map(str::to_owned).to_vec(),
+            webhook_usage_thresholds: ["50", "80", "100"].map(str::to_owned).to_vec(),
             console_enabled: true,
             console_session_ttl_secs: 8 * 3_600,
             console_session_key: None,
@@ -716,6 +727,36 @@ impl Config {
             }
             leads.push(parsed);
         }
+        if self.webhook_usage_thresholds.len() > MAX_USAGE_THRESHOLDS {
+            return Err(invalid(
+                "webhook_usage_thresholds",
+                format!("at most {MAX_USAGE_THRESHOLDS} thresholds"),
+            ));
+        }
+        let mut percents = Vec::new();
+        for value in &self.webhook_usage_thresholds {
+            let parsed = value
+                .trim()
+                .trim_end_matches('%')
+                .parse::<u16>()
+                .ok()
+                .filter(|p| (1..=MAX_USAGE_THRESHOLD_PERCENT).contains(p));
+            let Some(parsed) = parsed else {
+                return Err(invalid(
+                    "webhook_usage_thresholds",
+                    format!(
+                        "{value:?} is not a whole percentage from 1 to {MAX_USAGE_THRESHOLD_PERCENT}"
+                    ),
+                ));
+            };
+            if percents.contains(&parsed) {
+                return Err(invalid(
+                    "webhook_usage_thresholds",
+                    format!("{value:?} is listed twice"),
+                ));
+            }
+            percents.push(parsed);
+        }
         // A bound this small would prune events before followers could read them.
         if (1..1_000).contains(&self.feed_retention_events) {
             return Err(invalid(
@@ -947,6 +988,14 @@ impl Config {
             .collect()
     }
 
+    /// `webhook_usage_thresholds` in percent, parsed (validated at start).
+    pub fn webhook_usage_thresholds(&self) -> Vec<u16> {
+        self.webhook_usage_thresholds
+            .iter()
+            .filter_map(|s| s.trim().trim_end_matches('%').parse().ok())
+            .collect()
+    }
+
     /// `webhook_retry_schedule`, parsed (validated at start).
     pub fn webhook_retry_schedule(&self) -> Vec<Duration> {
         self.webhook_retry_schedule
@@ -1090,6 +1139,40 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
             .map(str::to_owned)
             .collect(),
         OneOrMany::Many(v) => v,
+    })
+}
+
+/// [`string_or_list`] whose items may also be numbers (`[50, 80]` in TOML).
+fn number_or_string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Text(String),
+        Number(i64),
+    }
+    impl Item {
+        fn text(self) -> String {
+            match self {
+                Item::Text(s) => s,
+                Item::Number(n) => n.to_string(),
+            }
+        }
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Item),
+        Many(Vec<Item>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(item) => item
+            .text()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v.into_iter().map(Item::text).collect(),
     })
 }
 
@@ -1238,6 +1321,45 @@ mod tests {
             let err = load(bad).unwrap_err().to_string();
             assert!(err.contains("webhook_expiring_lead_times"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn usage_thresholds_are_bounded_distinct_percentages() {
+        let load = |value: &str| {
+            Config::load_from(
+                &ConfigArgs::default(),
+                env(&[("TENANTRY_WEBHOOK_USAGE_THRESHOLDS", value)]),
+            )
+        };
+        let c = Config::load_from(&ConfigArgs::default(), env(&[])).unwrap();
+        assert_eq!(c.webhook_usage_thresholds(), [50, 80, 100]);
+        assert_eq!(
+            load("75, 90%,150").unwrap().webhook_usage_thresholds(),
+            [75, 90, 150]
+        );
+        assert_eq!(load("100").unwrap().webhook_usage_thresholds(), [100]);
+        assert!(load("").unwrap().webhook_usage_thresholds().is_empty());
+        for bad in [
+            "0",
+            "1001",
+            "half",
+            "50,50",
+            "-5",
+            "1,2,3,4,5,6,7,8,9,10,11",
+        ] {
+            let err = load(bad).unwrap_err().to_string();
+            assert!(err.contains("webhook_usage_thresholds"), "{bad}: {err}");
+        }
+        // A TOML list of numbers.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tenantry.toml");
+        std::fs::write(&file, "webhook_usage_thresholds = [25, 100]\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(file),
+            ..ConfigArgs::default()
+        };
+        let c = Config::load_from(&args, env(&[])).unwrap();
+        assert_eq!(c.webhook_usage_thresholds(), [25, 100]);
     }
 
     #[test]

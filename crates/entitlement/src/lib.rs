@@ -110,10 +110,13 @@ pub async fn serve_with_clock(
         shutdown.clone(),
     );
     let revision_wait = app::RevisionWait::new(REVISION_WAIT, config.max_revision_waiters);
+    let thresholds = domain::threshold::UsageThresholds::new(&config.webhook_usage_thresholds())
+        .map_err(|e| RunError::Io(std::io::Error::other(format!("usage thresholds: {e}"))))?;
     let engine = Engine::start(store.clone(), Arc::new(tenants), clock, revision_wait)
         .await
         .map_err(|e| RunError::Database(format!("build the entitlement index: {e}")))?
-        .with_streams(streams);
+        .with_streams(streams)
+        .with_usage_thresholds(thresholds);
     let engine = Arc::new(engine);
     let sender = clients::webhook_http::HttpWebhookSender::new(
         Duration::from_millis(config.webhook_timeout_ms),

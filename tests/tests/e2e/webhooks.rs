@@ -1105,3 +1105,145 @@ async fn a_resynchronised_follower_announces_what_happened_while_it_was_away() {
         stack.log_tails()
     );
 }
+
+/// A journey with usage: an account on a plan issuing 10 `calls` a month reports usage and
+/// consumes; `tenantry.usage.threshold.v1` arrives once for each of 50, 80 and 100 %, signed
+/// as the reference library verifies, with the usage and balance of the write that reached
+/// it; usage past the allowance, a duplicate and a top-up climbing back send nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_thresholds_arrive_once_each_signed() {
+    const THRESHOLD: &str = "tenantry.usage.threshold.v1";
+    const USAGE: &str = "/entitlements/api/v1/usage";
+    let stack = stack().await;
+    let env = &stack.env_token().await;
+    let receiver = Receiver::start().await;
+    let created = expect(
+        &stack,
+        StatusCode::CREATED,
+        Method::POST,
+        HOOKS,
+        Some(env),
+        Some(json!({
+            "url": format!("http://127.0.0.1:{}/hook", receiver.port),
+            "eventTypes": [THRESHOLD],
+        })),
+    )
+    .await;
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    create_account(&stack, env, "acme", "Acme").await;
+    expect(
+        &stack,
+        StatusCode::CREATED,
+        Method::POST,
+        "/entitlements/resources/features/v1",
+        Some(env),
+        Some(
+            json!({"name": "API calls", "key": "calls", "type": "metered",
+            "metering": {"unit": "call", "recurrence": "MONTH",
+                         "anchor": "2026-01-01T00:00:00Z"}}),
+        ),
+    )
+    .await;
+    create_plan(
+        &stack,
+        env,
+        json!({"name": "API", "key": "api", "features": [{"featureKey": "calls",
+            "allocation": {"type": "max_count", "value": 10}}]}),
+    )
+    .await;
+    create_grant(&stack, env, json!({"planKey": "api", "tenantId": "acme"})).await;
+    let usage = |id: &str, amount: i64| {
+        json!({"events": [{"id": id, "tenantId": "acme", "featureKey": "calls",
+            "amount": amount}]})
+    };
+    // The account reaches the entitlement service through the tenant feed.
+    eventually(DEADLINE, "usage recorded", || async {
+        let (status, answer) = stack
+            .call(Method::POST, USAGE, Some(env), Some(usage("u1", 6)))
+            .await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{status} {answer}"))
+        }
+    })
+    .await;
+    let consumed = expect(
+        &stack,
+        StatusCode::OK,
+        Method::POST,
+        "/entitlements/api/v1/usage/consume",
+        Some(env),
+        Some(json!({"id": "c1", "tenantId": "acme", "featureKey": "calls", "amount": 2})),
+    )
+    .await;
+    assert_eq!(consumed["consumed"], true, "{consumed}");
+    for (id, amount) in [("u2", 2), ("u3", 5), ("u1", 6)] {
+        expect(
+            &stack,
+            StatusCode::OK,
+            Method::POST,
+            USAGE,
+            Some(env),
+            Some(usage(id, amount)),
+        )
+        .await;
+    }
+    expect(
+        &stack,
+        StatusCode::CREATED,
+        Method::POST,
+        "/entitlements/api/v1/credit-grants",
+        Some(env),
+        Some(json!({"tenantId": "acme", "featureKey": "calls", "amount": 100})),
+    )
+    .await;
+    expect(
+        &stack,
+        StatusCode::OK,
+        Method::POST,
+        USAGE,
+        Some(env),
+        Some(usage("u4", 90)),
+    )
+    .await;
+
+    eventually(DEADLINE, "three thresholds", || async {
+        match receiver.events().len() {
+            3.. => Ok(()),
+            n => Err(format!("{n} received")),
+        }
+    })
+    .await;
+    // Time for a duplicate to show up (the loop polls every 100 ms).
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let received = receiver.received();
+    for result in verify(&secret, &received).await {
+        assert_eq!(result, "ok");
+    }
+    let mut seen: Vec<(u64, i64, i64)> = receiver
+        .events()
+        .into_values()
+        .map(|e| {
+            assert_eq!(e["type"], THRESHOLD, "{e}");
+            assert_eq!(e["subject"], "acme", "{e}");
+            assert!(e["tenantryrevision"].as_u64() > Some(0), "{e}");
+            assert_eq!(e["data"]["featureKey"], "calls", "{e}");
+            assert!(
+                e["data"]["periodStart"].as_str() < e["data"]["periodEnd"].as_str(),
+                "{e}"
+            );
+            let data = &e["data"];
+            (
+                data["threshold"].as_u64().unwrap_or_default(),
+                data["usage"].as_i64().unwrap_or_default(),
+                data["balance"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    seen.sort_unstable();
+    // 6 of 10 (50 %), 8 (80 %), 10 (100 %: the balance at 0); then 15 (overage), and 105 of
+    // 110 after the top-up: nothing again.
+    assert_eq!(seen, [(50, 6, 4), (80, 8, 2), (100, 10, 0)]);
+    assert_eq!(received.len(), 3, "each delivered once");
+}

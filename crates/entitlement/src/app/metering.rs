@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::ports::Storage;
+use super::thresholds::Reached;
 use super::{Engine, Saved};
-use crate::domain::audit::{Action, Prior, credit_grant_entry};
+use crate::domain::audit::{Action, credit_grant_entry};
 use crate::domain::metering::{
     ConsumeAnswer, CreditGrant, DrawError, MeterReading, MeterSpec, MeterState, NewConsumption,
     NewCreditGrant, NewUsage, StoredOutcome, StoredUsage, UsageOutcome, credit_grant,
@@ -154,6 +155,7 @@ impl<S: Storage> Engine<S> {
         let txn = self.store.begin().await?;
         let mut outcomes = vec![UsageOutcome::Recorded; events.len()];
         let mut changes = Vec::new();
+        let mut reached = Reached::default();
         for ((tenant_id, feature_id), (feature, members)) in groups {
             let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
             let mut state = self
@@ -230,6 +232,15 @@ impl<S: Storage> Engine<S> {
                 }
             }
             if drawn {
+                let after = state.read(&feature.spec, now, allocation(now));
+                self.usage_thresholds(
+                    &txn,
+                    &mut reached,
+                    (tenant_id, feature_id, &feature.key),
+                    &after,
+                    now,
+                )
+                .await?;
                 self.store
                     .put_meter(&txn, tenant_id, feature_id, &state, now)
                     .await?;
@@ -244,7 +255,7 @@ impl<S: Storage> Engine<S> {
             self.store.commit_plain(txn).await?;
             0
         } else {
-            self.commit(txn, changes, &Prior::none()).await?
+            self.commit_metered(txn, changes, reached).await?
         };
         Ok((outcomes, revision))
     }
@@ -319,19 +330,17 @@ impl<S: Storage> Engine<S> {
             self.store.commit_plain(txn).await?;
             return Ok((answer, false));
         }
-        self.store
-            .put_meter(&txn, &c.tenant_id, feature.id, &state, now)
-            .await?;
+        let mut reached = Reached::default();
+        self.usage_thresholds(
+            &txn,
+            &mut reached,
+            (&c.tenant_id, feature.id, &feature.key),
+            &reading,
+            now,
+        )
+        .await?;
         answer.revision = self
-            .commit(
-                txn,
-                vec![IndexChange::UpsertMeter {
-                    tenant_id: c.tenant_id.clone(),
-                    feature_id: feature.id,
-                    state: Box::new(state),
-                }],
-                &Prior::none(),
-            )
+            .commit_meter(txn, &c.tenant_id, feature.id, state, now, reached)
             .await?;
         Ok((answer, false))
     }
@@ -353,8 +362,18 @@ impl<S: Storage> Engine<S> {
             .open_meter(&txn, &grant.tenant_id, &feature, now, &allocation)
             .await?;
         state.add_credit(grant.credit());
+        let mut reached = Reached::default();
+        let after = state.read(&feature.spec, now, allocation(now));
+        self.usage_thresholds(
+            &txn,
+            &mut reached,
+            (&grant.tenant_id, feature.id, &feature.key),
+            &after,
+            now,
+        )
+        .await?;
         let revision = self
-            .commit_meter(txn, &grant.tenant_id, feature.id, state, now)
+            .commit_meter(txn, &grant.tenant_id, feature.id, state, now, reached)
             .await?;
         Ok(Saved {
             value: grant,
@@ -397,7 +416,18 @@ impl<S: Storage> Engine<S> {
                     .open_meter(&txn, &grant.tenant_id, &feature, now, &allocation)
                     .await?;
                 state.void_credit(id, now);
-                self.commit_meter(txn, &grant.tenant_id, feature.id, state, now)
+                // A void that leaves too little reaches thresholds as usage does.
+                let mut reached = Reached::default();
+                let after = state.read(&feature.spec, now, allocation(now));
+                self.usage_thresholds(
+                    &txn,
+                    &mut reached,
+                    (&grant.tenant_id, feature.id, &feature.key),
+                    &after,
+                    now,
+                )
+                .await?;
+                self.commit_meter(txn, &grant.tenant_id, feature.id, state, now, reached)
                     .await?
             }
         };
@@ -493,18 +523,19 @@ impl<S: Storage> Engine<S> {
         feature_id: Uuid,
         state: MeterState,
         now: DateTime<Utc>,
+        reached: Reached,
     ) -> Result<u64> {
         self.store
             .put_meter(&txn, tenant_id, feature_id, &state, now)
             .await?;
-        self.commit(
+        self.commit_metered(
             txn,
             vec![IndexChange::UpsertMeter {
                 tenant_id: tenant_id.to_owned(),
                 feature_id,
                 state: Box::new(state),
             }],
-            &Prior::none(),
+            reached,
         )
         .await
     }

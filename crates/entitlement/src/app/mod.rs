@@ -19,6 +19,7 @@ pub mod stream;
 pub mod tenant_sync;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod thresholds;
 pub mod transitions;
 pub mod vendor;
 pub mod webhooks;
@@ -58,6 +59,8 @@ pub struct Engine<S: Storage> {
     streams: stream::StreamHub,
     /// Wakes the webhook delivery loop after a commit that recorded events.
     webhook_wake: Arc<tokio::sync::Notify>,
+    /// The usage thresholds metering writes announce (see [`thresholds`]).
+    thresholds: crate::domain::threshold::UsageThresholds,
 }
 
 impl<S: Storage> Engine<S> {
@@ -79,7 +82,17 @@ impl<S: Storage> Engine<S> {
             vendor: vendor::VendorCache::default(),
             streams: stream::StreamHub::default(),
             webhook_wake: Arc::default(),
+            thresholds: Default::default(),
         })
+    }
+
+    /// Sets the usage thresholds metering writes announce (default 50, 80, 100 %).
+    pub fn with_usage_thresholds(
+        mut self,
+        thresholds: crate::domain::threshold::UsageThresholds,
+    ) -> Self {
+        self.thresholds = thresholds;
+        self
     }
 
     /// Sets how the index stream behaves and the signal that ends its subscriptions.
@@ -154,6 +167,28 @@ impl<S: Storage> Engine<S> {
         pending: Option<idempotency::PendingReplay>,
         prior: &Prior<'_>,
     ) -> Result<u64> {
+        self.commit_encoded_with(
+            txn,
+            changes,
+            log,
+            pending,
+            prior,
+            thresholds::Reached::default(),
+        )
+        .await
+    }
+
+    /// [`Engine::commit_encoded`] with the usage thresholds the write reached: their events
+    /// go to the outbox with the revision's.
+    async fn commit_encoded_with(
+        &self,
+        txn: S::Txn,
+        changes: Vec<IndexChange>,
+        log: S::Encoded,
+        pending: Option<idempotency::PendingReplay>,
+        prior: &Prior<'_>,
+        reached: thresholds::Reached,
+    ) -> Result<u64> {
         let revision = self.store.next_revision(&txn).await?;
         if let Some(pending) = pending {
             self.complete_replay(&txn, pending, revision).await?;
@@ -174,7 +209,9 @@ impl<S: Storage> Engine<S> {
         }
         let recorded = self
             .record_events(&txn, || {
-                crate::domain::webhook::revision_events(revision, now, &changes)
+                let mut events = crate::domain::webhook::revision_events(revision, now, &changes);
+                events.extend(reached.events(revision));
+                events
             })
             .await?;
         self.store.commit_encoded(txn, revision, log, now).await?;

@@ -252,6 +252,7 @@ pub trait Storage:
     + TransitionStore
     + MeterStore
     + UsageHistoryStore
+    + ThresholdStore
 {
 }
 
@@ -266,6 +267,7 @@ impl<S> Storage for S where
         + TransitionStore
         + MeterStore
         + UsageHistoryStore
+        + ThresholdStore
 {
 }
 
@@ -330,6 +332,23 @@ pub trait UsageHistoryStore: Transactional {
         aggregation: Aggregation,
         bounds: &[DateTime<Utc>],
     ) -> Result<Vec<i64>>;
+}
+
+/// Usage thresholds sent: the once-per-period key of `tenantry.usage.threshold.v1`.
+#[async_trait]
+pub trait ThresholdStore: Transactional {
+    /// Records `thresholds` reached by the account's meter of `feature_id` in the period
+    /// starting at `period_start`, each if absent; answers those that were absent (ascending).
+    /// Recording any forgets the meter's earlier periods.
+    async fn record_thresholds(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        feature_id: Uuid,
+        period_start: DateTime<Utc>,
+        thresholds: &[u16],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u16>>;
 }
 
 /// The time-transition scheduler's state: its cursor and the transitions it has decided.

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::threshold::ThresholdCrossing;
 use super::transition::{Transition, TransitionKind};
 use super::{DomainError, Grant, IndexChange, Result};
 
@@ -40,6 +41,7 @@ pub mod types {
     pub const GRANT_EXPIRING: &str = "tenantry.grant.expiring.v1";
     pub const GRANT_EXPIRED: &str = "tenantry.grant.expired.v1";
     pub const MIGRATION_FINISHED: &str = "tenantry.migration.finished.v1";
+    pub const USAGE_THRESHOLD: &str = "tenantry.usage.threshold.v1";
 
     pub const ALL: &[&str] = &[
         ACCOUNT_CREATED,
@@ -61,6 +63,7 @@ pub mod types {
         GRANT_EXPIRING,
         GRANT_EXPIRED,
         MIGRATION_FINISHED,
+        USAGE_THRESHOLD,
     ];
 }
 
@@ -194,7 +197,8 @@ pub fn revision_events(revision: u64, time: DateTime<Utc>, changes: &[IndexChang
                 IndexChange::DeleteGrant { id } => {
                     (types::GRANT_DELETED, None, json!({ "grant": { "id": id } }))
                 }
-                // Meters change with usage; threshold events, not every change, go out.
+                // Meters change with every use: not every change goes out, the thresholds a
+                // write reaches do (`threshold_event`).
                 IndexChange::UpsertTenant { .. }
                 | IndexChange::RemoveTenant { .. }
                 | IndexChange::UpsertMeter { .. } => {
@@ -434,6 +438,42 @@ pub fn transition_event(
         event_type,
         Some(grant.tenant_id.clone()),
         due,
+        Origin::Revision(revision),
+        data,
+    )
+}
+
+/// `tenantry.usage.threshold.v1`: an account's usage of a metered feature reached `threshold`
+/// percent of what its open period made available (see `domain::threshold`). Its ID derives
+/// from (account, feature, period start, threshold), the key it is recorded under once;
+/// `tenantryrevision` is the revision of the write that reached it, `time` that write's.
+pub fn threshold_event(crossing: &ThresholdCrossing, revision: u64) -> Event {
+    let key = format!(
+        "{}.{}.{}.{}",
+        crossing.tenant_id,
+        crossing.feature_id,
+        crossing.period_start.timestamp_micros(),
+        crossing.threshold
+    );
+    let digest = <Sha256 as sha2::Digest>::digest(key.as_bytes());
+    let id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let data = json!({
+        "tenantId": crossing.tenant_id,
+        "featureId": crossing.feature_id,
+        "featureKey": crossing.feature_key,
+        "threshold": crossing.threshold,
+        "usage": crossing.usage,
+        "balance": crossing.balance,
+        "overage": crossing.overage,
+        "periodStart": stamp(crossing.period_start),
+        "periodEnd": stamp(crossing.period_end),
+    });
+    event(
+        format!("evt_u{id}"),
+        types::USAGE_THRESHOLD,
+        Some(crossing.tenant_id.clone()),
+        crossing.at,
         Origin::Revision(revision),
         data,
     )
@@ -883,5 +923,56 @@ mod tests {
         assert_eq!(body["id"], "evt_r7_0");
         assert_eq!(body["subject"], "acme");
         assert_eq!(body["tenantryrevision"], 7);
+    }
+
+    #[test]
+    fn a_threshold_event_is_named_by_its_account_feature_period_and_threshold() {
+        let start = Utc::now();
+        let crossing = ThresholdCrossing {
+            tenant_id: "acme".into(),
+            feature_id: Uuid::from_u128(7),
+            feature_key: "calls".into(),
+            threshold: 80,
+            usage: 80,
+            balance: 20,
+            overage: 0,
+            period_start: start,
+            period_end: start + chrono::Duration::days(30),
+            at: start + chrono::Duration::days(2),
+        };
+        let event = threshold_event(&crossing, 12);
+        // The same crossing, written again elsewhere, has the same ID; any other has another.
+        assert_eq!(threshold_event(&crossing, 13).id, event.id);
+        for other in [
+            ThresholdCrossing {
+                threshold: 100,
+                ..crossing.clone()
+            },
+            ThresholdCrossing {
+                period_start: crossing.period_end,
+                ..crossing.clone()
+            },
+            ThresholdCrossing {
+                tenant_id: "globex".into(),
+                ..crossing
+            },
+        ] {
+            assert_ne!(threshold_event(&other, 12).id, event.id);
+        }
+        assert_eq!(event.event_type, types::USAGE_THRESHOLD);
+        assert_eq!(event.subject.as_deref(), Some("acme"));
+        let body: Value = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(body["tenantryrevision"], 12);
+        assert_eq!(body["subject"], "acme");
+        assert_eq!(body["data"]["featureKey"], "calls");
+        assert_eq!(body["data"]["threshold"], 80);
+        assert_eq!(
+            (
+                body["data"]["usage"].as_i64(),
+                body["data"]["balance"].as_i64()
+            ),
+            (Some(80), Some(20))
+        );
+        assert!(validate_event_types(&[types::USAGE_THRESHOLD.to_owned()]).is_ok());
     }
 }

@@ -13,6 +13,7 @@ mod m20261204_000091_webhooks;
 mod m20261204_000092_grant_transitions;
 mod m20261205_000100_metering;
 mod m20261205_000110_usage_history;
+mod m20261205_000120_usage_thresholds;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000092_grant_transitions::Migration),
             Box::new(m20261205_000100_metering::Migration),
             Box::new(m20261205_000110_usage_history::Migration),
+            Box::new(m20261205_000120_usage_thresholds::Migration),
         ]
     }
 

@@ -224,3 +224,15 @@ entity!(credit_grant, "ent_credit_grant", {
     pub created_at: DateTimeUtc,
     pub voided_at: Option<DateTimeUtc>,
 });
+
+entity!(usage_threshold, "ent_usage_threshold", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub feature_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub period_start: DateTimeUtc,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub threshold: i32,
+    pub fired_at: DateTimeUtc,
+});

@@ -18,6 +18,7 @@ mod idempotency;
 mod index_load;
 mod metering;
 mod revisions;
+mod thresholds;
 mod transitions;
 mod usage_history;
 mod webhooks;
