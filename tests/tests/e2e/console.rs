@@ -1279,3 +1279,317 @@ async fn webhooks_show_a_secret_once_and_the_audit_trail_pages_and_both_are_guar
     )
     .await;
 }
+
+/// Metered features and usage: a metered feature defined with its metering through the
+/// feature form (its aggregation then fixed: the 412 shown above the form kept as typed), its
+/// allowance given by a plan, an account's meter with usage, balance, allowance and period,
+/// credits granted and voided through the usage page's forms exactly as the REST API records
+/// them, bad input answered with the API's field; every write refused without a session or
+/// the CSRF token, every page and write refused to a user session (another account's meters
+/// included).
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_pages_show_meters_grant_and_void_credits_and_are_guarded() {
+    let stack = Stack::start().await;
+    let env = stack.env_token().await;
+    create_account(&stack, &env, "acme", "Acme").await;
+    create_account(&stack, &env, "other", "Other").await;
+    let mut operator = Client::new(&stack.base_url);
+    let signed = [
+        ("method", "environment"),
+        ("client_id", CLIENT_ID),
+        ("secret", CLIENT_SECRET),
+    ];
+    let token = operator.sign_in(&signed).await;
+    let token = token.as_str();
+
+    // A metered feature through the feature form, as the REST API then reads it.
+    let metered = [
+        ("csrf", token),
+        ("key", "calls"),
+        ("name", "API calls"),
+        ("type", "metered"),
+        ("metering_unit", "call"),
+        ("metering_aggregation", "SUM"),
+        ("metering_recurrence", "MONTH"),
+        ("metering_anchor", "2026-01-01"),
+        ("metering_soft_limit", "on"),
+    ];
+    let created = operator.post("/console/features", &metered).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let features = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        "/entitlements/resources/features/v1",
+        Some(&env),
+        None,
+    )
+    .await;
+    let calls = features["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|f| f["key"] == "calls"))
+        .unwrap_or_else(|| panic!("calls not listed: {features}"))
+        .clone();
+    assert_eq!(calls["type"], "metered", "{calls}");
+    assert_eq!(calls["metering"]["unit"], "call", "{calls}");
+    assert_eq!(calls["metering"]["recurrence"], "P1M", "{calls}");
+    assert_eq!(calls["metering"]["softLimit"], true, "{calls}");
+    let calls_id = calls["id"].as_str().unwrap().to_owned();
+    // A metered feature without its unit: the API's field and message.
+    let mut no_unit = metered.to_vec();
+    no_unit[1] = ("key", "calls2");
+    no_unit[4] = ("metering_unit", "");
+    let refused = operator.post("/console/features", &no_unit).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("metering.unit"), "{}", refused.body);
+    // The edit form shows the metering; changing the aggregation is 412 METERING_IMMUTABLE,
+    // shown above the form as typed, and nothing changes.
+    let edit = operator.get(&format!("/console/features/{calls_id}")).await;
+    assert_eq!(edit.status, StatusCode::OK, "{}", edit.body);
+    assert!(edit.body.contains(r#"value="call""#), "{}", edit.body);
+    let anchor = calls["metering"]["anchor"].as_str().unwrap().to_owned();
+    let mut changed = metered.to_vec();
+    changed[5] = ("metering_aggregation", "MAX");
+    changed[7] = ("metering_anchor", anchor.as_str());
+    let immutable = operator
+        .post(&format!("/console/features/{calls_id}"), &changed)
+        .await;
+    assert_eq!(
+        immutable.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        immutable.body
+    );
+    assert!(
+        immutable.body.contains("METERING_IMMUTABLE") && immutable.body.contains("feature-error"),
+        "{}",
+        immutable.body
+    );
+    assert!(
+        immutable.body.contains(r#"<option value="MAX" selected>"#),
+        "the form keeps what was typed: {}",
+        immutable.body
+    );
+    // Its name can change, its metering sent back as read.
+    let mut renamed = changed.clone();
+    renamed[2] = ("name", "API requests");
+    renamed[5] = ("metering_aggregation", "SUM");
+    let saved = operator
+        .post(&format!("/console/features/{calls_id}"), &renamed)
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+
+    // A plan allocating 100 calls a period, granted to acme; 30 used.
+    let plan = crate::support::create_plan(
+        &stack,
+        &env,
+        json!({"name": "Metered", "key": "metered", "features": [
+            {"featureKey": "calls", "allocation": {"type": "max_count", "value": 100}}]}),
+    )
+    .await;
+    let plans_page = operator.get("/console/plans").await;
+    assert!(
+        plans_page
+            .body
+            .contains("Allowance of calls per period, in call"),
+        "{}",
+        plans_page.body
+    );
+    crate::support::grant_batch(
+        &stack,
+        &env,
+        vec![json!({"planId": plan, "tenantId": "acme"})],
+    )
+    .await;
+    expect(
+        &stack,
+        StatusCode::OK,
+        Method::POST,
+        "/entitlements/api/v1/usage",
+        Some(&env),
+        Some(json!({"events": [{"id": "e1", "tenantId": "acme", "featureKey": "calls", "amount": 30}]})),
+    )
+    .await;
+
+    let usage = operator.get("/console/accounts/acme/usage").await;
+    assert_eq!(usage.status, StatusCode::OK, "{}", usage.body);
+    for shown in [
+        r#"class="meter-usage">30 call<"#,
+        r#"class="meter-balance">70<"#,
+        r#"class="meter-allowance">100<"#,
+        "plan allowance",
+        r#"class="meter-reset">"#,
+        // The chart of the usage history: today's 30 among 30 days.
+        "30 call over the last 30 days, at most 30 a day",
+        r#"<rect class="bar""#,
+    ] {
+        assert!(usage.body.contains(shown), "{shown}: {}", usage.body);
+    }
+    // The Usage entry of the navigation opens an account's usage by its ID.
+    let home = operator.get("/console/usage").await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    assert!(
+        home.body
+            .contains(r#"href="/console/usage" aria-current="page""#)
+    );
+    assert!(home.body.contains("API requests"), "{}", home.body);
+    let open = operator.get("/console/usage?tenant_id=acme").await;
+    assert_eq!(location(&open), "/console/accounts/acme/usage");
+
+    // Credits granted through the form, as the API records them.
+    let grant_path = "/console/accounts/acme/usage/credit-grants";
+    let grant_form = [
+        ("feature_key", "calls"),
+        ("amount", "50"),
+        ("priority", "5"),
+        ("expires", "2099-01-01"),
+        ("rollover_max", "20"),
+    ];
+    let mut with_token = vec![("csrf", token)];
+    with_token.extend_from_slice(&grant_form);
+    // Without the token, or without a session: refused, nothing granted.
+    let forged = operator.post(grant_path, &grant_form).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let anonymous = Client::new(&stack.base_url)
+        .post(grant_path, &with_token)
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let credits_path = "/entitlements/api/v1/credit-grants?tenantId=acme";
+    let none = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        credits_path,
+        Some(&env),
+        None,
+    )
+    .await;
+    assert_eq!(none["items"], json!([]), "{none}");
+    let granted = operator.post(grant_path, &with_token).await;
+    assert_eq!(granted.status, StatusCode::SEE_OTHER, "{}", granted.body);
+    assert_eq!(location(&granted), "/console/accounts/acme/usage");
+    let listed = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        credits_path,
+        Some(&env),
+        None,
+    )
+    .await;
+    let credit = &listed["items"][0];
+    assert_eq!(credit["amount"], 50, "{listed}");
+    assert_eq!(credit["priority"], 5, "{listed}");
+    assert_eq!(credit["rollover"], json!({"min": 0, "max": 20}), "{listed}");
+    assert!(
+        credit["expiresAt"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2099-01-01")),
+        "{listed}"
+    );
+    let credit_id = credit["id"].as_str().unwrap().to_owned();
+    let usage = operator.get("/console/accounts/acme/usage").await;
+    assert!(
+        usage.body.contains(&format!("credit grant {credit_id}"))
+            && usage.body.contains(r#"class="meter-balance">120<"#),
+        "{}",
+        usage.body
+    );
+    // Bad input: the API's field, nothing granted.
+    let mut bad = with_token.clone();
+    bad[2] = ("amount", "lots");
+    let refused = operator.post(grant_path, &bad).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("amount"), "{}", refused.body);
+    let mut bad = with_token.clone();
+    bad.push(("rollover_min", "30"));
+    let refused = operator.post(grant_path, &bad).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let listed = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        credits_path,
+        Some(&env),
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    // A user session of acme: no usage page, not its own and not another's; no grant, no void.
+    let mut user = Client::new(&stack.base_url);
+    let user_token = stack.user_token("acme", "alice", &[]);
+    let user_csrf = user
+        .sign_in(&[("method", "user"), ("token", user_token.as_str())])
+        .await;
+    for page in [
+        "/console/usage",
+        "/console/accounts/acme/usage",
+        "/console/accounts/other/usage",
+    ] {
+        let refused = user.get(page).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{page}: {}",
+            refused.body
+        );
+        assert!(!refused.body.contains("meter-usage"), "{}", refused.body);
+    }
+    let mut user_form = vec![("csrf", user_csrf.as_str())];
+    user_form.extend_from_slice(&grant_form);
+    for account in ["acme", "other"] {
+        let refused = user
+            .post(
+                &format!("/console/accounts/{account}/usage/credit-grants"),
+                &user_form,
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    }
+    let void_path = format!("/console/accounts/acme/usage/credit-grants/{credit_id}/void");
+    let refused = user.post(&void_path, &[("csrf", user_csrf.as_str())]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let listed = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        credits_path,
+        Some(&env),
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert!(listed["items"][0]["voidedAt"].is_null(), "{listed}");
+
+    // Voided through the page's button: the API shows it void, the page says so.
+    let refused = operator.post(&void_path, &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let voided = operator.post(&void_path, &[("csrf", token)]).await;
+    assert_eq!(voided.status, StatusCode::SEE_OTHER, "{}", voided.body);
+    let listed = expect(
+        &stack,
+        StatusCode::OK,
+        Method::GET,
+        credits_path,
+        Some(&env),
+        None,
+    )
+    .await;
+    assert!(listed["items"][0]["voidedAt"].is_string(), "{listed}");
+    let usage = operator.get("/console/accounts/acme/usage").await;
+    assert!(
+        usage.body.contains(r#"class="credit-status">voided<"#)
+            && usage.body.contains(r#"class="meter-balance">70<"#),
+        "{}",
+        usage.body
+    );
+}
