@@ -5,6 +5,7 @@ pub mod audit;
 pub mod catalog;
 pub mod error;
 pub mod metering;
+pub mod sealed;
 pub mod threshold;
 pub mod transition;
 pub mod usage_history;
