@@ -67,8 +67,6 @@ fi
 create tenantry-tenant-db "url=$TENANT_DATABASE_URL"
 create tenantry-entitlement-db "url=$ENTITLEMENT_DATABASE_URL"
 create tenantry-service-token "token=$(random_hex 32)"
-# id:base64 of 32 random bytes (AES-256-GCM); rotate by putting a new key first (README, Webhooks).
-create tenantry-webhook-keys "keys=k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
 gateway=(
   "client-id=env-$(random_hex 8)"
   "client-secret=$(random_hex 24)"

@@ -178,23 +178,12 @@ try:
     submit("create-feature")
     if "sso" not in driver.find_element(By.ID, "features-table").text:
         fail("the feature should be listed")
-    # A metered feature: its metering typed into the same form.
-    fill("feature-key", "calls")
-    fill("feature-name", "API calls")
-    driver.find_element(By.ID, "feature-type-metered").click()
-    fill("metering-unit", "call")
-    fill("metering-recurrence", "MONTH")
-    submit("create-feature")
-    if "metered: call per P1M" not in driver.find_element(By.ID, "features-table").text:
-        fail(f"the metered feature should be listed with its unit and period: {driver.find_element(By.TAG_NAME, 'main').text}")
     check_page("features")
 
     driver.get(f"{BASE}/console/plans")
     fill("plan-name", "Pro")
     fill("plan-key", "pro")
     driver.find_element(By.CSS_SELECTOR, 'input[name="feature"][value="sso"]').click()
-    driver.find_element(By.CSS_SELECTOR, 'input[name="feature"][value="calls"]').click()
-    fill("allowance-calls", "100")
     driver.find_element(By.ID, "plan-inherit").click()
     submit("create-plan")
     if "sso" not in driver.find_element(By.ID, "plans-table").text:
@@ -305,34 +294,6 @@ try:
     if "active" not in driver.find_element(By.ID, "grants-table").text:
         fail("the grant should be listed as active")
     check_page("account-entitled")
-
-    # Usage: acme's meter of calls (pro's 100 a period), credits granted, then voided.
-    driver.find_element(By.ID, "account-usage").click()
-    wait("the usage page", lambda: path() == "/console/accounts/acme/usage")
-
-    def meter(cls):
-        return driver.find_element(By.CSS_SELECTOR, f'section[data-feature="calls"] .{cls}').text
-
-    if meter("meter-allowance") != "100" or meter("meter-balance") != "100" or not meter("meter-reset"):
-        fail(f"acme's meter should show pro's allowance: {driver.find_element(By.TAG_NAME, 'main').text}")
-    fill("credit-amount-1", "50")
-    fill("credit-priority-1", "5")
-    submit("grant-credits-button-1")
-    if meter("meter-balance") != "150" or "credit grant" not in meter("credits-table"):
-        fail(f"the credits should add to the balance, first in burn-down order: {driver.find_element(By.TAG_NAME, 'main').text}")
-    check_page("account-usage")
-    submit_button = driver.find_element(By.CSS_SELECTOR, 'button[aria-label="Void the credit grant of 50 calls"]')
-    old = driver.find_element(By.TAG_NAME, "html")
-    submit_button.click()
-    wait("the page after voiding", lambda: old.id != driver.find_element(By.TAG_NAME, "html").id)
-    if meter("meter-balance") != "100" or "voided" not in meter("credit-grants-table"):
-        fail(f"a voided grant should leave the balance: {driver.find_element(By.TAG_NAME, 'main').text}")
-    driver.find_element(By.LINK_TEXT, "Usage").click()
-    wait("the usage entry", lambda: path() == "/console/usage")
-    if "calls" not in driver.find_element(By.ID, "metered-table").text:
-        fail("the usage entry should list the metered feature")
-    check_page("usage")
-    driver.get(f"{BASE}/console/accounts/acme")
 
     # The grant extended: a new expiry, shown in the history.
     driver.find_element(By.CSS_SELECTOR, "#grants-table details summary").click()

@@ -249,12 +249,6 @@ pub struct Config {
     /// 10, distinct). A list in TOML, comma-separated in the environment; empty: none.
     #[serde(deserialize_with = "number_or_string_list")]
     pub webhook_usage_thresholds: Vec<String>,
-    /// Keys sealing webhook signing secrets at rest (AES-256-GCM): comma-separated
-    /// `id:base64-of-32-bytes`, the first sealing, the others only opening (rotation). Unset:
-    /// secrets are stored as they are.
-    pub webhook_secret_keys: Option<Secret>,
-    /// A file holding `webhook_secret_keys` (e.g. a mounted Kubernetes Secret), read at start.
-    pub webhook_secret_keys_file: Option<PathBuf>,
     /// The gateway serves the web console at `/console` (off: 404 there).
     pub console_enabled: bool,
     /// How long a console sign-in lasts (a user token's own expiry ends it sooner).
@@ -374,8 +368,6 @@ impl Default for Config {
             webhook_delivery_retention_secs: 30 * 24 * 3_600,
             webhook_expiring_lead_times: ["7d", "1d"].map(str::to_owned).to_vec(),
             webhook_usage_thresholds: ["50", "80", "100"].map(str::to_owned).to_vec(),
-            webhook_secret_keys: None,
-            webhook_secret_keys_file: None,
             console_enabled: true,
             console_session_ttl_secs: 8 * 3_600,
             console_session_key: None,
@@ -765,20 +757,6 @@ impl Config {
             }
             percents.push(parsed);
         }
-        if self.webhook_secret_keys.is_some() && self.webhook_secret_keys_file.is_some() {
-            return Err(invalid(
-                "webhook_secret_keys_file",
-                "set webhook_secret_keys or webhook_secret_keys_file, not both",
-            ));
-        }
-        if let Some(path) = &self.webhook_secret_keys_file
-            && !path.is_file()
-        {
-            return Err(invalid(
-                "webhook_secret_keys_file",
-                format!("{} is not a file", path.display()),
-            ));
-        }
         // A bound this small would prune events before followers could read them.
         if (1..1_000).contains(&self.feed_retention_events) {
             return Err(invalid(
@@ -1008,22 +986,6 @@ impl Config {
             .iter()
             .filter_map(|s| parse_duration(s))
             .collect()
-    }
-
-    /// `webhook_secret_keys`, or the content of `webhook_secret_keys_file`, as entries.
-    pub fn webhook_secret_keys(&self) -> std::io::Result<Option<Vec<String>>> {
-        let text = match (&self.webhook_secret_keys, &self.webhook_secret_keys_file) {
-            (Some(keys), _) => keys.expose().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)?,
-            (None, None) => return Ok(None),
-        };
-        Ok(Some(
-            text.split([',', '\n'])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ))
     }
 
     /// `webhook_usage_thresholds` in percent, parsed (validated at start).
@@ -1398,48 +1360,6 @@ mod tests {
         };
         let c = Config::load_from(&args, env(&[])).unwrap();
         assert_eq!(c.webhook_usage_thresholds(), [25, 100]);
-    }
-
-    #[test]
-    fn webhook_secret_keys_come_from_the_environment_or_a_file_not_both() {
-        let keys = "k2:HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=, k1:AAAA";
-        let c = Config::load_from(
-            &ConfigArgs::default(),
-            env(&[("TENANTRY_WEBHOOK_SECRET_KEYS", keys)]),
-        )
-        .unwrap();
-        assert_eq!(
-            c.webhook_secret_keys().unwrap().unwrap(),
-            ["k2:HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=", "k1:AAAA"]
-        );
-        assert!(!format!("{c:?}").contains("HxweHRwb"), "never printed");
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("keys");
-        std::fs::write(&file, "k3:AAAA\nk2:BBBB\n").unwrap();
-        let path = file.display().to_string();
-        let c = Config::load_from(
-            &ConfigArgs::default(),
-            env(&[("TENANTRY_WEBHOOK_SECRET_KEYS_FILE", &path)]),
-        )
-        .unwrap();
-        assert_eq!(
-            c.webhook_secret_keys().unwrap().unwrap(),
-            ["k3:AAAA", "k2:BBBB"]
-        );
-        let both = Config::load_from(
-            &ConfigArgs::default(),
-            env(&[
-                ("TENANTRY_WEBHOOK_SECRET_KEYS", keys),
-                ("TENANTRY_WEBHOOK_SECRET_KEYS_FILE", &path),
-            ]),
-        );
-        assert!(
-            both.unwrap_err()
-                .to_string()
-                .contains("webhook_secret_keys_file")
-        );
-        let c = Config::load_from(&ConfigArgs::default(), env(&[])).unwrap();
-        assert_eq!(c.webhook_secret_keys().unwrap(), None);
     }
 
     #[test]

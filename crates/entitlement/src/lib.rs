@@ -71,22 +71,6 @@ pub async fn migrate(config: &Config) -> Result<(), RunError> {
         .map_err(|e| RunError::database("close the entitlement database", &e))
 }
 
-/// The keys sealing webhook secrets, parsed (an error names the setting, never a key).
-fn secret_keys(config: &Config) -> Result<Option<domain::sealed::SecretKeys>, RunError> {
-    let entries = config.webhook_secret_keys().map_err(|e| {
-        RunError::Io(std::io::Error::other(format!(
-            "read webhook_secret_keys_file: {e}"
-        )))
-    })?;
-    entries
-        .map(|entries| {
-            let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
-            domain::sealed::SecretKeys::parse(&entries)
-                .map_err(|e| RunError::Io(std::io::Error::other(e.to_string())))
-        })
-        .transpose()
-}
-
 /// Serves the entitlement gRPC services on `listener` until `shutdown` fires.
 pub async fn serve(
     config: &Config,
@@ -107,17 +91,7 @@ pub async fn serve_with_clock(
     if config.migrate_on_start {
         apply_migrations(&conn).await?;
     }
-    let store = Store::new(conn, &config.entitlement_db_schema)
-        .with_audit(config.audit_enabled)
-        .with_secret_keys(secret_keys(config)?);
-    // Every stored secret under the current key (or refused at start if one cannot be read).
-    let resealed = store
-        .reseal_webhook_secrets()
-        .await
-        .map_err(|e| RunError::Database(format!("webhook secrets: {e}")))?;
-    if resealed > 0 {
-        tracing::info!(resealed, "webhook secrets sealed with the current key");
-    }
+    let store = Store::new(conn, &config.entitlement_db_schema).with_audit(config.audit_enabled);
     // Lazy: the service starts (and serves checks) while the tenant service is down.
     let tenant_channel = tenantry_common::grpc::connect(
         &config.tenant_endpoint(),

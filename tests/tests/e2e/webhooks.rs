@@ -135,7 +135,7 @@ fn header<'a>(m: &'a Message, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-/// Loopback allowed (the receiver is there), quick retries, a quick poll, sealed secrets.
+/// Loopback allowed (the receiver is there), quick retries, a quick poll.
 fn webhook_env(p: &mut Process) {
     if p.name() == "entitlement-service" {
         p.set_env("TENANTRY_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true");
@@ -145,12 +145,6 @@ fn webhook_env(p: &mut Process) {
         );
         p.set_env("TENANTRY_WEBHOOK_POLL_MS", "100");
         p.set_env("TENANTRY_WEBHOOK_TIMEOUT_MS", "1000");
-        // Secrets sealed at rest (the second key only opens): every delivery below is signed
-        // with a secret the service had to open, and the reference verifier checks it.
-        p.set_env(
-            "TENANTRY_WEBHOOK_SECRET_KEYS",
-            "e2e-2:HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=,e2e-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        );
     }
 }
 

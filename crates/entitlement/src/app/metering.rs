@@ -183,12 +183,10 @@ impl<S: Storage> Engine<S> {
                     Aggregation::Max => (event.amount - state.usage).max(0),
                     Aggregation::UniqueCount => {
                         let period_start = if late {
-                            feature
-                                .spec
-                                .period
-                                .containing(at)
-                                .map_err(|e| DomainError::invalid("timestamp", e.to_string()))?
-                                .start
+                            // A reset may have cut the scheduled period.
+                            self.closed_period_of(&txn, tenant_id, &feature, &state, at)
+                                .await?
+                                .0
                         } else {
                             state.start
                         };
@@ -543,6 +541,8 @@ impl<S: Storage> Engine<S> {
 
 #[path = "metering_history.rs"]
 mod history;
+#[path = "metering_reset.rs"]
+mod reset;
 
 #[cfg(test)]
 #[path = "metering_tests.rs"]

@@ -3,10 +3,13 @@
 
 use chrono::{DateTime, Utc};
 
+use super::reset::period_cuts;
 use super::{known_account, metered_or_error};
 use crate::app::Engine;
 use crate::app::ports::Storage;
-use crate::domain::usage_history::{HistoryQuery, UsageWindow, validate_query, windows};
+use crate::domain::usage_history::{
+    HistoryQuery, Span, UsageWindow, period_containing, validate_query, windows,
+};
 use crate::domain::{Aggregation, DomainError, Result};
 
 /// A feature's usage per window.
@@ -25,23 +28,24 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, &q.feature_key)?;
         // A deleted account's history is not shown (its events are kept).
         known_account(&index, &q.tenant_id)?;
-        let open = index
-            .meter(&q.tenant_id, feature.id)
-            .map(|s| (s.start, s.end));
+        let open = index.meter(&q.tenant_id, feature.id);
         let spec = &feature.spec;
-        let period_at = |at: DateTime<Utc>| -> Result<(DateTime<Utc>, DateTime<Utc>)> {
-            if let Some((start, end)) = open.filter(|(s, e)| *s <= at && at < *e) {
-                return Ok((start, end));
-            }
+        let first = spec
+            .period
+            .containing(q.from)
+            .map_err(|e| DomainError::invalid("from", e.to_string()))?;
+        // Periods that resets cut short bound the scheduled ones.
+        let recorded = self
+            .store
+            .closed_periods(&q.tenant_id, feature.id, first.start, q.to)
+            .await?;
+        let cuts = period_cuts(&recorded, open);
+        let period_at = |at: DateTime<Utc>| -> Result<Span> {
             let w = spec
                 .period
                 .containing(at)
                 .map_err(|e| DomainError::invalid("from", e.to_string()))?;
-            // The scheduled period the open one was cut from by a manual reset ends there.
-            Ok(match open {
-                Some((start, _)) if at < start && start < w.end => (w.start, start),
-                _ => (w.start, w.end),
-            })
+            Ok(period_containing((w.start, w.end), &cuts, at))
         };
         let cut = windows(q.window, q.from, q.to, &period_at)?;
         let bounds: Vec<DateTime<Utc>> = cut

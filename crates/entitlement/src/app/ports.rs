@@ -16,6 +16,7 @@ use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
 use crate::domain::metering::{CreditGrant, MeterState, StoredUsage};
 use crate::domain::transition::{Transition, TransitionKind};
+use crate::domain::usage_history::PeriodSummary;
 use crate::domain::webhook;
 use crate::domain::{
     Aggregation, Grant, GrantStatus, IndexChange, IndexWriter, Plan, Result, Route,
@@ -332,6 +333,33 @@ pub trait UsageHistoryStore: Transactional {
         aggregation: Aggregation,
         bounds: &[DateTime<Utc>],
     ) -> Result<Vec<i64>>;
+    /// Records a closed period (a period already recorded stays as it was).
+    async fn insert_period(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        feature_id: Uuid,
+        period: &PeriodSummary,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The recorded closed periods of the account's meter that overlap `[from, to)`, oldest
+    /// first (at most 1,001).
+    async fn closed_periods(
+        &self,
+        tenant_id: &str,
+        feature_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PeriodSummary>>;
+    /// [`UsageHistoryStore::closed_periods`] as `txn` sees them.
+    async fn closed_periods_in(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        feature_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PeriodSummary>>;
 }
 
 /// Usage thresholds sent: the once-per-period key of `tenantry.usage.threshold.v1`.

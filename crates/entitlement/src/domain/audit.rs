@@ -35,10 +35,11 @@ pub enum Action {
     GrantDelete,
     CreditGrantCreate,
     CreditGrantVoid,
+    MeterReset,
 }
 
 impl Action {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::FeatureCreate,
         Self::FeatureUpdate,
         Self::FeatureDelete,
@@ -57,6 +58,7 @@ impl Action {
         Self::GrantDelete,
         Self::CreditGrantCreate,
         Self::CreditGrantVoid,
+        Self::MeterReset,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +81,7 @@ impl Action {
             Self::GrantDelete => "grant.delete",
             Self::CreditGrantCreate => "credit_grant.create",
             Self::CreditGrantVoid => "credit_grant.void",
+            Self::MeterReset => "meter.reset",
         }
     }
 
@@ -93,6 +96,7 @@ impl Action {
                 "grant"
             }
             Self::CreditGrantCreate | Self::CreditGrantVoid => "credit_grant",
+            Self::MeterReset => "meter",
         }
     }
 }
@@ -168,6 +172,25 @@ pub fn credit_grant_entry(
         Some(after.tenant_id.clone()),
         before.map(view),
         Some(view(after)),
+    )
+}
+
+/// A manual reset of the account's meter of `feature_key` (the resource ID): the period it
+/// closed, and the one it opened.
+pub fn meter_reset_entry(
+    tenant_id: &str,
+    feature_key: &str,
+    closed: &super::usage_history::PeriodSummary,
+) -> AuditEntry {
+    let action = Action::MeterReset;
+    AuditEntry::new(
+        action.name(),
+        action.resource_type(),
+        feature_key.to_owned(),
+        Some(tenant_id.to_owned()),
+        serde_json::json!({"periodStart": closed.start, "usage": closed.usage,
+                           "overage": closed.overage}),
+        serde_json::json!({"periodStart": closed.end}),
     )
 }
 

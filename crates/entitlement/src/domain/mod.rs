@@ -5,7 +5,6 @@ pub mod audit;
 pub mod catalog;
 pub mod error;
 pub mod metering;
-pub mod sealed;
 pub mod threshold;
 pub mod transition;
 pub mod usage_history;

@@ -2,8 +2,11 @@
 //! windows are computed here; the store aggregates the stored events into them.
 
 use chrono::{DateTime, Datelike, Days, DurationRound, Months, NaiveTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use super::{DomainError, Result};
+use super::metering::MeterState;
+use super::{DomainError, Limit, Result};
 
 /// A window or period: `[start, end)`.
 pub type Span = (DateTime<Utc>, DateTime<Utc>);
@@ -128,6 +131,98 @@ pub fn windows(
     Ok(out)
 }
 
+/// A closed period of an account's meter, recorded when it closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeriodSummary {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Closed by a manual reset (else by the schedule).
+    pub manual: bool,
+    pub usage: i64,
+    /// Usage no credit covered, including overage carried in.
+    pub overage: i64,
+    /// The plan allowance issued for the period, as of its close; `None`: unlimited.
+    pub allowance: Option<i64>,
+    pub allowance_used: i64,
+    /// Each credit that was usable until the close: what remained and what rolled over.
+    pub credits: Vec<CreditClose>,
+    /// Overage carried into the next period (drawn first there).
+    pub carried_overage: i64,
+}
+
+/// A credit at a period's close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditClose {
+    pub id: Uuid,
+    pub remaining: i64,
+    /// Rolled over into the next period (0: it ended here).
+    pub carried: i64,
+}
+
+/// The period `before` held, closed into `after` (the meter the close opened), with the plan
+/// allowance `allocation` issued for it.
+pub fn summarize(
+    before: &MeterState,
+    after: &MeterState,
+    allocation: Limit,
+    carry_overage: bool,
+    manual: bool,
+) -> PeriodSummary {
+    let end = after.start;
+    let credits = before
+        .credits
+        .iter()
+        .filter(|c| {
+            c.effective_at < end
+                && c.expires_at.is_none_or(|e| end <= e)
+                && c.voided_at.is_none_or(|v| end <= v)
+        })
+        .map(|c| CreditClose {
+            id: c.id,
+            remaining: c.balance,
+            carried: after
+                .credits
+                .iter()
+                .find(|a| a.id == c.id)
+                .map_or(0, |a| a.balance),
+        })
+        .collect();
+    PeriodSummary {
+        start: before.start,
+        end,
+        manual,
+        usage: before.usage,
+        overage: before.overage,
+        allowance: match allocation {
+            Limit::Finite(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+            Limit::Unlimited => None,
+        },
+        allowance_used: before.allowance_used,
+        credits,
+        carried_overage: if carry_overage { before.overage } else { 0 },
+    }
+}
+
+/// The period containing `at`: the scheduled one, `scheduled`, cut by `cuts` — the bounds of
+/// recorded periods and the open period's start, where manual resets moved them.
+pub fn period_containing(scheduled: Span, cuts: &[DateTime<Utc>], at: DateTime<Utc>) -> Span {
+    let start = cuts
+        .iter()
+        .copied()
+        .filter(|c| scheduled.0 < *c && *c <= at)
+        .max()
+        .unwrap_or(scheduled.0);
+    let end = cuts
+        .iter()
+        .copied()
+        .filter(|c| at < *c && *c < scheduled.1)
+        .min()
+        .unwrap_or(scheduled.1);
+    (start, end)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -187,6 +282,25 @@ mod tests {
         let err =
             windows(WindowSize::Hour, from, bound + TimeDelta::minutes(1), &none).unwrap_err();
         assert!(matches!(err, DomainError::InvalidArgument { ref field, .. } if field == "window"));
+    }
+
+    #[test]
+    fn a_scheduled_period_is_cut_where_resets_moved_its_bounds() {
+        let scheduled = (t(1, 1, 0), t(2, 1, 0));
+        let cuts = [t(1, 10, 0), t(1, 20, 0), t(2, 1, 0)];
+        assert_eq!(
+            period_containing(scheduled, &cuts, t(1, 5, 0)),
+            (t(1, 1, 0), t(1, 10, 0))
+        );
+        assert_eq!(
+            period_containing(scheduled, &cuts, t(1, 10, 0)),
+            (t(1, 10, 0), t(1, 20, 0))
+        );
+        assert_eq!(
+            period_containing(scheduled, &cuts, t(1, 25, 0)),
+            (t(1, 20, 0), t(2, 1, 0))
+        );
+        assert_eq!(period_containing(scheduled, &[], t(1, 25, 0)), scheduled);
     }
 
     #[test]

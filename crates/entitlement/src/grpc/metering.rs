@@ -39,6 +39,28 @@ fn outcome(o: m::UsageOutcome) -> pb::UsageOutcome {
     }
 }
 
+fn meter_period(p: &crate::domain::usage_history::PeriodSummary) -> pb::MeterPeriod {
+    pb::MeterPeriod {
+        start: Some(timestamp(p.start)),
+        end: Some(timestamp(p.end)),
+        manual: p.manual,
+        usage: p.usage,
+        overage: p.overage,
+        allowance: p.allowance,
+        allowance_used: p.allowance_used,
+        credits: p
+            .credits
+            .iter()
+            .map(|c| pb::CreditClose {
+                id: c.id.to_string(),
+                remaining: c.remaining,
+                carried: c.carried,
+            })
+            .collect(),
+        carried_overage: p.carried_overage,
+    }
+}
+
 fn window_size(raw: i32) -> Result<WindowSize> {
     let size = match pb::UsageWindowSize::try_from(raw) {
         Ok(pb::UsageWindowSize::Hour) => WindowSize::Hour,
@@ -242,6 +264,25 @@ impl metering_service_server::MeteringService for Handler {
                     usage: w.usage,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn reset_meter(
+        &self,
+        request: Request<ResetMeterRequest>,
+    ) -> Result<Response<ResetMeterResponse>> {
+        let r = request.into_inner();
+        if r.feature_key.is_empty() {
+            return Err(DomainError::invalid("feature_key", "is required").into());
+        }
+        let saved = self
+            .engine
+            .reset_meter(&r.tenant_id, &r.feature_key)
+            .await?;
+        Ok(Response::new(ResetMeterResponse {
+            closed_period: Some(meter_period(&saved.value.closed)),
+            meter: Some(meter_reading(saved.value.reading)),
+            revision: saved.revision,
         }))
     }
 }

@@ -14,6 +14,7 @@ mod m20261204_000092_grant_transitions;
 mod m20261205_000100_metering;
 mod m20261205_000110_usage_history;
 mod m20261205_000120_usage_thresholds;
+mod m20261205_000130_meter_periods;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000100_metering::Migration),
             Box::new(m20261205_000110_usage_history::Migration),
             Box::new(m20261205_000120_usage_thresholds::Migration),
+            Box::new(m20261205_000130_meter_periods::Migration),
         ]
     }
 

@@ -215,6 +215,20 @@ entity!(usage_unique, "ent_usage_unique", {
     pub value: String,
 });
 
+entity!(meter_period, "ent_meter_period", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub feature_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub period_start: DateTimeUtc,
+    pub period_end: DateTimeUtc,
+    pub manual: bool,
+    /// JSON of the period's summary.
+    pub summary: String,
+    pub closed_at: DateTimeUtc,
+});
+
 entity!(credit_grant, "ent_credit_grant", {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,

@@ -63,8 +63,6 @@ pub struct Store {
     origin: NotifyOrigin,
     /// Whether writes record audit entries (`audit_enabled`).
     audit_enabled: bool,
-    /// Keys sealing webhook secrets at rest (`webhook_secret_keys`); `None`: plaintext.
-    secret_keys: Option<std::sync::Arc<crate::domain::sealed::SecretKeys>>,
 }
 
 /// The sender part of change-log notifications: `<revision> <origin>`.
@@ -96,15 +94,7 @@ impl Store {
             channel: format!("{schema}_entitlement_changes"),
             origin: NotifyOrigin::new(),
             audit_enabled: true,
-            secret_keys: None,
         }
-    }
-
-    /// This store sealing webhook secrets with `keys` (the first seals, all open).
-    #[must_use]
-    pub fn with_secret_keys(mut self, keys: Option<crate::domain::sealed::SecretKeys>) -> Self {
-        self.secret_keys = keys.map(std::sync::Arc::new);
-        self
     }
 
     /// This store with audit entries recorded or not (`audit_enabled`; on by default).

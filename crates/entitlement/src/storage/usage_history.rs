@@ -8,15 +8,45 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
 use uuid::Uuid;
 
+use super::entities::meter_period;
 use super::entities::usage_event::{Column, Entity};
-use super::{Store, db_err};
+use super::{Store, db_err, from_json, to_json};
 use crate::app::ports::UsageHistoryStore;
 use crate::domain::metering::StoredOutcome;
+use crate::domain::usage_history::PeriodSummary;
 use crate::domain::{Aggregation, Result};
+
+/// Closed periods read at once: more than a history can show (1,000 windows).
+const MAX_PERIODS: u64 = 1_001;
+
+async fn periods_overlapping<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+    feature_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<PeriodSummary>> {
+    meter_period::Entity::find()
+        .filter(meter_period::Column::TenantId.eq(tenant_id))
+        .filter(meter_period::Column::FeatureId.eq(feature_id))
+        .filter(meter_period::Column::PeriodStart.lt(to))
+        .filter(meter_period::Column::PeriodEnd.gt(from))
+        .order_by_asc(meter_period::Column::PeriodStart)
+        .limit(MAX_PERIODS)
+        .all(conn)
+        .await
+        .map_err(db_err("read closed periods"))?
+        .into_iter()
+        .map(|row| from_json(&row.summary))
+        .collect()
+}
 
 /// The window index of `occurred_at` among `bounds[lo..=hi + 1]`, as a balanced CASE.
 fn window_of(bounds: &[DateTime<Utc>], lo: usize, hi: usize) -> Expr {
@@ -101,5 +131,58 @@ impl UsageHistoryStore for Store {
             }
         }
         Ok(values)
+    }
+
+    async fn insert_period(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant_id: &str,
+        feature_id: Uuid,
+        period: &PeriodSummary,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        meter_period::Entity::insert(meter_period::ActiveModel {
+            tenant_id: Set(tenant_id.to_owned()),
+            feature_id: Set(feature_id),
+            period_start: Set(period.start),
+            period_end: Set(period.end),
+            manual: Set(period.manual),
+            summary: Set(to_json(period)?),
+            closed_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                meter_period::Column::TenantId,
+                meter_period::Column::FeatureId,
+                meter_period::Column::PeriodStart,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map_err(db_err("record a closed period"))?;
+        Ok(())
+    }
+
+    async fn closed_periods(
+        &self,
+        tenant_id: &str,
+        feature_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PeriodSummary>> {
+        periods_overlapping(&self.db, tenant_id, feature_id, from, to).await
+    }
+
+    async fn closed_periods_in(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant_id: &str,
+        feature_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PeriodSummary>> {
+        periods_overlapping(txn, tenant_id, feature_id, from, to).await
     }
 }

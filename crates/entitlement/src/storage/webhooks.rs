@@ -13,7 +13,6 @@ use uuid::Uuid;
 use super::entities::{webhook_delivery, webhook_endpoint, webhook_outbox};
 use super::{Store, db_err, from_json, to_json};
 use crate::app::ports::{AttemptRecord, DueDelivery, Transactional, WebhookStore};
-use crate::domain::sealed;
 use crate::domain::webhook::{Delivery, DeliveryStatus, Endpoint, Event};
 use crate::domain::{DomainError, Result};
 
@@ -90,67 +89,6 @@ impl Store {
             .await
             .map_err(db_err("look for webhook endpoints"))?;
         Ok(found.is_some())
-    }
-}
-
-impl Store {
-    /// `secret` as stored for endpoint `id`: sealed when keys are configured.
-    fn seal_secret(&self, id: Uuid, secret: &str) -> Result<String> {
-        match &self.secret_keys {
-            Some(keys) => keys.seal(secret, id.as_bytes()),
-            None => Ok(secret.to_owned()),
-        }
-    }
-
-    fn open_secret(&self, id: Uuid, stored: &str) -> Result<String> {
-        sealed::open(self.secret_keys.as_deref(), stored, id.as_bytes()).map_err(|e| {
-            DomainError::Internal {
-                message: format!("webhook {id}'s signing secret cannot be read: {e}"),
-                source: None,
-            }
-        })
-    }
-
-    /// Brings every endpoint's stored secret to the configured keys (run at start): plaintext
-    /// and other keys' seals are sealed with the current key. Answers how many changed.
-    /// Refuses, changing nothing, when a secret cannot be opened with the configured keys
-    /// (the service would not be able to sign with it). Each row is replaced only if unchanged
-    /// since it was read, so a rotation on another replica meanwhile is never undone.
-    pub async fn reseal_webhook_secrets(&self) -> Result<usize> {
-        let rows = webhook_endpoint::Entity::find()
-            .select_only()
-            .column(webhook_endpoint::Column::Id)
-            .column(webhook_endpoint::Column::Secret)
-            .into_tuple::<(Uuid, String)>()
-            .all(&self.db)
-            .await
-            .map_err(db_err("read webhook secrets"))?;
-        let keys = self.secret_keys.as_deref();
-        let mut changes = Vec::new();
-        for (id, stored) in rows {
-            if sealed::is_current(keys, &stored) {
-                continue;
-            }
-            let secret = self.open_secret(id, &stored)?;
-            changes.push((id, stored, self.seal_secret(id, &secret)?));
-        }
-        if changes.is_empty() {
-            return Ok(0);
-        }
-        let txn = self.begin().await?;
-        let mut changed = 0;
-        for (id, before, after) in changes {
-            let result = webhook_endpoint::Entity::update_many()
-                .col_expr(webhook_endpoint::Column::Secret, Expr::value(after))
-                .filter(webhook_endpoint::Column::Id.eq(id))
-                .filter(webhook_endpoint::Column::Secret.eq(before))
-                .exec(&txn)
-                .await
-                .map_err(db_err("reseal a webhook secret"))?;
-            changed += result.rows_affected as usize;
-        }
-        self.commit_plain(txn).await?;
-        Ok(changed)
     }
 }
 
@@ -334,16 +272,11 @@ impl WebhookStore for Store {
             .await
             .map_err(db_err("claim webhook deliveries"))?;
         let endpoint_ids: Vec<Uuid> = rows.iter().map(|r| r.endpoint_id).collect();
-        let mut endpoints = webhook_endpoint::Entity::find()
+        let endpoints = webhook_endpoint::Entity::find()
             .filter(webhook_endpoint::Column::Id.is_in(endpoint_ids))
             .all(&txn)
             .await
             .map_err(db_err("read webhook endpoints"))?;
-        // Opened before the claim commits: a secret this replica cannot open (its keys
-        // differ from the one that sealed it) leaves the deliveries to a replica that can.
-        for e in &mut endpoints {
-            e.secret = self.open_secret(e.id, &e.secret)?;
-        }
         txn.commit().await.map_err(db_err("commit"))?;
         Ok(rows
             .into_iter()
@@ -497,7 +430,7 @@ impl WebhookStore for Store {
             account_ids: Set(to_json(&e.account_ids)?),
             enabled: Set(e.enabled),
             description: Set(e.description.clone()),
-            secret: Set(self.seal_secret(e.id, secret)?),
+            secret: Set(secret.to_owned()),
             disabled_reason: Set(e.disabled_reason.clone()),
             failing_since: Set(e.failing_since),
             created_at: Set(e.created_at),
@@ -574,7 +507,7 @@ impl WebhookStore for Store {
         let result = webhook_endpoint::Entity::update_many()
             .col_expr(
                 webhook_endpoint::Column::Secret,
-                Expr::value(self.seal_secret(id, secret)?),
+                Expr::value(secret.to_owned()),
             )
             .col_expr(webhook_endpoint::Column::UpdatedAt, Expr::value(now))
             .filter(webhook_endpoint::Column::Id.eq(id))
@@ -645,7 +578,3 @@ impl WebhookStore for Store {
         delivery(row).map(Some)
     }
 }
-
-#[cfg(test)]
-#[path = "webhooks_sealed_tests.rs"]
-mod sealed_tests;

@@ -17,19 +17,13 @@ use tenantry_proto::entitlement::v1::{
     get_feature_request, get_plan_request,
 };
 
-use http::StatusCode;
-
 use super::{
-    Console, Layout, PageError, SignedIn, encode, first_page, render, render_with, see,
-    write_then_see,
+    Console, Layout, PageError, SignedIn, encode, first_page, render, see, write_then_see,
 };
 use crate::{
     auth::Principal,
     error::ApiError,
-    routes::{
-        features::{MeteringBody, aggregation_name, exact_time},
-        rules::{allocation_type, allocation_type_name, merge_policy, merge_policy_name},
-    },
+    routes::rules::{allocation_type, allocation_type_name, merge_policy, merge_policy_name},
     state::grpc,
 };
 
@@ -61,8 +55,6 @@ pub struct FeatureRow {
 struct FeaturesPage {
     layout: Layout,
     rows: Vec<FeatureRow>,
-    /// The new-feature form's metering fields.
-    metering: MeteringFields,
 }
 
 /// The features list's type column: a metered feature's with what it counts and how often its
@@ -114,7 +106,6 @@ async fn features(State(c): State<Console>, session: SignedIn) -> Result<Respons
     render(&FeaturesPage {
         layout: session.layout("Features", "Features"),
         rows,
-        metering: MeteringFields::new_feature(),
     })
 }
 
@@ -153,7 +144,6 @@ async fn create_feature(
         "" => AllocationType::Bool,
         kind => allocation_type(kind, "type")?,
     };
-    let metering = metering_of(&f, allocation_type)?;
     c.app
         .features()
         .create_feature(grpc(
@@ -166,82 +156,12 @@ async fn create_feature(
                 permissions: Vec::new(),
                 allocation_type: allocation_type.into(),
                 merge_policy: MergePolicy::Unspecified.into(),
-                metering,
+                metering: None,
                 idempotency_key: None,
             },
         ))
         .await?;
     Ok(see("/console/features"))
-}
-
-/// The metering of a create or an update, from the form's `metering_*` fields: exactly when
-/// the type is metered, checked by the REST body's own conversion (the same messages).
-fn metering_of(
-    f: &[(String, String)],
-    kind: AllocationType,
-) -> Result<Option<pb::Metering>, ApiError> {
-    if kind != AllocationType::Metered {
-        return Ok(None);
-    }
-    let aggregation = field(f, "metering_aggregation");
-    MeteringBody {
-        unit: field(f, "metering_unit"),
-        aggregation: (!aggregation.is_empty()).then_some(aggregation),
-        recurrence: field(f, "metering_recurrence"),
-        anchor: field(f, "metering_anchor"),
-        soft_limit: field(f, "metering_soft_limit") == "on",
-        carry_overage: field(f, "metering_carry_overage") == "on",
-    }
-    .into_pb()
-    .map(Some)
-}
-
-/// A feature's metering fields as a form shows them (a new feature's: SUM, monthly, from the
-/// start of this month).
-pub struct MeteringFields {
-    pub unit: String,
-    pub aggregation: String,
-    pub recurrence: String,
-    pub anchor: String,
-    pub soft_limit: bool,
-    pub carry_overage: bool,
-}
-
-impl MeteringFields {
-    fn new_feature() -> Self {
-        let now = chrono::Utc::now();
-        Self {
-            unit: String::new(),
-            aggregation: "SUM".to_owned(),
-            recurrence: "MONTH".to_owned(),
-            anchor: now.format("%Y-%m-01T00:00:00Z").to_string(),
-            soft_limit: false,
-            carry_overage: false,
-        }
-    }
-
-    fn of(m: &pb::Metering) -> Self {
-        Self {
-            unit: m.unit.clone(),
-            aggregation: aggregation_name(m.aggregation()).to_owned(),
-            recurrence: m.recurrence.clone(),
-            // Exact, as the REST read gives it: an update sends it back unchanged.
-            anchor: m.anchor.as_ref().map(exact_time).unwrap_or_default(),
-            soft_limit: m.soft_limit,
-            carry_overage: m.carry_overage,
-        }
-    }
-
-    fn typed(f: &[(String, String)]) -> Self {
-        Self {
-            unit: field(f, "metering_unit"),
-            aggregation: field(f, "metering_aggregation"),
-            recurrence: field(f, "metering_recurrence"),
-            anchor: field(f, "metering_anchor"),
-            soft_limit: field(f, "metering_soft_limit") == "on",
-            carry_overage: field(f, "metering_carry_overage") == "on",
-        }
-    }
 }
 
 #[derive(Template)]
@@ -252,22 +172,10 @@ struct FeaturePage {
     key: String,
     name: String,
     description: String,
-    /// `bool`, `max_count` or `metered`.
-    kind: String,
-    merge: String,
-    metering: MeteringFields,
-    /// The refusal of the last save, shown above the form that is kept as typed.
-    error: Option<ApiError>,
-}
-
-impl FeaturePage {
-    fn error_fields(&self) -> Vec<(String, String)> {
-        self.error
-            .iter()
-            .flat_map(|e| &e.body.field_violations)
-            .map(|v| (v.field.clone(), v.description.clone()))
-            .collect()
-    }
+    max_count: bool,
+    /// A metered feature stays metered: its form sends the type back unchanged.
+    metered: bool,
+    merge: &'static str,
 }
 
 async fn feature(
@@ -292,16 +200,12 @@ async fn feature(
     render(&FeaturePage {
         layout: session.layout(format!("Feature {}", f.key), "Features"),
         href: format!("/console/features/{}", encode(&id)),
-        kind: allocation_type_name(f.allocation_type()).to_owned(),
-        merge: merge_policy_name(f.merge_policy()).unwrap_or("").to_owned(),
-        metering: f
-            .metering
-            .as_ref()
-            .map_or_else(MeteringFields::new_feature, MeteringFields::of),
+        max_count: f.allocation_type() == AllocationType::MaxCount,
+        metered: f.allocation_type() == AllocationType::Metered,
+        merge: merge_policy_name(f.merge_policy()).unwrap_or(""),
         key: f.key,
         name: f.name,
         description: f.description,
-        error: None,
     })
 }
 
@@ -316,50 +220,22 @@ async fn update_feature(
     let p = session.management()?;
     let f = fields(&form)?;
     let merge = field(&f, "merge_policy");
-    let saved = async {
-        let kind = allocation_type(&field(&f, "type"), "type")?;
-        let request = UpdateFeatureRequest {
-            id: id.clone(),
-            key: Some(field(&f, "key")),
-            name: Some(field(&f, "name")),
-            description: Some(field(&f, "description")),
-            metadata: None,
-            permissions: None,
-            allocation_type: Some(kind.into()),
-            // Empty: the feature's policy is kept.
-            merge_policy: (!merge.is_empty())
-                .then(|| merge_policy(&merge, "mergePolicy").map(i32::from))
-                .transpose()?,
-            // A metered feature's whole metering, as the REST PATCH takes it.
-            metering: metering_of(&f, kind)?,
-        };
-        c.app
-            .features()
-            .update_feature(grpc(p, request))
-            .await
-            .map_err(ApiError::from)
-    }
-    .await;
-    match saved {
-        Ok(_) => Ok(see("/console/features")),
-        // A refusal (METERING_IMMUTABLE's 412 among them) above the form kept as typed.
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let status = e.status;
-            let page = FeaturePage {
-                layout: session.layout(format!("Feature {}", field(&f, "key")), "Features"),
-                href: format!("/console/features/{}", encode(&id)),
-                kind: field(&f, "type"),
-                metering: MeteringFields::typed(&f),
-                key: field(&f, "key"),
-                name: field(&f, "name"),
-                description: field(&f, "description"),
-                merge,
-                error: Some(e),
-            };
-            render_with(status, &page)
-        }
-        Err(e) => Err(e.into()),
-    }
+    let request = UpdateFeatureRequest {
+        id,
+        key: Some(field(&f, "key")),
+        name: Some(field(&f, "name")),
+        description: Some(field(&f, "description")),
+        metadata: None,
+        permissions: None,
+        allocation_type: Some(allocation_type(&field(&f, "type"), "type")?.into()),
+        // Empty: the feature's policy is kept.
+        merge_policy: (!merge.is_empty())
+            .then(|| merge_policy(&merge, "mergePolicy").map(i32::from))
+            .transpose()?,
+        metering: None,
+    };
+    c.app.features().update_feature(grpc(p, request)).await?;
+    Ok(see("/console/features"))
 }
 
 async fn delete_feature(
@@ -390,8 +266,6 @@ pub struct FeatureChoice {
     pub key: String,
     pub label: String,
     pub max_count: bool,
-    /// A metered feature's unit (its count is the allowance issued each period); else empty.
-    pub unit: String,
     /// The form field holding this feature's count (max_count features).
     pub count_field: String,
     /// Whether the plan being edited holds it, and its count as typed.
@@ -479,11 +353,6 @@ async fn feature_choices(
                     f.allocation_type(),
                     AllocationType::MaxCount | AllocationType::Metered
                 ),
-                unit: f
-                    .metering
-                    .as_ref()
-                    .map(|m| m.unit.clone())
-                    .unwrap_or_default(),
                 count_field: format!("count:{}", f.key),
                 label: format!("{} ({})", f.name, f.key),
                 held: holding.is_some(),

@@ -21,7 +21,6 @@ mod operations;
 mod route_policies;
 mod session;
 mod sign_in;
-mod usage;
 
 use std::sync::Arc;
 
@@ -81,7 +80,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .merge(imports::router())
         .merge(members::router())
         .merge(operations::router())
-        .merge(usage::router())
         .fallback(page_not_found)
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console))
@@ -319,7 +317,6 @@ impl SignedIn {
                         current,
                     ),
                     nav("Imports", "/console/imports".to_owned(), current),
-                    nav("Usage", "/console/usage".to_owned(), current),
                     nav("Webhooks", "/console/webhooks".to_owned(), current),
                     nav("Audit", "/console/audit".to_owned(), current),
                 ],

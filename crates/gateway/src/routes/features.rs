@@ -152,7 +152,7 @@ impl Metering {
     }
 }
 
-pub(crate) fn exact_time(t: &prost_types::Timestamp) -> String {
+fn exact_time(t: &prost_types::Timestamp) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -204,7 +204,7 @@ pub struct MeteringBody {
 }
 
 impl MeteringBody {
-    pub(crate) fn into_pb(self) -> Result<pb::Metering, ApiError> {
+    fn into_pb(self) -> Result<pb::Metering, ApiError> {
         let aggregation = match self.aggregation.as_deref() {
             None | Some("SUM") => pb::Aggregation::Sum,
             Some("COUNT") => pb::Aggregation::Count,

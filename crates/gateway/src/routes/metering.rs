@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tenantry_proto::entitlement::v1::{
     self as pb, ConsumeUsageRequest, CreateCreditGrantRequest, GetMeterRequest,
-    GetUsageHistoryRequest, ListCreditGrantsRequest, RecordUsageRequest, UsageOutcome,
-    VoidCreditGrantRequest,
+    GetUsageHistoryRequest, ListCreditGrantsRequest, RecordUsageRequest, ResetMeterRequest,
+    UsageOutcome, VoidCreditGrantRequest,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(void_credit_grant))
         .routes(routes!(get_meter))
         .routes(routes!(usage_history))
+        .routes(routes!(reset_meter))
 }
 
 /// One usage event.
@@ -694,4 +695,105 @@ async fn usage_history(
             })
             .collect(),
     }))
+}
+
+/// A credit at a period's close.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditCloseJson {
+    /// The credit grant's ID.
+    pub id: String,
+    pub remaining: i64,
+    /// Rolled over into the next period (0: it ended there).
+    pub carried: i64,
+}
+
+/// A closed usage period, as recorded when it closed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterPeriodJson {
+    pub start: Option<String>,
+    pub end: Option<String>,
+    /// Closed by a manual reset (else by the schedule).
+    pub manual: bool,
+    pub usage: i64,
+    /// Usage no credit covered, including overage carried in.
+    pub overage: i64,
+    /// The plan allowance issued for the period as of its close; null when unlimited.
+    pub allowance: Option<i64>,
+    pub allowance_used: i64,
+    /// Each credit usable until the close.
+    pub credits: Vec<CreditCloseJson>,
+    /// Overage carried into the next period.
+    pub carried_overage: i64,
+}
+
+pub(crate) fn meter_period_json(p: pb::MeterPeriod) -> MeterPeriodJson {
+    MeterPeriodJson {
+        start: opt_timestamp(p.start),
+        end: opt_timestamp(p.end),
+        manual: p.manual,
+        usage: p.usage,
+        overage: p.overage,
+        allowance: p.allowance,
+        allowance_used: p.allowance_used,
+        credits: p
+            .credits
+            .into_iter()
+            .map(|c| CreditCloseJson {
+                id: c.id,
+                remaining: c.remaining,
+                carried: c.carried,
+            })
+            .collect(),
+        carried_overage: p.carried_overage,
+    }
+}
+
+/// What a manual reset did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterResetJson {
+    /// The period the reset closed.
+    pub closed_period: Option<MeterPeriodJson>,
+    /// The meter after the reset.
+    pub meter: Option<MeterJson>,
+    pub revision: u64,
+}
+
+/// Start a new period of an account's meter now (a manual reset): the open period closes as at
+/// a scheduled reset — each credit rolls over, the plan allowance is issued afresh, overage
+/// carries when the feature says so — and the new period ends at the next scheduled reset (the
+/// anchor is kept). Usage reported afterwards for a time before the reset is late. Not
+/// idempotent: each call resets. Audited (`meter.reset`).
+#[utoipa::path(post,
+    path = "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/reset",
+    tag = "Metering",
+    params(("tenantId" = String, Path), ("featureKey" = String, Path)),
+    responses((status = 200, body = MeterResetJson), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn reset_meter(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath((tenant_id, feature_key)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let out = state
+        .metering()
+        .reset_meter(grpc(
+            &p,
+            ResetMeterRequest {
+                tenant_id,
+                feature_key,
+            },
+        ))
+        .await?
+        .into_inner();
+    let revision = out.revision;
+    Ok(with_revision(
+        Json(MeterResetJson {
+            closed_period: out.closed_period.map(meter_period_json),
+            meter: out.meter.map(meter_json),
+            revision,
+        }),
+        revision,
+    ))
 }

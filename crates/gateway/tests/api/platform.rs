@@ -573,6 +573,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
         "get",
         "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/usage",
     ),
+    (
+        "post",
+        "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/reset",
+    ),
     ("get", "/entitlements/api/v1/webhooks"),
     ("post", "/entitlements/api/v1/webhooks"),
     ("get", "/entitlements/api/v1/webhooks/{webhookId}"),

@@ -363,6 +363,9 @@ impl MeterState {
     }
 }
 
+#[path = "state_reset.rs"]
+mod reset;
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeDelta, TimeZone};

@@ -824,6 +824,13 @@ async fn every_write_route_of_the_document_records_its_audit_entries() {
     )
     .records(&["credit_grant.void"]))
     .await;
+    run(step(
+        "post",
+        "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/reset",
+        "/entitlements/api/v1/accounts/acme/meters/calls/reset".to_owned(),
+    )
+    .records(&["meter.reset"]))
+    .await;
 
     // The webhook's management writes.
     let mut delivery = None;

@@ -142,3 +142,75 @@ async fn bad_history_queries_are_refused_with_their_field() {
         .await;
     assert!(matches!(as_user.status, 401 | 403), "{}", as_user.status);
 }
+
+#[tokio::test]
+async fn a_manual_reset_starts_a_new_period_that_history_shows() {
+    let s = metered_stack().await;
+    s.feature(json!({"name": "SSO", "key": "sso"})).await;
+    // Tomorrow 10:00, so the day's period lasts past the hour this test moves on.
+    let start = s
+        .clock
+        .now_for_tests()
+        .date_naive()
+        .and_time(NaiveTime::MIN)
+        .and_utc()
+        + TimeDelta::hours(34);
+    s.clock.set(start);
+    let r = s.post(USAGE, &json!({"events": [usage("e1", 60)]})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    s.clock.advance(TimeDelta::hours(1));
+    let reset_path = "/entitlements/api/v1/accounts/acme/meters/calls/reset";
+    let r = s.post(reset_path, &json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(revision(&r) > 0);
+    let closed = &r.body["closedPeriod"];
+    assert_eq!(
+        (
+            closed["usage"].as_i64(),
+            closed["allowance"].as_i64(),
+            closed["manual"].as_bool()
+        ),
+        (Some(60), Some(100), Some(true)),
+        "{closed}"
+    );
+    // A fresh allowance from now to the scheduled end of the day.
+    assert_eq!(r.body["meter"]["balance"], 100, "{:?}", r.body);
+    assert_eq!(r.body["meter"]["usage"], 0);
+    assert_eq!(r.body["meter"]["periodStart"], closed["end"]);
+    let now = s.clock.now_for_tests();
+    let today = now.date_naive().and_time(NaiveTime::MIN).and_utc();
+    let r = s
+        .get(&history_path(
+            "calls",
+            today,
+            today + TimeDelta::days(1),
+            "PERIOD",
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let cut: Vec<(&Value, i64)> = r.body["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (&w["start"], w["usage"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(cut.len(), 2, "{:?}", r.body);
+    assert_eq!((cut[0].1, cut[1].0, cut[1].1), (60, &closed["end"], 0));
+
+    for (path, status) in [
+        ("/entitlements/api/v1/accounts/acme/meters/sso/reset", 400),
+        (
+            "/entitlements/api/v1/accounts/acme/meters/nothing/reset",
+            404,
+        ),
+        (
+            "/entitlements/api/v1/accounts/nobody/meters/calls/reset",
+            404,
+        ),
+    ] {
+        let r = s.post(path, &json!({})).await;
+        assert_error_shape(&r, status);
+    }
+    let none = s.app.request("POST", reset_path, &[], None).await;
+    assert_eq!(none.status, 401);
+}
