@@ -10,10 +10,11 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::ports::Storage;
+use crate::domain::metering::MeterReading;
 use crate::domain::{
-    CheckRequest, Decision, DomainError, EffectiveFeature, EntitlementIndex, ExplainedGrant,
-    GrantStatus, Hypothetical, ItemError, MAX_BATCH, MAX_WHAT_IF_CHANGES, Result, Subject, Target,
-    WhatIf, validate_attributes, validate_tenant_id,
+    AllocationType, CheckRequest, Decision, DomainError, EffectiveFeature, EntitlementIndex,
+    ExplainedGrant, GrantStatus, Hypothetical, ItemError, MAX_BATCH, MAX_WHAT_IF_CHANGES, Result,
+    Subject, Target, WhatIf, validate_attributes, validate_tenant_id,
 };
 
 /// The longest route method a check names.
@@ -267,18 +268,40 @@ pub async fn account_entitlements<I: IndexSource + ?Sized>(
     subject: &Subject<'_>,
     at: Option<DateTime<Utc>>,
     min_revision: u64,
-) -> Result<Checked<Vec<EffectiveFeature>>> {
+) -> Result<Checked<Vec<(EffectiveFeature, Option<MeterReading>)>>> {
     validate_tenant_id("tenant_id", subject.tenant_id)?;
     validate_attributes("attributes", subject.attributes)?;
     let index = source.index_at(min_revision).await?;
     // "Now" is read once the index holds the awaited revision, never before: grants
     // written meanwhile have started by then.
     let at = at.unwrap_or_else(|| source.present(&index));
-    let features = index.account_entitlements(subject, at)?;
+    let features = index
+        .account_entitlements(subject, at)?
+        .into_iter()
+        .map(|f| {
+            let meter = meter_of(&index, subject.tenant_id, &f.key, at);
+            (f, meter)
+        })
+        .collect();
     Ok(Checked {
         index,
         value: features,
     })
+}
+
+/// The account's meter of `key` at `at` when it is a metered feature.
+fn meter_of(
+    index: &EntitlementIndex,
+    tenant_id: &str,
+    key: &str,
+    at: DateTime<Utc>,
+) -> Option<MeterReading> {
+    let (feature, _) = index.catalog_feature(key)?;
+    if feature.allocation_type != AllocationType::Metered {
+        return None;
+    }
+    let state = index.meter(tenant_id, feature.id);
+    index.meter_decision(tenant_id, key, state, None, at)?.meter
 }
 
 pub async fn explain<I: IndexSource + ?Sized>(

@@ -233,13 +233,14 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
         let entitlements = checked
             .value
             .into_iter()
-            .map(|e| AccountEntitlement {
+            .map(|(e, meter)| AccountEntitlement {
                 allocation: Some(convert::allocation(Some(e.allocation))),
                 provenance: e
                     .decided_by
                     .map(|by| provenance(index, &r.tenant_id, by, &e.key)),
                 next_change_at: e.next_change_at.map(convert::timestamp),
                 feature_key: e.key,
+                meter: meter.map(meter_reading),
             })
             .collect();
         Ok(Response::new(GetAccountEntitlementsResponse {

@@ -29,7 +29,8 @@ pub struct CustomEntitlement {
 
 /// Cloudflare's `TenantEntitlements`: the fixed keys (from features of those keys, else off or
 /// zero) and every effective feature in `custom_entitlements`. `max_count` values are numbers;
-/// an unlimited one is 9007199254740991 (`Number.MAX_SAFE_INTEGER`).
+/// an unlimited one is 9007199254740991 (`Number.MAX_SAFE_INTEGER`). A metered feature is a
+/// `max_count` of what remains of the period's amount (its meter's balance).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantEntitlements {
     pub allow_add_subdomain: AllocationJson,
@@ -173,7 +174,14 @@ pub(super) async fn tenant_entitlements(
         .entitlements
         .into_iter()
         .map(|e| CustomEntitlement {
-            allocation: seed_004_allocation(allocation_json(e.allocation)),
+            allocation: match e.meter {
+                // A metered feature: `max_count` with what remains of this period's amount.
+                Some(meter) => AllocationJson {
+                    kind: "max_count".to_owned(),
+                    value: meter.balance.map_or(json!(UNLIMITED), |b| json!(b.max(0))),
+                },
+                None => seed_004_allocation(allocation_json(e.allocation)),
+            },
             feature: json!({ "key": e.feature_key }),
         })
         .collect();

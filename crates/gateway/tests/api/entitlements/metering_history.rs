@@ -214,3 +214,32 @@ async fn a_manual_reset_starts_a_new_period_that_history_shows() {
     let none = s.app.request("POST", reset_path, &[], None).await;
     assert_eq!(none.status, 401);
 }
+
+/// Seed 004's account entitlements show a metered feature as `max_count` with what remains of
+/// the period's amount.
+#[tokio::test]
+async fn seed_004_lists_a_metered_feature_with_the_periods_remaining_amount() {
+    let s = metered_stack().await;
+    let listed = |r: &Reply| -> Vec<Value> {
+        r.body["result"]["custom_entitlements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["feature"]["key"] == "calls")
+            .cloned()
+            .collect()
+    };
+    let r = s.get("/tenants/acme/entitlements").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        listed(&r),
+        [json!({"allocation": {"type": "max_count", "value": 100}, "feature": {"key": "calls"}})]
+    );
+    let used = s.post(USAGE, &json!({"events": [usage("e1", 30)]})).await;
+    assert_eq!(used.status, 200, "{:?}", used.body);
+    let r = s.get("/tenants/acme/entitlements").await;
+    assert_eq!(
+        listed(&r),
+        [json!({"allocation": {"type": "max_count", "value": 70}, "feature": {"key": "calls"}})]
+    );
+}
