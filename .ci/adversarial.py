@@ -565,6 +565,10 @@ DATA_DEPENDENT_400 = {
         "UNIQUE_COUNT feature's events need `unique`); the batch is all or nothing",
     "POST /entitlements/api/v1/usage/consume":
         "the feature must be a metered one (`featureKey`: not a metered feature)",
+    "POST /entitlements/api/v1/reservations":
+        "the feature must be a metered one (`featureKey`: not a metered feature)",
+    "POST /entitlements/api/v1/reservations/{reservationId}/commit":
+        "`amount` must be at most the amount the reservation holds",
     "POST /entitlements/api/v1/credit-grants":
         "the feature must be a metered one; `rollover.max` at least `rollover.min` and "
         "`expiresAt` after `effectiveAt`: rules between fields the descriptions state",

@@ -33,6 +33,14 @@ pub const AUDIT_DISABLED: &str = "AUDIT_DISABLED";
 /// usage period or type (code FAILED_PRECONDITION, with the field): usage already counted
 /// would be read under other rules. HTTP 412.
 pub const METERING_IMMUTABLE: &str = "METERING_IMMUTABLE";
+/// Reasons of a reservation's commit or release refused (code FAILED_PRECONDITION): its hold
+/// expired, or it was already committed or released. HTTP 409: the request is fine, the
+/// reservation's state conflicts with it.
+pub const RESERVATION_EXPIRED: &str = "RESERVATION_EXPIRED";
+pub const RESERVATION_SETTLED: &str = "RESERVATION_SETTLED";
+/// Reason of a reservation refused because its meter holds as many live reservations as it
+/// may (code RESOURCE_EXHAUSTED): retry once some are committed, released or expired.
+pub const TOO_MANY_HOLDS: &str = "TOO_MANY_HOLDS";
 
 /// The HTTP status that answers a gRPC code carrying a service's typed `reason` (empty when
 /// none): the code's status, except where a reason is finer than its code.
@@ -43,6 +51,9 @@ pub fn http_status_for(code: Code, reason: &str) -> StatusCode {
         // existing ID does; the reason tells the two apart.
         (Code::FailedPrecondition, KEY_REUSED) => StatusCode::CONFLICT,
         (Code::FailedPrecondition, AUDIT_DISABLED) => StatusCode::CONFLICT,
+        (Code::FailedPrecondition, RESERVATION_EXPIRED | RESERVATION_SETTLED) => {
+            StatusCode::CONFLICT
+        }
         (Code::FailedPrecondition, SELF_PARENT | ALREADY_HAS_PARENT | CYCLE) => {
             StatusCode::BAD_REQUEST
         }

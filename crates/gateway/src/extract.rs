@@ -28,6 +28,28 @@ where
     }
 }
 
+/// An optional body (`Option<ApiJson<T>>`): none when the request carries no bytes, else
+/// parsed as [`ApiJson`] is.
+impl<T, S> axum::extract::OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let headers = req.headers();
+        let declared_empty = headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|l| l.as_bytes() == b"0");
+        let untyped = !headers.contains_key(http::header::CONTENT_TYPE);
+        if declared_empty || (untyped && !headers.contains_key(http::header::TRANSFER_ENCODING)) {
+            return Ok(None);
+        }
+        json_body(req, state, false).await.map(|v| Some(Self(v)))
+    }
+}
+
 /// [`ApiJson`] for the one kind of body that is a JSON array (a CloudEvents JSON batch).
 #[derive(Debug, Clone, Default)]
 pub struct ApiJsonArray<T>(pub Vec<T>);

@@ -106,6 +106,7 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::audit::router())
         .merge(routes::webhooks::router())
         .merge(routes::metering::router())
+        .merge(routes::reservations::router())
         .split_for_parts();
     doc.merge(OfrepDoc::openapi());
     // After the merge: the shared rules apply to every route's operations.

@@ -231,7 +231,7 @@ fn declare_parameters(path: &str, operation: &mut Operation) {
         let schema = match parameter.parameter_in {
             ParameterIn::Path => match name {
                 "id" | "planId" | "featureId" | "flagId" | "routeId" | "webhookId"
-                | "deliveryId" | "creditGrantId" => uuid(),
+                | "deliveryId" | "creditGrantId" | "reservationId" => uuid(),
                 "tenantId" | "tenant_id" => text(TENANT_ID_PATTERN),
                 "userId" | "user_id" => text(USER_ID_PATTERN),
                 "alias" => text(ALIAS_PATTERN),

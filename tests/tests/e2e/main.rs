@@ -8,6 +8,7 @@ mod feed;
 mod frontegg_sdk;
 mod frontegg_targeting;
 mod journey;
+mod metering;
 mod migration;
 mod openfeature;
 mod resilience;

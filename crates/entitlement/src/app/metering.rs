@@ -25,11 +25,11 @@ use crate::domain::{
 
 /// A metered feature as a write sees it.
 #[derive(Debug, Clone)]
-struct Metered {
-    id: Uuid,
-    key: String,
-    aggregation: Aggregation,
-    spec: MeterSpec,
+pub(super) struct Metered {
+    pub(super) id: Uuid,
+    pub(super) key: String,
+    pub(super) aggregation: Aggregation,
+    pub(super) spec: MeterSpec,
 }
 
 /// Why a feature key names no metered feature.
@@ -63,28 +63,28 @@ fn metered(index: &EntitlementIndex, key: &str) -> std::result::Result<Metered, 
     }
 }
 
-fn metered_or_error(index: &EntitlementIndex, key: &str) -> Result<Metered> {
+pub(super) fn metered_or_error(index: &EntitlementIndex, key: &str) -> Result<Metered> {
     metered(index, key).map_err(|why| match why {
         NotMetered::Unknown => DomainError::not_found("feature", key),
         NotMetered::OtherType => DomainError::invalid("feature_key", why.message()),
     })
 }
 
-fn answer_json(answer: &ConsumeAnswer) -> Result<String> {
+pub(super) fn answer_json<T: serde::Serialize>(answer: &T) -> Result<String> {
     serde_json::to_string(answer).map_err(|e| DomainError::Internal {
         message: "serialize a consumption's answer".into(),
         source: Some(Box::new(e)),
     })
 }
 
-fn answer_of(text: &str) -> Result<ConsumeAnswer> {
+pub(super) fn answer_of<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| DomainError::Internal {
         message: "decode a consumption's answer".into(),
         source: Some(Box::new(e)),
     })
 }
 
-fn known_account(index: &EntitlementIndex, tenant_id: &str) -> Result<()> {
+pub(super) fn known_account(index: &EntitlementIndex, tenant_id: &str) -> Result<()> {
     if index.contains_tenant(tenant_id) {
         Ok(())
     } else {
@@ -92,7 +92,7 @@ fn known_account(index: &EntitlementIndex, tenant_id: &str) -> Result<()> {
     }
 }
 
-fn draw_error(e: DrawError) -> DomainError {
+pub(super) fn draw_error(e: DrawError) -> DomainError {
     match e {
         DrawError::Overflow => DomainError::invalid(
             "amount",
@@ -479,7 +479,7 @@ impl<S: Storage> Engine<S> {
     }
 
     /// The account's meter of `feature`, locked for `txn` and brought to `now`.
-    async fn open_meter(
+    pub(super) async fn open_meter(
         &self,
         txn: &S::Txn,
         tenant_id: &str,
@@ -496,6 +496,8 @@ impl<S: Storage> Engine<S> {
         state
             .advance(&feature.spec, now, allocation)
             .map_err(|e| DomainError::invalid("metering", e.to_string()))?;
+        // Expired holds already count for nothing; the write that follows forgets them.
+        state.prune_holds(now);
         Ok(state)
     }
 
@@ -514,7 +516,7 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
-    async fn commit_meter(
+    pub(super) async fn commit_meter(
         &self,
         txn: S::Txn,
         tenant_id: &str,
@@ -546,4 +548,4 @@ mod reset;
 
 #[cfg(test)]
 #[path = "metering_tests.rs"]
-mod tests;
+pub(super) mod tests;

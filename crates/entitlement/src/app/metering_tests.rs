@@ -26,7 +26,7 @@ async fn metered_feature(e: &TestEngine, key: &str, soft_limit: bool) {
 }
 
 /// `acme` on a plan issuing 100 `calls` a month.
-async fn setup(e: &TestEngine) {
+pub(crate) async fn setup(e: &TestEngine) {
     e.account("acme", None).await;
     metered_feature(e, "calls", false).await;
     e.plan(
@@ -62,7 +62,7 @@ fn consumption(id: &str, amount: i64) -> NewConsumption {
     }
 }
 
-async fn balance(e: &TestEngine) -> Option<i64> {
+pub(crate) async fn balance(e: &TestEngine) -> Option<i64> {
     e.check("acme", None, "calls").await.meter.unwrap().balance
 }
 

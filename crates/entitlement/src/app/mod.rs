@@ -14,6 +14,7 @@ pub mod listing;
 pub mod metering;
 pub mod plans;
 pub mod ports;
+pub mod reservations;
 pub mod routes;
 pub mod stream;
 pub mod tenant_sync;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
-use crate::domain::metering::{CreditGrant, MeterState, StoredUsage};
+use crate::domain::metering::{CreditGrant, MeterState, Reservation, StoredUsage};
 use crate::domain::transition::{Transition, TransitionKind};
 use crate::domain::usage_history::PeriodSummary;
 use crate::domain::webhook;
@@ -254,6 +254,7 @@ pub trait Storage:
     + MeterStore
     + UsageHistoryStore
     + ThresholdStore
+    + ReservationStore
 {
 }
 
@@ -269,6 +270,7 @@ impl<S> Storage for S where
         + MeterStore
         + UsageHistoryStore
         + ThresholdStore
+        + ReservationStore
 {
 }
 
@@ -377,6 +379,30 @@ pub trait ThresholdStore: Transactional {
         thresholds: &[u16],
         now: DateTime<Utc>,
     ) -> Result<Vec<u16>>;
+}
+
+/// Reservations' records (their holds live in the meters' states).
+#[async_trait]
+pub trait ReservationStore: Transactional {
+    /// Stores a reservation with the answer it was given; false when its (account, key) is
+    /// taken (then nothing changed).
+    async fn insert_reservation(
+        &self,
+        txn: &Self::Txn,
+        reservation: &Reservation,
+        answer: &str,
+    ) -> Result<bool>;
+    /// The reservation asked for under (account, key), with its answer, as `txn` sees it.
+    async fn reservation_by_key(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Option<(Reservation, String)>>;
+    /// A reservation, read in `txn` (its meter's lock already held), or outside any.
+    async fn reservation_in(&self, txn: &Self::Txn, id: Uuid) -> Result<Option<Reservation>>;
+    async fn reservation(&self, id: Uuid) -> Result<Option<Reservation>>;
+    async fn update_reservation(&self, txn: &Self::Txn, reservation: &Reservation) -> Result<()>;
 }
 
 /// The time-transition scheduler's state: its cursor and the transitions it has decided.

@@ -87,6 +87,12 @@ pub enum DomainError {
          create a new feature instead"
     )]
     MeteringImmutable { field: &'static str },
+    /// A reservation that can no longer be committed or released.
+    #[error("{}", reservation_refusal_message(*.0))]
+    Reservation(super::metering::ReservationRefusal),
+    /// A meter holds as many live reservations as it may.
+    #[error("the meter already holds {limit} live reservations")]
+    TooManyHolds { limit: usize },
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     /// An audit-log read on a service that records no entries (`audit_enabled = false`).
@@ -110,6 +116,16 @@ pub enum DomainError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+}
+
+fn reservation_refusal_message(r: super::metering::ReservationRefusal) -> String {
+    use super::metering::ReservationRefusal;
+    match r {
+        ReservationRefusal::Expired => "the reservation expired: its hold is gone".to_owned(),
+        ReservationRefusal::Settled(status) => {
+            format!("the reservation is already {}", status.as_str())
+        }
+    }
 }
 
 impl DomainError {
@@ -160,6 +176,8 @@ impl tenantry_common::db::StorageFaultSource for DomainError {
             | Self::InvalidItems(_)
             | Self::FailedPrecondition(_)
             | Self::MeteringImmutable { .. }
+            | Self::Reservation(_)
+            | Self::TooManyHolds { .. }
             | Self::IdempotencyKeyReused(_)
             | Self::PermissionDenied(_)
             | Self::AuditDisabled

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{AllowReason, DomainError, ItemError, Justification, Result};
 pub use tenantry_index::metering::{
-    ALLOWANCE_ID, ALLOWANCE_PRIORITY, Credit, DrawError, MeterReading, MeterSpec, MeterState,
+    ALLOWANCE_ID, ALLOWANCE_PRIORITY, Credit, DrawError, Hold, MeterReading, MeterSpec, MeterState,
     Recurrence, Rollover, UsagePeriod,
 };
 
@@ -26,6 +26,10 @@ pub const MAX_EVENT_TEXT: usize = 255;
 pub const MAX_PRIORITY: u32 = 1_000;
 /// Largest credit-grant metadata, serialized.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest a reservation may hold its amount.
+pub const MAX_HOLD_TTL: TimeDelta = TimeDelta::days(7);
+/// Live holds one meter may carry: each is checked by every reading of the meter.
+pub const MAX_LIVE_HOLDS: usize = 1_000;
 
 /// A usage event as reported.
 #[derive(Debug, Clone, PartialEq)]
@@ -307,4 +311,161 @@ pub fn credit_grant(
         voided_at: None,
         created_at: now,
     })
+}
+
+/// A reservation as asked for: hold `amount` for `ttl`, idempotent on (account, `id`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReservation {
+    pub id: String,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub feature_key: String,
+    pub amount: i64,
+    pub ttl: TimeDelta,
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReservationStatus {
+    /// Holding its amount until it expires.
+    Held,
+    /// Refused when asked for: nothing held.
+    Refused,
+    Committed,
+    Released,
+    /// Held until its expiry passed; nothing was drawn.
+    Expired,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Held => "held",
+            ReservationStatus::Refused => "refused",
+            ReservationStatus::Committed => "committed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        }
+    }
+
+    /// The stored status (expiry is not stored: it is read off the clock).
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "held" => ReservationStatus::Held,
+            "refused" => ReservationStatus::Refused,
+            "committed" => ReservationStatus::Committed,
+            "released" => ReservationStatus::Released,
+            _ => return None,
+        })
+    }
+}
+
+/// A reservation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    /// The hold's id.
+    pub id: Uuid,
+    /// The idempotency key it was asked for with.
+    pub key: String,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub feature_id: Uuid,
+    pub feature_key: String,
+    pub amount: i64,
+    /// As stored; [`Reservation::status_at`] reads an expired hold as expired.
+    pub status: ReservationStatus,
+    pub expires_at: DateTime<Utc>,
+    /// What a commit drew.
+    pub committed_amount: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    /// When it was committed or released.
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+impl Reservation {
+    pub fn status_at(&self, at: DateTime<Utc>) -> ReservationStatus {
+        if self.status == ReservationStatus::Held && at >= self.expires_at {
+            ReservationStatus::Expired
+        } else {
+            self.status
+        }
+    }
+
+    /// The reservation as it reads at `at` (its status brought up to date).
+    pub fn at(mut self, at: DateTime<Utc>) -> Self {
+        self.status = self.status_at(at);
+        self
+    }
+
+    pub fn hold(&self) -> Hold {
+        Hold {
+            id: self.id,
+            amount: self.amount,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// A reservation's answer when asked for, stored with it so a retry returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReserveAnswer {
+    pub held: bool,
+    pub justification: Option<Justification>,
+    pub allow_reason: Option<AllowReason>,
+    pub meter: Option<MeterReading>,
+    pub revision: u64,
+}
+
+/// Why a reservation cannot be committed or released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationRefusal {
+    /// Its expiry passed: the hold is gone.
+    Expired,
+    /// Already committed or released (or refused when asked for).
+    Settled(ReservationStatus),
+}
+
+/// A reservation's own fields.
+pub fn validate_reservation(r: &NewReservation) -> Result<()> {
+    if !visible(&r.id) {
+        return Err(DomainError::invalid(
+            "id",
+            "must be 1-255 visible ASCII characters",
+        ));
+    }
+    super::validate_tenant_id("tenant_id", &r.tenant_id)?;
+    if r.user_id
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
+    {
+        return Err(DomainError::invalid("user_id", "must be 1-255 characters"));
+    }
+    if !(1..=MAX_AMOUNT).contains(&r.amount) {
+        return Err(DomainError::invalid(
+            "amount",
+            "must be between 1 and 10^15",
+        ));
+    }
+    if r.ttl < TimeDelta::seconds(1) || r.ttl > MAX_HOLD_TTL {
+        return Err(DomainError::invalid(
+            "ttl_seconds",
+            "must be between 1 second and 7 days",
+        ));
+    }
+    Ok(())
+}
+
+/// A commit's amount: the whole hold when not given, never more than held.
+pub fn commit_amount(reservation: &Reservation, amount: Option<i64>) -> Result<i64> {
+    match amount {
+        None => Ok(reservation.amount),
+        Some(n) if (0..=reservation.amount).contains(&n) => Ok(n),
+        Some(_) => Err(DomainError::invalid(
+            "amount",
+            format!("must be between 0 and the {} held", reservation.amount),
+        )),
+    }
 }

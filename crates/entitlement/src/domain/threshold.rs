@@ -69,7 +69,8 @@ impl UsageThresholds {
         }
         let usage = i128::from(reading.usage);
         let covered = (usage - i128::from(reading.overage)).max(0);
-        let available = i128::from(balance.max(0)) + covered;
+        // A reservation's hold is not usage: what it holds still counts as available.
+        let available = i128::from(balance.max(0)) + i128::from(reading.held.max(0)) + covered;
         // usage / available ≥ p / 100, without division (available may be 0).
         let n = self
             .0
@@ -137,7 +138,19 @@ mod tests {
             balance,
             usage,
             overage,
+            held: 0,
         }
+    }
+
+    #[test]
+    fn a_reservation_s_hold_is_not_usage() {
+        let t = UsageThresholds::default();
+        // 50 used, 40 held, 10 left: half of the 100 used, not 5/6 of it.
+        let held = MeterReading {
+            held: 40,
+            ..reading(50, Some(10), 0)
+        };
+        assert_eq!(t.reached(&held), [50]);
     }
 
     #[test]

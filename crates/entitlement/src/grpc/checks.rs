@@ -152,6 +152,7 @@ pub(crate) fn meter_reading(m: tenantry_index::metering::MeterReading) -> pb::Me
         overage: m.overage,
         period_start: Some(convert::timestamp(m.period_start)),
         period_end: Some(convert::timestamp(m.period_end)),
+        held: m.held,
     }
 }
 

@@ -6,8 +6,9 @@ use tonic::{Request, Response};
 use super::checks::{allow_reason, justification, meter_reading};
 use super::convert::{self, timestamp, uuid};
 use super::{Handler, Result};
+use crate::app::reservations::Settled;
 use crate::domain::metering::{
-    self as m, NewConsumption, NewCreditGrant, NewUsage, Rollover as DomainRollover,
+    self as m, NewConsumption, NewCreditGrant, NewReservation, NewUsage, Rollover as DomainRollover,
 };
 use crate::domain::usage_history::{HistoryQuery, WindowSize};
 use crate::domain::{Allocation, DomainError};
@@ -29,6 +30,36 @@ fn credit_grant(g: &m::CreditGrant) -> pb::CreditGrant {
         voided_at: g.voided_at.map(timestamp),
         created_at: Some(timestamp(g.created_at)),
     }
+}
+
+fn reservation(r: &m::Reservation) -> pb::Reservation {
+    let status = match r.status {
+        m::ReservationStatus::Held => pb::ReservationStatus::Held,
+        m::ReservationStatus::Refused => pb::ReservationStatus::Refused,
+        m::ReservationStatus::Committed => pb::ReservationStatus::Committed,
+        m::ReservationStatus::Released => pb::ReservationStatus::Released,
+        m::ReservationStatus::Expired => pb::ReservationStatus::Expired,
+    };
+    pb::Reservation {
+        id: r.id.to_string(),
+        key: r.key.clone(),
+        tenant_id: r.tenant_id.clone(),
+        user_id: r.user_id.clone(),
+        feature_key: r.feature_key.clone(),
+        amount: r.amount,
+        status: status.into(),
+        expires_at: Some(timestamp(r.expires_at)),
+        committed_amount: r.committed_amount,
+        created_at: Some(timestamp(r.created_at)),
+        settled_at: r.settled_at.map(timestamp),
+    }
+}
+
+fn settled(s: Settled) -> (Option<pb::Reservation>, Option<pb::MeterReading>) {
+    (
+        Some(reservation(&s.reservation)),
+        Some(meter_reading(s.meter)),
+    )
 }
 
 fn outcome(o: m::UsageOutcome) -> pb::UsageOutcome {
@@ -283,6 +314,76 @@ impl metering_service_server::MeteringService for Handler {
             closed_period: Some(meter_period(&saved.value.closed)),
             meter: Some(meter_reading(saved.value.reading)),
             revision: saved.revision,
+        }))
+    }
+
+    async fn reserve(&self, request: Request<ReserveRequest>) -> Result<Response<ReserveResponse>> {
+        let r = request.into_inner();
+        // Bounded before it becomes a duration: the domain refuses anything past 7 days.
+        let ttl = chrono::TimeDelta::try_seconds(r.ttl_seconds.clamp(-1, i64::from(u32::MAX)))
+            .unwrap_or_default();
+        let (held, answer, replayed) = self
+            .engine
+            .reserve(NewReservation {
+                id: r.id,
+                tenant_id: r.tenant_id,
+                user_id: r.user_id,
+                feature_key: r.feature_key,
+                amount: r.amount,
+                ttl,
+            })
+            .await?;
+        Ok(Response::new(ReserveResponse {
+            reservation: Some(reservation(&held)),
+            justification: justification(answer.justification).into(),
+            allow_reason: allow_reason(answer.allow_reason).into(),
+            meter: answer.meter.map(meter_reading),
+            replayed,
+            revision: answer.revision,
+        }))
+    }
+
+    async fn commit_reservation(
+        &self,
+        request: Request<CommitReservationRequest>,
+    ) -> Result<Response<CommitReservationResponse>> {
+        let r = request.into_inner();
+        let id = uuid("id", &r.id)?;
+        let done = self.engine.commit_reservation(id, r.amount).await?;
+        let (replayed, revision) = (done.replayed, done.revision);
+        let (reservation, meter) = settled(done);
+        Ok(Response::new(CommitReservationResponse {
+            reservation,
+            meter,
+            replayed,
+            revision,
+        }))
+    }
+
+    async fn release_reservation(
+        &self,
+        request: Request<ReleaseReservationRequest>,
+    ) -> Result<Response<ReleaseReservationResponse>> {
+        let id = uuid("id", &request.into_inner().id)?;
+        let done = self.engine.release_reservation(id).await?;
+        let (replayed, revision) = (done.replayed, done.revision);
+        let (reservation, meter) = settled(done);
+        Ok(Response::new(ReleaseReservationResponse {
+            reservation,
+            meter,
+            revision,
+            replayed,
+        }))
+    }
+
+    async fn get_reservation(
+        &self,
+        request: Request<GetReservationRequest>,
+    ) -> Result<Response<GetReservationResponse>> {
+        let id = uuid("id", &request.into_inner().id)?;
+        let found = self.engine.reservation(id).await?;
+        Ok(Response::new(GetReservationResponse {
+            reservation: Some(reservation(&found)),
         }))
     }
 }

@@ -21,7 +21,8 @@ use prost::Message;
 use tenantry_common::{
     db::StorageFault,
     error::{
-        AUDIT_DISABLED, METERING_IMMUTABLE, REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL,
+        AUDIT_DISABLED, METERING_IMMUTABLE, RESERVATION_EXPIRED, RESERVATION_SETTLED,
+        REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL, TOO_MANY_HOLDS,
     },
     grpc::{Services, mark_storage_fault, principal},
     idempotency::Idempotency,
@@ -43,6 +44,7 @@ use tonic::{Code, Status};
 use crate::Engine;
 use crate::app::listing::{self, Listed};
 use crate::domain::DomainError;
+use crate::domain::metering::ReservationRefusal;
 
 /// Items a refused batch's message lists (the details carry every one): the message travels in
 /// the gRPC trailers too, and a 1,000-item list of them broke the hop (503, not 400).
@@ -224,6 +226,19 @@ impl From<DomainError> for Status {
                     },
                 )
             }
+            DomainError::Reservation(refusal) => {
+                let reason = match refusal {
+                    ReservationRefusal::Expired => RESERVATION_EXPIRED,
+                    ReservationRefusal::Settled(_) => RESERVATION_SETTLED,
+                };
+                let message = DomainError::Reservation(refusal).to_string();
+                with_details(Code::FailedPrecondition, message, plain(reason))
+            }
+            DomainError::TooManyHolds { limit } => with_details(
+                Code::ResourceExhausted,
+                DomainError::TooManyHolds { limit }.to_string(),
+                plain(TOO_MANY_HOLDS),
+            ),
             DomainError::IdempotencyKeyReused(key) => with_details(
                 Code::FailedPrecondition,
                 format!("idempotency key {key} was already used for a different request"),

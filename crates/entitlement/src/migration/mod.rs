@@ -15,6 +15,7 @@ mod m20261205_000100_metering;
 mod m20261205_000110_usage_history;
 mod m20261205_000120_usage_thresholds;
 mod m20261205_000130_meter_periods;
+mod m20261206_000110_reservations;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000110_usage_history::Migration),
             Box::new(m20261205_000120_usage_thresholds::Migration),
             Box::new(m20261205_000130_meter_periods::Migration),
+            Box::new(m20261206_000110_reservations::Migration),
         ]
     }
 

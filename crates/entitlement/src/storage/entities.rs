@@ -250,3 +250,15 @@ entity!(usage_threshold, "ent_usage_threshold", {
     pub threshold: i32,
     pub fired_at: DateTimeUtc,
 });
+
+entity!(reservation, "ent_reservation", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub idempotency_key: String,
+    pub feature_id: Uuid,
+    pub doc: String,
+    pub answer: String,
+    pub expires_at: DateTimeUtc,
+    pub created_at: DateTimeUtc,
+});

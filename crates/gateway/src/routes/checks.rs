@@ -301,6 +301,8 @@ pub struct MeterJson {
     pub usage: i64,
     /// Usage no credit covered this period (soft limits), including overage carried in.
     pub overage: i64,
+    /// Held by live reservations (already deducted from the balance).
+    pub held: i64,
     pub period_start: Option<String>,
     /// The next reset.
     pub period_end: Option<String>,
@@ -391,6 +393,7 @@ pub fn meter_json(m: pb::MeterReading) -> MeterJson {
         balance: m.balance,
         usage: m.usage,
         overage: m.overage,
+        held: m.held,
         period_start: opt_timestamp(m.period_start),
         period_end: opt_timestamp(m.period_end),
     }

@@ -342,7 +342,7 @@ fn whole_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Erro
         .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, found {n}")))
 }
 
-fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     Option::<serde_json::Value>::deserialize(d)?
         .map(|v| whole_required(v).map_err(serde::de::Error::custom))
         .transpose()

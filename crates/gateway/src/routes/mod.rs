@@ -14,6 +14,7 @@ pub mod metering;
 pub mod migrations;
 pub mod plans;
 pub mod platform;
+pub mod reservations;
 pub mod route_policies;
 pub mod rules;
 pub mod stream;

@@ -559,6 +559,16 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/entitlements/api/v1/usage"),
     ("post", "/entitlements/api/v1/usage/cloudevents"),
     ("post", "/entitlements/api/v1/usage/consume"),
+    ("post", "/entitlements/api/v1/reservations"),
+    ("get", "/entitlements/api/v1/reservations/{reservationId}"),
+    (
+        "post",
+        "/entitlements/api/v1/reservations/{reservationId}/commit",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/reservations/{reservationId}/release",
+    ),
     ("get", "/entitlements/api/v1/credit-grants"),
     ("post", "/entitlements/api/v1/credit-grants"),
     (

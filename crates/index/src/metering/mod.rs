@@ -12,4 +12,4 @@ pub use meter::{
     Usage,
 };
 pub use period::{PeriodError, PeriodWindow, Recurrence, UsagePeriod};
-pub use state::{ALLOWANCE_ID, ALLOWANCE_PRIORITY, DrawError, MeterReading, MeterState};
+pub use state::{ALLOWANCE_ID, ALLOWANCE_PRIORITY, DrawError, Hold, MeterReading, MeterState};

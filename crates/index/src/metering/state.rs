@@ -14,6 +14,9 @@
 //!   period alone: a close is final.
 //! - At a reset each credit still usable carries `rollover.apply(remaining)`; overage carries
 //!   when the feature says so and is drawn first in the new period.
+//! - A reservation's hold counts as spent while it lives: a reading subtracts the live holds
+//!   from the balance. Committing draws (in the period open then) and drops the hold; a hold
+//!   past its expiry counts for nothing, whether or not a write has pruned it yet.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -48,6 +51,25 @@ pub struct MeterState {
     pub last_draw: DateTime<Utc>,
     /// Credit grants with what remains of each, in burn-down order.
     pub credits: Vec<Credit>,
+    /// Reservations' holds, oldest first (live or expired but not yet pruned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Hold>,
+}
+
+/// An amount a reservation holds until it is committed, released or expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    pub id: Uuid,
+    pub amount: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Hold {
+    /// Whether the hold still counts at `at`.
+    pub fn live_at(&self, at: DateTime<Utc>) -> bool {
+        at < self.expires_at
+    }
 }
 
 /// A meter at an instant: what a check reports beside its answer. `Copy`, so a decision can
@@ -58,10 +80,14 @@ pub struct MeterReading {
     pub period_start: DateTime<Utc>,
     /// The next reset.
     pub period_end: DateTime<Utc>,
-    /// What can still be drawn; `None` when the plan allowance is unlimited.
+    /// What can still be drawn (live holds deducted); `None` when the plan allowance is
+    /// unlimited.
     pub balance: Option<i64>,
     pub usage: i64,
     pub overage: i64,
+    /// Held by live reservations (already deducted from the balance).
+    #[serde(default)]
+    pub held: i64,
 }
 
 impl MeterReading {
@@ -110,7 +136,37 @@ impl MeterState {
             overage: 0,
             last_draw: window.start,
             credits: Vec::new(),
+            holds: Vec::new(),
         }
+    }
+
+    /// The amount held by reservations live at `at`.
+    pub fn held_at(&self, at: DateTime<Utc>) -> i64 {
+        self.holds
+            .iter()
+            .filter(|h| h.live_at(at))
+            .fold(0i64, |sum, h| sum.saturating_add(h.amount))
+    }
+
+    /// Holds `hold` (its id not held already).
+    pub fn hold(&mut self, hold: Hold) {
+        self.holds.push(hold);
+    }
+
+    /// Drops the hold `id`, answering it (`None`: not held, or pruned after expiring).
+    pub fn release(&mut self, id: Uuid) -> Option<Hold> {
+        let at = self.holds.iter().position(|h| h.id == id)?;
+        Some(self.holds.remove(at))
+    }
+
+    /// Forgets the holds expired at `at` (they already count for nothing).
+    pub fn prune_holds(&mut self, at: DateTime<Utc>) {
+        self.holds.retain(|h| h.live_at(at));
+    }
+
+    /// The number of holds live at `at`.
+    pub fn live_holds(&self, at: DateTime<Utc>) -> usize {
+        self.holds.iter().filter(|h| h.live_at(at)).count()
     }
 
     fn allowance_key(&self) -> BurnKey {
@@ -264,6 +320,15 @@ impl MeterState {
     /// The meter at `at` with the plan allowance `allocation` then. No allocation unless `at`
     /// lies two or more periods ahead of the open one with overage to carry.
     pub fn read(&self, spec: &MeterSpec, at: DateTime<Utc>, allocation: Limit) -> MeterReading {
+        let mut reading = self.read_unheld(spec, at, allocation);
+        reading.held = self.held_at(at);
+        reading.balance = reading
+            .balance
+            .map(|b| b.saturating_sub(reading.held).max(0));
+        reading
+    }
+
+    fn read_unheld(&self, spec: &MeterSpec, at: DateTime<Utc>, allocation: Limit) -> MeterReading {
         if at < self.end {
             let at = at.max(self.start);
             let credits = self
@@ -279,10 +344,11 @@ impl MeterState {
                     .map(|a| a.saturating_add(credits)),
                 usage: self.usage,
                 overage: self.overage,
+                held: 0,
             };
         }
         let Ok(target) = spec.period.containing(at) else {
-            return self.read(
+            return self.read_unheld(
                 spec,
                 self.end - chrono::TimeDelta::microseconds(1),
                 allocation,
@@ -292,7 +358,7 @@ impl MeterState {
             let mut ahead = self.clone();
             // The allowance of the periods between is not known here; the current one stands in.
             if ahead.advance(spec, at, &|_| allocation).is_ok() {
-                return ahead.read(spec, at, allocation);
+                return ahead.read_unheld(spec, at, allocation);
             }
         }
         // The next periods without usage: each lasting credit rolled over once (rollover is
@@ -328,6 +394,7 @@ impl MeterState {
             balance,
             usage: 0,
             overage,
+            held: 0,
         }
     }
 
@@ -360,6 +427,7 @@ impl MeterState {
     /// Heap bytes held (for the index's memory estimate).
     pub fn heap_bytes(&self) -> usize {
         self.credits.capacity() * std::mem::size_of::<Credit>()
+            + self.holds.capacity() * std::mem::size_of::<Hold>()
     }
 }
 
@@ -521,5 +589,52 @@ mod tests {
         assert_eq!((reading.balance, reading.overage), (None, 0));
         assert!(reading.covers(Some(u64::MAX)));
         assert_eq!(meter.credits[0].balance, 40);
+    }
+
+    #[test]
+    fn a_live_hold_counts_as_spent_until_it_expires_or_is_committed() {
+        let spec = monthly(false, false);
+        let mut meter = MeterState::open(&spec, day(1, 2)).unwrap();
+        let id = Uuid::from_u128(9);
+        meter.hold(Hold {
+            id,
+            amount: 70,
+            expires_at: day(1, 4),
+        });
+        let held = meter.read(&spec, day(1, 3), Limit::Finite(100));
+        assert_eq!((held.balance, held.held, held.usage), (Some(30), 70, 0));
+        assert!(held.covers(Some(30)) && !held.covers(Some(31)));
+        // Past its expiry it counts for nothing, pruned or not.
+        let expired = meter.read(&spec, day(1, 4), Limit::Finite(100));
+        assert_eq!((expired.balance, expired.held), (Some(100), 0));
+        assert_eq!(meter.live_holds(day(1, 4)), 0);
+        // Committing 50 of the 70: drawn, and the hold gone.
+        assert_eq!(meter.release(id).map(|h| h.amount), Some(70));
+        meter.draw(&spec, day(1, 3), 50, PLAN).unwrap();
+        let committed = meter.read(&spec, day(1, 3), Limit::Finite(100));
+        assert_eq!((committed.balance, committed.held), (Some(50), 0));
+        assert_eq!(meter.release(id), None);
+    }
+
+    #[test]
+    fn holds_beyond_the_balance_read_as_nothing_left_and_survive_a_reset() {
+        let spec = monthly(false, false);
+        let mut meter = MeterState::open(&spec, day(1, 2)).unwrap();
+        meter.hold(Hold {
+            id: Uuid::from_u128(1),
+            amount: 80,
+            expires_at: day(2, 10),
+        });
+        // A downgrade to 50 leaves less than is held: nothing left, never negative.
+        let downgraded = meter.read(&spec, day(1, 3), Limit::Finite(50));
+        assert_eq!((downgraded.balance, downgraded.held), (Some(0), 80));
+        // The hold outlives the reset and counts against February's fresh allowance.
+        meter.advance(&spec, day(2, 2), PLAN).unwrap();
+        assert_eq!(
+            meter.read(&spec, day(2, 2), Limit::Finite(100)).balance,
+            Some(20)
+        );
+        meter.prune_holds(day(2, 10));
+        assert!(meter.holds.is_empty());
     }
 }

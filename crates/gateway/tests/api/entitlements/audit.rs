@@ -382,6 +382,21 @@ const NOT_WRITES: &[(&str, &str, &str)] = &[
         "/entitlements/api/v1/usage/consume",
         "a consumption is usage (data), kept as its own record with its answer",
     ),
+    (
+        "post",
+        "/entitlements/api/v1/reservations",
+        "a reservation is usage (data), kept as its own record with its answer",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/reservations/{reservationId}/commit",
+        "a commit is usage (data): the reservation's record and a usage event keep it",
+    ),
+    (
+        "post",
+        "/entitlements/api/v1/reservations/{reservationId}/release",
+        "a release is usage (data): the reservation's record keeps it",
+    ),
 ];
 
 /// One write of the walk: its operation, the request, and the actions it must record (one

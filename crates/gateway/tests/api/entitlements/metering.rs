@@ -37,7 +37,7 @@ pub(super) fn usage(id: &str, amount: i64) -> Value {
     json!({"id": id, "tenantId": "acme", "featureKey": "calls", "amount": amount})
 }
 
-async fn check(s: &Stack, requested: Option<u64>, rev: u64) -> Reply {
+pub(super) async fn check(s: &Stack, requested: Option<u64>, rev: u64) -> Reply {
     let mut body = json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "calls"},
                           "minRevision": rev});
     if let Some(r) = requested {
@@ -280,6 +280,19 @@ async fn metering_needs_an_environment_token() {
         ("POST", CREDITS),
         ("GET", "/entitlements/api/v1/credit-grants?tenantId=acme"),
         ("GET", "/entitlements/api/v1/accounts/acme/meters/calls"),
+        ("POST", "/entitlements/api/v1/reservations"),
+        (
+            "GET",
+            "/entitlements/api/v1/reservations/0190f5a2-0000-7000-8000-000000000000",
+        ),
+        (
+            "POST",
+            "/entitlements/api/v1/reservations/0190f5a2-0000-7000-8000-000000000000/commit",
+        ),
+        (
+            "POST",
+            "/entitlements/api/v1/reservations/0190f5a2-0000-7000-8000-000000000000/release",
+        ),
     ] {
         let body = (method == "POST").then(|| usage("u", 1).to_string().into_bytes());
         let none = s

@@ -16,6 +16,7 @@ mod metered;
 mod metering;
 mod metering_history;
 mod ofrep;
+mod reservations;
 mod seeds;
 mod webhooks;
 
