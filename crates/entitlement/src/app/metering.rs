@@ -493,9 +493,12 @@ impl<S: Storage> Engine<S> {
             None => MeterState::open(&feature.spec, now)
                 .map_err(|e| DomainError::invalid("metering", e.to_string()))?,
         };
-        state
-            .advance(&feature.spec, now, allocation)
-            .map_err(|e| DomainError::invalid("metering", e.to_string()))?;
+        // Each period that closed since the last write is recorded with its summary.
+        for closed in reset::close_periods(&mut state, &feature.spec, now, allocation)? {
+            self.store
+                .insert_period(txn, tenant_id, feature.id, &closed, now)
+                .await?;
+        }
         // Expired holds already count for nothing; the write that follows forgets them.
         state.prune_holds(now);
         Ok(state)

@@ -7,10 +7,14 @@ use chrono::{DateTime, Utc};
 use super::{Metered, Reached, draw_error, known_account, metered_or_error};
 use crate::app::ports::Storage;
 use crate::app::{Engine, Saved};
-use crate::domain::Result;
 use crate::domain::audit::meter_reset_entry;
-use crate::domain::metering::{MeterReading, MeterState};
+use crate::domain::metering::{MeterReading, MeterSpec, MeterState};
 use crate::domain::usage_history::{PeriodSummary, Span, period_containing, summarize};
+use crate::domain::{DomainError, Limit, Result};
+use tenantry_index::metering::PeriodError;
+
+/// The most closed periods one listing answers.
+pub const MAX_LISTED_PERIODS: usize = 1_000;
 
 /// What a reset did: the period it closed and the meter after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,47 @@ impl<S: Storage> Engine<S> {
         })
     }
 
+    /// The closed periods of the account's meter overlapping `[from, to)`, oldest first: those
+    /// recorded when they closed, then those the clock has closed since the meter's last write
+    /// (computed as that write will record them). At most 1,000.
+    pub async fn meter_periods(
+        &self,
+        tenant_id: &str,
+        feature_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PeriodSummary>> {
+        crate::domain::validate_tenant_id("tenant_id", tenant_id)?;
+        if from >= to {
+            return Err(DomainError::invalid("to", "must be after from"));
+        }
+        let index = self.index.current();
+        let feature = metered_or_error(&index, feature_key)?;
+        known_account(&index, tenant_id)?;
+        let now = self.present(&index);
+        let mut periods = self
+            .store
+            .closed_periods(tenant_id, feature.id, from, to)
+            .await?;
+        if let Some(state) = index.meter(tenant_id, feature.id) {
+            let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+            let mut ahead = state.clone();
+            let unrecorded = close_periods(&mut ahead, &feature.spec, now, &allocation)?;
+            periods.extend(
+                unrecorded
+                    .into_iter()
+                    .filter(|p| p.end > from && p.start < to),
+            );
+        }
+        if periods.len() > MAX_LISTED_PERIODS {
+            return Err(DomainError::invalid(
+                "to",
+                format!("the range holds more than {MAX_LISTED_PERIODS} periods: narrow it"),
+            ));
+        }
+        Ok(periods)
+    }
+
     /// The period of the account's meter containing `at` (before the open one): the scheduled
     /// period, cut where resets recorded in `txn` moved its bounds.
     pub(super) async fn closed_period_of(
@@ -81,7 +126,7 @@ impl<S: Storage> Engine<S> {
             .spec
             .period
             .containing(at)
-            .map_err(|e| crate::domain::DomainError::invalid("timestamp", e.to_string()))?;
+            .map_err(|e| DomainError::invalid("timestamp", e.to_string()))?;
         let recorded = self
             .store
             .closed_periods_in(txn, tenant_id, feature.id, scheduled.start, scheduled.end)
@@ -93,6 +138,37 @@ impl<S: Storage> Engine<S> {
             at,
         ))
     }
+}
+
+/// Scheduled closes recorded one by one; past this many (a meter idle that long) the rest
+/// close at once unrecorded: periods without usage, whose balances only the rollover moves.
+pub(super) const MAX_RECORDED_CLOSES: usize = 100;
+
+/// Brings `state` to the period containing `now`, returning each scheduled close's summary.
+pub(super) fn close_periods(
+    state: &mut MeterState,
+    spec: &MeterSpec,
+    now: DateTime<Utc>,
+    allocation: &dyn Fn(DateTime<Utc>) -> Limit,
+) -> Result<Vec<PeriodSummary>> {
+    let invalid = |e: PeriodError| DomainError::invalid("metering", e.to_string());
+    let mut closed = Vec::new();
+    while state.end <= now && closed.len() < MAX_RECORDED_CLOSES {
+        let before = state.clone();
+        // Exactly one period: the one starting at the open period's end.
+        state
+            .advance(spec, before.end, allocation)
+            .map_err(invalid)?;
+        closed.push(summarize(
+            &before,
+            state,
+            allocation(before.end),
+            spec.carry_overage,
+            false,
+        ));
+    }
+    state.advance(spec, now, allocation).map_err(invalid)?;
+    Ok(closed)
 }
 
 /// Where recorded periods and the open one bound periods.

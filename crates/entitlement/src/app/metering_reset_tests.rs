@@ -194,3 +194,76 @@ async fn a_reset_carries_overage_when_the_feature_says_so_and_refuses_what_is_no
         assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
     }
 }
+
+async fn periods(e: &TestEngine) -> Vec<crate::domain::usage_history::PeriodSummary> {
+    e.engine
+        .meter_periods("acme", "calls", anchor(), at(8, 1, 0))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_closed_period_is_listed_with_its_summary_recorded_or_not_yet() {
+    for e in engines().await {
+        setup(&e, false).await;
+        let credit = e
+            .engine
+            .create_credit_grant(NewCreditGrant {
+                tenant_id: "acme".into(),
+                feature_key: "calls".into(),
+                amount: 50,
+                priority: None,
+                effective_at: None,
+                expires_at: None,
+                rollover: Some(Rollover { min: 0, max: 20 }),
+                metadata: serde_json::Value::Null,
+            })
+            .await
+            .unwrap()
+            .value;
+        e.engine
+            .record_usage(vec![usage("a", 120, None)])
+            .await
+            .unwrap();
+        e.clock.set(at(7, 5, 0));
+        // June closed by the clock alone: computed as the next write will record it.
+        let june = periods(&e).await;
+        assert_eq!(june.len(), 1);
+        let p = &june[0];
+        assert_eq!((p.start, p.end, p.manual), (anchor(), at(6, 29, 12), false));
+        assert_eq!(
+            (p.usage, p.allowance, p.allowance_used),
+            (120, Some(100), 100)
+        );
+        assert_eq!(
+            p.credits,
+            [CreditClose {
+                id: credit.id,
+                remaining: 30,
+                carried: 20
+            }]
+        );
+        // A write records it, the same.
+        e.engine
+            .record_usage(vec![usage("b", 5, None)])
+            .await
+            .unwrap();
+        assert_eq!(periods(&e).await, june);
+        // A reset closes July's so far.
+        e.engine.reset_meter("acme", "calls").await.unwrap();
+        let both = periods(&e).await;
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], june[0]);
+        let july = &both[1];
+        assert_eq!(
+            (july.start, july.end, july.manual, july.usage),
+            (at(6, 29, 12), at(7, 5, 0), true, 5)
+        );
+        let err = e
+            .engine
+            .meter_periods("acme", "calls", at(8, 1, 0), at(8, 1, 0))
+            .await
+            .unwrap_err();
+        assert_eq!(invalid_field(&err), "to");
+    }
+}

@@ -386,4 +386,23 @@ impl metering_service_server::MeteringService for Handler {
             reservation: Some(reservation(&found)),
         }))
     }
+
+    async fn list_meter_periods(
+        &self,
+        request: Request<ListMeterPeriodsRequest>,
+    ) -> Result<Response<ListMeterPeriodsResponse>> {
+        let r = request.into_inner();
+        if r.feature_key.is_empty() {
+            return Err(DomainError::invalid("feature_key", "is required").into());
+        }
+        let from = required_time("from", r.from)?;
+        let to = required_time("to", r.to)?;
+        let periods = self
+            .engine
+            .meter_periods(&r.tenant_id, &r.feature_key, from, to)
+            .await?;
+        Ok(Response::new(ListMeterPeriodsResponse {
+            periods: periods.iter().map(meter_period).collect(),
+        }))
+    }
 }

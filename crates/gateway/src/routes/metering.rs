@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tenantry_proto::entitlement::v1::{
     self as pb, ConsumeUsageRequest, CreateCreditGrantRequest, GetMeterRequest,
-    GetUsageHistoryRequest, ListCreditGrantsRequest, RecordUsageRequest, ResetMeterRequest,
-    UsageOutcome, VoidCreditGrantRequest,
+    GetUsageHistoryRequest, ListCreditGrantsRequest, ListMeterPeriodsRequest, RecordUsageRequest,
+    ResetMeterRequest, UsageOutcome, VoidCreditGrantRequest,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_meter))
         .routes(routes!(usage_history))
         .routes(routes!(reset_meter))
+        .routes(routes!(meter_periods))
 }
 
 /// One usage event.
@@ -796,4 +797,56 @@ async fn reset_meter(
         }),
         revision,
     ))
+}
+
+/// Query of a meter's closed periods.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeterPeriodsQuery {
+    /// Start of the range, inclusive (RFC 3339).
+    #[param(format = DateTime)]
+    pub from: String,
+    /// End of the range, exclusive (RFC 3339): after `from`. At most 1,000 periods.
+    #[param(format = DateTime)]
+    pub to: String,
+}
+
+/// An account's meter's closed periods.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeterPeriodList {
+    /// Oldest first.
+    pub items: Vec<MeterPeriodJson>,
+}
+
+/// The closed periods of an account's meter overlapping `[from, to)`, oldest first, each with
+/// its summary as recorded when it closed — usage, overage, the plan allowance issued and
+/// drawn, what remained of each credit and what rolled over, the overage carried; a period the
+/// clock has closed since the meter's last write is computed as that write will record it.
+#[utoipa::path(get,
+    path = "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/periods",
+    tag = "Metering",
+    params(("tenantId" = String, Path), ("featureKey" = String, Path), MeterPeriodsQuery),
+    responses((status = 200, body = MeterPeriodList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn meter_periods(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath((tenant_id, feature_key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<MeterPeriodsQuery>,
+) -> Result<Json<MeterPeriodList>, ApiError> {
+    let request = ListMeterPeriodsRequest {
+        tenant_id,
+        feature_key,
+        from: Some(parse_time_field(&q.from, "from")?),
+        to: Some(parse_time_field(&q.to, "to")?),
+    };
+    let out = state
+        .metering()
+        .list_meter_periods(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(Json(MeterPeriodList {
+        items: out.periods.into_iter().map(meter_period_json).collect(),
+    }))
 }

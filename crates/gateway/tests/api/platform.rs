@@ -587,6 +587,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
         "post",
         "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/reset",
     ),
+    (
+        "get",
+        "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/periods",
+    ),
     ("get", "/entitlements/api/v1/webhooks"),
     ("post", "/entitlements/api/v1/webhooks"),
     ("get", "/entitlements/api/v1/webhooks/{webhookId}"),

@@ -243,3 +243,48 @@ async fn seed_004_lists_a_metered_feature_with_the_periods_remaining_amount() {
         [json!({"allocation": {"type": "max_count", "value": 70}, "feature": {"key": "calls"}})]
     );
 }
+
+#[tokio::test]
+async fn closed_periods_are_listed_with_their_summaries() {
+    let s = metered_stack().await;
+    let start = s
+        .clock
+        .now_for_tests()
+        .date_naive()
+        .and_time(NaiveTime::MIN)
+        .and_utc()
+        + TimeDelta::hours(34);
+    s.clock.set(start);
+    let r = s.post(USAGE, &json!({"events": [usage("e1", 40)]})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // The next day: yesterday's period closed.
+    s.clock.advance(TimeDelta::days(1));
+    let day = start.date_naive().and_time(NaiveTime::MIN).and_utc();
+    let path = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        format!(
+            "/entitlements/api/v1/accounts/acme/meters/calls/periods?from={}&to={}",
+            rfc3339(from),
+            rfc3339(to)
+        )
+    };
+    let r = s.get(&path(day, day + TimeDelta::days(3))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{:?}", r.body);
+    assert_eq!(
+        (
+            items[0]["usage"].as_i64(),
+            items[0]["allowance"].as_i64(),
+            items[0]["allowanceUsed"].as_i64(),
+            items[0]["manual"].as_bool()
+        ),
+        (Some(40), Some(100), Some(40), Some(false))
+    );
+    let r = s.get(&path(day, day)).await;
+    assert_error_shape(&r, 400);
+    assert_eq!(field(&r), "to");
+    let r = s
+        .get(&path(day, day + TimeDelta::days(1)).replace("/calls/", "/nothing/"))
+        .await;
+    assert_error_shape(&r, 404);
+}
