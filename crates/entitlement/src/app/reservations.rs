@@ -265,3 +265,7 @@ impl<S: Storage> Engine<S> {
 #[cfg(test)]
 #[path = "reservations_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "metering_model_tests.rs"]
+mod model_tests;

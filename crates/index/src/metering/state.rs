@@ -318,7 +318,7 @@ impl MeterState {
     }
 
     /// The meter at `at` with the plan allowance `allocation` then. No allocation unless `at`
-    /// lies two or more periods ahead of the open one with overage to carry.
+    /// lies in a later period than the open one with overage to carry.
     pub fn read(&self, spec: &MeterSpec, at: DateTime<Utc>, allocation: Limit) -> MeterReading {
         let mut reading = self.read_unheld(spec, at, allocation);
         reading.held = self.held_at(at);
@@ -354,7 +354,9 @@ impl MeterState {
                 allocation,
             );
         };
-        if spec.carry_overage && self.overage > 0 && target.index > self.period + 1 {
+        // Carried overage is drawn at the next period's start, from the credits usable then
+        // (one may have expired by `at`): only closing the periods says what it took.
+        if spec.carry_overage && self.overage > 0 && target.index > self.period {
             let mut ahead = self.clone();
             // The allowance of the periods between is not known here; the current one stands in.
             if ahead.advance(spec, at, &|_| allocation).is_ok() {
@@ -636,5 +638,25 @@ mod tests {
         );
         meter.prune_holds(day(2, 10));
         assert!(meter.holds.is_empty());
+    }
+
+    #[test]
+    fn carried_overage_read_ahead_is_drawn_from_the_credits_usable_at_the_reset() {
+        // Found by the reference model: a credit usable at the reset (and drawn by the carried
+        // overage there) but expired by the reading must not leave the overage to the plan.
+        let spec = monthly(true, true);
+        let mut meter = MeterState::open(&spec, day(1, 2)).unwrap();
+        meter.add_credit(Credit {
+            expires_at: Some(day(2, 10)),
+            rollover: Rollover { min: 2, max: 5 },
+            ..top_up(1, 5, day(1, 3))
+        });
+        meter.draw(&spec, day(1, 5), 109, PLAN).unwrap();
+        assert_eq!((meter.overage, meter.credits[0].balance), (4, 0));
+        let ahead = meter.read(&spec, day(2, 20), Limit::Finite(100));
+        meter.advance(&spec, day(2, 20), PLAN).unwrap();
+        // The 2 rolled over paid half of the 4 owed at the reset; the plan the rest.
+        assert_eq!(ahead, meter.read(&spec, day(2, 20), Limit::Finite(100)));
+        assert_eq!(ahead.balance, Some(98));
     }
 }
