@@ -15,6 +15,7 @@ pub mod inproc;
 pub mod list;
 pub mod load;
 pub mod memory;
+pub mod metering;
 pub mod procfs;
 pub mod replica;
 pub mod report;

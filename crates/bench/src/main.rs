@@ -1,7 +1,8 @@
-//! `tenantry-bench`: runs B1 and B11 in-process, starts the stack, runs B2–B7, B9d and B10 (the
-//! agent and the SDK beside it), B17 (audit on ÷ off) and B8, then the soak (B9 on a fresh
-//! stack, B9′ on the all-in-one binary), B12 (agent cold start) and B16 (webhook latency, on a
-//! stack of its own), and prints the table (Markdown) on stdout.
+//! `tenantry-bench`: runs B1 and B11 in-process, starts the stack, runs B2–B7, B14 and B15
+//! (usage ingestion, check-and-consume), B9d and B10 (the agent and the SDK beside it), B17
+//! (audit on ÷ off) and B8, then the soak (B9 on a fresh stack, B9′ on the all-in-one binary),
+//! B12 (agent cold start) and B16 (webhook latency, on a stack of its own), and prints the
+//! table (Markdown) on stdout.
 //! Progress goes to stderr. See BENCHMARKS.md.
 
 use std::io::Write as _;
@@ -12,7 +13,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tenantry_bench::{
     audit, batch, distribution, edge,
     fixture::{Fixture, Settings},
-    inproc, list, memory,
+    inproc, list, memory, metering,
     procfs::{self, StealMeter},
     replica,
     report::{self, Row, Verdict},
@@ -56,9 +57,9 @@ struct Args {
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const ALL: [&str; 16] = [
-    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B9d", "B10", "B11", "B12", "B13", "B16",
-    "B17",
+const ALL: [&str; 18] = [
+    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B9d", "B10", "B11", "B12", "B13", "B14",
+    "B15", "B16", "B17",
 ];
 
 fn main() -> Result<()> {
@@ -160,7 +161,7 @@ async fn run(
         }
     }
     let needs_stack = [
-        "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9d", "B10", "B17",
+        "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9d", "B10", "B14", "B15", "B17",
     ]
     .iter()
     .any(|m| wanted(m));
@@ -198,6 +199,8 @@ async fn run(
             }
         }
         measure!("B5", batch::b5(&fixture));
+        measure!("B14", metering::b14(&fixture));
+        measure!("B15", metering::b15(&fixture));
         measure!("B6", replica::b6(&fixture));
         if wanted("B7") {
             eprintln!("B7 …");

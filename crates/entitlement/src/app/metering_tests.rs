@@ -259,3 +259,70 @@ async fn parallel_consumers_on_two_replicas_never_overdraw_a_hard_limit() {
     let meter = a.check("acme", None, "calls").await.meter.unwrap();
     assert_eq!((meter.usage, meter.balance), (99, Some(1)));
 }
+
+/// A batch's events are stored meter by meter in one statement each: an id counts once per
+/// account across the batch's meters, and against the account's earlier consumptions, on both
+/// databases.
+async fn an_id_counts_once_across_meters_and_consumptions(e: &TestEngine) {
+    setup(e).await;
+    metered_feature(e, "tokens", false).await;
+    e.plan(
+        "llm",
+        vec![PlanFeature {
+            feature_key: "tokens".into(),
+            allocation: Some(Allocation::MaxCount(Limit::Finite(100))),
+        }],
+    )
+    .await;
+    e.grant("llm", "acme", None).await;
+    let (answer, _) = e.engine.consume_usage(consumption("c", 10)).await.unwrap();
+    assert!(answer.consumed);
+    let tokens = |id: &str, amount| NewUsage {
+        feature_key: "tokens".into(),
+        ..event(id, amount, None)
+    };
+    let (outcomes, _) = e
+        .engine
+        .record_usage(vec![
+            event("x", 5, None),
+            tokens("x", 7),
+            tokens("c", 1),
+            tokens("y", 2),
+            tokens("y", 2),
+        ])
+        .await
+        .unwrap();
+    // "x" is counted on whichever meter the batch writes first, and only there.
+    let x = &outcomes[..2];
+    assert!(
+        x == [UsageOutcome::Recorded, UsageOutcome::Duplicate]
+            || x == [UsageOutcome::Duplicate, UsageOutcome::Recorded],
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[2..],
+        [
+            UsageOutcome::Duplicate,
+            UsageOutcome::Recorded,
+            UsageOutcome::Duplicate
+        ]
+    );
+    let calls = e.check("acme", None, "calls").await.meter.unwrap().usage;
+    let tokens = e.check("acme", None, "tokens").await.meter.unwrap().usage;
+    let x_on_calls = outcomes[0] == UsageOutcome::Recorded;
+    assert_eq!((calls, tokens), if x_on_calls { (15, 2) } else { (10, 9) });
+}
+
+#[tokio::test]
+async fn an_id_counts_once_across_meters_and_consumptions_on_sqlite() {
+    an_id_counts_once_across_meters_and_consumptions(&engine().await).await;
+}
+
+#[tokio::test]
+async fn an_id_counts_once_across_meters_and_consumptions_on_postgres() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    an_id_counts_once_across_meters_and_consumptions(
+        &engine_on(&url, ManualClock::new(t0())).await,
+    )
+    .await;
+}
