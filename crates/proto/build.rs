@@ -13,13 +13,19 @@ fn main() -> Result<()> {
     let proto_root = proto_root
         .canonicalize()
         .with_context(|| format!("proto directory not found at {}", proto_root.display()))?;
-    println!("cargo:rerun-if-changed={}", proto_root.display());
+    // Watched paths relative to this package: cargo resolves them against whichever checkout
+    // builds, so two checkouts sharing a target directory (whose units hash alike) never read
+    // each other's generated code.
+    println!("cargo:rerun-if-changed=../../proto");
 
     let mut files = Vec::new();
     collect_protos(&proto_root, &mut files)?;
     files.sort();
     for file in &files {
-        println!("cargo:rerun-if-changed={}", file.display());
+        let relative = file
+            .strip_prefix(&proto_root)
+            .with_context(|| format!("{} outside the proto directory", file.display()))?;
+        println!("cargo:rerun-if-changed=../../proto/{}", relative.display());
     }
 
     let fds = protox::compile(&files, [&proto_root]).context("compiling proto files")?;

@@ -147,6 +147,22 @@ pub struct SettledJson {
     pub revision: u64,
 }
 
+/// A commit's or release's answer, with its revision header.
+fn settled(
+    r: Option<pb::Reservation>,
+    meter: Option<pb::MeterReading>,
+    replayed: bool,
+    revision: u64,
+) -> Result<Response, ApiError> {
+    let settled = SettledJson {
+        reservation: reservation(r)?,
+        meter: meter.map(meter_json),
+        replayed,
+        revision,
+    };
+    Ok(with_revision(Json(settled), revision))
+}
+
 /// Hold an amount of a metered feature for a time-to-live, if the balance allows it (a hard
 /// limit refuses; a soft limit holds into overage). A live hold counts as spent by every
 /// check until it is committed, released or expires. A retry with the same id returns the
@@ -225,14 +241,7 @@ async fn commit_reservation(
         .commit_reservation(grpc(&p, CommitReservationRequest { id, amount }))
         .await?
         .into_inner();
-    let revision = out.revision;
-    let settled = SettledJson {
-        reservation: reservation(out.reservation)?,
-        meter: out.meter.map(meter_json),
-        replayed: out.replayed,
-        revision,
-    };
-    Ok(with_revision(Json(settled), revision))
+    settled(out.reservation, out.meter, out.replayed, out.revision)
 }
 
 /// Free a held reservation without drawing (idempotent; an expired one answers EXPIRED; a
@@ -251,12 +260,5 @@ async fn release_reservation(
         .release_reservation(grpc(&p, ReleaseReservationRequest { id }))
         .await?
         .into_inner();
-    let revision = out.revision;
-    let settled = SettledJson {
-        reservation: reservation(out.reservation)?,
-        meter: out.meter.map(meter_json),
-        replayed: out.replayed,
-        revision,
-    };
-    Ok(with_revision(Json(settled), revision))
+    settled(out.reservation, out.meter, out.replayed, out.revision)
 }
