@@ -162,14 +162,14 @@ impl<S: Storage> Engine<S> {
                 .open_meter(&txn, tenant_id, &feature, now, &allocation)
                 .await?;
             let mut drawn = false;
+            // One read and one insert per meter, not per event: ids stored before (this
+            // transaction's earlier meters included), then each id's first event in the batch.
+            let ids: Vec<&str> = members.iter().map(|&i| events[i].id.as_str()).collect();
+            let mut seen = self.store.stored_usage_ids(&txn, tenant_id, &ids).await?;
+            let mut rows = Vec::with_capacity(members.len());
             for i in members {
                 let event = &events[i];
-                if self
-                    .store
-                    .usage_event(&txn, tenant_id, &event.id)
-                    .await?
-                    .is_some()
-                {
+                if !seen.insert(event.id.clone()) {
                     outcomes[i] = UsageOutcome::Duplicate;
                     continue;
                 }
@@ -221,13 +221,14 @@ impl<S: Storage> Engine<S> {
                     answer: None,
                     unique: event.unique.clone(),
                 };
-                if !self.store.insert_usage(&txn, &stored).await? {
-                    // Another meter's writer (same account, same id) got there first.
-                    return Err(DomainError::Conflict {
-                        kind: "usage event",
-                        field: "id",
-                    });
-                }
+                rows.push(stored);
+            }
+            if self.store.insert_usages(&txn, &rows).await? != rows.len() as u64 {
+                // Another meter's writer (same account, same id) got there first.
+                return Err(DomainError::Conflict {
+                    kind: "usage event",
+                    field: "id",
+                });
             }
             if drawn {
                 let after = state.read(&feature.spec, now, allocation(now));

@@ -297,6 +297,16 @@ pub trait MeterStore: Transactional {
     ) -> Result<()>;
     /// Stores a usage event; false when its (account, id) is taken (then nothing changed).
     async fn insert_usage(&self, txn: &Self::Txn, usage: &StoredUsage) -> Result<bool>;
+    /// Stores usage events in one statement; how many were new (an (account, id) already
+    /// taken is skipped, the others stored).
+    async fn insert_usages(&self, txn: &Self::Txn, usages: &[StoredUsage]) -> Result<u64>;
+    /// Which of `event_ids` the account has events stored under, as `txn` sees it.
+    async fn stored_usage_ids(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+        event_ids: &[&str],
+    ) -> Result<HashSet<String>>;
     /// The event stored under (account, id), as `txn` sees it.
     async fn usage_event(
         &self,
