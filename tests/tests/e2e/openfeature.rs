@@ -55,6 +55,20 @@ async fn world(stack: &Stack, env: &str) -> String {
     let reports = create_feature(stack, env, "reports", "bool", &[]).await;
     let beta = create_feature(stack, env, "beta", "bool", &[]).await;
     create_feature(stack, env, "audit", "bool", &["audit.read"]).await;
+    // `calls`: metered, a hard limit issued each month.
+    expect(
+        stack,
+        StatusCode::CREATED,
+        Method::POST,
+        "/entitlements/resources/features/v1",
+        Some(env),
+        Some(
+            json!({"name": "API calls", "key": "calls", "type": "metered",
+                    "metering": {"unit": "call", "recurrence": "MONTH",
+                                 "anchor": "2026-01-01T00:00:00Z"}}),
+        ),
+    )
+    .await;
     // `reports` switched off for everyone; `beta` on for the `gold` plan attribute only.
     for body in [
         json!({"name": "reports", "on": false, "offTreatment": "false",
@@ -77,11 +91,12 @@ async fn world(stack: &Stack, env: &str) -> String {
         .await;
     }
     let seats = |value: Value| json!({"featureKey": "seats", "allocation": {"type": "max_count", "value": value}});
+    let calls = |value: u64| json!({"featureKey": "calls", "allocation": {"type": "max_count", "value": value}});
     let pro = create_plan(
         stack,
         env,
         json!({"name": "Pro", "key": "pro", "featureKeys": ["sso", "reports", "beta", "audit"],
-               "features": [seats(json!(10))]}),
+               "features": [seats(json!(10)), calls(100)]}),
     )
     .await;
     let starter = create_plan(
@@ -95,7 +110,7 @@ async fn world(stack: &Stack, env: &str) -> String {
         stack,
         env,
         json!({"name": "Enterprise", "key": "enterprise", "inheritToSubAccounts": true,
-               "featureKeys": ["sso"], "features": [seats(Value::Null)]}),
+               "featureKeys": ["sso"], "features": [seats(Value::Null), calls(5)]}),
     )
     .await;
     let ids = grant_batch(
@@ -135,6 +150,19 @@ async fn world(stack: &Stack, env: &str) -> String {
         )
         .await;
     }
+    // Acme has used 30 of its 100 calls; umbrella all 5 of its own.
+    expect(
+        stack,
+        StatusCode::OK,
+        Method::POST,
+        "/entitlements/api/v1/usage",
+        Some(env),
+        Some(json!({"events": [
+            {"id": "of-1", "tenantId": "acme", "featureKey": "calls", "amount": 30},
+            {"id": "of-2", "tenantId": "umbrella", "featureKey": "calls", "amount": 5},
+        ]})),
+    )
+    .await;
     starter
 }
 
@@ -144,10 +172,12 @@ struct Case {
     expected_value: Value,
     justification: Value,
     plan_key: Value,
+    /// A metered feature's meter as the check answered it (null otherwise).
+    meter: Value,
 }
 
 /// The flag kinds of the key scheme, each with the SDK call type and default.
-const FLAGS: [(&str, &str); 9] = [
+const FLAGS: [(&str, &str); 12] = [
     ("sso", "boolean"),
     ("seats", "boolean"),
     ("reports", "boolean"),
@@ -157,6 +187,9 @@ const FLAGS: [(&str, &str); 9] = [
     ("allocation:seats", "object"),
     ("allocation:sso", "object"),
     ("perm:audit.read", "boolean"),
+    ("calls", "boolean"),
+    ("limit:calls", "number"),
+    ("allocation:calls", "object"),
 ];
 
 async fn cases(stack: &Stack, env: &str) -> Vec<Case> {
@@ -195,13 +228,28 @@ async fn cases(stack: &Stack, env: &str) -> Vec<Case> {
                     )
                     .await;
                     let entitled = answer["result"] == true;
-                    let allocation = if entitled {
+                    let meter = answer.get("meter").cloned().unwrap_or_default();
+                    // A metered feature's allocation is the amount issued each period, shown
+                    // with its meter (also when spent); its limit is the balance.
+                    let allocation = if !meter.is_null() {
+                        json!({"type": "metered", "value": answer["allocation"]["value"]})
+                    } else if entitled {
                         answer["allocation"].clone()
                     } else {
                         json!({"type": "", "value": null})
                     };
                     let (default, expected_value) = match kind {
                         "boolean" => (json!(!entitled), json!(entitled)),
+                        "number" if flag.ends_with(":calls") => (
+                            json!(-1),
+                            if meter.is_null() {
+                                json!(0)
+                            } else if meter["balance"].is_null() {
+                                json!(UNLIMITED)
+                            } else {
+                                meter["balance"].clone()
+                            },
+                        ),
                         "number" => (
                             json!(-1),
                             if allocation["value"].is_null() {
@@ -218,6 +266,7 @@ async fn cases(stack: &Stack, env: &str) -> Vec<Case> {
                         expected_value,
                         justification: answer["justification"].clone(),
                         plan_key: answer["provenance"]["planKey"].clone(),
+                        meter,
                     });
                 }
             }
@@ -242,6 +291,18 @@ async fn sdks_answer_as_checks(base_url: &str, token: &str, cases: &[Case]) -> V
                 "{what}"
             );
             assert_eq!(got["flagMetadata"]["planKey"], case.plan_key, "{what}");
+            // A metered feature's meter is in every one of its flags' metadata.
+            for (name, field) in [
+                ("balance", "balance"),
+                ("usage", "usage"),
+                ("held", "held"),
+                ("periodEnd", "periodEnd"),
+            ] {
+                assert_eq!(
+                    got["flagMetadata"][name], case.meter[field],
+                    "{what}: {name}"
+                );
+            }
             let reason = got["reason"].as_str().unwrap_or_default();
             let expected_reason = match (case.sdk["flag"].as_str(), case.justification.as_str()) {
                 (Some("reports"), Some("FEATURE_FLAG_OFF")) => "DISABLED",
@@ -271,11 +332,23 @@ async fn the_official_sdks_evaluate_flags_and_entitlements_as_our_checks_answer(
         "FEATURE_FLAG_OFF",
         "MISSING_FEATURE",
         "TENANT_NOT_FOUND",
+        "USAGE_LIMIT_REACHED",
     ] {
         assert!(cases.iter().any(|c| c.justification == j), "no case is {j}");
     }
     assert!(cases.iter().any(|c| c.expected_value == json!(UNLIMITED)));
     assert!(cases.iter().any(|c| c.expected_value == json!(10)));
+    // Acme's balance of calls, and what its plan issues each month.
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.sdk["flag"] == "limit:calls" && c.expected_value == 70)
+    );
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.expected_value == json!({"type": "metered", "value": 100}))
+    );
     sdks_answer_as_checks(&stack.base_url, &env, &cases).await;
 
     // The agent serves the same OFREP from its own index, to applications with no token, and
@@ -451,6 +524,9 @@ async fn the_official_sdks_evaluate_flags_and_entitlements_as_our_checks_answer(
             "allocation:audit",
             "beta",
             "allocation:beta",
+            "calls",
+            "allocation:calls",
+            "limit:calls",
             "reports",
             "allocation:reports",
             "seats",

@@ -9,7 +9,9 @@
 //! Key scheme (README "OpenFeature"): `{featureKey}` (or `feature:{featureKey}`) is a boolean,
 //! is-entitled-to; `allocation:{featureKey}` an object, the effective allocation
 //! `{"type", "value"}`; `limit:{featureKey}` an integer, a `max_count` feature's effective
-//! count; `perm:{permissionKey}` a boolean permission check.
+//! count or a metered feature's balance; `perm:{permissionKey}` a boolean permission check. A
+//! metered feature's flags carry its meter in their metadata (`balance`, `usage`, `overage`,
+//! `held`, `periodStart`, `periodEnd`).
 
 pub mod gateway;
 
@@ -186,7 +188,8 @@ pub struct Evaluation {
     pub variant: String,
     /// Why, in OpenFeature's flat metadata: `revision`, `justification` or `allowReason`, and
     /// the deciding grant (`planKey`, `planId`, `grantId`, `level`, `grantedTenantId`,
-    /// `featureKey`), `nextChangeAt`, `unlimited`.
+    /// `featureKey`), `nextChangeAt`, `unlimited`; a metered feature's meter (`balance`,
+    /// `usage`, `overage`, `held`, `periodStart`, `periodEnd`).
     #[schema(value_type = Object)]
     pub metadata: Map<String, Json_>,
 }
@@ -362,7 +365,8 @@ pub enum FlagKey<'a> {
     Feature(&'a str),
     /// `allocation:{featureKey}`: the effective allocation, an object.
     Allocation(&'a str),
-    /// `limit:{featureKey}`: a `max_count` feature's effective count, an integer.
+    /// `limit:{featureKey}`: a `max_count` feature's effective count, a metered feature's
+    /// balance, an integer.
     Limit(&'a str),
     /// `perm:{permissionKey}`: a permission check, a boolean.
     Permission(&'a str),
@@ -400,6 +404,15 @@ fn feature_flag_key(key: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(key)
     }
+}
+
+/// Whether a feature has a `limit:` flag: a `max_count` feature's count, a metered feature's
+/// balance.
+fn has_limit(feature: &CatalogFeature) -> bool {
+    matches!(
+        feature.allocation_type,
+        AllocationType::MaxCount | AllocationType::Metered
+    )
 }
 
 /// The request body's context. An empty body is no context; anything not a JSON object with an
@@ -539,7 +552,42 @@ fn metadata(d: &pb::EntitlementDecision, revision: u64) -> Map<String, Json_> {
     if let Some(at) = opt_timestamp(d.next_change_at) {
         m.insert("nextChangeAt".to_owned(), Json_::from(at));
     }
+    if let Some(meter) = &d.meter {
+        // Flat metadata holds no null: an unlimited balance is left out and said so.
+        match meter.balance {
+            Some(balance) => m.insert("balance".to_owned(), Json_::from(balance)),
+            None => m.insert("unlimited".to_owned(), Json_::Bool(true)),
+        };
+        for (name, value) in [
+            ("usage", meter.usage),
+            ("overage", meter.overage),
+            ("held", meter.held),
+        ] {
+            m.insert(name.to_owned(), Json_::from(value));
+        }
+        for (name, at) in [
+            ("periodStart", meter.period_start),
+            ("periodEnd", meter.period_end),
+        ] {
+            if let Some(at) = opt_timestamp(at) {
+                m.insert(name.to_owned(), Json_::from(at));
+            }
+        }
+    }
     m
+}
+
+/// A metered feature's `allocation:` type.
+const METERED: &str = "metered";
+
+/// The amount a metered feature's grants issue each period: `null` when unlimited, 0 when
+/// credits alone entitle.
+fn issued_per_period(d: &pb::EntitlementDecision) -> Json_ {
+    match d.allocation.and_then(|a| a.kind) {
+        Some(Kind::MaxCountAllocation(m)) if m.unlimited => Json_::Null,
+        Some(Kind::MaxCountAllocation(m)) => Json_::from(m.value),
+        Some(Kind::BoolAllocation(_)) | None => Json_::from(0),
+    }
 }
 
 /// The flag `key` asks for, from its check's decision.
@@ -551,10 +599,23 @@ fn evaluation(
     revision: u64,
 ) -> Evaluation {
     let mut metadata = metadata(d, revision);
+    let metered = feature.is_some_and(|f| f.allocation_type == AllocationType::Metered);
     let (value, variant) = match kind {
         FlagKey::Feature(_) | FlagKey::Permission(_) => {
             (Json_::Bool(d.result), d.result.to_string())
         }
+        // A metered feature's allocation is the amount issued each period (shown while the
+        // meter is, also when it is spent), its limit what remains of it now.
+        FlagKey::Allocation(_) if metered => match d.meter {
+            Some(_) => (
+                serde_json::json!({"type": METERED, "value": issued_per_period(d)}),
+                METERED.to_owned(),
+            ),
+            None => (
+                serde_json::to_value(allocation_json(None)).unwrap_or_default(),
+                "none".to_owned(),
+            ),
+        },
         FlagKey::Allocation(_) => {
             let a = allocation_json(if d.result { d.allocation } else { None });
             let variant = if a.kind.is_empty() {
@@ -563,6 +624,22 @@ fn evaluation(
                 a.kind.clone()
             };
             (serde_json::to_value(a).unwrap_or_default(), variant)
+        }
+        FlagKey::Limit(_) if metered => {
+            let count = match d.meter.map(|m| m.balance) {
+                Some(None) => {
+                    metadata.insert("unlimited".to_owned(), Json_::Bool(true));
+                    UNLIMITED
+                }
+                Some(Some(balance)) => u64::try_from(balance).unwrap_or(0).min(UNLIMITED),
+                None => 0,
+            };
+            let variant = if metadata.contains_key("unlimited") {
+                "unlimited".to_owned()
+            } else {
+                count.to_string()
+            };
+            (Json_::from(count), variant)
         }
         FlagKey::Limit(_) => {
             let count = match d.allocation.and_then(|a| a.kind) {
@@ -684,11 +761,9 @@ async fn evaluate_one<E: Evaluator>(
             .await;
             let feature =
                 feature?.ok_or_else(|| OfrepError::flag_not_found(format!("no feature `{f}`")))?;
-            if matches!(kind, FlagKey::Limit(_))
-                && feature.allocation_type != AllocationType::MaxCount
-            {
+            if matches!(kind, FlagKey::Limit(_)) && !has_limit(&feature) {
                 return Err(OfrepError::flag_not_found(format!(
-                    "`{f}` is not a max_count feature: it has no `limit:` flag"
+                    "`{f}` is neither a max_count nor a metered feature: it has no `limit:` flag"
                 )));
             }
             let (decisions, revision) = checked?;
@@ -710,8 +785,8 @@ async fn evaluate_one<E: Evaluator>(
 }
 
 /// Evaluates every feature's flags for a context (OFREP bulk evaluation; the web SDKs'
-/// provider): `{featureKey}`, `allocation:{featureKey}` and, for `max_count` features,
-/// `limit:{featureKey}`, ordered by feature key. `If-None-Match` with the `ETag` of an answer
+/// provider): `{featureKey}`, `allocation:{featureKey}` and, for `max_count` and metered
+/// features, `limit:{featureKey}`, ordered by feature key. `If-None-Match` with the `ETag` of an answer
 /// that has not changed is 304.
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "OpenFeature",
     params(("If-None-Match" = Option<String>, Header, description = "The `ETag` of an earlier answer: 304 while it still holds")),
@@ -812,7 +887,7 @@ async fn evaluate_all<E: Evaluator>(
             d,
             revision,
         ));
-        if f.allocation_type == AllocationType::MaxCount {
+        if has_limit(f) {
             flags.push(evaluation(
                 format!("{LIMIT_PREFIX}{key}"),
                 FlagKey::Limit(key),
@@ -945,6 +1020,93 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(reason(&missing, Some(&plain)), Reason::Default);
+    }
+
+    #[test]
+    fn a_metered_feature_answers_its_balance_its_per_period_amount_and_its_meter() {
+        let calls = CatalogFeature {
+            key: "calls".into(),
+            allocation_type: AllocationType::Metered,
+            flag_on: None,
+        };
+        let meter = |balance| pb::MeterReading {
+            balance,
+            usage: 70,
+            overage: 0,
+            period_start: Some(prost_types::Timestamp {
+                seconds: 1_798_761_600,
+                nanos: 0,
+            }),
+            period_end: Some(prost_types::Timestamp {
+                seconds: 1_801_440_000,
+                nanos: 0,
+            }),
+            held: 5,
+        };
+        let issued = |value, unlimited| pb::Allocation {
+            kind: Some(Kind::MaxCountAllocation(pb::MaxCountAllocation {
+                value,
+                unlimited,
+            })),
+        };
+        let spent = pb::EntitlementDecision {
+            result: false,
+            justification: Justification::UsageLimitReached.into(),
+            allocation: Some(issued(100, false)),
+            meter: Some(meter(Some(0))),
+            ..Default::default()
+        };
+        let flag =
+            |kind, d: &pb::EntitlementDecision| evaluation("k".into(), kind, Some(&calls), d, 9);
+        let limit = flag(FlagKey::Limit("calls"), &spent);
+        assert_eq!(
+            (limit.value.clone(), limit.variant.as_str()),
+            (Json_::from(0), "0")
+        );
+        assert_eq!(limit.metadata["usage"], 70);
+        assert_eq!(limit.metadata["held"], 5);
+        assert_eq!(limit.metadata["balance"], 0);
+        assert_eq!(limit.metadata["periodEnd"], "2027-02-01T00:00:00.000Z");
+        // Spent is not unentitled: the plan still issues 100 a period.
+        let allocation = flag(FlagKey::Allocation("calls"), &spent);
+        assert_eq!(
+            allocation.value,
+            serde_json::json!({"type": "metered", "value": 100})
+        );
+        assert_eq!(flag(FlagKey::Feature("calls"), &spent).value, false);
+        let left = pb::EntitlementDecision {
+            result: true,
+            meter: Some(meter(Some(25))),
+            ..spent
+        };
+        assert_eq!(flag(FlagKey::Limit("calls"), &left).value, 25);
+        let unlimited = pb::EntitlementDecision {
+            allocation: Some(issued(0, true)),
+            meter: Some(meter(None)),
+            ..left
+        };
+        let limit = flag(FlagKey::Limit("calls"), &unlimited);
+        assert_eq!(
+            (limit.value, limit.variant.as_str()),
+            (Json_::from(UNLIMITED), "unlimited")
+        );
+        assert_eq!(limit.metadata["unlimited"], true);
+        assert!(!limit.metadata.contains_key("balance"));
+        assert_eq!(
+            flag(FlagKey::Allocation("calls"), &unlimited).value,
+            serde_json::json!({"type": "metered", "value": null})
+        );
+        // Not entitled at all: no meter, nothing issued, nothing left.
+        let none = pb::EntitlementDecision {
+            justification: Justification::MissingFeature.into(),
+            ..Default::default()
+        };
+        assert_eq!(flag(FlagKey::Limit("calls"), &none).value, 0);
+        assert_eq!(
+            flag(FlagKey::Allocation("calls"), &none).value,
+            serde_json::json!({"type": "", "value": null})
+        );
+        assert!(has_limit(&calls));
     }
 
     #[test]
