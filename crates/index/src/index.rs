@@ -736,6 +736,7 @@ fn metered(
     spec: &MeterSpec,
     requested: Option<u64>,
     at: i64,
+    issued: &dyn Fn(DateTime<Utc>) -> Limit,
 ) -> Verdict {
     let allocation = match (base.result, base.allocation) {
         (true, Some(Allocation::MaxCount(limit))) => limit,
@@ -745,7 +746,7 @@ fn metered(
         return base;
     };
     let reading = match state {
-        Some(state) => state.read(spec, when, allocation),
+        Some(state) => state.read_issued(spec, when, allocation, issued),
         None => match MeterState::open(spec, when) {
             Ok(fresh) => fresh.read(spec, when, allocation),
             Err(_) => return base,
@@ -1291,6 +1292,7 @@ impl EntitlementIndex {
                 &spec,
                 requested,
                 at,
+                &|t| self.issued_at(subj, feature, t, overlay),
             ),
             _ => acc.finish(feature, requested),
         }
@@ -1308,7 +1310,20 @@ impl EntitlementIndex {
         ) else {
             return Limit::Finite(0);
         };
-        let v = self.eval_feature_with(&subj, f, None, None, at.timestamp_micros(), None, true);
+        self.issued_at(&subj, f, at, None)
+    }
+
+    /// The amount a metered feature issues `subj` for a period starting at `at` (targeting
+    /// left out, as for a write).
+    fn issued_at(
+        &self,
+        subj: &Resolved<'_>,
+        feature: u32,
+        at: DateTime<Utc>,
+        overlay: Option<&Overlay>,
+    ) -> Limit {
+        let at = at.timestamp_micros();
+        let v = self.eval_feature_with(subj, feature, None, None, at, overlay, true);
         match (v.result, v.allocation) {
             (true, Some(Allocation::MaxCount(limit))) => limit,
             _ => Limit::Finite(0),
@@ -1331,7 +1346,8 @@ impl EntitlementIndex {
         let (_, spec) = self.catalog.features[f as usize].meter?;
         let at = at.timestamp_micros();
         let base = self.eval_feature_with(&subj, f, None, None, at, None, true);
-        Some(metered(base, state, &spec, requested, at).into_decision(self.revision))
+        let issued = |t| self.issued_at(&subj, f, t, None);
+        Some(metered(base, state, &spec, requested, at, &issued).into_decision(self.revision))
     }
 
     /// An account's meter of a metered feature as the index holds it (`None`: never drawn on

@@ -380,7 +380,8 @@ impl<S: Storage> Engine<S> {
         })
     }
 
-    /// Voids a credit grant from now on; voiding a void one changes nothing.
+    /// Voids a credit grant from now on; voiding a void one changes nothing. A deleted
+    /// account's grants cannot be voided (its meters take no writes until it is reactivated).
     pub async fn void_credit_grant(&self, id: Uuid) -> Result<Saved<CreditGrant>> {
         let now = self.now();
         let index = self.index.current();
@@ -390,6 +391,7 @@ impl<S: Storage> Engine<S> {
             .lock_credit(&txn, id)
             .await?
             .ok_or_else(|| DomainError::not_found("credit grant", id))?;
+        known_account(&index, &grant.tenant_id)?;
         if grant.voided_at.is_some() {
             self.store.commit_plain(txn).await?;
             return Ok(Saved {

@@ -1,14 +1,18 @@
 //! The reference model: a plain ledger of one account's meter, stepped by the same random
-//! operations as the real engine (SQLite, manual clock) — usage in order, late within the
-//! period, late from a closed one and duplicated; consumption and its retries; credit grants
+//! operations as the real engine (manual clock; SQLite, and PostgreSQL with fewer sequences) —
+//! usage in order, late within the period, late from a closed one and duplicated, under each
+//! aggregation (SUM, COUNT, MAX, UNIQUE_COUNT); consumption and its retries; credit grants
 //! (priorities, future starts, expiries, rollovers) and voids; reservations held, committed
-//! for less, released and left to expire; a plan upgrade mid-period; time travel across
-//! resets. After every step the engine's check must report the model's balance, usage,
-//! overage and held amount, and every consumption and reservation must get the model's
-//! answer. Each sequence runs on a fresh account from a random instant; a mismatch prints its
-//! seed and the steps that led to it.
+//! for less, released and left to expire; plan changes (an upgrade, a downgrade or a
+//! revocation, an expiry set mid-period, a grant deleted, a plan granted again); manual
+//! resets; the account deleted and reactivated; time travel across resets; hard and soft
+//! limits, with and without carried overage. After every step the engine's check must give the
+//! model's answer (result, reason) and report its balance, usage, overage and held amount, and
+//! every write must get the model's answer. Each sequence runs on a fresh account from a random
+//! instant; a mismatch prints its seed, its start and the steps that led to it, and how to run
+//! that one sequence again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::rngs::StdRng;
@@ -17,18 +21,63 @@ use tenantry_index::Metering;
 use tenantry_index::metering::{PeriodWindow, Recurrence, UsagePeriod};
 
 use super::*;
-use crate::app::testing::{TestEngine, engine, feature_doc, t0};
+use crate::app::testing::{TestEngine, engine_on, feature_doc, t0};
+use crate::clock::ManualClock;
 use crate::domain::metering::{NewConsumption, NewCreditGrant, NewUsage, Rollover, UsageOutcome};
-use crate::domain::{Aggregation, Allocation, AllocationType, Limit, PlanFeature};
+use crate::domain::{
+    Aggregation, Allocation, AllocationType, AllowReason, GrantPatch, Justification, Limit,
+    PlanFeature,
+};
 
-/// Sequences run by default (each of `STEPS` steps, every step compared).
+/// Sequences run by default on SQLite (each of `STEPS` steps, every step compared).
 const SEQUENCES: u64 = 1_250;
+/// Sequences run by default on PostgreSQL (the same engine over the other database).
+const PG_SEQUENCES: u64 = 150;
 const STEPS: usize = 8;
 const BASE: i64 = 100;
 const UPGRADED: i64 = 300;
 
 fn period() -> UsagePeriod {
     UsagePeriod::new(Recurrence::MONTH, t0() - TimeDelta::days(3))
+}
+
+/// How the sequence's feature counts.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    aggregation: Aggregation,
+    soft: bool,
+    carry: bool,
+}
+
+impl Kind {
+    fn all() -> Vec<Kind> {
+        let mut kinds = Vec::new();
+        for aggregation in [
+            Aggregation::Sum,
+            Aggregation::Count,
+            Aggregation::Max,
+            Aggregation::UniqueCount,
+        ] {
+            for (soft, carry) in [(false, false), (false, true), (true, false), (true, true)] {
+                kinds.push(Kind {
+                    aggregation,
+                    soft,
+                    carry,
+                });
+            }
+        }
+        kinds
+    }
+
+    fn key(self) -> String {
+        format!(
+            "{:?}-{}{}",
+            self.aggregation,
+            if self.soft { "soft" } else { "hard" },
+            if self.carry { "-carry" } else { "" }
+        )
+        .to_lowercase()
+    }
 }
 
 /// Priority, no expiry, expiry, start, id: lower burns first.
@@ -54,14 +103,41 @@ impl ModelCredit {
     }
 }
 
+/// A plan granted to the account: `amount` a period while it is active.
+#[derive(Debug, Clone)]
+struct ModelGrant {
+    id: Uuid,
+    amount: i64,
+    starts_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ModelGrant {
+    fn active_at(&self, at: DateTime<Utc>) -> bool {
+        self.starts_at <= at
+            && self.expires_at.is_none_or(|e| at < e)
+            && self.revoked_at.is_none_or(|r| at < r)
+    }
+}
+
+/// What a check (or a consumption, or a reservation) should answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    result: bool,
+    /// The metering justification (`None` when the answer is a plan's, not the meter's).
+    justification: Option<Justification>,
+    allow_reason: Option<AllowReason>,
+    /// Whether the answer carries the meter.
+    metered: bool,
+}
+
 /// One account's meter of one feature, kept the plain way.
 #[derive(Debug, Clone)]
 struct Model {
-    soft: bool,
-    carry: bool,
-    /// When the base plan was granted (nothing is issued before).
-    granted_at: DateTime<Utc>,
-    upgraded_at: Option<DateTime<Utc>>,
+    kind: Kind,
+    deleted: bool,
+    grants: Vec<ModelGrant>,
     window: PeriodWindow,
     allowance_used: i64,
     usage: i64,
@@ -70,16 +146,17 @@ struct Model {
     credits: Vec<ModelCredit>,
     /// Reservation id → (amount, expiry).
     holds: HashMap<Uuid, (i64, DateTime<Utc>)>,
+    /// The `unique` values counted in the open period.
+    uniques: HashSet<String>,
 }
 
 impl Model {
-    fn new(soft: bool, carry: bool, now: DateTime<Utc>) -> Self {
+    fn new(kind: Kind, now: DateTime<Utc>) -> Self {
         let window = period().containing(now).unwrap();
         Self {
-            soft,
-            carry,
-            granted_at: now,
-            upgraded_at: None,
+            kind,
+            deleted: false,
+            grants: Vec::new(),
             window,
             allowance_used: 0,
             usage: 0,
@@ -87,44 +164,68 @@ impl Model {
             last_draw: window.start,
             credits: Vec::new(),
             holds: HashMap::new(),
+            uniques: HashSet::new(),
         }
     }
 
-    /// The plan allowance in force at `at` (a draw dated before a plan began is not covered
-    /// by it).
+    /// The plan allowance in force at `at`: the largest of the plans active then (merged by
+    /// max), nothing without one. A draw dated before a plan began is not covered by it.
     fn allocation(&self, at: DateTime<Utc>) -> i64 {
-        match self.upgraded_at {
-            Some(u) if u <= at => UPGRADED,
-            _ if self.granted_at <= at => BASE,
-            _ => 0,
+        self.grants
+            .iter()
+            .filter(|g| g.active_at(at))
+            .map(|g| g.amount)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn planned(&self, at: DateTime<Utc>) -> bool {
+        self.grants.iter().any(|g| g.active_at(at))
+    }
+
+    /// Closes the open period at `end` and opens `next`.
+    fn close(&mut self, end: DateTime<Utc>, next: PeriodWindow) {
+        for c in &mut self.credits {
+            if c.effective_at < end {
+                c.remaining = c.remaining.max(c.rollover.min).min(c.rollover.max);
+            }
+        }
+        self.credits.retain(|c| {
+            c.expires_at.is_none_or(|e| end < e)
+                && c.voided_at.is_none_or(|v| end < v)
+                && c.remaining > 0
+        });
+        let carried = if self.kind.carry { self.overage } else { 0 };
+        self.window = next;
+        self.allowance_used = 0;
+        self.usage = 0;
+        self.overage = 0;
+        self.last_draw = next.start;
+        self.uniques.clear();
+        if carried > 0 {
+            self.overage = self.take(next.start, carried);
         }
     }
 
     /// Closes periods until `at` is in the open one.
     fn advance(&mut self, at: DateTime<Utc>) {
         while at >= self.window.end {
-            let end = self.window.end;
-            for c in &mut self.credits {
-                if c.effective_at < end {
-                    c.remaining = c.remaining.max(c.rollover.min).min(c.rollover.max);
-                }
-            }
-            self.credits.retain(|c| {
-                c.expires_at.is_none_or(|e| end < e)
-                    && c.voided_at.is_none_or(|v| end < v)
-                    && c.remaining > 0
-            });
-            let carried = if self.carry { self.overage } else { 0 };
-            self.window = period().window(self.window.index + 1).unwrap();
-            self.allowance_used = 0;
-            self.usage = 0;
-            self.overage = 0;
-            self.last_draw = self.window.start;
-            if carried > 0 {
-                let start = self.window.start;
-                self.overage = self.take(start, carried);
-            }
+            let next = period().window(self.window.index + 1).unwrap();
+            self.close(self.window.end, next);
         }
+    }
+
+    /// A manual reset at `now`: the open period closes there (no earlier than its latest draw)
+    /// and a new one runs to the scheduled end.
+    fn reset(&mut self, now: DateTime<Utc>) {
+        self.advance(now);
+        let at = now.max(self.last_draw);
+        let next = PeriodWindow {
+            start: at,
+            end: self.window.end,
+            index: self.window.index,
+        };
+        self.close(at, next);
     }
 
     /// Takes `amount` in burn-down order at `at`; answers what nothing covered.
@@ -171,6 +272,16 @@ impl Model {
         rest
     }
 
+    /// What a reported event of the open period counts (the meter brought to now first).
+    fn counted(&mut self, amount: i64, unique: &str) -> i64 {
+        match self.kind.aggregation {
+            Aggregation::Sum => amount,
+            Aggregation::Count => 1,
+            Aggregation::Max => (amount - self.usage).max(0),
+            Aggregation::UniqueCount => i64::from(self.uniques.insert(unique.to_owned())),
+        }
+    }
+
     fn draw(&mut self, at: DateTime<Utc>, amount: i64) {
         self.advance(at);
         let at = at.max(self.last_draw);
@@ -201,48 +312,100 @@ impl Model {
         ((balance - held).max(0), ahead.usage, ahead.overage, held)
     }
 
-    /// Whether `amount` may be consumed or held at `at`.
-    fn allows(&self, at: DateTime<Utc>, amount: i64) -> bool {
-        self.soft || self.reading(at).0 >= amount
+    /// The answer to `requested` units at `at`: a plan entitles (within its balance, or past
+    /// it with a soft limit); without one, credits entitle while they hold a balance.
+    fn answer(&self, at: DateTime<Utc>, requested: i64) -> Answer {
+        if self.deleted {
+            return Answer {
+                result: false,
+                justification: Some(Justification::TenantNotFound),
+                allow_reason: None,
+                metered: false,
+            };
+        }
+        let balance = self.reading(at).0;
+        let planned = self.planned(at);
+        if !planned && balance <= 0 {
+            return Answer {
+                result: false,
+                justification: None,
+                allow_reason: None,
+                metered: false,
+            };
+        }
+        let (result, justification, allow_reason) = if balance >= requested.max(1) {
+            let reason = if planned {
+                AllowReason::Grant
+            } else {
+                AllowReason::Credits
+            };
+            (true, None, Some(reason))
+        } else if self.kind.soft {
+            (true, None, Some(AllowReason::SoftLimitOverage))
+        } else if balance <= 0 {
+            (false, Some(Justification::UsageLimitReached), None)
+        } else {
+            (false, Some(Justification::InsufficientBalance), None)
+        };
+        Answer {
+            result,
+            justification,
+            allow_reason,
+            metered: true,
+        }
     }
 }
 
 /// The steps of one sequence so far, for a failure's message.
 struct Log {
     seed: u64,
+    start: DateTime<Utc>,
     steps: Vec<String>,
 }
 
 impl Log {
     fn fail(&self, what: &str) -> ! {
         panic!(
-            "sequence seed {}: {what}\nsteps:\n  {}",
+            "sequence seed {} from {}: {what}\nsteps:\n  {}\nrun it alone: \
+             TENANTRY_MODEL_SEED={} TENANTRY_MODEL_START={} cargo nextest run -p \
+             tenantry-entitlement reference_model",
             self.seed,
-            self.steps.join("\n  ")
+            self.start.to_rfc3339(),
+            self.steps.join("\n  "),
+            self.seed,
+            self.start.to_rfc3339(),
         );
     }
 }
 
-async fn world() -> TestEngine {
-    let e = engine().await;
-    for (key, soft, carry) in [("hard", false, false), ("soft", true, true)] {
-        let mut doc = feature_doc(key, AllocationType::Metered, &[]);
+/// Whether `err` says the account is unknown (deleted).
+fn account_gone(err: &DomainError) -> bool {
+    if let DomainError::InvalidItems(items) = err {
+        return items.iter().all(|i| i.field == "tenant_id");
+    }
+    matches!(err, DomainError::NotFound { kind: "account", .. })
+}
+
+async fn world(e: TestEngine) -> TestEngine {
+    let kinds = Kind::all();
+    for kind in &kinds {
+        let mut doc = feature_doc(&kind.key(), AllocationType::Metered, &[]);
         doc.feature.metering = Some(Metering {
             unit: "call".into(),
-            aggregation: Aggregation::Sum,
+            aggregation: kind.aggregation,
             period: period(),
-            soft_limit: soft,
-            carry_overage: carry,
+            soft_limit: kind.soft,
+            carry_overage: kind.carry,
         });
         e.engine.create_feature(doc, None).await.unwrap();
     }
     for (plan, amount) in [("base", BASE), ("big", UPGRADED)] {
         e.plan(
             plan,
-            ["hard", "soft"]
-                .into_iter()
-                .map(|key| PlanFeature {
-                    feature_key: key.into(),
+            kinds
+                .iter()
+                .map(|kind| PlanFeature {
+                    feature_key: kind.key(),
                     allocation: Some(Allocation::MaxCount(Limit::Finite(amount as u64))),
                 })
                 .collect(),
@@ -252,253 +415,536 @@ async fn world() -> TestEngine {
     e
 }
 
-async fn run_sequence(e: &TestEngine, seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let tenant = format!("m{seed}");
-    let soft = rng.random_bool(0.5);
-    let key = if soft { "soft" } else { "hard" };
-    // Some random time later (the clock only moves forward: a replica never answers as of
-    // before a write it has seen).
-    e.clock
-        .advance(TimeDelta::minutes(rng.random_range(0..60 * 24 * 30)));
-    e.account(&tenant, None).await;
-    e.grant("base", &tenant, None).await;
-    let mut model = Model::new(soft, soft, e.engine.now());
-    let mut log = Log {
-        seed,
-        steps: vec![format!("{tenant} on {key} at {}", e.engine.now())],
-    };
-    let mut event_ids: Vec<(String, i64)> = Vec::new();
-    let mut consumed: Vec<(String, i64, bool)> = Vec::new();
-    let mut reservations: Vec<Uuid> = Vec::new();
-    let mut counter = 0;
-    for _ in 0..STEPS {
-        counter += 1;
-        let now = e.engine.now();
-        match rng.random_range(0..100) {
-            // Usage now, or late within the open period.
-            0..=21 => {
-                let amount = rng.random_range(0..40);
-                let at = if rng.random_bool(0.3) {
-                    Some(now - TimeDelta::minutes(rng.random_range(0..60 * 24 * 5)))
-                } else {
-                    None
-                };
-                let id = format!("u{counter}");
-                log.steps.push(format!("usage {id} {amount} at {at:?}"));
-                let outcome = record(e, &tenant, key, &id, amount, at).await;
-                model.advance(now);
-                let at = at.unwrap_or(now);
-                let expected = if at < model.window.start {
-                    UsageOutcome::Late
-                } else {
-                    model.draw(at, amount);
-                    UsageOutcome::Recorded
-                };
-                if outcome != expected {
-                    log.fail(&format!(
-                        "usage answered {outcome:?}, the model {expected:?}"
-                    ));
-                }
-                event_ids.push((id, amount));
-            }
-            // A duplicate.
-            22..=27 if !event_ids.is_empty() => {
-                let (id, amount) = event_ids[rng.random_range(0..event_ids.len())].clone();
-                log.steps.push(format!("usage again {id}"));
-                let outcome = record(e, &tenant, key, &id, amount, None).await;
-                if outcome != UsageOutcome::Duplicate {
-                    log.fail(&format!("a duplicate answered {outcome:?}"));
-                }
-            }
-            // Consumption, or a retry of one.
-            28..=41 => {
-                let retry = !consumed.is_empty() && rng.random_bool(0.2);
-                let (id, amount) = if retry {
-                    let (id, amount, _) = consumed[rng.random_range(0..consumed.len())].clone();
-                    (id, amount)
-                } else {
-                    (format!("c{counter}"), rng.random_range(1..60))
-                };
-                log.steps
-                    .push(format!("consume {id} {amount} (retry {retry})"));
-                let (answer, replayed) = e
-                    .engine
-                    .consume_usage(NewConsumption {
-                        id: id.clone(),
-                        tenant_id: tenant.clone(),
-                        user_id: None,
-                        feature_key: key.into(),
-                        amount,
-                    })
-                    .await
-                    .unwrap();
-                let expected = if retry {
-                    consumed.iter().find(|c| c.0 == id).unwrap().2
-                } else {
-                    model.advance(now);
-                    let allowed = model.allows(now, amount);
-                    if allowed {
-                        model.draw(now, amount);
-                    }
-                    consumed.push((id, amount, allowed));
-                    allowed
-                };
-                if answer.consumed != expected || replayed != retry {
-                    log.fail(&format!(
-                        "consumed {} (replayed {replayed}), the model {expected}",
-                        answer.consumed
-                    ));
-                }
-            }
-            // A credit grant.
-            42..=51 => {
-                let amount = rng.random_range(1..80);
-                let priority = [1, 10, 20][rng.random_range(0..3)];
-                let effective_at = now + TimeDelta::hours(rng.random_range(0..3) * 12);
-                let expires_at = rng
-                    .random_bool(0.5)
-                    .then(|| effective_at + TimeDelta::hours(rng.random_range(1..24 * 45)));
-                let min = rng.random_range(0..=amount / 2);
-                let rollover = Rollover {
-                    min,
-                    max: rng.random_range(min..=amount),
-                };
-                log.steps.push(format!(
-                    "credit {amount} p{priority} from {effective_at} to {expires_at:?} {rollover:?}"
+/// One sequence's state: the engine, the model and what was done so far.
+struct Sequence<'a> {
+    e: &'a TestEngine,
+    rng: StdRng,
+    tenant: String,
+    key: String,
+    model: Model,
+    log: Log,
+    events: Vec<(String, i64, String)>,
+    consumed: Vec<(String, i64, bool)>,
+    reservations: Vec<Uuid>,
+    counter: usize,
+}
+
+impl Sequence<'_> {
+    fn fail(&self, what: &str) -> ! {
+        self.log.fail(what)
+    }
+
+    fn step(&mut self, what: String) {
+        self.log.steps.push(what);
+    }
+
+    /// Compares an error of a write on a deleted account; answers whether it was one.
+    fn gone<T: std::fmt::Debug>(&self, got: &std::result::Result<T, DomainError>) -> bool {
+        if !self.model.deleted {
+            return false;
+        }
+        match got {
+            Err(err) if account_gone(err) => true,
+            other => self.fail(&format!(
+                "a write on the deleted account answered {other:?}, not that it is unknown"
+            )),
+        }
+    }
+
+    async fn grant(&mut self, plan: &str, amount: i64) {
+        let now = self.e.engine.now();
+        let grant = self.e.grant(plan, &self.tenant, None).await;
+        self.model.grants.push(ModelGrant {
+            id: grant.id,
+            amount,
+            starts_at: grant.starts_at.max(now),
+            expires_at: None,
+            revoked_at: None,
+        });
+    }
+
+    async fn usage(&mut self, now: DateTime<Utc>) {
+        let amount = self.rng.random_range(0..40);
+        let at = if self.rng.random_bool(0.3) {
+            Some(now - TimeDelta::minutes(self.rng.random_range(0..60 * 24 * 5)))
+        } else {
+            None
+        };
+        let unique = format!("v{}", self.rng.random_range(0..6));
+        let id = format!("u{}", self.counter);
+        self.step(format!("usage {id} {amount} {unique} at {at:?}"));
+        let got = record(self.e, &self.tenant, &self.key, &id, amount, at, &unique).await;
+        if self.gone(&got) {
+            return;
+        }
+        let outcome = got.unwrap();
+        self.model.advance(now);
+        let at = at.unwrap_or(now);
+        let expected = if at < self.model.window.start {
+            UsageOutcome::Late
+        } else {
+            let counted = self.model.counted(amount, &unique);
+            self.model.draw(at, counted);
+            UsageOutcome::Recorded
+        };
+        if outcome != expected {
+            self.fail(&format!(
+                "usage answered {outcome:?}, the model {expected:?}"
+            ));
+        }
+        self.events.push((id, amount, unique));
+    }
+
+    async fn duplicate(&mut self) {
+        let (id, amount, unique) = self.events[self.rng.random_range(0..self.events.len())].clone();
+        self.step(format!("usage again {id}"));
+        let got = record(self.e, &self.tenant, &self.key, &id, amount, None, &unique).await;
+        if self.gone(&got) {
+            return;
+        }
+        let outcome = got.unwrap();
+        if outcome != UsageOutcome::Duplicate {
+            self.fail(&format!("a duplicate answered {outcome:?}"));
+        }
+    }
+
+    async fn consume(&mut self, now: DateTime<Utc>) {
+        let retry = !self.consumed.is_empty() && self.rng.random_bool(0.2);
+        let (id, amount) = if retry {
+            let (id, amount, _) =
+                self.consumed[self.rng.random_range(0..self.consumed.len())].clone();
+            (id, amount)
+        } else {
+            (format!("c{}", self.counter), self.rng.random_range(1..60))
+        };
+        self.step(format!("consume {id} {amount} (retry {retry})"));
+        let got = self
+            .e
+            .engine
+            .consume_usage(NewConsumption {
+                id: id.clone(),
+                tenant_id: self.tenant.clone(),
+                user_id: None,
+                feature_key: self.key.clone(),
+                amount,
+            })
+            .await;
+        if self.gone(&got) {
+            return;
+        }
+        let (answer, replayed) = got.unwrap();
+        if retry {
+            let first = self.consumed.iter().find(|c| c.0 == id).unwrap().2;
+            if answer.consumed != first || !replayed {
+                self.fail(&format!(
+                    "a retry answered consumed {} (replayed {replayed}), first {first}",
+                    answer.consumed
                 ));
-                let grant = e
-                    .engine
-                    .create_credit_grant(NewCreditGrant {
-                        tenant_id: tenant.clone(),
-                        feature_key: key.into(),
-                        amount,
-                        priority: Some(priority),
-                        effective_at: Some(effective_at),
-                        expires_at,
-                        rollover: Some(rollover),
-                        metadata: serde_json::Value::Null,
-                    })
-                    .await
-                    .unwrap()
-                    .value;
-                model.advance(now);
-                model.credits.push(ModelCredit {
-                    id: grant.id,
-                    priority,
-                    effective_at,
-                    expires_at,
-                    voided_at: None,
-                    remaining: amount,
-                    rollover,
-                });
             }
-            // A void.
-            52..=55 if !model.credits.is_empty() => {
-                let id = model.credits[rng.random_range(0..model.credits.len())].id;
-                log.steps.push(format!("void {id}"));
-                e.engine.void_credit_grant(id).await.unwrap();
-                model.advance(now);
-                if let Some(c) = model.credits.iter_mut().find(|c| c.id == id) {
-                    c.voided_at = Some(c.voided_at.map_or(now, |v| v.min(now)));
+            return;
+        }
+        self.model.advance(now);
+        let expected = self.model.answer(now, amount);
+        if expected.result {
+            self.model.draw(now, amount);
+        }
+        self.consumed.push((id, amount, expected.result));
+        let got = (answer.consumed, answer.justification, answer.allow_reason);
+        let want = (
+            expected.result,
+            expected.justification,
+            expected.allow_reason,
+        );
+        let same = got.0 == want.0 && (!expected.metered || got == want);
+        if !same || replayed {
+            self.fail(&format!(
+                "consumed {got:?} (replayed {replayed}), the model {want:?}"
+            ));
+        }
+    }
+
+    async fn credit(&mut self, now: DateTime<Utc>) {
+        let amount = self.rng.random_range(1..80);
+        let priority = [1, 10, 20][self.rng.random_range(0..3)];
+        let effective_at = now + TimeDelta::hours(self.rng.random_range(0..3) * 12);
+        let expires_at = self
+            .rng
+            .random_bool(0.5)
+            .then(|| effective_at + TimeDelta::hours(self.rng.random_range(1..24 * 45)));
+        let min = self.rng.random_range(0..=amount / 2);
+        let rollover = Rollover {
+            min,
+            max: self.rng.random_range(min..=amount),
+        };
+        self.step(format!(
+            "credit {amount} p{priority} from {effective_at} to {expires_at:?} {rollover:?}"
+        ));
+        let got = self
+            .e
+            .engine
+            .create_credit_grant(NewCreditGrant {
+                tenant_id: self.tenant.clone(),
+                feature_key: self.key.clone(),
+                amount,
+                priority: Some(priority),
+                effective_at: Some(effective_at),
+                expires_at,
+                rollover: Some(rollover),
+                metadata: serde_json::Value::Null,
+            })
+            .await;
+        if self.gone(&got) {
+            return;
+        }
+        let grant = got.unwrap().value;
+        self.model.advance(now);
+        self.model.credits.push(ModelCredit {
+            id: grant.id,
+            priority,
+            effective_at,
+            expires_at,
+            voided_at: None,
+            remaining: amount,
+            rollover,
+        });
+    }
+
+    async fn void(&mut self, now: DateTime<Utc>) {
+        let id = self.model.credits[self.rng.random_range(0..self.model.credits.len())].id;
+        self.step(format!("void {id}"));
+        let got = self.e.engine.void_credit_grant(id).await;
+        if self.gone(&got) {
+            return;
+        }
+        got.unwrap();
+        self.model.advance(now);
+        if let Some(c) = self.model.credits.iter_mut().find(|c| c.id == id) {
+            c.voided_at = Some(c.voided_at.map_or(now, |v| v.min(now)));
+        }
+    }
+
+    async fn reserve(&mut self, now: DateTime<Utc>) {
+        let amount = self.rng.random_range(1..60);
+        let ttl = TimeDelta::minutes(self.rng.random_range(1..60 * 24 * 3));
+        self.step(format!("reserve {amount} for {ttl}"));
+        let got = self
+            .e
+            .engine
+            .reserve(NewReservation {
+                id: format!("r{}", self.counter),
+                tenant_id: self.tenant.clone(),
+                user_id: None,
+                feature_key: self.key.clone(),
+                amount,
+                ttl,
+            })
+            .await;
+        if self.gone(&got) {
+            return;
+        }
+        let (r, answer, _) = got.unwrap();
+        self.model.advance(now);
+        let expected = self.model.answer(now, amount);
+        let got = (answer.held, answer.justification, answer.allow_reason);
+        let want = (
+            expected.result,
+            expected.justification,
+            expected.allow_reason,
+        );
+        if got.0 != want.0 || (expected.metered && got != want) {
+            self.fail(&format!("held {got:?}, the model {want:?}"));
+        }
+        if expected.result {
+            self.model.holds.insert(r.id, (amount, now + ttl));
+            self.reservations.push(r.id);
+        }
+    }
+
+    async fn settle(&mut self, now: DateTime<Utc>) {
+        let at = self.rng.random_range(0..self.reservations.len());
+        let id = self.reservations[at];
+        let (amount, expires_at) = self.model.holds[&id];
+        let live = now < expires_at;
+        if self.rng.random_bool(0.7) {
+            let part = self.rng.random_range(0..=amount);
+            self.step(format!("commit {id} {part} (live {live})"));
+            let got = self.e.engine.commit_reservation(id, Some(part)).await;
+            if self.gone(&got) {
+                return;
+            }
+            self.model.advance(now);
+            match got {
+                Ok(_) if live => {
+                    self.model.holds.remove(&id);
+                    self.model.draw(now, part);
                 }
+                Err(DomainError::Reservation(ReservationRefusal::Expired)) if !live => {
+                    self.model.holds.remove(&id);
+                }
+                other => self.fail(&format!("commit answered {other:?}")),
             }
-            // A reservation.
-            56..=65 => {
-                let amount = rng.random_range(1..60);
-                let ttl = TimeDelta::minutes(rng.random_range(1..60 * 24 * 3));
-                log.steps.push(format!("reserve {amount} for {ttl}"));
-                let (r, answer, _) = e
+        } else {
+            self.step(format!("release {id} (live {live})"));
+            let got = self.e.engine.release_reservation(id).await;
+            if self.gone(&got) {
+                return;
+            }
+            let released = got.unwrap();
+            let expected = if live {
+                ReservationStatus::Released
+            } else {
+                ReservationStatus::Expired
+            };
+            if released.reservation.status != expected {
+                self.fail(&format!("released as {:?}", released.reservation.status));
+            }
+            self.model.holds.remove(&id);
+        }
+        self.reservations.swap_remove(at);
+    }
+
+    /// A plan change: an upgrade (300 a period, merged by max), a downgrade or revocation, an
+    /// expiry set mid-period, a grant deleted (its past with it), or the base plan again.
+    async fn plan_change(&mut self, now: DateTime<Utc>) {
+        let live: Vec<usize> = (0..self.model.grants.len())
+            .filter(|&i| self.model.grants[i].revoked_at.is_none())
+            .collect();
+        match self.rng.random_range(0..5) {
+            0 if !self.model.deleted => {
+                self.step("upgrade: grant big".into());
+                self.grant("big", UPGRADED).await;
+            }
+            1 if !self.model.deleted && !self.model.planned(now) => {
+                self.step("grant base again".into());
+                self.grant("base", BASE).await;
+            }
+            2 if !live.is_empty() => {
+                let g = live[self.rng.random_range(0..live.len())];
+                let id = self.model.grants[g].id;
+                self.step(format!("revoke {} ({id})", self.model.grants[g].amount));
+                self.e.engine.revoke_grant(id, None, None).await.unwrap();
+                self.model.grants[g].revoked_at = Some(now);
+            }
+            3 if !live.is_empty() => {
+                let g = live[self.rng.random_range(0..live.len())];
+                let id = self.model.grants[g].id;
+                let expires_at = now + TimeDelta::hours(self.rng.random_range(1..24 * 40));
+                self.step(format!(
+                    "expire {} ({id}) at {expires_at}",
+                    self.model.grants[g].amount
+                ));
+                self.e
                     .engine
-                    .reserve(NewReservation {
-                        id: format!("r{counter}"),
-                        tenant_id: tenant.clone(),
-                        user_id: None,
-                        feature_key: key.into(),
-                        amount,
-                        ttl,
-                    })
+                    .update_grants(
+                        vec![GrantPatch {
+                            id: id.to_string(),
+                            expires_at: Some(Some(expires_at.to_rfc3339())),
+                            ..GrantPatch::default()
+                        }],
+                        None,
+                    )
                     .await
                     .unwrap();
-                model.advance(now);
-                let expected = model.allows(now, amount);
-                if answer.held != expected {
-                    log.fail(&format!("held {}, the model {expected}", answer.held));
-                }
-                if expected {
-                    model.holds.insert(r.id, (amount, now + ttl));
-                    reservations.push(r.id);
-                }
+                self.model.grants[g].expires_at = Some(expires_at);
             }
-            // A commit (perhaps for less, perhaps too late) or a release.
-            66..=75 if !reservations.is_empty() => {
-                let id = reservations.swap_remove(rng.random_range(0..reservations.len()));
-                let (amount, expires_at) = model.holds[&id];
-                let live = now < expires_at;
-                model.advance(now);
-                if rng.random_bool(0.7) {
-                    let part = rng.random_range(0..=amount);
-                    log.steps.push(format!("commit {id} {part} (live {live})"));
-                    match e.engine.commit_reservation(id, Some(part)).await {
-                        Ok(_) if live => {
-                            model.holds.remove(&id);
-                            model.draw(now, part);
-                        }
-                        Err(DomainError::Reservation(ReservationRefusal::Expired)) if !live => {
-                            model.holds.remove(&id);
-                        }
-                        other => log.fail(&format!("commit answered {other:?}")),
-                    }
-                } else {
-                    log.steps.push(format!("release {id} (live {live})"));
-                    let released = e.engine.release_reservation(id).await.unwrap();
-                    let expected = if live {
-                        ReservationStatus::Released
-                    } else {
-                        ReservationStatus::Expired
-                    };
-                    if released.reservation.status != expected {
-                        log.fail(&format!("released as {:?}", released.reservation.status));
-                    }
-                    model.holds.remove(&id);
-                }
+            4 if !self.model.grants.is_empty() => {
+                let g = self.rng.random_range(0..self.model.grants.len());
+                let id = self.model.grants[g].id;
+                self.step(format!(
+                    "delete grant {} ({id})",
+                    self.model.grants[g].amount
+                ));
+                self.e.engine.delete_grant(id).await.unwrap();
+                self.model.grants.remove(g);
             }
-            // A plan upgrade (merged by max: 300 a period from now on).
-            76..=78 if model.upgraded_at.is_none() => {
-                log.steps.push("upgrade".into());
-                e.grant("big", &tenant, None).await;
-                model.upgraded_at = Some(now);
+            _ => self.step("no plan change".into()),
+        }
+    }
+
+    async fn reset(&mut self, now: DateTime<Utc>) {
+        self.step("reset".into());
+        let got = self.e.engine.reset_meter(&self.tenant, &self.key).await;
+        if self.gone(&got) {
+            return;
+        }
+        let reset = got.unwrap().value;
+        self.model.reset(now);
+        let r = reset.reading;
+        let got = (r.balance.unwrap_or(i64::MIN), r.usage, r.overage, r.held);
+        let want = self.model.reading(now);
+        if got != want {
+            self.fail(&format!(
+                "after the reset (balance, usage, overage, held) {got:?}, the model {want:?}"
+            ));
+        }
+    }
+
+    /// The account deleted at the tenant service (its grants revoked), or reactivated.
+    async fn delete_or_reactivate(&mut self, now: DateTime<Utc>) {
+        if self.model.deleted {
+            self.step("reactivate the account".into());
+            self.e.reactivate_account(&self.tenant, None).await;
+            self.model.deleted = false;
+        } else {
+            self.step("delete the account".into());
+            self.e.delete_account(&self.tenant).await;
+            self.model.deleted = true;
+            for g in &mut self.model.grants {
+                g.revoked_at.get_or_insert(now);
             }
+        }
+    }
+
+    /// The engine's check against the model's.
+    async fn compare(&mut self) {
+        let now = self.e.engine.now();
+        let decision = self.e.check(&self.tenant, None, &self.key).await;
+        let want = self.model.answer(now, 1);
+        let got = Answer {
+            result: decision.result,
+            justification: decision
+                .justification
+                .filter(|_| want.justification.is_some()),
+            allow_reason: decision.allow_reason,
+            metered: decision.meter.is_some(),
+        };
+        if got != want {
+            self.fail(&format!("checked {decision:?}, the model {want:?}"));
+        }
+        let expected = self.model.reading(now);
+        if let Some(meter) = decision.meter {
+            let got = (
+                meter.balance.unwrap_or(i64::MIN),
+                meter.usage,
+                meter.overage,
+                meter.held,
+            );
+            if got != expected {
+                self.fail(&format!(
+                    "(balance, usage, overage, held) {got:?}, the model {expected:?}"
+                ));
+            }
+        }
+        // The meter's own reading (GET …/meters/{feature}) closes the periods between as a
+        // write would.
+        let view = self.e.engine.meter_view(&self.tenant, &self.key, 0).await;
+        if self.gone(&view) {
+            return;
+        }
+        let r = view.unwrap().reading;
+        let got = (r.balance.unwrap_or(i64::MIN), r.usage, r.overage, r.held);
+        if got != expected {
+            self.fail(&format!(
+                "the meter read (balance, usage, overage, held) {got:?}, the model {expected:?}"
+            ));
+        }
+    }
+}
+
+/// What a sequence leaves behind: its account, feature and model, compared again later by a
+/// replica that loads the index from the database (as a restart does).
+struct Finished {
+    seed: u64,
+    tenant: String,
+    key: String,
+    model: Model,
+}
+
+/// Compares every finished sequence's account, now, on `e` and on a fresh replica over the
+/// same database: what a restart loads must answer as the replica that wrote it.
+async fn compare_replica(e: &TestEngine, url: &str, finished: &[Finished]) {
+    let replica = engine_on(url, e.clock.clone()).await;
+    let now = e.engine.now();
+    for f in finished {
+        let want = f.model.answer(now, 1);
+        let reading = f.model.reading(now);
+        for (who, engine) in [("the writer", e), ("a new replica", &replica)] {
+            let d = engine.check(&f.tenant, None, &f.key).await;
+            let got = Answer {
+                result: d.result,
+                justification: d.justification.filter(|_| want.justification.is_some()),
+                allow_reason: d.allow_reason,
+                metered: d.meter.is_some(),
+            };
+            let meter = d
+                .meter
+                .map(|m| (m.balance.unwrap_or(i64::MIN), m.usage, m.overage, m.held));
+            if got != want || meter.is_some_and(|m| m != reading) {
+                panic!(
+                    "sequence seed {} read later at {now} by {who}: checked {d:?}, the model \
+                     {want:?} {reading:?}",
+                    f.seed
+                );
+            }
+        }
+    }
+}
+
+/// Runs sequence `seed`, from `start` when given (a reproduction on a fresh engine) or some
+/// random time after the previous sequence (the clock only moves forward: a replica never
+/// answers as of before a write it has seen).
+async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -> Finished {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let kinds = Kind::all();
+    let kind = kinds[rng.random_range(0..kinds.len())];
+    let by = TimeDelta::minutes(rng.random_range(0..60 * 24 * 30));
+    match start {
+        Some(start) => e.clock.advance(start - e.engine.now()),
+        None => e.clock.advance(by),
+    }
+    let tenant = format!("m{seed}");
+    e.account(&tenant, None).await;
+    let now = e.engine.now();
+    let mut s = Sequence {
+        e,
+        rng,
+        key: kind.key(),
+        model: Model::new(kind, now),
+        log: Log {
+            seed,
+            start: now,
+            steps: vec![format!("{tenant} on {} at {now}", kind.key())],
+        },
+        tenant,
+        events: Vec::new(),
+        consumed: Vec::new(),
+        reservations: Vec::new(),
+        counter: 0,
+    };
+    s.grant("base", BASE).await;
+    for _ in 0..STEPS {
+        s.counter += 1;
+        let now = e.engine.now();
+        match s.rng.random_range(0..100) {
+            0..=17 => s.usage(now).await,
+            18..=22 if !s.events.is_empty() => s.duplicate().await,
+            23..=34 => s.consume(now).await,
+            35..=43 => s.credit(now).await,
+            44..=47 if !s.model.credits.is_empty() => s.void(now).await,
+            48..=56 => s.reserve(now).await,
+            57..=64 if !s.reservations.is_empty() => s.settle(now).await,
+            65..=73 => s.plan_change(now).await,
+            74..=76 => s.reset(now).await,
+            77..=79 => s.delete_or_reactivate(now).await,
             // Time passes: minutes, hours, days, or past a reset.
             _ => {
-                let by = match rng.random_range(0..4) {
-                    0 => TimeDelta::minutes(rng.random_range(1..120)),
-                    1 => TimeDelta::hours(rng.random_range(1..48)),
-                    2 => TimeDelta::days(rng.random_range(1..12)),
-                    _ => TimeDelta::days(rng.random_range(25..70)),
+                let by = match s.rng.random_range(0..4) {
+                    0 => TimeDelta::minutes(s.rng.random_range(1..120)),
+                    1 => TimeDelta::hours(s.rng.random_range(1..48)),
+                    2 => TimeDelta::days(s.rng.random_range(1..12)),
+                    _ => TimeDelta::days(s.rng.random_range(25..70)),
                 };
-                log.steps.push(format!("time passes {by}"));
+                s.step(format!("time passes {by}"));
                 e.clock.advance(by);
             }
         }
-        let now = e.engine.now();
-        let meter = e
-            .check(&tenant, None, key)
-            .await
-            .meter
-            .unwrap_or_else(|| log.fail("the check reported no meter"));
-        let got = (
-            meter.balance.unwrap_or(i64::MIN),
-            meter.usage,
-            meter.overage,
-            meter.held,
-        );
-        let expected = model.reading(now);
-        if got != expected {
-            log.fail(&format!(
-                "(balance, usage, overage, held) {got:?}, the model {expected:?}"
-            ));
-        }
+        s.compare().await;
+    }
+    Finished {
+        seed,
+        tenant: s.tenant,
+        key: s.key,
+        model: s.model,
     }
 }
 
@@ -509,7 +955,8 @@ async fn record(
     id: &str,
     amount: i64,
     at: Option<DateTime<Utc>>,
-) -> UsageOutcome {
+    unique: &str,
+) -> Result<UsageOutcome> {
     e.engine
         .record_usage(vec![NewUsage {
             id: id.into(),
@@ -518,22 +965,225 @@ async fn record(
             feature_key: key.into(),
             amount,
             at,
-            unique: None,
+            unique: Some(unique.into()),
         }])
         .await
-        .unwrap()
-        .0[0]
+        .map(|(outcomes, _)| outcomes[0])
 }
 
-/// `SEQUENCES` × `STEPS` compared steps (`TENANTRY_MODEL_SEQUENCES` runs more).
+/// Sequences between two comparisons on a new replica.
+const REPLICA_EVERY: usize = 250;
+
+/// Runs `default` sequences on the database at `url`, or what the environment asks:
+/// `TENANTRY_MODEL_SEQUENCES` more, `TENANTRY_MODEL_SEED` (with `TENANTRY_MODEL_START`, as a
+/// failure prints it) one. Every `REPLICA_EVERY` sequences (and at the end) a new replica
+/// loads the index and answers for them.
+async fn run_all(url: &str, default: u64) {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let e = world(engine_on(url, ManualClock::new(t0())).await).await;
+    if let Some(seed) = var("TENANTRY_MODEL_SEED") {
+        let start = var("TENANTRY_MODEL_START").map(|s| {
+            DateTime::parse_from_rfc3339(&s)
+                .expect("TENANTRY_MODEL_START is RFC 3339")
+                .to_utc()
+        });
+        let seed = seed.parse().expect("TENANTRY_MODEL_SEED is a number");
+        let finished = run_sequence(&e, seed, start).await;
+        compare_replica(&e, url, &[finished]).await;
+        return;
+    }
+    let sequences = var("TENANTRY_MODEL_SEQUENCES")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    let mut finished = Vec::new();
+    for seed in 0..sequences {
+        finished.push(run_sequence(&e, seed, None).await);
+        if finished.len() == REPLICA_EVERY || seed + 1 == sequences {
+            compare_replica(&e, url, &finished).await;
+            finished.clear();
+        }
+    }
+}
+
+/// `SEQUENCES` × `STEPS` compared steps on SQLite.
 #[tokio::test]
 async fn the_engine_agrees_with_the_reference_model() {
-    let sequences = std::env::var("TENANTRY_MODEL_SEQUENCES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SEQUENCES);
-    let e = world().await;
-    for seed in 0..sequences {
-        run_sequence(&e, seed).await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("entitlement.db").display()
+    );
+    run_all(&url, SEQUENCES).await;
+}
+
+/// `PG_SEQUENCES` × `STEPS` compared steps on PostgreSQL (`TENANTRY_MODEL_SEQUENCES` applies
+/// to both).
+#[tokio::test]
+async fn the_engine_agrees_with_the_reference_model_on_postgres() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    run_all(&url, PG_SEQUENCES).await;
+}
+
+/// What the reference model found, each as the shortest steps that showed it.
+mod found {
+    use super::*;
+    use crate::app::testing::engine;
+
+    fn sqlite_url(dir: &tempfile::TempDir) -> String {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("entitlement.db").display()
+        )
+    }
+
+    fn kind(aggregation: Aggregation, soft: bool, carry: bool) -> String {
+        Kind {
+            aggregation,
+            soft,
+            carry,
+        }
+        .key()
+    }
+
+    async fn meter_of(e: &TestEngine, tenant: &str, key: &str) -> (bool, Option<(i64, i64, i64)>) {
+        let d = e.check(tenant, None, key).await;
+        let meter = d
+            .meter
+            .map(|m| (m.balance.unwrap_or(i64::MIN), m.usage, m.overage));
+        (d.result, meter)
+    }
+
+    fn credit(tenant: &str, key: &str, amount: i64) -> NewCreditGrant {
+        NewCreditGrant {
+            tenant_id: tenant.into(),
+            feature_key: key.into(),
+            amount,
+            priority: None,
+            effective_at: None,
+            expires_at: None,
+            rollover: None,
+            metadata: serde_json::Value::Null,
+        }
+    }
+
+    /// A reactivated account's checks answered a fresh meter (nothing used, its credits gone)
+    /// until its next write or a restart loaded the stored one.
+    #[tokio::test]
+    async fn a_reactivated_account_gets_its_meter_back() {
+        let e = world(engine().await).await;
+        let key = kind(Aggregation::Sum, true, false);
+        e.account("acme", None).await;
+        e.grant("base", "acme", None).await;
+        e.engine
+            .create_credit_grant(credit("acme", &key, 70))
+            .await
+            .unwrap();
+        record(&e, "acme", &key, "u1", 27, None, "v").await.unwrap();
+        assert_eq!(meter_of(&e, "acme", &key).await, (true, Some((143, 27, 0))));
+        e.delete_account("acme").await;
+        let gone = e.check("acme", None, &key).await;
+        assert_eq!(gone.justification, Some(Justification::TenantNotFound));
+        e.reactivate_account("acme", None).await;
+        // The plan stays revoked; the credits and the period's usage come back.
+        assert_eq!(meter_of(&e, "acme", &key).await, (true, Some((70, 27, 0))));
+        assert_eq!(
+            e.check("acme", None, &key).await.allow_reason,
+            Some(AllowReason::Credits)
+        );
+    }
+
+    /// Committing a reservation or voiding a credit of a deleted account wrote its meter and
+    /// brought the account back into the index: checks and usage answered it as live.
+    #[tokio::test]
+    async fn a_deleted_accounts_meter_takes_no_writes() {
+        let e = world(engine().await).await;
+        let key = kind(Aggregation::Sum, false, false);
+        e.account("acme", None).await;
+        e.grant("base", "acme", None).await;
+        let credit = e
+            .engine
+            .create_credit_grant(credit("acme", &key, 10))
+            .await
+            .unwrap()
+            .value;
+        let (held, _, _) = e
+            .engine
+            .reserve(NewReservation {
+                id: "r1".into(),
+                tenant_id: "acme".into(),
+                user_id: None,
+                feature_key: key.clone(),
+                amount: 5,
+                ttl: TimeDelta::hours(1),
+            })
+            .await
+            .unwrap();
+        e.delete_account("acme").await;
+        let commit = e.engine.commit_reservation(held.id, None).await;
+        assert!(commit.as_ref().is_err_and(account_gone), "{commit:?}");
+        let release = e.engine.release_reservation(held.id).await;
+        assert!(release.as_ref().is_err_and(account_gone), "{release:?}");
+        let void = e.engine.void_credit_grant(credit.id).await;
+        assert!(void.as_ref().is_err_and(account_gone), "{void:?}");
+        let usage = record(&e, "acme", &key, "u1", 1, None, "v").await;
+        assert!(usage.as_ref().is_err_and(account_gone), "{usage:?}");
+        let d = e.check("acme", None, &key).await;
+        assert_eq!(
+            (d.result, d.justification, d.meter),
+            (false, Some(Justification::TenantNotFound), None)
+        );
+    }
+
+    /// With overage carried, a check in a later period than the meter's open one drew the
+    /// carried overage from the allowance at the check instead of the one issued at the reset
+    /// (a plan granted since paid off what the period had started owing); the next write then
+    /// answered otherwise.
+    #[tokio::test]
+    async fn carried_overage_read_ahead_draws_on_the_allowance_issued_at_the_reset() {
+        let e = world(engine().await).await;
+        let key = kind(Aggregation::Sum, false, true);
+        e.account("acme", None).await;
+        let base = e.grant("base", "acme", None).await;
+        record(&e, "acme", &key, "u1", 130, None, "v")
+            .await
+            .unwrap();
+        e.engine.revoke_grant(base.id, None, None).await.unwrap();
+        e.clock.advance(TimeDelta::days(40));
+        e.grant("big", "acme", None).await;
+        // Nothing was issued at the reset: the 30 owed stay overage; 300 issued since.
+        let ahead = meter_of(&e, "acme", &key).await;
+        assert_eq!(ahead, (true, Some((300, 0, 30))));
+        record(&e, "acme", &key, "u2", 0, None, "v").await.unwrap();
+        assert_eq!(meter_of(&e, "acme", &key).await, ahead);
+    }
+
+    /// A consumption refused on a meter never written leaves its locked row without a state;
+    /// loading the index (a restart, a new replica) failed on it.
+    #[tokio::test]
+    async fn a_new_replica_loads_a_meter_only_refusals_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(&dir);
+        let e = world(engine_on(&url, ManualClock::new(t0())).await).await;
+        let key = kind(Aggregation::Sum, false, false);
+        e.account("acme", None).await;
+        let (answer, _) = e
+            .engine
+            .consume_usage(NewConsumption {
+                id: "c1".into(),
+                tenant_id: "acme".into(),
+                user_id: None,
+                feature_key: key.clone(),
+                amount: 1,
+            })
+            .await
+            .unwrap();
+        assert!(!answer.consumed);
+        let replica = engine_on(&url, e.clock.clone()).await;
+        e.grant("base", "acme", None).await;
+        replica.engine.catch_up().await.unwrap();
+        assert_eq!(
+            meter_of(&replica, "acme", &key).await,
+            (true, Some((100, 0, 0)))
+        );
     }
 }

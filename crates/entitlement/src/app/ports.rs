@@ -207,6 +207,14 @@ pub trait AccountStore: Transactional {
     ) -> Result<()>;
     /// Every account the feed has recorded.
     async fn accounts(&self, txn: &Self::Txn) -> Result<Vec<HeldAccount>>;
+    /// What the index holds of one account besides its place: every grant of it and its
+    /// users (revoked ones included) and each written meter (by feature id). Read when a
+    /// deleted account is reactivated, so the index has what a restart would load.
+    async fn account_state(
+        &self,
+        txn: &Self::Txn,
+        tenant_id: &str,
+    ) -> Result<(Vec<Grant>, Vec<(Uuid, MeterState)>)>;
     /// The feed cursor, locked until `txn` ends (replicas following the same feed serialize
     /// here, so each event applies once).
     async fn lock_cursor(&self, txn: &Self::Txn) -> Result<u64>;

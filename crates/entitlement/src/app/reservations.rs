@@ -165,6 +165,8 @@ impl<S: Storage> Engine<S> {
             .await?
             .ok_or_else(|| DomainError::not_found("reservation", id))?;
         let feature = metered_or_error(&index, &found.feature_key)?;
+        // A deleted account's meters take no writes (reactivating it brings them back).
+        known_account(&index, &found.tenant_id)?;
         let tenant_id = found.tenant_id;
         let txn = self.store.begin().await?;
         let allocation = |t: DateTime<Utc>| index.issued_allowance(&tenant_id, &feature.key, t);

@@ -7,7 +7,7 @@
 //! it, both (the batch is skipped on replay). Replicas following the same feed serialize on
 //! the cursor, so two of them never apply the same event twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -63,11 +63,22 @@ struct Effects<'a, S: Storage> {
     now: DateTime<Utc>,
     catalog: Option<Catalog>,
     changes: Vec<IndexChange>,
+    /// Accounts deleted by this batch (the index still holds them until it commits).
+    deleted: HashSet<String>,
 }
 
 impl<S: Storage> Effects<'_, S> {
-    /// Records a live account under `parent`.
+    /// Records a live account under `parent`. One the index does not hold (deleted, here or
+    /// before) gets back what it had: its grants (those its deletion revoked stay revoked)
+    /// and its meters as stored — the period's usage, credits and holds — as a restart would
+    /// load them.
     async fn upsert(&mut self, tenant: &str, parent: Option<&str>) -> Result<()> {
+        let unknown = !self.engine.index.current().contains_tenant(tenant);
+        self.record(tenant, parent, unknown).await
+    }
+
+    /// Records a live account; with `restore` (or when this batch deleted it) what it had.
+    async fn record(&mut self, tenant: &str, parent: Option<&str>, restore: bool) -> Result<()> {
         self.engine
             .store
             .upsert_account(self.txn, tenant, parent, false, self.now)
@@ -76,6 +87,21 @@ impl<S: Storage> Effects<'_, S> {
             id: tenant.to_owned(),
             parent: parent.map(str::to_owned),
         });
+        if restore || self.deleted.remove(tenant) {
+            let (grants, meters) = self.engine.store.account_state(self.txn, tenant).await?;
+            self.changes
+                .extend(grants.into_iter().map(IndexChange::UpsertGrant));
+            self.changes
+                .extend(
+                    meters
+                        .into_iter()
+                        .map(|(feature_id, state)| IndexChange::UpsertMeter {
+                            tenant_id: tenant.to_owned(),
+                            feature_id,
+                            state: Box::new(state),
+                        }),
+                );
+        }
         Ok(())
     }
 
@@ -86,7 +112,9 @@ impl<S: Storage> Effects<'_, S> {
         parent: Option<&str>,
         occurred: DateTime<Utc>,
     ) -> Result<()> {
-        self.upsert(tenant, parent).await?;
+        // A reactivation arrives as a live account, so a creation restores nothing unless
+        // this batch deleted the account (new accounts cost no reads here).
+        self.record(tenant, parent, false).await?;
         if self.catalog.is_none() {
             self.catalog = Some(self.engine.store.catalog_in(self.txn).await?);
         }
@@ -126,6 +154,7 @@ impl<S: Storage> Effects<'_, S> {
         self.changes.push(IndexChange::RemoveTenant {
             id: tenant.to_owned(),
         });
+        self.deleted.insert(tenant.to_owned());
         Ok(())
     }
 }
@@ -210,6 +239,7 @@ impl<S: Storage> Engine<S> {
             now,
             catalog: None,
             changes: Vec::new(),
+            deleted: HashSet::new(),
         };
         for event in events.iter().filter(|e| e.sequence > cursor) {
             last = last.max(event.sequence);
@@ -279,6 +309,7 @@ impl<S: Storage> Engine<S> {
             now: self.now(),
             catalog: None,
             changes: Vec::new(),
+            deleted: HashSet::new(),
         };
         // What the snapshot shows happened in the gap, announced as account events: the
         // feed's own events for it are gone (pruned) or cannot be read, and a change nobody

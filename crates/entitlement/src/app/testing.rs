@@ -134,6 +134,37 @@ impl TestEngine {
             .expect("apply the account's creation");
     }
 
+    /// The account deleted at the tenant service, delivered to the engine as its feed would.
+    pub async fn delete_account(&self, id: &str) {
+        self.directory.live.lock().unwrap().remove(id);
+        self.feed(AccountChange::Deleted {
+            tenant_id: id.to_owned(),
+        })
+        .await;
+    }
+
+    /// A deleted account reactivated under its ID (the feed's `REACTIVATED`: a live account).
+    pub async fn reactivate_account(&self, id: &str, parent: Option<&str>) {
+        self.directory.live.lock().unwrap().insert(id.to_owned());
+        self.feed(AccountChange::Live {
+            tenant_id: id.to_owned(),
+            parent_id: parent.map(str::to_owned),
+        })
+        .await;
+    }
+
+    async fn feed(&self, change: AccountChange) {
+        let sequence = self.feed_sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        self.engine
+            .apply_feed_events(&[FeedEvent {
+                sequence,
+                change,
+                notice: None,
+            }])
+            .await
+            .expect("apply the account change");
+    }
+
     /// A `bool` feature (or, with `max_count`, a counted one) with these permissions.
     pub async fn feature(&self, key: &str, ty: AllocationType, permissions: &[&str]) -> Feature {
         self.engine

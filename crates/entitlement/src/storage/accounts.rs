@@ -3,11 +3,16 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait, QuerySelect, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    Statement,
+};
+use uuid::Uuid;
 
-use super::{Store, db_err, entities};
+use super::{Store, db_err, entities, from_json};
 use crate::app::ports::{AccountStore, HeldAccount};
-use crate::domain::Result;
+use crate::domain::metering::MeterState;
+use crate::domain::{Grant, Result};
 
 #[async_trait]
 impl AccountStore for Store {
@@ -58,6 +63,38 @@ impl AccountStore for Store {
                 deleted,
             })
             .collect())
+    }
+
+    async fn account_state(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant_id: &str,
+    ) -> Result<(Vec<Grant>, Vec<(Uuid, MeterState)>)> {
+        let grants = entities::grant::Entity::find()
+            .filter(entities::grant::Column::TenantId.eq(tenant_id))
+            .all(txn)
+            .await
+            .map_err(db_err("read an account's grants"))?
+            .into_iter()
+            .map(super::grants::to_domain)
+            .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<(Uuid, String)> = entities::meter::Entity::find()
+            .select_only()
+            .column(entities::meter::Column::FeatureId)
+            .column(entities::meter::Column::State)
+            .filter(entities::meter::Column::TenantId.eq(tenant_id))
+            .into_tuple()
+            .all(txn)
+            .await
+            .map_err(db_err("read an account's meters"))?;
+        let mut meters = Vec::with_capacity(rows.len());
+        for (feature_id, state) in rows {
+            // A row locked by a write that then refused holds no state yet.
+            if let Some(state) = from_json::<Option<MeterState>>(&state)? {
+                meters.push((feature_id, state));
+            }
+        }
+        Ok((grants, meters))
     }
 
     /// The feed cursor, locked until the transaction ends (replicas following the same feed

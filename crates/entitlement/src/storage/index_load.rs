@@ -139,10 +139,15 @@ impl Store {
             if deleted.contains(&tenant_id) {
                 continue;
             }
+            // A row locked by a write that then refused (a consumption or reservation the
+            // balance did not allow) holds no state yet: the meter is fresh.
+            let Some(state) = super::from_json(&state)? else {
+                continue;
+            };
             meter_changes.push(IndexChange::UpsertMeter {
                 tenant_id,
                 feature_id,
-                state: Box::new(super::from_json(&state)?),
+                state: Box::new(state),
             });
         }
         writer.apply_at(0, meter_changes);

@@ -320,7 +320,19 @@ impl MeterState {
     /// The meter at `at` with the plan allowance `allocation` then. No allocation unless `at`
     /// lies in a later period than the open one with overage to carry.
     pub fn read(&self, spec: &MeterSpec, at: DateTime<Utc>, allocation: Limit) -> MeterReading {
-        let mut reading = self.read_unheld(spec, at, allocation);
+        self.read_issued(spec, at, allocation, &|_| allocation)
+    }
+
+    /// [`Self::read`], with `issued(t)` the plan allowance issued for a period starting at
+    /// `t`: what overage carried into each period between the open one and `at` draws on.
+    pub fn read_issued(
+        &self,
+        spec: &MeterSpec,
+        at: DateTime<Utc>,
+        allocation: Limit,
+        issued: &dyn Fn(DateTime<Utc>) -> Limit,
+    ) -> MeterReading {
+        let mut reading = self.read_unheld(spec, at, allocation, issued);
         reading.held = self.held_at(at);
         reading.balance = reading
             .balance
@@ -328,7 +340,13 @@ impl MeterState {
         reading
     }
 
-    fn read_unheld(&self, spec: &MeterSpec, at: DateTime<Utc>, allocation: Limit) -> MeterReading {
+    fn read_unheld(
+        &self,
+        spec: &MeterSpec,
+        at: DateTime<Utc>,
+        allocation: Limit,
+        issued: &dyn Fn(DateTime<Utc>) -> Limit,
+    ) -> MeterReading {
         if at < self.end {
             let at = at.max(self.start);
             let credits = self
@@ -352,15 +370,16 @@ impl MeterState {
                 spec,
                 self.end - chrono::TimeDelta::microseconds(1),
                 allocation,
+                issued,
             );
         };
         // Carried overage is drawn at the next period's start, from the credits usable then
         // (one may have expired by `at`): only closing the periods says what it took.
         if spec.carry_overage && self.overage > 0 && target.index > self.period {
             let mut ahead = self.clone();
-            // The allowance of the periods between is not known here; the current one stands in.
-            if ahead.advance(spec, at, &|_| allocation).is_ok() {
-                return ahead.read_unheld(spec, at, allocation);
+            // Each reset draws on the allowance issued then, as a write closing it would.
+            if ahead.advance(spec, at, issued).is_ok() {
+                return ahead.read_unheld(spec, at, allocation, issued);
             }
         }
         // The next periods without usage: each lasting credit rolled over once (rollover is
