@@ -41,6 +41,10 @@ pub const RESERVATION_SETTLED: &str = "RESERVATION_SETTLED";
 /// Reason of a reservation refused because its meter holds as many live reservations as it
 /// may (code RESOURCE_EXHAUSTED): retry once some are committed, released or expired.
 pub const TOO_MANY_HOLDS: &str = "TOO_MANY_HOLDS";
+/// Reason of a credit grant or meter reset refused because the account draws on an
+/// ancestor's pool for the feature (code FAILED_PRECONDITION): credit or reset the pool's
+/// owner, which the message names. HTTP 409: the request is fine, the hierarchy conflicts.
+pub const METER_POOLED: &str = "METER_POOLED";
 
 /// The HTTP status that answers a gRPC code carrying a service's typed `reason` (empty when
 /// none): the code's status, except where a reason is finer than its code.
@@ -51,7 +55,7 @@ pub fn http_status_for(code: Code, reason: &str) -> StatusCode {
         // existing ID does; the reason tells the two apart.
         (Code::FailedPrecondition, KEY_REUSED) => StatusCode::CONFLICT,
         (Code::FailedPrecondition, AUDIT_DISABLED) => StatusCode::CONFLICT,
-        (Code::FailedPrecondition, RESERVATION_EXPIRED | RESERVATION_SETTLED) => {
+        (Code::FailedPrecondition, RESERVATION_EXPIRED | RESERVATION_SETTLED | METER_POOLED) => {
             StatusCode::CONFLICT
         }
         (Code::FailedPrecondition, SELF_PARENT | ALREADY_HAS_PARENT | CYCLE) => {

@@ -229,6 +229,10 @@ pub struct Decision {
     pub revision: u64,
     /// A metered feature's balance, usage and period (for feature checks of metered features).
     pub meter: Option<MeterReading>,
+    /// Set when `meter` is a pool: the meter of the ancestor at this depth (1 = the parent;
+    /// `EntitlementIndex::ancestor_at` resolves it), which the subject draws on through an
+    /// inherited grant. `None`: the subject's own meter.
+    pub meter_pool: Option<u8>,
 }
 
 /// One entitled feature of a subject (the seed-004 listing: key + typed allocation).
@@ -684,6 +688,7 @@ struct Verdict {
     feature: Option<u32>,
     next: i64,
     meter: Option<MeterReading>,
+    meter_pool: Option<u8>,
 }
 
 impl Verdict {
@@ -697,6 +702,7 @@ impl Verdict {
             feature: None,
             next: NEVER,
             meter: None,
+            meter_pool: None,
         }
     }
 
@@ -710,6 +716,7 @@ impl Verdict {
             feature: None,
             next: NEVER,
             meter: None,
+            meter_pool: None,
         }
     }
 
@@ -724,23 +731,27 @@ impl Verdict {
             next_change_at: micros_to_time(self.next),
             revision,
             meter: self.meter,
+            meter_pool: self.meter_pool,
         }
     }
 }
 
-/// A metered feature's answer: the grants' verdict (`base`, its allocation the amount issued
-/// each period) weighed against the account's meter.
+/// A metered feature's answer: the grants' verdict (`base`) weighed against the meter the
+/// subject draws on (`owner`: its own or an ancestor's pool, with the amount issued to it each
+/// period).
 fn metered(
     base: Verdict,
+    owner: &MeterOwner<'_>,
     state: Option<&MeterState>,
     spec: &MeterSpec,
     requested: Option<u64>,
     at: i64,
     issued: &dyn Fn(DateTime<Utc>) -> Limit,
 ) -> Verdict {
-    let allocation = match (base.result, base.allocation) {
-        (true, Some(Allocation::MaxCount(limit))) => limit,
-        _ => Limit::Finite(0),
+    let allocation = if base.result {
+        owner.allowance
+    } else {
+        Limit::Finite(0)
     };
     let Some(when) = DateTime::from_timestamp_micros(at) else {
         return base;
@@ -766,8 +777,11 @@ fn metered(
         result: true,
         justification: None,
         reason: Some(reason),
+        // The amount issued each period to the meter drawn on.
+        allocation: base.result.then_some(Allocation::MaxCount(owner.allowance)),
         next,
         meter: Some(reading),
+        meter_pool: owner.pool,
         ..base
     };
     if reading.covers(requested) {
@@ -804,6 +818,10 @@ fn micros_to_time(micros: i64) -> Option<DateTime<Utc>> {
 struct Acc {
     merge: MergePolicy,
     merged: Option<Allocation>,
+    /// `merged` of the subject's own grants (user, account, targeting): not inherited ones.
+    own: Option<Allocation>,
+    /// The nearest ancestor depth with an active inherited grant that grants.
+    pool: Option<u8>,
     best: Option<(Allocation, DecidedBy)>,
     first_false: Option<DecidedBy>,
     expired: Option<DecidedBy>,
@@ -817,6 +835,8 @@ impl Acc {
         Self {
             merge,
             merged: None,
+            own: None,
+            pool: None,
             best: None,
             first_false: None,
             expired: None,
@@ -836,6 +856,18 @@ impl Acc {
             Some(m) => m.merge(value, self.merge),
             None => value,
         });
+        match by.level {
+            // Ancestors are visited nearest first.
+            GrantLevel::Ancestor { depth } => {
+                self.pool.get_or_insert(depth);
+            }
+            GrantLevel::User | GrantLevel::Account | GrantLevel::Targeting => {
+                self.own = Some(match self.own {
+                    Some(m) => m.merge(value, self.merge),
+                    None => value,
+                });
+            }
+        }
         if self
             .best
             .is_none_or(|(b, _)| value.strength_cmp(b) == Ordering::Greater)
@@ -921,6 +953,32 @@ impl Overlay {
             .iter()
             .filter(move |(_, u)| *u == user_level)
             .map(|(g, _)| g)
+    }
+}
+
+/// Which meter a metered feature's check weighs the grants against.
+#[derive(Clone, Copy)]
+enum MeterMode<'s> {
+    /// The meter the index holds for the subject's meter owner.
+    Indexed,
+    /// The owner's meter as given (read under its lock by a write).
+    Given(Option<&'s MeterState>),
+}
+
+/// The meter a subject draws on for one metered feature.
+struct MeterOwner<'i> {
+    tenant_id: &'i str,
+    node: &'i TenantNode,
+    /// What it is issued each period.
+    allowance: Limit,
+    /// The owner's depth above the subject when it is an ancestor's pool.
+    pool: Option<u8>,
+}
+
+fn limit_of(allocation: Option<Allocation>) -> Limit {
+    match allocation {
+        Some(Allocation::MaxCount(limit)) => limit,
+        _ => Limit::Finite(0),
     }
 }
 
@@ -1212,32 +1270,33 @@ impl EntitlementIndex {
         at: i64,
         overlay: Option<&Overlay>,
     ) -> Verdict {
-        self.eval_feature_with(subj, feature, attributes, requested, at, overlay, false)
+        self.eval_feature_with(
+            subj,
+            feature,
+            attributes,
+            requested,
+            at,
+            overlay,
+            MeterMode::Indexed,
+        )
     }
 
-    /// [`Self::eval_feature`]; `grants_only` leaves a metered feature's meter out (its verdict
-    /// is the grants' alone, the allocation the amount issued each period).
-    #[allow(clippy::too_many_arguments)]
+    /// The relevant grants of one feature folded; `None` when its flag is off for `attributes`.
     #[inline]
-    fn eval_feature_with(
+    fn fold(
         &self,
         subj: &Resolved<'_>,
         feature: u32,
         attributes: Option<&Map<String, Value>>,
-        requested: Option<u64>,
         at: i64,
         overlay: Option<&Overlay>,
-        grants_only: bool,
-    ) -> Verdict {
+    ) -> Option<Acc> {
         let catalog = &*self.catalog;
         let entry = &catalog.features[feature as usize];
         if let Some(flag) = &entry.flag
             && !flag.evaluate(attributes)
         {
-            return Verdict {
-                feature: Some(feature),
-                ..Verdict::deny(Justification::FeatureFlagOff)
-            };
+            return None;
         }
         let mut acc = Acc::new(entry.merge);
         self.visit(subj, overlay, &mut |g, plan, level| {
@@ -1283,25 +1342,131 @@ impl EntitlementIndex {
                 acc.active(value, by);
             }
         }
-        match entry.meter {
-            // The allocation is issued per period, so the request is weighed against the
-            // balance, not the allocation.
-            Some((id, spec)) if !grants_only => metered(
-                acc.finish(feature, None),
-                subj.node.meter(id),
-                &spec,
-                requested,
-                at,
-                &|t| self.issued_at(subj, feature, t, overlay),
-            ),
-            _ => acc.finish(feature, requested),
+        Some(acc)
+    }
+
+    /// [`Self::eval_feature`], a metered feature weighed against the meter `mode` says.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn eval_feature_with(
+        &self,
+        subj: &Resolved<'_>,
+        feature: u32,
+        attributes: Option<&Map<String, Value>>,
+        requested: Option<u64>,
+        at: i64,
+        overlay: Option<&Overlay>,
+        mode: MeterMode<'_>,
+    ) -> Verdict {
+        let Some(acc) = self.fold(subj, feature, attributes, at, overlay) else {
+            return Verdict {
+                feature: Some(feature),
+                ..Verdict::deny(Justification::FeatureFlagOff)
+            };
+        };
+        let Some((id, spec)) = self.catalog.features[feature as usize].meter else {
+            return acc.finish(feature, requested);
+        };
+        let owner = self.meter_owner_of(subj, feature, acc.own, acc.pool, at);
+        let state = match mode {
+            MeterMode::Indexed => owner.node.meter(id),
+            MeterMode::Given(state) => state,
+        };
+        // What the owner is issued for a period starting at `t` (a read across resets).
+        let issued = |t: DateTime<Utc>| {
+            let t = t.timestamp_micros();
+            if owner.pool.is_some() {
+                let pool = Resolved {
+                    tenant_id: owner.tenant_id,
+                    node: owner.node,
+                    user: None,
+                };
+                self.own_allowance(&pool, feature, t, None)
+            } else {
+                self.own_allowance(subj, feature, t, overlay)
+            }
+        };
+        // The allocation is issued per period, so the request is weighed against the
+        // balance, not the allocation.
+        metered(
+            acc.finish(feature, None),
+            &owner,
+            state,
+            &spec,
+            requested,
+            at,
+            &issued,
+        )
+    }
+
+    /// The meter a subject draws on (the pool rule, README "Metering"): its own when its own
+    /// grants allocate the feature (`own`) or no ancestor's inherited grant does; else the
+    /// pool of the nearest ancestor whose inherited grant does (`pool`, its depth), issued
+    /// that ancestor's own allowance.
+    fn meter_owner_of<'s>(
+        &'s self,
+        subj: &Resolved<'s>,
+        feature: u32,
+        own: Option<Allocation>,
+        pool: Option<u8>,
+        at: i64,
+    ) -> MeterOwner<'s> {
+        if let (None, Some(depth)) = (own, pool)
+            && let Some((tenant_id, node)) = self.ancestor_node(subj, depth)
+        {
+            let owner = Resolved {
+                tenant_id,
+                node,
+                user: None,
+            };
+            return MeterOwner {
+                tenant_id,
+                node,
+                allowance: self.own_allowance(&owner, feature, at, None),
+                pool: Some(depth),
+            };
+        }
+        MeterOwner {
+            tenant_id: subj.tenant_id,
+            node: subj.node,
+            allowance: limit_of(own),
+            pool: None,
         }
     }
 
-    /// The plan allowance a metered feature issues each period to `tenant_id` at `at`: the
-    /// account's merged allocation from its own and inherited grants (targeting attributes
-    /// are a check's, not an account's: plans reached by targeting alone issue none).
-    /// `Finite(0)` without one.
+    /// The ancestor `depth` levels up (1 = the parent), as `visit` reaches it.
+    fn ancestor_node<'s>(
+        &'s self,
+        subj: &Resolved<'s>,
+        depth: u8,
+    ) -> Option<(&'s str, &'s TenantNode)> {
+        let mut id = subj.node.parent.as_deref()?;
+        let mut node = self.node(id)?;
+        for _ in 1..depth {
+            id = node.parent.as_deref()?;
+            node = self.node(id)?;
+        }
+        Some((id, node))
+    }
+
+    /// What the account's own grants (not inherited ones) allocate a metered feature per
+    /// period, targeting read without attributes (they are a check's, not an account's).
+    fn own_allowance(
+        &self,
+        subj: &Resolved<'_>,
+        feature: u32,
+        at: i64,
+        overlay: Option<&Overlay>,
+    ) -> Limit {
+        self.fold(subj, feature, None, at, overlay)
+            .map_or(Limit::Finite(0), |acc| limit_of(acc.own))
+    }
+
+    /// The plan allowance a metered feature issues each period to `tenant_id`'s own meter at
+    /// `at`: the merge of the account's own active grants allocating it (inherited grants
+    /// are their ancestor's pool, not this meter's; plans reached by targeting alone read
+    /// without attributes). `Finite(0)` without one. Pass the meter's owner
+    /// ([`Self::meter_owner`]).
     pub fn issued_allowance(&self, tenant_id: &str, feature_key: &str, at: DateTime<Utc>) -> Limit {
         let subject = Subject::account(tenant_id);
         let (Some(subj), Some(&f)) = (
@@ -1310,29 +1475,35 @@ impl EntitlementIndex {
         ) else {
             return Limit::Finite(0);
         };
-        self.issued_at(&subj, f, at, None)
+        self.own_allowance(&subj, f, at.timestamp_micros(), None)
     }
 
-    /// The amount a metered feature issues `subj` for a period starting at `at` (targeting
-    /// left out, as for a write).
-    fn issued_at(
+    /// The account whose meter of a metered feature `tenant_id` draws on at `at`: itself when
+    /// its own grants allocate the feature, else the nearest ancestor whose own grant of a
+    /// plan inheriting to sub-accounts does (a pool), else itself. `None` when the feature is
+    /// not metered or the account unknown.
+    pub fn meter_owner(
         &self,
-        subj: &Resolved<'_>,
-        feature: u32,
+        tenant_id: &str,
+        feature_key: &str,
         at: DateTime<Utc>,
-        overlay: Option<&Overlay>,
-    ) -> Limit {
+    ) -> Option<&str> {
+        let subj = self.resolve(&Subject::account(tenant_id))?;
+        let &f = self.catalog.feature_by_key.get(feature_key)?;
+        self.catalog.features[f as usize].meter?;
         let at = at.timestamp_micros();
-        let v = self.eval_feature_with(subj, feature, None, None, at, overlay, true);
-        match (v.result, v.allocation) {
-            (true, Some(Allocation::MaxCount(limit))) => limit,
-            _ => Limit::Finite(0),
-        }
+        Some(match self.fold(&subj, f, None, at, None) {
+            Some(acc) => {
+                self.meter_owner_of(&subj, f, acc.own, acc.pool, at)
+                    .tenant_id
+            }
+            None => subj.tenant_id,
+        })
     }
 
-    /// A metered feature's check for an account against `state` (a meter read under its lock,
-    /// newer than the index's): what a consumption decides on. `None` when the feature is not
-    /// metered or the account unknown.
+    /// A metered feature's check for an account against `state`, the meter it draws on
+    /// ([`Self::meter_owner`]'s) read under its lock, newer than the index's: what a
+    /// consumption decides on. `None` when the feature is not metered or the account unknown.
     pub fn meter_decision(
         &self,
         tenant_id: &str,
@@ -1343,15 +1514,33 @@ impl EntitlementIndex {
     ) -> Option<Decision> {
         let subj = self.resolve(&Subject::account(tenant_id))?;
         let &f = self.catalog.feature_by_key.get(feature_key)?;
-        let (_, spec) = self.catalog.features[f as usize].meter?;
+        self.catalog.features[f as usize].meter?;
         let at = at.timestamp_micros();
-        let base = self.eval_feature_with(&subj, f, None, None, at, None, true);
-        let issued = |t| self.issued_at(&subj, f, t, None);
-        Some(metered(base, state, &spec, requested, at, &issued).into_decision(self.revision))
+        let v =
+            self.eval_feature_with(&subj, f, None, requested, at, None, MeterMode::Given(state));
+        Some(v.into_decision(self.revision))
     }
 
-    /// An account's meter of a metered feature as the index holds it (`None`: never drawn on
-    /// or credited, or no such account).
+    /// A metered feature's check for an account (no user, no attributes) against the meter
+    /// the index holds for it (its own or its pool's). `None` when the feature is not metered
+    /// or the account unknown.
+    pub fn meter_check(
+        &self,
+        tenant_id: &str,
+        feature_key: &str,
+        at: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let subj = self.resolve(&Subject::account(tenant_id))?;
+        let &f = self.catalog.feature_by_key.get(feature_key)?;
+        self.catalog.features[f as usize].meter?;
+        let at = at.timestamp_micros();
+        let v = self.eval_feature_with(&subj, f, None, None, at, None, MeterMode::Indexed);
+        Some(v.into_decision(self.revision))
+    }
+
+    /// An account's own meter of a metered feature as the index holds it (`None`: never
+    /// drawn on or credited, or no such account). A sub-account drawing on a pool has none:
+    /// ask for [`Self::meter_owner`]'s.
     pub fn meter(&self, tenant_id: &str, feature_id: Uuid) -> Option<&MeterState> {
         self.node(tenant_id)?.meter(feature_id)
     }

@@ -1007,4 +1007,209 @@ mod metered {
             Some(Justification::UsageLimitReached)
         );
     }
+
+    /// `org` ← `team` ← `squad`, and `solo` beside them: `org` holds `pool` (100 calls a day,
+    /// inherited by sub-accounts) with 60 drawn on its meter; `own` (10 a day) inherits not.
+    struct Pool {
+        w: IndexWriter,
+        feature: Feature,
+        pool: Plan,
+        own: Plan,
+        pool_grant: Grant,
+    }
+
+    fn pooled() -> Pool {
+        let feature = calls(false);
+        let spec = feature.metering.as_ref().unwrap().spec();
+        let allocate = |key: &str, n: u64, inherit: bool| {
+            plan(
+                key,
+                vec![PlanFeature {
+                    feature_key: "calls".into(),
+                    allocation: count(n),
+                }],
+                inherit,
+            )
+        };
+        let (pool, own) = (allocate("pool", 100, true), allocate("own", 10, false));
+        let mut state = MeterState::open(&spec, t(1)).unwrap();
+        state
+            .draw(&spec, t(1), 60, &|_| Limit::Finite(100))
+            .unwrap();
+        let pool_grant = grant(&pool, "org", None, -1, None);
+        let w = IndexWriter::from_snapshot(
+            Snapshot {
+                features: vec![feature.clone()],
+                plans: vec![pool.clone(), own.clone()],
+                flags: vec![],
+                routes: vec![],
+                tenants: vec![
+                    ("org".into(), None),
+                    ("team".into(), Some("org".into())),
+                    ("squad".into(), Some("team".into())),
+                    ("solo".into(), None),
+                ],
+                grants: vec![pool_grant.clone()],
+                meters: vec![("org".into(), feature.id, state)],
+            },
+            1,
+        );
+        Pool {
+            w,
+            feature,
+            pool,
+            own,
+            pool_grant,
+        }
+    }
+
+    fn check_of(w: &IndexWriter, tenant: &str, requested: Option<u64>) -> Decision {
+        w.current().check(
+            &CheckRequest {
+                subject: Subject::account(tenant),
+                target: Target::Feature("calls"),
+                requested,
+            },
+            t(2),
+        )
+    }
+
+    #[test]
+    fn sub_accounts_without_their_own_allocation_answer_the_pool_of_the_ancestor() {
+        let p = pooled();
+        let idx = p.w.current();
+        for (tenant, depth) in [("team", 1), ("squad", 2)] {
+            let d = check_of(&p.w, tenant, Some(40));
+            assert!(d.result, "{tenant}");
+            let meter = d.meter.unwrap();
+            assert_eq!((meter.balance, meter.usage), (Some(40), 60), "{tenant}");
+            assert_eq!(d.meter_pool, Some(depth), "{tenant}");
+            assert_eq!(idx.ancestor_at(tenant, depth), Some("org"));
+            assert_eq!(d.allocation, count(100), "the pool's allowance");
+            assert_eq!(idx.meter_owner(tenant, "calls", t(2)), Some("org"));
+            let over = check_of(&p.w, tenant, Some(41));
+            assert_eq!(over.justification, Some(Justification::InsufficientBalance));
+        }
+        let own = check_of(&p.w, "org", None);
+        assert_eq!((own.meter_pool, own.meter.unwrap().usage), (None, 60));
+        assert_eq!(idx.meter_owner("org", "calls", t(2)), Some("org"));
+        // Issued to the pool's meter only: a sub-account's own meter gets nothing.
+        assert_eq!(
+            idx.issued_allowance("org", "calls", t(2)),
+            Limit::Finite(100)
+        );
+        assert_eq!(
+            idx.issued_allowance("team", "calls", t(2)),
+            Limit::Finite(0)
+        );
+        // Outside the tree: its own (empty) meter.
+        assert_eq!(idx.meter_owner("solo", "calls", t(2)), Some("solo"));
+        assert!(!check_of(&p.w, "solo", None).result);
+    }
+
+    #[test]
+    fn an_account_with_its_own_allocation_draws_only_on_its_own_meter() {
+        let mut p = pooled();
+        p.w.apply([IndexChange::UpsertGrant(grant(
+            &p.own, "team", None, -1, None,
+        ))]);
+        let idx = p.w.current();
+        let team = check_of(&p.w, "team", None);
+        assert_eq!(team.meter_pool, None);
+        let meter = team.meter.unwrap();
+        // Its own 10, not merged with the pool's 100 (merge policy MAX would say 100).
+        assert_eq!((meter.balance, meter.usage), (Some(10), 0));
+        assert_eq!(team.allocation, count(10));
+        assert_eq!(idx.meter_owner("team", "calls", t(2)), Some("team"));
+        assert_eq!(
+            idx.issued_allowance("team", "calls", t(2)),
+            Limit::Finite(10)
+        );
+        // Below it, the nearest ancestor with an own allocation that inherits is still org
+        // (team's own plan does not inherit).
+        assert_eq!(idx.meter_owner("squad", "calls", t(2)), Some("org"));
+        assert_eq!(check_of(&p.w, "squad", None).meter_pool, Some(2));
+    }
+
+    #[test]
+    fn the_nearest_pool_wins_and_re_parenting_or_revoking_moves_the_owner_at_once() {
+        let mut p = pooled();
+        // team gets a pool of its own: squad draws on team's, not org's.
+        let team_pool = grant(&p.pool, "team", None, -1, None);
+        p.w.apply([IndexChange::UpsertGrant(team_pool.clone())]);
+        assert_eq!(
+            p.w.current().meter_owner("squad", "calls", t(2)),
+            Some("team")
+        );
+        let d = check_of(&p.w, "squad", None);
+        assert_eq!(
+            (
+                d.meter_pool,
+                d.meter.unwrap().usage,
+                d.meter.unwrap().balance
+            ),
+            (Some(1), 0, Some(100))
+        );
+        // Moved under solo (no allocation): squad has none.
+        p.w.apply([IndexChange::UpsertTenant {
+            id: "squad".into(),
+            parent: Some("solo".into()),
+        }]);
+        assert_eq!(
+            p.w.current().meter_owner("squad", "calls", t(2)),
+            Some("squad")
+        );
+        assert!(!check_of(&p.w, "squad", None).result);
+        // Back under team, and team's pool revoked: org's pool again.
+        let mut revoked = team_pool;
+        revoked.revoked_at = Some(t(1));
+        p.w.apply([
+            IndexChange::UpsertTenant {
+                id: "squad".into(),
+                parent: Some("team".into()),
+            },
+            IndexChange::UpsertGrant(revoked),
+        ]);
+        assert_eq!(
+            p.w.current().meter_owner("squad", "calls", t(2)),
+            Some("org")
+        );
+        assert_eq!(check_of(&p.w, "squad", None).meter.unwrap().usage, 60);
+        // org's pool revoked too: nobody's.
+        let mut revoked = p.pool_grant.clone();
+        revoked.revoked_at = Some(t(1));
+        p.w.apply([IndexChange::UpsertGrant(revoked)]);
+        assert_eq!(
+            p.w.current().meter_owner("squad", "calls", t(2)),
+            Some("squad")
+        );
+        let d = check_of(&p.w, "squad", None);
+        assert_eq!(
+            (d.result, d.justification),
+            (false, Some(Justification::PlanRevoked))
+        );
+    }
+
+    #[test]
+    fn a_consumption_decides_on_the_pool_state_it_was_given() {
+        let p = pooled();
+        let spec = p.feature.metering.as_ref().unwrap().spec();
+        let mut state = MeterState::open(&spec, t(1)).unwrap();
+        state
+            .draw(&spec, t(1), 95, &|_| Limit::Finite(100))
+            .unwrap();
+        let idx = p.w.current();
+        let d = idx
+            .meter_decision("team", "calls", Some(&state), Some(10), t(2))
+            .unwrap();
+        assert_eq!(
+            (d.result, d.justification, d.meter_pool),
+            (false, Some(Justification::InsufficientBalance), Some(1))
+        );
+        let read = idx.meter_check("squad", "calls", t(2)).unwrap();
+        assert_eq!(
+            (read.meter.unwrap().balance, read.meter_pool),
+            (Some(40), Some(2))
+        );
+    }
 }

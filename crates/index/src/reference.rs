@@ -547,6 +547,7 @@ impl World {
         };
         Decision {
             meter: Default::default(),
+            meter_pool: None,
             result: v.result,
             justification: v.justification,
             allow_reason: v.reason,

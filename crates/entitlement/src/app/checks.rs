@@ -300,8 +300,8 @@ fn meter_of(
     if feature.allocation_type != AllocationType::Metered {
         return None;
     }
-    let state = index.meter(tenant_id, feature.id);
-    index.meter_decision(tenant_id, key, state, None, at)?.meter
+    // The meter the account draws on: its own or its pool's.
+    index.meter_check(tenant_id, key, at)?.meter
 }
 
 pub async fn explain<I: IndexSource + ?Sized>(

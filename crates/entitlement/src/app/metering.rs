@@ -84,6 +84,43 @@ pub(super) fn answer_of<T: serde::de::DeserializeOwned>(text: &str) -> Result<T>
     })
 }
 
+/// The account whose meter of `feature` `tenant_id` draws on at `at`: itself, or the ancestor
+/// whose pool it shares (see `EntitlementIndex::meter_owner`).
+pub(super) fn meter_owner(
+    index: &EntitlementIndex,
+    tenant_id: &str,
+    feature: &Metered,
+    at: DateTime<Utc>,
+) -> String {
+    index
+        .meter_owner(tenant_id, &feature.key, at)
+        .unwrap_or(tenant_id)
+        .to_owned()
+}
+
+/// The owner when it is not the account itself.
+pub(super) fn pool_owner(tenant_id: &str, owner: &str) -> Option<String> {
+    (owner != tenant_id).then(|| owner.to_owned())
+}
+
+/// Refuses a write only a meter's owner may make on an account drawing on a pool.
+pub(super) fn own_meter(
+    index: &EntitlementIndex,
+    tenant_id: &str,
+    feature: &Metered,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let owner = meter_owner(index, tenant_id, feature, at);
+    if owner == tenant_id {
+        Ok(())
+    } else {
+        Err(DomainError::MeterPooled {
+            tenant_id: tenant_id.to_owned(),
+            owner,
+        })
+    }
+}
+
 pub(super) fn known_account(index: &EntitlementIndex, tenant_id: &str) -> Result<()> {
     if index.contains_tenant(tenant_id) {
         Ok(())
@@ -109,6 +146,8 @@ pub(super) fn draw_error(e: DrawError) -> DomainError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterView {
     pub reading: MeterReading,
+    /// The account whose meter this is when not the one asked about (an ancestor's pool).
+    pub owner: Option<String>,
     pub allowance: Limit,
     pub credits: Vec<(Uuid, Option<i64>)>,
     pub revision: u64,
@@ -120,8 +159,9 @@ impl<S: Storage> Engine<S> {
         let now = self.now();
         let mut bad = validate_usage_batch(&events, now)?;
         let index = self.index.current();
-        // Meters in a fixed order, so two batches locking the same ones cannot deadlock.
-        let mut groups: BTreeMap<(&str, Uuid), (Metered, Vec<usize>)> = BTreeMap::new();
+        // Meters (by owner: a pool's sub-accounts draw on its owner's) in a fixed order, so
+        // two batches locking the same ones cannot deadlock.
+        let mut groups: BTreeMap<(String, Uuid), (Metered, Vec<usize>)> = BTreeMap::new();
         for (i, event) in events.iter().enumerate() {
             if bad.iter().any(|b| b.index == i) {
                 continue;
@@ -139,8 +179,9 @@ impl<S: Storage> Engine<S> {
                     ));
                 }
                 Ok(m) => {
+                    let owner = meter_owner(&index, &event.tenant_id, &m, now);
                     groups
-                        .entry((event.tenant_id.as_str(), m.id))
+                        .entry((owner, m.id))
                         .or_insert_with(|| (m, Vec::new()))
                         .1
                         .push(i);
@@ -156,20 +197,35 @@ impl<S: Storage> Engine<S> {
         let mut outcomes = vec![UsageOutcome::Recorded; events.len()];
         let mut changes = Vec::new();
         let mut reached = Reached::default();
-        for ((tenant_id, feature_id), (feature, members)) in groups {
+        for ((owner, feature_id), (feature, members)) in groups {
+            let tenant_id = owner.as_str();
             let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
             let mut state = self
                 .open_meter(&txn, tenant_id, &feature, now, &allocation)
                 .await?;
             let mut drawn = false;
-            // One read and one insert per meter, not per event: ids stored before (this
+            // One read per account (a pool's sub-accounts share the meter, ids are each
+            // account's) and one insert per meter, not per event: ids stored before (this
             // transaction's earlier meters included), then each id's first event in the batch.
-            let ids: Vec<&str> = members.iter().map(|&i| events[i].id.as_str()).collect();
-            let mut seen = self.store.stored_usage_ids(&txn, tenant_id, &ids).await?;
+            let mut ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for &i in &members {
+                let event = &events[i];
+                ids.entry(event.tenant_id.as_str())
+                    .or_default()
+                    .push(event.id.as_str());
+            }
+            let mut seen = BTreeMap::new();
+            for (account, ids) in ids {
+                let stored = self.store.stored_usage_ids(&txn, account, &ids).await?;
+                seen.insert(account, stored);
+            }
             let mut rows = Vec::with_capacity(members.len());
             for i in members {
                 let event = &events[i];
-                if !seen.insert(event.id.clone()) {
+                let fresh = seen
+                    .get_mut(event.tenant_id.as_str())
+                    .is_some_and(|s| s.insert(event.id.clone()));
+                if !fresh {
                     outcomes[i] = UsageOutcome::Duplicate;
                     continue;
                 }
@@ -209,7 +265,7 @@ impl<S: Storage> Engine<S> {
                     StoredOutcome::Recorded
                 };
                 let stored = StoredUsage {
-                    tenant_id: tenant_id.to_owned(),
+                    tenant_id: event.tenant_id.clone(),
                     event_id: event.id.clone(),
                     feature_id,
                     user_id: event.user_id.clone(),
@@ -267,10 +323,11 @@ impl<S: Storage> Engine<S> {
         let index = self.index.current();
         let feature = metered_or_error(&index, &c.feature_key)?;
         known_account(&index, &c.tenant_id)?;
+        let owner = meter_owner(&index, &c.tenant_id, &feature, now);
         let txn = self.store.begin().await?;
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(&c.tenant_id, &feature.key, t);
+        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
         let mut state = self
-            .open_meter(&txn, &c.tenant_id, &feature, now, &allocation)
+            .open_meter(&txn, &owner, &feature, now, &allocation)
             .await?;
         if let Some(prior) = self.store.usage_event(&txn, &c.tenant_id, &c.id).await? {
             let same = prior.feature_id == feature.id && prior.amount == c.amount;
@@ -301,6 +358,7 @@ impl<S: Storage> Engine<S> {
             allow_reason: decision.allow_reason,
             meter: Some(reading),
             revision: 0,
+            meter_owner: pool_owner(&c.tenant_id, &owner),
         };
         let stored = StoredUsage {
             tenant_id: c.tenant_id.clone(),
@@ -333,13 +391,13 @@ impl<S: Storage> Engine<S> {
         self.usage_thresholds(
             &txn,
             &mut reached,
-            (&c.tenant_id, feature.id, &feature.key),
+            (&owner, feature.id, &feature.key),
             &reading,
             now,
         )
         .await?;
         answer.revision = self
-            .commit_meter(txn, &c.tenant_id, feature.id, state, now, reached)
+            .commit_meter(txn, &owner, feature.id, state, now, reached)
             .await?;
         Ok((answer, false))
     }
@@ -350,6 +408,9 @@ impl<S: Storage> Engine<S> {
         let index = self.index.current();
         let feature = metered_or_error(&index, &new.feature_key)?;
         known_account(&index, &new.tenant_id)?;
+        // A pool's credits are its owner's: a sub-account drawing on it has no meter of its
+        // own to credit.
+        own_meter(&index, &new.tenant_id, &feature, now)?;
         let grant = credit_grant(new, feature.id, now)?;
         let txn = self.store.begin().await?;
         self.store.insert_credit(&txn, &grant).await?;
@@ -463,9 +524,10 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, feature_key)?;
         known_account(&index, tenant_id)?;
         let now = self.present(&index);
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+        let owner = meter_owner(&index, tenant_id, &feature, now);
+        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
         let allowance = allocation(now);
-        let mut state = match index.meter(tenant_id, feature.id) {
+        let mut state = match index.meter(&owner, feature.id) {
             Some(state) => state.clone(),
             None => MeterState::open(&feature.spec, now)
                 .map_err(|e| DomainError::invalid("metering", e.to_string()))?,
@@ -475,6 +537,7 @@ impl<S: Storage> Engine<S> {
             .map_err(|e| DomainError::invalid("metering", e.to_string()))?;
         Ok(MeterView {
             reading: state.read(&feature.spec, now, allowance),
+            owner: pool_owner(tenant_id, &owner),
             allowance,
             credits: state.remaining_at(now, allowance).collect(),
             revision: index.revision(),
@@ -555,3 +618,7 @@ mod reset;
 #[cfg(test)]
 #[path = "metering_tests.rs"]
 pub(super) mod tests;
+
+#[cfg(test)]
+#[path = "metering_pool_tests.rs"]
+mod pool_tests;

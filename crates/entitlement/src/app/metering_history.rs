@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::reset::period_cuts;
-use super::{known_account, metered_or_error};
+use super::{known_account, meter_owner, metered_or_error};
 use crate::app::Engine;
 use crate::app::ports::Storage;
 use crate::domain::usage_history::{
@@ -28,7 +28,10 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, &q.feature_key)?;
         // A deleted account's history is not shown (its events are kept).
         known_account(&index, &q.tenant_id)?;
-        let open = index.meter(&q.tenant_id, feature.id);
+        // The account's events, in the periods of the meter it draws on (a pool's are its
+        // owner's).
+        let owner = meter_owner(&index, &q.tenant_id, &feature, self.present(&index));
+        let open = index.meter(&owner, feature.id);
         let spec = &feature.spec;
         let first = spec
             .period
@@ -37,7 +40,7 @@ impl<S: Storage> Engine<S> {
         // Periods that resets cut short bound the scheduled ones.
         let recorded = self
             .store
-            .closed_periods(&q.tenant_id, feature.id, first.start, q.to)
+            .closed_periods(&owner, feature.id, first.start, q.to)
             .await?;
         let cuts = period_cuts(&recorded, open);
         let period_at = |at: DateTime<Utc>| -> Result<Span> {

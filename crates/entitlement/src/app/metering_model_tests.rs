@@ -383,7 +383,13 @@ fn account_gone(err: &DomainError) -> bool {
     if let DomainError::InvalidItems(items) = err {
         return items.iter().all(|i| i.field == "tenant_id");
     }
-    matches!(err, DomainError::NotFound { kind: "account", .. })
+    matches!(
+        err,
+        DomainError::NotFound {
+            kind: "account",
+            ..
+        }
+    )
 }
 
 async fn world(e: TestEngine) -> TestEngine {

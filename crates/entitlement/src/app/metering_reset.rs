@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Metered, Reached, draw_error, known_account, metered_or_error};
+use super::{
+    Metered, Reached, draw_error, known_account, meter_owner, metered_or_error, own_meter,
+};
 use crate::app::ports::Storage;
 use crate::app::{Engine, Saved};
 use crate::domain::audit::meter_reset_entry;
@@ -37,6 +39,8 @@ impl<S: Storage> Engine<S> {
         let index = self.index.current();
         let feature = metered_or_error(&index, feature_key)?;
         known_account(&index, tenant_id)?;
+        // A pool is reset by its owner, for every account drawing on it.
+        own_meter(&index, tenant_id, &feature, now)?;
         let txn = self.store.begin().await?;
         let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
         let mut state = self
@@ -89,6 +93,9 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, feature_key)?;
         known_account(&index, tenant_id)?;
         let now = self.present(&index);
+        // The periods of the meter the account draws on (a pool's are its owner's).
+        let owner = meter_owner(&index, tenant_id, &feature, now);
+        let tenant_id = owner.as_str();
         let mut periods = self
             .store
             .closed_periods(tenant_id, feature.id, from, to)

@@ -10,7 +10,7 @@ use crate::domain::metering::ALLOWANCE_ID;
 use crate::domain::{Allocation, Justification, PlanFeature};
 use tenantry_index::Metering;
 
-async fn metered_feature(e: &TestEngine, key: &str, soft_limit: bool) {
+pub(crate) async fn metered_feature(e: &TestEngine, key: &str, soft_limit: bool) {
     let mut doc = feature_doc(key, AllocationType::Metered, &[]);
     doc.feature.metering = Some(Metering {
         unit: "call".into(),

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Engine;
-use super::metering::{answer_json, answer_of, draw_error, known_account, metered_or_error};
+use super::metering::{
+    answer_json, answer_of, draw_error, known_account, meter_owner, metered_or_error, pool_owner,
+};
 use super::ports::Storage;
 use super::thresholds::Reached;
 use crate::domain::metering::{
@@ -44,9 +46,11 @@ impl<S: Storage> Engine<S> {
         known_account(&index, &r.tenant_id)?;
         let txn = self.store.begin().await?;
         let tenant_id = r.tenant_id.clone();
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(&tenant_id, &feature.key, t);
+        // The hold lives on the meter the account draws on (a pool's is its owner's).
+        let owner = meter_owner(&index, &tenant_id, &feature, now);
+        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
         let mut state = self
-            .open_meter(&txn, &tenant_id, &feature, now, &allocation)
+            .open_meter(&txn, &owner, &feature, now, &allocation)
             .await?;
         if let Some((prior, answer)) = self
             .store
@@ -96,6 +100,7 @@ impl<S: Storage> Engine<S> {
             committed_amount: None,
             created_at: now,
             settled_at: None,
+            meter_owner: pool_owner(&tenant_id, &owner),
         };
         if decision.result {
             state.hold(reservation.hold());
@@ -106,6 +111,7 @@ impl<S: Storage> Engine<S> {
             allow_reason: decision.allow_reason,
             meter: Some(state.read(&feature.spec, now, allocation(now))),
             revision: 0,
+            meter_owner: reservation.meter_owner.clone(),
         };
         if !self
             .store
@@ -123,14 +129,7 @@ impl<S: Storage> Engine<S> {
         }
         // A hold is not usage: it reaches no threshold (the commit that draws it may).
         answer.revision = self
-            .commit_meter(
-                txn,
-                &reservation.tenant_id,
-                feature.id,
-                state,
-                now,
-                Reached::default(),
-            )
+            .commit_meter(txn, &owner, feature.id, state, now, Reached::default())
             .await?;
         Ok((reservation, answer, false))
     }
@@ -168,10 +167,12 @@ impl<S: Storage> Engine<S> {
         // A deleted account's meters take no writes (reactivating it brings them back).
         known_account(&index, &found.tenant_id)?;
         let tenant_id = found.tenant_id;
+        // Settled where it is held, even if the account has moved since.
+        let owner = found.meter_owner.unwrap_or_else(|| tenant_id.clone());
         let txn = self.store.begin().await?;
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(&tenant_id, &feature.key, t);
+        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
         let mut state = self
-            .open_meter(&txn, &tenant_id, &feature, now, &allocation)
+            .open_meter(&txn, &owner, &feature, now, &allocation)
             .await?;
         // Read again under the meter's lock: the one other settlement of it has finished.
         let mut reservation = self
@@ -246,14 +247,14 @@ impl<S: Storage> Engine<S> {
             self.usage_thresholds(
                 &txn,
                 &mut reached,
-                (&tenant_id, feature.id, &feature.key),
+                (&owner, feature.id, &feature.key),
                 &meter,
                 now,
             )
             .await?;
         }
         let revision = self
-            .commit_meter(txn, &tenant_id, feature.id, state, now, reached)
+            .commit_meter(txn, &owner, feature.id, state, now, reached)
             .await?;
         Ok(Settled {
             reservation,

@@ -90,6 +90,13 @@ pub enum DomainError {
     /// A reservation that can no longer be committed or released.
     #[error("{}", reservation_refusal_message(*.0))]
     Reservation(super::metering::ReservationRefusal),
+    /// A write that only a meter's owner may make (a credit grant, a reset) asked of an
+    /// account that draws on an ancestor's pool: make it of `owner`.
+    #[error(
+        "account {tenant_id} draws on the pool of account {owner} for this feature: \
+         credit or reset that account's meter"
+    )]
+    MeterPooled { tenant_id: String, owner: String },
     /// A meter holds as many live reservations as it may.
     #[error("the meter already holds {limit} live reservations")]
     TooManyHolds { limit: usize },
@@ -177,6 +184,7 @@ impl tenantry_common::db::StorageFaultSource for DomainError {
             | Self::FailedPrecondition(_)
             | Self::MeteringImmutable { .. }
             | Self::Reservation(_)
+            | Self::MeterPooled { .. }
             | Self::TooManyHolds { .. }
             | Self::IdempotencyKeyReused(_)
             | Self::PermissionDenied(_)

@@ -109,7 +109,7 @@ pub struct StoredUsage {
 }
 
 /// A consumption's answer, stored with it so a retry returns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumeAnswer {
     pub consumed: bool,
@@ -117,6 +117,10 @@ pub struct ConsumeAnswer {
     pub allow_reason: Option<AllowReason>,
     pub meter: Option<MeterReading>,
     pub revision: u64,
+    /// The account whose meter `meter` is when not the consumer's own: the ancestor whose
+    /// pool it drew on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_owner: Option<String>,
 }
 
 /// A consumption as asked for.
@@ -382,6 +386,10 @@ pub struct Reservation {
     pub created_at: DateTime<Utc>,
     /// When it was committed or released.
     pub settled_at: Option<DateTime<Utc>>,
+    /// The account whose meter holds it when not `tenant_id` (an ancestor's pool, as of the
+    /// hold): its commit or release settles there even if the account has moved since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_owner: Option<String>,
 }
 
 impl Reservation {
@@ -409,7 +417,7 @@ impl Reservation {
 }
 
 /// A reservation's answer when asked for, stored with it so a retry returns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveAnswer {
     pub held: bool,
@@ -417,6 +425,10 @@ pub struct ReserveAnswer {
     pub allow_reason: Option<AllowReason>,
     pub meter: Option<MeterReading>,
     pub revision: u64,
+    /// The account whose meter holds it when not the reserving account: the ancestor whose
+    /// pool it drew on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_owner: Option<String>,
 }
 
 /// Why a reservation cannot be committed or released.

@@ -140,7 +140,14 @@ fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> Entitleme
             ..provenance(index, &q.tenant_id, by, feature_key)
         }),
         next_change_at: d.next_change_at.map(convert::timestamp),
-        meter: d.meter.map(meter_reading),
+        meter: d.meter.map(|m| pb::MeterReading {
+            // A pool's meter names its owner.
+            owner_tenant_id: d
+                .meter_pool
+                .and_then(|depth| index.ancestor_at(&q.tenant_id, depth))
+                .map(str::to_owned),
+            ..meter_reading(m)
+        }),
     }
 }
 
@@ -153,6 +160,7 @@ pub(crate) fn meter_reading(m: tenantry_index::metering::MeterReading) -> pb::Me
         period_start: Some(convert::timestamp(m.period_start)),
         period_end: Some(convert::timestamp(m.period_end)),
         held: m.held,
+        owner_tenant_id: None,
     }
 }
 

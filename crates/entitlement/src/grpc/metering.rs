@@ -56,10 +56,19 @@ fn reservation(r: &m::Reservation) -> pb::Reservation {
 }
 
 fn settled(s: Settled) -> (Option<pb::Reservation>, Option<pb::MeterReading>) {
+    let owner = s.reservation.meter_owner.clone();
     (
         Some(reservation(&s.reservation)),
-        Some(meter_reading(s.meter)),
+        Some(owned(meter_reading(s.meter), owner)),
     )
+}
+
+/// A meter that is a pool's, naming its owner.
+fn owned(meter: pb::MeterReading, owner: Option<String>) -> pb::MeterReading {
+    pb::MeterReading {
+        owner_tenant_id: owner,
+        ..meter
+    }
 }
 
 fn outcome(o: m::UsageOutcome) -> pb::UsageOutcome {
@@ -171,7 +180,9 @@ impl metering_service_server::MeteringService for Handler {
             consumed: answer.consumed,
             justification: justification(answer.justification).into(),
             allow_reason: allow_reason(answer.allow_reason).into(),
-            meter: answer.meter.map(meter_reading),
+            meter: answer
+                .meter
+                .map(|m| owned(meter_reading(m), answer.meter_owner.clone())),
             replayed,
             revision: answer.revision,
         }))
@@ -251,7 +262,7 @@ impl metering_service_server::MeteringService for Handler {
             .meter_view(&r.tenant_id, &r.feature_key, r.min_revision)
             .await?;
         Ok(Response::new(GetMeterResponse {
-            meter: Some(meter_reading(view.reading)),
+            meter: Some(owned(meter_reading(view.reading), view.owner)),
             allowance: Some(convert::allocation(Some(Allocation::MaxCount(
                 view.allowance,
             )))),
@@ -337,7 +348,9 @@ impl metering_service_server::MeteringService for Handler {
             reservation: Some(reservation(&held)),
             justification: justification(answer.justification).into(),
             allow_reason: allow_reason(answer.allow_reason).into(),
-            meter: answer.meter.map(meter_reading),
+            meter: answer
+                .meter
+                .map(|m| owned(meter_reading(m), answer.meter_owner.clone())),
             replayed,
             revision: answer.revision,
         }))

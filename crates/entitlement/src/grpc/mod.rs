@@ -21,7 +21,7 @@ use prost::Message;
 use tenantry_common::{
     db::StorageFault,
     error::{
-        AUDIT_DISABLED, METERING_IMMUTABLE, RESERVATION_EXPIRED, RESERVATION_SETTLED,
+        AUDIT_DISABLED, METER_POOLED, METERING_IMMUTABLE, RESERVATION_EXPIRED, RESERVATION_SETTLED,
         REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL, TOO_MANY_HOLDS,
     },
     grpc::{Services, mark_storage_fault, principal},
@@ -233,6 +233,9 @@ impl From<DomainError> for Status {
                 };
                 let message = DomainError::Reservation(refusal).to_string();
                 with_details(Code::FailedPrecondition, message, plain(reason))
+            }
+            e @ DomainError::MeterPooled { .. } => {
+                with_details(Code::FailedPrecondition, e.to_string(), plain(METER_POOLED))
             }
             DomainError::TooManyHolds { limit } => with_details(
                 Code::ResourceExhausted,

@@ -626,7 +626,7 @@ fn evaluation(
             (serde_json::to_value(a).unwrap_or_default(), variant)
         }
         FlagKey::Limit(_) if metered => {
-            let count = match d.meter.map(|m| m.balance) {
+            let count = match d.meter.as_ref().map(|m| m.balance) {
                 Some(None) => {
                     metadata.insert("unlimited".to_owned(), Json_::Bool(true));
                     UNLIMITED
@@ -1042,6 +1042,7 @@ mod tests {
                 nanos: 0,
             }),
             held: 5,
+            owner_tenant_id: None,
         };
         let issued = |value, unlimited| pb::Allocation {
             kind: Some(Kind::MaxCountAllocation(pb::MaxCountAllocation {

@@ -306,6 +306,10 @@ pub struct MeterJson {
     pub period_start: Option<String>,
     /// The next reset.
     pub period_end: Option<String>,
+    /// Set when this is the pool the subject draws on, not its own meter: the ancestor
+    /// account whose meter it is (and which counts the subject's usage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_tenant_id: Option<String>,
 }
 
 /// Answer of `is-entitled-to`.
@@ -396,6 +400,7 @@ pub fn meter_json(m: pb::MeterReading) -> MeterJson {
         held: m.held,
         period_start: opt_timestamp(m.period_start),
         period_end: opt_timestamp(m.period_end),
+        owner_tenant_id: m.owner_tenant_id,
     }
 }
 

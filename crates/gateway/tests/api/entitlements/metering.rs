@@ -325,3 +325,99 @@ async fn metering_needs_an_environment_token() {
         );
     }
 }
+
+/// A plan inheriting to sub-accounts is a pool: `acme-eu` (under `acme`, no allocation of its
+/// own) draws on acme's meter, and every answer says whose meter it is.
+#[tokio::test]
+async fn a_sub_account_draws_on_its_ancestors_pool_and_answers_say_so() {
+    let s = metered_stack().await;
+    s.plan(
+        json!({"name": "Org API", "key": "org-api", "inheritToSubAccounts": true,
+                  "features": [{"featureKey": "calls",
+                                "allocation": {"type": "max_count", "value": 100}}]}),
+    )
+    .await;
+    s.account("holding", None).await;
+    s.account("holding-eu", Some("holding")).await;
+    s.grant(json!([{"planId": "org-api", "tenantId": "holding"}]))
+        .await;
+    let consume = |id: &str, tenant: &str, amount: i64| json!({"id": id, "tenantId": tenant, "featureKey": "calls", "amount": amount});
+    // The sub-account reaches the entitlement service through the tenant change feed.
+    let mut r = s.post(CONSUME, &consume("c1", "holding-eu", 60)).await;
+    for _ in 0..200 {
+        if r.status != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = s.post(CONSUME, &consume("c1", "holding-eu", 60)).await;
+    }
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["consumed"], true);
+    assert_eq!(r.body["meter"]["ownerTenantId"], "holding");
+    assert_eq!(r.body["meter"]["balance"], 40);
+    let rev = revision(&r);
+    // The owner's own check: its meter counted the sub-account's usage; no owner named.
+    let own = s
+        .post(
+            CHECK,
+            &json!({"subject": {"tenantId": "holding"}, "feature": {"featureKey": "calls"},
+                    "minRevision": rev}),
+        )
+        .await;
+    assert_eq!(own.body["meter"]["usage"], 60, "{:?}", own.body);
+    assert!(
+        own.body["meter"].get("ownerTenantId").is_none(),
+        "{:?}",
+        own.body
+    );
+    let sub = s
+        .post(
+            CHECK,
+            &json!({"subject": {"tenantId": "holding-eu"}, "feature": {"featureKey": "calls"},
+                    "requestedAmount": 41, "minRevision": rev}),
+        )
+        .await;
+    assert_eq!(
+        sub.body["justification"], "INSUFFICIENT_BALANCE",
+        "{:?}",
+        sub.body
+    );
+    assert_eq!(sub.body["meter"]["ownerTenantId"], "holding");
+    assert_eq!(sub.body["meter"]["usage"], 60);
+    let view = s
+        .get(&format!(
+            "/entitlements/api/v1/accounts/holding-eu/meters/calls?minRevision={rev}"
+        ))
+        .await;
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    assert_eq!(
+        view.body["meter"]["ownerTenantId"], "holding",
+        "{:?}",
+        view.body
+    );
+    // Credits go to the pool's owner: 409 naming it for the sub-account.
+    let credit = |tenant: &str| json!({"tenantId": tenant, "featureKey": "calls", "amount": 5});
+    let refused = s.post(CREDITS, &credit("holding-eu")).await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(refused.body["reason"], "METER_POOLED", "{:?}", refused.body);
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("holding"),
+        "{:?}",
+        refused.body
+    );
+    let r = s.post(CREDITS, &credit("holding")).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = s.post(CONSUME, &consume("c2", "holding-eu", 45)).await;
+    assert_eq!(r.body["consumed"], true, "{:?}", r.body);
+    assert_eq!(r.body["meter"]["balance"], 0);
+    // acme (no hierarchy) keeps its own meter, no owner named.
+    let d = check(&s, None, rev).await;
+    assert!(
+        d.body["meter"].get("ownerTenantId").is_none(),
+        "{:?}",
+        d.body
+    );
+}
