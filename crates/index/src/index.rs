@@ -454,6 +454,8 @@ struct PlanEntry {
     /// Sorted by feature position; allocations already coerced to the feature's type.
     features: Box<[(u32, Allocation)]>,
     targeting: Option<CompiledTargeting>,
+    /// Whether its targeting selects a subject without attributes (as a write sees it).
+    targets_anyone: bool,
 }
 
 impl PlanEntry {
@@ -624,6 +626,7 @@ impl Catalog {
                     key: plan.key.as_str().into(),
                     inherit: plan.inherit_to_sub_accounts,
                     features: entries.into_boxed_slice(),
+                    targets_anyone: targeting.as_ref().is_some_and(|t| t.evaluate(None)),
                     targeting,
                 });
             }
@@ -818,7 +821,10 @@ fn micros_to_time(micros: i64) -> Option<DateTime<Utc>> {
 struct Acc {
     merge: MergePolicy,
     merged: Option<Allocation>,
-    /// `merged` of the subject's own grants (user, account, targeting): not inherited ones.
+    /// `merged` of what a write for the account sees as its own: its account-level grants and
+    /// plans whose targeting selects anyone without attributes (not user grants, inherited
+    /// grants or attribute-dependent targeting: a consumption has neither a user nor
+    /// attributes, and a check must answer the meter it draws on).
     own: Option<Allocation>,
     /// The nearest ancestor depth with an active inherited grant that grants.
     pool: Option<u8>,
@@ -848,6 +854,13 @@ impl Acc {
 
     #[inline]
     fn active(&mut self, value: Allocation, by: DecidedBy) {
+        let owned = matches!(by.level, GrantLevel::Account);
+        self.active_as(value, by, owned);
+    }
+
+    /// [`Self::active`]; `owned` says whether the value counts as the account's own.
+    #[inline]
+    fn active_as(&mut self, value: Allocation, by: DecidedBy, owned: bool) {
         if !value.is_granting() {
             self.first_false.get_or_insert(by);
             return;
@@ -856,17 +869,14 @@ impl Acc {
             Some(m) => m.merge(value, self.merge),
             None => value,
         });
-        match by.level {
+        if let GrantLevel::Ancestor { depth } = by.level {
             // Ancestors are visited nearest first.
-            GrantLevel::Ancestor { depth } => {
-                self.pool.get_or_insert(depth);
-            }
-            GrantLevel::User | GrantLevel::Account | GrantLevel::Targeting => {
-                self.own = Some(match self.own {
-                    Some(m) => m.merge(value, self.merge),
-                    None => value,
-                });
-            }
+            self.pool.get_or_insert(depth);
+        } else if owned {
+            self.own = Some(match self.own {
+                Some(m) => m.merge(value, self.merge),
+                None => value,
+            });
         }
         if self
             .best
@@ -1339,7 +1349,7 @@ impl EntitlementIndex {
                     plan_id: plan.id,
                     level: GrantLevel::Targeting,
                 };
-                acc.active(value, by);
+                acc.active_as(value, by, plan.targets_anyone);
             }
         }
         Some(acc)

@@ -1212,4 +1212,32 @@ mod metered {
             (Some(40), Some(2))
         );
     }
+
+    #[test]
+    fn a_user_grant_neither_owns_a_meter_nor_adds_to_one() {
+        // Per-user meters are not built: a check with a user answers the meter a write for
+        // the account draws on, issued what the account's writes are issued.
+        let mut p = pooled();
+        p.w.apply([IndexChange::UpsertGrant(grant(
+            &p.own,
+            "team",
+            Some("u1"),
+            -1,
+            None,
+        ))]);
+        let idx = p.w.current();
+        let asked = idx.check(
+            &CheckRequest {
+                subject: Subject::user("team", "u1"),
+                target: Target::Feature("calls"),
+                requested: None,
+            },
+            t(2),
+        );
+        let written = idx.meter_check("team", "calls", t(2)).unwrap();
+        assert_eq!(asked.meter_pool, Some(1));
+        assert_eq!(asked.meter, written.meter);
+        assert_eq!(asked.allocation, count(100));
+        assert_eq!(idx.meter_owner("team", "calls", t(2)), Some("org"));
+    }
 }
