@@ -343,3 +343,37 @@ async fn parallel_consumers_across_sub_accounts_never_overdraw_the_pool() {
     a.engine.catch_up().await.unwrap();
     assert_eq!(usage_of(&a, "org").await, (99, Some(1)));
 }
+
+/// A hold on a pool whose owner is deleted settles nowhere: the owner's meters take no
+/// writes until it is reactivated (404 account, as for the account's own).
+#[tokio::test]
+async fn a_hold_on_a_deleted_owners_pool_is_not_settled() {
+    let e = engine().await;
+    setup(&e).await;
+    let (held, answer, _) = e
+        .engine
+        .reserve(NewReservation {
+            id: "r1".into(),
+            tenant_id: "squad".into(),
+            user_id: None,
+            feature_key: "calls".into(),
+            amount: 10,
+            ttl: TimeDelta::minutes(5),
+        })
+        .await
+        .unwrap();
+    assert!(answer.held);
+    e.delete_account("org").await;
+    let err = e
+        .engine
+        .commit_reservation(held.id, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DomainError::NotFound { kind: "account", id } if id == "org"),
+        "{err:?}"
+    );
+    e.reactivate_account("org", None).await;
+    let settled = e.engine.commit_reservation(held.id, None).await.unwrap();
+    assert_eq!(settled.meter.usage, 10);
+}

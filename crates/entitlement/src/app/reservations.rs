@@ -167,8 +167,10 @@ impl<S: Storage> Engine<S> {
         // A deleted account's meters take no writes (reactivating it brings them back).
         known_account(&index, &found.tenant_id)?;
         let tenant_id = found.tenant_id;
-        // Settled where it is held, even if the account has moved since.
+        // Settled where it is held, even if the account has moved since; a deleted pool
+        // owner's meter takes no writes either.
         let owner = found.meter_owner.unwrap_or_else(|| tenant_id.clone());
+        known_account(&index, &owner)?;
         let txn = self.store.begin().await?;
         let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
         let mut state = self
