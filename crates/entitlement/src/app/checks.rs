@@ -262,13 +262,16 @@ pub fn check_batch_size(len: usize) -> Result<()> {
     Ok(())
 }
 
+/// A metered feature's meter, with the ancestor whose pool it is (`None`: the account's own).
+pub type OwnedMeter = (MeterReading, Option<String>);
+
 /// Every feature the subject holds at `at` (default now), with its allocation.
 pub async fn account_entitlements<I: IndexSource + ?Sized>(
     source: &I,
     subject: &Subject<'_>,
     at: Option<DateTime<Utc>>,
     min_revision: u64,
-) -> Result<Checked<Vec<(EffectiveFeature, Option<MeterReading>)>>> {
+) -> Result<Checked<Vec<(EffectiveFeature, Option<OwnedMeter>)>>> {
     validate_tenant_id("tenant_id", subject.tenant_id)?;
     validate_attributes("attributes", subject.attributes)?;
     let index = source.index_at(min_revision).await?;
@@ -289,19 +292,24 @@ pub async fn account_entitlements<I: IndexSource + ?Sized>(
     })
 }
 
-/// The account's meter of `key` at `at` when it is a metered feature.
+/// The meter of `key` the account draws on at `at` (its own or its pool's, named) when it is
+/// a metered feature.
 fn meter_of(
     index: &EntitlementIndex,
     tenant_id: &str,
     key: &str,
     at: DateTime<Utc>,
-) -> Option<MeterReading> {
+) -> Option<OwnedMeter> {
     let (feature, _) = index.catalog_feature(key)?;
     if feature.allocation_type != AllocationType::Metered {
         return None;
     }
-    // The meter the account draws on: its own or its pool's.
-    index.meter_check(tenant_id, key, at)?.meter
+    let d = index.meter_check(tenant_id, key, at)?;
+    let owner = d
+        .meter_pool
+        .and_then(|depth| index.ancestor_at(tenant_id, depth))
+        .map(str::to_owned);
+    Some((d.meter?, owner))
 }
 
 pub async fn explain<I: IndexSource + ?Sized>(

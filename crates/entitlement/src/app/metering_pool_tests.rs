@@ -164,6 +164,20 @@ async fn a_pool_is_drawn_by_its_sub_accounts_and_counted_on_its_owner(e: &TestEn
         .unwrap();
     assert_eq!(settled.meter.usage, 100);
     assert_eq!(usage_of(e, "org").await, (100, Some(10)));
+    // The entitlements listing shows the pool's meter, named.
+    let listed = crate::app::checks::account_entitlements(
+        &e.engine,
+        &crate::domain::Subject::account("team"),
+        None,
+        0,
+    )
+    .await
+    .unwrap()
+    .value;
+    let (calls, meter) = &listed[0];
+    assert_eq!(calls.key, "calls");
+    let (reading, owner) = meter.clone().unwrap();
+    assert_eq!((reading.usage, owner.as_deref()), (100, Some("org")));
     let view = e.engine.meter_view("team", "calls", 0).await.unwrap();
     assert_eq!(view.owner.as_deref(), Some("org"));
     assert_eq!(

@@ -249,7 +249,10 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
                     .map(|by| provenance(index, &r.tenant_id, by, &e.key)),
                 next_change_at: e.next_change_at.map(convert::timestamp),
                 feature_key: e.key,
-                meter: meter.map(meter_reading),
+                meter: meter.map(|(m, owner)| pb::MeterReading {
+                    owner_tenant_id: owner,
+                    ..meter_reading(m)
+                }),
             })
             .collect();
         Ok(Response::new(GetAccountEntitlementsResponse {
