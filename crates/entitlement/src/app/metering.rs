@@ -229,7 +229,9 @@ impl<S: Storage> Engine<S> {
                     outcomes[i] = UsageOutcome::Duplicate;
                     continue;
                 }
-                let at = event.at.unwrap_or(now);
+                // Without a time, when received — in the open period, which a reset after a
+                // future-dated event may have started a little ahead of the clock.
+                let at = event.at.unwrap_or_else(|| now.max(state.start));
                 let late = at < state.start;
                 let counted = match feature.aggregation {
                     Aggregation::Sum => event.amount,
@@ -336,6 +338,8 @@ impl<S: Storage> Engine<S> {
                 None => Err(DomainError::IdempotencyKeyReused(c.id)),
             };
         }
+        // In the open period (a reset may have started it a little ahead of the clock).
+        let drawn_at = now.max(state.start);
         let requested = u64::try_from(c.amount).unwrap_or(u64::MAX);
         let decision = index
             .meter_decision(
@@ -348,7 +352,7 @@ impl<S: Storage> Engine<S> {
             .ok_or_else(|| DomainError::not_found("account", &c.tenant_id))?;
         if decision.result {
             state
-                .draw(&feature.spec, now, c.amount, &allocation)
+                .draw(&feature.spec, drawn_at, c.amount, &allocation)
                 .map_err(draw_error)?;
         }
         let reading = state.read(&feature.spec, now, allocation(now));
@@ -367,7 +371,7 @@ impl<S: Storage> Engine<S> {
             user_id: c.user_id.clone(),
             amount: c.amount,
             counted: if decision.result { c.amount } else { 0 },
-            occurred_at: now,
+            occurred_at: drawn_at,
             received_at: now,
             outcome: if decision.result {
                 StoredOutcome::Consumed

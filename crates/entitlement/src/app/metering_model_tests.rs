@@ -1,16 +1,18 @@
 //! The reference model: a plain ledger of one account's meter, stepped by the same random
 //! operations as the real engine (manual clock; SQLite, and PostgreSQL with fewer sequences) —
-//! usage in order, late within the period, late from a closed one and duplicated, under each
-//! aggregation (SUM, COUNT, MAX, UNIQUE_COUNT); consumption and its retries; credit grants
-//! (priorities, future starts, expiries, rollovers) and voids; reservations held, committed
-//! for less, released and left to expire; plan changes (an upgrade, a downgrade or a
-//! revocation, an expiry set mid-period, a grant deleted, a plan granted again); manual
-//! resets; the account deleted and reactivated; time travel across resets; hard and soft
-//! limits, with and without carried overage. After every step the engine's check must give the
-//! model's answer (result, reason) and report its balance, usage, overage and held amount, and
-//! every write must get the model's answer. Each sequence runs on a fresh account from a random
-//! instant; a mismatch prints its seed, its start and the steps that led to it, and how to run
-//! that one sequence again.
+//! usage in batches, in order, late within the period, late from a closed one and duplicated,
+//! under each aggregation (SUM, COUNT, MAX, UNIQUE_COUNT); consumption and its retries;
+//! credit grants (priorities, future starts, expiries, rollovers) and voids; reservations
+//! held, retried, committed for less, released and left to expire; plan changes (upgrades, to
+//! an unlimited plan too, a downgrade or a revocation, an expiry set mid-period, a grant
+//! deleted, a plan granted again) under both merge policies; manual resets; the account
+//! deleted and reactivated; time travel across resets; hard and soft limits, with and without
+//! carried overage. After every step the engine's check (one unit or a random amount) must
+//! give the model's answer and report its balance, usage, overage and held amount, the
+//! meter's own reading must agree, and every write must get the model's answer; every
+//! `REPLICA_EVERY` sequences a new replica loads the index and answers for each account. Each
+//! sequence runs on a fresh account from a random instant; a mismatch prints its seed, its
+//! start and the steps that led to it, and how to run that one sequence again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,12 +23,13 @@ use tenantry_index::Metering;
 use tenantry_index::metering::{PeriodWindow, Recurrence, UsagePeriod};
 
 use super::*;
-use crate::app::testing::{TestEngine, engine_on, feature_doc, t0};
+use crate::app::checks::CheckQuery;
+use crate::app::testing::{TestEngine, engine_on, feature_doc, feature_query, t0};
 use crate::clock::ManualClock;
 use crate::domain::metering::{NewConsumption, NewCreditGrant, NewUsage, Rollover, UsageOutcome};
 use crate::domain::{
     Aggregation, Allocation, AllocationType, AllowReason, GrantPatch, Justification, Limit,
-    PlanFeature,
+    MergePolicy, PlanFeature,
 };
 
 /// Sequences run by default on SQLite (each of `STEPS` steps, every step compared).
@@ -36,6 +39,12 @@ const PG_SEQUENCES: u64 = 150;
 const STEPS: usize = 8;
 const BASE: i64 = 100;
 const UPGRADED: i64 = 300;
+/// The plans: key and amount a period (`None`: unlimited).
+const PLANS: [(&str, Option<i64>); 3] = [
+    ("base", Some(BASE)),
+    ("big", Some(UPGRADED)),
+    ("unlimited", None),
+];
 
 fn period() -> UsagePeriod {
     UsagePeriod::new(Recurrence::MONTH, t0() - TimeDelta::days(3))
@@ -47,6 +56,8 @@ struct Kind {
     aggregation: Aggregation,
     soft: bool,
     carry: bool,
+    /// Stacked plans' allocations add up (else the largest wins).
+    summed: bool,
 }
 
 impl Kind {
@@ -59,11 +70,14 @@ impl Kind {
             Aggregation::UniqueCount,
         ] {
             for (soft, carry) in [(false, false), (false, true), (true, false), (true, true)] {
-                kinds.push(Kind {
-                    aggregation,
-                    soft,
-                    carry,
-                });
+                for summed in [false, true] {
+                    kinds.push(Kind {
+                        aggregation,
+                        soft,
+                        carry,
+                        summed,
+                    });
+                }
             }
         }
         kinds
@@ -71,10 +85,11 @@ impl Kind {
 
     fn key(self) -> String {
         format!(
-            "{:?}-{}{}",
+            "{:?}-{}{}{}",
             self.aggregation,
             if self.soft { "soft" } else { "hard" },
-            if self.carry { "-carry" } else { "" }
+            if self.carry { "-carry" } else { "" },
+            if self.summed { "-summed" } else { "" }
         )
         .to_lowercase()
     }
@@ -103,11 +118,11 @@ impl ModelCredit {
     }
 }
 
-/// A plan granted to the account: `amount` a period while it is active.
+/// A plan granted to the account: `amount` a period while it is active (`None`: unlimited).
 #[derive(Debug, Clone)]
 struct ModelGrant {
     id: Uuid,
-    amount: i64,
+    amount: Option<i64>,
     starts_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
@@ -168,15 +183,19 @@ impl Model {
         }
     }
 
-    /// The plan allowance in force at `at`: the largest of the plans active then (merged by
-    /// max), nothing without one. A draw dated before a plan began is not covered by it.
-    fn allocation(&self, at: DateTime<Utc>) -> i64 {
-        self.grants
-            .iter()
-            .filter(|g| g.active_at(at))
-            .map(|g| g.amount)
-            .max()
-            .unwrap_or(0)
+    /// The plan allowance in force at `at` (`None`: unlimited): the plans active then merged
+    /// (the largest, or the sum), nothing without one. A draw dated before a plan began is
+    /// not covered by it.
+    fn allocation(&self, at: DateTime<Utc>) -> Option<i64> {
+        let mut merged = Some(0);
+        for g in self.grants.iter().filter(|g| g.active_at(at)) {
+            merged = match (merged, g.amount) {
+                (Some(a), Some(b)) if self.kind.summed => Some(a + b),
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        merged
     }
 
     fn planned(&self, at: DateTime<Utc>) -> bool {
@@ -215,11 +234,18 @@ impl Model {
         }
     }
 
-    /// A manual reset at `now`: the open period closes there (no earlier than its latest draw)
-    /// and a new one runs to the scheduled end.
+    /// A manual reset at `now`: the open period closes there — after its start and its latest
+    /// draw (a microsecond after, at least), so the draw is the closed period's — and a new
+    /// one runs to the scheduled end (a reset pushed to the scheduled end is that reset).
     fn reset(&mut self, now: DateTime<Utc>) {
         self.advance(now);
-        let at = now.max(self.last_draw);
+        let at = now.max(self.last_draw + TimeDelta::microseconds(1));
+        if at >= self.window.end {
+            self.advance(at);
+            if at == self.window.start {
+                return;
+            }
+        }
         let next = PeriodWindow {
             start: at,
             end: self.window.end,
@@ -258,7 +284,9 @@ impl Model {
         let mut rest = amount;
         for key in order {
             if key.4.is_nil() {
-                let left = (self.allocation(at) - self.allowance_used).max(0);
+                let left = self
+                    .allocation(at)
+                    .map_or(rest, |a| (a - self.allowance_used).max(0));
                 let taken = left.min(rest);
                 self.allowance_used += taken;
                 rest -= taken;
@@ -291,8 +319,8 @@ impl Model {
         self.overage += uncovered;
     }
 
-    /// (balance after holds, usage, overage, held) at `at`.
-    fn reading(&self, at: DateTime<Utc>) -> (i64, i64, i64, i64) {
+    /// (balance after holds — `None` when unlimited —, usage, overage, held) at `at`.
+    fn reading(&self, at: DateTime<Utc>) -> (Option<i64>, i64, i64, i64) {
         let mut ahead = self.clone();
         ahead.advance(at);
         let at_in = at.max(ahead.window.start);
@@ -308,8 +336,10 @@ impl Model {
             .filter(|(_, expires)| at < *expires)
             .map(|(a, _)| a)
             .sum();
-        let balance = (ahead.allocation(at) - ahead.allowance_used).max(0) + credits;
-        ((balance - held).max(0), ahead.usage, ahead.overage, held)
+        let balance = ahead
+            .allocation(at)
+            .map(|a| ((a - ahead.allowance_used).max(0) + credits - held).max(0));
+        (balance, ahead.usage, ahead.overage, held)
     }
 
     /// The answer to `requested` units at `at`: a plan entitles (within its balance, or past
@@ -325,7 +355,7 @@ impl Model {
         }
         let balance = self.reading(at).0;
         let planned = self.planned(at);
-        if !planned && balance <= 0 {
+        if !planned && balance.is_none_or(|b| b <= 0) {
             return Answer {
                 result: false,
                 justification: None,
@@ -333,7 +363,8 @@ impl Model {
                 metered: false,
             };
         }
-        let (result, justification, allow_reason) = if balance >= requested.max(1) {
+        let (result, justification, allow_reason) = if balance.is_none_or(|b| b >= requested.max(1))
+        {
             let reason = if planned {
                 AllowReason::Grant
             } else {
@@ -342,7 +373,7 @@ impl Model {
             (true, None, Some(reason))
         } else if self.kind.soft {
             (true, None, Some(AllowReason::SoftLimitOverage))
-        } else if balance <= 0 {
+        } else if balance.is_some_and(|b| b <= 0) {
             (false, Some(Justification::UsageLimitReached), None)
         } else {
             (false, Some(Justification::InsufficientBalance), None)
@@ -396,6 +427,9 @@ async fn world(e: TestEngine) -> TestEngine {
     let kinds = Kind::all();
     for kind in &kinds {
         let mut doc = feature_doc(&kind.key(), AllocationType::Metered, &[]);
+        if kind.summed {
+            doc.feature.merge_policy = MergePolicy::Sum;
+        }
         doc.feature.metering = Some(Metering {
             unit: "call".into(),
             aggregation: kind.aggregation,
@@ -405,14 +439,15 @@ async fn world(e: TestEngine) -> TestEngine {
         });
         e.engine.create_feature(doc, None).await.unwrap();
     }
-    for (plan, amount) in [("base", BASE), ("big", UPGRADED)] {
+    for (plan, amount) in PLANS {
+        let limit = amount.map_or(Limit::Unlimited, |a| Limit::Finite(a as u64));
         e.plan(
             plan,
             kinds
                 .iter()
                 .map(|kind| PlanFeature {
                     feature_key: kind.key(),
-                    allocation: Some(Allocation::MaxCount(Limit::Finite(amount as u64))),
+                    allocation: Some(Allocation::MaxCount(limit)),
                 })
                 .collect(),
         )
@@ -432,6 +467,8 @@ struct Sequence<'a> {
     events: Vec<(String, i64, String)>,
     consumed: Vec<(String, i64, bool)>,
     reservations: Vec<Uuid>,
+    /// Reservations asked for: key, amount, time-to-live, whether held, id.
+    reserved: Vec<(String, i64, TimeDelta, bool, Uuid)>,
     counter: usize,
 }
 
@@ -457,7 +494,7 @@ impl Sequence<'_> {
         }
     }
 
-    async fn grant(&mut self, plan: &str, amount: i64) {
+    async fn grant(&mut self, plan: &str, amount: Option<i64>) {
         let now = self.e.engine.now();
         let grant = self.e.grant(plan, &self.tenant, None).await;
         self.model.grants.push(ModelGrant {
@@ -469,36 +506,90 @@ impl Sequence<'_> {
         });
     }
 
+    /// A batch of one to four events: now or late, new ids or ids already taken (by an
+    /// earlier event, one of the batch, or a consumption).
     async fn usage(&mut self, now: DateTime<Utc>) {
-        let amount = self.rng.random_range(0..40);
-        let at = if self.rng.random_bool(0.3) {
-            Some(now - TimeDelta::minutes(self.rng.random_range(0..60 * 24 * 5)))
+        let n = if self.rng.random_bool(0.6) {
+            1
         } else {
-            None
+            self.rng.random_range(2..=4)
         };
-        let unique = format!("v{}", self.rng.random_range(0..6));
-        let id = format!("u{}", self.counter);
-        self.step(format!("usage {id} {amount} {unique} at {at:?}"));
-        let got = record(self.e, &self.tenant, &self.key, &id, amount, at, &unique).await;
+        let mut batch: Vec<(String, i64, Option<DateTime<Utc>>, String)> = Vec::new();
+        for j in 0..n {
+            let taken: Vec<String> = self
+                .events
+                .iter()
+                .map(|e| e.0.clone())
+                .chain(self.consumed.iter().map(|c| c.0.clone()))
+                .chain(batch.iter().map(|b| b.0.clone()))
+                .collect();
+            let id = if !taken.is_empty() && self.rng.random_bool(0.2) {
+                taken[self.rng.random_range(0..taken.len())].clone()
+            } else {
+                format!("u{}-{j}", self.counter)
+            };
+            let amount = self.rng.random_range(0..40);
+            let at = self
+                .rng
+                .random_bool(0.3)
+                .then(|| now - TimeDelta::minutes(self.rng.random_range(0..60 * 24 * 5)));
+            let unique = format!("v{}", self.rng.random_range(0..6));
+            batch.push((id, amount, at, unique));
+        }
+        self.step(format!("usage {batch:?}"));
+        let events = batch
+            .iter()
+            .map(|(id, amount, at, unique)| NewUsage {
+                id: id.clone(),
+                tenant_id: self.tenant.clone(),
+                user_id: None,
+                feature_key: self.key.clone(),
+                amount: *amount,
+                at: *at,
+                unique: Some(unique.clone()),
+            })
+            .collect();
+        let got = self.e.engine.record_usage(events).await;
         if self.gone(&got) {
             return;
         }
-        let outcome = got.unwrap();
-        self.model.advance(now);
-        let at = at.unwrap_or(now);
-        let expected = if at < self.model.window.start {
-            UsageOutcome::Late
-        } else {
-            let counted = self.model.counted(amount, &unique);
-            self.model.draw(at, counted);
-            UsageOutcome::Recorded
-        };
-        if outcome != expected {
+        let (outcomes, _) = got.unwrap();
+        // The engine closes the periods since the meter's last write (with the grants as they
+        // are now) only when it writes the meter: when something is drawn.
+        let mut ahead = self.model.clone();
+        ahead.advance(now);
+        let mut drawn = false;
+        let mut seen: HashSet<String> = self
+            .events
+            .iter()
+            .map(|e| e.0.clone())
+            .chain(self.consumed.iter().map(|c| c.0.clone()))
+            .collect();
+        let mut expected = Vec::new();
+        for (id, amount, at, unique) in batch {
+            if !seen.insert(id.clone()) {
+                expected.push(UsageOutcome::Duplicate);
+                continue;
+            }
+            let at = at.unwrap_or(now.max(ahead.window.start));
+            if at < ahead.window.start {
+                expected.push(UsageOutcome::Late);
+            } else {
+                let counted = ahead.counted(amount, &unique);
+                ahead.draw(at, counted);
+                drawn = true;
+                expected.push(UsageOutcome::Recorded);
+            }
+            self.events.push((id, amount, unique));
+        }
+        if drawn {
+            self.model = ahead;
+        }
+        if outcomes != expected {
             self.fail(&format!(
-                "usage answered {outcome:?}, the model {expected:?}"
+                "usage answered {outcomes:?}, the model {expected:?}"
             ));
         }
-        self.events.push((id, amount, unique));
     }
 
     async fn duplicate(&mut self) {
@@ -516,10 +607,12 @@ impl Sequence<'_> {
 
     async fn consume(&mut self, now: DateTime<Utc>) {
         let retry = !self.consumed.is_empty() && self.rng.random_bool(0.2);
+        // A retry may (wrongly) change the amount: the key is refused, nothing consumed.
+        let reused = retry && self.rng.random_bool(0.25);
         let (id, amount) = if retry {
             let (id, amount, _) =
                 self.consumed[self.rng.random_range(0..self.consumed.len())].clone();
-            (id, amount)
+            (id, amount + i64::from(reused))
         } else {
             (format!("c{}", self.counter), self.rng.random_range(1..60))
         };
@@ -538,6 +631,12 @@ impl Sequence<'_> {
         if self.gone(&got) {
             return;
         }
+        if reused {
+            if !matches!(got, Err(DomainError::IdempotencyKeyReused(_))) {
+                self.fail(&format!("a retry with another amount answered {got:?}"));
+            }
+            return;
+        }
         let (answer, replayed) = got.unwrap();
         if retry {
             let first = self.consumed.iter().find(|c| c.0 == id).unwrap().2;
@@ -549,10 +648,13 @@ impl Sequence<'_> {
             }
             return;
         }
-        self.model.advance(now);
-        let expected = self.model.answer(now, amount);
+        // A refused consumption does not write the meter.
+        let mut ahead = self.model.clone();
+        ahead.advance(now);
+        let expected = ahead.answer(now, amount);
         if expected.result {
-            self.model.draw(now, amount);
+            ahead.draw(now.max(ahead.window.start), amount);
+            self.model = ahead;
         }
         self.consumed.push((id, amount, expected.result));
         let got = (answer.consumed, answer.justification, answer.allow_reason);
@@ -623,21 +725,60 @@ impl Sequence<'_> {
             return;
         }
         got.unwrap();
+        // Voiding a void credit writes nothing.
+        if self
+            .model
+            .credits
+            .iter()
+            .any(|c| c.id == id && c.voided_at.is_some())
+        {
+            return;
+        }
         self.model.advance(now);
         if let Some(c) = self.model.credits.iter_mut().find(|c| c.id == id) {
-            c.voided_at = Some(c.voided_at.map_or(now, |v| v.min(now)));
+            c.voided_at = Some(now);
         }
     }
 
     async fn reserve(&mut self, now: DateTime<Utc>) {
+        // A retry asks again with the same key: the first answer, nothing more held.
+        if !self.reserved.is_empty() && self.rng.random_bool(0.2) {
+            let (key, amount, ttl, held, id) =
+                self.reserved[self.rng.random_range(0..self.reserved.len())].clone();
+            self.step(format!("reserve again {key}"));
+            let got = self
+                .e
+                .engine
+                .reserve(NewReservation {
+                    id: key,
+                    tenant_id: self.tenant.clone(),
+                    user_id: None,
+                    feature_key: self.key.clone(),
+                    amount,
+                    ttl,
+                })
+                .await;
+            if self.gone(&got) {
+                return;
+            }
+            let (r, answer, replayed) = got.unwrap();
+            if (r.id, answer.held, replayed) != (id, held, true) {
+                self.fail(&format!(
+                    "a retry answered {:?} held {} (replayed {replayed})",
+                    r.id, answer.held
+                ));
+            }
+            return;
+        }
         let amount = self.rng.random_range(1..60);
         let ttl = TimeDelta::minutes(self.rng.random_range(1..60 * 24 * 3));
-        self.step(format!("reserve {amount} for {ttl}"));
+        let key = format!("r{}", self.counter);
+        self.step(format!("reserve {key} {amount} for {ttl}"));
         let got = self
             .e
             .engine
             .reserve(NewReservation {
-                id: format!("r{}", self.counter),
+                id: key.clone(),
                 tenant_id: self.tenant.clone(),
                 user_id: None,
                 feature_key: self.key.clone(),
@@ -649,8 +790,10 @@ impl Sequence<'_> {
             return;
         }
         let (r, answer, _) = got.unwrap();
-        self.model.advance(now);
-        let expected = self.model.answer(now, amount);
+        // A refused reservation does not write the meter.
+        let mut ahead = self.model.clone();
+        ahead.advance(now);
+        let expected = ahead.answer(now, amount);
         let got = (answer.held, answer.justification, answer.allow_reason);
         let want = (
             expected.result,
@@ -660,8 +803,11 @@ impl Sequence<'_> {
         if got.0 != want.0 || (expected.metered && got != want) {
             self.fail(&format!("held {got:?}, the model {want:?}"));
         }
+        self.reserved
+            .push((key, amount, ttl, expected.result, r.id));
         if expected.result {
-            self.model.holds.insert(r.id, (amount, now + ttl));
+            ahead.holds.insert(r.id, (amount, now + ttl));
+            self.model = ahead;
             self.reservations.push(r.id);
         }
     }
@@ -678,11 +824,11 @@ impl Sequence<'_> {
             if self.gone(&got) {
                 return;
             }
-            self.model.advance(now);
             match got {
                 Ok(_) if live => {
+                    self.model.advance(now);
                     self.model.holds.remove(&id);
-                    self.model.draw(now, part);
+                    self.model.draw(now.max(self.model.window.start), part);
                 }
                 Err(DomainError::Reservation(ReservationRefusal::Expired)) if !live => {
                     self.model.holds.remove(&id);
@@ -704,6 +850,9 @@ impl Sequence<'_> {
             if released.reservation.status != expected {
                 self.fail(&format!("released as {:?}", released.reservation.status));
             }
+            if live {
+                self.model.advance(now);
+            }
             self.model.holds.remove(&id);
         }
         self.reservations.swap_remove(at);
@@ -717,17 +866,18 @@ impl Sequence<'_> {
             .collect();
         match self.rng.random_range(0..5) {
             0 if !self.model.deleted => {
-                self.step("upgrade: grant big".into());
-                self.grant("big", UPGRADED).await;
+                let (plan, amount) = PLANS[self.rng.random_range(1..PLANS.len())];
+                self.step(format!("grant {plan}"));
+                self.grant(plan, amount).await;
             }
             1 if !self.model.deleted && !self.model.planned(now) => {
                 self.step("grant base again".into());
-                self.grant("base", BASE).await;
+                self.grant("base", Some(BASE)).await;
             }
             2 if !live.is_empty() => {
                 let g = live[self.rng.random_range(0..live.len())];
                 let id = self.model.grants[g].id;
-                self.step(format!("revoke {} ({id})", self.model.grants[g].amount));
+                self.step(format!("revoke {:?} ({id})", self.model.grants[g].amount));
                 self.e.engine.revoke_grant(id, None, None).await.unwrap();
                 self.model.grants[g].revoked_at = Some(now);
             }
@@ -736,7 +886,7 @@ impl Sequence<'_> {
                 let id = self.model.grants[g].id;
                 let expires_at = now + TimeDelta::hours(self.rng.random_range(1..24 * 40));
                 self.step(format!(
-                    "expire {} ({id}) at {expires_at}",
+                    "expire {:?} ({id}) at {expires_at}",
                     self.model.grants[g].amount
                 ));
                 self.e
@@ -757,7 +907,7 @@ impl Sequence<'_> {
                 let g = self.rng.random_range(0..self.model.grants.len());
                 let id = self.model.grants[g].id;
                 self.step(format!(
-                    "delete grant {} ({id})",
+                    "delete grant {:?} ({id})",
                     self.model.grants[g].amount
                 ));
                 self.e.engine.delete_grant(id).await.unwrap();
@@ -776,7 +926,7 @@ impl Sequence<'_> {
         let reset = got.unwrap().value;
         self.model.reset(now);
         let r = reset.reading;
-        let got = (r.balance.unwrap_or(i64::MIN), r.usage, r.overage, r.held);
+        let got = (r.balance, r.usage, r.overage, r.held);
         let want = self.model.reading(now);
         if got != want {
             self.fail(&format!(
@@ -804,8 +954,18 @@ impl Sequence<'_> {
     /// The engine's check against the model's.
     async fn compare(&mut self) {
         let now = self.e.engine.now();
-        let decision = self.e.check(&self.tenant, None, &self.key).await;
-        let want = self.model.answer(now, 1);
+        // One unit (the default), or a random amount.
+        let requested = if self.rng.random_bool(0.5) {
+            1
+        } else {
+            self.rng.random_range(1..120)
+        };
+        let query = CheckQuery {
+            requested: Some(requested as u64),
+            ..feature_query(&self.tenant, None, &self.key)
+        };
+        let decision = self.e.engine.check(&query, 0).await.unwrap().value;
+        let want = self.model.answer(now, requested);
         let got = Answer {
             result: decision.result,
             justification: decision
@@ -819,15 +979,11 @@ impl Sequence<'_> {
         }
         let expected = self.model.reading(now);
         if let Some(meter) = decision.meter {
-            let got = (
-                meter.balance.unwrap_or(i64::MIN),
-                meter.usage,
-                meter.overage,
-                meter.held,
-            );
+            let got = (meter.balance, meter.usage, meter.overage, meter.held);
             if got != expected {
                 self.fail(&format!(
-                    "(balance, usage, overage, held) {got:?}, the model {expected:?}"
+                    "(balance, usage, overage, held) {got:?}, the model {expected:?} \
+                     (checking {requested})"
                 ));
             }
         }
@@ -838,7 +994,7 @@ impl Sequence<'_> {
             return;
         }
         let r = view.unwrap().reading;
-        let got = (r.balance.unwrap_or(i64::MIN), r.usage, r.overage, r.held);
+        let got = (r.balance, r.usage, r.overage, r.held);
         if got != expected {
             self.fail(&format!(
                 "the meter read (balance, usage, overage, held) {got:?}, the model {expected:?}"
@@ -872,9 +1028,7 @@ async fn compare_replica(e: &TestEngine, url: &str, finished: &[Finished]) {
                 allow_reason: d.allow_reason,
                 metered: d.meter.is_some(),
             };
-            let meter = d
-                .meter
-                .map(|m| (m.balance.unwrap_or(i64::MIN), m.usage, m.overage, m.held));
+            let meter = d.meter.map(|m| (m.balance, m.usage, m.overage, m.held));
             if got != want || meter.is_some_and(|m| m != reading) {
                 panic!(
                     "sequence seed {} read later at {now} by {who}: checked {d:?}, the model \
@@ -915,9 +1069,10 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
         events: Vec::new(),
         consumed: Vec::new(),
         reservations: Vec::new(),
+        reserved: Vec::new(),
         counter: 0,
     };
-    s.grant("base", BASE).await;
+    s.grant("base", Some(BASE)).await;
     for _ in 0..STEPS {
         s.counter += 1;
         let now = e.engine.now();
@@ -1047,6 +1202,7 @@ mod found {
             aggregation,
             soft,
             carry,
+            summed: false,
         }
         .key()
     }
@@ -1161,6 +1317,53 @@ mod found {
         assert_eq!(ahead, (true, Some((300, 0, 30))));
         record(&e, "acme", &key, "u2", 0, None, "v").await.unwrap();
         assert_eq!(meter_of(&e, "acme", &key).await, ahead);
+    }
+
+    /// A reset happened at the latest draw when that was not before the clock: after an event
+    /// dated a little ahead (up to 5 minutes is accepted) the new period began ahead of the
+    /// clock, and until then every consumption was refused as "a period that has closed" and
+    /// events without a time were LATE.
+    #[tokio::test]
+    async fn right_after_a_reset_following_an_event_dated_ahead_usage_counts_in_the_new_period() {
+        let e = world(engine().await).await;
+        let key = kind(Aggregation::Sum, false, false);
+        e.account("acme", None).await;
+        e.grant("base", "acme", None).await;
+        let ahead = e.engine.now() + TimeDelta::minutes(2);
+        record(&e, "acme", &key, "u1", 30, Some(ahead), "v")
+            .await
+            .unwrap();
+        e.engine.reset_meter("acme", &key).await.unwrap();
+        let (answer, _) = e
+            .engine
+            .consume_usage(NewConsumption {
+                id: "c1".into(),
+                tenant_id: "acme".into(),
+                user_id: None,
+                feature_key: key.clone(),
+                amount: 10,
+            })
+            .await
+            .unwrap();
+        assert!(answer.consumed);
+        let outcome = record(&e, "acme", &key, "u2", 5, None, "v").await;
+        assert_eq!(outcome.unwrap(), UsageOutcome::Recorded);
+        assert_eq!(meter_of(&e, "acme", &key).await, (true, Some((85, 15, 0))));
+    }
+
+    /// Two resets at one instant opened two periods starting together; a `UNIQUE_COUNT` value
+    /// counted in the first was taken as already seen in the second.
+    #[tokio::test]
+    async fn a_second_reset_at_the_same_instant_starts_a_period_of_its_own() {
+        let e = world(engine().await).await;
+        let key = kind(Aggregation::UniqueCount, false, false);
+        e.account("acme", None).await;
+        e.grant("base", "acme", None).await;
+        e.engine.reset_meter("acme", &key).await.unwrap();
+        record(&e, "acme", &key, "u1", 1, None, "v2").await.unwrap();
+        e.engine.reset_meter("acme", &key).await.unwrap();
+        record(&e, "acme", &key, "u2", 1, None, "v2").await.unwrap();
+        assert_eq!(meter_of(&e, "acme", &key).await, (true, Some((99, 1, 0))));
     }
 
     /// A consumption refused on a meter never written leaves its locked row without a state;

@@ -47,8 +47,9 @@ impl<S: Storage> Engine<S> {
             .open_meter(&txn, tenant_id, &feature, now, &allocation)
             .await?;
         let before = state.clone();
+        // A reset just before may have started the open period a little ahead of the clock.
         state
-            .reset(&feature.spec, now, &allocation)
+            .reset(&feature.spec, now.max(state.start), &allocation)
             .map_err(draw_error)?;
         let closed = summarize(
             &before,

@@ -214,8 +214,10 @@ impl<S: Storage> Engine<S> {
         match commit {
             Some(amount) => {
                 let amount = commit_amount(&reservation, amount)?;
+                // In the open period (a reset may have started it a little ahead of the clock).
+                let drawn_at = now.max(state.start);
                 state
-                    .draw(&feature.spec, now, amount, &allocation)
+                    .draw(&feature.spec, drawn_at, amount, &allocation)
                     .map_err(draw_error)?;
                 reservation.status = ReservationStatus::Committed;
                 reservation.committed_amount = Some(amount);
@@ -226,7 +228,7 @@ impl<S: Storage> Engine<S> {
                     user_id: reservation.user_id.clone(),
                     amount,
                     counted: amount,
-                    occurred_at: now,
+                    occurred_at: drawn_at,
                     received_at: now,
                     outcome: StoredOutcome::Consumed,
                     answer: None,

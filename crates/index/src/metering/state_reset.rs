@@ -1,7 +1,7 @@
 //! A manual reset: an operator starts a new period now. Kept beside `state.rs` so the reset
 //! stays one small, additive piece of the meter's rules.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{DrawError, MeterState};
 use crate::metering::meter::MeterSpec;
@@ -12,8 +12,11 @@ impl MeterState {
     /// Closes the open period at `at` exactly as a scheduled reset closes one (each usable
     /// credit rolls over, the plan allowance is issued afresh, overage carries when the feature
     /// says so) and opens one from `at` to the scheduled end: the anchor is kept, so the
-    /// schedule after it is unchanged. `at` is taken no earlier than the latest draw, so every
-    /// draw made stays in the closed period. Refused, changing nothing, before the open period.
+    /// schedule after it is unchanged. `at` is taken after the open period's start and the
+    /// latest draw (a microsecond later at least), so every draw made stays in the closed
+    /// period (periods are half-open: one at the new start would be the new period's) and no
+    /// two periods start at one instant. Should that reach the scheduled end, the scheduled
+    /// reset there is the reset. Refused, changing nothing, before the open period.
     pub fn reset(
         &mut self,
         spec: &MeterSpec,
@@ -24,7 +27,13 @@ impl MeterState {
             return Err(DrawError::ClosedPeriod(self.start));
         }
         self.advance(spec, at, allocation)?;
-        let at = at.max(self.last_draw);
+        let at = at.max(self.last_draw + TimeDelta::microseconds(1));
+        if at >= self.end {
+            self.advance(spec, at, allocation)?;
+            if at == self.start {
+                return Ok(());
+            }
+        }
         let next = PeriodWindow {
             start: at,
             end: self.end,
@@ -120,12 +129,17 @@ mod tests {
                 "carry {carry}"
             );
         }
-        // A reset asked for before the latest draw happens at that draw.
+        // A reset asked for before the latest draw happens just after it; so does one asked
+        // for at that draw's instant (the draw stays in the closed period), and one asked for
+        // again at the instant the period began (no two periods start together).
         let spec = monthly(false);
         let mut meter = MeterState::open(&spec, day(1, 2)).unwrap();
         meter.draw(&spec, day(1, 8), 10, PLAN).unwrap();
         meter.reset(&spec, day(1, 7), PLAN).unwrap();
-        assert_eq!(meter.start, day(1, 8));
+        let after = day(1, 8) + TimeDelta::microseconds(1);
+        assert_eq!(meter.start, after);
+        meter.reset(&spec, after, PLAN).unwrap();
+        assert_eq!(meter.start, after + TimeDelta::microseconds(1));
         // Before the open period: refused, nothing changed.
         let before = meter.clone();
         assert!(meter.reset(&spec, day(1, 3), PLAN).is_err());
