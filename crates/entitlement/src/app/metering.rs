@@ -14,9 +14,8 @@ use super::thresholds::Reached;
 use super::{Engine, Saved};
 use crate::domain::audit::{Action, credit_grant_entry};
 use crate::domain::metering::{
-    ConsumeAnswer, CreditGrant, DrawError, MeterReading, MeterSpec, MeterState, NewConsumption,
-    NewCreditGrant, NewUsage, StoredOutcome, StoredUsage, UsageOutcome, credit_grant,
-    validate_consumption, validate_usage_batch,
+    CreditGrant, DrawError, MeterReading, MeterSpec, MeterState, NewCreditGrant, NewUsage,
+    StoredOutcome, StoredUsage, UsageOutcome, credit_grant, validate_usage_batch,
 };
 use crate::domain::{
     Aggregation, AllocationType, DomainError, EntitlementIndex, IndexChange, ItemError, Limit,
@@ -194,38 +193,32 @@ impl<S: Storage> Engine<S> {
             return Err(DomainError::InvalidItems(bad));
         }
         let txn = self.store.begin().await?;
+        // One statement each for the whole batch, not per meter or per event: lock every
+        // meter, read which ids are stored (ids are each reporting account's, also in a pool),
+        // insert the new events, write the meters back.
+        let keys: Vec<(&str, &Metered)> = groups
+            .iter()
+            .map(|((owner, _), (feature, _))| (owner.as_str(), feature))
+            .collect();
+        let states = self.open_meters(&txn, &index, &keys, now).await?;
+        let event_keys: Vec<(&str, &str)> = groups
+            .values()
+            .flat_map(|(_, members)| members.iter())
+            .map(|&i| (events[i].tenant_id.as_str(), events[i].id.as_str()))
+            .collect();
+        let mut seen = self.store.stored_usage_keys(&txn, &event_keys).await?;
         let mut outcomes = vec![UsageOutcome::Recorded; events.len()];
-        let mut changes = Vec::new();
-        let mut reached = Reached::default();
-        for ((owner, feature_id), (feature, members)) in groups {
-            let tenant_id = owner.as_str();
+        let mut rows = Vec::with_capacity(event_keys.len());
+        let mut drawn_meters = Vec::new();
+        for (((owner, feature_id), (feature, members)), mut state) in
+            groups.iter().zip(states)
+        {
+            let (tenant_id, feature_id) = (owner.as_str(), *feature_id);
             let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
-            let mut state = self
-                .open_meter(&txn, tenant_id, &feature, now, &allocation)
-                .await?;
             let mut drawn = false;
-            // One read per account (a pool's sub-accounts share the meter, ids are each
-            // account's) and one insert per meter, not per event: ids stored before (this
-            // transaction's earlier meters included), then each id's first event in the batch.
-            let mut ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-            for &i in &members {
+            for &i in members {
                 let event = &events[i];
-                ids.entry(event.tenant_id.as_str())
-                    .or_default()
-                    .push(event.id.as_str());
-            }
-            let mut seen = BTreeMap::new();
-            for (account, ids) in ids {
-                let stored = self.store.stored_usage_ids(&txn, account, &ids).await?;
-                seen.insert(account, stored);
-            }
-            let mut rows = Vec::with_capacity(members.len());
-            for i in members {
-                let event = &events[i];
-                let fresh = seen
-                    .get_mut(event.tenant_id.as_str())
-                    .is_some_and(|s| s.insert(event.id.clone()));
-                if !fresh {
+                if !seen.insert((event.tenant_id.clone(), event.id.clone())) {
                     outcomes[i] = UsageOutcome::Duplicate;
                     continue;
                 }
@@ -242,7 +235,7 @@ impl<S: Storage> Engine<S> {
                     Aggregation::UniqueCount => {
                         let period_start = if late {
                             // A reset may have cut the scheduled period.
-                            self.closed_period_of(&txn, tenant_id, &feature, &state, at)
+                            self.closed_period_of(&txn, tenant_id, feature, &state, at)
                                 .await?
                                 .0
                         } else {
@@ -266,7 +259,7 @@ impl<S: Storage> Engine<S> {
                     drawn = true;
                     StoredOutcome::Recorded
                 };
-                let stored = StoredUsage {
+                rows.push(StoredUsage {
                     tenant_id: event.tenant_id.clone(),
                     event_id: event.id.clone(),
                     feature_id,
@@ -278,36 +271,49 @@ impl<S: Storage> Engine<S> {
                     outcome,
                     answer: None,
                     unique: event.unique.clone(),
-                };
-                rows.push(stored);
-            }
-            if self.store.insert_usages(&txn, &rows).await? != rows.len() as u64 {
-                // Another meter's writer (same account, same id) got there first.
-                return Err(DomainError::Conflict {
-                    kind: "usage event",
-                    field: "id",
                 });
             }
             if drawn {
-                let after = state.read(&feature.spec, now, allocation(now));
-                self.usage_thresholds(
-                    &txn,
-                    &mut reached,
-                    (tenant_id, feature_id, &feature.key),
-                    &after,
-                    now,
-                )
-                .await?;
-                self.store
-                    .put_meter(&txn, tenant_id, feature_id, &state, now)
-                    .await?;
-                changes.push(IndexChange::UpsertMeter {
-                    tenant_id: tenant_id.to_owned(),
-                    feature_id,
-                    state: Box::new(state),
-                });
+                drawn_meters.push((tenant_id, feature, state));
             }
         }
+        if self.store.insert_usages(&txn, &rows).await? != rows.len() as u64 {
+            // Another writer (a meter this batch does not lock, same account and id) got
+            // there first.
+            return Err(DomainError::Conflict {
+                kind: "usage event",
+                field: "id",
+            });
+        }
+        let mut reached = Reached::default();
+        for (tenant_id, feature, state) in &drawn_meters {
+            let after = state.read(
+                &feature.spec,
+                now,
+                index.issued_allowance(tenant_id, &feature.key, now),
+            );
+            self.usage_thresholds(
+                &txn,
+                &mut reached,
+                (tenant_id, feature.id, &feature.key),
+                &after,
+                now,
+            )
+            .await?;
+        }
+        let written: Vec<(&str, Uuid, &MeterState)> = drawn_meters
+            .iter()
+            .map(|(tenant_id, feature, state)| (*tenant_id, feature.id, state))
+            .collect();
+        self.store.put_meters(&txn, &written, now).await?;
+        let changes: Vec<IndexChange> = drawn_meters
+            .into_iter()
+            .map(|(tenant_id, feature, state)| IndexChange::UpsertMeter {
+                tenant_id: tenant_id.to_owned(),
+                feature_id: feature.id,
+                state: Box::new(state),
+            })
+            .collect();
         let revision = if changes.is_empty() {
             self.store.commit_plain(txn).await?;
             0
@@ -315,95 +321,6 @@ impl<S: Storage> Engine<S> {
             self.commit_metered(txn, changes, reached).await?
         };
         Ok((outcomes, revision))
-    }
-
-    /// Checks a metered feature and consumes `amount` if allowed, atomically; a retry with the
-    /// same id returns the first answer (`true`: replayed) and consumes nothing more.
-    pub async fn consume_usage(&self, c: NewConsumption) -> Result<(ConsumeAnswer, bool)> {
-        validate_consumption(&c)?;
-        let now = self.now();
-        let index = self.index.current();
-        let feature = metered_or_error(&index, &c.feature_key)?;
-        known_account(&index, &c.tenant_id)?;
-        let owner = meter_owner(&index, &c.tenant_id, &feature, now);
-        let txn = self.store.begin().await?;
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
-        let mut state = self
-            .open_meter(&txn, &owner, &feature, now, &allocation)
-            .await?;
-        if let Some(prior) = self.store.usage_event(&txn, &c.tenant_id, &c.id).await? {
-            let same = prior.feature_id == feature.id && prior.amount == c.amount;
-            return match prior.answer.filter(|_| same) {
-                Some(answer) => Ok((answer_of(&answer)?, true)),
-                None => Err(DomainError::IdempotencyKeyReused(c.id)),
-            };
-        }
-        // In the open period (a reset may have started it a little ahead of the clock).
-        let drawn_at = now.max(state.start);
-        let requested = u64::try_from(c.amount).unwrap_or(u64::MAX);
-        let decision = index
-            .meter_decision(
-                &c.tenant_id,
-                &feature.key,
-                Some(&state),
-                Some(requested),
-                now,
-            )
-            .ok_or_else(|| DomainError::not_found("account", &c.tenant_id))?;
-        if decision.result {
-            state
-                .draw(&feature.spec, drawn_at, c.amount, &allocation)
-                .map_err(draw_error)?;
-        }
-        let reading = state.read(&feature.spec, now, allocation(now));
-        let mut answer = ConsumeAnswer {
-            consumed: decision.result,
-            justification: decision.justification,
-            allow_reason: decision.allow_reason,
-            meter: Some(reading),
-            revision: 0,
-            meter_owner: pool_owner(&c.tenant_id, &owner),
-        };
-        let stored = StoredUsage {
-            tenant_id: c.tenant_id.clone(),
-            event_id: c.id.clone(),
-            feature_id: feature.id,
-            user_id: c.user_id.clone(),
-            amount: c.amount,
-            counted: if decision.result { c.amount } else { 0 },
-            occurred_at: drawn_at,
-            received_at: now,
-            outcome: if decision.result {
-                StoredOutcome::Consumed
-            } else {
-                StoredOutcome::Refused
-            },
-            answer: Some(answer_json(&answer)?),
-            unique: None,
-        };
-        if !self.store.insert_usage(&txn, &stored).await? {
-            return Err(DomainError::Conflict {
-                kind: "usage event",
-                field: "id",
-            });
-        }
-        if !decision.result {
-            self.store.commit_plain(txn).await?;
-            return Ok((answer, false));
-        }
-        let mut reached = Reached::default();
-        self.usage_thresholds(
-            &txn,
-            &mut reached,
-            (&owner, feature.id, &feature.key),
-            &reading,
-            now,
-        )
-        .await?;
-        answer.revision = self
-            .commit_meter(txn, &owner, feature.id, state, now, reached)
-            .await?;
-        Ok((answer, false))
     }
 
     /// Grants credits on an account for a metered feature.
@@ -557,8 +474,46 @@ impl<S: Storage> Engine<S> {
         now: DateTime<Utc>,
         allocation: &(dyn Fn(DateTime<Utc>) -> Limit + Sync),
     ) -> Result<MeterState> {
-        let state = self.store.lock_meter(txn, tenant_id, feature.id).await?;
-        let mut state = match state {
+        let stored = self.store.lock_meters(txn, &[(tenant_id, feature.id)]).await?;
+        let stored = stored.into_iter().next().flatten();
+        self.bring_to(txn, tenant_id, feature, stored, now, allocation)
+            .await
+    }
+
+    /// The meters of `meters` (owner and feature; sorted by owner, then feature id, without
+    /// repeats), locked for `txn` in one statement and brought to `now`, in the order given.
+    pub(super) async fn open_meters(
+        &self,
+        txn: &S::Txn,
+        index: &EntitlementIndex,
+        meters: &[(&str, &Metered)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MeterState>> {
+        let keys: Vec<(&str, Uuid)> = meters.iter().map(|(owner, f)| (*owner, f.id)).collect();
+        let stored = self.store.lock_meters(txn, &keys).await?;
+        let mut states = Vec::with_capacity(meters.len());
+        for (&(owner, feature), stored) in meters.iter().zip(stored) {
+            let allocation = |t: DateTime<Utc>| index.issued_allowance(owner, &feature.key, t);
+            states.push(
+                self.bring_to(txn, owner, feature, stored, now, &allocation)
+                    .await?,
+            );
+        }
+        Ok(states)
+    }
+
+    /// A meter as stored (`None`: never written), brought to `now`: the periods closed since
+    /// its last write recorded, its expired holds forgotten.
+    async fn bring_to(
+        &self,
+        txn: &S::Txn,
+        tenant_id: &str,
+        feature: &Metered,
+        stored: Option<MeterState>,
+        now: DateTime<Utc>,
+        allocation: &(dyn Fn(DateTime<Utc>) -> Limit + Sync),
+    ) -> Result<MeterState> {
+        let mut state = match stored {
             Some(state) => state,
             None => MeterState::open(&feature.spec, now)
                 .map_err(|e| DomainError::invalid("metering", e.to_string()))?,
@@ -599,7 +554,7 @@ impl<S: Storage> Engine<S> {
         reached: Reached,
     ) -> Result<u64> {
         self.store
-            .put_meter(&txn, tenant_id, feature_id, &state, now)
+            .put_meters(&txn, &[(tenant_id, feature_id, &state)], now)
             .await?;
         self.commit_metered(
             txn,
@@ -614,6 +569,8 @@ impl<S: Storage> Engine<S> {
     }
 }
 
+#[path = "consumption.rs"]
+pub(super) mod consumption;
 #[path = "metering_history.rs"]
 mod history;
 #[path = "metering_reset.rs"]

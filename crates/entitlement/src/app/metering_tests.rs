@@ -6,7 +6,7 @@ use tenantry_index::metering::{Recurrence, UsagePeriod};
 use super::*;
 use crate::app::testing::{TestEngine, engine, engine_on, feature_doc, t0};
 use crate::clock::ManualClock;
-use crate::domain::metering::ALLOWANCE_ID;
+use crate::domain::metering::{ALLOWANCE_ID, ConsumeAnswer, NewConsumption};
 use crate::domain::{Allocation, Justification, PlanFeature};
 use tenantry_index::Metering;
 
@@ -325,4 +325,83 @@ async fn an_id_counts_once_across_meters_and_consumptions_on_postgres() {
         &engine_on(&url, ManualClock::new(t0())).await,
     )
     .await;
+}
+
+/// Consumptions arriving together are committed together (fewer revisions than consumptions)
+/// and each answers as it would alone: the limit holds across the group, a retry inside the
+/// group replays the first answer, a key reused with another amount and an unknown feature are
+/// refused without failing the others.
+async fn consumptions_arriving_together_commit_together(e: TestEngine) {
+    setup(&e).await;
+    let e = Arc::new(e);
+    let mut tasks = tokio::task::JoinSet::new();
+    let asks = (0..40)
+        .map(|i| consumption(&format!("g{i}"), 3))
+        .chain((0..4).map(|_| consumption("same", 1)))
+        .chain([consumption("reused", 1), consumption("reused", 2)])
+        .chain([NewConsumption {
+            feature_key: "nope".into(),
+            ..consumption("unknown", 1)
+        }]);
+    for (i, ask) in asks.enumerate() {
+        let e = e.clone();
+        tasks.spawn(async move { (i, ask.clone(), e.engine.consume_usage(ask).await) });
+    }
+    let mut answers = tasks.join_all().await;
+    answers.sort_by_key(|(i, ..)| *i);
+    let ok = |i: usize| answers[i].2.as_ref().unwrap();
+    // 100 units: "same" (1, once) and one of "reused" (1 or 2) are drawn with the 3-unit asks.
+    let consumed: Vec<&ConsumeAnswer> = (0..40)
+        .map(ok)
+        .map(|(a, _)| a)
+        .filter(|a| a.consumed)
+        .collect();
+    let same: Vec<_> = (40..44).map(ok).collect();
+    assert_eq!(same.iter().filter(|(_, replayed)| !replayed).count(), 1);
+    assert!(
+        same.iter()
+            .all(|(a, _)| a.consumed && a.meter == same[0].0.meter)
+    );
+    let reused: Vec<_> = answers[44..46].iter().map(|(.., r)| r).collect();
+    let first = reused.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(first, 1, "{reused:?}");
+    assert!(
+        reused
+            .iter()
+            .any(|r| matches!(r, Err(DomainError::IdempotencyKeyReused(id)) if id == "reused"))
+    );
+    assert!(
+        matches!(answers[46].2, Err(DomainError::NotFound { .. })),
+        "{:?}",
+        answers[46].2
+    );
+    let reused_amount = answers[44..46]
+        .iter()
+        .find(|(.., r)| r.as_ref().is_ok_and(|(a, _)| a.consumed))
+        .map_or(0, |(_, ask, _)| ask.amount);
+    let usage = e.check("acme", None, "calls").await.meter.unwrap().usage;
+    assert_eq!(usage, 3 * consumed.len() as i64 + 1 + reused_amount);
+    assert!(usage <= 100 && usage > 97, "usage {usage}");
+    // Grouped: the consumptions share fewer revisions than there are of them.
+    let mut revisions: Vec<u64> = consumed.iter().map(|a| a.revision).collect();
+    assert!(revisions.iter().all(|r| *r > 0));
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert!(
+        revisions.len() < consumed.len(),
+        "{} revisions",
+        revisions.len()
+    );
+}
+
+#[tokio::test]
+async fn consumptions_arriving_together_commit_together_on_sqlite() {
+    consumptions_arriving_together_commit_together(engine().await).await;
+}
+
+#[tokio::test]
+async fn consumptions_arriving_together_commit_together_on_postgres() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    consumptions_arriving_together_commit_together(engine_on(&url, ManualClock::new(t0())).await)
+        .await;
 }

@@ -62,6 +62,8 @@ pub struct Engine<S: Storage> {
     webhook_wake: Arc<tokio::sync::Notify>,
     /// The usage thresholds metering writes announce (see [`thresholds`]).
     thresholds: crate::domain::threshold::UsageThresholds,
+    /// Consumptions waiting for their group's transaction (see `metering::consumption`).
+    consumes: metering::consumption::ConsumeQueue,
 }
 
 impl<S: Storage> Engine<S> {
@@ -84,6 +86,7 @@ impl<S: Storage> Engine<S> {
             streams: stream::StreamHub::default(),
             webhook_wake: Arc::default(),
             thresholds: Default::default(),
+            consumes: Default::default(),
         })
     }
 

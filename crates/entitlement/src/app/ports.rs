@@ -286,21 +286,20 @@ impl<S> Storage for S where
 /// it), usage events under their idempotency keys, and credit grants.
 #[async_trait]
 pub trait MeterStore: Transactional {
-    /// Locks the account's meter of `feature_id` until `txn` ends (creating its row when
-    /// there is none; PostgreSQL `FOR UPDATE`, SQLite's write transaction) and returns it
-    /// (`None`: never written).
-    async fn lock_meter(
+    /// Locks the given meters until `txn` ends (creating rows for those that have none;
+    /// PostgreSQL `FOR UPDATE`, SQLite's write transaction) and returns each (`None`: never
+    /// written), in the order given. Callers give them sorted by account (its bytes), then
+    /// feature, without repeats: every writer locks in that order, so none can deadlock.
+    async fn lock_meters(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
-        feature_id: Uuid,
-    ) -> Result<Option<MeterState>>;
-    async fn put_meter(
+        meters: &[(&str, Uuid)],
+    ) -> Result<Vec<Option<MeterState>>>;
+    /// Writes meters locked by `txn`, in one statement.
+    async fn put_meters(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
-        feature_id: Uuid,
-        state: &MeterState,
+        meters: &[(&str, Uuid, &MeterState)],
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// Stores a usage event; false when its (account, id) is taken (then nothing changed).
@@ -308,20 +307,18 @@ pub trait MeterStore: Transactional {
     /// Stores usage events in one statement; how many were new (an (account, id) already
     /// taken is skipped, the others stored).
     async fn insert_usages(&self, txn: &Self::Txn, usages: &[StoredUsage]) -> Result<u64>;
-    /// Which of `event_ids` the account has events stored under, as `txn` sees it.
-    async fn stored_usage_ids(
+    /// Which of the (account, event id) keys have events stored under them, as `txn` sees it.
+    async fn stored_usage_keys(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
-        event_ids: &[&str],
-    ) -> Result<HashSet<String>>;
-    /// The event stored under (account, id), as `txn` sees it.
-    async fn usage_event(
+        keys: &[(&str, &str)],
+    ) -> Result<HashSet<(String, String)>>;
+    /// The events stored under the (account, event id) keys, as `txn` sees them (any order).
+    async fn usage_events(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
-        event_id: &str,
-    ) -> Result<Option<StoredUsage>>;
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<StoredUsage>>;
     /// Marks `value` counted in the period starting at `period_start`; false when it was.
     async fn insert_unique(
         &self,

@@ -1,12 +1,13 @@
 //! Meters, usage events and credit grants.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{LockType, OnConflict};
+use sea_orm::sea_query::{Expr, LockType, OnConflict};
 use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, Order, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -35,21 +36,50 @@ fn usage_row(usage: &StoredUsage) -> usage_event::ActiveModel {
 /// A meter row created by a lock before its first write.
 const UNWRITTEN: &str = "null";
 
+/// Exactly these (account, feature) meters.
+fn meter_keys(meters: &[(&str, Uuid)]) -> Condition {
+    meters
+        .iter()
+        .fold(Condition::any(), |any, &(tenant_id, feature_id)| {
+            any.add(
+                Condition::all()
+                    .add(meter::Column::TenantId.eq(tenant_id))
+                    .add(meter::Column::FeatureId.eq(feature_id)),
+            )
+        })
+}
+
+/// Exactly these (account, event id) usage events.
+fn event_keys(keys: &[(&str, &str)]) -> Condition {
+    keys.iter()
+        .fold(Condition::any(), |any, &(tenant_id, event_id)| {
+            any.add(
+                Condition::all()
+                    .add(usage_event::Column::TenantId.eq(tenant_id))
+                    .add(usage_event::Column::EventId.eq(event_id)),
+            )
+        })
+}
+
 #[async_trait]
 impl MeterStore for Store {
-    async fn lock_meter(
+    async fn lock_meters(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
-        feature_id: Uuid,
-    ) -> Result<Option<MeterState>> {
+        meters: &[(&str, Uuid)],
+    ) -> Result<Vec<Option<MeterState>>> {
+        if meters.is_empty() {
+            return Ok(Vec::new());
+        }
         // A row to lock even before the first write: concurrent first writers meet on it.
-        meter::Entity::insert(meter::ActiveModel {
-            tenant_id: Set(tenant_id.to_owned()),
-            feature_id: Set(feature_id),
-            state: Set(UNWRITTEN.to_owned()),
-            updated_at: Set(DateTime::UNIX_EPOCH),
-        })
+        meter::Entity::insert_many(meters.iter().map(|&(tenant_id, feature_id)| {
+            meter::ActiveModel {
+                tenant_id: Set(tenant_id.to_owned()),
+                feature_id: Set(feature_id),
+                state: Set(UNWRITTEN.to_owned()),
+                updated_at: Set(DateTime::UNIX_EPOCH),
+            }
+        }))
         .on_conflict(
             OnConflict::columns([meter::Column::TenantId, meter::Column::FeatureId])
                 .do_nothing()
@@ -57,42 +87,67 @@ impl MeterStore for Store {
         )
         .exec_without_returning(txn)
         .await
-        .map_err(db_err("create a meter"))?;
-        let mut query = meter::Entity::find_by_id((tenant_id.to_owned(), feature_id));
+        .map_err(db_err("create meters"))?;
+        let mut query = meter::Entity::find().filter(meter_keys(meters));
         if self.is_postgres() {
-            query = query.lock(LockType::Update);
+            // Rows are locked in the order returned: the callers' order (bytes of the account,
+            // then the feature), so writers locking several meters cannot deadlock.
+            query = query
+                .order_by(Expr::cust(r#""tenant_id" COLLATE "C""#), Order::Asc)
+                .order_by_asc(meter::Column::FeatureId)
+                .lock(LockType::Update);
         }
-        let row = query
-            .one(txn)
-            .await
-            .map_err(db_err("lock a meter"))?
-            .ok_or_else(|| DomainError::Internal {
-                message: "a meter row vanished under its lock".into(),
-                source: None,
-            })?;
-        if row.state == UNWRITTEN {
-            return Ok(None);
-        }
-        from_json(&row.state).map(Some)
+        let rows = query.all(txn).await.map_err(db_err("lock meters"))?;
+        let mut states: HashMap<(&str, Uuid), String> = rows
+            .iter()
+            .map(|r| ((r.tenant_id.as_str(), r.feature_id), r.state.clone()))
+            .collect();
+        meters
+            .iter()
+            .map(|key| {
+                let state = states.remove(key).ok_or_else(|| DomainError::Internal {
+                    message: "a meter row vanished under its lock".into(),
+                    source: None,
+                })?;
+                if state == UNWRITTEN {
+                    Ok(None)
+                } else {
+                    from_json(&state).map(Some)
+                }
+            })
+            .collect()
     }
 
-    async fn put_meter(
+    async fn put_meters(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
-        feature_id: Uuid,
-        state: &MeterState,
+        meters: &[(&str, Uuid, &MeterState)],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        meter::Entity::update(meter::ActiveModel {
-            tenant_id: Set(tenant_id.to_owned()),
-            feature_id: Set(feature_id),
-            state: Set(to_json(state)?),
-            updated_at: Set(now),
-        })
-        .exec(txn)
-        .await
-        .map_err(db_err("write a meter"))?;
+        if meters.is_empty() {
+            return Ok(());
+        }
+        // Every row exists (locked by this transaction): one upsert writes them all.
+        let rows = meters
+            .iter()
+            .map(|&(tenant_id, feature_id, state)| {
+                Ok(meter::ActiveModel {
+                    tenant_id: Set(tenant_id.to_owned()),
+                    feature_id: Set(feature_id),
+                    state: Set(to_json(state)?),
+                    updated_at: Set(now),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        meter::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([meter::Column::TenantId, meter::Column::FeatureId])
+                    .update_columns([meter::Column::State, meter::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await
+            .map_err(db_err("write meters"))?;
         Ok(())
     }
 
@@ -126,58 +181,61 @@ impl MeterStore for Store {
             .map_err(db_err("record usage events"))
     }
 
-    async fn stored_usage_ids(
+    async fn stored_usage_keys(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
-        event_ids: &[&str],
-    ) -> Result<HashSet<String>> {
-        if event_ids.is_empty() {
+        keys: &[(&str, &str)],
+    ) -> Result<HashSet<(String, String)>> {
+        if keys.is_empty() {
             return Ok(HashSet::new());
         }
-        let ids: Vec<String> = usage_event::Entity::find()
+        let found: Vec<(String, String)> = usage_event::Entity::find()
             .select_only()
+            .column(usage_event::Column::TenantId)
             .column(usage_event::Column::EventId)
-            .filter(usage_event::Column::TenantId.eq(tenant_id))
-            .filter(usage_event::Column::EventId.is_in(event_ids.iter().copied()))
+            .filter(event_keys(keys))
             .into_tuple()
             .all(txn)
             .await
             .map_err(db_err("read usage events"))?;
-        Ok(ids.into_iter().collect())
+        Ok(found.into_iter().collect())
     }
 
-    async fn usage_event(
+    async fn usage_events(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
-        event_id: &str,
-    ) -> Result<Option<StoredUsage>> {
-        let row = usage_event::Entity::find_by_id((tenant_id.to_owned(), event_id.to_owned()))
-            .one(txn)
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<StoredUsage>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = usage_event::Entity::find()
+            .filter(event_keys(keys))
+            .all(txn)
             .await
-            .map_err(db_err("read a usage event"))?;
-        row.map(|r| {
-            let outcome =
-                StoredOutcome::parse(&r.outcome).ok_or_else(|| DomainError::Internal {
-                    message: format!("unknown usage outcome {:?}", r.outcome),
-                    source: None,
-                })?;
-            Ok(StoredUsage {
-                tenant_id: r.tenant_id,
-                event_id: r.event_id,
-                feature_id: r.feature_id,
-                user_id: r.user_id,
-                amount: r.amount,
-                counted: r.counted,
-                occurred_at: r.occurred_at,
-                received_at: r.received_at,
-                outcome,
-                answer: r.answer,
-                unique: r.unique_value,
+            .map_err(db_err("read usage events"))?;
+        rows.into_iter()
+            .map(|r| {
+                let outcome =
+                    StoredOutcome::parse(&r.outcome).ok_or_else(|| DomainError::Internal {
+                        message: format!("unknown usage outcome {:?}", r.outcome),
+                        source: None,
+                    })?;
+                Ok(StoredUsage {
+                    tenant_id: r.tenant_id,
+                    event_id: r.event_id,
+                    feature_id: r.feature_id,
+                    user_id: r.user_id,
+                    amount: r.amount,
+                    counted: r.counted,
+                    occurred_at: r.occurred_at,
+                    received_at: r.received_at,
+                    outcome,
+                    answer: r.answer,
+                    unique: r.unique_value,
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn insert_unique(
