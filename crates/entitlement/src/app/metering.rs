@@ -210,9 +210,7 @@ impl<S: Storage> Engine<S> {
         let mut outcomes = vec![UsageOutcome::Recorded; events.len()];
         let mut rows = Vec::with_capacity(event_keys.len());
         let mut drawn_meters = Vec::new();
-        for (((owner, feature_id), (feature, members)), mut state) in
-            groups.iter().zip(states)
-        {
+        for (((owner, feature_id), (feature, members)), mut state) in groups.iter().zip(states) {
             let (tenant_id, feature_id) = (owner.as_str(), *feature_id);
             let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
             let mut drawn = false;
@@ -474,7 +472,10 @@ impl<S: Storage> Engine<S> {
         now: DateTime<Utc>,
         allocation: &(dyn Fn(DateTime<Utc>) -> Limit + Sync),
     ) -> Result<MeterState> {
-        let stored = self.store.lock_meters(txn, &[(tenant_id, feature.id)]).await?;
+        let stored = self
+            .store
+            .lock_meters(txn, &[(tenant_id, feature.id)])
+            .await?;
         let stored = stored.into_iter().next().flatten();
         self.bring_to(txn, tenant_id, feature, stored, now, allocation)
             .await

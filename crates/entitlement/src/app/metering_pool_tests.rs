@@ -9,9 +9,9 @@ use chrono::TimeDelta;
 use super::tests::metered_feature;
 use super::*;
 use crate::app::tenant_sync::{AccountChange, FeedEvent};
-use crate::domain::metering::NewConsumption;
 use crate::app::testing::{TestEngine, engine, engine_on, new_plan, t0};
 use crate::clock::ManualClock;
+use crate::domain::metering::NewConsumption;
 use crate::domain::metering::NewReservation;
 use crate::domain::{Allocation, Justification, PlanFeature};
 

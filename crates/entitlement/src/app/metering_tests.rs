@@ -405,3 +405,32 @@ async fn consumptions_arriving_together_commit_together_on_postgres() {
     consumptions_arriving_together_commit_together(engine_on(&url, ManualClock::new(t0())).await)
         .await;
 }
+
+/// A user id or unique value with a NUL is refused naming its field (PostgreSQL cannot store
+/// one: it failed the whole batch as a storage error before).
+#[tokio::test]
+async fn control_characters_in_user_ids_are_refused_naming_the_field() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    let e = engine_on(&url, ManualClock::new(t0())).await;
+    setup(&e).await;
+    let nul = NewUsage {
+        user_id: Some("u\0".into()),
+        ..event("n", 1, None)
+    };
+    match e.engine.record_usage(vec![event("ok", 1, None), nul]).await {
+        Err(DomainError::InvalidItems(items)) => {
+            assert_eq!(items.len(), 1);
+            assert_eq!((items[0].index, items[0].field.as_str()), (1, "user_id"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let consume = NewConsumption {
+        user_id: Some("\0".into()),
+        ..consumption("c", 1)
+    };
+    assert!(matches!(
+        e.engine.consume_usage(consume).await,
+        Err(DomainError::InvalidArgument { ref field, .. }) if field == "user_id"
+    ));
+    assert_eq!(balance(&e).await, Some(100));
+}

@@ -180,6 +180,12 @@ pub struct NewCreditGrant {
     pub metadata: Value,
 }
 
+/// A user id or unique value: 1–255 bytes without control characters (a NUL could not be
+/// stored by PostgreSQL at all).
+pub(crate) fn plain_text(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_EVENT_TEXT && !text.chars().any(char::is_control)
+}
+
 fn visible(text: &str) -> bool {
     !text.is_empty() && text.len() <= MAX_EVENT_TEXT && text.chars().all(|c| c.is_ascii_graphic())
 }
@@ -193,12 +199,11 @@ pub fn usage_problem(event: &NewUsage, now: DateTime<Utc>) -> Option<(&'static s
     if let Some(message) = super::validate::tenant_id_problem(&event.tenant_id) {
         return Some(("tenant_id", message.to_string()));
     }
-    if event
-        .user_id
-        .as_deref()
-        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
-    {
-        return Some(("user_id", "must be 1-255 characters".into()));
+    if event.user_id.as_deref().is_some_and(|u| !plain_text(u)) {
+        return Some((
+            "user_id",
+            "must be 1-255 characters, none of them control characters".into(),
+        ));
     }
     if !(0..=MAX_AMOUNT).contains(&event.amount) {
         return Some(("amount", "must be between 0 and 10^15".into()));
@@ -206,12 +211,11 @@ pub fn usage_problem(event: &NewUsage, now: DateTime<Utc>) -> Option<(&'static s
     if event.at.is_some_and(|at| at > now + MAX_FUTURE_SKEW) {
         return Some(("timestamp", "is more than 5 minutes in the future".into()));
     }
-    if event
-        .unique
-        .as_deref()
-        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
-    {
-        return Some(("unique", "must be 1-255 characters".into()));
+    if event.unique.as_deref().is_some_and(|u| !plain_text(u)) {
+        return Some((
+            "unique",
+            "must be 1-255 characters, none of them control characters".into(),
+        ));
     }
     None
 }
@@ -243,11 +247,11 @@ pub fn validate_consumption(c: &NewConsumption) -> Result<()> {
         ));
     }
     super::validate_tenant_id("tenant_id", &c.tenant_id)?;
-    if c.user_id
-        .as_deref()
-        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
-    {
-        return Err(DomainError::invalid("user_id", "must be 1-255 characters"));
+    if c.user_id.as_deref().is_some_and(|u| !plain_text(u)) {
+        return Err(DomainError::invalid(
+            "user_id",
+            "must be 1-255 characters, none of them control characters",
+        ));
     }
     if !(1..=MAX_AMOUNT).contains(&c.amount) {
         return Err(DomainError::invalid(
@@ -449,11 +453,11 @@ pub fn validate_reservation(r: &NewReservation) -> Result<()> {
         ));
     }
     super::validate_tenant_id("tenant_id", &r.tenant_id)?;
-    if r.user_id
-        .as_deref()
-        .is_some_and(|u| u.is_empty() || u.len() > MAX_EVENT_TEXT)
-    {
-        return Err(DomainError::invalid("user_id", "must be 1-255 characters"));
+    if r.user_id.as_deref().is_some_and(|u| !plain_text(u)) {
+        return Err(DomainError::invalid(
+            "user_id",
+            "must be 1-255 characters, none of them control characters",
+        ));
     }
     if !(1..=MAX_AMOUNT).contains(&r.amount) {
         return Err(DomainError::invalid(

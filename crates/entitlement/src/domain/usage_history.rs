@@ -61,9 +61,12 @@ pub fn validate_query(q: &HistoryQuery) -> Result<()> {
     }
     if q.user_id
         .as_deref()
-        .is_some_and(|u| u.is_empty() || u.len() > super::metering::MAX_EVENT_TEXT)
+        .is_some_and(|u| !super::metering::plain_text(u))
     {
-        return Err(DomainError::invalid("user_id", "must be 1-255 characters"));
+        return Err(DomainError::invalid(
+            "user_id",
+            "must be 1-255 characters, none of them control characters",
+        ));
     }
     Ok(())
 }
