@@ -580,6 +580,9 @@ DATA_DEPENDENT_400 = {
     "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/periods":
         "the feature must be a metered one, `to` after `from` and the range at most 1,000 "
         "periods: rules between parameters their descriptions state",
+    "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/balance":
+        "the feature must be a metered one, `to` after `from` and the range at most 1,000 "
+        "points: rules between parameters their descriptions state",
     "POST /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/reset":
         "the feature must be a metered one (`featureKey`: not a metered feature)",
     "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/usage":

@@ -20,7 +20,8 @@ use super::{
 };
 use crate::app::Engine;
 use crate::domain::metering::{
-    ConsumeAnswer, MeterState, NewConsumption, StoredOutcome, StoredUsage, validate_consumption,
+    ConsumeAnswer, Drawn, MeterState, NewConsumption, StoredOutcome, StoredUsage,
+    validate_consumption,
 };
 use crate::domain::{DomainError, EntitlementIndex, IndexChange, Result};
 
@@ -299,6 +300,9 @@ fn decide(
         },
         answer: Some(answer_json(&answer)?),
         unique: None,
+        drawn: decision
+            .result
+            .then(|| Drawn::after(owner, state, allocation(state.last_draw))),
     };
     Ok((answer, usage))
 }

@@ -14,7 +14,7 @@ use super::thresholds::Reached;
 use super::{Engine, Saved};
 use crate::domain::audit::{Action, credit_grant_entry};
 use crate::domain::metering::{
-    CreditGrant, DrawError, MeterReading, MeterSpec, MeterState, NewCreditGrant, NewUsage,
+    CreditGrant, DrawError, Drawn, MeterReading, MeterSpec, MeterState, NewCreditGrant, NewUsage,
     StoredOutcome, StoredUsage, UsageOutcome, credit_grant, validate_usage_batch,
 };
 use crate::domain::{
@@ -247,15 +247,16 @@ impl<S: Storage> Engine<S> {
                         i64::from(new)
                     }
                 };
-                let outcome = if late {
+                let (outcome, after) = if late {
                     outcomes[i] = UsageOutcome::Late;
-                    StoredOutcome::Late
+                    (StoredOutcome::Late, None)
                 } else {
                     state
                         .draw(&feature.spec, at, counted, &allocation)
                         .map_err(draw_error)?;
                     drawn = true;
-                    StoredOutcome::Recorded
+                    let after = Drawn::after(tenant_id, &state, allocation(state.last_draw));
+                    (StoredOutcome::Recorded, Some(after))
                 };
                 rows.push(StoredUsage {
                     tenant_id: event.tenant_id.clone(),
@@ -269,6 +270,7 @@ impl<S: Storage> Engine<S> {
                     outcome,
                     answer: None,
                     unique: event.unique.clone(),
+                    drawn: after,
                 });
             }
             if drawn {
@@ -570,6 +572,8 @@ impl<S: Storage> Engine<S> {
     }
 }
 
+#[path = "metering_balance.rs"]
+pub mod balance;
 #[path = "consumption.rs"]
 pub(super) mod consumption;
 #[path = "metering_history.rs"]

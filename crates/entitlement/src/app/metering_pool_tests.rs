@@ -392,3 +392,48 @@ async fn a_hold_on_a_deleted_owners_pool_is_not_settled() {
     let settled = e.engine.commit_reservation(held.id, None).await.unwrap();
     assert_eq!(settled.meter.usage, 10);
 }
+
+/// The burn-down of a pool shows every account's draws on it, and a sub-account asking for
+/// its own answers the pool's.
+#[tokio::test]
+async fn a_pools_burn_down_holds_its_sub_accounts_draws() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    for e in [
+        engine().await,
+        engine_on(&url, ManualClock::new(t0())).await,
+    ] {
+        setup(&e).await;
+        e.clock.advance(TimeDelta::hours(1));
+        e.engine
+            .record_usage(vec![usage("team", "t1", 30)])
+            .await
+            .unwrap();
+        e.clock.advance(TimeDelta::hours(1));
+        e.engine
+            .consume_usage(consumption("squad", "s1", 5))
+            .await
+            .unwrap();
+        e.clock.advance(TimeDelta::hours(1));
+        let from = t0() - TimeDelta::hours(1);
+        let to = t0() + TimeDelta::days(1);
+        let pool = e
+            .engine
+            .balance_points("org", "calls", from, to)
+            .await
+            .unwrap();
+        let answered: Vec<_> = pool
+            .iter()
+            .map(|p| (p.id.clone(), p.meter.and_then(|m| m.balance)))
+            .collect();
+        assert_eq!(
+            answered,
+            [(Some("t1".into()), Some(70)), (Some("s1".into()), Some(65))]
+        );
+        let from_team = e
+            .engine
+            .balance_points("team", "calls", from, to)
+            .await
+            .unwrap();
+        assert_eq!(from_team, pool);
+    }
+}

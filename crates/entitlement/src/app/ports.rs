@@ -14,7 +14,7 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
-use crate::domain::metering::{CreditGrant, MeterState, Reservation, StoredUsage};
+use crate::domain::metering::{CreditGrant, MeterState, Reservation, StoredDraw, StoredUsage};
 use crate::domain::transition::{Transition, TransitionKind};
 use crate::domain::usage_history::PeriodSummary;
 use crate::domain::webhook;
@@ -334,6 +334,24 @@ pub trait MeterStore: Transactional {
     async fn update_credit(&self, txn: &Self::Txn, grant: &CreditGrant) -> Result<()>;
     /// An account's credit grants (of one feature, when given), oldest first.
     async fn credits(&self, tenant_id: &str, feature_id: Option<Uuid>) -> Result<Vec<CreditGrant>>;
+    /// The account's events that drew on its meter of `feature_id` in `[from, to)` (by when
+    /// they drew; events stored before draws were kept, by when they happened), in draw order,
+    /// at most `limit`.
+    async fn draws(
+        &self,
+        tenant_id: &str,
+        feature_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<StoredDraw>>;
+    /// The account's latest draw on its meter of `feature_id` before `before`.
+    async fn draw_before(
+        &self,
+        tenant_id: &str,
+        feature_id: Uuid,
+        before: DateTime<Utc>,
+    ) -> Result<Option<StoredDraw>>;
 }
 
 /// Usage history, aggregated by the database.

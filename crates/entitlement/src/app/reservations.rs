@@ -14,7 +14,7 @@ use super::metering::{
 use super::ports::Storage;
 use super::thresholds::Reached;
 use crate::domain::metering::{
-    MAX_LIVE_HOLDS, MeterReading, NewReservation, Reservation, ReservationRefusal,
+    Drawn, MAX_LIVE_HOLDS, MeterReading, NewReservation, Reservation, ReservationRefusal,
     ReservationStatus, ReserveAnswer, StoredOutcome, StoredUsage, commit_amount,
     validate_reservation,
 };
@@ -31,8 +31,11 @@ pub struct Settled {
 }
 
 /// The usage event a commit records (so usage history shows it).
+/// A commit's usage event id: this prefix and the reservation's id.
+pub(crate) const COMMIT_PREFIX: &str = "reservation:";
+
 fn commit_event_id(id: Uuid) -> String {
-    format!("reservation:{id}")
+    format!("{COMMIT_PREFIX}{id}")
 }
 
 impl<S: Storage> Engine<S> {
@@ -233,6 +236,7 @@ impl<S: Storage> Engine<S> {
                     outcome: StoredOutcome::Consumed,
                     answer: None,
                     unique: None,
+                    drawn: Some(Drawn::after(&owner, &state, allocation(state.last_draw))),
                 };
                 if !self.store.insert_usage(&txn, &event).await? {
                     return Err(DomainError::Conflict {

@@ -106,6 +106,60 @@ pub struct StoredUsage {
     pub answer: Option<String>,
     /// The value a UNIQUE_COUNT feature counts (history's distinct counts per window).
     pub unique: Option<String>,
+    /// The meter right after this event drew on it (the balance burn-down's point); `None` for
+    /// events that drew nothing (late, refused) and for events stored before it was kept.
+    pub drawn: Option<Drawn>,
+}
+
+/// A stored event that drew on its meter, as the burn-down reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDraw {
+    pub event_id: String,
+    pub outcome: StoredOutcome,
+    /// When it drew (for an event stored before draws were kept, when it happened).
+    pub at: DateTime<Utc>,
+    /// `None`: stored before draws were kept; its balance is unknown.
+    pub drawn: Option<Drawn>,
+}
+
+/// A meter right after a draw: when the draw took effect (a late event of the open period is
+/// drawn as of the latest draw), the meter then (holds left out: a hold is not a draw) and the
+/// plan allowance it drew with (`None`: unlimited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drawn {
+    #[serde(skip)]
+    pub at: DateTime<Utc>,
+    /// The account whose meter it drew on: the reporting account's, or its pool owner's.
+    #[serde(skip)]
+    pub on: String,
+    pub allowance: Option<i64>,
+    pub state: MeterState,
+}
+
+impl Drawn {
+    /// `on`'s meter `state` just after a draw, with the plan allowance `allowance` then.
+    pub fn after(on: &str, state: &MeterState, allowance: crate::domain::Limit) -> Self {
+        let mut state = state.clone();
+        state.holds = Vec::new();
+        Self {
+            at: state.last_draw,
+            on: on.to_owned(),
+            allowance: match allowance {
+                crate::domain::Limit::Finite(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+                crate::domain::Limit::Unlimited => None,
+            },
+            state,
+        }
+    }
+
+    /// The plan allowance as the meter takes it.
+    pub fn limit(&self) -> crate::domain::Limit {
+        match self.allowance {
+            Some(n) => crate::domain::Limit::Finite(u64::try_from(n).unwrap_or(0)),
+            None => crate::domain::Limit::Unlimited,
+        }
+    }
 }
 
 /// A consumption's answer, stored with it so a retry returns it.

@@ -418,4 +418,43 @@ impl metering_service_server::MeteringService for Handler {
             periods: periods.iter().map(meter_period).collect(),
         }))
     }
+
+    async fn get_meter_balance(
+        &self,
+        request: Request<GetMeterBalanceRequest>,
+    ) -> Result<Response<GetMeterBalanceResponse>> {
+        let r = request.into_inner();
+        if r.feature_key.is_empty() {
+            return Err(DomainError::invalid("feature_key", "is required").into());
+        }
+        let from = required_time("from", r.from)?;
+        let to = required_time("to", r.to)?;
+        let points = self
+            .engine
+            .balance_points(&r.tenant_id, &r.feature_key, from, to)
+            .await?;
+        Ok(Response::new(GetMeterBalanceResponse {
+            points: points.into_iter().map(balance_point).collect(),
+        }))
+    }
+}
+
+fn balance_point(p: crate::app::metering::balance::BalancePoint) -> pb::BalancePoint {
+    use crate::app::metering::balance::PointKind as K;
+    let kind = match p.kind {
+        K::Usage => BalancePointKind::Usage,
+        K::Consumption => BalancePointKind::Consumption,
+        K::ReservationCommit => BalancePointKind::ReservationCommit,
+        K::CreditEffective => BalancePointKind::CreditEffective,
+        K::CreditVoided => BalancePointKind::CreditVoided,
+        K::CreditExpired => BalancePointKind::CreditExpired,
+        K::Reset => BalancePointKind::Reset,
+        K::ManualReset => BalancePointKind::ManualReset,
+    };
+    pb::BalancePoint {
+        at: Some(timestamp(p.at)),
+        kind: kind.into(),
+        id: p.id.unwrap_or_default(),
+        meter: p.meter.map(meter_reading),
+    }
 }

@@ -16,6 +16,7 @@ mod m20261205_000110_usage_history;
 mod m20261205_000120_usage_thresholds;
 mod m20261205_000130_meter_periods;
 mod m20261206_000110_reservations;
+mod m20261207_000140_balance_points;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000120_usage_thresholds::Migration),
             Box::new(m20261205_000130_meter_periods::Migration),
             Box::new(m20261206_000110_reservations::Migration),
+            Box::new(m20261207_000140_balance_points::Migration),
         ]
     }
 

@@ -202,6 +202,13 @@ entity!(usage_event, "ent_usage_event", {
     pub outcome: String,
     pub answer: Option<String>,
     pub unique_value: Option<String>,
+    /// When the event drew on its meter (`None`: it drew nothing, or was stored before this
+    /// was kept).
+    pub drawn_at: Option<DateTimeUtc>,
+    /// JSON of the meter right after the draw (`Drawn`).
+    pub meter_after: Option<String>,
+    /// The account whose meter it drew on (a pool's owner for its sub-accounts' events).
+    pub drawn_on: Option<String>,
 });
 
 entity!(usage_unique, "ent_usage_unique", {

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sea_query::{Expr, LockType, OnConflict};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, Order,
-    QueryFilter, QueryOrder, QuerySelect, Set, Statement, Value,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    ExprTrait, Order, QueryFilter, QueryOrder, QuerySelect, Set, Statement, Value,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -15,11 +15,13 @@ use uuid::Uuid;
 use super::entities::{credit_grant, meter, usage_event, usage_unique};
 use super::{Store, db_err, from_json, to_json};
 use crate::app::ports::MeterStore;
-use crate::domain::metering::{CreditGrant, MeterState, StoredOutcome, StoredUsage};
+use crate::domain::metering::{
+    CreditGrant, Drawn, MeterState, StoredDraw, StoredOutcome, StoredUsage,
+};
 use crate::domain::{DomainError, Result};
 
-fn usage_row(usage: &StoredUsage) -> usage_event::ActiveModel {
-    usage_event::ActiveModel {
+fn usage_row(usage: &StoredUsage) -> Result<usage_event::ActiveModel> {
+    Ok(usage_event::ActiveModel {
         tenant_id: Set(usage.tenant_id.clone()),
         event_id: Set(usage.event_id.clone()),
         feature_id: Set(usage.feature_id),
@@ -31,7 +33,10 @@ fn usage_row(usage: &StoredUsage) -> usage_event::ActiveModel {
         outcome: Set(usage.outcome.as_str().to_owned()),
         answer: Set(usage.answer.clone()),
         unique_value: Set(usage.unique.clone()),
-    }
+        drawn_at: Set(usage.drawn.as_ref().map(|d| d.at)),
+        meter_after: Set(usage.drawn.as_ref().map(to_json).transpose()?),
+        drawn_on: Set(usage.drawn.as_ref().map(|d| d.on.clone())),
+    })
 }
 
 /// A meter row created by a lock before its first write.
@@ -52,6 +57,10 @@ struct UsageJson<'a> {
     x: &'static str,
     n: Option<&'a str>,
     q: Option<&'a str>,
+    /// The draw's time, meter after it (a JSON object, stored as its text) and meter account.
+    d: Option<String>,
+    m: Option<&'a Drawn>,
+    w: Option<&'a str>,
 }
 
 impl<'a> UsageJson<'a> {
@@ -69,16 +78,20 @@ impl<'a> UsageJson<'a> {
             x: u.outcome.as_str(),
             n: u.answer.as_deref(),
             q: u.unique.as_deref(),
+            d: u.drawn.as_ref().map(|d| at(d.at)),
+            m: u.drawn.as_ref(),
+            w: u.drawn.as_ref().map(|d| d.on.as_str()),
         }
     }
 }
 
 const INSERT_USAGES_PG: &str = "INSERT INTO ent_usage_event \
      (tenant_id, event_id, feature_id, user_id, amount, counted, occurred_at, received_at, \
-      outcome, answer, unique_value) \
-     SELECT t, e, f, u, a, c, o, r, x, n, q FROM json_to_recordset(CAST($1 AS json)) \
+      outcome, answer, unique_value, drawn_at, meter_after, drawn_on) \
+     SELECT t, e, f, u, a, c, o, r, x, n, q, d, CAST(m AS text), w \
+     FROM json_to_recordset(CAST($1 AS json)) \
      AS j(t text, e text, f uuid, u text, a bigint, c bigint, o timestamptz, r timestamptz, \
-          x text, n text, q text) \
+          x text, n text, q text, d timestamptz, m json, w text) \
      ON CONFLICT (tenant_id, event_id) DO NOTHING";
 
 /// An (account, event id) key in [`STORED_KEYS_PG`]'s JSON array.
@@ -208,7 +221,7 @@ impl MeterStore for Store {
     }
 
     async fn insert_usage(&self, txn: &DatabaseTransaction, usage: &StoredUsage) -> Result<bool> {
-        let inserted = usage_event::Entity::insert(usage_row(usage))
+        let inserted = usage_event::Entity::insert(usage_row(usage)?)
             .on_conflict(
                 OnConflict::columns([usage_event::Column::TenantId, usage_event::Column::EventId])
                     .do_nothing()
@@ -242,8 +255,9 @@ impl MeterStore for Store {
                 .map(|r| r.rows_affected())
                 .map_err(db_err("record usage events"));
         }
-        // 11 parameters a row: a 1,000-event batch stays under SQLite's limit.
-        usage_event::Entity::insert_many(usages.iter().map(usage_row))
+        // 14 parameters a row: a 1,000-event batch stays under SQLite's limit.
+        let rows = usages.iter().map(usage_row).collect::<Result<Vec<_>>>()?;
+        usage_event::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::columns([usage_event::Column::TenantId, usage_event::Column::EventId])
                     .do_nothing()
@@ -326,6 +340,7 @@ impl MeterStore for Store {
                         message: format!("unknown usage outcome {:?}", r.outcome),
                         source: None,
                     })?;
+                let drawn = drawn_of(&r)?;
                 Ok(StoredUsage {
                     tenant_id: r.tenant_id,
                     event_id: r.event_id,
@@ -338,6 +353,7 @@ impl MeterStore for Store {
                     outcome,
                     answer: r.answer,
                     unique: r.unique_value,
+                    drawn,
                 })
             })
             .collect()
@@ -423,6 +439,124 @@ impl MeterStore for Store {
             .map(|r| from_json(&r.doc))
             .collect()
     }
+
+    async fn draws(
+        &self,
+        tenant_id: &str,
+        feature_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<StoredDraw>> {
+        use usage_event::Column as C;
+        // Kept draws by the meter they drew on (a pool's include its sub-accounts'); older
+        // events by their own account.
+        let rows = usage_event::Entity::find()
+            .filter(C::FeatureId.eq(feature_id))
+            .filter(C::Outcome.is_in(DRAWING))
+            .filter(
+                Condition::any()
+                    .add(
+                        C::DrawnOn
+                            .eq(tenant_id)
+                            .and(C::DrawnAt.gte(from))
+                            .and(C::DrawnAt.lt(to)),
+                    )
+                    .add(
+                        C::DrawnAt
+                            .is_null()
+                            .and(C::TenantId.eq(tenant_id))
+                            .and(C::OccurredAt.gte(from))
+                            .and(C::OccurredAt.lt(to)),
+                    ),
+            )
+            .order_by_asc(C::DrawnAt)
+            .order_by_asc(C::OccurredAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err("read draws"))?;
+        let mut draws = rows
+            .into_iter()
+            .map(stored_draw)
+            .collect::<Result<Vec<_>>>()?;
+        draw_order(&mut draws);
+        Ok(draws)
+    }
+
+    async fn draw_before(
+        &self,
+        tenant_id: &str,
+        feature_id: Uuid,
+        before: DateTime<Utc>,
+    ) -> Result<Option<StoredDraw>> {
+        use usage_event::Column as C;
+        let base = || {
+            usage_event::Entity::find()
+                .filter(C::FeatureId.eq(feature_id))
+                .filter(C::Outcome.is_in(DRAWING))
+        };
+        let latest = base()
+            .filter(C::DrawnOn.eq(tenant_id))
+            .filter(C::DrawnAt.lt(before))
+            .order_by_desc(C::DrawnAt)
+            .one(&self.db)
+            .await
+            .map_err(db_err("read the latest draw"))?;
+        if let Some(latest) = latest {
+            // A batch draws many events at one instant: the last of them in draw order.
+            let mut at_once = base()
+                .filter(C::DrawnOn.eq(tenant_id))
+                .filter(C::DrawnAt.eq(latest.drawn_at))
+                .all(&self.db)
+                .await
+                .map_err(db_err("read the latest draws"))?
+                .into_iter()
+                .map(stored_draw)
+                .collect::<Result<Vec<_>>>()?;
+            draw_order(&mut at_once);
+            return Ok(at_once.pop());
+        }
+        // No kept draw before: an event stored before they were kept makes the start unknown.
+        base()
+            .filter(C::TenantId.eq(tenant_id))
+            .filter(C::DrawnAt.is_null())
+            .filter(C::OccurredAt.lt(before))
+            .order_by_desc(C::OccurredAt)
+            .one(&self.db)
+            .await
+            .map_err(db_err("read the latest draw"))?
+            .map(stored_draw)
+            .transpose()
+    }
+}
+
+/// Events that drew: usage recorded in the open period, consumptions allowed, commits.
+const DRAWING: [&str; 2] = ["recorded", "consumed"];
+
+fn stored_draw(r: usage_event::Model) -> Result<StoredDraw> {
+    let outcome = StoredOutcome::parse(&r.outcome).ok_or_else(|| DomainError::Internal {
+        message: format!("unknown usage outcome {:?}", r.outcome),
+        source: None,
+    })?;
+    let drawn = drawn_of(&r)?;
+    Ok(StoredDraw {
+        event_id: r.event_id,
+        outcome,
+        at: r.drawn_at.unwrap_or(r.occurred_at),
+        drawn,
+    })
+}
+
+/// Draw order: by time; at one instant by period, then by the usage each draw left (usage only
+/// grows within a period), so a batch drawn at one instant reads in the order it drew.
+fn draw_order(draws: &mut [StoredDraw]) {
+    draws.sort_by_key(|d| {
+        (
+            d.at,
+            d.drawn.as_ref().map(|d| (d.state.start, d.state.usage)),
+        )
+    });
 }
 
 fn credit_row(grant: &CreditGrant) -> Result<credit_grant::ActiveModel> {
@@ -434,4 +568,17 @@ fn credit_row(grant: &CreditGrant) -> Result<credit_grant::ActiveModel> {
         created_at: Set(grant.created_at),
         voided_at: Set(grant.voided_at),
     })
+}
+
+/// An event row's meter after its draw (`None` when it drew nothing or predates them).
+fn drawn_of(r: &usage_event::Model) -> Result<Option<Drawn>> {
+    match (r.drawn_at, &r.meter_after) {
+        (Some(at), Some(json)) => {
+            let mut drawn: Drawn = from_json(json)?;
+            drawn.at = at;
+            drawn.on = r.drawn_on.clone().unwrap_or_else(|| r.tenant_id.clone());
+            Ok(Some(drawn))
+        }
+        _ => Ok(None),
+    }
 }

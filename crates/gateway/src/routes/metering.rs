@@ -7,9 +7,10 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tenantry_proto::entitlement::v1::{
-    self as pb, ConsumeUsageRequest, CreateCreditGrantRequest, GetMeterRequest,
-    GetUsageHistoryRequest, ListCreditGrantsRequest, ListMeterPeriodsRequest, RecordUsageRequest,
-    ResetMeterRequest, UsageOutcome, VoidCreditGrantRequest,
+    self as pb, BalancePointKind, ConsumeUsageRequest, CreateCreditGrantRequest,
+    GetMeterBalanceRequest, GetMeterRequest, GetUsageHistoryRequest, ListCreditGrantsRequest,
+    ListMeterPeriodsRequest, RecordUsageRequest, ResetMeterRequest, UsageOutcome,
+    VoidCreditGrantRequest,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -37,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(usage_history))
         .routes(routes!(reset_meter))
         .routes(routes!(meter_periods))
+        .routes(routes!(meter_balance))
 }
 
 /// One usage event.
@@ -848,5 +850,98 @@ async fn meter_periods(
         .into_inner();
     Ok(Json(MeterPeriodList {
         items: out.periods.into_iter().map(meter_period_json).collect(),
+    }))
+}
+
+/// Query of a meter's balance burn-down.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeterBalanceQuery {
+    /// Start of the range, inclusive (RFC 3339).
+    #[param(format = DateTime)]
+    pub from: String,
+    /// End of the range, exclusive (RFC 3339): after `from`; points after now are not
+    /// answered. At most 1,000 points.
+    #[param(format = DateTime)]
+    pub to: String,
+}
+
+/// One point where a meter's balance changed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BalancePointJson {
+    pub at: Option<String>,
+    /// USAGE, CONSUMPTION, RESERVATION_COMMIT, CREDIT_EFFECTIVE, CREDIT_VOIDED,
+    /// CREDIT_EXPIRED, RESET or MANUAL_RESET.
+    pub kind: String,
+    /// The usage event, consumption, reservation or credit grant; null for resets.
+    pub id: Option<String>,
+    /// The meter after the point (holds left out: a hold is not a draw); null when unknown —
+    /// the draw was stored before draws kept their meter, and so are the points after it
+    /// until the next kept draw.
+    pub meter: Option<MeterJson>,
+}
+
+/// An account's meter's balance burn-down.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeterBalanceList {
+    /// Oldest first.
+    pub items: Vec<BalancePointJson>,
+}
+
+fn balance_point_kind(k: BalancePointKind) -> &'static str {
+    match k {
+        BalancePointKind::Unspecified => "",
+        BalancePointKind::Usage => "USAGE",
+        BalancePointKind::Consumption => "CONSUMPTION",
+        BalancePointKind::ReservationCommit => "RESERVATION_COMMIT",
+        BalancePointKind::CreditEffective => "CREDIT_EFFECTIVE",
+        BalancePointKind::CreditVoided => "CREDIT_VOIDED",
+        BalancePointKind::CreditExpired => "CREDIT_EXPIRED",
+        BalancePointKind::Reset => "RESET",
+        BalancePointKind::ManualReset => "MANUAL_RESET",
+    }
+}
+
+/// The balance burn-down of an account's meter over `[from, to)`: every point where its
+/// balance changed — each draw (usage event, consumption, reservation commit), each credit grant
+/// taking effect, voided or expiring, each reset (scheduled or manual, with rollover) — with the
+/// balance, usage and overage after it, oldest first. At most 1,000 points: a range holding
+/// more is a 400 naming `to`.
+#[utoipa::path(get,
+    path = "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/balance",
+    tag = "Metering",
+    params(("tenantId" = String, Path), ("featureKey" = String, Path), MeterBalanceQuery),
+    responses((status = 200, body = MeterBalanceList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn meter_balance(
+    State(state): State<AppState>,
+    Management(p): Management,
+    ApiPath((tenant_id, feature_key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<MeterBalanceQuery>,
+) -> Result<Json<MeterBalanceList>, ApiError> {
+    let request = GetMeterBalanceRequest {
+        tenant_id,
+        feature_key,
+        from: Some(parse_time_field(&q.from, "from")?),
+        to: Some(parse_time_field(&q.to, "to")?),
+    };
+    let out = state
+        .metering()
+        .get_meter_balance(grpc(&p, request))
+        .await?
+        .into_inner();
+    Ok(Json(MeterBalanceList {
+        items: out
+            .points
+            .into_iter()
+            .map(|point| BalancePointJson {
+                at: opt_timestamp(point.at),
+                kind: balance_point_kind(point.kind()).to_owned(),
+                id: Some(point.id).filter(|id| !id.is_empty()),
+                meter: point.meter.map(meter_json),
+            })
+            .collect(),
     }))
 }

@@ -288,3 +288,139 @@ async fn closed_periods_are_listed_with_their_summaries() {
         .await;
     assert_error_shape(&r, 404);
 }
+
+#[tokio::test]
+async fn the_balance_burn_down_answers_each_draw_credit_and_reset() {
+    let s = metered_stack().await;
+    s.feature(json!({"name": "SSO", "key": "sso"})).await;
+    // 10:00 tomorrow: the day's period lasts past the hours this test moves on.
+    let start = s
+        .clock
+        .now_for_tests()
+        .date_naive()
+        .and_time(NaiveTime::MIN)
+        .and_utc()
+        + TimeDelta::hours(34);
+    s.clock.set(start);
+    let r = s.post(USAGE, &json!({"events": [usage("e1", 30)]})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    s.clock.advance(TimeDelta::hours(1));
+    let r = s
+        .post(
+            "/entitlements/api/v1/credit-grants",
+            &json!({"tenantId": "acme", "featureKey": "calls", "amount": 25}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let credit = r.body["id"].as_str().unwrap().to_owned();
+    s.clock.advance(TimeDelta::hours(1));
+    let r = s
+        .post(
+            "/entitlements/api/v1/usage/consume",
+            &json!({"id": "c1", "tenantId": "acme", "featureKey": "calls", "amount": 5}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // The next day: a scheduled reset.
+    s.clock.advance(TimeDelta::hours(14));
+    let path = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        format!(
+            "/entitlements/api/v1/accounts/acme/meters/calls/balance?from={}&to={}",
+            rfc3339(from),
+            rfc3339(to)
+        )
+    };
+    let r = s.get(&path(start, start + TimeDelta::days(3))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let points: Vec<(Value, Value, Value, Value)> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].clone(),
+                p["id"].clone(),
+                p["meter"]["balance"].clone(),
+                p["meter"]["usage"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            (json!("USAGE"), json!("e1"), json!(70), json!(30)),
+            (
+                json!("CREDIT_EFFECTIVE"),
+                json!(credit),
+                json!(95),
+                json!(30)
+            ),
+            (json!("CONSUMPTION"), json!("c1"), json!(90), json!(35)),
+            // A fresh 100 and the credit's 25 rolled over.
+            (json!("RESET"), Value::Null, json!(125), json!(0)),
+        ],
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        r.body["items"][0]["at"],
+        start.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "{:?}",
+        r.body
+    );
+
+    // Bad inputs are refused naming the field.
+    for (bad, name) in [
+        (path(start, start), "to"),
+        (
+            format!(
+                "/entitlements/api/v1/accounts/acme/meters/calls/balance?from=yesterday&to={}",
+                rfc3339(start)
+            ),
+            "from",
+        ),
+        (
+            format!(
+                "/entitlements/api/v1/accounts/acme/meters/calls/balance?from={}&to=soon",
+                rfc3339(start)
+            ),
+            "to",
+        ),
+        (
+            path(start, start + TimeDelta::days(1)).replace("/calls/", "/sso/"),
+            "featureKey",
+        ),
+    ] {
+        let r = s.get(&bad).await;
+        assert_error_shape(&r, 400);
+        assert_eq!(field(&r), name, "{bad}: {:?}", r.body);
+    }
+    // A missing bound is a bad query.
+    let r = s
+        .get("/entitlements/api/v1/accounts/acme/meters/calls/balance?to=2026-01-01T00:00:00Z")
+        .await;
+    assert_error_shape(&r, 400);
+    assert!(
+        r.body["message"].as_str().unwrap_or("").contains("from"),
+        "{:?}",
+        r.body
+    );
+    for bad in [
+        path(start, start + TimeDelta::days(1)).replace("/calls/", "/nothing/"),
+        path(start, start + TimeDelta::days(1)).replace("/acme/", "/nobody/"),
+    ] {
+        let r = s.get(&bad).await;
+        assert_error_shape(&r, 404);
+    }
+    // An environment token only.
+    let ok = path(start, start + TimeDelta::days(1));
+    let none = s.app.request("GET", &ok, &[], None).await;
+    assert_eq!(none.status, 401);
+    let user = user_token(&user_claims("acme", "ann", &[]));
+    let auth = format!("Bearer {user}");
+    let as_user = s
+        .app
+        .request("GET", &ok, &[("authorization", &auth)], None)
+        .await;
+    assert!(matches!(as_user.status, 401 | 403), "{}", as_user.status);
+}
