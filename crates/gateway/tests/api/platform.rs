@@ -591,6 +591,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
         "get",
         "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/periods",
     ),
+    (
+        "get",
+        "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/balance",
+    ),
     ("get", "/entitlements/api/v1/webhooks"),
     ("post", "/entitlements/api/v1/webhooks"),
     ("get", "/entitlements/api/v1/webhooks/{webhookId}"),
