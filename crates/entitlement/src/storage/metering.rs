@@ -335,11 +335,7 @@ impl MeterStore for Store {
         rows.into_iter()
             .filter(|r| asked.contains(&(r.tenant_id.as_str(), r.event_id.as_str())))
             .map(|r| {
-                let outcome =
-                    StoredOutcome::parse(&r.outcome).ok_or_else(|| DomainError::Internal {
-                        message: format!("unknown usage outcome {:?}", r.outcome),
-                        source: None,
-                    })?;
+                let outcome = outcome_of(&r)?;
                 let drawn = drawn_of(&r)?;
                 Ok(StoredUsage {
                     tenant_id: r.tenant_id,
@@ -534,11 +530,15 @@ impl MeterStore for Store {
 /// Events that drew: usage recorded in the open period, consumptions allowed, commits.
 const DRAWING: [&str; 2] = ["recorded", "consumed"];
 
-fn stored_draw(r: usage_event::Model) -> Result<StoredDraw> {
-    let outcome = StoredOutcome::parse(&r.outcome).ok_or_else(|| DomainError::Internal {
+fn outcome_of(r: &usage_event::Model) -> Result<StoredOutcome> {
+    StoredOutcome::parse(&r.outcome).ok_or_else(|| DomainError::Internal {
         message: format!("unknown usage outcome {:?}", r.outcome),
         source: None,
-    })?;
+    })
+}
+
+fn stored_draw(r: usage_event::Model) -> Result<StoredDraw> {
+    let outcome = outcome_of(&r)?;
     let drawn = drawn_of(&r)?;
     Ok(StoredDraw {
         event_id: r.event_id,
