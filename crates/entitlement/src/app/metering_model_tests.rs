@@ -20,11 +20,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tenantry_index::Metering;
-use tenantry_index::metering::{PeriodWindow, Recurrence, UsagePeriod};
+use tenantry_index::metering::{MeterReading, PeriodWindow, Recurrence, UsagePeriod};
 
 use super::*;
 use crate::app::checks::CheckQuery;
-use crate::app::testing::{TestEngine, engine_on, feature_doc, feature_query, t0};
+use crate::app::testing::{TestEngine, engine_on, feature_doc, feature_query, new_plan, t0};
 use crate::clock::ManualClock;
 use crate::domain::metering::{NewConsumption, NewCreditGrant, NewUsage, Rollover, UsageOutcome};
 use crate::domain::{
@@ -37,13 +37,30 @@ const SEQUENCES: u64 = 1_250;
 /// Sequences run by default on PostgreSQL (the same engine over the other database).
 const PG_SEQUENCES: u64 = 150;
 const STEPS: usize = 8;
+/// Steps of a family sequence (its steps are spread over its accounts).
+const FAMILY_STEPS: usize = 12;
+/// The share of sequences run on a family of accounts.
+const FAMILY_SHARE: f64 = 0.6;
 const BASE: i64 = 100;
 const UPGRADED: i64 = 300;
-/// The plans: key and amount a period (`None`: unlimited).
-const PLANS: [(&str, Option<i64>); 3] = [
-    ("base", Some(BASE)),
-    ("big", Some(UPGRADED)),
-    ("unlimited", None),
+const POOL: i64 = 200;
+/// The plans: key, amount a period (`None`: unlimited) and whether sub-accounts inherit it
+/// (a pool).
+const PLANS: [(&str, Option<i64>, bool); 5] = [
+    ("base", Some(BASE), false),
+    ("big", Some(UPGRADED), false),
+    ("unlimited", None, false),
+    ("pool", Some(POOL), true),
+    ("unlimited-pool", None, true),
+];
+/// A family sequence's accounts: a root, two sub-accounts, one under the first, and an
+/// account apart (somewhere to move to): name suffix and parent.
+const FAMILY: [(&str, Option<usize>); 5] = [
+    ("", None),
+    ("-a", Some(0)),
+    ("-b", Some(0)),
+    ("-a1", Some(1)),
+    ("-x", None),
 ];
 
 fn period() -> UsagePeriod {
@@ -118,11 +135,13 @@ impl ModelCredit {
     }
 }
 
-/// A plan granted to the account: `amount` a period while it is active (`None`: unlimited).
+/// A plan granted to the account: `amount` a period while it is active (`None`: unlimited);
+/// `inherit`: its sub-accounts without an allocation of their own draw on this meter.
 #[derive(Debug, Clone)]
 struct ModelGrant {
     id: Uuid,
     amount: Option<i64>,
+    inherit: bool,
     starts_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
@@ -147,7 +166,7 @@ struct Answer {
     metered: bool,
 }
 
-/// One account's meter of one feature, kept the plain way.
+/// One account's own meter of one feature, with its own grants, kept the plain way.
 #[derive(Debug, Clone)]
 struct Model {
     kind: Kind,
@@ -198,8 +217,14 @@ impl Model {
         merged
     }
 
+    /// Whether the account's own grants allocate the feature at `at`.
     fn planned(&self, at: DateTime<Utc>) -> bool {
         self.grants.iter().any(|g| g.active_at(at))
+    }
+
+    /// Whether the account holds a pool at `at`: an active grant its sub-accounts inherit.
+    fn pools(&self, at: DateTime<Utc>) -> bool {
+        self.grants.iter().any(|g| g.inherit && g.active_at(at))
     }
 
     /// Closes the open period at `end` and opens `next`.
@@ -342,19 +367,11 @@ impl Model {
         (balance, ahead.usage, ahead.overage, held)
     }
 
-    /// The answer to `requested` units at `at`: a plan entitles (within its balance, or past
-    /// it with a soft limit); without one, credits entitle while they hold a balance.
-    fn answer(&self, at: DateTime<Utc>, requested: i64) -> Answer {
-        if self.deleted {
-            return Answer {
-                result: false,
-                justification: Some(Justification::TenantNotFound),
-                allow_reason: None,
-                metered: false,
-            };
-        }
+    /// The answer to `requested` units at `at` drawn on this meter: a plan entitles
+    /// (`planned`: the drawing account's own, or an ancestor's pool; within the balance, or
+    /// past it with a soft limit); without one, credits entitle while they hold a balance.
+    fn answer(&self, at: DateTime<Utc>, requested: i64, planned: bool) -> Answer {
         let balance = self.reading(at).0;
-        let planned = self.planned(at);
         if !planned && balance.is_none_or(|b| b <= 0) {
             return Answer {
                 result: false,
@@ -385,6 +402,56 @@ impl Model {
             metered: true,
         }
     }
+}
+
+/// An account of a sequence: its name, its parent (an index) and its own meter.
+#[derive(Debug, Clone)]
+struct Account {
+    name: String,
+    parent: Option<usize>,
+    model: Model,
+}
+
+/// What a check of a deleted account answers.
+const UNKNOWN: Answer = Answer {
+    result: false,
+    justification: Some(Justification::TenantNotFound),
+    allow_reason: None,
+    metered: false,
+};
+
+/// The meter account `i` draws on at `at` (README "Pools"): its own when its own grants
+/// allocate the feature; else that of the nearest ancestor holding an active grant its
+/// sub-accounts inherit, with that ancestor's depth (1: the parent) — a deleted ancestor ends
+/// the way up —; else its own.
+fn owner_of(accounts: &[Account], i: usize, at: DateTime<Utc>) -> (usize, Option<u8>) {
+    if accounts[i].model.planned(at) {
+        return (i, None);
+    }
+    let mut up = accounts[i].parent;
+    let mut depth: u8 = 0;
+    while let Some(p) = up {
+        if p == i || accounts[p].model.deleted || usize::from(depth) == accounts.len() {
+            break;
+        }
+        depth += 1;
+        if accounts[p].model.pools(at) {
+            return (p, Some(depth));
+        }
+        up = accounts[p].parent;
+    }
+    (i, None)
+}
+
+/// The answer to `requested` units for account `i` at `at`, on the meter it draws on: a plan
+/// entitles it when its own grants or an ancestor's pool do.
+fn answer_for(accounts: &[Account], i: usize, at: DateTime<Utc>, requested: i64) -> Answer {
+    if accounts[i].model.deleted {
+        return UNKNOWN;
+    }
+    let (owner, _) = owner_of(accounts, i, at);
+    let planned = owner != i || accounts[i].model.planned(at);
+    accounts[owner].model.answer(at, requested, planned)
 }
 
 /// The steps of one sequence so far, for a failure's message.
@@ -439,36 +506,40 @@ async fn world(e: TestEngine) -> TestEngine {
         });
         e.engine.create_feature(doc, None).await.unwrap();
     }
-    for (plan, amount) in PLANS {
+    for (plan, amount, inherit) in PLANS {
         let limit = amount.map_or(Limit::Unlimited, |a| Limit::Finite(a as u64));
-        e.plan(
-            plan,
-            kinds
-                .iter()
-                .map(|kind| PlanFeature {
-                    feature_key: kind.key(),
-                    allocation: Some(Allocation::MaxCount(limit)),
-                })
-                .collect(),
-        )
-        .await;
+        let features = kinds
+            .iter()
+            .map(|kind| PlanFeature {
+                feature_key: kind.key(),
+                allocation: Some(Allocation::MaxCount(limit)),
+            })
+            .collect();
+        let mut new = new_plan(plan, features);
+        new.inherit_to_sub_accounts = inherit;
+        e.engine.create_plan(new, None).await.unwrap();
     }
     e
 }
+
+/// An event of a usage step: account, id, amount, time (`None`: when received), `unique`.
+type BatchEvent = (usize, String, i64, Option<DateTime<Utc>>, String);
 
 /// One sequence's state: the engine, the model and what was done so far.
 struct Sequence<'a> {
     e: &'a TestEngine,
     rng: StdRng,
-    tenant: String,
     key: String,
-    model: Model,
+    accounts: Vec<Account>,
     log: Log,
-    events: Vec<(String, i64, String)>,
-    consumed: Vec<(String, i64, bool)>,
-    reservations: Vec<Uuid>,
-    /// Reservations asked for: key, amount, time-to-live, whether held, id.
-    reserved: Vec<(String, i64, TimeDelta, bool, Uuid)>,
+    /// Usage events sent: account, id, amount, `unique` value.
+    events: Vec<(usize, String, i64, String)>,
+    /// Consumptions asked for: account, id, amount, whether consumed.
+    consumed: Vec<(usize, String, i64, bool)>,
+    /// Live holds: reservation, the account that asked, the account whose meter holds it.
+    reservations: Vec<(Uuid, usize, usize)>,
+    /// Reservations asked for: account, key, amount, time-to-live, whether held, id.
+    reserved: Vec<(usize, String, i64, TimeDelta, bool, Uuid)>,
     counter: usize,
 }
 
@@ -481,50 +552,124 @@ impl Sequence<'_> {
         self.log.steps.push(what);
     }
 
-    /// Compares an error of a write on a deleted account; answers whether it was one.
-    fn gone<T: std::fmt::Debug>(&self, got: &std::result::Result<T, DomainError>) -> bool {
-        if !self.model.deleted {
+    fn name(&self, i: usize) -> String {
+        self.accounts[i].name.clone()
+    }
+
+    fn deleted(&self, i: usize) -> bool {
+        self.accounts[i].model.deleted
+    }
+
+    /// A random account of the sequence.
+    fn pick(&mut self) -> usize {
+        self.rng.random_range(0..self.accounts.len())
+    }
+
+    /// The pool's owner an answer for account `i` names at `at` (none on its own meter).
+    fn pool_owner(&self, i: usize, at: DateTime<Utc>) -> Option<String> {
+        let (owner, _) = owner_of(&self.accounts, i, at);
+        (owner != i).then(|| self.name(owner))
+    }
+
+    /// Compares an error of a write on a deleted account (`deleted`: the model says it is
+    /// one); answers whether it was one.
+    fn gone<T: std::fmt::Debug>(
+        &self,
+        deleted: bool,
+        got: &std::result::Result<T, DomainError>,
+    ) -> bool {
+        if !deleted {
             return false;
         }
         match got {
             Err(err) if account_gone(err) => true,
             other => self.fail(&format!(
-                "a write on the deleted account answered {other:?}, not that it is unknown"
+                "a write on a deleted account answered {other:?}, not that it is unknown"
             )),
         }
     }
 
-    async fn grant(&mut self, plan: &str, amount: Option<i64>) {
+    /// Compares a write only a meter's owner may make, asked of account `i`: answers whether
+    /// the model refuses it as drawing on a pool (and the engine did, naming the owner).
+    fn pooled<T: std::fmt::Debug>(
+        &self,
+        i: usize,
+        now: DateTime<Utc>,
+        got: &std::result::Result<T, DomainError>,
+    ) -> bool {
+        let Some(owner) = self.pool_owner(i, now) else {
+            return false;
+        };
+        match got {
+            Err(DomainError::MeterPooled { owner: named, .. }) if *named == owner => true,
+            other => self.fail(&format!(
+                "a write for {} drawing on {owner}'s pool answered {other:?}",
+                self.name(i)
+            )),
+        }
+    }
+
+    /// Compares a meter an answer carries with the model's reading of `model` at `now`.
+    fn same_reading(
+        &self,
+        what: &str,
+        got: Option<&MeterReading>,
+        model: &Model,
+        now: DateTime<Utc>,
+    ) {
+        let want = model.reading(now);
+        let got = got.map(|r| (r.balance, r.usage, r.overage, r.held));
+        if got != Some(want) {
+            self.fail(&format!(
+                "{what}: (balance, usage, overage, held) {got:?}, the model {want:?}"
+            ));
+        }
+    }
+
+    async fn grant(&mut self, i: usize, plan: &str, amount: Option<i64>, inherit: bool) {
         let now = self.e.engine.now();
-        let grant = self.e.grant(plan, &self.tenant, None).await;
-        self.model.grants.push(ModelGrant {
+        let grant = self.e.grant(plan, &self.accounts[i].name, None).await;
+        self.accounts[i].model.grants.push(ModelGrant {
             id: grant.id,
             amount,
+            inherit,
             starts_at: grant.starts_at.max(now),
             expires_at: None,
             revoked_at: None,
         });
     }
 
-    /// A batch of one to four events: now or late, new ids or ids already taken (by an
-    /// earlier event, one of the batch, or a consumption).
+    /// A batch of one to four events, each of any account: now or late, new ids or ids
+    /// already taken (by an earlier event, one of the batch, or a consumption — of the same
+    /// account; another account's ids are not taken).
     async fn usage(&mut self, now: DateTime<Utc>) {
         let n = if self.rng.random_bool(0.6) {
             1
         } else {
             self.rng.random_range(2..=4)
         };
-        let mut batch: Vec<(String, i64, Option<DateTime<Utc>>, String)> = Vec::new();
+        let mut batch: Vec<BatchEvent> = Vec::new();
         for j in 0..n {
+            let i = self.pick();
             let taken: Vec<String> = self
                 .events
                 .iter()
-                .map(|e| e.0.clone())
-                .chain(self.consumed.iter().map(|c| c.0.clone()))
-                .chain(batch.iter().map(|b| b.0.clone()))
+                .map(|e| (e.0, &e.1))
+                .chain(self.consumed.iter().map(|c| (c.0, &c.1)))
+                .chain(batch.iter().map(|b| (b.0, &b.1)))
+                .filter(|(a, _)| *a == i)
+                .map(|(_, id)| id.clone())
+                .collect();
+            let others: Vec<String> = self
+                .events
+                .iter()
+                .filter(|e| e.0 != i)
+                .map(|e| e.1.clone())
                 .collect();
             let id = if !taken.is_empty() && self.rng.random_bool(0.2) {
                 taken[self.rng.random_range(0..taken.len())].clone()
+            } else if !others.is_empty() && self.rng.random_bool(0.1) {
+                others[self.rng.random_range(0..others.len())].clone()
             } else {
                 format!("u{}-{j}", self.counter)
             };
@@ -534,14 +679,18 @@ impl Sequence<'_> {
                 .random_bool(0.3)
                 .then(|| now - TimeDelta::minutes(self.rng.random_range(0..60 * 24 * 5)));
             let unique = format!("v{}", self.rng.random_range(0..6));
-            batch.push((id, amount, at, unique));
+            batch.push((i, id, amount, at, unique));
         }
-        self.step(format!("usage {batch:?}"));
+        let shown: Vec<_> = batch
+            .iter()
+            .map(|(i, id, amount, at, unique)| (self.name(*i), id, amount, at, unique))
+            .collect();
+        self.step(format!("usage {shown:?}"));
         let events = batch
             .iter()
-            .map(|(id, amount, at, unique)| NewUsage {
+            .map(|(i, id, amount, at, unique)| NewUsage {
                 id: id.clone(),
-                tenant_id: self.tenant.clone(),
+                tenant_id: self.name(*i),
                 user_id: None,
                 feature_key: self.key.clone(),
                 amount: *amount,
@@ -550,40 +699,50 @@ impl Sequence<'_> {
             })
             .collect();
         let got = self.e.engine.record_usage(events).await;
-        if self.gone(&got) {
+        // One event of a deleted account refuses the batch.
+        if self.gone(batch.iter().any(|b| self.deleted(b.0)), &got) {
             return;
         }
         let (outcomes, _) = got.unwrap();
-        // The engine closes the periods since the meter's last write (with the grants as they
-        // are now) only when it writes the meter: when something is drawn.
-        let mut ahead = self.model.clone();
-        ahead.advance(now);
-        let mut drawn = false;
-        let mut seen: HashSet<String> = self
+        // The engine closes the periods since a meter's last write (with the grants as they
+        // are now) only when it writes the meter: when something is drawn on it.
+        let mut ahead: Vec<Model> = self
+            .accounts
+            .iter()
+            .map(|a| {
+                let mut m = a.model.clone();
+                m.advance(now);
+                m
+            })
+            .collect();
+        let mut drawn = HashSet::new();
+        let mut seen: HashSet<(usize, String)> = self
             .events
             .iter()
-            .map(|e| e.0.clone())
-            .chain(self.consumed.iter().map(|c| c.0.clone()))
+            .map(|e| (e.0, e.1.clone()))
+            .chain(self.consumed.iter().map(|c| (c.0, c.1.clone())))
             .collect();
         let mut expected = Vec::new();
-        for (id, amount, at, unique) in batch {
-            if !seen.insert(id.clone()) {
+        for (i, id, amount, at, unique) in batch {
+            if !seen.insert((i, id.clone())) {
                 expected.push(UsageOutcome::Duplicate);
                 continue;
             }
-            let at = at.unwrap_or(now.max(ahead.window.start));
-            if at < ahead.window.start {
+            let (owner, _) = owner_of(&self.accounts, i, now);
+            let meter = &mut ahead[owner];
+            let at = at.unwrap_or(now.max(meter.window.start));
+            if at < meter.window.start {
                 expected.push(UsageOutcome::Late);
             } else {
-                let counted = ahead.counted(amount, &unique);
-                ahead.draw(at, counted);
-                drawn = true;
+                let counted = meter.counted(amount, &unique);
+                meter.draw(at, counted);
+                drawn.insert(owner);
                 expected.push(UsageOutcome::Recorded);
             }
-            self.events.push((id, amount, unique));
+            self.events.push((i, id, amount, unique));
         }
-        if drawn {
-            self.model = ahead;
+        for owner in drawn {
+            self.accounts[owner].model = ahead[owner].clone();
         }
         if outcomes != expected {
             self.fail(&format!(
@@ -593,10 +752,12 @@ impl Sequence<'_> {
     }
 
     async fn duplicate(&mut self) {
-        let (id, amount, unique) = self.events[self.rng.random_range(0..self.events.len())].clone();
-        self.step(format!("usage again {id}"));
-        let got = record(self.e, &self.tenant, &self.key, &id, amount, None, &unique).await;
-        if self.gone(&got) {
+        let (i, id, amount, unique) =
+            self.events[self.rng.random_range(0..self.events.len())].clone();
+        let tenant = self.name(i);
+        self.step(format!("usage again {tenant} {id}"));
+        let got = record(self.e, &tenant, &self.key, &id, amount, None, &unique).await;
+        if self.gone(self.deleted(i), &got) {
             return;
         }
         let outcome = got.unwrap();
@@ -606,29 +767,36 @@ impl Sequence<'_> {
     }
 
     async fn consume(&mut self, now: DateTime<Utc>) {
-        let retry = !self.consumed.is_empty() && self.rng.random_bool(0.2);
+        let i = self.pick();
+        let tenant = self.name(i);
+        let mine: Vec<(String, i64, bool)> = self
+            .consumed
+            .iter()
+            .filter(|c| c.0 == i)
+            .map(|c| (c.1.clone(), c.2, c.3))
+            .collect();
+        let retry = !mine.is_empty() && self.rng.random_bool(0.2);
         // A retry may (wrongly) change the amount: the key is refused, nothing consumed.
         let reused = retry && self.rng.random_bool(0.25);
         let (id, amount) = if retry {
-            let (id, amount, _) =
-                self.consumed[self.rng.random_range(0..self.consumed.len())].clone();
+            let (id, amount, _) = mine[self.rng.random_range(0..mine.len())].clone();
             (id, amount + i64::from(reused))
         } else {
             (format!("c{}", self.counter), self.rng.random_range(1..60))
         };
-        self.step(format!("consume {id} {amount} (retry {retry})"));
+        self.step(format!("consume {tenant} {id} {amount} (retry {retry})"));
         let got = self
             .e
             .engine
             .consume_usage(NewConsumption {
                 id: id.clone(),
-                tenant_id: self.tenant.clone(),
+                tenant_id: tenant.clone(),
                 user_id: None,
                 feature_key: self.key.clone(),
                 amount,
             })
             .await;
-        if self.gone(&got) {
+        if self.gone(self.deleted(i), &got) {
             return;
         }
         if reused {
@@ -639,7 +807,7 @@ impl Sequence<'_> {
         }
         let (answer, replayed) = got.unwrap();
         if retry {
-            let first = self.consumed.iter().find(|c| c.0 == id).unwrap().2;
+            let first = mine.iter().find(|c| c.0 == id).unwrap().2;
             if answer.consumed != first || !replayed {
                 self.fail(&format!(
                     "a retry answered consumed {} (replayed {replayed}), first {first}",
@@ -648,15 +816,15 @@ impl Sequence<'_> {
             }
             return;
         }
-        // A refused consumption does not write the meter.
-        let mut ahead = self.model.clone();
+        // Decided on the meter the account draws on; a refused one does not write it.
+        let (owner, _) = owner_of(&self.accounts, i, now);
+        let expected = answer_for(&self.accounts, i, now, amount);
+        let mut ahead = self.accounts[owner].model.clone();
         ahead.advance(now);
-        let expected = ahead.answer(now, amount);
         if expected.result {
             ahead.draw(now.max(ahead.window.start), amount);
-            self.model = ahead;
         }
-        self.consumed.push((id, amount, expected.result));
+        self.consumed.push((i, id, amount, expected.result));
         let got = (answer.consumed, answer.justification, answer.allow_reason);
         let want = (
             expected.result,
@@ -669,9 +837,27 @@ impl Sequence<'_> {
                 "consumed {got:?} (replayed {replayed}), the model {want:?}"
             ));
         }
+        let named = self.pool_owner(i, now);
+        if answer.meter_owner != named {
+            self.fail(&format!(
+                "the consumption named the owner {:?}, the model {named:?}",
+                answer.meter_owner
+            ));
+        }
+        self.same_reading(
+            "the consumption's meter",
+            answer.meter.as_ref(),
+            &ahead,
+            now,
+        );
+        if expected.result {
+            self.accounts[owner].model = ahead;
+        }
     }
 
     async fn credit(&mut self, now: DateTime<Utc>) {
+        let i = self.pick();
+        let tenant = self.name(i);
         let amount = self.rng.random_range(1..80);
         let priority = [1, 10, 20][self.rng.random_range(0..3)];
         let effective_at = now + TimeDelta::hours(self.rng.random_range(0..3) * 12);
@@ -685,13 +871,14 @@ impl Sequence<'_> {
             max: self.rng.random_range(min..=amount),
         };
         self.step(format!(
-            "credit {amount} p{priority} from {effective_at} to {expires_at:?} {rollover:?}"
+            "credit {tenant} {amount} p{priority} from {effective_at} to {expires_at:?} \
+             {rollover:?}"
         ));
         let got = self
             .e
             .engine
             .create_credit_grant(NewCreditGrant {
-                tenant_id: self.tenant.clone(),
+                tenant_id: tenant,
                 feature_key: self.key.clone(),
                 amount,
                 priority: Some(priority),
@@ -701,12 +888,13 @@ impl Sequence<'_> {
                 metadata: serde_json::Value::Null,
             })
             .await;
-        if self.gone(&got) {
+        if self.gone(self.deleted(i), &got) || self.pooled(i, now, &got) {
             return;
         }
         let grant = got.unwrap().value;
-        self.model.advance(now);
-        self.model.credits.push(ModelCredit {
+        let model = &mut self.accounts[i].model;
+        model.advance(now);
+        model.credits.push(ModelCredit {
             id: grant.id,
             priority,
             effective_at,
@@ -717,48 +905,60 @@ impl Sequence<'_> {
         });
     }
 
+    /// Voids a credit of any account (also one that now draws on a pool: the credit is its
+    /// own meter's).
     async fn void(&mut self, now: DateTime<Utc>) {
-        let id = self.model.credits[self.rng.random_range(0..self.model.credits.len())].id;
-        self.step(format!("void {id}"));
+        let credits: Vec<(usize, Uuid)> = self
+            .accounts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.model.credits.iter().map(move |c| (i, c.id)))
+            .collect();
+        let (i, id) = credits[self.rng.random_range(0..credits.len())];
+        self.step(format!("void {id} of {}", self.name(i)));
         let got = self.e.engine.void_credit_grant(id).await;
-        if self.gone(&got) {
+        if self.gone(self.deleted(i), &got) {
             return;
         }
         got.unwrap();
+        let model = &mut self.accounts[i].model;
         // Voiding a void credit writes nothing.
-        if self
-            .model
+        if model
             .credits
             .iter()
             .any(|c| c.id == id && c.voided_at.is_some())
         {
             return;
         }
-        self.model.advance(now);
-        if let Some(c) = self.model.credits.iter_mut().find(|c| c.id == id) {
+        model.advance(now);
+        if let Some(c) = model.credits.iter_mut().find(|c| c.id == id) {
             c.voided_at = Some(now);
         }
     }
 
     async fn reserve(&mut self, now: DateTime<Utc>) {
-        // A retry asks again with the same key: the first answer, nothing more held.
-        if !self.reserved.is_empty() && self.rng.random_bool(0.2) {
-            let (key, amount, ttl, held, id) =
-                self.reserved[self.rng.random_range(0..self.reserved.len())].clone();
-            self.step(format!("reserve again {key}"));
+        let i = self.pick();
+        let tenant = self.name(i);
+        let mine: Vec<_> = self.reserved.iter().filter(|r| r.0 == i).cloned().collect();
+        // A retry asks again with the same key: the first answer, nothing more held (also
+        // when the account has moved since).
+        if !mine.is_empty() && self.rng.random_bool(0.2) {
+            let (_, key, amount, ttl, held, id) =
+                mine[self.rng.random_range(0..mine.len())].clone();
+            self.step(format!("reserve again {tenant} {key}"));
             let got = self
                 .e
                 .engine
                 .reserve(NewReservation {
                     id: key,
-                    tenant_id: self.tenant.clone(),
+                    tenant_id: tenant,
                     user_id: None,
                     feature_key: self.key.clone(),
                     amount,
                     ttl,
                 })
                 .await;
-            if self.gone(&got) {
+            if self.gone(self.deleted(i), &got) {
                 return;
             }
             let (r, answer, replayed) = got.unwrap();
@@ -773,27 +973,31 @@ impl Sequence<'_> {
         let amount = self.rng.random_range(1..60);
         let ttl = TimeDelta::minutes(self.rng.random_range(1..60 * 24 * 3));
         let key = format!("r{}", self.counter);
-        self.step(format!("reserve {key} {amount} for {ttl}"));
+        self.step(format!("reserve {tenant} {key} {amount} for {ttl}"));
         let got = self
             .e
             .engine
             .reserve(NewReservation {
                 id: key.clone(),
-                tenant_id: self.tenant.clone(),
+                tenant_id: tenant,
                 user_id: None,
                 feature_key: self.key.clone(),
                 amount,
                 ttl,
             })
             .await;
-        if self.gone(&got) {
+        if self.gone(self.deleted(i), &got) {
             return;
         }
         let (r, answer, _) = got.unwrap();
-        // A refused reservation does not write the meter.
-        let mut ahead = self.model.clone();
+        // Held on the meter the account draws on; a refused reservation does not write it.
+        let (owner, _) = owner_of(&self.accounts, i, now);
+        let expected = answer_for(&self.accounts, i, now, amount);
+        let mut ahead = self.accounts[owner].model.clone();
         ahead.advance(now);
-        let expected = ahead.answer(now, amount);
+        if expected.result {
+            ahead.holds.insert(r.id, (amount, now + ttl));
+        }
         let got = (answer.held, answer.justification, answer.allow_reason);
         let want = (
             expected.result,
@@ -803,42 +1007,61 @@ impl Sequence<'_> {
         if got.0 != want.0 || (expected.metered && got != want) {
             self.fail(&format!("held {got:?}, the model {want:?}"));
         }
+        let named = self.pool_owner(i, now);
+        if answer.meter_owner != named || r.meter_owner != named {
+            self.fail(&format!(
+                "the reservation named the owner {:?} / {:?}, the model {named:?}",
+                answer.meter_owner, r.meter_owner
+            ));
+        }
+        self.same_reading(
+            "the reservation's meter",
+            answer.meter.as_ref(),
+            &ahead,
+            now,
+        );
         self.reserved
-            .push((key, amount, ttl, expected.result, r.id));
+            .push((i, key, amount, ttl, expected.result, r.id));
         if expected.result {
-            ahead.holds.insert(r.id, (amount, now + ttl));
-            self.model = ahead;
-            self.reservations.push(r.id);
+            self.accounts[owner].model = ahead;
+            self.reservations.push((r.id, i, owner));
         }
     }
 
+    /// Commits or releases a hold, on the meter that holds it (wherever its account draws
+    /// now).
     async fn settle(&mut self, now: DateTime<Utc>) {
         let at = self.rng.random_range(0..self.reservations.len());
-        let id = self.reservations[at];
-        let (amount, expires_at) = self.model.holds[&id];
+        let (id, holder, owner) = self.reservations[at];
+        let (amount, expires_at) = self.accounts[owner].model.holds[&id];
         let live = now < expires_at;
+        // The account's or the holding meter's deletion: no writes.
+        let deleted = self.deleted(holder) || self.deleted(owner);
         if self.rng.random_bool(0.7) {
             let part = self.rng.random_range(0..=amount);
             self.step(format!("commit {id} {part} (live {live})"));
             let got = self.e.engine.commit_reservation(id, Some(part)).await;
-            if self.gone(&got) {
+            if self.gone(deleted, &got) {
                 return;
             }
+            let model = &mut self.accounts[owner].model;
             match got {
-                Ok(_) if live => {
-                    self.model.advance(now);
-                    self.model.holds.remove(&id);
-                    self.model.draw(now.max(self.model.window.start), part);
+                Ok(settled) if live => {
+                    model.advance(now);
+                    model.holds.remove(&id);
+                    model.draw(now.max(model.window.start), part);
+                    let model = model.clone();
+                    self.same_reading("the commit's meter", Some(&settled.meter), &model, now);
                 }
                 Err(DomainError::Reservation(ReservationRefusal::Expired)) if !live => {
-                    self.model.holds.remove(&id);
+                    model.holds.remove(&id);
                 }
                 other => self.fail(&format!("commit answered {other:?}")),
             }
         } else {
             self.step(format!("release {id} (live {live})"));
             let got = self.e.engine.release_reservation(id).await;
-            if self.gone(&got) {
+            if self.gone(deleted, &got) {
                 return;
             }
             let released = got.unwrap();
@@ -850,44 +1073,52 @@ impl Sequence<'_> {
             if released.reservation.status != expected {
                 self.fail(&format!("released as {:?}", released.reservation.status));
             }
+            let model = &mut self.accounts[owner].model;
             if live {
-                self.model.advance(now);
+                model.advance(now);
             }
-            self.model.holds.remove(&id);
+            model.holds.remove(&id);
         }
         self.reservations.swap_remove(at);
     }
 
-    /// A plan change: an upgrade (300 a period, merged by max), a downgrade or revocation, an
-    /// expiry set mid-period, a grant deleted (its past with it), or the base plan again.
+    /// A plan change of one account: an upgrade (300 a period, an unlimited plan, or a pool
+    /// its sub-accounts inherit), a downgrade or revocation, an expiry set mid-period, a
+    /// grant deleted (its past with it), or the base plan again.
     async fn plan_change(&mut self, now: DateTime<Utc>) {
-        let live: Vec<usize> = (0..self.model.grants.len())
-            .filter(|&i| self.model.grants[i].revoked_at.is_none())
+        let i = self.pick();
+        let tenant = self.name(i);
+        let grants = &self.accounts[i].model.grants;
+        let live: Vec<usize> = (0..grants.len())
+            .filter(|&g| grants[g].revoked_at.is_none())
             .collect();
+        let deleted = self.deleted(i);
         match self.rng.random_range(0..5) {
-            0 if !self.model.deleted => {
-                let (plan, amount) = PLANS[self.rng.random_range(1..PLANS.len())];
-                self.step(format!("grant {plan}"));
-                self.grant(plan, amount).await;
+            0 if !deleted => {
+                let (plan, amount, inherit) = PLANS[self.rng.random_range(1..PLANS.len())];
+                self.step(format!("grant {plan} to {tenant}"));
+                self.grant(i, plan, amount, inherit).await;
             }
-            1 if !self.model.deleted && !self.model.planned(now) => {
-                self.step("grant base again".into());
-                self.grant("base", Some(BASE)).await;
+            1 if !deleted && !self.accounts[i].model.planned(now) => {
+                self.step(format!("grant base to {tenant} again"));
+                self.grant(i, "base", Some(BASE), false).await;
             }
             2 if !live.is_empty() => {
                 let g = live[self.rng.random_range(0..live.len())];
-                let id = self.model.grants[g].id;
-                self.step(format!("revoke {:?} ({id})", self.model.grants[g].amount));
+                let grant = &self.accounts[i].model.grants[g];
+                let id = grant.id;
+                self.step(format!("revoke {:?} of {tenant} ({id})", grant.amount));
                 self.e.engine.revoke_grant(id, None, None).await.unwrap();
-                self.model.grants[g].revoked_at = Some(now);
+                self.accounts[i].model.grants[g].revoked_at = Some(now);
             }
             3 if !live.is_empty() => {
                 let g = live[self.rng.random_range(0..live.len())];
-                let id = self.model.grants[g].id;
+                let grant = &self.accounts[i].model.grants[g];
+                let id = grant.id;
                 let expires_at = now + TimeDelta::hours(self.rng.random_range(1..24 * 40));
                 self.step(format!(
-                    "expire {:?} ({id}) at {expires_at}",
-                    self.model.grants[g].amount
+                    "expire {:?} of {tenant} ({id}) at {expires_at}",
+                    grant.amount
                 ));
                 self.e
                     .engine
@@ -901,140 +1132,208 @@ impl Sequence<'_> {
                     )
                     .await
                     .unwrap();
-                self.model.grants[g].expires_at = Some(expires_at);
+                self.accounts[i].model.grants[g].expires_at = Some(expires_at);
             }
-            4 if !self.model.grants.is_empty() => {
-                let g = self.rng.random_range(0..self.model.grants.len());
-                let id = self.model.grants[g].id;
+            4 if !self.accounts[i].model.grants.is_empty() => {
+                let g = self
+                    .rng
+                    .random_range(0..self.accounts[i].model.grants.len());
+                let grant = &self.accounts[i].model.grants[g];
+                let id = grant.id;
                 self.step(format!(
-                    "delete grant {:?} ({id})",
-                    self.model.grants[g].amount
+                    "delete grant {:?} of {tenant} ({id})",
+                    grant.amount
                 ));
                 self.e.engine.delete_grant(id).await.unwrap();
-                self.model.grants.remove(g);
+                self.accounts[i].model.grants.remove(g);
             }
             _ => self.step("no plan change".into()),
         }
     }
 
     async fn reset(&mut self, now: DateTime<Utc>) {
-        self.step("reset".into());
-        let got = self.e.engine.reset_meter(&self.tenant, &self.key).await;
-        if self.gone(&got) {
+        let i = self.pick();
+        let tenant = self.name(i);
+        self.step(format!("reset {tenant}"));
+        let got = self.e.engine.reset_meter(&tenant, &self.key).await;
+        if self.gone(self.deleted(i), &got) || self.pooled(i, now, &got) {
             return;
         }
         let reset = got.unwrap().value;
-        self.model.reset(now);
-        let r = reset.reading;
-        let got = (r.balance, r.usage, r.overage, r.held);
-        let want = self.model.reading(now);
-        if got != want {
-            self.fail(&format!(
-                "after the reset (balance, usage, overage, held) {got:?}, the model {want:?}"
-            ));
-        }
+        self.accounts[i].model.reset(now);
+        let model = self.accounts[i].model.clone();
+        self.same_reading("after the reset", Some(&reset.reading), &model, now);
     }
 
-    /// The account deleted at the tenant service (its grants revoked), or reactivated.
+    /// An account deleted at the tenant service (its grants revoked), or reactivated (under
+    /// the parent it had).
     async fn delete_or_reactivate(&mut self, now: DateTime<Utc>) {
-        if self.model.deleted {
-            self.step("reactivate the account".into());
-            self.e.reactivate_account(&self.tenant, None).await;
-            self.model.deleted = false;
+        let i = self.pick();
+        let tenant = self.name(i);
+        if self.deleted(i) {
+            self.step(format!("reactivate {tenant}"));
+            let parent = self.accounts[i].parent.map(|p| self.name(p));
+            self.e.reactivate_account(&tenant, parent.as_deref()).await;
+            self.accounts[i].model.deleted = false;
         } else {
-            self.step("delete the account".into());
-            self.e.delete_account(&self.tenant).await;
-            self.model.deleted = true;
-            for g in &mut self.model.grants {
+            self.step(format!("delete {tenant}"));
+            self.e.delete_account(&tenant).await;
+            let model = &mut self.accounts[i].model;
+            model.deleted = true;
+            for g in &mut model.grants {
                 g.revoked_at.get_or_insert(now);
             }
         }
     }
 
-    /// The engine's check against the model's.
-    async fn compare(&mut self) {
-        let now = self.e.engine.now();
-        // One unit (the default), or a random amount.
-        let requested = if self.rng.random_bool(0.5) {
-            1
-        } else {
-            self.rng.random_range(1..120)
-        };
-        let query = CheckQuery {
-            requested: Some(requested as u64),
-            ..feature_query(&self.tenant, None, &self.key)
-        };
-        let decision = self.e.engine.check(&query, 0).await.unwrap().value;
-        let want = self.model.answer(now, requested);
-        let got = Answer {
-            result: decision.result,
-            justification: decision
-                .justification
-                .filter(|_| want.justification.is_some()),
-            allow_reason: decision.allow_reason,
-            metered: decision.meter.is_some(),
-        };
-        if got != want {
-            self.fail(&format!("checked {decision:?}, the model {want:?}"));
-        }
-        let expected = self.model.reading(now);
-        if let Some(meter) = decision.meter {
-            let got = (meter.balance, meter.usage, meter.overage, meter.held);
-            if got != expected {
-                self.fail(&format!(
-                    "(balance, usage, overage, held) {got:?}, the model {expected:?} \
-                     (checking {requested})"
-                ));
+    /// Whether `i` is `ancestor` or under it.
+    fn under(&self, mut i: usize, ancestor: usize) -> bool {
+        for _ in 0..=self.accounts.len() {
+            if i == ancestor {
+                return true;
+            }
+            match self.accounts[i].parent {
+                Some(p) => i = p,
+                None => return false,
             }
         }
-        // The meter's own reading (GET …/meters/{feature}) closes the periods between as a
-        // write would.
-        let view = self.e.engine.meter_view(&self.tenant, &self.key, 0).await;
-        if self.gone(&view) {
+        false
+    }
+
+    /// A live account moved (re-parented) under another live one outside its own subtree, or
+    /// made a root.
+    async fn move_account(&mut self) {
+        let live: Vec<usize> = (0..self.accounts.len())
+            .filter(|&i| !self.deleted(i))
+            .collect();
+        if live.is_empty() {
+            self.step("no move".into());
             return;
         }
-        let r = view.unwrap().reading;
-        let got = (r.balance, r.usage, r.overage, r.held);
-        if got != expected {
-            self.fail(&format!(
-                "the meter read (balance, usage, overage, held) {got:?}, the model {expected:?}"
-            ));
+        let i = live[self.rng.random_range(0..live.len())];
+        let parents: Vec<Option<usize>> = std::iter::once(None)
+            .chain(
+                live.iter()
+                    .filter(|&&p| !self.under(p, i))
+                    .map(|&p| Some(p)),
+            )
+            .collect();
+        let parent = parents[self.rng.random_range(0..parents.len())];
+        let tenant = self.name(i);
+        let parent_name = parent.map(|p| self.name(p));
+        self.step(format!("move {tenant} under {parent_name:?}"));
+        self.e
+            .reactivate_account(&tenant, parent_name.as_deref())
+            .await;
+        self.accounts[i].parent = parent;
+    }
+
+    /// The engine's check of every account against the model's, and its meter's reading.
+    async fn compare(&mut self) {
+        let now = self.e.engine.now();
+        for i in 0..self.accounts.len() {
+            let tenant = self.name(i);
+            // One unit (the default), or a random amount.
+            let requested = if self.rng.random_bool(0.5) {
+                1
+            } else {
+                self.rng.random_range(1..120)
+            };
+            let query = CheckQuery {
+                requested: Some(requested as u64),
+                ..feature_query(&tenant, None, &self.key)
+            };
+            let decision = self.e.engine.check(&query, 0).await.unwrap().value;
+            let want = answer_for(&self.accounts, i, now, requested);
+            let got = Answer {
+                result: decision.result,
+                justification: decision
+                    .justification
+                    .filter(|_| want.justification.is_some()),
+                allow_reason: decision.allow_reason,
+                metered: decision.meter.is_some(),
+            };
+            if got != want {
+                self.fail(&format!(
+                    "checked {tenant}: {decision:?}, the model {want:?}"
+                ));
+            }
+            let (owner, depth) = owner_of(&self.accounts, i, now);
+            let depth = depth.filter(|_| !self.deleted(i));
+            if decision.meter_pool != depth {
+                self.fail(&format!(
+                    "checked {tenant}: the pool {:?} levels up, the model {depth:?}",
+                    decision.meter_pool
+                ));
+            }
+            let model = self.accounts[owner].model.clone();
+            if let Some(meter) = &decision.meter {
+                self.same_reading(
+                    &format!("checked {tenant} for {requested}"),
+                    Some(meter),
+                    &model,
+                    now,
+                );
+            }
+            // The meter's own reading (GET …/meters/{feature}) closes the periods between as
+            // a write would.
+            let view = self.e.engine.meter_view(&tenant, &self.key, 0).await;
+            if self.gone(self.deleted(i), &view) {
+                continue;
+            }
+            let view = view.unwrap();
+            self.same_reading(
+                &format!("the meter of {tenant}"),
+                Some(&view.reading),
+                &model,
+                now,
+            );
+            let named = self.pool_owner(i, now);
+            if view.owner != named {
+                self.fail(&format!(
+                    "the meter of {tenant} named the owner {:?}, the model {named:?}",
+                    view.owner
+                ));
+            }
         }
     }
 }
 
-/// What a sequence leaves behind: its account, feature and model, compared again later by a
-/// replica that loads the index from the database (as a restart does).
+/// What a sequence leaves behind: its accounts and feature, compared again later by a replica
+/// that loads the index from the database (as a restart does).
 struct Finished {
     seed: u64,
-    tenant: String,
     key: String,
-    model: Model,
+    accounts: Vec<Account>,
 }
 
-/// Compares every finished sequence's account, now, on `e` and on a fresh replica over the
+/// Compares every finished sequence's accounts, now, on `e` and on a fresh replica over the
 /// same database: what a restart loads must answer as the replica that wrote it.
 async fn compare_replica(e: &TestEngine, url: &str, finished: &[Finished]) {
     let replica = engine_on(url, e.clock.clone()).await;
     let now = e.engine.now();
     for f in finished {
-        let want = f.model.answer(now, 1);
-        let reading = f.model.reading(now);
-        for (who, engine) in [("the writer", e), ("a new replica", &replica)] {
-            let d = engine.check(&f.tenant, None, &f.key).await;
-            let got = Answer {
-                result: d.result,
-                justification: d.justification.filter(|_| want.justification.is_some()),
-                allow_reason: d.allow_reason,
-                metered: d.meter.is_some(),
-            };
-            let meter = d.meter.map(|m| (m.balance, m.usage, m.overage, m.held));
-            if got != want || meter.is_some_and(|m| m != reading) {
-                panic!(
-                    "sequence seed {} read later at {now} by {who}: checked {d:?}, the model \
-                     {want:?} {reading:?}",
-                    f.seed
-                );
+        for (i, account) in f.accounts.iter().enumerate() {
+            let want = answer_for(&f.accounts, i, now, 1);
+            let (owner, depth) = owner_of(&f.accounts, i, now);
+            let depth = depth.filter(|_| !account.model.deleted);
+            let reading = f.accounts[owner].model.reading(now);
+            for (who, engine) in [("the writer", e), ("a new replica", &replica)] {
+                let d = engine.check(&account.name, None, &f.key).await;
+                let got = Answer {
+                    result: d.result,
+                    justification: d.justification.filter(|_| want.justification.is_some()),
+                    allow_reason: d.allow_reason,
+                    metered: d.meter.is_some(),
+                };
+                let meter = d.meter.map(|m| (m.balance, m.usage, m.overage, m.held));
+                if got != want || meter.is_some_and(|m| m != reading) || d.meter_pool != depth {
+                    panic!(
+                        "sequence seed {} read later at {now} by {who}: checked {} {d:?}, the \
+                         model {want:?} {reading:?} (pool {depth:?})",
+                        f.seed, account.name
+                    );
+                }
             }
         }
     }
@@ -1042,7 +1341,8 @@ async fn compare_replica(e: &TestEngine, url: &str, finished: &[Finished]) {
 
 /// Runs sequence `seed`, from `start` when given (a reproduction on a fresh engine) or some
 /// random time after the previous sequence (the clock only moves forward: a replica never
-/// answers as of before a write it has seen).
+/// answers as of before a write it has seen). Most sequences are a family of accounts
+/// ([`FAMILY`]) whose root holds a pool; the rest one account alone.
 async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -> Finished {
     let mut rng = StdRng::seed_from_u64(seed);
     let kinds = Kind::all();
@@ -1052,28 +1352,53 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
         Some(start) => e.clock.advance(start - e.engine.now()),
         None => e.clock.advance(by),
     }
-    let tenant = format!("m{seed}");
-    e.account(&tenant, None).await;
+    let family = rng.random_bool(FAMILY_SHARE);
+    let members = if family { &FAMILY[..] } else { &FAMILY[..1] };
     let now = e.engine.now();
+    let mut accounts: Vec<Account> = Vec::new();
+    for (suffix, parent) in members {
+        let name = format!("m{seed}{suffix}");
+        e.account(&name, parent.map(|p| accounts[p].name.as_str()))
+            .await;
+        accounts.push(Account {
+            name,
+            parent: *parent,
+            model: Model::new(kind, now),
+        });
+    }
     let mut s = Sequence {
         e,
         rng,
         key: kind.key(),
-        model: Model::new(kind, now),
         log: Log {
             seed,
             start: now,
-            steps: vec![format!("{tenant} on {} at {now}", kind.key())],
+            steps: vec![format!(
+                "{} account(s) from {} on {} at {now}",
+                accounts.len(),
+                accounts[0].name,
+                kind.key()
+            )],
         },
-        tenant,
+        accounts,
         events: Vec::new(),
         consumed: Vec::new(),
         reservations: Vec::new(),
         reserved: Vec::new(),
         counter: 0,
     };
-    s.grant("base", Some(BASE)).await;
-    for _ in 0..STEPS {
+    if family && s.rng.random_bool(0.7) {
+        s.step("grant pool to the root".into());
+        s.grant(0, "pool", Some(POOL), true).await;
+    } else {
+        s.grant(0, "base", Some(BASE), false).await;
+    }
+    if family && s.rng.random_bool(0.3) {
+        s.step("grant base to the first sub-account".into());
+        s.grant(1, "base", Some(BASE), false).await;
+    }
+    let steps = if family { FAMILY_STEPS } else { STEPS };
+    for _ in 0..steps {
         s.counter += 1;
         let now = e.engine.now();
         match s.rng.random_range(0..100) {
@@ -1081,12 +1406,15 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
             18..=22 if !s.events.is_empty() => s.duplicate().await,
             23..=34 => s.consume(now).await,
             35..=43 => s.credit(now).await,
-            44..=47 if !s.model.credits.is_empty() => s.void(now).await,
+            44..=47 if s.accounts.iter().any(|a| !a.model.credits.is_empty()) => {
+                s.void(now).await;
+            }
             48..=56 => s.reserve(now).await,
             57..=64 if !s.reservations.is_empty() => s.settle(now).await,
             65..=73 => s.plan_change(now).await,
             74..=76 => s.reset(now).await,
             77..=79 => s.delete_or_reactivate(now).await,
+            80..=84 if family => s.move_account().await,
             // Time passes: minutes, hours, days, or past a reset.
             _ => {
                 let by = match s.rng.random_range(0..4) {
@@ -1103,9 +1431,8 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
     }
     Finished {
         seed,
-        tenant: s.tenant,
         key: s.key,
-        model: s.model,
+        accounts: s.accounts,
     }
 }
 
