@@ -1,5 +1,9 @@
-//! The reference model: a plain ledger of one account's meter, stepped by the same random
-//! operations as the real engine (manual clock; SQLite, and PostgreSQL with fewer sequences) —
+//! The reference model: a plain ledger of each account's meter, stepped by the same random
+//! operations as the real engine (manual clock; SQLite, and PostgreSQL with fewer sequences) on
+//! one account alone or on a family of accounts whose root may hold a pool (the pool rule
+//! written plainly in `owner_of`: sub-accounts drawing on it, gaining an allocation of their
+//! own, moved, deleted; pool grants revoked, expired and deleted; credit grants and resets of
+//! a pooled account refused as `METER_POOLED`) —
 //! usage in batches, in order, late within the period, late from a closed one and duplicated,
 //! under each aggregation (SUM, COUNT, MAX, UNIQUE_COUNT); consumption and its retries;
 //! credit grants (priorities, future starts, expiries, rollovers) and voids; reservations
@@ -8,10 +12,11 @@
 //! deleted, a plan granted again) under both merge policies; manual resets; the account
 //! deleted and reactivated; time travel across resets; hard and soft limits, with and without
 //! carried overage. After every step the engine's check (one unit or a random amount) must
-//! give the model's answer and report its balance, usage, overage and held amount, the
-//! meter's own reading must agree, and every write must get the model's answer; every
+//! give the model's answer for every account and report its balance, usage, overage, held
+//! amount and pool, the meter's own reading must agree and name the pool's owner, and every
+//! write must get the model's answer (with the meter it leaves, where it answers one); every
 //! `REPLICA_EVERY` sequences a new replica loads the index and answers for each account. Each
-//! sequence runs on a fresh account from a random instant; a mismatch prints its seed, its
+//! sequence runs on fresh accounts from a random instant; a mismatch prints its seed, its
 //! start and the steps that led to it, and how to run that one sequence again.
 
 use std::collections::{HashMap, HashSet};
@@ -26,14 +31,17 @@ use super::*;
 use crate::app::checks::CheckQuery;
 use crate::app::testing::{TestEngine, engine_on, feature_doc, feature_query, new_plan, t0};
 use crate::clock::ManualClock;
-use crate::domain::metering::{NewConsumption, NewCreditGrant, NewUsage, Rollover, UsageOutcome};
+use crate::domain::metering::{
+    ConsumeAnswer, NewConsumption, NewCreditGrant, NewUsage, Rollover, UsageOutcome,
+};
 use crate::domain::{
     Aggregation, Allocation, AllocationType, AllowReason, GrantPatch, Justification, Limit,
     MergePolicy, PlanFeature,
 };
 
-/// Sequences run by default on SQLite (each of `STEPS` steps, every step compared).
-const SEQUENCES: u64 = 1_250;
+/// Sequences run by default on SQLite (each of `STEPS` or `FAMILY_STEPS` steps, every step
+/// compared; a family's cost about 1.4 alone's, so fewer than before families).
+const SEQUENCES: u64 = 900;
 /// Sequences run by default on PostgreSQL (the same engine over the other database).
 const PG_SEQUENCES: u64 = 150;
 const STEPS: usize = 8;
@@ -766,56 +774,111 @@ impl Sequence<'_> {
         }
     }
 
-    async fn consume(&mut self, now: DateTime<Utc>) {
+    /// A consumption to ask for (the `j`th of a step; `asked`: the step's before it): of any
+    /// account, new, or a retry (of an earlier one of that account, or one of the step), which
+    /// may (wrongly) change the amount.
+    fn next_consumption(
+        &mut self,
+        j: usize,
+        asked: &[(usize, String, i64)],
+    ) -> (usize, String, i64) {
         let i = self.pick();
-        let tenant = self.name(i);
-        let mine: Vec<(String, i64, bool)> = self
+        let mine: Vec<(String, i64)> = self
             .consumed
             .iter()
+            .map(|c| (c.0, &c.1, c.2))
+            .chain(asked.iter().map(|a| (a.0, &a.1, a.2)))
             .filter(|c| c.0 == i)
-            .map(|c| (c.1.clone(), c.2, c.3))
+            .map(|c| (c.1.clone(), c.2))
             .collect();
-        let retry = !mine.is_empty() && self.rng.random_bool(0.2);
-        // A retry may (wrongly) change the amount: the key is refused, nothing consumed.
-        let reused = retry && self.rng.random_bool(0.25);
-        let (id, amount) = if retry {
-            let (id, amount, _) = mine[self.rng.random_range(0..mine.len())].clone();
-            (id, amount + i64::from(reused))
+        if !mine.is_empty() && self.rng.random_bool(0.2) {
+            let (id, amount) = mine[self.rng.random_range(0..mine.len())].clone();
+            let reused = self.rng.random_bool(0.25);
+            (i, id, amount + i64::from(reused))
         } else {
-            (format!("c{}", self.counter), self.rng.random_range(1..60))
-        };
-        self.step(format!("consume {tenant} {id} {amount} (retry {retry})"));
+            (
+                i,
+                format!("c{}-{j}", self.counter),
+                self.rng.random_range(1..60),
+            )
+        }
+    }
+
+    fn consumption(&self, i: usize, id: &str, amount: i64) -> NewConsumption {
+        NewConsumption {
+            id: id.to_owned(),
+            tenant_id: self.name(i),
+            user_id: None,
+            feature_key: self.key.clone(),
+            amount,
+        }
+    }
+
+    async fn consume(&mut self, now: DateTime<Utc>) {
+        let (i, id, amount) = self.next_consumption(0, &[]);
+        self.step(format!("consume {} {id} {amount}", self.name(i)));
         let got = self
             .e
             .engine
-            .consume_usage(NewConsumption {
-                id: id.clone(),
-                tenant_id: tenant.clone(),
-                user_id: None,
-                feature_key: self.key.clone(),
-                amount,
-            })
+            .consume_usage(self.consumption(i, &id, amount))
             .await;
+        self.consumed_as_modelled(now, i, id, amount, got);
+    }
+
+    /// Two to five consumptions arriving together, of any accounts, retries among them: the
+    /// engine decides the ones that wait for the first as one group, in arrival order, each
+    /// on its meter as the ones before it left it — as one after the other.
+    async fn consume_together(&mut self, now: DateTime<Utc>) {
+        let mut asked = Vec::new();
+        for j in 0..self.rng.random_range(2..=5) {
+            let next = self.next_consumption(j, &asked);
+            asked.push(next);
+        }
+        let shown: Vec<_> = asked
+            .iter()
+            .map(|(i, id, amount)| (self.name(*i), id, amount))
+            .collect();
+        self.step(format!("consume together {shown:?}"));
+        // Polled in order on this test's one thread: they arrive in this order.
+        let answers = futures::future::join_all(asked.iter().map(|(i, id, amount)| {
+            self.e
+                .engine
+                .consume_usage(self.consumption(*i, id, *amount))
+        }))
+        .await;
+        for ((i, id, amount), got) in asked.into_iter().zip(answers) {
+            self.consumed_as_modelled(now, i, id, amount, got);
+        }
+    }
+
+    /// Compares a consumption's answer with the model's, which it then takes: a retry of the
+    /// account's id answers the first answer (`replayed`), or with another amount is refused
+    /// and consumes nothing; a new one is decided on the meter the account draws on.
+    fn consumed_as_modelled(
+        &mut self,
+        now: DateTime<Utc>,
+        i: usize,
+        id: String,
+        amount: i64,
+        got: Result<(ConsumeAnswer, bool)>,
+    ) {
         if self.gone(self.deleted(i), &got) {
             return;
         }
-        if reused {
-            if !matches!(got, Err(DomainError::IdempotencyKeyReused(_))) {
-                self.fail(&format!("a retry with another amount answered {got:?}"));
+        if let Some(first) = self.consumed.iter().find(|c| c.0 == i && c.1 == id) {
+            match got {
+                Err(DomainError::IdempotencyKeyReused(_)) if first.2 != amount => {}
+                Ok((answer, true)) if first.2 == amount && answer.consumed == first.3 => {}
+                other => self.fail(&format!(
+                    "a retry of {id} ({amount}) answered {other:?}, first {first:?}"
+                )),
             }
             return;
         }
-        let (answer, replayed) = got.unwrap();
-        if retry {
-            let first = mine.iter().find(|c| c.0 == id).unwrap().2;
-            if answer.consumed != first || !replayed {
-                self.fail(&format!(
-                    "a retry answered consumed {} (replayed {replayed}), first {first}",
-                    answer.consumed
-                ));
-            }
-            return;
-        }
+        let (answer, replayed) = match got {
+            Ok(got) => got,
+            Err(e) => self.fail(&format!("consuming {id} answered {e:?}")),
+        };
         // Decided on the meter the account draws on; a refused one does not write it.
         let (owner, _) = owner_of(&self.accounts, i, now);
         let expected = answer_for(&self.accounts, i, now, amount);
@@ -1355,17 +1418,19 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
     let family = rng.random_bool(FAMILY_SHARE);
     let members = if family { &FAMILY[..] } else { &FAMILY[..1] };
     let now = e.engine.now();
-    let mut accounts: Vec<Account> = Vec::new();
-    for (suffix, parent) in members {
-        let name = format!("m{seed}{suffix}");
-        e.account(&name, parent.map(|p| accounts[p].name.as_str()))
-            .await;
-        accounts.push(Account {
-            name,
+    let accounts: Vec<Account> = members
+        .iter()
+        .map(|(suffix, parent)| Account {
+            name: format!("m{seed}{suffix}"),
             parent: *parent,
             model: Model::new(kind, now),
-        });
-    }
+        })
+        .collect();
+    let created: Vec<(&str, Option<&str>)> = accounts
+        .iter()
+        .map(|a| (a.name.as_str(), a.parent.map(|p| accounts[p].name.as_str())))
+        .collect();
+    e.accounts(&created).await;
     let mut s = Sequence {
         e,
         rng,
@@ -1404,7 +1469,8 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
         match s.rng.random_range(0..100) {
             0..=17 => s.usage(now).await,
             18..=22 if !s.events.is_empty() => s.duplicate().await,
-            23..=34 => s.consume(now).await,
+            23..=31 => s.consume(now).await,
+            32..=34 => s.consume_together(now).await,
             35..=43 => s.credit(now).await,
             44..=47 if s.accounts.iter().any(|a| !a.model.credits.is_empty()) => {
                 s.void(now).await;

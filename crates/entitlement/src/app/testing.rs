@@ -134,6 +134,28 @@ impl TestEngine {
             .expect("apply the account's creation");
     }
 
+    /// Accounts the tenant service holds (each with its parent, parents first), delivered to
+    /// the engine in one batch of its feed.
+    pub async fn accounts(&self, accounts: &[(&str, Option<&str>)]) {
+        let mut events = Vec::with_capacity(accounts.len());
+        for &(id, parent) in accounts {
+            self.directory.live.lock().unwrap().insert(id.to_owned());
+            events.push(FeedEvent {
+                sequence: self.feed_sequence.fetch_add(1, Ordering::Relaxed) + 1,
+                change: AccountChange::Created {
+                    tenant_id: id.to_owned(),
+                    parent_id: parent.map(str::to_owned),
+                    occurred: None,
+                },
+                notice: None,
+            });
+        }
+        self.engine
+            .apply_feed_events(&events)
+            .await
+            .expect("apply the accounts' creation");
+    }
+
     /// The account deleted at the tenant service, delivered to the engine as its feed would.
     pub async fn delete_account(&self, id: &str) {
         self.directory.live.lock().unwrap().remove(id);
