@@ -571,20 +571,24 @@ DATA_DEPENDENT_400 = {
         "`amount` must be at most the amount the reservation holds",
     "POST /entitlements/api/v1/credit-grants":
         "the feature must be a metered one; `rollover.max` at least `rollover.min` and "
-        "`expiresAt` after `effectiveAt`: rules between fields the descriptions state",
+        "`expiresAt` after `effectiveAt`: rules between fields the descriptions state;"
+        " a `userId` must be free of control characters",
     "GET /entitlements/api/v1/credit-grants":
         "`featureKey` must name a metered feature",
     "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}":
         "the feature must be a metered one, and a minRevision beyond the newest revision was "
-        "never handed out by a write: 400",
+        "never handed out by a write: 400; a `userId` must be free of control characters",
     "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/periods":
         "the feature must be a metered one, `to` after `from` and the range at most 1,000 "
-        "periods: rules between parameters their descriptions state",
+        "periods: rules between parameters their descriptions state; a `userId` must be free "
+        "of control characters",
     "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/balance":
         "the feature must be a metered one, `to` after `from` and the range at most 1,000 "
-        "points: rules between parameters their descriptions state",
+        "points: rules between parameters their descriptions state; a `userId` must be free "
+        "of control characters",
     "POST /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/reset":
-        "the feature must be a metered one (`featureKey`: not a metered feature)",
+        "the feature must be a metered one (`featureKey`: not a metered feature); a `userId` "
+        "must be free of control characters",
     "GET /entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/usage":
         "the feature must be a metered one, `to` after `from` and the range at most 1,000 "
         "windows of the size asked for: rules between parameters their descriptions state",

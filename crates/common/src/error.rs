@@ -45,6 +45,10 @@ pub const TOO_MANY_HOLDS: &str = "TOO_MANY_HOLDS";
 /// ancestor's pool for the feature (code FAILED_PRECONDITION): credit or reset the pool's
 /// owner, which the message names. HTTP 409: the request is fine, the hierarchy conflicts.
 pub const METER_POOLED: &str = "METER_POOLED";
+/// Reason of a credit grant with a `userId` refused because that user has no meter of its own
+/// for the feature (its own grants do not allocate it; code FAILED_PRECONDITION): the user
+/// draws on the account's meter, so credit the account. HTTP 409, as `METER_POOLED`.
+pub const NO_USER_METER: &str = "NO_USER_METER";
 
 /// The HTTP status that answers a gRPC code carrying a service's typed `reason` (empty when
 /// none): the code's status, except where a reason is finer than its code.
@@ -55,9 +59,10 @@ pub fn http_status_for(code: Code, reason: &str) -> StatusCode {
         // existing ID does; the reason tells the two apart.
         (Code::FailedPrecondition, KEY_REUSED) => StatusCode::CONFLICT,
         (Code::FailedPrecondition, AUDIT_DISABLED) => StatusCode::CONFLICT,
-        (Code::FailedPrecondition, RESERVATION_EXPIRED | RESERVATION_SETTLED | METER_POOLED) => {
-            StatusCode::CONFLICT
-        }
+        (
+            Code::FailedPrecondition,
+            RESERVATION_EXPIRED | RESERVATION_SETTLED | METER_POOLED | NO_USER_METER,
+        ) => StatusCode::CONFLICT,
         (Code::FailedPrecondition, SELF_PARENT | ALREADY_HAS_PARENT | CYCLE) => {
             StatusCode::BAD_REQUEST
         }

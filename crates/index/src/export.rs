@@ -102,15 +102,27 @@ impl IndexExport {
             .collect()
     }
 
-    /// An account's meters of metered features, as upserts.
+    /// An account's meters of metered features, its users' own included, as upserts.
     pub fn meters_of<'a>(&'a self, account: &'a str) -> impl Iterator<Item = IndexChange> + 'a {
-        self.index
-            .node(account)
+        let node = self.index.node(account);
+        let own = node
             .map(|n| n.meter_lists())
             .unwrap_or(&[])
             .iter()
-            .map(move |(feature_id, state)| IndexChange::UpsertMeter {
+            .map(move |(feature_id, state)| (None, feature_id, state));
+        let users = node
+            .map(|n| n.user_lists())
+            .unwrap_or(&[])
+            .iter()
+            .flat_map(|u| {
+                u.meter_lists()
+                    .iter()
+                    .map(move |(feature_id, state)| (Some(&*u.user), feature_id, state))
+            });
+        own.chain(users)
+            .map(move |(user, feature_id, state)| IndexChange::UpsertMeter {
                 tenant_id: account.to_owned(),
+                user_id: user.map(str::to_owned),
                 feature_id: *feature_id,
                 state: Box::new(state.clone()),
             })

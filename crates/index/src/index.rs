@@ -233,6 +233,9 @@ pub struct Decision {
     /// `EntitlementIndex::ancestor_at` resolves it), which the subject draws on through an
     /// inherited grant. `None`: the subject's own meter.
     pub meter_pool: Option<u8>,
+    /// `meter` is the subject's user's own meter (README "Per-user meters"): the user's own
+    /// grants allocate the feature. `false`: the account's (or its pool's).
+    pub meter_user: bool,
 }
 
 /// One entitled feature of a subject (the seed-004 listing: key + typed allocation).
@@ -382,6 +385,23 @@ fn touch(grants: &[CompactGrant]) {
 pub(crate) struct UserGrants {
     pub(crate) user: Box<str>,
     pub(crate) grants: Arc<[CompactGrant]>,
+    /// The user's own meters (README "Per-user meters"), sorted by feature id; `None` when it
+    /// has none (kept here, not on the account node, so accounts without them pay nothing).
+    pub(crate) meters: Option<Arc<[(Uuid, MeterState)]>>,
+}
+
+impl UserGrants {
+    pub(crate) fn meter(&self, feature: Uuid) -> Option<&MeterState> {
+        let meters = self.meters.as_deref()?;
+        meters
+            .binary_search_by_key(&feature, |(f, _)| *f)
+            .ok()
+            .map(|i| &meters[i].1)
+    }
+
+    pub(crate) fn meter_lists(&self) -> &[(Uuid, MeterState)] {
+        self.meters.as_deref().unwrap_or(&[])
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -692,6 +712,7 @@ struct Verdict {
     next: i64,
     meter: Option<MeterReading>,
     meter_pool: Option<u8>,
+    meter_user: bool,
 }
 
 impl Verdict {
@@ -706,6 +727,7 @@ impl Verdict {
             next: NEVER,
             meter: None,
             meter_pool: None,
+            meter_user: false,
         }
     }
 
@@ -720,6 +742,7 @@ impl Verdict {
             next: NEVER,
             meter: None,
             meter_pool: None,
+            meter_user: false,
         }
     }
 
@@ -735,6 +758,7 @@ impl Verdict {
             revision,
             meter: self.meter,
             meter_pool: self.meter_pool,
+            meter_user: self.meter_user,
         }
     }
 }
@@ -785,6 +809,7 @@ fn metered(
         next,
         meter: Some(reading),
         meter_pool: owner.pool,
+        meter_user: owner.user.is_some(),
         ..base
     };
     if reading.covers(requested) {
@@ -826,6 +851,9 @@ struct Acc {
     /// grants or attribute-dependent targeting: a consumption has neither a user nor
     /// attributes, and a check must answer the meter it draws on).
     own: Option<Allocation>,
+    /// `merged` of the subject's user's own grants (user-level grants only): when set, the
+    /// user draws on a meter of its own issued this.
+    user_own: Option<Allocation>,
     /// The nearest ancestor depth with an active inherited grant that grants.
     pool: Option<u8>,
     best: Option<(Allocation, DecidedBy)>,
@@ -842,6 +870,7 @@ impl Acc {
             merge,
             merged: None,
             own: None,
+            user_own: None,
             pool: None,
             best: None,
             first_false: None,
@@ -872,6 +901,11 @@ impl Acc {
         if let GrantLevel::Ancestor { depth } = by.level {
             // Ancestors are visited nearest first.
             self.pool.get_or_insert(depth);
+        } else if matches!(by.level, GrantLevel::User) {
+            self.user_own = Some(match self.user_own {
+                Some(m) => m.merge(value, self.merge),
+                None => value,
+            });
         } else if owned {
             self.own = Some(match self.own {
                 Some(m) => m.merge(value, self.merge),
@@ -979,6 +1013,8 @@ enum MeterMode<'s> {
 struct MeterOwner<'i> {
     tenant_id: &'i str,
     node: &'i TenantNode,
+    /// Set when it is the subject's user's own meter.
+    user: Option<&'i UserGrants>,
     /// What it is issued each period.
     allowance: Limit,
     /// The owner's depth above the subject when it is an ancestor's pool.
@@ -1377,15 +1413,19 @@ impl EntitlementIndex {
         let Some((id, spec)) = self.catalog.features[feature as usize].meter else {
             return acc.finish(feature, requested);
         };
-        let owner = self.meter_owner_of(subj, feature, acc.own, acc.pool, at);
-        let state = match mode {
-            MeterMode::Indexed => owner.node.meter(id),
-            MeterMode::Given(state) => state,
+        let owner = self.meter_owner_of(subj, feature, &acc, at);
+        let state = match (mode, owner.user) {
+            (MeterMode::Indexed, Some(user)) => user.meter(id),
+            (MeterMode::Indexed, None) => owner.node.meter(id),
+            (MeterMode::Given(state), _) => state,
         };
         // What the owner is issued for a period starting at `t` (a read across resets).
         let issued = |t: DateTime<Utc>| {
             let t = t.timestamp_micros();
-            if owner.pool.is_some() {
+            if owner.user.is_some() {
+                self.fold(subj, feature, None, t, overlay)
+                    .map_or(Limit::Finite(0), |acc| limit_of(acc.user_own))
+            } else if owner.pool.is_some() {
                 let pool = Resolved {
                     tenant_id: owner.tenant_id,
                     node: owner.node,
@@ -1409,18 +1449,28 @@ impl EntitlementIndex {
         )
     }
 
-    /// The meter a subject draws on (the pool rule, README "Metering"): its own when its own
-    /// grants allocate the feature (`own`) or no ancestor's inherited grant does; else the
-    /// pool of the nearest ancestor whose inherited grant does (`pool`, its depth), issued
-    /// that ancestor's own allowance.
+    /// The meter a subject draws on (README "Metering"): its user's own when the user's own
+    /// grants allocate the feature (`user_own`); else the account's own when its own grants
+    /// allocate it (`own`) or no ancestor's inherited grant does; else the pool of the
+    /// nearest ancestor whose inherited grant does (`pool`, its depth), issued that
+    /// ancestor's own allowance.
     fn meter_owner_of<'s>(
         &'s self,
         subj: &Resolved<'s>,
         feature: u32,
-        own: Option<Allocation>,
-        pool: Option<u8>,
+        acc: &Acc,
         at: i64,
     ) -> MeterOwner<'s> {
+        if let (Some(user), Some(allocation)) = (subj.user, acc.user_own) {
+            return MeterOwner {
+                tenant_id: subj.tenant_id,
+                node: subj.node,
+                user: Some(user),
+                allowance: limit_of(Some(allocation)),
+                pool: None,
+            };
+        }
+        let (own, pool) = (acc.own, acc.pool);
         if let (None, Some(depth)) = (own, pool)
             && let Some((tenant_id, node)) = self.ancestor_node(subj, depth)
         {
@@ -1432,6 +1482,7 @@ impl EntitlementIndex {
             return MeterOwner {
                 tenant_id,
                 node,
+                user: None,
                 allowance: self.own_allowance(&owner, feature, at, None),
                 pool: Some(depth),
             };
@@ -1439,6 +1490,7 @@ impl EntitlementIndex {
         MeterOwner {
             tenant_id: subj.tenant_id,
             node: subj.node,
+            user: None,
             allowance: limit_of(own),
             pool: None,
         }
@@ -1472,57 +1524,83 @@ impl EntitlementIndex {
             .map_or(Limit::Finite(0), |acc| limit_of(acc.own))
     }
 
-    /// The plan allowance a metered feature issues each period to `tenant_id`'s own meter at
-    /// `at`: the merge of the account's own active grants allocating it (inherited grants
+    /// The plan allowance a metered feature issues each period to a meter at `at`: with
+    /// `user_id`, the merge of that user's own active grants allocating it (its own meter);
+    /// else the merge of the account's own active grants allocating it (inherited grants
     /// are their ancestor's pool, not this meter's; plans reached by targeting alone read
     /// without attributes). `Finite(0)` without one. Pass the meter's owner
     /// ([`Self::meter_owner`]).
-    pub fn issued_allowance(&self, tenant_id: &str, feature_key: &str, at: DateTime<Utc>) -> Limit {
-        let subject = Subject::account(tenant_id);
+    pub fn issued_allowance(
+        &self,
+        tenant_id: &str,
+        user_id: Option<&str>,
+        feature_key: &str,
+        at: DateTime<Utc>,
+    ) -> Limit {
+        let subject = Subject {
+            user_id,
+            ..Subject::account(tenant_id)
+        };
         let (Some(subj), Some(&f)) = (
             self.resolve(&subject),
             self.catalog.feature_by_key.get(feature_key),
         ) else {
             return Limit::Finite(0);
         };
-        self.own_allowance(&subj, f, at.timestamp_micros(), None)
+        let at = at.timestamp_micros();
+        if user_id.is_some() {
+            return self
+                .fold(&subj, f, None, at, None)
+                .map_or(Limit::Finite(0), |acc| limit_of(acc.user_own));
+        }
+        self.own_allowance(&subj, f, at, None)
     }
 
-    /// The account whose meter of a metered feature `tenant_id` draws on at `at`: itself when
-    /// its own grants allocate the feature, else the nearest ancestor whose own grant of a
-    /// plan inheriting to sub-accounts does (a pool), else itself. `None` when the feature is
-    /// not metered or the account unknown.
-    pub fn meter_owner(
-        &self,
+    /// Whose meter of a metered feature `tenant_id` (and `user_id`, when given) draws on at
+    /// `at`: the user's own (`(tenant_id, Some(user))`) when the user's own grants allocate
+    /// the feature; else the account itself when its own grants allocate it; else the nearest
+    /// ancestor whose own grant of a plan inheriting to sub-accounts does (a pool); else the
+    /// account itself. `None` when the feature is not metered or the account unknown.
+    pub fn meter_owner<'s>(
+        &'s self,
         tenant_id: &str,
+        user_id: Option<&str>,
         feature_key: &str,
         at: DateTime<Utc>,
-    ) -> Option<&str> {
-        let subj = self.resolve(&Subject::account(tenant_id))?;
+    ) -> Option<(&'s str, Option<&'s str>)> {
+        let subj = self.resolve(&Subject {
+            user_id,
+            ..Subject::account(tenant_id)
+        })?;
         let &f = self.catalog.feature_by_key.get(feature_key)?;
         self.catalog.features[f as usize].meter?;
         let at = at.timestamp_micros();
         Some(match self.fold(&subj, f, None, at, None) {
             Some(acc) => {
-                self.meter_owner_of(&subj, f, acc.own, acc.pool, at)
-                    .tenant_id
+                let owner = self.meter_owner_of(&subj, f, &acc, at);
+                (owner.tenant_id, owner.user.map(|u| &*u.user))
             }
-            None => subj.tenant_id,
+            None => (subj.tenant_id, None),
         })
     }
 
-    /// A metered feature's check for an account against `state`, the meter it draws on
-    /// ([`Self::meter_owner`]'s) read under its lock, newer than the index's: what a
-    /// consumption decides on. `None` when the feature is not metered or the account unknown.
+    /// A metered feature's check for an account (and its user, when given) against `state`,
+    /// the meter it draws on ([`Self::meter_owner`]'s) read under its lock, newer than the
+    /// index's: what a consumption decides on. `None` when the feature is not metered or the
+    /// account unknown.
     pub fn meter_decision(
         &self,
         tenant_id: &str,
+        user_id: Option<&str>,
         feature_key: &str,
         state: Option<&MeterState>,
         requested: Option<u64>,
         at: DateTime<Utc>,
     ) -> Option<Decision> {
-        let subj = self.resolve(&Subject::account(tenant_id))?;
+        let subj = self.resolve(&Subject {
+            user_id,
+            ..Subject::account(tenant_id)
+        })?;
         let &f = self.catalog.feature_by_key.get(feature_key)?;
         self.catalog.features[f as usize].meter?;
         let at = at.timestamp_micros();
@@ -1548,11 +1626,33 @@ impl EntitlementIndex {
         Some(v.into_decision(self.revision))
     }
 
-    /// An account's own meter of a metered feature as the index holds it (`None`: never
-    /// drawn on or credited, or no such account). A sub-account drawing on a pool has none:
-    /// ask for [`Self::meter_owner`]'s.
-    pub fn meter(&self, tenant_id: &str, feature_id: Uuid) -> Option<&MeterState> {
-        self.node(tenant_id)?.meter(feature_id)
+    /// A meter as the index holds it: the account's own (`user_id` `None`) or one of its
+    /// users' own (`None`: never drawn on or credited, or no such account). A sub-account
+    /// drawing on a pool has none: ask for [`Self::meter_owner`]'s.
+    pub fn meter(
+        &self,
+        tenant_id: &str,
+        user_id: Option<&str>,
+        feature_id: Uuid,
+    ) -> Option<&MeterState> {
+        let node = self.node(tenant_id)?;
+        match user_id {
+            Some(user) => node.user(user)?.meter(feature_id),
+            None => node.meter(feature_id),
+        }
+    }
+
+    /// The users of an account holding a meter of their own (of any feature), with them.
+    pub fn user_meters(
+        &self,
+        tenant_id: &str,
+    ) -> impl Iterator<Item = (&str, &[(Uuid, MeterState)])> + '_ {
+        self.node(tenant_id)
+            .map(TenantNode::user_lists)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|u| u.meters.is_some())
+            .map(|u| (&*u.user, u.meter_lists()))
     }
 
     /// Frontegg's permission rule: held by the subject, then entitled through any linked

@@ -104,6 +104,7 @@ fn fixture() -> Fx {
     let (root, child, leaf) = ("root", "child", "leaf");
     let writer = IndexWriter::from_snapshot(
         Snapshot {
+            user_meters: Default::default(),
             meters: Default::default(),
             features,
             plans: vec![basic.clone(), pro.clone(), org.clone(), beta.clone()],
@@ -897,6 +898,7 @@ mod metered {
         };
         IndexWriter::from_snapshot(
             Snapshot {
+                user_meters: Default::default(),
                 features: vec![feature.clone()],
                 plans: vec![p],
                 flags: vec![],
@@ -998,6 +1000,7 @@ mod metered {
             .draw(&spec, t(1), 100, &|_| Limit::Finite(100))
             .unwrap();
         w.apply([IndexChange::UpsertMeter {
+            user_id: None,
             tenant_id: "acme".into(),
             feature_id: feature.id,
             state: Box::new(state),
@@ -1039,6 +1042,7 @@ mod metered {
         let pool_grant = grant(&pool, "org", None, -1, None);
         let w = IndexWriter::from_snapshot(
             Snapshot {
+                user_meters: Default::default(),
                 features: vec![feature.clone()],
                 plans: vec![pool.clone(), own.clone()],
                 flags: vec![],
@@ -1086,24 +1090,33 @@ mod metered {
             assert_eq!(d.meter_pool, Some(depth), "{tenant}");
             assert_eq!(idx.ancestor_at(tenant, depth), Some("org"));
             assert_eq!(d.allocation, count(100), "the pool's allowance");
-            assert_eq!(idx.meter_owner(tenant, "calls", t(2)), Some("org"));
+            assert_eq!(
+                idx.meter_owner(tenant, None, "calls", t(2)),
+                Some(("org", None))
+            );
             let over = check_of(&p.w, tenant, Some(41));
             assert_eq!(over.justification, Some(Justification::InsufficientBalance));
         }
         let own = check_of(&p.w, "org", None);
         assert_eq!((own.meter_pool, own.meter.unwrap().usage), (None, 60));
-        assert_eq!(idx.meter_owner("org", "calls", t(2)), Some("org"));
+        assert_eq!(
+            idx.meter_owner("org", None, "calls", t(2)),
+            Some(("org", None))
+        );
         // Issued to the pool's meter only: a sub-account's own meter gets nothing.
         assert_eq!(
-            idx.issued_allowance("org", "calls", t(2)),
+            idx.issued_allowance("org", None, "calls", t(2)),
             Limit::Finite(100)
         );
         assert_eq!(
-            idx.issued_allowance("team", "calls", t(2)),
+            idx.issued_allowance("team", None, "calls", t(2)),
             Limit::Finite(0)
         );
         // Outside the tree: its own (empty) meter.
-        assert_eq!(idx.meter_owner("solo", "calls", t(2)), Some("solo"));
+        assert_eq!(
+            idx.meter_owner("solo", None, "calls", t(2)),
+            Some(("solo", None))
+        );
         assert!(!check_of(&p.w, "solo", None).result);
     }
 
@@ -1120,14 +1133,20 @@ mod metered {
         // Its own 10, not merged with the pool's 100 (merge policy MAX would say 100).
         assert_eq!((meter.balance, meter.usage), (Some(10), 0));
         assert_eq!(team.allocation, count(10));
-        assert_eq!(idx.meter_owner("team", "calls", t(2)), Some("team"));
         assert_eq!(
-            idx.issued_allowance("team", "calls", t(2)),
+            idx.meter_owner("team", None, "calls", t(2)),
+            Some(("team", None))
+        );
+        assert_eq!(
+            idx.issued_allowance("team", None, "calls", t(2)),
             Limit::Finite(10)
         );
         // Below it, the nearest ancestor with an own allocation that inherits is still org
         // (team's own plan does not inherit).
-        assert_eq!(idx.meter_owner("squad", "calls", t(2)), Some("org"));
+        assert_eq!(
+            idx.meter_owner("squad", None, "calls", t(2)),
+            Some(("org", None))
+        );
         assert_eq!(check_of(&p.w, "squad", None).meter_pool, Some(2));
     }
 
@@ -1138,8 +1157,8 @@ mod metered {
         let team_pool = grant(&p.pool, "team", None, -1, None);
         p.w.apply([IndexChange::UpsertGrant(team_pool.clone())]);
         assert_eq!(
-            p.w.current().meter_owner("squad", "calls", t(2)),
-            Some("team")
+            p.w.current().meter_owner("squad", None, "calls", t(2)),
+            Some(("team", None))
         );
         let d = check_of(&p.w, "squad", None);
         assert_eq!(
@@ -1156,8 +1175,8 @@ mod metered {
             parent: Some("solo".into()),
         }]);
         assert_eq!(
-            p.w.current().meter_owner("squad", "calls", t(2)),
-            Some("squad")
+            p.w.current().meter_owner("squad", None, "calls", t(2)),
+            Some(("squad", None))
         );
         assert!(!check_of(&p.w, "squad", None).result);
         // Back under team, and team's pool revoked: org's pool again.
@@ -1171,8 +1190,8 @@ mod metered {
             IndexChange::UpsertGrant(revoked),
         ]);
         assert_eq!(
-            p.w.current().meter_owner("squad", "calls", t(2)),
-            Some("org")
+            p.w.current().meter_owner("squad", None, "calls", t(2)),
+            Some(("org", None))
         );
         assert_eq!(check_of(&p.w, "squad", None).meter.unwrap().usage, 60);
         // org's pool revoked too: nobody's.
@@ -1180,8 +1199,8 @@ mod metered {
         revoked.revoked_at = Some(t(1));
         p.w.apply([IndexChange::UpsertGrant(revoked)]);
         assert_eq!(
-            p.w.current().meter_owner("squad", "calls", t(2)),
-            Some("squad")
+            p.w.current().meter_owner("squad", None, "calls", t(2)),
+            Some(("squad", None))
         );
         let d = check_of(&p.w, "squad", None);
         assert_eq!(
@@ -1200,7 +1219,7 @@ mod metered {
             .unwrap();
         let idx = p.w.current();
         let d = idx
-            .meter_decision("team", "calls", Some(&state), Some(10), t(2))
+            .meter_decision("team", None, "calls", Some(&state), Some(10), t(2))
             .unwrap();
         assert_eq!(
             (d.result, d.justification, d.meter_pool),
@@ -1214,30 +1233,88 @@ mod metered {
     }
 
     #[test]
-    fn a_user_grant_neither_owns_a_meter_nor_adds_to_one() {
-        // Per-user meters are not built: a check with a user answers the meter a write for
-        // the account draws on, issued what the account's writes are issued.
+    fn a_users_own_grant_gives_it_a_meter_of_its_own_and_other_users_draw_on_the_account() {
+        // `u1` of `team` holds `own` (10 a day): its own meter, issued 10; `u2` holds nothing
+        // and draws where a write for the account does (org's pool).
         let mut p = pooled();
-        p.w.apply([IndexChange::UpsertGrant(grant(
-            &p.own,
-            "team",
-            Some("u1"),
-            -1,
-            None,
-        ))]);
+        let user_grant = grant(&p.own, "team", Some("u1"), -1, None);
+        p.w.apply([IndexChange::UpsertGrant(user_grant.clone())]);
+        let user_check = |w: &IndexWriter, user: &str| {
+            w.current().check(
+                &CheckRequest {
+                    subject: Subject::user("team", user),
+                    target: Target::Feature("calls"),
+                    requested: None,
+                },
+                t(2),
+            )
+        };
         let idx = p.w.current();
-        let asked = idx.check(
-            &CheckRequest {
-                subject: Subject::user("team", "u1"),
-                target: Target::Feature("calls"),
-                requested: None,
-            },
-            t(2),
+        let own = user_check(&p.w, "u1");
+        assert_eq!((own.meter_user, own.meter_pool), (true, None));
+        assert_eq!(own.allocation, count(10));
+        assert_eq!(
+            own.meter.map(|m| (m.usage, m.balance)),
+            Some((0, Some(10))),
+            "never written: fresh"
         );
-        let written = idx.meter_check("team", "calls", t(2)).unwrap();
-        assert_eq!(asked.meter_pool, Some(1));
-        assert_eq!(asked.meter, written.meter);
-        assert_eq!(asked.allocation, count(100));
-        assert_eq!(idx.meter_owner("team", "calls", t(2)), Some("org"));
+        assert_eq!(
+            idx.meter_owner("team", Some("u1"), "calls", t(2)),
+            Some(("team", Some("u1")))
+        );
+        assert_eq!(
+            idx.meter_owner("team", Some("u2"), "calls", t(2)),
+            Some(("org", None))
+        );
+        assert_eq!(
+            idx.issued_allowance("team", Some("u1"), "calls", t(2)),
+            Limit::Finite(10)
+        );
+        assert_eq!(
+            idx.issued_allowance("team", None, "calls", t(2)),
+            Limit::Finite(0),
+            "the account's own meter is issued nothing by a user's grant"
+        );
+        let other = user_check(&p.w, "u2");
+        assert_eq!((other.meter_user, other.meter_pool), (false, Some(1)));
+        assert_eq!(other.meter.unwrap().usage, 60);
+
+        // The user's meter as written: the user's checks read it, nobody else's do.
+        let spec = p.feature.metering.as_ref().unwrap().spec();
+        let mut state = MeterState::open(&spec, t(1)).unwrap();
+        state.draw(&spec, t(1), 7, &|_| Limit::Finite(10)).unwrap();
+        p.w.apply([IndexChange::UpsertMeter {
+            tenant_id: "team".into(),
+            user_id: Some("u1".into()),
+            feature_id: p.feature.id,
+            state: Box::new(state.clone()),
+        }]);
+        let idx = p.w.current();
+        assert_eq!(user_check(&p.w, "u1").meter.unwrap().balance, Some(3));
+        assert_eq!(idx.meter("team", Some("u1"), p.feature.id), Some(&state));
+        assert_eq!(idx.meter("team", None, p.feature.id), None);
+        assert_eq!(user_check(&p.w, "u2").meter.unwrap().usage, 60);
+        let d = idx
+            .meter_decision("team", Some("u1"), "calls", Some(&state), Some(4), t(2))
+            .unwrap();
+        assert_eq!(
+            (d.result, d.justification, d.meter_user),
+            (false, Some(Justification::InsufficientBalance), true)
+        );
+
+        // The grant gone, the user draws on the pool again; its meter stays readable.
+        p.w.apply([IndexChange::DeleteGrant { id: user_grant.id }]);
+        let idx = p.w.current();
+        assert_eq!(idx.meter("team", Some("u1"), p.feature.id), Some(&state));
+        assert_eq!(
+            idx.meter_owner("team", Some("u1"), "calls", t(2)),
+            Some(("org", None))
+        );
+        let back = user_check(&p.w, "u1");
+        assert_eq!((back.meter_user, back.meter.unwrap().usage), (false, 60));
+        assert_eq!(idx.user_meters("team").count(), 1);
+        // Kept on the user's entry, not the account node: accounts without users' meters
+        // pay nothing for them.
+        assert_eq!(size_of::<crate::index::TenantNode>(), 64);
     }
 }

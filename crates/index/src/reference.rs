@@ -548,6 +548,7 @@ impl World {
         Decision {
             meter: Default::default(),
             meter_pool: None,
+            meter_user: false,
             result: v.result,
             justification: v.justification,
             allow_reason: v.reason,
@@ -1127,6 +1128,7 @@ fn build_incrementally(
     let mut writer = IndexWriter::from_snapshot(
         Snapshot {
             meters: Default::default(),
+            user_meters: Default::default(),
             features: w.features.clone(),
             plans: first_plans.to_vec(),
             flags: vec![],

@@ -244,6 +244,7 @@ pub fn world(accounts: usize, seed: u64) -> (Snapshot, Vec<String>) {
     (
         Snapshot {
             meters: Default::default(),
+            user_meters: Default::default(),
             features: features(),
             plans,
             flags: flags(),

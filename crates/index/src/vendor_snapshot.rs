@@ -568,6 +568,7 @@ mod tests {
         ];
         let writer = IndexWriter::from_snapshot(
             Snapshot {
+                user_meters: Default::default(),
                 meters: Default::default(),
                 features: vec![sso.clone(), audit.clone(), off.clone(), zero.clone()],
                 plans: vec![org, basic],

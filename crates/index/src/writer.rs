@@ -61,9 +61,11 @@ pub enum IndexChange {
     RemoveTenant {
         id: String,
     },
-    /// An account's meter of a metered feature, as its last write left it.
+    /// A meter of a metered feature, as its last write left it: the account's own, or with
+    /// `user_id` that user's own (README "Per-user meters").
     UpsertMeter {
         tenant_id: String,
+        user_id: Option<String>,
         feature_id: Uuid,
         state: Box<MeterState>,
     },
@@ -81,6 +83,8 @@ pub struct Snapshot {
     pub grants: Vec<Grant>,
     /// `(account, feature id, meter)`.
     pub meters: Vec<(String, Uuid, MeterState)>,
+    /// Users' own meters: `(account, user, feature id, meter)`.
+    pub user_meters: Vec<(String, String, Uuid, MeterState)>,
 }
 
 /// The single writer. Not `Sync`-shared: the service owns it behind its write path.
@@ -109,6 +113,7 @@ struct Draft {
     grants: Vec<CompactGrant>,
     users: BTreeMap<Box<str>, Vec<CompactGrant>>,
     meters: BTreeMap<Uuid, MeterState>,
+    user_meters: BTreeMap<Box<str>, BTreeMap<Uuid, MeterState>>,
     removed: bool,
 }
 
@@ -124,6 +129,12 @@ impl Draft {
                 .map(|u| (u.user.clone(), u.grants.to_vec()))
                 .collect(),
             meters: node.meter_lists().iter().cloned().collect(),
+            user_meters: node
+                .user_lists()
+                .iter()
+                .filter(|u| u.meters.is_some())
+                .map(|u| (u.user.clone(), u.meter_lists().iter().cloned().collect()))
+                .collect(),
             removed: false,
         }
     }
@@ -134,17 +145,31 @@ impl Draft {
 
     fn into_node(mut self) -> TenantNode {
         self.grants.sort_unstable_by_key(|g| g.id);
+        // A user is listed while it holds a grant or a meter of its own.
+        let mut user_meters = self.user_meters;
+        for user in user_meters.keys() {
+            if !self.users.contains_key(user) {
+                self.users.insert(user.clone(), Vec::new());
+            }
+        }
         // BTreeMap order is the user-id order checks binary-search on.
         let users: Vec<UserGrants> = self
             .users
             .into_iter()
-            .filter(|(_, grants)| !grants.is_empty())
-            .map(|(user, mut grants)| {
+            .filter_map(|(user, mut grants)| {
+                let meters: Vec<(Uuid, MeterState)> = user_meters
+                    .remove(&user)
+                    .map(|m| m.into_iter().collect())
+                    .unwrap_or_default();
+                if grants.is_empty() && meters.is_empty() {
+                    return None;
+                }
                 grants.sort_unstable_by_key(|g| g.id);
-                UserGrants {
+                Some(UserGrants {
                     user,
                     grants: grants.into(),
-                }
+                    meters: (!meters.is_empty()).then(|| meters.into()),
+                })
             })
             .collect();
         // BTreeMap order is the feature-id order checks binary-search on.
@@ -204,9 +229,18 @@ impl IndexWriter {
                     .into_iter()
                     .map(|(tenant_id, feature_id, state)| IndexChange::UpsertMeter {
                         tenant_id,
+                        user_id: None,
                         feature_id,
                         state: Box::new(state),
-                    }),
+                    })
+                    .chain(snapshot.user_meters.into_iter().map(
+                        |(tenant_id, user_id, feature_id, state)| IndexChange::UpsertMeter {
+                            tenant_id,
+                            user_id: Some(user_id),
+                            feature_id,
+                            state: Box::new(state),
+                        },
+                    )),
             );
         for change in changes {
             writer.apply_one(change);
@@ -382,6 +416,7 @@ impl IndexWriter {
                 let grants = std::mem::take(&mut draft.grants);
                 let users = std::mem::take(&mut draft.users);
                 draft.meters.clear();
+                draft.user_meters.clear();
                 draft.parent = None;
                 draft.removed = true;
                 for g in grants.iter().chain(users.values().flatten()) {
@@ -390,13 +425,25 @@ impl IndexWriter {
             }
             IndexChange::UpsertMeter {
                 tenant_id,
+                user_id,
                 feature_id,
                 state,
             } => {
                 let key = self.intern(&tenant_id);
                 let draft = self.draft(key);
                 draft.removed = false;
-                draft.meters.insert(feature_id, *state);
+                match user_id {
+                    None => {
+                        draft.meters.insert(feature_id, *state);
+                    }
+                    Some(user) => {
+                        draft
+                            .user_meters
+                            .entry(user.into())
+                            .or_default()
+                            .insert(feature_id, *state);
+                    }
+                }
             }
         }
     }

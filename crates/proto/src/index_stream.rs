@@ -533,12 +533,14 @@ impl From<&ix::IndexChange> for pb::IndexChange {
             C::RemoveTenant { id } => Change::RemoveAccount(id.clone()),
             C::UpsertMeter {
                 tenant_id,
+                user_id,
                 feature_id,
                 state,
             } => Change::UpsertMeter(pb::IndexMeter {
                 account_id: tenant_id.clone(),
                 feature_id: feature_id.to_string(),
                 state_json: serde_json::to_string(state).unwrap_or_default(),
+                user_id: user_id.clone(),
             }),
         };
         pb::IndexChange {
@@ -581,6 +583,7 @@ impl TryFrom<pb::IndexChange> for ix::IndexChange {
                 Change::RemoveAccount(id) => C::RemoveTenant { id },
                 Change::UpsertMeter(m) => C::UpsertMeter {
                     tenant_id: m.account_id,
+                    user_id: m.user_id.filter(|u| !u.is_empty()),
                     feature_id: uuid("upsert_meter.feature_id", &m.feature_id)?,
                     state: serde_json::from_str(&m.state_json)
                         .map_err(|e| bad("upsert_meter.state_json", e.to_string()))?,

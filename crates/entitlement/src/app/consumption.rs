@@ -15,12 +15,12 @@ use uuid::Uuid;
 use super::super::ports::Storage;
 use super::super::thresholds::Reached;
 use super::{
-    Metered, answer_json, answer_of, draw_error, known_account, meter_owner, metered_or_error,
-    pool_owner,
+    Metered, answer_json, answer_of, draw_error, issued, known_account, meter_owner,
+    metered_or_error, pool_owner,
 };
 use crate::app::Engine;
 use crate::domain::metering::{
-    ConsumeAnswer, Drawn, MeterState, NewConsumption, StoredOutcome, StoredUsage,
+    ConsumeAnswer, Drawn, MeterKey, MeterState, NewConsumption, StoredOutcome, StoredUsage,
     validate_consumption,
 };
 use crate::domain::{DomainError, EntitlementIndex, IndexChange, Result};
@@ -131,15 +131,16 @@ impl<S: Storage> Engine<S> {
         let now = self.now();
         let index = self.index.current();
         let mut answers: Vec<Option<Answer>> = group.iter().map(|_| None).collect();
-        // Each consumption's meter: its account's, or the pool's it draws on.
-        let mut meters: BTreeMap<(String, Uuid), Metered> = BTreeMap::new();
-        let mut owners: Vec<Option<(String, Uuid)>> = Vec::with_capacity(group.len());
+        // Each consumption's meter: its user's own, its account's, or the pool's it draws on.
+        let mut meters: BTreeMap<(MeterKey, Uuid), Metered> = BTreeMap::new();
+        let mut owners: Vec<Option<(MeterKey, Uuid)>> = Vec::with_capacity(group.len());
         for (c, answer) in group.iter().zip(&mut answers) {
             let found = metered_or_error(&index, &c.feature_key)
                 .and_then(|f| known_account(&index, &c.tenant_id).map(|()| f));
             match found {
                 Ok(f) => {
-                    let key = (meter_owner(&index, &c.tenant_id, &f, now), f.id);
+                    let owner = meter_owner(&index, &c.tenant_id, c.user_id.as_deref(), &f, now);
+                    let key = (owner, f.id);
                     owners.push(Some(key.clone()));
                     meters.entry(key).or_insert(f);
                 }
@@ -153,12 +154,13 @@ impl<S: Storage> Engine<S> {
             return Ok(answers.into_iter().flatten().collect());
         }
         let txn = self.store.begin().await?;
-        let keys: Vec<(&str, &Metered)> = meters
+        let keys: Vec<(&MeterKey, &Metered)> = meters
             .iter()
-            .map(|((owner, _), feature)| (owner.as_str(), feature))
+            .map(|((owner, _), feature)| (owner, feature))
             .collect();
         let opened = self.open_meters(&txn, &index, &keys, now).await?;
-        let mut states: BTreeMap<&(String, Uuid), MeterState> = meters.keys().zip(opened).collect();
+        let mut states: BTreeMap<&(MeterKey, Uuid), MeterState> =
+            meters.keys().zip(opened).collect();
         // Ids are each consuming account's (also when it draws on a pool).
         let ids: Vec<(&str, &str)> = group
             .iter()
@@ -224,15 +226,16 @@ impl<S: Storage> Engine<S> {
             self.store.commit_plain(txn).await?;
         } else {
             drawn.sort_unstable();
-            let written: Vec<(&str, Uuid, &MeterState)> = drawn
+            let written: Vec<(&MeterKey, Uuid, &MeterState)> = drawn
                 .iter()
-                .map(|key| (key.0.as_str(), key.1, &states[key]))
+                .map(|key| (&key.0, key.1, &states[key]))
                 .collect();
             self.store.put_meters(&txn, &written, now).await?;
             let changes = drawn
                 .iter()
                 .map(|key| IndexChange::UpsertMeter {
-                    tenant_id: key.0.clone(),
+                    tenant_id: key.0.tenant_id.clone(),
+                    user_id: key.0.user_id.clone(),
                     feature_id: key.1,
                     state: Box::new(states[key].clone()),
                 })
@@ -253,18 +256,19 @@ impl<S: Storage> Engine<S> {
 fn decide(
     index: &EntitlementIndex,
     c: &NewConsumption,
-    owner: &str,
+    owner: &MeterKey,
     feature: &Metered,
     state: &mut MeterState,
     now: DateTime<Utc>,
 ) -> Result<(ConsumeAnswer, StoredUsage)> {
-    let allocation = |t: DateTime<Utc>| index.issued_allowance(owner, &feature.key, t);
+    let allocation = |t: DateTime<Utc>| issued(index, owner, feature, t);
     // In the open period (a reset may have started it a little ahead of the clock).
     let drawn_at = now.max(state.start);
     let requested = u64::try_from(c.amount).unwrap_or(u64::MAX);
     let decision = index
         .meter_decision(
             &c.tenant_id,
+            c.user_id.as_deref(),
             &feature.key,
             Some(state),
             Some(requested),
@@ -283,6 +287,7 @@ fn decide(
         meter: Some(state.read(&feature.spec, now, allocation(now))),
         revision: 0,
         meter_owner: pool_owner(&c.tenant_id, owner),
+        meter_user: owner.user_id.clone(),
     };
     let usage = StoredUsage {
         tenant_id: c.tenant_id.clone(),

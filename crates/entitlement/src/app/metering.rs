@@ -14,8 +14,8 @@ use super::thresholds::Reached;
 use super::{Engine, Saved};
 use crate::domain::audit::{Action, credit_grant_entry};
 use crate::domain::metering::{
-    CreditGrant, DrawError, Drawn, MeterReading, MeterSpec, MeterState, NewCreditGrant, NewUsage,
-    StoredOutcome, StoredUsage, UsageOutcome, credit_grant, validate_usage_batch,
+    CreditGrant, DrawError, Drawn, MeterKey, MeterReading, MeterSpec, MeterState, NewCreditGrant,
+    NewUsage, StoredOutcome, StoredUsage, UsageOutcome, credit_grant, validate_usage_batch,
 };
 use crate::domain::{
     Aggregation, AllocationType, DomainError, EntitlementIndex, IndexChange, ItemError, Limit,
@@ -83,41 +83,87 @@ pub(super) fn answer_of<T: serde::de::DeserializeOwned>(text: &str) -> Result<T>
     })
 }
 
-/// The account whose meter of `feature` `tenant_id` draws on at `at`: itself, or the ancestor
-/// whose pool it shares (see `EntitlementIndex::meter_owner`).
+/// The meter of `feature` that `tenant_id` (and `user_id`, when given) draws on at `at`: the
+/// user's own, the account's, or the pool of the ancestor it shares (see
+/// `EntitlementIndex::meter_owner`).
 pub(super) fn meter_owner(
     index: &EntitlementIndex,
     tenant_id: &str,
+    user_id: Option<&str>,
     feature: &Metered,
     at: DateTime<Utc>,
-) -> String {
-    index
-        .meter_owner(tenant_id, &feature.key, at)
-        .unwrap_or(tenant_id)
-        .to_owned()
+) -> MeterKey {
+    let (owner, user) = index
+        .meter_owner(tenant_id, user_id, &feature.key, at)
+        .unwrap_or((tenant_id, None));
+    MeterKey::new(owner, user)
 }
 
 /// The owner when it is not the account itself.
-pub(super) fn pool_owner(tenant_id: &str, owner: &str) -> Option<String> {
-    (owner != tenant_id).then(|| owner.to_owned())
+pub(super) fn pool_owner(tenant_id: &str, owner: &MeterKey) -> Option<String> {
+    (owner.tenant_id != tenant_id).then(|| owner.tenant_id.clone())
 }
 
-/// Refuses a write only a meter's owner may make on an account drawing on a pool.
+/// Refuses a write only a meter's owner may make on an account drawing on a pool, or on a
+/// user without a meter of its own (`user_id`); answers the meter it writes.
 pub(super) fn own_meter(
     index: &EntitlementIndex,
     tenant_id: &str,
+    user_id: Option<&str>,
     feature: &Metered,
     at: DateTime<Utc>,
-) -> Result<()> {
-    let owner = meter_owner(index, tenant_id, feature, at);
-    if owner == tenant_id {
-        Ok(())
+) -> Result<MeterKey> {
+    let owner = meter_owner(index, tenant_id, user_id, feature, at);
+    if let Some(user) = user_id {
+        return match owner.user_id {
+            Some(_) => Ok(owner),
+            None => Err(DomainError::NoUserMeter {
+                tenant_id: tenant_id.to_owned(),
+                user_id: user.to_owned(),
+            }),
+        };
+    }
+    if owner.tenant_id == tenant_id {
+        Ok(owner)
     } else {
         Err(DomainError::MeterPooled {
             tenant_id: tenant_id.to_owned(),
-            owner,
+            owner: owner.tenant_id,
         })
     }
+}
+
+/// The meter `user_id` selects among an account's for a read or a manual reset: the account's
+/// own without one; with one, the user's own meter when the user has one — its own grants
+/// allocate the feature now, or its meter was written — else 404 `user meter`.
+pub(super) fn selected_meter(
+    index: &EntitlementIndex,
+    tenant_id: &str,
+    user_id: Option<&str>,
+    feature: &Metered,
+    at: DateTime<Utc>,
+) -> Result<MeterKey> {
+    crate::domain::metering::validate_user_id(user_id)?;
+    let Some(user) = user_id else {
+        return Ok(MeterKey::account(tenant_id));
+    };
+    let drawing = meter_owner(index, tenant_id, Some(user), feature, at);
+    if drawing.user_id.is_some() || index.meter(tenant_id, Some(user), feature.id).is_some() {
+        Ok(MeterKey::new(tenant_id, Some(user)))
+    } else {
+        Err(DomainError::not_found("user meter", user))
+    }
+}
+
+/// What `meter` is issued each period at `t` (its user's own grants' allocation for a user's
+/// meter, the account's own for an account's).
+pub(super) fn issued(
+    index: &EntitlementIndex,
+    meter: &MeterKey,
+    feature: &Metered,
+    t: DateTime<Utc>,
+) -> Limit {
+    index.issued_allowance(&meter.tenant_id, meter.user(), &feature.key, t)
 }
 
 pub(super) fn known_account(index: &EntitlementIndex, tenant_id: &str) -> Result<()> {
@@ -147,6 +193,8 @@ pub struct MeterView {
     pub reading: MeterReading,
     /// The account whose meter this is when not the one asked about (an ancestor's pool).
     pub owner: Option<String>,
+    /// The user whose own meter this is (asked for with its `user_id`).
+    pub user: Option<String>,
     pub allowance: Limit,
     pub credits: Vec<(Uuid, Option<i64>)>,
     pub revision: u64,
@@ -160,7 +208,7 @@ impl<S: Storage> Engine<S> {
         let index = self.index.current();
         // Meters (by owner: a pool's sub-accounts draw on its owner's) in a fixed order, so
         // two batches locking the same ones cannot deadlock.
-        let mut groups: BTreeMap<(String, Uuid), (Metered, Vec<usize>)> = BTreeMap::new();
+        let mut groups: BTreeMap<(MeterKey, Uuid), (Metered, Vec<usize>)> = BTreeMap::new();
         for (i, event) in events.iter().enumerate() {
             if bad.iter().any(|b| b.index == i) {
                 continue;
@@ -178,7 +226,8 @@ impl<S: Storage> Engine<S> {
                     ));
                 }
                 Ok(m) => {
-                    let owner = meter_owner(&index, &event.tenant_id, &m, now);
+                    let owner =
+                        meter_owner(&index, &event.tenant_id, event.user_id.as_deref(), &m, now);
                     groups
                         .entry((owner, m.id))
                         .or_insert_with(|| (m, Vec::new()))
@@ -196,9 +245,9 @@ impl<S: Storage> Engine<S> {
         // One statement each for the whole batch, not per meter or per event: lock every
         // meter, read which ids are stored (ids are each reporting account's, also in a pool),
         // insert the new events, write the meters back.
-        let keys: Vec<(&str, &Metered)> = groups
+        let keys: Vec<(&MeterKey, &Metered)> = groups
             .iter()
-            .map(|((owner, _), (feature, _))| (owner.as_str(), feature))
+            .map(|((owner, _), (feature, _))| (owner, feature))
             .collect();
         let states = self.open_meters(&txn, &index, &keys, now).await?;
         let event_keys: Vec<(&str, &str)> = groups
@@ -211,8 +260,8 @@ impl<S: Storage> Engine<S> {
         let mut rows = Vec::with_capacity(event_keys.len());
         let mut drawn_meters = Vec::new();
         for (((owner, feature_id), (feature, members)), mut state) in groups.iter().zip(states) {
-            let (tenant_id, feature_id) = (owner.as_str(), *feature_id);
-            let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+            let feature_id = *feature_id;
+            let allocation = |t: DateTime<Utc>| issued(&index, owner, feature, t);
             let mut drawn = false;
             for &i in members {
                 let event = &events[i];
@@ -233,7 +282,7 @@ impl<S: Storage> Engine<S> {
                     Aggregation::UniqueCount => {
                         let period_start = if late {
                             // A reset may have cut the scheduled period.
-                            self.closed_period_of(&txn, tenant_id, feature, &state, at)
+                            self.closed_period_of(&txn, owner, feature, &state, at)
                                 .await?
                                 .0
                         } else {
@@ -242,7 +291,7 @@ impl<S: Storage> Engine<S> {
                         let value = event.unique.as_deref().unwrap_or_default();
                         let new = self
                             .store
-                            .insert_unique(&txn, tenant_id, feature_id, period_start, value)
+                            .insert_unique(&txn, owner, feature_id, period_start, value)
                             .await?;
                         i64::from(new)
                     }
@@ -255,7 +304,7 @@ impl<S: Storage> Engine<S> {
                         .draw(&feature.spec, at, counted, &allocation)
                         .map_err(draw_error)?;
                     drawn = true;
-                    let after = Drawn::after(tenant_id, &state, allocation(state.last_draw));
+                    let after = Drawn::after(owner, &state, allocation(state.last_draw));
                     (StoredOutcome::Recorded, Some(after))
                 };
                 rows.push(StoredUsage {
@@ -274,7 +323,7 @@ impl<S: Storage> Engine<S> {
                 });
             }
             if drawn {
-                drawn_meters.push((tenant_id, feature, state));
+                drawn_meters.push((owner, feature, state));
             }
         }
         if self.store.insert_usages(&txn, &rows).await? != rows.len() as u64 {
@@ -286,30 +335,27 @@ impl<S: Storage> Engine<S> {
             });
         }
         let mut reached = Reached::default();
-        for (tenant_id, feature, state) in &drawn_meters {
-            let after = state.read(
-                &feature.spec,
-                now,
-                index.issued_allowance(tenant_id, &feature.key, now),
-            );
+        for (owner, feature, state) in &drawn_meters {
+            let after = state.read(&feature.spec, now, issued(&index, owner, feature, now));
             self.usage_thresholds(
                 &txn,
                 &mut reached,
-                (tenant_id, feature.id, &feature.key),
+                (owner, feature.id, &feature.key),
                 &after,
                 now,
             )
             .await?;
         }
-        let written: Vec<(&str, Uuid, &MeterState)> = drawn_meters
+        let written: Vec<(&MeterKey, Uuid, &MeterState)> = drawn_meters
             .iter()
-            .map(|(tenant_id, feature, state)| (*tenant_id, feature.id, state))
+            .map(|(owner, feature, state)| (*owner, feature.id, state))
             .collect();
         self.store.put_meters(&txn, &written, now).await?;
         let changes: Vec<IndexChange> = drawn_meters
             .into_iter()
-            .map(|(tenant_id, feature, state)| IndexChange::UpsertMeter {
-                tenant_id: tenant_id.to_owned(),
+            .map(|(owner, feature, state)| IndexChange::UpsertMeter {
+                tenant_id: owner.tenant_id.clone(),
+                user_id: owner.user_id.clone(),
                 feature_id: feature.id,
                 state: Box::new(state),
             })
@@ -329,18 +375,24 @@ impl<S: Storage> Engine<S> {
         let index = self.index.current();
         let feature = metered_or_error(&index, &new.feature_key)?;
         known_account(&index, &new.tenant_id)?;
+        crate::domain::metering::validate_user_id(new.user_id.as_deref())?;
         // A pool's credits are its owner's: a sub-account drawing on it has no meter of its
-        // own to credit.
-        own_meter(&index, &new.tenant_id, &feature, now)?;
+        // own to credit; a user is credited only on a meter of its own.
+        let meter = own_meter(
+            &index,
+            &new.tenant_id,
+            new.user_id.as_deref(),
+            &feature,
+            now,
+        )?;
         let grant = credit_grant(new, feature.id, now)?;
         let txn = self.store.begin().await?;
         self.store.insert_credit(&txn, &grant).await?;
         self.audit_credit(&txn, Action::CreditGrantCreate, None, &grant, now)
             .await?;
-        let allocation =
-            |t: DateTime<Utc>| index.issued_allowance(&grant.tenant_id, &feature.key, t);
+        let allocation = |t: DateTime<Utc>| issued(&index, &meter, &feature, t);
         let mut state = self
-            .open_meter(&txn, &grant.tenant_id, &feature, now, &allocation)
+            .open_meter(&txn, &meter, &feature, now, &allocation)
             .await?;
         state.add_credit(grant.credit());
         let mut reached = Reached::default();
@@ -348,13 +400,13 @@ impl<S: Storage> Engine<S> {
         self.usage_thresholds(
             &txn,
             &mut reached,
-            (&grant.tenant_id, feature.id, &feature.key),
+            (&meter, feature.id, &feature.key),
             &after,
             now,
         )
         .await?;
         let revision = self
-            .commit_meter(txn, &grant.tenant_id, feature.id, state, now, reached)
+            .commit_meter(txn, &meter, feature.id, state, now, reached)
             .await?;
         Ok(Saved {
             value: grant,
@@ -393,10 +445,11 @@ impl<S: Storage> Engine<S> {
                 self.revision()
             }
             Ok(feature) => {
-                let allocation =
-                    |t: DateTime<Utc>| index.issued_allowance(&grant.tenant_id, &feature.key, t);
+                // The meter it was granted on (a user's own stays that user's).
+                let meter = MeterKey::new(&grant.tenant_id, grant.user_id.as_deref());
+                let allocation = |t: DateTime<Utc>| issued(&index, &meter, &feature, t);
                 let mut state = self
-                    .open_meter(&txn, &grant.tenant_id, &feature, now, &allocation)
+                    .open_meter(&txn, &meter, &feature, now, &allocation)
                     .await?;
                 state.void_credit(id, now);
                 // A void that leaves too little reaches thresholds as usage does.
@@ -405,12 +458,12 @@ impl<S: Storage> Engine<S> {
                 self.usage_thresholds(
                     &txn,
                     &mut reached,
-                    (&grant.tenant_id, feature.id, &feature.key),
+                    (&meter, feature.id, &feature.key),
                     &after,
                     now,
                 )
                 .await?;
-                self.commit_meter(txn, &grant.tenant_id, feature.id, state, now, reached)
+                self.commit_meter(txn, &meter, feature.id, state, now, reached)
                     .await?
             }
         };
@@ -438,6 +491,7 @@ impl<S: Storage> Engine<S> {
     pub async fn meter_view(
         &self,
         tenant_id: &str,
+        user_id: Option<&str>,
         feature_key: &str,
         min_revision: u64,
     ) -> Result<MeterView> {
@@ -445,10 +499,14 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, feature_key)?;
         known_account(&index, tenant_id)?;
         let now = self.present(&index);
-        let owner = meter_owner(&index, tenant_id, &feature, now);
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
+        // A user's own meter (404 without one), else the one the account draws on.
+        let owner = match user_id {
+            Some(_) => selected_meter(&index, tenant_id, user_id, &feature, now)?,
+            None => meter_owner(&index, tenant_id, None, &feature, now),
+        };
+        let allocation = |t: DateTime<Utc>| issued(&index, &owner, &feature, t);
         let allowance = allocation(now);
-        let mut state = match index.meter(&owner, feature.id) {
+        let mut state = match index.meter(&owner.tenant_id, owner.user(), feature.id) {
             Some(state) => state.clone(),
             None => MeterState::open(&feature.spec, now)
                 .map_err(|e| DomainError::invalid("metering", e.to_string()))?,
@@ -459,27 +517,25 @@ impl<S: Storage> Engine<S> {
         Ok(MeterView {
             reading: state.read(&feature.spec, now, allowance),
             owner: pool_owner(tenant_id, &owner),
+            user: owner.user_id.clone(),
             allowance,
             credits: state.remaining_at(now, allowance).collect(),
             revision: index.revision(),
         })
     }
 
-    /// The account's meter of `feature`, locked for `txn` and brought to `now`.
+    /// A meter of `feature`, locked for `txn` and brought to `now`.
     pub(super) async fn open_meter(
         &self,
         txn: &S::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature: &Metered,
         now: DateTime<Utc>,
         allocation: &(dyn Fn(DateTime<Utc>) -> Limit + Sync),
     ) -> Result<MeterState> {
-        let stored = self
-            .store
-            .lock_meters(txn, &[(tenant_id, feature.id)])
-            .await?;
+        let stored = self.store.lock_meters(txn, &[(meter, feature.id)]).await?;
         let stored = stored.into_iter().next().flatten();
-        self.bring_to(txn, tenant_id, feature, stored, now, allocation)
+        self.bring_to(txn, meter, feature, stored, now, allocation)
             .await
     }
 
@@ -489,14 +545,14 @@ impl<S: Storage> Engine<S> {
         &self,
         txn: &S::Txn,
         index: &EntitlementIndex,
-        meters: &[(&str, &Metered)],
+        meters: &[(&MeterKey, &Metered)],
         now: DateTime<Utc>,
     ) -> Result<Vec<MeterState>> {
-        let keys: Vec<(&str, Uuid)> = meters.iter().map(|(owner, f)| (*owner, f.id)).collect();
+        let keys: Vec<(&MeterKey, Uuid)> = meters.iter().map(|(owner, f)| (*owner, f.id)).collect();
         let stored = self.store.lock_meters(txn, &keys).await?;
         let mut states = Vec::with_capacity(meters.len());
         for (&(owner, feature), stored) in meters.iter().zip(stored) {
-            let allocation = |t: DateTime<Utc>| index.issued_allowance(owner, &feature.key, t);
+            let allocation = |t: DateTime<Utc>| issued(index, owner, feature, t);
             states.push(
                 self.bring_to(txn, owner, feature, stored, now, &allocation)
                     .await?,
@@ -510,7 +566,7 @@ impl<S: Storage> Engine<S> {
     async fn bring_to(
         &self,
         txn: &S::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature: &Metered,
         stored: Option<MeterState>,
         now: DateTime<Utc>,
@@ -524,7 +580,7 @@ impl<S: Storage> Engine<S> {
         // Each period that closed since the last write is recorded with its summary.
         for closed in reset::close_periods(&mut state, &feature.spec, now, allocation)? {
             self.store
-                .insert_period(txn, tenant_id, feature.id, &closed, now)
+                .insert_period(txn, meter, feature.id, &closed, now)
                 .await?;
         }
         // Expired holds already count for nothing; the write that follows forgets them.
@@ -550,19 +606,20 @@ impl<S: Storage> Engine<S> {
     pub(super) async fn commit_meter(
         &self,
         txn: S::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         state: MeterState,
         now: DateTime<Utc>,
         reached: Reached,
     ) -> Result<u64> {
         self.store
-            .put_meters(&txn, &[(tenant_id, feature_id, &state)], now)
+            .put_meters(&txn, &[(meter, feature_id, &state)], now)
             .await?;
         self.commit_metered(
             txn,
             vec![IndexChange::UpsertMeter {
-                tenant_id: tenant_id.to_owned(),
+                tenant_id: meter.tenant_id.clone(),
+                user_id: meter.user_id.clone(),
                 feature_id,
                 state: Box::new(state),
             }],
@@ -588,3 +645,7 @@ pub(super) mod tests;
 #[cfg(test)]
 #[path = "metering_pool_tests.rs"]
 mod pool_tests;
+
+#[cfg(test)]
+#[path = "metering_user_tests.rs"]
+mod user_tests;

@@ -110,6 +110,7 @@ impl<S: Storage> Engine<S> {
     pub async fn balance_points(
         &self,
         tenant_id: &str,
+        user_id: Option<&str>,
         feature_key: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -123,21 +124,28 @@ impl<S: Storage> Engine<S> {
         let to = to.min(self.present(&index));
         let feature = metered_or_error(&index, feature_key)?;
         known_account(&index, tenant_id)?;
-        // A pool's sub-account answers the pool's meter, as its meter view does.
-        let owner = super::meter_owner(&index, tenant_id, &feature, self.present(&index));
-        let tenant_id = owner.as_str();
+        // A user's own meter (404 without one); else a pool's sub-account answers the pool's
+        // meter, as its meter view does.
+        let now = self.present(&index);
+        let owner = match user_id {
+            Some(_) => super::selected_meter(&index, tenant_id, user_id, &feature, now)?,
+            None => super::meter_owner(&index, tenant_id, None, &feature, now),
+        };
+        let owner = &owner;
         let spec = feature.spec;
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+        let allocation = |t: DateTime<Utc>| super::issued(&index, owner, &feature, t);
         let limit = u64::try_from(MAX_BALANCE_POINTS + 1).unwrap_or(u64::MAX);
-        let start = self.store.draw_before(tenant_id, feature.id, from).await?;
-        let draws = self
-            .store
-            .draws(tenant_id, feature.id, from, to, limit)
-            .await?;
+        let start = self.store.draw_before(owner, feature.id, from).await?;
+        let draws = self.store.draws(owner, feature.id, from, to, limit).await?;
         if draws.len() > MAX_BALANCE_POINTS {
             return Err(too_many());
         }
-        let credits = self.store.credits(tenant_id, Some(feature.id)).await?;
+        // The credits of this meter: the account's, or the user's own.
+        let mut credits = self
+            .store
+            .credits(&owner.tenant_id, Some(feature.id))
+            .await?;
+        credits.retain(|c| c.user_id == owner.user_id);
         // The walk starts at the latest kept draw before `from` (its meter), else at the
         // meter's first credit grant.
         let walk_from = match &start {
@@ -150,7 +158,7 @@ impl<S: Storage> Engine<S> {
         };
         let manual: Vec<DateTime<Utc>> = self
             .store
-            .closed_periods(tenant_id, feature.id, walk_from, to)
+            .closed_periods(owner, feature.id, walk_from, to)
             .await?
             .into_iter()
             .filter(|p| p.manual && walk_from <= p.end && p.end < to)

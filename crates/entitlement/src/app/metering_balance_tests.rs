@@ -73,6 +73,7 @@ async fn credit(
 ) -> Uuid {
     e.engine
         .create_credit_grant(NewCreditGrant {
+            user_id: None,
             tenant_id: "acme".into(),
             feature_key: "calls".into(),
             amount,
@@ -166,7 +167,7 @@ async fn every_draw_credit_and_reset_is_a_point_with_the_balance_after_it() {
         e.engine.void_credit_grant(c).await.unwrap();
         to(&e, t0() + TimeDelta::days(4));
         let reset_at = e.engine.now();
-        e.engine.reset_meter("acme", "calls").await.unwrap();
+        e.engine.reset_meter("acme", None, "calls").await.unwrap();
         to(&e, t0() + TimeDelta::days(4) + TimeDelta::hours(1));
         e.engine
             .record_usage(vec![usage("u4", 10, None)])
@@ -185,6 +186,7 @@ async fn every_draw_credit_and_reset_is_a_point_with_the_balance_after_it() {
             .engine
             .balance_points(
                 "acme",
+                None,
                 "calls",
                 t0() - TimeDelta::days(1),
                 t0() + TimeDelta::days(60),
@@ -262,6 +264,7 @@ async fn every_draw_credit_and_reset_is_a_point_with_the_balance_after_it() {
             .engine
             .balance_points(
                 "acme",
+                None,
                 "calls",
                 hours(2) + TimeDelta::minutes(30),
                 t0() + TimeDelta::days(3) + TimeDelta::minutes(1),
@@ -277,14 +280,14 @@ async fn every_draw_credit_and_reset_is_a_point_with_the_balance_after_it() {
         ] {
             let err = e
                 .engine
-                .balance_points(tenant, feature, from, until)
+                .balance_points(tenant, None, feature, from, until)
                 .await
                 .unwrap_err();
             assert_eq!(invalid_field(&err), field);
         }
         assert!(
             e.engine
-                .balance_points("ghost", "calls", hours(1), hours(2))
+                .balance_points("ghost", None, "calls", hours(1), hours(2))
                 .await
                 .is_err()
         );
@@ -309,13 +312,13 @@ async fn a_range_of_more_than_a_thousand_points_is_refused_and_old_rows_read_as_
         to(&e, hours(2));
         let err = e
             .engine
-            .balance_points("acme", "calls", t0(), hours(2))
+            .balance_points("acme", None, "calls", t0(), hours(2))
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "to");
         let last = e
             .engine
-            .balance_points("acme", "calls", hours(1), hours(2))
+            .balance_points("acme", None, "calls", hours(1), hours(2))
             .await
             .unwrap();
         assert_eq!(
@@ -342,7 +345,7 @@ async fn a_range_of_more_than_a_thousand_points_is_refused_and_old_rows_read_as_
             .unwrap();
         let old = e
             .engine
-            .balance_points("acme", "calls", hours(1), hours(2))
+            .balance_points("acme", None, "calls", hours(1), hours(2))
             .await
             .unwrap();
         assert_eq!(

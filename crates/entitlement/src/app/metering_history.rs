@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::reset::period_cuts;
-use super::{known_account, meter_owner, metered_or_error};
+use super::{known_account, meter_owner, metered_or_error, selected_meter};
 use crate::app::Engine;
 use crate::app::ports::Storage;
 use crate::domain::usage_history::{
@@ -28,10 +28,16 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, &q.feature_key)?;
         // A deleted account's history is not shown (its events are kept).
         known_account(&index, &q.tenant_id)?;
-        // The account's events, in the periods of the meter it draws on (a pool's are its
+        // The account's events (of `user_id` when given), in the periods of the meter they
+        // draw on: the user's own when it has one, else the account's (a pool's are its
         // owner's).
-        let owner = meter_owner(&index, &q.tenant_id, &feature, self.present(&index));
-        let open = index.meter(&owner, feature.id);
+        let now = self.present(&index);
+        let owner = match q.user_id.as_deref() {
+            Some(user) => selected_meter(&index, &q.tenant_id, Some(user), &feature, now)
+                .unwrap_or_else(|_| meter_owner(&index, &q.tenant_id, None, &feature, now)),
+            None => meter_owner(&index, &q.tenant_id, None, &feature, now),
+        };
+        let open = index.meter(&owner.tenant_id, owner.user(), feature.id);
         let spec = &feature.spec;
         let first = spec
             .period

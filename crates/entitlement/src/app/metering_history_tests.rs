@@ -229,7 +229,7 @@ async fn max_takes_the_largest_amount_and_unique_count_the_distinct_values_per_w
         assert_eq!(values(history(&e, day("users")).await), [2, 2]);
         // The period's distinct count is the meter's usage.
         assert_eq!(values(history(&e, period("users")).await), [3]);
-        let meter = e.engine.meter_view("acme", "users", 0).await.unwrap();
+        let meter = e.engine.meter_view("acme", None, "users", 0).await.unwrap();
         assert_eq!(meter.reading.usage, 3);
     }
 }

@@ -941,6 +941,7 @@ impl Sequence<'_> {
             .e
             .engine
             .create_credit_grant(NewCreditGrant {
+                user_id: None,
                 tenant_id: tenant,
                 feature_key: self.key.clone(),
                 amount,
@@ -1218,7 +1219,7 @@ impl Sequence<'_> {
         let i = self.pick();
         let tenant = self.name(i);
         self.step(format!("reset {tenant}"));
-        let got = self.e.engine.reset_meter(&tenant, &self.key).await;
+        let got = self.e.engine.reset_meter(&tenant, None, &self.key).await;
         if self.gone(self.deleted(i), &got) || self.pooled(i, now, &got) {
             return;
         }
@@ -1340,7 +1341,7 @@ impl Sequence<'_> {
             }
             // The meter's own reading (GET …/meters/{feature}) closes the periods between as
             // a write would.
-            let view = self.e.engine.meter_view(&tenant, &self.key, 0).await;
+            let view = self.e.engine.meter_view(&tenant, None, &self.key, 0).await;
             if self.gone(self.deleted(i), &view) {
                 continue;
             }
@@ -1610,6 +1611,7 @@ mod found {
 
     fn credit(tenant: &str, key: &str, amount: i64) -> NewCreditGrant {
         NewCreditGrant {
+            user_id: None,
             tenant_id: tenant.into(),
             feature_key: key.into(),
             amount,
@@ -1726,7 +1728,7 @@ mod found {
         record(&e, "acme", &key, "u1", 30, Some(ahead), "v")
             .await
             .unwrap();
-        e.engine.reset_meter("acme", &key).await.unwrap();
+        e.engine.reset_meter("acme", None, &key).await.unwrap();
         let (answer, _) = e
             .engine
             .consume_usage(NewConsumption {
@@ -1752,9 +1754,9 @@ mod found {
         let key = kind(Aggregation::UniqueCount, false, false);
         e.account("acme", None).await;
         e.grant("base", "acme", None).await;
-        e.engine.reset_meter("acme", &key).await.unwrap();
+        e.engine.reset_meter("acme", None, &key).await.unwrap();
         record(&e, "acme", &key, "u1", 1, None, "v2").await.unwrap();
-        e.engine.reset_meter("acme", &key).await.unwrap();
+        e.engine.reset_meter("acme", None, &key).await.unwrap();
         record(&e, "acme", &key, "u2", 1, None, "v2").await.unwrap();
         assert_eq!(meter_of(&e, "acme", &key).await, (true, Some((99, 1, 0))));
     }

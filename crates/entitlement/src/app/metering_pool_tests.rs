@@ -61,6 +61,7 @@ fn usage(tenant: &str, id: &str, amount: i64) -> NewUsage {
 
 fn credit(tenant: &str, amount: i64) -> NewCreditGrant {
     NewCreditGrant {
+        user_id: None,
         tenant_id: tenant.into(),
         feature_key: "calls".into(),
         amount,
@@ -134,7 +135,7 @@ async fn a_pool_is_drawn_by_its_sub_accounts_and_counted_on_its_owner(e: &TestEn
         "{err:?}"
     );
     assert!(matches!(
-        e.engine.reset_meter("squad", "calls").await,
+        e.engine.reset_meter("squad", None, "calls").await,
         Err(DomainError::MeterPooled { .. })
     ));
     e.engine
@@ -179,14 +180,18 @@ async fn a_pool_is_drawn_by_its_sub_accounts_and_counted_on_its_owner(e: &TestEn
     assert_eq!(calls.key, "calls");
     let (reading, owner) = meter.clone().unwrap();
     assert_eq!((reading.usage, owner.as_deref()), (100, Some("org")));
-    let view = e.engine.meter_view("team", "calls", 0).await.unwrap();
+    let view = e.engine.meter_view("team", None, "calls", 0).await.unwrap();
     assert_eq!(view.owner.as_deref(), Some("org"));
     assert_eq!(
         (view.reading.usage, view.allowance),
         (100, Limit::Finite(100))
     );
     assert_eq!(
-        e.engine.meter_view("org", "calls", 0).await.unwrap().owner,
+        e.engine
+            .meter_view("org", None, "calls", 0)
+            .await
+            .unwrap()
+            .owner,
         None
     );
     // Outside the tree, nothing.
@@ -306,10 +311,14 @@ async fn moving_or_revoking_changes_the_owner_for_the_next_draw(e: &TestEngine) 
         .await
         .unwrap();
     assert_eq!(revoked.justification, Some(Justification::PlanRevoked));
-    let view = e.engine.meter_view("org", "calls", 0).await.unwrap();
+    let view = e.engine.meter_view("org", None, "calls", 0).await.unwrap();
     assert_eq!((view.reading.usage, view.allowance), (55, Limit::Finite(0)));
     assert_eq!(
-        e.engine.meter_view("team", "calls", 0).await.unwrap().owner,
+        e.engine
+            .meter_view("team", None, "calls", 0)
+            .await
+            .unwrap()
+            .owner,
         None
     );
 }
@@ -418,7 +427,7 @@ async fn a_pools_burn_down_holds_its_sub_accounts_draws() {
         let to = t0() + TimeDelta::days(1);
         let pool = e
             .engine
-            .balance_points("org", "calls", from, to)
+            .balance_points("org", None, "calls", from, to)
             .await
             .unwrap();
         let answered: Vec<_> = pool
@@ -431,7 +440,7 @@ async fn a_pools_burn_down_holds_its_sub_accounts_draws() {
         );
         let from_team = e
             .engine
-            .balance_points("team", "calls", from, to)
+            .balance_points("team", None, "calls", from, to)
             .await
             .unwrap();
         assert_eq!(from_team, pool);

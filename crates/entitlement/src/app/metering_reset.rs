@@ -5,12 +5,13 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Metered, Reached, draw_error, known_account, meter_owner, metered_or_error, own_meter,
+    Metered, Reached, draw_error, issued, known_account, meter_owner, metered_or_error, own_meter,
+    selected_meter,
 };
 use crate::app::ports::Storage;
 use crate::app::{Engine, Saved};
 use crate::domain::audit::meter_reset_entry;
-use crate::domain::metering::{MeterReading, MeterSpec, MeterState};
+use crate::domain::metering::{MeterKey, MeterReading, MeterSpec, MeterState};
 use crate::domain::usage_history::{PeriodSummary, Span, period_containing, summarize};
 use crate::domain::{DomainError, Limit, Result};
 use tenantry_index::metering::PeriodError;
@@ -28,10 +29,12 @@ pub struct MeterReset {
 impl<S: Storage> Engine<S> {
     /// Starts a new period of the account's meter of `feature_key` now: credits roll over, the
     /// plan allowance is issued afresh and overage carries when the feature says so, as at a
-    /// scheduled reset; the schedule is unchanged. Audited (`meter.reset`).
+    /// scheduled reset; the schedule is unchanged. With `user_id`, that user's own meter (404
+    /// `user meter` when it has none). Audited (`meter.reset`).
     pub async fn reset_meter(
         &self,
         tenant_id: &str,
+        user_id: Option<&str>,
         feature_key: &str,
     ) -> Result<Saved<MeterReset>> {
         crate::domain::validate_tenant_id("tenant_id", tenant_id)?;
@@ -39,12 +42,15 @@ impl<S: Storage> Engine<S> {
         let index = self.index.current();
         let feature = metered_or_error(&index, feature_key)?;
         known_account(&index, tenant_id)?;
-        // A pool is reset by its owner, for every account drawing on it.
-        own_meter(&index, tenant_id, &feature, now)?;
+        let meter = match user_id {
+            Some(_) => selected_meter(&index, tenant_id, user_id, &feature, now)?,
+            // A pool is reset by its owner, for every account drawing on it.
+            None => own_meter(&index, tenant_id, None, &feature, now)?,
+        };
         let txn = self.store.begin().await?;
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+        let allocation = |t: DateTime<Utc>| issued(&index, &meter, &feature, t);
         let mut state = self
-            .open_meter(&txn, tenant_id, &feature, now, &allocation)
+            .open_meter(&txn, &meter, &feature, now, &allocation)
             .await?;
         let before = state.clone();
         // A reset just before may have started the open period a little ahead of the clock.
@@ -59,16 +65,16 @@ impl<S: Storage> Engine<S> {
             true,
         );
         self.store
-            .insert_period(&txn, tenant_id, feature.id, &closed, now)
+            .insert_period(&txn, &meter, feature.id, &closed, now)
             .await?;
         if self.store.audit_enabled() {
-            let entry = meter_reset_entry(tenant_id, &feature.key, &closed);
+            let entry = meter_reset_entry(&meter, &feature.key, &closed);
             self.store.record_audit(&txn, &[entry], now).await?;
         }
         let reading = state.read(&feature.spec, now, allocation(now));
         let revision = self
             // A new period starts with nothing used: no usage threshold can be reached.
-            .commit_meter(txn, tenant_id, feature.id, state, now, Reached::default())
+            .commit_meter(txn, &meter, feature.id, state, now, Reached::default())
             .await?;
         Ok(Saved {
             value: MeterReset { closed, reading },
@@ -82,6 +88,7 @@ impl<S: Storage> Engine<S> {
     pub async fn meter_periods(
         &self,
         tenant_id: &str,
+        user_id: Option<&str>,
         feature_key: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -94,15 +101,18 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, feature_key)?;
         known_account(&index, tenant_id)?;
         let now = self.present(&index);
-        // The periods of the meter the account draws on (a pool's are its owner's).
-        let owner = meter_owner(&index, tenant_id, &feature, now);
-        let tenant_id = owner.as_str();
+        // The periods of a user's own meter, else of the meter the account draws on (a
+        // pool's are its owner's).
+        let owner = match user_id {
+            Some(_) => selected_meter(&index, tenant_id, user_id, &feature, now)?,
+            None => meter_owner(&index, tenant_id, None, &feature, now),
+        };
         let mut periods = self
             .store
-            .closed_periods(tenant_id, feature.id, from, to)
+            .closed_periods(&owner, feature.id, from, to)
             .await?;
-        if let Some(state) = index.meter(tenant_id, feature.id) {
-            let allocation = |t: DateTime<Utc>| index.issued_allowance(tenant_id, &feature.key, t);
+        if let Some(state) = index.meter(&owner.tenant_id, owner.user(), feature.id) {
+            let allocation = |t: DateTime<Utc>| issued(&index, &owner, &feature, t);
             let mut ahead = state.clone();
             let unrecorded = close_periods(&mut ahead, &feature.spec, now, &allocation)?;
             periods.extend(
@@ -125,7 +135,7 @@ impl<S: Storage> Engine<S> {
     pub(super) async fn closed_period_of(
         &self,
         txn: &S::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature: &Metered,
         open: &MeterState,
         at: DateTime<Utc>,
@@ -137,7 +147,7 @@ impl<S: Storage> Engine<S> {
             .map_err(|e| DomainError::invalid("timestamp", e.to_string()))?;
         let recorded = self
             .store
-            .closed_periods_in(txn, tenant_id, feature.id, scheduled.start, scheduled.end)
+            .closed_periods_in(txn, meter, feature.id, scheduled.start, scheduled.end)
             .await?;
         let cuts = period_cuts(&recorded, Some(open));
         Ok(period_containing(

@@ -73,6 +73,7 @@ async fn a_reset_closes_the_period_with_rollover_and_keeps_the_schedule() {
         let credit = e
             .engine
             .create_credit_grant(NewCreditGrant {
+                user_id: None,
                 tenant_id: "acme".into(),
                 feature_key: "calls".into(),
                 amount: 50,
@@ -93,7 +94,7 @@ async fn a_reset_closes_the_period_with_rollover_and_keeps_the_schedule() {
 
         e.clock.advance(TimeDelta::days(2));
         let reset_at = e.engine.now();
-        let reset = e.engine.reset_meter("acme", "calls").await.unwrap();
+        let reset = e.engine.reset_meter("acme", None, "calls").await.unwrap();
         assert!(reset.revision > 0);
         let closed = &reset.value.closed;
         assert_eq!(
@@ -177,7 +178,12 @@ async fn a_reset_carries_overage_when_the_feature_says_so_and_refuses_what_is_no
             .await
             .unwrap();
         e.clock.advance(TimeDelta::hours(1));
-        let reset = e.engine.reset_meter("acme", "calls").await.unwrap().value;
+        let reset = e
+            .engine
+            .reset_meter("acme", None, "calls")
+            .await
+            .unwrap()
+            .value;
         assert_eq!(
             (reset.closed.overage, reset.closed.carried_overage),
             (30, 30)
@@ -186,18 +192,30 @@ async fn a_reset_carries_overage_when_the_feature_says_so_and_refuses_what_is_no
         assert_eq!(reset.reading.balance, Some(70));
 
         e.feature("seats", AllocationType::MaxCount, &[]).await;
-        let err = e.engine.reset_meter("acme", "seats").await.unwrap_err();
+        let err = e
+            .engine
+            .reset_meter("acme", None, "seats")
+            .await
+            .unwrap_err();
         assert_eq!(invalid_field(&err), "feature_key");
-        let err = e.engine.reset_meter("acme", "nothing").await.unwrap_err();
+        let err = e
+            .engine
+            .reset_meter("acme", None, "nothing")
+            .await
+            .unwrap_err();
         assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
-        let err = e.engine.reset_meter("nobody", "calls").await.unwrap_err();
+        let err = e
+            .engine
+            .reset_meter("nobody", None, "calls")
+            .await
+            .unwrap_err();
         assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
     }
 }
 
 async fn periods(e: &TestEngine) -> Vec<crate::domain::usage_history::PeriodSummary> {
     e.engine
-        .meter_periods("acme", "calls", anchor(), at(8, 1, 0))
+        .meter_periods("acme", None, "calls", anchor(), at(8, 1, 0))
         .await
         .unwrap()
 }
@@ -209,6 +227,7 @@ async fn every_closed_period_is_listed_with_its_summary_recorded_or_not_yet() {
         let credit = e
             .engine
             .create_credit_grant(NewCreditGrant {
+                user_id: None,
                 tenant_id: "acme".into(),
                 feature_key: "calls".into(),
                 amount: 50,
@@ -251,7 +270,7 @@ async fn every_closed_period_is_listed_with_its_summary_recorded_or_not_yet() {
         assert_eq!(periods(&e).await, june);
         // A reset closes July's so far (just after the draw at this very instant, which stays
         // in the closed period).
-        e.engine.reset_meter("acme", "calls").await.unwrap();
+        e.engine.reset_meter("acme", None, "calls").await.unwrap();
         let both = periods(&e).await;
         assert_eq!(both.len(), 2);
         assert_eq!(both[0], june[0]);
@@ -267,7 +286,7 @@ async fn every_closed_period_is_listed_with_its_summary_recorded_or_not_yet() {
         );
         let err = e
             .engine
-            .meter_periods("acme", "calls", at(8, 1, 0), at(8, 1, 0))
+            .meter_periods("acme", None, "calls", at(8, 1, 0), at(8, 1, 0))
             .await
             .unwrap_err();
         assert_eq!(invalid_field(&err), "to");

@@ -163,6 +163,7 @@ async fn a_top_up_extends_a_plan_managed_limit_and_voiding_it_is_not_retroactive
     let top_up = e
         .engine
         .create_credit_grant(NewCreditGrant {
+            user_id: None,
             tenant_id: "acme".into(),
             feature_key: "calls".into(),
             amount: 50,
@@ -180,7 +181,7 @@ async fn a_top_up_extends_a_plan_managed_limit_and_voiding_it_is_not_retroactive
         .record_usage(vec![event("a", 120, None)])
         .await
         .unwrap();
-    let view = e.engine.meter_view("acme", "calls", 0).await.unwrap();
+    let view = e.engine.meter_view("acme", None, "calls", 0).await.unwrap();
     assert_eq!(view.reading.balance, Some(30));
     // The allowance (expiring at the reset) went first.
     assert_eq!(

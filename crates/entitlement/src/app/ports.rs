@@ -14,7 +14,9 @@ use uuid::Uuid;
 pub use crate::clock::Clock;
 use crate::domain::audit::AuditEntry;
 use crate::domain::catalog::{Catalog, FeatureDoc, FlagDoc, Stored};
-use crate::domain::metering::{CreditGrant, MeterState, Reservation, StoredDraw, StoredUsage};
+use crate::domain::metering::{
+    CreditGrant, MeterKey, MeterState, Reservation, StoredDraw, StoredUsage,
+};
 use crate::domain::transition::{Transition, TransitionKind};
 use crate::domain::usage_history::PeriodSummary;
 use crate::domain::webhook;
@@ -195,6 +197,9 @@ pub struct HeldAccount {
 }
 
 /// The local copy of the tenant hierarchy and the tenant-feed cursor.
+/// An account's written meters: (the user whose own meter, feature id, state).
+pub type AccountMeters = Vec<(Option<String>, Uuid, MeterState)>;
+
 #[async_trait]
 pub trait AccountStore: Transactional {
     async fn upsert_account(
@@ -208,13 +213,14 @@ pub trait AccountStore: Transactional {
     /// Every account the feed has recorded.
     async fn accounts(&self, txn: &Self::Txn) -> Result<Vec<HeldAccount>>;
     /// What the index holds of one account besides its place: every grant of it and its
-    /// users (revoked ones included) and each written meter (by feature id). Read when a
-    /// deleted account is reactivated, so the index has what a restart would load.
+    /// users (revoked ones included) and each written meter (its user's when a user's own,
+    /// by feature id). Read when a deleted account is reactivated, so the index has what a
+    /// restart would load.
     async fn account_state(
         &self,
         txn: &Self::Txn,
         tenant_id: &str,
-    ) -> Result<(Vec<Grant>, Vec<(Uuid, MeterState)>)>;
+    ) -> Result<(Vec<Grant>, AccountMeters)>;
     /// The feed cursor, locked until `txn` ends (replicas following the same feed serialize
     /// here, so each event applies once).
     async fn lock_cursor(&self, txn: &Self::Txn) -> Result<u64>;
@@ -288,18 +294,18 @@ impl<S> Storage for S where
 pub trait MeterStore: Transactional {
     /// Locks the given meters until `txn` ends (creating rows for those that have none;
     /// PostgreSQL `FOR UPDATE`, SQLite's write transaction) and returns each (`None`: never
-    /// written), in the order given. Callers give them sorted by account (its bytes), then
-    /// feature, without repeats: every writer locks in that order, so none can deadlock.
+    /// written), in the order given, without repeats. Every writer locks them in one order
+    /// of the key (account, feature, user), so none can deadlock.
     async fn lock_meters(
         &self,
         txn: &Self::Txn,
-        meters: &[(&str, Uuid)],
+        meters: &[(&MeterKey, Uuid)],
     ) -> Result<Vec<Option<MeterState>>>;
     /// Writes meters locked by `txn`, in one statement.
     async fn put_meters(
         &self,
         txn: &Self::Txn,
-        meters: &[(&str, Uuid, &MeterState)],
+        meters: &[(&MeterKey, Uuid, &MeterState)],
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// Stores a usage event; false when its (account, id) is taken (then nothing changed).
@@ -323,7 +329,7 @@ pub trait MeterStore: Transactional {
     async fn insert_unique(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         period_start: DateTime<Utc>,
         value: &str,
@@ -339,7 +345,7 @@ pub trait MeterStore: Transactional {
     /// at most `limit`.
     async fn draws(
         &self,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -348,7 +354,7 @@ pub trait MeterStore: Transactional {
     /// The account's latest draw on its meter of `feature_id` before `before`.
     async fn draw_before(
         &self,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         before: DateTime<Utc>,
     ) -> Result<Option<StoredDraw>>;
@@ -372,7 +378,7 @@ pub trait UsageHistoryStore: Transactional {
     async fn insert_period(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         period: &PeriodSummary,
         now: DateTime<Utc>,
@@ -381,7 +387,7 @@ pub trait UsageHistoryStore: Transactional {
     /// first (at most 1,001).
     async fn closed_periods(
         &self,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -390,7 +396,7 @@ pub trait UsageHistoryStore: Transactional {
     async fn closed_periods_in(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -406,7 +412,7 @@ pub trait ThresholdStore: Transactional {
     async fn record_thresholds(
         &self,
         txn: &Self::Txn,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         period_start: DateTime<Utc>,
         thresholds: &[u16],

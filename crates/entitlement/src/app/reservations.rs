@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::metering::{
-    answer_json, answer_of, draw_error, known_account, meter_owner, metered_or_error, pool_owner,
+    answer_json, answer_of, draw_error, issued, known_account, meter_owner, metered_or_error,
+    pool_owner,
 };
 use super::ports::Storage;
 use super::thresholds::Reached;
@@ -49,9 +50,10 @@ impl<S: Storage> Engine<S> {
         known_account(&index, &r.tenant_id)?;
         let txn = self.store.begin().await?;
         let tenant_id = r.tenant_id.clone();
-        // The hold lives on the meter the account draws on (a pool's is its owner's).
-        let owner = meter_owner(&index, &tenant_id, &feature, now);
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
+        // The hold lives on the meter the account (or its user) draws on: the user's own, the
+        // account's, or a pool's (its owner's).
+        let owner = meter_owner(&index, &tenant_id, r.user_id.as_deref(), &feature, now);
+        let allocation = |t: DateTime<Utc>| issued(&index, &owner, &feature, t);
         let mut state = self
             .open_meter(&txn, &owner, &feature, now, &allocation)
             .await?;
@@ -80,6 +82,7 @@ impl<S: Storage> Engine<S> {
         let decision = index
             .meter_decision(
                 &r.tenant_id,
+                r.user_id.as_deref(),
                 &feature.key,
                 Some(&state),
                 Some(requested),
@@ -104,6 +107,7 @@ impl<S: Storage> Engine<S> {
             created_at: now,
             settled_at: None,
             meter_owner: pool_owner(&tenant_id, &owner),
+            meter_user: owner.user_id.clone(),
         };
         if decision.result {
             state.hold(reservation.hold());
@@ -115,6 +119,7 @@ impl<S: Storage> Engine<S> {
             meter: Some(state.read(&feature.spec, now, allocation(now))),
             revision: 0,
             meter_owner: reservation.meter_owner.clone(),
+            meter_user: reservation.meter_user.clone(),
         };
         if !self
             .store
@@ -169,13 +174,13 @@ impl<S: Storage> Engine<S> {
         let feature = metered_or_error(&index, &found.feature_key)?;
         // A deleted account's meters take no writes (reactivating it brings them back).
         known_account(&index, &found.tenant_id)?;
+        // Settled where it is held, even if the account has moved or the user's grant gone
+        // since; a deleted pool owner's meter takes no writes either.
+        let owner = found.meter_key();
         let tenant_id = found.tenant_id;
-        // Settled where it is held, even if the account has moved since; a deleted pool
-        // owner's meter takes no writes either.
-        let owner = found.meter_owner.unwrap_or_else(|| tenant_id.clone());
-        known_account(&index, &owner)?;
+        known_account(&index, &owner.tenant_id)?;
         let txn = self.store.begin().await?;
-        let allocation = |t: DateTime<Utc>| index.issued_allowance(&owner, &feature.key, t);
+        let allocation = |t: DateTime<Utc>| issued(&index, &owner, &feature, t);
         let mut state = self
             .open_meter(&txn, &owner, &feature, now, &allocation)
             .await?;

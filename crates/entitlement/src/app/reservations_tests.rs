@@ -162,7 +162,7 @@ async fn an_expired_hold_frees_itself_and_cannot_be_committed() {
         .await
         .unwrap();
     assert_eq!(balance(&e).await, Some(0));
-    let view = e.engine.meter_view("acme", "calls", 0).await.unwrap();
+    let view = e.engine.meter_view("acme", None, "calls", 0).await.unwrap();
     assert_eq!(view.reading.held, 0);
 }
 

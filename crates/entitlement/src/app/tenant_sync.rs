@@ -92,15 +92,14 @@ impl<S: Storage> Effects<'_, S> {
             self.changes
                 .extend(grants.into_iter().map(IndexChange::UpsertGrant));
             self.changes
-                .extend(
-                    meters
-                        .into_iter()
-                        .map(|(feature_id, state)| IndexChange::UpsertMeter {
-                            tenant_id: tenant.to_owned(),
-                            feature_id,
-                            state: Box::new(state),
-                        }),
-                );
+                .extend(meters.into_iter().map(|(user_id, feature_id, state)| {
+                    IndexChange::UpsertMeter {
+                        tenant_id: tenant.to_owned(),
+                        user_id,
+                        feature_id,
+                        state: Box::new(state),
+                    }
+                }));
         }
         Ok(())
     }

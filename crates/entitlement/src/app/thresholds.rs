@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::ports::Storage;
-use crate::domain::metering::MeterReading;
+use crate::domain::metering::{MeterKey, MeterReading};
 use crate::domain::threshold::ThresholdCrossing;
 use crate::domain::webhook::{self, Event};
 use crate::domain::{IndexChange, Result};
@@ -48,7 +48,7 @@ impl<S: Storage> Engine<S> {
         &self,
         txn: &S::Txn,
         reached: &mut Reached,
-        (tenant_id, feature_id, feature_key): (&str, Uuid, &str),
+        (meter, feature_id, feature_key): (&MeterKey, Uuid, &str),
         after: &MeterReading,
         now: DateTime<Utc>,
     ) -> Result<()> {
@@ -69,10 +69,10 @@ impl<S: Storage> Engine<S> {
         }
         let fired = self
             .store
-            .record_thresholds(txn, tenant_id, feature_id, after.period_start, levels, now)
+            .record_thresholds(txn, meter, feature_id, after.period_start, levels, now)
             .await?;
         reached.crossings.extend(ThresholdCrossing::of(
-            tenant_id,
+            (&meter.tenant_id, meter.user()),
             feature_id,
             feature_key,
             after,

@@ -108,6 +108,7 @@ fn consumption(id: &str, amount: i64) -> NewConsumption {
 
 fn top_up(amount: i64) -> NewCreditGrant {
     NewCreditGrant {
+        user_id: None,
         tenant_id: "acme".into(),
         feature_key: "calls".into(),
         amount,

@@ -178,18 +178,23 @@ pub fn credit_grant_entry(
 /// A manual reset of the account's meter of `feature_key` (the resource ID): the period it
 /// closed, and the one it opened.
 pub fn meter_reset_entry(
-    tenant_id: &str,
+    meter: &super::metering::MeterKey,
     feature_key: &str,
     closed: &super::usage_history::PeriodSummary,
 ) -> AuditEntry {
     let action = Action::MeterReset;
+    let mut before = serde_json::json!({"periodStart": closed.start, "usage": closed.usage,
+                                        "overage": closed.overage});
+    // A user's own meter names its user.
+    if let Some(user) = meter.user() {
+        before["userId"] = serde_json::json!(user);
+    }
     AuditEntry::new(
         action.name(),
         action.resource_type(),
         feature_key.to_owned(),
-        Some(tenant_id.to_owned()),
-        serde_json::json!({"periodStart": closed.start, "usage": closed.usage,
-                           "overage": closed.overage}),
+        Some(meter.tenant_id.clone()),
+        before,
         serde_json::json!({"periodStart": closed.end}),
     )
 }

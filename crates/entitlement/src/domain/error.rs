@@ -97,6 +97,13 @@ pub enum DomainError {
          credit or reset that account's meter"
     )]
     MeterPooled { tenant_id: String, owner: String },
+    /// A credit grant for a user's own meter asked for a user whose own grants do not
+    /// allocate the feature: it draws on the account's meter (README "Per-user meters").
+    #[error(
+        "user {user_id} of account {tenant_id} has no meter of its own for this feature (no \
+         grant to the user allocates it): it draws on the account's meter; credit the account"
+    )]
+    NoUserMeter { tenant_id: String, user_id: String },
     /// A meter holds as many live reservations as it may.
     #[error("the meter already holds {limit} live reservations")]
     TooManyHolds { limit: usize },
@@ -185,6 +192,7 @@ impl tenantry_common::db::StorageFaultSource for DomainError {
             | Self::MeteringImmutable { .. }
             | Self::Reservation(_)
             | Self::MeterPooled { .. }
+            | Self::NoUserMeter { .. }
             | Self::TooManyHolds { .. }
             | Self::IdempotencyKeyReused(_)
             | Self::PermissionDenied(_)

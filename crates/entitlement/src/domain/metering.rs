@@ -31,6 +31,36 @@ pub const MAX_HOLD_TTL: TimeDelta = TimeDelta::days(7);
 /// Live holds one meter may carry: each is checked by every reading of the meter.
 pub const MAX_LIVE_HOLDS: usize = 1_000;
 
+/// Whose meter of a feature: an account's (`user_id` `None`), or one of its users' own — the
+/// meter a user draws on while the user's own grants allocate the feature (README
+/// "Per-user meters"). Ordered by account, then user (the account's first): the order writers
+/// lock meters in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MeterKey {
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+}
+
+impl MeterKey {
+    pub fn account(tenant_id: &str) -> Self {
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            user_id: None,
+        }
+    }
+
+    pub fn new(tenant_id: &str, user_id: Option<&str>) -> Self {
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            user_id: user_id.map(str::to_owned),
+        }
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+}
+
 /// A usage event as reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewUsage {
@@ -133,18 +163,22 @@ pub struct Drawn {
     /// The account whose meter it drew on: the reporting account's, or its pool owner's.
     #[serde(skip)]
     pub on: String,
+    /// Set when it drew on that user's own meter (of `on`).
+    #[serde(skip)]
+    pub on_user: Option<String>,
     pub allowance: Option<i64>,
     pub state: MeterState,
 }
 
 impl Drawn {
     /// `on`'s meter `state` just after a draw, with the plan allowance `allowance` then.
-    pub fn after(on: &str, state: &MeterState, allowance: crate::domain::Limit) -> Self {
+    pub fn after(on: &MeterKey, state: &MeterState, allowance: crate::domain::Limit) -> Self {
         let mut state = state.clone();
         state.holds = Vec::new();
         Self {
             at: state.last_draw,
-            on: on.to_owned(),
+            on: on.tenant_id.clone(),
+            on_user: on.user_id.clone(),
             allowance: match allowance {
                 crate::domain::Limit::Finite(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
                 crate::domain::Limit::Unlimited => None,
@@ -175,6 +209,9 @@ pub struct ConsumeAnswer {
     /// pool it drew on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter_owner: Option<String>,
+    /// Set when `meter` is the consuming user's own meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_user: Option<String>,
 }
 
 /// A consumption as asked for.
@@ -193,6 +230,9 @@ pub struct NewConsumption {
 pub struct CreditGrant {
     pub id: Uuid,
     pub tenant_id: String,
+    /// Set when it credits that user's own meter (README "Per-user meters").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub feature_id: Uuid,
     pub feature_key: String,
     pub amount: i64,
@@ -225,6 +265,8 @@ impl CreditGrant {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCreditGrant {
     pub tenant_id: String,
+    /// Credits this user's own meter (the user's own grants must allocate the feature).
+    pub user_id: Option<String>,
     pub feature_key: String,
     pub amount: i64,
     pub priority: Option<u32>,
@@ -232,6 +274,18 @@ pub struct NewCreditGrant {
     pub expires_at: Option<DateTime<Utc>>,
     pub rollover: Option<Rollover>,
     pub metadata: Value,
+}
+
+/// An optional `user_id` selecting a user's meter: 1–255 characters, none of them control
+/// characters.
+pub fn validate_user_id(user_id: Option<&str>) -> Result<()> {
+    if user_id.is_some_and(|u| !plain_text(u)) {
+        return Err(DomainError::invalid(
+            "user_id",
+            "must be 1-255 characters, none of them control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// A user id or unique value: 1–255 bytes without control characters (a NUL could not be
@@ -323,6 +377,7 @@ pub fn credit_grant(
     now: DateTime<Utc>,
 ) -> Result<CreditGrant> {
     super::validate_tenant_id("tenant_id", &new.tenant_id)?;
+    validate_user_id(new.user_id.as_deref())?;
     if !(1..=MAX_AMOUNT).contains(&new.amount) {
         return Err(DomainError::invalid(
             "amount",
@@ -362,6 +417,7 @@ pub fn credit_grant(
     Ok(CreditGrant {
         id: Uuid::now_v7(),
         tenant_id: new.tenant_id,
+        user_id: new.user_id,
         feature_id,
         feature_key: new.feature_key,
         amount: new.amount,
@@ -448,9 +504,23 @@ pub struct Reservation {
     /// hold): its commit or release settles there even if the account has moved since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter_owner: Option<String>,
+    /// Set when the hold is on `user_id`'s own meter (as of the hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_user: Option<String>,
 }
 
 impl Reservation {
+    /// The meter holding it.
+    pub fn meter_key(&self) -> MeterKey {
+        MeterKey {
+            tenant_id: self
+                .meter_owner
+                .clone()
+                .unwrap_or_else(|| self.tenant_id.clone()),
+            user_id: self.meter_user.clone(),
+        }
+    }
+
     pub fn status_at(&self, at: DateTime<Utc>) -> ReservationStatus {
         if self.status == ReservationStatus::Held && at >= self.expires_at {
             ReservationStatus::Expired
@@ -487,6 +557,9 @@ pub struct ReserveAnswer {
     /// pool it drew on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter_owner: Option<String>,
+    /// Set when the hold is on the reserving user's own meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_user: Option<String>,
 }
 
 /// Why a reservation cannot be committed or released.

@@ -83,6 +83,8 @@ impl UsageThresholds {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThresholdCrossing {
     pub tenant_id: String,
+    /// Set when the meter is this user's own (README "Per-user meters").
+    pub user_id: Option<String>,
     pub feature_id: Uuid,
     pub feature_key: String,
     /// In percent.
@@ -100,7 +102,7 @@ impl ThresholdCrossing {
     /// What `reading` (finite: [`UsageThresholds::reached`] found thresholds) says, for each
     /// of `thresholds`.
     pub fn of(
-        tenant_id: &str,
+        (tenant_id, user_id): (&str, Option<&str>),
         feature_id: Uuid,
         feature_key: &str,
         reading: &MeterReading,
@@ -111,6 +113,7 @@ impl ThresholdCrossing {
             .iter()
             .map(|&threshold| Self {
                 tenant_id: tenant_id.to_owned(),
+                user_id: user_id.map(str::to_owned),
                 feature_id,
                 feature_key: feature_key.to_owned(),
                 threshold,

@@ -448,17 +448,22 @@ pub fn transition_event(
 /// from (account, feature, period start, threshold), the key it is recorded under once;
 /// `tenantryrevision` is the revision of the write that reached it, `time` that write's.
 pub fn threshold_event(crossing: &ThresholdCrossing, revision: u64) -> Event {
-    let key = format!(
+    let mut key = format!(
         "{}.{}.{}.{}",
         crossing.tenant_id,
         crossing.feature_id,
         crossing.period_start.timestamp_micros(),
         crossing.threshold
     );
+    // A user's meter is another meter: its crossings are other events (accounts' keep their ids).
+    if let Some(user) = &crossing.user_id {
+        key.push_str(".user.");
+        key.push_str(user);
+    }
     let digest = <Sha256 as sha2::Digest>::digest(key.as_bytes());
     let id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let data = json!({
+    let mut data = json!({
         "tenantId": crossing.tenant_id,
         "featureId": crossing.feature_id,
         "featureKey": crossing.feature_key,
@@ -469,6 +474,9 @@ pub fn threshold_event(crossing: &ThresholdCrossing, revision: u64) -> Event {
         "periodStart": stamp(crossing.period_start),
         "periodEnd": stamp(crossing.period_end),
     });
+    if let Some(user) = &crossing.user_id {
+        data["userId"] = json!(user);
+    }
     event(
         format!("evt_u{id}"),
         types::USAGE_THRESHOLD,
@@ -930,6 +938,7 @@ mod tests {
         let start = Utc::now();
         let crossing = ThresholdCrossing {
             tenant_id: "acme".into(),
+            user_id: None,
             feature_id: Uuid::from_u128(7),
             feature_key: "calls".into(),
             threshold: 80,
@@ -950,6 +959,10 @@ mod tests {
             },
             ThresholdCrossing {
                 period_start: crossing.period_end,
+                ..crossing.clone()
+            },
+            ThresholdCrossing {
+                user_id: Some("ada".into()),
                 ..crossing.clone()
             },
             ThresholdCrossing {

@@ -146,6 +146,8 @@ fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> Entitleme
                 .meter_pool
                 .and_then(|depth| index.ancestor_at(&q.tenant_id, depth))
                 .map(str::to_owned),
+            // The subject's user's own meter names its user.
+            user_id: q.user_id.clone().filter(|_| d.meter_user),
             ..meter_reading(m)
         }),
     }
@@ -161,6 +163,7 @@ pub(crate) fn meter_reading(m: tenantry_index::metering::MeterReading) -> pb::Me
         period_end: Some(convert::timestamp(m.period_end)),
         held: m.held,
         owner_tenant_id: None,
+        user_id: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn credit_grant(g: &m::CreditGrant) -> pb::CreditGrant {
         metadata: convert::json_to_struct(&g.metadata),
         voided_at: g.voided_at.map(timestamp),
         created_at: Some(timestamp(g.created_at)),
+        user_id: g.user_id.clone(),
     }
 }
 
@@ -57,16 +58,18 @@ fn reservation(r: &m::Reservation) -> pb::Reservation {
 
 fn settled(s: Settled) -> (Option<pb::Reservation>, Option<pb::MeterReading>) {
     let owner = s.reservation.meter_owner.clone();
+    let user = s.reservation.meter_user.clone();
     (
         Some(reservation(&s.reservation)),
-        Some(owned(meter_reading(s.meter), owner)),
+        Some(owned(meter_reading(s.meter), owner, user)),
     )
 }
 
-/// A meter that is a pool's, naming its owner.
-fn owned(meter: pb::MeterReading, owner: Option<String>) -> pb::MeterReading {
+/// A meter naming whose it is: a pool's owner, or the user whose own meter it is.
+fn owned(meter: pb::MeterReading, owner: Option<String>, user: Option<String>) -> pb::MeterReading {
     pb::MeterReading {
         owner_tenant_id: owner,
+        user_id: user,
         ..meter
     }
 }
@@ -180,9 +183,10 @@ impl metering_service_server::MeteringService for Handler {
             consumed: answer.consumed,
             justification: justification(answer.justification).into(),
             allow_reason: allow_reason(answer.allow_reason).into(),
-            meter: answer
-                .meter
-                .map(|m| owned(meter_reading(m), answer.meter_owner.clone())),
+            meter: answer.meter.map(|m| {
+                let (owner, user) = (answer.meter_owner.clone(), answer.meter_user.clone());
+                owned(meter_reading(m), owner, user)
+            }),
             replayed,
             revision: answer.revision,
         }))
@@ -215,6 +219,7 @@ impl metering_service_server::MeteringService for Handler {
                     max: o.max,
                 }),
                 metadata: convert::metadata(r.metadata),
+                user_id: r.user_id,
             })
             .await?;
         Ok(Response::new(CreateCreditGrantResponse {
@@ -259,10 +264,15 @@ impl metering_service_server::MeteringService for Handler {
         }
         let view = self
             .engine
-            .meter_view(&r.tenant_id, &r.feature_key, r.min_revision)
+            .meter_view(
+                &r.tenant_id,
+                r.user_id.as_deref(),
+                &r.feature_key,
+                r.min_revision,
+            )
             .await?;
         Ok(Response::new(GetMeterResponse {
-            meter: Some(owned(meter_reading(view.reading), view.owner)),
+            meter: Some(owned(meter_reading(view.reading), view.owner, view.user)),
             allowance: Some(convert::allocation(Some(Allocation::MaxCount(
                 view.allowance,
             )))),
@@ -319,11 +329,11 @@ impl metering_service_server::MeteringService for Handler {
         }
         let saved = self
             .engine
-            .reset_meter(&r.tenant_id, &r.feature_key)
+            .reset_meter(&r.tenant_id, r.user_id.as_deref(), &r.feature_key)
             .await?;
         Ok(Response::new(ResetMeterResponse {
             closed_period: Some(meter_period(&saved.value.closed)),
-            meter: Some(meter_reading(saved.value.reading)),
+            meter: Some(owned(meter_reading(saved.value.reading), None, r.user_id)),
             revision: saved.revision,
         }))
     }
@@ -348,9 +358,10 @@ impl metering_service_server::MeteringService for Handler {
             reservation: Some(reservation(&held)),
             justification: justification(answer.justification).into(),
             allow_reason: allow_reason(answer.allow_reason).into(),
-            meter: answer
-                .meter
-                .map(|m| owned(meter_reading(m), answer.meter_owner.clone())),
+            meter: answer.meter.map(|m| {
+                let (owner, user) = (answer.meter_owner.clone(), answer.meter_user.clone());
+                owned(meter_reading(m), owner, user)
+            }),
             replayed,
             revision: answer.revision,
         }))
@@ -412,7 +423,7 @@ impl metering_service_server::MeteringService for Handler {
         let to = required_time("to", r.to)?;
         let periods = self
             .engine
-            .meter_periods(&r.tenant_id, &r.feature_key, from, to)
+            .meter_periods(&r.tenant_id, r.user_id.as_deref(), &r.feature_key, from, to)
             .await?;
         Ok(Response::new(ListMeterPeriodsResponse {
             periods: periods.iter().map(meter_period).collect(),
@@ -431,7 +442,7 @@ impl metering_service_server::MeteringService for Handler {
         let to = required_time("to", r.to)?;
         let points = self
             .engine
-            .balance_points(&r.tenant_id, &r.feature_key, from, to)
+            .balance_points(&r.tenant_id, r.user_id.as_deref(), &r.feature_key, from, to)
             .await?;
         Ok(Response::new(GetMeterBalanceResponse {
             points: points.into_iter().map(balance_point).collect(),

@@ -21,8 +21,8 @@ use prost::Message;
 use tenantry_common::{
     db::StorageFault,
     error::{
-        AUDIT_DISABLED, METER_POOLED, METERING_IMMUTABLE, RESERVATION_EXPIRED, RESERVATION_SETTLED,
-        REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL, TOO_MANY_HOLDS,
+        AUDIT_DISABLED, METER_POOLED, METERING_IMMUTABLE, NO_USER_METER, RESERVATION_EXPIRED,
+        RESERVATION_SETTLED, REVISION_WAITERS_FULL, STORAGE_FAILED, STORAGE_FULL, TOO_MANY_HOLDS,
     },
     grpc::{Services, mark_storage_fault, principal},
     idempotency::Idempotency,
@@ -237,6 +237,11 @@ impl From<DomainError> for Status {
             e @ DomainError::MeterPooled { .. } => {
                 with_details(Code::FailedPrecondition, e.to_string(), plain(METER_POOLED))
             }
+            e @ DomainError::NoUserMeter { .. } => with_details(
+                Code::FailedPrecondition,
+                e.to_string(),
+                plain(NO_USER_METER),
+            ),
             DomainError::TooManyHolds { limit } => with_details(
                 Code::ResourceExhausted,
                 DomainError::TooManyHolds { limit }.to_string(),

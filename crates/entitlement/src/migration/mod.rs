@@ -17,6 +17,7 @@ mod m20261205_000120_usage_thresholds;
 mod m20261205_000130_meter_periods;
 mod m20261206_000110_reservations;
 mod m20261207_000140_balance_points;
+mod m20261208_000150_user_meters;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000130_meter_periods::Migration),
             Box::new(m20261206_000110_reservations::Migration),
             Box::new(m20261207_000140_balance_points::Migration),
+            Box::new(m20261208_000150_user_meters::Migration),
         ]
     }
 

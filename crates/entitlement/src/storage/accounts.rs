@@ -69,7 +69,7 @@ impl AccountStore for Store {
         &self,
         txn: &DatabaseTransaction,
         tenant_id: &str,
-    ) -> Result<(Vec<Grant>, Vec<(Uuid, MeterState)>)> {
+    ) -> Result<(Vec<Grant>, crate::app::ports::AccountMeters)> {
         let grants = entities::grant::Entity::find()
             .filter(entities::grant::Column::TenantId.eq(tenant_id))
             .all(txn)
@@ -78,9 +78,10 @@ impl AccountStore for Store {
             .into_iter()
             .map(super::grants::to_domain)
             .collect::<Result<Vec<_>>>()?;
-        let rows: Vec<(Uuid, String)> = entities::meter::Entity::find()
+        let rows: Vec<(Uuid, String, String)> = entities::meter::Entity::find()
             .select_only()
             .column(entities::meter::Column::FeatureId)
+            .column(entities::meter::Column::UserId)
             .column(entities::meter::Column::State)
             .filter(entities::meter::Column::TenantId.eq(tenant_id))
             .into_tuple()
@@ -88,10 +89,10 @@ impl AccountStore for Store {
             .await
             .map_err(db_err("read an account's meters"))?;
         let mut meters = Vec::with_capacity(rows.len());
-        for (feature_id, state) in rows {
+        for (feature_id, user, state) in rows {
             // A row locked by a write that then refused holds no state yet.
             if let Some(state) = from_json::<Option<MeterState>>(&state)? {
-                meters.push((feature_id, state));
+                meters.push(((!user.is_empty()).then_some(user), feature_id, state));
             }
         }
         Ok((grants, meters))

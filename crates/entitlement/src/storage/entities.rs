@@ -184,6 +184,9 @@ entity!(meter, "ent_meter", {
     pub tenant_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub feature_id: Uuid,
+    /// The user whose own meter it is; `''`: the account's meter.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: String,
     pub state: String,
     pub updated_at: DateTimeUtc,
 });
@@ -209,6 +212,8 @@ entity!(usage_event, "ent_usage_event", {
     pub meter_after: Option<String>,
     /// The account whose meter it drew on (a pool's owner for its sub-accounts' events).
     pub drawn_on: Option<String>,
+    /// Set when it drew on that user's own meter (of `drawn_on`).
+    pub drawn_user: Option<String>,
 });
 
 entity!(usage_unique, "ent_usage_unique", {
@@ -216,6 +221,9 @@ entity!(usage_unique, "ent_usage_unique", {
     pub tenant_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub feature_id: Uuid,
+    /// The user whose own meter it is; `''`: the account's meter.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub period_start: DateTimeUtc,
     #[sea_orm(primary_key, auto_increment = false)]
@@ -227,6 +235,9 @@ entity!(meter_period, "ent_meter_period", {
     pub tenant_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub feature_id: Uuid,
+    /// The user whose own meter it is; `''`: the account's meter.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub period_start: DateTimeUtc,
     pub period_end: DateTimeUtc,
@@ -251,6 +262,9 @@ entity!(usage_threshold, "ent_usage_threshold", {
     pub tenant_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub feature_id: Uuid,
+    /// The user whose own meter it is; `''`: the account's meter.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub period_start: DateTimeUtc,
     #[sea_orm(primary_key, auto_increment = false)]

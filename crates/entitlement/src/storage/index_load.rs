@@ -123,11 +123,12 @@ impl Store {
             }
         }
         // Meters after grants: few next to grants, read whole.
-        let meters: Vec<(String, Uuid, String)> = entities::meter::Entity::find()
+        let meters: Vec<(String, Uuid, String, String)> = entities::meter::Entity::find()
             .select_only()
             .columns([
                 entities::meter::Column::TenantId,
                 entities::meter::Column::FeatureId,
+                entities::meter::Column::UserId,
                 entities::meter::Column::State,
             ])
             .into_tuple()
@@ -135,7 +136,7 @@ impl Store {
             .await
             .map_err(db_err("load meters"))?;
         let mut meter_changes = Vec::with_capacity(meters.len());
-        for (tenant_id, feature_id, state) in meters {
+        for (tenant_id, feature_id, user, state) in meters {
             if deleted.contains(&tenant_id) {
                 continue;
             }
@@ -146,6 +147,7 @@ impl Store {
             };
             meter_changes.push(IndexChange::UpsertMeter {
                 tenant_id,
+                user_id: (!user.is_empty()).then_some(user),
                 feature_id,
                 state: Box::new(state),
             });

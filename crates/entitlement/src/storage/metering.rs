@@ -16,7 +16,7 @@ use super::entities::{credit_grant, meter, usage_event, usage_unique};
 use super::{Store, db_err, from_json, to_json};
 use crate::app::ports::MeterStore;
 use crate::domain::metering::{
-    CreditGrant, Drawn, MeterState, StoredDraw, StoredOutcome, StoredUsage,
+    CreditGrant, Drawn, MeterKey, MeterState, StoredDraw, StoredOutcome, StoredUsage,
 };
 use crate::domain::{DomainError, Result};
 
@@ -36,6 +36,7 @@ fn usage_row(usage: &StoredUsage) -> Result<usage_event::ActiveModel> {
         drawn_at: Set(usage.drawn.as_ref().map(|d| d.at)),
         meter_after: Set(usage.drawn.as_ref().map(to_json).transpose()?),
         drawn_on: Set(usage.drawn.as_ref().map(|d| d.on.clone())),
+        drawn_user: Set(usage.drawn.as_ref().and_then(|d| d.on_user.clone())),
     })
 }
 
@@ -61,6 +62,8 @@ struct UsageJson<'a> {
     d: Option<String>,
     m: Option<&'a Drawn>,
     w: Option<&'a str>,
+    /// The user whose own meter it drew on.
+    v: Option<&'a str>,
 }
 
 impl<'a> UsageJson<'a> {
@@ -81,17 +84,18 @@ impl<'a> UsageJson<'a> {
             d: u.drawn.as_ref().map(|d| at(d.at)),
             m: u.drawn.as_ref(),
             w: u.drawn.as_ref().map(|d| d.on.as_str()),
+            v: u.drawn.as_ref().and_then(|d| d.on_user.as_deref()),
         }
     }
 }
 
 const INSERT_USAGES_PG: &str = "INSERT INTO ent_usage_event \
      (tenant_id, event_id, feature_id, user_id, amount, counted, occurred_at, received_at, \
-      outcome, answer, unique_value, drawn_at, meter_after, drawn_on) \
-     SELECT t, e, f, u, a, c, o, r, x, n, q, d, CAST(m AS text), w \
+      outcome, answer, unique_value, drawn_at, meter_after, drawn_on, drawn_user) \
+     SELECT t, e, f, u, a, c, o, r, x, n, q, d, CAST(m AS text), w, v \
      FROM json_to_recordset(CAST($1 AS json)) \
      AS j(t text, e text, f uuid, u text, a bigint, c bigint, o timestamptz, r timestamptz, \
-          x text, n text, q text, d timestamptz, m json, w text) \
+          x text, n text, q text, d timestamptz, m json, w text, v text) \
      ON CONFLICT (tenant_id, event_id) DO NOTHING";
 
 /// An (account, event id) key in [`STORED_KEYS_PG`]'s JSON array.
@@ -106,15 +110,21 @@ const STORED_KEYS_PG: &str = "SELECT u.tenant_id, u.event_id \
      FROM json_to_recordset(CAST($1 AS json)) AS k(t text, e text) \
      JOIN ent_usage_event u ON u.tenant_id = k.t AND u.event_id = k.e";
 
-/// Exactly these (account, feature) meters.
-fn meter_keys(meters: &[(&str, Uuid)]) -> Condition {
+/// A meter's user as stored: `''` for the account's own meter.
+pub(super) fn user_col(meter: &MeterKey) -> String {
+    meter.user_id.clone().unwrap_or_default()
+}
+
+/// Exactly these (account, feature, user) meters.
+fn meter_keys(meters: &[(&MeterKey, Uuid)]) -> Condition {
     meters
         .iter()
-        .fold(Condition::any(), |any, &(tenant_id, feature_id)| {
+        .fold(Condition::any(), |any, &(key, feature_id)| {
             any.add(
                 Condition::all()
-                    .add(meter::Column::TenantId.eq(tenant_id))
-                    .add(meter::Column::FeatureId.eq(feature_id)),
+                    .add(meter::Column::TenantId.eq(key.tenant_id.as_str()))
+                    .add(meter::Column::FeatureId.eq(feature_id))
+                    .add(meter::Column::UserId.eq(user_col(key))),
             )
         })
 }
@@ -135,46 +145,59 @@ impl MeterStore for Store {
     async fn lock_meters(
         &self,
         txn: &DatabaseTransaction,
-        meters: &[(&str, Uuid)],
+        meters: &[(&MeterKey, Uuid)],
     ) -> Result<Vec<Option<MeterState>>> {
         if meters.is_empty() {
             return Ok(Vec::new());
         }
         // A row to lock even before the first write: concurrent first writers meet on it.
-        meter::Entity::insert_many(meters.iter().map(|&(tenant_id, feature_id)| {
-            meter::ActiveModel {
-                tenant_id: Set(tenant_id.to_owned()),
-                feature_id: Set(feature_id),
-                state: Set(UNWRITTEN.to_owned()),
-                updated_at: Set(DateTime::UNIX_EPOCH),
-            }
+        meter::Entity::insert_many(meters.iter().map(|&(key, feature_id)| meter::ActiveModel {
+            tenant_id: Set(key.tenant_id.clone()),
+            feature_id: Set(feature_id),
+            user_id: Set(user_col(key)),
+            state: Set(UNWRITTEN.to_owned()),
+            updated_at: Set(DateTime::UNIX_EPOCH),
         }))
         .on_conflict(
-            OnConflict::columns([meter::Column::TenantId, meter::Column::FeatureId])
-                .do_nothing()
-                .to_owned(),
+            OnConflict::columns([
+                meter::Column::TenantId,
+                meter::Column::FeatureId,
+                meter::Column::UserId,
+            ])
+            .do_nothing()
+            .to_owned(),
         )
         .exec_without_returning(txn)
         .await
         .map_err(db_err("create meters"))?;
         let mut query = meter::Entity::find().filter(meter_keys(meters));
         if self.is_postgres() {
-            // Rows are locked in the order returned: the callers' order (bytes of the account,
-            // then the feature), so writers locking several meters cannot deadlock.
+            // Rows are locked in the order returned, one total order of the key (bytes of the
+            // account, the feature, bytes of the user — `''`, the account's meter, first), so
+            // writers locking several meters (users' and accounts' mixed) cannot deadlock.
             query = query
                 .order_by(Expr::cust(r#""tenant_id" COLLATE "C""#), Order::Asc)
                 .order_by_asc(meter::Column::FeatureId)
+                .order_by(Expr::cust(r#""user_id" COLLATE "C""#), Order::Asc)
                 .lock(LockType::Update);
         }
         let rows = query.all(txn).await.map_err(db_err("lock meters"))?;
-        let mut states: HashMap<(&str, Uuid), String> = rows
+        let mut states: HashMap<(&str, Uuid, &str), String> = rows
             .iter()
-            .map(|r| ((r.tenant_id.as_str(), r.feature_id), r.state.clone()))
+            .map(|r| {
+                let key = (r.tenant_id.as_str(), r.feature_id, r.user_id.as_str());
+                (key, r.state.clone())
+            })
             .collect();
         meters
             .iter()
-            .map(|key| {
-                let state = states.remove(key).ok_or_else(|| DomainError::Internal {
+            .map(|&(key, feature_id)| {
+                let at = (
+                    key.tenant_id.as_str(),
+                    feature_id,
+                    key.user().unwrap_or_default(),
+                );
+                let state = states.remove(&at).ok_or_else(|| DomainError::Internal {
                     message: "a meter row vanished under its lock".into(),
                     source: None,
                 })?;
@@ -190,7 +213,7 @@ impl MeterStore for Store {
     async fn put_meters(
         &self,
         txn: &DatabaseTransaction,
-        meters: &[(&str, Uuid, &MeterState)],
+        meters: &[(&MeterKey, Uuid, &MeterState)],
         now: DateTime<Utc>,
     ) -> Result<()> {
         if meters.is_empty() {
@@ -199,10 +222,11 @@ impl MeterStore for Store {
         // Every row exists (locked by this transaction): one upsert writes them all.
         let rows = meters
             .iter()
-            .map(|&(tenant_id, feature_id, state)| {
+            .map(|&(key, feature_id, state)| {
                 Ok(meter::ActiveModel {
-                    tenant_id: Set(tenant_id.to_owned()),
+                    tenant_id: Set(key.tenant_id.clone()),
                     feature_id: Set(feature_id),
+                    user_id: Set(user_col(key)),
                     state: Set(to_json(state)?),
                     updated_at: Set(now),
                 })
@@ -210,9 +234,13 @@ impl MeterStore for Store {
             .collect::<Result<Vec<_>>>()?;
         meter::Entity::insert_many(rows)
             .on_conflict(
-                OnConflict::columns([meter::Column::TenantId, meter::Column::FeatureId])
-                    .update_columns([meter::Column::State, meter::Column::UpdatedAt])
-                    .to_owned(),
+                OnConflict::columns([
+                    meter::Column::TenantId,
+                    meter::Column::FeatureId,
+                    meter::Column::UserId,
+                ])
+                .update_columns([meter::Column::State, meter::Column::UpdatedAt])
+                .to_owned(),
             )
             .exec_without_returning(txn)
             .await
@@ -358,14 +386,15 @@ impl MeterStore for Store {
     async fn insert_unique(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         period_start: DateTime<Utc>,
         value: &str,
     ) -> Result<bool> {
         let inserted = usage_unique::Entity::insert(usage_unique::ActiveModel {
-            tenant_id: Set(tenant_id.to_owned()),
+            tenant_id: Set(meter.tenant_id.clone()),
             feature_id: Set(feature_id),
+            user_id: Set(user_col(meter)),
             period_start: Set(period_start),
             value: Set(value.to_owned()),
         })
@@ -373,6 +402,7 @@ impl MeterStore for Store {
             OnConflict::columns([
                 usage_unique::Column::TenantId,
                 usage_unique::Column::FeatureId,
+                usage_unique::Column::UserId,
                 usage_unique::Column::PeriodStart,
                 usage_unique::Column::Value,
             ])
@@ -438,34 +468,36 @@ impl MeterStore for Store {
 
     async fn draws(
         &self,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<StoredDraw>> {
         use usage_event::Column as C;
+        let tenant_id = meter.tenant_id.as_str();
         // Kept draws by the meter they drew on (a pool's include its sub-accounts'); older
-        // events by their own account.
+        // events (all the accounts' own: users' meters came later) by their own account.
+        let mut which = Condition::any().add(
+            Condition::all()
+                .add(C::DrawnOn.eq(tenant_id))
+                .add(drawn_user(meter))
+                .add(C::DrawnAt.gte(from))
+                .add(C::DrawnAt.lt(to)),
+        );
+        if meter.user_id.is_none() {
+            which = which.add(
+                C::DrawnAt
+                    .is_null()
+                    .and(C::TenantId.eq(tenant_id))
+                    .and(C::OccurredAt.gte(from))
+                    .and(C::OccurredAt.lt(to)),
+            );
+        }
         let rows = usage_event::Entity::find()
             .filter(C::FeatureId.eq(feature_id))
             .filter(C::Outcome.is_in(DRAWING))
-            .filter(
-                Condition::any()
-                    .add(
-                        C::DrawnOn
-                            .eq(tenant_id)
-                            .and(C::DrawnAt.gte(from))
-                            .and(C::DrawnAt.lt(to)),
-                    )
-                    .add(
-                        C::DrawnAt
-                            .is_null()
-                            .and(C::TenantId.eq(tenant_id))
-                            .and(C::OccurredAt.gte(from))
-                            .and(C::OccurredAt.lt(to)),
-                    ),
-            )
+            .filter(which)
             .order_by_asc(C::DrawnAt)
             .order_by_asc(C::OccurredAt)
             .limit(limit)
@@ -482,11 +514,12 @@ impl MeterStore for Store {
 
     async fn draw_before(
         &self,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         before: DateTime<Utc>,
     ) -> Result<Option<StoredDraw>> {
         use usage_event::Column as C;
+        let tenant_id = meter.tenant_id.as_str();
         let base = || {
             usage_event::Entity::find()
                 .filter(C::FeatureId.eq(feature_id))
@@ -494,6 +527,7 @@ impl MeterStore for Store {
         };
         let latest = base()
             .filter(C::DrawnOn.eq(tenant_id))
+            .filter(drawn_user(meter))
             .filter(C::DrawnAt.lt(before))
             .order_by_desc(C::DrawnAt)
             .one(&self.db)
@@ -503,6 +537,7 @@ impl MeterStore for Store {
             // A batch draws many events at one instant: the last of them in draw order.
             let mut at_once = base()
                 .filter(C::DrawnOn.eq(tenant_id))
+                .filter(drawn_user(meter))
                 .filter(C::DrawnAt.eq(latest.drawn_at))
                 .all(&self.db)
                 .await
@@ -512,6 +547,10 @@ impl MeterStore for Store {
                 .collect::<Result<Vec<_>>>()?;
             draw_order(&mut at_once);
             return Ok(at_once.pop());
+        }
+        if meter.user_id.is_some() {
+            // Users' meters came after draws were kept: none of theirs is unknown.
+            return Ok(None);
         }
         // No kept draw before: an event stored before they were kept makes the start unknown.
         base()
@@ -524,6 +563,14 @@ impl MeterStore for Store {
             .map_err(db_err("read the latest draw"))?
             .map(stored_draw)
             .transpose()
+    }
+}
+
+/// The events that drew on `meter`'s user (none: the account's own meter).
+fn drawn_user(meter: &MeterKey) -> Condition {
+    match meter.user() {
+        Some(user) => Condition::all().add(usage_event::Column::DrawnUser.eq(user)),
+        None => Condition::all().add(usage_event::Column::DrawnUser.is_null()),
     }
 }
 
@@ -577,6 +624,7 @@ fn drawn_of(r: &usage_event::Model) -> Result<Option<Drawn>> {
             let mut drawn: Drawn = from_json(json)?;
             drawn.at = at;
             drawn.on = r.drawn_on.clone().unwrap_or_else(|| r.tenant_id.clone());
+            drawn.on_user = r.drawn_user.clone();
             Ok(Some(drawn))
         }
         _ => Ok(None),

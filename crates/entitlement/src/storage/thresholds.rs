@@ -7,16 +7,18 @@ use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
 use super::entities::usage_threshold;
+use super::metering::user_col;
 use super::{Store, db_err};
 use crate::app::ports::ThresholdStore;
 use crate::domain::Result;
+use crate::domain::metering::MeterKey;
 
 #[async_trait]
 impl ThresholdStore for Store {
     async fn record_thresholds(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         period_start: DateTime<Utc>,
         thresholds: &[u16],
@@ -26,8 +28,9 @@ impl ThresholdStore for Store {
             return Ok(Vec::new());
         }
         let rows = thresholds.iter().map(|&t| usage_threshold::ActiveModel {
-            tenant_id: Set(tenant_id.to_owned()),
+            tenant_id: Set(meter.tenant_id.clone()),
             feature_id: Set(feature_id),
+            user_id: Set(user_col(meter)),
             period_start: Set(period_start),
             threshold: Set(i32::from(t)),
             fired_at: Set(now),
@@ -38,6 +41,7 @@ impl ThresholdStore for Store {
                 OnConflict::columns([
                     usage_threshold::Column::TenantId,
                     usage_threshold::Column::FeatureId,
+                    usage_threshold::Column::UserId,
                     usage_threshold::Column::PeriodStart,
                     usage_threshold::Column::Threshold,
                 ])
@@ -53,8 +57,9 @@ impl ThresholdStore for Store {
         // A period's first crossing: the meter's older periods can never be reached again
         // (a closed period's usage does not draw), so their rows go.
         usage_threshold::Entity::delete_many()
-            .filter(usage_threshold::Column::TenantId.eq(tenant_id))
+            .filter(usage_threshold::Column::TenantId.eq(meter.tenant_id.as_str()))
             .filter(usage_threshold::Column::FeatureId.eq(feature_id))
+            .filter(usage_threshold::Column::UserId.eq(user_col(meter)))
             .filter(usage_threshold::Column::PeriodStart.lt(period_start))
             .exec(txn)
             .await

@@ -17,9 +17,10 @@ use uuid::Uuid;
 
 use super::entities::meter_period;
 use super::entities::usage_event::{Column, Entity};
+use super::metering::user_col;
 use super::{Store, db_err, from_json, to_json};
 use crate::app::ports::UsageHistoryStore;
-use crate::domain::metering::StoredOutcome;
+use crate::domain::metering::{MeterKey, StoredOutcome};
 use crate::domain::usage_history::PeriodSummary;
 use crate::domain::{Aggregation, Result};
 
@@ -28,14 +29,15 @@ const MAX_PERIODS: u64 = 1_001;
 
 async fn periods_overlapping<C: ConnectionTrait>(
     conn: &C,
-    tenant_id: &str,
+    meter: &MeterKey,
     feature_id: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<PeriodSummary>> {
     meter_period::Entity::find()
-        .filter(meter_period::Column::TenantId.eq(tenant_id))
+        .filter(meter_period::Column::TenantId.eq(meter.tenant_id.as_str()))
         .filter(meter_period::Column::FeatureId.eq(feature_id))
+        .filter(meter_period::Column::UserId.eq(user_col(meter)))
         .filter(meter_period::Column::PeriodStart.lt(to))
         .filter(meter_period::Column::PeriodEnd.gt(from))
         .order_by_asc(meter_period::Column::PeriodStart)
@@ -136,14 +138,15 @@ impl UsageHistoryStore for Store {
     async fn insert_period(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         period: &PeriodSummary,
         now: DateTime<Utc>,
     ) -> Result<()> {
         meter_period::Entity::insert(meter_period::ActiveModel {
-            tenant_id: Set(tenant_id.to_owned()),
+            tenant_id: Set(meter.tenant_id.clone()),
             feature_id: Set(feature_id),
+            user_id: Set(user_col(meter)),
             period_start: Set(period.start),
             period_end: Set(period.end),
             manual: Set(period.manual),
@@ -154,6 +157,7 @@ impl UsageHistoryStore for Store {
             OnConflict::columns([
                 meter_period::Column::TenantId,
                 meter_period::Column::FeatureId,
+                meter_period::Column::UserId,
                 meter_period::Column::PeriodStart,
             ])
             .do_nothing()
@@ -167,22 +171,22 @@ impl UsageHistoryStore for Store {
 
     async fn closed_periods(
         &self,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<PeriodSummary>> {
-        periods_overlapping(&self.db, tenant_id, feature_id, from, to).await
+        periods_overlapping(&self.db, meter, feature_id, from, to).await
     }
 
     async fn closed_periods_in(
         &self,
         txn: &DatabaseTransaction,
-        tenant_id: &str,
+        meter: &MeterKey,
         feature_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<PeriodSummary>> {
-        periods_overlapping(txn, tenant_id, feature_id, from, to).await
+        periods_overlapping(txn, meter, feature_id, from, to).await
     }
 }

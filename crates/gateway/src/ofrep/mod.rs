@@ -1043,6 +1043,7 @@ mod tests {
             }),
             held: 5,
             owner_tenant_id: None,
+            user_id: None,
         };
         let issued = |value, unlimited| pb::Allocation {
             kind: Some(Kind::MaxCountAllocation(pb::MaxCountAllocation {

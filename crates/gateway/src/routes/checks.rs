@@ -310,6 +310,10 @@ pub struct MeterJson {
     /// account whose meter it is (and which counts the subject's usage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_tenant_id: Option<String>,
+    /// Set when this is the subject's user's own meter (the user's own grants allocate the
+    /// feature; its usage is counted there): that user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// Answer of `is-entitled-to`.
@@ -401,6 +405,7 @@ pub fn meter_json(m: pb::MeterReading) -> MeterJson {
         period_start: opt_timestamp(m.period_start),
         period_end: opt_timestamp(m.period_end),
         owner_tenant_id: m.owner_tenant_id,
+        user_id: m.user_id,
     }
 }
 

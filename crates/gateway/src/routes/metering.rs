@@ -367,6 +367,9 @@ pub struct CreditGrantJson {
     pub metadata: Json_,
     pub voided_at: Option<String>,
     pub created_at: Option<String>,
+    /// Set when it credits this user's own meter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 impl From<pb::CreditGrant> for CreditGrantJson {
@@ -386,6 +389,7 @@ impl From<pb::CreditGrant> for CreditGrantJson {
             metadata: opt_struct_to_json(g.metadata),
             voided_at: opt_timestamp(g.voided_at),
             created_at: opt_timestamp(g.created_at),
+            user_id: g.user_id,
         }
     }
 }
@@ -418,6 +422,10 @@ pub struct CreateCreditGrantBody {
     pub rollover: Option<RolloverJson>,
     /// A JSON object (up to 16 KiB).
     pub metadata: Option<Json_>,
+    /// Credits this user's own meter. 409 `NO_USER_METER` when the user's own grants do not
+    /// allocate the feature: the user draws on the account's meter (credit the account).
+    #[schema(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
 }
 
 /// Query of the credit-grant list.
@@ -466,6 +474,7 @@ async fn create_credit_grant(
             max: r.max,
         }),
         metadata: metadata_to_struct(b.metadata, "metadata")?,
+        user_id: b.user_id,
     };
     let out = state
         .metering()
@@ -536,6 +545,21 @@ async fn void_credit_grant(
 pub struct MeterQuery {
     /// Answer from an index including at least this revision.
     pub min_revision: Option<u64>,
+    /// A user's own meter (its own grants allocate the feature, or its meter was written);
+    /// 404 `user meter` when the user has none. Without it: the meter the account draws on.
+    #[param(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
+}
+
+/// Query of a manual reset.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeterUserQuery {
+    /// A user's own meter (its own grants allocate the feature, or its meter was written);
+    /// 404 `user meter` when the user has none. Without it: the meter the account draws on.
+    #[param(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
 }
 
 /// What remains of one credit this period.
@@ -580,6 +604,7 @@ async fn get_meter(
                 tenant_id,
                 feature_key,
                 min_revision: q.min_revision.unwrap_or(0),
+                user_id: q.user_id,
             },
         ))
         .await?
@@ -771,13 +796,14 @@ pub struct MeterResetJson {
 #[utoipa::path(post,
     path = "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/reset",
     tag = "Metering",
-    params(("tenantId" = String, Path), ("featureKey" = String, Path)),
+    params(("tenantId" = String, Path), ("featureKey" = String, Path), MeterUserQuery),
     responses((status = 200, body = MeterResetJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn reset_meter(
     State(state): State<AppState>,
     Management(p): Management,
     ApiPath((tenant_id, feature_key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<MeterUserQuery>,
 ) -> Result<Response, ApiError> {
     let out = state
         .metering()
@@ -786,6 +812,7 @@ async fn reset_meter(
             ResetMeterRequest {
                 tenant_id,
                 feature_key,
+                user_id: q.user_id,
             },
         ))
         .await?
@@ -812,6 +839,10 @@ pub struct MeterPeriodsQuery {
     /// End of the range, exclusive (RFC 3339): after `from`. At most 1,000 periods.
     #[param(format = DateTime)]
     pub to: String,
+    /// A user's own meter (its own grants allocate the feature, or its meter was written);
+    /// 404 `user meter` when the user has none. Without it: the meter the account draws on.
+    #[param(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
 }
 
 /// An account's meter's closed periods.
@@ -842,6 +873,7 @@ async fn meter_periods(
         feature_key,
         from: Some(parse_time_field(&q.from, "from")?),
         to: Some(parse_time_field(&q.to, "to")?),
+        user_id: q.user_id,
     };
     let out = state
         .metering()
@@ -865,6 +897,10 @@ pub struct MeterBalanceQuery {
     /// answered. At most 1,000 points.
     #[param(format = DateTime)]
     pub to: String,
+    /// A user's own meter (its own grants allocate the feature, or its meter was written);
+    /// 404 `user meter` when the user has none. Without it: the meter the account draws on.
+    #[param(min_length = 1, max_length = 255)]
+    pub user_id: Option<String>,
 }
 
 /// One point where a meter's balance changed.
@@ -926,6 +962,7 @@ async fn meter_balance(
         feature_key,
         from: Some(parse_time_field(&q.from, "from")?),
         to: Some(parse_time_field(&q.to, "to")?),
+        user_id: q.user_id,
     };
     let out = state
         .metering()

@@ -421,3 +421,105 @@ async fn a_sub_account_draws_on_its_ancestors_pool_and_answers_say_so() {
         d.body
     );
 }
+
+/// A user granted a plan of its own draws on its own meter, which checks, meters, credits and
+/// resets select with `userId`; a bad `userId` is a 400 naming it, a user without a meter 404.
+#[tokio::test]
+async fn a_users_own_grant_is_its_own_meter_and_user_id_selects_it() {
+    let s = metered_stack().await;
+    s.plan(json!({"name": "Seat", "key": "seat",
+                  "features": [{"featureKey": "calls",
+                                "allocation": {"type": "max_count", "value": 10}}]}))
+        .await;
+    s.grant(json!([{"planId": "seat", "tenantId": "acme", "userId": "ada"}]))
+        .await;
+    let mut ada = usage("a1", 3);
+    ada["userId"] = json!("ada");
+    let mut bob = usage("b1", 5);
+    bob["userId"] = json!("bob");
+    let r = s.post(USAGE, &json!({"events": [ada, bob]})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let rev = revision(&r);
+    let user_check = |user: &str| {
+        json!({"subject": {"tenantId": "acme", "userId": user},
+               "feature": {"featureKey": "calls"}, "minRevision": rev})
+    };
+    let own = s.post(CHECK, &user_check("ada")).await;
+    assert_eq!(own.body["meter"]["userId"], "ada", "{:?}", own.body);
+    assert_eq!(own.body["meter"]["usage"], 3);
+    assert_eq!(own.body["meter"]["balance"], 7);
+    let other = s.post(CHECK, &user_check("bob")).await;
+    assert!(
+        other.body["meter"].get("userId").is_none(),
+        "{:?}",
+        other.body
+    );
+    assert_eq!(other.body["meter"]["usage"], 5);
+    let account = check(&s, None, rev).await;
+    assert_eq!(account.body["meter"]["usage"], 5, "{:?}", account.body);
+
+    let meter = "/entitlements/api/v1/accounts/acme/meters/calls";
+    let view = s
+        .get(&format!("{meter}?userId=ada&minRevision={rev}"))
+        .await;
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    assert_eq!(view.body["meter"]["userId"], "ada");
+    assert_eq!(view.body["meter"]["usage"], 3);
+    let missing = s
+        .get(&format!("{meter}?userId=bob&minRevision={rev}"))
+        .await;
+    assert_error_shape(&missing, 404);
+    for bad in ["", "%01"] {
+        let r = s.get(&format!("{meter}?userId={bad}")).await;
+        assert_error_shape(&r, 400);
+        assert_eq!(
+            r.body["fieldViolations"][0]["field"], "userId",
+            "{:?}",
+            r.body
+        );
+        let r = s
+            .get(&format!(
+                "{meter}/balance?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&userId={bad}"
+            ))
+            .await;
+        assert_error_shape(&r, 400);
+        assert_eq!(
+            r.body["fieldViolations"][0]["field"], "userId",
+            "{:?}",
+            r.body
+        );
+    }
+    let r = s
+        .get(&format!(
+            "{meter}/periods?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&userId=bob"
+        ))
+        .await;
+    assert_error_shape(&r, 404);
+    let r = s
+        .post(&format!("{meter}/reset?userId=bob"), &json!({}))
+        .await;
+    assert_error_shape(&r, 404);
+
+    // Credits: on ada's own meter; bob has none (409 naming the rule's reason).
+    let credit = |user: &str| json!({"tenantId": "acme", "featureKey": "calls", "amount": 5, "userId": user});
+    let refused = s.post(CREDITS, &credit("bob")).await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["reason"], "NO_USER_METER",
+        "{:?}",
+        refused.body
+    );
+    let r = s.post(CREDITS, &credit("ada")).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["userId"], "ada");
+    let r = s
+        .post(&format!("{meter}/reset?userId=ada"), &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["closedPeriod"]["usage"], 3, "{:?}", r.body);
+    assert_eq!(r.body["meter"]["userId"], "ada");
+    assert_eq!(
+        r.body["meter"]["balance"], 15,
+        "10 issued afresh, the credit rolled over"
+    );
+}
