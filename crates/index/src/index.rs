@@ -1609,16 +1609,20 @@ impl EntitlementIndex {
         Some(v.into_decision(self.revision))
     }
 
-    /// A metered feature's check for an account (no user, no attributes) against the meter
-    /// the index holds for it (its own or its pool's). `None` when the feature is not metered
-    /// or the account unknown.
+    /// A metered feature's check for an account (and its user, when given; no attributes)
+    /// against the meter the index holds for it (the user's own, the account's or its
+    /// pool's). `None` when the feature is not metered or the account unknown.
     pub fn meter_check(
         &self,
         tenant_id: &str,
+        user_id: Option<&str>,
         feature_key: &str,
         at: DateTime<Utc>,
     ) -> Option<Decision> {
-        let subj = self.resolve(&Subject::account(tenant_id))?;
+        let subj = self.resolve(&Subject {
+            user_id,
+            ..Subject::account(tenant_id)
+        })?;
         let &f = self.catalog.feature_by_key.get(feature_key)?;
         self.catalog.features[f as usize].meter?;
         let at = at.timestamp_micros();

@@ -1225,7 +1225,7 @@ mod metered {
             (d.result, d.justification, d.meter_pool),
             (false, Some(Justification::InsufficientBalance), Some(1))
         );
-        let read = idx.meter_check("squad", "calls", t(2)).unwrap();
+        let read = idx.meter_check("squad", None, "calls", t(2)).unwrap();
         assert_eq!(
             (read.meter.unwrap().balance, read.meter_pool),
             (Some(40), Some(2))

@@ -262,8 +262,9 @@ pub fn check_batch_size(len: usize) -> Result<()> {
     Ok(())
 }
 
-/// A metered feature's meter, with the ancestor whose pool it is (`None`: the account's own).
-pub type OwnedMeter = (MeterReading, Option<String>);
+/// A metered feature's meter, with the ancestor whose pool it is (`None`: the account's own)
+/// and the user whose own meter it is (`None`: not a user's).
+pub type OwnedMeter = (MeterReading, Option<String>, Option<String>);
 
 /// Every feature the subject holds at `at` (default now), with its allocation.
 pub async fn account_entitlements<I: IndexSource + ?Sized>(
@@ -282,7 +283,7 @@ pub async fn account_entitlements<I: IndexSource + ?Sized>(
         .account_entitlements(subject, at)?
         .into_iter()
         .map(|f| {
-            let meter = meter_of(&index, subject.tenant_id, &f.key, at);
+            let meter = meter_of(&index, subject, &f.key, at);
             (f, meter)
         })
         .collect();
@@ -292,11 +293,11 @@ pub async fn account_entitlements<I: IndexSource + ?Sized>(
     })
 }
 
-/// The meter of `key` the account draws on at `at` (its own or its pool's, named) when it is
-/// a metered feature.
+/// The meter of `key` the subject draws on at `at` (its user's own, its account's or its
+/// pool's, with the pool's owner and the user named) when it is a metered feature.
 fn meter_of(
     index: &EntitlementIndex,
-    tenant_id: &str,
+    subject: &Subject<'_>,
     key: &str,
     at: DateTime<Utc>,
 ) -> Option<OwnedMeter> {
@@ -304,12 +305,14 @@ fn meter_of(
     if feature.allocation_type != AllocationType::Metered {
         return None;
     }
-    let d = index.meter_check(tenant_id, key, at)?;
+    let tenant_id = subject.tenant_id;
+    let d = index.meter_check(tenant_id, subject.user_id, key, at)?;
     let owner = d
         .meter_pool
         .and_then(|depth| index.ancestor_at(tenant_id, depth))
         .map(str::to_owned);
-    Some((d.meter?, owner))
+    let user = subject.user_id.filter(|_| d.meter_user).map(str::to_owned);
+    Some((d.meter?, owner, user))
 }
 
 pub async fn explain<I: IndexSource + ?Sized>(

@@ -178,8 +178,11 @@ async fn a_pool_is_drawn_by_its_sub_accounts_and_counted_on_its_owner(e: &TestEn
     .value;
     let (calls, meter) = &listed[0];
     assert_eq!(calls.key, "calls");
-    let (reading, owner) = meter.clone().unwrap();
-    assert_eq!((reading.usage, owner.as_deref()), (100, Some("org")));
+    let (reading, owner, user) = meter.clone().unwrap();
+    assert_eq!(
+        (reading.usage, owner.as_deref(), user),
+        (100, Some("org"), None)
+    );
     let view = e.engine.meter_view("team", None, "calls", 0).await.unwrap();
     assert_eq!(view.owner.as_deref(), Some("org"));
     assert_eq!(

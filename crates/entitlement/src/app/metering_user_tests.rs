@@ -96,6 +96,21 @@ async fn a_users_own_allocation_is_its_own_meter(e: &TestEngine) {
         Some(Allocation::MaxCount(Limit::Finite(10))),
         "the amount issued to ada's meter"
     );
+    // The entitlements listing of a user shows the meter the user draws on, named.
+    for (user, expected) in [("ada", (3, Some("ada"))), ("bob", (6, None))] {
+        let listed = crate::app::checks::account_entitlements(
+            &e.engine,
+            &crate::domain::Subject::user("acme", user),
+            None,
+            0,
+        )
+        .await
+        .unwrap()
+        .value;
+        let (reading, owner, named) = listed[0].1.clone().unwrap();
+        assert_eq!(owner, None);
+        assert_eq!((reading.usage, named.as_deref()), expected, "{user}");
+    }
 
     let (refused, _) = e
         .engine

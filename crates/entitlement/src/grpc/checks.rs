@@ -252,8 +252,9 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
                     .map(|by| provenance(index, &r.tenant_id, by, &e.key)),
                 next_change_at: e.next_change_at.map(convert::timestamp),
                 feature_key: e.key,
-                meter: meter.map(|(m, owner)| pb::MeterReading {
+                meter: meter.map(|(m, owner, user)| pb::MeterReading {
                     owner_tenant_id: owner,
+                    user_id: user,
                     ..meter_reading(m)
                 }),
             })
