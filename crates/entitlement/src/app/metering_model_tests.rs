@@ -471,8 +471,9 @@ struct Log {
 
 impl Log {
     fn fail(&self, what: &str) -> ! {
+        let steps = steps_asked().map_or(String::new(), |n| format!("TENANTRY_MODEL_STEPS={n} "));
         panic!(
-            "sequence seed {} from {}: {what}\nsteps:\n  {}\nrun it alone: \
+            "sequence seed {} from {}: {what}\nsteps:\n  {}\nrun it alone: {steps}\
              TENANTRY_MODEL_SEED={} TENANTRY_MODEL_START={} cargo nextest run -p \
              tenantry-entitlement reference_model",
             self.seed,
@@ -482,6 +483,14 @@ impl Log {
             self.start.to_rfc3339(),
         );
     }
+}
+
+/// `TENANTRY_MODEL_STEPS`: the steps of every sequence, when asked (longer sequences reach
+/// deeper states in long runs).
+fn steps_asked() -> Option<usize> {
+    std::env::var("TENANTRY_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
 }
 
 /// Whether `err` says the account is unknown (deleted).
@@ -1229,22 +1238,45 @@ impl Sequence<'_> {
         self.same_reading("after the reset", Some(&reset.reading), &model, now);
     }
 
-    /// An account deleted at the tenant service (its grants revoked), or reactivated (under
-    /// the parent it had).
+    /// An account deleted at the tenant service — its grants revoked, its sub-accounts moved
+    /// to its parent (as the tenant service does, announcing each move) —, or reactivated
+    /// (created again with its ID: as a root, or under a live account).
     async fn delete_or_reactivate(&mut self, now: DateTime<Utc>) {
         let i = self.pick();
         let tenant = self.name(i);
         if self.deleted(i) {
-            self.step(format!("reactivate {tenant}"));
-            let parent = self.accounts[i].parent.map(|p| self.name(p));
-            self.e.reactivate_account(&tenant, parent.as_deref()).await;
+            let parents: Vec<Option<usize>> = std::iter::once(None)
+                .chain(
+                    (0..self.accounts.len())
+                        .filter(|&p| !self.deleted(p))
+                        .map(Some),
+                )
+                .collect();
+            let parent = parents[self.rng.random_range(0..parents.len())];
+            let parent_name = parent.map(|p| self.name(p));
+            self.step(format!("reactivate {tenant} under {parent_name:?}"));
+            self.e
+                .reactivate_account(&tenant, parent_name.as_deref())
+                .await;
+            self.accounts[i].parent = parent;
             self.accounts[i].model.deleted = false;
         } else {
             self.step(format!("delete {tenant}"));
             self.e.delete_account(&tenant).await;
-            let model = &mut self.accounts[i].model;
-            model.deleted = true;
-            for g in &mut model.grants {
+            let parent = self.accounts[i].parent;
+            let parent_name = parent.map(|p| self.name(p));
+            for c in 0..self.accounts.len() {
+                if self.accounts[c].parent == Some(i) {
+                    self.e
+                        .reactivate_account(&self.name(c), parent_name.as_deref())
+                        .await;
+                    self.accounts[c].parent = parent;
+                }
+            }
+            let account = &mut self.accounts[i];
+            account.parent = None;
+            account.model.deleted = true;
+            for g in &mut account.model.grants {
                 g.revoked_at.get_or_insert(now);
             }
         }
@@ -1463,7 +1495,7 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
         s.step("grant base to the first sub-account".into());
         s.grant(1, "base", Some(BASE), false).await;
     }
-    let steps = if family { FAMILY_STEPS } else { STEPS };
+    let steps = steps_asked().unwrap_or(if family { FAMILY_STEPS } else { STEPS });
     for _ in 0..steps {
         s.counter += 1;
         let now = e.engine.now();
