@@ -256,6 +256,17 @@ impl<S: Storage> Engine<S> {
             .map(|&i| (events[i].tenant_id.as_str(), events[i].id.as_str()))
             .collect();
         let mut seen = self.store.stored_usage_keys(&txn, &event_keys).await?;
+        // An id twice in the batch counts as its first event: decided in batch order, not
+        // meter by meter (one account's events may draw on several meters, its users' own).
+        let mut first = vec![false; events.len()];
+        let mut in_order: Vec<usize> = groups
+            .values()
+            .flat_map(|(_, m)| m.iter().copied())
+            .collect();
+        in_order.sort_unstable();
+        for i in in_order {
+            first[i] = seen.insert((events[i].tenant_id.clone(), events[i].id.clone()));
+        }
         let mut outcomes = vec![UsageOutcome::Recorded; events.len()];
         let mut rows = Vec::with_capacity(event_keys.len());
         let mut drawn_meters = Vec::new();
@@ -265,7 +276,7 @@ impl<S: Storage> Engine<S> {
             let mut drawn = false;
             for &i in members {
                 let event = &events[i];
-                if !seen.insert((event.tenant_id.clone(), event.id.clone())) {
+                if !first[i] {
                     outcomes[i] = UsageOutcome::Duplicate;
                     continue;
                 }

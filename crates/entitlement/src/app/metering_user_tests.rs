@@ -383,3 +383,21 @@ async fn parallel_consumers_on_a_users_meter_never_overdraw_it() {
     let fresh = engine_on(&url, clock.clone()).await;
     assert_eq!(meter_of(&fresh, Some("ada")).await, (99, Some(1), true));
 }
+
+/// An id twice in one batch counts once, as its first event: the account's events draw on
+/// several meters (a user's own, the account's), and the batch was decided meter by meter —
+/// the account's meter first — so a later event of the id on the account's meter was
+/// recorded and the first, on the user's, answered DUPLICATE.
+#[tokio::test]
+async fn an_id_twice_in_a_batch_counts_as_its_first_event_whichever_meter_it_draws_on() {
+    let e = engine().await;
+    setup(&e).await;
+    let (outcomes, _) = e
+        .engine
+        .record_usage(vec![usage(Some("ada"), "e1", 4), usage(None, "e1", 30)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [UsageOutcome::Recorded, UsageOutcome::Duplicate]);
+    assert_eq!(meter_of(&e, Some("ada")).await, (4, Some(6), true));
+    assert_eq!(meter_of(&e, None).await, (0, Some(100), false));
+}
