@@ -3,7 +3,9 @@
 //! one account alone or on a family of accounts whose root may hold a pool (the pool rule
 //! written plainly in `owner_of`: sub-accounts drawing on it, gaining an allocation of their
 //! own, moved, deleted; pool grants revoked, expired and deleted; credit grants and resets of
-//! a pooled account refused as `METER_POOLED`) —
+//! a pooled account refused as `METER_POOLED`), each account with a user whose own grants
+//! give it a meter of its own (its writes and checks, credits refused as `NO_USER_METER`
+//! without one) —
 //! usage in batches, in order, late within the period, late from a closed one and duplicated,
 //! under each aggregation (SUM, COUNT, MAX, UNIQUE_COUNT); consumption and its retries;
 //! credit grants (priorities, future starts, expiries, rollovers) and voids; reservations
@@ -12,8 +14,8 @@
 //! deleted, a plan granted again) under both merge policies; manual resets; the account
 //! deleted and reactivated; time travel across resets; hard and soft limits, with and without
 //! carried overage. After every step the engine's check (one unit or a random amount) must
-//! give the model's answer for every account and report its balance, usage, overage, held
-//! amount and pool, the meter's own reading must agree and name the pool's owner, and every
+//! give the model's answer for every account and its user and report its balance, usage,
+//! overage, held amount, pool and whether the user's own meter answered, the meter's own reading must agree and name the pool's owner, and every
 //! write must get the model's answer (with the meter it leaves, where it answers one); every
 //! `REPLICA_EVERY` sequences a new replica loads the index and answers for each account. Each
 //! sequence runs on fresh accounts from a random instant; a mismatch prints its seed, its
@@ -412,12 +414,45 @@ impl Model {
     }
 }
 
-/// An account of a sequence: its name, its parent (an index) and its own meter.
+/// An account of a sequence: its name, its parent (an index), its own meter, and its user
+/// [`USER`]'s own meter (with that user's own grants).
 #[derive(Debug, Clone)]
 struct Account {
     name: String,
     parent: Option<usize>,
     model: Model,
+    user: Model,
+}
+
+/// The user of every account whose grants, draws and checks the model takes.
+const USER: &str = "ann";
+
+/// A meter: its account, and whether it is the account's user's own (else the account's).
+type MeterAt = (usize, bool);
+
+/// The meter a write of account `i` (by its user, with `user`) draws on at `at`: the user's own
+/// when the user's own grants allocate the feature then, else the account's (or its pool's).
+fn meter_of(accounts: &[Account], i: usize, user: bool, at: DateTime<Utc>) -> MeterAt {
+    if user && accounts[i].user.planned(at) {
+        return (i, true);
+    }
+    (owner_of(accounts, i, at).0, false)
+}
+
+fn model_at(accounts: &[Account], (i, user): MeterAt) -> &Model {
+    if user {
+        &accounts[i].user
+    } else {
+        &accounts[i].model
+    }
+}
+
+fn model_at_mut(accounts: &mut [Account], (i, user): MeterAt) -> &mut Model {
+    if user {
+        &mut accounts[i].user
+    } else {
+        &mut accounts[i].model
+    }
 }
 
 /// What a check of a deleted account answers.
@@ -451,11 +486,21 @@ fn owner_of(accounts: &[Account], i: usize, at: DateTime<Utc>) -> (usize, Option
     (i, None)
 }
 
-/// The answer to `requested` units for account `i` at `at`, on the meter it draws on: a plan
-/// entitles it when its own grants or an ancestor's pool do.
-fn answer_for(accounts: &[Account], i: usize, at: DateTime<Utc>, requested: i64) -> Answer {
+/// The answer to `requested` units for account `i` (its user, with `user`) at `at`, on the
+/// meter it draws on: a plan entitles it when the user's own grants, the account's or an
+/// ancestor's pool do.
+fn answer_for(
+    accounts: &[Account],
+    i: usize,
+    user: bool,
+    at: DateTime<Utc>,
+    requested: i64,
+) -> Answer {
     if accounts[i].model.deleted {
         return UNKNOWN;
+    }
+    if meter_of(accounts, i, user, at).1 {
+        return accounts[i].user.answer(at, requested, true);
     }
     let (owner, _) = owner_of(accounts, i, at);
     let planned = owner != i || accounts[i].model.planned(at);
@@ -539,8 +584,22 @@ async fn world(e: TestEngine) -> TestEngine {
     e
 }
 
-/// An event of a usage step: account, id, amount, time (`None`: when received), `unique`.
-type BatchEvent = (usize, String, i64, Option<DateTime<Utc>>, String);
+/// An event of a usage step: account, id, amount, time (`None`: when received), `unique`,
+/// whether its user sent it.
+type BatchEvent = (usize, String, i64, Option<DateTime<Utc>>, String, bool);
+
+/// A reservation asked for: account (by its user?), key, amount, time-to-live, whether held,
+/// id.
+#[derive(Debug, Clone)]
+struct Reserved {
+    account: usize,
+    user: bool,
+    key: String,
+    amount: i64,
+    ttl: TimeDelta,
+    held: bool,
+    id: Uuid,
+}
 
 /// One sequence's state: the engine, the model and what was done so far.
 struct Sequence<'a> {
@@ -553,10 +612,10 @@ struct Sequence<'a> {
     events: Vec<(usize, String, i64, String)>,
     /// Consumptions asked for: account, id, amount, whether consumed.
     consumed: Vec<(usize, String, i64, bool)>,
-    /// Live holds: reservation, the account that asked, the account whose meter holds it.
-    reservations: Vec<(Uuid, usize, usize)>,
-    /// Reservations asked for: account, key, amount, time-to-live, whether held, id.
-    reserved: Vec<(usize, String, i64, TimeDelta, bool, Uuid)>,
+    /// Live holds: reservation, the account that asked, the meter that holds it.
+    reservations: Vec<(Uuid, usize, MeterAt)>,
+    /// Reservations asked for.
+    reserved: Vec<Reserved>,
     counter: usize,
 }
 
@@ -582,10 +641,25 @@ impl Sequence<'_> {
         self.rng.random_range(0..self.accounts.len())
     }
 
+    /// Whether the next write is by the account's user (else by the account).
+    fn by_user(&mut self) -> bool {
+        self.rng.random_bool(0.3)
+    }
+
     /// The pool's owner an answer for account `i` names at `at` (none on its own meter).
     fn pool_owner(&self, i: usize, at: DateTime<Utc>) -> Option<String> {
         let (owner, _) = owner_of(&self.accounts, i, at);
         (owner != i).then(|| self.name(owner))
+    }
+
+    /// The meter a write answer of account `i` (its user's, with `user`) names at `at`: the
+    /// pool's owner, the user whose own meter it is.
+    fn named(&self, i: usize, user: bool, at: DateTime<Utc>) -> (Option<String>, Option<String>) {
+        if meter_of(&self.accounts, i, user, at).1 {
+            (None, Some(USER.to_owned()))
+        } else {
+            (self.pool_owner(i, at), None)
+        }
     }
 
     /// Compares an error of a write on a deleted account (`deleted`: the model says it is
@@ -643,17 +717,23 @@ impl Sequence<'_> {
         }
     }
 
-    async fn grant(&mut self, i: usize, plan: &str, amount: Option<i64>, inherit: bool) {
+    /// A grant of `plan` to account `i`, or with `user` to its user.
+    async fn grant(&mut self, (i, user): MeterAt, plan: &str, amount: Option<i64>, inherit: bool) {
         let now = self.e.engine.now();
-        let grant = self.e.grant(plan, &self.accounts[i].name, None).await;
-        self.accounts[i].model.grants.push(ModelGrant {
-            id: grant.id,
-            amount,
-            inherit,
-            starts_at: grant.starts_at.max(now),
-            expires_at: None,
-            revoked_at: None,
-        });
+        let grant = self
+            .e
+            .grant(plan, &self.accounts[i].name, user.then_some(USER))
+            .await;
+        model_at_mut(&mut self.accounts, (i, user))
+            .grants
+            .push(ModelGrant {
+                id: grant.id,
+                amount,
+                inherit,
+                starts_at: grant.starts_at.max(now),
+                expires_at: None,
+                revoked_at: None,
+            });
     }
 
     /// A batch of one to four events, each of any account: now or late, new ids or ids
@@ -696,19 +776,22 @@ impl Sequence<'_> {
                 .random_bool(0.3)
                 .then(|| now - TimeDelta::minutes(self.rng.random_range(0..60 * 24 * 5)));
             let unique = format!("v{}", self.rng.random_range(0..6));
-            batch.push((i, id, amount, at, unique));
+            let user = self.by_user();
+            batch.push((i, id, amount, at, unique, user));
         }
         let shown: Vec<_> = batch
             .iter()
-            .map(|(i, id, amount, at, unique)| (self.name(*i), id, amount, at, unique))
+            .map(|(i, id, amount, at, unique, user)| (self.name(*i), user, id, amount, at, unique))
             .collect();
-        self.step(format!("usage {shown:?}"));
+        self.step(format!(
+            "usage (account, by its user, id, amount, at, unique) {shown:?}"
+        ));
         let events = batch
             .iter()
-            .map(|(i, id, amount, at, unique)| NewUsage {
+            .map(|(i, id, amount, at, unique, user)| NewUsage {
                 id: id.clone(),
                 tenant_id: self.name(*i),
-                user_id: None,
+                user_id: user.then(|| USER.to_owned()),
                 feature_key: self.key.clone(),
                 amount: *amount,
                 at: *at,
@@ -723,15 +806,11 @@ impl Sequence<'_> {
         let (outcomes, _) = got.unwrap();
         // The engine closes the periods since a meter's last write (with the grants as they
         // are now) only when it writes the meter: when something is drawn on it.
-        let mut ahead: Vec<Model> = self
-            .accounts
-            .iter()
-            .map(|a| {
-                let mut m = a.model.clone();
-                m.advance(now);
-                m
-            })
-            .collect();
+        let mut ahead: Vec<Account> = self.accounts.clone();
+        for a in &mut ahead {
+            a.model.advance(now);
+            a.user.advance(now);
+        }
         let mut drawn = HashSet::new();
         let mut seen: HashSet<(usize, String)> = self
             .events
@@ -740,13 +819,13 @@ impl Sequence<'_> {
             .chain(self.consumed.iter().map(|c| (c.0, c.1.clone())))
             .collect();
         let mut expected = Vec::new();
-        for (i, id, amount, at, unique) in batch {
+        for (i, id, amount, at, unique, user) in batch {
             if !seen.insert((i, id.clone())) {
                 expected.push(UsageOutcome::Duplicate);
                 continue;
             }
-            let (owner, _) = owner_of(&self.accounts, i, now);
-            let meter = &mut ahead[owner];
+            let owner = meter_of(&self.accounts, i, user, now);
+            let meter = model_at_mut(&mut ahead, owner);
             let at = at.unwrap_or(now.max(meter.window.start));
             if at < meter.window.start {
                 expected.push(UsageOutcome::Late);
@@ -759,7 +838,7 @@ impl Sequence<'_> {
             self.events.push((i, id, amount, unique));
         }
         for owner in drawn {
-            self.accounts[owner].model = ahead[owner].clone();
+            *model_at_mut(&mut self.accounts, owner) = model_at(&ahead, owner).clone();
         }
         if outcomes != expected {
             self.fail(&format!(
@@ -789,8 +868,8 @@ impl Sequence<'_> {
     fn next_consumption(
         &mut self,
         j: usize,
-        asked: &[(usize, String, i64)],
-    ) -> (usize, String, i64) {
+        asked: &[(usize, String, i64, bool)],
+    ) -> (usize, String, i64, bool) {
         let i = self.pick();
         let mine: Vec<(String, i64)> = self
             .consumed
@@ -800,38 +879,44 @@ impl Sequence<'_> {
             .filter(|c| c.0 == i)
             .map(|c| (c.1.clone(), c.2))
             .collect();
+        // By the account's user or not (a retry too: the key is the account's).
+        let user = self.by_user();
         if !mine.is_empty() && self.rng.random_bool(0.2) {
             let (id, amount) = mine[self.rng.random_range(0..mine.len())].clone();
             let reused = self.rng.random_bool(0.25);
-            (i, id, amount + i64::from(reused))
+            (i, id, amount + i64::from(reused), user)
         } else {
             (
                 i,
                 format!("c{}-{j}", self.counter),
                 self.rng.random_range(1..60),
+                user,
             )
         }
     }
 
-    fn consumption(&self, i: usize, id: &str, amount: i64) -> NewConsumption {
+    fn consumption(&self, i: usize, id: &str, amount: i64, user: bool) -> NewConsumption {
         NewConsumption {
             id: id.to_owned(),
             tenant_id: self.name(i),
-            user_id: None,
+            user_id: user.then(|| USER.to_owned()),
             feature_key: self.key.clone(),
             amount,
         }
     }
 
     async fn consume(&mut self, now: DateTime<Utc>) {
-        let (i, id, amount) = self.next_consumption(0, &[]);
-        self.step(format!("consume {} {id} {amount}", self.name(i)));
+        let (i, id, amount, user) = self.next_consumption(0, &[]);
+        self.step(format!(
+            "consume {} (by its user {user}) {id} {amount}",
+            self.name(i)
+        ));
         let got = self
             .e
             .engine
-            .consume_usage(self.consumption(i, &id, amount))
+            .consume_usage(self.consumption(i, &id, amount, user))
             .await;
-        self.consumed_as_modelled(now, i, id, amount, got);
+        self.consumed_as_modelled(now, i, id, amount, user, got);
     }
 
     /// Two to five consumptions arriving together, of any accounts, retries among them: the
@@ -845,18 +930,20 @@ impl Sequence<'_> {
         }
         let shown: Vec<_> = asked
             .iter()
-            .map(|(i, id, amount)| (self.name(*i), id, amount))
+            .map(|(i, id, amount, user)| (self.name(*i), user, id, amount))
             .collect();
-        self.step(format!("consume together {shown:?}"));
+        self.step(format!(
+            "consume together (account, by its user, id, amount) {shown:?}"
+        ));
         // Polled in order on this test's one thread: they arrive in this order.
-        let answers = futures::future::join_all(asked.iter().map(|(i, id, amount)| {
+        let answers = futures::future::join_all(asked.iter().map(|(i, id, amount, user)| {
             self.e
                 .engine
-                .consume_usage(self.consumption(*i, id, *amount))
+                .consume_usage(self.consumption(*i, id, *amount, *user))
         }))
         .await;
-        for ((i, id, amount), got) in asked.into_iter().zip(answers) {
-            self.consumed_as_modelled(now, i, id, amount, got);
+        for ((i, id, amount, user), got) in asked.into_iter().zip(answers) {
+            self.consumed_as_modelled(now, i, id, amount, user, got);
         }
     }
 
@@ -869,6 +956,7 @@ impl Sequence<'_> {
         i: usize,
         id: String,
         amount: i64,
+        user: bool,
         got: Result<(ConsumeAnswer, bool)>,
     ) {
         if self.gone(self.deleted(i), &got) {
@@ -888,10 +976,11 @@ impl Sequence<'_> {
             Ok(got) => got,
             Err(e) => self.fail(&format!("consuming {id} answered {e:?}")),
         };
-        // Decided on the meter the account draws on; a refused one does not write it.
-        let (owner, _) = owner_of(&self.accounts, i, now);
-        let expected = answer_for(&self.accounts, i, now, amount);
-        let mut ahead = self.accounts[owner].model.clone();
+        // Decided on the meter the account (or its user) draws on; a refused one does not
+        // write it.
+        let owner = meter_of(&self.accounts, i, user, now);
+        let expected = answer_for(&self.accounts, i, user, now, amount);
+        let mut ahead = model_at(&self.accounts, owner).clone();
         ahead.advance(now);
         if expected.result {
             ahead.draw(now.max(ahead.window.start), amount);
@@ -909,11 +998,11 @@ impl Sequence<'_> {
                 "consumed {got:?} (replayed {replayed}), the model {want:?}"
             ));
         }
-        let named = self.pool_owner(i, now);
-        if answer.meter_owner != named {
+        let named = self.named(i, user, now);
+        if (answer.meter_owner.clone(), answer.meter_user.clone()) != named {
             self.fail(&format!(
-                "the consumption named the owner {:?}, the model {named:?}",
-                answer.meter_owner
+                "the consumption named the owner and user {:?} {:?}, the model {named:?}",
+                answer.meter_owner, answer.meter_user
             ));
         }
         self.same_reading(
@@ -923,12 +1012,15 @@ impl Sequence<'_> {
             now,
         );
         if expected.result {
-            self.accounts[owner].model = ahead;
+            *model_at_mut(&mut self.accounts, owner) = ahead;
         }
     }
 
+    /// A credit grant on an account, or on its user (only while the user has a meter of its
+    /// own: else 409 `NO_USER_METER`).
     async fn credit(&mut self, now: DateTime<Utc>) {
         let i = self.pick();
+        let user = self.by_user();
         let tenant = self.name(i);
         let amount = self.rng.random_range(1..80);
         let priority = [1, 10, 20][self.rng.random_range(0..3)];
@@ -943,14 +1035,14 @@ impl Sequence<'_> {
             max: self.rng.random_range(min..=amount),
         };
         self.step(format!(
-            "credit {tenant} {amount} p{priority} from {effective_at} to {expires_at:?} \
-             {rollover:?}"
+            "credit {tenant} (its user {user}) {amount} p{priority} from {effective_at} to \
+             {expires_at:?} {rollover:?}"
         ));
         let got = self
             .e
             .engine
             .create_credit_grant(NewCreditGrant {
-                user_id: None,
+                user_id: user.then(|| USER.to_owned()),
                 tenant_id: tenant,
                 feature_key: self.key.clone(),
                 amount,
@@ -961,11 +1053,22 @@ impl Sequence<'_> {
                 metadata: serde_json::Value::Null,
             })
             .await;
-        if self.gone(self.deleted(i), &got) || self.pooled(i, now, &got) {
+        if self.gone(self.deleted(i), &got) {
+            return;
+        }
+        if user && !meter_of(&self.accounts, i, true, now).1 {
+            if !matches!(got, Err(DomainError::NoUserMeter { .. })) {
+                self.fail(&format!(
+                    "a credit for a user without a meter of its own answered {got:?}"
+                ));
+            }
+            return;
+        }
+        if !user && self.pooled(i, now, &got) {
             return;
         }
         let grant = got.unwrap().value;
-        let model = &mut self.accounts[i].model;
+        let model = model_at_mut(&mut self.accounts, (i, user));
         model.advance(now);
         model.credits.push(ModelCredit {
             id: grant.id,
@@ -978,23 +1081,30 @@ impl Sequence<'_> {
         });
     }
 
-    /// Voids a credit of any account (also one that now draws on a pool: the credit is its
-    /// own meter's).
+    /// Voids a credit of any meter (also one no longer drawn on — an account's that now
+    /// draws on a pool, a user's without its own allocation: the credit is that meter's).
     async fn void(&mut self, now: DateTime<Utc>) {
-        let credits: Vec<(usize, Uuid)> = self
+        let credits: Vec<(MeterAt, Uuid)> = self
             .accounts
             .iter()
             .enumerate()
-            .flat_map(|(i, a)| a.model.credits.iter().map(move |c| (i, c.id)))
+            .flat_map(|(i, a)| {
+                let own = a.model.credits.iter().map(move |c| ((i, false), c.id));
+                own.chain(a.user.credits.iter().map(move |c| ((i, true), c.id)))
+            })
             .collect();
-        let (i, id) = credits[self.rng.random_range(0..credits.len())];
-        self.step(format!("void {id} of {}", self.name(i)));
+        let (meter, id) = credits[self.rng.random_range(0..credits.len())];
+        self.step(format!(
+            "void {id} of {} (its user {})",
+            self.name(meter.0),
+            meter.1
+        ));
         let got = self.e.engine.void_credit_grant(id).await;
-        if self.gone(self.deleted(i), &got) {
+        if self.gone(self.deleted(meter.0), &got) {
             return;
         }
         got.unwrap();
-        let model = &mut self.accounts[i].model;
+        let model = model_at_mut(&mut self.accounts, meter);
         // Voiding a void credit writes nothing.
         if model
             .credits
@@ -1012,30 +1122,34 @@ impl Sequence<'_> {
     async fn reserve(&mut self, now: DateTime<Utc>) {
         let i = self.pick();
         let tenant = self.name(i);
-        let mine: Vec<_> = self.reserved.iter().filter(|r| r.0 == i).cloned().collect();
+        let mine: Vec<Reserved> = self
+            .reserved
+            .iter()
+            .filter(|r| r.account == i)
+            .cloned()
+            .collect();
         // A retry asks again with the same key: the first answer, nothing more held (also
-        // when the account has moved since).
+        // when the account has moved since, or its user's meter changed).
         if !mine.is_empty() && self.rng.random_bool(0.2) {
-            let (_, key, amount, ttl, held, id) =
-                mine[self.rng.random_range(0..mine.len())].clone();
-            self.step(format!("reserve again {tenant} {key}"));
+            let first = mine[self.rng.random_range(0..mine.len())].clone();
+            self.step(format!("reserve again {tenant} {}", first.key));
             let got = self
                 .e
                 .engine
                 .reserve(NewReservation {
-                    id: key,
+                    id: first.key,
                     tenant_id: tenant,
-                    user_id: None,
+                    user_id: first.user.then(|| USER.to_owned()),
                     feature_key: self.key.clone(),
-                    amount,
-                    ttl,
+                    amount: first.amount,
+                    ttl: first.ttl,
                 })
                 .await;
             if self.gone(self.deleted(i), &got) {
                 return;
             }
             let (r, answer, replayed) = got.unwrap();
-            if (r.id, answer.held, replayed) != (id, held, true) {
+            if (r.id, answer.held, replayed) != (first.id, first.held, true) {
                 self.fail(&format!(
                     "a retry answered {:?} held {} (replayed {replayed})",
                     r.id, answer.held
@@ -1046,14 +1160,17 @@ impl Sequence<'_> {
         let amount = self.rng.random_range(1..60);
         let ttl = TimeDelta::minutes(self.rng.random_range(1..60 * 24 * 3));
         let key = format!("r{}", self.counter);
-        self.step(format!("reserve {tenant} {key} {amount} for {ttl}"));
+        let user = self.by_user();
+        self.step(format!(
+            "reserve {tenant} (by its user {user}) {key} {amount} for {ttl}"
+        ));
         let got = self
             .e
             .engine
             .reserve(NewReservation {
                 id: key.clone(),
                 tenant_id: tenant,
-                user_id: None,
+                user_id: user.then(|| USER.to_owned()),
                 feature_key: self.key.clone(),
                 amount,
                 ttl,
@@ -1063,10 +1180,11 @@ impl Sequence<'_> {
             return;
         }
         let (r, answer, _) = got.unwrap();
-        // Held on the meter the account draws on; a refused reservation does not write it.
-        let (owner, _) = owner_of(&self.accounts, i, now);
-        let expected = answer_for(&self.accounts, i, now, amount);
-        let mut ahead = self.accounts[owner].model.clone();
+        // Held on the meter the account (or its user) draws on; a refused reservation does not
+        // write it.
+        let owner = meter_of(&self.accounts, i, user, now);
+        let expected = answer_for(&self.accounts, i, user, now, amount);
+        let mut ahead = model_at(&self.accounts, owner).clone();
         ahead.advance(now);
         if expected.result {
             ahead.holds.insert(r.id, (amount, now + ttl));
@@ -1080,11 +1198,13 @@ impl Sequence<'_> {
         if got.0 != want.0 || (expected.metered && got != want) {
             self.fail(&format!("held {got:?}, the model {want:?}"));
         }
-        let named = self.pool_owner(i, now);
-        if answer.meter_owner != named || r.meter_owner != named {
+        let named = self.named(i, user, now);
+        if (answer.meter_owner.clone(), answer.meter_user.clone()) != named
+            || r.meter_owner != named.0
+        {
             self.fail(&format!(
-                "the reservation named the owner {:?} / {:?}, the model {named:?}",
-                answer.meter_owner, r.meter_owner
+                "the reservation named the owner and user {:?} {:?} / {:?}, the model {named:?}",
+                answer.meter_owner, answer.meter_user, r.meter_owner
             ));
         }
         self.same_reading(
@@ -1093,10 +1213,17 @@ impl Sequence<'_> {
             &ahead,
             now,
         );
-        self.reserved
-            .push((i, key, amount, ttl, expected.result, r.id));
+        self.reserved.push(Reserved {
+            account: i,
+            user,
+            key,
+            amount,
+            ttl,
+            held: expected.result,
+            id: r.id,
+        });
         if expected.result {
-            self.accounts[owner].model = ahead;
+            *model_at_mut(&mut self.accounts, owner) = ahead;
             self.reservations.push((r.id, i, owner));
         }
     }
@@ -1106,10 +1233,10 @@ impl Sequence<'_> {
     async fn settle(&mut self, now: DateTime<Utc>) {
         let at = self.rng.random_range(0..self.reservations.len());
         let (id, holder, owner) = self.reservations[at];
-        let (amount, expires_at) = self.accounts[owner].model.holds[&id];
+        let (amount, expires_at) = model_at(&self.accounts, owner).holds[&id];
         let live = now < expires_at;
         // The account's or the holding meter's deletion: no writes.
-        let deleted = self.deleted(holder) || self.deleted(owner);
+        let deleted = self.deleted(holder) || self.deleted(owner.0);
         if self.rng.random_bool(0.7) {
             let part = self.rng.random_range(0..=amount);
             self.step(format!("commit {id} {part} (live {live})"));
@@ -1117,7 +1244,7 @@ impl Sequence<'_> {
             if self.gone(deleted, &got) {
                 return;
             }
-            let model = &mut self.accounts[owner].model;
+            let model = model_at_mut(&mut self.accounts, owner);
             match got {
                 Ok(settled) if live => {
                     model.advance(now);
@@ -1146,7 +1273,7 @@ impl Sequence<'_> {
             if released.reservation.status != expected {
                 self.fail(&format!("released as {:?}", released.reservation.status));
             }
-            let model = &mut self.accounts[owner].model;
+            let model = model_at_mut(&mut self.accounts, owner);
             if live {
                 model.advance(now);
             }
@@ -1155,42 +1282,50 @@ impl Sequence<'_> {
         self.reservations.swap_remove(at);
     }
 
-    /// A plan change of one account: an upgrade (300 a period, an unlimited plan, or a pool
-    /// its sub-accounts inherit), a downgrade or revocation, an expiry set mid-period, a
-    /// grant deleted (its past with it), or the base plan again.
+    /// A plan change of one account or its user: an upgrade (300 a period, an unlimited
+    /// plan, or a pool its sub-accounts inherit — a user's grant of it is the user's alone), a
+    /// downgrade or revocation, an expiry set mid-period, a grant deleted (its past with it),
+    /// or the base plan again.
     async fn plan_change(&mut self, now: DateTime<Utc>) {
         let i = self.pick();
-        let tenant = self.name(i);
-        let grants = &self.accounts[i].model.grants;
+        let user = self.by_user();
+        let meter = (i, user);
+        let who = if user {
+            format!("{}'s user", self.name(i))
+        } else {
+            self.name(i)
+        };
+        let grants = &model_at(&self.accounts, meter).grants;
         let live: Vec<usize> = (0..grants.len())
             .filter(|&g| grants[g].revoked_at.is_none())
             .collect();
+        let count = grants.len();
         let deleted = self.deleted(i);
         match self.rng.random_range(0..5) {
             0 if !deleted => {
                 let (plan, amount, inherit) = PLANS[self.rng.random_range(1..PLANS.len())];
-                self.step(format!("grant {plan} to {tenant}"));
-                self.grant(i, plan, amount, inherit).await;
+                self.step(format!("grant {plan} to {who}"));
+                self.grant(meter, plan, amount, inherit).await;
             }
-            1 if !deleted && !self.accounts[i].model.planned(now) => {
-                self.step(format!("grant base to {tenant} again"));
-                self.grant(i, "base", Some(BASE), false).await;
+            1 if !deleted && !model_at(&self.accounts, meter).planned(now) => {
+                self.step(format!("grant base to {who} again"));
+                self.grant(meter, "base", Some(BASE), false).await;
             }
             2 if !live.is_empty() => {
                 let g = live[self.rng.random_range(0..live.len())];
-                let grant = &self.accounts[i].model.grants[g];
+                let grant = &model_at(&self.accounts, meter).grants[g];
                 let id = grant.id;
-                self.step(format!("revoke {:?} of {tenant} ({id})", grant.amount));
+                self.step(format!("revoke {:?} of {who} ({id})", grant.amount));
                 self.e.engine.revoke_grant(id, None, None).await.unwrap();
-                self.accounts[i].model.grants[g].revoked_at = Some(now);
+                model_at_mut(&mut self.accounts, meter).grants[g].revoked_at = Some(now);
             }
             3 if !live.is_empty() => {
                 let g = live[self.rng.random_range(0..live.len())];
-                let grant = &self.accounts[i].model.grants[g];
+                let grant = &model_at(&self.accounts, meter).grants[g];
                 let id = grant.id;
                 let expires_at = now + TimeDelta::hours(self.rng.random_range(1..24 * 40));
                 self.step(format!(
-                    "expire {:?} of {tenant} ({id}) at {expires_at}",
+                    "expire {:?} of {who} ({id}) at {expires_at}",
                     grant.amount
                 ));
                 self.e
@@ -1205,20 +1340,15 @@ impl Sequence<'_> {
                     )
                     .await
                     .unwrap();
-                self.accounts[i].model.grants[g].expires_at = Some(expires_at);
+                model_at_mut(&mut self.accounts, meter).grants[g].expires_at = Some(expires_at);
             }
-            4 if !self.accounts[i].model.grants.is_empty() => {
-                let g = self
-                    .rng
-                    .random_range(0..self.accounts[i].model.grants.len());
-                let grant = &self.accounts[i].model.grants[g];
+            4 if count > 0 => {
+                let g = self.rng.random_range(0..count);
+                let grant = &model_at(&self.accounts, meter).grants[g];
                 let id = grant.id;
-                self.step(format!(
-                    "delete grant {:?} of {tenant} ({id})",
-                    grant.amount
-                ));
+                self.step(format!("delete grant {:?} of {who} ({id})", grant.amount));
                 self.e.engine.delete_grant(id).await.unwrap();
-                self.accounts[i].model.grants.remove(g);
+                model_at_mut(&mut self.accounts, meter).grants.remove(g);
             }
             _ => self.step("no plan change".into()),
         }
@@ -1276,7 +1406,12 @@ impl Sequence<'_> {
             let account = &mut self.accounts[i];
             account.parent = None;
             account.model.deleted = true;
-            for g in &mut account.model.grants {
+            for g in account
+                .model
+                .grants
+                .iter_mut()
+                .chain(&mut account.user.grants)
+            {
                 g.revoked_at.get_or_insert(now);
             }
         }
@@ -1324,10 +1459,11 @@ impl Sequence<'_> {
         self.accounts[i].parent = parent;
     }
 
-    /// The engine's check of every account against the model's, and its meter's reading.
+    /// The engine's check of every account and its user against the model's, and the
+    /// account's meter's reading.
     async fn compare(&mut self) {
         let now = self.e.engine.now();
-        for i in 0..self.accounts.len() {
+        for (i, user) in (0..self.accounts.len()).flat_map(|i| [(i, false), (i, true)]) {
             let tenant = self.name(i);
             // One unit (the default), or a random amount.
             let requested = if self.rng.random_bool(0.5) {
@@ -1337,10 +1473,15 @@ impl Sequence<'_> {
             };
             let query = CheckQuery {
                 requested: Some(requested as u64),
-                ..feature_query(&tenant, None, &self.key)
+                ..feature_query(&tenant, user.then_some(USER), &self.key)
             };
             let decision = self.e.engine.check(&query, 0).await.unwrap().value;
-            let want = answer_for(&self.accounts, i, now, requested);
+            let want = answer_for(&self.accounts, i, user, now, requested);
+            let tenant = if user {
+                format!("{tenant}'s user")
+            } else {
+                tenant
+            };
             let got = Answer {
                 result: decision.result,
                 justification: decision
@@ -1354,15 +1495,18 @@ impl Sequence<'_> {
                     "checked {tenant}: {decision:?}, the model {want:?}"
                 ));
             }
-            let (owner, depth) = owner_of(&self.accounts, i, now);
-            let depth = depth.filter(|_| !self.deleted(i));
-            if decision.meter_pool != depth {
+            let meter = meter_of(&self.accounts, i, user, now);
+            let (_, depth) = owner_of(&self.accounts, i, now);
+            let depth = depth.filter(|_| !self.deleted(i) && !meter.1);
+            let own = meter.1 && !self.deleted(i);
+            if (decision.meter_pool, decision.meter_user) != (depth, own) {
                 self.fail(&format!(
-                    "checked {tenant}: the pool {:?} levels up, the model {depth:?}",
-                    decision.meter_pool
+                    "checked {tenant}: the pool {:?} levels up, the user's own meter {}, the \
+                     model {depth:?} {own}",
+                    decision.meter_pool, decision.meter_user
                 ));
             }
-            let model = self.accounts[owner].model.clone();
+            let model = model_at(&self.accounts, meter).clone();
             if let Some(meter) = &decision.meter {
                 self.same_reading(
                     &format!("checked {tenant} for {requested}"),
@@ -1370,6 +1514,9 @@ impl Sequence<'_> {
                     &model,
                     now,
                 );
+            }
+            if user {
+                continue;
             }
             // The meter's own reading (GET …/meters/{feature}) closes the periods between as
             // a write would.
@@ -1409,13 +1556,17 @@ async fn compare_replica(e: &TestEngine, url: &str, finished: &[Finished]) {
     let replica = engine_on(url, e.clock.clone()).await;
     let now = e.engine.now();
     for f in finished {
-        for (i, account) in f.accounts.iter().enumerate() {
-            let want = answer_for(&f.accounts, i, now, 1);
-            let (owner, depth) = owner_of(&f.accounts, i, now);
-            let depth = depth.filter(|_| !account.model.deleted);
-            let reading = f.accounts[owner].model.reading(now);
+        for (i, user) in (0..f.accounts.len()).flat_map(|i| [(i, false), (i, true)]) {
+            let account = &f.accounts[i];
+            let want = answer_for(&f.accounts, i, user, now, 1);
+            let meter = meter_of(&f.accounts, i, user, now);
+            let (_, depth) = owner_of(&f.accounts, i, now);
+            let depth = depth.filter(|_| !account.model.deleted && !meter.1);
+            let reading = model_at(&f.accounts, meter).reading(now);
             for (who, engine) in [("the writer", e), ("a new replica", &replica)] {
-                let d = engine.check(&account.name, None, &f.key).await;
+                let d = engine
+                    .check(&account.name, user.then_some(USER), &f.key)
+                    .await;
                 let got = Answer {
                     result: d.result,
                     justification: d.justification.filter(|_| want.justification.is_some()),
@@ -1425,8 +1576,8 @@ async fn compare_replica(e: &TestEngine, url: &str, finished: &[Finished]) {
                 let meter = d.meter.map(|m| (m.balance, m.usage, m.overage, m.held));
                 if got != want || meter.is_some_and(|m| m != reading) || d.meter_pool != depth {
                     panic!(
-                        "sequence seed {} read later at {now} by {who}: checked {} {d:?}, the \
-                         model {want:?} {reading:?} (pool {depth:?})",
+                        "sequence seed {} read later at {now} by {who}: checked {} (its user \
+                         {user}) {d:?}, the model {want:?} {reading:?} (pool {depth:?})",
                         f.seed, account.name
                     );
                 }
@@ -1457,6 +1608,7 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
             name: format!("m{seed}{suffix}"),
             parent: *parent,
             model: Model::new(kind, now),
+            user: Model::new(kind, now),
         })
         .collect();
     let created: Vec<(&str, Option<&str>)> = accounts
@@ -1487,13 +1639,13 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
     };
     if family && s.rng.random_bool(0.7) {
         s.step("grant pool to the root".into());
-        s.grant(0, "pool", Some(POOL), true).await;
+        s.grant((0, false), "pool", Some(POOL), true).await;
     } else {
-        s.grant(0, "base", Some(BASE), false).await;
+        s.grant((0, false), "base", Some(BASE), false).await;
     }
     if family && s.rng.random_bool(0.3) {
         s.step("grant base to the first sub-account".into());
-        s.grant(1, "base", Some(BASE), false).await;
+        s.grant((1, false), "base", Some(BASE), false).await;
     }
     let steps = steps_asked().unwrap_or(if family { FAMILY_STEPS } else { STEPS });
     for _ in 0..steps {
@@ -1505,7 +1657,11 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
             23..=31 => s.consume(now).await,
             32..=34 => s.consume_together(now).await,
             35..=43 => s.credit(now).await,
-            44..=47 if s.accounts.iter().any(|a| !a.model.credits.is_empty()) => {
+            44..=47
+                if s.accounts
+                    .iter()
+                    .any(|a| !a.model.credits.is_empty() || !a.user.credits.is_empty()) =>
+            {
                 s.void(now).await;
             }
             48..=56 => s.reserve(now).await,
