@@ -660,3 +660,7 @@ mod pool_tests;
 #[cfg(test)]
 #[path = "metering_user_tests.rs"]
 mod user_tests;
+
+#[cfg(test)]
+#[path = "metering_user_model_tests.rs"]
+mod user_model_tests;
