@@ -54,6 +54,10 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 #[path = "vendor_snapshot.rs"]
 mod vendor;
+
+#[path = "index_past.rs"]
+mod past;
+pub use past::{PastAsk, PastMeter, PastMeters};
 pub use vendor::{
     MAX_VENDOR_ENTITLEMENTS, SnapshotTooLarge, VendorBundle, VendorEntitlement, VendorFeature,
     VendorSnapshot,
@@ -157,6 +161,9 @@ pub enum Justification {
     UsageLimitReached,
     /// A metered feature has a balance, but less than the requested amount (hard limit).
     InsufficientBalance,
+    /// A check at a past instant of a metered feature whose meter then is not known (drawn on
+    /// before draws kept their meter, or asked of an index without history).
+    MeterHistoryUnknown,
 }
 
 /// Where the deciding grant sits relative to the subject.
@@ -1007,6 +1014,8 @@ enum MeterMode<'s> {
     Indexed,
     /// The owner's meter as given (read under its lock by a write).
     Given(Option<&'s MeterState>),
+    /// The owners' meters at a past instant, from history; one not among them is unknown.
+    Past(&'s PastMeters),
 }
 
 /// The meter a subject draws on for one metered feature.
@@ -1307,6 +1316,7 @@ impl EntitlementIndex {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn eval_feature(
         &self,
         subj: &Resolved<'_>,
@@ -1315,16 +1325,9 @@ impl EntitlementIndex {
         requested: Option<u64>,
         at: i64,
         overlay: Option<&Overlay>,
+        mode: MeterMode<'_>,
     ) -> Verdict {
-        self.eval_feature_with(
-            subj,
-            feature,
-            attributes,
-            requested,
-            at,
-            overlay,
-            MeterMode::Indexed,
-        )
+        self.eval_feature_with(subj, feature, attributes, requested, at, overlay, mode)
     }
 
     /// The relevant grants of one feature folded; `None` when its flag is off for `attributes`.
@@ -1418,6 +1421,15 @@ impl EntitlementIndex {
             (MeterMode::Indexed, Some(user)) => user.meter(id),
             (MeterMode::Indexed, None) => owner.node.meter(id),
             (MeterMode::Given(state), _) => state,
+            (MeterMode::Past(past), user) => {
+                match past.get(owner.tenant_id, user.map(|u| &*u.user), id) {
+                    Some(PastMeter::Known(state)) => state.as_ref(),
+                    // Never a balance that may be wrong: the answer says it is not known.
+                    Some(PastMeter::Unknown) | None => {
+                        return past::history_unknown(acc.finish(feature, None), &owner);
+                    }
+                }
+            }
         };
         // What the owner is issued for a period starting at `t` (a read across resets).
         let issued = |t: DateTime<Utc>| {
@@ -1667,6 +1679,7 @@ impl EntitlementIndex {
         subject: &Subject<'_>,
         key: &str,
         at: i64,
+        mode: MeterMode<'_>,
     ) -> Verdict {
         if !crate::permission::holds(subject.permissions, key) {
             return Verdict::deny(Justification::MissingPermission);
@@ -1676,7 +1689,7 @@ impl EntitlementIndex {
         };
         let (mut entitled, mut refused, mut next) = (None, None, NEVER);
         for &f in features.iter() {
-            let v = self.eval_feature(subj, f, subject.attributes, None, at, None);
+            let v = self.eval_feature(subj, f, subject.attributes, None, at, None, mode);
             next = next.min(v.next);
             let slot = if v.result {
                 &mut entitled
@@ -1731,6 +1744,7 @@ impl EntitlementIndex {
         method: &str,
         path: &str,
         at: i64,
+        mode: MeterMode<'_>,
     ) -> Verdict {
         let Some(route) = self.find_route(method, path) else {
             return Verdict::deny(Justification::MissingRoute);
@@ -1754,7 +1768,9 @@ impl EntitlementIndex {
                 };
                 for f in features.iter() {
                     let v = match f {
-                        Some(f) => self.eval_feature(subj, *f, subject.attributes, None, at, None),
+                        Some(f) => {
+                            self.eval_feature(subj, *f, subject.attributes, None, at, None, mode)
+                        }
                         None => Verdict::deny(Justification::MissingFeature),
                     };
                     if !v.result {
@@ -1763,7 +1779,7 @@ impl EntitlementIndex {
                     met(&mut ok, v);
                 }
                 for p in permissions.iter() {
-                    let v = self.eval_permission(subj, subject, p, at);
+                    let v = self.eval_permission(subj, subject, p, at, mode);
                     if !v.result {
                         return v;
                     }
@@ -1774,17 +1790,31 @@ impl EntitlementIndex {
         }
     }
 
-    fn eval(&self, subj: &Resolved<'_>, request: &CheckRequest<'_>, at: i64) -> Verdict {
+    fn eval(
+        &self,
+        subj: &Resolved<'_>,
+        request: &CheckRequest<'_>,
+        at: i64,
+        mode: MeterMode<'_>,
+    ) -> Verdict {
         let subject = &request.subject;
         match request.target {
             Target::Feature(key) => match self.catalog.feature_by_key.get(key) {
-                Some(&f) => {
-                    self.eval_feature(subj, f, subject.attributes, request.requested, at, None)
-                }
+                Some(&f) => self.eval_feature(
+                    subj,
+                    f,
+                    subject.attributes,
+                    request.requested,
+                    at,
+                    None,
+                    mode,
+                ),
                 None => Verdict::deny(Justification::MissingFeature),
             },
-            Target::Permission(key) => self.eval_permission(subj, subject, key, at),
-            Target::Route { method, path } => self.eval_route(subj, subject, method, path, at),
+            Target::Permission(key) => self.eval_permission(subj, subject, key, at, mode),
+            Target::Route { method, path } => {
+                self.eval_route(subj, subject, method, path, at, mode)
+            }
         }
     }
 
@@ -1792,7 +1822,7 @@ impl EntitlementIndex {
     pub fn check(&self, request: &CheckRequest<'_>, at: DateTime<Utc>) -> Decision {
         let at = at.timestamp_micros();
         let verdict = match self.resolve(&request.subject) {
-            Some(subj) => self.eval(&subj, request, at),
+            Some(subj) => self.eval(&subj, request, at, MeterMode::Indexed),
             None => Verdict::deny(Justification::TenantNotFound),
         };
         verdict.into_decision(self.revision)
@@ -1814,7 +1844,7 @@ impl EntitlementIndex {
             .ok_or_else(|| IndexError::not_found("tenant", subject.tenant_id))?;
         let at = at.timestamp_micros();
         Ok(self
-            .entitled(&subj, subject, at, None)
+            .entitled(&subj, subject, at, None, MeterMode::Indexed)
             .map(|(f, v)| EffectiveFeature {
                 key: self.catalog.features[f as usize].key.to_string(),
                 allocation: v.allocation.unwrap_or(Allocation::Bool(true)),
@@ -1830,9 +1860,10 @@ impl EntitlementIndex {
         subject: &'s Subject<'s>,
         at: i64,
         overlay: Option<&'s Overlay>,
+        mode: MeterMode<'s>,
     ) -> impl Iterator<Item = (u32, Verdict)> + 's {
         (0..self.catalog.features.len() as u32).filter_map(move |f| {
-            let v = self.eval_feature(subj, f, subject.attributes, None, at, overlay);
+            let v = self.eval_feature(subj, f, subject.attributes, None, at, overlay, mode);
             v.result.then_some((f, v))
         })
     }
@@ -1907,9 +1938,11 @@ impl EntitlementIndex {
                 }
             }
         }
-        let before: BTreeMap<u32, Verdict> = self.entitled(&subj, subject, micros, None).collect();
+        let before: BTreeMap<u32, Verdict> = self
+            .entitled(&subj, subject, micros, None, MeterMode::Indexed)
+            .collect();
         let after: BTreeMap<u32, Verdict> = self
-            .entitled(&subj, subject, micros, Some(&overlay))
+            .entitled(&subj, subject, micros, Some(&overlay), MeterMode::Indexed)
             .collect();
         let key = |f: u32| self.catalog.features[f as usize].key.to_string();
         let mut out = WhatIf::default();

@@ -1,5 +1,7 @@
 //! Checks, effective entitlements, explanations and what-if questions, answered from this
-//! replica's in-memory index only (never from storage).
+//! replica's in-memory index without I/O — except metered features asked at a past instant,
+//! whose meters then are read from history (the balance burn-down's kept draws: three
+//! statements for all the meters one call weighs).
 
 use std::sync::Arc;
 
@@ -13,8 +15,9 @@ use super::ports::Storage;
 use crate::domain::metering::MeterReading;
 use crate::domain::{
     AllocationType, CheckRequest, Decision, DomainError, EffectiveFeature, EntitlementIndex,
-    ExplainedGrant, GrantStatus, Hypothetical, ItemError, MAX_BATCH, MAX_WHAT_IF_CHANGES, Result,
-    Subject, Target, WhatIf, validate_attributes, validate_tenant_id,
+    ExplainedGrant, GrantStatus, Hypothetical, ItemError, MAX_BATCH, MAX_WHAT_IF_CHANGES, PastAsk,
+    PastMeter, PastMeters, Result, Subject, Target, WhatIf, validate_attributes,
+    validate_tenant_id,
 };
 
 /// The longest route method a check names.
@@ -122,6 +125,17 @@ pub fn check_sizes(
 pub struct Checked<T> {
     pub index: Arc<EntitlementIndex>,
     pub value: T,
+    /// "Now" for this answer: a meter read at an instant before it is the meter then, from
+    /// history (see [`Checked::history_at`]).
+    pub now: DateTime<Utc>,
+}
+
+impl<T> Checked<T> {
+    /// The instant a metered feature's meter asked at `at` was read at from history (`at`
+    /// when before now); `None` for the index's meter (now, or projected ahead).
+    pub fn history_at(&self, at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        at.filter(|&at| at < self.now)
+    }
 }
 
 /// Why a check decided as it did.
@@ -184,6 +198,53 @@ pub trait IndexSource: Send + Sync + 'static {
     fn present(&self, index: &EntitlementIndex) -> DateTime<Utc>;
     /// The revision held now.
     fn revision(&self) -> u64;
+    /// The meters `asks` (each at an instant before now) at their instants, in order, from history. Without history (the agent's index) each is unknown,
+    /// so a check there answers `METER_HISTORY_UNKNOWN`, never today's meter as the past's.
+    fn past_meters(
+        &self,
+        index: &EntitlementIndex,
+        asks: Vec<(PastAsk, DateTime<Utc>)>,
+    ) -> impl Future<Output = Result<Vec<PastMeter>>> + Send {
+        let _ = index;
+        let unknown = vec![PastMeter::Unknown; asks.len()];
+        async move { Ok(unknown) }
+    }
+}
+
+/// The meters a check of `request` at `at` weighs, read from history when `at` is before
+/// `now` and a metered feature is involved (else `None`: the index's meters).
+async fn past_for<I: IndexSource + ?Sized>(
+    source: &I,
+    index: &EntitlementIndex,
+    request: &CheckRequest<'_>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<PastMeters>> {
+    if at >= now {
+        return Ok(None);
+    }
+    let asks = index.past_meter_asks(request, at);
+    if asks.is_empty() {
+        return Ok(None);
+    }
+    let with_at = asks.iter().map(|ask| (ask.clone(), at)).collect();
+    let meters = source.past_meters(index, with_at).await?;
+    Ok(Some(PastMeters::new(
+        asks.into_iter().zip(meters).collect(),
+    )))
+}
+
+/// A check against the index, or at a past instant against the meters then.
+fn decide(
+    index: &EntitlementIndex,
+    request: &CheckRequest<'_>,
+    at: DateTime<Utc>,
+    past: Option<&PastMeters>,
+) -> Decision {
+    match past {
+        Some(past) => index.check_past(request, at, past),
+        None => index.check(request, at),
+    }
 }
 
 impl<S: Storage> IndexSource for Engine<S> {
@@ -201,6 +262,14 @@ impl<S: Storage> IndexSource for Engine<S> {
     fn revision(&self) -> u64 {
         Engine::revision(self)
     }
+
+    fn past_meters(
+        &self,
+        index: &EntitlementIndex,
+        asks: Vec<(PastAsk, DateTime<Utc>)>,
+    ) -> impl Future<Output = Result<Vec<PastMeter>>> + Send {
+        Engine::meters_at(self, index, asks)
+    }
 }
 
 pub async fn check<I: IndexSource + ?Sized>(
@@ -210,10 +279,15 @@ pub async fn check<I: IndexSource + ?Sized>(
 ) -> Result<Checked<Decision>> {
     q.validate()?;
     let index = source.index_at(min_revision).await?;
-    let decision = index.check(&q.request(), q.at.unwrap_or_else(|| source.present(&index)));
+    let now = source.present(&index);
+    let at = q.at.unwrap_or(now);
+    let request = q.request();
+    let past = past_for(source, &index, &request, at, now).await?;
+    let decision = decide(&index, &request, at, past.as_ref());
     Ok(Checked {
         index,
         value: decision,
+        now,
     })
 }
 
@@ -241,16 +315,55 @@ pub async fn check_batch<I: IndexSource + ?Sized>(
     }
     let index = source.index_at(min_revision).await?;
     let now = source.present(&index);
+    // The meters every query at a past instant weighs, read together.
+    let asks: Vec<Vec<PastAsk>> = valid
+        .iter()
+        .map(|q| match q.at.filter(|&at| at < now) {
+            Some(at) => index.past_meter_asks(&q.request(), at),
+            None => Vec::new(),
+        })
+        .collect();
+    let mut flat: Vec<(PastAsk, DateTime<Utc>)> = Vec::new();
+    for (q, asks) in valid.iter().zip(&asks) {
+        for ask in asks {
+            let ask = (ask.clone(), q.at.unwrap_or(now));
+            if !flat.contains(&ask) {
+                flat.push(ask);
+            }
+        }
+    }
+    let meters = if flat.is_empty() {
+        Vec::new()
+    } else {
+        source.past_meters(&index, flat.clone()).await?
+    };
     let decisions = valid
         .into_iter()
-        .map(|q| {
-            let decision = index.check(&q.request(), q.at.unwrap_or(now));
+        .zip(asks)
+        .map(|(q, asks)| {
+            let at = q.at.unwrap_or(now);
+            let past = (!asks.is_empty()).then(|| {
+                PastMeters::new(
+                    asks.into_iter()
+                        .map(|ask| {
+                            let meter = flat
+                                .iter()
+                                .position(|(a, t)| *a == ask && *t == at)
+                                .and_then(|i| meters.get(i).cloned())
+                                .unwrap_or(PastMeter::Unknown);
+                            (ask, meter)
+                        })
+                        .collect(),
+                )
+            });
+            let decision = decide(&index, &q.request(), at, past.as_ref());
             (q, decision)
         })
         .collect();
     Ok(Checked {
         index,
         value: decisions,
+        now,
     })
 }
 
@@ -263,8 +376,9 @@ pub fn check_batch_size(len: usize) -> Result<()> {
 }
 
 /// A metered feature's meter, with the ancestor whose pool it is (`None`: the account's own)
-/// and the user whose own meter it is (`None`: not a user's).
-pub type OwnedMeter = (MeterReading, Option<String>, Option<String>);
+/// and the user whose own meter it is (`None`: not a user's); the reading is `None` when
+/// asked at a past instant whose meter is not known.
+pub type OwnedMeter = (Option<MeterReading>, Option<String>, Option<String>);
 
 /// Every feature the subject holds at `at` (default now), with its allocation.
 pub async fn account_entitlements<I: IndexSource + ?Sized>(
@@ -278,18 +392,51 @@ pub async fn account_entitlements<I: IndexSource + ?Sized>(
     let index = source.index_at(min_revision).await?;
     // "Now" is read once the index holds the awaited revision, never before: grants
     // written meanwhile have started by then.
-    let at = at.unwrap_or_else(|| source.present(&index));
-    let features = index
-        .account_entitlements(subject, at)?
-        .into_iter()
-        .map(|f| {
-            let meter = meter_of(&index, subject, &f.key, at);
-            (f, meter)
-        })
-        .collect();
+    let now = source.present(&index);
+    let at = at.unwrap_or(now);
+    let asks = if at < now {
+        index.past_meter_asks_all(subject, at)
+    } else {
+        Vec::new()
+    };
+    let features = if asks.is_empty() {
+        index
+            .account_entitlements(subject, at)?
+            .into_iter()
+            .map(|f| {
+                let meter = meter_of(&index, subject, &f.key, at, None);
+                (f, meter)
+            })
+            .collect()
+    } else {
+        let with_at = asks.iter().map(|ask| (ask.clone(), at)).collect();
+        let meters = source.past_meters(&index, with_at).await?;
+        let past = PastMeters::new(asks.into_iter().zip(meters).collect());
+        index
+            .account_entitlements_past(subject, at, &past)?
+            .into_iter()
+            .map(|(f, unknown)| {
+                let meter = if unknown {
+                    let owner = index.meter_owner(subject.tenant_id, subject.user_id, &f.key, at);
+                    let (pool, user) = match owner {
+                        Some((o, user)) => (
+                            (o != subject.tenant_id).then(|| o.to_owned()),
+                            user.map(str::to_owned),
+                        ),
+                        None => (None, None),
+                    };
+                    Some((None, pool, user))
+                } else {
+                    meter_of(&index, subject, &f.key, at, Some(&past))
+                };
+                (f, meter)
+            })
+            .collect()
+    };
     Ok(Checked {
         index,
         value: features,
+        now,
     })
 }
 
@@ -300,19 +447,23 @@ fn meter_of(
     subject: &Subject<'_>,
     key: &str,
     at: DateTime<Utc>,
+    past: Option<&PastMeters>,
 ) -> Option<OwnedMeter> {
     let (feature, _) = index.catalog_feature(key)?;
     if feature.allocation_type != AllocationType::Metered {
         return None;
     }
     let tenant_id = subject.tenant_id;
-    let d = index.meter_check(tenant_id, subject.user_id, key, at)?;
+    let d = match past {
+        Some(past) => index.meter_check_past(tenant_id, subject.user_id, key, at, past)?,
+        None => index.meter_check(tenant_id, subject.user_id, key, at)?,
+    };
     let owner = d
         .meter_pool
         .and_then(|depth| index.ancestor_at(tenant_id, depth))
         .map(str::to_owned);
     let user = subject.user_id.filter(|_| d.meter_user).map(str::to_owned);
-    Some((d.meter?, owner, user))
+    Some((Some(d.meter?), owner, user))
 }
 
 pub async fn explain<I: IndexSource + ?Sized>(
@@ -322,8 +473,11 @@ pub async fn explain<I: IndexSource + ?Sized>(
 ) -> Result<Checked<Explanation>> {
     q.validate()?;
     let index = source.index_at(min_revision).await?;
-    let at = q.at.unwrap_or_else(|| source.present(&index));
-    let decision = index.check(&q.request(), at);
+    let now = source.present(&index);
+    let at = q.at.unwrap_or(now);
+    let request = q.request();
+    let past = past_for(source, &index, &request, at, now).await?;
+    let decision = decide(&index, &request, at, past.as_ref());
     let feature_key = match &q.target {
         CheckTarget::Feature(k) => Some(k.as_str()),
         CheckTarget::Permission(_) | CheckTarget::Route { .. } => None,
@@ -353,6 +507,7 @@ pub async fn explain<I: IndexSource + ?Sized>(
             flag_on,
             linked_features,
         },
+        now,
     })
 }
 
@@ -363,7 +518,8 @@ pub async fn what_if<I: IndexSource + ?Sized>(
 ) -> Result<Checked<WhatIf>> {
     validate_tenant_id("tenant_id", &q.tenant_id)?;
     let index = source.index_at(q.min_revision).await?;
-    let at = q.at.unwrap_or_else(|| source.present(&index));
+    let now = source.present(&index);
+    let at = q.at.unwrap_or(now);
     if q.changes.is_empty() || q.changes.len() > MAX_WHAT_IF_CHANGES {
         return Err(DomainError::invalid(
             "changes",
@@ -439,6 +595,7 @@ pub async fn what_if<I: IndexSource + ?Sized>(
     Ok(Checked {
         index,
         value: result,
+        now,
     })
 }
 

@@ -646,6 +646,8 @@ pub mod balance;
 pub(super) mod consumption;
 #[path = "metering_history.rs"]
 mod history;
+#[path = "metering_past.rs"]
+pub mod past;
 #[path = "metering_reset.rs"]
 mod reset;
 

@@ -180,8 +180,8 @@ async fn a_pool_is_drawn_by_its_sub_accounts_and_counted_on_its_owner(e: &TestEn
     assert_eq!(calls.key, "calls");
     let (reading, owner, user) = meter.clone().unwrap();
     assert_eq!(
-        (reading.usage, owner.as_deref(), user),
-        (100, Some("org"), None)
+        (reading.map(|r| r.usage), owner.as_deref(), user),
+        (Some(100), Some("org"), None)
     );
     let view = e.engine.meter_view("team", None, "calls", 0).await.unwrap();
     assert_eq!(view.owner.as_deref(), Some("org"));

@@ -266,6 +266,7 @@ pub trait Storage:
     + WebhookStore
     + TransitionStore
     + MeterStore
+    + MeterHistoryStore
     + UsageHistoryStore
     + ThresholdStore
     + ReservationStore
@@ -282,6 +283,7 @@ impl<S> Storage for S where
         + WebhookStore
         + TransitionStore
         + MeterStore
+        + MeterHistoryStore
         + UsageHistoryStore
         + ThresholdStore
         + ReservationStore
@@ -359,6 +361,32 @@ pub trait MeterStore: Transactional {
         before: DateTime<Utc>,
     ) -> Result<Option<StoredDraw>>;
 }
+
+/// One meter's history up to a past instant: what reading the meter then needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeterHistory {
+    /// The latest draw at or before the instant (the last in draw order of those at its
+    /// instant); when no kept draw is, the latest event stored before draws were kept.
+    pub latest: Option<StoredDraw>,
+    /// The meter's credit grants created by the instant.
+    pub credits: Vec<CreditGrant>,
+    /// When each manual reset of the meter after `latest` and by the instant happened.
+    pub manual_resets: Vec<DateTime<Utc>>,
+}
+
+/// Meters at past instants, read from the draws' kept meters.
+#[async_trait]
+pub trait MeterHistoryStore {
+    /// Each meter `(meter, feature, at)` up to its instant, in the order asked: three
+    /// statements for up to [`MAX_HISTORY_METERS`] meters, whatever their number.
+    async fn meter_histories(
+        &self,
+        meters: &[(MeterKey, Uuid, DateTime<Utc>)],
+    ) -> Result<Vec<MeterHistory>>;
+}
+
+/// The most meters one [`MeterHistoryStore::meter_histories`] call reads.
+pub const MAX_HISTORY_METERS: usize = 200;
 
 /// Usage history, aggregated by the database.
 #[async_trait]

@@ -61,6 +61,7 @@ pub(crate) fn justification(j: Option<Justification>) -> pb::Justification {
         Some(Justification::TenantNotFound) => P::TenantNotFound,
         Some(Justification::UsageLimitReached) => P::UsageLimitReached,
         Some(Justification::InsufficientBalance) => P::InsufficientBalance,
+        Some(Justification::MeterHistoryUnknown) => P::MeterHistoryUnknown,
     }
 }
 
@@ -123,7 +124,13 @@ fn matched_route(index: &EntitlementIndex, q: &CheckQuery) -> Option<String> {
     }
 }
 
-fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> EntitlementDecision {
+/// `history_at`: the past instant a metered feature's meter was read at from history.
+fn decision(
+    index: &EntitlementIndex,
+    q: &CheckQuery,
+    d: &Decision,
+    history_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> EntitlementDecision {
     // The feature that decided: the checked one, or the linked/required one for permission
     // and route checks (resolved against the snapshot the decision came from).
     let feature_key = d
@@ -148,6 +155,7 @@ fn decision(index: &EntitlementIndex, q: &CheckQuery, d: &Decision) -> Entitleme
                 .map(str::to_owned),
             // The subject's user's own meter names its user.
             user_id: q.user_id.clone().filter(|_| d.meter_user),
+            as_of: history_at.map(convert::timestamp),
             ..meter_reading(m)
         }),
     }
@@ -164,6 +172,7 @@ pub(crate) fn meter_reading(m: tenantry_index::metering::MeterReading) -> pb::Me
         held: m.held,
         owner_tenant_id: None,
         user_id: None,
+        as_of: None,
     }
 }
 
@@ -198,7 +207,12 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
         let q = decode_query(r.query)?;
         let checked = checks::check(&*self.source, &q, r.min_revision).await?;
         Ok(Response::new(IsEntitledToResponse {
-            decision: Some(decision(&checked.index, &q, &checked.value)),
+            decision: Some(decision(
+                &checked.index,
+                &q,
+                &checked.value,
+                checked.history_at(q.at),
+            )),
             revision: checked.index.revision(),
         }))
     }
@@ -220,7 +234,7 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
             decisions: checked
                 .value
                 .iter()
-                .map(|(q, d)| decision(index, q, d))
+                .map(|(q, d)| decision(index, q, d, checked.history_at(q.at)))
                 .collect(),
             revision: index.revision(),
         }))
@@ -242,6 +256,7 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
         let checked =
             checks::account_entitlements(&*self.source, &subject, at, r.min_revision).await?;
         let index = &checked.index;
+        let history_at = checked.history_at(at);
         let entitlements = checked
             .value
             .into_iter()
@@ -252,10 +267,14 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
                     .map(|by| provenance(index, &r.tenant_id, by, &e.key)),
                 next_change_at: e.next_change_at.map(convert::timestamp),
                 feature_key: e.key,
-                meter: meter.map(|(m, owner, user)| pb::MeterReading {
-                    owner_tenant_id: owner,
-                    user_id: user,
-                    ..meter_reading(m)
+                meter_history_unknown: matches!(meter, Some((None, _, _))),
+                meter: meter.and_then(|(m, owner, user)| {
+                    Some(pb::MeterReading {
+                        owner_tenant_id: owner,
+                        user_id: user,
+                        as_of: history_at.map(convert::timestamp),
+                        ..meter_reading(m?)
+                    })
                 }),
             })
             .collect();
@@ -285,7 +304,7 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
             })
             .collect();
         Ok(Response::new(ExplainResponse {
-            decision: Some(decision(index, &q, &e.decision)),
+            decision: Some(decision(index, &q, &e.decision, checked.history_at(q.at))),
             grants,
             feature_flag_on: e.flag_on,
             matched_route_id: matched_route(index, &q),

@@ -567,7 +567,7 @@ impl MeterStore for Store {
 }
 
 /// The events that drew on `meter`'s user (none: the account's own meter).
-fn drawn_user(meter: &MeterKey) -> Condition {
+pub(super) fn drawn_user(meter: &MeterKey) -> Condition {
     match meter.user() {
         Some(user) => Condition::all().add(usage_event::Column::DrawnUser.eq(user)),
         None => Condition::all().add(usage_event::Column::DrawnUser.is_null()),
@@ -575,7 +575,7 @@ fn drawn_user(meter: &MeterKey) -> Condition {
 }
 
 /// Events that drew: usage recorded in the open period, consumptions allowed, commits.
-const DRAWING: [&str; 2] = ["recorded", "consumed"];
+pub(super) const DRAWING: [&str; 2] = ["recorded", "consumed"];
 
 fn outcome_of(r: &usage_event::Model) -> Result<StoredOutcome> {
     StoredOutcome::parse(&r.outcome).ok_or_else(|| DomainError::Internal {
@@ -584,7 +584,7 @@ fn outcome_of(r: &usage_event::Model) -> Result<StoredOutcome> {
     })
 }
 
-fn stored_draw(r: usage_event::Model) -> Result<StoredDraw> {
+pub(super) fn stored_draw(r: usage_event::Model) -> Result<StoredDraw> {
     let outcome = outcome_of(&r)?;
     let drawn = drawn_of(&r)?;
     Ok(StoredDraw {
@@ -597,7 +597,7 @@ fn stored_draw(r: usage_event::Model) -> Result<StoredDraw> {
 
 /// Draw order: by time; at one instant by period, then by the usage each draw left (usage only
 /// grows within a period), so a batch drawn at one instant reads in the order it drew.
-fn draw_order(draws: &mut [StoredDraw]) {
+pub(super) fn draw_order(draws: &mut [StoredDraw]) {
     draws.sort_by_key(|d| {
         (
             d.at,

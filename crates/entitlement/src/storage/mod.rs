@@ -17,6 +17,7 @@ mod grants;
 mod idempotency;
 mod index_load;
 mod metering;
+mod metering_past;
 mod reservations;
 mod revisions;
 mod thresholds;

@@ -1044,6 +1044,7 @@ mod tests {
             held: 5,
             owner_tenant_id: None,
             user_id: None,
+            as_of: None,
         };
         let issued = |value, unlimited| pb::Allocation {
             kind: Some(Kind::MaxCountAllocation(pb::MaxCountAllocation {

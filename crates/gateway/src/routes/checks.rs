@@ -277,7 +277,8 @@ pub struct Decision {
     pub result: bool,
     /// Why not: MISSING_FEATURE, MISSING_PERMISSION, PLAN_EXPIRED, PLAN_REVOKED, NOT_STARTED,
     /// FEATURE_FLAG_OFF, LIMIT_EXCEEDED, MISSING_ROUTE, ROUTE_DENIED, TENANT_NOT_FOUND,
-    /// USAGE_LIMIT_REACHED, INSUFFICIENT_BALANCE.
+    /// USAGE_LIMIT_REACHED, INSUFFICIENT_BALANCE, METER_HISTORY_UNKNOWN (a metered feature
+    /// asked at a past `at` whose meter then is not known).
     pub justification: Option<String>,
     /// Why: GRANT, UNGATED_PERMISSION, ROUTE_ALLOW, ROUTE_REQUIREMENTS_MET, SOFT_LIMIT_OVERAGE,
     /// CREDITS.
@@ -314,6 +315,11 @@ pub struct MeterJson {
     /// feature; its usage is counted there): that user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Set when asked at a past `at`: the meter then, from history (the balance burn-down's
+    /// latest point at or before `at`, taken forward to it; holds left out) — this is `at`.
+    /// Absent for the index's meter (now, or projected to a later `at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 /// Answer of `is-entitled-to`.
@@ -347,6 +353,7 @@ pub fn justification_name(j: Justification) -> Option<&'static str> {
         Justification::TenantNotFound => "TENANT_NOT_FOUND",
         Justification::UsageLimitReached => "USAGE_LIMIT_REACHED",
         Justification::InsufficientBalance => "INSUFFICIENT_BALANCE",
+        Justification::MeterHistoryUnknown => "METER_HISTORY_UNKNOWN",
     })
 }
 
@@ -406,6 +413,7 @@ pub fn meter_json(m: pb::MeterReading) -> MeterJson {
         period_end: opt_timestamp(m.period_end),
         owner_tenant_id: m.owner_tenant_id,
         user_id: m.user_id,
+        as_of: opt_timestamp(m.as_of),
     }
 }
 
@@ -665,6 +673,7 @@ fn agent_justification(j: Justification, permission_check: bool) -> Option<&'sta
         | Justification::LimitExceeded
         | Justification::UsageLimitReached
         | Justification::InsufficientBalance
+        | Justification::MeterHistoryUnknown
         | Justification::TenantNotFound => missing,
     })
 }

@@ -424,3 +424,68 @@ async fn the_balance_burn_down_answers_each_draw_credit_and_reset() {
         .await;
     assert!(matches!(as_user.status, 401 | 403), "{}", as_user.status);
 }
+
+#[tokio::test]
+async fn a_check_at_a_past_instant_answers_the_meter_then() {
+    let s = metered_stack().await;
+    // 10:00 tomorrow: the day's period lasts past the first hours this test moves on.
+    let start = s
+        .clock
+        .now_for_tests()
+        .date_naive()
+        .and_time(NaiveTime::MIN)
+        .and_utc()
+        + TimeDelta::hours(34);
+    s.clock.set(start);
+    let r = s.post(USAGE, &json!({"events": [usage("e1", 30)]})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    s.clock.advance(TimeDelta::hours(1));
+    let r = s.post(USAGE, &json!({"events": [usage("e2", 50)]})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let rev = r.body["revision"].as_u64().unwrap();
+    s.clock.advance(TimeDelta::hours(1));
+    let check_at = |at: Option<DateTime<Utc>>, requested: u64| {
+        let mut body = json!({"subject": {"tenantId": "acme"}, "feature": {"featureKey": "calls"},
+                              "requestedAmount": requested, "minRevision": rev});
+        if let Some(at) = at {
+            body["at"] = json!(rfc3339(at));
+        }
+        let s = &s;
+        async move {
+            let r = s.post(CHECK, &body).await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            r.body
+        }
+    };
+    let between = start + TimeDelta::minutes(30);
+    let millis = |t: DateTime<Utc>| json!(t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    // Between the draws: the meter the first left, read from history, said so.
+    let past = check_at(Some(between), 60).await;
+    assert_eq!(
+        (
+            &past["result"],
+            &past["meter"]["balance"],
+            &past["meter"]["usage"],
+            &past["meter"]["asOf"]
+        ),
+        (&json!(true), &json!(70), &json!(30), &millis(between)),
+        "{past:?}"
+    );
+    let short = check_at(Some(between), 71).await;
+    assert_eq!(short["justification"], "INSUFFICIENT_BALANCE", "{short:?}");
+    // Now: the index's meter, no asOf.
+    let now = check_at(None, 21).await;
+    assert_eq!(now["justification"], "INSUFFICIENT_BALANCE", "{now:?}");
+    assert_eq!(now["meter"]["balance"], 20);
+    assert!(now["meter"].get("asOf").is_none(), "{now:?}");
+    // The next day, the period is closed: still the meter then.
+    s.clock.advance(TimeDelta::hours(14));
+    let closed = check_at(Some(between), 1).await;
+    assert_eq!(
+        (&closed["meter"]["balance"], &closed["meter"]["usage"]),
+        (&json!(70), &json!(30)),
+        "{closed:?}"
+    );
+    let today = check_at(None, 1).await;
+    assert_eq!(today["meter"]["balance"], 100, "{today:?}");
+}
