@@ -215,7 +215,12 @@ impl<S: Storage> Engine<S> {
             rows.push(usage);
             answers[i] = Some(Ok((answer, false)));
         }
-        if self.store.insert_usages(&txn, &rows).await? != rows.len() as u64 {
+        drawn.sort_unstable();
+        let written: Vec<(&MeterKey, Uuid, &MeterState)> = drawn
+            .iter()
+            .map(|key| (&key.0, key.1, &states[key]))
+            .collect();
+        if self.store.store_draws(&txn, &rows, &written, now).await? != rows.len() as u64 {
             // Another writer stored one of these ids meanwhile (on a meter not locked here).
             return Err(DomainError::Conflict {
                 kind: "usage event",
@@ -225,12 +230,6 @@ impl<S: Storage> Engine<S> {
         if drawn.is_empty() {
             self.store.commit_plain(txn).await?;
         } else {
-            drawn.sort_unstable();
-            let written: Vec<(&MeterKey, Uuid, &MeterState)> = drawn
-                .iter()
-                .map(|key| (&key.0, key.1, &states[key]))
-                .collect();
-            self.store.put_meters(&txn, &written, now).await?;
             let changes = drawn
                 .iter()
                 .map(|key| IndexChange::UpsertMeter {

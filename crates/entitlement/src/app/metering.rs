@@ -337,7 +337,11 @@ impl<S: Storage> Engine<S> {
                 drawn_meters.push((owner, feature, state));
             }
         }
-        if self.store.insert_usages(&txn, &rows).await? != rows.len() as u64 {
+        let written: Vec<(&MeterKey, Uuid, &MeterState)> = drawn_meters
+            .iter()
+            .map(|(owner, feature, state)| (*owner, feature.id, state))
+            .collect();
+        if self.store.store_draws(&txn, &rows, &written, now).await? != rows.len() as u64 {
             // Another writer (a meter this batch does not lock, same account and id) got
             // there first.
             return Err(DomainError::Conflict {
@@ -357,11 +361,6 @@ impl<S: Storage> Engine<S> {
             )
             .await?;
         }
-        let written: Vec<(&MeterKey, Uuid, &MeterState)> = drawn_meters
-            .iter()
-            .map(|(owner, feature, state)| (*owner, feature.id, state))
-            .collect();
-        self.store.put_meters(&txn, &written, now).await?;
         let changes: Vec<IndexChange> = drawn_meters
             .into_iter()
             .map(|(owner, feature, state)| IndexChange::UpsertMeter {

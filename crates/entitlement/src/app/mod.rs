@@ -193,10 +193,6 @@ impl<S: Storage> Engine<S> {
         prior: &Prior<'_>,
         reached: thresholds::Reached,
     ) -> Result<u64> {
-        let revision = self.store.next_revision(&txn).await?;
-        if let Some(pending) = pending {
-            self.complete_replay(&txn, pending, revision).await?;
-        }
         let now = self.now();
         // One entry per changed item, in the write's transaction: it commits or rolls back
         // with the write. Not even built when the audit log is off.
@@ -211,14 +207,20 @@ impl<S: Storage> Engine<S> {
         if !entries.is_empty() {
             self.store.record_audit(&txn, &entries, now).await?;
         }
+        // The revision last: writers queue on it until this transaction ends.
+        let advanced = self.store.advance(&txn, log, now).await?;
+        let revision = advanced.revision;
+        if let Some(pending) = pending {
+            self.complete_replay(&txn, pending, revision).await?;
+        }
         let recorded = self
-            .record_events(&txn, || {
+            .record_wanted_events(&txn, advanced.webhooks_wanted, || {
                 let mut events = crate::domain::webhook::revision_events(revision, now, &changes);
                 events.extend(reached.events(revision));
                 events
             })
             .await?;
-        self.store.commit_encoded(txn, revision, log, now).await?;
+        self.store.commit_plain(txn).await?;
         if recorded {
             self.wake_webhooks();
         }
@@ -248,9 +250,10 @@ impl<S: Storage> Engine<S> {
             return Ok(());
         }
         let log = self.store.encode(&changes)?;
-        let revision = self.store.next_revision(&txn).await?;
+        let advanced = self.store.advance(&txn, log, now).await?;
+        let revision = advanced.revision;
         let recorded = self
-            .record_events(&txn, || {
+            .record_wanted_events(&txn, advanced.webhooks_wanted, || {
                 let mut events = events;
                 events.extend(crate::domain::webhook::revision_events(
                     revision, now, &changes,
@@ -258,7 +261,7 @@ impl<S: Storage> Engine<S> {
                 events
             })
             .await?;
-        self.store.commit_encoded(txn, revision, log, now).await?;
+        self.store.commit_plain(txn).await?;
         if recorded {
             self.wake_webhooks();
         }

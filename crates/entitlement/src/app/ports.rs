@@ -25,8 +25,8 @@ use crate::domain::{
 };
 
 /// Storage with transactions. A transaction is begun here, written through the other ports
-/// and ended by [`Revisions::commit_encoded`] (or [`Transactional::commit_plain`]); dropping it
-/// rolls it back.
+/// and ended by [`Transactional::commit_plain`] (after [`Revisions::advance`] when it changed
+/// what the index holds); dropping it rolls it back.
 #[async_trait]
 pub trait Transactional: Clone + Send + Sync + std::fmt::Debug + 'static {
     type Txn: Send + Sync;
@@ -38,6 +38,14 @@ pub trait Transactional: Clone + Send + Sync + std::fmt::Debug + 'static {
     async fn commit_plain(&self, txn: Self::Txn) -> Result<()>;
 }
 
+/// A revision taken by [`Revisions::advance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advanced {
+    pub revision: u64,
+    /// An enabled webhook endpoint exists (as the write's transaction sees it).
+    pub webhooks_wanted: bool,
+}
+
 /// Revisions and the change log: every write that changes the index commits under the next
 /// revision with its changes recorded, so other replicas can replay them.
 #[async_trait]
@@ -47,17 +55,16 @@ pub trait Revisions: Transactional {
 
     fn encode(&self, changes: &[IndexChange]) -> Result<Self::Encoded>;
 
-    /// Takes the next revision for `txn` (writers serialize on it until the transaction ends).
-    async fn next_revision(&self, txn: &Self::Txn) -> Result<u64>;
-
-    /// Records `log` under `revision` and commits.
-    async fn commit_encoded(
+    /// Takes the next revision for `txn` (writers serialize on it until the transaction ends)
+    /// and records `log` under it, announced to the other replicas when `txn` commits; says
+    /// whether a webhook endpoint is enabled, so the write knows whether to record events.
+    /// One round trip on PostgreSQL: every index-changing write pays it.
+    async fn advance(
         &self,
-        txn: Self::Txn,
-        revision: u64,
+        txn: &Self::Txn,
         log: Self::Encoded,
         now: DateTime<Utc>,
-    ) -> Result<()>;
+    ) -> Result<Advanced>;
 
     /// The newest committed revision.
     async fn revision(&self) -> Result<u64>;
@@ -312,9 +319,16 @@ pub trait MeterStore: Transactional {
     ) -> Result<()>;
     /// Stores a usage event; false when its (account, id) is taken (then nothing changed).
     async fn insert_usage(&self, txn: &Self::Txn, usage: &StoredUsage) -> Result<bool>;
-    /// Stores usage events in one statement; how many were new (an (account, id) already
-    /// taken is skipped, the others stored).
-    async fn insert_usages(&self, txn: &Self::Txn, usages: &[StoredUsage]) -> Result<u64>;
+    /// Stores usage events and writes the meters they drew (locked by `txn`), in one
+    /// statement on PostgreSQL; how many events were new (an (account, id) already taken is
+    /// skipped, the others stored).
+    async fn store_draws(
+        &self,
+        txn: &Self::Txn,
+        usages: &[StoredUsage],
+        meters: &[(&MeterKey, Uuid, &MeterState)],
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
     /// Which of the (account, event id) keys have events stored under them, as `txn` sees it.
     async fn stored_usage_keys(
         &self,

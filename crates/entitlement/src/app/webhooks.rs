@@ -517,7 +517,18 @@ impl<S: Storage> Engine<S> {
         txn: &S::Txn,
         build: impl FnOnce() -> Vec<Event> + Send,
     ) -> Result<bool> {
-        if !self.store.webhooks_wanted(txn).await? {
+        let wanted = self.store.webhooks_wanted(txn).await?;
+        self.record_wanted_events(txn, wanted, build).await
+    }
+
+    /// [`Engine::record_events`] when whether an endpoint is enabled is already known.
+    pub(super) async fn record_wanted_events(
+        &self,
+        txn: &S::Txn,
+        wanted: bool,
+        build: impl FnOnce() -> Vec<Event> + Send,
+    ) -> Result<bool> {
+        if !wanted {
             return Ok(false);
         }
         let events = build();

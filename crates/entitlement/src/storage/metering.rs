@@ -43,7 +43,7 @@ fn usage_row(usage: &StoredUsage) -> Result<usage_event::ActiveModel> {
 /// A meter row created by a lock before its first write.
 const UNWRITTEN: &str = "null";
 
-/// A usage event as one element of [`INSERT_USAGES_PG`]'s JSON array.
+/// A usage event as one element of [`STORE_DRAWS_PG`]'s first JSON array.
 #[derive(Serialize)]
 struct UsageJson<'a> {
     t: &'a str,
@@ -89,14 +89,23 @@ impl<'a> UsageJson<'a> {
     }
 }
 
-const INSERT_USAGES_PG: &str = "INSERT INTO ent_usage_event \
-     (tenant_id, event_id, feature_id, user_id, amount, counted, occurred_at, received_at, \
-      outcome, answer, unique_value, drawn_at, meter_after, drawn_on, drawn_user) \
-     SELECT t, e, f, u, a, c, o, r, x, n, q, d, CAST(m AS text), w, v \
-     FROM json_to_recordset(CAST($1 AS json)) \
-     AS j(t text, e text, f uuid, u text, a bigint, c bigint, o timestamptz, r timestamptz, \
-          x text, n text, q text, d timestamptz, m json, w text, v text) \
-     ON CONFLICT (tenant_id, event_id) DO NOTHING";
+/// Stores the usage events of a JSON array (an (account, id) already taken is skipped) and
+/// writes the meters of another (every row exists, locked by the writing transaction); counts
+/// the events stored.
+const STORE_DRAWS_PG: &str = "WITH e AS (INSERT INTO ent_usage_event \
+       (tenant_id, event_id, feature_id, user_id, amount, counted, occurred_at, received_at, \
+        outcome, answer, unique_value, drawn_at, meter_after, drawn_on, drawn_user) \
+       SELECT t, e, f, u, a, c, o, r, x, n, q, d, CAST(m AS text), w, v \
+       FROM json_to_recordset(CAST($1 AS json)) \
+       AS j(t text, e text, f uuid, u text, a bigint, c bigint, o timestamptz, r timestamptz, \
+            x text, n text, q text, d timestamptz, m json, w text, v text) \
+       ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING 1), \
+     m AS (INSERT INTO ent_meter (tenant_id, feature_id, user_id, state, updated_at) \
+       SELECT t, f, u, s, $3 \
+       FROM json_to_recordset(CAST($2 AS json)) AS k(t text, f uuid, u text, s text) \
+       ON CONFLICT (tenant_id, feature_id, user_id) \
+       DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at) \
+     SELECT count(*) AS stored FROM e";
 
 /// An (account, event id) key in [`STORED_KEYS_PG`]'s JSON array.
 #[derive(Serialize)]
@@ -105,10 +114,94 @@ struct KeyJson<'a> {
     e: &'a str,
 }
 
-/// The keys of a JSON array stored as events: one primary-key probe each.
+/// The keys of a JSON array stored as events: one primary-key probe each. (A subquery with a
+/// `LIMIT` is never made a join: joined, the planner — which cannot know the array's length —
+/// hashes it and reads the whole event table.)
 const STORED_KEYS_PG: &str = "SELECT u.tenant_id, u.event_id \
      FROM json_to_recordset(CAST($1 AS json)) AS k(t text, e text) \
-     JOIN ent_usage_event u ON u.tenant_id = k.t AND u.event_id = k.e";
+     CROSS JOIN LATERAL (SELECT tenant_id, event_id FROM ent_usage_event \
+       WHERE tenant_id = k.t AND event_id = k.e LIMIT 1) u";
+
+/// (account, event id) keys as [`STORED_KEYS_PG`]'s and [`USAGE_EVENTS_PG`]'s parameter.
+fn key_json(keys: &[(&str, &str)]) -> Result<String> {
+    to_json(
+        &keys
+            .iter()
+            .map(|&(t, e)| KeyJson { t, e })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The stored events under a JSON array of keys, probed as [`STORED_KEYS_PG`].
+const USAGE_EVENTS_PG: &str = "SELECT u.* \
+     FROM json_to_recordset(CAST($1 AS json)) AS k(t text, e text) \
+     CROSS JOIN LATERAL (SELECT * FROM ent_usage_event \
+       WHERE tenant_id = k.t AND event_id = k.e LIMIT 1) u";
+
+/// A meter key (account, feature, user: `''` for the account's) in a JSON array parameter,
+/// with the state to write.
+#[derive(Serialize)]
+struct MeterJson<'a> {
+    t: &'a str,
+    f: Uuid,
+    u: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
+}
+
+impl<'a> MeterJson<'a> {
+    fn of(key: &'a MeterKey, feature_id: Uuid, state: Option<&MeterState>) -> Result<Self> {
+        Ok(Self {
+            t: &key.tenant_id,
+            f: feature_id,
+            u: key.user().unwrap_or_default(),
+            s: state.map(to_json).transpose()?,
+        })
+    }
+}
+
+/// Locks the stored meters of a JSON array of keys, one primary-key probe each (as
+/// [`STORED_KEYS_PG`]), in the one total order every writer locks meters in (bytes of the
+/// account, the feature, bytes of the user — `''`, the account's meter, first), so writers
+/// locking several cannot deadlock: the probes run in the keys' sorted order.
+const LOCK_METERS_PG: &str = "SELECT m.* \
+     FROM (SELECT t, f, u FROM json_to_recordset(CAST($1 AS json)) AS j(t text, f uuid, u text) \
+       ORDER BY t COLLATE \"C\", f, u COLLATE \"C\") k \
+     CROSS JOIN LATERAL (SELECT * FROM ent_meter \
+       WHERE tenant_id = k.t AND feature_id = k.f AND user_id = k.u LIMIT 1 FOR UPDATE) m";
+
+/// The stored states of `meters` (`None`: never written) from their locked rows.
+fn states_of(
+    meters: &[(&MeterKey, Uuid)],
+    rows: Vec<meter::Model>,
+) -> Result<Vec<Option<MeterState>>> {
+    let mut states: HashMap<(&str, Uuid, &str), String> = rows
+        .iter()
+        .map(|r| {
+            let key = (r.tenant_id.as_str(), r.feature_id, r.user_id.as_str());
+            (key, r.state.clone())
+        })
+        .collect();
+    meters
+        .iter()
+        .map(|&(key, feature_id)| {
+            let at = (
+                key.tenant_id.as_str(),
+                feature_id,
+                key.user().unwrap_or_default(),
+            );
+            let state = states.remove(&at).ok_or_else(|| DomainError::Internal {
+                message: "a meter row vanished under its lock".into(),
+                source: None,
+            })?;
+            if state == UNWRITTEN {
+                Ok(None)
+            } else {
+                from_json(&state).map(Some)
+            }
+        })
+        .collect()
+}
 
 /// A meter's user as stored: `''` for the account's own meter.
 pub(super) fn user_col(meter: &MeterKey) -> String {
@@ -140,6 +233,42 @@ fn event_keys(keys: &[(&str, &str)]) -> Condition {
         .add(usage_event::Column::EventId.is_in(ids))
 }
 
+impl Store {
+    /// Usage events and the meters they drew, in one statement; how many events were new.
+    /// One JSON parameter each: PostgreSQL parses a thousand-row VALUES list of 15,000
+    /// parameters far slower than it reads the same rows from one JSON array.
+    async fn store_draws_pg(
+        &self,
+        txn: &DatabaseTransaction,
+        usages: &[StoredUsage],
+        meters: &[(&MeterKey, Uuid, &MeterState)],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let events = to_json(&usages.iter().map(UsageJson::of).collect::<Vec<_>>())?;
+        let meters = meters
+            .iter()
+            .map(|&(key, f, state)| MeterJson::of(key, f, Some(state)))
+            .collect::<Result<Vec<_>>>()?;
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                STORE_DRAWS_PG,
+                [
+                    Value::from(events),
+                    Value::from(to_json(&meters)?),
+                    Value::from(now),
+                ],
+            ))
+            .await
+            .map_err(db_err("record usage events"))?
+            .ok_or_else(|| DomainError::internal("a count answered no row"))?;
+        let stored: i64 = row
+            .try_get("", "stored")
+            .map_err(db_err("record usage events"))?;
+        Ok(stored as u64)
+    }
+}
+
 #[async_trait]
 impl MeterStore for Store {
     async fn lock_meters(
@@ -149,6 +278,25 @@ impl MeterStore for Store {
     ) -> Result<Vec<Option<MeterState>>> {
         if meters.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.is_postgres() {
+            let keys = meters
+                .iter()
+                .map(|&(key, f)| MeterJson::of(key, f, None))
+                .collect::<Result<Vec<_>>>()?;
+            // Meters written before: one statement locks them all.
+            let rows = meter::Entity::find()
+                .from_raw_sql(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    LOCK_METERS_PG,
+                    [Value::from(to_json(&keys)?)],
+                ))
+                .all(txn)
+                .await
+                .map_err(db_err("lock meters"))?;
+            if rows.len() == meters.len() {
+                return states_of(meters, rows);
+            }
         }
         // A row to lock even before the first write: concurrent first writers meet on it.
         meter::Entity::insert_many(meters.iter().map(|&(key, feature_id)| meter::ActiveModel {
@@ -182,32 +330,7 @@ impl MeterStore for Store {
                 .lock(LockType::Update);
         }
         let rows = query.all(txn).await.map_err(db_err("lock meters"))?;
-        let mut states: HashMap<(&str, Uuid, &str), String> = rows
-            .iter()
-            .map(|r| {
-                let key = (r.tenant_id.as_str(), r.feature_id, r.user_id.as_str());
-                (key, r.state.clone())
-            })
-            .collect();
-        meters
-            .iter()
-            .map(|&(key, feature_id)| {
-                let at = (
-                    key.tenant_id.as_str(),
-                    feature_id,
-                    key.user().unwrap_or_default(),
-                );
-                let state = states.remove(&at).ok_or_else(|| DomainError::Internal {
-                    message: "a meter row vanished under its lock".into(),
-                    source: None,
-                })?;
-                if state == UNWRITTEN {
-                    Ok(None)
-                } else {
-                    from_json(&state).map(Some)
-                }
-            })
-            .collect()
+        states_of(meters, rows)
     }
 
     async fn put_meters(
@@ -218,6 +341,9 @@ impl MeterStore for Store {
     ) -> Result<()> {
         if meters.is_empty() {
             return Ok(());
+        }
+        if self.is_postgres() {
+            return self.store_draws_pg(txn, &[], meters, now).await.map(drop);
         }
         // Every row exists (locked by this transaction): one upsert writes them all.
         let rows = meters
@@ -261,39 +387,36 @@ impl MeterStore for Store {
         Ok(inserted > 0)
     }
 
-    async fn insert_usages(
+    async fn store_draws(
         &self,
         txn: &DatabaseTransaction,
         usages: &[StoredUsage],
+        meters: &[(&MeterKey, Uuid, &MeterState)],
+        now: DateTime<Utc>,
     ) -> Result<u64> {
-        if usages.is_empty() {
-            return Ok(0);
-        }
         if self.is_postgres() {
-            // One parameter for the whole batch: PostgreSQL parses a thousand-row VALUES list
-            // of 11,000 parameters far slower than it reads the same rows from one JSON array.
-            let rows = to_json(&usages.iter().map(UsageJson::of).collect::<Vec<_>>())?;
-            return txn
-                .execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    INSERT_USAGES_PG,
-                    [Value::from(rows)],
-                ))
-                .await
-                .map(|r| r.rows_affected())
-                .map_err(db_err("record usage events"));
+            return self.store_draws_pg(txn, usages, meters, now).await;
         }
-        // 14 parameters a row: a 1,000-event batch stays under SQLite's limit.
-        let rows = usages.iter().map(usage_row).collect::<Result<Vec<_>>>()?;
-        usage_event::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([usage_event::Column::TenantId, usage_event::Column::EventId])
+        let stored = if usages.is_empty() {
+            0
+        } else {
+            // 15 parameters a row: a 1,000-event batch stays under SQLite's limit.
+            let rows = usages.iter().map(usage_row).collect::<Result<Vec<_>>>()?;
+            usage_event::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([
+                        usage_event::Column::TenantId,
+                        usage_event::Column::EventId,
+                    ])
                     .do_nothing()
                     .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await
-            .map_err(db_err("record usage events"))
+                )
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_err("record usage events"))?
+        };
+        self.put_meters(txn, meters, now).await?;
+        Ok(stored)
     }
 
     async fn stored_usage_keys(
@@ -305,12 +428,7 @@ impl MeterStore for Store {
             return Ok(HashSet::new());
         }
         if self.is_postgres() {
-            let keys = to_json(
-                &keys
-                    .iter()
-                    .map(|&(t, e)| KeyJson { t, e })
-                    .collect::<Vec<_>>(),
-            )?;
+            let keys = key_json(keys)?;
             let rows = txn
                 .query_all_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
@@ -354,11 +472,23 @@ impl MeterStore for Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = usage_event::Entity::find()
-            .filter(event_keys(keys))
-            .all(txn)
-            .await
-            .map_err(db_err("read usage events"))?;
+        let rows = if self.is_postgres() {
+            // One statement text for any number of keys (one prepared statement, one plan).
+            usage_event::Entity::find()
+                .from_raw_sql(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    USAGE_EVENTS_PG,
+                    [Value::from(key_json(keys)?)],
+                ))
+                .all(txn)
+                .await
+        } else {
+            usage_event::Entity::find()
+                .filter(event_keys(keys))
+                .all(txn)
+                .await
+        }
+        .map_err(db_err("read usage events"))?;
         let asked: HashSet<(&str, &str)> = keys.iter().copied().collect();
         rows.into_iter()
             .filter(|r| asked.contains(&(r.tenant_id.as_str(), r.event_id.as_str())))

@@ -2,11 +2,11 @@
 //! storage ports of `app::ports`. Returns domain types; database errors are classified with
 //! [`tenantry_common::db::classify`] and never leak SQL or constraint names to callers.
 //!
-//! Every writing transaction that changes the index ends in `commit_encoded`
-//! (`revisions.rs`): it bumps the single revision row (whose row lock orders writers, so
-//! revisions become visible in increasing order), records the transaction's index changes in
-//! `ent_change_log` under that revision, NOTIFYs other replicas (PostgreSQL) and commits. The
-//! revision is what the write RPC returns.
+//! Every writing transaction that changes the index ends in `advance` (`revisions.rs`) and a
+//! commit: it bumps the single revision row (whose row lock orders writers, so revisions
+//! become visible in increasing order), records the transaction's index changes in
+//! `ent_change_log` under that revision and NOTIFYs other replicas (PostgreSQL; delivered at
+//! commit), in one statement. The revision is what the write RPC returns.
 
 mod accounts;
 mod audit;
@@ -76,8 +76,9 @@ impl NotifyOrigin {
         Self(uuid::Uuid::new_v4().simple().to_string())
     }
 
-    fn payload(&self, revision: i64) -> String {
-        format!("{revision} {}", self.0)
+    /// What follows the revision in a payload (written by the statement that takes it).
+    fn payload_suffix(&self) -> String {
+        self.0.clone()
     }
 
     fn sent(&self, payload: &str) -> bool {
@@ -153,7 +154,7 @@ mod notification_tests {
     #[test]
     fn a_store_recognises_only_its_own_notifications() {
         let (a, b) = (NotifyOrigin::new(), NotifyOrigin::new());
-        let own = a.payload(42);
+        let own = format!("42 {}", a.payload_suffix());
         assert!(own.starts_with("42 "));
         assert!(a.sent(&own));
         assert!(!b.sent(&own));

@@ -4,16 +4,28 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, Value,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::index_load::indexed_grant;
 use super::{Store, db_err, entities, from_json, to_json};
-use crate::app::ports::Revisions;
+use crate::app::ports::{Advanced, Revisions, WebhookStore};
 use crate::domain::{DomainError, IndexChange, IndexWriter, Result};
+
+/// Takes the next revision, records the change log under it, announces it (delivered at
+/// commit, to every replica listening) and says whether a webhook endpoint is enabled.
+/// `$4` is this replica's origin: the payload is `"{revision} {origin}"`.
+const ADVANCE_PG: &str = "WITH r AS (\
+       UPDATE ent_revision SET value = value + 1 WHERE id = 1 RETURNING value), \
+     l AS (INSERT INTO ent_change_log (revision, changes, created_at) \
+       SELECT value, $1, $2 FROM r) \
+     SELECT r.value, \
+       EXISTS (SELECT 1 FROM ent_webhook_endpoint WHERE enabled) AS wanted \
+     FROM r CROSS JOIN LATERAL \
+       (SELECT pg_notify($3, CAST(r.value AS text) || ' ' || $4)) AS n";
 
 /// A change-log entry, encoded.
 #[derive(Debug)]
@@ -27,10 +39,40 @@ impl Revisions for Store {
         encode_log(changes).map(EncodedChanges)
     }
 
-    /// Takes the next revision for this transaction (locking the revision row until it ends),
-    /// for writes that must record it before committing (idempotent answers). Finish with
-    /// [`Store::commit_at`].
-    async fn next_revision(&self, txn: &DatabaseTransaction) -> Result<u64> {
+    async fn advance(
+        &self,
+        txn: &DatabaseTransaction,
+        log: EncodedChanges,
+        now: DateTime<Utc>,
+    ) -> Result<Advanced> {
+        if self.is_postgres() {
+            // One statement: a write's commit waits on this round trip with the revision row
+            // locked, and every replica's writes queue behind that lock.
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    ADVANCE_PG,
+                    [
+                        Value::from(log.0),
+                        Value::from(now),
+                        Value::from(self.channel.clone()),
+                        Value::from(self.origin.payload_suffix()),
+                    ],
+                ))
+                .await
+                .map_err(db_err("advance the revision"))?
+                .ok_or_else(|| DomainError::internal("revision row is missing"))?;
+            let revision: i64 = row
+                .try_get("", "value")
+                .map_err(db_err("read the revision"))?;
+            let webhooks_wanted: bool = row
+                .try_get("", "wanted")
+                .map_err(db_err("read the revision"))?;
+            return Ok(Advanced {
+                revision: revision as u64,
+                webhooks_wanted,
+            });
+        }
         let row = txn
             .query_one_raw(Statement::from_string(
                 self.backend,
@@ -42,42 +84,18 @@ impl Revisions for Store {
         let revision: i64 = row
             .try_get("", "value")
             .map_err(db_err("read the revision"))?;
-        Ok(revision as u64)
-    }
-
-    /// [`Store::commit_at`] with the change-log entry already encoded (a large batch encodes
-    /// it while its rows are being inserted).
-    async fn commit_encoded(
-        &self,
-        txn: DatabaseTransaction,
-        revision: u64,
-        log: EncodedChanges,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let revision = revision as i64;
         entities::change_log::Entity::insert(entities::change_log::ActiveModel {
             revision: sea_orm::Set(revision),
             changes: sea_orm::Set(log.0),
             created_at: sea_orm::Set(now),
         })
-        .exec(&txn)
+        .exec(txn)
         .await
         .map_err(db_err("record the change log"))?;
-        if self.is_postgres() {
-            // Delivered at commit, to every replica listening.
-            txn.execute_raw(Statement::from_sql_and_values(
-                self.backend,
-                "SELECT pg_notify($1, $2)",
-                [
-                    Value::from(self.channel.clone()),
-                    Value::from(self.origin.payload(revision)),
-                ],
-            ))
-            .await
-            .map_err(db_err("notify replicas"))?;
-        }
-        txn.commit().await.map_err(db_err("commit"))?;
-        Ok(())
+        Ok(Advanced {
+            revision: revision as u64,
+            webhooks_wanted: self.webhooks_wanted(txn).await?,
+        })
     }
 
     async fn revision(&self) -> Result<u64> {
