@@ -399,16 +399,20 @@ pub(crate) struct UserGrants {
 
 impl UserGrants {
     pub(crate) fn meter(&self, feature: Uuid) -> Option<&MeterState> {
-        let meters = self.meters.as_deref()?;
-        meters
-            .binary_search_by_key(&feature, |(f, _)| *f)
-            .ok()
-            .map(|i| &meters[i].1)
+        meter_in(self.meters.as_deref()?, feature)
     }
 
     pub(crate) fn meter_lists(&self) -> &[(Uuid, MeterState)] {
         self.meters.as_deref().unwrap_or(&[])
     }
+}
+
+/// The meter of `feature` in a list sorted by feature id (an account's or a user's).
+fn meter_in(meters: &[(Uuid, MeterState)], feature: Uuid) -> Option<&MeterState> {
+    meters
+        .binary_search_by_key(&feature, |(f, _)| *f)
+        .ok()
+        .map(|i| &meters[i].1)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -434,11 +438,7 @@ impl TenantNode {
     }
 
     pub(crate) fn meter(&self, feature: Uuid) -> Option<&MeterState> {
-        let meters = self.meters.as_deref()?;
-        meters
-            .binary_search_by_key(&feature, |(f, _)| *f)
-            .ok()
-            .map(|i| &meters[i].1)
+        meter_in(self.meters.as_deref()?, feature)
     }
 
     pub(crate) fn meter_lists(&self) -> &[(Uuid, MeterState)] {
