@@ -115,10 +115,13 @@ impl<S: Storage> Engine<S> {
             let allocation = |t: DateTime<Utc>| issued(&index, &owner, &feature, t);
             let mut ahead = state.clone();
             let unrecorded = close_periods(&mut ahead, &feature.spec, now, &allocation)?;
+            // A write that brought the meter forward without storing it (a batch of late
+            // events only) recorded some already: the recorded summary stands.
+            let recorded: Vec<DateTime<Utc>> = periods.iter().map(|p| p.start).collect();
             periods.extend(
                 unrecorded
                     .into_iter()
-                    .filter(|p| p.end > from && p.start < to),
+                    .filter(|p| p.end > from && p.start < to && !recorded.contains(&p.start)),
             );
         }
         if periods.len() > MAX_LISTED_PERIODS {

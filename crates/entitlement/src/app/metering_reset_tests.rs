@@ -292,3 +292,30 @@ async fn every_closed_period_is_listed_with_its_summary_recorded_or_not_yet() {
         assert_eq!(invalid_field(&err), "to");
     }
 }
+
+/// Found by the reference model: a batch of only late events brings its meters forward
+/// (recording the periods the clock closed) without writing them.
+#[tokio::test]
+async fn a_period_recorded_by_a_batch_of_late_events_only_is_listed_once() {
+    for e in engines().await {
+        setup(&e, false).await;
+        e.engine
+            .record_usage(vec![usage("a", 30, None)])
+            .await
+            .unwrap();
+        e.clock.set(at(7, 5, 0));
+        // Dated in June, which the clock closed: late, nothing drawn.
+        let (outcomes, _) = e
+            .engine
+            .record_usage(vec![usage("b", 5, Some(at(6, 10, 0)))])
+            .await
+            .unwrap();
+        assert_eq!(outcomes, [UsageOutcome::Late]);
+        let june = periods(&e).await;
+        assert_eq!(june.len(), 1, "{june:?}");
+        assert_eq!(
+            (june[0].start, june[0].end, june[0].usage),
+            (anchor(), at(6, 29, 12), 30)
+        );
+    }
+}
