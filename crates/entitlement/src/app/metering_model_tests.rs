@@ -17,7 +17,13 @@
 //! give the model's answer for every account and its user and report its balance, usage,
 //! overage, held amount, pool and whether the user's own meter answered, the meter's own reading must agree and name the pool's owner, and every
 //! write must get the model's answer (with the meter it leaves, where it answers one); every
-//! `REPLICA_EVERY` sequences a new replica loads the index and answers for each account. Each
+//! `REPLICA_EVERY` sequences a new replica loads the index and answers for each account. A
+//! webhook endpoint is enabled: the usage thresholds each step's writes sent (the outbox) must
+//! be the model's (50/80/100 % of what the period made available, once a period). Manual
+//! resets and meter views take the user's own meter too (404 `user meter` without one), and a
+//! reset must close the model's period. Every `HISTORY_EVERY` sequences also compare history
+//! (`metering_model_history_tests.rs`): closed periods, checks at past instants, usage per
+//! window and the burn-down's draws. Each
 //! sequence runs on fresh accounts from a random instant; a mismatch prints its seed, its
 //! start and the steps that led to it, and how to run that one sequence again.
 
@@ -40,12 +46,18 @@ use crate::domain::{
     Aggregation, Allocation, AllocationType, AllowReason, GrantPatch, Justification, Limit,
     MergePolicy, PlanFeature,
 };
+use crate::storage::entities::webhook_outbox;
+
+/// The model's history: closed periods, usage per window, the balance burn-down and meters at
+/// past instants.
+#[path = "metering_model_history_tests.rs"]
+mod history;
 
 /// Sequences run by default on SQLite (each of `STEPS` or `FAMILY_STEPS` steps, every step
 /// compared; a family's cost about 1.4 alone's, so fewer than before families).
-const SEQUENCES: u64 = 900;
+const SEQUENCES: u64 = 780;
 /// Sequences run by default on PostgreSQL (the same engine over the other database).
-const PG_SEQUENCES: u64 = 150;
+const PG_SEQUENCES: u64 = 135;
 const STEPS: usize = 8;
 /// Steps of a family sequence (its steps are spread over its accounts).
 const FAMILY_STEPS: usize = 12;
@@ -192,7 +204,37 @@ struct Model {
     holds: HashMap<Uuid, (i64, DateTime<Utc>)>,
     /// The `unique` values counted in the open period.
     uniques: HashSet<String>,
+    /// Whether a write stored this meter (the engine holds it: a user's meter it selects by
+    /// `userId` even without an allocation of its own then, README "Per-user meters").
+    written: bool,
+    /// The periods closed since the meter's first write, oldest first.
+    closed: Vec<ClosedPeriod>,
+    /// The usage thresholds sent: (period start, percent).
+    fired: HashSet<(DateTime<Utc>, u16)>,
+    /// Periods a write recorded before the meter closed them itself (a usage batch brings
+    /// every meter it names forward but stores only those it draws on): the summary recorded
+    /// first stands (with the grants then, should one be deleted since).
+    recorded: Vec<ClosedPeriod>,
 }
+
+/// A closed period as the model summarises it (README "Closed periods"): start, end, closed
+/// by a manual reset, usage, overage, allowance issued (`None`: unlimited) and drawn, each
+/// credit usable until the close (id, remaining, rolled over; by id) and the overage carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ClosedPeriod {
+    pub(super) start: DateTime<Utc>,
+    pub(super) end: DateTime<Utc>,
+    pub(super) manual: bool,
+    pub(super) usage: i64,
+    pub(super) overage: i64,
+    pub(super) allowance: Option<i64>,
+    pub(super) allowance_used: i64,
+    pub(super) credits: Vec<(Uuid, i64, i64)>,
+    pub(super) carried_overage: i64,
+}
+
+/// The usage thresholds the engine runs with (the default `webhook_usage_thresholds`).
+const THRESHOLDS: [u16; 3] = [50, 80, 100];
 
 impl Model {
     fn new(kind: Kind, now: DateTime<Utc>) -> Self {
@@ -209,7 +251,44 @@ impl Model {
             credits: Vec::new(),
             holds: HashMap::new(),
             uniques: HashSet::new(),
+            written: false,
+            closed: Vec::new(),
+            fired: HashSet::new(),
+            recorded: Vec::new(),
         }
+    }
+
+    /// A write stores the meter (brought to the write's instant first): the engine opens a
+    /// meter at its first write, so the periods the model closed before are none of its.
+    fn touch(&mut self) {
+        if !self.written {
+            self.written = true;
+            self.closed.clear();
+        }
+    }
+
+    /// The thresholds a write leaves reached and not yet sent this period, marked sent: usage
+    /// ÷ available, available being the balance, what live holds keep (a hold is not usage,
+    /// `domain/threshold.rs`) and the usage something covered (README "Webhooks": `balance +
+    /// max(usage − overage, 0)`); nothing without usage or with an unlimited allowance. Each
+    /// as (percent, usage, balance, overage, period start); the model brought to `now`.
+    fn reach(&mut self, now: DateTime<Utc>) -> Vec<(u16, i64, i64, i64, DateTime<Utc>)> {
+        let (balance, usage, overage, held) = self.reading(now);
+        let Some(balance) = balance else {
+            return Vec::new();
+        };
+        if usage <= 0 {
+            return Vec::new();
+        }
+        let available = balance.max(0) + held + (usage - overage).max(0);
+        let start = self.window.start;
+        let mut reached = Vec::new();
+        for p in THRESHOLDS {
+            if usage * 100 >= i64::from(p) * available && self.fired.insert((start, p)) {
+                reached.push((p, usage, balance, overage, start));
+            }
+        }
+        reached
     }
 
     /// The plan allowance in force at `at` (`None`: unlimited): the plans active then merged
@@ -237,8 +316,30 @@ impl Model {
         self.grants.iter().any(|g| g.inherit && g.active_at(at))
     }
 
-    /// Closes the open period at `end` and opens `next`.
-    fn close(&mut self, end: DateTime<Utc>, next: PeriodWindow) {
+    /// Closes the open period at `end` (by a manual reset: `manual`) and opens `next`.
+    fn close(&mut self, end: DateTime<Utc>, next: PeriodWindow, manual: bool) {
+        let mut summary = ClosedPeriod {
+            start: self.window.start,
+            end,
+            manual,
+            usage: self.usage,
+            overage: self.overage,
+            allowance: self.allocation(end),
+            allowance_used: self.allowance_used,
+            credits: Vec::new(),
+            carried_overage: if self.kind.carry { self.overage } else { 0 },
+        };
+        // The credits usable until the close (one expiring or voided at it too).
+        let lasting: Vec<(Uuid, i64)> = self
+            .credits
+            .iter()
+            .filter(|c| {
+                c.effective_at < end
+                    && c.expires_at.is_none_or(|e| end <= e)
+                    && c.voided_at.is_none_or(|v| end <= v)
+            })
+            .map(|c| (c.id, c.remaining))
+            .collect();
         for c in &mut self.credits {
             if c.effective_at < end {
                 c.remaining = c.remaining.max(c.rollover.min).min(c.rollover.max);
@@ -259,13 +360,24 @@ impl Model {
         if carried > 0 {
             self.overage = self.take(next.start, carried);
         }
+        // What each rolled into the next period (after the carried overage drew on it).
+        for (id, remaining) in lasting {
+            let rolled = self
+                .credits
+                .iter()
+                .find(|c| c.id == id)
+                .map_or(0, |c| c.remaining);
+            summary.credits.push((id, remaining, rolled));
+        }
+        summary.credits.sort();
+        self.closed.push(summary);
     }
 
     /// Closes periods until `at` is in the open one.
     fn advance(&mut self, at: DateTime<Utc>) {
         while at >= self.window.end {
             let next = period().window(self.window.index + 1).unwrap();
-            self.close(self.window.end, next);
+            self.close(self.window.end, next, false);
         }
     }
 
@@ -286,7 +398,7 @@ impl Model {
             end: self.window.end,
             index: self.window.index,
         };
-        self.close(at, next);
+        self.close(at, next, true);
     }
 
     /// Takes `amount` in burn-down order at `at`; answers what nothing covered.
@@ -530,6 +642,19 @@ impl Log {
     }
 }
 
+/// Every how many sequences compare history too (closed periods and a check at a past
+/// instant after each step, usage per window and the burn-down's draws at the end): about 2.5×
+/// a sequence's cost. `TENANTRY_MODEL_HISTORY_EVERY` sets it (1: all, for long runs).
+const HISTORY_EVERY: u64 = 3;
+
+fn history_every() -> u64 {
+    std::env::var("TENANTRY_MODEL_HISTORY_EVERY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(HISTORY_EVERY)
+}
+
 /// `TENANTRY_MODEL_STEPS`: the steps of every sequence, when asked (longer sequences reach
 /// deeper states in long runs).
 fn steps_asked() -> Option<usize> {
@@ -552,7 +677,54 @@ fn account_gone(err: &DomainError) -> bool {
     )
 }
 
+/// A closed period the engine answers, as the model summarises one.
+fn summary(p: &crate::domain::usage_history::PeriodSummary) -> ClosedPeriod {
+    let mut credits: Vec<(Uuid, i64, i64)> = p
+        .credits
+        .iter()
+        .map(|c| (c.id, c.remaining, c.carried))
+        .collect();
+    credits.sort();
+    ClosedPeriod {
+        start: p.start,
+        end: p.end,
+        manual: p.manual,
+        usage: p.usage,
+        overage: p.overage,
+        allowance: p.allowance,
+        allowance_used: p.allowance_used,
+        credits,
+        carried_overage: p.carried_overage,
+    }
+}
+
+/// An enabled webhook endpoint for every event: usage thresholds are recorded and sent only
+/// while one is.
+async fn endpoint(e: &TestEngine) {
+    use crate::app::ports::{Transactional, WebhookStore};
+    let store = e.engine.store();
+    let txn = store.begin().await.unwrap();
+    let endpoint = crate::domain::webhook::Endpoint {
+        id: Uuid::now_v7(),
+        url: "http://127.0.0.1:9/hook".into(),
+        event_types: vec![],
+        account_ids: vec![],
+        enabled: true,
+        description: String::new(),
+        disabled_reason: None,
+        failing_since: None,
+        created_at: t0(),
+        updated_at: t0(),
+    };
+    store
+        .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
+        .await
+        .unwrap();
+    store.commit_plain(txn).await.unwrap();
+}
+
 async fn world(e: TestEngine) -> TestEngine {
+    endpoint(&e).await;
     let kinds = Kind::all();
     for kind in &kinds {
         let mut doc = feature_doc(&kind.key(), AllocationType::Metered, &[]);
@@ -617,6 +789,64 @@ struct Sequence<'a> {
     /// Reservations asked for.
     reserved: Vec<Reserved>,
     counter: usize,
+    /// The usage thresholds the step's writes reached, as the model has them.
+    crossings: Vec<Crossing>,
+    /// The last position of the webhook outbox read.
+    outbox: i64,
+    /// After each step (and at the start): its instant and every account's meters (its own,
+    /// its user's).
+    snaps: Vec<Snap>,
+    /// Every draw, in draw order.
+    kept: Vec<Kept>,
+    /// Every usage event stored (consumptions and commits too).
+    stored: Vec<Stored>,
+    /// The credits voided.
+    voided: HashSet<Uuid>,
+    /// Whether the past was rewritten: a grant deleted (erased from the past too) or an expired
+    /// one given a later expiry, an account moved or deleted (the engine answers the past with
+    /// the grants and hierarchy it has now).
+    rewritten: bool,
+}
+
+/// A step's instant and every account's meters after it (its own, its user's).
+type Snap = (DateTime<Utc>, Vec<(Model, Model)>);
+
+/// A usage threshold sent: account, user (its own meter), percent, usage, balance, overage,
+/// period start.
+type Crossing = (String, Option<String>, u16, i64, i64, i64, DateTime<Utc>);
+
+/// What drew on a meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrawKind {
+    Usage,
+    Consumption,
+    Commit,
+}
+
+/// A draw as the engine keeps it: the meter drawn on, when it was drawn (the meter's latest
+/// draw then), when it was written, the meter after it, what drew and its id (the event's, the
+/// consumption's, the reservation's).
+#[derive(Debug, Clone)]
+struct Kept {
+    meter: MeterAt,
+    at: DateTime<Utc>,
+    written: DateTime<Utc>,
+    state: Model,
+    kind: DrawKind,
+    id: String,
+}
+
+/// A stored usage event: reporting account, by its user, when it happened, amount, what it
+/// counted, `unique` value, refused (a consumption).
+#[derive(Debug, Clone)]
+struct Stored {
+    account: usize,
+    user: bool,
+    at: DateTime<Utc>,
+    amount: i64,
+    counted: i64,
+    unique: Option<String>,
+    refused: bool,
 }
 
 impl Sequence<'_> {
@@ -626,6 +856,96 @@ impl Sequence<'_> {
 
     fn step(&mut self, what: String) {
         self.log.steps.push(what);
+    }
+
+    /// The thresholds a write of `meter` at `now` reached (the model brought to `now`).
+    fn reached(&mut self, meter: MeterAt, now: DateTime<Utc>) {
+        let tenant = self.name(meter.0);
+        let user = meter.1.then(|| USER.to_owned());
+        for (p, usage, balance, overage, start) in
+            model_at_mut(&mut self.accounts, meter).reach(now)
+        {
+            self.crossings.push((
+                tenant.clone(),
+                user.clone(),
+                p,
+                usage,
+                balance,
+                overage,
+                start,
+            ));
+        }
+    }
+
+    /// Keeps a draw on `meter` (`state`: the meter after it) written at `now`.
+    fn keep(
+        &mut self,
+        meter: MeterAt,
+        state: &Model,
+        now: DateTime<Utc>,
+        kind: DrawKind,
+        id: &str,
+    ) {
+        self.kept.push(Kept {
+            meter,
+            at: state.last_draw,
+            written: now,
+            state: state.clone(),
+            kind,
+            id: id.to_owned(),
+        });
+    }
+
+    /// Whether `userId` selects account `i`'s user's own meter for reads and resets: the user
+    /// draws on it now, or it was written (README "Per-user meters").
+    fn user_selected(&self, i: usize, now: DateTime<Utc>) -> bool {
+        self.accounts[i].user.planned(now) || self.accounts[i].user.written
+    }
+
+    /// Compares the usage thresholds the step sent (the outbox since the last step) with the
+    /// model's.
+    async fn thresholds_sent(&mut self) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+        let rows = webhook_outbox::Entity::find()
+            .filter(webhook_outbox::Column::Position.gt(self.outbox))
+            .order_by_asc(webhook_outbox::Column::Position)
+            .all(self.e.engine.store().connection())
+            .await
+            .unwrap();
+        let mut got: Vec<Crossing> = Vec::new();
+        for row in rows {
+            self.outbox = row.position;
+            let events: Vec<serde_json::Value> = serde_json::from_str(&row.events).unwrap();
+            for event in events {
+                if event["type"] != crate::domain::webhook::types::USAGE_THRESHOLD {
+                    continue;
+                }
+                let body: serde_json::Value =
+                    serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+                let d = &body["data"];
+                if d["featureKey"] != self.key.as_str() {
+                    self.fail(&format!("a threshold of another feature was sent: {body}"));
+                }
+                got.push((
+                    d["tenantId"].as_str().unwrap().to_owned(),
+                    d["userId"].as_str().map(str::to_owned),
+                    u16::try_from(d["threshold"].as_u64().unwrap()).unwrap(),
+                    d["usage"].as_i64().unwrap(),
+                    d["balance"].as_i64().unwrap(),
+                    d["overage"].as_i64().unwrap(),
+                    d["periodStart"].as_str().unwrap().parse().unwrap(),
+                ));
+            }
+        }
+        let mut want = std::mem::take(&mut self.crossings);
+        want.sort();
+        got.sort();
+        if got != want {
+            self.fail(&format!(
+                "usage thresholds sent (account, user, %, usage, balance, overage, period) \
+                 {got:?}, the model {want:?}"
+            ));
+        }
     }
 
     fn name(&self, i: usize) -> String {
@@ -819,6 +1139,13 @@ impl Sequence<'_> {
             .chain(self.consumed.iter().map(|c| (c.0, c.1.clone())))
             .collect();
         let mut expected = Vec::new();
+        // Every meter an event of the batch draws on, drawn or not (a duplicate's, a late
+        // one's): the batch brings each forward, recording the periods closed since it was
+        // written, though it stores only those it draws on.
+        let touched: HashSet<MeterAt> = batch
+            .iter()
+            .map(|b| meter_of(&self.accounts, b.0, b.5, now))
+            .collect();
         for (i, id, amount, at, unique, user) in batch {
             if !seen.insert((i, id.clone())) {
                 expected.push(UsageOutcome::Duplicate);
@@ -827,18 +1154,54 @@ impl Sequence<'_> {
             let owner = meter_of(&self.accounts, i, user, now);
             let meter = model_at_mut(&mut ahead, owner);
             let at = at.unwrap_or(now.max(meter.window.start));
-            if at < meter.window.start {
+            // What the event counts where it is stored (history adds it up): a late one
+            // counts its amount, or 1 (COUNT) — MAX and UNIQUE_COUNT history take the
+            // amounts and values, not this.
+            let counted = if at < meter.window.start {
                 expected.push(UsageOutcome::Late);
+                if meter.kind.aggregation == Aggregation::Count {
+                    1
+                } else {
+                    amount
+                }
             } else {
                 let counted = meter.counted(amount, &unique);
+                meter.touch();
                 meter.draw(at, counted);
+                let meter = meter.clone();
+                self.keep(owner, &meter, now, DrawKind::Usage, &id);
                 drawn.insert(owner);
                 expected.push(UsageOutcome::Recorded);
-            }
+                counted
+            };
+            self.stored.push(Stored {
+                account: i,
+                user,
+                at,
+                amount,
+                counted,
+                unique: Some(unique.clone()),
+                refused: false,
+            });
             self.events.push((i, id, amount, unique));
         }
-        for owner in drawn {
+        for &owner in &drawn {
             *model_at_mut(&mut self.accounts, owner) = model_at(&ahead, owner).clone();
+        }
+        for owner in touched.difference(&drawn) {
+            let meter = model_at_mut(&mut self.accounts, *owner);
+            if meter.written {
+                let mut ahead = meter.clone();
+                ahead.advance(now);
+                for p in &ahead.closed[meter.closed.len()..] {
+                    if !meter.recorded.iter().any(|r| r.start == p.start) {
+                        meter.recorded.push(p.clone());
+                    }
+                }
+            }
+        }
+        for owner in drawn {
+            self.reached(owner, now);
         }
         if outcomes != expected {
             self.fail(&format!(
@@ -982,8 +1345,20 @@ impl Sequence<'_> {
         let expected = answer_for(&self.accounts, i, user, now, amount);
         let mut ahead = model_at(&self.accounts, owner).clone();
         ahead.advance(now);
+        let at = now.max(ahead.window.start);
+        self.stored.push(Stored {
+            account: i,
+            user,
+            at,
+            amount,
+            counted: if expected.result { amount } else { 0 },
+            unique: None,
+            refused: !expected.result,
+        });
         if expected.result {
-            ahead.draw(now.max(ahead.window.start), amount);
+            ahead.touch();
+            ahead.draw(at, amount);
+            self.keep(owner, &ahead.clone(), now, DrawKind::Consumption, &id);
         }
         self.consumed.push((i, id, amount, expected.result));
         let got = (answer.consumed, answer.justification, answer.allow_reason);
@@ -1013,6 +1388,7 @@ impl Sequence<'_> {
         );
         if expected.result {
             *model_at_mut(&mut self.accounts, owner) = ahead;
+            self.reached(owner, now);
         }
     }
 
@@ -1070,6 +1446,7 @@ impl Sequence<'_> {
         let grant = got.unwrap().value;
         let model = model_at_mut(&mut self.accounts, (i, user));
         model.advance(now);
+        model.touch();
         model.credits.push(ModelCredit {
             id: grant.id,
             priority,
@@ -1079,6 +1456,7 @@ impl Sequence<'_> {
             remaining: amount,
             rollover,
         });
+        self.reached((i, user), now);
     }
 
     /// Voids a credit of any meter (also one no longer drawn on — an account's that now
@@ -1104,19 +1482,17 @@ impl Sequence<'_> {
             return;
         }
         got.unwrap();
-        let model = model_at_mut(&mut self.accounts, meter);
         // Voiding a void credit writes nothing.
-        if model
-            .credits
-            .iter()
-            .any(|c| c.id == id && c.voided_at.is_some())
-        {
+        if !self.voided.insert(id) {
             return;
         }
+        let model = model_at_mut(&mut self.accounts, meter);
         model.advance(now);
+        model.touch();
         if let Some(c) = model.credits.iter_mut().find(|c| c.id == id) {
             c.voided_at = Some(now);
         }
+        self.reached(meter, now);
     }
 
     async fn reserve(&mut self, now: DateTime<Utc>) {
@@ -1187,6 +1563,7 @@ impl Sequence<'_> {
         let mut ahead = model_at(&self.accounts, owner).clone();
         ahead.advance(now);
         if expected.result {
+            ahead.touch();
             ahead.holds.insert(r.id, (amount, now + ttl));
         }
         let got = (answer.held, answer.justification, answer.allow_reason);
@@ -1244,14 +1621,28 @@ impl Sequence<'_> {
             if self.gone(deleted, &got) {
                 return;
             }
+            let by_user = self.reserved.iter().any(|r| r.id == id && r.user);
             let model = model_at_mut(&mut self.accounts, owner);
             match got {
                 Ok(settled) if live => {
                     model.advance(now);
+                    model.touch();
                     model.holds.remove(&id);
-                    model.draw(now.max(model.window.start), part);
+                    let at = now.max(model.window.start);
+                    model.draw(at, part);
                     let model = model.clone();
                     self.same_reading("the commit's meter", Some(&settled.meter), &model, now);
+                    self.keep(owner, &model, now, DrawKind::Commit, &id.to_string());
+                    self.stored.push(Stored {
+                        account: holder,
+                        user: by_user,
+                        at,
+                        amount: part,
+                        counted: part,
+                        unique: None,
+                        refused: false,
+                    });
+                    self.reached(owner, now);
                 }
                 Err(DomainError::Reservation(ReservationRefusal::Expired)) if !live => {
                     model.holds.remove(&id);
@@ -1276,6 +1667,7 @@ impl Sequence<'_> {
             let model = model_at_mut(&mut self.accounts, owner);
             if live {
                 model.advance(now);
+                model.touch();
             }
             model.holds.remove(&id);
         }
@@ -1340,7 +1732,12 @@ impl Sequence<'_> {
                     )
                     .await
                     .unwrap();
-                model_at_mut(&mut self.accounts, meter).grants[g].expires_at = Some(expires_at);
+                let grant = &mut model_at_mut(&mut self.accounts, meter).grants[g];
+                // A grant that had expired is active again since: the past is rewritten.
+                if grant.expires_at.is_some_and(|e| e <= now) {
+                    self.rewritten = true;
+                }
+                grant.expires_at = Some(expires_at);
             }
             4 if count > 0 => {
                 let g = self.rng.random_range(0..count);
@@ -1349,29 +1746,65 @@ impl Sequence<'_> {
                 self.step(format!("delete grant {:?} of {who} ({id})", grant.amount));
                 self.e.engine.delete_grant(id).await.unwrap();
                 model_at_mut(&mut self.accounts, meter).grants.remove(g);
+                self.rewritten = true;
             }
             _ => self.step("no plan change".into()),
         }
     }
 
+    /// A manual reset of an account's meter (409 `METER_POOLED` for a pool's sub-account), or
+    /// with `userId` of its user's own (404 `user meter` when the user has none).
     async fn reset(&mut self, now: DateTime<Utc>) {
         let i = self.pick();
+        let user = self.by_user();
         let tenant = self.name(i);
-        self.step(format!("reset {tenant}"));
-        let got = self.e.engine.reset_meter(&tenant, None, &self.key).await;
-        if self.gone(self.deleted(i), &got) || self.pooled(i, now, &got) {
+        self.step(format!("reset {tenant} (its user's meter {user})"));
+        let got = self
+            .e
+            .engine
+            .reset_meter(&tenant, user.then_some(USER), &self.key)
+            .await;
+        if self.gone(self.deleted(i), &got) {
+            return;
+        }
+        if user && !self.user_selected(i, now) {
+            if !matches!(
+                got,
+                Err(DomainError::NotFound {
+                    kind: "user meter",
+                    ..
+                })
+            ) {
+                self.fail(&format!(
+                    "resetting a user's meter it has not answered {got:?}"
+                ));
+            }
+            return;
+        }
+        if !user && self.pooled(i, now, &got) {
             return;
         }
         let reset = got.unwrap().value;
-        self.accounts[i].model.reset(now);
-        let model = self.accounts[i].model.clone();
+        let model = model_at_mut(&mut self.accounts, (i, user));
+        model.advance(now);
+        model.touch();
+        model.reset(now);
+        let model = model.clone();
         self.same_reading("after the reset", Some(&reset.reading), &model, now);
+        let closed = model.closed.last().cloned();
+        if closed.as_ref() != Some(&summary(&reset.closed)) {
+            self.fail(&format!(
+                "the reset closed {:?}, the model {closed:?}",
+                summary(&reset.closed)
+            ));
+        }
     }
 
     /// An account deleted at the tenant service — its grants revoked, its sub-accounts moved
     /// to its parent (as the tenant service does, announcing each move) —, or reactivated
     /// (created again with its ID: as a root, or under a live account).
     async fn delete_or_reactivate(&mut self, now: DateTime<Utc>) {
+        self.rewritten = true;
         let i = self.pick();
         let tenant = self.name(i);
         if self.deleted(i) {
@@ -1453,6 +1886,7 @@ impl Sequence<'_> {
         let tenant = self.name(i);
         let parent_name = parent.map(|p| self.name(p));
         self.step(format!("move {tenant} under {parent_name:?}"));
+        self.rewritten = true;
         self.e
             .reactivate_account(&tenant, parent_name.as_deref())
             .await;
@@ -1515,27 +1949,47 @@ impl Sequence<'_> {
                     now,
                 );
             }
-            if user {
-                continue;
-            }
-            // The meter's own reading (GET …/meters/{feature}) closes the periods between as
-            // a write would.
-            let view = self.e.engine.meter_view(&tenant, None, &self.key, 0).await;
+            // The meter's own reading (GET …/meters/{feature}, `?userId=` the user's own:
+            // 404 `user meter` when it has none) closes the periods between as a write would.
+            let view = self
+                .e
+                .engine
+                .meter_view(&self.name(i), user.then_some(USER), &self.key, 0)
+                .await;
             if self.gone(self.deleted(i), &view) {
                 continue;
             }
+            if user && !self.user_selected(i, now) {
+                if !matches!(
+                    view,
+                    Err(DomainError::NotFound {
+                        kind: "user meter",
+                        ..
+                    })
+                ) {
+                    self.fail(&format!(
+                        "the meter of {tenant}, without one of its own, answered {view:?}"
+                    ));
+                }
+                continue;
+            }
             let view = view.unwrap();
+            let (model, named) = if user {
+                (self.accounts[i].user.clone(), (None, Some(USER.to_owned())))
+            } else {
+                (model, (self.pool_owner(i, now), None))
+            };
             self.same_reading(
                 &format!("the meter of {tenant}"),
                 Some(&view.reading),
                 &model,
                 now,
             );
-            let named = self.pool_owner(i, now);
-            if view.owner != named {
+            if (view.owner.clone(), view.user.clone()) != named {
                 self.fail(&format!(
-                    "the meter of {tenant} named the owner {:?}, the model {named:?}",
-                    view.owner
+                    "the meter of {tenant} named the owner and user {:?} {:?}, the model \
+                     {named:?}",
+                    view.owner, view.user
                 ));
             }
         }
@@ -1636,6 +2090,13 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
         reservations: Vec::new(),
         reserved: Vec::new(),
         counter: 0,
+        crossings: Vec::new(),
+        outbox: outbox_end(e).await,
+        snaps: Vec::new(),
+        kept: Vec::new(),
+        stored: Vec::new(),
+        voided: HashSet::new(),
+        rewritten: false,
     };
     if family && s.rng.random_bool(0.7) {
         s.step("grant pool to the root".into());
@@ -1647,7 +2108,9 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
         s.step("grant base to the first sub-account".into());
         s.grant((1, false), "base", Some(BASE), false).await;
     }
+    s.snap();
     let steps = steps_asked().unwrap_or(if family { FAMILY_STEPS } else { STEPS });
+    let history = seed.is_multiple_of(history_every());
     for _ in 0..steps {
         s.counter += 1;
         let now = e.engine.now();
@@ -1682,13 +2145,32 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
                 e.clock.advance(by);
             }
         }
+        s.thresholds_sent().await;
+        s.snap();
         s.compare().await;
+        if history {
+            s.compare_history().await;
+        }
+    }
+    if history {
+        s.compare_all_history().await;
     }
     Finished {
         seed,
         key: s.key,
         accounts: s.accounts,
     }
+}
+
+/// The webhook outbox's last position (0 when empty).
+async fn outbox_end(e: &TestEngine) -> i64 {
+    use sea_orm::{EntityTrait, QueryOrder};
+    webhook_outbox::Entity::find()
+        .order_by_desc(webhook_outbox::Column::Position)
+        .one(e.engine.store().connection())
+        .await
+        .unwrap()
+        .map_or(0, |r| r.position)
 }
 
 async fn record(
