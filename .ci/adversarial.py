@@ -506,6 +506,10 @@ DATA_DEPENDENT_400 = {
         "a minRevision beyond the newest revision was never handed out by a write: 400",
     "POST /entitlements/api/v1/is-entitled-to/batch":
         "a minRevision beyond the newest revision was never handed out by a write: 400",
+    "POST /entitlements/api/v1/accounts/{tenantId}/what-if":
+        "a minRevision beyond the newest revision was never handed out by a write: 400; a "
+        "grant's `expiresAt` must be after its start (`startsAt`, else `at`, else now) and "
+        "`toUser` needs the body's `userId`: rules between fields the descriptions state",
     "POST /ofrep/v1/evaluate/flags/{key}":
         "with an environment token the context must name the account (`tenantId` or "
         "`targetingKey`; TARGETING_KEY_MISSING), a user token's need not",

@@ -107,6 +107,7 @@ fn api(config: &Config) -> (Router<state::AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::webhooks::router())
         .merge(routes::metering::router())
         .merge(routes::reservations::router())
+        .merge(routes::what_if::router())
         .split_for_parts();
     doc.merge(OfrepDoc::openapi());
     // After the merge: the shared rules apply to every route's operations.

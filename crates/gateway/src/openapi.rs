@@ -55,6 +55,7 @@ const WAITS_FOR_REVISION: &[&str] = &[
     "/entitlements/api/v1/is-entitled-to",
     "/entitlements/api/v1/is-entitled-to/batch",
     "/entitlements/resources/plans/v1/tenant/{tenantId}",
+    "/entitlements/api/v1/accounts/{tenantId}/what-if",
 ];
 /// Longest feature or plan key, in characters.
 const MAX_KEY_CHARS: usize = 128;
@@ -74,6 +75,11 @@ const EXACTLY_ONE_OF: &[(&str, &[&str])] = &[
     ("BatchCheckItem", &["feature", "permission", "route"]),
     ("CreateFlagBody", &["featureId", "featureKey"]),
     ("NewEntitlement", &["planId", "planKey"]),
+    (
+        "WhatIfChangeBody",
+        &["grant", "revokePlan", "revokeGrantId"],
+    ),
+    ("WhatIfGrant", &["planId", "planKey"]),
 ];
 
 /// The route families and the error body each answers with, by path.
@@ -494,8 +500,9 @@ fn declare_properties_of(schema: &mut Schema) {
                         id.min_length = Some(1);
                         id.max_length = Some(MAX_ID_CHARS);
                     }
-                    // `u64` on the wire: the whole range, not only `int64`'s.
-                    ("requestedAmount", Schema::Object(n)) => {
+                    // `u64` on the wire: the whole range, not only `int64`'s (a what-if's is a
+                    // consumption's amount and states its own range).
+                    ("requestedAmount", Schema::Object(n)) if n.maximum.is_none() => {
                         n.format = None;
                         n.maximum = Some(utoipa::Number::UInt(usize::MAX));
                     }

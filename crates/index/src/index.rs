@@ -58,10 +58,13 @@ mod vendor;
 #[path = "index_past.rs"]
 mod past;
 pub use past::{PastAsk, PastMeter, PastMeters};
+#[path = "index_what_if.rs"]
+mod what_if;
 pub use vendor::{
     MAX_VENDOR_ENTITLEMENTS, SnapshotTooLarge, VendorBundle, VendorEntitlement, VendorFeature,
     VendorSnapshot,
 };
+pub use what_if::{FeatureChange, Hypothetical, MAX_WHAT_IF_CHANGES, MeterOutlook, WhatIf};
 
 /// Ancestors further up than this are ignored by checks (the tenant service keeps trees shallow).
 pub const MAX_ANCESTOR_DEPTH: usize = 32;
@@ -268,59 +271,6 @@ pub struct ExplainedGrant {
     pub targeted: bool,
     /// What the plan gives the checked feature; `None` when it does not include it.
     pub allocation: Option<Allocation>,
-}
-
-/// A hypothetical change for `what_if`. A list of them applies in order: a plan revoked
-/// after being hypothetically granted loses that grant too; one granted after a revocation
-/// keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hypothetical {
-    /// The plan granted from `starts_at` (`None` = the evaluation time) until `expires_at`
-    /// (`None` = never), to the subject's user when `to_user` (and a user is given), else to
-    /// the account.
-    GrantPlan {
-        plan_id: Uuid,
-        to_user: bool,
-        starts_at: Option<DateTime<Utc>>,
-        expires_at: Option<DateTime<Utc>>,
-    },
-    /// Every grant of the plan held directly by the account (and by the user, if given),
-    /// including ones granted by earlier changes; ancestors' grants are not the account's to
-    /// revoke.
-    RevokePlan { plan_id: Uuid },
-    /// One grant held directly by the account or the given user.
-    RevokeGrant { grant_id: Uuid },
-}
-
-impl Hypothetical {
-    /// The plan granted now, without expiry, to the account (or the user when `to_user`).
-    pub fn grant_plan(plan_id: Uuid, to_user: bool) -> Self {
-        Hypothetical::GrantPlan {
-            plan_id,
-            to_user,
-            starts_at: None,
-            expires_at: None,
-        }
-    }
-}
-
-/// At most this many hypothetical changes per `what_if`.
-pub const MAX_WHAT_IF_CHANGES: usize = 100;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FeatureChange {
-    pub key: String,
-    pub before: Option<Allocation>,
-    pub after: Option<Allocation>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct WhatIf {
-    pub gained: Vec<FeatureChange>,
-    pub lost: Vec<FeatureChange>,
-    /// Entitled before and after, with a different allocation.
-    pub changed: Vec<FeatureChange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -990,6 +940,10 @@ struct Overlay {
     removed_plans: Vec<u32>,
     /// Direct grants revoked one by one.
     removed_grants: Vec<Uuid>,
+    /// The subject's user when the index holds nothing of it (no grant, no meter) and a
+    /// hypothetical grant goes to it: an empty entry, so the user's own meter is found (fresh)
+    /// as it would be once the grant is written.
+    user: Option<UserGrants>,
 }
 
 impl Overlay {
@@ -1866,111 +1820,6 @@ impl EntitlementIndex {
             let v = self.eval_feature(subj, f, subject.attributes, None, at, overlay, mode);
             v.result.then_some((f, v))
         })
-    }
-
-    /// Features gained, lost or changed if `changes` were applied to the subject, in order.
-    pub fn what_if(
-        &self,
-        subject: &Subject<'_>,
-        changes: &[Hypothetical],
-        at: DateTime<Utc>,
-    ) -> Result<WhatIf, IndexError> {
-        if changes.is_empty() || changes.len() > MAX_WHAT_IF_CHANGES {
-            return Err(IndexError::invalid(
-                "changes",
-                format!("give 1 to {MAX_WHAT_IF_CHANGES} changes"),
-            ));
-        }
-        let subj = self
-            .resolve(subject)
-            .ok_or_else(|| IndexError::not_found("tenant", subject.tenant_id))?;
-        let micros = at.timestamp_micros();
-        let known_plan = |plan_id: Uuid| {
-            self.plan_slot(plan_id)
-                .filter(|&s| self.catalog.plan(s).is_some())
-                .ok_or_else(|| IndexError::not_found("plan", plan_id))
-        };
-        let mut overlay = Overlay::default();
-        for (i, change) in changes.iter().enumerate() {
-            match *change {
-                Hypothetical::GrantPlan {
-                    plan_id,
-                    to_user,
-                    starts_at,
-                    expires_at,
-                } => {
-                    let starts_at = starts_at.map_or(micros, |t| t.timestamp_micros());
-                    let expires_at = expires_at.map_or(NEVER, |t| t.timestamp_micros());
-                    if expires_at <= starts_at {
-                        return Err(IndexError::invalid(
-                            format!("changes[{i}].grant.expires_at"),
-                            "must be after starts_at",
-                        ));
-                    }
-                    overlay.added.push((
-                        CompactGrant {
-                            // Distinct ids no stored UUIDv7 takes, in change order.
-                            id: Uuid::from_u128(u128::MAX - i as u128),
-                            starts_at,
-                            expires_at,
-                            revoked_at: NEVER,
-                            plan: known_plan(plan_id)?,
-                        },
-                        to_user && subject.user_id.is_some(),
-                    ));
-                }
-                Hypothetical::RevokePlan { plan_id } => {
-                    let slot = known_plan(plan_id)?;
-                    overlay.added.retain(|(g, _)| g.plan != slot);
-                    overlay.removed_plans.push(slot);
-                }
-                Hypothetical::RevokeGrant { grant_id } => {
-                    let held = subj
-                        .node
-                        .grants
-                        .iter()
-                        .chain(subj.user.iter().flat_map(|u| u.grants.iter()))
-                        .any(|g| g.id == grant_id);
-                    if !held {
-                        return Err(IndexError::not_found("grant", grant_id));
-                    }
-                    overlay.removed_grants.push(grant_id);
-                }
-            }
-        }
-        let before: BTreeMap<u32, Verdict> = self
-            .entitled(&subj, subject, micros, None, MeterMode::Indexed)
-            .collect();
-        let after: BTreeMap<u32, Verdict> = self
-            .entitled(&subj, subject, micros, Some(&overlay), MeterMode::Indexed)
-            .collect();
-        let key = |f: u32| self.catalog.features[f as usize].key.to_string();
-        let mut out = WhatIf::default();
-        for (&f, b) in &before {
-            match after.get(&f) {
-                None => out.lost.push(FeatureChange {
-                    key: key(f),
-                    before: b.allocation,
-                    after: None,
-                }),
-                Some(a) if a.allocation != b.allocation => out.changed.push(FeatureChange {
-                    key: key(f),
-                    before: b.allocation,
-                    after: a.allocation,
-                }),
-                Some(_) => {}
-            }
-        }
-        for (&f, a) in &after {
-            if !before.contains_key(&f) {
-                out.gained.push(FeatureChange {
-                    key: key(f),
-                    before: None,
-                    after: a.allocation,
-                });
-            }
-        }
-        Ok(out)
     }
 
     /// Every grant a check for `subject` looks at, in decision order, with its status at `at`,

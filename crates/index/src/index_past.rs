@@ -5,11 +5,13 @@
 //! revocations are kept).
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
     AllocationType, CheckRequest, CompiledPolicy, Decision, EffectiveFeature, EntitlementIndex,
-    IndexError, Justification, MeterMode, MeterOwner, Subject, Target, Verdict, micros_to_time,
+    IndexError, Justification, MeterMode, MeterOwner, Overlay, Resolved, Subject, Target, Verdict,
+    micros_to_time,
 };
 use crate::metering::MeterState;
 use crate::model::Allocation;
@@ -144,17 +146,29 @@ impl EntitlementIndex {
         at: DateTime<Utc>,
         asks: &mut Vec<PastAsk>,
     ) {
-        let Some(subj) = self.resolve(subject) else {
-            return;
-        };
+        if let Some(subj) = self.resolve(subject) {
+            self.meter_owners_of(&subj, subject.attributes, features, at, None, asks);
+        }
+    }
+
+    /// [`Self::meter_owners`] of a resolved subject, its grants under `overlay` (a what-if's).
+    pub(super) fn meter_owners_of(
+        &self,
+        subj: &Resolved<'_>,
+        attributes: Option<&Map<String, Value>>,
+        features: &[u32],
+        at: DateTime<Utc>,
+        overlay: Option<&Overlay>,
+        asks: &mut Vec<PastAsk>,
+    ) {
         let at = at.timestamp_micros();
         for &f in features {
             let Some((id, _)) = self.catalog.features[f as usize].meter else {
                 continue;
             };
-            let ask = match self.fold(&subj, f, subject.attributes, at, None) {
+            let ask = match self.fold(subj, f, attributes, at, overlay) {
                 Some(acc) => {
-                    let owner = self.meter_owner_of(&subj, f, &acc, at);
+                    let owner = self.meter_owner_of(subj, f, &acc, at);
                     let user = owner.user.map(|u| u.user.to_string());
                     (owner.tenant_id.to_owned(), user, id)
                 }

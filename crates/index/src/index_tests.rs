@@ -555,6 +555,7 @@ fn listing_what_if_and_batch() {
             &ask.subject(),
             &[Hypothetical::grant_plan(fx.pro.id, false)],
             t(1),
+            None,
         )
         .unwrap();
     let gained: Vec<&str> = w.gained.iter().map(|c| c.key.as_str()).collect();
@@ -569,6 +570,7 @@ fn listing_what_if_and_batch() {
                 plan_id: fx.basic.id,
             }],
             t(1),
+            None,
         )
         .unwrap();
     let lost: Vec<&str> = w.lost.iter().map(|c| c.key.as_str()).collect();
@@ -583,6 +585,7 @@ fn listing_what_if_and_batch() {
             &ask.subject(),
             &[Hypothetical::RevokeGrant { grant_id: b.id }],
             t(1),
+            None,
         )
         .unwrap();
     assert_eq!(w, w2);
@@ -592,7 +595,8 @@ fn listing_what_if_and_batch() {
             &[Hypothetical::RevokeGrant {
                 grant_id: Uuid::new_v4()
             }],
-            t(1)
+            t(1),
+            None
         ),
         Err(IndexError::NotFound { kind: "grant", .. })
     ));
@@ -600,7 +604,8 @@ fn listing_what_if_and_batch() {
         idx.what_if(
             &ask.subject(),
             &[Hypothetical::grant_plan(Uuid::new_v4(), false)],
-            t(1)
+            t(1),
+            None
         ),
         Err(IndexError::NotFound { kind: "plan", .. })
     ));
@@ -650,6 +655,7 @@ fn what_if_applies_several_changes_in_order() {
                 Hypothetical::grant_plan(fx.pro.id, false),
             ],
             t(1),
+            None,
         )
         .unwrap();
     assert_eq!(
@@ -672,6 +678,7 @@ fn what_if_applies_several_changes_in_order() {
                 Hypothetical::RevokePlan { plan_id: fx.pro.id },
             ],
             t(1),
+            None,
         )
         .unwrap();
     assert_eq!(granted_then_revoked, WhatIf::default());
@@ -683,6 +690,7 @@ fn what_if_applies_several_changes_in_order() {
                 Hypothetical::grant_plan(fx.pro.id, false),
             ],
             t(1),
+            None,
         )
         .unwrap();
     assert_eq!(
@@ -708,6 +716,7 @@ fn what_if_applies_several_changes_in_order() {
                 },
             ],
             t(1),
+            None,
         )
         .unwrap();
     let lost: Vec<&str> = revoke_both.lost.iter().map(|c| c.key.as_str()).collect();
@@ -722,6 +731,7 @@ fn what_if_applies_several_changes_in_order() {
             &user.subject(),
             &[Hypothetical::grant_plan(fx.pro.id, true)],
             t(1),
+            None,
         )
         .unwrap();
     assert_eq!(
@@ -731,11 +741,11 @@ fn what_if_applies_several_changes_in_order() {
 
     // Bad lists are refused whole.
     assert!(matches!(
-        idx.what_if(&ask.subject(), &[], t(1)),
+        idx.what_if(&ask.subject(), &[], t(1), None),
         Err(IndexError::InvalidArgument { .. })
     ));
     let too_many = vec![Hypothetical::grant_plan(fx.pro.id, false); MAX_WHAT_IF_CHANGES + 1];
-    assert!(idx.what_if(&ask.subject(), &too_many, t(1)).is_err());
+    assert!(idx.what_if(&ask.subject(), &too_many, t(1), None).is_err());
     assert!(matches!(
         idx.what_if(
             &ask.subject(),
@@ -745,7 +755,8 @@ fn what_if_applies_several_changes_in_order() {
                     grant_id: Uuid::new_v4()
                 },
             ],
-            t(1)
+            t(1),
+            None
         ),
         Err(IndexError::NotFound { kind: "grant", .. })
     ));
@@ -758,7 +769,8 @@ fn what_if_applies_several_changes_in_order() {
                 starts_at: Some(t(3)),
                 expires_at: Some(t(2)),
             }],
-            t(1)
+            t(1),
+            None
         ),
         Err(IndexError::InvalidArgument { .. })
     ));

@@ -588,6 +588,9 @@ impl World {
 impl World {
     /// What-if by brute force: copy the world, edit its grants change by change, list the
     /// entitlements before and after and diff them. `None` where the index gives an error.
+    /// The worlds hold no metered features (their meters and decisions are the entitlement
+    /// service's reference ledgers' and the index's what-if tests'), so no change carries a
+    /// meter.
     fn what_if(
         &self,
         subject: &Subject<'_>,
@@ -655,11 +658,15 @@ impl World {
                     key: b.key.clone(),
                     before: Some(b.allocation),
                     after: None,
+                    meter_before: None,
+                    meter_after: None,
                 }),
                 Some(a) if a.allocation != b.allocation => out.changed.push(FeatureChange {
                     key: b.key.clone(),
                     before: Some(b.allocation),
                     after: Some(a.allocation),
+                    meter_before: None,
+                    meter_after: None,
                 }),
                 Some(_) => {}
             }
@@ -670,6 +677,8 @@ impl World {
                     key: a.key.clone(),
                     before: None,
                     after: Some(a.allocation),
+                    meter_before: None,
+                    meter_after: None,
                 });
             }
         }
@@ -1288,7 +1297,7 @@ proptest! {
                         },
                     })
                     .collect();
-                let got = index.what_if(&subject, &changes, ask.at).ok();
+                let got = index.what_if(&subject, &changes, ask.at, None).ok();
                 prop_assert_eq!(
                     got,
                     world.what_if(&subject, &changes, ask.at),

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::ports::Storage;
-use crate::domain::metering::MeterReading;
+use crate::domain::metering::{MAX_AMOUNT, MeterReading};
 use crate::domain::{
     AllocationType, CheckRequest, Decision, DomainError, EffectiveFeature, EntitlementIndex,
     ExplainedGrant, GrantStatus, Hypothetical, ItemError, MAX_BATCH, MAX_WHAT_IF_CHANGES, PastAsk,
@@ -175,13 +175,16 @@ pub enum WhatIfChange {
     Missing,
 }
 
-/// A what-if question: these changes, for this subject, at `at` (default now).
+/// A what-if question: these changes, for this subject, at `at` (default now); metered
+/// features answer whether `requested` units (default one) would be allowed before and after.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WhatIfQuery {
     pub tenant_id: String,
     pub user_id: Option<String>,
     pub changes: Vec<WhatIfChange>,
     pub at: Option<DateTime<Utc>>,
+    /// 1 to [`MAX_AMOUNT`], as a consumption's amount.
+    pub requested: Option<i64>,
     pub min_revision: u64,
 }
 
@@ -511,12 +514,32 @@ pub async fn explain<I: IndexSource + ?Sized>(
     })
 }
 
-/// What the subject would gain, lose or see changed under hypothetical changes.
+/// What the subject would gain, lose or see changed under hypothetical changes; each
+/// metered feature with the meter it would draw on before and after (at a past `at`, the
+/// meters then, from history) and the decision for the requested amount.
 pub async fn what_if<I: IndexSource + ?Sized>(
     source: &I,
     q: WhatIfQuery,
 ) -> Result<Checked<WhatIf>> {
     validate_tenant_id("tenant_id", &q.tenant_id)?;
+    if let Some(user) = &q.user_id
+        && (user.is_empty() || user.chars().count() > MAX_ID_CHARS)
+    {
+        return Err(DomainError::invalid(
+            "user_id",
+            format!("must be 1 to {MAX_ID_CHARS} characters"),
+        ));
+    }
+    let requested = match q.requested {
+        None => None,
+        Some(r) if (1..=MAX_AMOUNT).contains(&r) => u64::try_from(r).ok(),
+        Some(_) => {
+            return Err(DomainError::invalid(
+                "requested_amount",
+                format!("must be 1 to {MAX_AMOUNT}"),
+            ));
+        }
+    };
     let index = source.index_at(q.min_revision).await?;
     let now = source.present(&index);
     let at = q.at.unwrap_or(now);
@@ -529,6 +552,12 @@ pub async fn what_if<I: IndexSource + ?Sized>(
     let plan_id = |s: &str, field: &str| {
         if s.is_empty() {
             return Err(DomainError::invalid(field, "required"));
+        }
+        if s.chars().count() > MAX_ID_CHARS {
+            return Err(DomainError::invalid(
+                field,
+                format!("must be at most {MAX_ID_CHARS} characters"),
+            ));
         }
         Uuid::try_parse(s)
             .ok()
@@ -591,7 +620,20 @@ pub async fn what_if<I: IndexSource + ?Sized>(
         permissions: &[],
         attributes: None,
     };
-    let result = index.what_if(&subject, &hypotheticals, at)?;
+    let asks = if at < now {
+        index.what_if_meter_asks(&subject, &hypotheticals, at)?
+    } else {
+        Vec::new()
+    };
+    let result = if asks.is_empty() {
+        index.what_if(&subject, &hypotheticals, at, requested)?
+    } else {
+        // Both sides' meters then, read together.
+        let with_at = asks.iter().map(|ask| (ask.clone(), at)).collect();
+        let meters = source.past_meters(&index, with_at).await?;
+        let past = PastMeters::new(asks.into_iter().zip(meters).collect());
+        index.what_if_past(&subject, &hypotheticals, at, requested, &past)?
+    };
     Ok(Checked {
         index,
         value: result,
@@ -851,6 +893,7 @@ mod tests {
                 user_id: None,
                 changes: vec![],
                 at: None,
+                requested: None,
                 min_revision: 0,
             },
         )
@@ -859,3 +902,7 @@ mod tests {
         assert_eq!(invalid_field(&err), "changes");
     }
 }
+
+#[cfg(test)]
+#[path = "checks_what_if_tests.rs"]
+mod what_if_tests;

@@ -26,8 +26,8 @@ pub use tenantry_index::{
 pub use tenantry_index::{
     AllowReason, CheckRequest, DecidedBy, Decision, EffectiveFeature, EntitlementIndex,
     ExplainedGrant, FeatureChange, FeatureIndex, GrantLevel, Hypothetical, Justification,
-    MAX_ANCESTOR_DEPTH, MAX_VENDOR_ENTITLEMENTS, MAX_WHAT_IF_CHANGES, MemoryEstimate, PastAsk,
-    PastMeter, PastMeters, SharedIndex, Subject, Target, VendorBundle, VendorEntitlement,
+    MAX_ANCESTOR_DEPTH, MAX_VENDOR_ENTITLEMENTS, MAX_WHAT_IF_CHANGES, MemoryEstimate, MeterOutlook,
+    PastAsk, PastMeter, PastMeters, SharedIndex, Subject, Target, VendorBundle, VendorEntitlement,
     VendorFeature, VendorSnapshot, WhatIf,
 };
 pub use tenantry_index::{

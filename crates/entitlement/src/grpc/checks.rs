@@ -348,16 +348,39 @@ impl<I: IndexSource> entitlement_service_server::EntitlementService for CheckSer
                 user_id: r.user_id,
                 changes,
                 at,
+                requested: r.requested_amount,
                 min_revision: r.min_revision,
             },
         )
         .await?;
-        let encode = |list: Vec<crate::domain::FeatureChange>| {
+        let as_of = checked.history_at(at).map(convert::timestamp);
+        let meter = |m: &Option<domain::MeterOutlook>| {
+            m.as_ref().and_then(|m| {
+                Some(pb::MeterReading {
+                    owner_tenant_id: m.owner_tenant_id.clone(),
+                    user_id: m.user_id.clone(),
+                    as_of,
+                    ..meter_reading(m.reading?)
+                })
+            })
+        };
+        let amount = |m: &Option<domain::MeterOutlook>| {
+            m.as_ref().map(|m| AmountDecision {
+                result: m.result,
+                justification: justification(m.justification) as i32,
+                allow_reason: allow_reason(m.allow_reason) as i32,
+            })
+        };
+        let encode = |list: Vec<domain::FeatureChange>| {
             list.into_iter()
                 .map(|c| pb::FeatureChange {
-                    feature_key: c.key,
                     before: Some(convert::allocation(c.before)),
                     after: Some(convert::allocation(c.after)),
+                    meter_before: meter(&c.meter_before),
+                    meter_after: meter(&c.meter_after),
+                    decision_before: amount(&c.meter_before),
+                    decision_after: amount(&c.meter_after),
+                    feature_key: c.key,
                 })
                 .collect()
         };

@@ -20,11 +20,11 @@ use serde_json::Value as Json;
 use tenantry_proto::{
     common::v1::{NullableTimestamp, PageRequest},
     entitlement::v1::{
-        Allocation, BatchIsEntitledToRequest, CreateGrantRequest, EntitlementQuery, FeatureChange,
-        GetAccountEntitlementsRequest, GrantLevel, GrantPatch, GrantStatus, HypotheticalChange,
-        ListFeaturesRequest, ListGrantsRequest, ListPlansRequest, NewGrant, Provenance,
-        RevokeGrantRequest, Subject, UpdateGrantRequest, WhatIfRequest, allocation::Kind,
-        entitlement_query::Target, hypothetical_change::Change, new_grant,
+        Allocation, AmountDecision, BatchIsEntitledToRequest, CreateGrantRequest, EntitlementQuery,
+        FeatureChange, GetAccountEntitlementsRequest, GrantLevel, GrantPatch, GrantStatus,
+        HypotheticalChange, ListFeaturesRequest, ListGrantsRequest, ListPlansRequest, MeterReading,
+        NewGrant, Provenance, RevokeGrantRequest, Subject, UpdateGrantRequest, WhatIfRequest,
+        allocation::Kind, entitlement_query::Target, hypothetical_change::Change, new_grant,
     },
     tenant::v1::{
         self as pb, AccountSortField, AddAccountMetadataRequest, AttachSubAccountRequest,
@@ -968,7 +968,8 @@ async fn revoke_one(c: &Console, p: &Principal, grant: String) -> Result<(), ton
 
 // ---------------------------------------------------------------------------------------------
 // What if: a plan granted or revoked, previewed as features gained, lost and changed (the
-// entitlement service's WhatIf, which writes nothing), then applied.
+// entitlement service's WhatIf, which writes nothing; metered features with their meter before
+// and after), then applied.
 
 #[derive(Deserialize)]
 pub struct WhatIfQuery {
@@ -982,6 +983,9 @@ pub struct ChangeRow {
     pub feature_key: String,
     pub before: String,
     pub after: String,
+    /// A metered feature's meter before and after ("" for other features, or none).
+    pub meter_before: String,
+    pub meter_after: String,
 }
 
 #[derive(Template)]
@@ -1005,9 +1009,41 @@ fn change_rows(changes: Vec<FeatureChange>) -> Vec<ChangeRow> {
         .map(|c| ChangeRow {
             before: allocation_text(c.before),
             after: allocation_text(c.after),
+            meter_before: meter_text(c.meter_before, c.decision_before),
+            meter_after: meter_text(c.meter_after, c.decision_after),
             feature_key: c.feature_key,
         })
         .collect()
+}
+
+/// A metered feature's side of a what-if in words: what is left and used of the period on
+/// whose meter, and why a check would refuse one unit. "" for a feature that is not metered.
+fn meter_text(meter: Option<MeterReading>, decision: Option<AmountDecision>) -> String {
+    let Some(decision) = decision else {
+        return String::new();
+    };
+    let mut text = match meter {
+        None => "no meter".to_owned(),
+        Some(m) => {
+            let left = m
+                .balance
+                .map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+            let mut t = format!("{left} left, {} used", m.usage);
+            if m.held > 0 {
+                t.push_str(&format!(", {} held", m.held));
+            }
+            if let Some(owner) = m.owner_tenant_id {
+                t.push_str(&format!(" (pool of {owner})"));
+            } else if let Some(user) = m.user_id {
+                t.push_str(&format!(" ({user}'s own meter)"));
+            }
+            t
+        }
+    };
+    if let Some(why) = justification_name(decision.justification()) {
+        text.push_str(&format!(": refused, {why}"));
+    }
+    text
 }
 
 async fn what_if(
@@ -1042,6 +1078,7 @@ async fn what_if(
                 }],
                 at: None,
                 min_revision: 0,
+                requested_amount: None,
             },
         ))
         .await?
@@ -1153,5 +1190,45 @@ mod tests {
         // No key: a word like any other.
         assert_eq!(pairs("=x"), (Some("=x".into()), vec![]));
         assert_eq!(pairs(""), (None, vec![]));
+    }
+
+    #[test]
+    fn a_metered_side_of_a_what_if_reads_as_what_is_left_used_and_whose() {
+        use super::{AmountDecision, MeterReading, meter_text};
+        use tenantry_proto::entitlement::v1::Justification;
+        let spent = AmountDecision {
+            result: false,
+            justification: Justification::UsageLimitReached.into(),
+            ..AmountDecision::default()
+        };
+        let pool = MeterReading {
+            balance: Some(0),
+            usage: 60,
+            held: 5,
+            owner_tenant_id: Some("org".into()),
+            ..MeterReading::default()
+        };
+        assert_eq!(
+            meter_text(Some(pool), Some(spent)),
+            "0 left, 60 used, 5 held (pool of org): refused, USAGE_LIMIT_REACHED"
+        );
+        let own = MeterReading {
+            balance: None,
+            user_id: Some("ann".into()),
+            ..MeterReading::default()
+        };
+        let allowed = AmountDecision {
+            result: true,
+            ..AmountDecision::default()
+        };
+        assert_eq!(
+            meter_text(Some(own), Some(allowed)),
+            "unlimited left, 0 used (ann's own meter)"
+        );
+        assert_eq!(
+            meter_text(None, Some(spent)),
+            "no meter: refused, USAGE_LIMIT_REACHED"
+        );
+        assert_eq!(meter_text(None, None), "", "not metered");
     }
 }

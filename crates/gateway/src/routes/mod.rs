@@ -20,6 +20,7 @@ pub mod rules;
 pub mod stream;
 pub mod vendor_entitlements;
 pub mod webhooks;
+pub mod what_if;
 
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;

@@ -595,6 +595,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
         "get",
         "/entitlements/api/v1/accounts/{tenantId}/meters/{featureKey}/balance",
     ),
+    ("post", "/entitlements/api/v1/accounts/{tenantId}/what-if"),
     ("get", "/entitlements/api/v1/webhooks"),
     ("post", "/entitlements/api/v1/webhooks"),
     ("get", "/entitlements/api/v1/webhooks/{webhookId}"),

@@ -344,6 +344,11 @@ const NOT_WRITES: &[(&str, &str, &str)] = &[
     ),
     (
         "post",
+        "/entitlements/api/v1/accounts/{tenantId}/what-if",
+        "a preview of hypothetical grants: reads the index (and past meters), writes nothing",
+    ),
+    (
+        "post",
         "/ofrep/v1/evaluate/flags",
         "flag evaluations: read the index",
     ),

@@ -19,6 +19,7 @@ mod ofrep;
 mod reservations;
 mod seeds;
 mod webhooks;
+mod what_if;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
