@@ -9,8 +9,8 @@ use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use rand::Rng;
 
 use super::{
-    Account, ClosedPeriod, DrawKind, MeterAt, Model, Sequence, USER, answer_for, model_at,
-    owner_of, summary,
+    Account, ClosedPeriod, DrawKind, Kept, LoggedCredit, MeterAt, Model, Sequence, USER,
+    answer_for, model_at, owner_of, summary,
 };
 use crate::app::checks::CheckQuery;
 use crate::app::metering::balance::PointKind;
@@ -185,7 +185,7 @@ impl Sequence<'_> {
     /// per day, and the draws of its burn-down.
     pub(super) async fn compare_all_history(&mut self) {
         let now = self.e.engine.now();
-        let from = self.snaps.first().map_or(now, |s| s.0) - TimeDelta::days(1);
+        let from = self.snaps.first().map_or(now, |s| s.0) - BEFORE;
         for i in 0..self.accounts.len() {
             if self.deleted(i) {
                 continue;
@@ -196,7 +196,7 @@ impl Sequence<'_> {
                 let days = from.max(now - TimeDelta::days(60));
                 self.compare_usage(i, user, days, now, WindowSize::Day)
                     .await;
-                self.compare_draws(i, user, from, now).await;
+                self.compare_burn_down(i, user, from, now).await;
             }
         }
     }
@@ -280,10 +280,15 @@ impl Sequence<'_> {
         }
     }
 
-    /// The draws of the balance burn-down of the meter account `i`'s reads select (its user's
-    /// own, with `user`: 404 `user meter` without one) over `[from, to)`: each draw on it, with
-    /// the meter it left (holds left out).
-    async fn compare_draws(
+    /// The balance burn-down of the meter account `i`'s reads select (its user's own, with
+    /// `user`: 404 `user meter` without one) over `[from, to)`, from the meter's start (its
+    /// first draw or credit grant): each draw with the meter it left; each credit grant taking
+    /// effect (unless voided by then), voided, expiring (after it took effect, unless voided);
+    /// each scheduled and manual reset after the start — with the meter then (holds left out),
+    /// where the model's history tells it: not once the past was rewritten or a late draw
+    /// falls before the point, nor at an instant where two writes of the meter happened (the
+    /// burn-down orders one instant's points by kind, not as they happened).
+    async fn compare_burn_down(
         &mut self,
         i: usize,
         user: bool,
@@ -311,15 +316,108 @@ impl Sequence<'_> {
             }
             return;
         }
-        let mut got: Vec<_> = got
+        let meter = self.read_meter(i, user, to);
+        let draws: Vec<&Kept> = self
+            .kept
+            .iter()
+            .filter(|d| d.meter == meter && from <= d.at && d.at < to)
+            .collect();
+        let credits: Vec<&LoggedCredit> = self
+            .credit_log
+            .iter()
+            .filter(|c| c.meter == meter)
+            .collect();
+        let manual: Vec<DateTime<Utc>> = {
+            let mut ahead = model_at(&self.accounts, meter).clone();
+            ahead.advance(to);
+            ahead
+                .closed
+                .iter()
+                .filter(|p| p.manual)
+                .map(|p| p.end)
+                .collect()
+        };
+        // The writes of the meter at each instant.
+        let writes = |t: DateTime<Utc>| {
+            draws.iter().filter(|d| d.at == t).count()
+                + credits.iter().filter(|c| c.created_at == t).count()
+                + credits.iter().filter(|c| c.voided_at == Some(t)).count()
+                + manual.iter().filter(|&&m| m == t).count()
+        };
+        // The meter's start: its first draw or credit grant.
+        let start = draws
+            .iter()
+            .map(|d| d.at)
+            .chain(credits.iter().map(|c| c.created_at))
+            .min();
+        let mut points: Vec<(DateTime<Utc>, PointKind, String, Option<Reading>)> = Vec::new();
+        for d in &draws {
+            let kind = match d.kind {
+                DrawKind::Usage => PointKind::Usage,
+                DrawKind::Consumption => PointKind::Consumption,
+                DrawKind::Commit => PointKind::ReservationCommit,
+            };
+            let state = without_holds(&d.state);
+            points.push((d.at, kind, d.id.clone(), Some(state.reading(d.at))));
+        }
+        let mut others: Vec<(DateTime<Utc>, PointKind, String, usize)> = Vec::new();
+        for c in &credits {
+            let id = c.id.to_string();
+            let effective = c.effective_at.max(c.created_at);
+            let voided_by = |t: DateTime<Utc>| c.voided_at.is_some_and(|v| v <= t);
+            if !voided_by(effective) {
+                let own = usize::from(effective == c.created_at);
+                others.push((effective, PointKind::CreditEffective, id.clone(), own));
+            }
+            if let Some(v) = c.voided_at {
+                others.push((v, PointKind::CreditVoided, id.clone(), 1));
+            }
+            if let Some(x) = c.expires_at
+                && x > effective
+                && !voided_by(x)
+            {
+                others.push((x, PointKind::CreditExpired, id, 0));
+            }
+        }
+        if let Some(start) = start {
+            let mut window = super::period().containing(start).unwrap();
+            while window.end < to {
+                if start < window.end {
+                    others.push((window.end, PointKind::Reset, String::new(), 0));
+                }
+                window = super::period().window(window.index + 1).unwrap();
+            }
+            for &m in &manual {
+                if start < m {
+                    others.push((m, PointKind::ManualReset, String::new(), 1));
+                }
+            }
+        }
+        for (t, kind, id, own) in others {
+            if t < from || t >= to {
+                continue;
+            }
+            // The meter then, when the model's history tells it: the writes at `t` are the
+            // point's own (if any), the past as it was, no late draw placed before `t` after.
+            let known = !self.rewritten
+                && writes(t) == own
+                && !self.kept.iter().any(|d| (d.at <= t) != (d.written <= t));
+            let reading = known.then(|| {
+                self.snaps
+                    .iter()
+                    .rev()
+                    .find(|(s, _)| *s <= t)
+                    .map(|(_, meters)| {
+                        let (account, user) = &meters[meter.0];
+                        let m = if meter.1 { user } else { account };
+                        without_holds(m).reading(t)
+                    })
+            });
+            points.push((t, kind, id, reading.flatten()));
+        }
+        let mut got: Vec<(DateTime<Utc>, PointKind, String, Option<Reading>)> = got
             .unwrap()
             .into_iter()
-            .filter(|p| {
-                matches!(
-                    p.kind,
-                    PointKind::Usage | PointKind::Consumption | PointKind::ReservationCommit
-                )
-            })
             .map(|p| {
                 (
                     p.at,
@@ -329,31 +427,29 @@ impl Sequence<'_> {
                 )
             })
             .collect();
-        let meter = self.read_meter(i, user, to);
-        let mut want: Vec<_> = self
-            .kept
-            .iter()
-            .filter(|d| d.meter == meter && from <= d.at && d.at < to)
-            .map(|d| {
-                let kind = match d.kind {
-                    DrawKind::Usage => PointKind::Usage,
-                    DrawKind::Consumption => PointKind::Consumption,
-                    DrawKind::Commit => PointKind::ReservationCommit,
-                };
-                let state = without_holds(&d.state);
-                (d.at, kind, d.id.clone(), Some(state.reading(d.at)))
-            })
-            .collect();
+        // Where the model does not know the meter, only the point is compared.
+        for (t, kind, id, reading) in &points {
+            if reading.is_none()
+                && let Some(g) = got
+                    .iter_mut()
+                    .find(|g| (g.0, g.1, &g.2) == (*t, *kind, id) && g.3.is_some())
+            {
+                g.3 = None;
+            }
+        }
         got.sort();
-        want.sort();
-        if got != want {
+        points.sort();
+        if got != points {
             self.fail(&format!(
-                "the draws of the burn-down of {tenant} (its user's: {user}) (at, kind, id, \
-                 (balance, usage, overage, held)) {got:?}, the model {want:?}"
+                "the burn-down of {tenant} (its user's: {user}) from {from} (at, kind, id, \
+                 (balance, usage, overage, held)) {got:?}, the model {points:?}"
             ));
         }
     }
 }
+
+/// A meter's (balance, usage, overage, held).
+type Reading = (Option<i64>, i64, i64, i64);
 
 /// The meter as history has it: holds are not history.
 fn without_holds(model: &Model) -> Model {

@@ -802,6 +802,8 @@ struct Sequence<'a> {
     stored: Vec<Stored>,
     /// The credits voided.
     voided: HashSet<Uuid>,
+    /// Every credit granted, as granted (voided when it was).
+    credit_log: Vec<LoggedCredit>,
     /// Whether the past was rewritten: a grant deleted (erased from the past too) or an expired
     /// one given a later expiry, an account moved or deleted (the engine answers the past with
     /// the grants and hierarchy it has now).
@@ -814,6 +816,18 @@ type Snap = (DateTime<Utc>, Vec<(Model, Model)>);
 /// A usage threshold sent: account, user (its own meter), percent, usage, balance, overage,
 /// period start.
 type Crossing = (String, Option<String>, u16, i64, i64, i64, DateTime<Utc>);
+
+/// A credit granted: its meter, id, when it was created, its effective and expiry times, when
+/// it was voided.
+#[derive(Debug, Clone)]
+struct LoggedCredit {
+    meter: MeterAt,
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    effective_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    voided_at: Option<DateTime<Utc>>,
+}
 
 /// What drew on a meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1456,6 +1470,14 @@ impl Sequence<'_> {
             remaining: amount,
             rollover,
         });
+        self.credit_log.push(LoggedCredit {
+            meter: (i, user),
+            id: grant.id,
+            created_at: now,
+            effective_at,
+            expires_at,
+            voided_at: None,
+        });
         self.reached((i, user), now);
     }
 
@@ -1485,6 +1507,11 @@ impl Sequence<'_> {
         // Voiding a void credit writes nothing.
         if !self.voided.insert(id) {
             return;
+        }
+        for c in &mut self.credit_log {
+            if c.id == id {
+                c.voided_at = Some(now);
+            }
         }
         let model = model_at_mut(&mut self.accounts, meter);
         model.advance(now);
@@ -2096,6 +2123,7 @@ async fn run_sequence(e: &TestEngine, seed: u64, start: Option<DateTime<Utc>>) -
         kept: Vec::new(),
         stored: Vec::new(),
         voided: HashSet::new(),
+        credit_log: Vec::new(),
         rewritten: false,
     };
     if family && s.rng.random_bool(0.7) {
