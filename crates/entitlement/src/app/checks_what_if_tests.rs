@@ -409,3 +409,59 @@ async fn a_past_instant_weighs_the_meters_then_and_bad_amounts_are_refused() {
         assert!(matches!(err, DomainError::NotFound { .. }), "{err:?}");
     }
 }
+
+/// An index without history, as the agent's: only the default `past_meters`.
+struct NoHistory(std::sync::Arc<EntitlementIndex>, DateTime<Utc>);
+
+impl IndexSource for NoHistory {
+    async fn index_at(&self, _min_revision: u64) -> Result<std::sync::Arc<EntitlementIndex>> {
+        Ok(std::sync::Arc::clone(&self.0))
+    }
+
+    fn present(&self, index: &EntitlementIndex) -> DateTime<Utc> {
+        index.present(self.1)
+    }
+
+    fn revision(&self) -> u64 {
+        self.0.revision()
+    }
+}
+
+#[tokio::test]
+async fn an_index_without_history_answers_past_meters_unknown_and_the_present_as_ever() {
+    let e = engine().await;
+    setup(&e).await;
+    to(&e, t0() + TimeDelta::hours(1));
+    e.engine
+        .record_usage(vec![usage("acme", None, "u1", 30)])
+        .await
+        .unwrap();
+    to(&e, t0() + TimeDelta::hours(2));
+    let agent = NoHistory(e.engine.index.current(), e.engine.now());
+    let upgrade = || vec![revoke_plan("basic"), grant_plan("pro", None)];
+    let past = what_if(
+        &agent,
+        WhatIfQuery {
+            at: Some(t0() + TimeDelta::hours(1)),
+            ..question("acme", None, upgrade())
+        },
+    )
+    .await
+    .unwrap();
+    // Never today's meter as the past's: both sides unknown, the allocations still answered.
+    let (list, c) = calls_change(&past.value);
+    assert_eq!(list, "changed");
+    assert_eq!((c.before, c.after), (count(100), count(1_000)));
+    for side in [&c.meter_before, &c.meter_after] {
+        assert_eq!(numbers(side), None);
+        assert_eq!(
+            decision(side),
+            (false, Some(Justification::MeterHistoryUnknown), None)
+        );
+    }
+    let now = what_if(&agent, question("acme", None, upgrade()))
+        .await
+        .unwrap();
+    let (_, c) = calls_change(&now.value);
+    assert_eq!(numbers(&c.meter_after), Some((Some(970), 30, 0)));
+}

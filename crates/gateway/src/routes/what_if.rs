@@ -104,8 +104,9 @@ pub struct AmountDecisionJson {
 #[serde(rename_all = "camelCase")]
 pub struct FeatureChangeJson {
     pub feature_key: String,
-    /// The allocation now (`{"type": ""}`: not entitled); a metered feature's is the amount
-    /// issued each period, also with its balance spent.
+    /// The allocation now (`{"type": ""}`: not entitled, or a metered feature held by credit
+    /// grants alone, whose decision says CREDITS); a metered feature's is the amount issued
+    /// each period, also with its balance spent.
     pub before: AllocationJson,
     /// The allocation under the changes.
     pub after: AllocationJson,
