@@ -244,3 +244,129 @@ async fn explain_fills_targeting_and_the_matched_route() {
         pb::Justification::MissingRoute
     );
 }
+
+/// (balance, usage, pool owner, user) of a meter on the wire.
+fn reading(m: &Option<pb::MeterReading>) -> Option<(Option<i64>, i64, Option<&str>, Option<&str>)> {
+    m.as_ref().map(|m| {
+        (
+            m.balance,
+            m.usage,
+            m.owner_tenant_id.as_deref(),
+            m.user_id.as_deref(),
+        )
+    })
+}
+
+fn amount(d: &Option<pb::AmountDecision>) -> (bool, pb::Justification, pb::AllowReason) {
+    let d = d.as_ref().expect("a metered feature's decision");
+    (d.result, d.justification(), d.allow_reason())
+}
+
+#[tokio::test]
+async fn what_if_answers_a_metered_feature_with_its_meters_and_decisions() {
+    for app in [spawn_app().await, spawn_sqlite_app().await] {
+        app.account("org", None).await;
+        app.account("team", Some("org")).await;
+        app.features
+            .clone()
+            .create_feature(pb::CreateFeatureRequest {
+                key: "calls".into(),
+                name: "calls".into(),
+                allocation_type: pb::AllocationType::Metered.into(),
+                metering: Some(pb::Metering {
+                    unit: "call".into(),
+                    recurrence: "DAY".into(),
+                    anchor: Some(ts(start_time() - chrono::TimeDelta::hours(1))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("metered feature");
+        let pool = app.plan("pool", vec![count("calls", 100)], true).await;
+        app.plan("own", vec![count("calls", 10)], false).await;
+        app.grant(&pool, "org", None, None, None).await;
+        // team draws on org's pool once the feed has put it under org.
+        app.eventually("team draws on org's pool", || async {
+            app.check("team", None, feature_target("calls"), None, 0)
+                .await
+                .is_ok_and(|d| {
+                    d.meter
+                        .is_some_and(|m| m.owner_tenant_id.as_deref() == Some("org"))
+                })
+        })
+        .await;
+        let recorded = pb::metering_service_client::MeteringServiceClient::new(app.channel.clone())
+            .record_usage(pb::RecordUsageRequest {
+                events: vec![pb::UsageEvent {
+                    id: "e1".into(),
+                    tenant_id: "team".into(),
+                    feature_key: "calls".into(),
+                    amount: 30,
+                    ..Default::default()
+                }],
+            })
+            .await
+            .expect("usage")
+            .into_inner();
+        let ask = |user: Option<&str>, change: pb::HypotheticalChange, requested: Option<i64>| {
+            let mut client = app.checks.clone();
+            let request = pb::WhatIfRequest {
+                tenant_id: "team".into(),
+                user_id: user.map(str::to_owned),
+                changes: vec![change],
+                min_revision: recorded.revision,
+                requested_amount: requested,
+                ..Default::default()
+            };
+            async move { client.what_if(request).await }
+        };
+
+        // Its own 10 would take team off the pool: 20 fits now, not then.
+        let w = ask(None, grant_change("own"), Some(20))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(keys(&w.changed), vec!["calls"]);
+        let c = &w.changed[0];
+        assert_eq!(max_count(c), (Some(100), Some(10)));
+        assert_eq!(
+            reading(&c.meter_before),
+            Some((Some(70), 30, Some("org"), None))
+        );
+        assert_eq!(reading(&c.meter_after), Some((Some(10), 0, None, None)));
+        assert_eq!(
+            amount(&c.decision_before),
+            (true, pb::Justification::Unspecified, pb::AllowReason::Grant)
+        );
+        assert_eq!(
+            amount(&c.decision_after),
+            (
+                false,
+                pb::Justification::InsufficientBalance,
+                pb::AllowReason::Unspecified
+            )
+        );
+
+        // A user granted `own` itself: its own meter, named.
+        let to_user = pb::HypotheticalChange {
+            change: Some(pb::hypothetical_change::Change::Grant(pb::NewGrant {
+                plan: Some(pb::new_grant::Plan::PlanKey("own".into())),
+                user_id: Some("ann".into()),
+                ..Default::default()
+            })),
+        };
+        let w = ask(Some("ann"), to_user, None).await.unwrap().into_inner();
+        assert_eq!(
+            reading(&w.changed[0].meter_after),
+            Some((Some(10), 0, None, Some("ann")))
+        );
+
+        // Not a consumption's amount: refused, naming the field.
+        for bad in [0, 1_000_000_000_000_001] {
+            let err = ask(None, grant_change("own"), Some(bad)).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert_eq!(details(&err).field_violations[0].field, "requested_amount");
+        }
+    }
+}
