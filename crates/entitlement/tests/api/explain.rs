@@ -246,7 +246,9 @@ async fn explain_fills_targeting_and_the_matched_route() {
 }
 
 /// (balance, usage, pool owner, user) of a meter on the wire.
-fn reading(m: &Option<pb::MeterReading>) -> Option<(Option<i64>, i64, Option<&str>, Option<&str>)> {
+type Reading<'a> = (Option<i64>, i64, Option<&'a str>, Option<&'a str>);
+
+fn reading(m: &Option<pb::MeterReading>) -> Option<Reading<'_>> {
     m.as_ref().map(|m| {
         (
             m.balance,
