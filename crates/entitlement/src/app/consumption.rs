@@ -220,13 +220,9 @@ impl<S: Storage> Engine<S> {
             .iter()
             .map(|key| (&key.0, key.1, &states[key]))
             .collect();
-        if self.store.store_draws(&txn, &rows, &written, now).await? != rows.len() as u64 {
-            // Another writer stored one of these ids meanwhile (on a meter not locked here).
-            return Err(DomainError::Conflict {
-                kind: "usage event",
-                field: "id",
-            });
-        }
+        // A conflict (another writer stored one of these ids meanwhile, on a meter not locked
+        // here) fails the group: each of its consumptions is then run alone.
+        self.store.store_draws(&txn, &rows, &written, now).await?;
         if drawn.is_empty() {
             self.store.commit_plain(txn).await?;
         } else {

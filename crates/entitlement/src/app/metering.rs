@@ -341,14 +341,7 @@ impl<S: Storage> Engine<S> {
             .iter()
             .map(|(owner, feature, state)| (*owner, feature.id, state))
             .collect();
-        if self.store.store_draws(&txn, &rows, &written, now).await? != rows.len() as u64 {
-            // Another writer (a meter this batch does not lock, same account and id) got
-            // there first.
-            return Err(DomainError::Conflict {
-                kind: "usage event",
-                field: "id",
-            });
-        }
+        self.store.store_draws(&txn, &rows, &written, now).await?;
         let mut reached = Reached::default();
         for (owner, feature, state) in &drawn_meters {
             let after = state.read(&feature.spec, now, issued(&index, owner, feature, now));

@@ -319,16 +319,17 @@ pub trait MeterStore: Transactional {
     ) -> Result<()>;
     /// Stores a usage event; false when its (account, id) is taken (then nothing changed).
     async fn insert_usage(&self, txn: &Self::Txn, usage: &StoredUsage) -> Result<bool>;
-    /// Stores usage events and writes the meters they drew (locked by `txn`), in one
-    /// statement on PostgreSQL; how many events were new (an (account, id) already taken is
-    /// skipped, the others stored).
+    /// Stores usage events under (account, id) keys `txn` has seen free, and writes the
+    /// meters they drew (locked by `txn`), in one statement on PostgreSQL. A key another
+    /// writer took meanwhile (its events drew on meters `txn` does not lock) is
+    /// `Conflict { kind: "usage event", field: "id" }`, and nothing is stored.
     async fn store_draws(
         &self,
         txn: &Self::Txn,
         usages: &[StoredUsage],
         meters: &[(&MeterKey, Uuid, &MeterState)],
         now: DateTime<Utc>,
-    ) -> Result<u64>;
+    ) -> Result<()>;
     /// Which of the (account, event id) keys have events stored under them, as `txn` sees it.
     async fn stored_usage_keys(
         &self,

@@ -18,6 +18,7 @@ mod m20261205_000130_meter_periods;
 mod m20261206_000110_reservations;
 mod m20261207_000140_balance_points;
 mod m20261208_000150_user_meters;
+mod m20261209_000160_usage_event_meter_index;
 
 /// Applies the entitlement service's migrations.
 #[derive(Debug)]
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000110_reservations::Migration),
             Box::new(m20261207_000140_balance_points::Migration),
             Box::new(m20261208_000150_user_meters::Migration),
+            Box::new(m20261209_000160_usage_event_meter_index::Migration),
         ]
     }
 

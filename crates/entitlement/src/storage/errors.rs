@@ -43,6 +43,7 @@ enum Unique {
     RouteMethodPath,
     GrantExternalId,
     IdempotencyKey,
+    UsageEventId,
 }
 
 /// The schema's unique constraints: PostgreSQL reports a violation by the constraint's name,
@@ -74,6 +75,11 @@ const UNIQUES: &[(&str, &str, Unique)] = &[
         "ent_idempotency.scope, ent_idempotency.key",
         Unique::IdempotencyKey,
     ),
+    (
+        "ent_usage_event_pkey",
+        "ent_usage_event.tenant_id, ent_usage_event.event_id",
+        Unique::UsageEventId,
+    ),
 ];
 
 /// SQLite's prefix before the columns of a violated unique constraint.
@@ -97,6 +103,7 @@ fn unique_violation(constraint: &str) -> DomainError {
         Some(Unique::FlagOfFeature) => ("feature flag", "feature"),
         Some(Unique::RouteMethodPath) => ("route", "path"),
         Some(Unique::GrantExternalId) => ("grant", "externalId"),
+        Some(Unique::UsageEventId) => ("usage event", "id"),
         None => {
             tracing::warn!(constraint, "unique violation of an unknown constraint");
             ("record", "value")

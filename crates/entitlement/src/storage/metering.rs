@@ -89,23 +89,23 @@ impl<'a> UsageJson<'a> {
     }
 }
 
-/// Stores the usage events of a JSON array (an (account, id) already taken is skipped) and
-/// writes the meters of another (every row exists, locked by the writing transaction); counts
-/// the events stored.
+/// Stores the usage events of a JSON array and writes the meters of another (every row
+/// exists, locked by the writing transaction). No `ON CONFLICT` for the events: the writer
+/// read their keys free under its meter locks, so a taken one is a race with a writer of other
+/// meters, a unique violation (the conflict the caller reports) — and PostgreSQL's speculative
+/// insertion, which `ON CONFLICT` costs on every row, nearly doubled a batch's insert.
 const STORE_DRAWS_PG: &str = "WITH e AS (INSERT INTO ent_usage_event \
        (tenant_id, event_id, feature_id, user_id, amount, counted, occurred_at, received_at, \
         outcome, answer, unique_value, drawn_at, meter_after, drawn_on, drawn_user) \
        SELECT t, e, f, u, a, c, o, r, x, n, q, d, CAST(m AS text), w, v \
        FROM json_to_recordset(CAST($1 AS json)) \
        AS j(t text, e text, f uuid, u text, a bigint, c bigint, o timestamptz, r timestamptz, \
-            x text, n text, q text, d timestamptz, m json, w text, v text) \
-       ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING 1), \
-     m AS (INSERT INTO ent_meter (tenant_id, feature_id, user_id, state, updated_at) \
+            x text, n text, q text, d timestamptz, m json, w text, v text)) \
+     INSERT INTO ent_meter (tenant_id, feature_id, user_id, state, updated_at) \
        SELECT t, f, u, s, $3 \
        FROM json_to_recordset(CAST($2 AS json)) AS k(t text, f uuid, u text, s text) \
        ON CONFLICT (tenant_id, feature_id, user_id) \
-       DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at) \
-     SELECT count(*) AS stored FROM e";
+       DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at";
 
 /// An (account, event id) key in [`STORED_KEYS_PG`]'s JSON array.
 #[derive(Serialize)]
@@ -234,38 +234,33 @@ fn event_keys(keys: &[(&str, &str)]) -> Condition {
 }
 
 impl Store {
-    /// Usage events and the meters they drew, in one statement; how many events were new.
-    /// One JSON parameter each: PostgreSQL parses a thousand-row VALUES list of 15,000
-    /// parameters far slower than it reads the same rows from one JSON array.
+    /// Usage events and the meters they drew, in one statement. One JSON parameter each:
+    /// PostgreSQL parses a thousand-row VALUES list of 15,000 parameters far slower than it
+    /// reads the same rows from one JSON array.
     async fn store_draws_pg(
         &self,
         txn: &DatabaseTransaction,
         usages: &[StoredUsage],
         meters: &[(&MeterKey, Uuid, &MeterState)],
         now: DateTime<Utc>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let events = to_json(&usages.iter().map(UsageJson::of).collect::<Vec<_>>())?;
         let meters = meters
             .iter()
             .map(|&(key, f, state)| MeterJson::of(key, f, Some(state)))
             .collect::<Result<Vec<_>>>()?;
-        let row = txn
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                STORE_DRAWS_PG,
-                [
-                    Value::from(events),
-                    Value::from(to_json(&meters)?),
-                    Value::from(now),
-                ],
-            ))
-            .await
-            .map_err(db_err("record usage events"))?
-            .ok_or_else(|| DomainError::internal("a count answered no row"))?;
-        let stored: i64 = row
-            .try_get("", "stored")
-            .map_err(db_err("record usage events"))?;
-        Ok(stored as u64)
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            STORE_DRAWS_PG,
+            [
+                Value::from(events),
+                Value::from(to_json(&meters)?),
+                Value::from(now),
+            ],
+        ))
+        .await
+        .map_err(db_err("record usage events"))?;
+        Ok(())
     }
 }
 
@@ -343,7 +338,7 @@ impl MeterStore for Store {
             return Ok(());
         }
         if self.is_postgres() {
-            return self.store_draws_pg(txn, &[], meters, now).await.map(drop);
+            return self.store_draws_pg(txn, &[], meters, now).await;
         }
         // Every row exists (locked by this transaction): one upsert writes them all.
         let rows = meters
@@ -393,30 +388,20 @@ impl MeterStore for Store {
         usages: &[StoredUsage],
         meters: &[(&MeterKey, Uuid, &MeterState)],
         now: DateTime<Utc>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         if self.is_postgres() {
             return self.store_draws_pg(txn, usages, meters, now).await;
         }
-        let stored = if usages.is_empty() {
-            0
-        } else {
-            // 15 parameters a row: a 1,000-event batch stays under SQLite's limit.
+        if !usages.is_empty() {
+            // 15 parameters a row: a 1,000-event batch stays under SQLite's limit. A taken key
+            // is a unique violation, the conflict (as on PostgreSQL).
             let rows = usages.iter().map(usage_row).collect::<Result<Vec<_>>>()?;
             usage_event::Entity::insert_many(rows)
-                .on_conflict(
-                    OnConflict::columns([
-                        usage_event::Column::TenantId,
-                        usage_event::Column::EventId,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
                 .exec_without_returning(txn)
                 .await
-                .map_err(db_err("record usage events"))?
-        };
-        self.put_meters(txn, meters, now).await?;
-        Ok(stored)
+                .map_err(db_err("record usage events"))?;
+        }
+        self.put_meters(txn, meters, now).await
     }
 
     async fn stored_usage_keys(

@@ -4,7 +4,7 @@
 //! Each event's window is found by a balanced `CASE` over the window bounds (about log2 of the
 //! window count comparisons per event), so any bounds work — calendar months, usage periods cut
 //! by a manual reset — without per-database date functions; the range itself is read through
-//! `ent_usage_event_meter` (account, feature, time).
+//! `ent_usage_event_meter` (feature, account, time).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
