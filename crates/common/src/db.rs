@@ -288,11 +288,72 @@ impl PgArrayLiteral {
         self.0.push_str("NULL");
     }
 
+    /// A UUID element (never needs quoting).
+    pub fn push_uuid(&mut self, id: uuid::Uuid) {
+        self.push_plain(|s| {
+            s.push_str(
+                id.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            )
+        });
+    }
+
+    /// An integer element.
+    pub fn push_int(&mut self, value: i64) {
+        self.push_plain(|s| s.push_str(itoa::Buffer::new().format(value)));
+    }
+
+    /// A time element, ISO 8601 in UTC with microseconds (PostgreSQL's precision), or NULL.
+    pub fn push_time(&mut self, at: Option<chrono::DateTime<chrono::Utc>>) {
+        match at {
+            None => self.push_null(),
+            Some(t) => self.push_plain(|s| push_iso_micros(s, t)),
+        }
+    }
+
     /// The text parameter.
     pub fn finish(mut self) -> sea_orm::Value {
         self.0.push('}');
         sea_orm::Value::from(self.0)
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, written digit by digit (`write!` cost more than the rest of
+/// a row's encoding put together); years outside 0..=9999 (which chrono allows and nothing
+/// here produces) fall back to chrono's own formatting.
+fn push_iso_micros(s: &mut String, t: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        s.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        return;
+    }
+    let mut out = [0u8; 27];
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    put(20, 6, t.timestamp_subsec_micros().min(999_999));
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        out[i] = c;
+    }
+    s.extend(out.iter().map(|&b| char::from(b)));
 }
 
 /// Quotes a PostgreSQL identifier.
@@ -539,7 +600,26 @@ fn constraint_name(err: &DbErr) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::{SecondsFormat, TimeZone, Utc};
+
     use super::*;
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        let cases = [
+            Utc.timestamp_opt(0, 0).unwrap(),
+            Utc.timestamp_opt(1_796_230_157, 138_944_000).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::microseconds(999_999),
+            Utc.with_ymd_and_hms(1, 2, 3, 4, 5, 6).unwrap() + chrono::Duration::microseconds(7),
+            Utc.with_ymd_and_hms(12_000, 1, 1, 0, 0, 0).unwrap(),
+        ];
+        for t in cases {
+            let mut s = String::new();
+            push_iso_micros(&mut s, t);
+            assert_eq!(s, t.to_rfc3339_opts(SecondsFormat::Micros, true), "{t:?}");
+        }
+    }
 
     #[test]
     fn array_literals_quote_strings_and_keep_plain_elements() {

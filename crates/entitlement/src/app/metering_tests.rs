@@ -435,3 +435,61 @@ async fn control_characters_in_user_ids_are_refused_naming_the_field() {
     ));
     assert_eq!(balance(&e).await, Some(100));
 }
+
+/// Ids and user ids are stored as sent, whatever characters they hold (PostgreSQL receives
+/// them inside array literals, where quotes, backslashes, commas, braces and the word NULL
+/// mean something): a retry of each is a duplicate, a consumption's retry replays its answer.
+async fn ids_with_array_syntax_are_stored_as_sent(e: &TestEngine) {
+    setup(e).await;
+    let ids = [
+        r#"q"uote"#,
+        r"back\slash",
+        "com,ma",
+        "{brace}",
+        "NULL",
+        r#"\""#,
+    ];
+    let events: Vec<NewUsage> = ids
+        .iter()
+        .map(|id| NewUsage {
+            user_id: Some(format!("zoë {id}")),
+            ..event(id, 1, None)
+        })
+        .collect();
+    let (first, _) = e.engine.record_usage(events.clone()).await.unwrap();
+    assert_eq!(first, vec![UsageOutcome::Recorded; ids.len()]);
+    let (again, _) = e.engine.record_usage(events).await.unwrap();
+    assert_eq!(again, vec![UsageOutcome::Duplicate; ids.len()]);
+    let (answer, replayed) = e
+        .engine
+        .consume_usage(consumption(r#"c"{1,NULL}\"#, 3))
+        .await
+        .unwrap();
+    assert!(answer.consumed && !replayed);
+    let (retry, replayed) = e
+        .engine
+        .consume_usage(consumption(r#"c"{1,NULL}\"#, 3))
+        .await
+        .unwrap();
+    assert!(replayed);
+    // The stored answer is the one given, but for its revision (known only at the commit).
+    assert_eq!(
+        retry,
+        ConsumeAnswer {
+            revision: 0,
+            ..answer
+        }
+    );
+    assert_eq!(balance(e).await, Some(100 - ids.len() as i64 - 3));
+}
+
+#[tokio::test]
+async fn ids_with_array_syntax_are_stored_as_sent_on_sqlite() {
+    ids_with_array_syntax_are_stored_as_sent(&engine().await).await;
+}
+
+#[tokio::test]
+async fn ids_with_array_syntax_are_stored_as_sent_on_postgres() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    ids_with_array_syntax_are_stored_as_sent(&engine_on(&url, ManualClock::new(t0())).await).await;
+}

@@ -141,57 +141,6 @@ const UNNEST_INSERT: &str = "INSERT INTO ent_grant (id, plan_id, tenant_id, user
      $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
      $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::timestamptz[])";
 
-/// Array elements that never need quoting.
-fn push_uuid(array: &mut PgArrayLiteral, id: Uuid) {
-    array.push_plain(|s| s.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer())));
-}
-
-/// ISO 8601 in UTC with microseconds (PostgreSQL's precision): never needs quoting. Written
-/// digit by digit: `write!` cost more than the rest of the row's encoding put together.
-fn push_time(array: &mut PgArrayLiteral, at: Option<DateTime<Utc>>) {
-    match at {
-        None => array.push_null(),
-        Some(t) => array.push_plain(|s| push_iso_micros(s, t)),
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`; years outside 0..=9999 (which chrono allows and nothing
-/// here produces) fall back to chrono's own formatting.
-fn push_iso_micros(s: &mut String, t: DateTime<Utc>) {
-    use chrono::{Datelike, Timelike};
-    let year = t.year();
-    if !(0..=9999).contains(&year) {
-        s.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        return;
-    }
-    let mut out = [0u8; 27];
-    let mut put = |at: usize, width: usize, mut value: u32| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, year.unsigned_abs());
-    put(5, 2, t.month());
-    put(8, 2, t.day());
-    put(11, 2, t.hour());
-    put(14, 2, t.minute());
-    put(17, 2, t.second());
-    put(20, 6, t.timestamp_subsec_micros().min(999_999));
-    for (i, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ] {
-        out[i] = c;
-    }
-    s.extend(out.iter().map(|&b| char::from(b)));
-}
-
 fn unnest_statement(grants: &[Grant]) -> Result<Statement> {
     let n = grants.len();
     let mut cols: Vec<PgArrayLiteral> = [36, 36, 24, 8, 27, 27, 27, 8, 8, 8, 8, 16, 8, 27, 27]
@@ -200,21 +149,21 @@ fn unnest_statement(grants: &[Grant]) -> Result<Statement> {
         .collect();
     for g in grants {
         let metadata = to_json(&g.metadata)?;
-        push_uuid(&mut cols[0], g.id);
-        push_uuid(&mut cols[1], g.plan_id);
+        cols[0].push_uuid(g.id);
+        cols[1].push_uuid(g.plan_id);
         cols[2].push(Some(&g.tenant_id));
         cols[3].push(g.user_id.as_deref());
-        push_time(&mut cols[4], Some(g.starts_at));
-        push_time(&mut cols[5], g.expires_at);
-        push_time(&mut cols[6], g.revoked_at);
+        cols[4].push_time(Some(g.starts_at));
+        cols[5].push_time(g.expires_at);
+        cols[6].push_time(g.revoked_at);
         cols[7].push(g.revoked_by.as_deref());
         cols[8].push(g.revoke_reason.as_deref());
         cols[9].push(Some(g.source.as_str()));
         cols[10].push(g.external_id.as_deref());
         cols[11].push(g.granted_by.as_deref());
         cols[12].push(Some(&metadata));
-        push_time(&mut cols[13], Some(g.created_at));
-        push_time(&mut cols[14], Some(g.updated_at));
+        cols[13].push_time(Some(g.created_at));
+        cols[14].push_time(Some(g.updated_at));
     }
     Ok(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -482,29 +431,5 @@ impl Store {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::{SecondsFormat, TimeZone};
-
-    use super::*;
-
-    #[test]
-    fn timestamps_are_written_as_chrono_writes_them() {
-        let cases = [
-            Utc.timestamp_opt(0, 0).unwrap(),
-            Utc.timestamp_opt(1_796_230_157, 138_944_000).unwrap(),
-            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
-                + chrono::Duration::microseconds(999_999),
-            Utc.with_ymd_and_hms(1, 2, 3, 4, 5, 6).unwrap() + chrono::Duration::microseconds(7),
-            Utc.with_ymd_and_hms(12_000, 1, 1, 0, 0, 0).unwrap(),
-        ];
-        for t in cases {
-            let mut s = String::new();
-            push_iso_micros(&mut s, t);
-            assert_eq!(s, t.to_rfc3339_opts(SecondsFormat::Micros, true), "{t:?}");
-        }
     }
 }
