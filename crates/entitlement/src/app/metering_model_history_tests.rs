@@ -1,9 +1,11 @@
 //! The reference model's history, compared with the engine's: the closed periods of every
 //! meter (GET …/meters/{feature}/periods), a check at a past instant between steps (README
 //! "Point in time": the meter as it was then, holds left out), usage per window (by period and
-//! by day) and the draws of the balance burn-down — for accounts on their own meter, pools'
-//! owners, pooled sub-accounts (they answer the pool's periods and burn-down, and their own
-//! events' usage) and users' own meters.
+//! by day) and the balance burn-down (draws, credit grants taking effect, voided and expiring,
+//! scheduled and manual resets) — for accounts on their own meter, pools' owners, pooled
+//! sub-accounts (they answer the pool's periods and burn-down, and their own events' usage:
+//! `app/metering_history.rs`) and users' own meters. The past is the model's meters after
+//! each step (`snap`), taken forward to the instant asked by the model's own rules.
 
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use rand::Rng;
