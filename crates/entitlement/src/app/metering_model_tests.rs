@@ -211,9 +211,8 @@ struct Model {
     closed: Vec<ClosedPeriod>,
     /// The usage thresholds sent: (period start, percent).
     fired: HashSet<(DateTime<Utc>, u16)>,
-    /// Periods a write recorded before the meter closed them itself (a usage batch brings
-    /// every meter it names forward but stores only those it draws on): the summary recorded
-    /// first stands (with the grants then, should one be deleted since).
+    /// Periods a write recorded before the meter closed them itself (`record`): the summary
+    /// recorded first stands (with the grants then, should one be deleted since).
     recorded: Vec<ClosedPeriod>,
 }
 
@@ -264,6 +263,23 @@ impl Model {
         if !self.written {
             self.written = true;
             self.closed.clear();
+        }
+    }
+
+    /// A write that brings the meter to `now` and commits records the periods closed since its
+    /// last write, whether it stores the meter or not (a usage batch naming it, a consumption
+    /// refused or retried, a reservation refused, retried or settled again): those not yet
+    /// recorded are, as they close now.
+    fn record(&mut self, now: DateTime<Utc>) {
+        if !self.written {
+            return;
+        }
+        let mut ahead = self.clone();
+        ahead.advance(now);
+        for p in &ahead.closed[self.closed.len()..] {
+            if !self.recorded.iter().any(|r| r.start == p.start) {
+                self.recorded.push(p.clone());
+            }
         }
     }
 
@@ -1203,16 +1219,7 @@ impl Sequence<'_> {
             *model_at_mut(&mut self.accounts, owner) = model_at(&ahead, owner).clone();
         }
         for owner in touched.difference(&drawn) {
-            let meter = model_at_mut(&mut self.accounts, *owner);
-            if meter.written {
-                let mut ahead = meter.clone();
-                ahead.advance(now);
-                for p in &ahead.closed[meter.closed.len()..] {
-                    if !meter.recorded.iter().any(|r| r.start == p.start) {
-                        meter.recorded.push(p.clone());
-                    }
-                }
-            }
+            model_at_mut(&mut self.accounts, *owner).record(now);
         }
         for owner in drawn {
             self.reached(owner, now);
@@ -1339,6 +1346,9 @@ impl Sequence<'_> {
         if self.gone(self.deleted(i), &got) {
             return;
         }
+        // Decided on the meter the account (or its user) draws on, brought to now.
+        let owner = meter_of(&self.accounts, i, user, now);
+        model_at_mut(&mut self.accounts, owner).record(now);
         if let Some(first) = self.consumed.iter().find(|c| c.0 == i && c.1 == id) {
             match got {
                 Err(DomainError::IdempotencyKeyReused(_)) if first.2 != amount => {}
@@ -1353,9 +1363,7 @@ impl Sequence<'_> {
             Ok(got) => got,
             Err(e) => self.fail(&format!("consuming {id} answered {e:?}")),
         };
-        // Decided on the meter the account (or its user) draws on; a refused one does not
-        // write it.
-        let owner = meter_of(&self.accounts, i, user, now);
+        // A refused one does not store the meter.
         let expected = answer_for(&self.accounts, i, user, now, amount);
         let mut ahead = model_at(&self.accounts, owner).clone();
         ahead.advance(now);
@@ -1552,6 +1560,8 @@ impl Sequence<'_> {
                 return;
             }
             let (r, answer, replayed) = got.unwrap();
+            let meter = meter_of(&self.accounts, i, first.user, now);
+            model_at_mut(&mut self.accounts, meter).record(now);
             if (r.id, answer.held, replayed) != (first.id, first.held, true) {
                 self.fail(&format!(
                     "a retry answered {:?} held {} (replayed {replayed})",
@@ -1586,6 +1596,7 @@ impl Sequence<'_> {
         // Held on the meter the account (or its user) draws on; a refused reservation does not
         // write it.
         let owner = meter_of(&self.accounts, i, user, now);
+        model_at_mut(&mut self.accounts, owner).record(now);
         let expected = answer_for(&self.accounts, i, user, now, amount);
         let mut ahead = model_at(&self.accounts, owner).clone();
         ahead.advance(now);
@@ -1695,6 +1706,9 @@ impl Sequence<'_> {
             if live {
                 model.advance(now);
                 model.touch();
+            } else {
+                // Released already by expiring: answered again, the meter not stored.
+                model.record(now);
             }
             model.holds.remove(&id);
         }
