@@ -54,10 +54,12 @@ use crate::storage::entities::webhook_outbox;
 mod history;
 
 /// Sequences run by default on SQLite (each of `STEPS` or `FAMILY_STEPS` steps, every step
-/// compared; a family's cost about 1.4 alone's, so fewer than before families).
-const SEQUENCES: u64 = 780;
+/// compared; a family's cost about 1.4 alone's, so fewer than before families; one in
+/// `HISTORY_EVERY` about twice a sequence's cost, so fewer than before history: 600 of these
+/// take the CPU time 900 took without).
+const SEQUENCES: u64 = 600;
 /// Sequences run by default on PostgreSQL (the same engine over the other database).
-const PG_SEQUENCES: u64 = 135;
+const PG_SEQUENCES: u64 = 90;
 const STEPS: usize = 8;
 /// Steps of a family sequence (its steps are spread over its accounts).
 const FAMILY_STEPS: usize = 12;
@@ -659,8 +661,8 @@ impl Log {
 }
 
 /// Every how many sequences compare history too (closed periods and a check at a past
-/// instant after each step, usage per window and the burn-down's draws at the end): about 2.5×
-/// a sequence's cost. `TENANTRY_MODEL_HISTORY_EVERY` sets it (1: all, for long runs).
+/// instant after each step, usage per window and the burn-down at the end): about twice a
+/// sequence's cost. `TENANTRY_MODEL_HISTORY_EVERY` sets it (1: all, for long runs).
 const HISTORY_EVERY: u64 = 3;
 
 fn history_every() -> u64 {
