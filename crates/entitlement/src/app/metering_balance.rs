@@ -224,6 +224,25 @@ impl<S: Storage> Engine<S> {
                         Some(drawn) => Running::Known(drawn.state.clone()),
                         None => Running::Unknown,
                     };
+                    // A draw dated ahead of the clock (just after a reset that started the
+                    // period ahead) was written before the credit writes timed between its
+                    // writing and its instant: they follow it.
+                    if let Running::Known(state) = &mut running {
+                        let between = |t: DateTime<Utc>| d.received_at <= t && t < d.at;
+                        for c in &credits {
+                            if between(c.created_at) && !state.credits.iter().any(|k| k.id == c.id)
+                            {
+                                let mut credit = c.credit();
+                                credit.voided_at = None;
+                                state.add_credit(credit);
+                            }
+                            if let Some(v) = c.voided_at
+                                && between(v)
+                            {
+                                state.void_credit(c.id, v);
+                            }
+                        }
+                    }
                     let reading = d.drawn.as_ref().map(|drawn| {
                         drawn
                             .state

@@ -39,7 +39,9 @@ pub(crate) fn meter_at(
         Some(StoredDraw { drawn: None, .. }) => return Ok(PastMeter::Unknown),
         None => None,
     };
-    let from = history.latest.as_ref().map(|d| d.at);
+    // Credit writes from the latest draw's writing on (a draw dated ahead of the clock was
+    // written before its instant; those timed in between came after it).
+    let from = history.latest.as_ref().map(|d| d.at.min(d.received_at));
     let since = |t: DateTime<Utc>| from.is_none_or(|f| f <= t) && t <= at;
     let mut steps: Vec<(DateTime<Utc>, u8, Step<'_>)> = Vec::new();
     steps.extend(

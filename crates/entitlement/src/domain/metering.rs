@@ -148,6 +148,9 @@ pub struct StoredDraw {
     pub outcome: StoredOutcome,
     /// When it drew (for an event stored before draws were kept, when it happened).
     pub at: DateTime<Utc>,
+    /// When it was written: before `at` for a draw dated ahead of the clock (just after a
+    /// reset that started the period ahead), so credit writes timed in between came after it.
+    pub received_at: DateTime<Utc>,
     /// `None`: stored before draws were kept; its balance is unknown.
     pub drawn: Option<Drawn>,
 }

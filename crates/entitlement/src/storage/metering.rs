@@ -672,6 +672,7 @@ pub(super) fn stored_draw(r: usage_event::Model) -> Result<StoredDraw> {
         event_id: r.event_id,
         outcome,
         at: r.drawn_at.unwrap_or(r.occurred_at),
+        received_at: r.received_at,
         drawn,
     })
 }
