@@ -264,12 +264,16 @@ impl PgArrayLiteral {
             None => self.0.push_str("NULL"),
             Some(v) => {
                 self.0.push('"');
-                for c in v.chars() {
-                    if c == '"' || c == '\\' {
-                        self.0.push('\\');
-                    }
-                    self.0.push(c);
+                // Runs without a quote or backslash are copied whole (a JSON value is mostly
+                // such runs); both are one byte, so `i + 1` is a character boundary.
+                let mut rest = v;
+                while let Some(i) = rest.find(['"', '\\']) {
+                    self.0.push_str(&rest[..i]);
+                    self.0.push('\\');
+                    self.0.push_str(&rest[i..=i]);
+                    rest = &rest[i + 1..];
                 }
+                self.0.push_str(rest);
                 self.0.push('"');
             }
         }
@@ -635,6 +639,10 @@ mod tests {
         assert_eq!(
             PgArrayLiteral::of(["x", "y"].into_iter()),
             sea_orm::Value::from(r#"{"x","y"}"#.to_owned())
+        );
+        assert_eq!(
+            PgArrayLiteral::of([r#"ö"\"é\"#, r#"""#, ""].into_iter()),
+            sea_orm::Value::from(r#"{"ö\"\\\"é\\","\"",""}"#.to_owned())
         );
     }
 

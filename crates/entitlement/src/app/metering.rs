@@ -3,7 +3,7 @@
 //! replica) take turns on its row and a consumption decides on the newest balance; the meter
 //! goes to the index (and every replica and agent) as an `UpsertMeter` change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -209,6 +209,9 @@ impl<S: Storage> Engine<S> {
         // Meters (by owner: a pool's sub-accounts draw on its owner's) in a fixed order, so
         // two batches locking the same ones cannot deadlock.
         let mut groups: BTreeMap<(MeterKey, Uuid), (Metered, Vec<usize>)> = BTreeMap::new();
+        // Each reporter's meter, resolved once per batch (a batch holds many events of each).
+        let mut owners: HashMap<(&str, Option<&str>, Uuid), MeterKey> = HashMap::new();
+        let mut features: HashMap<&str, std::result::Result<Metered, NotMetered>> = HashMap::new();
         for (i, event) in events.iter().enumerate() {
             if bad.iter().any(|b| b.index == i) {
                 continue;
@@ -217,7 +220,10 @@ impl<S: Storage> Engine<S> {
                 bad.push(ItemError::new(i, "tenant_id", "unknown account"));
                 continue;
             }
-            match metered(&index, &event.feature_key) {
+            let feature = features
+                .entry(&event.feature_key)
+                .or_insert_with(|| metered(&index, &event.feature_key));
+            match feature {
                 Ok(m) if m.aggregation == Aggregation::UniqueCount && event.unique.is_none() => {
                     bad.push(ItemError::new(
                         i,
@@ -226,11 +232,14 @@ impl<S: Storage> Engine<S> {
                     ));
                 }
                 Ok(m) => {
-                    let owner =
-                        meter_owner(&index, &event.tenant_id, event.user_id.as_deref(), &m, now);
+                    let user = event.user_id.as_deref();
+                    let owner = owners
+                        .entry((&event.tenant_id, user, m.id))
+                        .or_insert_with(|| meter_owner(&index, &event.tenant_id, user, m, now))
+                        .clone();
                     groups
                         .entry((owner, m.id))
-                        .or_insert_with(|| (m, Vec::new()))
+                        .or_insert_with(|| (m.clone(), Vec::new()))
                         .1
                         .push(i);
                 }
