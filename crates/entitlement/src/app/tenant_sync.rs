@@ -386,9 +386,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::app::ports::{Transactional, WebhookStore};
     use crate::app::testing::{engine, t0};
-    use crate::domain::webhook::{Endpoint, types};
+    use crate::domain::webhook::types;
     use crate::storage::entities::webhook_outbox;
 
     /// Every event in the outbox, in the order recorded.
@@ -402,28 +401,6 @@ mod tests {
             .flat_map(|row| serde_json::from_str::<Vec<Value>>(&row.events).unwrap())
             .map(|event| serde_json::from_str(event["body"].as_str().unwrap()).unwrap())
             .collect()
-    }
-
-    async fn enable_endpoint(t: &crate::app::testing::TestEngine) {
-        let store = t.engine.store();
-        let txn = store.begin().await.unwrap();
-        let endpoint = Endpoint {
-            id: uuid::Uuid::now_v7(),
-            url: "http://127.0.0.1:9/hook".into(),
-            event_types: vec![],
-            account_ids: vec![],
-            enabled: true,
-            description: String::new(),
-            disabled_reason: None,
-            failing_since: None,
-            created_at: t0(),
-            updated_at: t0(),
-        };
-        store
-            .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
-            .await
-            .unwrap();
-        store.commit_plain(txn).await.unwrap();
     }
 
     /// Every account event in the outbox: (type, subject) → body.
@@ -460,7 +437,7 @@ mod tests {
     #[tokio::test]
     async fn a_resynchronisation_announces_the_account_changes_of_the_gap() {
         let t = engine().await;
-        enable_endpoint(&t).await;
+        t.webhook_endpoint().await;
         for id in ["stays", "moves", "doomed", "parent", "returns"] {
             t.account(id, None).await;
         }
@@ -537,7 +514,7 @@ mod tests {
     #[tokio::test]
     async fn a_resynchronisation_announces_the_retained_events_of_the_gap_as_they_were() {
         let t = engine().await;
-        enable_endpoint(&t).await;
+        t.webhook_endpoint().await;
         for id in ["stays", "doomed"] {
             t.account(id, None).await;
         }

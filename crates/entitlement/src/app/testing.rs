@@ -233,6 +233,31 @@ impl TestEngine {
             .expect("check")
             .value
     }
+
+    /// An enabled webhook endpoint for every event (never delivered to in tests): writes
+    /// record their events in the outbox only while one is.
+    pub async fn webhook_endpoint(&self) {
+        use crate::app::ports::{Transactional, WebhookStore};
+        let store = self.engine.store();
+        let txn = store.begin().await.unwrap();
+        let endpoint = crate::domain::webhook::Endpoint {
+            id: Uuid::now_v7(),
+            url: "http://127.0.0.1:9/hook".into(),
+            event_types: vec![],
+            account_ids: vec![],
+            enabled: true,
+            description: String::new(),
+            disabled_reason: None,
+            failing_since: None,
+            created_at: t0(),
+            updated_at: t0(),
+        };
+        store
+            .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
+            .await
+            .unwrap();
+        store.commit_plain(txn).await.unwrap();
+    }
 }
 
 pub(crate) fn feature_doc(key: &str, ty: AllocationType, permissions: &[&str]) -> FeatureDoc {

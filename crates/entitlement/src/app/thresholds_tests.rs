@@ -8,41 +8,17 @@ use sea_orm::EntityTrait;
 use serde_json::Value;
 use tenantry_index::Metering;
 use tenantry_index::metering::{Recurrence, UsagePeriod};
-use uuid::Uuid;
 
-use crate::app::ports::{Transactional, WebhookStore};
 use crate::app::testing::{TestEngine, engine, engine_on, feature_doc, t0};
 use crate::clock::ManualClock;
 use crate::domain::metering::{NewConsumption, NewCreditGrant, NewUsage};
-use crate::domain::webhook::{Endpoint, types};
+use crate::domain::webhook::types;
 use crate::domain::{Aggregation, Allocation, AllocationType, Grant, Limit, PlanFeature};
 use crate::storage::entities::{usage_threshold, webhook_outbox};
 
 /// A threshold event as found in the outbox: threshold, usage, balance, period start,
 /// revision.
 type Seen = (u64, i64, i64, DateTime<Utc>, u64);
-
-async fn endpoint(e: &TestEngine) {
-    let store = e.engine.store();
-    let txn = store.begin().await.unwrap();
-    let endpoint = Endpoint {
-        id: Uuid::now_v7(),
-        url: "http://127.0.0.1:9/hook".into(),
-        event_types: vec![],
-        account_ids: vec![],
-        enabled: true,
-        description: String::new(),
-        disabled_reason: None,
-        failing_since: None,
-        created_at: t0(),
-        updated_at: t0(),
-    };
-    store
-        .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
-        .await
-        .unwrap();
-    store.commit_plain(txn).await.unwrap();
-}
 
 async fn plan(e: &TestEngine, key: &str, calls: Limit) {
     e.plan(
@@ -71,7 +47,7 @@ async fn setup(e: &TestEngine, webhooks: bool) -> Grant {
     plan(e, "api", Limit::Finite(100)).await;
     let grant = e.grant("api", "acme", None).await;
     if webhooks {
-        endpoint(e).await;
+        e.webhook_endpoint().await;
     }
     grant
 }
@@ -250,7 +226,7 @@ async fn setup_unlimited(e: &TestEngine) {
     e.engine.create_feature(doc, None).await.unwrap();
     plan(e, "api", Limit::Unlimited).await;
     e.grant("api", "acme", None).await;
-    endpoint(e).await;
+    e.webhook_endpoint().await;
 }
 
 #[tokio::test]
@@ -305,7 +281,7 @@ async fn without_an_enabled_endpoint_nothing_is_recorded() {
     assert!(kept.is_empty(), "{kept:?}");
     assert!(seen(&e).await.is_empty());
     // An endpoint added later hears of the open period's thresholds at the next write.
-    endpoint(&e).await;
+    e.webhook_endpoint().await;
     record(&e, &[("b", 1)]).await;
     assert_eq!(levels(&seen(&e).await), [(50, 91, 9), (80, 91, 9)]);
 }

@@ -9,10 +9,10 @@ use sea_orm::EntityTrait;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::app::ports::{Transactional, TransitionStore, WebhookStore};
+use crate::app::ports::{Transactional, TransitionStore};
 use crate::app::testing::{TestEngine, engine_on, t0};
 use crate::clock::ManualClock;
-use crate::domain::webhook::{Endpoint, types};
+use crate::domain::webhook::types;
 use crate::domain::{AllocationType, Grant, GrantInput, GrantPatch, GrantSource, PlanFeature};
 use crate::storage::entities::webhook_outbox;
 
@@ -47,25 +47,7 @@ async fn replicas(url: String, dir: Option<tempfile::TempDir>) -> Replicas {
     a.account("acme", None).await;
     a.feature("reports", AllocationType::Bool, &[]).await;
     a.plan("pro", vec![PlanFeature::bare("reports")]).await;
-    let store = a.engine.store();
-    let txn = store.begin().await.unwrap();
-    let endpoint = Endpoint {
-        id: Uuid::now_v7(),
-        url: "http://127.0.0.1:9/hook".into(),
-        event_types: vec![],
-        account_ids: vec![],
-        enabled: true,
-        description: String::new(),
-        disabled_reason: None,
-        failing_since: None,
-        created_at: t0(),
-        updated_at: t0(),
-    };
-    store
-        .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
-        .await
-        .unwrap();
-    store.commit_plain(txn).await.unwrap();
+    a.webhook_endpoint().await;
     let r = Replicas {
         a,
         b,
