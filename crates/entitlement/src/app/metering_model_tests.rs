@@ -716,33 +716,9 @@ fn summary(p: &crate::domain::usage_history::PeriodSummary) -> ClosedPeriod {
     }
 }
 
-/// An enabled webhook endpoint for every event: usage thresholds are recorded and sent only
-/// while one is.
-async fn endpoint(e: &TestEngine) {
-    use crate::app::ports::{Transactional, WebhookStore};
-    let store = e.engine.store();
-    let txn = store.begin().await.unwrap();
-    let endpoint = crate::domain::webhook::Endpoint {
-        id: Uuid::now_v7(),
-        url: "http://127.0.0.1:9/hook".into(),
-        event_types: vec![],
-        account_ids: vec![],
-        enabled: true,
-        description: String::new(),
-        disabled_reason: None,
-        failing_since: None,
-        created_at: t0(),
-        updated_at: t0(),
-    };
-    store
-        .insert_endpoint(&txn, &endpoint, "whsec_c2VjcmV0")
-        .await
-        .unwrap();
-    store.commit_plain(txn).await.unwrap();
-}
-
 async fn world(e: TestEngine) -> TestEngine {
-    endpoint(&e).await;
+    // Usage thresholds are recorded and sent only while an endpoint is enabled.
+    e.webhook_endpoint().await;
     let kinds = Kind::all();
     for kind in &kinds {
         let mut doc = feature_doc(&kind.key(), AllocationType::Metered, &[]);
