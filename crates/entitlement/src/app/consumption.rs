@@ -223,8 +223,20 @@ impl<S: Storage> Engine<S> {
         // A conflict (another writer stored one of these ids meanwhile, on a meter not locked
         // here) fails the group: each of its consumptions is then run alone.
         self.store.store_draws(&txn, &rows, &written, now).await?;
-        if drawn.is_empty() {
+        let revision = if drawn.is_empty() {
             self.store.commit_plain(txn).await?;
+            let replayed = answers
+                .iter()
+                .flatten()
+                .flatten()
+                .any(|(a, _)| a.consumed && a.revision == 0);
+            if !replayed {
+                return Ok(answers.into_iter().flatten().collect());
+            }
+            // A replay's stored answer predates its commit's revision: the newest revision
+            // is at or after it (this transaction saw the consumption stored), so a client's
+            // `min_revision` from it still reads the consumption.
+            self.store.revision().await?
         } else {
             let changes = drawn
                 .iter()
@@ -235,11 +247,11 @@ impl<S: Storage> Engine<S> {
                     state: Box::new(states[key].clone()),
                 })
                 .collect();
-            let revision = self.commit_metered(txn, changes, reached).await?;
-            for (a, _) in answers.iter_mut().flatten().flatten() {
-                if a.consumed && a.revision == 0 {
-                    a.revision = revision;
-                }
+            self.commit_metered(txn, changes, reached).await?
+        };
+        for (a, _) in answers.iter_mut().flatten().flatten() {
+            if a.consumed && a.revision == 0 {
+                a.revision = revision;
             }
         }
         Ok(answers.into_iter().flatten().collect())

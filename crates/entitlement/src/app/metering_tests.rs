@@ -472,14 +472,7 @@ async fn ids_with_array_syntax_are_stored_as_sent(e: &TestEngine) {
         .await
         .unwrap();
     assert!(replayed);
-    // The stored answer is the one given, but for its revision (known only at the commit).
-    assert_eq!(
-        retry,
-        ConsumeAnswer {
-            revision: 0,
-            ..answer
-        }
-    );
+    assert_eq!(retry, answer);
     assert_eq!(balance(e).await, Some(100 - ids.len() as i64 - 3));
 }
 
@@ -492,4 +485,37 @@ async fn ids_with_array_syntax_are_stored_as_sent_on_sqlite() {
 async fn ids_with_array_syntax_are_stored_as_sent_on_postgres() {
     let url = tenantry_common::testing::postgres().create_database().await;
     ids_with_array_syntax_are_stored_as_sent(&engine_on(&url, ManualClock::new(t0())).await).await;
+}
+
+/// A retry answers as the first call did, its revision too (stored before its commit knew
+/// it): a client passing it as `min_revision` reads the consumption on any replica.
+#[tokio::test]
+async fn a_replayed_consumption_answers_the_revision_of_its_write() {
+    let e = engine().await;
+    setup(&e).await;
+    let (first, _) = e
+        .engine
+        .consume_usage(consumption("once", 4))
+        .await
+        .unwrap();
+    assert!(first.consumed && first.revision > 0);
+    let (retry, replayed) = e
+        .engine
+        .consume_usage(consumption("once", 4))
+        .await
+        .unwrap();
+    assert!(replayed);
+    assert_eq!(retry, first);
+    // Later writes move the newest revision on: a replay's is at or after its own write's.
+    e.engine
+        .consume_usage(consumption("next", 1))
+        .await
+        .unwrap();
+    let (late, _) = e
+        .engine
+        .consume_usage(consumption("once", 4))
+        .await
+        .unwrap();
+    assert!(late.revision > first.revision, "{late:?}");
+    assert_eq!(balance(&e).await, Some(95));
 }
