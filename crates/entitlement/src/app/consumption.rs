@@ -5,14 +5,14 @@
 //! only once that transaction is durable. A transaction of several that fails is run again one
 //! consumption at a time, so one's fault (a racing id, a storage error) is not the others'.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::super::ports::Storage;
+use super::super::ports::{SeenMeter, Storage};
 use super::super::thresholds::Reached;
 use super::{
     Metered, answer_json, answer_of, draw_error, issued, known_account, meter_owner,
@@ -153,6 +153,17 @@ impl<S: Storage> Engine<S> {
         if meters.is_empty() {
             return Ok(answers.into_iter().flatten().collect());
         }
+        if let Some(decided) = self
+            .consume_unchanged(&index, group, &owners, &meters, now)
+            .await?
+        {
+            for (answer, decided) in answers.iter_mut().zip(decided) {
+                if let Some(decided) = decided {
+                    *answer = Some(Ok((decided, false)));
+                }
+            }
+            return Ok(answers.into_iter().flatten().collect());
+        }
         let txn = self.store.begin().await?;
         let keys: Vec<(&MeterKey, &Metered)> = meters
             .iter()
@@ -255,6 +266,112 @@ impl<S: Storage> Engine<S> {
             }
         }
         Ok(answers.into_iter().flatten().collect())
+    }
+}
+
+impl<S: Storage> Engine<S> {
+    /// The common case in one statement, without locking first: the group decided on its
+    /// meters as this replica's index holds them, written only if each is still stored so
+    /// ([`MeterStore::draw_if_unchanged`](super::super::ports::MeterStore::draw_if_unchanged)).
+    /// `None` (nothing written) sends the group down the locked path: a meter the index does
+    /// not hold or that moved (another replica's write, not yet followed), a period to close
+    /// or a threshold reached (both recorded under the lock), a retry (within the group, or
+    /// of a stored id: its key is taken), refusals only (stored without a revision). Else
+    /// each consumption's answer (`None` where `owners` has no meter).
+    async fn consume_unchanged(
+        &self,
+        index: &EntitlementIndex,
+        group: &[NewConsumption],
+        owners: &[Option<(MeterKey, Uuid)>],
+        meters: &BTreeMap<(MeterKey, Uuid), Metered>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Option<ConsumeAnswer>>>> {
+        let mut ids = HashSet::with_capacity(group.len());
+        let repeated = group
+            .iter()
+            .zip(owners)
+            .filter(|(_, o)| o.is_some())
+            .any(|(c, _)| !ids.insert((c.tenant_id.as_str(), c.id.as_str())));
+        if repeated {
+            return Ok(None);
+        }
+        // Each meter as stored (the index holds what the last write stored) and as drawn on.
+        let mut seen: BTreeMap<&(MeterKey, Uuid), (&MeterState, MeterState)> = BTreeMap::new();
+        for key in meters.keys() {
+            let Some(stored) = index.meter(&key.0.tenant_id, key.0.user(), key.1) else {
+                return Ok(None);
+            };
+            if stored.end <= now {
+                return Ok(None);
+            }
+            let mut state = stored.clone();
+            state.prune_holds(now);
+            seen.insert(key, (stored, state));
+        }
+        let mut decided: Vec<Option<ConsumeAnswer>> = group.iter().map(|_| None).collect();
+        let mut rows = Vec::with_capacity(group.len());
+        let mut drawn: Vec<&(MeterKey, Uuid)> = Vec::new();
+        for ((c, owner), decided) in group.iter().zip(owners).zip(&mut decided) {
+            let Some(key) = owner else {
+                continue;
+            };
+            let (Some(feature), Some((_, state))) = (meters.get(key), seen.get_mut(key)) else {
+                return Ok(None);
+            };
+            let Ok((answer, usage)) = decide(index, c, &key.0, feature, state, now) else {
+                return Ok(None);
+            };
+            if answer.consumed {
+                let reached = answer
+                    .meter
+                    .as_ref()
+                    .is_some_and(|reading| !self.thresholds.reached(reading).is_empty());
+                if reached {
+                    return Ok(None);
+                }
+                if !drawn.contains(&key) {
+                    drawn.push(key);
+                }
+            }
+            rows.push(usage);
+            *decided = Some(answer);
+        }
+        if drawn.is_empty() {
+            return Ok(None);
+        }
+        drawn.sort_unstable();
+        let changes: Vec<IndexChange> = drawn
+            .iter()
+            .map(|&key| IndexChange::UpsertMeter {
+                tenant_id: key.0.tenant_id.clone(),
+                user_id: key.0.user_id.clone(),
+                feature_id: key.1,
+                state: Box::new(seen[key].1.clone()),
+            })
+            .collect();
+        let written: Vec<SeenMeter<'_>> = seen
+            .iter()
+            .map(|(&key, (stored, state))| SeenMeter {
+                owner: &key.0,
+                feature_id: key.1,
+                before: stored,
+                after: drawn.contains(&key).then_some(state),
+            })
+            .collect();
+        let Some(revision) = self
+            .store
+            .draw_if_unchanged(&written, &rows, &changes, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.index.apply_committed(revision, changes, now).await?;
+        for answer in decided.iter_mut().flatten() {
+            if answer.consumed {
+                answer.revision = revision;
+            }
+        }
+        Ok(Some(decided))
     }
 }
 

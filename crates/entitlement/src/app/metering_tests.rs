@@ -489,10 +489,8 @@ async fn ids_with_array_syntax_are_stored_as_sent_on_postgres() {
 
 /// A retry answers as the first call did, its revision too (stored before its commit knew
 /// it): a client passing it as `min_revision` reads the consumption on any replica.
-#[tokio::test]
-async fn a_replayed_consumption_answers_the_revision_of_its_write() {
-    let e = engine().await;
-    setup(&e).await;
+async fn a_replayed_consumption_answers_the_revision_of_its_write(e: &TestEngine) {
+    setup(e).await;
     let (first, _) = e
         .engine
         .consume_usage(consumption("once", 4))
@@ -517,5 +515,54 @@ async fn a_replayed_consumption_answers_the_revision_of_its_write() {
         .await
         .unwrap();
     assert!(late.revision > first.revision, "{late:?}");
-    assert_eq!(balance(&e).await, Some(95));
+    assert_eq!(balance(e).await, Some(95));
+}
+
+#[tokio::test]
+async fn a_replayed_consumption_answers_the_revision_of_its_write_on_sqlite() {
+    a_replayed_consumption_answers_the_revision_of_its_write(&engine().await).await;
+}
+
+/// On PostgreSQL the first call goes down the single-statement path and the retries down the
+/// locked one (the key is taken).
+#[tokio::test]
+async fn a_replayed_consumption_answers_the_revision_of_its_write_on_postgres() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    a_replayed_consumption_answers_the_revision_of_its_write(
+        &engine_on(&url, ManualClock::new(t0())).await,
+    )
+    .await;
+}
+
+/// A replica decides a consumption on the meter as its index holds it and writes it only if
+/// the meter is still stored so: one that has not yet followed another replica's draws
+/// decides on the stored meter instead, neither handing out units already taken nor writing
+/// its stale meter over the other's draws.
+#[tokio::test]
+async fn a_replica_behind_another_decides_on_the_stored_meter() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    let clock = ManualClock::new(t0());
+    let a = engine_on(&url, clock.clone()).await;
+    setup(&a).await;
+    let (first, _) = a.engine.consume_usage(consumption("a1", 1)).await.unwrap();
+    assert!(first.consumed);
+    // `b` holds the meter with 99 left, and does not hear of what `a` draws next.
+    let b = engine_on(&url, clock.clone()).await;
+    assert_eq!(balance(&b).await, Some(99));
+    let (most, _) = a.engine.consume_usage(consumption("a2", 90)).await.unwrap();
+    assert!(most.consumed);
+    let reading = |answer: &ConsumeAnswer| {
+        let meter = answer.meter.unwrap();
+        (answer.consumed, meter.usage, meter.balance)
+    };
+    let (fits, _) = b.engine.consume_usage(consumption("b1", 5)).await.unwrap();
+    assert_eq!(reading(&fits), (true, 96, Some(4)));
+    let (too_much, _) = b.engine.consume_usage(consumption("b2", 5)).await.unwrap();
+    assert_eq!(reading(&too_much), (false, 96, Some(4)));
+    a.engine.catch_up().await.unwrap();
+    b.engine.catch_up().await.unwrap();
+    for e in [&a, &b] {
+        let meter = e.check("acme", None, "calls").await.meter.unwrap();
+        assert_eq!((meter.usage, meter.balance), (96, Some(4)));
+    }
 }

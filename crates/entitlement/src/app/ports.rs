@@ -297,6 +297,17 @@ impl<S> Storage for S where
 {
 }
 
+/// A meter a consumption group decided on ([`MeterStore::draw_if_unchanged`]): its key, the
+/// state it was decided on (as stored), and its state after the group's draws (`None`:
+/// nothing drawn on it).
+#[derive(Debug, Clone, Copy)]
+pub struct SeenMeter<'a> {
+    pub owner: &'a MeterKey,
+    pub feature_id: Uuid,
+    pub before: &'a MeterState,
+    pub after: Option<&'a MeterState>,
+}
+
 /// Metering: each account's meter of each metered feature (locked by the writes that draw on
 /// it), usage events under their idempotency keys, and credit grants.
 #[async_trait]
@@ -330,6 +341,21 @@ pub trait MeterStore: Transactional {
         meters: &[(&MeterKey, Uuid, &MeterState)],
         now: DateTime<Utc>,
     ) -> Result<()>;
+    /// A consumption group's whole write without a transaction of the caller's: stores
+    /// `usages`, writes each meter of `seen` that has an `after` and takes the next revision
+    /// with `changes` logged (announced as [`Revisions::advance`] does), answering it — all
+    /// only if every
+    /// meter of `seen` is stored exactly as its `before` (a compare-and-swap on the states
+    /// the caller decided on). `None`: nothing was written, because a meter moved, a key was
+    /// taken, the statement failed, or this store has no such statement (SQLite); the
+    /// caller then takes the locked path, which finds out which and reports it.
+    async fn draw_if_unchanged(
+        &self,
+        seen: &[SeenMeter<'_>],
+        usages: &[StoredUsage],
+        changes: &[IndexChange],
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>>;
     /// Which of the (account, event id) keys have events stored under them, as `txn` sees it.
     async fn stored_usage_keys(
         &self,

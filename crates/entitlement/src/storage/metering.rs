@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::entities::{credit_grant, meter, usage_event, usage_unique};
 use super::{Store, db_err, from_json, to_json};
-use crate::app::ports::MeterStore;
+use crate::app::ports::{MeterStore, SeenMeter};
 use crate::domain::metering::{
     CreditGrant, Drawn, MeterKey, MeterState, StoredDraw, StoredOutcome, StoredUsage,
 };
-use crate::domain::{DomainError, Result};
+use crate::domain::{DomainError, IndexChange, Result};
 use tenantry_common::db::PgArrayLiteral;
 
 fn usage_row(usage: &StoredUsage) -> Result<usage_event::ActiveModel> {
@@ -63,7 +63,7 @@ const STORE_DRAWS_PG: &str = "WITH e AS (INSERT INTO ent_usage_event \
        DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at";
 
 /// [`STORE_DRAWS_PG`]'s event columns.
-fn event_arrays(usages: &[StoredUsage]) -> Result<Vec<PgArrayLiteral>> {
+pub(super) fn event_arrays(usages: &[StoredUsage]) -> Result<Vec<PgArrayLiteral>> {
     let n = usages.len();
     let mut cols: Vec<PgArrayLiteral> = [24, 24, 36, 8, 8, 8, 27, 27, 8, 8, 8, 27, 240, 24, 8]
         .into_iter()
@@ -92,7 +92,7 @@ fn event_arrays(usages: &[StoredUsage]) -> Result<Vec<PgArrayLiteral>> {
 }
 
 /// Meter keys (account, feature, user: `''` for the account's) as three array parameters.
-fn meter_key_arrays<'a>(
+pub(super) fn meter_key_arrays<'a>(
     keys: impl ExactSizeIterator<Item = (&'a MeterKey, Uuid)>,
 ) -> [PgArrayLiteral; 3] {
     let n = keys.len();
@@ -369,6 +369,19 @@ impl MeterStore for Store {
                 .map_err(db_err("record usage events"))?;
         }
         self.put_meters(txn, meters, now).await
+    }
+
+    async fn draw_if_unchanged(
+        &self,
+        seen: &[SeenMeter<'_>],
+        usages: &[StoredUsage],
+        changes: &[IndexChange],
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>> {
+        if !self.is_postgres() {
+            return Ok(None);
+        }
+        self.draw_if_unchanged_pg(seen, usages, changes, now).await
     }
 
     async fn stored_usage_keys(

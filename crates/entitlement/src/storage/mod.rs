@@ -11,6 +11,7 @@
 mod accounts;
 mod audit;
 mod catalog;
+mod consumption;
 pub mod entities;
 mod errors;
 mod grants;

@@ -194,7 +194,7 @@ enum LogEntryRef<'a> {
     Change(&'a IndexChange),
 }
 
-fn encode_log(changes: &[IndexChange]) -> Result<String> {
+pub(super) fn encode_log(changes: &[IndexChange]) -> Result<String> {
     let entries: Vec<LogEntryRef<'_>> = changes
         .iter()
         .map(|change| {

@@ -1,0 +1,108 @@
+//! A consumption group's write as one statement: the common case of check-and-consume on
+//! PostgreSQL, where the locked path's six round trips (begin, lock, probe, store, advance,
+//! commit) were most of its cost.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+
+use super::metering::{event_arrays, meter_key_arrays};
+use super::revisions::encode_log;
+use super::{Store, to_json};
+use crate::app::ports::SeenMeter;
+use crate::domain::metering::StoredUsage;
+use crate::domain::{IndexChange, Result};
+use tenantry_common::db::PgArrayLiteral;
+
+/// Locks the group's meters in the one order every writer locks them in (as
+/// `LOCK_METERS_PG`), compares each stored state with the one decided on (`$19`), and only
+/// when all are unchanged (`ok`) writes the meters drawn on (`$20`, NULL for the others),
+/// stores the events (`$1`–`$15`, as `STORE_DRAWS_PG`), then takes the next revision with the
+/// change log and its notification (as `ADVANCE_PG`, without its webhook question: a meter's change is no event, and a
+/// threshold reached takes the locked path). The revision's `WHERE` reads the
+/// writes' counts so they run before it: like every writer, this one takes the revision
+/// row's lock last. Unchanged meters return the revision; a moved one returns no row and
+/// writes nothing. A taken event key fails the statement (a unique violation): nothing of it
+/// is kept, as it runs as its own transaction.
+const DRAW_IF_UNCHANGED_PG: &str = "WITH k AS (\
+       SELECT m.tenant_id, m.feature_id, m.user_id, m.state = j.x AS same, j.s \
+       FROM (SELECT * FROM unnest($16::text[], $17::uuid[], $18::text[], $19::text[], \
+           $20::text[]) AS j(t, f, u, x, s) \
+         ORDER BY t COLLATE \"C\", f, u COLLATE \"C\") j \
+       CROSS JOIN LATERAL (SELECT * FROM ent_meter \
+         WHERE tenant_id = j.t AND feature_id = j.f AND user_id = j.u LIMIT 1 FOR UPDATE) m), \
+     ok AS (SELECT count(*) FILTER (WHERE same) = $22 AS ok FROM k), \
+     w AS (UPDATE ent_meter m SET state = k.s, updated_at = $21 FROM k \
+       WHERE (SELECT ok FROM ok) AND k.s IS NOT NULL AND m.tenant_id = k.tenant_id \
+         AND m.feature_id = k.feature_id AND m.user_id = k.user_id RETURNING 1), \
+     e AS (INSERT INTO ent_usage_event \
+       (tenant_id, event_id, feature_id, user_id, amount, counted, occurred_at, received_at, \
+        outcome, answer, unique_value, drawn_at, meter_after, drawn_on, drawn_user) \
+       SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::int8[], \
+         $6::int8[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], \
+         $11::text[], $12::timestamptz[], $13::text[], $14::text[], $15::text[]) \
+       WHERE (SELECT ok FROM ok) RETURNING 1), \
+     r AS (UPDATE ent_revision SET value = value + 1 \
+       WHERE id = 1 AND (SELECT ok FROM ok) \
+         AND (SELECT count(*) FROM w) + (SELECT count(*) FROM e) >= 0 RETURNING value), \
+     l AS (INSERT INTO ent_change_log (revision, changes, created_at) \
+       SELECT value, $23, $21 FROM r) \
+     SELECT r.value FROM r CROSS JOIN LATERAL \
+       (SELECT pg_notify($24, CAST(r.value AS text) || ' ' || $25)) AS n";
+
+impl Store {
+    /// [`crate::app::ports::MeterStore::draw_if_unchanged`].
+    pub(super) async fn draw_if_unchanged_pg(
+        &self,
+        seen: &[SeenMeter<'_>],
+        usages: &[StoredUsage],
+        changes: &[IndexChange],
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>> {
+        let mut params: Vec<Value> = event_arrays(usages)?
+            .into_iter()
+            .map(PgArrayLiteral::finish)
+            .collect();
+        params.extend(
+            meter_key_arrays(seen.iter().map(|m| (m.owner, m.feature_id)))
+                .map(PgArrayLiteral::finish),
+        );
+        let mut before = PgArrayLiteral::with_capacity(seen.len(), 240);
+        let mut after = PgArrayLiteral::with_capacity(seen.len(), 240);
+        for m in seen {
+            before.push(Some(&to_json(m.before)?));
+            after.push(m.after.map(to_json).transpose()?.as_deref());
+        }
+        params.extend([before.finish(), after.finish()]);
+        params.extend([
+            Value::from(now),
+            Value::from(i64::try_from(seen.len()).unwrap_or(i64::MAX)),
+            Value::from(encode_log(changes)?),
+            Value::from(self.channel.clone()),
+            Value::from(self.origin.payload_suffix()),
+        ]);
+        let answer = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                DRAW_IF_UNCHANGED_PG,
+                params,
+            ))
+            .await;
+        let row = match answer {
+            Ok(Some(row)) => row,
+            // A meter moved: nothing was written.
+            Ok(None) => return Ok(None),
+            // Nothing of a failed statement is kept (a taken key, a lost connection before
+            // it ran): the locked path tells which, and whether a lost answer committed (its
+            // ids are then stored, and replayed).
+            Err(e) => {
+                tracing::debug!(error = %e, "a consumption group's single statement failed; taking the locked path");
+                return Ok(None);
+            }
+        };
+        let revision: i64 = row
+            .try_get("", "value")
+            .map_err(super::db_err("read the revision"))?;
+        Ok(Some(revision as u64))
+    }
+}
