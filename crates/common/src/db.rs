@@ -321,9 +321,14 @@ impl PgArrayLiteral {
     }
 
     /// The text parameter.
-    pub fn finish(mut self) -> sea_orm::Value {
+    pub fn finish(self) -> sea_orm::Value {
+        sea_orm::Value::from(self.into_text())
+    }
+
+    /// The literal, for a parameter bound directly on a sqlx connection.
+    pub fn into_text(mut self) -> String {
         self.0.push('}');
-        sea_orm::Value::from(self.0)
+        self.0
     }
 }
 

@@ -566,3 +566,92 @@ async fn a_replica_behind_another_decides_on_the_stored_meter() {
         assert_eq!((meter.usage, meter.balance), (96, Some(4)));
     }
 }
+
+/// A consumption group's single statement writes only over meters stored as they were decided
+/// on, and nothing at all when one moved or an event key is taken.
+#[tokio::test]
+async fn a_group_statement_writes_only_over_the_meters_it_decided_on() {
+    use crate::app::ports::{MeterStore, Revisions, SeenMeter, Transactional};
+    let url = tenantry_common::testing::postgres().create_database().await;
+    let e = engine_on(&url, ManualClock::new(t0())).await;
+    setup(&e).await;
+    // The first consumption creates the meter (the locked path); the index then holds it.
+    e.engine
+        .consume_usage(consumption("c0", 1))
+        .await
+        .unwrap();
+    let index = e.engine.index.current();
+    let feature = metered_or_error(&index, "calls").unwrap().id;
+    let owner = MeterKey::account("acme");
+    let stored = index.meter("acme", None, feature).unwrap().clone();
+    let mut after = stored.clone();
+    after.usage += 5;
+    after.allowance_used += 5;
+    let mut other = after.clone();
+    other.usage += 1;
+    let usage = |id: &str| StoredUsage {
+        tenant_id: "acme".into(),
+        event_id: id.into(),
+        feature_id: feature,
+        user_id: None,
+        amount: 5,
+        counted: 5,
+        occurred_at: t0(),
+        received_at: t0(),
+        outcome: StoredOutcome::Consumed,
+        answer: None,
+        unique: None,
+        drawn: None,
+    };
+    let change = |state: &MeterState| {
+        vec![IndexChange::UpsertMeter {
+            tenant_id: "acme".into(),
+            user_id: None,
+            feature_id: feature,
+            state: Box::new(state.clone()),
+        }]
+    };
+    async fn draw(
+        e: &TestEngine,
+        (owner, feature): (&MeterKey, Uuid),
+        (before, to): (&MeterState, &MeterState),
+        usage: StoredUsage,
+        changes: Vec<IndexChange>,
+    ) -> Option<u64> {
+        let seen = [SeenMeter {
+            owner,
+            feature_id: feature,
+            before,
+            after: Some(to),
+        }];
+        e.engine
+            .store
+            .draw_if_unchanged(&seen, &[usage], &changes, t0())
+            .await
+            .unwrap()
+    }
+    let write = |before, to, id| draw(&e, (&owner, feature), (before, to), usage(id), change(to));
+    let revision = e.engine.store.revision().await.unwrap();
+    // Unchanged: written, under the next revision.
+    assert_eq!(write(&stored, &after, "d1").await, Some(revision + 1));
+    // Moved (it is `after` now): nothing written.
+    assert_eq!(write(&stored, &other, "d2").await, None);
+    // A taken key: nothing written, the meter neither.
+    assert_eq!(write(&after, &other, "d1").await, None);
+    assert_eq!(e.engine.store.revision().await.unwrap(), revision + 1);
+    let txn = e.engine.store.begin().await.unwrap();
+    let keys = e
+        .engine
+        .store
+        .stored_usage_keys(&txn, &[("acme", "d1"), ("acme", "d2")])
+        .await
+        .unwrap();
+    e.engine.store.commit_plain(txn).await.unwrap();
+    assert_eq!(keys, [("acme".to_owned(), "d1".to_owned())].into());
+    // A replica loading the database holds `after`.
+    let fresh = engine_on(&url, ManualClock::new(t0())).await;
+    assert_eq!(
+        fresh.engine.index.current().meter("acme", None, feature),
+        Some(&after)
+    );
+}

@@ -2,15 +2,18 @@
 //! PostgreSQL, where the locked path's six round trips (begin, lock, probe, store, advance,
 //! commit) were most of its cost.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::sqlx::{self, Postgres, Row, pool::PoolConnection};
+use tokio::sync::Mutex;
 
 use super::metering::{event_arrays, meter_key_arrays};
 use super::revisions::encode_log;
 use super::{Store, to_json};
 use crate::app::ports::SeenMeter;
 use crate::domain::metering::StoredUsage;
-use crate::domain::{IndexChange, Result};
+use crate::domain::{DomainError, IndexChange, Result};
 use tenantry_common::db::PgArrayLiteral;
 
 /// Locks the group's meters in the one order every writer locks them in (as
@@ -49,6 +52,13 @@ const DRAW_IF_UNCHANGED_PG: &str = "WITH k AS (\
      SELECT r.value FROM r CROSS JOIN LATERAL \
        (SELECT pg_notify($24, CAST(r.value AS text) || ' ' || $25)) AS n";
 
+/// The connection consumption groups write on, kept from one group to the next (they run one
+/// at a time): a pooled connection handed back after each statement is pinged by the pool on
+/// its return, a second round trip per group. Dropped on any failure; the next group takes
+/// another.
+#[derive(Debug, Clone, Default)]
+pub(super) struct HeldConnection(Arc<Mutex<Option<PoolConnection<Postgres>>>>);
+
 impl Store {
     /// [`crate::app::ports::MeterStore::draw_if_unchanged`].
     pub(super) async fn draw_if_unchanged_pg(
@@ -58,13 +68,13 @@ impl Store {
         changes: &[IndexChange],
         now: DateTime<Utc>,
     ) -> Result<Option<u64>> {
-        let mut params: Vec<Value> = event_arrays(usages)?
+        let mut arrays: Vec<String> = event_arrays(usages)?
             .into_iter()
-            .map(PgArrayLiteral::finish)
+            .map(PgArrayLiteral::into_text)
             .collect();
-        params.extend(
+        arrays.extend(
             meter_key_arrays(seen.iter().map(|m| (m.owner, m.feature_id)))
-                .map(PgArrayLiteral::finish),
+                .map(PgArrayLiteral::into_text),
         );
         let mut before = PgArrayLiteral::with_capacity(seen.len(), 240);
         let mut after = PgArrayLiteral::with_capacity(seen.len(), 240);
@@ -72,37 +82,47 @@ impl Store {
             before.push(Some(&to_json(m.before)?));
             after.push(m.after.map(to_json).transpose()?.as_deref());
         }
-        params.extend([before.finish(), after.finish()]);
-        params.extend([
-            Value::from(now),
-            Value::from(i64::try_from(seen.len()).unwrap_or(i64::MAX)),
-            Value::from(encode_log(changes)?),
-            Value::from(self.channel.clone()),
-            Value::from(self.origin.payload_suffix()),
-        ]);
-        let answer = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                DRAW_IF_UNCHANGED_PG,
-                params,
-            ))
-            .await;
-        let row = match answer {
-            Ok(Some(row)) => row,
-            // A meter moved: nothing was written.
-            Ok(None) => return Ok(None),
-            // Nothing of a failed statement is kept (a taken key, a lost connection before
-            // it ran): the locked path tells which, and whether a lost answer committed (its
-            // ids are then stored, and replayed).
-            Err(e) => {
-                tracing::debug!(error = %e, "a consumption group's single statement failed; taking the locked path");
-                return Ok(None);
-            }
+        arrays.extend([before.into_text(), after.into_text()]);
+        let log = encode_log(changes)?;
+        let mut held = self.consume_conn.0.lock().await;
+        let conn = match &mut *held {
+            Some(conn) => conn,
+            None => match self.db.get_postgres_connection_pool().acquire().await {
+                Ok(conn) => held.insert(conn),
+                // The locked path reports the database's unavailability.
+                Err(_) => return Ok(None),
+            },
         };
-        let revision: i64 = row
-            .try_get("", "value")
-            .map_err(super::db_err("read the revision"))?;
-        Ok(Some(revision as u64))
+        let mut query = sqlx::query(DRAW_IF_UNCHANGED_PG);
+        for array in arrays {
+            query = query.bind(array);
+        }
+        let answer = query
+            .bind(now)
+            .bind(i64::try_from(seen.len()).unwrap_or(i64::MAX))
+            .bind(log)
+            .bind(self.channel.as_str())
+            .bind(self.origin.payload_suffix())
+            .fetch_optional(&mut **conn)
+            .await;
+        match answer {
+            Ok(Some(row)) => {
+                let revision: i64 = row.try_get("value").map_err(|e| DomainError::Internal {
+                    message: "read the revision".into(),
+                    source: Some(Box::new(e)),
+                })?;
+                Ok(Some(revision as u64))
+            }
+            // A meter moved: nothing was written.
+            Ok(None) => Ok(None),
+            // Nothing of a failed statement is kept (a taken key; a connection lost before it
+            // ran): the locked path tells which, and whether a lost answer committed (its ids
+            // are then stored, and replayed).
+            Err(e) => {
+                *held = None;
+                tracing::debug!(error = %e, "a consumption group's single statement failed; taking the locked path");
+                Ok(None)
+            }
+        }
     }
 }

@@ -66,6 +66,8 @@ pub struct Store {
     origin: NotifyOrigin,
     /// Whether writes record audit entries (`audit_enabled`).
     audit_enabled: bool,
+    /// The connection consumption groups write on ([`consumption`]).
+    consume_conn: consumption::HeldConnection,
 }
 
 /// The sender part of change-log notifications: `<revision> <origin>`.
@@ -98,6 +100,7 @@ impl Store {
             channel: format!("{schema}_entitlement_changes"),
             origin: NotifyOrigin::new(),
             audit_enabled: true,
+            consume_conn: consumption::HeldConnection::default(),
         }
     }
 
