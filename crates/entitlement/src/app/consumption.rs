@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::super::ports::{SeenMeter, Storage};
+use super::super::ports::{DrawLane, SeenMeter, Storage};
 use super::super::thresholds::Reached;
 use super::{
     Metered, answer_json, answer_of, draw_error, issued, known_account, meter_owner,
@@ -360,7 +360,7 @@ impl<S: Storage> Engine<S> {
             .collect();
         let Some(revision) = self
             .store
-            .draw_if_unchanged(&written, &rows, &changes, now)
+            .draw_if_unchanged(&written, &rows, &changes, now, DrawLane::Consumptions)
             .await?
         else {
             return Ok(None);

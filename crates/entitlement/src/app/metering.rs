@@ -14,8 +14,8 @@ use super::thresholds::Reached;
 use super::{Engine, Saved};
 use crate::domain::audit::{Action, credit_grant_entry};
 use crate::domain::metering::{
-    CreditGrant, DrawError, Drawn, MeterKey, MeterReading, MeterSpec, MeterState, NewCreditGrant,
-    NewUsage, StoredOutcome, StoredUsage, UsageOutcome, credit_grant, validate_usage_batch,
+    CreditGrant, DrawError, MeterKey, MeterReading, MeterSpec, MeterState, NewCreditGrant,
+    NewUsage, UsageOutcome, credit_grant, validate_usage_batch,
 };
 use crate::domain::{
     Aggregation, AllocationType, DomainError, EntitlementIndex, IndexChange, ItemError, Limit,
@@ -250,6 +250,9 @@ impl<S: Storage> Engine<S> {
             bad.sort_by_key(|b| b.index);
             return Err(DomainError::InvalidItems(bad));
         }
+        if let Some(done) = self.record_unchanged(&index, &events, &groups, now).await? {
+            return Ok(done);
+        }
         let txn = self.store.begin().await?;
         // One statement each for the whole batch, not per meter or per event: lock every
         // meter, read which ids are stored (ids are each reporting account's, also in a pool),
@@ -264,18 +267,8 @@ impl<S: Storage> Engine<S> {
             .flat_map(|(_, members)| members.iter())
             .map(|&i| (events[i].tenant_id.as_str(), events[i].id.as_str()))
             .collect();
-        let mut seen = self.store.stored_usage_keys(&txn, &event_keys).await?;
-        // An id twice in the batch counts as its first event: decided in batch order, not
-        // meter by meter (one account's events may draw on several meters, its users' own).
-        let mut first = vec![false; events.len()];
-        let mut in_order: Vec<usize> = groups
-            .values()
-            .flat_map(|(_, m)| m.iter().copied())
-            .collect();
-        in_order.sort_unstable();
-        for i in in_order {
-            first[i] = seen.insert((events[i].tenant_id.clone(), events[i].id.clone()));
-        }
+        let stored = self.store.stored_usage_keys(&txn, &event_keys).await?;
+        let first = batch::first_events(&events, &groups, stored);
         let mut outcomes = vec![UsageOutcome::Recorded; events.len()];
         let mut rows = Vec::with_capacity(event_keys.len());
         let mut drawn_meters = Vec::new();
@@ -289,17 +282,13 @@ impl<S: Storage> Engine<S> {
                     outcomes[i] = UsageOutcome::Duplicate;
                     continue;
                 }
-                // Without a time, when received — in the open period, which a reset after a
-                // future-dated event may have started a little ahead of the clock.
-                let at = event.at.unwrap_or_else(|| now.max(state.start));
+                let at = batch::event_time(event, &state, now);
                 let late = at < state.start;
-                let counted = match feature.aggregation {
-                    Aggregation::Sum => event.amount,
-                    Aggregation::Count => 1,
-                    // A closed period's maximum is taken over its events when read.
-                    Aggregation::Max if late => event.amount,
-                    Aggregation::Max => (event.amount - state.usage).max(0),
-                    Aggregation::UniqueCount => {
+                let counted = match batch::counted(feature.aggregation, event.amount, late, &state)
+                {
+                    Some(counted) => counted,
+                    // UNIQUE_COUNT: whether the value is new in its period, asked of the store.
+                    None => {
                         let period_start = if late {
                             // A reset may have cut the scheduled period.
                             self.closed_period_of(&txn, owner, feature, &state, at)
@@ -316,31 +305,17 @@ impl<S: Storage> Engine<S> {
                         i64::from(new)
                     }
                 };
-                let (outcome, after) = if late {
-                    outcomes[i] = UsageOutcome::Late;
-                    (StoredOutcome::Late, None)
-                } else {
-                    state
-                        .draw(&feature.spec, at, counted, &allocation)
-                        .map_err(draw_error)?;
-                    drawn = true;
-                    let after = Drawn::after(owner, &state, allocation(state.last_draw));
-                    (StoredOutcome::Recorded, Some(after))
-                };
-                rows.push(StoredUsage {
-                    tenant_id: event.tenant_id.clone(),
-                    event_id: event.id.clone(),
-                    feature_id,
-                    user_id: event.user_id.clone(),
-                    amount: event.amount,
-                    counted,
-                    occurred_at: at,
-                    received_at: now,
-                    outcome,
-                    answer: None,
-                    unique: event.unique.clone(),
-                    drawn: after,
-                });
+                let (outcome, row) = batch::draw_event(
+                    (owner, feature),
+                    &mut state,
+                    event,
+                    (at, counted),
+                    now,
+                    &allocation,
+                )?;
+                drawn |= outcome == UsageOutcome::Recorded;
+                outcomes[i] = outcome;
+                rows.push(row);
             }
             if drawn {
                 drawn_meters.push((owner, feature, state));
@@ -643,6 +618,8 @@ impl<S: Storage> Engine<S> {
 
 #[path = "metering_balance.rs"]
 pub mod balance;
+#[path = "metering_batch.rs"]
+mod batch;
 #[path = "consumption.rs"]
 pub(super) mod consumption;
 #[path = "metering_history.rs"]

@@ -6,7 +6,9 @@ use tenantry_index::metering::{Recurrence, UsagePeriod};
 use super::*;
 use crate::app::testing::{TestEngine, engine, engine_on, feature_doc, t0};
 use crate::clock::ManualClock;
-use crate::domain::metering::{ALLOWANCE_ID, ConsumeAnswer, NewConsumption};
+use crate::domain::metering::{
+    ALLOWANCE_ID, ConsumeAnswer, NewConsumption, StoredOutcome, StoredUsage,
+};
 use crate::domain::{Allocation, Justification, PlanFeature};
 use tenantry_index::Metering;
 
@@ -567,19 +569,50 @@ async fn a_replica_behind_another_decides_on_the_stored_meter() {
     }
 }
 
+/// A usage batch, like a consumption, is decided on the meter as the replica's index holds it
+/// and written only if the meter is still stored so: a replica behind another counts its
+/// events on the stored meter, not over the other's.
+#[tokio::test]
+async fn a_batch_on_a_replica_behind_another_counts_on_the_stored_meter() {
+    let url = tenantry_common::testing::postgres().create_database().await;
+    let clock = ManualClock::new(t0());
+    let a = engine_on(&url, clock.clone()).await;
+    setup(&a).await;
+    a.engine
+        .record_usage(vec![event("a1", 10, None)])
+        .await
+        .unwrap();
+    // `b` holds the meter with 90 left, and does not hear of what `a` records next.
+    let b = engine_on(&url, clock.clone()).await;
+    assert_eq!(balance(&b).await, Some(90));
+    a.engine
+        .record_usage(vec![event("a2", 20, None)])
+        .await
+        .unwrap();
+    let (outcomes, _) = b
+        .engine
+        .record_usage(vec![event("b1", 5, None), event("b2", 1, None)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [UsageOutcome::Recorded; 2]);
+    a.engine.catch_up().await.unwrap();
+    b.engine.catch_up().await.unwrap();
+    for e in [&a, &b] {
+        let meter = e.check("acme", None, "calls").await.meter.unwrap();
+        assert_eq!((meter.usage, meter.balance), (36, Some(64)));
+    }
+}
+
 /// A consumption group's single statement writes only over meters stored as they were decided
 /// on, and nothing at all when one moved or an event key is taken.
 #[tokio::test]
 async fn a_group_statement_writes_only_over_the_meters_it_decided_on() {
-    use crate::app::ports::{MeterStore, Revisions, SeenMeter, Transactional};
+    use crate::app::ports::{DrawLane, MeterStore, Revisions, SeenMeter, Transactional};
     let url = tenantry_common::testing::postgres().create_database().await;
     let e = engine_on(&url, ManualClock::new(t0())).await;
     setup(&e).await;
     // The first consumption creates the meter (the locked path); the index then holds it.
-    e.engine
-        .consume_usage(consumption("c0", 1))
-        .await
-        .unwrap();
+    e.engine.consume_usage(consumption("c0", 1)).await.unwrap();
     let index = e.engine.index.current();
     let feature = metered_or_error(&index, "calls").unwrap().id;
     let owner = MeterKey::account("acme");
@@ -626,7 +659,7 @@ async fn a_group_statement_writes_only_over_the_meters_it_decided_on() {
         }];
         e.engine
             .store
-            .draw_if_unchanged(&seen, &[usage], &changes, t0())
+            .draw_if_unchanged(&seen, &[usage], &changes, t0(), DrawLane::Pooled)
             .await
             .unwrap()
     }

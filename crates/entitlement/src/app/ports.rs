@@ -297,7 +297,16 @@ impl<S> Storage for S where
 {
 }
 
-/// A meter a consumption group decided on ([`MeterStore::draw_if_unchanged`]): its key, the
+/// Which connection [`MeterStore::draw_if_unchanged`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrawLane {
+    /// Consumption groups, which run one at a time: the store may keep a connection for them.
+    Consumptions,
+    /// Any other writer (usage batches run side by side): a pooled connection.
+    Pooled,
+}
+
+/// A meter a consumption group or usage batch decided on ([`MeterStore::draw_if_unchanged`]): its key, the
 /// state it was decided on (as stored), and its state after the group's draws (`None`:
 /// nothing drawn on it).
 #[derive(Debug, Clone, Copy)]
@@ -341,7 +350,8 @@ pub trait MeterStore: Transactional {
         meters: &[(&MeterKey, Uuid, &MeterState)],
         now: DateTime<Utc>,
     ) -> Result<()>;
-    /// A consumption group's whole write without a transaction of the caller's: stores
+    /// A consumption group's or usage batch's whole write without a transaction of the
+    /// caller's: stores
     /// `usages`, writes each meter of `seen` that has an `after` and takes the next revision
     /// with `changes` logged (announced as [`Revisions::advance`] does), answering it — all
     /// only if every
@@ -355,6 +365,7 @@ pub trait MeterStore: Transactional {
         usages: &[StoredUsage],
         changes: &[IndexChange],
         now: DateTime<Utc>,
+        lane: DrawLane,
     ) -> Result<Option<u64>>;
     /// Which of the (account, event id) keys have events stored under them, as `txn` sees it.
     async fn stored_usage_keys(

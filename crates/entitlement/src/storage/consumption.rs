@@ -1,6 +1,7 @@
-//! A consumption group's write as one statement: the common case of check-and-consume on
+//! A consumption group's or usage batch's write as one statement: the common case on
 //! PostgreSQL, where the locked path's six round trips (begin, lock, probe, store, advance,
-//! commit) were most of its cost.
+//! commit) were most of a consumption's cost, and the probe of a batch's keys a tenth of a
+//! batch's.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tokio::sync::Mutex;
 use super::metering::{event_arrays, meter_key_arrays};
 use super::revisions::encode_log;
 use super::{Store, to_json};
-use crate::app::ports::SeenMeter;
+use crate::app::ports::{DrawLane, SeenMeter};
 use crate::domain::metering::StoredUsage;
 use crate::domain::{DomainError, IndexChange, Result};
 use tenantry_common::db::PgArrayLiteral;
@@ -54,8 +55,8 @@ const DRAW_IF_UNCHANGED_PG: &str = "WITH k AS (\
 
 /// The connection consumption groups write on, kept from one group to the next (they run one
 /// at a time): a pooled connection handed back after each statement is pinged by the pool on
-/// its return, a second round trip per group. Dropped on any failure; the next group takes
-/// another.
+/// its return, a second round trip per group. Dropped on any failure (the next group takes
+/// another), and not kept at all from a pool of fewer than three.
 #[derive(Debug, Clone, Default)]
 pub(super) struct HeldConnection(Arc<Mutex<Option<PoolConnection<Postgres>>>>);
 
@@ -67,6 +68,7 @@ impl Store {
         usages: &[StoredUsage],
         changes: &[IndexChange],
         now: DateTime<Utc>,
+        lane: DrawLane,
     ) -> Result<Option<u64>> {
         let mut arrays: Vec<String> = event_arrays(usages)?
             .into_iter()
@@ -84,27 +86,38 @@ impl Store {
         }
         arrays.extend([before.into_text(), after.into_text()]);
         let log = encode_log(changes)?;
-        let mut held = self.consume_conn.0.lock().await;
-        let conn = match &mut *held {
-            Some(conn) => conn,
-            None => match self.db.get_postgres_connection_pool().acquire().await {
-                Ok(conn) => held.insert(conn),
-                // The locked path reports the database's unavailability.
-                Err(_) => return Ok(None),
-            },
-        };
         let mut query = sqlx::query(DRAW_IF_UNCHANGED_PG);
         for array in arrays {
             query = query.bind(array);
         }
-        let answer = query
+        let query = query
             .bind(now)
             .bind(i64::try_from(seen.len()).unwrap_or(i64::MAX))
             .bind(log)
             .bind(self.channel.as_str())
-            .bind(self.origin.payload_suffix())
-            .fetch_optional(&mut **conn)
-            .await;
+            .bind(self.origin.payload_suffix());
+        let pool = self.db.get_postgres_connection_pool();
+        let answer = match lane {
+            DrawLane::Pooled => query.fetch_optional(pool).await,
+            DrawLane::Consumptions => {
+                let mut held = self.consume_conn.0.lock().await;
+                let conn = match &mut *held {
+                    Some(conn) => conn,
+                    None => match pool.acquire().await {
+                        Ok(conn) => held.insert(conn),
+                        // The locked path reports the database's unavailability.
+                        Err(_) => return Ok(None),
+                    },
+                };
+                let answer = query.fetch_optional(&mut **conn).await;
+                // Given back on a failure, and by a small pool (the change listener holds one
+                // connection) at once.
+                if answer.is_err() || pool.options().get_max_connections() < 3 {
+                    *held = None;
+                }
+                answer
+            }
+        };
         match answer {
             Ok(Some(row)) => {
                 let revision: i64 = row.try_get("value").map_err(|e| DomainError::Internal {
@@ -119,7 +132,6 @@ impl Store {
             // ran): the locked path tells which, and whether a lost answer committed (its ids
             // are then stored, and replayed).
             Err(e) => {
-                *held = None;
                 tracing::debug!(error = %e, "a consumption group's single statement failed; taking the locked path");
                 Ok(None)
             }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::entities::{credit_grant, meter, usage_event, usage_unique};
 use super::{Store, db_err, from_json, to_json};
-use crate::app::ports::{MeterStore, SeenMeter};
+use crate::app::ports::{DrawLane, MeterStore, SeenMeter};
 use crate::domain::metering::{
     CreditGrant, Drawn, MeterKey, MeterState, StoredDraw, StoredOutcome, StoredUsage,
 };
@@ -377,11 +377,13 @@ impl MeterStore for Store {
         usages: &[StoredUsage],
         changes: &[IndexChange],
         now: DateTime<Utc>,
+        lane: DrawLane,
     ) -> Result<Option<u64>> {
         if !self.is_postgres() {
             return Ok(None);
         }
-        self.draw_if_unchanged_pg(seen, usages, changes, now).await
+        self.draw_if_unchanged_pg(seen, usages, changes, now, lane)
+            .await
     }
 
     async fn stored_usage_keys(
