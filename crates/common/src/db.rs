@@ -321,14 +321,9 @@ impl PgArrayLiteral {
     }
 
     /// The text parameter.
-    pub fn finish(self) -> sea_orm::Value {
-        sea_orm::Value::from(self.into_text())
-    }
-
-    /// The literal, for a parameter bound directly on a sqlx connection.
-    pub fn into_text(mut self) -> String {
+    pub fn finish(mut self) -> sea_orm::Value {
         self.0.push('}');
-        self.0
+        sea_orm::Value::from(self.0)
     }
 }
 

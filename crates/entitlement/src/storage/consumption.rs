@@ -9,13 +9,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, Postgres, Row, pool::PoolConnection};
 use tokio::sync::Mutex;
 
-use super::metering::{event_arrays, meter_key_arrays};
 use super::revisions::encode_log;
 use super::{Store, to_json};
 use crate::app::ports::{DrawLane, SeenMeter};
 use crate::domain::metering::StoredUsage;
 use crate::domain::{DomainError, IndexChange, Result};
-use tenantry_common::db::PgArrayLiteral;
 
 /// Locks the group's meters in the one order every writer locks them in (as
 /// `LOCK_METERS_PG`), compares each stored state with the one decided on (`$19`), and only
@@ -70,27 +68,72 @@ impl Store {
         now: DateTime<Utc>,
         lane: DrawLane,
     ) -> Result<Option<u64>> {
-        let mut arrays: Vec<String> = event_arrays(usages)?
-            .into_iter()
-            .map(PgArrayLiteral::into_text)
-            .collect();
-        arrays.extend(
-            meter_key_arrays(seen.iter().map(|m| (m.owner, m.feature_id)))
-                .map(PgArrayLiteral::into_text),
-        );
-        let mut before = PgArrayLiteral::with_capacity(seen.len(), 240);
-        let mut after = PgArrayLiteral::with_capacity(seen.len(), 240);
+        let n = usages.len();
+        let mut meter_after = Vec::with_capacity(n);
+        for u in usages {
+            meter_after.push(u.drawn.as_ref().map(to_json).transpose()?);
+        }
+        let mut before = Vec::with_capacity(seen.len());
+        let mut after = Vec::with_capacity(seen.len());
         for m in seen {
-            before.push(Some(&to_json(m.before)?));
-            after.push(m.after.map(to_json).transpose()?.as_deref());
+            before.push(to_json(m.before)?);
+            after.push(m.after.map(to_json).transpose()?);
         }
-        arrays.extend([before.into_text(), after.into_text()]);
         let log = encode_log(changes)?;
-        let mut query = sqlx::query(DRAW_IF_UNCHANGED_PG);
-        for array in arrays {
-            query = query.bind(array);
-        }
-        let query = query
+        // Arrays in the binary format: PostgreSQL reads them without parsing text (a tenth of
+        // a thousand-event batch's statement was spent parsing literals and times).
+        let column = |f: fn(&StoredUsage) -> Option<&str>| usages.iter().map(f).collect::<Vec<_>>();
+        let query = sqlx::query(DRAW_IF_UNCHANGED_PG)
+            .bind(
+                usages
+                    .iter()
+                    .map(|u| u.tenant_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                usages
+                    .iter()
+                    .map(|u| u.event_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(usages.iter().map(|u| u.feature_id).collect::<Vec<_>>())
+            .bind(column(|u| u.user_id.as_deref()))
+            .bind(usages.iter().map(|u| u.amount).collect::<Vec<_>>())
+            .bind(usages.iter().map(|u| u.counted).collect::<Vec<_>>())
+            .bind(usages.iter().map(|u| u.occurred_at).collect::<Vec<_>>())
+            .bind(usages.iter().map(|u| u.received_at).collect::<Vec<_>>())
+            .bind(
+                usages
+                    .iter()
+                    .map(|u| u.outcome.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|u| u.answer.as_deref()))
+            .bind(column(|u| u.unique.as_deref()))
+            .bind(
+                usages
+                    .iter()
+                    .map(|u| u.drawn.as_ref().map(|d| d.at))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(meter_after)
+            .bind(column(|u| u.drawn.as_ref().map(|d| d.on.as_str())))
+            .bind(column(|u| {
+                u.drawn.as_ref().and_then(|d| d.on_user.as_deref())
+            }))
+            .bind(
+                seen.iter()
+                    .map(|m| m.owner.tenant_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(seen.iter().map(|m| m.feature_id).collect::<Vec<_>>())
+            .bind(
+                seen.iter()
+                    .map(|m| m.owner.user().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(before)
+            .bind(after)
             .bind(now)
             .bind(i64::try_from(seen.len()).unwrap_or(i64::MAX))
             .bind(log)

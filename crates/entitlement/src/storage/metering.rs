@@ -63,7 +63,7 @@ const STORE_DRAWS_PG: &str = "WITH e AS (INSERT INTO ent_usage_event \
        DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at";
 
 /// [`STORE_DRAWS_PG`]'s event columns.
-pub(super) fn event_arrays(usages: &[StoredUsage]) -> Result<Vec<PgArrayLiteral>> {
+fn event_arrays(usages: &[StoredUsage]) -> Result<Vec<PgArrayLiteral>> {
     let n = usages.len();
     let mut cols: Vec<PgArrayLiteral> = [24, 24, 36, 8, 8, 8, 27, 27, 8, 8, 8, 27, 240, 24, 8]
         .into_iter()
@@ -92,7 +92,7 @@ pub(super) fn event_arrays(usages: &[StoredUsage]) -> Result<Vec<PgArrayLiteral>
 }
 
 /// Meter keys (account, feature, user: `''` for the account's) as three array parameters.
-pub(super) fn meter_key_arrays<'a>(
+fn meter_key_arrays<'a>(
     keys: impl ExactSizeIterator<Item = (&'a MeterKey, Uuid)>,
 ) -> [PgArrayLiteral; 3] {
     let n = keys.len();
