@@ -339,33 +339,18 @@ impl<S: Storage> Engine<S> {
         if drawn.is_empty() {
             return Ok(None);
         }
-        drawn.sort_unstable();
-        let changes: Vec<IndexChange> = drawn
-            .iter()
-            .map(|&key| IndexChange::UpsertMeter {
-                tenant_id: key.0.tenant_id.clone(),
-                user_id: key.0.user_id.clone(),
-                feature_id: key.1,
-                state: Box::new(seen[key].1.clone()),
-            })
-            .collect();
-        let written: Vec<SeenMeter<'_>> = seen
-            .iter()
-            .map(|(&key, (stored, state))| SeenMeter {
-                owner: &key.0,
-                feature_id: key.1,
-                before: stored,
-                after: drawn.contains(&key).then_some(state),
-            })
-            .collect();
+        let meters = seen.iter().map(|(&key, (stored, state))| SeenMeter {
+            owner: &key.0,
+            feature_id: key.1,
+            before: stored,
+            after: drawn.contains(&key).then_some(state),
+        });
         let Some(revision) = self
-            .store
-            .draw_if_unchanged(&written, &rows, &changes, now, DrawLane::Consumptions)
+            .draw_unchanged(meters, &rows, now, DrawLane::Consumptions)
             .await?
         else {
             return Ok(None);
         };
-        self.index.apply_committed(revision, changes, now).await?;
         for answer in decided.iter_mut().flatten() {
             if answer.consumed {
                 answer.revision = revision;

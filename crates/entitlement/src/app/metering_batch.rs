@@ -175,41 +175,53 @@ impl<S: Storage> Engine<S> {
         if !drawn.contains(&true) {
             return Ok(None);
         }
-        let changes: Vec<IndexChange> = groups
-            .keys()
-            .zip(&meters)
-            .zip(&drawn)
-            .filter(|(_, drawn)| **drawn)
-            .map(
-                |(((owner, feature_id), (_, state)), _)| IndexChange::UpsertMeter {
-                    tenant_id: owner.tenant_id.clone(),
-                    user_id: owner.user_id.clone(),
-                    feature_id: *feature_id,
+        let seen = groups.keys().zip(&meters).zip(&drawn).map(
+            |(((owner, feature_id), (stored, state)), drawn)| SeenMeter {
+                owner,
+                feature_id: *feature_id,
+                before: stored,
+                after: drawn.then_some(state),
+            },
+        );
+        let Some(revision) = self
+            .draw_unchanged(seen, &rows, now, DrawLane::Pooled)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((outcomes, revision)))
+    }
+
+    /// Writes `rows` and the meters drawn on (those of `seen` with an `after`) in one
+    /// statement if none of `seen` moved, and applies the meters to the index: the revision
+    /// taken, or `None` when nothing was written.
+    pub(super) async fn draw_unchanged<'a>(
+        &self,
+        seen: impl Iterator<Item = SeenMeter<'a>>,
+        rows: &[StoredUsage],
+        now: DateTime<Utc>,
+        lane: DrawLane,
+    ) -> Result<Option<u64>> {
+        let seen: Vec<SeenMeter<'a>> = seen.collect();
+        let changes: Vec<IndexChange> = seen
+            .iter()
+            .filter_map(|m| {
+                m.after.map(|state| IndexChange::UpsertMeter {
+                    tenant_id: m.owner.tenant_id.clone(),
+                    user_id: m.owner.user_id.clone(),
+                    feature_id: m.feature_id,
                     state: Box::new(state.clone()),
-                },
-            )
-            .collect();
-        let seen: Vec<SeenMeter<'_>> = groups
-            .keys()
-            .zip(&meters)
-            .zip(&drawn)
-            .map(
-                |(((owner, feature_id), (stored, state)), drawn)| SeenMeter {
-                    owner,
-                    feature_id: *feature_id,
-                    before: stored,
-                    after: drawn.then_some(state),
-                },
-            )
+                })
+            })
             .collect();
         let Some(revision) = self
             .store
-            .draw_if_unchanged(&seen, &rows, &changes, now, DrawLane::Pooled)
+            .draw_if_unchanged(&seen, rows, &changes, now, lane)
             .await?
         else {
             return Ok(None);
         };
         self.index.apply_committed(revision, changes, now).await?;
-        Ok(Some((outcomes, revision)))
+        Ok(Some(revision))
     }
 }

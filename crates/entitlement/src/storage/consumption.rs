@@ -175,7 +175,11 @@ impl Store {
             // ran): the locked path tells which, and whether a lost answer committed (its ids
             // are then stored, and replayed).
             Err(e) => {
-                tracing::debug!(error = %e, "a consumption group's single statement failed; taking the locked path");
+                // The kind only: the database's message names the taken key.
+                tracing::debug!(
+                    failure = ?tenantry_common::db::classify_sqlx(&e),
+                    "a single-statement write failed; taking the locked path"
+                );
                 Ok(None)
             }
         }
