@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::super::ports::{DrawLane, SeenMeter, Storage};
 use super::super::thresholds::Reached;
+use super::batch::unchanged_meter;
 use super::{
     Metered, answer_json, answer_of, draw_error, issued, known_account, meter_owner,
     metered_or_error, pool_owner,
@@ -298,15 +299,10 @@ impl<S: Storage> Engine<S> {
         // Each meter as stored (the index holds what the last write stored) and as drawn on.
         let mut seen: BTreeMap<&(MeterKey, Uuid), (&MeterState, MeterState)> = BTreeMap::new();
         for key in meters.keys() {
-            let Some(stored) = index.meter(&key.0.tenant_id, key.0.user(), key.1) else {
+            let Some(meter) = unchanged_meter(index, (&key.0, key.1), now) else {
                 return Ok(None);
             };
-            if stored.end <= now {
-                return Ok(None);
-            }
-            let mut state = stored.clone();
-            state.prune_holds(now);
-            seen.insert(key, (stored, state));
+            seen.insert(key, meter);
         }
         let mut decided: Vec<Option<ConsumeAnswer>> = group.iter().map(|_| None).collect();
         let mut rows = Vec::with_capacity(group.len());

@@ -103,6 +103,23 @@ pub(super) fn draw_event(
     Ok((outcome, row))
 }
 
+/// A meter as this replica's index holds it (what its last write stored) and as a write
+/// without its lock starts from: its expired holds forgotten. `None` when the index holds
+/// none, or a period closed since (recording it is the locked path's).
+pub(super) fn unchanged_meter<'i>(
+    index: &'i EntitlementIndex,
+    (owner, feature_id): (&MeterKey, Uuid),
+    now: DateTime<Utc>,
+) -> Option<(&'i MeterState, MeterState)> {
+    let stored = index.meter(&owner.tenant_id, owner.user(), feature_id)?;
+    if stored.end <= now {
+        return None;
+    }
+    let mut state = stored.clone();
+    state.prune_holds(now);
+    Some((stored, state))
+}
+
 impl<S: Storage> Engine<S> {
     /// A usage batch in one statement, decided on its meters as this replica's index holds
     /// them and written only if each is still stored so
@@ -122,15 +139,10 @@ impl<S: Storage> Engine<S> {
             if feature.aggregation == Aggregation::UniqueCount {
                 return Ok(None);
             }
-            let Some(stored) = index.meter(&owner.tenant_id, owner.user(), *feature_id) else {
+            let Some(meter) = unchanged_meter(index, (owner, *feature_id), now) else {
                 return Ok(None);
             };
-            if stored.end <= now {
-                return Ok(None);
-            }
-            let mut state = stored.clone();
-            state.prune_holds(now);
-            meters.push((stored, state));
+            meters.push(meter);
         }
         let first = first_events(events, groups, HashSet::new());
         let mut outcomes = vec![UsageOutcome::Duplicate; events.len()];
