@@ -603,6 +603,51 @@ async fn a_batch_on_a_replica_behind_another_counts_on_the_stored_meter() {
     }
 }
 
+/// Consumption groups arriving faster than one announcement a window (`storage::notify`)
+/// commit without a notification of their own, but a listening replica still hears of the
+/// last of them, with no write after it to carry the announcement: it is woken without
+/// waiting for its poll.
+#[tokio::test]
+async fn the_last_of_a_burst_of_consumptions_is_announced_to_listening_replicas() {
+    use sea_orm::sqlx::postgres::PgListener;
+    let url = tenantry_common::testing::postgres().create_database().await;
+    let e = engine_on(&url, ManualClock::new(t0())).await;
+    setup(&e).await;
+    // The meter's first write (the locked path) announces itself like every locked write.
+    e.engine.consume_usage(consumption("c0", 1)).await.unwrap();
+    let store = &e.engine.store;
+    let mut listener = PgListener::connect_with(store.connection().get_postgres_connection_pool())
+        .await
+        .unwrap();
+    listener.listen(store.channel()).await.unwrap();
+    // Back to back: the first announces itself, those after it fall inside its window.
+    let mut last = 0;
+    for i in 1..=5 {
+        let (answer, _) = e
+            .engine
+            .consume_usage(consumption(&format!("c{i}"), 1))
+            .await
+            .unwrap();
+        assert!(answer.consumed);
+        last = answer.revision;
+    }
+    let announced = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let payload = listener.recv().await.unwrap().payload().to_owned();
+            let revision: u64 = payload.split(' ').next().unwrap().parse().unwrap();
+            if revision >= last {
+                return revision;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        announced.ok(),
+        Some(last),
+        "revision {last} was never announced"
+    );
+}
+
 /// A consumption group's single statement writes only over meters stored as they were decided
 /// on, and nothing at all when one moved or an event key is taken.
 #[tokio::test]

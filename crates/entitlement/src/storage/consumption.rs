@@ -22,7 +22,8 @@ use crate::domain::{DomainError, IndexChange, Result};
 /// change log and its notification (as `ADVANCE_PG`, without its webhook question: a meter's
 /// change is no event, and a threshold reached takes the locked path). The revision's `WHERE`
 /// reads the writes' counts so they run before it: like every writer, this one takes the
-/// revision row's lock last. Unchanged meters return the revision; a moved one returns no row and
+/// revision row's lock last. The notification is sent only when `$26` (see [`super::notify`]).
+/// Unchanged meters return the revision; a moved one returns no row and
 /// writes nothing. A taken event key fails the statement (a unique violation): nothing of it
 /// is kept, as it runs as its own transaction.
 const DRAW_IF_UNCHANGED_PG: &str = "WITH k AS (\
@@ -48,8 +49,8 @@ const DRAW_IF_UNCHANGED_PG: &str = "WITH k AS (\
          AND (SELECT count(*) FROM w) + (SELECT count(*) FROM e) >= 0 RETURNING value), \
      l AS (INSERT INTO ent_change_log (revision, changes, created_at) \
        SELECT value, $23, $21 FROM r) \
-     SELECT r.value FROM r CROSS JOIN LATERAL \
-       (SELECT pg_notify($24, CAST(r.value AS text) || ' ' || $25)) AS n";
+     SELECT r.value FROM r LEFT JOIN LATERAL \
+       (SELECT pg_notify($24, CAST(r.value AS text) || ' ' || $25) WHERE $26) AS n ON true";
 
 /// The connection consumption groups write on, kept from one group to the next (they run one
 /// at a time): a pooled connection handed back after each statement is pinged by the pool on
@@ -79,6 +80,7 @@ impl Store {
             after.push(m.after.map(to_json).transpose()?);
         }
         let log = encode_log(changes)?;
+        let announced = self.throttle.lead();
         // Arrays in the binary format: PostgreSQL reads them without parsing text (a third of
         // a thousand-event batch's insert was spent parsing literals and times).
         fn column<'a, T, U>(items: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
@@ -111,7 +113,8 @@ impl Store {
             .bind(i64::try_from(seen.len()).unwrap_or(i64::MAX))
             .bind(log)
             .bind(self.channel.as_str())
-            .bind(self.origin.payload_suffix());
+            .bind(self.origin.payload_suffix())
+            .bind(announced.is_some());
         let pool = self.db.get_postgres_connection_pool();
         let answer = match lane {
             DrawLane::Pooled => query.fetch_optional(pool).await,
@@ -140,7 +143,17 @@ impl Store {
                     message: "read the revision".into(),
                     source: Some(Box::new(e)),
                 })?;
-                Ok(Some(revision as u64))
+                let revision = revision as u64;
+                match announced {
+                    Some(start) => self.throttle.led(start),
+                    None => self.throttle.owe(
+                        revision,
+                        pool,
+                        &self.channel,
+                        self.origin.payload_suffix(),
+                    ),
+                }
+                Ok(Some(revision))
             }
             // A meter moved: nothing was written.
             Ok(None) => Ok(None),

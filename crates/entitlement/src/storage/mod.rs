@@ -19,6 +19,7 @@ mod idempotency;
 mod index_load;
 mod metering;
 mod metering_past;
+mod notify;
 mod reservations;
 mod revisions;
 mod thresholds;
@@ -68,6 +69,8 @@ pub struct Store {
     audit_enabled: bool,
     /// The connection consumption groups write on ([`consumption`]).
     consume_conn: consumption::HeldConnection,
+    /// Which single-statement writes announce themselves ([`notify`]).
+    throttle: notify::NotifyThrottle,
 }
 
 /// The sender part of change-log notifications: `<revision> <origin>`.
@@ -101,6 +104,7 @@ impl Store {
             origin: NotifyOrigin::new(),
             audit_enabled: true,
             consume_conn: consumption::HeldConnection::default(),
+            throttle: notify::NotifyThrottle::default(),
         }
     }
 
