@@ -195,7 +195,7 @@ pub async fn serve_with_clock(
     if let Some(prune_audit) = prune_audit {
         let _ = prune_audit.await;
     }
-    if let Err(err) = store.connection().clone().close().await {
+    if let Err(err) = store.close().await {
         tracing::warn!(error = %err, "closing the entitlement database failed");
     }
     result.map_err(RunError::from)

@@ -310,3 +310,29 @@ async fn usage_recorded_through_one_replica_is_what_another_replica_checks() {
     gateway_b.kill();
     replica.kill();
 }
+
+/// An entitlement service that has written consumption groups on PostgreSQL (which keep one
+/// pooled connection from one group to the next) still stops on SIGTERM: closing its pool
+/// used to wait for that connection forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entitlement_service_that_consumed_stops_on_sigterm() {
+    let mut stack = Stack::start().await;
+    let env = stack.env_token().await;
+    let env = env.as_str();
+    metered_account(&stack, env).await;
+    // The first creates the meter; those after it take the connection groups keep.
+    for id in ["c1", "c2", "c3"] {
+        let consumed = expect(
+            &stack,
+            StatusCode::OK,
+            Method::POST,
+            "/entitlements/api/v1/usage/consume",
+            Some(env),
+            Some(json!({"id": id, "tenantId": "acme", "featureKey": "calls"})),
+        )
+        .await;
+        assert_eq!(consumed["consumed"], true, "{consumed}");
+    }
+    let status = stack.entitlement.terminate().await;
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}

@@ -59,6 +59,13 @@ const DRAW_IF_UNCHANGED_PG: &str = "WITH k AS (\
 #[derive(Debug, Clone, Default)]
 pub(super) struct HeldConnection(Arc<Mutex<Option<PoolConnection<Postgres>>>>);
 
+impl HeldConnection {
+    /// Hands the connection back to the pool, whose close waits for every connection taken.
+    pub(super) async fn release(&self) {
+        self.0.lock().await.take();
+    }
+}
+
 impl Store {
     /// [`crate::app::ports::MeterStore::draw_if_unchanged`].
     pub(super) async fn draw_if_unchanged_pg(

@@ -121,6 +121,13 @@ impl Store {
         self.origin.sent(payload)
     }
 
+    /// Closes the database pool once the connection consumption groups keep is handed back
+    /// (closing waits for every connection taken from the pool: it never returned before).
+    pub async fn close(&self) -> std::result::Result<(), sea_orm::DbErr> {
+        self.consume_conn.release().await;
+        self.db.clone().close().await
+    }
+
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
