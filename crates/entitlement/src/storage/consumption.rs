@@ -153,12 +153,9 @@ impl Store {
                 let revision = revision as u64;
                 match announced {
                     Some(start) => self.throttle.led(start),
-                    None => self.throttle.owe(
-                        revision,
-                        pool,
-                        &self.channel,
-                        self.origin.payload_suffix(),
-                    ),
+                    None => self
+                        .throttle
+                        .owe(revision, pool, &self.channel, &self.origin),
                 }
                 Ok(Some(revision))
             }

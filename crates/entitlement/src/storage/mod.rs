@@ -87,6 +87,11 @@ impl NotifyOrigin {
         self.0.clone()
     }
 
+    /// A payload announcing `revision`, sent on its own (not by the statement taking it).
+    fn payload(&self, revision: u64) -> String {
+        format!("{revision} {}", self.0)
+    }
+
     fn sent(&self, payload: &str) -> bool {
         payload
             .rsplit_once(' ')

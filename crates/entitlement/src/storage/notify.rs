@@ -21,6 +21,8 @@ use std::time::Duration;
 use sea_orm::sqlx::{self, PgPool};
 use tokio::time::Instant;
 
+use super::NotifyOrigin;
+
 /// The least time between two announcing writes' starts: far below the replica-propagation
 /// bound (B6, 100 ms; an isolated write is not delayed at all), and long enough that a
 /// thousand groups a second announce themselves at most 200 times.
@@ -108,13 +110,14 @@ impl NotifyThrottle {
     /// A write that did not announce itself committed `revision`: owes an announcement
     /// (`"{revision} {origin}"` on `channel`), paid by the next announcing write or, failing
     /// that within `2 × WINDOW`, by a statement of its own.
-    pub(super) fn owe(&self, revision: u64, pool: &PgPool, channel: &str, origin: String) {
+    pub(super) fn owe(&self, revision: u64, pool: &PgPool, channel: &str, origin: &NotifyOrigin) {
         if !self.record_owed(revision) {
             return;
         }
         let throttle = self.clone();
         let pool = pool.clone();
         let channel = channel.to_owned();
+        let origin = origin.clone();
         tokio::spawn(async move {
             let revision = loop {
                 let since = {
@@ -138,7 +141,7 @@ impl NotifyThrottle {
             // watched by another task.
             let sent = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
-                .bind(format!("{revision} {origin}"))
+                .bind(origin.payload(revision))
                 .execute(&pool)
                 .await;
             if let Err(e) = sent {
